@@ -1,0 +1,28 @@
+//! WebSocket close codes the server sends, and what each means to a client.
+//!
+//! Codes below 4000 are the standard ones of RFC 6455. Codes 4400–4499 mean "do not retry with
+//! the same input": reconnecting would only repeat the same refusal. Codes 4500–4599 are
+//! server-side conditions after which a reconnect (and the full resync it performs) is the cure.
+
+/// The server is shutting down; reconnect later.
+pub const GOING_AWAY: u16 = 1001;
+/// A frame could not be decoded; the reason names the [`crate::DecodeError::code`].
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// A text frame arrived; the protocol is binary only.
+pub const UNSUPPORTED_DATA: u16 = 1003;
+/// A frame exceeded the server's maximum frame size.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The server failed (storage error); reconnecting loads the document afresh.
+pub const INTERNAL_ERROR: u16 = 1011;
+/// The document already has the maximum number of connections; try again later.
+pub const TRY_AGAIN_LATER: u16 = 1013;
+/// An update was refused because the document would exceed its maximum size.
+pub const DOCUMENT_TOO_LARGE: u16 = 4413;
+/// An update could not be applied (malformed, or it made the CRDT library fail); nothing of it
+/// was kept.
+pub const UPDATE_REJECTED: u16 = 4422;
+/// An awareness state exceeded the maximum state size.
+pub const AWARENESS_TOO_LARGE: u16 = 4431;
+/// The connection's outgoing queue overflowed because the client did not read fast enough.
+/// Reconnecting performs a full state-vector resync, so nothing is missed.
+pub const SLOW_CONSUMER: u16 = 4508;

@@ -1,0 +1,14 @@
+//! Wire formats of Debrief, and nothing else: lib0 primitives, the y-protocols messages spoken by
+//! stock `y-websocket` clients, awareness payloads and the close codes the server uses.
+//!
+//! This crate never performs I/O and has no async runtime, storage or HTTP dependency, so that
+//! every decoder can be unit- and property-tested on plain byte slices (see `STYLE.md`, habit 3).
+//! Decoding never panics: every malformed input maps to a [`DecodeError`] variant.
+
+pub mod awareness;
+pub mod close;
+pub mod error;
+pub mod lib0;
+pub mod ywire;
+
+pub use error::DecodeError;

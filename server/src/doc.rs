@@ -1,0 +1,656 @@
+//! The owner of one open document: a task that alone holds the `yrs::Doc`, applies updates,
+//! appends them to the store, and releases every frame that carries document content only after
+//! the group-commit flush containing that content has completed ("relay after flush"), so that
+//! nothing any client has seen can be lost to a crash.
+//!
+//! It never holds a yrs transaction across `.await` and never touches a socket: it talks to
+//! connections through their bounded outboxes ([`Peer`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use debrief_proto::awareness::decode_update;
+use debrief_proto::close;
+use debrief_proto::ywire::{Message, SyncMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use yrs::Doc;
+
+use crate::crdt;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::peer::{ConnId, Peer};
+use crate::presence::Presence;
+use crate::registry::Registry;
+use crate::store::{Compacted, Store, StoreError};
+
+/// Commands processed per wake-up before the owner asks for a flush; bounds how long one batch
+/// can delay the flush that releases it.
+const COMMANDS_PER_BATCH: usize = 64;
+
+/// A message from a connection to a document.
+#[derive(Debug)]
+pub enum Incoming {
+    /// The client's state vector: answer with what it lacks.
+    Step1(Bytes),
+    /// A step-2 or update payload.
+    Update(Bytes),
+    /// An awareness update.
+    Awareness(Bytes),
+    /// A request for every awareness state.
+    QueryAwareness,
+}
+
+/// Why a connection could not join a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The document is being unloaded; open it again.
+    #[error("document is unloading")]
+    Unloading,
+    /// The document has the maximum number of connections.
+    #[error("too many connections to this document")]
+    Full,
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+/// Commands a document owner understands.
+#[derive(Debug)]
+pub enum DocCommand {
+    /// Attach a connection; the owner sends it the server's SyncStep1 and current awareness.
+    Join {
+        /// The connection.
+        peer: Peer,
+        /// Answered once the connection is attached or refused.
+        reply: oneshot::Sender<Result<(), JoinError>>,
+    },
+    /// A message from an attached connection.
+    Message {
+        /// Who sent it.
+        conn: ConnId,
+        /// What it said.
+        msg: Incoming,
+    },
+    /// Detach a connection (it closed).
+    Leave {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Sender side of a document owner's command queue.
+#[derive(Debug, Clone)]
+pub struct DocHandle {
+    pub(crate) tx: mpsc::Sender<DocCommand>,
+}
+
+impl DocHandle {
+    /// Attaches `peer`; `Err(Unloading)` also covers an owner that already stopped.
+    pub async fn join(&self, peer: Peer) -> Result<(), JoinError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(DocCommand::Join { peer, reply })
+            .await
+            .map_err(|_| JoinError::Unloading)?;
+        rx.await.unwrap_or(Err(JoinError::Unloading))
+    }
+
+    /// Sends a message; `false` when the owner is gone.
+    pub async fn send(&self, conn: ConnId, msg: Incoming) -> bool {
+        self.tx
+            .send(DocCommand::Message { conn, msg })
+            .await
+            .is_ok()
+    }
+
+    /// Detaches a connection. Never waits: a full queue or a stopped owner means the owner will
+    /// notice the closed outbox on its next send instead.
+    pub fn leave(&self, conn: ConnId) {
+        let tx = self.tx.clone();
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(DocCommand::Leave { conn }) {
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+}
+
+/// Everything an owner shares with the rest of the server.
+#[derive(Debug, Clone)]
+pub struct DocContext {
+    /// The store.
+    pub store: Store,
+    /// Limits in force.
+    pub limits: Limits,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// A frame whose release waits for a flush.
+#[derive(Debug)]
+enum Deferred {
+    /// To every peer except the one that caused it.
+    Broadcast { except: ConnId, frame: Bytes },
+    /// To one peer.
+    To { conn: ConnId, frame: Bytes },
+}
+
+/// A requested flush and the frames it will release.
+type InFlight = (oneshot::Receiver<Result<(), StoreError>>, Vec<Deferred>);
+
+pub(crate) struct Owner {
+    name: Arc<str>,
+    generation: u64,
+    registry: std::sync::Weak<Registry>,
+    ctx: DocContext,
+    doc: Doc,
+    presence: Presence,
+    peers: HashMap<ConnId, Peer>,
+    next_seq: u64,
+    log_entries: u64,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+    /// Frames waiting for a flush not requested yet (content appended since the last request).
+    unrequested: Vec<Deferred>,
+    dirty: bool,
+    in_flight: VecDeque<InFlight>,
+    compaction: Option<JoinHandle<Result<Compacted, StoreError>>>,
+    compaction_upto: u64,
+    shutting_down: bool,
+}
+
+impl Owner {
+    /// Loads the document and serves commands until it is unloaded or the server stops.
+    pub(crate) async fn run(
+        name: Arc<str>,
+        generation: u64,
+        registry: std::sync::Weak<Registry>,
+        ctx: DocContext,
+        rx: mpsc::Receiver<DocCommand>,
+    ) {
+        let span = tracing::info_span!("doc", doc = %name);
+        async move {
+            let owner = match Owner::load(name.clone(), generation, registry.clone(), ctx).await {
+                Ok(owner) => owner,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not load document");
+                    if let Some(registry) = registry.upgrade() {
+                        registry.remove_if(&name, generation);
+                    }
+                    Owner::refuse_all(rx).await;
+                    return;
+                }
+            };
+            owner.serve(rx).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn load(
+        name: Arc<str>,
+        generation: u64,
+        registry: std::sync::Weak<Registry>,
+        ctx: DocContext,
+    ) -> Result<Owner, StoreError> {
+        let (doc, meta) = load_blocking(ctx.store.clone(), name.clone()).await?;
+        Metrics::inc(&ctx.metrics.documents_loaded);
+        tracing::debug!(log_entries = meta.log_entries, "document loaded");
+        Ok(Owner {
+            name,
+            generation,
+            registry,
+            ctx,
+            doc,
+            presence: Presence::default(),
+            peers: HashMap::new(),
+            next_seq: meta.next_seq,
+            log_entries: meta.log_entries,
+            log_bytes: meta.log_bytes,
+            snapshot_bytes: meta.snapshot_bytes,
+            unrequested: Vec::new(),
+            dirty: false,
+            in_flight: VecDeque::new(),
+            compaction: None,
+            compaction_upto: 0,
+            shutting_down: false,
+        })
+    }
+
+    async fn serve(mut self, mut rx: mpsc::Receiver<DocCommand>) {
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            let idle = self.peers.is_empty()
+                && self.in_flight.is_empty()
+                && !self.dirty
+                && self.compaction.is_none();
+            if self.shutting_down
+                && self.in_flight.is_empty()
+                && !self.dirty
+                && self.compaction.is_none()
+            {
+                break;
+            }
+            tokio::select! {
+                biased;
+                done = async { (&mut self.in_flight.front_mut().expect("guarded by the branch condition").0).await }, if !self.in_flight.is_empty() => {
+                    let (_, frames) = self.in_flight.pop_front().expect("front exists");
+                    match done {
+                        Ok(Ok(())) => {
+                            Metrics::inc(&self.ctx.metrics.flushes);
+                            self.release(frames);
+                        }
+                        _ => {
+                            tracing::error!("flush failed; closing the document");
+                            self.fail_all();
+                            break;
+                        }
+                    }
+                }
+                res = async { self.compaction.as_mut().expect("guarded by the branch condition").await }, if self.compaction.is_some() => {
+                    self.compaction = None;
+                    self.on_compacted(res);
+                }
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd);
+                    for _ in 1..COMMANDS_PER_BATCH {
+                        match rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(self.ctx.limits.idle_unload_after), if idle && !self.shutting_down => {
+                    if self.try_unload(&mut rx) {
+                        Metrics::dec(&self.ctx.metrics.documents_loaded);
+                        return;
+                    }
+                }
+                _ = shutdown.cancelled(), if !self.shutting_down => {
+                    self.shutting_down = true;
+                }
+            }
+            if self.dirty {
+                self.request_flush().await;
+            }
+            self.maybe_compact();
+        }
+        Metrics::dec(&self.ctx.metrics.documents_loaded);
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove_if(&self.name, self.generation);
+        }
+    }
+
+    /// Answers every queued join with a refusal when the document could not be loaded.
+    async fn refuse_all(mut rx: mpsc::Receiver<DocCommand>) {
+        rx.close();
+        while let Some(cmd) = rx.recv().await {
+            if let DocCommand::Join { peer, reply } = cmd {
+                peer.kick
+                    .kick(close::INTERNAL_ERROR, "document could not be loaded");
+                let _ = reply.send(Err(JoinError::Unloading));
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: DocCommand) {
+        match cmd {
+            DocCommand::Join { peer, reply } => {
+                let result = self.join(peer);
+                let _ = reply.send(result);
+            }
+            DocCommand::Leave { conn } => self.remove_peer(conn),
+            DocCommand::Message { conn, msg } => {
+                if !self.peers.contains_key(&conn) {
+                    // A connection that was closed by this owner may still have frames in flight.
+                    return;
+                }
+                match msg {
+                    Incoming::Step1(sv) => self.on_step1(conn, &sv),
+                    Incoming::Update(u) => self.on_update(conn, &u),
+                    Incoming::Awareness(a) => self.on_awareness(conn, &a),
+                    Incoming::QueryAwareness => {
+                        if let Some(all) = self.presence.snapshot() {
+                            self.send_to(conn, awareness_frame(&all));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn join(&mut self, peer: Peer) -> Result<(), JoinError> {
+        if self.shutting_down {
+            return Err(JoinError::ShuttingDown);
+        }
+        if self.peers.len() >= self.ctx.limits.max_connections_per_document {
+            return Err(JoinError::Full);
+        }
+        let conn = peer.conn;
+        self.peers.insert(conn, peer);
+        let sv = crdt::state_vector(&self.doc);
+        self.send_to(conn, sync_frame(SyncMessage::Step1(&sv)));
+        if let Some(all) = self.presence.snapshot() {
+            self.send_to(conn, awareness_frame(&all));
+        }
+        Ok(())
+    }
+
+    fn on_step1(&mut self, conn: ConnId, sv: &[u8]) {
+        match crdt::diff(&self.doc, sv) {
+            Ok(diff) => {
+                let frame = sync_frame(SyncMessage::Step2(&diff));
+                self.defer(Deferred::To { conn, frame });
+            }
+            Err(e) => self.reject(
+                conn,
+                close::PROTOCOL_ERROR,
+                &format!("invalid_state_vector: {}", e.code()),
+            ),
+        }
+    }
+
+    fn on_update(&mut self, conn: ConnId, update: &[u8]) {
+        let size = self.snapshot_bytes + self.log_bytes;
+        if size + update.len() as u64 > self.ctx.limits.max_document_bytes {
+            Metrics::inc(&self.ctx.metrics.updates_rejected);
+            self.reject(
+                conn,
+                close::DOCUMENT_TOO_LARGE,
+                &format!(
+                    "document_too_large: limit is {} bytes",
+                    self.ctx.limits.max_document_bytes
+                ),
+            );
+            return;
+        }
+        let applied = match crdt::apply(&self.doc, update) {
+            Ok(applied) => applied,
+            Err(e) => {
+                Metrics::inc(&self.ctx.metrics.updates_rejected);
+                tracing::warn!(%conn, reason = e.code(), "update rejected; reloading the document");
+                self.reject(conn, close::UPDATE_REJECTED, e.code());
+                self.reload();
+                return;
+            }
+        };
+        let mut to_store: Vec<&[u8]> = Vec::with_capacity(2);
+        if let Some(effect) = &applied.effect {
+            to_store.push(effect);
+        }
+        if applied.pending {
+            to_store.push(update);
+        }
+        for bytes in &to_store {
+            if let Err(e) = self.ctx.store.append(&self.name, self.next_seq, bytes) {
+                tracing::error!(error = %e, "append failed; closing the document");
+                self.fail_all();
+                return;
+            }
+            self.next_seq += 1;
+            self.log_entries += 1;
+            self.log_bytes += bytes.len() as u64;
+            self.dirty = true;
+        }
+        if let Some(effect) = applied.effect {
+            Metrics::inc(&self.ctx.metrics.updates_applied);
+            let frame = sync_frame(SyncMessage::Update(&effect));
+            self.defer(Deferred::Broadcast {
+                except: conn,
+                frame,
+            });
+        }
+    }
+
+    fn on_awareness(&mut self, conn: ConnId, payload: &[u8]) {
+        let entries = match decode_update(payload) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.reject(
+                    conn,
+                    close::PROTOCOL_ERROR,
+                    &format!("invalid_awareness: {}", e.code()),
+                );
+                return;
+            }
+        };
+        let max = self.ctx.limits.max_awareness_state_bytes;
+        if entries.iter().any(|e| e.state.len() > max) {
+            self.reject(
+                conn,
+                close::AWARENESS_TOO_LARGE,
+                &format!("awareness_too_large: limit is {max} bytes per state"),
+            );
+            return;
+        }
+        if self.presence.apply(conn, &entries) > 0 {
+            // Echoed to the sender too: a lone y-websocket client that hears nothing reconnects.
+            self.broadcast_now(None, awareness_frame(payload));
+        }
+    }
+
+    /// Discards the in-memory document after a failed update and loads it again from storage,
+    /// which holds exactly the updates that applied cleanly (appended ones included, flushed or
+    /// not). Connected clients keep their state: they never received anything the reload lacks.
+    fn reload(&mut self) {
+        Metrics::inc(&self.ctx.metrics.documents_reloaded);
+        let loaded = self
+            .ctx
+            .store
+            .load(&self.name)
+            .map_err(|e| e.to_string())
+            .and_then(|stored| {
+                crdt::load(
+                    stored.snapshot.as_deref(),
+                    stored.log.iter().map(|(_, u)| &u[..]),
+                )
+                .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(doc) => self.doc = doc,
+            Err(e) => {
+                tracing::error!(error = %e, "reload after a failed update failed; closing the document");
+                self.fail_all();
+            }
+        }
+    }
+
+    /// Closes one connection with a code, and detaches it.
+    fn reject(&mut self, conn: ConnId, code: u16, reason: &str) {
+        if let Some(peer) = self.peers.get(&conn) {
+            peer.kick.kick(code, reason);
+        }
+        self.remove_peer(conn);
+    }
+
+    /// Closes every connection after a storage failure; they reconnect to a fresh load.
+    fn fail_all(&mut self) {
+        for peer in self.peers.values() {
+            peer.kick.kick(close::INTERNAL_ERROR, "storage_error");
+        }
+        self.peers.clear();
+        self.shutting_down = true;
+        self.dirty = false;
+        self.unrequested.clear();
+        self.in_flight.clear();
+    }
+
+    fn remove_peer(&mut self, conn: ConnId) {
+        if self.peers.remove(&conn).is_none() {
+            return;
+        }
+        if let Some(gone) = self.presence.remove_conn(conn) {
+            self.broadcast_now(None, awareness_frame(&gone));
+        }
+    }
+
+    /// Queues a content-carrying frame behind the flush that covers everything applied so far.
+    fn defer(&mut self, frame: Deferred) {
+        if self.dirty {
+            self.unrequested.push(frame);
+        } else if let Some((_, frames)) = self.in_flight.back_mut() {
+            frames.push(frame);
+        } else {
+            self.release(vec![frame]);
+        }
+    }
+
+    async fn request_flush(&mut self) {
+        match self.ctx.store.request_flush().await {
+            Ok(rx) => {
+                self.dirty = false;
+                let frames = std::mem::take(&mut self.unrequested);
+                self.in_flight.push_back((rx, frames));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot request a flush; closing the document");
+                self.fail_all();
+            }
+        }
+    }
+
+    fn release(&mut self, frames: Vec<Deferred>) {
+        for d in frames {
+            match d {
+                Deferred::Broadcast { except, frame } => self.broadcast_now(Some(except), frame),
+                Deferred::To { conn, frame } => self.send_to(conn, frame),
+            }
+        }
+    }
+
+    fn send_to(&mut self, conn: ConnId, frame: Bytes) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        if !self.push(peer, frame) {
+            self.remove_peer(conn);
+        }
+    }
+
+    fn broadcast_now(&mut self, except: Option<ConnId>, frame: Bytes) {
+        let mut dropped = Vec::new();
+        for (conn, peer) in &self.peers {
+            if Some(*conn) != except && !self.push(peer, frame.clone()) {
+                dropped.push(*conn);
+            }
+        }
+        for conn in dropped {
+            self.remove_peer(conn);
+        }
+    }
+
+    /// Puts a frame in a peer's outbox; `false` when the peer must be detached (outbox full: it
+    /// is closed as a slow consumer and resynchronises on reconnect; or already closed).
+    fn push(&self, peer: &Peer, frame: Bytes) -> bool {
+        match peer.outbox.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Metrics::inc(&self.ctx.metrics.slow_consumers);
+                tracing::debug!(conn = %peer.conn, "outbox full; closing slow consumer");
+                peer.kick.kick(
+                    close::SLOW_CONSUMER,
+                    "slow_consumer: reconnect to resynchronise",
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn maybe_compact(&mut self) {
+        let limits = &self.ctx.limits;
+        if self.compaction.is_some()
+            || (self.log_entries < limits.compact_after_entries
+                && self.log_bytes < limits.compact_after_bytes)
+        {
+            return;
+        }
+        let store = self.ctx.store.clone();
+        let name = self.name.clone();
+        let upto = self.next_seq;
+        self.compaction_upto = upto;
+        self.compaction = Some(tokio::task::spawn_blocking(move || {
+            store.compact(&name, upto, crdt::fold)
+        }));
+    }
+
+    fn on_compacted(&mut self, res: Result<Result<Compacted, StoreError>, tokio::task::JoinError>) {
+        match res {
+            Ok(Ok(c)) => {
+                Metrics::inc(&self.ctx.metrics.compactions);
+                self.log_entries = self.log_entries.saturating_sub(c.entries);
+                self.log_bytes = self.log_bytes.saturating_sub(c.entry_bytes);
+                self.snapshot_bytes = c.snapshot_bytes;
+                tracing::debug!(
+                    entries = c.entries,
+                    snapshot_bytes = c.snapshot_bytes,
+                    upto = self.compaction_upto,
+                    "log compacted"
+                );
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "compaction failed; the log is kept"),
+            Err(e) => tracing::error!(error = %e, "compaction task failed; the log is kept"),
+        }
+    }
+
+    /// Removes this document from the registry if nothing is waiting for it. Joins that raced
+    /// with the removal are answered `Unloading`, and their connections open a fresh instance.
+    fn try_unload(&mut self, rx: &mut mpsc::Receiver<DocCommand>) -> bool {
+        let Some(registry) = self.registry.upgrade() else {
+            return false;
+        };
+        if !registry.remove_if_idle(&self.name, self.generation, || rx.is_empty()) {
+            return false;
+        }
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            if let DocCommand::Join { reply, .. } = cmd {
+                let _ = reply.send(Err(JoinError::Unloading));
+            }
+        }
+        tracing::debug!("idle document unloaded");
+        true
+    }
+}
+
+struct LoadedMeta {
+    next_seq: u64,
+    log_entries: u64,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+async fn load_blocking(store: Store, name: Arc<str>) -> Result<(Doc, LoadedMeta), StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let stored = store.load(&name)?;
+        let doc = crdt::load(
+            stored.snapshot.as_deref(),
+            stored.log.iter().map(|(_, u)| &u[..]),
+        )
+        .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
+        let meta = LoadedMeta {
+            next_seq: stored.next_seq,
+            log_entries: stored.log.len() as u64,
+            log_bytes: stored.log_bytes(),
+            snapshot_bytes: stored.snapshot_bytes(),
+        };
+        Ok((doc, meta))
+    })
+    .await
+    .map_err(|e| StoreError::Compaction(format!("load task failed: {e}")))?
+}
+
+fn sync_frame(msg: SyncMessage<'_>) -> Bytes {
+    Bytes::from(Message::Sync(msg).encode())
+}
+
+fn awareness_frame(payload: &[u8]) -> Bytes {
+    Bytes::from(Message::Awareness(payload).encode())
+}

@@ -1,0 +1,128 @@
+//! Debrief's server as a library: [`run`] serves HTTP and WebSockets on a bound listener until a
+//! shutdown token is cancelled, so that tests drive exactly what the binary runs.
+//!
+//! Dependencies run one way: transport ([`http`], [`ws`]) → documents ([`registry`], [`doc`],
+//! [`crdt`], [`presence`]) → storage ([`store`]). Only the transport layer knows axum; storage
+//! knows bytes, not yrs.
+
+pub mod config;
+pub mod crdt;
+pub mod doc;
+pub mod error;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod peer;
+pub mod presence;
+pub mod registry;
+pub mod store;
+pub mod ws;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use limits::{Limits, SHUTDOWN_GRACE};
+use metrics::Metrics;
+pub use peer::ConnId;
+use registry::Registry;
+use store::{Store, StoreError};
+
+/// State shared by every request and connection.
+#[derive(Debug)]
+pub struct AppState {
+    /// Open documents.
+    pub registry: Arc<Registry>,
+    /// The store.
+    pub store: Store,
+    /// Limits in force.
+    pub limits: Limits,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Owns every connection and document task.
+    pub tracker: TaskTracker,
+    /// Source of connection ids.
+    pub next_conn: AtomicU64,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened or flushed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Serving HTTP failed.
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves until `shutdown` is cancelled, then stops accepting, closes every socket with
+/// "going away", waits for documents to flush, flushes the store and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let (store, flusher) = Store::open(&config.data_dir)?;
+    let flusher = tokio::spawn(flusher.run());
+    let tracker = TaskTracker::new();
+    let metrics = Arc::new(Metrics::default());
+    let registry = Registry::new(
+        doc::DocContext {
+            store: store.clone(),
+            limits: config.limits.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        },
+        tracker.clone(),
+    );
+    let state = Arc::new(AppState {
+        registry,
+        store: store.clone(),
+        limits: config.limits.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+        next_conn: AtomicU64::new(1),
+    });
+    // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    let served = axum::serve(listener, http::router(state.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    // axum does not wait for upgraded WebSockets; the tracker does.
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections or documents did not stop in time");
+    }
+    drop(state);
+    let flushed = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.flush_blocking()
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    drop(store);
+    if tokio::time::timeout(SHUTDOWN_GRACE, flusher).await.is_err() {
+        tracing::warn!("the flusher did not stop in time");
+    }
+    served?;
+    flushed?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Every bound the server enforces, as named constants with the reason for each value.
+//!
+//! [`Limits`] carries them at run time so that integration tests can lower a limit that would be
+//! slow to reach at its production value; the defaults are always these constants.
+
+use std::time::Duration;
+
+/// Largest WebSocket message accepted. A post-mortem report of 100k characters is about 400 KB
+/// as a full Yjs state, so 4 MiB lets a client push a whole large document in one SyncStep2 while
+/// keeping per-connection buffering bounded.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest document, measured as its compacted state plus the log since. Ten times the largest
+/// real report we expect; past it, writes are refused rather than letting one document exhaust
+/// memory or make every cold load slow.
+pub const MAX_DOCUMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Most simultaneous connections to one document. A review has tens of people; a thousand leaves
+/// room for many tabs each while bounding the fan-out cost of one update.
+pub const MAX_CONNECTIONS_PER_DOCUMENT: usize = 1000;
+
+/// Largest awareness state (JSON text) of one client. Presence is a name, a colour and a cursor:
+/// a few hundred bytes. 64 KiB is generous and stops presence from being used as a data channel.
+pub const MAX_AWARENESS_STATE_BYTES: usize = 64 * 1024;
+
+/// Frames waiting to be written to one connection. With fan-out sharing the same bytes this is
+/// mostly pointers; a client this far behind is closed so it resynchronises on reconnect.
+pub const OUTBOX_CAPACITY: usize = 1024;
+
+/// How long one frame write may take before the client counts as not reading at all.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commands waiting for a document owner. Senders wait when it is full, which slows down only the
+/// connection that is sending faster than the document can absorb.
+pub const DOC_COMMAND_CAPACITY: usize = 256;
+
+/// A document with no connection is unloaded from memory after this long. Long enough to survive
+/// a page reload without a cold load, short enough that idle reviews free their memory.
+pub const IDLE_UNLOAD_AFTER: Duration = Duration::from_secs(30);
+
+/// Log entries after which a document's log is compacted into a snapshot.
+pub const COMPACT_AFTER_ENTRIES: u64 = 1000;
+
+/// Log bytes after which a document's log is compacted into a snapshot.
+pub const COMPACT_AFTER_BYTES: u64 = 1024 * 1024;
+
+/// Longest document name. Names are derived from review ids plus a suffix; 200 is far beyond that
+/// and keeps storage keys small.
+pub const MAX_DOCUMENT_NAME_LEN: usize = 200;
+
+/// How long shutdown waits for connections to close and documents to flush before giving up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The bounds in force for one server instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// See [`MAX_FRAME_BYTES`].
+    pub max_frame_bytes: usize,
+    /// See [`MAX_DOCUMENT_BYTES`].
+    pub max_document_bytes: u64,
+    /// See [`MAX_CONNECTIONS_PER_DOCUMENT`].
+    pub max_connections_per_document: usize,
+    /// See [`MAX_AWARENESS_STATE_BYTES`].
+    pub max_awareness_state_bytes: usize,
+    /// See [`OUTBOX_CAPACITY`].
+    pub outbox_capacity: usize,
+    /// See [`IDLE_UNLOAD_AFTER`].
+    pub idle_unload_after: Duration,
+    /// See [`COMPACT_AFTER_ENTRIES`].
+    pub compact_after_entries: u64,
+    /// See [`COMPACT_AFTER_BYTES`].
+    pub compact_after_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            max_document_bytes: MAX_DOCUMENT_BYTES,
+            max_connections_per_document: MAX_CONNECTIONS_PER_DOCUMENT,
+            max_awareness_state_bytes: MAX_AWARENESS_STATE_BYTES,
+            outbox_capacity: OUTBOX_CAPACITY,
+            idle_unload_after: IDLE_UNLOAD_AFTER,
+            compact_after_entries: COMPACT_AFTER_ENTRIES,
+            compact_after_bytes: COMPACT_AFTER_BYTES,
+        }
+    }
+}
+
+/// Checks a document name: 1 to [`MAX_DOCUMENT_NAME_LEN`] characters from `A–Z a–z 0–9 . _ : -`.
+/// The charset keeps names safe in URLs, logs and storage keys (no NUL, which separates key parts).
+pub fn valid_document_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_DOCUMENT_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}

@@ -1,0 +1,69 @@
+//! The `debrief` binary: parse configuration, start tracing, bind, and hand over to
+//! [`debrief_server::run`] with a shutdown token cancelled by SIGINT or SIGTERM.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use debrief_server::config::{Cli, LogFormat};
+use debrief_server::Config;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "debrief listening on {addr}").context("writing to stdout")?;
+        out.flush().context("flushing stdout")?;
+    }
+    tracing::info!(%addr, data_dir = %cli.data_dir.display(), "listening");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    debrief_server::run(listener, Config::from(&cli), shutdown)
+        .await
+        .context("server failed")
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,112 @@
+//! The registry of open documents: at most one in-memory owner per document name.
+//!
+//! Opening is check-and-insert under one short lock that is never held across `.await`, so many
+//! sockets opening the same unloaded document at the same moment all get the same owner (it loads
+//! while their joins wait in its queue).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use crate::doc::{DocContext, DocHandle, Owner};
+use crate::limits::DOC_COMMAND_CAPACITY;
+
+#[derive(Debug)]
+struct Entry {
+    generation: u64,
+    handle: DocHandle,
+}
+
+/// All documents currently in memory.
+#[derive(Debug)]
+pub struct Registry {
+    docs: Mutex<HashMap<Arc<str>, Entry>>,
+    next_generation: AtomicU64,
+    ctx: DocContext,
+    tracker: TaskTracker,
+}
+
+impl Registry {
+    /// An empty registry whose owners are spawned on `tracker`.
+    pub fn new(ctx: DocContext, tracker: TaskTracker) -> Arc<Registry> {
+        Arc::new(Registry {
+            docs: Mutex::new(HashMap::new()),
+            next_generation: AtomicU64::new(1),
+            ctx,
+            tracker,
+        })
+    }
+
+    /// The owner of `name`, spawning (and loading) it if it is not in memory.
+    pub fn open(self: &Arc<Self>, name: &str) -> DocHandle {
+        let mut docs = self.lock();
+        if let Some(entry) = docs.get(name) {
+            if !entry.handle.tx.is_closed() {
+                return entry.handle.clone();
+            }
+        }
+        let name: Arc<str> = Arc::from(name);
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(DOC_COMMAND_CAPACITY);
+        let handle = DocHandle { tx };
+        docs.insert(
+            name.clone(),
+            Entry {
+                generation,
+                handle: handle.clone(),
+            },
+        );
+        drop(docs);
+        self.tracker.spawn(Owner::run(
+            name,
+            generation,
+            Arc::downgrade(self),
+            self.ctx.clone(),
+            rx,
+        ));
+        handle
+    }
+
+    /// Number of documents in memory.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no document is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Removes the entry of `name` if it still belongs to `generation`.
+    pub(crate) fn remove_if(&self, name: &str, generation: u64) {
+        let mut docs = self.lock();
+        if docs.get(name).is_some_and(|e| e.generation == generation) {
+            docs.remove(name);
+        }
+    }
+
+    /// Removes the entry of `name` if it still belongs to `generation` and `idle()` holds while
+    /// the registry is locked (so no new handle can be handed out in between).
+    pub(crate) fn remove_if_idle(
+        &self,
+        name: &str,
+        generation: u64,
+        idle: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut docs = self.lock();
+        if docs.get(name).is_some_and(|e| e.generation == generation) && idle() {
+            docs.remove(name);
+            return true;
+        }
+        false
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
+        // The map stays consistent even if a holder panicked: every update is a single insert
+        // or remove.
+        self.docs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,317 @@
+//! Durable storage of documents in sled: per document an append-only update log and a compacted
+//! snapshot, plus group commit. This module knows keys and bytes only — never yrs.
+//!
+//! Key layout in the `docs` tree (the NUL cannot occur in a valid document name, so one
+//! document's keys never prefix another's):
+//! - `name \0 L seq(u64 BE)` → one update, in the order it was accepted;
+//! - `name \0 S` → `covers_below(u64 BE)` ++ snapshot, the state of every log entry whose
+//!   sequence is below `covers_below`.
+//!
+//! Compaction writes the new snapshot and deletes the entries it covers in one sled batch, so a
+//! crash at any point leaves either the old or the new layout, both loadable.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Flush requests waiting for the flusher. Owners wait when it is full, which only happens if the
+/// disk cannot keep up; that is the back-pressure we want.
+const FLUSH_QUEUE_CAPACITY: usize = 4096;
+
+const LOG_TAG: u8 = b'L';
+const SNAPSHOT_TAG: u8 = b'S';
+
+/// A storage failure. Storage errors end the affected document (its clients are disconnected and
+/// reconnect to a fresh load); they never reach a client as text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error.
+    #[error("sled: {0}")]
+    Sled(Arc<sled::Error>),
+    /// A stored value does not have the layout this module writes.
+    #[error("corrupt stored value for key {0:?}")]
+    Corrupt(String),
+    /// The flusher is gone (the server is shutting down).
+    #[error("the flusher has stopped")]
+    FlusherGone,
+    /// Folding the log into a snapshot failed.
+    #[error("compaction failed: {0}")]
+    Compaction(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(Arc::new(e))
+    }
+}
+
+/// What is stored for one document.
+#[derive(Debug, Default)]
+pub struct StoredDoc {
+    /// The compacted state, if the document was ever compacted.
+    pub snapshot: Option<sled::IVec>,
+    /// Updates after the snapshot, in sequence order.
+    pub log: Vec<(u64, sled::IVec)>,
+    /// The sequence number the next appended update gets.
+    pub next_seq: u64,
+}
+
+impl StoredDoc {
+    /// Bytes of the log entries.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.iter().map(|(_, v)| v.len() as u64).sum()
+    }
+
+    /// Bytes of the snapshot.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.len() as u64)
+    }
+}
+
+/// The outcome of one compaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Compacted {
+    /// Log entries folded into the snapshot and deleted.
+    pub entries: u64,
+    /// Bytes of those entries.
+    pub entry_bytes: u64,
+    /// Size of the new snapshot.
+    pub snapshot_bytes: u64,
+}
+
+type FlushWaiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// Handle to the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    docs: sled::Tree,
+    flush_tx: mpsc::Sender<FlushWaiter>,
+}
+
+/// The group-commit task. Returned by [`Store::open`] so the caller owns and awaits it; it ends
+/// once every [`Store`] handle is dropped.
+#[derive(Debug)]
+pub struct Flusher {
+    db: sled::Db,
+    rx: mpsc::Receiver<FlushWaiter>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<(Store, Flusher), StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let docs = db.open_tree("docs")?;
+        let (flush_tx, rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
+        let flusher = Flusher { db: db.clone(), rx };
+        Ok((Store { db, docs, flush_tx }, flusher))
+    }
+
+    /// Reads a document's snapshot and log.
+    pub fn load(&self, name: &str) -> Result<StoredDoc, StoreError> {
+        let mut out = StoredDoc::default();
+        let mut covers_below = 0;
+        if let Some(v) = self.docs.get(snapshot_key(name))? {
+            let (covers, _) = split_snapshot(&v).ok_or_else(|| corrupt(name, "snapshot"))?;
+            covers_below = covers;
+            out.snapshot = Some(v.subslice(8, v.len() - 8));
+        }
+        out.next_seq = covers_below;
+        for item in self.docs.scan_prefix(log_prefix(name)) {
+            let (k, v) = item?;
+            let seq = seq_of(&k).ok_or_else(|| corrupt(name, "log key"))?;
+            if seq >= covers_below {
+                out.next_seq = seq + 1;
+                out.log.push((seq, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends one update to a document's log. Not durable until a [`Store::flush`] that starts
+    /// after this call has completed.
+    pub fn append(&self, name: &str, seq: u64, update: &[u8]) -> Result<(), StoreError> {
+        self.docs.insert(log_key(name, seq), update)?;
+        Ok(())
+    }
+
+    /// Asks for a flush and returns a receiver that completes once everything appended before
+    /// this call is on disk. Concurrent requests share one flush (group commit).
+    pub async fn request_flush(
+        &self,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.flush_tx
+            .send(tx)
+            .await
+            .map_err(|_| StoreError::FlusherGone)?;
+        Ok(rx)
+    }
+
+    /// Folds the log entries below `upto` into the snapshot with `fold(snapshot, updates)`, then
+    /// writes the new snapshot and deletes those entries in one atomic batch. Blocking: run it on
+    /// a blocking thread.
+    pub fn compact(
+        &self,
+        name: &str,
+        upto: u64,
+        fold: impl FnOnce(Option<&[u8]>, &[sled::IVec]) -> Result<Vec<u8>, String>,
+    ) -> Result<Compacted, StoreError> {
+        let stored = self.load(name)?;
+        let (keys, updates): (Vec<u64>, Vec<sled::IVec>) = stored
+            .log
+            .into_iter()
+            .filter(|(seq, _)| *seq < upto)
+            .unzip();
+        if updates.is_empty() {
+            return Ok(Compacted {
+                entries: 0,
+                entry_bytes: 0,
+                snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
+            });
+        }
+        let snapshot =
+            fold(stored.snapshot.as_deref(), &updates).map_err(StoreError::Compaction)?;
+        let covers_below = keys.last().map_or(upto, |last| last + 1);
+        let mut value = Vec::with_capacity(8 + snapshot.len());
+        value.extend_from_slice(&covers_below.to_be_bytes());
+        value.extend_from_slice(&snapshot);
+        let mut batch = sled::Batch::default();
+        batch.insert(snapshot_key(name), value);
+        for seq in &keys {
+            batch.remove(log_key(name, *seq));
+        }
+        self.docs.apply_batch(batch)?;
+        Ok(Compacted {
+            entries: keys.len() as u64,
+            entry_bytes: updates.iter().map(|u| u.len() as u64).sum(),
+            snapshot_bytes: snapshot.len() as u64,
+        })
+    }
+
+    /// Number of log entries stored for a document (for metrics and tests).
+    pub fn log_len(&self, name: &str) -> usize {
+        self.docs.scan_prefix(log_prefix(name)).count()
+    }
+
+    /// A cheap read that fails when the store is unusable (for the readiness probe).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.docs.first()?;
+        Ok(())
+    }
+
+    /// Flushes everything now, bypassing the group-commit queue. Blocking; used at shutdown.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Flusher {
+    /// Serves flush requests until every [`Store`] handle is gone. Each round takes every
+    /// request waiting at that moment and answers all of them with one sled flush.
+    pub async fn run(mut self) {
+        let mut waiters = Vec::new();
+        while let Some(first) = self.rx.recv().await {
+            waiters.push(first);
+            while let Ok(more) = self.rx.try_recv() {
+                waiters.push(more);
+            }
+            let result = self
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "group commit flush failed");
+            }
+            for w in waiters.drain(..) {
+                // A waiter that went away (its document closed) needs no answer.
+                let _ = w.send(result.clone());
+            }
+        }
+    }
+}
+
+fn log_prefix(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 2);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.push(LOG_TAG);
+    k
+}
+
+fn log_key(name: &str, seq: u64) -> Vec<u8> {
+    let mut k = log_prefix(name);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn snapshot_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 2);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.push(SNAPSHOT_TAG);
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+fn split_snapshot(v: &[u8]) -> Option<(u64, &[u8])> {
+    let head: [u8; 8] = v.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(head), &v[8..]))
+}
+
+fn corrupt(name: &str, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("{name}: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn append_load_compact() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, flusher) = Store::open(dir.path()).expect("open");
+        let flusher = tokio::spawn(flusher.run());
+        for seq in 0..5u64 {
+            store.append("a", seq, &[seq as u8]).expect("append");
+        }
+        store.append("a:b", 0, b"other").expect("append");
+        store
+            .request_flush()
+            .await
+            .expect("queued")
+            .await
+            .expect("answered")
+            .expect("flushed");
+        let loaded = store.load("a").expect("load");
+        assert_eq!(loaded.log.len(), 5);
+        assert_eq!(loaded.next_seq, 5);
+        let c = store
+            .compact("a", 3, |snap, ups| {
+                assert!(snap.is_none());
+                Ok(ups.iter().flat_map(|u| u.to_vec()).collect())
+            })
+            .expect("compact");
+        assert_eq!(c.entries, 3);
+        let loaded = store.load("a").expect("load");
+        assert_eq!(loaded.snapshot.as_deref(), Some(&[0u8, 1, 2][..]));
+        assert_eq!(
+            loaded.log.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(loaded.next_seq, 5);
+        assert_eq!(store.load("a:b").expect("load").log.len(), 1);
+        drop(store);
+        flusher
+            .await
+            .expect("flusher ends when the store is dropped");
+    }
+}

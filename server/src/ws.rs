@@ -1,0 +1,226 @@
+//! The y-websocket dialect at `GET /ws/{doc}`: upgrade, then one task per connection that runs
+//! a reader and a writer side by side.
+//!
+//! The reader decodes every message of each incoming frame and forwards it to the document owner
+//! (waiting when the owner is busy, which slows only this client). The writer drains the
+//! connection's bounded outbox, one protocol message per frame, and sends the close frame when the
+//! owner, the reader or shutdown asks for one. Neither ever blocks another connection.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use debrief_proto::close;
+use debrief_proto::ywire::{decode_frame, Message, SyncMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::doc::{DocHandle, Incoming, JoinError};
+use crate::error::ApiError;
+use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
+use crate::metrics::Metrics;
+use crate::peer::{ConnId, Kick, Peer};
+use crate::AppState;
+
+/// How many times a connection retries opening a document that was unloading as it joined.
+const JOIN_ATTEMPTS: usize = 5;
+
+/// `GET /ws/{doc}`: validates the name and upgrades.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Path(doc): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !valid_document_name(&doc) {
+        return ApiError::bad_request(
+            "invalid_document_name",
+            format!(
+                "document names are 1 to {MAX_DOCUMENT_NAME_LEN} characters from A-Z a-z 0-9 . _ : -"
+            ),
+        )
+        .into_response();
+    }
+    // tungstenite's own cap sits above ours so that an oversized frame reaches our check and gets
+    // a proper 1009 close instead of a bare transport error.
+    let transport_cap = state.limits.max_frame_bytes.saturating_mul(2);
+    let tracker = state.tracker.clone();
+    ws.max_message_size(transport_cap)
+        .max_frame_size(transport_cap)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                let conn = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
+                let span = tracing::debug_span!("conn", %conn, doc = %doc);
+                connection(socket, doc, conn, state).instrument(span).await;
+            })
+        })
+}
+
+async fn connection(socket: WebSocket, doc: String, conn: ConnId, state: Arc<AppState>) {
+    Metrics::inc(&state.metrics.connections_open);
+    let (outbox, outbox_rx) = mpsc::channel(state.limits.outbox_capacity);
+    let kick = Kick::default();
+    let peer = Peer {
+        conn,
+        outbox,
+        kick: kick.clone(),
+    };
+    let (sink, stream) = socket.split();
+    let done = state.shutdown.child_token();
+    let joined = join(&state, &doc, peer).await;
+    match joined {
+        Ok(handle) => {
+            tracing::debug!("connected");
+            tokio::join!(
+                writer(
+                    sink,
+                    outbox_rx,
+                    kick.clone(),
+                    done.clone(),
+                    state.shutdown.clone()
+                ),
+                reader(stream, &handle, conn, &kick, &done, &state),
+            );
+            handle.leave(conn);
+        }
+        Err(e) => {
+            let (code, reason) = match e {
+                JoinError::Full => (close::TRY_AGAIN_LATER, "too_many_connections"),
+                JoinError::ShuttingDown | JoinError::Unloading => {
+                    (close::GOING_AWAY, "server_shutting_down")
+                }
+            };
+            kick.kick(code, reason);
+            writer(sink, outbox_rx, kick, done, state.shutdown.clone()).await;
+        }
+    }
+    tracing::debug!("disconnected");
+    Metrics::dec(&state.metrics.connections_open);
+}
+
+async fn join(state: &Arc<AppState>, doc: &str, peer: Peer) -> Result<DocHandle, JoinError> {
+    let mut last = JoinError::Unloading;
+    for _ in 0..JOIN_ATTEMPTS {
+        let handle = state.registry.open(doc);
+        match handle.join(peer.clone()).await {
+            Ok(()) => return Ok(handle),
+            Err(JoinError::Unloading) => last = JoinError::Unloading,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+async fn writer(
+    mut sink: Sink,
+    mut outbox: mpsc::Receiver<Bytes>,
+    kick: Kick,
+    done: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let close_with = loop {
+        tokio::select! {
+            biased;
+            (code, reason) = kick.kicked() => break Some((code, reason)),
+            _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "server_shutting_down".to_owned())),
+            _ = done.cancelled() => break None,
+            frame = outbox.recv() => match frame {
+                Some(frame) => {
+                    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Binary(frame))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => break Some((close::SLOW_CONSUMER, "slow_consumer: write timed out".to_owned())),
+                    }
+                }
+                None => break Some((close::INTERNAL_ERROR, "document_closed".to_owned())),
+            },
+        }
+    };
+    if let Some((code, reason)) = close_with {
+        tracing::debug!(code, reason = %reason, "closing connection");
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Close(Some(frame)))).await;
+    }
+    done.cancel();
+}
+
+async fn reader(
+    mut stream: Stream,
+    handle: &DocHandle,
+    conn: ConnId,
+    kick: &Kick,
+    done: &CancellationToken,
+    state: &AppState,
+) {
+    let max = state.limits.max_frame_bytes;
+    loop {
+        let next = tokio::select! {
+            _ = done.cancelled() => break,
+            next = stream.next() => next,
+        };
+        let bytes = match next {
+            Some(Ok(WsMessage::Binary(bytes))) => bytes,
+            Some(Ok(WsMessage::Text(_))) => {
+                kick.kick(
+                    close::UNSUPPORTED_DATA,
+                    "text_frame: the protocol is binary",
+                );
+                break;
+            }
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+            Some(Ok(WsMessage::Close(_))) | None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "transport error");
+                kick.kick(close::PROTOCOL_ERROR, "transport_error");
+                break;
+            }
+        };
+        if bytes.len() > max {
+            kick.kick(
+                close::MESSAGE_TOO_BIG,
+                format!("frame_too_large: limit is {max} bytes"),
+            );
+            break;
+        }
+        let messages = match decode_frame(&bytes) {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable frame");
+                kick.kick(close::PROTOCOL_ERROR, e.code());
+                break;
+            }
+        };
+        for message in messages {
+            let incoming = match message {
+                Message::Sync(SyncMessage::Step1(sv)) => Incoming::Step1(bytes.slice_ref(sv)),
+                Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => {
+                    Incoming::Update(bytes.slice_ref(u))
+                }
+                Message::Awareness(a) => Incoming::Awareness(bytes.slice_ref(a)),
+                Message::QueryAwareness => Incoming::QueryAwareness,
+                // Clients have no auth message to send in this dialect; ignore it as y-websocket
+                // servers do.
+                Message::Auth(_) => continue,
+            };
+            let sent = tokio::select! {
+                _ = done.cancelled() => return,
+                sent = handle.send(conn, incoming) => sent,
+            };
+            if !sent {
+                kick.kick(close::INTERNAL_ERROR, "document_closed");
+                return;
+            }
+        }
+    }
+    done.cancel();
+}
