@@ -78,9 +78,17 @@ pub fn apply(doc: &Doc, update: &[u8]) -> Result<Applied, ApplyError> {
             .map_err(|e| ApplyError::Invalid(e.to_string()))?;
         txn.commit();
         let changed = !txn.delete_set().is_empty() || txn.after_state() != txn.before_state();
+        let pending = txn.has_missing_updates();
+        if pending {
+            // Held-back parts are merged into every later encoding, and a malformed one can make
+            // that merge panic. Encode once now (cheap: against our own state vector) so such an
+            // update is rejected here rather than breaking every later sync.
+            let own = txn.state_vector();
+            let _ = txn.encode_state_as_update_v1(&own);
+        }
         Ok(Applied {
             effect: changed.then(|| txn.encode_update_v1()),
-            pending: txn.has_missing_updates(),
+            pending,
         })
     })
 }

@@ -30,6 +30,10 @@ pub const OUTBOX_CAPACITY: usize = 1024;
 /// How long one frame write may take before the client counts as not reading at all.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the close frame may take to write. Short, because a connection being closed is
+/// often one that stopped reading; the socket is dropped afterwards either way.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Commands waiting for a document owner. Senders wait when it is full, which slows down only the
 /// connection that is sending faster than the document can absorb.
 pub const DOC_COMMAND_CAPACITY: usize = 256;

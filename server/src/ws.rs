@@ -9,8 +9,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use debrief_proto::close;
@@ -22,7 +24,7 @@ use tracing::Instrument;
 
 use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::error::ApiError;
-use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
+use crate::limits::{valid_document_name, CLOSE_TIMEOUT, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, Kick, Peer};
 use crate::AppState;
@@ -34,7 +36,7 @@ const JOIN_ATTEMPTS: usize = 5;
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     Path(doc): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !valid_document_name(&doc) {
         return ApiError::bad_request(
@@ -45,6 +47,14 @@ pub async fn upgrade(
         )
         .into_response();
     }
+    let Ok(ws) = ws else {
+        return ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_upgrade_required",
+            "this endpoint speaks the y-websocket protocol over a WebSocket",
+        )
+        .into_response();
+    };
     // tungstenite's own cap sits above ours so that an oversized frame reaches our check and gets
     // a proper 1009 close instead of a bare transport error.
     let transport_cap = state.limits.max_frame_bytes.saturating_mul(2);
@@ -126,20 +136,24 @@ async fn writer(
     shutdown: CancellationToken,
 ) {
     let close_with = loop {
-        tokio::select! {
+        let frame = tokio::select! {
             biased;
             (code, reason) = kick.kicked() => break Some((code, reason)),
             _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "server_shutting_down".to_owned())),
             _ = done.cancelled() => break None,
             frame = outbox.recv() => match frame {
-                Some(frame) => {
-                    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Binary(frame))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => break Some((close::SLOW_CONSUMER, "slow_consumer: write timed out".to_owned())),
-                    }
-                }
+                Some(frame) => frame,
                 None => break Some((close::INTERNAL_ERROR, "document_closed".to_owned())),
+            },
+        };
+        // A write blocks while the client does not read; a close request must not wait for it.
+        tokio::select! {
+            biased;
+            (code, reason) = kick.kicked() => break Some((code, reason)),
+            sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Binary(frame))) => match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break None,
+                Err(_) => break Some((close::SLOW_CONSUMER, "slow_consumer: write timed out".to_owned())),
             },
         }
     };
@@ -149,7 +163,8 @@ async fn writer(
             code,
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Close(Some(frame)))).await;
+        // Best effort: a client that stopped reading may never take the close frame.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(WsMessage::Close(Some(frame)))).await;
     }
     done.cancel();
 }

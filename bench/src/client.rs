@@ -1,0 +1,519 @@
+//! A y-websocket client: sync handshake, update and awareness exchange, and the
+//! bookkeeping that turns received updates into deliveries and fan-out latencies.
+//!
+//! Matching a received update to its send: the update a server relays need not be the
+//! bytes that were sent (the reference re-encodes the update of its own transaction, and
+//! a server may merge several). So a send is identified by content: an update inserting
+//! text is keyed by the first ID it inserts (client, clock); a delete-only update by the
+//! smallest ID it deletes. A received update delivers every logged send whose key falls
+//! in the ID ranges it inserts (or, for deletes, deletes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use yrs::encoding::read::Cursor;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+use yrs::sync::{Message, MessageReader, SyncMessage};
+use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::updates::encoder::Encode;
+use yrs::{
+    ClientID, Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, TextRef, Transact,
+    Update,
+};
+
+use crate::target::Dialect;
+use crate::trace::LocalEdit;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Name of the shared text type every client edits.
+pub const TEXT_NAME: &str = "text";
+
+const KIND_INS: u8 = 0;
+const KIND_DEL: u8 = 1;
+
+/// Identity of a sent update: (kind, client, clock).
+type Key = (u8, u64, u32);
+
+/// Send times of the updates sent to one document during the measured window.
+#[derive(Debug, Default)]
+pub struct SentLog {
+    sent: Mutex<BTreeMap<Key, Instant>>,
+}
+
+impl SentLog {
+    fn insert(&self, key: Key, at: Instant) {
+        if let Ok(mut m) = self.sent.lock() {
+            m.entry(key).or_insert(at);
+        }
+    }
+}
+
+/// Counters shared by all clients of a run.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Deliveries expected: for each update sent while recording, the number of peers.
+    pub expected: AtomicU64,
+    /// Deliveries seen while recording.
+    pub delivered: AtomicU64,
+    /// Updates sent while recording.
+    pub sent: AtomicU64,
+    /// Signalled on every delivery (used by windowed writers).
+    pub progress: Notify,
+    /// When the latest delivery happened, as nanoseconds since [`epoch`].
+    pub last_delivery_ns: AtomicU64,
+}
+
+/// A fixed instant that delivery times are measured from.
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Counters {
+    /// Time of the latest delivery, if any.
+    pub fn last_delivery(&self) -> Option<Instant> {
+        match self.last_delivery_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(epoch() + Duration::from_nanos(ns)),
+        }
+    }
+
+    pub fn outstanding(&self) -> u64 {
+        self.expected
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.delivered.load(Ordering::Relaxed))
+    }
+}
+
+/// What one client saw.
+#[derive(Debug, Default, Clone)]
+pub struct ClientStats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub echoes: u64,
+    pub unmatched: u64,
+    pub awareness_rx: u64,
+    pub awareness_tx: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub latencies_us: Vec<u32>,
+}
+
+impl ClientStats {
+    pub fn merge(&mut self, o: ClientStats) {
+        self.sent += o.sent;
+        self.delivered += o.delivered;
+        self.echoes += o.echoes;
+        self.unmatched += o.unmatched;
+        self.awareness_rx += o.awareness_rx;
+        self.awareness_tx += o.awareness_tx;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_bytes += o.tx_bytes;
+        self.latencies_us.extend(o.latencies_us);
+    }
+}
+
+/// What reading one frame produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Something other than the below (awareness, pong, an echo, ...).
+    Other,
+    /// The server's SyncStep2 was applied: the client has the document.
+    Synced,
+    /// An update from another client was applied; `n` logged sends matched.
+    Update { matched: u32 },
+    /// The connection is closed.
+    Closed,
+}
+
+/// Settings shared by the clients of a run.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub dialect: Dialect,
+    pub counters: Arc<Counters>,
+}
+
+#[derive(Debug)]
+pub struct YClient {
+    ws: Ws,
+    #[allow(dead_code)]
+    dialect: Dialect,
+    doc: Doc,
+    text: TextRef,
+    client_id: u64,
+    synced: bool,
+    log: Arc<SentLog>,
+    counters: Arc<Counters>,
+    /// Peers expected to receive each of this client's updates.
+    peers: u64,
+    own_del_keys: HashSet<Key>,
+    seen: HashSet<Key>,
+    /// When true, sends are logged and counted, deliveries and latencies recorded.
+    pub recording: bool,
+    /// When true, received updates are neither applied nor matched, only counted as
+    /// echoes (a lone writer whose updates were encoded elsewhere).
+    pub discard_updates: bool,
+    pub stats: ClientStats,
+    awareness_clock: u32,
+    name: String,
+    frame_at: Option<Instant>,
+    /// When the frame carrying the server's SyncStep2 arrived (before decoding it).
+    pub synced_frame_at: Option<Instant>,
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Small read buffers: scenario 4 holds thousands of connections in this process.
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20))
+}
+
+impl YClient {
+    /// Connects and starts the handshake: sends SyncStep1 and, if `awareness` is set, the
+    /// local awareness state. Does not wait for the server's answer (see [`Self::wait_synced`]).
+    pub async fn connect(
+        url: &str,
+        cfg: &ClientConfig,
+        log: Arc<SentLog>,
+        peers: u64,
+        name: String,
+        awareness: bool,
+    ) -> Result<Self> {
+        let (ws, _resp) =
+            tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+        let doc = Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Default::default()
+        });
+        let text = doc.get_or_insert_text(TEXT_NAME);
+        let client_id = doc.client_id().get();
+        let mut c = YClient {
+            ws,
+            dialect: cfg.dialect,
+            doc,
+            text,
+            client_id,
+            synced: false,
+            log,
+            counters: cfg.counters.clone(),
+            peers,
+            own_del_keys: HashSet::new(),
+            seen: HashSet::new(),
+            recording: false,
+            discard_updates: false,
+            stats: ClientStats::default(),
+            awareness_clock: 0,
+            name,
+            frame_at: None,
+            synced_frame_at: None,
+        };
+        let sv = c.doc.transact().state_vector();
+        c.send_msg(&Message::Sync(SyncMessage::SyncStep1(sv)))
+            .await?;
+        if awareness {
+            c.send_awareness(0).await?;
+        }
+        Ok(c)
+    }
+
+    pub fn text_len(&self) -> u32 {
+        self.text.len(&self.doc.transact())
+    }
+
+    pub fn text_string(&self) -> String {
+        self.text.get_string(&self.doc.transact())
+    }
+
+    /// Size of the document's full state as a v1 update.
+    pub fn encoded_len(&self) -> usize {
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+            .len()
+    }
+
+    async fn send_msg(&mut self, msg: &Message) -> Result<()> {
+        let bytes = msg.encode_v1();
+        self.send_frame(bytes).await
+    }
+
+    async fn send_frame(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.stats.tx_bytes += bytes.len() as u64;
+        self.ws
+            .send(WsMessage::Binary(bytes.into()))
+            .await
+            .context("websocket send")
+    }
+
+    /// Publishes the local awareness state with the cursor at `cursor`.
+    pub async fn send_awareness(&mut self, cursor: u32) -> Result<()> {
+        self.awareness_clock += 1;
+        let json = format!(
+            r##"{{"user":{{"name":"{}","color":"#30bced"}},"cursor":{{"anchor":{cursor},"head":{cursor}}}}}"##,
+            self.name
+        );
+        let mut clients = HashMap::new();
+        clients.insert(
+            ClientID::new(self.client_id),
+            AwarenessUpdateEntry {
+                clock: self.awareness_clock,
+                json: json.into(),
+            },
+        );
+        self.stats.awareness_tx += 1;
+        self.send_msg(&Message::Awareness(AwarenessUpdate { clients }))
+            .await
+    }
+
+    /// Applies `edits` in one local transaction and sends the resulting update.
+    /// Returns false (and sends nothing) when the edits changed nothing.
+    pub async fn edit(&mut self, edits: &[LocalEdit<'_>]) -> Result<bool> {
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            for e in edits {
+                if e.del > 0 {
+                    self.text.remove_range(&mut txn, e.pos, e.del);
+                }
+                if !e.ins.is_empty() {
+                    self.text.insert(&mut txn, e.pos, e.ins);
+                }
+            }
+            txn.encode_update_v1()
+        };
+        self.send_update(update).await
+    }
+
+    /// Sends an already encoded v1 update (logged like a local edit's update).
+    pub async fn send_update(&mut self, update: Vec<u8>) -> Result<bool> {
+        if update.as_slice() == Update::EMPTY_V1 {
+            return Ok(false);
+        }
+        if self.recording {
+            let decoded = Update::decode_v1(&update).context("decoding own update")?;
+            if let Some(key) = sent_key(&decoded) {
+                if key.0 == KIND_DEL {
+                    self.own_del_keys.insert(key);
+                }
+                self.log.insert(key, Instant::now());
+            }
+            self.stats.sent += 1;
+            self.counters.sent.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .expected
+                .fetch_add(self.peers, Ordering::Relaxed);
+        }
+        let msg = Message::Sync(SyncMessage::Update(update));
+        self.send_msg(&msg).await?;
+        Ok(true)
+    }
+
+    /// Waits for the next frame. Cancel-safe: use it in `select!`, then [`Self::process`].
+    pub async fn recv_frame(&mut self) -> Option<Result<WsMessage>> {
+        self.ws
+            .next()
+            .await
+            .map(|r| r.map_err(|e| anyhow!(e).context("websocket receive")))
+    }
+
+    /// A frame already received, if any, without waiting.
+    pub fn try_recv_frame(&mut self) -> Option<Option<Result<WsMessage>>> {
+        use futures_util::FutureExt;
+        self.recv_frame().now_or_never()
+    }
+
+    /// Reads and handles one frame.
+    pub async fn next_event(&mut self) -> Result<Event> {
+        let frame = self.recv_frame().await;
+        self.process(frame).await
+    }
+
+    /// Handles what [`Self::recv_frame`] returned.
+    pub async fn process(&mut self, frame: Option<Result<WsMessage>>) -> Result<Event> {
+        let bytes = match frame {
+            None => return Ok(Event::Closed),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(WsMessage::Binary(b))) => b,
+            Some(Ok(WsMessage::Close(_))) => return Ok(Event::Closed),
+            Some(Ok(WsMessage::Text(_))) => bail!("unexpected text frame"),
+            Some(Ok(_)) => return Ok(Event::Other),
+        };
+        self.stats.rx_bytes += bytes.len() as u64;
+        self.frame_at = Some(Instant::now());
+        let mut event = Event::Other;
+        let mut decoder = DecoderV1::new(Cursor::new(&bytes));
+        let msgs: Vec<Message> = MessageReader::new(&mut decoder)
+            .collect::<Result<_, _>>()
+            .context("decoding y-protocols message")?;
+        for msg in msgs {
+            match self.handle(msg).await? {
+                Event::Other => {}
+                e => event = e,
+            }
+        }
+        Ok(event)
+    }
+
+    async fn handle(&mut self, msg: Message) -> Result<Event> {
+        match msg {
+            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                let diff = self.doc.transact().encode_diff_v1(&sv);
+                self.send_msg(&Message::Sync(SyncMessage::SyncStep2(diff)))
+                    .await?;
+                Ok(Event::Other)
+            }
+            Message::Sync(SyncMessage::SyncStep2(u)) => {
+                let update = Update::decode_v1(&u).context("decoding SyncStep2")?;
+                self.doc
+                    .transact_mut()
+                    .apply_update(update)
+                    .context("applying SyncStep2")?;
+                self.synced = true;
+                self.synced_frame_at = self.frame_at;
+                Ok(Event::Synced)
+            }
+            Message::Sync(SyncMessage::Update(_)) if self.discard_updates => {
+                self.stats.echoes += 1;
+                Ok(Event::Other)
+            }
+            Message::Sync(SyncMessage::Update(u)) => {
+                let update = Update::decode_v1(&u).context("decoding update")?;
+                let ev = self.account(&update);
+                self.doc
+                    .transact_mut()
+                    .apply_update(update)
+                    .context("applying update")?;
+                Ok(ev)
+            }
+            Message::Awareness(_) => {
+                self.stats.awareness_rx += 1;
+                Ok(Event::Other)
+            }
+            Message::AwarenessQuery => {
+                self.send_awareness(0).await?;
+                Ok(Event::Other)
+            }
+            Message::Auth(Some(reason)) => bail!("permission denied: {reason}"),
+            Message::Auth(None) | Message::Custom(..) => Ok(Event::Other),
+        }
+    }
+
+    /// Matches a received update to logged sends; records deliveries and latencies.
+    fn account(&mut self, update: &Update) -> Event {
+        let now = Instant::now();
+        let mut matched: u32 = 0;
+        let mut echo = false;
+        {
+            let Ok(log) = self.log.sent.lock() else {
+                return Event::Other;
+            };
+            let ins = update.insertions(true);
+            for (client, ranges) in ins.iter() {
+                let c = client.get();
+                if c == self.client_id {
+                    echo = true;
+                    continue;
+                }
+                for r in ranges.iter() {
+                    for (key, at) in log.range((KIND_INS, c, r.start)..(KIND_INS, c, r.end)) {
+                        if self.seen.insert(*key) {
+                            matched += 1;
+                            if self.recording {
+                                self.stats.latencies_us.push(micros(now - *at));
+                            }
+                        }
+                    }
+                }
+            }
+            for (client, ranges) in update.delete_set().iter() {
+                let c = client.get();
+                for r in ranges.iter() {
+                    for (key, at) in log.range((KIND_DEL, c, r.start)..(KIND_DEL, c, r.end)) {
+                        if self.own_del_keys.contains(key) {
+                            echo = true;
+                        } else if self.seen.insert(*key) {
+                            matched += 1;
+                            if self.recording {
+                                self.stats.latencies_us.push(micros(now - *at));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if matched == 0 {
+            if echo {
+                self.stats.echoes += 1;
+            } else if self.recording {
+                self.stats.unmatched += 1;
+            }
+            return Event::Other;
+        }
+        if self.recording {
+            self.stats.delivered += u64::from(matched);
+            self.counters
+                .delivered
+                .fetch_add(u64::from(matched), Ordering::Relaxed);
+            let ns = u64::try_from((now - epoch()).as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            self.counters
+                .last_delivery_ns
+                .fetch_max(ns, Ordering::Relaxed);
+            self.counters.progress.notify_one();
+        }
+        Event::Update { matched }
+    }
+
+    /// Handles frames until the server's SyncStep2 has been applied.
+    pub async fn wait_synced(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.synced {
+            match tokio::time::timeout_at(deadline, self.next_event()).await {
+                Err(_) => bail!("not synced after {timeout:?}"),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Event::Closed)) => bail!("closed before sync"),
+                Ok(Ok(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(mut self) -> ClientStats {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+        self.stats
+    }
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// Key of an update as sent: its first inserted ID, or else its smallest deleted ID.
+fn sent_key(u: &Update) -> Option<Key> {
+    let first = |set: &yrs::IdSet, kind: u8| -> Option<Key> {
+        set.iter()
+            .filter_map(|(client, ranges)| {
+                ranges
+                    .iter()
+                    .map(|r| r.start)
+                    .min()
+                    .map(|clock| (kind, client.get(), clock))
+            })
+            .min()
+    };
+    first(&u.insertions(true), KIND_INS).or_else(|| first(u.delete_set(), KIND_DEL))
+}

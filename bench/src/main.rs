@@ -1,0 +1,556 @@
+//! debrief-bench: runs each scenario against Debrief and then against the reference
+//! y-websocket server, prints a comparison table and writes a JSON report.
+
+mod client;
+mod measure;
+mod procstat;
+mod report;
+mod scenarios;
+mod synth;
+mod target;
+mod trace;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Serialize;
+
+use crate::measure::Measurement;
+use crate::scenarios::{IdleCfg, ReplayCfg, TypingCfg};
+use crate::target::{Programs, Target, TargetKind};
+use crate::trace::{single_char_edits, Trace};
+
+/// Benchmark Debrief against the reference y-websocket server.
+#[derive(Debug, Parser)]
+#[command(name = "debrief-bench", version)]
+struct Cli {
+    /// Small sizes for a smoke run (under ~2 minutes in all).
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run, e.g. "1,2,5" (1 one doc/many clients, 2 200 docs×5, 3 1000 docs×2,
+    /// 4 idle connections, 5 cold load of a 100k-edit doc, 6 automerge-paper replay).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
+    scenarios: Vec<u32>,
+    /// Targets, in order: debrief, reference.
+    #[arg(long, value_delimiter = ',', default_value = "debrief,reference")]
+    targets: Vec<String>,
+    /// Workspace root (default: the parent of this crate's directory).
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// Folder of the shared editing traces (default: <workspace>/../shared/data).
+    #[arg(long, env = "DEBRIEF_BENCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Trace file inside --data-dir.
+    #[arg(long, default_value = "automerge-paper.json.gz")]
+    trace: String,
+    /// Debrief binary (default: `debrief` next to this executable, else
+    /// <workspace>/target/release/debrief).
+    #[arg(long, env = "DEBRIEF_BIN")]
+    debrief_bin: Option<PathBuf>,
+    /// Node.js executable for the reference server.
+    #[arg(long, default_value = "node")]
+    node: PathBuf,
+    /// Reference server script (default:
+    /// <workspace>/bench/js/node_modules/@y/websocket-server/src/server.js).
+    #[arg(long)]
+    reference_script: Option<PathBuf>,
+    /// Where JSON reports go (default: <workspace>/bench/results).
+    #[arg(long)]
+    results_dir: Option<PathBuf>,
+    /// Scratch folder for data directories and server logs
+    /// (default: <workspace>/target/bench-work/<timestamp>).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the scratch folder (data directories, server logs) after the run.
+    #[arg(long)]
+    keep_work: bool,
+    #[arg(long, default_value_t = 0x5EED)]
+    seed: u64,
+
+    /// Seconds of typing in scenarios 1-3 [full 30, quick 5].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Scenario 1: clients on the one document [50, quick 20].
+    #[arg(long)]
+    s1_clients: Option<usize>,
+    /// Scenario 1: edits per second per client [5].
+    #[arg(long, default_value_t = 5.0)]
+    s1_rate: f64,
+    /// Scenario 2: documents [200, quick 40] (5 clients each).
+    #[arg(long)]
+    s2_docs: Option<usize>,
+    #[arg(long, default_value_t = 5)]
+    s2_clients: usize,
+    /// Scenario 2: edits per second per client [1].
+    #[arg(long, default_value_t = 1.0)]
+    s2_rate: f64,
+    /// Scenario 3: documents [1000, quick 200] (2 clients each).
+    #[arg(long)]
+    s3_docs: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    s3_clients: usize,
+    /// Scenario 3: edits per second per client [0.5].
+    #[arg(long, default_value_t = 0.5)]
+    s3_rate: f64,
+    /// Characters of text in each document before typing starts (scenarios 1-3).
+    #[arg(long, default_value_t = 2000)]
+    initial_chars: usize,
+    /// Cursor awareness update every N edits (0: only on connect).
+    #[arg(long, default_value_t = 4)]
+    awareness_every: u32,
+    /// Scenario 4: idle connections [5000, quick 500].
+    #[arg(long)]
+    s4_conns: Option<usize>,
+    /// Scenario 4: seconds the connections are held idle while CPU is measured [10, quick 2].
+    #[arg(long)]
+    s4_hold: Option<f64>,
+    /// Scenario 5: single-character edits building the document [100000, quick 20000].
+    #[arg(long)]
+    s5_edits: Option<usize>,
+    /// Scenario 6: trace transactions replayed [all, quick 20000].
+    #[arg(long)]
+    s6_txns: Option<usize>,
+    /// Scenarios 5, 6: observers of the writer [5: 1, 6: 3].
+    #[arg(long, default_value_t = 3)]
+    s6_observers: usize,
+    /// Scenarios 5, 6: max updates in flight (sent, not yet at every observer).
+    #[arg(long, default_value_t = 256)]
+    window: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ScenarioReport {
+    id: u32,
+    name: String,
+    description: String,
+    config: serde_json::Value,
+    results: Vec<Measurement>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    started: String,
+    quick: bool,
+    seed: u64,
+    machine: serde_json::Value,
+    trace: String,
+    nofile_limit: u64,
+    scenarios: Vec<ScenarioReport>,
+    total_s: f64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let started = SystemTime::now();
+    let stamp = timestamp(started);
+    let workspace = match &cli.workspace {
+        Some(w) => w.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| workspace.join("../shared/data"));
+    let programs = Programs {
+        debrief_bin: cli
+            .debrief_bin
+            .clone()
+            .unwrap_or_else(|| default_debrief_bin(&workspace)),
+        node: cli.node.clone(),
+        reference_script: cli.reference_script.clone().unwrap_or_else(|| {
+            workspace.join("bench/js/node_modules/@y/websocket-server/src/server.js")
+        }),
+    };
+    let results_dir = cli
+        .results_dir
+        .clone()
+        .unwrap_or_else(|| workspace.join("bench/results"));
+    let work_dir = cli
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| workspace.join("target/bench-work").join(&stamp));
+    let targets: Vec<TargetKind> = cli
+        .targets
+        .iter()
+        .map(|t| TargetKind::parse(t.trim()))
+        .collect::<Result<_>>()?;
+    if targets.is_empty() {
+        bail!("no targets");
+    }
+
+    let nofile = procstat::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+    let trace_path = data_dir.join(&cli.trace);
+    eprintln!("loading {}", trace_path.display());
+    let trace = Arc::new(Trace::load(&trace_path)?);
+    eprintln!(
+        "trace: {} transactions, {} patches, {} chars at the end",
+        trace.txns.len(),
+        trace.patch_count(),
+        trace.end_content.chars().count()
+    );
+
+    let q = cli.quick;
+    let duration = cli.duration.unwrap_or(if q { 5.0 } else { 30.0 });
+    let s4_conns = cli.s4_conns.unwrap_or(if q { 500 } else { 5000 });
+    let need_fds = s4_conns as u64 + 200;
+    if cli.scenarios.contains(&4) && nofile < need_fds {
+        eprintln!(
+            "warning: RLIMIT_NOFILE is {nofile}, scenario 4 needs ~{need_fds} in this process and \
+             in the server"
+        );
+    }
+
+    let mut report = Report {
+        started: stamp.clone(),
+        quick: q,
+        seed: cli.seed,
+        machine: machine_info(),
+        trace: trace_path.display().to_string(),
+        nofile_limit: nofile,
+        scenarios: Vec::new(),
+        total_s: 0.0,
+    };
+    let t_all = Instant::now();
+
+    for &id in &cli.scenarios {
+        let (name, description, config, runner): (&str, String, serde_json::Value, Runner) =
+            match id {
+                1..=3 => {
+                    let (docs, clients, rate) = match id {
+                        1 => (
+                            1,
+                            cli.s1_clients.unwrap_or(if q { 20 } else { 50 }),
+                            cli.s1_rate,
+                        ),
+                        2 => (
+                            cli.s2_docs.unwrap_or(if q { 40 } else { 200 }),
+                            cli.s2_clients,
+                            cli.s2_rate,
+                        ),
+                        _ => (
+                            cli.s3_docs.unwrap_or(if q { 200 } else { 1000 }),
+                            cli.s3_clients,
+                            cli.s3_rate,
+                        ),
+                    };
+                    let cfg = TypingCfg {
+                        docs,
+                        clients_per_doc: clients,
+                        rate,
+                        duration_s: duration,
+                        initial_chars: cli.initial_chars,
+                        awareness_every: cli.awareness_every,
+                        max_drain_s: 15.0,
+                    };
+                    let name = match id {
+                        1 => "one-doc-many-clients",
+                        2 => "many-docs-5-clients",
+                        _ => "many-docs-2-clients",
+                    };
+                    let desc = format!(
+                    "{docs} doc(s) x {clients} clients, each typing trace edits at {rate}/s for {duration} s"
+                );
+                    (name, desc, serde_json::to_value(&cfg)?, Runner::Typing(cfg))
+                }
+                4 => {
+                    let cfg = IdleCfg {
+                        connections: s4_conns,
+                        initial_chars: 200,
+                        hold_s: cli.s4_hold.unwrap_or(if q { 2.0 } else { 10.0 }),
+                    };
+                    let desc = format!(
+                        "{} idle connections, each on its own {}-char document",
+                        cfg.connections, cfg.initial_chars
+                    );
+                    (
+                        "idle-connections",
+                        desc,
+                        serde_json::to_value(&cfg)?,
+                        Runner::Idle(cfg),
+                    )
+                }
+                5 => {
+                    let n = cli.s5_edits.unwrap_or(if q { 20_000 } else { 100_000 });
+                    let cfg = ReplayCfg {
+                        observers: 1,
+                        window: cli.window,
+                        max_wait_s: 30.0,
+                    };
+                    let desc = format!(
+                    "build a doc from {n} single-char edits (1 writer, 1 observer), restart, load it"
+                );
+                    let mut v = serde_json::to_value(&cfg)?;
+                    v["edits"] = n.into();
+                    let txns: Vec<Vec<trace::Patch>> =
+                        single_char_edits(n, S5_JUMP, S5_BACKSPACE, cli.seed)
+                            .into_iter()
+                            .map(|p| vec![p])
+                            .collect();
+                    let (updates, text) = encode(&txns, cli.seed);
+                    let runner = Runner::Replay { updates, text, cfg };
+                    ("cold-load-100k-edits", desc, v, runner)
+                }
+                6 => {
+                    let n = cli
+                        .s6_txns
+                        .unwrap_or(if q { 20_000 } else { usize::MAX })
+                        .min(trace.txns.len());
+                    let cfg = ReplayCfg {
+                        observers: cli.s6_observers,
+                        window: cli.window,
+                        max_wait_s: 30.0,
+                    };
+                    let desc = format!(
+                    "replay {n} of {} automerge-paper txns (1 writer, {} observers), restart, load it",
+                    trace.txns.len(),
+                    cfg.observers
+                );
+                    let mut v = serde_json::to_value(&cfg)?;
+                    v["txns"] = n.into();
+                    let (updates, text) = encode(&trace.txns[..n], cli.seed);
+                    if n == trace.txns.len() && *text != trace.end_content {
+                        bail!("replaying the whole trace does not give its endContent");
+                    }
+                    let runner = Runner::Replay { updates, text, cfg };
+                    ("automerge-paper-replay", desc, v, runner)
+                }
+                other => bail!("unknown scenario {other}"),
+            };
+        eprintln!("\n== scenario {id}: {name}: {description}");
+        let mut results = Vec::new();
+        for &kind in &targets {
+            let t0 = Instant::now();
+            let dir = work_dir.join(format!("s{id}-{}", kind.name()));
+            let seed = cli.seed.wrapping_add(u64::from(id) * 1000);
+            let m = run_one(kind, &programs, &dir, &runner, trace.clone(), seed).await;
+            eprintln!(
+                "   {}: {} in {:.1} s",
+                kind.name(),
+                m.error
+                    .as_deref()
+                    .map(|e| format!("FAILED: {e}"))
+                    .unwrap_or_else(|| "ok".into()),
+                t0.elapsed().as_secs_f64()
+            );
+            for n in &m.notes {
+                eprintln!("     note: {n}");
+            }
+            results.push(m);
+        }
+        report.scenarios.push(ScenarioReport {
+            id,
+            name: name.into(),
+            description,
+            config,
+            results,
+        });
+    }
+    report.total_s = t_all.elapsed().as_secs_f64();
+
+    println!();
+    print!("{}", report::table(&report.scenarios_view()));
+    std::fs::create_dir_all(&results_dir)?;
+    let out = results_dir.join(format!("{stamp}.json"));
+    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
+    println!("\nreport: {}", out.display());
+    println!("total: {:.0} s", report.total_s);
+    if !cli.keep_work {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    } else {
+        println!("work dir kept: {}", work_dir.display());
+    }
+    Ok(())
+}
+
+/// Scenario 5's synthetic edits: chance of jumping to a random position before an edit,
+/// and of an edit being a backspace. Tuned for a ~1 MB Yjs document from 100k edits.
+const S5_JUMP: f64 = 0.3;
+const S5_BACKSPACE: f64 = 0.1;
+
+/// Pre-encodes a lone writer's transactions (see synth.rs), timing it.
+fn encode(txns: &[Vec<trace::Patch>], seed: u64) -> (Arc<Vec<Vec<u8>>>, Arc<String>) {
+    let t0 = Instant::now();
+    let client = 1 + (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33);
+    let (updates, text) = synth::encode_all(client, txns);
+    eprintln!(
+        "encoded {} updates ({} bytes) in {:.2} s",
+        updates.len(),
+        updates.iter().map(Vec::len).sum::<usize>(),
+        t0.elapsed().as_secs_f64()
+    );
+    (Arc::new(updates), Arc::new(text))
+}
+
+#[derive(Debug)]
+enum Runner {
+    Typing(TypingCfg),
+    Idle(IdleCfg),
+    /// Pre-encoded updates of one writer and the text they produce.
+    Replay {
+        updates: Arc<Vec<Vec<u8>>>,
+        text: Arc<String>,
+        cfg: ReplayCfg,
+    },
+}
+
+async fn run_one(
+    kind: TargetKind,
+    programs: &Programs,
+    dir: &Path,
+    runner: &Runner,
+    trace: Arc<Trace>,
+    seed: u64,
+) -> Measurement {
+    let mut target = match Target::new(kind, programs, dir) {
+        Ok(t) => t,
+        Err(e) => return failed(kind, e),
+    };
+    if let Err(e) = target.start().await {
+        return failed(kind, e);
+    }
+    let result = match runner {
+        Runner::Typing(cfg) => scenarios::typing(&mut target, trace, cfg, seed).await,
+        Runner::Idle(cfg) => scenarios::idle(&mut target, trace, cfg, seed).await,
+        Runner::Replay { updates, text, cfg } => {
+            scenarios::replay(&mut target, updates, text, cfg, seed).await
+        }
+    };
+    let mut m = match result {
+        Ok(m) => m,
+        Err(e) => failed(kind, e),
+    };
+    if target.is_running() {
+        match target.stop().await {
+            Ok(info) => {
+                m.stop = Some(match info.status {
+                    Some(s) if info.killed => format!("killed after {:?}: {s}", info.took),
+                    Some(s) => s.to_string(),
+                    None => "unknown".into(),
+                });
+                if kind == TargetKind::Debrief && !info.status.map(|s| s.success()).unwrap_or(false)
+                {
+                    m.notes
+                        .push(format!("debrief did not exit 0 on SIGTERM: {:?}", m.stop));
+                }
+            }
+            Err(e) => m.notes.push(format!("stop: {e:#}")),
+        }
+    }
+    if let Some(d) = target.data_dir() {
+        if let Ok((a, b)) = procstat::disk_usage(d) {
+            m.disk_bytes = Some(a);
+            m.disk_alloc_bytes = Some(b);
+        }
+    }
+    if m.error.is_some() {
+        m.notes
+            .push(format!("server log: {}", target.log_path().display()));
+    }
+    m
+}
+
+fn failed(kind: TargetKind, e: anyhow::Error) -> Measurement {
+    let mut m = Measurement::new(kind.name());
+    m.error = Some(format!("{e:#}"));
+    m
+}
+
+fn default_debrief_bin(workspace: &Path) -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let p = dir.join("debrief");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    workspace.join("target/release/debrief")
+}
+
+fn machine_info() -> serde_json::Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    serde_json::json!({
+        "cpus": cpus,
+        "cpu_model": model,
+        "mem_bytes": mem_kib * 1024,
+        "node": node,
+    })
+}
+
+/// UTC time as 2025-01-31T12-34-56Z (file-name safe).
+fn timestamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+impl Report {
+    fn scenarios_view(&self) -> Vec<report::ScenarioView<'_>> {
+        self.scenarios
+            .iter()
+            .map(|s| report::ScenarioView {
+                id: s.id,
+                name: &s.name,
+                description: &s.description,
+                results: &s.results,
+            })
+            .collect()
+    }
+}

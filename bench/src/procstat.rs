@@ -1,0 +1,87 @@
+//! Process figures from /proc: CPU time, RSS, peak RSS; and bytes on disk.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+fn clock_ticks_per_sec() -> u64 {
+    use nix::unistd::{sysconf, SysconfVar};
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as u64,
+        _ => 100,
+    }
+}
+
+/// utime + stime of a process (all its threads), from /proc/<pid>/stat.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11).ok_or_else(|| anyhow!("no utime"))?.parse()?;
+    let stime: u64 = fields.get(12).ok_or_else(|| anyhow!("no stime"))?.parse()?;
+    let ticks = utime + stime;
+    let hz = clock_ticks_per_sec();
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix(key) {
+            let v = v.trim_start_matches(':').trim();
+            let num = v.split_whitespace().next().unwrap_or("0");
+            return Ok(num.parse()?);
+        }
+    }
+    Err(anyhow!("{key} not in /proc/{pid}/status"))
+}
+
+/// Current resident set size, bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    Ok(status_kib(pid, "VmRSS")? * 1024)
+}
+
+/// Peak resident set size ("high water mark"), bytes.
+pub fn peak_rss_bytes(pid: u32) -> Result<u64> {
+    Ok(status_kib(pid, "VmHWM")? * 1024)
+}
+
+/// Sum of the apparent sizes of all regular files under `dir`, and of their allocated blocks.
+pub fn disk_usage(dir: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                apparent += meta.len();
+                allocated += meta.blocks() * 512;
+            }
+        }
+    }
+    Ok((apparent, allocated))
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit; children inherit it.
+/// Returns the new soft limit.
+pub fn raise_nofile_limit() -> Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
+}

@@ -1,0 +1,121 @@
+//! The comparison table printed at the end of a run.
+
+use std::fmt::Write;
+
+use crate::measure::Measurement;
+
+#[derive(Debug)]
+pub struct ScenarioView<'a> {
+    pub id: u32,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub results: &'a [Measurement],
+}
+
+type Get = fn(&Measurement) -> Option<f64>;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn rows() -> Vec<(&'static str, Get)> {
+    vec![
+        ("clients", |m| Some(m.clients as f64).filter(|v| *v > 0.0)),
+        ("connect + sync all (s)", |m| m.connect_s),
+        ("window (s)", |m| m.window_s),
+        ("sent updates/s", |m| m.sent_per_s),
+        ("delivered updates/s", |m| m.delivered_per_s),
+        ("delivered of expected (%)", |m| {
+            m.delivered_ratio.map(|r| r * 100.0)
+        }),
+        ("fan-out latency p50 (ms)", |m| m.latency.map(|l| l.p50_ms)),
+        ("fan-out latency p99 (ms)", |m| m.latency.map(|l| l.p99_ms)),
+        ("fan-out latency max (ms)", |m| m.latency.map(|l| l.max_ms)),
+        ("server CPU in window (s)", |m| m.server_cpu_s),
+        ("server CPU per delivery (us)", |m| {
+            m.server_cpu_us_per_delivery
+        }),
+        ("load generator CPU (s)", |m| m.loadgen_cpu_s),
+        ("server peak RSS (MiB)", |m| {
+            m.peak_rss_bytes.map(|b| b as f64 / MIB)
+        }),
+        ("RSS per idle connection (KiB)", |m| {
+            m.rss_per_idle_conn_bytes.map(|b| b / 1024.0)
+        }),
+        ("idle server CPU (% of a core)", |m| m.idle_cpu_pct),
+        ("document (chars)", |m| m.doc_chars.map(|v| v as f64)),
+        ("document as Yjs update (KiB)", |m| {
+            m.doc_encoded_bytes.map(|v| v as f64 / 1024.0)
+        }),
+        ("data dir after run (MiB)", |m| {
+            m.disk_bytes.map(|v| v as f64 / MIB)
+        }),
+        ("restart to listening (ms)", |m| m.restart_ms),
+        ("cold load: bytes received (ms)", |m| {
+            m.cold_load_received_ms
+        }),
+        ("cold load: doc applied (ms)", |m| m.cold_load_ms),
+        ("warm load: doc applied (ms)", |m| m.warm_load_ms),
+        ("content correct (1 = yes)", |m| {
+            m.content_ok.map(|b| if b { 1.0 } else { 0.0 })
+        }),
+    ]
+}
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e12 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+pub fn table(scenarios: &[ScenarioView<'_>]) -> String {
+    let mut out = String::new();
+    for s in scenarios {
+        let _ = writeln!(out, "=== {}. {} — {}", s.id, s.name, s.description);
+        let names: Vec<&str> = s.results.iter().map(|m| m.target.as_str()).collect();
+        let deb = s.results.iter().position(|m| m.target == "debrief");
+        let refr = s.results.iter().position(|m| m.target == "reference");
+        let ratio = deb.zip(refr);
+        let mut header = format!("{:<32}", "");
+        for n in &names {
+            let _ = write!(header, "{n:>12}");
+        }
+        if ratio.is_some() {
+            let _ = write!(header, "{:>12}", "deb/ref");
+        }
+        let _ = writeln!(out, "{header}");
+        for (label, get) in rows() {
+            let vals: Vec<Option<f64>> = s.results.iter().map(get).collect();
+            if vals.iter().all(Option::is_none) {
+                continue;
+            }
+            let mut line = format!("{label:<32}");
+            for v in &vals {
+                let _ = write!(line, "{:>12}", num(*v));
+            }
+            if let Some((d, r)) = ratio {
+                let q = match (vals[d], vals[r]) {
+                    (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
+                    _ => "-".into(),
+                };
+                let _ = write!(line, "{q:>12}");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        for m in s.results {
+            if let Some(kind) = &m.cold_load_kind {
+                let _ = writeln!(out, "  {}: cold load {kind}", m.target);
+            }
+            if let Some(e) = &m.error {
+                let _ = writeln!(out, "  {}: ERROR {e}", m.target);
+            }
+            for n in &m.notes {
+                let _ = writeln!(out, "  {}: {n}", m.target);
+            }
+        }
+        let _ = writeln!(out);
+    }
+    out
+}

@@ -1,0 +1,703 @@
+//! The workloads. Each runs against one started [`Target`] and fills a [`Measurement`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::client::{ClientConfig, ClientStats, Counters, Event, SentLog, YClient};
+use crate::measure::{Latency, Measurement};
+use crate::procstat;
+use crate::target::Target;
+use crate::trace::{LocalEdit, RelativeCursor, Trace};
+
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Several documents, each edited concurrently by a few clients at a steady rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct TypingCfg {
+    pub docs: usize,
+    pub clients_per_doc: usize,
+    /// Edits (trace transactions) per second per client.
+    pub rate: f64,
+    pub duration_s: f64,
+    /// Characters of the trace's final text put into each document before measuring.
+    pub initial_chars: usize,
+    /// Send a cursor awareness update every this many edits (0: only on connect).
+    pub awareness_every: u32,
+    pub max_drain_s: f64,
+}
+
+/// Many connections, each on its own small document, doing nothing.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleCfg {
+    pub connections: usize,
+    pub initial_chars: usize,
+    pub hold_s: f64,
+}
+
+/// One writer replays edits as fast as a window of unacknowledged deliveries allows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayCfg {
+    pub observers: usize,
+    /// Max updates in flight (sent but not yet delivered to every observer).
+    pub window: u64,
+    /// Give up after this long without any delivery.
+    pub max_wait_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Setup,
+    Run { start: Instant, stop: Instant },
+    Done,
+}
+
+struct Ready {
+    count: AtomicUsize,
+    failed: AtomicUsize,
+    notify: Notify,
+}
+
+impl Ready {
+    fn new() -> Arc<Self> {
+        Arc::new(Ready {
+            count: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            notify: Notify::new(),
+        })
+    }
+    fn done(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+    /// Passes `r` through, counting an error as a failed client.
+    fn check<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            self.notify.notify_waiters();
+        }
+        r
+    }
+    async fn wait_for<T: 'static>(
+        &self,
+        n: usize,
+        timeout: Duration,
+        set: &mut JoinSet<Result<T>>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            if self.count.load(Ordering::SeqCst) >= n {
+                return Ok(());
+            }
+            if self.failed.load(Ordering::SeqCst) > 0 {
+                // surface the first error
+                while let Some(r) = set.try_join_next() {
+                    if let Ok(Err(e)) = r {
+                        return Err(e.context(format!(
+                            "{} of {n} clients failed while connecting",
+                            self.failed.load(Ordering::SeqCst)
+                        )));
+                    }
+                }
+                bail!(
+                    "{} of {n} clients failed while connecting",
+                    self.failed.load(Ordering::SeqCst)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {n} clients connected and synced after {timeout:?}",
+                    self.count.load(Ordering::SeqCst)
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// CPU time of the server and of this process.
+struct CpuMark {
+    server: Duration,
+    me: Duration,
+    at: Instant,
+}
+
+impl CpuMark {
+    fn take(pid: u32) -> Result<Self> {
+        Ok(CpuMark {
+            server: procstat::cpu_time(pid)?,
+            me: procstat::cpu_time(std::process::id())?,
+            at: Instant::now(),
+        })
+    }
+}
+
+fn fill_window(
+    m: &mut Measurement,
+    c0: &CpuMark,
+    c1: &CpuMark,
+    stats: &ClientStats,
+    counters: &Counters,
+) {
+    // deliveries per second over [first send, last delivery]; CPU over [c0, c1]
+    let end = counters
+        .last_delivery()
+        .filter(|t| *t > c0.at)
+        .unwrap_or(c1.at)
+        .min(c1.at);
+    let window = end - c0.at;
+    m.window_s = Some(secs(window));
+    m.sent = counters.sent.load(Ordering::Relaxed);
+    m.expected_deliveries = counters.expected.load(Ordering::Relaxed);
+    m.delivered = stats.delivered;
+    m.unmatched = stats.unmatched;
+    m.echoes = stats.echoes;
+    m.awareness_rx = stats.awareness_rx;
+    if m.expected_deliveries > 0 {
+        m.delivered_ratio = Some(m.delivered as f64 / m.expected_deliveries as f64);
+    }
+    if window > Duration::ZERO {
+        m.delivered_per_s = Some(m.delivered as f64 / secs(window));
+        m.sent_per_s = Some(m.sent as f64 / secs(window));
+    }
+    let cpu = c1.server.saturating_sub(c0.server);
+    m.server_cpu_s = Some(secs(cpu));
+    if m.delivered > 0 {
+        m.server_cpu_us_per_delivery = Some(cpu.as_secs_f64() * 1e6 / m.delivered as f64);
+    }
+    m.loadgen_cpu_s = Some(secs(c1.me.saturating_sub(c0.me)));
+    m.latency = Latency::from_micros(stats.latencies_us.clone());
+}
+
+/// How long deliveries may stop arriving before the drain gives up on the rest.
+/// (Not every send is delivered: when two clients delete the same character at once,
+/// the server's transaction for the second deletes nothing and may not be relayed.)
+const STALL: Duration = Duration::from_secs(2);
+
+/// Waits until every expected delivery arrived, deliveries stalled, or `max` passed.
+async fn drain(counters: &Counters, max: Duration) -> bool {
+    let started = Instant::now();
+    let deadline = started + max;
+    loop {
+        if counters.outstanding() == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let last = counters.last_delivery().unwrap_or(started).max(started);
+        if now >= deadline || now - last >= STALL {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn join_all(set: &mut JoinSet<Result<ClientStats>>, m: &mut Measurement) -> ClientStats {
+    let mut total = ClientStats::default();
+    let mut errors = 0usize;
+    let mut first_err = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, set.join_next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(Ok(s)))) => total.merge(s),
+            Ok(Some(Ok(Err(e)))) => {
+                errors += 1;
+                first_err.get_or_insert_with(|| format!("{e:#}"));
+            }
+            Ok(Some(Err(e))) => {
+                errors += 1;
+                first_err.get_or_insert_with(|| format!("task: {e}"));
+            }
+            Err(_) => {
+                m.notes.push(format!(
+                    "{} client tasks did not finish; aborted",
+                    set.len()
+                ));
+                set.abort_all();
+                break;
+            }
+        }
+    }
+    if errors > 0 {
+        m.notes.push(format!(
+            "{errors} clients failed; first: {}",
+            first_err.unwrap_or_default()
+        ));
+    }
+    total
+}
+
+// ---------------------------------------------------------------- typing
+
+/// Scenarios 1-3: `docs` documents × `clients_per_doc` clients typing trace edits.
+pub async fn typing(
+    target: &mut Target,
+    trace: Arc<Trace>,
+    cfg: &TypingCfg,
+    seed: u64,
+) -> Result<Measurement> {
+    let mut m = Measurement::new(target.kind.name());
+    m.docs = cfg.docs as u64;
+    m.clients = (cfg.docs * cfg.clients_per_doc) as u64;
+    let pid = target.pid()?;
+    let counters = Arc::new(Counters::default());
+    let ccfg = ClientConfig {
+        dialect: target.dialect(),
+        counters: counters.clone(),
+    };
+    let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
+    let ready = Ready::new();
+    let connect_gate = Arc::new(Semaphore::new(64));
+    let initial: Arc<str> = trace
+        .end_content
+        .chars()
+        .take(cfg.initial_chars)
+        .collect::<String>()
+        .into();
+    let mut set = JoinSet::new();
+    let t_connect = Instant::now();
+    let run_tag = seed % 100_000;
+    for d in 0..cfg.docs {
+        let log = Arc::new(SentLog::default());
+        let doc_name = format!("typing-{run_tag}-{d}");
+        for k in 0..cfg.clients_per_doc {
+            let url = target.url(&doc_name)?;
+            let ccfg = ccfg.clone();
+            let log = log.clone();
+            let ctl = ctl_rx.clone();
+            let ready = ready.clone();
+            let gate = connect_gate.clone();
+            let trace = trace.clone();
+            let initial = initial.clone();
+            let cfg = cfg.clone();
+            let peers = (cfg.clients_per_doc - 1) as u64;
+            let cseed = seed ^ ((d as u64) << 20) ^ (k as u64);
+            set.spawn(async move {
+                let setup = async {
+                    let _permit = gate.acquire().await?;
+                    let mut c =
+                        YClient::connect(&url, &ccfg, log, peers, format!("bench-{d}-{k}"), true)
+                            .await?;
+                    c.wait_synced(SYNC_TIMEOUT).await?;
+                    if k == 0 && !initial.is_empty() && c.text_len() == 0 {
+                        c.edit(&[LocalEdit {
+                            pos: 0,
+                            del: 0,
+                            ins: &initial,
+                        }])
+                        .await?;
+                    }
+                    Ok(c)
+                };
+                let c = ready.check(setup.await)?;
+                ready.done();
+                typing_client(c, ctl, trace, cfg, cseed).await
+            });
+        }
+    }
+    let n = cfg.docs * cfg.clients_per_doc;
+    ready
+        .wait_for(n, Duration::from_secs(120), &mut set)
+        .await?;
+    m.connect_s = Some(secs(t_connect.elapsed()));
+    // let the initial content reach everybody
+    tokio::time::sleep(Duration::from_millis(500 + (n as u64) / 4)).await;
+
+    let c0 = CpuMark::take(pid)?;
+    let start = Instant::now();
+    let stop = start + Duration::from_secs_f64(cfg.duration_s);
+    ctl_tx.send(Phase::Run { start, stop })?;
+    tokio::time::sleep_until(stop.into()).await;
+    let complete = drain(&counters, Duration::from_secs_f64(cfg.max_drain_s)).await;
+    let c1 = CpuMark::take(pid)?;
+    if !complete {
+        m.notes.push(format!(
+            "drain ended with {} deliveries outstanding",
+            counters.outstanding()
+        ));
+    }
+    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
+    ctl_tx.send(Phase::Done)?;
+    let stats = join_all(&mut set, &mut m).await;
+    fill_window(&mut m, &c0, &c1, &stats, &counters);
+    Ok(m)
+}
+
+async fn typing_client(
+    mut c: YClient,
+    mut ctl: watch::Receiver<Phase>,
+    trace: Arc<Trace>,
+    cfg: TypingCfg,
+    seed: u64,
+) -> Result<ClientStats> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let interval = 1.0 / cfg.rate.max(1e-6);
+    let mut cursor: Option<RelativeCursor> = None;
+    let mut next_tick: Option<Instant> = None;
+    let mut edits: u32 = 0;
+    loop {
+        let phase = *ctl.borrow_and_update();
+        match phase {
+            Phase::Done => break,
+            Phase::Setup => {
+                tokio::select! {
+                    f = c.recv_frame() => {
+                        if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
+                    }
+                    r = ctl.changed() => { r?; }
+                }
+            }
+            Phase::Run { start, stop } => {
+                c.recording = true;
+                let tick = *next_tick.get_or_insert_with(|| {
+                    start + Duration::from_secs_f64(rng.gen_range(0.0..interval))
+                });
+                if tick < stop {
+                    tokio::select! {
+                        f = c.recv_frame() => {
+                            if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
+                        }
+                        _ = tokio::time::sleep_until(tick.into()) => {
+                            let len = c.text_len();
+                            let cur = cursor.get_or_insert_with(|| {
+                                RelativeCursor::new(rng.gen_range(0..trace.txns.len()), rng.gen_range(0..=len))
+                            });
+                            let batch = cur.next(&trace, len);
+                            c.edit(&batch).await?;
+                            edits += 1;
+                            if cfg.awareness_every > 0 && edits % cfg.awareness_every == 0 {
+                                c.send_awareness(cur.cursor()).await?;
+                            }
+                            // jittered interval, no catch-up bursts when late
+                            let next = tick + Duration::from_secs_f64(interval * rng.gen_range(0.5..1.5));
+                            next_tick = Some(next.max(Instant::now()));
+                        }
+                        r = ctl.changed() => { r?; }
+                    }
+                } else {
+                    tokio::select! {
+                        f = c.recv_frame() => {
+                            if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
+                        }
+                        r = ctl.changed() => { r?; }
+                    }
+                }
+            }
+        }
+    }
+    Ok(c.close().await)
+}
+
+// ---------------------------------------------------------------- idle
+
+/// Scenario 4: many idle connections, one small document each.
+pub async fn idle(
+    target: &mut Target,
+    trace: Arc<Trace>,
+    cfg: &IdleCfg,
+    seed: u64,
+) -> Result<Measurement> {
+    let mut m = Measurement::new(target.kind.name());
+    m.docs = cfg.connections as u64;
+    m.clients = cfg.connections as u64;
+    let pid = target.pid()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss0 = procstat::rss_bytes(pid)?;
+    m.rss_before_bytes = Some(rss0);
+    let counters = Arc::new(Counters::default());
+    let ccfg = ClientConfig {
+        dialect: target.dialect(),
+        counters,
+    };
+    let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
+    let ready = Ready::new();
+    let gate = Arc::new(Semaphore::new(64));
+    let text_len = trace.end_content.chars().count();
+    let mut set = JoinSet::new();
+    let t0 = Instant::now();
+    let run_tag = seed % 100_000;
+    for i in 0..cfg.connections {
+        let url = target.url(&format!("idle-{run_tag}-{i}"))?;
+        let ccfg = ccfg.clone();
+        let mut ctl = ctl_rx.clone();
+        let ready = ready.clone();
+        let gate = gate.clone();
+        // a different slice of the paper for each document
+        let from = (i * 7919) % text_len.saturating_sub(cfg.initial_chars).max(1);
+        let initial: String = trace
+            .end_content
+            .chars()
+            .skip(from)
+            .take(cfg.initial_chars)
+            .collect();
+        set.spawn(async move {
+            let setup = async {
+                let _permit = gate.acquire().await?;
+                let mut c = YClient::connect(&url, &ccfg, Arc::new(SentLog::default()), 0, format!("idle-{i}"), true)
+                    .await?;
+                c.wait_synced(SYNC_TIMEOUT).await?;
+                c.edit(&[LocalEdit { pos: 0, del: 0, ins: &initial }]).await?;
+                Ok(c)
+            };
+            let mut c = ready.check(setup.await)?;
+            ready.done();
+            loop {
+                if *ctl.borrow_and_update() == Phase::Done {
+                    break;
+                }
+                tokio::select! {
+                    f = c.recv_frame() => {
+                        if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
+                    }
+                    r = ctl.changed() => { r?; }
+                }
+            }
+            Ok(c.close().await)
+        });
+    }
+    ready
+        .wait_for(cfg.connections, Duration::from_secs(300), &mut set)
+        .await?;
+    m.connect_s = Some(secs(t0.elapsed()));
+    // settle: let writes land and allocations stop
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c0 = CpuMark::take(pid)?;
+    tokio::time::sleep(Duration::from_secs_f64(cfg.hold_s)).await;
+    let c1 = CpuMark::take(pid)?;
+    let rss1 = procstat::rss_bytes(pid)?;
+    m.rss_loaded_bytes = Some(rss1);
+    m.rss_per_idle_conn_bytes = Some((rss1 as f64 - rss0 as f64) / cfg.connections as f64);
+    let idle_cpu = c1.server.saturating_sub(c0.server);
+    m.idle_cpu_pct = Some(100.0 * secs(idle_cpu) / secs(c1.at - c0.at));
+    m.window_s = Some(secs(c1.at - c0.at));
+    m.server_cpu_s = Some(secs(idle_cpu));
+    m.loadgen_cpu_s = Some(secs(c1.me.saturating_sub(c0.me)));
+    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
+    ctl_tx.send(Phase::Done)?;
+    let stats = join_all(&mut set, &mut m).await;
+    m.awareness_rx = stats.awareness_rx;
+    Ok(m)
+}
+
+// ---------------------------------------------------------------- replay
+
+/// Scenarios 5 and 6: one writer sends pre-encoded `updates` (see `synth.rs`), `observers`
+/// receive; then the document is loaded by a fresh client, after a restart when the
+/// target is persistent. `expect_text` is the text the document must end with.
+pub async fn replay(
+    target: &mut Target,
+    updates: &[Vec<u8>],
+    expect_text: &str,
+    cfg: &ReplayCfg,
+    seed: u64,
+) -> Result<Measurement> {
+    let mut m = Measurement::new(target.kind.name());
+    m.docs = 1;
+    m.clients = 1 + cfg.observers as u64;
+    let pid = target.pid()?;
+    let counters = Arc::new(Counters::default());
+    let ccfg = ClientConfig {
+        dialect: target.dialect(),
+        counters: counters.clone(),
+    };
+    let doc_name = format!("replay-{}", seed % 100_000);
+    let url = target.url(&doc_name)?;
+    let log = Arc::new(SentLog::default());
+    let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
+    let t_connect = Instant::now();
+    let mut writer = YClient::connect(
+        &url,
+        &ccfg,
+        log.clone(),
+        cfg.observers as u64,
+        "writer".into(),
+        true,
+    )
+    .await?;
+    writer.wait_synced(SYNC_TIMEOUT).await?;
+    writer.discard_updates = true;
+    let mut set: JoinSet<Result<(ClientStats, String)>> = JoinSet::new();
+    for i in 0..cfg.observers {
+        let mut c =
+            YClient::connect(&url, &ccfg, log.clone(), 0, format!("observer-{i}"), true).await?;
+        c.wait_synced(SYNC_TIMEOUT).await?;
+        c.recording = true;
+        let mut ctl = ctl_rx.clone();
+        set.spawn(async move {
+            loop {
+                if *ctl.borrow_and_update() == Phase::Done {
+                    break;
+                }
+                tokio::select! {
+                    f = c.recv_frame() => {
+                        if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
+                    }
+                    r = ctl.changed() => { r?; }
+                }
+            }
+            let text = c.text_string();
+            Ok((c.close().await, text))
+        });
+    }
+    m.connect_s = Some(secs(t_connect.elapsed()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // ---- write
+    writer.recording = true;
+    let limit = cfg.window * cfg.observers.max(1) as u64;
+    let max_wait = Duration::from_secs_f64(cfg.max_wait_s);
+    let c0 = CpuMark::take(pid)?;
+    let stalled = |since: Instant| {
+        let last = counters.last_delivery().unwrap_or(since).max(since);
+        last.elapsed() > max_wait
+    };
+    for update in updates {
+        let since = Instant::now();
+        while counters.outstanding() >= limit {
+            if stalled(since) {
+                bail!(
+                    "no delivery for {max_wait:?} with {} outstanding",
+                    counters.outstanding()
+                );
+            }
+            tokio::select! {
+                f = writer.recv_frame() => {
+                    if writer.process(f).await? == Event::Closed { bail!("server closed the writer"); }
+                }
+                _ = counters.progress.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        // the reference echoes every update back: keep the writer's socket drained
+        while let Some(f) = writer.try_recv_frame() {
+            if writer.process(f).await? == Event::Closed {
+                bail!("server closed the writer");
+            }
+        }
+        writer.send_update(update.clone()).await?;
+    }
+    let since = Instant::now();
+    while counters.outstanding() > 0 && !stalled(since) {
+        tokio::select! {
+            f = writer.recv_frame() => {
+                if writer.process(f).await? == Event::Closed { bail!("server closed the writer"); }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    let c1 = CpuMark::take(pid)?;
+    if counters.outstanding() > 0 {
+        m.notes.push(format!(
+            "{} deliveries still outstanding after {max_wait:?} without one",
+            counters.outstanding()
+        ));
+    }
+    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
+    ctl_tx.send(Phase::Done)?;
+    let writer_text = expect_text;
+    m.doc_chars = Some(writer_text.chars().count() as u64);
+    let mut stats = ClientStats::default();
+    let mut content_ok = true;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok((s, text))) => {
+                if text != writer_text {
+                    content_ok = false;
+                    m.notes.push(format!(
+                        "an observer ended with {} chars, the writer with {}",
+                        text.chars().count(),
+                        writer_text.chars().count()
+                    ));
+                }
+                stats.merge(s)
+            }
+            Ok(Err(e)) => {
+                content_ok = false;
+                m.notes.push(format!("observer failed: {e:#}"));
+            }
+            Err(e) => {
+                content_ok = false;
+                m.notes.push(format!("observer task: {e}"));
+            }
+        }
+    }
+    stats.merge(writer.close().await);
+    fill_window(&mut m, &c0, &c1, &stats, &counters);
+    m.content_ok = Some(content_ok);
+
+    // ---- cold load
+    if target.persistent() {
+        let info = target.stop().await?;
+        m.stop = Some(format!("{:?}", info.status));
+        if let Some(dir) = target.data_dir() {
+            if let Ok((a, b)) = procstat::disk_usage(dir) {
+                m.disk_bytes = Some(a);
+                m.disk_alloc_bytes = Some(b);
+            }
+        }
+        let took = target.start().await?;
+        m.restart_ms = Some(took.as_secs_f64() * 1e3);
+        m.cold_load_kind = Some("after restart".into());
+    } else {
+        m.cold_load_kind = Some("in memory, no restart".into());
+    }
+    let url = target.url(&doc_name)?;
+    let (cold, cold_rx, text, encoded) = load_once(&url, &ccfg).await.context("cold load")?;
+    m.doc_encoded_bytes = Some(encoded as u64);
+    m.cold_load_received_ms = Some(cold_rx.as_secs_f64() * 1e3);
+    if text != writer_text {
+        m.content_ok = Some(false);
+        m.notes.push(format!(
+            "cold load got {} chars, expected {}",
+            text.chars().count(),
+            writer_text.chars().count()
+        ));
+    }
+    m.cold_load_ms = Some(cold.as_secs_f64() * 1e3);
+    let (warm, _, _, _) = load_once(&url, &ccfg).await.context("warm load")?;
+    m.warm_load_ms = Some(warm.as_secs_f64() * 1e3);
+    if let Ok(pid) = target.pid() {
+        if let Ok(p) = procstat::peak_rss_bytes(pid) {
+            m.peak_rss_bytes = Some(m.peak_rss_bytes.unwrap_or(0).max(p));
+        }
+    }
+    Ok(m)
+}
+
+/// Connect a fresh client and time until it holds the document.
+/// Returns (time to the document applied, time to its bytes received, text, encoded size).
+async fn load_once(url: &str, ccfg: &ClientConfig) -> Result<(Duration, Duration, String, usize)> {
+    let t0 = Instant::now();
+    let mut c = YClient::connect(
+        url,
+        ccfg,
+        Arc::new(SentLog::default()),
+        0,
+        "loader".into(),
+        false,
+    )
+    .await?;
+    c.wait_synced(Duration::from_secs(120)).await?;
+    let took = t0.elapsed();
+    let received = c.synced_frame_at.map(|t| t - t0).unwrap_or(took);
+    let text = c.text_string();
+    let encoded = c.encoded_len();
+    c.close().await;
+    if text.is_empty() {
+        return Err(anyhow!("loaded an empty document"));
+    }
+    Ok((took, received, text, encoded))
+}

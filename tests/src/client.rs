@@ -1,0 +1,444 @@
+//! A y-websocket client on yrs and tokio-tungstenite, speaking the wire format through
+//! `debrief_proto` the way stock clients do: it answers the server's SyncStep1, sends its own,
+//! applies step 2 and updates, forwards every local change, and keeps the awareness it hears.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use debrief_proto::awareness::{decode_update, encode_update, AwarenessEntry};
+use debrief_proto::ywire::{decode_frame, AuthMessage, Message, SyncMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
+
+/// Origin tag of updates applied from the server, so they are not sent back.
+const REMOTE: &str = "remote";
+
+/// How the server closed the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The close code (1006 when the socket ended without a close frame).
+    pub code: u16,
+    /// The close reason.
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    step1_sent: u64,
+    step2_received: u64,
+    awareness: HashMap<u64, (u64, String)>,
+    closed: Option<Closed>,
+    updates_received: u64,
+    denied: Option<String>,
+}
+
+/// A connected y-websocket client.
+#[derive(Debug)]
+pub struct Client {
+    /// The client's replica of the document.
+    pub doc: Doc,
+    out: mpsc::UnboundedSender<WsMessage>,
+    seen: Arc<Mutex<Seen>>,
+    changes: watch::Receiver<u64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Client {
+    /// Connects to `url` and performs the handshake (the server's SyncStep1 is answered, the
+    /// client's own is sent). Use [`Client::wait_synced`] to wait for the server's answer.
+    pub async fn connect(url: &str) -> Client {
+        Client::connect_with(url, true).await
+    }
+
+    /// Connects without sending anything (for tests of malformed input).
+    pub async fn connect_silent(url: &str) -> Client {
+        Client::connect_with(url, false).await
+    }
+
+    async fn connect_with(url: &str, handshake: bool) -> Client {
+        let (ws, _) = crate::within(
+            "the WebSocket handshake",
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let (mut sink, mut stream) = ws.split();
+        let doc = Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        });
+        let (out, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (bump, changes) = watch::channel(0u64);
+        let bump = Arc::new(bump);
+
+        let local_out = out.clone();
+        doc.observe_update_v1(
+            "forward-local",
+            move |txn: &yrs::TransactionMut<'_>, e: &yrs::UpdateEvent| {
+                let remote = txn
+                    .origin()
+                    .is_some_and(|o| o.as_ref() == REMOTE.as_bytes());
+                if !remote {
+                    let frame = Message::Sync(SyncMessage::Update(&e.update)).encode();
+                    let _ = local_out.send(WsMessage::Binary(frame.into()));
+                }
+            },
+        )
+        .expect("observe updates");
+
+        let writer = tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let reader = {
+            let doc = doc.clone();
+            let seen = seen.clone();
+            let out = out.clone();
+            let bump = bump.clone();
+            tokio::spawn(async move {
+                let closed = loop {
+                    match stream.next().await {
+                        Some(Ok(WsMessage::Binary(bytes))) => {
+                            handle_frame(&doc, &bytes, &seen, &out);
+                        }
+                        Some(Ok(WsMessage::Close(frame))) => {
+                            break frame.map_or(
+                                Closed {
+                                    code: 1005,
+                                    reason: String::new(),
+                                },
+                                |f| Closed {
+                                    code: u16::from(f.code),
+                                    reason: f.reason.to_string(),
+                                },
+                            );
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => {
+                            break Closed {
+                                code: 1006,
+                                reason: String::new(),
+                            }
+                        }
+                    }
+                    bump.send_modify(|n| *n += 1);
+                };
+                lock(&seen).closed = Some(closed);
+                bump.send_modify(|n| *n += 1);
+            })
+        };
+        let client = Client {
+            doc,
+            out,
+            seen,
+            changes,
+            tasks: vec![writer, reader],
+        };
+        if handshake {
+            client.send_step1();
+        }
+        client
+    }
+
+    /// Sends raw bytes as one binary frame.
+    pub fn send_raw(&self, bytes: Vec<u8>) {
+        let _ = self.out.send(WsMessage::Binary(bytes.into()));
+    }
+
+    /// Sends a text frame.
+    pub fn send_text(&self, text: &str) {
+        let _ = self.out.send(WsMessage::Text(text.into()));
+    }
+
+    /// Sends an update as a sync Update message, bypassing the local document.
+    pub fn send_update(&self, update: &[u8]) {
+        self.send_raw(Message::Sync(SyncMessage::Update(update)).encode());
+    }
+
+    /// Publishes this client's awareness state.
+    pub fn set_awareness(&self, client: u64, clock: u64, state: &str) {
+        let payload = encode_update([AwarenessEntry {
+            client,
+            clock,
+            state,
+        }]);
+        self.send_raw(Message::Awareness(&payload).encode());
+    }
+
+    /// Asks the server for every awareness state.
+    pub fn query_awareness(&self) {
+        self.send_raw(Message::QueryAwareness.encode());
+    }
+
+    /// Inserts `text` at `index` (UTF-16 units) of the text `name`; the change is sent.
+    pub fn insert(&self, name: &str, index: u32, text: &str) {
+        let t = self.doc.get_or_insert_text(name);
+        let mut txn = self.doc.transact_mut();
+        t.insert(&mut txn, index, text);
+    }
+
+    /// Removes `len` UTF-16 units at `index` of the text `name`; the change is sent.
+    pub fn remove(&self, name: &str, index: u32, len: u32) {
+        let t = self.doc.get_or_insert_text(name);
+        let mut txn = self.doc.transact_mut();
+        t.remove_range(&mut txn, index, len);
+    }
+
+    /// The current content of the text `name`.
+    pub fn text(&self, name: &str) -> String {
+        let t = self.doc.get_or_insert_text(name);
+        t.get_string(&self.doc.transact())
+    }
+
+    /// Length of the text `name` in UTF-16 units.
+    pub fn text_len(&self, name: &str) -> u32 {
+        let t = self.doc.get_or_insert_text(name);
+        t.len(&self.doc.transact())
+    }
+
+    /// Waits until the server answered the client's SyncStep1.
+    pub async fn wait_synced(&mut self) {
+        self.wait_for("the initial sync", |s| s.synced).await;
+    }
+
+    /// Sends SyncStep1 again and waits for the answer. The server handles a connection's
+    /// messages in order and answers only after flushing, so once this returns every edit this
+    /// client sent before is applied and durable on the server.
+    pub async fn round_trip(&mut self) {
+        let target = self.send_step1();
+        self.wait_for("the answer to a SyncStep1", move |s| {
+            s.step2_received >= target
+        })
+        .await;
+    }
+
+    /// Sends SyncStep1 and returns how many answers have to arrive until this one is answered.
+    fn send_step1(&self) -> u64 {
+        let sv = self.doc.transact().state_vector().encode_v1();
+        let target = {
+            let mut seen = lock(&self.seen);
+            seen.step1_sent += 1;
+            seen.step1_sent
+        };
+        self.send_raw(Message::Sync(SyncMessage::Step1(&sv)).encode());
+        target
+    }
+
+    /// Waits until the text `name` equals `expected`; on timeout the failure shows both.
+    pub async fn wait_text(&mut self, name: &str, expected: &str) {
+        let doc = self.doc.clone();
+        let t = doc.get_or_insert_text(name);
+        let waited = tokio::time::timeout(crate::WAIT, async {
+            loop {
+                if t.get_string(&doc.transact()) == expected {
+                    return;
+                }
+                if self.changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let actual = t.get_string(&doc.transact());
+        assert!(
+            waited.is_ok() && actual == expected,
+            "text {name:?} is {actual:?}, expected {expected:?} (closed: {:?})",
+            self.closed()
+        );
+    }
+
+    /// Waits until the awareness state of `client` is `state` (`None`: until it is gone).
+    pub async fn wait_awareness(&mut self, client: u64, state: Option<&str>) {
+        let what = format!("awareness of {client} to be {state:?}");
+        let state = state.map(str::to_owned);
+        self.wait_for(&what, move |s| {
+            s.awareness.get(&client).map(|(_, st)| st.clone()) == state
+        })
+        .await;
+    }
+
+    /// Waits until the server closes the connection, and returns how.
+    pub async fn wait_closed(&mut self) -> Closed {
+        self.wait_for("the server to close the connection", |s| s.closed)
+            .await;
+        lock(&self.seen).closed.clone().expect("closed")
+    }
+
+    /// The close, if the server closed already.
+    pub fn closed(&self) -> Option<Closed> {
+        lock(&self.seen).closed.clone()
+    }
+
+    /// Number of sync Update messages received.
+    pub fn updates_received(&self) -> u64 {
+        lock(&self.seen).updates_received
+    }
+
+    /// Waits until at least `n` sync Update messages arrived.
+    pub async fn wait_updates(&mut self, n: u64) {
+        self.wait_for(&format!("{n} relayed updates"), move |s| {
+            s.updates_received >= n
+        })
+        .await;
+    }
+
+    /// A permission-denied message, if one arrived.
+    pub fn denied(&self) -> Option<String> {
+        lock(&self.seen).denied.clone()
+    }
+
+    /// Waits until `cond` holds on what the client has seen.
+    async fn wait_for(&mut self, what: &str, mut cond: impl FnMut(&SeenView<'_>) -> bool) {
+        let seen = self.seen.clone();
+        let changes = &mut self.changes;
+        crate::within(what, async {
+            loop {
+                {
+                    let s = lock(&seen);
+                    let view = SeenView {
+                        synced: s.step2_received > 0,
+                        step2_received: s.step2_received,
+                        awareness: &s.awareness,
+                        closed: s.closed.is_some(),
+                        updates_received: s.updates_received,
+                    };
+                    if cond(&view) {
+                        return;
+                    }
+                }
+                if changes.changed().await.is_err() {
+                    panic!("client stopped while waiting for {what}");
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Closes the socket from the client side.
+    pub async fn close(mut self) {
+        let _ = self.out.send(WsMessage::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            },
+        )));
+        let _ = crate::within("the close handshake", self.wait_for_close_or_end()).await;
+    }
+
+    async fn wait_for_close_or_end(&mut self) {
+        self.wait_for("the socket to close", |s| s.closed).await;
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What a wait condition can look at.
+#[derive(Debug)]
+pub struct SeenView<'a> {
+    /// The server answered the client's SyncStep1.
+    pub synced: bool,
+    /// SyncStep2 answers received.
+    pub step2_received: u64,
+    /// Awareness states heard: client id → (clock, JSON state).
+    pub awareness: &'a HashMap<u64, (u64, String)>,
+    /// The connection is closed.
+    pub closed: bool,
+    /// Sync Update messages received.
+    pub updates_received: u64,
+}
+
+fn handle_frame(
+    doc: &Doc,
+    bytes: &[u8],
+    seen: &Mutex<Seen>,
+    out: &mpsc::UnboundedSender<WsMessage>,
+) {
+    let messages = decode_frame(bytes).expect("the server sends valid frames");
+    assert_eq!(messages.len(), 1, "the server sends one message per frame");
+    for m in messages {
+        match m {
+            Message::Sync(SyncMessage::Step1(sv)) => {
+                let sv = StateVector::decode_v1(sv).expect("valid state vector");
+                let diff = doc.transact().encode_diff_v1(&sv);
+                let frame = Message::Sync(SyncMessage::Step2(&diff)).encode();
+                let _ = out.send(WsMessage::Binary(frame.into()));
+            }
+            Message::Sync(SyncMessage::Step2(u)) => {
+                apply_remote(doc, u);
+                lock(seen).step2_received += 1;
+            }
+            Message::Sync(SyncMessage::Update(u)) => {
+                apply_remote(doc, u);
+                lock(seen).updates_received += 1;
+            }
+            Message::Awareness(a) => {
+                let entries = decode_update(a).expect("valid awareness");
+                let mut s = lock(seen);
+                for e in entries {
+                    if e.is_removal() {
+                        s.awareness.remove(&e.client);
+                    } else {
+                        s.awareness.insert(e.client, (e.clock, e.state.to_owned()));
+                    }
+                }
+            }
+            Message::Auth(AuthMessage::PermissionDenied(reason)) => {
+                lock(seen).denied = Some(reason.to_owned());
+            }
+            Message::QueryAwareness => {}
+        }
+    }
+}
+
+fn apply_remote(doc: &Doc, update: &[u8]) {
+    let update = Update::decode_v1(update).expect("the server sends valid updates");
+    let mut txn = doc.transact_mut_with(REMOTE);
+    txn.apply_update(update).expect("apply server update");
+}
+
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for HTTP");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

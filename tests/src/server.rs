@@ -1,0 +1,194 @@
+//! Starting the server under test: in-process through `debrief_server::run` (the same code the
+//! binary runs), or as the real `debrief` binary in a child process for crash tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use debrief_server::limits::Limits;
+use debrief_server::Config;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The server running in this process on an ephemeral port.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    dir: TempDir,
+    limits: Limits,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), debrief_server::ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts with default limits and a fresh data directory.
+    pub async fn start() -> TestServer {
+        TestServer::with_limits(Limits::default()).await
+    }
+
+    /// Starts with the given limits and a fresh data directory.
+    pub async fn with_limits(limits: Limits) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestServer::start_in(dir, limits).await
+    }
+
+    async fn start_in(dir: TempDir, limits: Limits) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            limits: limits.clone(),
+        };
+        let task = tokio::spawn(debrief_server::run(listener, config, shutdown.clone()));
+        TestServer {
+            addr,
+            dir,
+            limits,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// `ws://…/ws/{doc}`.
+    pub fn ws_url(&self, doc: &str) -> String {
+        format!("ws://{}/ws/{doc}", self.addr)
+    }
+
+    /// `http://…{path}`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The sled directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Cancels the shutdown token and waits for `run` to return, which it must do cleanly.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let result = crate::within("the server to stop", task).await;
+            result.expect("server task").expect("server stops cleanly");
+        }
+    }
+
+    /// Stops and starts again on the same data directory (and a new port).
+    pub async fn restart(mut self) -> TestServer {
+        self.stop().await;
+        let TestServer { dir, limits, .. } = self;
+        TestServer::start_in(dir, limits).await
+    }
+
+    /// Reads one metric from `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let body = crate::client::http_get(self.addr, "/metrics").await.1;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing from {body}"))
+    }
+
+    /// Waits until a metric satisfies `pred`, polling the endpoint.
+    pub async fn wait_metric(&self, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
+        crate::within(&format!("metric {name}"), async {
+            loop {
+                let v = self.metric(name).await;
+                if pred(v) {
+                    return v;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+}
+
+/// The real `debrief` binary in a child process.
+#[derive(Debug)]
+pub struct ChildServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+/// Path of the debug `debrief` binary (built by the test command before the tests run), or
+/// `DEBRIEF_BIN`.
+pub fn binary_path() -> PathBuf {
+    if let Ok(p) = std::env::var("DEBRIEF_BIN") {
+        return PathBuf::from(p);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| manifest.join("..").join("target"));
+    target.join("debug").join("debrief")
+}
+
+impl ChildServer {
+    /// Starts the binary on port 0 with `data_dir` and waits for its "listening" line.
+    pub async fn start(data_dir: &Path) -> ChildServer {
+        let bin = binary_path();
+        let mut child = Command::new(&bin)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {}: {e} (run `cargo build -p debrief-server`)",
+                    bin.display()
+                )
+            });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = crate::within("the listening line", async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await
+                    .expect("read stdout")
+                    .expect("server exited before listening");
+                if let Some(addr) = line.strip_prefix("debrief listening on ") {
+                    return addr.parse().expect("socket address");
+                }
+            }
+        })
+        .await;
+        ChildServer { addr, child }
+    }
+
+    /// `ws://…/ws/{doc}`.
+    pub fn ws_url(&self, doc: &str) -> String {
+        format!("ws://{}/ws/{doc}", self.addr)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("kill -9");
+        self.child.wait().await.expect("reap");
+    }
+
+    /// SIGTERM, and wait for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running") as i32;
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        crate::within("the server to exit", self.child.wait())
+            .await
+            .expect("wait")
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on an ephemeral port with a fresh data directory, driven by
+//! real clients over WebSockets. One test binary; one module per area.
+
+mod integration {
+    mod durability;
+    mod limits;
+    mod malformed;
+    mod sync;
+}
