@@ -163,6 +163,10 @@ pub(crate) struct Owner {
     compaction: Option<JoinHandle<Result<Compacted, StoreError>>>,
     compaction_upto: u64,
     shutting_down: bool,
+    /// A storage failure closed the document: nothing more is written.
+    failed: bool,
+    /// The compaction on the way out was started.
+    final_compaction: bool,
 }
 
 impl Owner {
@@ -220,6 +224,8 @@ impl Owner {
             compaction: None,
             compaction_upto: 0,
             shutting_down: false,
+            failed: false,
+            final_compaction: false,
         })
     }
 
@@ -235,6 +241,12 @@ impl Owner {
                 && !self.dirty
                 && self.compaction.is_none()
             {
+                // Leave a compact document behind, so the next cold load reads one snapshot.
+                if !self.failed && self.log_entries > 0 && !self.final_compaction {
+                    self.final_compaction = true;
+                    self.start_compaction();
+                    continue;
+                }
                 break;
             }
             tokio::select! {
@@ -268,7 +280,10 @@ impl Owner {
                     }
                 }
                 _ = tokio::time::sleep(self.ctx.limits.idle_unload_after), if idle && !self.shutting_down => {
-                    if self.try_unload(&mut rx) {
+                    if self.log_entries > 0 {
+                        // Compact first; the next idle period unloads.
+                        self.start_compaction();
+                    } else if self.try_unload(&mut rx) {
                         Metrics::dec(&self.ctx.metrics.documents_loaded);
                         return;
                     }
@@ -477,6 +492,7 @@ impl Owner {
         }
         self.peers.clear();
         self.shutting_down = true;
+        self.failed = true;
         self.dirty = false;
         self.unrequested.clear();
         self.in_flight.clear();
@@ -566,10 +582,18 @@ impl Owner {
 
     fn maybe_compact(&mut self) {
         let limits = &self.ctx.limits;
-        if self.compaction.is_some()
-            || (self.log_entries < limits.compact_after_entries
-                && self.log_bytes < limits.compact_after_bytes)
-        {
+        // The byte threshold grows with the snapshot, so rewriting the snapshot costs at most as
+        // much as the log it replaces (bounded write amplification for large documents).
+        let byte_threshold = limits.compact_after_bytes.max(self.snapshot_bytes);
+        if self.log_entries < limits.compact_after_entries && self.log_bytes < byte_threshold {
+            return;
+        }
+        self.start_compaction();
+    }
+
+    /// Folds the whole log into the snapshot in the background, unless one is running already.
+    fn start_compaction(&mut self) {
+        if self.compaction.is_some() || self.log_entries == 0 {
             return;
         }
         let store = self.ctx.store.clone();

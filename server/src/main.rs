@@ -6,12 +6,24 @@ use std::io::{IsTerminal, Write};
 use anyhow::Context;
 use clap::Parser;
 use debrief_server::config::{Cli, LogFormat};
+use debrief_server::limits::SHUTDOWN_GRACE;
 use debrief_server::Config;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve());
+    // `run` already waited for every task it owns; do not let a stray blocking task (a long
+    // compaction) hold the exit hostage.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+async fn serve() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let listener = tokio::net::TcpListener::bind(cli.listen)

@@ -29,8 +29,16 @@ use crate::metrics::Metrics;
 use crate::peer::{ConnId, Kick, Peer};
 use crate::AppState;
 
+/// tungstenite allocates its read buffer eagerly (128 KiB by default), which would dominate the
+/// memory of an idle connection; presence and typing frames are small, and larger frames still
+/// arrive, in several reads.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// How many times a connection retries opening a document that was unloading as it joined.
 const JOIN_ATTEMPTS: usize = 5;
+
+/// Frames written before one flush; bounds the bytes buffered for a single system call.
+const WRITE_BATCH: usize = 64;
 
 /// `GET /ws/{doc}`: validates the name and upgrades.
 pub async fn upgrade(
@@ -61,6 +69,8 @@ pub async fn upgrade(
     let tracker = state.tracker.clone();
     ws.max_message_size(transport_cap)
         .max_frame_size(transport_cap)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 let conn = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
@@ -150,7 +160,7 @@ async fn writer(
         tokio::select! {
             biased;
             (code, reason) = kick.kicked() => break Some((code, reason)),
-            sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(WsMessage::Binary(frame))) => match sent {
+            sent = tokio::time::timeout(WRITE_TIMEOUT, send_batch(&mut sink, frame, &mut outbox)) => match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break None,
                 Err(_) => break Some((close::SLOW_CONSUMER, "slow_consumer: write timed out".to_owned())),
@@ -167,6 +177,23 @@ async fn writer(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(WsMessage::Close(Some(frame)))).await;
     }
     done.cancel();
+}
+
+/// Writes `first` and every frame already queued behind it, then flushes once: under load, one
+/// system call carries many frames.
+async fn send_batch(
+    sink: &mut Sink,
+    first: Bytes,
+    outbox: &mut mpsc::Receiver<Bytes>,
+) -> Result<(), axum::Error> {
+    sink.feed(WsMessage::Binary(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match outbox.try_recv() {
+            Ok(frame) => sink.feed(WsMessage::Binary(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
 }
 
 async fn reader(

@@ -149,3 +149,32 @@ async fn bad_document_names_get_400_json() {
             .is_some_and(|m| m.contains("1 to 200")));
     }
 }
+
+/// An update that yrs accepts but parks as pending, in a form that makes every later encoding
+/// panic: it must be refused up front, or the document could never be synced again.
+#[tokio::test]
+async fn a_pending_update_that_breaks_encoding_is_refused() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../server/tests/fixtures/yrs-panic");
+    let base = std::fs::read(fixtures.join("base.bin")).expect("base fixture");
+    let bad = std::fs::read(fixtures.join("bad-pending.bin")).expect("pending fixture");
+
+    let server = TestServer::start().await;
+    let url = server.ws_url("pending");
+    let mut author = Client::connect(&url).await;
+    author.wait_synced().await;
+    author.send_update(&base);
+    author.round_trip().await;
+    author.send_update(&bad);
+    let closed = author.wait_closed().await;
+    assert_eq!((closed.code, closed.reason.as_str()), (4422, "update_panicked"));
+
+    // The document still syncs, for newcomers and after a restart.
+    let mut other = Client::connect(&url).await;
+    other.wait_synced().await;
+    other.insert("after", 0, "fine");
+    other.round_trip().await;
+    let server = server.restart().await;
+    let mut reader = Client::connect(&server.ws_url("pending")).await;
+    reader.wait_text("after", "fine").await;
+}
