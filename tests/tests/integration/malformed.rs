@@ -154,8 +154,8 @@ async fn bad_document_names_get_400_json() {
 /// panic: it must be refused up front, or the document could never be synced again.
 #[tokio::test]
 async fn a_pending_update_that_breaks_encoding_is_refused() {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../server/tests/fixtures/yrs-panic");
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/fixtures/yrs-panic");
     let base = std::fs::read(fixtures.join("base.bin")).expect("base fixture");
     let bad = std::fs::read(fixtures.join("bad-pending.bin")).expect("pending fixture");
 
@@ -167,7 +167,10 @@ async fn a_pending_update_that_breaks_encoding_is_refused() {
     author.round_trip().await;
     author.send_update(&bad);
     let closed = author.wait_closed().await;
-    assert_eq!((closed.code, closed.reason.as_str()), (4422, "update_panicked"));
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4422, "update_panicked")
+    );
 
     // The document still syncs, for newcomers and after a restart.
     let mut other = Client::connect(&url).await;
