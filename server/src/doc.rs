@@ -203,9 +203,15 @@ impl Owner {
         registry: std::sync::Weak<Registry>,
         ctx: DocContext,
     ) -> Result<Owner, StoreError> {
+        let started = std::time::Instant::now();
         let (doc, meta) = load_blocking(ctx.store.clone(), name.clone()).await?;
         Metrics::inc(&ctx.metrics.documents_loaded);
-        tracing::debug!(log_entries = meta.log_entries, "document loaded");
+        tracing::debug!(
+            log_entries = meta.log_entries,
+            snapshot_bytes = meta.snapshot_bytes,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "document loaded"
+        );
         Ok(Owner {
             name,
             generation,
