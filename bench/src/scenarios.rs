@@ -187,6 +187,21 @@ fn fill_window(
 const STALL: Duration = Duration::from_secs(2);
 
 /// Waits until every expected delivery arrived, deliveries stalled, or `max` passed.
+/// Receives and applies frames until the controller says the scenario is done.
+async fn listen_until_done(c: &mut YClient, ctl: &mut watch::Receiver<Phase>) -> Result<()> {
+    loop {
+        if *ctl.borrow_and_update() == Phase::Done {
+            return Ok(());
+        }
+        tokio::select! {
+            f = c.recv_frame() => {
+                if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
+            }
+            r = ctl.changed() => { r?; }
+        }
+    }
+}
+
 async fn drain(counters: &Counters, max: Duration) -> bool {
     let started = Instant::now();
     let deadline = started + max;
@@ -446,25 +461,27 @@ pub async fn idle(
         set.spawn(async move {
             let setup = async {
                 let _permit = gate.acquire().await?;
-                let mut c = YClient::connect(&url, &ccfg, Arc::new(SentLog::default()), 0, format!("idle-{i}"), true)
-                    .await?;
+                let mut c = YClient::connect(
+                    &url,
+                    &ccfg,
+                    Arc::new(SentLog::default()),
+                    0,
+                    format!("idle-{i}"),
+                    true,
+                )
+                .await?;
                 c.wait_synced(SYNC_TIMEOUT).await?;
-                c.edit(&[LocalEdit { pos: 0, del: 0, ins: &initial }]).await?;
+                c.edit(&[LocalEdit {
+                    pos: 0,
+                    del: 0,
+                    ins: &initial,
+                }])
+                .await?;
                 Ok(c)
             };
             let mut c = ready.check(setup.await)?;
             ready.done();
-            loop {
-                if *ctl.borrow_and_update() == Phase::Done {
-                    break;
-                }
-                tokio::select! {
-                    f = c.recv_frame() => {
-                        if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
-                    }
-                    r = ctl.changed() => { r?; }
-                }
-            }
+            listen_until_done(&mut c, &mut ctl).await?;
             Ok(c.close().await)
         });
     }
@@ -537,17 +554,7 @@ pub async fn replay(
         c.recording = true;
         let mut ctl = ctl_rx.clone();
         set.spawn(async move {
-            loop {
-                if *ctl.borrow_and_update() == Phase::Done {
-                    break;
-                }
-                tokio::select! {
-                    f = c.recv_frame() => {
-                        if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
-                    }
-                    r = ctl.changed() => { r?; }
-                }
-            }
+            listen_until_done(&mut c, &mut ctl).await?;
             let text = c.text_string();
             Ok((c.close().await, text))
         });

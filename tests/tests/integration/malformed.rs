@@ -86,12 +86,17 @@ async fn garbage_updates_are_rejected_and_nothing_is_kept() {
     reader.wait_text("t", "before and after").await;
 }
 
+/// An update from `server/tests/fixtures/yrs-panic` (found by mutation fuzzing yrs 0.28.1).
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../server/tests/fixtures/yrs-panic")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
 #[tokio::test]
 async fn an_update_that_panics_yrs_is_contained() {
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/fixtures/yrs-panic");
-    let base = std::fs::read(fixtures.join("base.bin")).expect("base fixture");
-    let bad = std::fs::read(fixtures.join("bad.bin")).expect("bad fixture");
+    let (base, bad) = (fixture("base.bin"), fixture("bad.bin"));
 
     let server = TestServer::start().await;
     let url = server.ws_url("panic");
@@ -154,10 +159,7 @@ async fn bad_document_names_get_400_json() {
 /// panic: it must be refused up front, or the document could never be synced again.
 #[tokio::test]
 async fn a_pending_update_that_breaks_encoding_is_refused() {
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/fixtures/yrs-panic");
-    let base = std::fs::read(fixtures.join("base.bin")).expect("base fixture");
-    let bad = std::fs::read(fixtures.join("bad-pending.bin")).expect("pending fixture");
+    let (base, bad) = (fixture("base.bin"), fixture("bad-pending.bin"));
 
     let server = TestServer::start().await;
     let url = server.ws_url("pending");
