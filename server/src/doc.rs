@@ -107,15 +107,9 @@ impl DocHandle {
             .is_ok()
     }
 
-    /// Detaches a connection. Never waits: a full queue or a stopped owner means the owner will
-    /// notice the closed outbox on its next send instead.
-    pub fn leave(&self, conn: ConnId) {
-        let tx = self.tx.clone();
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(DocCommand::Leave { conn }) {
-            tokio::spawn(async move {
-                let _ = tx.send(cmd).await;
-            });
-        }
+    /// Detaches a connection. An owner that already stopped needs no notice.
+    pub async fn leave(&self, conn: ConnId) {
+        let _ = self.tx.send(DocCommand::Leave { conn }).await;
     }
 }
 

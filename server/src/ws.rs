@@ -105,7 +105,7 @@ async fn connection(socket: WebSocket, doc: String, conn: ConnId, state: Arc<App
                 ),
                 reader(stream, &handle, conn, &kick, &done, &state),
             );
-            handle.leave(conn);
+            handle.leave(conn).await;
         }
         Err(e) => {
             let (code, reason) = match e {
