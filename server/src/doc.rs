@@ -27,6 +27,9 @@ use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::store::{Compacted, Store, StoreError};
 
+/// The encoding of an empty state vector: a client that has nothing of the document.
+const EMPTY_STATE_VECTOR: &[u8] = &[0];
+
 /// Commands processed per wake-up before the owner asks for a flush; bounds how long one batch
 /// can delay the flush that releases it.
 const COMMANDS_PER_BATCH: usize = 64;
@@ -146,6 +149,9 @@ pub(crate) struct Owner {
     doc: Doc,
     presence: Presence,
     peers: HashMap<ConnId, Peer>,
+    /// The stored snapshot as a ready SyncStep2 frame, valid until the first change after load.
+    /// A client that joins with nothing (every cold load) gets it without any yrs encoding.
+    fresh_sync: Option<Bytes>,
     next_seq: u64,
     log_entries: u64,
     log_bytes: u64,
@@ -214,6 +220,7 @@ impl Owner {
             doc,
             presence: Presence::default(),
             peers: HashMap::new(),
+            fresh_sync: meta.fresh_sync,
             next_seq: meta.next_seq,
             log_entries: meta.log_entries,
             log_bytes: meta.log_bytes,
@@ -359,6 +366,11 @@ impl Owner {
     }
 
     fn on_step1(&mut self, conn: ConnId, sv: &[u8]) {
+        if let (Some(frame), EMPTY_STATE_VECTOR) = (&self.fresh_sync, sv) {
+            let frame = frame.clone();
+            self.defer(Deferred::To { conn, frame });
+            return;
+        }
         match crdt::diff(&self.doc, sv) {
             Ok(diff) => {
                 let frame = sync_frame(SyncMessage::Step2(&diff));
@@ -396,6 +408,9 @@ impl Owner {
                 return;
             }
         };
+        if applied.effect.is_some() || applied.pending {
+            self.fresh_sync = None;
+        }
         let mut to_store: Vec<&[u8]> = Vec::with_capacity(2);
         if let Some(effect) = &applied.effect {
             to_store.push(effect);
@@ -469,7 +484,10 @@ impl Owner {
                 .map_err(|e| e.to_string())
             });
         match loaded {
-            Ok(doc) => self.doc = doc,
+            Ok(doc) => {
+                self.doc = doc;
+                self.fresh_sync = None;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload after a failed update failed; closing the document");
                 self.fail_all();
@@ -645,6 +663,8 @@ impl Owner {
 }
 
 struct LoadedMeta {
+    /// The SyncStep2 frame for a client that has nothing, when the store held only a snapshot.
+    fresh_sync: Option<Bytes>,
     next_seq: u64,
     log_entries: u64,
     log_bytes: u64,
@@ -659,7 +679,12 @@ async fn load_blocking(store: Store, name: Arc<str>) -> Result<(Doc, LoadedMeta)
             stored.log.iter().map(|(_, u)| &u[..]),
         )
         .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
+        let fresh_sync = match (&stored.snapshot, stored.log.is_empty()) {
+            (Some(snapshot), true) => Some(sync_frame(SyncMessage::Step2(snapshot))),
+            _ => None,
+        };
         let meta = LoadedMeta {
+            fresh_sync,
             next_seq: stored.next_seq,
             log_entries: stored.log.len() as u64,
             log_bytes: stored.log_bytes(),
