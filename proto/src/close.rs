@@ -16,6 +16,16 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 pub const INTERNAL_ERROR: u16 = 1011;
 /// The document already has the maximum number of connections; try again later.
 pub const TRY_AGAIN_LATER: u16 = 1013;
+/// Access to the document was denied (no valid token for it); the reason says why. Stock
+/// y-websocket clients do not retry a 44xx close.
+pub const PERMISSION_DENIED: u16 = 4401;
+/// A read-only connection tried to change the document; nothing of the change was kept.
+pub const READ_ONLY: u16 = 4403;
+/// Hocuspocus dialect: a document's messages waited for authentication longer than allowed.
+pub const AUTHENTICATION_TIMEOUT: u16 = 4408;
+/// Hocuspocus dialect: too many documents, messages or bytes waiting for authentication on one
+/// socket, or too many documents open on it.
+pub const TOO_MANY_PENDING: u16 = 4429;
 /// An update was refused because the document would exceed its maximum size.
 pub const DOCUMENT_TOO_LARGE: u16 = 4413;
 /// An update could not be applied (malformed, or it made the CRDT library fail); nothing of it

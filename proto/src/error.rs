@@ -37,6 +37,9 @@ pub enum DecodeError {
     /// A frame with no message in it.
     #[error("empty frame")]
     Empty,
+    /// Bytes were left after the one message a Hocuspocus frame holds.
+    #[error("{0} bytes left after the message")]
+    TrailingBytes(usize),
 }
 
 impl DecodeError {
@@ -51,6 +54,7 @@ impl DecodeError {
             DecodeError::UnknownAuthType(_) => "unknown_auth_type",
             DecodeError::InvalidUtf8 => "invalid_utf8",
             DecodeError::Empty => "empty_frame",
+            DecodeError::TrailingBytes(_) => "trailing_bytes",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Wire formats of Debrief, and nothing else: lib0 primitives, the y-protocols messages spoken by
-//! stock `y-websocket` clients, awareness payloads and the close codes the server uses.
+//! stock `y-websocket` clients, the Hocuspocus dialect's framing, awareness payloads and the close codes the server uses.
 //!
 //! This crate never performs I/O and has no async runtime, storage or HTTP dependency, so that
 //! every decoder can be unit- and property-tested on plain byte slices (see `STYLE.md`, habit 3).
@@ -8,6 +8,7 @@
 pub mod awareness;
 pub mod close;
 pub mod error;
+pub mod hocuspocus;
 pub mod lib0;
 pub mod ywire;
 

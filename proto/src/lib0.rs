@@ -29,6 +29,22 @@ pub fn write_var_string(out: &mut Vec<u8>, s: &str) {
     write_var_uint8_array(out, s.as_bytes());
 }
 
+/// Appends `value` as a lib0 signed varInt: the first byte holds a continuation bit, the sign bit
+/// and 6 bits of magnitude; later bytes hold 7 bits each, least significant group first.
+pub fn write_var_int(out: &mut Vec<u8>, value: i64) {
+    let negative = value < 0;
+    let mut magnitude = value.unsigned_abs();
+    let more = if magnitude > 0x3f { 0x80 } else { 0 };
+    let sign = if negative { 0x40 } else { 0 };
+    out.push(more | sign | (magnitude as u8 & 0x3f));
+    magnitude >>= 6;
+    while magnitude > 0 {
+        let more = if magnitude > 0x7f { 0x80 } else { 0 };
+        out.push(more | (magnitude as u8 & 0x7f));
+        magnitude >>= 7;
+    }
+}
+
 /// Number of bytes [`write_var_uint`] produces for `value`.
 pub fn var_uint_len(mut value: u64) -> usize {
     let mut n = 1;
@@ -103,6 +119,32 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads a lib0 signed varInt (see [`write_var_int`]), limited like varUint to 53 bits of
+    /// magnitude.
+    pub fn read_var_int(&mut self) -> Result<i64, DecodeError> {
+        let first = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
+        self.pos += 1;
+        let negative = first & 0x40 != 0;
+        let mut magnitude = u64::from(first & 0x3f);
+        let mut more = first & 0x80 != 0;
+        let mut shift = 6;
+        while more {
+            let byte = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
+            self.pos += 1;
+            if shift > 53 {
+                return Err(DecodeError::VarUintOverflow);
+            }
+            magnitude |= u64::from(byte & 0x7f) << shift;
+            more = byte & 0x80 != 0;
+            shift += 7;
+        }
+        if magnitude > MAX_SAFE_INTEGER {
+            return Err(DecodeError::VarUintOverflow);
+        }
+        let value = magnitude as i64;
+        Ok(if negative { -value } else { value })
+    }
+
     /// Reads a length-prefixed byte array.
     pub fn read_var_uint8_array(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.read_var_uint()?;
@@ -134,6 +176,31 @@ mod tests {
         assert_eq!(out, [0xac, 0x02]);
         assert_eq!(Reader::new(&out).read_var_uint(), Ok(300));
         assert_eq!(var_uint_len(300), 2);
+    }
+
+    #[test]
+    fn var_int_examples() {
+        for (value, bytes) in [
+            (0i64, vec![0x00]),
+            (1, vec![0x01]),
+            (-1, vec![0x41]),
+            (63, vec![0x3f]),
+            (64, vec![0x80, 0x01]),
+            (-300, vec![0xec, 0x04]),
+        ] {
+            let mut out = Vec::new();
+            write_var_int(&mut out, value);
+            assert_eq!(out, bytes, "{value}");
+            assert_eq!(Reader::new(&out).read_var_int(), Ok(value));
+        }
+        assert_eq!(
+            Reader::new(&[0x80]).read_var_int(),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            Reader::new(&[0xff; 10]).read_var_int(),
+            Err(DecodeError::VarUintOverflow)
+        );
     }
 
     #[test]
