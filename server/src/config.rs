@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use crate::access::{Authorizer, StaticTokens};
 use crate::limits::Limits;
+use crate::stateless::{NoCommands, StatelessHandler};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +37,28 @@ pub struct Cli {
     /// Log output format; the level is set with RUST_LOG (default `info`).
     #[arg(long, env = "DEBRIEF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Open access: any token (or none) may read and write every document, except the
+    /// read-only token. This is the default while no read-write token is set; the review domain
+    /// will make it opt-in.
+    #[arg(long, env = "DEBRIEF_OPEN_ACCESS")]
+    pub open_access: bool,
+
+    /// A shared token that gives read-write access to every document. Setting it turns open
+    /// access off unless `--open-access` is given too.
+    #[arg(long, env = "DEBRIEF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// A shared token that gives read-only access to every document.
+    #[arg(long, env = "DEBRIEF_READ_ONLY_TOKEN", hide_env_values = true)]
+    pub read_only_token: Option<String>,
+}
+
+impl Cli {
+    /// Whether the server runs in open access (see `--open-access`).
+    pub fn open(&self) -> bool {
+        self.open_access || self.token.as_deref().is_none_or(str::is_empty)
+    }
 }
 
 /// What [`crate::run`] needs, independent of how it was obtained (flags, or a test).
@@ -42,20 +68,33 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The bounds in force.
     pub limits: Limits,
+    /// Who may open which document.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// What answers stateless messages.
+    pub stateless: Arc<dyn StatelessHandler>,
 }
 
 impl Config {
-    /// A configuration with default limits for the given data directory.
+    /// A configuration with default limits and open access for the given data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
             limits: Limits::default(),
+            authorizer: Arc::new(StaticTokens::open()),
+            stateless: Arc::new(NoCommands),
         }
     }
 }
 
 impl From<&Cli> for Config {
     fn from(cli: &Cli) -> Self {
-        Config::new(cli.data_dir.clone())
+        Config {
+            authorizer: Arc::new(StaticTokens::new(
+                cli.open(),
+                cli.token.clone(),
+                cli.read_only_token.clone(),
+            )),
+            ..Config::new(cli.data_dir.clone())
+        }
     }
 }

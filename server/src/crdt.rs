@@ -93,6 +93,47 @@ pub fn apply(doc: &Doc, update: &[u8]) -> Result<Applied, ApplyError> {
     })
 }
 
+/// Whether `update` would change nothing in `doc`: every item it inserts is already there and
+/// every deletion it carries is already applied. Read-only connections may send such updates
+/// (a reconnecting reader's SyncStep2 carries the delete set it received); anything else from
+/// them is refused. Never panics; an undecodable update is an error.
+pub fn contained(doc: &Doc, update: &[u8]) -> Result<bool, ApplyError> {
+    guarded(|| {
+        let update = Update::decode_v1(update).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let txn = doc.transact();
+        let sv = txn.state_vector();
+        for (client, ranges) in update.insertions(true).iter() {
+            let known = sv.get(client);
+            if ranges.iter().any(|r| r.end > known) {
+                return Ok(false);
+            }
+        }
+        let deletes = update.delete_set();
+        if deletes.is_empty() {
+            return Ok(true);
+        }
+        let deleted = txn.snapshot().delete_set;
+        for (client, ranges) in deletes.iter() {
+            let mut have: Vec<std::ops::Range<u32>> =
+                match deleted.iter().find(|(c, _)| *c == client) {
+                    Some((_, have)) => have.iter().cloned().collect(),
+                    None => Vec::new(),
+                };
+            have.sort_by_key(|r| r.start);
+            let covered = |want: &std::ops::Range<u32>| {
+                // The last range starting at or before `want.start` must reach its end (the
+                // store's ranges are disjoint and squashed).
+                let i = have.partition_point(|h| h.start <= want.start);
+                i > 0 && have[i - 1].end >= want.end
+            };
+            if !ranges.iter().all(|want| want.is_empty() || covered(want)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+}
+
 /// The state vector of the document, encoded.
 pub fn state_vector(doc: &Doc) -> Vec<u8> {
     doc.transact().state_vector().encode_v1()
@@ -160,6 +201,33 @@ mod tests {
         let copy = load(None, [first.effect.as_deref().expect("effect")]).expect("loads");
         let text = copy.get_or_insert_text("t");
         assert_eq!(text.get_string(&copy.transact()), "héllo 😀");
+    }
+
+    #[test]
+    fn containment_of_inserts_and_deletes() {
+        let doc = new_doc();
+        let hello = typed("hello");
+        apply(&doc, &hello).expect("applies");
+        assert_eq!(contained(&doc, &hello), Ok(true));
+        assert_eq!(contained(&doc, &[0, 0]), Ok(true), "the empty update");
+        assert_eq!(contained(&doc, &typed("other")), Ok(false));
+
+        // A peer that has the document deletes two characters: new until applied.
+        let peer = load(None, [&hello[..]]).expect("loads");
+        let text = peer.get_or_insert_text("t");
+        let sv = peer.transact().state_vector();
+        text.remove_range(&mut peer.transact_mut(), 1, 2);
+        let delete = peer.transact().encode_diff_v1(&sv);
+        assert_eq!(contained(&doc, &delete), Ok(false));
+        apply(&doc, &delete).expect("applies");
+        assert_eq!(contained(&doc, &delete), Ok(true));
+        // A reader's SyncStep2 answer: nothing new, but the whole delete set.
+        let reader = load(None, [&hello[..], &delete[..]]).expect("loads");
+        let answer = reader
+            .transact()
+            .encode_diff_v1(&doc.transact().state_vector());
+        assert_eq!(contained(&doc, &answer), Ok(true));
+        assert!(contained(&doc, &[0xff, 0xff]).is_err());
     }
 
     #[test]

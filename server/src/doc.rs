@@ -30,9 +30,21 @@ use crate::store::{Compacted, Store, StoreError};
 /// The encoding of an empty state vector: a client that has nothing of the document.
 const EMPTY_STATE_VECTOR: &[u8] = &[0];
 
+/// Hocuspocus SyncStatus(1): the update was applied and is on disk.
+const SYNC_STATUS_APPLIED: &[u8] = &[8, 1];
+/// Hocuspocus SyncStatus(0): the update was refused (read-only connection).
+const SYNC_STATUS_REFUSED: &[u8] = &[8, 0];
+
 /// Commands processed per wake-up before the owner asks for a flush; bounds how long one batch
 /// can delay the flush that releases it.
 const COMMANDS_PER_BATCH: usize = 64;
+
+/// Frames (relays and acknowledgements) may wait for flushes up to this fraction of a
+/// connection's outbox; past it the owner takes no new commands until a flush releases them.
+/// One flush then releases at most a quarter of an outbox (plus the two frames of one command)
+/// to any connection, so a burst from one writer slows that writer (its socket stops being read)
+/// instead of overflowing the outboxes of readers that keep up.
+const UNRELEASED_PER_OUTBOX: usize = 4;
 
 /// A message from a connection to a document.
 #[derive(Debug)]
@@ -45,6 +57,16 @@ pub enum Incoming {
     Awareness(Bytes),
     /// A request for every awareness state.
     QueryAwareness,
+}
+
+impl Incoming {
+    /// The command for a sync message whose payload borrows from `frame`.
+    pub fn from_sync(frame: &Bytes, sync: SyncMessage<'_>) -> Incoming {
+        match sync {
+            SyncMessage::Step1(sv) => Incoming::Step1(frame.slice_ref(sv)),
+            SyncMessage::Step2(u) | SyncMessage::Update(u) => Incoming::Update(frame.slice_ref(u)),
+        }
+    }
 }
 
 /// Why a connection could not join a document.
@@ -64,10 +86,14 @@ pub enum JoinError {
 /// Commands a document owner understands.
 #[derive(Debug)]
 pub enum DocCommand {
-    /// Attach a connection; the owner sends it the server's SyncStep1 and current awareness.
+    /// Attach a connection; the owner sends it `greeting` (if any), the server's SyncStep1 and
+    /// current awareness.
     Join {
         /// The connection.
         peer: Peer,
+        /// A y-protocols-shaped message sent before anything else, framed for the peer's dialect
+        /// (the Hocuspocus `Authenticated` answer).
+        greeting: Option<Bytes>,
         /// Answered once the connection is attached or refused.
         reply: oneshot::Sender<Result<(), JoinError>>,
     },
@@ -93,10 +119,14 @@ pub struct DocHandle {
 
 impl DocHandle {
     /// Attaches `peer`; `Err(Unloading)` also covers an owner that already stopped.
-    pub async fn join(&self, peer: Peer) -> Result<(), JoinError> {
+    pub async fn join(&self, peer: Peer, greeting: Option<Bytes>) -> Result<(), JoinError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(DocCommand::Join { peer, reply })
+            .send(DocCommand::Join {
+                peer,
+                greeting,
+                reply,
+            })
             .await
             .map_err(|_| JoinError::Unloading)?;
         rx.await.unwrap_or(Err(JoinError::Unloading))
@@ -238,6 +268,7 @@ impl Owner {
 
     async fn serve(mut self, mut rx: mpsc::Receiver<DocCommand>) {
         let shutdown = self.ctx.shutdown.clone();
+        let max_unreleased = (self.ctx.limits.outbox_capacity / UNRELEASED_PER_OUTBOX).max(1);
         loop {
             let idle = self.peers.is_empty()
                 && self.in_flight.is_empty()
@@ -276,10 +307,13 @@ impl Owner {
                     self.compaction = None;
                     self.on_compacted(res);
                 }
-                cmd = rx.recv() => {
+                cmd = rx.recv(), if self.unreleased() < max_unreleased => {
                     let Some(cmd) = cmd else { break };
                     self.handle(cmd);
                     for _ in 1..COMMANDS_PER_BATCH {
+                        if self.unreleased() >= max_unreleased {
+                            break;
+                        }
                         match rx.try_recv() {
                             Ok(cmd) => self.handle(cmd),
                             Err(_) => break,
@@ -310,11 +344,16 @@ impl Owner {
         }
     }
 
+    /// Frames held back until flushes complete.
+    fn unreleased(&self) -> usize {
+        self.unrequested.len() + self.in_flight.iter().map(|(_, f)| f.len()).sum::<usize>()
+    }
+
     /// Answers every queued join with a refusal when the document could not be loaded.
     async fn refuse_all(mut rx: mpsc::Receiver<DocCommand>) {
         rx.close();
         while let Some(cmd) = rx.recv().await {
-            if let DocCommand::Join { peer, reply } = cmd {
+            if let DocCommand::Join { peer, reply, .. } = cmd {
                 peer.kick
                     .kick(close::INTERNAL_ERROR, "document could not be loaded");
                 let _ = reply.send(Err(JoinError::Unloading));
@@ -324,8 +363,12 @@ impl Owner {
 
     fn handle(&mut self, cmd: DocCommand) {
         match cmd {
-            DocCommand::Join { peer, reply } => {
-                let result = self.join(peer);
+            DocCommand::Join {
+                peer,
+                greeting,
+                reply,
+            } => {
+                let result = self.join(peer, greeting);
                 let _ = reply.send(result);
             }
             DocCommand::Leave { conn } => self.remove_peer(conn),
@@ -348,7 +391,7 @@ impl Owner {
         }
     }
 
-    fn join(&mut self, peer: Peer) -> Result<(), JoinError> {
+    fn join(&mut self, peer: Peer, greeting: Option<Bytes>) -> Result<(), JoinError> {
         if self.shutting_down {
             return Err(JoinError::ShuttingDown);
         }
@@ -357,6 +400,9 @@ impl Owner {
         }
         let conn = peer.conn;
         self.peers.insert(conn, peer);
+        if let Some(greeting) = greeting {
+            self.send_to(conn, greeting);
+        }
         let sv = crdt::state_vector(&self.doc);
         self.send_to(conn, sync_frame(SyncMessage::Step1(&sv)));
         if let Some(all) = self.presence.snapshot() {
@@ -385,6 +431,14 @@ impl Owner {
     }
 
     fn on_update(&mut self, conn: ConnId, update: &[u8]) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let wants_acks = peer.wants_acks();
+        if !peer.writable.get() {
+            self.on_read_only_update(conn, wants_acks, update);
+            return;
+        }
         let size = self.snapshot_bytes + self.log_bytes;
         if size + update.len() as u64 > self.ctx.limits.max_document_bytes {
             Metrics::inc(&self.ctx.metrics.updates_rejected);
@@ -436,6 +490,46 @@ impl Owner {
                 except: conn,
                 frame,
             });
+        }
+        if wants_acks {
+            // Behind the flush that covers this update (or, when it brought nothing new, the
+            // content it duplicates): the acknowledgement means "on disk".
+            self.defer(Deferred::To {
+                conn,
+                frame: Bytes::from_static(SYNC_STATUS_APPLIED),
+            });
+        }
+    }
+
+    /// A read-only connection sent an update: harmless when it holds nothing new (a reader's
+    /// SyncStep2 answer carries the delete set it was sent), refused otherwise, and the client is
+    /// told either way. Nothing of it is applied or stored.
+    fn on_read_only_update(&mut self, conn: ConnId, wants_acks: bool, update: &[u8]) {
+        match crdt::contained(&self.doc, update) {
+            Ok(true) => {
+                if wants_acks {
+                    self.defer(Deferred::To {
+                        conn,
+                        frame: Bytes::from_static(SYNC_STATUS_APPLIED),
+                    });
+                }
+            }
+            Ok(false) => {
+                Metrics::inc(&self.ctx.metrics.updates_refused_read_only);
+                if wants_acks {
+                    self.send_to(conn, Bytes::from_static(SYNC_STATUS_REFUSED));
+                } else {
+                    self.reject(
+                        conn,
+                        close::READ_ONLY,
+                        "read_only: this connection may not change the document",
+                    );
+                }
+            }
+            Err(e) => {
+                Metrics::inc(&self.ctx.metrics.updates_rejected);
+                self.reject(conn, close::UPDATE_REJECTED, e.code());
+            }
         }
     }
 
@@ -583,7 +677,7 @@ impl Owner {
     /// Puts a frame in a peer's outbox; `false` when the peer must be detached (outbox full: it
     /// is closed as a slow consumer and resynchronises on reconnect; or already closed).
     fn push(&self, peer: &Peer, frame: Bytes) -> bool {
-        match peer.outbox.try_send(frame) {
+        match peer.outbox.try_send(peer.frame(&frame)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 Metrics::inc(&self.ctx.metrics.slow_consumers);

@@ -19,6 +19,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/ws/{doc}", get(crate::ws::upgrade))
+        .route("/collab", get(crate::collab::upgrade))
         .route("/", get(index))
         .fallback(not_found)
         .with_state(state)

@@ -1,10 +1,13 @@
 //! Debrief's server as a library: [`run`] serves HTTP and WebSockets on a bound listener until a
 //! shutdown token is cancelled, so that tests drive exactly what the binary runs.
 //!
-//! Dependencies run one way: transport ([`http`], [`ws`]) → documents ([`registry`], [`doc`],
+//! Dependencies run one way: transport ([`http`], [`ws`], [`collab`]; access decisions from
+//! [`access`], application messages to [`stateless`]) → documents ([`registry`], [`doc`],
 //! [`crdt`], [`presence`]) → storage ([`store`]). Only the transport layer knows axum; storage
 //! knows bytes, not yrs.
 
+pub mod access;
+pub mod collab;
 pub mod config;
 pub mod crdt;
 pub mod doc;
@@ -15,6 +18,7 @@ pub mod metrics;
 pub mod peer;
 pub mod presence;
 pub mod registry;
+pub mod stateless;
 pub mod store;
 pub mod ws;
 
@@ -50,6 +54,20 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
+    /// Who may open which document.
+    pub authorizer: Arc<dyn access::Authorizer>,
+    /// What answers stateless messages.
+    pub stateless: Arc<dyn stateless::StatelessHandler>,
+}
+
+impl AppState {
+    /// A fresh connection (or attachment) id.
+    pub fn conn_id(&self) -> ConnId {
+        ConnId(
+            self.next_conn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }
 
 /// Why the server could not run.
@@ -91,6 +109,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         next_conn: AtomicU64::new(1),
+        authorizer: config.authorizer.clone(),
+        stateless: config.stateless.clone(),
     });
     // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.
     let listener = listener.tap_io(|tcp| {

@@ -60,6 +60,32 @@ pub const MAX_DOCUMENT_NAME_LEN: usize = 200;
 /// How long shutdown waits for connections to close and documents to flush before giving up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Documents one `/collab` socket may have attached, waiting or refused at once. A review uses
+/// three; an editor with many documents open in one tab stays well below this.
+pub const MAX_DOCUMENTS_PER_SOCKET: usize = 256;
+
+/// Documents of one `/collab` socket whose messages wait for authentication (no token yet, or
+/// the document still loading). A client opens documents a few at a time.
+pub const MAX_PENDING_DOCUMENTS: usize = 16;
+
+/// Messages one `/collab` socket may have waiting for authentication, over all its documents.
+/// A provider sends three per document (token, SyncStep1, awareness) before the answer.
+pub const MAX_PENDING_MESSAGES: usize = 1000;
+
+/// Bytes one `/collab` socket may have waiting for authentication. One frame of the largest size
+/// (an offline client's whole document in a SyncStep2) always fits.
+pub const MAX_PENDING_BYTES: usize = MAX_FRAME_BYTES;
+
+/// How long a document's messages may wait for its authentication to complete.
+pub const AUTHENTICATION_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Interval of the connection-level Ping on `/collab`. The stock provider reconnects after 30 s
+/// without any message; a quiet socket hears a Ping well before that.
+pub const PING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a stateless command may take before the connection stops waiting for it.
+pub const STATELESS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The bounds in force for one server instance.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -79,6 +105,16 @@ pub struct Limits {
     pub compact_after_entries: u64,
     /// See [`COMPACT_AFTER_BYTES`].
     pub compact_after_bytes: u64,
+    /// See [`MAX_DOCUMENTS_PER_SOCKET`].
+    pub max_documents_per_socket: usize,
+    /// See [`MAX_PENDING_DOCUMENTS`].
+    pub max_pending_documents: usize,
+    /// See [`MAX_PENDING_MESSAGES`].
+    pub max_pending_messages: usize,
+    /// See [`MAX_PENDING_BYTES`].
+    pub max_pending_bytes: usize,
+    /// See [`AUTHENTICATION_DEADLINE`].
+    pub authentication_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +128,11 @@ impl Default for Limits {
             idle_unload_after: IDLE_UNLOAD_AFTER,
             compact_after_entries: COMPACT_AFTER_ENTRIES,
             compact_after_bytes: COMPACT_AFTER_BYTES,
+            max_documents_per_socket: MAX_DOCUMENTS_PER_SOCKET,
+            max_pending_documents: MAX_PENDING_DOCUMENTS,
+            max_pending_messages: MAX_PENDING_MESSAGES,
+            max_pending_bytes: MAX_PENDING_BYTES,
+            authentication_deadline: AUTHENTICATION_DEADLINE,
         }
     }
 }

@@ -37,6 +37,12 @@ async fn serve() -> anyhow::Result<()> {
         out.flush().context("flushing stdout")?;
     }
     tracing::info!(%addr, data_dir = %cli.data_dir.display(), "listening");
+    if cli.open() {
+        tracing::warn!(
+            "open access: anyone who reaches this server may read and write every document \
+             (set --token to require a token)"
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     debrief_server::run(listener, Config::from(&cli), shutdown)

@@ -24,6 +24,12 @@ pub struct Metrics {
     pub compactions: AtomicU64,
     /// Connections closed because they did not read fast enough.
     pub slow_consumers: AtomicU64,
+    /// Updates with new content from read-only connections, refused.
+    pub updates_refused_read_only: AtomicU64,
+    /// Authentications refused (both dialects).
+    pub permission_denied: AtomicU64,
+    /// Documents attached to `/collab` sockets right now.
+    pub collab_documents_open: AtomicU64,
 }
 
 impl Metrics {
@@ -39,7 +45,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 8] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
             (
                 "debrief_documents_loaded",
                 "gauge",
@@ -87,6 +93,24 @@ impl Metrics {
                 "counter",
                 "Connections closed for not reading.",
                 &self.slow_consumers,
+            ),
+            (
+                "debrief_updates_refused_read_only_total",
+                "counter",
+                "Changes from read-only connections, refused.",
+                &self.updates_refused_read_only,
+            ),
+            (
+                "debrief_permission_denied_total",
+                "counter",
+                "Authentications refused.",
+                &self.permission_denied,
+            ),
+            (
+                "debrief_collab_documents_open",
+                "gauge",
+                "Documents attached to /collab sockets.",
+                &self.collab_documents_open,
             ),
         ];
         let mut out = String::new();

@@ -1,6 +1,8 @@
 //! What a document owner holds of each connection: an id, a bounded outbox of ready-to-send
-//! frames, and a way to ask the connection to close with a code.
+//! frames, the dialect that decides how a message is framed, whether it may write, and a way to
+//! ask the connection to close with a code.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -61,13 +63,73 @@ impl Kick {
     }
 }
 
-/// A connection as seen by a document owner.
+/// How a connection frames the y-protocols messages an owner produces.
+#[derive(Debug, Clone)]
+pub enum Dialect {
+    /// `/ws/{doc}`: a message is a frame of its own.
+    YWebsocket,
+    /// `/collab`: a message is preceded by the document's name (its routing key as the client
+    /// sent it), and updates are acknowledged with SyncStatus.
+    Hocuspocus {
+        /// `varString(key)`.
+        prefix: Bytes,
+    },
+}
+
+/// Whether a connection may change a document. Shared with the connection's session, so that a
+/// change of access (re-authentication, and later a review's phase) takes effect at once.
+#[derive(Debug, Clone)]
+pub struct Writable(Arc<AtomicBool>);
+
+impl Writable {
+    /// A flag that starts as `writable`.
+    pub fn new(writable: bool) -> Self {
+        Writable(Arc::new(AtomicBool::new(writable)))
+    }
+
+    /// Whether the connection may write now.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Grants or withdraws write access.
+    pub fn set(&self, writable: bool) {
+        self.0.store(writable, Ordering::Release);
+    }
+}
+
+/// One attachment of a connection to a document, as seen by the document's owner. A
+/// `/collab` socket has one per document it opened, each with its own id.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    /// The connection's id.
+    /// The attachment's id.
     pub conn: ConnId,
-    /// Frames for this connection, already encoded for its dialect.
+    /// Frames for this connection (shared by every document of a `/collab` socket).
     pub outbox: mpsc::Sender<Bytes>,
     /// Closes the connection.
     pub kick: Kick,
+    /// How messages are framed for it.
+    pub dialect: Dialect,
+    /// Whether it may change the document.
+    pub writable: Writable,
+}
+
+impl Peer {
+    /// The frame that carries the y-protocols message `message` to this peer.
+    pub fn frame(&self, message: &Bytes) -> Bytes {
+        match &self.dialect {
+            Dialect::YWebsocket => message.clone(),
+            Dialect::Hocuspocus { prefix } => {
+                let mut out = Vec::with_capacity(prefix.len() + message.len());
+                out.extend_from_slice(prefix);
+                out.extend_from_slice(message);
+                Bytes::from(out)
+            }
+        }
+    }
+
+    /// Whether it expects a SyncStatus for each update it sends.
+    pub fn wants_acks(&self) -> bool {
+        matches!(self.dialect, Dialect::Hocuspocus { .. })
+    }
 }

@@ -1,32 +1,38 @@
 //! The y-websocket dialect at `GET /ws/{doc}`: upgrade, then one task per connection that runs
 //! a reader and a writer side by side.
 //!
+//! Access: the token is `?token=…` (none is the empty token), decided by the server's
+//! [`crate::access::Authorizer`] before the connection joins the document. A refusal closes the
+//! socket with 4401 and the reason; a read-only connection that sends a change is closed with
+//! 4403 (an update that holds nothing new, such as a reader's SyncStep2 answer, is accepted).
+//!
 //! The reader decodes every message of each incoming frame and forwards it to the document owner
 //! (waiting when the owner is busy, which slows only this client). The writer drains the
 //! connection's bounded outbox, one protocol message per frame, and sends the close frame when the
 //! owner, the reader or shutdown asks for one. Neither ever blocks another connection.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use debrief_proto::close;
-use debrief_proto::ywire::{decode_frame, Message, SyncMessage};
+use debrief_proto::ywire::{decode_frame, Message};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::access::Access;
 use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::error::ApiError;
 use crate::limits::{valid_document_name, CLOSE_TIMEOUT, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::peer::{ConnId, Kick, Peer};
+use crate::peer::{ConnId, Dialect, Kick, Peer, Writable};
 use crate::AppState;
 
 /// tungstenite allocates its read buffer eagerly (128 KiB by default), which would dominate the
@@ -40,10 +46,19 @@ const JOIN_ATTEMPTS: usize = 5;
 /// Frames written before one flush; bounds the bytes buffered for a single system call.
 const WRITE_BATCH: usize = 64;
 
+/// The query of `GET /ws/{doc}`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WsQuery {
+    /// The access token; absent means the empty token.
+    #[serde(default)]
+    token: String,
+}
+
 /// `GET /ws/{doc}`: validates the name and upgrades.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     Path(doc): Path<String>,
+    query: Result<Query<WsQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !valid_document_name(&doc) {
@@ -55,43 +70,85 @@ pub async fn upgrade(
         )
         .into_response();
     }
-    let Ok(ws) = ws else {
-        return ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "websocket_upgrade_required",
-            "this endpoint speaks the y-websocket protocol over a WebSocket",
+    let Ok(Query(WsQuery { token })) = query else {
+        return ApiError::bad_request(
+            "invalid_query",
+            "the query string is not valid (expected at most ?token=…)",
         )
         .into_response();
     };
+    let ws = match ws {
+        Ok(ws) => configure(ws, &state),
+        Err(_) => return upgrade_required("y-websocket"),
+    };
+    // Decided before the upgrade, but told over the socket: stock clients see close codes, not
+    // HTTP statuses, and do not retry a 44xx close.
+    let access = state.authorizer.authorize(&token, &doc);
+    drop(token);
+    let tracker = state.tracker.clone();
+    ws.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            let conn = state.conn_id();
+            let span = tracing::debug_span!("conn", %conn, doc = %doc);
+            connection(socket, doc, access, conn, state)
+                .instrument(span)
+                .await;
+        })
+    })
+}
+
+/// The HTTP answer to a plain request on a WebSocket endpoint.
+pub(crate) fn upgrade_required(dialect: &str) -> Response {
+    ApiError::new(
+        StatusCode::UPGRADE_REQUIRED,
+        "websocket_upgrade_required",
+        format!("this endpoint speaks the {dialect} protocol over a WebSocket"),
+    )
+    .into_response()
+}
+
+/// Socket settings shared by both dialects.
+pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     // tungstenite's own cap sits above ours so that an oversized frame reaches our check and gets
     // a proper 1009 close instead of a bare transport error.
     let transport_cap = state.limits.max_frame_bytes.saturating_mul(2);
-    let tracker = state.tracker.clone();
     ws.max_message_size(transport_cap)
         .max_frame_size(transport_cap)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let conn = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
-                let span = tracing::debug_span!("conn", %conn, doc = %doc);
-                connection(socket, doc, conn, state).instrument(span).await;
-            })
-        })
 }
 
-async fn connection(socket: WebSocket, doc: String, conn: ConnId, state: Arc<AppState>) {
+async fn connection(
+    socket: WebSocket,
+    doc: String,
+    access: Result<Access, crate::access::Denied>,
+    conn: ConnId,
+    state: Arc<AppState>,
+) {
     Metrics::inc(&state.metrics.connections_open);
     let (outbox, outbox_rx) = mpsc::channel(state.limits.outbox_capacity);
     let kick = Kick::default();
+    let (sink, stream) = socket.split();
+    let done = state.shutdown.child_token();
+    let access = match access {
+        Ok(access) => access,
+        Err(denied) => {
+            Metrics::inc(&state.metrics.permission_denied);
+            tracing::debug!(code = denied.code, "permission denied");
+            kick.kick(close::PERMISSION_DENIED, denied.reason());
+            writer(sink, outbox_rx, kick, done, state.shutdown.clone()).await;
+            Metrics::dec(&state.metrics.connections_open);
+            return;
+        }
+    };
     let peer = Peer {
         conn,
         outbox,
         kick: kick.clone(),
+        dialect: Dialect::YWebsocket,
+        writable: Writable::new(access.writable()),
     };
-    let (sink, stream) = socket.split();
-    let done = state.shutdown.child_token();
-    let joined = join(&state, &doc, peer).await;
+    let joined = join(&state, &doc, peer, None).await;
     match joined {
         Ok(handle) => {
             tracing::debug!("connected");
@@ -122,11 +179,17 @@ async fn connection(socket: WebSocket, doc: String, conn: ConnId, state: Arc<App
     Metrics::dec(&state.metrics.connections_open);
 }
 
-async fn join(state: &Arc<AppState>, doc: &str, peer: Peer) -> Result<DocHandle, JoinError> {
+/// Attaches `peer` to the document `doc`, opening it when needed.
+pub(crate) async fn join(
+    state: &AppState,
+    doc: &str,
+    peer: Peer,
+    greeting: Option<Bytes>,
+) -> Result<DocHandle, JoinError> {
     let mut last = JoinError::Unloading;
     for _ in 0..JOIN_ATTEMPTS {
         let handle = state.registry.open(doc);
-        match handle.join(peer.clone()).await {
+        match handle.join(peer.clone(), greeting.clone()).await {
             Ok(()) => return Ok(handle),
             Err(JoinError::Unloading) => last = JoinError::Unloading,
             Err(e) => return Err(e),
@@ -135,10 +198,12 @@ async fn join(state: &Arc<AppState>, doc: &str, peer: Peer) -> Result<DocHandle,
     Err(last)
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
-type Stream = futures_util::stream::SplitStream<WebSocket>;
+pub(crate) type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
+pub(crate) type Stream = futures_util::stream::SplitStream<WebSocket>;
 
-async fn writer(
+/// Drains `outbox` into the socket until the connection is done, then sends the close frame
+/// someone asked for (or "going away" at shutdown).
+pub(crate) async fn writer(
     mut sink: Sink,
     mut outbox: mpsc::Receiver<Bytes>,
     kick: Kick,
@@ -196,18 +261,17 @@ async fn send_batch(
     sink.flush().await
 }
 
-async fn reader(
-    mut stream: Stream,
-    handle: &DocHandle,
-    conn: ConnId,
-    kick: &Kick,
+/// The next binary frame, or `None` once the connection is done; protocol violations (a text
+/// frame, a transport error, an oversized frame) ask for the matching close first.
+pub(crate) async fn next_frame(
+    stream: &mut Stream,
     done: &CancellationToken,
-    state: &AppState,
-) {
-    let max = state.limits.max_frame_bytes;
+    kick: &Kick,
+    max: usize,
+) -> Option<Bytes> {
     loop {
         let next = tokio::select! {
-            _ = done.cancelled() => break,
+            _ = done.cancelled() => return None,
             next = stream.next() => next,
         };
         let bytes = match next {
@@ -217,14 +281,14 @@ async fn reader(
                     close::UNSUPPORTED_DATA,
                     "text_frame: the protocol is binary",
                 );
-                break;
+                return None;
             }
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-            Some(Ok(WsMessage::Close(_))) | None => break,
+            Some(Ok(WsMessage::Close(_))) | None => return None,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "transport error");
                 kick.kick(close::PROTOCOL_ERROR, "transport_error");
-                break;
+                return None;
             }
         };
         if bytes.len() > max {
@@ -232,8 +296,22 @@ async fn reader(
                 close::MESSAGE_TOO_BIG,
                 format!("frame_too_large: limit is {max} bytes"),
             );
-            break;
+            return None;
         }
+        return Some(bytes);
+    }
+}
+
+async fn reader(
+    mut stream: Stream,
+    handle: &DocHandle,
+    conn: ConnId,
+    kick: &Kick,
+    done: &CancellationToken,
+    state: &AppState,
+) {
+    let max = state.limits.max_frame_bytes;
+    while let Some(bytes) = next_frame(&mut stream, done, kick, max).await {
         let messages = match decode_frame(&bytes) {
             Ok(messages) => messages,
             Err(e) => {
@@ -244,10 +322,7 @@ async fn reader(
         };
         for message in messages {
             let incoming = match message {
-                Message::Sync(SyncMessage::Step1(sv)) => Incoming::Step1(bytes.slice_ref(sv)),
-                Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => {
-                    Incoming::Update(bytes.slice_ref(u))
-                }
+                Message::Sync(sync) => Incoming::from_sync(&bytes, sync),
                 Message::Awareness(a) => Incoming::Awareness(bytes.slice_ref(a)),
                 Message::QueryAwareness => Incoming::QueryAwareness,
                 // Clients have no auth message to send in this dialect; ignore it as y-websocket

@@ -8,6 +8,7 @@
 //     stderr: logs
 //     SIGTERM: graceful shutdown, exit code 0
 //     ws://127.0.0.1:PORT/ws/{docName}: the y-websocket protocol
+//     ws://127.0.0.1:PORT/collab: the Hocuspocus protocol (Debrief only)
 //
 // DEBRIEF_BIN defaults to ../../target/debug/debrief (relative to tests/js).
 // DEBRIEF_TEST_REFERENCE=1 runs the same tests against reference-server.mjs
@@ -23,6 +24,7 @@ import { createInterface } from 'node:readline'
 import * as Y from 'yjs'
 import WebSocket from 'ws'
 import { WebsocketProvider } from 'y-websocket'
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
@@ -96,9 +98,10 @@ export const tick = () => new Promise((resolve) => setImmediate(resolve))
 // ---------------------------------------------------------------------------
 
 class ServerProcess {
-  constructor (label, dataDir) {
+  constructor (label, dataDir, extraArgs = []) {
     this.label = label
     this.dataDir = dataDir
+    this.extraArgs = extraArgs
     this.lines = []
     this.exit = null
     this.child = null
@@ -112,6 +115,11 @@ class ServerProcess {
 
   logTail () {
     return this.lines.slice(-LOG_TAIL_LINES).join('\n')
+  }
+
+  /** URL of the Hocuspocus dialect. */
+  get collabUrl () {
+    return `ws://127.0.0.1:${this.port}/collab`
   }
 
   /** Base URL for WebsocketProvider: the doc name is appended as `/{docName}`. */
@@ -131,7 +139,7 @@ class ServerProcess {
       command = debriefBin
       args = []
     }
-    args.push('--listen', '127.0.0.1:0', '--data-dir', this.dataDir)
+    args.push('--listen', '127.0.0.1:0', '--data-dir', this.dataDir, ...this.extraArgs)
     const child = spawn(command, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { RUST_BACKTRACE: '1', NO_COLOR: '1', ...process.env }
@@ -205,6 +213,7 @@ export class Harness {
     this.dirs = []
     this.servers = []
     this.clients = []
+    this.sockets = []
     this.checkedExits = new Set()
   }
 
@@ -214,8 +223,8 @@ export class Harness {
     return dir
   }
 
-  async startServer ({ dataDir = this.tempDir() } = {}) {
-    const server = new ServerProcess(`server#${this.servers.length + 1}`, dataDir)
+  async startServer ({ dataDir = this.tempDir(), args = [] } = {}) {
+    const server = new ServerProcess(`server#${this.servers.length + 1}`, dataDir, args)
     this.servers.push(server)
     return server.start()
   }
@@ -253,10 +262,59 @@ export class Harness {
     return client
   }
 
+  /**
+   * One stock HocuspocusProviderWebsocket (one socket) to ws://127.0.0.1:PORT/collab.
+   * `frames` records every frame it receives (Uint8Array), for assertions on
+   * messages the provider does not surface as events.
+   */
+  hocusSocket (server) {
+    const frames = []
+    const socket = new HocuspocusProviderWebsocket({
+      url: server.collabUrl,
+      WebSocketPolyfill: WebSocket,
+      onMessage: (event) => { frames.push(new Uint8Array(event.data)) }
+    })
+    socket.frames = frames
+    // Idempotent, so a test may close a socket early and cleanup close it again.
+    const destroy = socket.destroy.bind(socket)
+    let destroyed = false
+    socket.destroy = () => {
+      if (destroyed) return
+      destroyed = true
+      destroy()
+    }
+    this.sockets.push(socket)
+    return socket
+  }
+
+  /**
+   * A stock HocuspocusProvider for `name` on a shared `socket`, attached
+   * (v4 needs attach() with a shared socket). Events it emits are counted in
+   * `client.seen` so tests can wait on them.
+   */
+  hocusClient (socket, name, { token = 'any', doc = new Y.Doc() } = {}) {
+    const provider = new HocuspocusProvider({ websocketProvider: socket, name, document: doc, token })
+    const client = { doc, provider, awareness: provider.awareness, destroyed: false, failures: [], scopes: [] }
+    provider.on('authenticationFailed', ({ reason }) => client.failures.push(reason))
+    provider.on('authenticated', ({ scope }) => client.scopes.push(scope))
+    provider.attach()
+    client.destroy = () => {
+      if (client.destroyed) return
+      client.destroyed = true
+      provider.destroy()
+      doc.destroy()
+    }
+    this.clients.push(client)
+    return client
+  }
+
   async cleanup () {
     const errors = []
     for (const c of this.clients) {
       try { c.destroy() } catch (err) { errors.push(err) }
+    }
+    for (const s of this.sockets) {
+      try { s.destroy() } catch (err) { errors.push(err) }
     }
     for (const s of this.servers) {
       try {

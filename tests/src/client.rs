@@ -1,12 +1,17 @@
-//! A y-websocket client on yrs and tokio-tungstenite, speaking the wire format through
-//! `debrief_proto` the way stock clients do: it answers the server's SyncStep1, sends its own,
-//! applies step 2 and updates, forwards every local change, and keeps the awareness it hears.
+//! A Yjs client on yrs and tokio-tungstenite, speaking the wire format through `debrief_proto`
+//! the way stock clients do: it answers the server's SyncStep1, sends its own, applies step 2 and
+//! updates, forwards every local change, and keeps the awareness it hears.
+//!
+//! It speaks the y-websocket dialect ([`Client::connect`]) or, for one document, the Hocuspocus
+//! dialect ([`Client::connect_collab`]: token first, every message behind the document name,
+//! SyncStatus acknowledgements counted, Ping answered).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use debrief_proto::awareness::{decode_update, encode_update, AwarenessEntry};
+use debrief_proto::hocuspocus::{self, Auth, DocMessage, Frame};
 use debrief_proto::ywire::{decode_frame, AuthMessage, Message, SyncMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +43,12 @@ struct Seen {
     closed: Option<Closed>,
     updates_received: u64,
     denied: Option<String>,
+    scope: Option<String>,
+    denials: Vec<String>,
+    acks: u64,
+    refusals: u64,
+    stateless: Vec<String>,
+    doc_closed: Option<String>,
 }
 
 /// A connected y-websocket client.
@@ -49,21 +60,48 @@ pub struct Client {
     seen: Arc<Mutex<Seen>>,
     changes: watch::Receiver<u64>,
     tasks: Vec<JoinHandle<()>>,
+    /// `varString(doc)` in the Hocuspocus dialect; empty in the y-websocket one.
+    prefix: Arc<[u8]>,
 }
 
 impl Client {
     /// Connects to `url` and performs the handshake (the server's SyncStep1 is answered, the
     /// client's own is sent). Use [`Client::wait_synced`] to wait for the server's answer.
     pub async fn connect(url: &str) -> Client {
-        Client::connect_with(url, true).await
+        Client::connect_with(url, true, None).await
     }
 
     /// Connects without sending anything (for tests of malformed input).
     pub async fn connect_silent(url: &str) -> Client {
-        Client::connect_with(url, false).await
+        Client::connect_with(url, false, None).await
     }
 
-    async fn connect_with(url: &str, handshake: bool) -> Client {
+    /// Connects to a `/collab` URL and opens `doc` with `token`, then sends SyncStep1, as the
+    /// stock provider does. Use [`Client::wait_authenticated`] and [`Client::wait_synced`].
+    pub async fn connect_collab(url: &str, doc: &str, token: &str) -> Client {
+        let client = Client::connect_with(url, false, Some(doc)).await;
+        client.send_raw(
+            DocMessage::Auth(Auth::Token {
+                token: Some(token),
+                provider_version: Some("debrief-tests"),
+            })
+            .encode(doc),
+        );
+        client.send_step1();
+        client
+    }
+
+    /// Connects to a `/collab` URL without sending anything; frames sent with
+    /// [`Client::send_message`] go to `doc`.
+    pub async fn connect_collab_silent(url: &str, doc: &str) -> Client {
+        Client::connect_with(url, false, Some(doc)).await
+    }
+
+    async fn connect_with(url: &str, handshake: bool, collab_doc: Option<&str>) -> Client {
+        let prefix: Arc<[u8]> = collab_doc
+            .map(hocuspocus::name_prefix)
+            .unwrap_or_default()
+            .into();
         let (ws, _) = crate::within(
             "the WebSocket handshake",
             tokio_tungstenite::connect_async(url),
@@ -81,6 +119,7 @@ impl Client {
         let bump = Arc::new(bump);
 
         let local_out = out.clone();
+        let local_prefix = prefix.clone();
         doc.observe_update_v1(
             "forward-local",
             move |txn: &yrs::TransactionMut<'_>, e: &yrs::UpdateEvent| {
@@ -88,7 +127,8 @@ impl Client {
                     .origin()
                     .is_some_and(|o| o.as_ref() == REMOTE.as_bytes());
                 if !remote {
-                    let frame = Message::Sync(SyncMessage::Update(&e.update)).encode();
+                    let frame =
+                        framed(&local_prefix, Message::Sync(SyncMessage::Update(&e.update)));
                     let _ = local_out.send(WsMessage::Binary(frame.into()));
                 }
             },
@@ -107,11 +147,12 @@ impl Client {
             let seen = seen.clone();
             let out = out.clone();
             let bump = bump.clone();
+            let prefix = prefix.clone();
             tokio::spawn(async move {
                 let closed = loop {
                     match stream.next().await {
                         Some(Ok(WsMessage::Binary(bytes))) => {
-                            handle_frame(&doc, &bytes, &seen, &out);
+                            handle_frame(&doc, &bytes, &seen, &out, &prefix);
                         }
                         Some(Ok(WsMessage::Close(frame))) => {
                             break frame.map_or(
@@ -145,6 +186,7 @@ impl Client {
             seen,
             changes,
             tasks: vec![writer, reader],
+            prefix,
         };
         if handshake {
             client.send_step1();
@@ -162,9 +204,14 @@ impl Client {
         let _ = self.out.send(WsMessage::Text(text.into()));
     }
 
+    /// Sends a y-protocols message in this client's dialect.
+    pub fn send_message(&self, message: Message<'_>) {
+        self.send_raw(framed(&self.prefix, message));
+    }
+
     /// Sends an update as a sync Update message, bypassing the local document.
     pub fn send_update(&self, update: &[u8]) {
-        self.send_raw(Message::Sync(SyncMessage::Update(update)).encode());
+        self.send_message(Message::Sync(SyncMessage::Update(update)));
     }
 
     /// Publishes this client's awareness state.
@@ -174,12 +221,12 @@ impl Client {
             clock,
             state,
         }]);
-        self.send_raw(Message::Awareness(&payload).encode());
+        self.send_message(Message::Awareness(&payload));
     }
 
     /// Asks the server for every awareness state.
     pub fn query_awareness(&self) {
-        self.send_raw(Message::QueryAwareness.encode());
+        self.send_message(Message::QueryAwareness);
     }
 
     /// Inserts `text` at `index` (UTF-16 units) of the text `name`; the change is sent.
@@ -232,7 +279,7 @@ impl Client {
             seen.step1_sent += 1;
             seen.step1_sent
         };
-        self.send_raw(Message::Sync(SyncMessage::Step1(&sv)).encode());
+        self.send_message(Message::Sync(SyncMessage::Step1(&sv)));
         target
     }
 
@@ -299,6 +346,51 @@ impl Client {
         lock(&self.seen).denied.clone()
     }
 
+    /// Hocuspocus: waits for `Authenticated` and returns its scope.
+    pub async fn wait_authenticated(&mut self) -> String {
+        self.wait_for("Authenticated", |s| s.scope).await;
+        lock(&self.seen).scope.clone().expect("scope")
+    }
+
+    /// Hocuspocus: waits until `n` `PermissionDenied` arrived, and returns their reasons.
+    pub async fn wait_denials(&mut self, n: usize) -> Vec<String> {
+        self.wait_for(&format!("{n} PermissionDenied"), move |s| s.denials >= n)
+            .await;
+        lock(&self.seen).denials.clone()
+    }
+
+    /// Hocuspocus: SyncStatus(1) acknowledgements received.
+    pub fn acks(&self) -> u64 {
+        lock(&self.seen).acks
+    }
+
+    /// Hocuspocus: waits until at least `n` SyncStatus(1) arrived.
+    pub async fn wait_acks(&mut self, n: u64) {
+        self.wait_for(&format!("{n} acknowledgements"), move |s| s.acks >= n)
+            .await;
+    }
+
+    /// Hocuspocus: waits until at least `n` SyncStatus(0) arrived.
+    pub async fn wait_refusals(&mut self, n: u64) {
+        self.wait_for(&format!("{n} refusals"), move |s| s.refusals >= n)
+            .await;
+    }
+
+    /// Hocuspocus: waits until at least `n` stateless messages arrived, and returns them all.
+    pub async fn wait_stateless(&mut self, n: usize) -> Vec<String> {
+        self.wait_for(&format!("{n} stateless messages"), move |s| {
+            s.stateless >= n
+        })
+        .await;
+        lock(&self.seen).stateless.clone()
+    }
+
+    /// Hocuspocus: waits for a Close message for the document, and returns its reason.
+    pub async fn wait_doc_closed(&mut self) -> String {
+        self.wait_for("a Close message", |s| s.doc_closed).await;
+        lock(&self.seen).doc_closed.clone().expect("doc closed")
+    }
+
     /// Waits until `cond` holds on what the client has seen.
     async fn wait_for(&mut self, what: &str, mut cond: impl FnMut(&SeenView<'_>) -> bool) {
         let seen = self.seen.clone();
@@ -313,6 +405,12 @@ impl Client {
                         awareness: &s.awareness,
                         closed: s.closed.is_some(),
                         updates_received: s.updates_received,
+                        scope: s.scope.is_some(),
+                        denials: s.denials.len(),
+                        acks: s.acks,
+                        refusals: s.refusals,
+                        stateless: s.stateless.len(),
+                        doc_closed: s.doc_closed.is_some(),
                     };
                     if cond(&view) {
                         return;
@@ -363,6 +461,25 @@ pub struct SeenView<'a> {
     pub closed: bool,
     /// Sync Update messages received.
     pub updates_received: u64,
+    /// Hocuspocus: Authenticated arrived.
+    pub scope: bool,
+    /// Hocuspocus: PermissionDenied messages received.
+    pub denials: usize,
+    /// Hocuspocus: SyncStatus(1) received.
+    pub acks: u64,
+    /// Hocuspocus: SyncStatus(0) received.
+    pub refusals: u64,
+    /// Hocuspocus: stateless messages received.
+    pub stateless: usize,
+    /// Hocuspocus: a Close message for the document arrived.
+    pub doc_closed: bool,
+}
+
+/// A y-protocols message in the client's dialect (`prefix` empty: y-websocket).
+fn framed(prefix: &[u8], message: Message<'_>) -> Vec<u8> {
+    let mut out = prefix.to_vec();
+    message.encode_into(&mut out);
+    out
 }
 
 fn handle_frame(
@@ -370,15 +487,65 @@ fn handle_frame(
     bytes: &[u8],
     seen: &Mutex<Seen>,
     out: &mpsc::UnboundedSender<WsMessage>,
+    prefix: &[u8],
 ) {
-    let messages = decode_frame(bytes).expect("the server sends valid frames");
-    assert_eq!(messages.len(), 1, "the server sends one message per frame");
-    for m in messages {
+    if prefix.is_empty() {
+        let messages = decode_frame(bytes).expect("the server sends valid frames");
+        assert_eq!(messages.len(), 1, "the server sends one message per frame");
+        for m in messages {
+            handle_message(doc, m, seen, out, prefix);
+        }
+        return;
+    }
+    let frame = hocuspocus::decode_frame(bytes).expect("the server sends valid frames");
+    let message = match frame {
+        Frame::Ping => {
+            let _ = out.send(WsMessage::Binary(Frame::Pong.encode().into()));
+            return;
+        }
+        Frame::Pong => return,
+        Frame::Doc { key, message } => {
+            assert_eq!(
+                hocuspocus::name_prefix(key),
+                prefix,
+                "a frame for another document"
+            );
+            message
+        }
+    };
+    let mut s = lock(seen);
+    match message {
+        DocMessage::Sync(m) | DocMessage::SyncReply(m) => {
+            drop(s);
+            handle_message(doc, Message::Sync(m), seen, out, prefix);
+        }
+        DocMessage::Awareness(a) => {
+            drop(s);
+            handle_message(doc, Message::Awareness(a), seen, out, prefix);
+        }
+        DocMessage::Auth(Auth::Authenticated(scope)) => s.scope = Some(scope.to_owned()),
+        DocMessage::Auth(Auth::PermissionDenied(reason)) => s.denials.push(reason.to_owned()),
+        DocMessage::SyncStatus(1) => s.acks += 1,
+        DocMessage::SyncStatus(_) => s.refusals += 1,
+        DocMessage::Stateless(payload) => s.stateless.push(payload.to_owned()),
+        DocMessage::Close(reason) => s.doc_closed = Some(reason.unwrap_or_default().to_owned()),
+        other => panic!("unexpected message from the server: {other:?}"),
+    }
+}
+
+fn handle_message(
+    doc: &Doc,
+    m: Message<'_>,
+    seen: &Mutex<Seen>,
+    out: &mpsc::UnboundedSender<WsMessage>,
+    prefix: &[u8],
+) {
+    {
         match m {
             Message::Sync(SyncMessage::Step1(sv)) => {
                 let sv = StateVector::decode_v1(sv).expect("valid state vector");
                 let diff = doc.transact().encode_diff_v1(&sv);
-                let frame = Message::Sync(SyncMessage::Step2(&diff)).encode();
+                let frame = framed(prefix, Message::Sync(SyncMessage::Step2(&diff)));
                 let _ = out.send(WsMessage::Binary(frame.into()));
             }
             Message::Sync(SyncMessage::Step2(u)) => {

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
+use debrief_server::access::{Authorizer, StaticTokens};
 use debrief_server::limits::Limits;
 use debrief_server::Config;
 use tempfile::TempDir;
@@ -21,6 +23,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     dir: TempDir,
     limits: Limits,
+    authorizer: Arc<dyn Authorizer>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), debrief_server::ServerError>>>,
 }
@@ -34,22 +37,37 @@ impl TestServer {
     /// Starts with the given limits and a fresh data directory.
     pub async fn with_limits(limits: Limits) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        TestServer::start_in(dir, limits).await
+        TestServer::start_in(dir, limits, Arc::new(StaticTokens::open())).await
     }
 
-    async fn start_in(dir: TempDir, limits: Limits) -> TestServer {
+    /// Starts with shared tokens instead of open access: [`WRITER_TOKEN`] reads and writes,
+    /// [`READER_TOKEN`] only reads, any other token is refused.
+    pub async fn with_tokens(limits: Limits) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = StaticTokens::new(
+            false,
+            Some(WRITER_TOKEN.to_owned()),
+            Some(READER_TOKEN.to_owned()),
+        );
+        TestServer::start_in(dir, limits, Arc::new(tokens)).await
+    }
+
+    async fn start_in(dir: TempDir, limits: Limits, authorizer: Arc<dyn Authorizer>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let config = Config {
             data_dir: dir.path().join("data"),
             limits: limits.clone(),
+            authorizer: authorizer.clone(),
+            ..Config::new(dir.path().join("data"))
         };
         let task = tokio::spawn(debrief_server::run(listener, config, shutdown.clone()));
         TestServer {
             addr,
             dir,
             limits,
+            authorizer,
             shutdown,
             task: Some(task),
         }
@@ -58,6 +76,11 @@ impl TestServer {
     /// `ws://…/ws/{doc}`.
     pub fn ws_url(&self, doc: &str) -> String {
         format!("ws://{}/ws/{doc}", self.addr)
+    }
+
+    /// `ws://…/collab`.
+    pub fn collab_url(&self) -> String {
+        format!("ws://{}/collab", self.addr)
     }
 
     /// `http://…{path}`.
@@ -82,8 +105,13 @@ impl TestServer {
     /// Stops and starts again on the same data directory (and a new port).
     pub async fn restart(mut self) -> TestServer {
         self.stop().await;
-        let TestServer { dir, limits, .. } = self;
-        TestServer::start_in(dir, limits).await
+        let TestServer {
+            dir,
+            limits,
+            authorizer,
+            ..
+        } = self;
+        TestServer::start_in(dir, limits, authorizer).await
     }
 
     /// Reads one metric from `GET /metrics`.
@@ -108,6 +136,11 @@ impl TestServer {
         .await
     }
 }
+
+/// The read-write token of [`TestServer::with_tokens`].
+pub const WRITER_TOKEN: &str = "writer-secret";
+/// The read-only token of [`TestServer::with_tokens`].
+pub const READER_TOKEN: &str = "reader-secret";
 
 /// The real `debrief` binary in a child process.
 #[derive(Debug)]
@@ -170,6 +203,11 @@ impl ChildServer {
     /// `ws://…/ws/{doc}`.
     pub fn ws_url(&self, doc: &str) -> String {
         format!("ws://{}/ws/{doc}", self.addr)
+    }
+
+    /// `ws://…/collab`.
+    pub fn collab_url(&self) -> String {
+        format!("ws://{}/collab", self.addr)
     }
 
     /// SIGKILL, and wait for the process to be gone.

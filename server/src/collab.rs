@@ -1,0 +1,535 @@
+//! The Hocuspocus dialect at `GET /collab`: one socket carries many documents, each opened with
+//! its own token, each attached to the same document owner that `/ws/{doc}` clients of that name
+//! use (so both dialects converge on one document).
+//!
+//! Per document (keyed by the name field as sent, which may be a `name\0session` routing key):
+//!
+//! - messages that arrive before its token wait in a queue; so do those that arrive while the
+//!   document is loading after the token was accepted. Waiting is bounded per socket (documents,
+//!   messages, bytes; [`crate::limits`]) and in time: past a cap the socket is closed with 4429,
+//!   past the deadline with 4408.
+//! - the token is decided by the [`crate::access::Authorizer`]. Accepted: `Authenticated(scope)`,
+//!   then the server's SyncStep1 and the current awareness, then the queued messages in order.
+//!   Refused: `PermissionDenied(reason)`, the queue is dropped, later messages for the document
+//!   are answered `PermissionDenied("not_authenticated: …")` until a new token is accepted on the
+//!   same socket.
+//! - every Update or SyncStep2 is answered with SyncStatus(1) once the flush that holds it has
+//!   completed, or SyncStatus(0) when a read-only connection sent something new (not applied).
+//! - Stateless goes to the [`crate::stateless::StatelessHandler`]; BroadcastStateless, types
+//!   clients must not send and unknown types are answered with a stateless JSON error.
+//! - Close detaches that one document; the socket stays open.
+//!
+//! A frame that cannot be decoded closes the socket with 1002 and the decoder's error code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use debrief_proto::close;
+use debrief_proto::hocuspocus::{
+    decode_frame, document_of, name_prefix, Auth, DocMessage, Frame, MSG_PING, MSG_PONG,
+    SCOPE_READ_ONLY, SCOPE_READ_WRITE,
+};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::access::Access;
+use crate::doc::{DocHandle, Incoming, JoinError};
+use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
+use crate::metrics::Metrics;
+use crate::peer::{ConnId, Dialect, Kick, Peer, Writable};
+use crate::stateless::{error_json, StatelessRequest};
+use crate::ws::{configure, join, next_frame, upgrade_required, writer, Stream};
+use crate::AppState;
+
+/// `GET /collab`: upgrades to a Hocuspocus session.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => configure(ws, &state),
+        Err(_) => return upgrade_required("Hocuspocus"),
+    };
+    let tracker = state.tracker.clone();
+    ws.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            let conn = state.conn_id();
+            let span = tracing::debug_span!("collab", %conn);
+            session(socket, state).instrument(span).await;
+        })
+    })
+}
+
+async fn session(socket: WebSocket, state: Arc<AppState>) {
+    Metrics::inc(&state.metrics.connections_open);
+    let (outbox, outbox_rx) = mpsc::channel(state.limits.outbox_capacity);
+    let kick = Kick::default();
+    let (sink, stream) = socket.split();
+    let done = state.shutdown.child_token();
+    let mut session = Session {
+        state: state.clone(),
+        outbox,
+        kick: kick.clone(),
+        entries: HashMap::new(),
+        joins: FuturesUnordered::new(),
+        pending_messages: 0,
+        pending_bytes: 0,
+    };
+    tokio::join!(
+        writer(sink, outbox_rx, kick, done.clone(), state.shutdown.clone()),
+        session.run(stream, &done),
+    );
+    session.detach_all().await;
+    tracing::debug!("disconnected");
+    Metrics::dec(&state.metrics.connections_open);
+}
+
+/// Messages of one document waiting for its authentication.
+#[derive(Debug, Default)]
+struct Queue {
+    frames: Vec<Bytes>,
+    since: Option<Instant>,
+}
+
+/// Where one document of the socket stands.
+#[derive(Debug)]
+enum Entry {
+    /// Messages came before any token.
+    Waiting(Queue),
+    /// The token was accepted; the attachment `attempt` is being made (the document may be
+    /// loading).
+    Joining { attempt: ConnId, queue: Queue },
+    /// Attached as `conn`.
+    Open {
+        conn: ConnId,
+        handle: DocHandle,
+        access: Access,
+    },
+    /// The last token was refused.
+    Denied,
+}
+
+type JoinResult = (String, ConnId, Access, Result<DocHandle, JoinError>);
+
+struct Session {
+    state: Arc<AppState>,
+    outbox: mpsc::Sender<Bytes>,
+    kick: Kick,
+    entries: HashMap<String, Entry>,
+    joins: FuturesUnordered<BoxFuture<'static, JoinResult>>,
+    pending_messages: usize,
+    pending_bytes: usize,
+}
+
+impl Session {
+    async fn run(&mut self, mut stream: Stream, done: &CancellationToken) {
+        let max = self.state.limits.max_frame_bytes;
+        let kick = self.kick.clone();
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        loop {
+            let deadline = self.earliest_deadline();
+            let keep_going = tokio::select! {
+                biased;
+                _ = done.cancelled() => false,
+                Some(joined) = self.joins.next(), if !self.joins.is_empty() => {
+                    self.joined(joined, done).await
+                }
+                frame = next_frame(&mut stream, done, &kick, max) => match frame {
+                    Some(frame) => self.on_frame(frame, done).await,
+                    None => false,
+                },
+                _ = sleep_until(deadline) => {
+                    kick.kick(
+                        close::AUTHENTICATION_TIMEOUT,
+                        "authentication_timeout: messages waited too long for a document's token",
+                    );
+                    false
+                }
+                _ = ping.tick() => self.send(Bytes::from_static(&[MSG_PING])),
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        done.cancel();
+    }
+
+    async fn on_frame(&mut self, frame: Bytes, done: &CancellationToken) -> bool {
+        let decoded = match decode_frame(&frame) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable frame");
+                self.kick.kick(close::PROTOCOL_ERROR, e.code());
+                return false;
+            }
+        };
+        let (key, message) = match decoded {
+            Frame::Ping => return self.send(Bytes::from_static(&[MSG_PONG])),
+            Frame::Pong => return true,
+            Frame::Doc { key, message } => (key, message),
+        };
+        match message {
+            DocMessage::Auth(Auth::Token { token, .. }) => {
+                return self.authenticate(key, token.unwrap_or_default()).await;
+            }
+            DocMessage::Close(_) => {
+                self.detach(key).await;
+                return true;
+            }
+            _ => {}
+        }
+        match self.entries.get(key) {
+            None | Some(Entry::Waiting(_)) | Some(Entry::Joining { .. }) => {
+                self.enqueue(key, frame.clone())
+            }
+            Some(Entry::Denied) => self.reply(
+                key,
+                DocMessage::Auth(Auth::PermissionDenied(
+                    "not_authenticated: send a token this document accepts first",
+                )),
+            ),
+            Some(Entry::Open { .. }) => self.forward(key, &frame, message, done).await,
+        }
+    }
+
+    /// Decides a token for `key` and starts attaching when it is accepted.
+    async fn authenticate(&mut self, key: &str, token: &str) -> bool {
+        let document = document_of(key);
+        // A new token replaces whatever the document had on this socket.
+        let queue = match self.entries.remove(key) {
+            Some(Entry::Waiting(queue)) | Some(Entry::Joining { queue, .. }) => queue,
+            Some(open @ Entry::Open { .. }) => {
+                self.leave(open).await;
+                Queue::default()
+            }
+            Some(Entry::Denied) | None => Queue::default(),
+        };
+        if self.entries.len() >= self.state.limits.max_documents_per_socket {
+            self.kick.kick(
+                close::TOO_MANY_PENDING,
+                format!(
+                    "too_many_documents: at most {} per socket",
+                    self.state.limits.max_documents_per_socket
+                ),
+            );
+            return false;
+        }
+        let decision = if valid_document_name(document) {
+            self.state.authorizer.authorize(token, document)
+        } else {
+            Err(crate::access::Denied {
+                code: "invalid_document_name",
+                message: format!(
+                    "document names are 1 to {MAX_DOCUMENT_NAME_LEN} characters from A-Z a-z 0-9 . _ : -"
+                ),
+            })
+        };
+        let access = match decision {
+            Ok(access) => access,
+            Err(denied) => {
+                Metrics::inc(&self.state.metrics.permission_denied);
+                tracing::debug!(code = denied.code, "permission denied");
+                self.forget(&queue);
+                self.entries.insert(key.to_owned(), Entry::Denied);
+                let reason = denied.reason();
+                return self.reply(key, DocMessage::Auth(Auth::PermissionDenied(&reason)));
+            }
+        };
+        if queue.since.is_none()
+            && self.pending_documents() >= self.state.limits.max_pending_documents
+        {
+            return self.too_many_pending("documents");
+        }
+        let attempt = self.state.conn_id();
+        let scope = match access {
+            Access::ReadWrite => SCOPE_READ_WRITE,
+            Access::ReadOnly => SCOPE_READ_ONLY,
+        };
+        let greeting = Bytes::from(DocMessage::Auth(Auth::Authenticated(scope)).encode_body());
+        let peer = Peer {
+            conn: attempt,
+            outbox: self.outbox.clone(),
+            kick: self.kick.clone(),
+            dialect: Dialect::Hocuspocus {
+                prefix: Bytes::from(name_prefix(key)),
+            },
+            writable: Writable::new(access.writable()),
+        };
+        let state = self.state.clone();
+        let key_owned = key.to_owned();
+        let document = document.to_owned();
+        self.joins.push(Box::pin(async move {
+            let joined = join(&state, &document, peer, Some(greeting)).await;
+            (key_owned, attempt, access, joined)
+        }));
+        let queue = Queue {
+            since: Some(queue.since.unwrap_or_else(Instant::now)),
+            frames: queue.frames,
+        };
+        self.entries
+            .insert(key.to_owned(), Entry::Joining { attempt, queue });
+        true
+    }
+
+    /// An attachment finished: open the document and replay what waited, or report why not.
+    async fn joined(&mut self, joined: JoinResult, done: &CancellationToken) -> bool {
+        let (key, attempt, access, result) = joined;
+        let current = matches!(
+            self.entries.get(&key),
+            Some(Entry::Joining { attempt: a, .. }) if *a == attempt
+        );
+        if !current {
+            // Superseded by a new token or a Close while it was loading.
+            if let Ok(handle) = result {
+                handle.leave(attempt).await;
+            }
+            return true;
+        }
+        let Some(Entry::Joining { queue, .. }) = self.entries.remove(&key) else {
+            return true;
+        };
+        self.forget(&queue);
+        let handle = match result {
+            Ok(handle) => handle,
+            Err(e) => {
+                let reason = match e {
+                    JoinError::Full => "too_many_connections: the document is full; try later",
+                    JoinError::ShuttingDown | JoinError::Unloading => "server_shutting_down",
+                };
+                return self.reply(&key, DocMessage::Close(Some(reason)));
+            }
+        };
+        Metrics::inc(&self.state.metrics.collab_documents_open);
+        self.entries.insert(
+            key.clone(),
+            Entry::Open {
+                conn: attempt,
+                handle,
+                access,
+            },
+        );
+        for frame in queue.frames {
+            // Queued frames decoded once already; tokens and closes were never queued.
+            let Ok(Frame::Doc { message, .. }) = decode_frame(&frame) else {
+                continue;
+            };
+            if !self.forward(&key, &frame, message, done).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands a message of an open document to its owner, or answers it here.
+    async fn forward(
+        &mut self,
+        key: &str,
+        frame: &Bytes,
+        message: DocMessage<'_>,
+        done: &CancellationToken,
+    ) -> bool {
+        let Some(Entry::Open {
+            conn,
+            handle,
+            access,
+            ..
+        }) = self.entries.get(key)
+        else {
+            return true;
+        };
+        let (conn, access) = (*conn, *access);
+        let incoming = match message {
+            DocMessage::Sync(sync) | DocMessage::SyncReply(sync) => {
+                Incoming::from_sync(frame, sync)
+            }
+            DocMessage::Awareness(a) => Incoming::Awareness(frame.slice_ref(a)),
+            DocMessage::QueryAwareness => Incoming::QueryAwareness,
+            DocMessage::Stateless(payload) => return self.stateless(key, access, payload).await,
+            DocMessage::BroadcastStateless(_) => {
+                return self.reply_error(
+                    key,
+                    "broadcast_stateless_not_allowed",
+                    "BroadcastStateless is for servers; clients send Stateless",
+                )
+            }
+            DocMessage::SyncStatus(_)
+            | DocMessage::Auth(Auth::PermissionDenied(_) | Auth::Authenticated(_)) => {
+                return self.reply_error(
+                    key,
+                    "unexpected_message_type",
+                    "this message type goes from the server to clients only",
+                )
+            }
+            DocMessage::Unknown(kind) => {
+                return self.reply_error(
+                    key,
+                    "unknown_message_type",
+                    &format!("message type {kind} is not part of the protocol"),
+                )
+            }
+            // Handled before anything is queued or forwarded.
+            DocMessage::Auth(Auth::Token { .. }) | DocMessage::Close(_) => return true,
+        };
+        let sent = tokio::select! {
+            _ = done.cancelled() => return false,
+            sent = handle.send(conn, incoming) => sent,
+        };
+        if !sent {
+            self.kick.kick(close::INTERNAL_ERROR, "document_closed");
+        }
+        sent
+    }
+
+    async fn stateless(&mut self, key: &str, access: Access, payload: &str) -> bool {
+        let request = StatelessRequest {
+            document: document_of(key),
+            access,
+            payload,
+        };
+        let handler = self.state.stateless.clone();
+        match tokio::time::timeout(STATELESS_TIMEOUT, handler.handle(request)).await {
+            Ok(Some(reply)) => self.reply(key, DocMessage::Stateless(&reply)),
+            Ok(None) => true,
+            Err(_) => self.reply_error(key, "command_timeout", "the command took too long"),
+        }
+    }
+
+    /// Queues a message of a document that is not open yet, within the socket's caps.
+    fn enqueue(&mut self, key: &str, frame: Bytes) -> bool {
+        let limits = &self.state.limits;
+        if self.pending_messages + 1 > limits.max_pending_messages {
+            return self.too_many_pending("messages");
+        }
+        if self.pending_bytes + frame.len() > limits.max_pending_bytes {
+            return self.too_many_pending("bytes");
+        }
+        if !self.entries.contains_key(key) {
+            if self.entries.len() >= limits.max_documents_per_socket {
+                return self.too_many_pending("documents");
+            }
+            if self.pending_documents() >= limits.max_pending_documents {
+                return self.too_many_pending("documents");
+            }
+            self.entries
+                .insert(key.to_owned(), Entry::Waiting(Queue::default()));
+        }
+        let queue = match self.entries.get_mut(key) {
+            Some(Entry::Waiting(queue)) | Some(Entry::Joining { queue, .. }) => queue,
+            _ => return true,
+        };
+        queue.since.get_or_insert_with(Instant::now);
+        self.pending_messages += 1;
+        self.pending_bytes += frame.len();
+        queue.frames.push(frame);
+        true
+    }
+
+    fn too_many_pending(&self, what: &str) -> bool {
+        let limits = &self.state.limits;
+        let limit = match what {
+            "messages" => limits.max_pending_messages,
+            "bytes" => limits.max_pending_bytes,
+            _ => limits.max_pending_documents,
+        };
+        self.kick.kick(
+            close::TOO_MANY_PENDING,
+            format!("pending_{what}_exceeded: at most {limit} may wait for authentication"),
+        );
+        false
+    }
+
+    /// Takes a dropped or replayed queue off the socket's pending totals.
+    fn forget(&mut self, queue: &Queue) {
+        self.pending_messages -= queue.frames.len();
+        self.pending_bytes -= queue.frames.iter().map(Bytes::len).sum::<usize>();
+    }
+
+    fn pending_documents(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e, Entry::Waiting(_) | Entry::Joining { .. }))
+            .count()
+    }
+
+    fn earliest_deadline(&self) -> Option<Instant> {
+        let deadline = self.state.limits.authentication_deadline;
+        self.entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Waiting(q) | Entry::Joining { queue: q, .. } => q.since,
+                _ => None,
+            })
+            .min()
+            .map(|since| since + deadline)
+    }
+
+    /// Detaches one document (the client's Close); the socket stays open.
+    async fn detach(&mut self, key: &str) {
+        match self.entries.remove(key) {
+            Some(Entry::Waiting(queue)) | Some(Entry::Joining { queue, .. }) => self.forget(&queue),
+            Some(open @ Entry::Open { .. }) => self.leave(open).await,
+            Some(Entry::Denied) | None => {}
+        }
+    }
+
+    async fn leave(&mut self, entry: Entry) {
+        if let Entry::Open { conn, handle, .. } = entry {
+            handle.leave(conn).await;
+            Metrics::dec(&self.state.metrics.collab_documents_open);
+        }
+    }
+
+    /// Detaches everything when the socket is gone, including attachments still being made.
+    async fn detach_all(&mut self) {
+        for (_, entry) in std::mem::take(&mut self.entries) {
+            self.leave(entry).await;
+        }
+        while let Some((_, attempt, _, result)) = self.joins.next().await {
+            if let Ok(handle) = result {
+                handle.leave(attempt).await;
+            }
+        }
+    }
+
+    fn reply(&self, key: &str, message: DocMessage<'_>) -> bool {
+        self.send(Bytes::from(message.encode(key)))
+    }
+
+    fn reply_error(&self, key: &str, code: &str, message: &str) -> bool {
+        let payload = error_json(code, message);
+        self.reply(key, DocMessage::Stateless(&payload))
+    }
+
+    /// Queues a frame of the session's own; a client that lets the outbox fill is closed.
+    fn send(&self, frame: Bytes) -> bool {
+        match self.outbox.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Metrics::inc(&self.state.metrics.slow_consumers);
+                self.kick.kick(
+                    close::SLOW_CONSUMER,
+                    "slow_consumer: reconnect to resynchronise",
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
