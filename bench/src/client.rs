@@ -1,5 +1,10 @@
-//! A y-websocket client: sync handshake, update and awareness exchange, and the
+//! A Yjs sync client: sync handshake, update and awareness exchange, and the
 //! bookkeeping that turns received updates into deliveries and fan-out latencies.
+//!
+//! One client type serves both dialects (y-websocket and Hocuspocus): only the framing
+//! (`wire.rs`) and the Hocuspocus extras differ — the auth step before sync, the server's
+//! SyncStatus acknowledgements (counted, and timed when [`YClient::track_acks`] is set),
+//! and answering its Ping.
 //!
 //! Matching a received update to its send: the update a server relays need not be the
 //! bytes that were sent (the reference re-encodes the update of its own transaction, and
@@ -8,7 +13,7 @@
 //! smallest ID it deletes. A received update delivers every logged send whose key falls
 //! in the ID ranges it inserts (or, for deletes, deletes).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,18 +25,17 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use yrs::encoding::read::Cursor;
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
-use yrs::sync::{Message, MessageReader, SyncMessage};
-use yrs::updates::decoder::{Decode, DecoderV1};
-use yrs::updates::encoder::Encode;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
 use yrs::{
     ClientID, Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, TextRef, Transact,
     Update,
 };
 
-use crate::target::Dialect;
+use crate::target::{Dialect, DocAddr};
 use crate::trace::LocalEdit;
+use crate::wire::{self, Incoming};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -107,6 +111,10 @@ pub struct ClientStats {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub latencies_us: Vec<u32>,
+    /// Hocuspocus SyncStatus(1) acknowledgements received.
+    pub acks: u64,
+    /// Send-to-acknowledgement times of the updates sent while `track_acks` was set.
+    pub ack_latencies_us: Vec<u32>,
 }
 
 impl ClientStats {
@@ -120,6 +128,8 @@ impl ClientStats {
         self.rx_bytes += o.rx_bytes;
         self.tx_bytes += o.tx_bytes;
         self.latencies_us.extend(o.latencies_us);
+        self.acks += o.acks;
+        self.ack_latencies_us.extend(o.ack_latencies_us);
     }
 }
 
@@ -132,6 +142,8 @@ pub enum Event {
     Synced,
     /// An update from another client was applied; `n` logged sends matched.
     Update { matched: u32 },
+    /// The server acknowledged one of this client's updates (Hocuspocus SyncStatus 1).
+    Acked,
     /// The connection is closed.
     Closed,
 }
@@ -146,8 +158,11 @@ pub struct ClientConfig {
 #[derive(Debug)]
 pub struct YClient {
     ws: Ws,
-    #[allow(dead_code)]
     dialect: Dialect,
+    /// Document name, sent in every Hocuspocus message.
+    doc_name: String,
+    /// Hocuspocus: the server accepted the token.
+    pub authenticated: bool,
     doc: Doc,
     text: TextRef,
     client_id: u64,
@@ -169,6 +184,14 @@ pub struct YClient {
     frame_at: Option<Instant>,
     /// When the frame carrying the server's SyncStep2 arrived (before decoding it).
     pub synced_frame_at: Option<Instant>,
+    /// When set, each update sent is queued here until its acknowledgement, which is then
+    /// timed (acknowledgements come in order). Set it only once the handshake has settled,
+    /// so that no acknowledgement of the handshake's SyncStep2 is still on its way.
+    pub track_acks: bool,
+    ack_waiting: VecDeque<Instant>,
+    /// Acknowledgements received while `track_acks` was set, and when the latest came.
+    pub tracked_acks: u64,
+    pub last_ack_at: Option<Instant>,
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -181,16 +204,18 @@ fn ws_config() -> WebSocketConfig {
 }
 
 impl YClient {
-    /// Connects and starts the handshake: sends SyncStep1 and, if `awareness` is set, the
-    /// local awareness state. Does not wait for the server's answer (see [`Self::wait_synced`]).
+    /// Connects and starts the handshake: sends (Hocuspocus only) the auth token, then
+    /// SyncStep1 and, if `awareness` is set, the local awareness state. Does not wait for
+    /// the server's answer (see [`Self::wait_synced`]).
     pub async fn connect(
-        url: &str,
+        addr: &DocAddr,
         cfg: &ClientConfig,
         log: Arc<SentLog>,
         peers: u64,
         name: String,
         awareness: bool,
     ) -> Result<Self> {
+        let url = addr.url.as_str();
         let (ws, _resp) =
             tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
                 .await
@@ -204,6 +229,8 @@ impl YClient {
         let mut c = YClient {
             ws,
             dialect: cfg.dialect,
+            doc_name: addr.doc.clone(),
+            authenticated: false,
             doc,
             text,
             client_id,
@@ -220,7 +247,14 @@ impl YClient {
             name,
             frame_at: None,
             synced_frame_at: None,
+            track_acks: false,
+            ack_waiting: VecDeque::new(),
+            tracked_acks: 0,
+            last_ack_at: None,
         };
+        if c.dialect == Dialect::Hocuspocus {
+            c.send_frame(wire::hp_auth_token(&c.doc_name)).await?;
+        }
         let sv = c.doc.transact().state_vector();
         c.send_msg(&Message::Sync(SyncMessage::SyncStep1(sv)))
             .await?;
@@ -247,7 +281,7 @@ impl YClient {
     }
 
     async fn send_msg(&mut self, msg: &Message) -> Result<()> {
-        let bytes = msg.encode_v1();
+        let bytes = wire::encode(self.dialect, &self.doc_name, msg);
         self.send_frame(bytes).await
     }
 
@@ -318,6 +352,9 @@ impl YClient {
         }
         let msg = Message::Sync(SyncMessage::Update(update));
         self.send_msg(&msg).await?;
+        if self.track_acks {
+            self.ack_waiting.push_back(Instant::now());
+        }
         Ok(true)
     }
 
@@ -347,6 +384,11 @@ impl YClient {
             None => return Ok(Event::Closed),
             Some(Err(e)) => return Err(e),
             Some(Ok(WsMessage::Binary(b))) => b,
+            Some(Ok(WsMessage::Close(Some(f))))
+                if f.code != tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal =>
+            {
+                bail!("server closed the connection: {} {}", f.code, f.reason)
+            }
             Some(Ok(WsMessage::Close(_))) => return Ok(Event::Closed),
             Some(Ok(WsMessage::Text(_))) => bail!("unexpected text frame"),
             Some(Ok(_)) => return Ok(Event::Other),
@@ -354,11 +396,7 @@ impl YClient {
         self.stats.rx_bytes += bytes.len() as u64;
         self.frame_at = Some(Instant::now());
         let mut event = Event::Other;
-        let mut decoder = DecoderV1::new(Cursor::new(&bytes));
-        let msgs: Vec<Message> = MessageReader::new(&mut decoder)
-            .collect::<Result<_, _>>()
-            .context("decoding y-protocols message")?;
-        for msg in msgs {
+        for msg in wire::decode(self.dialect, &self.doc_name, &bytes)? {
             match self.handle(msg).await? {
                 Event::Other => {}
                 e => event = e,
@@ -367,7 +405,45 @@ impl YClient {
         Ok(event)
     }
 
-    async fn handle(&mut self, msg: Message) -> Result<Event> {
+    async fn handle(&mut self, msg: Incoming) -> Result<Event> {
+        let msg = match msg {
+            Incoming::Y(m) => m,
+            // As Sync, except that its SyncStep1 is not answered.
+            Incoming::SyncReply(SyncMessage::SyncStep1(_)) => return Ok(Event::Other),
+            Incoming::SyncReply(m) => Message::Sync(m),
+            Incoming::Authenticated(scope) => {
+                if scope != "read-write" {
+                    bail!("authenticated with scope {scope:?}, need read-write");
+                }
+                self.authenticated = true;
+                return Ok(Event::Other);
+            }
+            Incoming::PermissionDenied(reason) => bail!("permission denied: {reason}"),
+            Incoming::TokenRequest => {
+                self.send_frame(wire::hp_auth_token(&self.doc_name)).await?;
+                return Ok(Event::Other);
+            }
+            Incoming::SyncStatus(true) => {
+                self.stats.acks += 1;
+                if self.track_acks {
+                    let now = Instant::now();
+                    if let Some(at) = self.ack_waiting.pop_front() {
+                        self.stats.ack_latencies_us.push(micros(now - at));
+                    }
+                    self.tracked_acks += 1;
+                    self.last_ack_at = Some(now);
+                }
+                return Ok(Event::Acked);
+            }
+            Incoming::SyncStatus(false) => bail!("the server refused an update (SyncStatus 0)"),
+            Incoming::Ping => {
+                self.send_frame(wire::hp_pong()).await?;
+                return Ok(Event::Other);
+            }
+            // the server ended this document's session (the socket may stay open)
+            Incoming::Close(reason) => bail!("the server closed the document: {reason}"),
+            Incoming::Pong | Incoming::Stateless | Incoming::Ignored => return Ok(Event::Other),
+        };
         match msg {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
                 let diff = self.doc.transact().encode_diff_v1(&sv);
@@ -406,8 +482,7 @@ impl YClient {
                 self.send_awareness(0).await?;
                 Ok(Event::Other)
             }
-            Message::Auth(Some(reason)) => bail!("permission denied: {reason}"),
-            Message::Auth(None) | Message::Custom(..) => Ok(Event::Other),
+            Message::Auth(_) | Message::Custom(..) => Ok(Event::Other),
         }
     }
 
@@ -488,6 +563,9 @@ impl YClient {
                 Ok(Ok(Event::Closed)) => bail!("closed before sync"),
                 Ok(Ok(_)) => {}
             }
+        }
+        if self.dialect == Dialect::Hocuspocus && !self.authenticated {
+            bail!("synced without an Authenticated message");
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! debrief-bench: runs each scenario against Debrief and then against the reference
-//! y-websocket server, prints a comparison table and writes a JSON report.
+//! debrief-bench: runs each scenario against Debrief's two endpoints and the two servers
+//! they are compared with — the reference y-websocket server (for `/ws`) and Hocuspocus
+//! (for `/collab`) — prints a comparison table and writes a JSON report.
 
 mod client;
 mod measure;
@@ -9,6 +10,7 @@ mod scenarios;
 mod synth;
 mod target;
 mod trace;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,11 +21,11 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::measure::Measurement;
-use crate::scenarios::{IdleCfg, ReplayCfg, TypingCfg};
+use crate::scenarios::{IdleCfg, KillCfg, ReplayCfg, TypingCfg};
 use crate::target::{Programs, Target, TargetKind};
 use crate::trace::{single_char_edits, Trace};
 
-/// Benchmark Debrief against the reference y-websocket server.
+/// Benchmark Debrief against the reference y-websocket server and Hocuspocus.
 #[derive(Debug, Parser)]
 #[command(name = "debrief-bench", version)]
 struct Cli {
@@ -31,11 +33,17 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run, e.g. "1,2,5" (1 one doc/many clients, 2 200 docs×5, 3 1000 docs×2,
-    /// 4 idle connections, 5 cold load of a 100k-edit doc, 6 automerge-paper replay).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
+    /// 4 idle connections, 5 cold load of a 100k-edit doc, 6 automerge-paper replay,
+    /// 7 kill -9 after confirmed updates).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
     scenarios: Vec<u32>,
-    /// Targets, in order: debrief, reference.
-    #[arg(long, value_delimiter = ',', default_value = "debrief,reference")]
+    /// Targets, in order: debrief (y-websocket at /ws), reference (@y/websocket-server),
+    /// debrief-collab (Hocuspocus dialect at /collab), hocuspocus (@hocuspocus/server).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "debrief,reference,debrief-collab,hocuspocus"
+    )]
     targets: Vec<String>,
     /// Workspace root (default: the parent of this crate's directory).
     #[arg(long)]
@@ -57,6 +65,9 @@ struct Cli {
     /// <workspace>/bench/js/node_modules/@y/websocket-server/src/server.js).
     #[arg(long)]
     reference_script: Option<PathBuf>,
+    /// Hocuspocus server script (default: <workspace>/bench/js/hocuspocus-server.mjs).
+    #[arg(long)]
+    hocuspocus_script: Option<PathBuf>,
     /// Where JSON reports go (default: <workspace>/bench/results).
     #[arg(long)]
     results_dir: Option<PathBuf>,
@@ -119,6 +130,15 @@ struct Cli {
     /// Scenarios 5, 6: max updates in flight (sent, not yet at every observer).
     #[arg(long, default_value_t = 256)]
     window: u64,
+    /// Scenario 7: confirmed one-character updates before the kill -9 [2000, quick 500].
+    #[arg(long)]
+    s7_updates: Option<usize>,
+    /// Scenario 7: rate of the paced run, updates per second [100].
+    #[arg(long, default_value_t = 100.0)]
+    s7_rate: f64,
+    /// Scenario 7, back-to-back run: max updates sent but not yet confirmed (0: no limit).
+    #[arg(long, default_value_t = 256)]
+    s7_window: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,6 +193,10 @@ async fn run(cli: Cli) -> Result<()> {
         reference_script: cli.reference_script.clone().unwrap_or_else(|| {
             workspace.join("bench/js/node_modules/@y/websocket-server/src/server.js")
         }),
+        hocuspocus_script: cli
+            .hocuspocus_script
+            .clone()
+            .unwrap_or_else(|| workspace.join("bench/js/hocuspocus-server.mjs")),
     };
     let results_dir = cli
         .results_dir
@@ -327,6 +351,28 @@ async fn run(cli: Cli) -> Result<()> {
                     let runner = Runner::Replay { updates, text, cfg };
                     ("automerge-paper-replay", desc, v, runner)
                 }
+                7 => {
+                    let cfg = KillCfg {
+                        updates: cli.s7_updates.unwrap_or(if q { 500 } else { 2000 }),
+                        paced_rate: cli.s7_rate,
+                        window: cli.s7_window,
+                        max_wait_s: 30.0,
+                    };
+                    if cfg.updates > scenarios::KILL_MAX_UPDATES {
+                        bail!("--s7-updates: at most {}", scenarios::KILL_MAX_UPDATES);
+                    }
+                    let desc = format!(
+                        "{} confirmed 1-char updates (back to back, then paced at {}/s), \
+                         kill -9, restart, count survivors",
+                        cfg.updates, cfg.paced_rate
+                    );
+                    (
+                        "kill-9-after-confirm",
+                        desc,
+                        serde_json::to_value(&cfg)?,
+                        Runner::Kill(cfg),
+                    )
+                }
                 other => bail!("unknown scenario {other}"),
             };
         eprintln!("\n== scenario {id}: {name}: {description}");
@@ -398,6 +444,7 @@ fn encode(txns: &[Vec<trace::Patch>], seed: u64) -> (Arc<Vec<Vec<u8>>>, Arc<Stri
 enum Runner {
     Typing(TypingCfg),
     Idle(IdleCfg),
+    Kill(KillCfg),
     /// Pre-encoded updates of one writer and the text they produce.
     Replay {
         updates: Arc<Vec<Vec<u8>>>,
@@ -424,6 +471,7 @@ async fn run_one(
     let result = match runner {
         Runner::Typing(cfg) => scenarios::typing(&mut target, trace, cfg, seed).await,
         Runner::Idle(cfg) => scenarios::idle(&mut target, trace, cfg, seed).await,
+        Runner::Kill(cfg) => scenarios::kill9(&mut target, cfg, seed).await,
         Runner::Replay { updates, text, cfg } => {
             scenarios::replay(&mut target, updates, text, cfg, seed).await
         }
@@ -440,10 +488,12 @@ async fn run_one(
                     Some(s) => s.to_string(),
                     None => "unknown".into(),
                 });
-                if kind == TargetKind::Debrief && !info.status.map(|s| s.success()).unwrap_or(false)
-                {
-                    m.notes
-                        .push(format!("debrief did not exit 0 on SIGTERM: {:?}", m.stop));
+                if kind.persistent() && !info.status.map(|s| s.success()).unwrap_or(false) {
+                    m.notes.push(format!(
+                        "{} did not exit 0 on SIGTERM: {:?}",
+                        kind.name(),
+                        m.stop
+                    ));
                 }
             }
             Err(e) => m.notes.push(format!("stop: {e:#}")),

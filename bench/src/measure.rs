@@ -52,6 +52,8 @@ pub struct Measurement {
     /// Own updates the server sent back to their sender (y-websocket-server does).
     pub echoes: u64,
     pub awareness_rx: u64,
+    /// Hocuspocus dialect: SyncStatus(1) acknowledgements the clients received.
+    pub acks: u64,
     pub latency: Option<Latency>,
     /// Server utime+stime over the measured window.
     pub server_cpu_s: Option<f64>,
@@ -91,7 +93,43 @@ pub struct Measurement {
     pub restart_ms: Option<f64>,
     /// How the server stopped (exit status), for the last stop.
     pub stop: Option<String>,
+    /// Scenario 7: kill -9 right after the last confirmed update, updates sent back to back.
+    pub kill_b2b: Option<KillRun>,
+    /// Scenario 7: the same with updates paced at a fixed rate.
+    pub kill_paced: Option<KillRun>,
     pub notes: Vec<String>,
+}
+
+/// One kill -9 run of scenario 7: confirmed updates, then SIGKILL, restart, count.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KillRun {
+    /// "back-to-back" or "paced N/s".
+    pub mode: String,
+    /// What confirmed an update: the server's SyncStatus(1) acknowledgement (Hocuspocus
+    /// dialect) or a second client receiving it (y-websocket dialect).
+    pub confirmed_by: String,
+    pub sent: u64,
+    pub confirmed: u64,
+    /// Confirmed updates present in the document loaded after the restart.
+    pub survived: u64,
+    /// confirmed - survived.
+    pub lost: u64,
+    /// Updates sent but never confirmed that were present after the restart anyway.
+    pub unconfirmed_survived: u64,
+    /// First send to last confirmation.
+    pub send_s: Option<f64>,
+    /// Send to confirmation, per update.
+    pub confirm_latency: Option<Latency>,
+    /// Last confirmation to the SIGKILL.
+    pub kill_after_ms: Option<f64>,
+    /// Spawn of the restarted server to its "listening" line.
+    pub restart_ms: f64,
+    /// Characters in the document after the restart.
+    pub loaded_chars: u64,
+    /// Something went wrong but the kill, restart and count still happened.
+    pub notes: Vec<String>,
+    /// The run failed; its figures are not reported.
+    pub error: Option<String>,
 }
 
 impl Measurement {

@@ -1,8 +1,12 @@
 //! The comparison table printed at the end of a run.
+//!
+//! One column per target, then one ratio column per pair that ran: `deb/ref` is
+//! `debrief` (y-websocket dialect) over `reference` (@y/websocket-server), `collab/hp` is
+//! `debrief-collab` (Hocuspocus dialect) over `hocuspocus` (@hocuspocus/server).
 
 use std::fmt::Write;
 
-use crate::measure::Measurement;
+use crate::measure::{KillRun, Measurement};
 
 #[derive(Debug)]
 pub struct ScenarioView<'a> {
@@ -57,8 +61,67 @@ fn rows() -> Vec<(&'static str, Get)> {
         ("content correct (1 = yes)", |m| {
             m.content_ok.map(|b| if b { 1.0 } else { 0.0 })
         }),
+        ("b2b: updates confirmed", |m| {
+            kill(&m.kill_b2b, |k| k.confirmed as f64)
+        }),
+        ("b2b: confirmed/s", |m| {
+            kill(&m.kill_b2b, |k| {
+                k.send_s.map_or(f64::NAN, |s| k.confirmed as f64 / s)
+            })
+            .filter(|v| v.is_finite())
+        }),
+        ("b2b: confirm latency p50 (ms)", |m| {
+            m.kill_b2b
+                .as_ref()
+                .and_then(|k| k.confirm_latency)
+                .map(|l| l.p50_ms)
+        }),
+        ("b2b: confirm latency p99 (ms)", |m| {
+            m.kill_b2b
+                .as_ref()
+                .and_then(|k| k.confirm_latency)
+                .map(|l| l.p99_ms)
+        }),
+        ("b2b: survived kill -9", |m| {
+            kill(&m.kill_b2b, |k| k.survived as f64)
+        }),
+        ("b2b: LOST (confirmed, gone)", |m| {
+            kill(&m.kill_b2b, |k| k.lost as f64)
+        }),
+        ("paced: updates confirmed", |m| {
+            kill(&m.kill_paced, |k| k.confirmed as f64)
+        }),
+        ("paced: confirm latency p50 (ms)", |m| {
+            m.kill_paced
+                .as_ref()
+                .and_then(|k| k.confirm_latency)
+                .map(|l| l.p50_ms)
+        }),
+        ("paced: confirm latency p99 (ms)", |m| {
+            m.kill_paced
+                .as_ref()
+                .and_then(|k| k.confirm_latency)
+                .map(|l| l.p99_ms)
+        }),
+        ("paced: survived kill -9", |m| {
+            kill(&m.kill_paced, |k| k.survived as f64)
+        }),
+        ("paced: LOST (confirmed, gone)", |m| {
+            kill(&m.kill_paced, |k| k.lost as f64)
+        }),
     ]
 }
+
+/// A figure of a scenario-7 run that completed.
+fn kill(run: &Option<KillRun>, f: fn(&KillRun) -> f64) -> Option<f64> {
+    run.as_ref().filter(|k| k.error.is_none()).map(f)
+}
+
+/// Ratio columns: (numerator target, denominator target, header).
+const RATIOS: [(&str, &str, &str); 2] = [
+    ("debrief", "reference", "deb/ref"),
+    ("debrief-collab", "hocuspocus", "collab/hp"),
+];
 
 fn num(v: Option<f64>) -> String {
     match v {
@@ -75,15 +138,18 @@ pub fn table(scenarios: &[ScenarioView<'_>]) -> String {
     for s in scenarios {
         let _ = writeln!(out, "=== {}. {} — {}", s.id, s.name, s.description);
         let names: Vec<&str> = s.results.iter().map(|m| m.target.as_str()).collect();
-        let deb = s.results.iter().position(|m| m.target == "debrief");
-        let refr = s.results.iter().position(|m| m.target == "reference");
-        let ratio = deb.zip(refr);
+        let pos = |n: &str| s.results.iter().position(|m| m.target == n);
+        let ratios: Vec<(usize, usize, &str)> = RATIOS
+            .iter()
+            .filter_map(|(a, b, h)| Some((pos(a)?, pos(b)?, *h)))
+            .collect();
+        let width = names.iter().map(|n| n.len() + 2).max().unwrap_or(0).max(12);
         let mut header = format!("{:<32}", "");
         for n in &names {
-            let _ = write!(header, "{n:>12}");
+            let _ = write!(header, "{n:>width$}");
         }
-        if ratio.is_some() {
-            let _ = write!(header, "{:>12}", "deb/ref");
+        for (_, _, h) in &ratios {
+            let _ = write!(header, "{h:>width$}");
         }
         let _ = writeln!(out, "{header}");
         for (label, get) in rows() {
@@ -93,16 +159,42 @@ pub fn table(scenarios: &[ScenarioView<'_>]) -> String {
             }
             let mut line = format!("{label:<32}");
             for v in &vals {
-                let _ = write!(line, "{:>12}", num(*v));
+                let _ = write!(line, "{:>width$}", num(*v));
             }
-            if let Some((d, r)) = ratio {
-                let q = match (vals[d], vals[r]) {
+            for (a, b, _) in &ratios {
+                let q = match (vals[*a], vals[*b]) {
                     (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
                     _ => "-".into(),
                 };
-                let _ = write!(line, "{q:>12}");
+                let _ = write!(line, "{q:>width$}");
             }
             let _ = writeln!(out, "{line}");
+        }
+        for m in s.results {
+            for k in [&m.kill_b2b, &m.kill_paced].into_iter().flatten() {
+                if let Some(e) = &k.error {
+                    let _ = writeln!(out, "  {}: {}: ERROR {e}", m.target, k.mode);
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "  {}: {}: sent {}, confirmed {} (by {}), survived {}, lost {}, \
+                     unconfirmed but present {}; killed {} after the last confirmation",
+                    m.target,
+                    k.mode,
+                    k.sent,
+                    k.confirmed,
+                    k.confirmed_by,
+                    k.survived,
+                    k.lost,
+                    k.unconfirmed_survived,
+                    k.kill_after_ms
+                        .map_or("-".into(), |ms| format!("{ms:.1} ms"))
+                );
+                for n in &k.notes {
+                    let _ = writeln!(out, "  {}: {}: {n}", m.target, k.mode);
+                }
+            }
         }
         for m in s.results {
             if let Some(kind) = &m.cold_load_kind {

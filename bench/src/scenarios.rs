@@ -1,5 +1,6 @@
 //! The workloads. Each runs against one started [`Target`] and fills a [`Measurement`].
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +13,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::client::{ClientConfig, ClientStats, Counters, Event, SentLog, YClient};
-use crate::measure::{Latency, Measurement};
+use crate::measure::{KillRun, Latency, Measurement};
 use crate::procstat;
-use crate::target::Target;
+use crate::target::{Dialect, DocAddr, Target};
 use crate::trace::{LocalEdit, RelativeCursor, Trace};
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -165,6 +166,7 @@ fn fill_window(
     m.unmatched = stats.unmatched;
     m.echoes = stats.echoes;
     m.awareness_rx = stats.awareness_rx;
+    m.acks = stats.acks;
     if m.expected_deliveries > 0 {
         m.delivered_ratio = Some(m.delivered as f64 / m.expected_deliveries as f64);
     }
@@ -289,7 +291,7 @@ pub async fn typing(
         let log = Arc::new(SentLog::default());
         let doc_name = format!("typing-{run_tag}-{d}");
         for k in 0..cfg.clients_per_doc {
-            let url = target.url(&doc_name)?;
+            let url = target.addr(&doc_name)?;
             let ccfg = ccfg.clone();
             let log = log.clone();
             let ctl = ctl_rx.clone();
@@ -445,7 +447,7 @@ pub async fn idle(
     let t0 = Instant::now();
     let run_tag = seed % 100_000;
     for i in 0..cfg.connections {
-        let url = target.url(&format!("idle-{run_tag}-{i}"))?;
+        let url = target.addr(&format!("idle-{run_tag}-{i}"))?;
         let ccfg = ccfg.clone();
         let mut ctl = ctl_rx.clone();
         let ready = ready.clone();
@@ -531,7 +533,7 @@ pub async fn replay(
         counters: counters.clone(),
     };
     let doc_name = format!("replay-{}", seed % 100_000);
-    let url = target.url(&doc_name)?;
+    let url = target.addr(&doc_name)?;
     let log = Arc::new(SentLog::default());
     let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
     let t_connect = Instant::now();
@@ -661,7 +663,7 @@ pub async fn replay(
     } else {
         m.cold_load_kind = Some("in memory, no restart".into());
     }
-    let url = target.url(&doc_name)?;
+    let url = target.addr(&doc_name)?;
     let (cold, cold_rx, text, encoded) = load_once(&url, &ccfg).await.context("cold load")?;
     m.doc_encoded_bytes = Some(encoded as u64);
     m.cold_load_received_ms = Some(cold_rx.as_secs_f64() * 1e3);
@@ -686,7 +688,10 @@ pub async fn replay(
 
 /// Connect a fresh client and time until it holds the document.
 /// Returns (time to the document applied, time to its bytes received, text, encoded size).
-async fn load_once(url: &str, ccfg: &ClientConfig) -> Result<(Duration, Duration, String, usize)> {
+async fn load_once(
+    url: &DocAddr,
+    ccfg: &ClientConfig,
+) -> Result<(Duration, Duration, String, usize)> {
     let t0 = Instant::now();
     let mut c = YClient::connect(
         url,
@@ -707,4 +712,305 @@ async fn load_once(url: &str, ccfg: &ClientConfig) -> Result<(Duration, Duration
         return Err(anyhow!("loaded an empty document"));
     }
     Ok((took, received, text, encoded))
+}
+
+// ---------------------------------------------------------------- kill -9
+
+/// Scenario 7: confirmed updates, then kill -9, restart, and count what survived.
+#[derive(Debug, Clone, Serialize)]
+pub struct KillCfg {
+    /// Updates the writer sends, each inserting one character.
+    pub updates: usize,
+    /// Rate of the paced run, updates per second.
+    pub paced_rate: f64,
+    /// Back-to-back run: at most this many updates sent but not yet confirmed (0: no limit,
+    /// send all at once).
+    pub window: u64,
+    /// Stop waiting for confirmations after this long without one.
+    pub max_wait_s: f64,
+}
+
+/// The character the `i`-th update inserts: distinct for each update (CJK ideographs,
+/// one UTF-16 unit each), so the loaded text tells which updates survived.
+fn kill_char(i: usize) -> char {
+    u32::try_from(i)
+        .ok()
+        .and_then(|i| char::from_u32(0x4E00 + i))
+        .unwrap_or('?')
+}
+
+/// Most updates [`kill_char`] tells apart (the CJK Unified Ideographs block).
+pub const KILL_MAX_UPDATES: usize = 20_000;
+
+/// Scenario 7. Runs back-to-back, then paced, each on its own document; each run ends
+/// with a SIGKILL and a restart of the server on the same data directory.
+pub async fn kill9(target: &mut Target, cfg: &KillCfg, seed: u64) -> Result<Measurement> {
+    let mut m = Measurement::new(target.kind.name());
+    if !target.persistent() {
+        m.notes
+            .push("skipped: keeps nothing on disk, so kill -9 loses every document".into());
+        return Ok(m);
+    }
+    if cfg.updates > KILL_MAX_UPDATES {
+        bail!("at most {KILL_MAX_UPDATES} updates");
+    }
+    let by_ack = target.dialect() == Dialect::Hocuspocus;
+    m.docs = 2;
+    m.clients = if by_ack { 1 } else { 2 };
+    let tag = seed % 100_000;
+    let modes = [None, Some(cfg.paced_rate)];
+    for (i, rate) in modes.into_iter().enumerate() {
+        let mut run = KillRun {
+            mode: match rate {
+                None if cfg.window > 0 => format!("back-to-back, window {}", cfg.window),
+                None => "back-to-back".into(),
+                Some(r) => format!("paced {r}/s"),
+            },
+            confirmed_by: if by_ack {
+                "server ack (SyncStatus 1)".into()
+            } else {
+                "second client received it".into()
+            },
+            ..Default::default()
+        };
+        let doc = format!("kill-{tag}-{i}");
+        match kill_once(target, &doc, cfg, rate, by_ack, &mut run).await {
+            Ok(peak) => {
+                m.peak_rss_bytes = m.peak_rss_bytes.max(peak);
+            }
+            Err(e) => {
+                m.notes.push(format!("{}: {e:#}", run.mode));
+                run.error = Some(format!("{e:#}"));
+            }
+        }
+        if !target.is_running() {
+            target
+                .start()
+                .await
+                .context("restarting after a failed run")?;
+        }
+        if rate.is_none() {
+            m.kill_b2b = Some(run);
+        } else {
+            m.kill_paced = Some(run);
+        }
+    }
+    Ok(m)
+}
+
+/// Handles frames until none came for `quiet` (or `max` passed).
+async fn settle(c: &mut YClient, quiet: Duration, max: Duration) -> Result<()> {
+    let deadline = Instant::now() + max;
+    while Instant::now() < deadline {
+        let until = (Instant::now() + quiet).min(deadline);
+        match tokio::time::timeout_at(until.into(), c.recv_frame()).await {
+            Err(_) => return Ok(()),
+            Ok(f) => {
+                if c.process(f).await? == Event::Closed {
+                    bail!("server closed the connection");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One run of scenario 7; fills `run`, returns the server's peak RSS before the kill.
+async fn kill_once(
+    target: &mut Target,
+    doc: &str,
+    cfg: &KillCfg,
+    rate: Option<f64>,
+    by_ack: bool,
+    run: &mut KillRun,
+) -> Result<Option<u64>> {
+    let pid = target.pid()?;
+    let counters = Arc::new(Counters::default());
+    let ccfg = ClientConfig {
+        dialect: target.dialect(),
+        counters: counters.clone(),
+    };
+    let addr = target.addr(doc)?;
+    let log = Arc::new(SentLog::default());
+    let peers = u64::from(!by_ack);
+    let mut writer =
+        YClient::connect(&addr, &ccfg, log.clone(), peers, "writer".into(), true).await?;
+    writer.wait_synced(SYNC_TIMEOUT).await?;
+    let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
+    let mut observer = None;
+    if !by_ack {
+        // y-websocket has no acknowledgement: an update counts as confirmed when a second
+        // client has received it (Debrief relays only what is on disk).
+        let mut c = YClient::connect(&addr, &ccfg, log, 0, "observer".into(), false).await?;
+        c.wait_synced(SYNC_TIMEOUT).await?;
+        c.recording = true;
+        let mut ctl = ctl_rx;
+        observer = Some(tokio::spawn(async move {
+            // ends with an error when the server is killed; the stats are what matters
+            let r = listen_until_done(&mut c, &mut ctl).await;
+            (
+                c.stats.clone(),
+                r.err().map(|e| (Instant::now(), format!("{e:#}"))),
+            )
+        }));
+    }
+    // no acknowledgement of the handshake may still be on its way when tracking starts
+    settle(
+        &mut writer,
+        Duration::from_millis(300),
+        Duration::from_secs(3),
+    )
+    .await?;
+    writer.track_acks = by_ack;
+    writer.recording = true;
+    let confirmed = |w: &YClient| {
+        if by_ack {
+            w.tracked_acks
+        } else {
+            counters.delivered.load(Ordering::Relaxed)
+        }
+    };
+
+    let n = cfg.updates;
+    let t0 = Instant::now();
+    let max_wait = Duration::from_secs_f64(cfg.max_wait_s);
+    // Sending and waiting may end early (the server closing the writer); the kill,
+    // restart and count happen anyway, for what was confirmed until then.
+    let outcome: Result<()> = async {
+        let mut buf = [0u8; 4];
+        for i in 0..n {
+            if let Some(r) = rate {
+                let due = t0 + Duration::from_secs_f64(i as f64 / r);
+                loop {
+                    tokio::select! {
+                        f = writer.recv_frame() => {
+                            if writer.process(f).await? == Event::Closed { bail!("server closed the writer"); }
+                        }
+                        _ = tokio::time::sleep_until(due.into()) => break,
+                    }
+                }
+            } else {
+                while let Some(f) = writer.try_recv_frame() {
+                    if writer.process(f).await? == Event::Closed {
+                        bail!("server closed the writer");
+                    }
+                }
+                // as fast as confirmations allow
+                let since = Instant::now();
+                while cfg.window > 0 && writer.stats.sent - confirmed(&writer) >= cfg.window {
+                    if since.elapsed() >= max_wait {
+                        bail!("no confirmation for {max_wait:?}");
+                    }
+                    tokio::select! {
+                        f = writer.recv_frame() => {
+                            if writer.process(f).await? == Event::Closed { bail!("server closed the writer"); }
+                        }
+                        _ = counters.progress.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    }
+                }
+            }
+            let pos = writer.text_len();
+            let ins = kill_char(i).encode_utf8(&mut buf);
+            writer.edit(&[LocalEdit { pos, del: 0, ins }]).await?;
+        }
+        // wait for the confirmations
+        let mut seen = confirmed(&writer);
+        let mut progress_at = Instant::now();
+        while seen < writer.stats.sent {
+            if progress_at.elapsed() >= max_wait {
+                bail!(
+                    "{} updates unconfirmed {max_wait:?} after the last confirmation",
+                    writer.stats.sent - seen
+                );
+            }
+            tokio::select! {
+                f = writer.recv_frame() => {
+                    if writer.process(f).await? == Event::Closed { bail!("server closed the writer"); }
+                }
+                _ = counters.progress.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            let now = confirmed(&writer);
+            if now != seen {
+                seen = now;
+                progress_at = Instant::now();
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        run.notes.push(format!(
+            "after {} sent, {} confirmed: {e:#}",
+            writer.stats.sent,
+            confirmed(&writer)
+        ));
+    }
+    run.sent = writer.stats.sent;
+    let seen = confirmed(&writer);
+    let last_at = if by_ack {
+        writer.last_ack_at
+    } else {
+        counters.last_delivery()
+    };
+    run.confirmed = seen.min(run.sent);
+    let peak = procstat::peak_rss_bytes(pid).ok();
+    // ---- kill -9, right after the last confirmation
+    let killed_at = target.kill().await?;
+    if let Some(t) = last_at {
+        run.send_s = Some(secs(t.saturating_duration_since(t0)));
+        run.kill_after_ms = Some(secs(killed_at.saturating_duration_since(t)) * 1e3);
+    }
+    let _ = ctl_tx.send(Phase::Done);
+    let latencies = match observer {
+        Some(task) => match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok((stats, err))) => {
+                if let Some((at, e)) = err.filter(|(at, _)| *at < killed_at) {
+                    run.notes.push(format!(
+                        "the observer failed {:.1} s before the kill: {e}",
+                        secs(killed_at - at)
+                    ));
+                }
+                stats.latencies_us
+            }
+            _ => Vec::new(),
+        },
+        None => writer.stats.ack_latencies_us.clone(),
+    };
+    run.confirm_latency = Latency::from_micros(latencies);
+    drop(writer);
+
+    // ---- restart on the same data directory and look
+    let took = target.start().await?;
+    run.restart_ms = secs(took) * 1e3;
+    let loader_cfg = ClientConfig {
+        dialect: target.dialect(),
+        counters: Arc::new(Counters::default()),
+    };
+    let addr = target.addr(doc)?;
+    let mut loader = YClient::connect(
+        &addr,
+        &loader_cfg,
+        Arc::new(SentLog::default()),
+        0,
+        "loader".into(),
+        false,
+    )
+    .await?;
+    loader.wait_synced(SYNC_TIMEOUT).await?;
+    let text = loader.text_string();
+    loader.close().await;
+    let present: HashSet<char> = text.chars().collect();
+    let confirmed_n = usize::try_from(run.confirmed)?;
+    let sent_n = usize::try_from(run.sent)?;
+    run.loaded_chars = text.chars().count() as u64;
+    run.survived = (0..confirmed_n)
+        .filter(|i| present.contains(&kill_char(*i)))
+        .count() as u64;
+    run.lost = run.confirmed - run.survived;
+    run.unconfirmed_survived = (confirmed_n..sent_n)
+        .filter(|i| present.contains(&kill_char(*i)))
+        .count() as u64;
+    Ok(peak)
 }

@@ -1,10 +1,16 @@
 //! Servers under test. A [`Target`] knows how to start its server on a free loopback
 //! port, which URL serves a document, which process to measure, and how to stop it.
 //!
-//! Adding a server kind (e.g. Hocuspocus) means: a [`TargetKind`] variant, its command
-//! line and "ready" line in [`Target::spawn`], its URL in [`Target::url`], and, if it
-//! speaks another framing of the Yjs messages, a [`Dialect`] variant handled by
-//! `client.rs`.
+//! Targets:
+//! - `debrief`: Debrief, y-websocket dialect at `/ws/<doc>`;
+//! - `reference`: `@y/websocket-server`, y-websocket dialect, in memory only;
+//! - `debrief-collab`: the same Debrief binary, Hocuspocus dialect at `/collab`;
+//! - `hocuspocus`: `@hocuspocus/server` with `@hocuspocus/extension-sqlite`
+//!   (`js/hocuspocus-server.mjs`), Hocuspocus dialect.
+//!
+//! Adding a server kind means: a [`TargetKind`] variant, its command line and "ready" line
+//! in [`Target::spawn`], its address in [`Target::addr`], and, if it speaks another framing
+//! of the Yjs messages, a [`Dialect`] variant handled by `wire.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,13 +26,26 @@ use tokio::process::{Child, Command};
 pub enum Dialect {
     /// y-websocket: one y-protocols message per binary frame, the document named by the URL.
     YWebsocket,
+    /// Hocuspocus: every message starts with the document name; auth before sync; the
+    /// server acknowledges each update with a SyncStatus message.
+    Hocuspocus,
+}
+
+/// Where a client finds one document.
+#[derive(Debug, Clone)]
+pub struct DocAddr {
+    pub url: String,
+    /// Document name (in the URL for y-websocket, in every message for Hocuspocus).
+    pub doc: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum TargetKind {
     Debrief,
     Reference,
+    DebriefCollab,
+    Hocuspocus,
 }
 
 impl TargetKind {
@@ -34,6 +53,8 @@ impl TargetKind {
         match self {
             TargetKind::Debrief => "debrief",
             TargetKind::Reference => "reference",
+            TargetKind::DebriefCollab => "debrief-collab",
+            TargetKind::Hocuspocus => "hocuspocus",
         }
     }
 
@@ -41,8 +62,24 @@ impl TargetKind {
         match s {
             "debrief" => Ok(TargetKind::Debrief),
             "reference" | "ref" | "y-websocket" => Ok(TargetKind::Reference),
-            other => bail!("unknown target {other:?} (known: debrief, reference)"),
+            "debrief-collab" | "collab" => Ok(TargetKind::DebriefCollab),
+            "hocuspocus" | "hp" => Ok(TargetKind::Hocuspocus),
+            other => bail!(
+                "unknown target {other:?} (known: debrief, reference, debrief-collab, hocuspocus)"
+            ),
         }
+    }
+
+    pub fn dialect(self) -> Dialect {
+        match self {
+            TargetKind::Debrief | TargetKind::Reference => Dialect::YWebsocket,
+            TargetKind::DebriefCollab | TargetKind::Hocuspocus => Dialect::Hocuspocus,
+        }
+    }
+
+    /// Whether the server keeps documents across a restart.
+    pub fn persistent(self) -> bool {
+        !matches!(self, TargetKind::Reference)
     }
 }
 
@@ -52,6 +89,7 @@ pub struct Programs {
     pub debrief_bin: PathBuf,
     pub node: PathBuf,
     pub reference_script: PathBuf,
+    pub hocuspocus_script: PathBuf,
 }
 
 #[derive(Debug)]
@@ -83,10 +121,7 @@ impl Target {
     /// `work_dir` is a fresh directory for this (scenario, target): data and log go there.
     pub fn new(kind: TargetKind, programs: &Programs, work_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(work_dir)?;
-        let data_dir = match kind {
-            TargetKind::Debrief => Some(work_dir.join("data")),
-            TargetKind::Reference => None,
-        };
+        let data_dir = kind.persistent().then(|| work_dir.join("data"));
         Ok(Target {
             kind,
             programs: programs.clone(),
@@ -97,14 +132,12 @@ impl Target {
     }
 
     pub fn dialect(&self) -> Dialect {
-        match self.kind {
-            TargetKind::Debrief | TargetKind::Reference => Dialect::YWebsocket,
-        }
+        self.kind.dialect()
     }
 
     /// Whether the server keeps documents across a restart.
     pub fn persistent(&self) -> bool {
-        matches!(self.kind, TargetKind::Debrief)
+        self.kind.persistent()
     }
 
     pub fn data_dir(&self) -> Option<&Path> {
@@ -122,16 +155,25 @@ impl Target {
             .ok_or_else(|| anyhow!("{} is not running", self.kind.name()))
     }
 
-    /// WebSocket URL of document `doc`.
-    pub fn url(&self, doc: &str) -> Result<String> {
+    /// Where document `doc` is served.
+    pub fn addr(&self, doc: &str) -> Result<DocAddr> {
         let addr = self
             .running
             .as_ref()
             .map(|r| r.addr)
             .ok_or_else(|| anyhow!("{} is not running", self.kind.name()))?;
-        // Both servers take the document from the path; y-websocket-server names the room
-        // after the whole path ("ws/<doc>"), Debrief after the segment after /ws/.
-        Ok(format!("ws://{addr}/ws/{doc}"))
+        let url = match self.kind.dialect() {
+            // Both y-websocket servers take the document from the path; y-websocket-server
+            // names the room after the whole path ("ws/<doc>"), Debrief after the segment
+            // after /ws/.
+            Dialect::YWebsocket => format!("ws://{addr}/ws/{doc}"),
+            // One endpoint for all documents (Hocuspocus itself accepts any path).
+            Dialect::Hocuspocus => format!("ws://{addr}/collab"),
+        };
+        Ok(DocAddr {
+            url,
+            doc: doc.to_string(),
+        })
     }
 
     /// Starts the server; returns the time from spawn until it said it was listening.
@@ -159,7 +201,7 @@ impl Target {
         let ready_prefix: &str;
         let mut fixed_addr = None;
         match self.kind {
-            TargetKind::Debrief => {
+            TargetKind::Debrief | TargetKind::DebriefCollab => {
                 let bin = &self.programs.debrief_bin;
                 if !bin.exists() {
                     bail!(
@@ -190,6 +232,33 @@ impl Target {
                 cmd.env_remove("YPERSISTENCE");
                 ready_prefix = "running at ";
                 fixed_addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+            }
+            TargetKind::Hocuspocus => {
+                let script = &self.programs.hocuspocus_script;
+                let modules = script
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("node_modules/@hocuspocus/server");
+                if !script.exists() || !modules.exists() {
+                    bail!(
+                        "Hocuspocus server {} or its modules not found (npm ci --prefix bench/js)",
+                        script.display()
+                    );
+                }
+                let db = self
+                    .data_dir
+                    .as_deref()
+                    .unwrap_or(Path::new("."))
+                    .join("hocuspocus.sqlite");
+                cmd = Command::new(&self.programs.node);
+                cmd.arg(script)
+                    .arg("--host")
+                    .arg("127.0.0.1")
+                    .arg("--port")
+                    .arg("0")
+                    .arg("--db")
+                    .arg(db);
+                ready_prefix = "hocuspocus listening on ";
             }
         }
         cmd.stdin(Stdio::null())
@@ -279,6 +348,20 @@ impl Target {
                 })
             }
         }
+    }
+
+    /// SIGKILL, then waits for the process to be gone. Returns when the signal was sent.
+    pub async fn kill(&mut self) -> Result<Instant> {
+        let Some(mut running) = self.running.take() else {
+            bail!("{} is not running", self.kind.name());
+        };
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let at = Instant::now();
+        kill(Pid::from_raw(i32::try_from(running.pid)?), Signal::SIGKILL)
+            .with_context(|| format!("SIGKILL to {}", running.pid))?;
+        running.child.wait().await?;
+        Ok(at)
     }
 
     pub fn is_running(&self) -> bool {
