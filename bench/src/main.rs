@@ -137,7 +137,7 @@ struct Cli {
     #[arg(long, default_value_t = 100.0)]
     s7_rate: f64,
     /// Scenario 7, back-to-back run: max updates sent but not yet confirmed (0: no limit).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 0)]
     s7_window: u64,
 }
 
