@@ -48,7 +48,7 @@ use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, S
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, Dialect, Kick, Peer, Writable};
 use crate::stateless::{error_json, StatelessRequest};
-use crate::ws::{configure, join, next_frame, upgrade_required, writer, Stream};
+use crate::ws::{configure, join, next_frame, outbox_room, upgrade_required, writer, Stream};
 use crate::AppState;
 
 /// `GET /collab`: upgrades to a Hocuspocus session.
@@ -136,6 +136,7 @@ impl Session {
         let max = self.state.limits.max_frame_bytes;
         let kick = self.kick.clone();
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.earliest_deadline();
             let keep_going = tokio::select! {
@@ -380,9 +381,10 @@ impl Session {
             // Handled before anything is queued or forwarded.
             DocMessage::Auth(Auth::Token { .. }) | DocMessage::Close(_) => return true,
         };
+        let room = self.outbox.downgrade();
         let sent = tokio::select! {
             _ = done.cancelled() => return false,
-            sent = handle.send(conn, incoming) => sent,
+            sent = async { outbox_room(&room).await && handle.send(conn, incoming).await } => sent,
         };
         if !sent {
             self.kick.kick(close::INTERNAL_ERROR, "document_closed");

@@ -89,7 +89,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let (store, flusher) = Store::open(&config.data_dir)?;
-    let flusher = tokio::spawn(flusher.run());
+    let flusher = tokio::task::spawn_blocking(move || flusher.run());
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
     let registry = Registry::new(

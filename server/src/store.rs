@@ -211,19 +211,18 @@ impl Store {
 impl Flusher {
     /// Serves flush requests until every [`Store`] handle is gone. Each round takes every
     /// request waiting at that moment and answers all of them with one sled flush.
-    pub async fn run(mut self) {
+    ///
+    /// Blocking: run it on a thread of its own (`spawn_blocking`). sled's `flush_async` hands
+    /// every flush to sled's thread pool, whose queue wakes all its idle threads per job; under
+    /// many small flushes that thundering herd cost more CPU than the flushes themselves.
+    pub fn run(mut self) {
         let mut waiters = Vec::new();
-        while let Some(first) = self.rx.recv().await {
+        while let Some(first) = self.rx.blocking_recv() {
             waiters.push(first);
             while let Ok(more) = self.rx.try_recv() {
                 waiters.push(more);
             }
-            let result = self
-                .db
-                .flush_async()
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from);
+            let result = self.db.flush().map(|_| ()).map_err(StoreError::from);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "group commit flush failed");
             }
@@ -279,7 +278,7 @@ mod tests {
     async fn append_load_compact() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (store, flusher) = Store::open(dir.path()).expect("open");
-        let flusher = tokio::spawn(flusher.run());
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
         for seq in 0..5u64 {
             store.append("a", seq, &[seq as u8]).expect("append");
         }

@@ -141,6 +141,7 @@ async fn connection(
             return;
         }
     };
+    let room = outbox.downgrade();
     let peer = Peer {
         conn,
         outbox,
@@ -160,7 +161,7 @@ async fn connection(
                     done.clone(),
                     state.shutdown.clone()
                 ),
-                reader(stream, &handle, conn, &kick, &done, &state),
+                reader(stream, &handle, conn, &kick, &done, &state, &room),
             );
             handle.leave(conn).await;
         }
@@ -302,6 +303,19 @@ pub(crate) async fn next_frame(
     }
 }
 
+/// Waits until at least half of a connection's outbox is free before the connection hands its
+/// next message to the owner, so that the frames the message causes (its acknowledgement, an
+/// answer) find room. A client that sends faster than it reads is slowed down (its socket is not
+/// read meanwhile) instead of being closed as a slow consumer. `false` once the outbox is gone.
+pub(crate) async fn outbox_room(outbox: &mpsc::WeakSender<Bytes>) -> bool {
+    let Some(outbox) = outbox.upgrade() else {
+        return false;
+    };
+    let half = (outbox.max_capacity() / 2).max(1);
+    let room = outbox.reserve_many(half).await.is_ok();
+    room
+}
+
 async fn reader(
     mut stream: Stream,
     handle: &DocHandle,
@@ -309,6 +323,7 @@ async fn reader(
     kick: &Kick,
     done: &CancellationToken,
     state: &AppState,
+    room: &mpsc::WeakSender<Bytes>,
 ) {
     let max = state.limits.max_frame_bytes;
     while let Some(bytes) = next_frame(&mut stream, done, kick, max).await {
@@ -331,7 +346,7 @@ async fn reader(
             };
             let sent = tokio::select! {
                 _ = done.cancelled() => return,
-                sent = handle.send(conn, incoming) => sent,
+                sent = async { outbox_room(room).await && handle.send(conn, incoming).await } => sent,
             };
             if !sent {
                 kick.kick(close::INTERNAL_ERROR, "document_closed");

@@ -417,7 +417,8 @@ impl Client {
                     }
                 }
                 if changes.changed().await.is_err() {
-                    panic!("client stopped while waiting for {what}");
+                    let closed = lock(&seen).closed.clone();
+                    panic!("client stopped while waiting for {what} (closed: {closed:?})");
                 }
             }
         })
