@@ -21,3 +21,21 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
     }
 }
+
+/// Large awareness states sent by [`flood_presence`]; 400 × 60 KB = 24 MB, far beyond what
+/// loopback socket buffers hold, so a connection that does not read fills its outbox.
+pub const FLOOD_STATES: u64 = 400;
+
+/// Publishes [`FLOOD_STATES`] large awareness states (client 77) from `writer`, with a round trip
+/// after each so that a healthy reader's queue stays short, and waits until `reader` holds the
+/// last one. Presence is relayed to every connection of the document, so any connection that
+/// stops reading is closed as a slow consumer meanwhile.
+pub async fn flood_presence(writer: &mut Client, reader: &mut Client) {
+    let blob = "s".repeat(60 * 1024);
+    let state = |n: u64| format!(r#"{{"n":{n},"pad":"{blob}"}}"#);
+    for clock in 1..=FLOOD_STATES {
+        writer.set_awareness(77, clock, &state(clock));
+        writer.round_trip().await;
+    }
+    reader.wait_awareness(77, Some(&state(FLOOD_STATES))).await;
+}

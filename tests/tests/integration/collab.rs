@@ -8,30 +8,44 @@ use debrief_proto::hocuspocus::{Auth, DocMessage};
 use debrief_proto::ywire::{Message, SyncMessage};
 use debrief_server::limits::Limits;
 use debrief_tests::server::{READER_TOKEN, WRITER_TOKEN};
-use debrief_tests::{within, ChildServer, Client, TestServer};
+use debrief_tests::{flood_presence, within, ChildServer, Client, TestServer};
 use futures_util::StreamExt;
 
-/// Sends `n` one-character updates one by one, waiting for each acknowledgement, then kills the
-/// server with SIGKILL right after the last: every acknowledged update is there after a restart.
-#[tokio::test]
-async fn every_acknowledged_update_survives_kill_9() {
-    const N: u64 = 300;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let server = ChildServer::start(dir.path()).await;
-    let mut writer = Client::connect_collab(&server.collab_url(), "acked", "any").await;
+/// A `/collab` client on `doc`, synced, whose handshake acknowledgement has arrived; returns it
+/// and the number of acknowledgements so far.
+async fn acked_writer(url: &str, doc: &str) -> (Client, u64) {
+    let mut writer = Client::connect_collab(url, doc, "any").await;
     writer.wait_authenticated().await;
     writer.wait_synced().await;
     // Once a SyncStep1 sent now is answered, the acknowledgement of the handshake's SyncStep2
     // (sent before it) has arrived too.
     writer.round_trip().await;
-    let handshake_acks = writer.acks();
+    let acks = writer.acks();
+    (writer, acks)
+}
+
+/// Sends `n` one-character updates (waiting for each acknowledgement, or sending all at once
+/// and then waiting for all), kills the server with SIGKILL right after the last
+/// acknowledgement, restarts it, and checks that every acknowledged update is there.
+async fn kill_9_after_acknowledgements(n: u64, one_by_one: bool) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ChildServer::start(dir.path()).await;
+    let (mut writer, base) = acked_writer(&server.collab_url(), "acked").await;
     let mut expected = String::new();
-    for i in 0..N {
+    for i in 0..n {
         let c = char::from(b'a' + (i % 26) as u8);
         writer.insert("t", i as u32, &c.to_string());
         expected.push(c);
-        writer.wait_acks(handshake_acks + i + 1).await;
+        if one_by_one {
+            writer.wait_acks(base + i + 1).await;
+        }
     }
+    writer.wait_acks(base + n).await;
+    assert_eq!(
+        writer.closed(),
+        None,
+        "the writer is slowed down, not closed"
+    );
     server.kill9().await;
 
     let server = ChildServer::start(dir.path()).await;
@@ -45,31 +59,15 @@ async fn every_acknowledged_update_survives_kill_9() {
     server.terminate().await;
 }
 
-/// A burst far larger than any outbox, sent without waiting: the writer is slowed down (not
-/// closed), every update is acknowledged, and all survive `kill -9` right after the last
-/// acknowledgement.
+#[tokio::test]
+async fn every_acknowledged_update_survives_kill_9() {
+    kill_9_after_acknowledgements(300, true).await;
+}
+
+/// A burst far larger than any outbox, sent without waiting.
 #[tokio::test]
 async fn a_burst_is_acknowledged_in_full_and_survives_kill_9() {
-    const N: u64 = 2000;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let server = ChildServer::start(dir.path()).await;
-    let mut writer = Client::connect_collab(&server.collab_url(), "burst", "any").await;
-    writer.wait_authenticated().await;
-    writer.wait_synced().await;
-    writer.round_trip().await;
-    let base = writer.acks();
-    for i in 0..N {
-        writer.insert("t", i as u32, "x");
-    }
-    writer.wait_acks(base + N).await;
-    assert_eq!(writer.closed(), None);
-    server.kill9().await;
-
-    let server = ChildServer::start(dir.path()).await;
-    let mut reader = Client::connect(&server.ws_url("burst")).await;
-    reader.wait_synced().await;
-    assert_eq!(reader.text("t"), "x".repeat(N as usize));
-    server.terminate().await;
+    kill_9_after_acknowledgements(2000, false).await;
 }
 
 /// One flush can cover many updates; releasing their relays and acknowledgements at once must
@@ -80,11 +78,7 @@ async fn a_burst_larger_than_an_outbox_closes_nobody() {
     let mut server = TestServer::start().await;
     let mut observer = Client::connect(&server.ws_url("burst")).await;
     observer.wait_synced().await;
-    let mut writer = Client::connect_collab(&server.collab_url(), "burst", "any").await;
-    writer.wait_authenticated().await;
-    writer.wait_synced().await;
-    writer.round_trip().await;
-    let base = writer.acks();
+    let (mut writer, base) = acked_writer(&server.collab_url(), "burst").await;
     for i in 0..N {
         writer.insert("t", i as u32, "x");
     }
@@ -380,13 +374,7 @@ async fn a_slow_collab_reader_does_not_stall_the_others() {
     let mut reader = Client::connect_collab(&url, "slow", "t").await;
     writer.wait_synced().await;
     reader.wait_synced().await;
-    let blob = "s".repeat(60 * 1024);
-    for clock in 1..=400u64 {
-        writer.set_awareness(77, clock, &format!(r#"{{"n":{clock},"pad":"{blob}"}}"#));
-        writer.round_trip().await;
-    }
-    let last = format!(r#"{{"n":400,"pad":"{blob}"}}"#);
-    reader.wait_awareness(77, Some(&last)).await;
+    flood_presence(&mut writer, &mut reader).await;
     assert_eq!(server.metric("debrief_slow_consumers_total").await, 1);
     let (_, mut incoming) = slow.split();
     within("the slow socket to end", async {

@@ -2,7 +2,7 @@
 //! document, awareness state size, and the bounded outbox of a client that does not read.
 
 use debrief_server::limits::{Limits, MAX_AWARENESS_STATE_BYTES, MAX_FRAME_BYTES};
-use debrief_tests::{within, Client, TestServer};
+use debrief_tests::{flood_presence, within, Client, TestServer};
 use futures_util::StreamExt;
 
 #[tokio::test]
@@ -99,8 +99,6 @@ async fn an_awareness_state_over_the_limit_gets_4431() {
     assert!(fine.closed().is_none());
 }
 
-const UPDATES: u64 = 400;
-
 /// A client that stops reading is closed once its bounded outbox fills; the writer and the other
 /// readers are never stalled by it.
 #[tokio::test]
@@ -119,16 +117,7 @@ async fn a_client_that_does_not_read_cannot_stall_the_others() {
     let mut reader = Client::connect(&url).await;
     writer.wait_synced().await;
     reader.wait_synced().await;
-    // Presence is relayed to every connection, so large awareness states fill the sleeper's
-    // socket buffers and then its outbox: 400 × 60 KB = 24 MB, far beyond what loopback socket
-    // buffers hold. A round trip after each keeps a healthy reader's queue short.
-    let blob = "s".repeat(60 * 1024);
-    for clock in 1..=UPDATES {
-        writer.set_awareness(77, clock, &format!(r#"{{"n":{clock},"pad":"{blob}"}}"#));
-        writer.round_trip().await;
-    }
-    let last = format!(r#"{{"n":{UPDATES},"pad":"{blob}"}}"#);
-    reader.wait_awareness(77, Some(&last)).await;
+    flood_presence(&mut writer, &mut reader).await;
     assert_eq!(server.metric("debrief_slow_consumers_total").await, 1);
     // The slow socket is closed by the server: reading it now ends, whatever was buffered.
     let (_, mut incoming) = slow.split();
