@@ -159,8 +159,8 @@ pub fn full_state(doc: &Doc) -> Result<Vec<u8>, ApplyError> {
 
 /// Folds a snapshot and later updates into one new snapshot, by applying them to a fresh
 /// document and encoding its state (`merge_updates` is pathological on many small updates).
-pub fn fold(snapshot: Option<&[u8]>, updates: &[sled::IVec]) -> Result<Vec<u8>, String> {
-    let doc = load(snapshot, updates.iter().map(|u| &u[..])).map_err(|e| e.to_string())?;
+pub fn fold(snapshot: Option<&[u8]>, updates: &[&[u8]]) -> Result<Vec<u8>, String> {
+    let doc = load(snapshot, updates.iter().copied()).map_err(|e| e.to_string())?;
     full_state(&doc).map_err(|e| e.to_string())
 }
 

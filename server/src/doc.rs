@@ -186,7 +186,11 @@ pub(crate) struct Owner {
     log_entries: u64,
     log_bytes: u64,
     snapshot_bytes: u64,
-    /// Frames waiting for a flush not requested yet (content appended since the last request).
+    /// Updates applied since the last log record was written; written as one record when the
+    /// next flush is requested.
+    unwritten: Vec<Vec<u8>>,
+    unwritten_bytes: u64,
+    /// Frames waiting for a flush not requested yet (content applied since the last request).
     unrequested: Vec<Deferred>,
     dirty: bool,
     in_flight: VecDeque<InFlight>,
@@ -255,6 +259,8 @@ impl Owner {
             log_entries: meta.log_entries,
             log_bytes: meta.log_bytes,
             snapshot_bytes: meta.snapshot_bytes,
+            unwritten: Vec::new(),
+            unwritten_bytes: 0,
             unrequested: Vec::new(),
             dirty: false,
             in_flight: VecDeque::new(),
@@ -439,7 +445,7 @@ impl Owner {
             self.on_read_only_update(conn, wants_acks, update);
             return;
         }
-        let size = self.snapshot_bytes + self.log_bytes;
+        let size = self.snapshot_bytes + self.log_bytes + self.unwritten_bytes;
         if size + update.len() as u64 > self.ctx.limits.max_document_bytes {
             Metrics::inc(&self.ctx.metrics.updates_rejected);
             self.reject(
@@ -465,31 +471,17 @@ impl Owner {
         if applied.effect.is_some() || applied.pending {
             self.fresh_sync = None;
         }
-        let mut to_store: Vec<&[u8]> = Vec::with_capacity(2);
-        if let Some(effect) = &applied.effect {
-            to_store.push(effect);
-        }
-        if applied.pending {
-            to_store.push(update);
-        }
-        for bytes in &to_store {
-            if let Err(e) = self.ctx.store.append(&self.name, self.next_seq, bytes) {
-                tracing::error!(error = %e, "append failed; closing the document");
-                self.fail_all();
-                return;
-            }
-            self.next_seq += 1;
-            self.log_entries += 1;
-            self.log_bytes += bytes.len() as u64;
-            self.dirty = true;
-        }
         if let Some(effect) = applied.effect {
             Metrics::inc(&self.ctx.metrics.updates_applied);
             let frame = sync_frame(SyncMessage::Update(&effect));
+            self.keep(effect);
             self.defer(Deferred::Broadcast {
                 except: conn,
                 frame,
             });
+        }
+        if applied.pending {
+            self.keep(update.to_vec());
         }
         if wants_acks {
             // Behind the flush that covers this update (or, when it brought nothing new, the
@@ -560,22 +552,56 @@ impl Owner {
         }
     }
 
+    /// Holds an update for the next log record; it is written when the next flush is requested.
+    fn keep(&mut self, update: Vec<u8>) {
+        self.unwritten_bytes += update.len() as u64;
+        self.unwritten.push(update);
+        self.dirty = true;
+    }
+
+    /// Writes the kept updates as one log record; `false` (and the document is closed) when the
+    /// store fails.
+    fn write_unwritten(&mut self) -> bool {
+        if self.unwritten.is_empty() {
+            return true;
+        }
+        match self
+            .ctx
+            .store
+            .append(&self.name, self.next_seq, &self.unwritten)
+        {
+            Ok(bytes) => {
+                self.next_seq += 1;
+                self.log_entries += 1;
+                self.log_bytes += bytes;
+                self.unwritten.clear();
+                self.unwritten_bytes = 0;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "append failed; closing the document");
+                self.fail_all();
+                false
+            }
+        }
+    }
+
     /// Discards the in-memory document after a failed update and loads it again from storage,
     /// which holds exactly the updates that applied cleanly (appended ones included, flushed or
     /// not). Connected clients keep their state: they never received anything the reload lacks.
     fn reload(&mut self) {
         Metrics::inc(&self.ctx.metrics.documents_reloaded);
+        if !self.write_unwritten() {
+            return;
+        }
         let loaded = self
             .ctx
             .store
             .load(&self.name)
             .map_err(|e| e.to_string())
             .and_then(|stored| {
-                crdt::load(
-                    stored.snapshot.as_deref(),
-                    stored.log.iter().map(|(_, u)| &u[..]),
-                )
-                .map_err(|e| e.to_string())
+                let updates = stored.updates().map_err(|e| e.to_string())?;
+                crdt::load(stored.snapshot.as_deref(), updates).map_err(|e| e.to_string())
             });
         match loaded {
             Ok(doc) => {
@@ -606,6 +632,8 @@ impl Owner {
         self.shutting_down = true;
         self.failed = true;
         self.dirty = false;
+        self.unwritten.clear();
+        self.unwritten_bytes = 0;
         self.unrequested.clear();
         self.in_flight.clear();
     }
@@ -631,6 +659,9 @@ impl Owner {
     }
 
     async fn request_flush(&mut self) {
+        if !self.write_unwritten() {
+            return;
+        }
         match self.ctx.store.request_flush().await {
             Ok(rx) => {
                 self.dirty = false;
@@ -768,11 +799,8 @@ struct LoadedMeta {
 async fn load_blocking(store: Store, name: Arc<str>) -> Result<(Doc, LoadedMeta), StoreError> {
     tokio::task::spawn_blocking(move || {
         let stored = store.load(&name)?;
-        let doc = crdt::load(
-            stored.snapshot.as_deref(),
-            stored.log.iter().map(|(_, u)| &u[..]),
-        )
-        .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
+        let doc = crdt::load(stored.snapshot.as_deref(), stored.updates()?)
+            .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
         let fresh_sync = match (&stored.snapshot, stored.log.is_empty()) {
             (Some(snapshot), true) => Some(sync_frame(SyncMessage::Step2(snapshot))),
             _ => None,

@@ -42,11 +42,12 @@ pub const DOC_COMMAND_CAPACITY: usize = 256;
 /// a page reload without a cold load, short enough that idle reviews free their memory.
 pub const IDLE_UNLOAD_AFTER: Duration = Duration::from_secs(30);
 
-/// Log entries after which a document's log is compacted into a snapshot. Every compaction
-/// rewrites the whole snapshot (CPU on the same cores as the relays, and disk that sled reclaims
-/// slowly); in bench scenario 5 (100k edits) 10,000 used less CPU and about half the disk of
-/// 1,000, with noisy p99 either way. Documents are also compacted when unloaded and at shutdown,
-/// so cold loads read one snapshot; only a crash leaves up to this many entries to replay.
+/// Log records (one per group commit of the document) after which a document's log is
+/// compacted into a snapshot. Every compaction rewrites the whole snapshot (CPU on the same cores
+/// as the relays, and disk that sled reclaims slowly); in bench scenario 5 (100k edits, when a
+/// record still held one update) 10,000 used less CPU and about half the disk of 1,000, with
+/// noisy p99 either way. Documents are also compacted when unloaded and at shutdown, so cold
+/// loads read one snapshot; only a crash leaves up to this many records to replay.
 pub const COMPACT_AFTER_ENTRIES: u64 = 10_000;
 
 /// Log bytes after which a document's log is compacted into a snapshot (or the snapshot's own

@@ -3,7 +3,9 @@
 //!
 //! Key layout in the `docs` tree (the NUL cannot occur in a valid document name, so one
 //! document's keys never prefix another's):
-//! - `name \0 L seq(u64 BE)` → one update, in the order it was accepted;
+//! - `name \0 L seq(u64 BE)` → one record: the updates of one group commit, in the order they
+//!   were accepted, each as a lib0 `varUint8Array` (one sled write per flush, not per update:
+//!   sled's per-insert cost and write amplification dominated bursts);
 //! - `name \0 S` → `covers_below(u64 BE)` ++ snapshot, the state of every log entry whose
 //!   sequence is below `covers_below`.
 //!
@@ -13,6 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use debrief_proto::lib0::{write_var_uint8_array, Reader};
 use tokio::sync::{mpsc, oneshot};
 
 /// Flush requests waiting for the flusher. Owners wait when it is full, which only happens if the
@@ -51,13 +54,18 @@ impl From<sled::Error> for StoreError {
 pub struct StoredDoc {
     /// The compacted state, if the document was ever compacted.
     pub snapshot: Option<sled::IVec>,
-    /// Updates after the snapshot, in sequence order.
+    /// Records after the snapshot, in sequence order (see [`StoredDoc::updates`]).
     pub log: Vec<(u64, sled::IVec)>,
     /// The sequence number the next appended update gets.
     pub next_seq: u64,
 }
 
 impl StoredDoc {
+    /// Every update of the log, in the order it was accepted.
+    pub fn updates(&self) -> Result<Vec<&[u8]>, StoreError> {
+        updates_of(self.log.iter().map(|(_, record)| &record[..]))
+    }
+
     /// Bytes of the log entries.
     pub fn log_bytes(&self) -> u64 {
         self.log.iter().map(|(_, v)| v.len() as u64).sum()
@@ -129,11 +137,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Appends one update to a document's log. Not durable until a [`Store::flush`] that starts
-    /// after this call has completed.
-    pub fn append(&self, name: &str, seq: u64, update: &[u8]) -> Result<(), StoreError> {
-        self.docs.insert(log_key(name, seq), update)?;
-        Ok(())
+    /// Appends one record of updates to a document's log and returns its size. Not durable
+    /// until a flush requested after this call has completed.
+    pub fn append<U: AsRef<[u8]>>(
+        &self,
+        name: &str,
+        seq: u64,
+        updates: &[U],
+    ) -> Result<u64, StoreError> {
+        let mut record = Vec::with_capacity(updates.iter().map(|u| u.as_ref().len() + 4).sum());
+        for u in updates {
+            write_var_uint8_array(&mut record, u.as_ref());
+        }
+        let len = record.len() as u64;
+        self.docs.insert(log_key(name, seq), record)?;
+        Ok(len)
     }
 
     /// Asks for a flush and returns a receiver that completes once everything appended before
@@ -149,22 +167,24 @@ impl Store {
         Ok(rx)
     }
 
-    /// Folds the log entries below `upto` into the snapshot with `fold(snapshot, updates)`, then
-    /// writes the new snapshot and deletes those entries in one atomic batch. Blocking: run it on
-    /// a blocking thread.
+    /// Folds the log records below `upto` into the snapshot with `fold(snapshot, updates)`,
+    /// then writes the new snapshot and deletes those records in one atomic batch. Blocking: run
+    /// it on a blocking thread.
     pub fn compact(
         &self,
         name: &str,
         upto: u64,
-        fold: impl FnOnce(Option<&[u8]>, &[sled::IVec]) -> Result<Vec<u8>, String>,
+        fold: impl FnOnce(Option<&[u8]>, &[&[u8]]) -> Result<Vec<u8>, String>,
     ) -> Result<Compacted, StoreError> {
         let stored = self.load(name)?;
-        let (keys, updates): (Vec<u64>, Vec<sled::IVec>) = stored
+        let (keys, records): (Vec<u64>, Vec<&sled::IVec>) = stored
             .log
-            .into_iter()
+            .iter()
             .filter(|(seq, _)| *seq < upto)
+            .map(|(seq, record)| (*seq, record))
             .unzip();
-        if updates.is_empty() {
+        let updates = updates_of(records.iter().map(|r| &r[..]))?;
+        if keys.is_empty() {
             return Ok(Compacted {
                 entries: 0,
                 entry_bytes: 0,
@@ -185,7 +205,7 @@ impl Store {
         self.docs.apply_batch(batch)?;
         Ok(Compacted {
             entries: keys.len() as u64,
-            entry_bytes: updates.iter().map(|u| u.len() as u64).sum(),
+            entry_bytes: records.iter().map(|r| r.len() as u64).sum(),
             snapshot_bytes: snapshot.len() as u64,
         })
     }
@@ -266,6 +286,21 @@ fn split_snapshot(v: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_be_bytes(head), &v[8..]))
 }
 
+/// The updates of log records, in order.
+fn updates_of<'a>(records: impl Iterator<Item = &'a [u8]>) -> Result<Vec<&'a [u8]>, StoreError> {
+    let mut out = Vec::new();
+    for record in records {
+        let mut r = Reader::new(record);
+        while !r.is_empty() {
+            let update = r
+                .read_var_uint8_array()
+                .map_err(|e| StoreError::Corrupt(format!("log record: {e}")))?;
+            out.push(update);
+        }
+    }
+    Ok(out)
+}
+
 fn corrupt(name: &str, what: &str) -> StoreError {
     StoreError::Corrupt(format!("{name}: {what}"))
 }
@@ -280,9 +315,11 @@ mod tests {
         let (store, flusher) = Store::open(dir.path()).expect("open");
         let flusher = tokio::task::spawn_blocking(move || flusher.run());
         for seq in 0..5u64 {
-            store.append("a", seq, &[seq as u8]).expect("append");
+            store.append("a", seq, &[[seq as u8]]).expect("append");
         }
-        store.append("a:b", 0, b"other").expect("append");
+        store
+            .append("a:b", 0, &[&b"other"[..], &b"two"[..]])
+            .expect("append");
         store
             .request_flush()
             .await
@@ -307,7 +344,12 @@ mod tests {
             vec![3, 4]
         );
         assert_eq!(loaded.next_seq, 5);
-        assert_eq!(store.load("a:b").expect("load").log.len(), 1);
+        let other = store.load("a:b").expect("load");
+        assert_eq!(other.log.len(), 1);
+        assert_eq!(
+            other.updates().expect("records decode"),
+            vec![&b"other"[..], &b"two"[..]]
+        );
         drop(store);
         flusher
             .await
