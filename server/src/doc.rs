@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::peer::{ConnId, Peer};
 use crate::presence::Presence;
 use crate::registry::Registry;
-use crate::store::{Compacted, Store, StoreError};
+use crate::store::{Compacted, Store, StoreError, StoredDoc};
 
 /// The encoding of an empty state vector: a client that has nothing of the document.
 const EMPTY_STATE_VECTOR: &[u8] = &[0];
@@ -176,7 +176,15 @@ pub(crate) struct Owner {
     generation: u64,
     registry: std::sync::Weak<Registry>,
     ctx: DocContext,
+    /// The document; an empty placeholder while `loading` is running.
     doc: Doc,
+    /// The document being built from its stored bytes. Until it is done, joins, awareness and
+    /// a cold joiner's SyncStep1 (answered from `fresh_sync`) are served; the first command that
+    /// needs the document waits in `blocked`, and no further command is taken.
+    loading: Option<JoinHandle<Result<Doc, StoreError>>>,
+    blocked: Option<DocCommand>,
+    /// Attached while loading: they get the server's SyncStep1 once the document is built.
+    awaiting_step1: Vec<ConnId>,
     presence: Presence,
     peers: HashMap<ConnId, Peer>,
     /// The stored snapshot as a ready SyncStep2 frame, valid until the first change after load.
@@ -238,20 +246,24 @@ impl Owner {
         ctx: DocContext,
     ) -> Result<Owner, StoreError> {
         let started = std::time::Instant::now();
-        let (doc, meta) = load_blocking(ctx.store.clone(), name.clone()).await?;
+        let (stored, meta) = read_blocking(ctx.store.clone(), name.clone()).await?;
         Metrics::inc(&ctx.metrics.documents_loaded);
         tracing::debug!(
             log_entries = meta.log_entries,
             snapshot_bytes = meta.snapshot_bytes,
             elapsed_us = started.elapsed().as_micros() as u64,
-            "document loaded"
+            "document read"
         );
+        let loading = Some(build_blocking(name.clone(), stored));
         Ok(Owner {
             name,
             generation,
             registry,
             ctx,
-            doc,
+            doc: crdt::new_doc(),
+            loading,
+            blocked: None,
+            awaiting_step1: Vec::new(),
             presence: Presence::default(),
             peers: HashMap::new(),
             fresh_sync: meta.fresh_sync,
@@ -279,11 +291,13 @@ impl Owner {
             let idle = self.peers.is_empty()
                 && self.in_flight.is_empty()
                 && !self.dirty
-                && self.compaction.is_none();
+                && self.compaction.is_none()
+                && self.loading.is_none();
             if self.shutting_down
                 && self.in_flight.is_empty()
                 && !self.dirty
                 && self.compaction.is_none()
+                && self.loading.is_none()
             {
                 // Leave a compact document behind, so the next cold load reads one snapshot.
                 if !self.failed && self.log_entries > 0 && !self.final_compaction {
@@ -313,11 +327,25 @@ impl Owner {
                     self.compaction = None;
                     self.on_compacted(res);
                 }
-                cmd = rx.recv(), if self.unreleased() < max_unreleased => {
+                built = async { self.loading.as_mut().expect("guarded by the branch condition").await }, if self.loading.is_some() => {
+                    self.loading = None;
+                    match built {
+                        Ok(Ok(doc)) => self.on_built(doc),
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "could not build the document");
+                            self.fail_all();
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the build task failed");
+                            self.fail_all();
+                        }
+                    }
+                }
+                cmd = rx.recv(), if self.blocked.is_none() && self.unreleased() < max_unreleased => {
                     let Some(cmd) = cmd else { break };
                     self.handle(cmd);
                     for _ in 1..COMMANDS_PER_BATCH {
-                        if self.unreleased() >= max_unreleased {
+                        if self.blocked.is_some() || self.unreleased() >= max_unreleased {
                             break;
                         }
                         match rx.try_recv() {
@@ -368,6 +396,10 @@ impl Owner {
     }
 
     fn handle(&mut self, cmd: DocCommand) {
+        if self.loading.is_some() && self.needs_doc(&cmd) {
+            self.blocked = Some(cmd);
+            return;
+        }
         match cmd {
             DocCommand::Join {
                 peer,
@@ -397,6 +429,35 @@ impl Owner {
         }
     }
 
+    /// Whether handling `cmd` needs the built document.
+    fn needs_doc(&self, cmd: &DocCommand) -> bool {
+        match cmd {
+            DocCommand::Message {
+                msg: Incoming::Update(_),
+                ..
+            } => true,
+            DocCommand::Message {
+                msg: Incoming::Step1(sv),
+                ..
+            } => !(self.fresh_sync.is_some() && &sv[..] == EMPTY_STATE_VECTOR),
+            _ => false,
+        }
+    }
+
+    /// The document is built: send the SyncStep1 that joiners waited for, then take the command
+    /// that waited for it.
+    fn on_built(&mut self, doc: Doc) {
+        self.doc = doc;
+        let sv = crdt::state_vector(&self.doc);
+        let step1 = sync_frame(SyncMessage::Step1(&sv));
+        for conn in std::mem::take(&mut self.awaiting_step1) {
+            self.send_to(conn, step1.clone());
+        }
+        if let Some(cmd) = self.blocked.take() {
+            self.handle(cmd);
+        }
+    }
+
     fn join(&mut self, peer: Peer, greeting: Option<Bytes>) -> Result<(), JoinError> {
         if self.shutting_down {
             return Err(JoinError::ShuttingDown);
@@ -409,8 +470,12 @@ impl Owner {
         if let Some(greeting) = greeting {
             self.send_to(conn, greeting);
         }
-        let sv = crdt::state_vector(&self.doc);
-        self.send_to(conn, sync_frame(SyncMessage::Step1(&sv)));
+        if self.loading.is_some() {
+            self.awaiting_step1.push(conn);
+        } else {
+            let sv = crdt::state_vector(&self.doc);
+            self.send_to(conn, sync_frame(SyncMessage::Step1(&sv)));
+        }
         if let Some(all) = self.presence.snapshot() {
             self.send_to(conn, awareness_frame(&all));
         }
@@ -796,11 +861,13 @@ struct LoadedMeta {
     snapshot_bytes: u64,
 }
 
-async fn load_blocking(store: Store, name: Arc<str>) -> Result<(Doc, LoadedMeta), StoreError> {
+/// Reads a document's stored bytes (no yrs work), on a blocking thread.
+async fn read_blocking(
+    store: Store,
+    name: Arc<str>,
+) -> Result<(StoredDoc, LoadedMeta), StoreError> {
     tokio::task::spawn_blocking(move || {
         let stored = store.load(&name)?;
-        let doc = crdt::load(stored.snapshot.as_deref(), stored.updates()?)
-            .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
         let fresh_sync = match (&stored.snapshot, stored.log.is_empty()) {
             (Some(snapshot), true) => Some(sync_frame(SyncMessage::Step2(snapshot))),
             _ => None,
@@ -812,10 +879,24 @@ async fn load_blocking(store: Store, name: Arc<str>) -> Result<(Doc, LoadedMeta)
             log_bytes: stored.log_bytes(),
             snapshot_bytes: stored.snapshot_bytes(),
         };
-        Ok((doc, meta))
+        Ok((stored, meta))
     })
     .await
     .map_err(|e| StoreError::Compaction(format!("load task failed: {e}")))?
+}
+
+/// Builds the in-memory document from its stored bytes, on a blocking thread.
+fn build_blocking(name: Arc<str>, stored: StoredDoc) -> JoinHandle<Result<Doc, StoreError>> {
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let doc = crdt::load(stored.snapshot.as_deref(), stored.updates()?)
+            .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "document built"
+        );
+        Ok(doc)
+    })
 }
 
 fn sync_frame(msg: SyncMessage<'_>) -> Bytes {
