@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 /// disk cannot keep up; that is the back-pressure we want.
 const FLUSH_QUEUE_CAPACITY: usize = 4096;
 
+/// A flush slower than this is logged: it delays every relay and acknowledgement it covers.
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
+
 const LOG_TAG: u8 = b'L';
 const SNAPSHOT_TAG: u8 = b'S';
 
@@ -242,7 +245,17 @@ impl Flusher {
             while let Ok(more) = self.rx.try_recv() {
                 waiters.push(more);
             }
+            let started = std::time::Instant::now();
             let result = self.db.flush().map(|_| ()).map_err(StoreError::from);
+            let elapsed = started.elapsed();
+            if elapsed >= SLOW_FLUSH {
+                // Every frame waiting for this flush waited this long too.
+                tracing::warn!(
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    requests = waiters.len(),
+                    "slow group-commit flush"
+                );
+            }
             if let Err(e) = &result {
                 tracing::error!(error = %e, "group commit flush failed");
             }
