@@ -119,6 +119,14 @@ enum Entry {
     Denied,
 }
 
+/// Which per-socket cap on waiting for authentication was exceeded.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Documents,
+    Messages,
+    Bytes,
+}
+
 type JoinResult = (String, ConnId, Access, Result<DocHandle, JoinError>);
 
 struct Session {
@@ -249,7 +257,7 @@ impl Session {
         if queue.since.is_none()
             && self.pending_documents() >= self.state.limits.max_pending_documents
         {
-            return self.too_many_pending("documents");
+            return self.too_many_pending(Pending::Documents);
         }
         let attempt = self.state.conn_id();
         let scope = match access {
@@ -410,17 +418,17 @@ impl Session {
     fn enqueue(&mut self, key: &str, frame: Bytes) -> bool {
         let limits = &self.state.limits;
         if self.pending_messages + 1 > limits.max_pending_messages {
-            return self.too_many_pending("messages");
+            return self.too_many_pending(Pending::Messages);
         }
         if self.pending_bytes + frame.len() > limits.max_pending_bytes {
-            return self.too_many_pending("bytes");
+            return self.too_many_pending(Pending::Bytes);
         }
         if !self.entries.contains_key(key) {
             if self.entries.len() >= limits.max_documents_per_socket {
-                return self.too_many_pending("documents");
+                return self.too_many_pending(Pending::Documents);
             }
             if self.pending_documents() >= limits.max_pending_documents {
-                return self.too_many_pending("documents");
+                return self.too_many_pending(Pending::Documents);
             }
             self.entries
                 .insert(key.to_owned(), Entry::Waiting(Queue::default()));
@@ -436,16 +444,16 @@ impl Session {
         true
     }
 
-    fn too_many_pending(&self, what: &str) -> bool {
+    fn too_many_pending(&self, what: Pending) -> bool {
         let limits = &self.state.limits;
-        let limit = match what {
-            "messages" => limits.max_pending_messages,
-            "bytes" => limits.max_pending_bytes,
-            _ => limits.max_pending_documents,
+        let (name, limit) = match what {
+            Pending::Documents => ("documents", limits.max_pending_documents),
+            Pending::Messages => ("messages", limits.max_pending_messages),
+            Pending::Bytes => ("bytes", limits.max_pending_bytes),
         };
         self.kick.kick(
             close::TOO_MANY_PENDING,
-            format!("pending_{what}_exceeded: at most {limit} may wait for authentication"),
+            format!("pending_{name}_exceeded: at most {limit} may wait for authentication"),
         );
         false
     }

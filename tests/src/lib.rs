@@ -39,3 +39,15 @@ pub async fn flood_presence(writer: &mut Client, reader: &mut Client) {
     }
     reader.wait_awareness(77, Some(&state(FLOOD_STATES))).await;
 }
+
+/// Waits until a raw socket's incoming side ends (the server closed it), whatever was buffered.
+pub async fn wait_socket_end<S, T, E>(mut incoming: S)
+where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+{
+    use futures_util::StreamExt;
+    within("the slow socket to end", async {
+        while let Some(Ok(_)) = incoming.next().await {}
+    })
+    .await;
+}

@@ -8,7 +8,7 @@ use debrief_proto::hocuspocus::{Auth, DocMessage};
 use debrief_proto::ywire::{Message, SyncMessage};
 use debrief_server::limits::Limits;
 use debrief_tests::server::{READER_TOKEN, WRITER_TOKEN};
-use debrief_tests::{flood_presence, within, ChildServer, Client, TestServer};
+use debrief_tests::{flood_presence, wait_socket_end, ChildServer, Client, TestServer};
 use futures_util::StreamExt;
 
 /// A `/collab` client on `doc`, synced, whose handshake acknowledgement has arrived; returns it
@@ -376,11 +376,8 @@ async fn a_slow_collab_reader_does_not_stall_the_others() {
     reader.wait_synced().await;
     flood_presence(&mut writer, &mut reader).await;
     assert_eq!(server.metric("debrief_slow_consumers_total").await, 1);
-    let (_, mut incoming) = slow.split();
-    within("the slow socket to end", async {
-        while let Some(Ok(_)) = incoming.next().await {}
-    })
-    .await;
+    let (_, incoming) = slow.split();
+    wait_socket_end(incoming).await;
     writer.insert("t", 0, "still flowing");
     reader.wait_text("t", "still flowing").await;
     assert!(reader.closed().is_none() && writer.closed().is_none());

@@ -2,7 +2,7 @@
 //! document, awareness state size, and the bounded outbox of a client that does not read.
 
 use debrief_server::limits::{Limits, MAX_AWARENESS_STATE_BYTES, MAX_FRAME_BYTES};
-use debrief_tests::{flood_presence, within, Client, TestServer};
+use debrief_tests::{flood_presence, wait_socket_end, Client, TestServer};
 use futures_util::StreamExt;
 
 #[tokio::test]
@@ -120,11 +120,8 @@ async fn a_client_that_does_not_read_cannot_stall_the_others() {
     flood_presence(&mut writer, &mut reader).await;
     assert_eq!(server.metric("debrief_slow_consumers_total").await, 1);
     // The slow socket is closed by the server: reading it now ends, whatever was buffered.
-    let (_, mut incoming) = slow.split();
-    within("the slow socket to end", async {
-        while let Some(Ok(_)) = incoming.next().await {}
-    })
-    .await;
+    let (_, incoming) = slow.split();
+    wait_socket_end(incoming).await;
     assert!(reader.closed().is_none() && writer.closed().is_none());
     // The writer's edits still flow to the reader.
     writer.insert("t", 0, "still flowing");
