@@ -211,6 +211,8 @@ impl Target {
                     );
                 }
                 cmd = Command::new(bin);
+                // The benchmark names its own documents: open access to documents outside reviews.
+                cmd.arg("--open-access");
                 cmd.arg("--listen").arg("127.0.0.1:0").arg("--data-dir");
                 cmd.arg(self.data_dir.as_deref().unwrap_or(Path::new(".")));
                 ready_prefix = "debrief listening on ";

@@ -1,5 +1,6 @@
 //! Wire formats of Debrief, and nothing else: lib0 primitives, the y-protocols messages spoken by
-//! stock `y-websocket` clients, the Hocuspocus dialect's framing, awareness payloads and the close codes the server uses.
+//! stock `y-websocket` clients, the Hocuspocus dialect's framing, awareness payloads, the close codes the server uses, and the
+//! document schema contract ([`schema`]) the browser editor shares.
 //!
 //! This crate never performs I/O and has no async runtime, storage or HTTP dependency, so that
 //! every decoder can be unit- and property-tested on plain byte slices (see `STYLE.md`, habit 3).
@@ -10,6 +11,7 @@ pub mod close;
 pub mod error;
 pub mod hocuspocus;
 pub mod lib0;
+pub mod schema;
 pub mod ywire;
 
 pub use error::DecodeError;

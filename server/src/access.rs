@@ -2,8 +2,9 @@
 //!
 //! Both WebSocket dialects ask the same authorizer with the token the client presented (the
 //! Hocuspocus Auth message, or `?token=` on `/ws/{doc}`) and the document name, and apply the
-//! decision the same way. The review domain will provide its own implementation; until then the
-//! server runs [`StaticTokens`], configured from the command line.
+//! decision the same way. The review domain decides review documents
+//! (`crate::reviews::ReviewAuthorizer`); any other document is decided by [`StaticTokens`]
+//! (open access or shared tokens, configured from the command line) or refused ([`ReviewsOnly`]).
 
 use std::fmt::Debug;
 
@@ -102,7 +103,27 @@ impl Authorizer for StaticTokens {
     }
 }
 
-/// Compares two tokens in time that depends only on their lengths, not on where they differ.
+/// Documents outside reviews when neither open access nor a shared token is configured: every
+/// such document is refused with `unknown_document`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReviewsOnly;
+
+impl Authorizer for ReviewsOnly {
+    fn authorize(&self, _token: &str, _document: &str) -> Result<Access, Denied> {
+        Err(Denied {
+            code: "unknown_document",
+            message:
+                "this server serves only review documents (start it with --open-access for others)"
+                    .to_owned(),
+        })
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths, not on where they differ.
+pub fn same_secret(expected: &str, given: &str) -> bool {
+    same(expected, given)
+}
+
 fn same(expected: &str, given: &str) -> bool {
     let (a, b) = (expected.as_bytes(), given.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

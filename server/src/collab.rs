@@ -46,7 +46,7 @@ use crate::access::Access;
 use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::peer::{ConnId, Dialect, Kick, Peer, Writable};
+use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
 use crate::stateless::{error_json, StatelessRequest};
 use crate::ws::{configure, join, next_frame, outbox_room, upgrade_required, writer, Stream};
 use crate::AppState;
@@ -113,7 +113,8 @@ enum Entry {
     Open {
         conn: ConnId,
         handle: DocHandle,
-        access: Access,
+        /// Shared with the owner, which may change it when the review changes.
+        grant: Grant,
     },
     /// The last token was refused.
     Denied,
@@ -127,7 +128,7 @@ enum Pending {
     Bytes,
 }
 
-type JoinResult = (String, ConnId, Access, Result<DocHandle, JoinError>);
+type JoinResult = (String, ConnId, Grant, Result<DocHandle, JoinError>);
 
 struct Session {
     state: Arc<AppState>,
@@ -265,6 +266,7 @@ impl Session {
             Access::ReadOnly => SCOPE_READ_ONLY,
         };
         let greeting = Bytes::from(DocMessage::Auth(Auth::Authenticated(scope)).encode_body());
+        let grant = Grant::new(access);
         let peer = Peer {
             conn: attempt,
             outbox: self.outbox.clone(),
@@ -272,14 +274,15 @@ impl Session {
             dialect: Dialect::Hocuspocus {
                 prefix: Bytes::from(name_prefix(key)),
             },
-            writable: Writable::new(access.writable()),
+            grant: grant.clone(),
+            credential: Credential::new(token),
         };
         let state = self.state.clone();
         let key_owned = key.to_owned();
         let document = document.to_owned();
         self.joins.push(Box::pin(async move {
             let joined = join(&state, &document, peer, Some(greeting)).await;
-            (key_owned, attempt, access, joined)
+            (key_owned, attempt, grant, joined)
         }));
         let queue = Queue {
             since: Some(queue.since.unwrap_or_else(Instant::now)),
@@ -292,7 +295,7 @@ impl Session {
 
     /// An attachment finished: open the document and replay what waited, or report why not.
     async fn joined(&mut self, joined: JoinResult, done: &CancellationToken) -> bool {
-        let (key, attempt, access, result) = joined;
+        let (key, attempt, grant, result) = joined;
         let current = matches!(
             self.entries.get(&key),
             Some(Entry::Joining { attempt: a, .. }) if *a == attempt
@@ -324,7 +327,7 @@ impl Session {
             Entry::Open {
                 conn: attempt,
                 handle,
-                access,
+                grant,
             },
         );
         for frame in queue.frames {
@@ -350,13 +353,24 @@ impl Session {
         let Some(Entry::Open {
             conn,
             handle,
-            access,
-            ..
+            grant,
         }) = self.entries.get(key)
         else {
             return true;
         };
-        let (conn, access) = (*conn, *access);
+        let (conn, handle) = (*conn, handle.clone());
+        let Some(access) = grant.get() else {
+            // The owner withdrew access (a revoked session) and already told the client.
+            if let Some(entry) = self.entries.insert(key.to_owned(), Entry::Denied) {
+                self.leave(entry).await;
+            }
+            return self.reply(
+                key,
+                DocMessage::Auth(Auth::PermissionDenied(
+                    "not_authenticated: access to this document was withdrawn",
+                )),
+            );
+        };
         let incoming = match message {
             DocMessage::Sync(sync) | DocMessage::SyncReply(sync) => {
                 Incoming::from_sync(frame, sync)

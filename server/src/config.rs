@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use crate::access::{Authorizer, StaticTokens};
+use crate::access::{Authorizer, ReviewsOnly, StaticTokens};
 use crate::limits::Limits;
 use crate::stateless::{NoCommands, StatelessHandler};
 
@@ -38,26 +38,33 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Open access: any token (or none) may read and write every document, except the
-    /// read-only token. This is the default while no read-write token is set; the review domain
-    /// will make it opt-in.
+    /// Open access to documents outside reviews: any token (or none) may read and write them,
+    /// except the read-only token. For local experiments and compatibility tests with stock
+    /// clients; review documents always follow their review's rules. Off by default.
     #[arg(long, env = "DEBRIEF_OPEN_ACCESS")]
     pub open_access: bool,
 
-    /// A shared token that gives read-write access to every document. Setting it turns open
-    /// access off unless `--open-access` is given too.
+    /// A shared token that gives read-write access to every document outside reviews.
     #[arg(long, env = "DEBRIEF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
-    /// A shared token that gives read-only access to every document.
+    /// A shared token that gives read-only access to every document outside reviews.
     #[arg(long, env = "DEBRIEF_READ_ONLY_TOKEN", hide_env_values = true)]
     pub read_only_token: Option<String>,
+
+    /// When set, creating a review needs this secret (`Authorization: Bearer <secret>`);
+    /// otherwise anyone who reaches the server can create one.
+    #[arg(long, env = "DEBRIEF_CREATION_SECRET", hide_env_values = true)]
+    pub creation_secret: Option<String>,
 }
 
 impl Cli {
-    /// Whether the server runs in open access (see `--open-access`).
-    pub fn open(&self) -> bool {
-        self.open_access || self.token.as_deref().is_none_or(str::is_empty)
+    /// Whether documents outside reviews are served at all (open access or a shared token).
+    pub fn serves_other_documents(&self) -> bool {
+        self.open_access
+            || [&self.token, &self.read_only_token]
+                .iter()
+                .any(|t| t.as_deref().is_some_and(|t| !t.is_empty()))
     }
 }
 
@@ -68,32 +75,43 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The bounds in force.
     pub limits: Limits,
-    /// Who may open which document.
+    /// Who may open which document outside reviews (review documents are decided by the
+    /// review domain).
     pub authorizer: Arc<dyn Authorizer>,
     /// What answers stateless messages.
     pub stateless: Arc<dyn StatelessHandler>,
+    /// Secret needed to create a review, if any.
+    pub creation_secret: Option<String>,
 }
 
 impl Config {
-    /// A configuration with default limits and open access for the given data directory.
+    /// A configuration with default limits and open access to documents outside reviews, for
+    /// the given data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
             limits: Limits::default(),
             authorizer: Arc::new(StaticTokens::open()),
             stateless: Arc::new(NoCommands),
+            creation_secret: None,
         }
     }
 }
 
 impl From<&Cli> for Config {
     fn from(cli: &Cli) -> Self {
-        Config {
-            authorizer: Arc::new(StaticTokens::new(
-                cli.open(),
+        let authorizer: Arc<dyn Authorizer> = if cli.serves_other_documents() {
+            Arc::new(StaticTokens::new(
+                cli.open_access,
                 cli.token.clone(),
                 cli.read_only_token.clone(),
-            )),
+            ))
+        } else {
+            Arc::new(ReviewsOnly)
+        };
+        Config {
+            authorizer,
+            creation_secret: cli.creation_secret.clone().filter(|s| !s.is_empty()),
             ..Config::new(cli.data_dir.clone())
         }
     }

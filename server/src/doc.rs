@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use debrief_proto::awareness::decode_update;
 use debrief_proto::close;
+use debrief_proto::hocuspocus::{Auth, DocMessage, SCOPE_READ_ONLY, SCOPE_READ_WRITE};
 use debrief_proto::ywire::{Message, SyncMessage};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -19,13 +20,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use yrs::Doc;
 
+use crate::access::{Access, Authorizer};
 use crate::crdt;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::peer::{ConnId, Peer};
+use crate::peer::{ConnId, Dialect, Peer};
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::store::{Compacted, Store, StoreError, StoredDoc};
+
+/// The "connection" that server code writes as: no connection has this id (they start at 1), so
+/// a server change is relayed to everyone.
+const SERVER: ConnId = ConnId(0);
 
 /// The encoding of an empty state vector: a client that has nothing of the document.
 const EMPTY_STATE_VECTOR: &[u8] = &[0];
@@ -109,6 +115,36 @@ pub enum DocCommand {
         /// The connection.
         conn: ConnId,
     },
+    /// Decide every attached connection's access again (a review changed phase, or sessions
+    /// were revoked), and tell each connection whose access changed.
+    Reauthorize,
+    /// Run server code against the document (see [`DocHandle::run`]).
+    Job {
+        /// Reads the document and returns the update it made, if any.
+        job: Job,
+        /// Answered once the update (if any) is on disk and relayed.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Server code run by a document's owner: it may read the document and make one change, and
+/// returns that change as an encoded v1 update (`None` when it changed nothing).
+pub struct Job(Box<JobFn>);
+
+type JobFn = dyn FnOnce(&Doc) -> Option<Vec<u8>> + Send;
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job(..)")
+    }
+}
+
+/// Why server code could not run against a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The document's owner stopped (shutdown, or a storage failure).
+    #[error("the document is not available")]
+    Unavailable,
 }
 
 /// Sender side of a document owner's command queue.
@@ -144,6 +180,35 @@ impl DocHandle {
     pub async fn leave(&self, conn: ConnId) {
         let _ = self.tx.send(DocCommand::Leave { conn }).await;
     }
+
+    /// Asks the owner to decide its connections' access again. An owner that stopped has none.
+    pub async fn reauthorize(&self) {
+        let _ = self.tx.send(DocCommand::Reauthorize).await;
+    }
+
+    /// Runs `f` on the owner's task, against the built document. `f` returns its result and the
+    /// update it made (from its own transaction, written with the server's client id); the
+    /// result comes back once that update is durably stored and relayed to every connection,
+    /// like a client's update. `f` must be quick: the document waits for it.
+    pub async fn run<R, F>(&self, f: F) -> Result<R, JobError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Doc) -> (R, Option<Vec<u8>>) + Send + 'static,
+    {
+        let (result_tx, result_rx) = oneshot::channel();
+        let job = Job(Box::new(move |doc| {
+            let (result, update) = f(doc);
+            let _ = result_tx.send(result);
+            update
+        }));
+        let (done, done_rx) = oneshot::channel();
+        self.tx
+            .send(DocCommand::Job { job, done })
+            .await
+            .map_err(|_| JobError::Unavailable)?;
+        done_rx.await.map_err(|_| JobError::Unavailable)?;
+        result_rx.await.map_err(|_| JobError::Unavailable)
+    }
 }
 
 /// Everything an owner shares with the rest of the server.
@@ -157,6 +222,8 @@ pub struct DocContext {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Decides connections' access again when asked to ([`DocCommand::Reauthorize`]).
+    pub authorizer: Arc<dyn Authorizer>,
 }
 
 /// A frame whose release waits for a flush.
@@ -166,6 +233,8 @@ enum Deferred {
     Broadcast { except: ConnId, frame: Bytes },
     /// To one peer.
     To { conn: ConnId, frame: Bytes },
+    /// Tells server code that its change is durable.
+    Done(oneshot::Sender<()>),
 }
 
 /// A requested flush and the frames it will release.
@@ -410,6 +479,13 @@ impl Owner {
                 let _ = reply.send(result);
             }
             DocCommand::Leave { conn } => self.remove_peer(conn),
+            DocCommand::Reauthorize => {
+                let conns: Vec<ConnId> = self.peers.keys().copied().collect();
+                for conn in conns {
+                    self.reauthorize(conn);
+                }
+            }
+            DocCommand::Job { job, done } => self.run_job(job, done),
             DocCommand::Message { conn, msg } => {
                 if !self.peers.contains_key(&conn) {
                     // A connection that was closed by this owner may still have frames in flight.
@@ -429,9 +505,90 @@ impl Owner {
         }
     }
 
+    /// Runs server code and treats its change like a client's update from nobody: stored, and
+    /// relayed to every connection once on disk.
+    fn run_job(&mut self, job: Job, done: oneshot::Sender<()>) {
+        if self.failed {
+            return;
+        }
+        let update = guarded_job(job, &self.doc);
+        match update {
+            Ok(Some(update)) if !update.is_empty() => {
+                self.fresh_sync = None;
+                Metrics::inc(&self.ctx.metrics.updates_applied);
+                let frame = sync_frame(SyncMessage::Update(&update));
+                self.keep(update);
+                self.defer(Deferred::Broadcast {
+                    except: SERVER,
+                    frame,
+                });
+            }
+            Ok(_) => {}
+            Err(()) => {
+                tracing::error!("server code panicked on the document; reloading it");
+                self.reload();
+                return;
+            }
+        }
+        self.defer(Deferred::Done(done));
+    }
+
+    /// Decides a connection's access again and tells it what changed: in the Hocuspocus dialect
+    /// with a new `Authenticated(scope)` or `PermissionDenied` for this document; a y-websocket
+    /// connection, which has no such message, is closed with [`close::READ_ONLY`] or
+    /// [`close::PERMISSION_DENIED`] (reconnecting gets the new access).
+    fn reauthorize(&mut self, conn: ConnId) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let decision = self
+            .ctx
+            .authorizer
+            .authorize(peer.credential.expose(), &self.name);
+        let before = peer.grant.get();
+        match decision {
+            Ok(access) if Some(access) == before => {}
+            Ok(access) => {
+                peer.grant.set(Some(access));
+                match peer.dialect {
+                    Dialect::Hocuspocus { .. } => {
+                        let scope = match access {
+                            Access::ReadWrite => SCOPE_READ_WRITE,
+                            Access::ReadOnly => SCOPE_READ_ONLY,
+                        };
+                        let frame = DocMessage::Auth(Auth::Authenticated(scope)).encode_body();
+                        self.send_to(conn, Bytes::from(frame));
+                    }
+                    Dialect::YWebsocket if !access.writable() => self.reject(
+                        conn,
+                        close::READ_ONLY,
+                        "read_only: write access was withdrawn; reconnect to read",
+                    ),
+                    Dialect::YWebsocket => {}
+                }
+            }
+            Err(denied) => {
+                peer.grant.set(None);
+                Metrics::inc(&self.ctx.metrics.permission_denied);
+                match peer.dialect {
+                    Dialect::Hocuspocus { .. } => {
+                        let reason = denied.reason();
+                        let frame = DocMessage::Auth(Auth::PermissionDenied(&reason)).encode_body();
+                        self.send_to(conn, Bytes::from(frame));
+                        self.remove_peer(conn);
+                    }
+                    Dialect::YWebsocket => {
+                        self.reject(conn, close::PERMISSION_DENIED, &denied.reason())
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether handling `cmd` needs the built document.
     fn needs_doc(&self, cmd: &DocCommand) -> bool {
         match cmd {
+            DocCommand::Job { .. } => true,
             DocCommand::Message {
                 msg: Incoming::Update(_),
                 ..
@@ -479,6 +636,9 @@ impl Owner {
         if let Some(all) = self.presence.snapshot() {
             self.send_to(conn, awareness_frame(&all));
         }
+        // Access was decided before the join reached this queue; a phase change in between must
+        // not leave the connection with the old access.
+        self.reauthorize(conn);
         Ok(())
     }
 
@@ -506,7 +666,7 @@ impl Owner {
             return;
         };
         let wants_acks = peer.wants_acks();
-        if !peer.writable.get() {
+        if !peer.grant.writable() {
             self.on_read_only_update(conn, wants_acks, update);
             return;
         }
@@ -745,6 +905,9 @@ impl Owner {
             match d {
                 Deferred::Broadcast { except, frame } => self.broadcast_now(Some(except), frame),
                 Deferred::To { conn, frame } => self.send_to(conn, frame),
+                Deferred::Done(done) => {
+                    let _ = done.send(());
+                }
             }
         }
     }
@@ -897,6 +1060,12 @@ fn build_blocking(name: Arc<str>, stored: StoredDoc) -> JoinHandle<Result<Doc, S
         );
         Ok(doc)
     })
+}
+
+/// Runs a job with panics contained: a panic inside yrs may leave the document half-changed, so
+/// the caller reloads it.
+fn guarded_job(job: Job, doc: &Doc) -> Result<Option<Vec<u8>>, ()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.0)(doc))).map_err(|_| ())
 }
 
 fn sync_frame(msg: SyncMessage<'_>) -> Bytes {

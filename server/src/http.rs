@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,7 +21,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws/{doc}", get(crate::ws::upgrade))
         .route("/collab", get(crate::collab::upgrade))
         .route("/", get(index))
+        .merge(crate::reviews::api::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::reviews::api::MAX_BODY_BYTES,
+        ))
         .with_state(state)
 }
 
@@ -57,6 +62,14 @@ async fn index() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         include_str!("../../web/index.html"),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
     )
 }
 

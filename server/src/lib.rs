@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod peer;
 pub mod presence;
 pub mod registry;
+pub mod reviews;
 pub mod stateless;
 pub mod store;
 pub mod ws;
@@ -58,6 +59,10 @@ pub struct AppState {
     pub authorizer: Arc<dyn access::Authorizer>,
     /// What answers stateless messages.
     pub stateless: Arc<dyn stateless::StatelessHandler>,
+    /// The review domain.
+    pub reviews: Arc<reviews::Reviews>,
+    /// Secret needed to create a review, if any.
+    pub creation_secret: Option<String>,
 }
 
 impl AppState {
@@ -92,12 +97,18 @@ pub async fn run(
     let flusher = tokio::task::spawn_blocking(move || flusher.run());
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
+    let reviews = reviews::Reviews::open(&store)?;
+    let authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
+        reviews: reviews.clone(),
+        others: config.authorizer.clone(),
+    });
     let registry = Registry::new(
         doc::DocContext {
             store: store.clone(),
             limits: config.limits.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
+            authorizer: authorizer.clone(),
         },
         tracker.clone(),
     );
@@ -109,8 +120,10 @@ pub async fn run(
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         next_conn: AtomicU64::new(1),
-        authorizer: config.authorizer.clone(),
+        authorizer,
         stateless: config.stateless.clone(),
+        reviews,
+        creation_secret: config.creation_secret.clone(),
     });
     // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.
     let listener = listener.tap_io(|tcp| {

@@ -37,10 +37,10 @@ async fn serve() -> anyhow::Result<()> {
         out.flush().context("flushing stdout")?;
     }
     tracing::info!(%addr, data_dir = %cli.data_dir.display(), "listening");
-    if cli.open() {
+    if cli.open_access {
         tracing::warn!(
             "open access: anyone who reaches this server may read and write every document \
-             (set --token to require a token)"
+             outside reviews (review documents still follow their review's rules)"
         );
     }
     let shutdown = CancellationToken::new();

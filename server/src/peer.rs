@@ -1,12 +1,14 @@
 //! What a document owner holds of each connection: an id, a bounded outbox of ready-to-send
-//! frames, the dialect that decides how a message is framed, whether it may write, and a way to
-//! ask the connection to close with a code.
+//! frames, the dialect that decides how a message is framed, what it may do (and the token that
+//! decided it), and a way to ask the connection to close with a code.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
+
+use crate::access::Access;
 
 /// Identifies one WebSocket connection for the lifetime of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,25 +78,74 @@ pub enum Dialect {
     },
 }
 
-/// Whether a connection may change a document. Shared with the connection's session, so that a
-/// change of access (re-authentication, and later a review's phase) takes effect at once.
+/// What a connection may currently do with a document. Shared between the document's owner and
+/// the connection's session, so that a change of access (a review's phase, a revoked session)
+/// takes effect at once on both sides.
 #[derive(Debug, Clone)]
-pub struct Writable(Arc<AtomicBool>);
+pub struct Grant(Arc<AtomicU8>);
 
-impl Writable {
-    /// A flag that starts as `writable`.
-    pub fn new(writable: bool) -> Self {
-        Writable(Arc::new(AtomicBool::new(writable)))
+const REVOKED: u8 = 0;
+const READ_ONLY: u8 = 1;
+const READ_WRITE: u8 = 2;
+
+impl Grant {
+    /// A grant that starts as `access`.
+    pub fn new(access: Access) -> Self {
+        let g = Grant(Arc::new(AtomicU8::new(REVOKED)));
+        g.set(Some(access));
+        g
     }
 
     /// Whether the connection may write now.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    pub fn writable(&self) -> bool {
+        self.0.load(Ordering::Acquire) == READ_WRITE
     }
 
-    /// Grants or withdraws write access.
-    pub fn set(&self, writable: bool) {
-        self.0.store(writable, Ordering::Release);
+    /// Whether access was withdrawn altogether.
+    pub fn revoked(&self) -> bool {
+        self.0.load(Ordering::Acquire) == REVOKED
+    }
+
+    /// The access now, `None` once revoked.
+    pub fn get(&self) -> Option<Access> {
+        match self.0.load(Ordering::Acquire) {
+            READ_WRITE => Some(Access::ReadWrite),
+            READ_ONLY => Some(Access::ReadOnly),
+            _ => None,
+        }
+    }
+
+    /// Changes the access; `None` revokes it.
+    pub fn set(&self, access: Option<Access>) {
+        let v = match access {
+            Some(Access::ReadWrite) => READ_WRITE,
+            Some(Access::ReadOnly) => READ_ONLY,
+            None => REVOKED,
+        };
+        self.0.store(v, Ordering::Release);
+    }
+}
+
+/// The token a connection authenticated with, kept so that its access can be decided again when
+/// a review changes. A secret: it never appears in `Debug` output or logs.
+#[derive(Clone, Default)]
+pub struct Credential(Arc<str>);
+
+impl Credential {
+    /// Wraps a token.
+    pub fn new(token: &str) -> Self {
+        Credential(Arc::from(token))
+    }
+
+    /// The token, for the authorizer only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(..)")
     }
 }
 
@@ -110,8 +161,10 @@ pub struct Peer {
     pub kick: Kick,
     /// How messages are framed for it.
     pub dialect: Dialect,
-    /// Whether it may change the document.
-    pub writable: Writable,
+    /// What it may do with the document.
+    pub grant: Grant,
+    /// The token it authenticated with.
+    pub credential: Credential,
 }
 
 impl Peer {

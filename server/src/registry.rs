@@ -70,6 +70,14 @@ impl Registry {
         handle
     }
 
+    /// The owner of `name` if it is in memory; never loads it.
+    pub fn get(&self, name: &str) -> Option<DocHandle> {
+        self.lock()
+            .get(name)
+            .filter(|e| !e.handle.tx.is_closed())
+            .map(|e| e.handle.clone())
+    }
+
     /// Number of documents in memory.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -46,6 +46,38 @@ pub enum StoreError {
     Compaction(String),
 }
 
+/// One key and value of a [`MetaTree`].
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A metadata tree (see [`Store::meta_tree`]).
+#[derive(Debug, Clone)]
+pub struct MetaTree(sled::Tree);
+
+impl MetaTree {
+    /// Stores `value` under `key`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Removes `key`.
+    pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.0.remove(key)?;
+        Ok(())
+    }
+
+    /// Every entry, in key order.
+    pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        self.0
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Sled(Arc::new(e))
@@ -168,6 +200,21 @@ impl Store {
             .await
             .map_err(|_| StoreError::FlusherGone)?;
         Ok(rx)
+    }
+
+    /// Waits until everything written so far is flushed (one group commit shared with the
+    /// documents).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.request_flush()
+            .await?
+            .await
+            .map_err(|_| StoreError::FlusherGone)?
+    }
+
+    /// A tree of its own for metadata (reviews, sessions): keys and values are bytes the caller
+    /// encodes; writes become durable with the next flush.
+    pub fn meta_tree(&self, name: &str) -> Result<MetaTree, StoreError> {
+        Ok(MetaTree(self.db.open_tree(format!("meta.{name}"))?))
     }
 
     /// Folds the log records below `upto` into the snapshot with `fold(snapshot, updates)`,

@@ -32,7 +32,7 @@ use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::error::ApiError;
 use crate::limits::{valid_document_name, CLOSE_TIMEOUT, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::peer::{ConnId, Dialect, Kick, Peer, Writable};
+use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
 use crate::AppState;
 
 /// tungstenite allocates its read buffer eagerly (128 KiB by default), which would dominate the
@@ -84,13 +84,14 @@ pub async fn upgrade(
     // Decided before the upgrade, but told over the socket: stock clients see close codes, not
     // HTTP statuses, and do not retry a 44xx close.
     let access = state.authorizer.authorize(&token, &doc);
+    let credential = Credential::new(&token);
     drop(token);
     let tracker = state.tracker.clone();
     ws.on_upgrade(move |socket| {
         tracker.track_future(async move {
             let conn = state.conn_id();
             let span = tracing::debug_span!("conn", %conn, doc = %doc);
-            connection(socket, doc, access, conn, state)
+            connection(socket, doc, (access, credential), conn, state)
                 .instrument(span)
                 .await;
         })
@@ -121,7 +122,7 @@ pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
 async fn connection(
     socket: WebSocket,
     doc: String,
-    access: Result<Access, crate::access::Denied>,
+    (access, credential): (Result<Access, crate::access::Denied>, Credential),
     conn: ConnId,
     state: Arc<AppState>,
 ) {
@@ -147,7 +148,8 @@ async fn connection(
         outbox,
         kick: kick.clone(),
         dialect: Dialect::YWebsocket,
-        writable: Writable::new(access.writable()),
+        grant: Grant::new(access),
+        credential,
     };
     let joined = join(&state, &doc, peer, None).await;
     match joined {

@@ -137,7 +137,8 @@ class ServerProcess {
         throw new Error(`Debrief binary not found at ${debriefBin}: build it with \`cargo build -p debrief-server\` or set DEBRIEF_BIN`)
       }
       command = debriefBin
-      args = []
+      // Stock clients here name arbitrary documents; review documents are tested with sessions.
+      args = this.extraArgs.includes('--token') ? [] : ['--open-access']
     }
     args.push('--listen', '127.0.0.1:0', '--data-dir', this.dataDir, ...this.extraArgs)
     const child = spawn(command, args, {

@@ -168,6 +168,7 @@ impl ChildServer {
     pub async fn start(data_dir: &Path) -> ChildServer {
         let bin = binary_path();
         let mut child = Command::new(&bin)
+            .arg("--open-access")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")

@@ -1,0 +1,550 @@
+//! The REST API of reviews under `/api` (described by `openapi.json`, served at
+//! `/api/openapi.json`): creating and joining reviews, reading them, moving phases, rotating
+//! invite links, and comment threads. Handlers parse and check input, ask [`super::Reviews`],
+//! and write documents through the registry; every refusal is an [`ApiError`] with a stable code.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use base64::Engine;
+use debrief_proto::schema::{document_name, DocKind};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::report::{self, AnchorError};
+use super::threads::{self, Anchor, Author, MAX_QUOTE_CHARS};
+use super::{
+    policy, validate_date, validate_severity, validate_title, NewReview, Phase, Problem,
+    ProblemKind, ReviewRecord, Role, SessionRecord,
+};
+use crate::doc::JobError;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Largest request body of the API: a comment of 4,000 characters and an anchor fit many times.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Routes under `/api`.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/reviews", post(create))
+        .route("/api/join", post(join))
+        .route("/api/reviews/{id}", get(read))
+        .route("/api/reviews/{id}/phase", post(move_phase))
+        .route("/api/reviews/{id}/invites/{role}", post(rotate))
+        .route("/api/reviews/{id}/threads", post(add_thread))
+        .route("/api/reviews/{id}/threads/{thread}/comments", post(reply))
+        .route(
+            "/api/reviews/{id}/threads/{thread}/comments/{comment}",
+            patch(edit).delete(delete),
+        )
+        .route("/api/reviews/{id}/threads/{thread}/resolve", post(resolve))
+        .route("/api/reviews/{id}/threads/{thread}/reopen", post(reopen))
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        let status = match p.kind {
+            ProblemKind::BadInput => StatusCode::BAD_REQUEST,
+            ProblemKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ProblemKind::Forbidden => StatusCode::FORBIDDEN,
+            ProblemKind::NotFound => StatusCode::NOT_FOUND,
+            ProblemKind::Conflict => StatusCode::CONFLICT,
+            ProblemKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, p.code, p.message)
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(_: JobError) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "document_unavailable",
+            "the document cannot be changed right now; try again",
+        )
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+type Body = Result<Bytes, BytesRejection>;
+
+/// Parses a JSON body, answering every failure with a JSON error.
+fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body could not be read (at most {MAX_BODY_BYTES} bytes): {e}"),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not valid: {e}"),
+        )
+    })
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn session(
+    state: &AppState,
+    headers: &HeaderMap,
+    review: &str,
+) -> Result<(SessionRecord, ReviewRecord), ApiError> {
+    Ok(state.reviews.authenticate(bearer(headers), review)?)
+}
+
+fn documents(id: &str) -> Value {
+    json!({
+        "report": document_name(id, DocKind::Report),
+        "discussion": document_name(id, DocKind::Discussion),
+        "notes": document_name(id, DocKind::Notes),
+    })
+}
+
+fn review_view(state: &AppState, review: &ReviewRecord, you: Option<&SessionRecord>) -> Value {
+    let counts = state.reviews.counts(&review.id);
+    let participants: serde_json::Map<String, Value> = Role::ALL
+        .into_iter()
+        .map(|r| {
+            (
+                r.as_str().to_owned(),
+                json!(counts.get(&r).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let mut v = json!({
+        "id": review.id,
+        "title": review.title,
+        "incident_date": review.incident_date,
+        "severity": review.severity,
+        "phase": review.phase.as_str(),
+        "created_at": review.created_at,
+        "participants": participants,
+        "documents": documents(&review.id),
+    });
+    if let Some(s) = you {
+        v["you"] = json!({ "role": s.role.as_str(), "participant": s.participant, "name": s.name });
+    }
+    v
+}
+
+fn invite(token: &str) -> Value {
+    json!({ "token": token, "link": format!("/join#{token}") })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    title: String,
+    incident_date: Option<String>,
+    severity: Option<String>,
+}
+
+/// `POST /api/reviews`: creates a review, seeds its documents, returns the invite links.
+async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if let Some(secret) = &state.creation_secret {
+        let given = bearer(&headers).unwrap_or("");
+        if !crate::access::same_secret(secret, given) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "creation_not_allowed",
+                "creating a review needs the server's creation secret as `Authorization: Bearer <secret>`",
+            ));
+        }
+    }
+    let req: CreateRequest = parse(body)?;
+    let new = NewReview {
+        title: validate_title(&req.title)?,
+        incident_date: req
+            .incident_date
+            .as_deref()
+            .map(validate_date)
+            .transpose()?,
+        severity: req.severity.as_deref().map(validate_severity).transpose()?,
+    };
+    let id = super::Reviews::new_id();
+    // The documents exist before the review does: a crash in between leaves unreachable
+    // documents, never a review with an empty report.
+    let title = new.title.clone();
+    state
+        .registry
+        .open(&document_name(&id, DocKind::Report))
+        .run(move |doc| ((), Some(report::seed(doc, &title))))
+        .await?;
+    let title = new.title.clone();
+    state
+        .registry
+        .open(&document_name(&id, DocKind::Discussion))
+        .run(move |doc| ((), Some(threads::seed(doc, &title, Phase::Draft.as_str()))))
+        .await?;
+    let created = state.reviews.insert(id, new).await?;
+    tracing::info!(review = %created.review.id, "review created");
+    let invites: serde_json::Map<String, Value> = created
+        .invites
+        .iter()
+        .map(|(role, token)| (role.as_str().to_owned(), invite(token)))
+        .collect();
+    let body = json!({
+        "review": review_view(&state, &created.review, None),
+        "invites": invites,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    invite: String,
+    name: String,
+}
+
+/// `POST /api/join`: exchanges an invite token and a display name for a session.
+async fn join(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let req: JoinRequest = parse(body)?;
+    let (session, review, token) = state.reviews.join(req.invite.trim(), &req.name).await?;
+    tracing::info!(review = %review.id, role = session.role.as_str(), "joined");
+    let body = json!({
+        "session": token,
+        "review": review_view(&state, &review, Some(&session)),
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /api/reviews/{id}`.
+async fn read(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let (session, review) = session(&state, &headers, &id)?;
+    Ok(Json(review_view(&state, &review, Some(&session))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhaseRequest {
+    phase: String,
+}
+
+/// `POST /api/reviews/{id}/phase`: the facilitator moves the review to its next phase; open
+/// connections get their new access at once.
+async fn move_phase(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let (session, _) = session(&state, &headers, &id)?;
+    let req: PhaseRequest = parse(body)?;
+    let Some(to) = Phase::ALL.into_iter().find(|p| p.as_str() == req.phase) else {
+        return Err(ApiError::bad_request(
+            "invalid_phase",
+            "the phase is one of draft, review, meeting, closed",
+        ));
+    };
+    let review = state.reviews.set_phase(&session, to).await?;
+    tracing::info!(review = %id, phase = to.as_str(), "phase changed");
+    state
+        .registry
+        .open(&document_name(&id, DocKind::Discussion))
+        .run(move |doc| threads::set_phase(doc, to.as_str()))
+        .await?
+        .map_err(ApiError::from)?;
+    reauthorize(&state, &id).await;
+    Ok(Json(review_view(&state, &review, Some(&session))))
+}
+
+/// Tells every open document of a review to decide its connections' access again.
+async fn reauthorize(state: &AppState, review: &str) {
+    for kind in DocKind::ALL {
+        if let Some(handle) = state.registry.get(&document_name(review, kind)) {
+            handle.reauthorize().await;
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    #[serde(default)]
+    revoke_sessions: bool,
+}
+
+/// `POST /api/reviews/{id}/invites/{role}`: replaces a role's invite link.
+async fn rotate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let (id, role) = path(p)?;
+    let (session, _) = session(&state, &headers, &id)?;
+    let Some(role) = Role::parse(&role) else {
+        return Err(ApiError::bad_request(
+            "invalid_role",
+            "the role is one of facilitator, author, participant, observer",
+        ));
+    };
+    let req: RotateRequest = match body {
+        Ok(b) if b.is_empty() => RotateRequest::default(),
+        other => parse(other)?,
+    };
+    let token = state
+        .reviews
+        .rotate(&session, role, req.revoke_sessions)
+        .await?;
+    tracing::info!(review = %id, role = role.as_str(), "invite link rotated");
+    if req.revoke_sessions {
+        reauthorize(&state, &id).await;
+    }
+    Ok(Json(
+        json!({ "role": role.as_str(), "invite": invite(&token) }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnchorRequest {
+    start: String,
+    end: String,
+    quote: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThreadRequest {
+    body: String,
+    anchor: Option<AnchorRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentRequest {
+    body: String,
+}
+
+/// The session of a comment command, once the phase table allows commenting.
+fn commenter(
+    state: &AppState,
+    headers: &HeaderMap,
+    review: &str,
+) -> Result<SessionRecord, ApiError> {
+    let (session, review) = session(state, headers, review)?;
+    policy::may_comment(session.role, review.phase)
+        .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
+    Ok(session)
+}
+
+fn author(session: &SessionRecord) -> Author {
+    Author {
+        participant: session.participant.clone(),
+        name: session.name.clone(),
+    }
+}
+
+/// Decodes and checks an anchor against the report.
+async fn anchor(state: &AppState, review: &str, req: AnchorRequest) -> Result<Anchor, ApiError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let malformed = || {
+        ApiError::bad_request(
+            "invalid_anchor",
+            "anchor.start and anchor.end are base64 of encoded Yjs relative positions",
+        )
+    };
+    let start = b64.decode(req.start.as_bytes()).map_err(|_| malformed())?;
+    let end = b64.decode(req.end.as_bytes()).map_err(|_| malformed())?;
+    if req.quote.chars().count() > MAX_QUOTE_CHARS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "quote_too_long",
+            format!("a quote is at most {MAX_QUOTE_CHARS} characters"),
+        ));
+    }
+    let checked = state
+        .registry
+        .open(&document_name(review, DocKind::Report))
+        .run(move |doc| (report::check_anchor(doc, &start, &end), None))
+        .await?;
+    match checked {
+        Ok(()) => Ok(Anchor {
+            start: req.start,
+            end: req.end,
+            quote: req.quote,
+        }),
+        Err(AnchorError::Malformed) => Err(malformed()),
+        Err(AnchorError::NotInReport) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "anchor_not_in_report",
+            "the anchor does not point into this review's report",
+        )),
+    }
+}
+
+/// Runs a thread command on the review's discussion document.
+async fn on_discussion<T, F>(state: &AppState, review: &str, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&yrs::Doc) -> threads::Outcome<T> + Send + 'static,
+{
+    let result = state
+        .registry
+        .open(&document_name(review, DocKind::Discussion))
+        .run(move |doc| {
+            let (result, update) = f(doc);
+            // A refused command changed nothing.
+            let update = if result.is_ok() { update } else { None };
+            (result, update)
+        })
+        .await?;
+    Ok(result?)
+}
+
+/// `POST /api/reviews/{id}/threads`: a new thread, anchored to the report or general.
+async fn add_thread(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = path(id)?;
+    let session = commenter(&state, &headers, &id)?;
+    let req: ThreadRequest = parse(body)?;
+    let text = threads::validate_body(&req.body)?;
+    let anchor = match req.anchor {
+        Some(a) => Some(anchor(&state, &id, a).await?),
+        None => None,
+    };
+    let author = author(&session);
+    let thread = on_discussion(&state, &id, move |doc| {
+        threads::add_thread(doc, &author, &text, anchor.as_ref())
+    })
+    .await?;
+    tracing::debug!(review = %id, "thread added");
+    Ok((StatusCode::CREATED, Json(thread)).into_response())
+}
+
+/// `POST /api/reviews/{id}/threads/{thread}/comments`: a reply.
+async fn reply(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (id, thread) = path(p)?;
+    let session = commenter(&state, &headers, &id)?;
+    let req: CommentRequest = parse(body)?;
+    let text = threads::validate_body(&req.body)?;
+    let author = author(&session);
+    let comment = on_discussion(&state, &id, move |doc| {
+        threads::reply(doc, &thread, &author, &text)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(comment)).into_response())
+}
+
+/// `PATCH /api/reviews/{id}/threads/{thread}/comments/{comment}`: edit your own comment.
+async fn edit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let (id, thread, comment) = path(p)?;
+    let session = commenter(&state, &headers, &id)?;
+    let req: CommentRequest = parse(body)?;
+    let text = threads::validate_body(&req.body)?;
+    let participant = session.participant.clone();
+    let comment = on_discussion(&state, &id, move |doc| {
+        threads::edit(doc, &thread, &comment, &participant, &text)
+    })
+    .await?;
+    Ok(Json(comment))
+}
+
+/// `DELETE /api/reviews/{id}/threads/{thread}/comments/{comment}`: delete your own comment.
+async fn delete(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let (id, thread, comment) = path(p)?;
+    let session = commenter(&state, &headers, &id)?;
+    let participant = session.participant.clone();
+    on_discussion(&state, &id, move |doc| {
+        threads::delete(doc, &thread, &comment, &participant)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_resolved(
+    state: &AppState,
+    headers: &HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    resolved: bool,
+) -> Result<Json<Value>, ApiError> {
+    let (id, thread) = path(p)?;
+    let session = commenter(state, headers, &id)?;
+    let participant = session.participant.clone();
+    let facilitator = session.role == Role::Facilitator;
+    let view = on_discussion(state, &id, move |doc| {
+        threads::set_resolved(doc, &thread, &participant, facilitator, resolved)
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+/// `POST /api/reviews/{id}/threads/{thread}/resolve`.
+async fn resolve(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    set_resolved(&state, &headers, p, true).await
+}
+
+/// `POST /api/reviews/{id}/threads/{thread}/reopen`.
+async fn reopen(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    set_resolved(&state, &headers, p, false).await
+}

@@ -1,0 +1,624 @@
+//! The review domain: reviews, their phases, invite links and sessions, kept in memory and in
+//! their own sled trees, and the [`ReviewAuthorizer`] that decides every socket's access to a
+//! review's documents from the phase table ([`policy`]).
+//!
+//! This module never touches documents or HTTP: [`api`] seeds and writes documents through the
+//! registry, and maps [`Problem`]s to HTTP statuses.
+//!
+//! Secrets: invite and session tokens are 256 random bits; only their SHA-256 hashes are stored
+//! (in memory and on disk), so a copy of the database opens nothing. Tokens never reach logs.
+
+pub mod api;
+pub mod policy;
+pub mod report;
+pub mod threads;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use debrief_proto::schema::{self, DocKind};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::access::{Access, Authorizer, Denied};
+use crate::store::{MetaTree, Store, StoreError};
+pub use policy::{Phase, Role};
+
+/// Longest review title, in characters: a headline, not a summary.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest display name, in characters: fits beside a caret.
+pub const MAX_NAME_CHARS: usize = 60;
+/// Longest severity label (`SEV1`, `critical`, …).
+pub const MAX_SEVERITY_CHARS: usize = 32;
+
+/// What kind of failure a [`Problem`] is; [`api`] maps each to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The request is malformed or a value is out of range (400).
+    BadInput,
+    /// No valid credential (401).
+    Unauthenticated,
+    /// The credential does not allow this (403).
+    Forbidden,
+    /// The thing named does not exist (404).
+    NotFound,
+    /// The request conflicts with the current state (409).
+    Conflict,
+    /// A value is too large (413).
+    TooLarge,
+    /// A referenced value does not resolve (422).
+    Unprocessable,
+    /// The server cannot do it now (503).
+    Unavailable,
+}
+
+/// A refused request: kind, stable code and one human sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Maps to the HTTP status.
+    pub kind: ProblemKind,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// One sentence for people.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem of `kind`.
+    pub fn new(kind: ProblemKind, code: &'static str, message: impl Into<String>) -> Self {
+        Problem {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn from_refusal(r: policy::Refusal) -> Self {
+        Problem::new(ProblemKind::Forbidden, r.code, r.message)
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "review store failed");
+        Problem::new(
+            ProblemKind::Unavailable,
+            "store_unavailable",
+            "the store cannot be written; try again",
+        )
+    }
+}
+
+/// A review as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReviewRecord {
+    /// Unguessable id (128 random bits, hex).
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Day of the incident, `YYYY-MM-DD`.
+    pub incident_date: Option<String>,
+    /// Severity label.
+    pub severity: Option<String>,
+    /// Current phase.
+    pub phase: Phase,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at: u64,
+    /// Hex SHA-256 of each role's current invite token.
+    invites: HashMap<Role, String>,
+}
+
+/// A person's session in a review, as stored (keyed by the hash of its token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The review.
+    pub review: String,
+    /// Their role.
+    pub role: Role,
+    /// Random id standing for the person in comment authorship (128 bits, hex).
+    pub participant: String,
+    /// Display name they chose.
+    pub name: String,
+    /// When they joined, ms since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// What creating a review needs.
+#[derive(Debug, Clone)]
+pub struct NewReview {
+    /// Title (validated).
+    pub title: String,
+    /// Incident day (validated).
+    pub incident_date: Option<String>,
+    /// Severity (validated).
+    pub severity: Option<String>,
+}
+
+/// A review just created, with the only copies of its invite tokens.
+#[derive(Debug)]
+pub struct Created {
+    /// The stored review.
+    pub review: ReviewRecord,
+    /// Each role's invite token, in [`Role::ALL`] order.
+    pub invites: Vec<(Role, String)>,
+}
+
+type Hash = [u8; 32];
+
+#[derive(Debug, Default)]
+struct State {
+    reviews: HashMap<String, ReviewRecord>,
+    invites: HashMap<Hash, (String, Role)>,
+    sessions: HashMap<Hash, SessionRecord>,
+}
+
+/// Every review, in memory, written through to the store.
+#[derive(Debug)]
+pub struct Reviews {
+    state: Mutex<State>,
+    reviews_tree: MetaTree,
+    sessions_tree: MetaTree,
+    store: Store,
+}
+
+impl Reviews {
+    /// Loads every review and session from the store.
+    pub fn open(store: &Store) -> Result<Arc<Reviews>, StoreError> {
+        let reviews_tree = store.meta_tree("reviews")?;
+        let sessions_tree = store.meta_tree("sessions")?;
+        let mut state = State::default();
+        for (key, value) in reviews_tree.entries()? {
+            let review: ReviewRecord = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::Corrupt(format!("review {key:?}: {e}")))?;
+            for (role, hash) in &review.invites {
+                if let Some(hash) = parse_hash(hash) {
+                    state.invites.insert(hash, (review.id.clone(), *role));
+                }
+            }
+            state.reviews.insert(review.id.clone(), review);
+        }
+        for (key, value) in sessions_tree.entries()? {
+            let session: SessionRecord = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::Corrupt(format!("session: {e}")))?;
+            let hash: Hash = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("session key".to_owned()))?;
+            state.sessions.insert(hash, session);
+        }
+        Ok(Arc::new(Reviews {
+            state: Mutex::new(state),
+            reviews_tree,
+            sessions_tree,
+            store: store.clone(),
+        }))
+    }
+
+    /// A fresh review id, for seeding its documents before [`Reviews::insert`].
+    pub fn new_id() -> String {
+        random_hex(16)
+    }
+
+    /// Stores a new review under `id` (its documents already seeded) and returns its invite
+    /// tokens; durable when this returns.
+    pub async fn insert(&self, id: String, new: NewReview) -> Result<Created, Problem> {
+        let tokens: Vec<(Role, String)> = Role::ALL
+            .into_iter()
+            .map(|r| (r, format!("dbi_{}", random_hex(32))))
+            .collect();
+        let review = ReviewRecord {
+            id: id.clone(),
+            title: new.title,
+            incident_date: new.incident_date,
+            severity: new.severity,
+            phase: Phase::Draft,
+            created_at: now_ms(),
+            invites: tokens
+                .iter()
+                .map(|(r, t)| (*r, hex::encode(hash(t))))
+                .collect(),
+        };
+        {
+            let mut state = self.lock();
+            self.put_review(&review)?;
+            for (role, token) in &tokens {
+                state.invites.insert(hash(token), (id.clone(), *role));
+            }
+            state.reviews.insert(id, review.clone());
+        }
+        self.store.durable().await?;
+        Ok(Created {
+            review,
+            invites: tokens,
+        })
+    }
+
+    /// Joins the review an invite token belongs to; returns the session and its token (the only
+    /// copy). Durable when this returns.
+    pub async fn join(
+        &self,
+        invite: &str,
+        name: &str,
+    ) -> Result<(SessionRecord, ReviewRecord, String), Problem> {
+        let name = validate_name(name)?;
+        let token = format!("dbs_{}", random_hex(32));
+        let (session, review) = {
+            let mut state = self.lock();
+            let Some((review_id, role)) = state.invites.get(&hash(invite)).cloned() else {
+                return Err(Problem::new(
+                    ProblemKind::Unauthenticated,
+                    "invalid_invite",
+                    "this invite link is not valid: it may have been rotated",
+                ));
+            };
+            let review = state
+                .reviews
+                .get(&review_id)
+                .cloned()
+                .ok_or_else(|| unknown_review(&review_id))?;
+            let session = SessionRecord {
+                review: review_id,
+                role,
+                participant: random_hex(16),
+                name,
+                created_at: now_ms(),
+            };
+            let key = hash(&token);
+            self.sessions_tree.put(&key, &to_json(&session))?;
+            state.sessions.insert(key, session.clone());
+            (session, review)
+        };
+        self.store.durable().await?;
+        Ok((session, review, token))
+    }
+
+    /// The session of `token` and its review, for a request on review `review_id`.
+    pub fn authenticate(
+        &self,
+        token: Option<&str>,
+        review_id: &str,
+    ) -> Result<(SessionRecord, ReviewRecord), Problem> {
+        let Some(token) = token else {
+            return Err(Problem::new(
+                ProblemKind::Unauthenticated,
+                "missing_token",
+                "send the session token as `Authorization: Bearer <token>`",
+            ));
+        };
+        let state = self.lock();
+        let session = state
+            .sessions
+            .get(&hash(token))
+            .cloned()
+            .ok_or_else(invalid_session)?;
+        if session.review != review_id {
+            if !state.reviews.contains_key(review_id) {
+                return Err(unknown_review(review_id));
+            }
+            return Err(Problem::new(
+                ProblemKind::Forbidden,
+                "other_review",
+                "this session belongs to another review",
+            ));
+        }
+        let review = state
+            .reviews
+            .get(review_id)
+            .cloned()
+            .ok_or_else(|| unknown_review(review_id))?;
+        Ok((session, review))
+    }
+
+    /// Number of sessions of each role in a review.
+    pub fn counts(&self, review_id: &str) -> HashMap<Role, usize> {
+        let mut out: HashMap<Role, usize> = Role::ALL.into_iter().map(|r| (r, 0)).collect();
+        for s in self.lock().sessions.values() {
+            if s.review == review_id {
+                *out.entry(s.role).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Moves a review to `to`, which must be its next phase; the caller must be its facilitator.
+    /// Durable when this returns. New connections get the new access at once; the caller tells
+    /// open documents ([`api`]).
+    pub async fn set_phase(
+        &self,
+        session: &SessionRecord,
+        to: Phase,
+    ) -> Result<ReviewRecord, Problem> {
+        policy::may_facilitate(session.role).map_err(Problem::from_refusal)?;
+        let review = {
+            let mut state = self.lock();
+            let review = state
+                .reviews
+                .get_mut(&session.review)
+                .ok_or_else(|| unknown_review(&session.review))?;
+            if review.phase.next() != Some(to) {
+                let allowed = match review.phase.next() {
+                    Some(next) => format!("it can only move to {}", next.as_str()),
+                    None => "it is final".to_owned(),
+                };
+                return Err(Problem::new(
+                    ProblemKind::Conflict,
+                    "illegal_transition",
+                    format!(
+                        "a review in {} cannot move to {}: {allowed}",
+                        review.phase.as_str(),
+                        to.as_str()
+                    ),
+                ));
+            }
+            let mut updated = review.clone();
+            updated.phase = to;
+            self.put_review(&updated)?;
+            *review = updated.clone();
+            updated
+        };
+        self.store.durable().await?;
+        Ok(review)
+    }
+
+    /// Replaces a role's invite link; with `revoke`, also ends every session of that role except
+    /// the caller's. Returns the new token. Durable when this returns.
+    pub async fn rotate(
+        &self,
+        session: &SessionRecord,
+        role: Role,
+        revoke: bool,
+    ) -> Result<String, Problem> {
+        policy::may_facilitate(session.role).map_err(Problem::from_refusal)?;
+        let token = format!("dbi_{}", random_hex(32));
+        {
+            let mut state = self.lock();
+            let review = state
+                .reviews
+                .get_mut(&session.review)
+                .ok_or_else(|| unknown_review(&session.review))?;
+            let mut updated = review.clone();
+            let old = updated.invites.insert(role, hex::encode(hash(&token)));
+            self.put_review(&updated)?;
+            *review = updated;
+            if let Some(old) = old.as_deref().and_then(parse_hash) {
+                state.invites.remove(&old);
+            }
+            state
+                .invites
+                .insert(hash(&token), (session.review.clone(), role));
+            if revoke {
+                let doomed: Vec<Hash> = state
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.review == session.review
+                            && s.role == role
+                            && s.participant != session.participant
+                    })
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in doomed {
+                    self.sessions_tree.remove(&key)?;
+                    state.sessions.remove(&key);
+                }
+            }
+        }
+        self.store.durable().await?;
+        Ok(token)
+    }
+
+    /// The access of session `token` to review document `name`.
+    fn document_access(
+        &self,
+        token: &str,
+        review_id: &str,
+        kind: DocKind,
+    ) -> Result<Access, Denied> {
+        let state = self.lock();
+        let Some(review) = state.reviews.get(review_id) else {
+            return Err(Denied {
+                code: "unknown_review",
+                message: "no review has this id".to_owned(),
+            });
+        };
+        let Some(session) = state.sessions.get(&hash(token)) else {
+            return Err(Denied {
+                code: "invalid_token",
+                message: "the session token is not valid (unknown or revoked)".to_owned(),
+            });
+        };
+        if session.review != review_id {
+            return Err(Denied {
+                code: "other_review",
+                message: "this session belongs to another review".to_owned(),
+            });
+        }
+        policy::document_access(session.role, review.phase, kind).map_err(|r| Denied {
+            code: r.code,
+            message: r.message,
+        })
+    }
+
+    fn put_review(&self, review: &ReviewRecord) -> Result<(), StoreError> {
+        self.reviews_tree
+            .put(review.id.as_bytes(), &to_json(review))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update replaces whole entries, so the maps stay consistent after a panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Decides access to every document: review documents by the session and the phase table,
+/// others by the configured fallback (open access or shared tokens, see `--open-access`).
+#[derive(Debug)]
+pub struct ReviewAuthorizer {
+    /// The review domain.
+    pub reviews: Arc<Reviews>,
+    /// Decides documents that belong to no review.
+    pub others: Arc<dyn Authorizer>,
+}
+
+impl Authorizer for ReviewAuthorizer {
+    fn authorize(&self, token: &str, document: &str) -> Result<Access, Denied> {
+        match schema::parse_document_name(document) {
+            Some((review, kind)) => self.reviews.document_access(token, review, kind),
+            None => self.others.authorize(token, document),
+        }
+    }
+}
+
+fn unknown_review(id: &str) -> Problem {
+    Problem::new(
+        ProblemKind::NotFound,
+        "unknown_review",
+        format!("no review has the id {:?}", truncate(id, 64)),
+    )
+}
+
+fn invalid_session() -> Problem {
+    Problem::new(
+        ProblemKind::Unauthenticated,
+        "invalid_token",
+        "the session token is not valid (unknown or revoked); join again with an invite link",
+    )
+}
+
+/// Trims and checks a display name.
+pub fn validate_name(name: &str) -> Result<String, Problem> {
+    validate_text(name, MAX_NAME_CHARS, "invalid_name", "a display name")
+}
+
+/// Trims and checks a review title.
+pub fn validate_title(title: &str) -> Result<String, Problem> {
+    validate_text(title, MAX_TITLE_CHARS, "invalid_title", "a title")
+}
+
+/// Trims and checks a severity label.
+pub fn validate_severity(severity: &str) -> Result<String, Problem> {
+    validate_text(
+        severity,
+        MAX_SEVERITY_CHARS,
+        "invalid_severity",
+        "a severity",
+    )
+}
+
+fn validate_text(
+    text: &str,
+    max: usize,
+    code: &'static str,
+    what: &str,
+) -> Result<String, Problem> {
+    let text = text.trim();
+    let chars = text.chars().count();
+    if chars == 0 || chars > max || text.chars().any(char::is_control) {
+        return Err(Problem::new(
+            ProblemKind::BadInput,
+            code,
+            format!("{what} is 1 to {max} characters, without control characters"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// Checks a calendar day written `YYYY-MM-DD`.
+pub fn validate_date(date: &str) -> Result<String, Problem> {
+    let bad = || {
+        Problem::new(
+            ProblemKind::BadInput,
+            "invalid_incident_date",
+            "the incident date is a calendar day written YYYY-MM-DD",
+        )
+    };
+    let parts: Vec<&str> = date.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return Err(bad());
+    }
+    let num = |s: &str| -> Option<u32> {
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (Some(y), Some(m), Some(d)) = (num(y), num(m), num(d)) else {
+        return Err(bad());
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if d == 0 || d > days {
+        return Err(bad());
+    }
+    Ok(date.to_owned())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes from the OS, as hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn hash(token: &str) -> Hash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn parse_hash(hex_hash: &str) -> Option<Hash> {
+    hex::decode(hex_hash).ok()?.try_into().ok()
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records are plain data and always serialise")
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_checked_as_calendar_days() {
+        assert!(validate_date("2024-02-29").is_ok());
+        assert!(validate_date("2023-02-29").is_err());
+        assert!(validate_date("2023-13-01").is_err());
+        assert!(validate_date("2023-1-01").is_err());
+        assert!(validate_date("+023-01-01").is_err());
+        assert_eq!(
+            validate_date("yesterday").expect_err("refused").code,
+            "invalid_incident_date"
+        );
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(validate_name("  Ada ").expect("valid"), "Ada");
+        assert!(validate_name("   ").is_err());
+        assert!(validate_name(&"x".repeat(61)).is_err());
+        assert!(validate_name("a\u{7}b").is_err());
+    }
+}

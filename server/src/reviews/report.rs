@@ -1,0 +1,174 @@
+//! The `report` document on the server side: seeding it with the template, and checking that a
+//! comment's anchor (two encoded Yjs relative positions) points into it.
+//!
+//! Both run as jobs on the document's owner ([`crate::doc::DocHandle::run`]); nothing here holds
+//! a transaction beyond one call.
+
+use debrief_proto::schema::{attr, node, FRAGMENT, TEMPLATE};
+use yrs::types::xml::{XmlElementPrelim, XmlFragment, XmlOut, XmlTextPrelim};
+use yrs::updates::decoder::Decode;
+use yrs::{Any, BranchID, Doc, StickyIndex, Transact, Xml};
+
+/// Largest encoded relative position accepted, in bytes: an item id is two varints, a root
+/// type name is short; anything longer is not a position.
+pub const MAX_POSITION_BYTES: usize = 256;
+
+/// Writes the template into an empty report: the review title as a level-1 heading, then each
+/// section as a level-2 heading followed by one paragraph of help text. Returns the update.
+pub fn seed(doc: &Doc, title: &str) -> Vec<u8> {
+    let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
+    let mut txn = doc.transact_mut();
+    let heading = |txn: &mut yrs::TransactionMut, level: i64, text: &str| {
+        let h = fragment.push_back(txn, XmlElementPrelim::empty(node::HEADING));
+        h.insert_attribute(txn, attr::LEVEL, Any::from(level));
+        h.push_back(txn, XmlTextPrelim::new(text));
+    };
+    heading(&mut txn, 1, title);
+    for section in TEMPLATE {
+        heading(&mut txn, 2, section.title);
+        let p = fragment.push_back(&mut txn, XmlElementPrelim::empty(node::PARAGRAPH));
+        p.push_back(&mut txn, XmlTextPrelim::new(section.help));
+    }
+    txn.encode_update_v1()
+}
+
+/// Why an anchor does not point into the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnchorError {
+    /// The bytes are not an encoded relative position.
+    Malformed,
+    /// The position refers to something this report does not contain (another document, or an
+    /// item that never existed).
+    NotInReport,
+}
+
+/// Checks that both ends decode and resolve inside the report's fragment.
+pub fn check_anchor(doc: &Doc, start: &[u8], end: &[u8]) -> Result<(), AnchorError> {
+    let start = decode(start)?;
+    let end = decode(end)?;
+    let txn = doc.transact();
+    for pos in [&start, &end] {
+        let resolved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pos.get_offset(&txn).map(|o| o.branch)
+        }))
+        .map_err(|_| AnchorError::NotInReport)?;
+        let Some(branch) = resolved else {
+            return Err(AnchorError::NotInReport);
+        };
+        if !inside_fragment(branch) {
+            return Err(AnchorError::NotInReport);
+        }
+    }
+    Ok(())
+}
+
+fn decode(bytes: &[u8]) -> Result<StickyIndex, AnchorError> {
+    if bytes.is_empty() || bytes.len() > MAX_POSITION_BYTES {
+        return Err(AnchorError::Malformed);
+    }
+    std::panic::catch_unwind(|| StickyIndex::decode_v1(bytes))
+        .map_err(|_| AnchorError::Malformed)?
+        .map_err(|_| AnchorError::Malformed)
+}
+
+/// Whether `branch` is the report fragment or an XML node nested in it, walking parents up.
+fn inside_fragment(branch: yrs::branch::BranchPtr) -> bool {
+    let Ok(mut node) = XmlOut::try_from(branch) else {
+        return false;
+    };
+    // Nesting in a ProseMirror document is shallow; the bound guards against a damaged document.
+    for _ in 0..1024 {
+        let parent = match &node {
+            XmlOut::Fragment(f) => {
+                if let BranchID::Root(name) = AsRef::<yrs::branch::Branch>::as_ref(f).id() {
+                    return &*name == FRAGMENT;
+                }
+                f.parent()
+            }
+            XmlOut::Element(e) => e.parent(),
+            XmlOut::Text(t) => t.parent(),
+        };
+        let Some(parent) = parent else {
+            return false;
+        };
+        node = parent;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::updates::encoder::Encode;
+    use yrs::{Assoc, GetString, IndexedSequence, Text, XmlTextRef};
+
+    fn seeded() -> Doc {
+        let doc = crate::crdt::new_doc();
+        seed(&doc, "Checkout outage");
+        doc
+    }
+
+    fn first_paragraph_text(doc: &Doc) -> XmlTextRef {
+        let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
+        let txn = doc.transact();
+        // Index 0 is the title heading, 1 the Summary heading, 2 its help paragraph.
+        let p = fragment.get(&txn, 2).expect("help paragraph");
+        let p = p.into_xml_element().expect("paragraph element");
+        assert_eq!(p.tag().as_ref(), node::PARAGRAPH);
+        p.get(&txn, 0)
+            .expect("text")
+            .into_xml_text()
+            .expect("xml text")
+    }
+
+    #[test]
+    fn the_template_has_every_section_with_help() {
+        let doc = seeded();
+        let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
+        let txn = doc.transact();
+        assert_eq!(fragment.len(&txn) as usize, 1 + 2 * TEMPLATE.len());
+        let xml = fragment.get_string(&txn);
+        assert!(
+            xml.starts_with("<heading level=\"1\">Checkout outage</heading>"),
+            "{xml}"
+        );
+        for s in TEMPLATE {
+            assert!(xml.contains(s.title), "{}", s.title);
+        }
+    }
+
+    #[test]
+    fn anchors_must_resolve_inside_the_report() {
+        let doc = seeded();
+        let text = first_paragraph_text(&doc);
+        let (start, end) = {
+            let txn = doc.transact();
+            let s = text.sticky_index(&txn, 0, Assoc::After).expect("start");
+            let e = text.sticky_index(&txn, 3, Assoc::Before).expect("end");
+            (s.encode_v1(), e.encode_v1())
+        };
+        assert_eq!(check_anchor(&doc, &start, &end), Ok(()));
+
+        // The same positions mean nothing in another document.
+        let other = crate::crdt::new_doc();
+        other
+            .get_or_insert_text("t")
+            .insert(&mut other.transact_mut(), 0, "hello");
+        assert_eq!(
+            check_anchor(&other, &start, &end),
+            Err(AnchorError::NotInReport)
+        );
+        // A root type other than the fragment.
+        let notes_root = StickyIndex::new(yrs::IndexScope::Root("notes".into()), Assoc::After);
+        assert_eq!(
+            check_anchor(&doc, &notes_root.encode_v1(), &end),
+            Err(AnchorError::NotInReport)
+        );
+        assert_eq!(
+            check_anchor(&doc, &[0xff, 0xff], &end),
+            Err(AnchorError::Malformed)
+        );
+        assert_eq!(check_anchor(&doc, &[], &end), Err(AnchorError::Malformed));
+        let _ = text.get_string(&doc.transact());
+    }
+}
