@@ -44,6 +44,7 @@ struct Seen {
     updates_received: u64,
     denied: Option<String>,
     scope: Option<String>,
+    scopes: Vec<String>,
     denials: Vec<String>,
     acks: u64,
     refusals: u64,
@@ -352,6 +353,14 @@ impl Client {
         lock(&self.seen).scope.clone().expect("scope")
     }
 
+    /// Hocuspocus: waits until `n` `Authenticated` arrived (a change of access sends another),
+    /// and returns their scopes in order.
+    pub async fn wait_scopes(&mut self, n: usize) -> Vec<String> {
+        self.wait_for(&format!("{n} Authenticated"), move |s| s.scopes >= n)
+            .await;
+        lock(&self.seen).scopes.clone()
+    }
+
     /// Hocuspocus: waits until `n` `PermissionDenied` arrived, and returns their reasons.
     pub async fn wait_denials(&mut self, n: usize) -> Vec<String> {
         self.wait_for(&format!("{n} PermissionDenied"), move |s| s.denials >= n)
@@ -406,6 +415,7 @@ impl Client {
                         closed: s.closed.is_some(),
                         updates_received: s.updates_received,
                         scope: s.scope.is_some(),
+                        scopes: s.scopes.len(),
                         denials: s.denials.len(),
                         acks: s.acks,
                         refusals: s.refusals,
@@ -464,6 +474,8 @@ pub struct SeenView<'a> {
     pub updates_received: u64,
     /// Hocuspocus: Authenticated arrived.
     pub scope: bool,
+    /// Hocuspocus: Authenticated messages received.
+    pub scopes: usize,
     /// Hocuspocus: PermissionDenied messages received.
     pub denials: usize,
     /// Hocuspocus: SyncStatus(1) received.
@@ -524,7 +536,10 @@ fn handle_frame(
             drop(s);
             handle_message(doc, Message::Awareness(a), seen, out, prefix);
         }
-        DocMessage::Auth(Auth::Authenticated(scope)) => s.scope = Some(scope.to_owned()),
+        DocMessage::Auth(Auth::Authenticated(scope)) => {
+            s.scope = Some(scope.to_owned());
+            s.scopes.push(scope.to_owned());
+        }
         DocMessage::Auth(Auth::PermissionDenied(reason)) => s.denials.push(reason.to_owned()),
         DocMessage::SyncStatus(1) => s.acks += 1,
         DocMessage::SyncStatus(_) => s.refusals += 1,

@@ -2,6 +2,7 @@
 //! fresh data directory ([`TestServer`]), the real binary as a child process ([`ChildServer`]),
 //! and a y-websocket client built on yrs and tokio-tungstenite ([`Client`]).
 
+pub mod api;
 pub mod client;
 pub mod server;
 

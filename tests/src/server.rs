@@ -22,8 +22,7 @@ pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
     dir: TempDir,
-    limits: Limits,
-    authorizer: Arc<dyn Authorizer>,
+    config: Config,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), debrief_server::ServerError>>>,
 }
@@ -53,21 +52,32 @@ impl TestServer {
     }
 
     async fn start_in(dir: TempDir, limits: Limits, authorizer: Arc<dyn Authorizer>) -> TestServer {
+        let config = Config {
+            limits,
+            authorizer,
+            ..Config::new(dir.path().join("data"))
+        };
+        TestServer::start_with(dir, config).await
+    }
+
+    /// Starts with `config`, its data directory replaced by one inside `dir`.
+    pub async fn start_with(dir: TempDir, config: Config) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let config = Config {
             data_dir: dir.path().join("data"),
-            limits: limits.clone(),
-            authorizer: authorizer.clone(),
-            ..Config::new(dir.path().join("data"))
+            ..config
         };
-        let task = tokio::spawn(debrief_server::run(listener, config, shutdown.clone()));
+        let task = tokio::spawn(debrief_server::run(
+            listener,
+            config.clone(),
+            shutdown.clone(),
+        ));
         TestServer {
             addr,
             dir,
-            limits,
-            authorizer,
+            config,
             shutdown,
             task: Some(task),
         }
@@ -105,13 +115,8 @@ impl TestServer {
     /// Stops and starts again on the same data directory (and a new port).
     pub async fn restart(mut self) -> TestServer {
         self.stop().await;
-        let TestServer {
-            dir,
-            limits,
-            authorizer,
-            ..
-        } = self;
-        TestServer::start_in(dir, limits, authorizer).await
+        let TestServer { dir, config, .. } = self;
+        TestServer::start_with(dir, config).await
     }
 
     /// Reads one metric from `GET /metrics`.

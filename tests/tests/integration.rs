@@ -6,5 +6,6 @@ mod integration {
     mod durability;
     mod limits;
     mod malformed;
+    mod reviews;
     mod sync;
 }

@@ -1,0 +1,193 @@
+//! A small JSON-over-HTTP client for the review API, and helpers that set up a review with one
+//! session per role, the way the browser app will.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An HTTP answer: status and JSON body (`Null` when empty).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Parsed body.
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts an error status and code, and returns the message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(
+            (self.status, self.code()),
+            (status, code),
+            "body: {}",
+            self.body
+        );
+        let message = self.body["message"].as_str().unwrap_or("").to_owned();
+        assert!(!message.is_empty(), "an error carries a message");
+        message
+    }
+}
+
+/// Sends one request with an optional bearer token and JSON body (`raw` bodies are sent as is).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> Reply {
+    let body = body.map(|b| b.to_string());
+    send(addr, method, path, bearer, body.as_deref()).await
+}
+
+/// Sends one request with a raw body.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for HTTP");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = bearer {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    head.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    ));
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream.write_all(body.as_bytes()).await.expect("send body");
+    let mut raw = Vec::new();
+    crate::within("an HTTP response", stream.read_to_end(&mut raw))
+        .await
+        .expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("non-JSON body {body:?}: {e}"))
+    };
+    Reply { status, body }
+}
+
+/// A review created through the API, with one joined session per role.
+#[derive(Debug, Clone)]
+pub struct Review {
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    /// The review id.
+    pub id: String,
+    /// Invite token per role.
+    pub invites: HashMap<String, String>,
+    /// Session token per role.
+    pub sessions: HashMap<String, String>,
+}
+
+/// The four roles, in the order the API lists them.
+pub const ROLES: [&str; 4] = ["facilitator", "author", "participant", "observer"];
+
+impl Review {
+    /// Creates a review titled `title` and joins once with each role.
+    pub async fn create(addr: SocketAddr, title: &str) -> Review {
+        let created = request(
+            addr,
+            "POST",
+            "/api/reviews",
+            None,
+            Some(&json!({ "title": title })),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.body["review"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let invites: HashMap<String, String> = ROLES
+            .iter()
+            .map(|r| {
+                let token = created.body["invites"][r]["token"]
+                    .as_str()
+                    .expect("invite token");
+                (r.to_string(), token.to_owned())
+            })
+            .collect();
+        let mut review = Review {
+            addr,
+            id,
+            invites,
+            sessions: HashMap::new(),
+        };
+        for role in ROLES {
+            let session = review.join(role, &format!("{role} person")).await;
+            review.sessions.insert(role.to_owned(), session);
+        }
+        review
+    }
+
+    /// Joins with the invite of `role`; returns the session token.
+    pub async fn join(&self, role: &str, name: &str) -> String {
+        let joined = request(
+            self.addr,
+            "POST",
+            "/api/join",
+            None,
+            Some(&json!({ "invite": self.invites[role], "name": name })),
+        )
+        .await;
+        assert_eq!(joined.status, 201, "{}", joined.body);
+        assert_eq!(joined.body["review"]["you"]["role"], role);
+        joined.body["session"].as_str().expect("session").to_owned()
+    }
+
+    /// The name of one of the review's documents (`report`, `discussion`, `notes`).
+    pub fn doc(&self, kind: &str) -> String {
+        format!("review.{}.{kind}", self.id)
+    }
+
+    /// A request as `role`.
+    pub async fn call(&self, role: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let path = format!("/api/reviews/{}{path}", self.id);
+        request(
+            self.addr,
+            method,
+            &path,
+            Some(&self.sessions[role]),
+            body.as_ref(),
+        )
+        .await
+    }
+
+    /// Moves the review to `phase` as the facilitator; the move must succeed.
+    pub async fn move_to(&self, phase: &str) {
+        let moved = self
+            .call(
+                "facilitator",
+                "POST",
+                "/phase",
+                Some(json!({ "phase": phase })),
+            )
+            .await;
+        assert_eq!(moved.status, 200, "{}", moved.body);
+        assert_eq!(moved.body["phase"], phase);
+    }
+}
