@@ -1,5 +1,5 @@
-//! HTTP routes: the router, health and readiness probes, metrics, and the fallback error.
-//! WebSocket upgrades are handed to [`crate::ws`].
+//! HTTP routes: the router, health and readiness probes, metrics, the browser app ([`crate::web`])
+//! and the fallback error. WebSocket upgrades are handed to [`crate::ws`] and [`crate::collab`].
 
 use std::sync::Arc;
 
@@ -20,7 +20,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/ws/{doc}", get(crate::ws::upgrade))
         .route("/collab", get(crate::collab::upgrade))
-        .route("/", get(index))
+        .route("/", get(crate::web::shell))
+        .route("/join", get(crate::web::shell))
+        .route("/r/{id}", get(crate::web::shell))
+        .route("/assets/{*file}", get(crate::web::asset))
         .merge(crate::reviews::api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -54,14 +57,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
-    )
-}
-
-/// Placeholder page until the browser app lands (issue 5).
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("../../web/index.html"),
     )
 }
 

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod reviews;
 pub mod stateless;
 pub mod store;
+pub mod web;
 pub mod ws;
 
 use std::sync::atomic::AtomicU64;

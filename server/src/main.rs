@@ -43,6 +43,9 @@ async fn serve() -> anyhow::Result<()> {
              outside reviews (review documents still follow their review's rules)"
         );
     }
+    if !debrief_server::web::built() {
+        tracing::warn!("built without the browser app (web/dist); `scripts/run` builds both");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     debrief_server::run(listener, Config::from(&cli), shutdown)

@@ -1,0 +1,279 @@
+// End-to-end tests of the browser app in a real headless Chromium (Debian's `chromium`, driven by
+// playwright-core) against the real binary on port 0 with a fresh data directory. Each person is a
+// separate browser context (own storage, own socket). Every wait is on something a user would see,
+// with a timeout; screenshots of the main screens land in tests/artifacts/.
+//
+//   cd tests/js && node --test browser.test.mjs
+//
+// It prints the figures the browser app is judged by (time to an editable report, keystroke to
+// remote render), measured in this run.
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { chromium } from 'playwright-core'
+
+import { scenario, useReference } from './harness.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const ARTIFACTS = join(here, '..', 'artifacts')
+const CHROMIUM = process.env.DEBRIEF_CHROMIUM || '/usr/bin/chromium'
+const WAIT = 15_000
+const opts = { timeout: 120_000, skip: useReference && 'Debrief only' }
+
+mkdirSync(ARTIFACTS, { recursive: true })
+
+async function launch () {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
+  })
+}
+
+/** A person: their own context and page. */
+async function person (browser) {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 900 } })
+  await context.grantPermissions(['clipboard-read', 'clipboard-write']).catch(() => {})
+  const page = await context.newPage()
+  page.setDefaultTimeout(WAIT)
+  const errors = []
+  page.on('pageerror', (e) => errors.push(String(e)))
+  return { context, page, errors }
+}
+
+const shot = (page, name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false })
+
+/** Waits until the text of `selector` includes `text`. */
+const waitText = (page, selector, text) =>
+  page.waitForFunction(([s, t]) => Array.from(document.querySelectorAll(s)).some((e) => e.textContent.includes(t)), [selector, text], { timeout: WAIT })
+
+const status = (page) => page.locator('.status').getAttribute('data-state')
+const waitStatus = (page, state) =>
+  page.waitForFunction((s) => document.querySelector('.status')?.dataset.state === s, state, { timeout: WAIT })
+
+const editable = (page) => page.locator('.editor .prose').getAttribute('contenteditable')
+const waitEditable = (page, value) =>
+  page.waitForFunction((v) => document.querySelector('.editor .prose')?.getAttribute('contenteditable') === v, value, { timeout: WAIT })
+
+/** Selects `text` inside the report, as a mouse drag would. */
+async function selectText (page, text) {
+  await page.evaluate((t) => {
+    const root = document.querySelector('.editor .prose')
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT)
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const i = n.data.indexOf(t)
+      if (i >= 0) {
+        const range = document.createRange()
+        range.setStart(n, i)
+        range.setEnd(n, i + t.length)
+        const sel = window.getSelection()
+        sel.removeAllRanges()
+        sel.addRange(range)
+        root.focus()
+        document.dispatchEvent(new Event('selectionchange'))
+        return
+      }
+    }
+    throw new Error(`text not found: ${t}`)
+  }, text)
+}
+
+/** Puts the caret at the end of the paragraph that contains `text`. */
+async function caretAfter (page, text) {
+  await page.locator('.editor .prose p', { hasText: text }).first().click()
+  await page.keyboard.press('End')
+}
+
+async function createReview (page, base, title) {
+  await page.goto(`${base}/`)
+  await page.fill('#title', title)
+  await page.fill('#name', 'Fay')
+  await page.getByRole('button', { name: 'Create review' }).click()
+  await page.locator('#invite-author').waitFor()
+  const links = {}
+  for (const role of ['facilitator', 'author', 'participant', 'observer']) {
+    links[role] = await page.locator(`#invite-${role}`).inputValue()
+  }
+  return links
+}
+
+async function joinAs (page, link, name) {
+  await page.goto(link)
+  await page.fill('#name', name)
+  await page.getByRole('button', { name: 'Join' }).click()
+  await page.locator('.review-head h1').waitFor()
+}
+
+async function movePhase (page, to) {
+  await page.locator('#move-phase').click()
+  await page.locator('#confirm-phase').click()
+  await page.waitForFunction((p) => document.querySelector('.phase')?.textContent === p, to, { timeout: WAIT })
+}
+
+test('write, read and comment on the report together', opts, scenario(async (h) => {
+  const server = await h.startServer()
+  const base = `http://127.0.0.1:${server.port}`
+  const browser = await launch()
+  try {
+    const fay = await person(browser)
+    const ana = await person(browser)
+    const pat = await person(browser)
+
+    // The facilitator creates the review and gets the four links.
+    const links = await createReview(fay.page, base, 'Checkout errors after the 14:05 deploy')
+    assert.match(links.author, /\/join#dbi_[0-9a-f]{64}$/)
+    await shot(fay.page, 'invites')
+    await fay.page.getByRole('link', { name: 'Open the review' }).click()
+    await waitStatus(fay.page, 'saved')
+
+    // The author joins and can write; the time to an editable report is measured from navigation.
+    const started = Date.now()
+    await joinAs(ana.page, links.author, 'Ana')
+    await waitEditable(ana.page, 'true')
+    const toEditable = Date.now() - started
+    await waitText(ana.page, '.editor .prose h2', 'Summary')
+
+    // The participant joins in draft: no report, a clear explanation.
+    await joinAs(pat.page, links.participant, 'Pat')
+    await waitText(pat.page, '.notice', 'The report is still a draft')
+    assert.equal(await pat.page.locator('.editor .prose').count(), 0, 'the participant cannot see the draft')
+
+    // The author types; the facilitator (read-only in draft) sees it live.
+    await caretAfter(ana.page, 'Two or three sentences')
+    await ana.page.keyboard.type(' Checkout failed for twenty minutes.')
+    await waitText(fay.page, '.editor .prose', 'Checkout failed for twenty minutes.')
+    await waitStatus(ana.page, 'saved')
+    assert.equal(await editable(fay.page), 'false', 'the facilitator reads the draft')
+    await shot(ana.page, 'draft-author')
+
+    // Keystroke to remote render, as the facilitator sees it.
+    const latencies = []
+    for (let i = 0; i < 20; i++) {
+      const mark = `k${i}`
+      const t0 = Date.now()
+      await ana.page.keyboard.type(` ${mark}`)
+      await waitText(fay.page, '.editor .prose', ` ${mark}`)
+      latencies.push(Date.now() - t0)
+    }
+    latencies.sort((a, b) => a - b)
+    const p95 = latencies[Math.ceil(latencies.length * 0.95) - 1]
+
+    // Into review: the participant's page opens the report, read-only and explained.
+    await movePhase(fay.page, 'review')
+    await waitText(pat.page, '.editor .prose', 'Checkout failed for twenty minutes.')
+    await waitEditable(pat.page, 'false')
+    await waitText(pat.page, '.banner', 'Only authors edit the report')
+
+    // The participant comments on a selection.
+    await selectText(pat.page, 'Checkout failed')
+    await pat.page.waitForFunction(() => !document.querySelector('#comment-selection').disabled, null, { timeout: WAIT })
+    await pat.page.locator('#comment-selection').click()
+    await pat.page.fill('#composer', 'Which service failed first?')
+    await pat.page.locator('form.composer').getByRole('button', { name: 'Comment' }).click()
+    await waitText(pat.page, '.thread', 'Which service failed first?')
+
+    // The author sees the highlight and the thread, and replies.
+    await waitText(ana.page, '.editor .anchor', 'Checkout failed')
+    const thread = ana.page.locator('.thread', { hasText: 'Which service failed first?' })
+    await thread.waitFor()
+    await thread.getByRole('textbox', { name: 'Reply' }).fill('The payment gateway, at 14:07.')
+    await thread.getByRole('button', { name: 'Reply' }).click()
+    await waitText(pat.page, '.thread', 'The payment gateway, at 14:07.')
+    await shot(pat.page, 'review-comments')
+
+    // The thread follows its text when the author edits above it.
+    const before = await pat.page.locator('.anchored > .thread').first().boundingBox()
+    await ana.page.locator('.editor .prose h2', { hasText: 'Summary' }).click()
+    await ana.page.keyboard.press('End')
+    await ana.page.keyboard.press('Enter')
+    await ana.page.keyboard.type('A new first paragraph, written above the commented text.')
+    await waitText(pat.page, '.editor .prose', 'A new first paragraph')
+    await pat.page.waitForFunction((y) => {
+      const card = document.querySelector('.anchored > .thread')
+      return card && card.getBoundingClientRect().y > y
+    }, before.y, { timeout: WAIT })
+    assert.equal(await pat.page.locator('.editor .anchor').first().textContent(), 'Checkout failed')
+
+    // A reload keeps everything.
+    await pat.page.reload()
+    await waitText(pat.page, '.editor .prose', 'A new first paragraph')
+    await waitText(pat.page, '.thread', 'The payment gateway, at 14:07.')
+    assert.equal(await pat.page.locator('.editor .anchor').first().textContent(), 'Checkout failed')
+
+    // Offline edits are kept and merge when the connection returns, ending in "saved".
+    await ana.context.setOffline(true)
+    await waitStatus(ana.page, 'offline')
+    await caretAfter(ana.page, 'A new first paragraph')
+    await ana.page.keyboard.type(' Typed while offline.')
+    assert.equal(await status(ana.page), 'offline')
+    await shot(ana.page, 'offline')
+    await ana.context.setOffline(false)
+    await waitText(pat.page, '.editor .prose', 'Typed while offline.')
+    await waitStatus(ana.page, 'saved')
+
+    // Closing makes everything read-only in open tabs.
+    await movePhase(fay.page, 'meeting')
+    await movePhase(fay.page, 'closed')
+    await waitEditable(ana.page, 'false')
+    await waitText(ana.page, '.banner', 'This review is closed')
+    await pat.page.waitForFunction(() => document.querySelectorAll('form.reply:not([hidden])').length === 0, null, { timeout: WAIT })
+    await shot(ana.page, 'closed')
+
+    for (const p of [fay, ana, pat]) assert.deepEqual(p.errors, [], 'no uncaught errors in the page')
+    console.log(`# browser figures: editable after ${toEditable} ms from navigation; keystroke to remote render p95 ${p95} ms (n=${latencies.length}, max ${latencies.at(-1)} ms)`)
+  } finally {
+    await browser.close()
+  }
+}))
+
+test('bad links, unknown reviews and a server that is down get clear messages', opts, scenario(async (h) => {
+  const server = await h.startServer()
+  const base = `http://127.0.0.1:${server.port}`
+  const browser = await launch()
+  try {
+    const fay = await person(browser)
+    const links = await createReview(fay.page, base, 'Messages')
+    const eve = await person(browser)
+
+    // An invite that never existed, and one that was replaced.
+    await eve.page.goto(`${base}/join#dbi_${'0'.repeat(64)}`)
+    await eve.page.fill('#name', 'Eve')
+    await eve.page.getByRole('button', { name: 'Join' }).click()
+    await waitText(eve.page, '.notice.error', 'This invite link is not valid')
+    assert.equal(await eve.page.inputValue('#name'), 'Eve', 'the name typed is kept')
+
+    await fay.page.getByRole('link', { name: 'Open the review' }).click()
+    await fay.page.locator('.links summary').click()
+    await fay.page.locator('[data-rotate="participant"]').click()
+    await fay.page.getByRole('textbox', { name: 'new participant invite link' }).waitFor()
+    await eve.page.goto(links.participant)
+    await eve.page.fill('#name', 'Eve')
+    await eve.page.getByRole('button', { name: 'Join' }).click()
+    await waitText(eve.page, '.notice.error', 'This invite link is not valid')
+
+    // A review this browser never joined, and one that does not exist.
+    await eve.page.goto(`${base}/r/00000000000000000000000000000000`)
+    await waitText(eve.page, '.notice.error', 'You have not joined this review in this browser')
+    await eve.page.evaluate(() => localStorage.setItem('debrief.sessions', JSON.stringify({
+      '11111111111111111111111111111111': { review: '11111111111111111111111111111111', session: 'dbs_x', role: 'participant', participant: 'p', name: 'Eve', title: 'Gone', phase: 'review' }
+    })))
+    await eve.page.goto(`${base}/r/11111111111111111111111111111111`)
+    await waitText(eve.page, '.notice.error', 'Your place in this review has ended')
+
+    // The server goes away: creating a review says so and keeps what was typed.
+    await eve.page.goto(`${base}/`)
+    await eve.page.fill('#title', 'Typed before the outage')
+    await h.stopServer(server)
+    await eve.page.fill('#name', 'Eve')
+    await eve.page.getByRole('button', { name: 'Create review' }).click()
+    await waitText(eve.page, '.notice.error', 'cannot be reached')
+    assert.equal(await eve.page.inputValue('#title'), 'Typed before the outage')
+    await shot(eve.page, 'server-down')
+    assert.deepEqual(eve.errors, [])
+  } finally {
+    await browser.close()
+  }
+}))

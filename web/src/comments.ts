@@ -1,0 +1,334 @@
+// Comments in the margin: threads from the server-written `discussion` document, each beside
+// the report text it is anchored to (Yjs relative positions, so they follow edits), the anchored
+// text highlighted, general threads and threads whose text was deleted listed apart, resolved ones
+// folded away. Every change goes through the REST API; the panel only reads the document.
+
+import * as Y from 'yjs'
+import type { Editor } from '@tiptap/core'
+import type { EditorState } from '@tiptap/pm/state'
+import { TextSelection } from '@tiptap/pm/state'
+import { ySyncPluginKey, absolutePositionToRelativePosition, relativePositionToAbsolutePosition } from '@tiptap/y-tiptap'
+import { api, ApiError, type Comment, type Thread } from './api'
+import { h, notice, replace } from './dom'
+import type { Highlight } from './editor'
+import type { Membership } from './store'
+
+const MAX_QUOTE = 500
+
+type Mapping = Parameters<typeof relativePositionToAbsolutePosition>[3]
+
+interface Binding { mapping: Mapping, type: Y.XmlFragment, doc: Y.Doc }
+
+function binding (state: EditorState): Binding | null {
+  const s = ySyncPluginKey.getState(state) as { binding?: Binding | null } | undefined
+  return s?.binding ?? null
+}
+
+function toBase64 (bytes: Uint8Array): string {
+  let s = ''
+  for (const b of bytes) s += String.fromCharCode(b)
+  return btoa(s)
+}
+
+function fromBase64 (text: string): Uint8Array {
+  const s = atob(text)
+  const out = new Uint8Array(s.length)
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i)
+  return out
+}
+
+function when (ms: number): string {
+  return new Date(ms).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })
+}
+
+export interface PanelOptions {
+  root: HTMLElement
+  membership: Membership
+  discussion: Y.Doc
+  canComment: () => boolean
+}
+
+export class CommentsPanel {
+  private editor: Editor | null = null
+  private active: string | null = null
+  private readonly cards = new Map<string, { card: HTMLElement, body: HTMLElement, json: string }>()
+  private readonly anchored: HTMLElement
+  private readonly general: HTMLElement
+  private readonly orphaned: HTMLElement
+  private readonly resolved: HTMLDetailsElement
+  private readonly composerSlot: HTMLElement
+  private scheduled = false
+
+  constructor (private readonly o: PanelOptions) {
+    this.anchored = h('div', { class: 'anchored' })
+    this.composerSlot = h('div', { class: 'composer-slot' })
+    this.general = h('div', { class: 'general' })
+    this.orphaned = h('div', { class: 'orphaned' })
+    this.resolved = h('details', { class: 'resolved' })
+    const newGeneral = h('button', { type: 'button', class: 'link', id: 'general-comment' }, 'Add a general comment')
+    newGeneral.addEventListener('click', () => { this.compose(null) })
+    replace(o.root,
+      h('h2', { class: 'margin-title' }, 'Comments'),
+      this.composerSlot,
+      this.anchored,
+      h('section', { 'aria-label': 'General comments' }, h('h3', {}, 'General'), this.general, newGeneral),
+      h('section', { 'aria-label': 'Comments on deleted text' }, this.orphaned),
+      this.resolved)
+    o.discussion.getMap('threads').observeDeep(() => { this.schedule() })
+    this.schedule()
+  }
+
+  attach (editor: Editor): void {
+    this.editor = editor
+    editor.on('update', () => { this.schedule() })
+    editor.view.dom.addEventListener('click', (e) => {
+      const target = (e.target as HTMLElement).closest('[data-thread]')
+      const id = target?.getAttribute('data-thread')
+      if (id) this.focus(id, false)
+    })
+    window.addEventListener('resize', () => { this.schedule() })
+    this.schedule()
+  }
+
+  threads (): Thread[] {
+    const json = this.o.discussion.getMap('threads').toJSON() as Record<string, Thread>
+    return Object.values(json).sort((a, b) => a.createdAt - b.createdAt)
+  }
+
+  /** The anchors' current ranges in the report, for highlighting. */
+  ranges (state: EditorState): Highlight[] {
+    const b = binding(state)
+    if (!b) return []
+    const out: Highlight[] = []
+    for (const t of this.threads()) {
+      if (!t.anchor || t.resolved) continue
+      const r = this.resolve(t, b)
+      if (r) out.push({ id: t.id, from: r.from, to: r.to, active: t.id === this.active })
+    }
+    return out
+  }
+
+  private resolve (t: Thread, b: Binding): { from: number, to: number } | null {
+    if (!t.anchor) return null
+    try {
+      const from = relativePositionToAbsolutePosition(b.doc, b.type, Y.decodeRelativePosition(fromBase64(t.anchor.start)), b.mapping)
+      const to = relativePositionToAbsolutePosition(b.doc, b.type, Y.decodeRelativePosition(fromBase64(t.anchor.end)), b.mapping)
+      if (from === null || to === null || to <= from) return null
+      return { from, to }
+    } catch {
+      return null
+    }
+  }
+
+  /** Opens the composer for the current selection (or a general comment when `anchored` is null). */
+  compose (selection: { from: number, to: number } | null): void {
+    if (!this.o.canComment()) return
+    let anchor: Thread['anchor'] = null
+    const editor = this.editor
+    if (selection && editor) {
+      const b = binding(editor.state)
+      if (!b) return
+      const start = absolutePositionToRelativePosition(selection.from, b.type, b.mapping) as Y.RelativePosition
+      const end = absolutePositionToRelativePosition(selection.to, b.type, b.mapping) as Y.RelativePosition
+      anchor = {
+        start: toBase64(Y.encodeRelativePosition(start)),
+        end: toBase64(Y.encodeRelativePosition(end)),
+        quote: editor.state.doc.textBetween(selection.from, selection.to, '\n').slice(0, MAX_QUOTE)
+      }
+    }
+    const text = h('textarea', { 'aria-label': anchor ? 'Comment on the selected text' : 'General comment', rows: 3, maxlength: 4000, id: 'composer' })
+    const status = h('div', {})
+    const send = h('button', { type: 'submit', class: 'primary' }, 'Comment')
+    const cancel = h('button', { type: 'button' }, 'Cancel')
+    const form = h('form', { class: 'composer card' },
+      anchor && h('blockquote', { class: 'quote' }, anchor.quote), text, h('div', { class: 'row' }, send, cancel), status)
+    cancel.addEventListener('click', () => { replace(this.composerSlot) })
+    form.addEventListener('submit', (e) => {
+      e.preventDefault()
+      if (!text.value.trim()) return
+      send.disabled = true
+      const m = this.o.membership
+      api.addThread(m.review, m.session, text.value, anchor).then((t) => {
+        replace(this.composerSlot)
+        this.active = t.id
+        this.schedule()
+      }, (err: unknown) => {
+        // The text stays in the box.
+        replace(status, notice(err instanceof ApiError ? err.message : 'Could not send the comment.', 'error'))
+        send.disabled = false
+      })
+    })
+    replace(this.composerSlot, form)
+    if (selection && editor) {
+      const top = editor.view.coordsAtPos(selection.from).top - this.o.root.getBoundingClientRect().top
+      form.style.marginTop = `${Math.max(0, top - 40)}px`
+    }
+    text.focus()
+  }
+
+  /** Makes a thread active: highlights its text, and either focuses its card or its text. */
+  focus (id: string, scrollEditor: boolean): void {
+    this.active = id
+    const card = this.cards.get(id)?.card
+    card?.focus()
+    const editor = this.editor
+    const t = this.threads().find((x) => x.id === id)
+    if (scrollEditor && editor && t) {
+      const b = binding(editor.state)
+      const r = b && this.resolve(t, b)
+      if (r) {
+        editor.view.dispatch(editor.state.tr.setSelection(TextSelection.create(editor.state.doc, r.from, r.to)).scrollIntoView())
+      }
+    }
+    this.schedule()
+  }
+
+  schedule (): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    requestAnimationFrame(() => {
+      this.scheduled = false
+      this.render()
+    })
+  }
+
+  private render (): void {
+    const editor = this.editor
+    // Redraw highlights (their plugin reads this panel).
+    if (editor && !editor.isDestroyed) editor.view.dispatch(editor.state.tr.setMeta('debrief-highlights', true))
+    const threads = this.threads()
+    const b = editor ? binding(editor.state) : null
+    const open = threads.filter((t) => !t.resolved)
+    const done = threads.filter((t) => t.resolved)
+    const placed: { top: number, card: HTMLElement }[] = []
+    const general: HTMLElement[] = []
+    const orphaned: HTMLElement[] = []
+    const seen = new Set<string>()
+    for (const t of open) {
+      seen.add(t.id)
+      const card = this.card(t)
+      const range = b && t.anchor ? this.resolve(t, b) : null
+      card.classList.toggle('orphan', Boolean(t.anchor) && !range && Boolean(b))
+      if (!t.anchor) general.push(card)
+      else if (range && editor) {
+        const top = editor.view.coordsAtPos(range.from).top - this.anchored.getBoundingClientRect().top
+        placed.push({ top, card })
+      } else orphaned.push(card)
+    }
+    placed.sort((x, y) => x.top - y.top)
+    let bottom = 0
+    for (const p of placed) {
+      const top = Math.max(p.top, bottom)
+      p.card.style.top = `${top}px`
+      this.anchored.appendChild(p.card)
+      bottom = top + p.card.offsetHeight + 8
+    }
+    this.anchored.style.height = `${bottom}px`
+    replace(this.general, ...general)
+    replace(this.orphaned, orphaned.length > 0 && h('h3', {}, 'On text that was deleted'), ...orphaned)
+    const resolvedCards = done.map((t) => { seen.add(t.id); return this.card(t) })
+    replace(this.resolved, h('summary', {}, `Resolved (${done.length})`), ...resolvedCards)
+    this.resolved.hidden = done.length === 0
+    for (const [id, c] of this.cards) {
+      if (!seen.has(id)) { c.card.remove(); this.cards.delete(id) }
+      else c.card.classList.toggle('active', id === this.active)
+    }
+  }
+
+  /** A thread's card; its body is redrawn only when the thread changed, so a reply being typed survives. */
+  private card (t: Thread): HTMLElement {
+    const json = JSON.stringify(t)
+    let entry = this.cards.get(t.id)
+    if (!entry) {
+      const body = h('div', {})
+      const card = h('article', { class: 'thread card', tabindex: -1, 'data-thread-card': t.id, 'aria-label': 'Comment thread' }, body, this.replyForm(t.id))
+      card.addEventListener('click', (e) => {
+        if ((e.target as HTMLElement).closest('button, textarea, a')) return
+        this.focus(t.id, true)
+      })
+      entry = { card, body, json: '' }
+      this.cards.set(t.id, entry)
+    }
+    if (entry.json !== json) {
+      entry.json = json
+      replace(entry.body, ...this.threadBody(t))
+    }
+    return entry.card
+  }
+
+  private threadBody (t: Thread): HTMLElement[] {
+    const m = this.o.membership
+    const mine = t.comments[0]?.author.participant === m.participant
+    const mayResolve = this.o.canComment() && (mine || m.role === 'facilitator')
+    const toggle = h('button', { type: 'button', class: 'link' }, t.resolved ? 'Reopen' : 'Resolve')
+    toggle.addEventListener('click', () => { void api.resolve(m.review, m.session, t.id, !t.resolved).catch(() => undefined) })
+    return [
+      t.anchor ? h('blockquote', { class: 'quote' }, t.anchor.quote) : null,
+      ...t.comments.map((c) => this.comment(t, c)),
+      mayResolve ? h('div', { class: 'row end' }, toggle) : null
+    ].filter((x): x is HTMLElement => x !== null)
+  }
+
+  private comment (t: Thread, c: Comment): HTMLElement {
+    const m = this.o.membership
+    if (c.deleted) return h('div', { class: 'comment deleted' }, h('em', {}, 'Comment deleted'))
+    const own = c.author.participant === m.participant && this.o.canComment()
+    const text = h('p', { class: 'body' }, c.body)
+    const el = h('div', { class: 'comment' },
+      h('div', { class: 'meta' }, h('strong', {}, c.author.name), ' ', h('time', {}, when(c.createdAt)), c.editedAt ? ' (edited)' : ''),
+      text)
+    if (own) {
+      const edit = h('button', { type: 'button', class: 'link' }, 'Edit')
+      const del = h('button', { type: 'button', class: 'link' }, 'Delete')
+      edit.addEventListener('click', () => {
+        const box = h('textarea', { 'aria-label': 'Edit comment', rows: 3, maxlength: 4000 })
+        box.value = c.body
+        const save = h('button', { type: 'button', class: 'primary' }, 'Save')
+        save.addEventListener('click', () => {
+          void api.edit(m.review, m.session, t.id, c.id, box.value).catch(() => undefined)
+        })
+        text.replaceWith(h('div', {}, box, save))
+        box.focus()
+      })
+      del.addEventListener('click', () => {
+        if (window.confirm('Delete this comment?')) void api.remove(m.review, m.session, t.id, c.id).catch(() => undefined)
+      })
+      el.appendChild(h('div', { class: 'row end' }, edit, del))
+    }
+    return el
+  }
+
+  private replyForm (threadId: string): HTMLElement {
+    const box = h('textarea', { 'aria-label': 'Reply', rows: 2, maxlength: 4000, placeholder: 'Reply…' })
+    const send = h('button', { type: 'submit' }, 'Reply')
+    const status = h('div', {})
+    const form = h('form', { class: 'reply' }, box, send, status)
+    form.addEventListener('submit', (e) => {
+      e.preventDefault()
+      if (!box.value.trim()) return
+      const m = this.o.membership
+      send.disabled = true
+      api.reply(m.review, m.session, threadId, box.value).then(() => {
+        box.value = ''
+        replace(status)
+        send.disabled = false
+      }, (err: unknown) => {
+        replace(status, notice(err instanceof ApiError ? err.message : 'Could not send the reply.', 'error'))
+        send.disabled = false
+      })
+    })
+    form.hidden = !this.o.canComment()
+    return form
+  }
+
+  /** Re-evaluates who may comment (after a phase change). */
+  refresh (): void {
+    for (const { card } of this.cards.values()) {
+      const reply = card.querySelector('form.reply')
+      if (reply instanceof HTMLElement) reply.hidden = !this.o.canComment()
+    }
+    for (const entry of this.cards.values()) entry.json = ''
+    if (!this.o.canComment()) replace(this.composerSlot)
+    this.schedule()
+  }
+}

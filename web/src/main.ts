@@ -1,0 +1,152 @@
+// Entry point: picks the screen from the URL. `/` starts or lists reviews, `/join#<invite>` joins
+// one, `/r/<id>` is a review.
+
+import './style.css'
+import { api, ApiError, ROLES, type Created, type Role } from './api'
+import { h, notice, replace } from './dom'
+import { openReview } from './review'
+import { ROLE_HELP, PHASE_HELP } from './rules'
+import { memory } from './store'
+
+const app = document.getElementById('app') as HTMLElement
+
+function header (): HTMLElement {
+  return h('header', { class: 'top' }, h('a', { href: '/', class: 'brand' }, 'Debrief'))
+}
+
+function message (err: unknown): string {
+  if (err instanceof ApiError) {
+    switch (err.code) {
+      case 'invalid_invite': return 'This invite link is not valid: it may have been replaced by a new one. Ask the facilitator for the current link.'
+      case 'server_unreachable': return 'The Debrief server cannot be reached. Check your connection and try again; what you typed is kept.'
+      default: return err.message
+    }
+  }
+  return 'Something went wrong. Try again.'
+}
+
+function startScreen (): void {
+  const title = h('input', { id: 'title', name: 'title', required: true, maxlength: 200, autocomplete: 'off', placeholder: 'e.g. Checkout errors after the 14:05 deploy' })
+  const date = h('input', { id: 'date', name: 'date', type: 'date' })
+  const severity = h('select', { id: 'severity', name: 'severity' },
+    h('option', { value: '' }, 'Not set'),
+    ...['SEV1', 'SEV2', 'SEV3', 'SEV4'].map((s) => h('option', { value: s }, s)))
+  const name = h('input', { id: 'name', name: 'name', required: true, maxlength: 60, value: memory.name(), autocomplete: 'nickname' })
+  const status = h('div', { class: 'form-status' })
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Create review')
+  const form = h('form', { class: 'card', 'aria-labelledby': 'create-h' },
+    h('h2', { id: 'create-h' }, 'Start a post-mortem'),
+    h('label', { for: 'title' }, 'Incident title'), title,
+    h('div', { class: 'row' },
+      h('div', {}, h('label', { for: 'date' }, 'Incident date'), date),
+      h('div', {}, h('label', { for: 'severity' }, 'Severity'), severity)),
+    h('label', { for: 'name' }, 'Your name'), name,
+    h('p', { class: 'hint' }, 'You become the facilitator. You get one invite link per role to share.'),
+    submit, status)
+  form.addEventListener('submit', (e) => {
+    e.preventDefault()
+    submit.disabled = true
+    replace(status, notice('Creating…'))
+    void (async () => {
+      try {
+        const created = await api.create(title.value.trim(), date.value || null, severity.value || null)
+        memory.setName(name.value.trim())
+        const joined = await api.join(created.invites.facilitator.token, name.value.trim())
+        const you = joined.review.you
+        if (!you) throw new Error('no session')
+        memory.remember({ review: created.review.id, session: joined.session, role: you.role, participant: you.participant, name: you.name, title: created.review.title, phase: created.review.phase })
+        invitesScreen(created)
+      } catch (err) {
+        replace(status, notice(message(err), 'error'))
+        submit.disabled = false
+      }
+    })()
+  })
+  const joined = memory.memberships()
+  replace(app, header(), h('main', { class: 'narrow' },
+    h('h1', {}, 'Blameless post-mortems, written together'),
+    form,
+    joined.length > 0 && h('section', { class: 'card', 'aria-labelledby': 'mine-h' },
+      h('h2', { id: 'mine-h' }, 'Reviews you joined in this browser'),
+      h('ul', { class: 'reviews' }, ...joined.map((m) => h('li', {},
+        h('a', { href: `/r/${m.review}` }, m.title), ' ',
+        h('span', { class: `phase phase-${m.phase}` }, m.phase), ' ',
+        h('span', { class: 'muted' }, `as ${m.role}`)))))))
+  title.focus()
+}
+
+/** After creation: the four links with copy buttons, then on to the review. */
+function invitesScreen (created: Created): void {
+  const rows = ROLES.map((role: Role) => {
+    const link = new URL(created.invites[role].link, location.origin).href
+    const input = h('input', { readonly: true, value: link, id: `invite-${role}`, 'aria-label': `${role} invite link` })
+    const copy = h('button', { type: 'button', 'data-role': role }, 'Copy')
+    copy.addEventListener('click', () => {
+      input.select()
+      void navigator.clipboard.writeText(link).then(() => { copy.textContent = 'Copied' }, () => { copy.textContent = 'Select and copy' })
+    })
+    return h('li', { class: 'invite' },
+      h('strong', {}, role), h('span', { class: 'muted' }, ` — ${ROLE_HELP[role]}`),
+      h('div', { class: 'row' }, input, copy))
+  })
+  replace(app, header(), h('main', { class: 'narrow' },
+    h('h1', {}, created.review.title),
+    h('section', { class: 'card', 'aria-labelledby': 'inv-h' },
+      h('h2', { id: 'inv-h' }, 'Invite links'),
+      h('p', {}, 'Anyone with a link joins with that role. Share each link only with the people who should have it; you can replace a link later.'),
+      h('ul', { class: 'invites' }, ...rows),
+      h('p', { class: 'hint' }, PHASE_HELP.draft),
+      h('a', { class: 'button primary', href: `/r/${created.review.id}` }, 'Open the review'))))
+}
+
+function joinScreen (): void {
+  const invite = decodeURIComponent(location.hash.slice(1))
+  const name = h('input', { id: 'name', required: true, maxlength: 60, value: memory.name(), autocomplete: 'nickname' })
+  const status = h('div', { class: 'form-status' })
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Join')
+  const form = h('form', { class: 'card', 'aria-labelledby': 'join-h' },
+    h('h2', { id: 'join-h' }, 'Join a post-mortem'),
+    h('label', { for: 'name' }, 'Your name, as others will see it'), name,
+    submit, status)
+  if (!invite) {
+    replace(status, notice('This link has no invite in it. Open the full link you were sent.', 'error'))
+    submit.disabled = true
+  }
+  form.addEventListener('submit', (e) => {
+    e.preventDefault()
+    submit.disabled = true
+    void (async () => {
+      try {
+        const joined = await api.join(invite, name.value.trim())
+        const you = joined.review.you
+        if (!you) throw new Error('no session')
+        memory.setName(you.name)
+        memory.remember({ review: joined.review.id, session: joined.session, role: you.role, participant: you.participant, name: you.name, title: joined.review.title, phase: joined.review.phase })
+        history.replaceState(null, '', `/r/${joined.review.id}`)
+        route()
+      } catch (err) {
+        replace(status, notice(message(err), 'error'))
+        submit.disabled = false
+      }
+    })()
+  })
+  replace(app, header(), h('main', { class: 'narrow' }, form))
+  name.focus()
+}
+
+function route (): void {
+  const path = location.pathname
+  const review = /^\/r\/([0-9a-f]{1,64})\/?$/.exec(path)
+  if (path === '/join') {
+    joinScreen()
+  } else if (review?.[1]) {
+    openReview(app, review[1], header)
+  } else if (path === '/' || path === '/index.html') {
+    startScreen()
+  } else {
+    replace(app, header(), h('main', { class: 'narrow' }, notice('There is nothing at this address.', 'error'), h('a', { href: '/' }, 'Go to the start page')))
+  }
+}
+
+window.addEventListener('popstate', route)
+route()

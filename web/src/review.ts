@@ -1,0 +1,300 @@
+// The review screen: header (title, phase, who is here, an honest save indicator, facilitator
+// controls), the report editor and the comments margin. One socket carries every document
+// (HocuspocusProviderWebsocket); each document has its own provider and the session token.
+
+import * as Y from 'yjs'
+import { HocuspocusProvider, HocuspocusProviderWebsocket, WebSocketStatus } from '@hocuspocus/provider'
+import type { Editor } from '@tiptap/core'
+import { api, ApiError, PHASES, ROLES, type Phase, type Review } from './api'
+import { CommentsPanel } from './comments'
+import { h, notice, replace } from './dom'
+import { createEditor, toolbar } from './editor'
+import { mayComment, PHASE_HELP, reportAccess, reportExplanation, ROLE_HELP } from './rules'
+import { memory, type Membership } from './store'
+
+const COLORS = ['#b4541a', '#1f6feb', '#8250df', '#1a7f37', '#bf3989', '#9a6700', '#0a7ea4', '#cf222e']
+
+/** How often a page that cannot see the review's documents yet (draft) asks for the phase. */
+const PHASE_POLL_MS = 3000
+
+function colorFor (name: string): string {
+  let hash = 0
+  for (const ch of name) hash = (hash * 31 + (ch.codePointAt(0) ?? 0)) >>> 0
+  return COLORS[hash % COLORS.length] ?? '#1f6feb'
+}
+
+function collabUrl (): string {
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/collab`
+}
+
+export function openReview (app: HTMLElement, id: string, header: () => HTMLElement): void {
+  const membership = memory.membership(id)
+  if (!membership) {
+    replace(app, header(), h('main', { class: 'narrow' },
+      notice('You have not joined this review in this browser. Open the invite link you were sent to join it.', 'error'),
+      h('a', { href: '/' }, 'Go to the start page')))
+    return
+  }
+  replace(app, header(), h('main', { class: 'narrow' }, notice('Loading the review…')))
+  api.review(id, membership.session).then((review) => {
+    new ReviewScreen(app, header, membership, review).start()
+  }, (err: unknown) => {
+    const text = err instanceof ApiError && err.code === 'unknown_review'
+      ? 'This review does not exist. Check the address.'
+      : err instanceof ApiError && err.code === 'invalid_token'
+        ? 'Your place in this review has ended (your invite may have been revoked). Ask the facilitator for a current invite link.'
+        : err instanceof ApiError ? err.message : 'The review could not be loaded.'
+    const retry = h('button', { type: 'button' }, 'Try again')
+    retry.addEventListener('click', () => { openReview(app, id, header) })
+    replace(app, header(), h('main', { class: 'narrow' }, notice(text, 'error'), retry))
+  })
+}
+
+class ReviewScreen {
+  private readonly socket: HocuspocusProviderWebsocket
+  private readonly providers: HocuspocusProvider[] = []
+  private report: HocuspocusProvider | null = null
+  private editor: Editor | null = null
+  private comments: CommentsPanel | null = null
+  private phase: Phase
+  private readonly statusEl = h('span', { class: 'status', role: 'status', 'data-state': 'connecting' }, 'Connecting…')
+  private readonly presenceEl = h('ul', { class: 'presence', 'aria-label': 'Who is here' })
+  private readonly phaseEl = h('span', { class: 'phase' })
+  private readonly banner = h('div', { class: 'banner', hidden: true })
+  private readonly controls = h('div', { class: 'controls' })
+  private poll: number | null = null
+  private readonly user: { name: string, color: string }
+
+  constructor (
+    private readonly app: HTMLElement,
+    private readonly header: () => HTMLElement,
+    private readonly m: Membership,
+    private review: Review
+  ) {
+    this.phase = review.phase
+    this.user = { name: m.name, color: colorFor(m.name + m.participant) }
+    this.socket = new HocuspocusProviderWebsocket({ url: collabUrl() })
+    this.socket.on('status', () => { this.updateStatus() })
+    // A socket can outlive the network silently; trust the browser's offline signal, keep edits
+    // in the document, and reconnect (which syncs them) when the network returns.
+    window.addEventListener('offline', this.onOffline)
+    window.addEventListener('online', this.onOnline)
+  }
+
+  private readonly onOffline = (): void => {
+    this.socket.disconnect()
+    this.updateStatus()
+  }
+
+  private readonly onOnline = (): void => {
+    void this.socket.connect()
+  }
+
+  start (): void {
+    const editorEl = h('div', { class: 'editor', id: 'report' })
+    const margin = h('aside', { class: 'margin', 'aria-label': 'Comments' })
+    const reportSection = h('section', { class: 'report', 'aria-label': 'Report' })
+    const layout = h('div', { class: 'layout' }, reportSection, margin)
+    replace(this.app, this.header(), h('div', { class: 'review-head' },
+      h('div', { class: 'title-row' },
+        h('h1', {}, this.review.title),
+        this.phaseEl,
+        this.review.severity ? h('span', { class: 'severity' }, this.review.severity) : null,
+        this.review.incident_date ? h('span', { class: 'muted' }, this.review.incident_date) : null),
+      h('div', { class: 'meta-row' },
+        h('span', { class: 'muted' }, `You are ${this.m.name}, ${this.m.role}`),
+        this.presenceEl, this.statusEl),
+      this.controls), this.banner, layout)
+    this.renderPhase()
+
+    const canSeeDocs = reportAccess(this.m.role, this.phase) !== 'none'
+    if (!canSeeDocs) {
+      replace(reportSection, notice(reportExplanation(this.m.role, this.phase) ?? '', 'info'))
+      margin.hidden = true
+      this.pollPhase()
+      this.updateStatus()
+      return
+    }
+    const discussion = this.provider(this.review.documents.discussion)
+    discussion.document.getMap('review').observe(() => {
+      const phase = discussion.document.getMap('review').get('phase')
+      if (typeof phase === 'string' && (PHASES as readonly string[]).includes(phase)) this.onPhase(phase as Phase)
+    })
+    this.comments = new CommentsPanel({ root: margin, membership: this.m, discussion: discussion.document, canComment: () => mayComment(this.m.role, this.phase) })
+    const report = this.provider(this.review.documents.report)
+    this.report = report
+    report.on('unsyncedChanges', () => { this.updateStatus() })
+    report.on('synced', () => { this.updateStatus() })
+    report.on('authenticated', () => { this.applyScope() })
+    report.awareness?.on('change', () => { this.renderPresence() })
+    const comments = this.comments
+    const editor = createEditor({
+      element: editorEl,
+      provider: report,
+      user: this.user,
+      editable: false,
+      label: 'Report',
+      ranges: (state) => comments.ranges(state),
+      onSelection: (empty) => { commentButton.disabled = empty || !mayComment(this.m.role, this.phase) }
+    })
+    this.editor = editor
+    const commentButton = h('button', { type: 'button', class: 'tool comment', id: 'comment-selection', disabled: true }, 'Comment')
+    commentButton.addEventListener('mousedown', (e) => { e.preventDefault() })
+    commentButton.addEventListener('click', () => {
+      const { from, to, empty } = editor.state.selection
+      if (!empty) comments.compose({ from, to })
+    })
+    comments.attach(editor)
+    replace(reportSection, toolbar(editor, [commentButton]), editorEl)
+    this.applyScope()
+    this.renderPresence()
+    this.updateStatus()
+  }
+
+  private provider (name: string): HocuspocusProvider {
+    const provider = new HocuspocusProvider({
+      websocketProvider: this.socket,
+      name,
+      document: new Y.Doc(),
+      token: this.m.session
+    })
+    provider.on('authenticationFailed', ({ reason }: { reason: string }) => {
+      this.showBanner(reason.startsWith('invalid_token')
+        ? 'Your place in this review has ended (your invite may have been revoked). Ask the facilitator for a current invite link.'
+        : `The server refused this document: ${reason}`)
+    })
+    provider.attach()
+    this.providers.push(provider)
+    return provider
+  }
+
+  /** The editor is editable only when the server said read-write and the phase allows it. */
+  private applyScope (): void {
+    const editor = this.editor
+    if (!editor || !this.report) return
+    const writable = this.report.authorizedScope === 'read-write' && reportAccess(this.m.role, this.phase) === 'write'
+    if (editor.isEditable !== writable) editor.setEditable(writable)
+    const why = reportExplanation(this.m.role, this.phase)
+    if (why && !writable) this.showBanner(why)
+    else this.showBanner(null)
+  }
+
+  private showBanner (text: string | null): void {
+    this.banner.hidden = text === null
+    replace(this.banner, text ?? '')
+  }
+
+  private onPhase (phase: Phase): void {
+    if (phase === this.phase) return
+    const couldSee = reportAccess(this.m.role, this.phase) !== 'none'
+    this.phase = phase
+    this.review = { ...this.review, phase }
+    memory.update(this.m.review, { phase })
+    if (!couldSee && reportAccess(this.m.role, phase) !== 'none') {
+      // The documents open now: start over with them.
+      this.destroy()
+      openReview(this.app, this.m.review, this.header)
+      return
+    }
+    this.renderPhase()
+    this.applyScope()
+    this.comments?.refresh()
+  }
+
+  private pollPhase (): void {
+    this.poll = window.setInterval(() => {
+      api.review(this.m.review, this.m.session).then((r) => { this.onPhase(r.phase) }, () => undefined)
+    }, PHASE_POLL_MS)
+  }
+
+  private destroy (): void {
+    if (this.poll !== null) window.clearInterval(this.poll)
+    window.removeEventListener('offline', this.onOffline)
+    window.removeEventListener('online', this.onOnline)
+    this.editor?.destroy()
+    for (const p of this.providers) p.destroy()
+    this.socket.destroy()
+  }
+
+  private renderPhase (): void {
+    this.phaseEl.className = `phase phase-${this.phase}`
+    this.phaseEl.textContent = this.phase
+    this.phaseEl.title = PHASE_HELP[this.phase]
+    if (this.m.role === 'facilitator') this.renderControls()
+  }
+
+  private renderControls (): void {
+    const next = PHASES[PHASES.indexOf(this.phase) + 1]
+    const status = h('div', {})
+    const move = next && h('button', { type: 'button', class: 'primary', id: 'move-phase' }, `Move to ${next}`)
+    if (move) {
+      move.addEventListener('click', () => {
+        const dialog = h('dialog', { 'aria-labelledby': 'phase-dialog-h' },
+          h('h2', { id: 'phase-dialog-h' }, `Move the review to ${next}?`),
+          h('p', {}, PHASE_HELP[next]),
+          next === 'closed' ? h('p', {}, 'This cannot be undone.') : null,
+          h('form', { method: 'dialog', class: 'row' },
+            h('button', { value: 'move', class: 'primary', id: 'confirm-phase' }, `Move to ${next}`),
+            h('button', { value: 'cancel' }, 'Cancel')))
+        document.body.appendChild(dialog)
+        dialog.addEventListener('close', () => {
+          dialog.remove()
+          if (dialog.returnValue !== 'move') return
+          api.movePhase(this.m.review, this.m.session, next).then((r) => { this.onPhase(r.phase) }, (err: unknown) => {
+            replace(status, notice(err instanceof ApiError ? err.message : 'The phase could not be changed.', 'error'))
+          })
+        })
+        dialog.showModal()
+      })
+    }
+    const links = h('details', { class: 'links' }, h('summary', {}, 'Invite links'),
+      h('p', { class: 'hint' }, 'Replacing a link stops the old one from working; people who already joined stay.'),
+      h('ul', {}, ...ROLES.map((role) => {
+        const out = h('span', { class: 'muted' })
+        const rotate = h('button', { type: 'button', 'data-rotate': role }, `New ${role} link`)
+        rotate.addEventListener('click', () => {
+          api.rotate(this.m.review, this.m.session, role).then((r) => {
+            const link = new URL(r.invite.link, location.origin).href
+            replace(out, h('input', { readonly: true, value: link, 'aria-label': `new ${role} invite link` }))
+          }, (err: unknown) => { replace(out, err instanceof ApiError ? err.message : 'Failed.') })
+        })
+        return h('li', {}, h('strong', {}, role), ` — ${ROLE_HELP[role]} `, rotate, out)
+      })))
+    replace(this.controls, move ?? null, links, status)
+  }
+
+  private renderPresence (): void {
+    const states = this.report?.awareness?.getStates()
+    if (!states) return
+    const people = new Map<string, string>()
+    for (const s of states.values()) {
+      const user = (s as { user?: { name?: unknown, color?: unknown } }).user
+      if (typeof user?.name === 'string') people.set(user.name, typeof user.color === 'string' ? user.color : '#888')
+    }
+    replace(this.presenceEl, ...[...people].map(([name, color]) =>
+      h('li', {}, h('span', { class: 'dot', style: `background:${color}`, 'aria-hidden': 'true' }), name)))
+  }
+
+  /** "Saved" only when the socket is up and every local change of the report is acknowledged. */
+  private updateStatus (): void {
+    const connected = this.socket.status === WebSocketStatus.Connected
+    const report = this.report
+    let state: string
+    let text: string
+    if (!navigator.onLine || (!connected && this.socket.status === WebSocketStatus.Disconnected)) {
+      state = 'offline'
+      text = 'Offline — changes kept in this tab'
+    } else if (!connected) {
+      state = 'connecting'
+      text = 'Connecting…'
+    } else if (report?.hasUnsyncedChanges) {
+      state = 'saving'
+      text = 'Saving…'
+    } else {
+      state = 'saved'
+      text = 'Saved'
+    }
+    this.statusEl.dataset.state = state
+    this.statusEl.textContent = text
+  }
+}

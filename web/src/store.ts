@@ -1,0 +1,44 @@
+// What this browser remembers: the display name, and the sessions it joined (per review).
+
+import type { Phase, Role } from './api'
+
+export interface Membership {
+  review: string
+  session: string
+  role: Role
+  participant: string
+  name: string
+  title: string
+  phase: Phase
+}
+
+const NAME = 'debrief.name'
+const SESSIONS = 'debrief.sessions'
+
+function read (): Record<string, Membership> {
+  try {
+    const raw = localStorage.getItem(SESSIONS)
+    return raw ? JSON.parse(raw) as Record<string, Membership> : {}
+  } catch {
+    return {}
+  }
+}
+
+export const memory = {
+  name: (): string => localStorage.getItem(NAME) ?? '',
+  setName: (name: string): void => { localStorage.setItem(NAME, name) },
+  membership: (review: string): Membership | undefined => read()[review],
+  memberships: (): Membership[] => Object.values(read()).sort((a, b) => a.title.localeCompare(b.title)),
+  remember: (m: Membership): void => {
+    const all = read()
+    all[m.review] = m
+    localStorage.setItem(SESSIONS, JSON.stringify(all))
+  },
+  update: (review: string, change: Partial<Membership>): void => {
+    const all = read()
+    const m = all[review]
+    if (!m) return
+    all[review] = { ...m, ...change }
+    localStorage.setItem(SESSIONS, JSON.stringify(all))
+  }
+}
