@@ -112,8 +112,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
 }
 
 fn session(
@@ -279,7 +280,11 @@ async fn move_phase(
             "the phase is one of draft, review, meeting, closed",
         ));
     };
-    let review = state.reviews.set_phase(&session, to).await?;
+    let moved = state.reviews.set_phase(&session, to).await;
+    // Once the phase changed in memory (even if making it durable failed), open sockets follow
+    // it at once; deciding again is harmless when nothing changed.
+    reauthorize(&state, &id).await;
+    let review = moved?;
     tracing::info!(review = %id, phase = to.as_str(), "phase changed");
     state
         .registry
@@ -287,7 +292,6 @@ async fn move_phase(
         .run(move |doc| threads::set_phase(doc, to.as_str()))
         .await?
         .map_err(ApiError::from)?;
-    reauthorize(&state, &id).await;
     Ok(Json(review_view(&state, &review, Some(&session))))
 }
 
@@ -326,14 +330,15 @@ async fn rotate(
         Ok(b) if b.is_empty() => RotateRequest::default(),
         other => parse(other)?,
     };
-    let token = state
+    let rotated = state
         .reviews
         .rotate(&session, role, req.revoke_sessions)
-        .await?;
-    tracing::info!(review = %id, role = role.as_str(), "invite link rotated");
+        .await;
     if req.revoke_sessions {
         reauthorize(&state, &id).await;
     }
+    let token = rotated?;
+    tracing::info!(review = %id, role = role.as_str(), "invite link rotated");
     Ok(Json(
         json!({ "role": role.as_str(), "invite": invite(&token) }),
     ))

@@ -4,6 +4,7 @@
 //! Both run as jobs on the document's owner ([`crate::doc::DocHandle::run`]); nothing here holds
 //! a transaction beyond one call.
 
+use debrief_proto::lib0::Reader;
 use debrief_proto::schema::{attr, node, FRAGMENT, TEMPLATE};
 use yrs::types::xml::{XmlElementPrelim, XmlFragment, XmlOut, XmlTextPrelim};
 use yrs::updates::decoder::Decode;
@@ -63,12 +64,29 @@ pub fn check_anchor(doc: &Doc, start: &[u8], end: &[u8]) -> Result<(), AnchorErr
 }
 
 fn decode(bytes: &[u8]) -> Result<StickyIndex, AnchorError> {
-    if bytes.is_empty() || bytes.len() > MAX_POSITION_BYTES {
+    if bytes.is_empty() || bytes.len() > MAX_POSITION_BYTES || !well_formed(bytes) {
         return Err(AnchorError::Malformed);
     }
     std::panic::catch_unwind(|| StickyIndex::decode_v1(bytes))
         .map_err(|_| AnchorError::Malformed)?
         .map_err(|_| AnchorError::Malformed)
+}
+
+/// Checks the layout of an encoded relative position with our own decoder first, so that yrs
+/// never sees values it would panic on (a client id above 53 bits): a scope tag (0: item id,
+/// 1: root type name, 2: type id), its fields, and the association, with nothing after it.
+fn well_formed(bytes: &[u8]) -> bool {
+    const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+    let mut r = Reader::new(bytes);
+    let scope_ok = match r.read_var_uint() {
+        Ok(0 | 2) => {
+            matches!(r.read_var_uint(), Ok(client) if client <= MAX_CLIENT_ID)
+                && matches!(r.read_var_uint(), Ok(clock) if clock <= u64::from(u32::MAX))
+        }
+        Ok(1) => r.read_var_string().is_ok(),
+        _ => false,
+    };
+    scope_ok && r.read_var_int().is_ok() && r.is_empty()
 }
 
 /// Whether `branch` is the report fragment or an XML node nested in it, walking parents up.
@@ -169,6 +187,12 @@ mod tests {
             Err(AnchorError::Malformed)
         );
         assert_eq!(check_anchor(&doc, &[], &end), Err(AnchorError::Malformed));
+        // A client id past 53 bits makes yrs panic; it is refused before yrs sees it.
+        let huge = [
+            0x00, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0x80, 0x80, 0x80, 0x80, 0x10,
+            0x00,
+        ];
+        assert_eq!(check_anchor(&doc, &huge, &end), Err(AnchorError::Malformed));
         let _ = text.get_string(&doc.transact());
     }
 }
