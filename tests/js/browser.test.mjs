@@ -10,12 +10,14 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
+import { gunzipSync } from 'node:zlib'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
+import * as Y from 'yjs'
 
-import { scenario, useReference } from './harness.mjs'
+import { scenario, until, useReference } from './harness.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const ARTIFACTS = join(here, '..', 'artifacts')
@@ -145,6 +147,8 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     await caretAfter(ana.page, 'Two or three sentences')
     await ana.page.keyboard.type(' Checkout failed for twenty minutes.')
     await waitText(fay.page, '.editor .prose', 'Checkout failed for twenty minutes.')
+    // Live carets: the facilitator sees the author's caret with her name.
+    await waitText(fay.page, '.collaboration-carets__label', 'Ana')
     await waitStatus(ana.page, 'saved')
     assert.equal(await editable(fay.page), 'false', 'the facilitator reads the draft')
     await shot(ana.page, 'draft-author')
@@ -202,6 +206,20 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     await waitText(pat.page, '.editor .prose', 'A new first paragraph')
     await waitText(pat.page, '.thread', 'The payment gateway, at 14:07.')
     assert.equal(await pat.page.locator('.editor .anchor').first().textContent(), 'Checkout failed')
+
+    // A thread whose text is deleted stays, shown with its quote; resolving folds a thread away.
+    await selectText(pat.page, 'twenty minutes')
+    await pat.page.locator('#comment-selection').click()
+    await pat.page.fill('#composer', 'How was the duration measured?')
+    await pat.page.locator('form.composer').getByRole('button', { name: 'Comment' }).click()
+    await waitText(ana.page, '.anchored .thread', 'How was the duration measured?')
+    await selectText(ana.page, 'twenty minutes')
+    await ana.page.keyboard.press('Backspace')
+    await waitText(pat.page, '.orphaned .thread', 'How was the duration measured?')
+    await waitText(pat.page, '.orphaned', 'On text that was deleted')
+    await pat.page.locator('.orphaned .thread').getByRole('button', { name: 'Resolve' }).click()
+    await waitText(ana.page, '.resolved summary', 'Resolved (1)')
+    assert.equal(await ana.page.locator('.orphaned .thread').count(), 0)
 
     // Offline edits are kept and merge when the connection returns, ending in "saved".
     await ana.context.setOffline(true)
@@ -273,6 +291,65 @@ test('bad links, unknown reviews and a server that is down get clear messages', 
     assert.equal(await eve.page.inputValue('#title'), 'Typed before the outage')
     await shot(eve.page, 'server-down')
     assert.deepEqual(eve.errors, [])
+  } finally {
+    await browser.close()
+  }
+}))
+
+test('a report the size of the automerge-paper trace opens editable', opts, scenario(async (h) => {
+  const server = await h.startServer()
+  const base = `http://127.0.0.1:${server.port}`
+  const post = async (path, body, token) => {
+    const res = await fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(body)
+    })
+    assert.ok(res.ok, `${path}: ${res.status}`)
+    return res.json()
+  }
+  const created = await post('/api/reviews', { title: 'A long report' })
+  const joined = await post('/api/join', { invite: created.invites.author.token, name: 'Ana' })
+
+  // The final text of the automerge-paper trace (about 105k characters), one paragraph per line,
+  // written by a stock provider with the author's session.
+  const trace = JSON.parse(gunzipSync(readFileSync(join(here, '..', '..', '..', 'shared', 'data', 'automerge-paper.json.gz'))))
+  const lines = trace.endContent.split('\n').filter((l) => l.trim() !== '')
+  const writer = h.hocusClient(h.hocusSocket(server), created.review.documents.report, { token: joined.session })
+  await until('the writer to sync', () => writer.provider.synced, [[writer.provider, 'synced']])
+  const fragment = writer.doc.getXmlFragment('default')
+  writer.doc.transact(() => {
+    fragment.insert(fragment.length, lines.map((line) => {
+      const p = new Y.XmlElement('paragraph')
+      p.insert(0, [new Y.XmlText(line)])
+      return p
+    }))
+  })
+  await until('the long report to be saved', () => !writer.provider.hasUnsyncedChanges, [[writer.provider, 'unsyncedChanges']], { ms: 30_000 })
+  const last = lines.at(-1)
+
+  const browser = await launch()
+  try {
+    const ana = await person(browser)
+    await ana.page.goto(`${base}/`)
+    await ana.page.evaluate((m) => localStorage.setItem('debrief.sessions', JSON.stringify({ [m.review]: m })), {
+      review: created.review.id, session: joined.session, role: 'author', participant: joined.review.you.participant, name: 'Ana', title: 'A long report', phase: 'draft'
+    })
+    const started = Date.now()
+    await ana.page.goto(`${base}/r/${created.review.id}`)
+    await waitEditable(ana.page, 'true')
+    await waitText(ana.page, '.editor .prose p:last-child', last)
+    const toEditable = Date.now() - started
+    const chars = await ana.page.evaluate(() => document.querySelector('.editor .prose').textContent.length)
+    assert.ok(chars > 100_000, `the whole report is there (${chars} characters)`)
+    // Typing into it still reaches the server.
+    await ana.page.locator('.editor .prose p').last().click()
+    await ana.page.keyboard.press('End')
+    await ana.page.keyboard.type(' The end.')
+    await waitStatus(ana.page, 'saved')
+    await until('the edit to reach the writer', () => fragment.toString().includes('The end.'), [[writer.doc, 'update']])
+    console.log(`# browser figures: a ${chars}-character report was editable ${toEditable} ms after navigation`)
+    assert.deepEqual(ana.errors, [])
   } finally {
     await browser.close()
   }
