@@ -188,6 +188,25 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     await waitText(pat.page, '.thread', 'The payment gateway, at 14:07.')
     await shot(pat.page, 'review-comments')
 
+    // Clicking the highlighted text makes its thread the active one.
+    await ana.page.locator('.editor .anchor').first().click()
+    await ana.page.waitForFunction(() => document.querySelector('.thread.active')?.textContent.includes('Which service failed first?'), null, { timeout: WAIT })
+
+    // A general comment, edited and then deleted by its author.
+    await pat.page.locator('#general-comment').click()
+    await pat.page.fill('#composer', 'The timeline needs times.')
+    await pat.page.locator('form.composer').getByRole('button', { name: 'Comment' }).click()
+    await waitText(ana.page, '.general .thread', 'The timeline needs times.')
+    const general = pat.page.locator('.general .thread').first()
+    await general.getByRole('button', { name: 'Edit' }).click()
+    await general.getByRole('textbox', { name: 'Edit comment' }).fill('The timeline needs UTC times.')
+    await general.getByRole('button', { name: 'Save' }).click()
+    await waitText(ana.page, '.general .thread', 'The timeline needs UTC times.')
+    await waitText(ana.page, '.general .thread', '(edited)')
+    pat.page.once('dialog', (d) => { void d.accept() })
+    await general.getByRole('button', { name: 'Delete' }).click()
+    await waitText(ana.page, '.general .thread', 'Comment deleted')
+
     // The thread follows its text when the author edits above it.
     const before = await pat.page.locator('.anchored > .thread').first().boundingBox()
     await ana.page.locator('.editor .prose h2', { hasText: 'Summary' }).click()
@@ -280,6 +299,13 @@ test('bad links, unknown reviews and a server that is down get clear messages', 
     })))
     await eve.page.goto(`${base}/r/11111111111111111111111111111111`)
     await waitText(eve.page, '.notice.error', 'Your place in this review has ended')
+    // A real session, but a review id that does not exist.
+    const fayMembership = await fay.page.evaluate(() => Object.values(JSON.parse(localStorage.getItem('debrief.sessions')))[0])
+    await eve.page.evaluate((m) => localStorage.setItem('debrief.sessions', JSON.stringify({
+      '22222222222222222222222222222222': { ...m, review: '22222222222222222222222222222222' }
+    })), fayMembership)
+    await eve.page.goto(`${base}/r/22222222222222222222222222222222`)
+    await waitText(eve.page, '.notice.error', 'This review does not exist')
 
     // The server goes away: creating a review says so and keeps what was typed.
     await eve.page.goto(`${base}/`)
