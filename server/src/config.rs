@@ -56,6 +56,10 @@ pub struct Cli {
     /// otherwise anyone who reaches the server can create one.
     #[arg(long, env = "DEBRIEF_CREATION_SECRET", hide_env_values = true)]
     pub creation_secret: Option<String>,
+
+    /// Seconds between releases of held anonymous items (their timestamps are rounded to it).
+    #[arg(long, env = "DEBRIEF_ANONYMOUS_CADENCE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub anonymous_cadence_secs: u64,
 }
 
 impl Cli {
@@ -82,6 +86,8 @@ pub struct Config {
     pub stateless: Arc<dyn StatelessHandler>,
     /// Secret needed to create a review, if any.
     pub creation_secret: Option<String>,
+    /// Time between releases of held anonymous items.
+    pub anonymous_cadence: std::time::Duration,
 }
 
 impl Config {
@@ -94,6 +100,7 @@ impl Config {
             authorizer: Arc::new(StaticTokens::open()),
             stateless: Arc::new(NoCommands),
             creation_secret: None,
+            anonymous_cadence: crate::reviews::anonymous::DEFAULT_CADENCE,
         }
     }
 }
@@ -112,6 +119,7 @@ impl From<&Cli> for Config {
         Config {
             authorizer,
             creation_secret: cli.creation_secret.clone().filter(|s| !s.is_empty()),
+            anonymous_cadence: std::time::Duration::from_secs(cli.anonymous_cadence_secs),
             ..Config::new(cli.data_dir.clone())
         }
     }

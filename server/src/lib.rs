@@ -64,6 +64,8 @@ pub struct AppState {
     pub reviews: Arc<reviews::Reviews>,
     /// Secret needed to create a review, if any.
     pub creation_secret: Option<String>,
+    /// The anonymous-item queue.
+    pub anonymity: Arc<reviews::anonymous::Anonymity>,
 }
 
 impl AppState {
@@ -99,6 +101,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
     let reviews = reviews::Reviews::open(&store)?;
+    let anonymity = reviews::anonymous::Anonymity::open(&store, config.anonymous_cadence)?;
     let authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
         reviews: reviews.clone(),
         others: config.authorizer.clone(),
@@ -125,7 +128,9 @@ pub async fn run(
         stateless: config.stateless.clone(),
         reviews,
         creation_secret: config.creation_secret.clone(),
+        anonymity,
     });
+    tracker.spawn(reviews::anonymous::release_loop(state.clone()));
     // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {

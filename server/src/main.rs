@@ -53,8 +53,25 @@ async fn serve() -> anyhow::Result<()> {
         .context("server failed")
 }
 
+/// Library targets whose events carry a client's address or raw message contents (tokens,
+/// anonymous texts): never logged, whatever `RUST_LOG` says.
+const NEVER_LOGGED: [&str; 5] = [
+    "axum::serve=off",
+    "hyper=off",
+    "hyper_util=off",
+    "tungstenite=off",
+    "tokio_tungstenite=off",
+];
+
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Client addresses and message contents are never logged, at any level
+    // (docs/anonymity.md).
+    for quiet in NEVER_LOGGED {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -60,6 +60,19 @@ impl MetaTree {
         Ok(())
     }
 
+    /// Stores `value` under `key` unless the key exists; `false` when it did (atomic).
+    pub fn put_new(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
+        Ok(self
+            .0
+            .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
+            .is_ok())
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+    }
+
     /// Removes `key`.
     pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
         self.0.remove(key)?;

@@ -109,14 +109,12 @@ pub const ROLES: [&str; 4] = ["facilitator", "author", "participant", "observer"
 impl Review {
     /// Creates a review titled `title` and joins once with each role.
     pub async fn create(addr: SocketAddr, title: &str) -> Review {
-        let created = request(
-            addr,
-            "POST",
-            "/api/reviews",
-            None,
-            Some(&json!({ "title": title })),
-        )
-        .await;
+        Review::create_with(addr, json!({ "title": title })).await
+    }
+
+    /// Creates a review from the request body `body` and joins once with each role.
+    pub async fn create_with(addr: SocketAddr, body: Value) -> Review {
+        let created = request(addr, "POST", "/api/reviews", None, Some(&body)).await;
         assert_eq!(created.status, 201, "{}", created.body);
         let id = created.body["review"]["id"]
             .as_str()

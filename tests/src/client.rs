@@ -45,6 +45,8 @@ struct Seen {
     denied: Option<String>,
     scope: Option<String>,
     scopes: Vec<String>,
+    /// Every binary frame received, with its arrival time (ms since the epoch).
+    frames: Vec<(u64, Vec<u8>)>,
     denials: Vec<String>,
     acks: u64,
     refusals: u64,
@@ -353,6 +355,17 @@ impl Client {
         lock(&self.seen).scope.clone().expect("scope")
     }
 
+    /// Every binary frame received so far, with its arrival time in ms since the Unix epoch.
+    pub fn frames(&self) -> Vec<(u64, Vec<u8>)> {
+        lock(&self.seen).frames.clone()
+    }
+
+    /// Waits until `cond` holds on the client's replica of the document.
+    pub async fn wait_doc(&mut self, what: &str, cond: impl Fn(&Doc) -> bool) {
+        let doc = self.doc.clone();
+        self.wait_for(what, move |_| cond(&doc)).await;
+    }
+
     /// Hocuspocus: waits until `n` `Authenticated` arrived (a change of access sends another),
     /// and returns their scopes in order.
     pub async fn wait_scopes(&mut self, n: usize) -> Vec<String> {
@@ -502,6 +515,11 @@ fn handle_frame(
     out: &mpsc::UnboundedSender<WsMessage>,
     prefix: &[u8],
 ) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    lock(seen).frames.push((at, bytes.to_vec()));
     if prefix.is_empty() {
         let messages = decode_frame(bytes).expect("the server sends valid frames");
         assert_eq!(messages.len(), 1, "the server sends one message per frame");

@@ -171,23 +171,41 @@ pub fn binary_path() -> PathBuf {
 impl ChildServer {
     /// Starts the binary on port 0 with `data_dir` and waits for its "listening" line.
     pub async fn start(data_dir: &Path) -> ChildServer {
+        ChildServer::start_with(data_dir, &["--open-access"], None).await
+    }
+
+    /// Starts the binary with extra `args`; with `log`, its stderr goes to that file with
+    /// `RUST_LOG=trace` (for tests that read everything the server logged).
+    pub async fn start_with(data_dir: &Path, args: &[&str], log: Option<&Path>) -> ChildServer {
         let bin = binary_path();
-        let mut child = Command::new(&bin)
-            .arg("--open-access")
+        let mut command = Command::new(&bin);
+        command
+            .args(args)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {}: {e} (run `cargo build -p debrief-server`)",
-                    bin.display()
-                )
-            });
+            .kill_on_drop(true);
+        match log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the log file");
+                command.stderr(file).env("RUST_LOG", "trace");
+            }
+            None => {
+                command.stderr(Stdio::inherit());
+            }
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "starting {}: {e} (run `cargo build -p debrief-server`)",
+                bin.display()
+            )
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let addr = crate::within("the listening line", async {
@@ -214,6 +232,11 @@ impl ChildServer {
     /// `ws://…/collab`.
     pub fn collab_url(&self) -> String {
         format!("ws://{}/collab", self.addr)
+    }
+
+    /// `http://…{path}`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// SIGKILL, and wait for the process to be gone.

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::anonymous::{self, ReleaseMode};
 use super::report::{self, AnchorError};
 use super::threads::{self, Anchor, Author, MAX_QUOTE_CHARS};
 use super::{
@@ -51,6 +52,32 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/reviews/{id}/threads/{thread}/resolve", post(resolve))
         .route("/api/reviews/{id}/threads/{thread}/reopen", post(reopen))
+        .route(
+            "/api/reviews/{id}/anonymous/threads",
+            post(anonymous_thread),
+        )
+        .route(
+            "/api/reviews/{id}/anonymous/threads/{thread}/comments",
+            post(anonymous_reply),
+        )
+        .route("/api/reviews/{id}/concerns", post(raise_concern))
+        .route(
+            "/api/reviews/{id}/concerns/{concern}/support",
+            post(support),
+        )
+        .route(
+            "/api/reviews/{id}/concerns/{concern}/discussed",
+            post(discussed),
+        )
+        .route(
+            "/api/reviews/{id}/anonymous/{item}/edit",
+            post(anonymous_edit),
+        )
+        .route(
+            "/api/reviews/{id}/anonymous/{item}/retract",
+            post(anonymous_retract),
+        )
+        .route("/api/reviews/{id}/moderation/hide", post(hide))
 }
 
 impl From<Problem> for ApiError {
@@ -62,6 +89,7 @@ impl From<Problem> for ApiError {
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -153,6 +181,10 @@ fn review_view(state: &AppState, review: &ReviewRecord, you: Option<&SessionReco
         "created_at": review.created_at,
         "participants": participants,
         "documents": documents(&review.id),
+        "anonymous": {
+            "release": review.release.as_str(),
+            "cadence_ms": state.anonymity.cadence().as_millis() as u64,
+        },
     });
     if let Some(s) = you {
         v["you"] = json!({ "role": s.role.as_str(), "participant": s.participant, "name": s.name });
@@ -170,6 +202,7 @@ struct CreateRequest {
     title: String,
     incident_date: Option<String>,
     severity: Option<String>,
+    anonymous_release: Option<String>,
 }
 
 /// `POST /api/reviews`: creates a review, seeds its documents, returns the invite links.
@@ -197,6 +230,16 @@ async fn create(
             .map(validate_date)
             .transpose()?,
         severity: req.severity.as_deref().map(validate_severity).transpose()?,
+        release: match req.anonymous_release.as_deref() {
+            None | Some("batch") => ReleaseMode::Batch,
+            Some("meeting") => ReleaseMode::Meeting,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_release",
+                    "anonymous_release is \"batch\" (at a fixed cadence) or \"meeting\" (when the meeting starts)",
+                ))
+            }
+        },
     };
     let id = super::Reviews::new_id();
     // The documents exist before the review does: a crash in between leaves unreachable
@@ -292,6 +335,11 @@ async fn move_phase(
         .run(move |doc| threads::set_phase(doc, to.as_str()))
         .await?
         .map_err(ApiError::from)?;
+    if to == Phase::Meeting && review.release == ReleaseMode::Meeting {
+        // The meeting start is this review's release boundary.
+        let at = state.anonymity.boundary_at(super::now_ms());
+        anonymous::release(&state, at, Some(&id)).await;
+    }
     Ok(Json(review_view(&state, &review, Some(&session))))
 }
 
@@ -552,4 +600,279 @@ async fn reopen(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     set_resolved(&state, &headers, p, false).await
+}
+
+/// The answer to an anonymous submission: nothing about who sent it, only when it will appear.
+fn held_reply(state: &AppState, review: &ReviewRecord, extra: Value) -> Response {
+    let release_after = match (review.release, review.phase) {
+        (ReleaseMode::Meeting, Phase::Draft | Phase::Review) => Value::Null,
+        _ => json!(state.anonymity.next_boundary(super::now_ms())),
+    };
+    let mut body = json!({
+        "release": review.release.as_str(),
+        "release_after": release_after,
+    });
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// The session and review of an anonymous submission, once the phase table and the rate limit
+/// allow it. Nothing about the session is logged.
+fn anonymous_sender(
+    state: &AppState,
+    headers: &HeaderMap,
+    review: &str,
+) -> Result<ReviewRecord, ApiError> {
+    let (session, review) = session(state, headers, review)?;
+    policy::may_comment(session.role, review.phase)
+        .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
+    state
+        .anonymity
+        .rate_limit(bearer(headers).unwrap_or_default())?;
+    Ok(review)
+}
+
+/// `POST /api/reviews/{id}/anonymous/threads`: an anonymous comment, held until its release.
+async fn anonymous_thread(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = path(id)?;
+    let review = anonymous_sender(&state, &headers, &id)?;
+    let req: ThreadRequest = parse(body)?;
+    let text = threads::validate_body(&req.body)?;
+    let anchor = match req.anchor {
+        Some(a) => Some(anchor(&state, &id, a).await?),
+        None => None,
+    };
+    let (thread, comment) = (super::random_hex(8), super::random_hex(8));
+    let item = threads::Item::Comment {
+        thread: thread.clone(),
+        comment: comment.clone(),
+    };
+    let op = threads::AnonOp::Thread {
+        thread,
+        comment,
+        body: text,
+        anchor,
+    };
+    let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
+    Ok(held_reply(
+        &state,
+        &review,
+        json!({ "item": item, "key": key }),
+    ))
+}
+
+/// `POST /api/reviews/{id}/anonymous/threads/{thread}/comments`: an anonymous reply.
+async fn anonymous_reply(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (id, thread) = path(p)?;
+    let review = anonymous_sender(&state, &headers, &id)?;
+    let req: CommentRequest = parse(body)?;
+    let text = threads::validate_body(&req.body)?;
+    let probe = thread.clone();
+    let exists = state
+        .registry
+        .open(&document_name(&id, DocKind::Discussion))
+        .run(move |doc| (threads::thread_exists(doc, &probe), None))
+        .await?;
+    if !exists {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_thread",
+            "this review has no such thread",
+        ));
+    }
+    let comment = super::random_hex(8);
+    let item = threads::Item::Comment {
+        thread: thread.clone(),
+        comment: comment.clone(),
+    };
+    let op = threads::AnonOp::Reply {
+        thread,
+        comment,
+        body: text,
+    };
+    let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
+    Ok(held_reply(
+        &state,
+        &review,
+        json!({ "item": item, "key": key }),
+    ))
+}
+
+/// `POST /api/reviews/{id}/concerns`: a concern for the board; always anonymous.
+async fn raise_concern(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = path(id)?;
+    let review = anonymous_sender(&state, &headers, &id)?;
+    let req: CommentRequest = parse(body)?;
+    let text = threads::validate_body(&req.body)?;
+    let concern = super::random_hex(8);
+    let item = threads::Item::Concern {
+        concern: concern.clone(),
+    };
+    let op = threads::AnonOp::Concern {
+        concern,
+        body: text,
+    };
+    let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
+    Ok(held_reply(
+        &state,
+        &review,
+        json!({ "item": item, "key": key }),
+    ))
+}
+
+/// `POST /api/reviews/{id}/concerns/{concern}/support`: one vote per session, counted at the
+/// next release.
+async fn support(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (id, concern) = path(p)?;
+    let review = anonymous_sender(&state, &headers, &id)?;
+    let probe = concern.clone();
+    let exists = state
+        .registry
+        .open(&document_name(&id, DocKind::Discussion))
+        .run(move |doc| (threads::concern_exists(doc, &probe), None))
+        .await?;
+    if !exists {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_concern",
+            "this review has no such concern",
+        ));
+    }
+    let token = bearer(&headers).unwrap_or_default();
+    state.anonymity.hold_vote(&id, token, &concern).await?;
+    Ok(held_reply(&state, &review, json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyedEdit {
+    key: String,
+    body: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keyed {
+    key: String,
+}
+
+/// The item a key unlocks, if it still exists (held or released).
+async fn unlocked(
+    state: &AppState,
+    review: &str,
+    item_id: &str,
+    key: &str,
+) -> Result<threads::Item, ApiError> {
+    let item = state.anonymity.unlock(review, item_id, key)?;
+    if state.anonymity.is_held(review, &item)? {
+        return Ok(item);
+    }
+    let probe = item.clone();
+    let exists = state
+        .registry
+        .open(&document_name(review, DocKind::Discussion))
+        .run(move |doc| (threads::item_exists(doc, &probe), None))
+        .await?;
+    if !exists {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_item",
+            "this anonymous item is gone (retracted or hidden)",
+        ));
+    }
+    Ok(item)
+}
+
+/// `POST /api/reviews/{id}/anonymous/{item}/edit`: new text, with the item's key.
+async fn anonymous_edit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (id, item_id) = path(p)?;
+    let review = anonymous_sender(&state, &headers, &id)?;
+    let req: KeyedEdit = parse(body)?;
+    let text = threads::validate_body(&req.body)?;
+    let item = unlocked(&state, &id, &item_id, &req.key).await?;
+    state.anonymity.hold_edit(&id, item, text).await?;
+    Ok(held_reply(&state, &review, json!({})))
+}
+
+/// `POST /api/reviews/{id}/anonymous/{item}/retract`: takes an item back, with its key.
+async fn anonymous_retract(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (id, item_id) = path(p)?;
+    let review = anonymous_sender(&state, &headers, &id)?;
+    let req: Keyed = parse(body)?;
+    let item = unlocked(&state, &id, &item_id, &req.key).await?;
+    state.anonymity.hold_retract(&id, item).await?;
+    Ok(held_reply(&state, &review, json!({})))
+}
+
+/// `POST /api/reviews/{id}/moderation/hide`: the facilitator hides an anonymous item for
+/// everyone, learning nothing about its author.
+async fn hide(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let id = path(id)?;
+    let (session, _) = session(&state, &headers, &id)?;
+    policy::may_facilitate(session.role)
+        .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
+    let item: threads::Item = parse(body)?;
+    on_discussion(&state, &id, move |doc| threads::hide(doc, &item)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscussedRequest {
+    discussed: bool,
+}
+
+/// `POST /api/reviews/{id}/concerns/{concern}/discussed`: the facilitator ticks a concern off.
+async fn discussed(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let (id, concern) = path(p)?;
+    let (session, _) = session(&state, &headers, &id)?;
+    policy::may_facilitate(session.role)
+        .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
+    let req: DiscussedRequest = parse(body)?;
+    on_discussion(&state, &id, move |doc| {
+        threads::set_discussed(doc, &concern, req.discussed)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

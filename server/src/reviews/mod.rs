@@ -8,6 +8,7 @@
 //! Secrets: invite and session tokens are 256 random bits; only their SHA-256 hashes are stored
 //! (in memory and on disk), so a copy of the database opens nothing. Tokens never reach logs.
 
+pub mod anonymous;
 pub mod api;
 pub mod policy;
 pub mod report;
@@ -47,6 +48,8 @@ pub enum ProblemKind {
     Conflict,
     /// A value is too large (413).
     TooLarge,
+    /// Too many requests in a short time (429).
+    TooManyRequests,
     /// A referenced value does not resolve (422).
     Unprocessable,
     /// The server cannot do it now (503).
@@ -105,6 +108,9 @@ pub struct ReviewRecord {
     pub phase: Phase,
     /// Creation time, ms since the Unix epoch.
     pub created_at: u64,
+    /// When held anonymous items are released.
+    #[serde(default)]
+    pub release: anonymous::ReleaseMode,
     /// Hex SHA-256 of each role's current invite token.
     invites: HashMap<Role, String>,
 }
@@ -133,6 +139,8 @@ pub struct NewReview {
     pub incident_date: Option<String>,
     /// Severity (validated).
     pub severity: Option<String>,
+    /// When anonymous items are released.
+    pub release: anonymous::ReleaseMode,
 }
 
 /// A review just created, with the only copies of its invite tokens.
@@ -214,6 +222,7 @@ impl Reviews {
             severity: new.severity,
             phase: Phase::Draft,
             created_at: now_ms(),
+            release: new.release,
             invites: tokens
                 .iter()
                 .map(|(r, t)| (*r, hex::encode(hash(t))))
@@ -308,6 +317,18 @@ impl Reviews {
             .cloned()
             .ok_or_else(|| unknown_review(review_id))?;
         Ok((session, review))
+    }
+
+    /// Whether held anonymous items of `review` may be released now: always in batch mode, from
+    /// the meeting on in meeting mode. Unknown reviews release nothing.
+    pub fn may_release(&self, review: &str) -> bool {
+        self.lock()
+            .reviews
+            .get(review)
+            .is_some_and(|r| match r.release {
+                anonymous::ReleaseMode::Batch => true,
+                anonymous::ReleaseMode::Meeting => r.phase >= Phase::Meeting,
+            })
     }
 
     /// Number of sessions of each role in a review.

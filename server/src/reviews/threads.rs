@@ -35,7 +35,7 @@ pub struct Author {
 }
 
 /// A validated anchor: the two ends as the client encoded them (base64) and the quote.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Anchor {
     /// Base64 of the start position.
     pub start: String,
@@ -47,6 +47,317 @@ pub struct Anchor {
 
 /// Result of a job on the discussion: the value for the client, and the update it made.
 pub type Outcome<T> = (Result<T, Problem>, Option<Vec<u8>>);
+
+/// Most concerns on one review's board.
+pub const MAX_CONCERNS_PER_REVIEW: u32 = 500;
+
+/// Root map of the concerns board: concern id → concern (a Y.Map).
+pub const CONCERNS: &str = "concerns";
+
+/// An anonymous item's place in the discussion.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Item {
+    /// A comment (the first of an anonymous thread, or an anonymous reply).
+    Comment {
+        /// Its thread.
+        thread: String,
+        /// The comment.
+        comment: String,
+    },
+    /// A concern.
+    Concern {
+        /// The concern.
+        concern: String,
+    },
+}
+
+/// A change to the discussion that carries no author, held until its release.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AnonOp {
+    /// A new thread opened by an anonymous comment.
+    Thread {
+        /// Thread id.
+        thread: String,
+        /// Id of its first comment.
+        comment: String,
+        /// Text.
+        body: String,
+        /// Anchor, or none for a general comment.
+        anchor: Option<Anchor>,
+    },
+    /// An anonymous reply.
+    Reply {
+        /// Thread id.
+        thread: String,
+        /// Comment id.
+        comment: String,
+        /// Text.
+        body: String,
+    },
+    /// A new concern.
+    Concern {
+        /// Concern id.
+        concern: String,
+        /// Text.
+        body: String,
+    },
+    /// Support for a concern; `vote` is a random id that makes applying it idempotent.
+    Vote {
+        /// Concern id.
+        concern: String,
+        /// Random id of this vote.
+        vote: String,
+    },
+    /// New text for an anonymous item.
+    Edit {
+        /// The item.
+        item: Item,
+        /// Text.
+        body: String,
+    },
+    /// The author took an anonymous item back.
+    Retract {
+        /// The item.
+        item: Item,
+    },
+}
+
+impl AnonOp {
+    /// Application order within one release: items exist before they are supported, edited or
+    /// retracted.
+    pub fn stage(&self) -> u8 {
+        match self {
+            AnonOp::Thread { .. } | AnonOp::Concern { .. } => 0,
+            AnonOp::Reply { .. } => 1,
+            AnonOp::Vote { .. } => 2,
+            AnonOp::Edit { .. } => 3,
+            AnonOp::Retract { .. } => 4,
+        }
+    }
+}
+
+/// Applies a batch of held anonymous changes in one transaction, with `at` (the release
+/// boundary) as their time. Applying the same op twice changes nothing more, so a release
+/// interrupted by a crash can run again.
+pub fn release(doc: &Doc, ops: &[AnonOp], at: f64) -> Option<Vec<u8>> {
+    let threads = doc.get_or_insert_map(THREADS);
+    let concerns = doc.get_or_insert_map(CONCERNS);
+    let mut txn = doc.transact_mut();
+    for op in ops {
+        match op {
+            AnonOp::Thread {
+                thread,
+                comment,
+                body,
+                anchor,
+            } => {
+                if threads.get(&txn, thread).is_some()
+                    || threads.len(&txn) >= MAX_THREADS_PER_REVIEW
+                {
+                    continue;
+                }
+                let t = threads.insert(&mut txn, thread.as_str(), MapPrelim::default());
+                t.insert(&mut txn, field::ID, thread.as_str());
+                t.insert(&mut txn, field::ANCHOR, anchor_value(anchor.as_ref()));
+                t.insert(&mut txn, field::RESOLVED, false);
+                t.insert(&mut txn, field::CREATED_AT, at);
+                let comments = t.insert(&mut txn, field::COMMENTS, ArrayPrelim::default());
+                push_anonymous(&mut txn, &comments, comment, body, at);
+            }
+            AnonOp::Reply {
+                thread,
+                comment,
+                body,
+            } => {
+                let Some((_, comments)) = find_thread(&txn, &threads, thread) else {
+                    continue;
+                };
+                if find_comment(&txn, &comments, comment).is_some()
+                    || comments.len(&txn) >= MAX_COMMENTS_PER_THREAD
+                {
+                    continue;
+                }
+                push_anonymous(&mut txn, &comments, comment, body, at);
+            }
+            AnonOp::Concern { concern, body } => {
+                if concerns.get(&txn, concern).is_some()
+                    || concerns.len(&txn) >= MAX_CONCERNS_PER_REVIEW
+                {
+                    continue;
+                }
+                let c = concerns.insert(&mut txn, concern.as_str(), MapPrelim::default());
+                c.insert(&mut txn, field::ID, concern.as_str());
+                c.insert(&mut txn, field::BODY, body.as_str());
+                c.insert(&mut txn, field::CREATED_AT, at);
+                c.insert(&mut txn, DISCUSSED, false);
+                c.insert(&mut txn, HIDDEN, false);
+                c.insert(&mut txn, VOTES, ArrayPrelim::default());
+            }
+            AnonOp::Vote { concern, vote } => {
+                let Some(votes) = concerns
+                    .get(&txn, concern)
+                    .and_then(|c| c.cast::<MapRef>().ok())
+                    .and_then(|c| c.get(&txn, VOTES))
+                    .and_then(|v| v.cast::<ArrayRef>().ok())
+                else {
+                    continue;
+                };
+                let known = votes
+                    .iter(&txn)
+                    .any(|v| matches!(v, Out::Any(Any::String(s)) if &*s == vote.as_str()));
+                if !known {
+                    votes.push_back(&mut txn, vote.as_str());
+                }
+            }
+            AnonOp::Edit { item, body } => {
+                if let Some(map) = anonymous_item(&txn, &threads, &concerns, item) {
+                    map.insert(&mut txn, field::BODY, body.as_str());
+                    map.insert(&mut txn, field::EDITED_AT, at);
+                }
+            }
+            AnonOp::Retract { item } => match item {
+                Item::Concern { concern } => {
+                    if concerns.get(&txn, concern).is_some() {
+                        concerns.remove(&mut txn, concern);
+                    }
+                }
+                Item::Comment { .. } => {
+                    if let Some(map) = anonymous_item(&txn, &threads, &concerns, item) {
+                        map.insert(&mut txn, field::BODY, "");
+                        map.insert(&mut txn, field::DELETED, true);
+                    }
+                }
+            },
+        }
+    }
+    let update = txn.encode_update_v1();
+    Some(update)
+}
+
+/// Hides an anonymous item for everyone (its text is removed) without touching anything that
+/// could tell who wrote it. Only the facilitator calls this.
+pub fn hide(doc: &Doc, item: &Item) -> Outcome<()> {
+    let threads = doc.get_or_insert_map(THREADS);
+    let concerns = doc.get_or_insert_map(CONCERNS);
+    let mut txn = doc.transact_mut();
+    let Some(map) = anonymous_item(&txn, &threads, &concerns, item) else {
+        return (Err(unknown_item()), None);
+    };
+    map.insert(&mut txn, field::BODY, "");
+    map.insert(&mut txn, HIDDEN, true);
+    (Ok(()), Some(txn.encode_update_v1()))
+}
+
+/// Marks a concern discussed (or not).
+pub fn set_discussed(doc: &Doc, concern: &str, discussed: bool) -> Outcome<()> {
+    let concerns = doc.get_or_insert_map(CONCERNS);
+    let mut txn = doc.transact_mut();
+    let Some(map) = concerns
+        .get(&txn, concern)
+        .and_then(|c| c.cast::<MapRef>().ok())
+    else {
+        return (Err(unknown_item()), None);
+    };
+    map.insert(&mut txn, DISCUSSED, discussed);
+    (Ok(()), Some(txn.encode_update_v1()))
+}
+
+/// Whether an anonymous item can still be edited (released, not deleted or hidden).
+pub fn item_exists(doc: &Doc, item: &Item) -> bool {
+    let threads = doc.get_or_insert_map(THREADS);
+    let concerns = doc.get_or_insert_map(CONCERNS);
+    let txn = doc.transact();
+    anonymous_item(&txn, &threads, &concerns, item).is_some()
+}
+
+/// True once the concern is on the board.
+pub fn concern_exists(doc: &Doc, concern: &str) -> bool {
+    let concerns = doc.get_or_insert_map(CONCERNS);
+    let txn = doc.transact();
+    concerns.get(&txn, concern).is_some()
+}
+
+/// Whether the thread exists (for anonymous replies).
+pub fn thread_exists(doc: &Doc, thread: &str) -> bool {
+    let threads = doc.get_or_insert_map(THREADS);
+    let txn = doc.transact();
+    find_thread(&txn, &threads, thread).is_some()
+}
+
+/// Concern field: true once the facilitator marked it discussed.
+pub const DISCUSSED: &str = "discussed";
+/// Field of anonymous comments and concerns: true once hidden by the facilitator.
+pub const HIDDEN: &str = "hidden";
+/// Concern field: Y.Array of random vote ids; its length is the support.
+pub const VOTES: &str = "votes";
+/// Comment field: true for an anonymous comment (its `author` is null).
+pub const ANONYMOUS: &str = "anonymous";
+
+fn anchor_value(anchor: Option<&Anchor>) -> Any {
+    match anchor {
+        Some(a) => Any::from(HashMap::from([
+            (field::START.to_owned(), Any::from(a.start.as_str())),
+            (field::END.to_owned(), Any::from(a.end.as_str())),
+            (field::QUOTE.to_owned(), Any::from(a.quote.as_str())),
+        ])),
+        None => Any::Null,
+    }
+}
+
+fn push_anonymous(
+    txn: &mut yrs::TransactionMut,
+    comments: &ArrayRef,
+    id: &str,
+    body: &str,
+    at: f64,
+) {
+    let comment = comments.push_back(txn, MapPrelim::default());
+    comment.insert(txn, field::ID, id);
+    comment.insert(txn, field::BODY, body);
+    comment.insert(txn, field::AUTHOR, Any::Null);
+    comment.insert(txn, ANONYMOUS, true);
+    comment.insert(txn, field::CREATED_AT, at);
+    comment.insert(txn, field::DELETED, false);
+    comment.insert(txn, HIDDEN, false);
+}
+
+fn find_comment<T: yrs::ReadTxn>(txn: &T, comments: &ArrayRef, id: &str) -> Option<MapRef> {
+    comments
+        .iter(txn)
+        .filter_map(|c| c.cast::<MapRef>().ok())
+        .find(|c| string_field(txn, c, field::ID).as_deref() == Some(id))
+}
+
+/// The map of an anonymous item that is still there (not deleted, retracted or hidden).
+fn anonymous_item<T: yrs::ReadTxn>(
+    txn: &T,
+    threads: &MapRef,
+    concerns: &MapRef,
+    item: &Item,
+) -> Option<MapRef> {
+    let flag = |m: &MapRef, key: &str| matches!(m.get(txn, key), Some(Out::Any(Any::Bool(true))));
+    match item {
+        Item::Comment { thread, comment } => {
+            let (_, comments) = find_thread(txn, threads, thread)?;
+            let c = find_comment(txn, &comments, comment)?;
+            (flag(&c, ANONYMOUS) && !flag(&c, field::DELETED) && !flag(&c, HIDDEN)).then_some(c)
+        }
+        Item::Concern { concern } => {
+            let c = concerns.get(txn, concern)?.cast::<MapRef>().ok()?;
+            (!flag(&c, HIDDEN)).then_some(c)
+        }
+    }
+}
+
+fn unknown_item() -> Problem {
+    Problem::new(
+        ProblemKind::NotFound,
+        "unknown_item",
+        "there is no such anonymous item (it may not be released yet, or was retracted or hidden)",
+    )
+}
 
 /// Writes the review's state into a new discussion document.
 pub fn seed(doc: &Doc, title: &str, phase: &str) -> Vec<u8> {
@@ -106,14 +417,7 @@ pub fn add_thread(
     }
     let id = random_hex(8);
     let now = now_ms() as f64;
-    let anchor_value = match anchor {
-        Some(a) => Any::from(HashMap::from([
-            (field::START.to_owned(), Any::from(a.start.as_str())),
-            (field::END.to_owned(), Any::from(a.end.as_str())),
-            (field::QUOTE.to_owned(), Any::from(a.quote.as_str())),
-        ])),
-        None => Any::Null,
-    };
+    let anchor_value = anchor_value(anchor);
     let thread = threads.insert(&mut txn, id.as_str(), MapPrelim::default());
     thread.insert(&mut txn, field::ID, id.as_str());
     thread.insert(&mut txn, field::ANCHOR, anchor_value);

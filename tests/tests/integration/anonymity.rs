@@ -1,0 +1,727 @@
+//! Anonymous comments, replies, concerns and votes (`docs/anonymity.md`): the adversary test
+//! that records everything others receive and reads the store and the trace-level logs, keys
+//! that edit and retract, moderation, rate limits, release modes, and a crash in a batch window.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use debrief_tests::api::{request, Reply, Review};
+use debrief_tests::{ChildServer, Client, TestServer};
+use serde_json::{json, Value};
+use yrs::types::ToJson;
+use yrs::{ReadTxn, Transact};
+
+/// The `discussion` replica of `client` as JSON: `{threads, concerns}`.
+fn discussion_json(client: &Client) -> Value {
+    let txn = client.doc.transact();
+    let root = |name: &str| {
+        txn.get_map(name)
+            .map(|m| serde_json::to_value(m.to_json(&txn)).expect("json"))
+            .unwrap_or(Value::Null)
+    };
+    json!({ "threads": root("threads"), "concerns": root("concerns") })
+}
+
+/// A `/collab` reader of the review's discussion for `role`, synced.
+async fn discussion_reader(url: &str, review: &Review, token: &str) -> Client {
+    let mut c = Client::connect_collab(url, &review.doc("discussion"), token).await;
+    c.wait_authenticated().await;
+    c.wait_synced().await;
+    c
+}
+
+/// Waits until the reader's discussion satisfies `cond`.
+async fn wait_discussion(reader: &mut Client, what: &str, cond: impl Fn(&Value) -> bool) {
+    let doc = reader.doc.clone();
+    reader
+        .wait_doc(what, move |_| {
+            let txn = doc.transact();
+            let root = |name: &str| {
+                txn.get_map(name)
+                    .map(|m| serde_json::to_value(m.to_json(&txn)).expect("json"))
+                    .unwrap_or(Value::Null)
+            };
+            cond(&json!({ "threads": root("threads"), "concerns": root("concerns") }))
+        })
+        .await;
+}
+
+fn concern_with<'a>(d: &'a Value, body: &str) -> Option<&'a Value> {
+    d["concerns"]
+        .as_object()?
+        .values()
+        .find(|c| c["body"] == body)
+}
+
+fn comment_with<'a>(d: &'a Value, body: &str) -> Option<&'a Value> {
+    d["threads"]
+        .as_object()?
+        .values()
+        .flat_map(|t| t["comments"].as_array().into_iter().flatten())
+        .find(|c| c["body"] == body)
+}
+
+async fn post(review: &Review, token: &str, path: &str, body: Value) -> Reply {
+    let path = format!("/api/reviews/{}{path}", review.id);
+    request(review.addr, "POST", &path, Some(token), Some(&body)).await
+}
+
+/// Every file under `dir`, concatenated.
+fn read_tree(dir: &Path, out: &mut Vec<u8>) {
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            read_tree(&path, out);
+        } else {
+            out.extend(std::fs::read(&path).expect("read file"));
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn the_adversary_cannot_link_anonymous_items_to_their_author() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    const CADENCE_MS: u64 = 3000;
+    let server =
+        ChildServer::start_with(&data, &["--anonymous-cadence-secs", "3"], Some(&log)).await;
+    let mut review = Review::create(server.addr, "Database failover").await;
+    let url = server.collab_url();
+
+    // Zelda writes anonymously; Bob and Carol are named; everyone else watches.
+    let zelda = review.join("participant", "Zelda Quux").await;
+    let bob = review.join("participant", "Bob Named").await;
+    let carol = review.join("participant", "Carol Named").await;
+    let zelda_participant = {
+        let r = request(
+            review.addr,
+            "GET",
+            &format!("/api/reviews/{}", review.id),
+            Some(&zelda),
+            None,
+        )
+        .await;
+        r.body["you"]["participant"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    review.sessions.insert("bob".into(), bob.clone());
+    review.move_to("review").await;
+
+    // Zelda is present in the report (her name and Yjs client id are in awareness) and reads
+    // the discussion, like a browser would.
+    let zelda_report = {
+        let mut c = Client::connect_collab(&url, &review.doc("report"), &zelda).await;
+        c.wait_synced().await;
+        c
+    };
+    let zelda_client_id = zelda_report.doc.client_id().get();
+    zelda_report.set_awareness(
+        zelda_client_id,
+        1,
+        r##"{"user":{"name":"Zelda Quux","color":"#123456"}}"##,
+    );
+    let zelda_discussion = discussion_reader(&url, &review, &zelda).await;
+    let zelda_ids: HashSet<u64> = [zelda_client_id, zelda_discussion.doc.client_id().get()].into();
+
+    // What everyone else receives, over both dialects and every document.
+    let mut watchers = Vec::new();
+    for token in [
+        &bob,
+        &carol,
+        &review.sessions["observer"],
+        &review.sessions["facilitator"],
+    ] {
+        for kind in ["report", "discussion"] {
+            let mut ws = Client::connect(&format!(
+                "{}?token={token}",
+                format!("ws://{}/ws/{}", server.addr, review.doc(kind))
+            ))
+            .await;
+            ws.wait_synced().await;
+            let mut collab = Client::connect_collab(&url, &review.doc(kind), token).await;
+            collab.wait_synced().await;
+            watchers.push(ws);
+            watchers.push(collab);
+        }
+    }
+    let mut rest_seen: Vec<String> = Vec::new();
+
+    // Named activity and an earlier concern, released first.
+    let named = post(
+        &review,
+        &carol,
+        "/threads",
+        json!({ "body": "Named: why a manual failover?" }),
+    )
+    .await;
+    assert_eq!(named.status, 201);
+    rest_seen.push(named.body.to_string());
+    let named_thread = named.body["id"].as_str().expect("id").to_owned();
+    let early = post(
+        &review,
+        &bob,
+        "/concerns",
+        json!({ "body": "Concern: the runbook is stale" }),
+    )
+    .await;
+    assert_eq!(early.status, 202, "{}", early.body);
+    let mut observer = discussion_reader(&url, &review, &review.sessions["observer"]).await;
+    wait_discussion(&mut observer, "the first concern", |d| {
+        concern_with(d, "Concern: the runbook is stale").is_some()
+    })
+    .await;
+    let early_id = concern_with(&discussion_json(&observer), "Concern: the runbook is stale")
+        .expect("concern")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // Zelda's anonymous activity, among named replies by Bob.
+    let secret_texts = [
+        "Anonymous: the on-call was alone for six hours",
+        "Anonymous reply: nobody could have caught this",
+        "Concern: we punish people who escalate",
+    ];
+    let a = post(
+        &review,
+        &zelda,
+        "/anonymous/threads",
+        json!({ "body": secret_texts[0] }),
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let bob_reply = post(
+        &review,
+        &bob,
+        &format!("/threads/{named_thread}/comments"),
+        json!({ "body": "Named reply from Bob" }),
+    )
+    .await;
+    rest_seen.push(bob_reply.body.to_string());
+    let r = post(
+        &review,
+        &zelda,
+        &format!("/anonymous/threads/{named_thread}/comments"),
+        json!({ "body": secret_texts[1] }),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let c = post(
+        &review,
+        &zelda,
+        "/concerns",
+        json!({ "body": secret_texts[2] }),
+    )
+    .await;
+    assert_eq!(c.status, 202, "{}", c.body);
+    let v = post(
+        &review,
+        &zelda,
+        &format!("/concerns/{early_id}/support"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(v.status, 202, "{}", v.body);
+    let item_ids: Vec<String> = [&a, &r, &c]
+        .iter()
+        .map(|x| {
+            let item = &x.body["item"];
+            item["comment"]
+                .as_str()
+                .or(item["concern"].as_str())
+                .expect("item id")
+                .to_owned()
+        })
+        .collect();
+    let keys: Vec<String> = [&a, &r, &c]
+        .iter()
+        .map(|x| x.body["key"].as_str().expect("key").to_owned())
+        .collect();
+    for reply in [&a, &r, &c, &v] {
+        // The submitter learns only when it appears.
+        assert_eq!(reply.body["release"], "batch");
+        assert_eq!(
+            reply.body["release_after"].as_u64().expect("time") % CADENCE_MS,
+            0
+        );
+    }
+
+    wait_discussion(&mut observer, "Zelda's items and vote", |d| {
+        secret_texts[..2]
+            .iter()
+            .all(|t| comment_with(d, t).is_some())
+            && concern_with(d, secret_texts[2]).is_some()
+            && concern_with(d, "Concern: the runbook is stale")
+                .is_some_and(|c| c["votes"].as_array().is_some_and(|v| v.len() == 1))
+    })
+    .await;
+    for w in &mut watchers {
+        w.round_trip().await;
+    }
+    let read = request(
+        review.addr,
+        "GET",
+        &format!("/api/reviews/{}", review.id),
+        Some(&bob),
+        None,
+    )
+    .await;
+    rest_seen.push(read.body.to_string());
+    let final_view = discussion_json(&observer);
+
+    // In the document: no author on anonymous items, times on batch boundaries, and nothing
+    // but the server ever wrote the discussion.
+    for t in &secret_texts[..2] {
+        let comment = comment_with(&final_view, t).expect("released");
+        assert_eq!(comment["author"], Value::Null);
+        assert_eq!(comment["anonymous"], true);
+        assert_eq!(
+            comment["createdAt"].as_f64().expect("time") as u64 % CADENCE_MS,
+            0
+        );
+    }
+    let concern = concern_with(&final_view, secret_texts[2]).expect("released");
+    assert_eq!(
+        concern["createdAt"].as_f64().expect("time") as u64 % CADENCE_MS,
+        0
+    );
+    let writers: Vec<u64> = {
+        let txn = observer.doc.transact();
+        txn.state_vector().iter().map(|(c, _)| c.get()).collect()
+    };
+    let client_ids: HashSet<u64> = watchers
+        .iter()
+        .map(|w| w.doc.client_id().get())
+        .chain(zelda_ids.iter().copied())
+        .collect();
+    assert!(!writers.is_empty());
+    for w in &writers {
+        assert!(
+            !client_ids.contains(w),
+            "a client's id {w} wrote the discussion"
+        );
+    }
+
+    // Everything the others received: anonymous texts arrive only at batch boundaries, never
+    // together with anything of Zelda's.
+    let zelda_marks = [
+        "Zelda Quux".to_owned(),
+        zelda_participant.clone(),
+        zelda.clone(),
+        review.invites["participant"].clone(),
+    ];
+    let mut released_at = Vec::new();
+    for w in &watchers {
+        for (at, frame) in w.frames() {
+            let anonymous = secret_texts.iter().any(|t| contains(&frame, t));
+            if anonymous {
+                released_at.push(at);
+                for mark in &zelda_marks {
+                    assert!(
+                        !contains(&frame, mark),
+                        "a frame with an anonymous item carries {mark}"
+                    );
+                }
+            }
+            assert!(
+                !contains(&frame, &zelda),
+                "Zelda's session token was sent to someone"
+            );
+        }
+    }
+    assert!(
+        !released_at.is_empty(),
+        "the watchers received the anonymous items"
+    );
+    for at in &released_at {
+        assert!(
+            at % CADENCE_MS < CADENCE_MS / 2,
+            "an anonymous item arrived {} ms after a boundary",
+            at % CADENCE_MS
+        );
+    }
+    for body in &rest_seen {
+        for mark in &zelda_marks {
+            assert!(
+                !body.contains(mark.as_str()),
+                "a REST answer to someone else carries {mark}"
+            );
+        }
+    }
+
+    // The store and the logs, read after the server stopped.
+    drop(watchers);
+    server.terminate().await;
+    let mut raw = Vec::new();
+    read_tree(&data, &mut raw);
+    for secret in [
+        &zelda,
+        &review.invites["participant"],
+        &keys[0],
+        &keys[1],
+        &keys[2],
+    ] {
+        assert!(!contains(&raw, secret), "a token or key is stored in clear");
+    }
+    assert!(!contains(&raw, "127.0.0.1"), "an address is stored");
+    let db = sled::open(&data).expect("open the store after the server stopped");
+    let zelda_hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(zelda.as_bytes()))
+    };
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).expect("tree");
+        for kv in tree.iter() {
+            let (k, v) = kv.expect("entry");
+            let mut record = k.to_vec();
+            record.extend_from_slice(&v);
+            let about_anonymous = secret_texts.iter().any(|t| contains(&record, t))
+                || item_ids.iter().any(|id| contains(&record, id));
+            if about_anonymous {
+                for mark in zelda_marks.iter().chain([&zelda_hash]) {
+                    assert!(
+                        !contains(&record, mark),
+                        "a stored record links an anonymous item to {mark}"
+                    );
+                }
+            }
+        }
+    }
+    let logs = std::fs::read_to_string(&log).expect("read the log");
+    assert!(logs.lines().count() > 20, "trace logging was on");
+    for line in logs.lines() {
+        for mark in zelda_marks.iter().chain(&keys).chain(&item_ids) {
+            assert!(
+                !line.contains(mark.as_str()),
+                "the log mentions {mark}: {line}"
+            );
+        }
+        for t in &secret_texts {
+            assert!(!line.contains(t), "the log holds an anonymous text: {line}");
+        }
+        for id in &zelda_ids {
+            assert!(
+                !line.contains(&id.to_string()),
+                "the log holds Zelda's client id: {line}"
+            );
+        }
+        if line.contains("127.0.0.1") {
+            assert!(
+                line.contains("listening"),
+                "the log holds an address: {line}"
+            );
+        }
+    }
+}
+
+/// A review on an in-process server whose anonymous items are released every 200 ms.
+async fn quick_server() -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    TestServer::start_with(
+        dir,
+        debrief_server::Config {
+            anonymous_cadence: std::time::Duration::from_millis(200),
+            ..debrief_server::Config::new("unused")
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn keys_edit_and_retract_moderation_hides_and_votes_count_once() {
+    let server = quick_server().await;
+    let review = Review::create(server.addr, "Keys").await;
+    review.move_to("review").await;
+    let pat = review.sessions["participant"].clone();
+    let fay = review.sessions["facilitator"].clone();
+    let mut watcher =
+        discussion_reader(&server.collab_url(), &review, &review.sessions["observer"]).await;
+
+    let raised = post(&review, &pat, "/concerns", json!({ "body": "First words" })).await;
+    assert_eq!(raised.status, 202);
+    let concern = raised.body["item"]["concern"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let key = raised.body["key"].as_str().expect("key").to_owned();
+    // A wrong key is refused, whoever sends it.
+    post(
+        &review,
+        &pat,
+        &format!("/anonymous/{concern}/edit"),
+        json!({ "key": "0".repeat(64), "body": "x" }),
+    )
+    .await
+    .assert_error(403, "wrong_key");
+    post(
+        &review,
+        &pat,
+        &format!("/anonymous/{concern}/edit"),
+        json!({ "key": key, "body": "Second words" }),
+    )
+    .await;
+    wait_discussion(&mut watcher, "the edited concern", |d| {
+        concern_with(d, "Second words").is_some()
+    })
+    .await;
+    assert!(
+        concern_with(&discussion_json(&watcher), "First words").is_none(),
+        "held text was replaced"
+    );
+
+    // Anyone may support it once.
+    let support = |token: String| {
+        let review = review.clone();
+        let concern = concern.clone();
+        async move {
+            post(
+                &review,
+                &token,
+                &format!("/concerns/{concern}/support"),
+                json!({}),
+            )
+            .await
+        }
+    };
+    assert_eq!(support(pat.clone()).await.status, 202);
+    assert_eq!(support(fay.clone()).await.status, 202);
+    support(pat.clone())
+        .await
+        .assert_error(409, "already_supported");
+    wait_discussion(&mut watcher, "two votes", |d| {
+        concern_with(d, "Second words")
+            .is_some_and(|c| c["votes"].as_array().is_some_and(|v| v.len() == 2))
+    })
+    .await;
+    post(&review, &pat, "/concerns/nope/support", json!({}))
+        .await
+        .assert_error(404, "unknown_concern");
+
+    // Edited after release, then retracted: the key stops working.
+    post(
+        &review,
+        &pat,
+        &format!("/anonymous/{concern}/edit"),
+        json!({ "key": key, "body": "Third words" }),
+    )
+    .await;
+    wait_discussion(&mut watcher, "the second edit", |d| {
+        concern_with(d, "Third words").is_some_and(|c| c["editedAt"].as_f64().is_some())
+    })
+    .await;
+    let retracted = post(
+        &review,
+        &pat,
+        &format!("/anonymous/{concern}/retract"),
+        json!({ "key": key }),
+    )
+    .await;
+    assert_eq!(retracted.status, 202);
+    wait_discussion(&mut watcher, "the retraction", |d| {
+        concern_with(d, "Third words").is_none()
+    })
+    .await;
+    post(
+        &review,
+        &pat,
+        &format!("/anonymous/{concern}/retract"),
+        json!({ "key": key }),
+    )
+    .await
+    .assert_error(403, "wrong_key");
+
+    // An anonymous comment hidden by the facilitator: gone for everyone, marked hidden.
+    let said = post(
+        &review,
+        &pat,
+        "/anonymous/threads",
+        json!({ "body": "Something abusive" }),
+    )
+    .await;
+    let item = said.body["item"].clone();
+    wait_discussion(&mut watcher, "the comment", |d| {
+        comment_with(d, "Something abusive").is_some()
+    })
+    .await;
+    post(&review, &pat, "/moderation/hide", item.clone())
+        .await
+        .assert_error(403, "not_allowed");
+    let hidden = post(&review, &fay, "/moderation/hide", item.clone()).await;
+    assert_eq!(hidden.status, 204, "{}", hidden.body);
+    wait_discussion(&mut watcher, "the hidden comment", |d| {
+        d["threads"].as_object().is_some_and(|t| {
+            t.values()
+                .any(|t| t["comments"][0]["hidden"] == true && t["comments"][0]["body"] == "")
+        })
+    })
+    .await;
+    let key = said.body["key"].as_str().expect("key");
+    let comment = item["comment"].as_str().expect("comment id");
+    post(
+        &review,
+        &pat,
+        &format!("/anonymous/{comment}/edit"),
+        json!({ "key": key, "body": "back" }),
+    )
+    .await
+    .assert_error(404, "unknown_item");
+
+    // Observers cannot post, and a flood is cut off in memory.
+    post(
+        &review,
+        &review.sessions["observer"],
+        "/concerns",
+        json!({ "body": "x" }),
+    )
+    .await
+    .assert_error(403, "not_allowed");
+    let mut limited = None;
+    for i in 0..40 {
+        let r = post(
+            &review,
+            &review.sessions["author"],
+            "/concerns",
+            json!({ "body": format!("flood {i}") }),
+        )
+        .await;
+        if r.status == 429 {
+            limited = Some((i, r));
+            break;
+        }
+    }
+    let (at, r) = limited.expect("the flood is limited");
+    assert_eq!(at, 30, "the first 30 submissions pass");
+    r.assert_error(429, "rate_limited");
+}
+
+#[tokio::test]
+async fn meeting_mode_holds_items_until_the_meeting_starts() {
+    let server = quick_server().await;
+    let held = Review::create_with(
+        server.addr,
+        json!({ "title": "Held", "anonymous_release": "meeting" }),
+    )
+    .await;
+    let batch = Review::create(server.addr, "Batch").await;
+    held.move_to("review").await;
+    batch.move_to("review").await;
+    let url = server.collab_url();
+    let mut held_watch = discussion_reader(&url, &held, &held.sessions["observer"]).await;
+    let mut batch_watch = discussion_reader(&url, &batch, &batch.sessions["observer"]).await;
+
+    let r = post(
+        &held,
+        &held.sessions["participant"],
+        "/concerns",
+        json!({ "body": "Held concern" }),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.body["release"], "meeting");
+    assert_eq!(r.body["release_after"], Value::Null);
+    // A later batch of another review has been released; the held one has not.
+    post(
+        &batch,
+        &batch.sessions["participant"],
+        "/concerns",
+        json!({ "body": "Batch concern" }),
+    )
+    .await;
+    wait_discussion(&mut batch_watch, "the other review's batch", |d| {
+        concern_with(d, "Batch concern").is_some()
+    })
+    .await;
+    held_watch.round_trip().await;
+    assert!(concern_with(&discussion_json(&held_watch), "Held concern").is_none());
+
+    held.move_to("meeting").await;
+    wait_discussion(&mut held_watch, "the release at the meeting", |d| {
+        concern_with(d, "Held concern").is_some()
+    })
+    .await;
+    request(
+        server.addr,
+        "POST",
+        "/api/reviews",
+        None,
+        Some(&json!({ "title": "x", "anonymous_release": "later" })),
+    )
+    .await
+    .assert_error(400, "invalid_release");
+}
+
+#[tokio::test]
+async fn a_crash_in_a_batch_window_releases_every_held_item_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    // A window far longer than the test: nothing is released before the crash.
+    let server = ChildServer::start_with(&data, &["--anonymous-cadence-secs", "86400"], None).await;
+    let review = Review::create(server.addr, "Crash").await;
+    review.move_to("review").await;
+    let bodies: Vec<String> = (0..5).map(|i| format!("held item {i}")).collect();
+    for b in &bodies {
+        let r = post(
+            &review,
+            &review.sessions["participant"],
+            "/concerns",
+            json!({ "body": b }),
+        )
+        .await;
+        assert_eq!(r.status, 202);
+        let r = post(
+            &review,
+            &review.sessions["author"],
+            "/anonymous/threads",
+            json!({ "body": b }),
+        )
+        .await;
+        assert_eq!(r.status, 202);
+    }
+    server.kill9().await;
+
+    let server = ChildServer::start_with(&data, &["--anonymous-cadence-secs", "1"], None).await;
+    let review = Review {
+        addr: server.addr,
+        ..review
+    };
+    let mut watcher =
+        discussion_reader(&server.collab_url(), &review, &review.sessions["observer"]).await;
+    wait_discussion(&mut watcher, "every held item", |d| {
+        bodies
+            .iter()
+            .all(|b| concern_with(d, b).is_some() && comment_with(d, b).is_some())
+    })
+    .await;
+    // One more release boundary passes with nothing new.
+    post(
+        &review,
+        &review.sessions["participant"],
+        "/concerns",
+        json!({ "body": "marker" }),
+    )
+    .await;
+    wait_discussion(&mut watcher, "a later batch", |d| {
+        concern_with(d, "marker").is_some()
+    })
+    .await;
+    let d = discussion_json(&watcher);
+    assert_eq!(
+        d["concerns"].as_object().map(|c| c.len()),
+        Some(bodies.len() + 1)
+    );
+    assert_eq!(
+        d["threads"].as_object().map(|t| t.len()),
+        Some(bodies.len())
+    );
+    server.terminate().await;
+}
