@@ -144,7 +144,8 @@ async fn the_adversary_cannot_link_anonymous_items_to_their_author() {
         for kind in ["report", "discussion"] {
             let mut ws = Client::connect(&format!(
                 "{}?token={token}",
-                format!("ws://{}/ws/{}", server.addr, review.doc(kind))
+                server.ws_url(&review.doc(kind))
+            ))
             ))
             .await;
             ws.wait_synced().await;
