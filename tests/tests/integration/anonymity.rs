@@ -146,7 +146,6 @@ async fn the_adversary_cannot_link_anonymous_items_to_their_author() {
                 "{}?token={token}",
                 server.ws_url(&review.doc(kind))
             ))
-            ))
             .await;
             ws.wait_synced().await;
             let mut collab = Client::connect_collab(&url, &review.doc(kind), token).await;
