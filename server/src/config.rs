@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::access::{Authorizer, ReviewsOnly, StaticTokens};
 use crate::limits::Limits;
+use crate::peer::Credential;
 use crate::stateless::{NoCommands, StatelessHandler};
 
 /// How log lines are written.
@@ -85,7 +86,7 @@ pub struct Config {
     /// What answers stateless messages.
     pub stateless: Arc<dyn StatelessHandler>,
     /// Secret needed to create a review, if any.
-    pub creation_secret: Option<String>,
+    pub creation_secret: Option<Credential>,
     /// Time between releases of held anonymous items.
     pub anonymous_cadence: std::time::Duration,
 }
@@ -118,7 +119,11 @@ impl From<&Cli> for Config {
         };
         Config {
             authorizer,
-            creation_secret: cli.creation_secret.clone().filter(|s| !s.is_empty()),
+            creation_secret: cli
+                .creation_secret
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(Credential::new),
             anonymous_cadence: std::time::Duration::from_secs(cli.anonymous_cadence_secs),
             ..Config::new(cli.data_dir.clone())
         }

@@ -122,8 +122,9 @@ pub enum DocCommand {
     Job {
         /// Reads the document and returns the update it made, if any.
         job: Job,
-        /// Answered once the update (if any) is on disk and relayed.
-        done: oneshot::Sender<()>,
+        /// Answered once the update (if any) is on disk and relayed, or at once with the reason
+        /// the job did not run.
+        done: oneshot::Sender<Result<(), JobError>>,
     },
 }
 
@@ -145,6 +146,9 @@ pub enum JobError {
     /// The document's owner stopped (shutdown, or a storage failure).
     #[error("the document is not available")]
     Unavailable,
+    /// The document is past its size limit: server code may not grow it either.
+    #[error("the document is at its size limit")]
+    TooLarge,
 }
 
 /// Sender side of a document owner's command queue.
@@ -206,7 +210,7 @@ impl DocHandle {
             .send(DocCommand::Job { job, done })
             .await
             .map_err(|_| JobError::Unavailable)?;
-        done_rx.await.map_err(|_| JobError::Unavailable)?;
+        done_rx.await.map_err(|_| JobError::Unavailable)??;
         result_rx.await.map_err(|_| JobError::Unavailable)
     }
 }
@@ -234,7 +238,7 @@ enum Deferred {
     /// To one peer.
     To { conn: ConnId, frame: Bytes },
     /// Tells server code that its change is durable.
-    Done(oneshot::Sender<()>),
+    Done(oneshot::Sender<Result<(), JobError>>),
 }
 
 /// A requested flush and the frames it will release.
@@ -507,8 +511,13 @@ impl Owner {
 
     /// Runs server code and treats its change like a client's update from nobody: stored, and
     /// relayed to every connection once on disk.
-    fn run_job(&mut self, job: Job, done: oneshot::Sender<()>) {
+    fn run_job(&mut self, job: Job, done: oneshot::Sender<Result<(), JobError>>) {
         if self.failed {
+            return;
+        }
+        let size = self.snapshot_bytes + self.log_bytes + self.unwritten_bytes;
+        if size > self.ctx.limits.max_document_bytes {
+            let _ = done.send(Err(JobError::TooLarge));
             return;
         }
         let update = guarded_job(job, &self.doc);
@@ -906,7 +915,7 @@ impl Owner {
                 Deferred::Broadcast { except, frame } => self.broadcast_now(Some(except), frame),
                 Deferred::To { conn, frame } => self.send_to(conn, frame),
                 Deferred::Done(done) => {
-                    let _ = done.send(());
+                    let _ = done.send(Ok(()));
                 }
             }
         }

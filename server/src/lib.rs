@@ -63,7 +63,7 @@ pub struct AppState {
     /// The review domain.
     pub reviews: Arc<reviews::Reviews>,
     /// Secret needed to create a review, if any.
-    pub creation_secret: Option<String>,
+    pub creation_secret: Option<peer::Credential>,
     /// The anonymous-item queue.
     pub anonymity: Arc<reviews::anonymous::Anonymity>,
 }

@@ -153,6 +153,16 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     assert.equal(await editable(fay.page), 'false', 'the facilitator reads the draft')
     await shot(ana.page, 'draft-author')
 
+    // "Saved" means acknowledged: while the server cannot answer, the page says "saving".
+    process.kill(server.child.pid, 'SIGSTOP')
+    try {
+      await ana.page.keyboard.type(' Held.')
+      await waitStatus(ana.page, 'saving')
+    } finally {
+      process.kill(server.child.pid, 'SIGCONT')
+    }
+    await waitStatus(ana.page, 'saved')
+
     // Keystroke to remote render, as the facilitator sees it.
     const latencies = []
     for (let i = 0; i < 20; i++) {
@@ -376,6 +386,91 @@ test('a report the size of the automerge-paper trace opens editable', opts, scen
     await until('the edit to reach the writer', () => fragment.toString().includes('The end.'), [[writer.doc, 'update']])
     console.log(`# browser figures: a ${chars}-character report was editable ${toEditable} ms after navigation`)
     assert.deepEqual(ana.errors, [])
+  } finally {
+    await browser.close()
+  }
+}))
+
+test('anonymous comments and concerns appear only with a batch, without an author or a caret', opts, scenario(async (h) => {
+  const server = await h.startServer({ args: ['--anonymous-cadence-secs', '2'] })
+  const base = `http://127.0.0.1:${server.port}`
+  const browser = await launch()
+  try {
+    const fay = await person(browser)
+    const ana = await person(browser)
+    const pat = await person(browser)
+    const quinn = await person(browser)
+    const links = await createReview(fay.page, base, 'Anonymous voices')
+    await fay.page.getByRole('link', { name: 'Open the review' }).click()
+    await joinAs(ana.page, links.author, 'Ana')
+    await waitEditable(ana.page, 'true')
+
+    // With two people in the review, the app says plainly that anonymity is weak.
+    await ana.page.locator('#general-comment').click()
+    await ana.page.locator('form.composer .anonymous-toggle').check()
+    await waitText(ana.page, 'form.composer .weak', 'Anonymity is weak here')
+    await ana.page.locator('form.composer').getByRole('button', { name: 'Cancel' }).click()
+
+    await joinAs(pat.page, links.participant, 'Pat')
+    await joinAs(quinn.page, links.participant, 'Quinn')
+    await movePhase(fay.page, 'review')
+    await waitEditable(pat.page, 'false')
+    await waitText(ana.page, '.presence', 'Pat')
+
+    // Pat writes an anonymous comment on a selection. While the composer is open nobody sees
+    // Pat's caret or selection, and the draft goes nowhere.
+    await selectText(pat.page, 'Two or three sentences')
+    await pat.page.locator('#comment-selection').click()
+    await pat.page.locator('form.composer .anonymous-toggle').check()
+    const draft = 'The deploy checklist is theatre and everyone knows it'
+    await pat.page.fill('#composer', draft)
+    await ana.page.waitForFunction(() => !Array.from(document.querySelectorAll('.collaboration-carets__label')).some((e) => e.textContent.includes('Pat')), null, { timeout: WAIT })
+    const answered = pat.page.waitForResponse((r) => r.url().endsWith('/anonymous/threads'))
+    await pat.page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
+    const held = await (await answered).json()
+    assert.equal(held.release, 'batch')
+    assert.equal(held.release_after % 2000, 0)
+    await waitText(pat.page, '.composer-slot .notice', 'Sent anonymously')
+    assert.equal(await ana.page.locator('.thread', { hasText: draft }).count(), 0, 'held until the batch')
+
+    const card = ana.page.locator('.thread', { hasText: draft })
+    await card.waitFor()
+    const seenAt = Date.now()
+    assert.ok(seenAt >= held.release_after - 50, `appeared ${held.release_after - seenAt} ms before its batch`)
+    assert.match(await card.textContent(), /Anonymous/)
+    assert.doesNotMatch(await card.textContent(), /Pat/)
+    // The item looks the same on the author's screen as on anyone else's.
+    const patCard = pat.page.locator('.thread', { hasText: draft })
+    await patCard.waitFor()
+    assert.doesNotMatch(await patCard.textContent(), /Pat|you/i)
+
+    // A concern, supported by someone else; the board shows a count, never a name.
+    await pat.page.locator('#raise-concern').click()
+    await pat.page.fill('#concern-composer', 'We only hear about incidents from customers')
+    await pat.page.getByRole('button', { name: 'Raise anonymously' }).click()
+    const concern = quinn.page.locator('.concern', { hasText: 'We only hear about incidents from customers' })
+    await concern.waitFor()
+    assert.match(await concern.textContent(), /0 supporting/)
+    await concern.getByRole('button', { name: 'Support' }).click()
+    await quinn.page.waitForFunction(() => document.querySelector('.concern .count')?.textContent === '1 supporting', null, { timeout: WAIT })
+    await concern.getByRole('button', { name: 'Support' }).click()
+    await waitText(quinn.page, '.concern .notice.error', 'already support')
+
+    // Pat's browser (and only it) can edit the item; the facilitator can hide it.
+    await patCard.getByRole('button', { name: 'More actions for this anonymous item' }).click()
+    await patCard.getByRole('textbox', { name: 'Edit anonymous item' }).fill('The deploy checklist is not followed')
+    await patCard.getByRole('button', { name: 'Save anonymously' }).click()
+    await waitText(ana.page, '.thread', 'The deploy checklist is not followed')
+    const quinnCard = quinn.page.locator('.thread', { hasText: 'The deploy checklist is not followed' })
+    await quinnCard.getByRole('button', { name: 'More actions for this anonymous item' }).click()
+    await waitText(quinn.page, '.more-panel', 'Only the browser that wrote an anonymous item can change it')
+    fay.page.once('dialog', (d) => { void d.accept() })
+    const fayCard = fay.page.locator('.thread', { hasText: 'The deploy checklist is not followed' })
+    await fayCard.getByRole('button', { name: 'More actions for this anonymous item' }).click()
+    await fayCard.getByRole('button', { name: 'Hide for everyone' }).click()
+    await waitText(quinn.page, '.thread', 'Hidden by the facilitator')
+    await shot(quinn.page, 'anonymous')
+    for (const p of [fay, ana, pat, quinn]) assert.deepEqual(p.errors, [])
   } finally {
     await browser.close()
   }

@@ -16,7 +16,29 @@ export interface Review {
   created_at: number
   participants: Record<Role, number>
   documents: { report: string, discussion: string, notes: string }
+  anonymous: { release: 'batch' | 'meeting', cadence_ms: number }
   you?: { role: Role, participant: string, name: string }
+}
+
+/** Where an anonymous item lives. */
+export type Item = { kind: 'comment', thread: string, comment: string } | { kind: 'concern', concern: string }
+
+/** The answer to an anonymous submission: when it appears, and (for new items) its key. */
+export interface Held {
+  release: 'batch' | 'meeting'
+  release_after: number | null
+  item?: Item
+  key?: string
+}
+
+export interface Concern {
+  id: string
+  body: string
+  createdAt: number
+  editedAt?: number
+  discussed: boolean
+  hidden: boolean
+  votes: string[]
 }
 
 export interface Invite { token: string, link: string }
@@ -27,7 +49,10 @@ export interface Joined { session: string, review: Review }
 export interface Comment {
   id: string
   body: string
-  author: { participant: string, name: string }
+  /** Null for an anonymous comment. */
+  author: { participant: string, name: string } | null
+  anonymous?: boolean
+  hidden?: boolean
   createdAt: number
   editedAt?: number
   deleted: boolean
@@ -96,6 +121,22 @@ export const api = {
     call<Comment>('PATCH', `/api/reviews/${encodeURIComponent(id)}/threads/${thread}/comments/${comment}`, { body }, session),
   remove: (id: string, session: string, thread: string, comment: string) =>
     call<undefined>('DELETE', `/api/reviews/${encodeURIComponent(id)}/threads/${thread}/comments/${comment}`, undefined, session),
+  anonymousThread: (id: string, session: string, body: string, anchor: Thread['anchor']) =>
+    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/anonymous/threads`, anchor ? { body, anchor } : { body }, session),
+  anonymousReply: (id: string, session: string, thread: string, body: string) =>
+    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/anonymous/threads/${thread}/comments`, { body }, session),
+  raiseConcern: (id: string, session: string, body: string) =>
+    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/concerns`, { body }, session),
+  support: (id: string, session: string, concern: string) =>
+    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/concerns/${concern}/support`, {}, session),
+  discussed: (id: string, session: string, concern: string, discussed: boolean) =>
+    call<undefined>('POST', `/api/reviews/${encodeURIComponent(id)}/concerns/${concern}/discussed`, { discussed }, session),
+  anonymousEdit: (id: string, session: string, item: string, key: string, body: string) =>
+    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/anonymous/${item}/edit`, { key, body }, session),
+  anonymousRetract: (id: string, session: string, item: string, key: string) =>
+    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/anonymous/${item}/retract`, { key }, session),
+  hide: (id: string, session: string, item: Item) =>
+    call<undefined>('POST', `/api/reviews/${encodeURIComponent(id)}/moderation/hide`, item, session),
   resolve: (id: string, session: string, thread: string, resolved: boolean) =>
     call<Thread>('POST', `/api/reviews/${encodeURIComponent(id)}/threads/${thread}/${resolved ? 'resolve' : 'reopen'}`, undefined, session)
 }

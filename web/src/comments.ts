@@ -8,7 +8,8 @@ import type { Editor } from '@tiptap/core'
 import type { EditorState } from '@tiptap/pm/state'
 import { TextSelection } from '@tiptap/pm/state'
 import { ySyncPluginKey, absolutePositionToRelativePosition, relativePositionToAbsolutePosition } from '@tiptap/y-tiptap'
-import { api, ApiError, type Comment, type Thread } from './api'
+import { api, ApiError, type Comment, type Held, type Review, type Thread } from './api'
+import { anonymityNotice, keep, moreMenu, releaseNote } from './anonymous'
 import { h, notice, replace } from './dom'
 import type { Highlight } from './editor'
 import type { Membership } from './store'
@@ -44,14 +45,19 @@ function when (ms: number): string {
 export interface PanelOptions {
   root: HTMLElement
   membership: Membership
+  review: () => Review
   discussion: Y.Doc
   canComment: () => boolean
+  /** Called when anonymous writing starts: the page stops publishing its caret. */
+  quiet: () => void
 }
 
 export class CommentsPanel {
   private editor: Editor | null = null
   private active: string | null = null
   private readonly cards = new Map<string, { card: HTMLElement, body: HTMLElement, json: string }>()
+  /** Threads with an edit box open: their body is not redrawn until it closes. */
+  private readonly editing = new Set<string>()
   private readonly anchored: HTMLElement
   private readonly general: HTMLElement
   private readonly orphaned: HTMLElement
@@ -140,17 +146,27 @@ export class CommentsPanel {
     const status = h('div', {})
     const send = h('button', { type: 'submit', class: 'primary' }, 'Comment')
     const cancel = h('button', { type: 'button' }, 'Cancel')
+    const { toggle, note } = this.anonymousToggle(send, 'Comment')
     const form = h('form', { class: 'composer card' },
-      anchor && h('blockquote', { class: 'quote' }, anchor.quote), text, h('div', { class: 'row' }, send, cancel), status)
+      anchor && h('blockquote', { class: 'quote' }, anchor.quote), text, toggle, note, h('div', { class: 'row' }, send, cancel), status)
     cancel.addEventListener('click', () => { replace(this.composerSlot) })
     form.addEventListener('submit', (e) => {
       e.preventDefault()
       if (!text.value.trim()) return
       send.disabled = true
       const m = this.o.membership
-      api.addThread(m.review, m.session, text.value, anchor).then((t) => {
-        replace(this.composerSlot)
-        this.active = t.id
+      const anonymous = toggle.querySelector('input')?.checked === true
+      const sent: Promise<Thread | Held> = anonymous
+        ? api.anonymousThread(m.review, m.session, text.value, anchor)
+        : api.addThread(m.review, m.session, text.value, anchor)
+      sent.then((result) => {
+        if ('release' in result) {
+          keep(result)
+          replace(this.composerSlot, notice(releaseNote(result)))
+        } else {
+          replace(this.composerSlot)
+          this.active = result.id
+        }
         this.schedule()
       }, (err: unknown) => {
         // The text stays in the box.
@@ -181,6 +197,19 @@ export class CommentsPanel {
       }
     }
     this.schedule()
+  }
+
+  /** A labelled "Post anonymously" switch; while on, the page publishes no caret and the notice explains. */
+  private anonymousToggle (send: HTMLButtonElement, named: string): { toggle: HTMLElement, note: HTMLElement } {
+    const box = h('input', { type: 'checkbox', class: 'anonymous-toggle' })
+    const note = h('div', { hidden: true })
+    box.addEventListener('change', () => {
+      note.hidden = !box.checked
+      replace(note, box.checked ? anonymityNotice(this.o.review()) : null)
+      send.textContent = box.checked ? `${named} anonymously` : named
+      if (box.checked) this.o.quiet()
+    })
+    return { toggle: h('label', { class: 'check' }, box, ' Post anonymously'), note }
   }
 
   schedule (): void {
@@ -249,7 +278,7 @@ export class CommentsPanel {
       entry = { card, body, json: '' }
       this.cards.set(t.id, entry)
     }
-    if (entry.json !== json) {
+    if (entry.json !== json && !this.editing.has(t.id)) {
       entry.json = json
       replace(entry.body, ...this.threadBody(t))
     }
@@ -258,42 +287,76 @@ export class CommentsPanel {
 
   private threadBody (t: Thread): HTMLElement[] {
     const m = this.o.membership
-    const mine = t.comments[0]?.author.participant === m.participant
+    const mine = t.comments[0]?.author?.participant === m.participant
     const mayResolve = this.o.canComment() && (mine || m.role === 'facilitator')
     const toggle = h('button', { type: 'button', class: 'link' }, t.resolved ? 'Reopen' : 'Resolve')
-    toggle.addEventListener('click', () => { void api.resolve(m.review, m.session, t.id, !t.resolved).catch(() => undefined) })
+    const status = h('div', {})
+    toggle.addEventListener('click', () => {
+      api.resolve(m.review, m.session, t.id, !t.resolved).catch((err: unknown) => {
+        replace(status, notice(err instanceof ApiError ? err.message : 'Could not change the thread.', 'error'))
+      })
+    })
+    const show = h('button', { type: 'button', class: 'link' }, 'Show in report')
+    show.addEventListener('click', () => { this.focus(t.id, true) })
     return [
       t.anchor ? h('blockquote', { class: 'quote' }, t.anchor.quote) : null,
       ...t.comments.map((c) => this.comment(t, c)),
-      mayResolve ? h('div', { class: 'row end' }, toggle) : null
+      h('div', { class: 'row end' }, t.anchor ? show : null, mayResolve ? toggle : null),
+      status
     ].filter((x): x is HTMLElement => x !== null)
   }
 
   private comment (t: Thread, c: Comment): HTMLElement {
     const m = this.o.membership
-    if (c.deleted) return h('div', { class: 'comment deleted' }, h('em', {}, 'Comment deleted'))
-    const own = c.author.participant === m.participant && this.o.canComment()
+    if (c.hidden) return h('div', { class: 'comment deleted' }, h('em', {}, 'Hidden by the facilitator'))
+    if (c.deleted) return h('div', { class: 'comment deleted' }, h('em', {}, c.anonymous ? 'Retracted' : 'Comment deleted'))
     const text = h('p', { class: 'body' }, c.body)
+    if (c.anonymous || !c.author) {
+      return h('div', { class: 'comment anonymous' },
+        h('div', { class: 'meta' }, h('strong', {}, 'Anonymous'), ' ', h('time', {}, when(c.createdAt)), c.editedAt ? ' (edited)' : ''),
+        text,
+        moreMenu(m, { kind: 'comment', thread: t.id, comment: c.id }, c.body, this.o.canComment()))
+    }
+    const own = c.author.participant === m.participant && this.o.canComment()
     const el = h('div', { class: 'comment' },
       h('div', { class: 'meta' }, h('strong', {}, c.author.name), ' ', h('time', {}, when(c.createdAt)), c.editedAt ? ' (edited)' : ''),
       text)
     if (own) {
+      const status = h('div', {})
+      const fail = (what: string) => (err: unknown) => {
+        replace(status, notice(err instanceof ApiError ? err.message : `Could not ${what} the comment.`, 'error'))
+      }
       const edit = h('button', { type: 'button', class: 'link' }, 'Edit')
       const del = h('button', { type: 'button', class: 'link' }, 'Delete')
       edit.addEventListener('click', () => {
         const box = h('textarea', { 'aria-label': 'Edit comment', rows: 3, maxlength: 4000 })
         box.value = c.body
         const save = h('button', { type: 'button', class: 'primary' }, 'Save')
+        const cancel = h('button', { type: 'button' }, 'Cancel')
+        const editor = h('div', {}, box, h('div', { class: 'row' }, save, cancel))
+        const close = () => {
+          this.editing.delete(t.id)
+          const entry = this.cards.get(t.id)
+          if (entry) entry.json = ''
+          this.schedule()
+        }
         save.addEventListener('click', () => {
-          void api.edit(m.review, m.session, t.id, c.id, box.value).catch(() => undefined)
+          save.disabled = true
+          api.edit(m.review, m.session, t.id, c.id, box.value).then(close, (err: unknown) => {
+            save.disabled = false
+            fail('save')(err)
+          })
         })
-        text.replaceWith(h('div', {}, box, save))
+        cancel.addEventListener('click', close)
+        this.editing.add(t.id)
+        text.replaceWith(editor)
         box.focus()
       })
       del.addEventListener('click', () => {
-        if (window.confirm('Delete this comment?')) void api.remove(m.review, m.session, t.id, c.id).catch(() => undefined)
+        if (window.confirm('Delete this comment?')) api.remove(m.review, m.session, t.id, c.id).catch(fail('delete'))
       })
       el.appendChild(h('div', { class: 'row end' }, edit, del))
+      el.appendChild(status)
     }
     return el
   }
@@ -302,15 +365,22 @@ export class CommentsPanel {
     const box = h('textarea', { 'aria-label': 'Reply', rows: 2, maxlength: 4000, placeholder: 'Reply…' })
     const send = h('button', { type: 'submit' }, 'Reply')
     const status = h('div', {})
-    const form = h('form', { class: 'reply' }, box, send, status)
+    const { toggle, note } = this.anonymousToggle(send, 'Reply')
+    const form = h('form', { class: 'reply' }, box, toggle, note, h('div', { class: 'row' }, send), status)
     form.addEventListener('submit', (e) => {
       e.preventDefault()
       if (!box.value.trim()) return
       const m = this.o.membership
       send.disabled = true
-      api.reply(m.review, m.session, threadId, box.value).then(() => {
+      const anonymous = toggle.querySelector('input')?.checked === true
+      const sent: Promise<unknown> = anonymous
+        ? api.anonymousReply(m.review, m.session, threadId, box.value).then((held) => {
+          keep(held)
+          replace(status, notice(releaseNote(held)))
+        })
+        : api.reply(m.review, m.session, threadId, box.value).then(() => { replace(status) })
+      sent.then(() => {
         box.value = ''
-        replace(status)
         send.disabled = false
       }, (err: unknown) => {
         replace(status, notice(err instanceof ApiError ? err.message : 'Could not send the reply.', 'error'))

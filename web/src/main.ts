@@ -100,7 +100,12 @@ function invitesScreen (created: Created): void {
 }
 
 function joinScreen (): void {
-  const invite = decodeURIComponent(location.hash.slice(1))
+  let invite = ''
+  try {
+    invite = decodeURIComponent(location.hash.slice(1))
+  } catch {
+    invite = ''
+  }
   const name = h('input', { id: 'name', required: true, maxlength: 60, value: memory.name(), autocomplete: 'nickname' })
   const status = h('div', { class: 'form-status' })
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Join')

@@ -7,6 +7,7 @@ import { HocuspocusProvider, HocuspocusProviderWebsocket, WebSocketStatus } from
 import type { Editor } from '@tiptap/core'
 import { api, ApiError, PHASES, ROLES, type Phase, type Review } from './api'
 import { CommentsPanel } from './comments'
+import { ConcernsBoard } from './concerns'
 import { h, notice, replace } from './dom'
 import { createEditor, toolbar } from './editor'
 import { mayComment, PHASE_HELP, reportAccess, reportExplanation, ROLE_HELP } from './rules'
@@ -56,6 +57,7 @@ class ReviewScreen {
   private report: HocuspocusProvider | null = null
   private editor: Editor | null = null
   private comments: CommentsPanel | null = null
+  private concerns: ConcernsBoard | null = null
   private phase: Phase
   private readonly statusEl = h('span', { class: 'status', role: 'status', 'data-state': 'connecting' }, 'Connecting…')
   private readonly presenceEl = h('ul', { class: 'presence', 'aria-label': 'Who is here' })
@@ -120,12 +122,25 @@ class ReviewScreen {
       const phase = discussion.document.getMap('review').get('phase')
       if (typeof phase === 'string' && (PHASES as readonly string[]).includes(phase)) this.onPhase(phase as Phase)
     })
-    this.comments = new CommentsPanel({ root: margin, membership: this.m, discussion: discussion.document, canComment: () => mayComment(this.m.role, this.phase) })
     const report = this.provider(this.review.documents.report)
+    // Anonymous writing publishes no caret or selection: the editor lets go of focus and the
+    // caret leaves awareness.
+    const quiet = () => {
+      this.editor?.commands.blur()
+      report.awareness?.setLocalStateField('cursor', null)
+    }
+    const commentsRoot = h('div', {})
+    const concernsRoot = h('div', { class: 'board' })
+    replace(margin, commentsRoot, concernsRoot)
+    this.comments = new CommentsPanel({ root: commentsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canComment: () => mayComment(this.m.role, this.phase), quiet })
+    this.concerns = new ConcernsBoard({ root: concernsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canRaise: () => mayComment(this.m.role, this.phase), quiet })
     this.report = report
     report.on('unsyncedChanges', () => { this.updateStatus() })
     report.on('synced', () => { this.updateStatus() })
-    report.on('authenticated', () => { this.applyScope() })
+    report.on('authenticated', () => {
+      this.applyScope()
+      this.updateStatus()
+    })
     report.awareness?.on('change', () => { this.renderPresence() })
     const comments = this.comments
     const editor = createEditor({
@@ -185,7 +200,8 @@ class ReviewScreen {
   }
 
   private onPhase (phase: Phase): void {
-    if (phase === this.phase) return
+    // Phases only move forward: an older copy (a stale document, a slow poll) is ignored.
+    if (PHASES.indexOf(phase) <= PHASES.indexOf(this.phase)) return
     const couldSee = reportAccess(this.m.role, this.phase) !== 'none'
     this.phase = phase
     this.review = { ...this.review, phase }
@@ -199,6 +215,7 @@ class ReviewScreen {
     this.renderPhase()
     this.applyScope()
     this.comments?.refresh()
+    this.concerns?.refresh()
   }
 
   private pollPhase (): void {
@@ -269,7 +286,9 @@ class ReviewScreen {
     const people = new Map<string, string>()
     for (const s of states.values()) {
       const user = (s as { user?: { name?: unknown, color?: unknown } }).user
-      if (typeof user?.name === 'string') people.set(user.name, typeof user.color === 'string' ? user.color : '#888')
+      // Awareness is whatever other browsers claim: only a plain colour reaches a style attribute.
+      const color = typeof user?.color === 'string' && /^#[0-9a-fA-F]{6}$/.test(user.color) ? user.color : '#888888'
+      if (typeof user?.name === 'string') people.set(user.name, color)
     }
     replace(this.presenceEl, ...[...people].map(([name, color]) =>
       h('li', {}, h('span', { class: 'dot', style: `background:${color}`, 'aria-hidden': 'true' }), name)))
@@ -287,6 +306,9 @@ class ReviewScreen {
     } else if (!connected) {
       state = 'connecting'
       text = 'Connecting…'
+    } else if (report?.hasUnsyncedChanges && report.authorizedScope === 'readonly') {
+      state = 'refused'
+      text = 'Not saved: the report is read-only now'
     } else if (report?.hasUnsyncedChanges) {
       state = 'saving'
       text = 'Saving…'

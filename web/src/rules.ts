@@ -25,7 +25,9 @@ export function reportExplanation (role: Role, phase: Phase): string | null {
   if (access === 'write') return null
   if (phase === 'closed') return 'This review is closed: the report, comments and notes are kept as a read-only record.'
   if (access === 'none') return 'The report is still a draft that the authors are writing. You can read and comment on it once the facilitator opens the review.'
-  if (role === 'facilitator') return 'Authors write the report. As facilitator you can edit it during the meeting; until then, read and comment.'
+  if (role === 'facilitator') return phase === 'draft'
+    ? 'Authors are drafting the report. As facilitator you can read it now, comment once the review opens, and edit it during the meeting.'
+    : 'Authors write the report. As facilitator you can edit it during the meeting; until then, read and comment.'
   if (role === 'observer') return 'Observers read along: the report and its comments are read-only for you.'
   return 'Only authors edit the report. Select text to comment on it.'
 }

@@ -14,6 +14,16 @@ export interface Membership {
 
 const NAME = 'debrief.name'
 const SESSIONS = 'debrief.sessions'
+const KEYS = 'debrief.keys'
+
+function readKeys (): Record<string, string> {
+  try {
+    const raw = localStorage.getItem(KEYS)
+    return raw ? JSON.parse(raw) as Record<string, string> : {}
+  } catch {
+    return {}
+  }
+}
 
 function read (): Record<string, Membership> {
   try {
@@ -33,6 +43,17 @@ export const memory = {
     const all = read()
     all[m.review] = m
     localStorage.setItem(SESSIONS, JSON.stringify(all))
+  },
+  /** The key of an anonymous item this browser wrote (kept only here; the server has its hash). */
+  key: (item: string): string | undefined => readKeys()[item],
+  rememberKey: (item: string, key: string): void => {
+    const all = readKeys()
+    all[item] = key
+    localStorage.setItem(KEYS, JSON.stringify(all))
+  },
+  forgetKey: (item: string): void => {
+    const rest = Object.fromEntries(Object.entries(readKeys()).filter(([k]) => k !== item))
+    localStorage.setItem(KEYS, JSON.stringify(rest))
   },
   update: (review: string, change: Partial<Membership>): void => {
     const all = read()

@@ -98,12 +98,19 @@ impl From<Problem> for ApiError {
 }
 
 impl From<JobError> for ApiError {
-    fn from(_: JobError) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "document_unavailable",
-            "the document cannot be changed right now; try again",
-        )
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "document_unavailable",
+                "the document cannot be changed right now; try again",
+            ),
+            JobError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "document_too_large",
+                "the review's discussion is at its size limit",
+            ),
+        }
     }
 }
 
@@ -213,7 +220,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     if let Some(secret) = &state.creation_secret {
         let given = bearer(&headers).unwrap_or("");
-        if !crate::access::same_secret(secret, given) {
+        if !crate::access::same_secret(secret.expose(), given) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "creation_not_allowed",
@@ -222,6 +229,7 @@ async fn create(
         }
     }
     let req: CreateRequest = parse(body)?;
+    state.reviews.may_create()?;
     let new = NewReview {
         title: validate_title(&req.title)?,
         incident_date: req
@@ -323,6 +331,9 @@ async fn move_phase(
             "the phase is one of draft, review, meeting, closed",
         ));
     };
+    // One move at a time, so the discussion's copy of the phase is written in the same order
+    // as the phase itself.
+    let _one_move = state.reviews.phase_lock().await;
     let moved = state.reviews.set_phase(&session, to).await;
     // Once the phase changed in memory (even if making it durable failed), open sockets follow
     // it at once; deciding again is harmless when nothing changed.
@@ -470,6 +481,40 @@ async fn anchor(state: &AppState, review: &str, req: AnchorRequest) -> Result<An
     }
 }
 
+/// Runs a comment command of `commenter` on the review's discussion document, checking the phase
+/// table again on the document's task (the phase may have moved since the request began).
+async fn as_commenter<T, F>(
+    state: &AppState,
+    review: &str,
+    commenter: &SessionRecord,
+    f: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&yrs::Doc) -> threads::Outcome<T> + Send + 'static,
+{
+    let reviews = state.reviews.clone();
+    let (id, role) = (review.to_owned(), commenter.role);
+    on_discussion(state, review, move |doc| {
+        match reviews.phase(&id).map(|phase| policy::may_comment(role, phase)) {
+            Some(Ok(())) => f(doc),
+            Some(Err(r)) => (
+                Err(Problem::new(ProblemKind::Forbidden, r.code, r.message)),
+                None,
+            ),
+            None => (
+                Err(Problem::new(
+                    ProblemKind::NotFound,
+                    "unknown_review",
+                    "the review is gone",
+                )),
+                None,
+            ),
+        }
+    })
+    .await
+}
+
 /// Runs a thread command on the review's discussion document.
 async fn on_discussion<T, F>(state: &AppState, review: &str, f: F) -> Result<T, ApiError>
 where
@@ -505,7 +550,7 @@ async fn add_thread(
         None => None,
     };
     let author = author(&session);
-    let thread = on_discussion(&state, &id, move |doc| {
+    let thread = as_commenter(&state, &id, &session, move |doc| {
         threads::add_thread(doc, &author, &text, anchor.as_ref())
     })
     .await?;
@@ -525,7 +570,7 @@ async fn reply(
     let req: CommentRequest = parse(body)?;
     let text = threads::validate_body(&req.body)?;
     let author = author(&session);
-    let comment = on_discussion(&state, &id, move |doc| {
+    let comment = as_commenter(&state, &id, &session, move |doc| {
         threads::reply(doc, &thread, &author, &text)
     })
     .await?;
@@ -544,7 +589,7 @@ async fn edit(
     let req: CommentRequest = parse(body)?;
     let text = threads::validate_body(&req.body)?;
     let participant = session.participant.clone();
-    let comment = on_discussion(&state, &id, move |doc| {
+    let comment = as_commenter(&state, &id, &session, move |doc| {
         threads::edit(doc, &thread, &comment, &participant, &text)
     })
     .await?;
@@ -560,7 +605,7 @@ async fn delete(
     let (id, thread, comment) = path(p)?;
     let session = commenter(&state, &headers, &id)?;
     let participant = session.participant.clone();
-    on_discussion(&state, &id, move |doc| {
+    as_commenter(&state, &id, &session, move |doc| {
         threads::delete(doc, &thread, &comment, &participant)
     })
     .await?;
@@ -577,7 +622,7 @@ async fn set_resolved(
     let session = commenter(state, headers, &id)?;
     let participant = session.participant.clone();
     let facilitator = session.role == Role::Facilitator;
-    let view = on_discussion(state, &id, move |doc| {
+    let view = as_commenter(state, &id, &session, move |doc| {
         threads::set_resolved(doc, &thread, &participant, facilitator, resolved)
     })
     .await?;

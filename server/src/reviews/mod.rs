@@ -144,12 +144,20 @@ pub struct NewReview {
 }
 
 /// A review just created, with the only copies of its invite tokens.
-#[derive(Debug)]
 pub struct Created {
     /// The stored review.
     pub review: ReviewRecord,
     /// Each role's invite token, in [`Role::ALL`] order.
     pub invites: Vec<(Role, String)>,
+}
+
+impl std::fmt::Debug for Created {
+    // Invite tokens are secrets: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Created")
+            .field("review", &self.review.id)
+            .finish_non_exhaustive()
+    }
 }
 
 type Hash = [u8; 32];
@@ -159,7 +167,37 @@ struct State {
     reviews: HashMap<String, ReviewRecord>,
     invites: HashMap<Hash, (String, Role)>,
     sessions: HashMap<Hash, SessionRecord>,
+    /// Sessions per review and role, kept with `sessions`.
+    counts: HashMap<String, HashMap<Role, usize>>,
+    /// Reviews created in the current minute (in memory only).
+    created: (Option<std::time::Instant>, u32),
 }
+
+impl State {
+    fn add_session(&mut self, key: Hash, session: SessionRecord) {
+        *self
+            .counts
+            .entry(session.review.clone())
+            .or_default()
+            .entry(session.role)
+            .or_default() += 1;
+        self.sessions.insert(key, session);
+    }
+
+    fn remove_session(&mut self, key: &Hash) {
+        if let Some(s) = self.sessions.remove(key) {
+            if let Some(n) = self.counts.get_mut(&s.review).and_then(|c| c.get_mut(&s.role)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// Most sessions one review holds: a large organisation's whole incident channel, while a
+/// leaked link cannot grow memory without bound.
+pub const MAX_SESSIONS_PER_REVIEW: usize = 1_000;
+/// Reviews created per minute on the whole server: far above real use, a brake on a script.
+pub const MAX_CREATIONS_PER_MINUTE: u32 = 60;
 
 /// Every review, in memory, written through to the store.
 #[derive(Debug)]
@@ -168,6 +206,8 @@ pub struct Reviews {
     reviews_tree: MetaTree,
     sessions_tree: MetaTree,
     store: Store,
+    /// Held while a phase moves, with everything that follows from it.
+    phase_moves: tokio::sync::Mutex<()>,
 }
 
 impl Reviews {
@@ -193,19 +233,40 @@ impl Reviews {
                 .as_slice()
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("session key".to_owned()))?;
-            state.sessions.insert(hash, session);
+            state.add_session(hash, session);
         }
         Ok(Arc::new(Reviews {
             state: Mutex::new(state),
             reviews_tree,
             sessions_tree,
             store: store.clone(),
+            phase_moves: tokio::sync::Mutex::new(()),
         }))
     }
 
     /// A fresh review id, for seeding its documents before [`Reviews::insert`].
     pub fn new_id() -> String {
         random_hex(16)
+    }
+
+    /// Counts a creation against [`MAX_CREATIONS_PER_MINUTE`].
+    pub fn may_create(&self) -> Result<(), Problem> {
+        let mut state = self.lock();
+        let now = std::time::Instant::now();
+        let (start, n) = &mut state.created;
+        if start.is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(60)) {
+            *start = Some(now);
+            *n = 0;
+        }
+        if *n >= MAX_CREATIONS_PER_MINUTE {
+            return Err(Problem::new(
+                ProblemKind::TooManyRequests,
+                "rate_limited",
+                "too many reviews were created in the last minute; try again shortly",
+            ));
+        }
+        *n += 1;
+        Ok(())
     }
 
     /// Stores a new review under `id` (its documents already seeded) and returns its invite
@@ -273,9 +334,20 @@ impl Reviews {
                 name,
                 created_at: now_ms(),
             };
+            let members: usize = state
+                .counts
+                .get(&session.review)
+                .map_or(0, |c| c.values().sum());
+            if members >= MAX_SESSIONS_PER_REVIEW {
+                return Err(Problem::new(
+                    ProblemKind::Conflict,
+                    "review_full",
+                    format!("a review holds at most {MAX_SESSIONS_PER_REVIEW} people"),
+                ));
+            }
             let key = hash(&token);
             self.sessions_tree.put(&key, &to_json(&session))?;
-            state.sessions.insert(key, session.clone());
+            state.add_session(key, session.clone());
             (session, review)
         };
         self.store.durable().await?;
@@ -319,6 +391,16 @@ impl Reviews {
         Ok((session, review))
     }
 
+    /// Serialises phase moves (see the API's phase handler).
+    pub async fn phase_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.phase_moves.lock().await
+    }
+
+    /// The phase of a review, if it exists.
+    pub fn phase(&self, review: &str) -> Option<Phase> {
+        self.lock().reviews.get(review).map(|r| r.phase)
+    }
+
     /// Whether held anonymous items of `review` may be released now: always in batch mode, from
     /// the meeting on in meeting mode. Unknown reviews release nothing.
     pub fn may_release(&self, review: &str) -> bool {
@@ -333,13 +415,12 @@ impl Reviews {
 
     /// Number of sessions of each role in a review.
     pub fn counts(&self, review_id: &str) -> HashMap<Role, usize> {
-        let mut out: HashMap<Role, usize> = Role::ALL.into_iter().map(|r| (r, 0)).collect();
-        for s in self.lock().sessions.values() {
-            if s.review == review_id {
-                *out.entry(s.role).or_default() += 1;
-            }
-        }
-        out
+        let state = self.lock();
+        let counts = state.counts.get(review_id);
+        Role::ALL
+            .into_iter()
+            .map(|r| (r, counts.and_then(|c| c.get(&r)).copied().unwrap_or(0)))
+            .collect()
     }
 
     /// Moves a review to `to`, which must be its next phase; the caller must be its facilitator.
@@ -357,6 +438,11 @@ impl Reviews {
                 .reviews
                 .get_mut(&session.review)
                 .ok_or_else(|| unknown_review(&session.review))?;
+            if review.phase == to {
+                // Moving again to where it is (a retry) changes nothing, and lets the caller
+                // repeat what follows from the move.
+                return Ok(review.clone());
+            }
             if review.phase.next() != Some(to) {
                 let allowed = match review.phase.next() {
                     Some(next) => format!("it can only move to {}", next.as_str()),
@@ -421,7 +507,7 @@ impl Reviews {
                     .collect();
                 for key in doomed {
                     self.sessions_tree.remove(&key)?;
-                    state.sessions.remove(&key);
+                    state.remove_session(&key);
                 }
             }
         }

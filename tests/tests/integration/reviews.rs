@@ -584,7 +584,7 @@ async fn review_creation_can_require_a_secret() {
     let server = TestServer::start_with(
         dir,
         debrief_server::Config {
-            creation_secret: Some("let-me-create".to_owned()),
+            creation_secret: Some(debrief_server::peer::Credential::new("let-me-create")),
             ..debrief_server::Config::new("unused")
         },
     )

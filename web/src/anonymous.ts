@@ -1,0 +1,91 @@
+// What anonymous writing looks like in the browser: a toggle, a plain-words notice about when the
+// item appears and how strong anonymity is here, and the same "More" menu on every anonymous item
+// (so nothing on screen marks an item as yours; only this browser's stored key unlocks Edit).
+
+import { api, ApiError, type Held, type Item, type Review } from './api'
+import { h, notice, replace } from './dom'
+import { memory, type Membership } from './store'
+
+/** Fewer people than this make anonymity weak: the rest can guess. */
+export const WEAK_BELOW = 3
+
+export function people (review: Review): number {
+  return Object.values(review.participants).reduce((a, b) => a + b, 0)
+}
+
+/** One sentence on when a held item appears. */
+export function releaseNote (held: Held): string {
+  if (held.release_after === null) return 'Sent anonymously. It appears for everyone when the meeting starts.'
+  const at = new Date(held.release_after).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })
+  return `Sent anonymously. It appears for everyone with the next batch, at ${at}.`
+}
+
+/** The notice shown while anonymous mode is on. */
+export function anonymityNotice (review: Review): HTMLElement {
+  const when = review.anonymous.release === 'meeting'
+    ? 'Anonymous items appear when the meeting starts.'
+    : `Anonymous items appear together, in shuffled batches about every ${Math.round(review.anonymous.cadence_ms / 1000)} s.`
+  const weak = people(review) < WEAK_BELOW
+  return h('div', { class: 'anon-note' },
+    h('p', {}, `Your name is not stored with it, not even on the server. ${when}`),
+    weak ? h('p', { class: 'weak', role: 'alert' }, `Anonymity is weak here: fewer than ${WEAK_BELOW} people have joined this review, so the others may guess who wrote it.`) : null)
+}
+
+/** Remembers a new item's key, so this browser (and only it) can edit or retract it. */
+export function keep (held: Held): void {
+  const item = held.item
+  if (!item || !held.key) return
+  memory.rememberKey(item.kind === 'comment' ? item.comment : item.concern, held.key)
+}
+
+function itemId (item: Item): string {
+  return item.kind === 'comment' ? item.comment : item.concern
+}
+
+/** The "More" control every anonymous item carries, whoever wrote it. */
+export function moreMenu (m: Membership, item: Item, body: string, editable: boolean): HTMLElement {
+  const panel = h('div', { class: 'more-panel', hidden: true })
+  const button = h('button', { type: 'button', class: 'link more', 'aria-expanded': 'false', 'aria-label': 'More actions for this anonymous item' }, '⋯')
+  const status = h('div', {})
+  button.addEventListener('click', () => {
+    const open = panel.hidden
+    panel.hidden = !open
+    button.setAttribute('aria-expanded', String(open))
+    if (!open) return
+    const key = memory.key(itemId(item))
+    const parts: HTMLElement[] = []
+    if (key && editable) {
+      const box = h('textarea', { 'aria-label': 'Edit anonymous item', rows: 3, maxlength: 4000 })
+      box.value = body
+      const save = h('button', { type: 'button', class: 'primary' }, 'Save anonymously')
+      const retract = h('button', { type: 'button' }, 'Retract')
+      save.addEventListener('click', () => {
+        api.anonymousEdit(m.review, m.session, itemId(item), key, box.value).then((held) => {
+          replace(status, notice(`Saved. ${releaseNote(held).replace('Sent anonymously. It', 'The change')}`))
+        }, (err: unknown) => { replace(status, notice(err instanceof ApiError ? err.message : 'Could not save.', 'error')) })
+      })
+      retract.addEventListener('click', () => {
+        if (!window.confirm('Retract this anonymous item?')) return
+        api.anonymousRetract(m.review, m.session, itemId(item), key).then(() => {
+          memory.forgetKey(itemId(item))
+          replace(status, notice('Retracted. It disappears with the next batch.'))
+        }, (err: unknown) => { replace(status, notice(err instanceof ApiError ? err.message : 'Could not retract.', 'error')) })
+      })
+      parts.push(box, h('div', { class: 'row' }, save, retract))
+    } else {
+      parts.push(h('p', { class: 'hint' }, 'Only the browser that wrote an anonymous item can change it.'))
+    }
+    if (m.role === 'facilitator') {
+      const hide = h('button', { type: 'button' }, 'Hide for everyone')
+      hide.addEventListener('click', () => {
+        if (!window.confirm('Hide this anonymous item for everyone? Nobody, you included, learns who wrote it.')) return
+        api.hide(m.review, m.session, item).catch((err: unknown) => {
+          replace(status, notice(err instanceof ApiError ? err.message : 'Could not hide it.', 'error'))
+        })
+      })
+      parts.push(h('div', { class: 'row' }, hide))
+    }
+    replace(panel, ...parts)
+  })
+  return h('div', { class: 'more-wrap' }, button, panel, status)
+}
