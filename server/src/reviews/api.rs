@@ -496,7 +496,10 @@ where
     let reviews = state.reviews.clone();
     let (id, role) = (review.to_owned(), commenter.role);
     on_discussion(state, review, move |doc| {
-        match reviews.phase(&id).map(|phase| policy::may_comment(role, phase)) {
+        match reviews
+            .phase(&id)
+            .map(|phase| policy::may_comment(role, phase))
+        {
             Some(Ok(())) => f(doc),
             Some(Err(r)) => (
                 Err(Problem::new(ProblemKind::Forbidden, r.code, r.message)),

@@ -186,7 +186,11 @@ impl State {
 
     fn remove_session(&mut self, key: &Hash) {
         if let Some(s) = self.sessions.remove(key) {
-            if let Some(n) = self.counts.get_mut(&s.review).and_then(|c| c.get_mut(&s.role)) {
+            if let Some(n) = self
+                .counts
+                .get_mut(&s.review)
+                .and_then(|c| c.get_mut(&s.role))
+            {
                 *n = n.saturating_sub(1);
             }
         }
