@@ -10,6 +10,7 @@
 
 pub mod anonymous;
 pub mod api;
+pub mod markdown;
 pub mod policy;
 pub mod report;
 pub mod threads;
