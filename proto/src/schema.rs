@@ -71,8 +71,20 @@ pub mod node {
     pub const HORIZONTAL_RULE: &str = "horizontalRule";
     /// A line break inside a paragraph.
     pub const HARD_BREAK: &str = "hardBreak";
+    /// A table of [`TABLE_ROW`]s (TipTap's table extension).
+    pub const TABLE: &str = "table";
+    /// A row of [`TABLE_HEADER`] or [`TABLE_CELL`]s.
+    pub const TABLE_ROW: &str = "tableRow";
+    /// A header cell; holds paragraphs.
+    pub const TABLE_HEADER: &str = "tableHeader";
+    /// A cell; holds paragraphs.
+    pub const TABLE_CELL: &str = "tableCell";
     /// Every node name, for validation and documentation.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 13] = [
+        TABLE,
+        TABLE_ROW,
+        TABLE_HEADER,
+        TABLE_CELL,
         HEADING,
         PARAGRAPH,
         BULLET_LIST,

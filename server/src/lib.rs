@@ -66,6 +66,8 @@ pub struct AppState {
     pub creation_secret: Option<peer::Credential>,
     /// The anonymous-item queue.
     pub anonymity: Arc<reviews::anonymous::Anonymity>,
+    /// Pinned versions, read marks and the library.
+    pub records: Arc<reviews::records::Records>,
 }
 
 impl AppState {
@@ -102,6 +104,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let reviews = reviews::Reviews::open(&store)?;
     let anonymity = reviews::anonymous::Anonymity::open(&store, config.anonymous_cadence)?;
+    let records = reviews::records::Records::open(&store)?;
     let authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
         reviews: reviews.clone(),
         others: config.authorizer.clone(),
@@ -129,6 +132,7 @@ pub async fn run(
         reviews,
         creation_secret: config.creation_secret.clone(),
         anonymity,
+        records,
     });
     tracker.spawn(reviews::anonymous::release_loop(state.clone()));
     // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.

@@ -68,6 +68,16 @@ impl MetaTree {
             .is_ok())
     }
 
+    /// How many keys start with `prefix`.
+    pub fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.0.scan_prefix(prefix) {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The value under `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.0.get(key)?.map(|v| v.to_vec()))

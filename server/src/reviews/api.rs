@@ -29,8 +29,8 @@ use crate::doc::JobError;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Largest request body of the API: a comment of 4,000 characters and an anchor fit many times.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body of the API: a Markdown report to import (`MAX_IMPORT_BYTES`) fits.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -78,6 +78,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(anonymous_retract),
         )
         .route("/api/reviews/{id}/moderation/hide", post(hide))
+        .merge(super::api_meeting::routes())
 }
 
 impl From<Problem> for ApiError {
@@ -118,10 +119,10 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-type Body = Result<Bytes, BytesRejection>;
+pub(super) type Body = Result<Bytes, BytesRejection>;
 
 /// Parses a JSON body, answering every failure with a JSON error.
-fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -137,12 +138,12 @@ fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     })
 }
 
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(v)| v)
         .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -152,7 +153,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, token)| token.trim())
 }
 
-fn session(
+pub(super) fn session(
     state: &AppState,
     headers: &HeaderMap,
     review: &str,
@@ -160,7 +161,7 @@ fn session(
     Ok(state.reviews.authenticate(bearer(headers), review)?)
 }
 
-fn documents(id: &str) -> Value {
+pub(super) fn documents(id: &str) -> Value {
     json!({
         "report": document_name(id, DocKind::Report),
         "discussion": document_name(id, DocKind::Discussion),
@@ -168,7 +169,11 @@ fn documents(id: &str) -> Value {
     })
 }
 
-fn review_view(state: &AppState, review: &ReviewRecord, you: Option<&SessionRecord>) -> Value {
+pub(super) fn review_view(
+    state: &AppState,
+    review: &ReviewRecord,
+    you: Option<&SessionRecord>,
+) -> Value {
     let counts = state.reviews.counts(&review.id);
     let participants: serde_json::Map<String, Value> = Role::ALL
         .into_iter()
@@ -192,6 +197,8 @@ fn review_view(state: &AppState, review: &ReviewRecord, you: Option<&SessionReco
             "release": review.release.as_str(),
             "cadence_ms": state.anonymity.cadence().as_millis() as u64,
         },
+        "read_count": state.records.read_count(&review.id).unwrap_or(0),
+        "server_time": super::now_ms(),
     });
     if let Some(s) = you {
         v["you"] = json!({ "role": s.role.as_str(), "participant": s.participant, "name": s.name });
@@ -210,7 +217,11 @@ struct CreateRequest {
     incident_date: Option<String>,
     severity: Option<String>,
     anonymous_release: Option<String>,
+    report_markdown: Option<String>,
 }
+
+/// Largest Markdown report accepted at creation: a long post-mortem is tens of kilobytes.
+pub const MAX_IMPORT_BYTES: usize = 512 * 1024;
 
 /// `POST /api/reviews`: creates a review, seeds its documents, returns the invite links.
 async fn create(
@@ -253,11 +264,38 @@ async fn create(
     // The documents exist before the review does: a crash in between leaves unreachable
     // documents, never a review with an empty report.
     let title = new.title.clone();
-    state
-        .registry
-        .open(&document_name(&id, DocKind::Report))
-        .run(move |doc| ((), Some(report::seed(doc, &title))))
-        .await?;
+    let report = match req.report_markdown {
+        Some(md) if md.len() > MAX_IMPORT_BYTES => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "report_too_large",
+                format!("a Markdown report is at most {MAX_IMPORT_BYTES} bytes"),
+            ))
+        }
+        Some(md) => {
+            state
+                .registry
+                .open(&document_name(&id, DocKind::Report))
+                .run(move |doc| match super::markdown::import(doc, &md) {
+                    Ok(update) => (Ok(()), Some(update)),
+                    Err(_) => (Err(()), None),
+                })
+                .await?
+        }
+        None => {
+            state
+                .registry
+                .open(&document_name(&id, DocKind::Report))
+                .run(move |doc| (Ok(()), Some(report::seed(doc, &title))))
+                .await?
+        }
+    };
+    if report.is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_markdown",
+            "the Markdown report nests deeper than 32 levels",
+        ));
+    }
     let title = new.title.clone();
     state
         .registry
@@ -346,6 +384,7 @@ async fn move_phase(
         .run(move |doc| threads::set_phase(doc, to.as_str()))
         .await?
         .map_err(ApiError::from)?;
+    super::api_meeting::pin_version(&state, &id, to).await?;
     if to == Phase::Meeting && review.release == ReleaseMode::Meeting {
         // The meeting start is this review's release boundary.
         let at = state.anonymity.boundary_at(super::now_ms());
@@ -355,7 +394,7 @@ async fn move_phase(
 }
 
 /// Tells every open document of a review to decide its connections' access again.
-async fn reauthorize(state: &AppState, review: &str) {
+pub(super) async fn reauthorize(state: &AppState, review: &str) {
     for kind in DocKind::ALL {
         if let Some(handle) = state.registry.get(&document_name(review, kind)) {
             handle.reauthorize().await;
@@ -519,7 +558,7 @@ where
 }
 
 /// Runs a thread command on the review's discussion document.
-async fn on_discussion<T, F>(state: &AppState, review: &str, f: F) -> Result<T, ApiError>
+pub(super) async fn on_discussion<T, F>(state: &AppState, review: &str, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&yrs::Doc) -> threads::Outcome<T> + Send + 'static,

@@ -4,8 +4,7 @@
 //! review → Markdown keeps headings, paragraphs, nested lists, block quotes, code blocks, rules,
 //! marks and links.
 //!
-//! Tables have no node in the schema: an imported table becomes one paragraph per row with cells
-//! separated by ` | `.
+//! Tables are GFM tables: a first row of header cells, then body rows; a cell holds inline text.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +12,9 @@ use std::sync::Arc;
 use debrief_proto::schema::{attr, mark, node, FRAGMENT};
 use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 use yrs::types::text::{Diff, YChange};
-use yrs::types::xml::{XmlElementPrelim, XmlElementRef, XmlFragment, XmlOut, XmlTextPrelim, XmlTextRef};
+use yrs::types::xml::{
+    XmlElementPrelim, XmlElementRef, XmlFragment, XmlOut, XmlTextPrelim, XmlTextRef,
+};
 use yrs::types::Attrs;
 use yrs::{Any, Doc, GetString, Out, ReadTxn, Text, Transact, TransactionMut, Xml};
 
@@ -132,6 +133,45 @@ fn block<T: ReadTxn>(txn: &T, n: &XmlOut, out: &mut String, depth: usize) {
             out.push('\n');
         }
         node::HORIZONTAL_RULE => out.push_str("---\n\n"),
+        node::TABLE => {
+            let mut rows: Vec<Vec<String>> = Vec::new();
+            for row in &children {
+                let XmlOut::Element(r) = row else { continue };
+                let cells = r
+                    .children(txn)
+                    .map(|c| match c {
+                        XmlOut::Element(cell) => {
+                            let parts: Vec<XmlOut> = cell.children(txn).collect();
+                            let mut text = String::new();
+                            for p in &parts {
+                                if let XmlOut::Element(pe) = p {
+                                    let inner: Vec<XmlOut> = pe.children(txn).collect();
+                                    if !text.is_empty() {
+                                        text.push(' ');
+                                    }
+                                    text.push_str(&inline(txn, &inner));
+                                }
+                            }
+                            text.replace('|', "\\|").replace('\n', " ")
+                        }
+                        _ => String::new(),
+                    })
+                    .collect();
+                rows.push(cells);
+            }
+            let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+            if width > 0 {
+                for (i, row) in rows.iter().enumerate() {
+                    let mut cells = row.clone();
+                    cells.resize(width, String::new());
+                    out.push_str(&format!("| {} |\n", cells.join(" | ")));
+                    if i == 0 {
+                        out.push_str(&format!("|{}\n", "---|".repeat(width)));
+                    }
+                }
+                out.push('\n');
+            }
+        }
         _ => {
             // An unknown node keeps its text.
             blocks(txn, &children, out, depth + 1);
@@ -248,7 +288,7 @@ pub fn import(doc: &Doc, markdown: &str) -> Result<Vec<u8>, ImportError> {
         text: None,
         marks: HashMap::new(),
         code: None,
-        table_row: None,
+        in_head: false,
     };
     let options = Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES;
     for event in Parser::new_ext(markdown, options) {
@@ -266,8 +306,8 @@ struct Builder {
     marks: HashMap<&'static str, Any>,
     /// Inside a code block: its text so far.
     code: Option<String>,
-    /// Inside a table row: its cells so far.
-    table_row: Option<Vec<String>>,
+    /// Inside a table head: cells are header cells.
+    in_head: bool,
 }
 
 impl Builder {
@@ -306,7 +346,9 @@ impl Builder {
         fragment: &yrs::XmlFragmentRef,
     ) -> Result<XmlElementRef, ImportError> {
         match self.stack.last() {
-            Some(e) if [node::PARAGRAPH, node::HEADING].contains(&e.tag().as_ref()) => Ok(e.clone()),
+            Some(e) if [node::PARAGRAPH, node::HEADING].contains(&e.tag().as_ref()) => {
+                Ok(e.clone())
+            }
             _ => self.open(txn, fragment, node::PARAGRAPH),
         }
     }
@@ -318,12 +360,6 @@ impl Builder {
         text: &str,
         extra: Option<(&'static str, Any)>,
     ) -> Result<(), ImportError> {
-        if let Some(row) = &mut self.table_row {
-            if let Some(cell) = row.last_mut() {
-                cell.push_str(text);
-            }
-            return Ok(());
-        }
         if let Some(code) = &mut self.code {
             code.push_str(text);
             return Ok(());
@@ -360,9 +396,7 @@ impl Builder {
         match event {
             Event::Start(tag) => match tag {
                 Tag::Paragraph => {
-                    if self.table_row.is_none() {
-                        self.open(txn, fragment, node::PARAGRAPH)?;
-                    }
+                    self.open(txn, fragment, node::PARAGRAPH)?;
                 }
                 Tag::Heading { level, .. } => {
                     let h = self.open(txn, fragment, node::HEADING)?;
@@ -410,23 +444,33 @@ impl Builder {
                     self.marks.insert(mark::STRIKE, empty());
                 }
                 Tag::Link { dest_url, .. } => {
-                    let link = HashMap::from([(attr::HREF.to_owned(), Any::from(dest_url.as_ref()))]);
+                    let link =
+                        HashMap::from([(attr::HREF.to_owned(), Any::from(dest_url.as_ref()))]);
                     self.marks.insert(mark::LINK, Any::Map(Arc::new(link)));
                 }
-                Tag::TableRow | Tag::TableHead => self.table_row = Some(Vec::new()),
+                Tag::Table(_) => {
+                    self.open(txn, fragment, node::TABLE)?;
+                }
+                Tag::TableHead => {
+                    self.in_head = true;
+                    self.open(txn, fragment, node::TABLE_ROW)?;
+                }
+                Tag::TableRow => {
+                    self.open(txn, fragment, node::TABLE_ROW)?;
+                }
                 Tag::TableCell => {
-                    if let Some(row) = &mut self.table_row {
-                        row.push(String::new());
-                    }
+                    let tag = if self.in_head {
+                        node::TABLE_HEADER
+                    } else {
+                        node::TABLE_CELL
+                    };
+                    self.open(txn, fragment, tag)?;
+                    self.open(txn, fragment, node::PARAGRAPH)?;
                 }
                 _ => {}
             },
             Event::End(end) => match end {
-                TagEnd::Paragraph => {
-                    if self.table_row.is_none() {
-                        self.close_inline_block();
-                    }
-                }
+                TagEnd::Paragraph => self.close_inline_block(),
                 TagEnd::Heading(_) => self.close_inline_block(),
                 TagEnd::BlockQuote(_) | TagEnd::List(_) | TagEnd::Item => {
                     self.close_inline_block();
@@ -454,14 +498,15 @@ impl Builder {
                 TagEnd::Link => {
                     self.marks.remove(mark::LINK);
                 }
-                TagEnd::TableRow | TagEnd::TableHead => {
-                    if let Some(row) = self.table_row.take() {
-                        let line = row.join(" | ");
-                        self.open(txn, fragment, node::PARAGRAPH)?;
-                        self.push_text(txn, fragment, &line, None)?;
-                        self.close();
-                    }
+                TagEnd::TableCell => {
+                    self.close_inline_block();
+                    self.close();
                 }
+                TagEnd::TableHead => {
+                    self.in_head = false;
+                    self.close();
+                }
+                TagEnd::TableRow | TagEnd::Table => self.close(),
                 _ => {}
             },
             Event::Text(t) => self.push_text(txn, fragment, &t, None)?,
@@ -509,11 +554,16 @@ mod tests {
         let doc = crate::crdt::new_doc();
         super::super::report::seed(&doc, "Outage");
         let md = to_markdown(&doc);
-        assert!(md.starts_with("# Outage\n\n## Summary\n\nTwo or three sentences"), "{md}");
+        assert!(
+            md.starts_with("# Outage\n\n## Summary\n\nTwo or three sentences"),
+            "{md}"
+        );
     }
 
     #[test]
     fn structure_survives_a_round_trip() {
+        let table = "| Time | Event |\n|---|---|\n| 14:05 | Deploy of **v42** |\n| 14:07 | Errors \\| alerts |\n";
+        assert_eq!(round_trip(table), table);
         let md = "# Title\n\nSome **bold**, _italic_, `code`, ~~gone~~ and a [link](https://example.com/a).\n\n- one\n- two\n  - nested\n\n1. first\n2. second\n\n> quoted\n\n```rust\nfn main() {}\n```\n\n---\n\nLast line\\\nafter a break\n";
         assert_eq!(round_trip(md), md);
         assert_eq!(round_trip(&round_trip(md)), md);

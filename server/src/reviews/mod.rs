@@ -10,8 +10,12 @@
 
 pub mod anonymous;
 pub mod api;
+pub mod api_meeting;
+pub mod export;
 pub mod markdown;
+pub mod meeting;
 pub mod policy;
+pub mod records;
 pub mod report;
 pub mod threads;
 

@@ -1,0 +1,466 @@
+//! REST for the meeting and after it: the timebox, the agenda, action items, the read count,
+//! blameless-language hints, pinned versions, exports, and the library of published reviews.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use debrief_proto::schema::{document_name, DocKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api::{bearer, on_discussion, parse, path, session, Body};
+use super::meeting::{self, ActionInput, TimerAction};
+use super::records::{Published, Version};
+use super::{export, markdown, policy, Phase, Problem, ProblemKind, ReviewRecord, Role};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Longest agenda label.
+const MAX_AGENDA_CHARS: usize = 200;
+/// Most results of one library search.
+const MAX_LIBRARY_RESULTS: usize = 100;
+
+/// Routes of this module.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/reviews/{id}/timer", post(timer))
+        .route("/api/reviews/{id}/agenda", post(agenda))
+        .route("/api/reviews/{id}/actions", post(add_action))
+        .route("/api/reviews/{id}/actions/{action}", patch(update_action))
+        .route("/api/reviews/{id}/read", post(mark_read))
+        .route("/api/reviews/{id}/settings", post(settings))
+        .route("/api/reviews/{id}/versions", get(versions))
+        .route("/api/reviews/{id}/versions/{phase}", get(version))
+        .route("/api/reviews/{id}/export.md", get(export_md))
+        .route("/api/reviews/{id}/export.json", get(export_json))
+        .route("/api/reviews/{id}/publish", post(publish))
+        .route("/api/library", get(library))
+        .route("/api/library/{id}", get(library_entry))
+}
+
+fn forbidden(r: policy::Refusal) -> ApiError {
+    Problem::new(ProblemKind::Forbidden, r.code, r.message).into()
+}
+
+/// The facilitator's session, during the meeting.
+fn facilitator_in_meeting(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
+    let (session, review) = session(state, headers, id)?;
+    policy::may_facilitate(session.role).map_err(forbidden)?;
+    if review.phase != Phase::Meeting {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_in_meeting",
+            "this is done during the meeting",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimerRequest {
+    action: TimerAction,
+    minutes: Option<u64>,
+}
+
+/// `POST /api/reviews/{id}/timer`: start, pause, resume or extend the timebox.
+async fn timer(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    facilitator_in_meeting(&state, &headers, &id)?;
+    let req: TimerRequest = parse(body)?;
+    let timer = on_discussion(&state, &id, move |doc| {
+        meeting::timer(doc, req.action, req.minutes)
+    })
+    .await?;
+    Ok(Json(
+        json!({ "timer": timer, "server_time": super::now_ms() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgendaRequest {
+    item: String,
+}
+
+/// `POST /api/reviews/{id}/agenda`: where the meeting is.
+async fn agenda(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let id = path(id)?;
+    facilitator_in_meeting(&state, &headers, &id)?;
+    let req: AgendaRequest = parse(body)?;
+    if req.item.chars().count() > MAX_AGENDA_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_agenda_item",
+            format!("an agenda item is at most {MAX_AGENDA_CHARS} characters"),
+        ));
+    }
+    on_discussion(&state, &id, move |doc| meeting::agenda(doc, &req.item)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who may add and change action items: anyone but observers, in review and meeting.
+fn action_writer(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
+    let (session, review) = session(state, headers, id)?;
+    let open = matches!(review.phase, Phase::Review | Phase::Meeting);
+    if session.role == Role::Observer || !open {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_allowed",
+            "action items are written by the team during review and the meeting",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/reviews/{id}/actions`.
+async fn add_action(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = path(id)?;
+    action_writer(&state, &headers, &id)?;
+    let input: ActionInput = parse::<ActionInput>(body)?.validate()?;
+    let item = on_discussion(&state, &id, move |doc| meeting::add_action(doc, &input)).await?;
+    Ok((StatusCode::CREATED, Json(item)).into_response())
+}
+
+/// `PATCH /api/reviews/{id}/actions/{action}`: replaces the item's fields.
+async fn update_action(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let (id, action) = path(p)?;
+    action_writer(&state, &headers, &id)?;
+    let input: ActionInput = parse::<ActionInput>(body)?.validate()?;
+    let item = on_discussion(&state, &id, move |doc| {
+        meeting::update_action(doc, &action, &input)
+    })
+    .await?;
+    Ok(Json(item))
+}
+
+/// `POST /api/reviews/{id}/read`: "I have read the report"; counted once per session, shown
+/// only as a count.
+async fn mark_read(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let (_, review) = session(&state, &headers, &id)?;
+    if review.phase == Phase::Closed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "review_closed",
+            "the review is closed",
+        ));
+    }
+    let token = bearer(&headers).unwrap_or_default();
+    let count = state.records.mark_read(&id, token).await?;
+    on_discussion(&state, &id, move |doc| meeting::read_count(doc, count)).await?;
+    let people: usize = state.reviews.counts(&id).values().sum();
+    Ok(Json(json!({ "read_count": count, "people": people })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsRequest {
+    hints: bool,
+}
+
+/// `POST /api/reviews/{id}/settings`: the facilitator turns blameless-language hints on or off.
+async fn settings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let id = path(id)?;
+    let (s, _) = session(&state, &headers, &id)?;
+    policy::may_facilitate(s.role).map_err(forbidden)?;
+    let req: SettingsRequest = parse(body)?;
+    on_discussion(&state, &id, move |doc| meeting::hints(doc, req.hints)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads one document's Markdown (report or notes).
+async fn doc_markdown(state: &AppState, id: &str, kind: DocKind) -> Result<String, ApiError> {
+    Ok(state
+        .registry
+        .open(&document_name(id, kind))
+        .run(|doc| (markdown::to_markdown(doc), None))
+        .await?)
+}
+
+/// Pins every document's state when the review enters `phase`.
+pub(super) async fn pin_version(state: &AppState, id: &str, phase: Phase) -> Result<(), ApiError> {
+    async fn full(state: &AppState, id: &str, kind: DocKind) -> Result<Vec<u8>, ApiError> {
+        let handle = state.registry.open(&document_name(id, kind));
+        Ok(handle
+            .run(|doc| {
+                use yrs::{ReadTxn, StateVector, Transact};
+                (
+                    doc.transact()
+                        .encode_state_as_update_v1(&StateVector::default()),
+                    None,
+                )
+            })
+            .await?)
+    }
+    let report = full(state, id, DocKind::Report).await?;
+    let notes = full(state, id, DocKind::Notes).await?;
+    let version = Version {
+        phase,
+        at: super::now_ms(),
+        report,
+        notes,
+    };
+    state.records.pin(id, &version).await?;
+    Ok(())
+}
+
+fn render(state: &[u8]) -> String {
+    let doc = crate::crdt::new_doc();
+    if crate::crdt::apply(&doc, state).is_err() {
+        return String::new();
+    }
+    markdown::to_markdown(&doc)
+}
+
+/// `GET /api/reviews/{id}/versions`: the pinned versions.
+async fn versions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let (s, review) = session(&state, &headers, &id)?;
+    readable(&s, &review)?;
+    let list: Vec<Value> = state
+        .records
+        .versions(&id)?
+        .iter()
+        .map(|v| json!({ "phase": v.phase.as_str(), "label": Version::label(v.phase), "at": v.at }))
+        .collect();
+    Ok(Json(json!({ "versions": list })))
+}
+
+/// The report is not for everyone's eyes in draft; neither are its versions and exports.
+fn readable(s: &super::SessionRecord, review: &ReviewRecord) -> Result<(), ApiError> {
+    policy::document_access(s.role, review.phase, DocKind::Report)
+        .map(|_| ())
+        .map_err(forbidden)
+}
+
+/// `GET /api/reviews/{id}/versions/{phase}`: one version as Markdown.
+async fn version(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (id, phase) = path(p)?;
+    let (s, review) = session(&state, &headers, &id)?;
+    readable(&s, &review)?;
+    let found = state
+        .records
+        .versions(&id)?
+        .into_iter()
+        .find(|v| v.phase.as_str() == phase)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_version",
+                "no version was pinned for that phase",
+            )
+        })?;
+    Ok(Json(json!({
+        "phase": found.phase.as_str(),
+        "label": Version::label(found.phase),
+        "at": found.at,
+        "report": render(&found.report),
+        "notes": render(&found.notes),
+    })))
+}
+
+async fn parts(state: &AppState, review: ReviewRecord) -> Result<export::Parts, ApiError> {
+    let id = review.id.clone();
+    let report = doc_markdown(state, &id, DocKind::Report).await?;
+    let notes = doc_markdown(state, &id, DocKind::Notes).await?;
+    let discussion = state
+        .registry
+        .open(&document_name(&id, DocKind::Discussion))
+        .run(|doc| (meeting::snapshot(doc), None))
+        .await?;
+    Ok(export::Parts {
+        review,
+        report,
+        notes,
+        discussion,
+    })
+}
+
+fn attachment(id: &str, ext: &str, content_type: &'static str, body: String) -> Response {
+    let disposition = format!("attachment; filename=\"review-{id}.{ext}\"");
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /api/reviews/{id}/export.md`.
+async fn export_md(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path(id)?;
+    let (s, review) = session(&state, &headers, &id)?;
+    readable(&s, &review)?;
+    let parts = parts(&state, review).await?;
+    Ok(attachment(
+        &id,
+        "md",
+        "text/markdown; charset=utf-8",
+        export::markdown(&parts),
+    ))
+}
+
+/// `GET /api/reviews/{id}/export.json`.
+async fn export_json(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path(id)?;
+    let (s, review) = session(&state, &headers, &id)?;
+    readable(&s, &review)?;
+    let parts = parts(&state, review).await?;
+    Ok(attachment(
+        &id,
+        "json",
+        "application/json",
+        export::json(&parts).to_string(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    published: bool,
+}
+
+/// `POST /api/reviews/{id}/publish`: the facilitator puts a closed review in the library (or
+/// takes it out).
+async fn publish(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let (s, review) = session(&state, &headers, &id)?;
+    policy::may_facilitate(s.role).map_err(forbidden)?;
+    let req: PublishRequest = parse(body)?;
+    if !req.published {
+        state.records.unpublish(&id).await?;
+        return Ok(Json(json!({ "published": false })));
+    }
+    if review.phase != Phase::Closed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_closed",
+            "only a closed review can be published",
+        ));
+    }
+    let parts = parts(&state, review.clone()).await?;
+    state
+        .records
+        .publish(&Published {
+            id: id.clone(),
+            title: review.title,
+            incident_date: review.incident_date,
+            severity: review.severity,
+            published_at: super::now_ms(),
+            markdown: export::markdown(&parts),
+        })
+        .await?;
+    tracing::info!(review = %id, "review published");
+    Ok(Json(
+        json!({ "published": true, "link": format!("/library/{id}") }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LibraryQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `GET /api/library?q=`: published reviews, searchable by title and text; no session needed.
+async fn library(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<LibraryQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Ok(Query(q)) = query else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "the only query parameter is q",
+        ));
+    };
+    if q.q.chars().count() > 200 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "a search is at most 200 characters",
+        ));
+    }
+    let found: Vec<Value> = state
+        .records
+        .search(&q.q)?
+        .into_iter()
+        .take(MAX_LIBRARY_RESULTS)
+        .map(|p| {
+            json!({
+                "id": p.id, "title": p.title, "incident_date": p.incident_date,
+                "severity": p.severity, "published_at": p.published_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "reviews": found })))
+}
+
+/// `GET /api/library/{id}`: a published review as Markdown.
+async fn library_entry(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let p = state.records.published(&id)?;
+    Ok(Json(json!({
+        "id": p.id, "title": p.title, "incident_date": p.incident_date, "severity": p.severity,
+        "published_at": p.published_at, "markdown": p.markdown,
+    })))
+}

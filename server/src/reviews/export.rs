@@ -1,0 +1,184 @@
+//! A review as one Markdown document or one JSON object, converted on the server from its CRDT
+//! documents: the report, then comment threads with their quotes (anonymous items as
+//! "Anonymous"; hidden and deleted ones left out), concerns with their support, action items as
+//! a table, and the meeting notes. The same text is what the library publishes.
+
+use serde_json::{json, Value};
+
+use super::ReviewRecord;
+
+/// The parts a review is exported from.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// The review.
+    pub review: ReviewRecord,
+    /// The report as Markdown.
+    pub report: String,
+    /// The notes as Markdown.
+    pub notes: String,
+    /// The discussion document's roots as JSON (`threads`, `concerns`, `actions`, …).
+    pub discussion: std::collections::HashMap<String, Value>,
+}
+
+fn sorted(v: &Value) -> Vec<&Value> {
+    let mut items: Vec<&Value> = v
+        .as_object()
+        .map(|o| o.values().collect())
+        .unwrap_or_default();
+    items.sort_by(|a, b| {
+        let t = |x: &Value| x["createdAt"].as_f64().unwrap_or(0.0);
+        t(a).total_cmp(&t(b))
+    });
+    items
+}
+
+fn visible(c: &Value) -> bool {
+    c["deleted"] != true && c["hidden"] != true && c["body"].as_str().is_some_and(|b| !b.is_empty())
+}
+
+fn author(c: &Value) -> String {
+    if c["anonymous"] == true || c["author"].is_null() {
+        "Anonymous".to_owned()
+    } else {
+        c["author"]["name"].as_str().unwrap_or("Someone").to_owned()
+    }
+}
+
+/// Threads with at least one visible comment, as plain data.
+fn threads(p: &Parts) -> Vec<Value> {
+    sorted(&p.discussion["threads"])
+        .into_iter()
+        .filter_map(|t| {
+            let comments: Vec<Value> = t["comments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| visible(c))
+                .map(|c| json!({ "author": author(c), "body": c["body"], "createdAt": c["createdAt"] }))
+                .collect();
+            (!comments.is_empty()).then(|| {
+                json!({
+                    "quote": t["anchor"]["quote"],
+                    "resolved": t["resolved"] == true,
+                    "comments": comments,
+                })
+            })
+        })
+        .collect()
+}
+
+fn concerns(p: &Parts) -> Vec<Value> {
+    let mut out: Vec<Value> = sorted(&p.discussion["concerns"])
+        .into_iter()
+        .filter(|c| visible(c))
+        .map(|c| {
+            json!({
+                "body": c["body"],
+                "support": c["votes"].as_array().map_or(0, Vec::len),
+                "discussed": c["discussed"] == true,
+            })
+        })
+        .collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c["support"].as_u64().unwrap_or(0)));
+    out
+}
+
+fn actions(p: &Parts) -> Vec<Value> {
+    sorted(&p.discussion["actions"])
+        .into_iter()
+        .map(|a| {
+            json!({
+                "what": a["what"], "why": a["why"], "kind": a["kind"], "owner": a["owner"],
+                "link": a["link"], "due": a["due"], "status": a["status"],
+            })
+        })
+        .collect()
+}
+
+fn cell(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or("")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+}
+
+fn quote_lines(text: &str) -> String {
+    text.lines().map(|l| format!("> {l}\n")).collect()
+}
+
+/// The review as Markdown.
+pub fn markdown(p: &Parts) -> String {
+    let mut out = String::new();
+    out.push_str(p.report.trim_end());
+    out.push_str("\n\n");
+    let threads = threads(p);
+    if !threads.is_empty() {
+        out.push_str("## Comments\n\n");
+        for t in &threads {
+            match t["quote"].as_str() {
+                Some(q) => out.push_str(&quote_lines(q)),
+                None => out.push_str("General comment:\n"),
+            }
+            out.push('\n');
+            for c in t["comments"].as_array().into_iter().flatten() {
+                let body = c["body"].as_str().unwrap_or("").replace('\n', " ");
+                out.push_str(&format!("- **{}**: {body}\n", author(c)));
+            }
+            if t["resolved"] == true {
+                out.push_str("- _Resolved_\n");
+            }
+            out.push('\n');
+        }
+    }
+    let concerns = concerns(p);
+    if !concerns.is_empty() {
+        out.push_str("## Concerns\n\n");
+        for c in &concerns {
+            let body = c["body"].as_str().unwrap_or("").replace('\n', " ");
+            let discussed = if c["discussed"] == true {
+                ", discussed"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "- {body} ({} supporting{discussed})\n",
+                c["support"]
+            ));
+        }
+        out.push('\n');
+    }
+    let actions = actions(p);
+    if !actions.is_empty() {
+        out.push_str("## Action items\n\n| What | Why | Kind | Owner | Link | Due | Status |\n|---|---|---|---|---|---|---|\n");
+        for a in &actions {
+            let fields =
+                ["what", "why", "kind", "owner", "link", "due", "status"].map(|k| cell(&a[k]));
+            out.push_str(&format!("| {} |\n", fields.join(" | ")));
+        }
+        out.push('\n');
+    }
+    if !p.notes.trim().is_empty() {
+        out.push_str("## Meeting notes\n\n");
+        out.push_str(p.notes.trim_end());
+        out.push('\n');
+    }
+    format!("{}\n", out.trim_end())
+}
+
+/// The review as JSON.
+pub fn json(p: &Parts) -> Value {
+    json!({
+        "review": {
+            "id": p.review.id,
+            "title": p.review.title,
+            "incident_date": p.review.incident_date,
+            "severity": p.review.severity,
+            "phase": p.review.phase.as_str(),
+        },
+        "report_markdown": p.report,
+        "threads": threads(p),
+        "concerns": concerns(p),
+        "actions": actions(p),
+        "notes_markdown": p.notes,
+    })
+}

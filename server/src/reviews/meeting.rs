@@ -1,0 +1,430 @@
+//! The meeting on the server side, all in the `discussion` document (written only here): the
+//! timebox (the server holds the clock), where the agenda stands, action items, the read count,
+//! and the review's settings. Each function runs as a job on the document's owner.
+//!
+//! Shape (`docs/schema.md`): root map `meeting` {timer: {state, endsAt, remainingMs, durationMs},
+//! agenda, readCount}; root map `actions`: id → map {id, what, why, kind, owner, link, due,
+//! status, createdAt, updatedAt}; `review.hints` (blameless-language hints on or off).
+
+use std::collections::HashMap;
+
+use debrief_proto::schema::discussion::REVIEW;
+use serde::{Deserialize, Serialize};
+use yrs::{Any, Doc, Map, MapPrelim, MapRef, Out, Transact};
+
+use super::threads::Outcome;
+use super::{now_ms, random_hex, Problem, ProblemKind};
+
+/// Root map of the meeting's state.
+pub const MEETING: &str = "meeting";
+/// Root map of action items.
+pub const ACTIONS: &str = "actions";
+/// Most action items in one review.
+pub const MAX_ACTIONS: u32 = 200;
+/// Longest timebox, in minutes: a post-mortem meeting, not a workshop.
+pub const MAX_TIMER_MINUTES: u64 = 240;
+
+/// What the facilitator does with the timebox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerAction {
+    /// Starts a timebox of `minutes`.
+    Start,
+    /// Stops the clock, keeping the remaining time.
+    Pause,
+    /// Runs the clock again.
+    Resume,
+    /// Adds `minutes` (running or paused).
+    Extend,
+}
+
+/// The timebox as stored: while running, the end time (server clock); while paused, what is
+/// left. Every tab computes the same remaining time from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timer {
+    /// `running`, `paused` or `stopped`.
+    pub state: TimerState,
+    /// While running: when it ends, ms since the epoch.
+    pub ends_at: Option<u64>,
+    /// While paused: ms left.
+    pub remaining_ms: Option<u64>,
+    /// The timebox as set (including extensions), ms.
+    pub duration_ms: u64,
+}
+
+/// Whether the clock runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerState {
+    /// Counting down.
+    Running,
+    /// Held.
+    Paused,
+    /// Never started.
+    Stopped,
+}
+
+impl Timer {
+    fn stopped() -> Timer {
+        Timer {
+            state: TimerState::Stopped,
+            ends_at: None,
+            remaining_ms: None,
+            duration_ms: 0,
+        }
+    }
+
+    /// Applies an action at server time `now`.
+    pub fn apply(
+        self,
+        action: TimerAction,
+        minutes: Option<u64>,
+        now: u64,
+    ) -> Result<Timer, Problem> {
+        let ms = |m: Option<u64>| -> Result<u64, Problem> {
+            match m {
+                Some(m) if (1..=MAX_TIMER_MINUTES).contains(&m) => Ok(m * 60_000),
+                _ => Err(Problem::new(
+                    ProblemKind::BadInput,
+                    "invalid_minutes",
+                    format!("minutes is a whole number from 1 to {MAX_TIMER_MINUTES}"),
+                )),
+            }
+        };
+        let wrong = |what: &str| {
+            Problem::new(
+                ProblemKind::Conflict,
+                "invalid_timer_action",
+                format!("the timer cannot {what} now"),
+            )
+        };
+        Ok(match (action, self.state) {
+            (TimerAction::Start, _) => {
+                let d = ms(minutes)?;
+                Timer {
+                    state: TimerState::Running,
+                    ends_at: Some(now + d),
+                    remaining_ms: None,
+                    duration_ms: d,
+                }
+            }
+            (TimerAction::Pause, TimerState::Running) => Timer {
+                state: TimerState::Paused,
+                ends_at: None,
+                remaining_ms: Some(self.ends_at.unwrap_or(now).saturating_sub(now)),
+                ..self
+            },
+            (TimerAction::Resume, TimerState::Paused) => Timer {
+                state: TimerState::Running,
+                ends_at: Some(now + self.remaining_ms.unwrap_or(0)),
+                remaining_ms: None,
+                ..self
+            },
+            (TimerAction::Extend, TimerState::Running) => {
+                let d = ms(minutes)?;
+                Timer {
+                    ends_at: Some(self.ends_at.unwrap_or(now).max(now) + d),
+                    duration_ms: self.duration_ms + d,
+                    ..self
+                }
+            }
+            (TimerAction::Extend, TimerState::Paused) => {
+                let d = ms(minutes)?;
+                Timer {
+                    remaining_ms: Some(self.remaining_ms.unwrap_or(0) + d),
+                    duration_ms: self.duration_ms + d,
+                    ..self
+                }
+            }
+            (TimerAction::Pause, _) => return Err(wrong("pause")),
+            (TimerAction::Resume, _) => return Err(wrong("resume")),
+            (TimerAction::Extend, _) => return Err(wrong("be extended before it starts")),
+        })
+    }
+}
+
+fn read_timer<T: yrs::ReadTxn>(txn: &T, meeting: &MapRef) -> Timer {
+    match meeting.get(txn, "timer") {
+        Some(Out::Any(any)) => serde_json::to_value(&any)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_else(Timer::stopped),
+        _ => Timer::stopped(),
+    }
+}
+
+fn to_any<T: Serialize>(value: &T) -> Any {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or(Any::Null)
+}
+
+/// Applies a timer action; returns the new timer.
+pub fn timer(doc: &Doc, action: TimerAction, minutes: Option<u64>) -> Outcome<Timer> {
+    let meeting = doc.get_or_insert_map(MEETING);
+    let mut txn = doc.transact_mut();
+    let next = match read_timer(&txn, &meeting).apply(action, minutes, now_ms()) {
+        Ok(t) => t,
+        Err(p) => return (Err(p), None),
+    };
+    meeting.insert(&mut txn, "timer", to_any(&next));
+    (Ok(next), Some(txn.encode_update_v1()))
+}
+
+/// Sets where the meeting is on its agenda.
+pub fn agenda(doc: &Doc, item: &str) -> Outcome<()> {
+    let meeting = doc.get_or_insert_map(MEETING);
+    let mut txn = doc.transact_mut();
+    meeting.insert(&mut txn, "agenda", item);
+    (Ok(()), Some(txn.encode_update_v1()))
+}
+
+/// Publishes how many people have marked the report read.
+pub fn read_count(doc: &Doc, count: u64) -> Outcome<()> {
+    let meeting = doc.get_or_insert_map(MEETING);
+    let mut txn = doc.transact_mut();
+    meeting.insert(&mut txn, "readCount", count as f64);
+    (Ok(()), Some(txn.encode_update_v1()))
+}
+
+/// Turns the blameless-language hints on or off for everyone.
+pub fn hints(doc: &Doc, on: bool) -> Outcome<()> {
+    let review = doc.get_or_insert_map(REVIEW);
+    let mut txn = doc.transact_mut();
+    review.insert(&mut txn, "hints", on);
+    (Ok(()), Some(txn.encode_update_v1()))
+}
+
+/// What an action item addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Stops it from happening again.
+    Prevent,
+    /// Finds it sooner.
+    Detect,
+    /// Makes it hurt less.
+    Mitigate,
+    /// Changes how people work together.
+    Process,
+}
+
+/// Where an action item stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    /// Not started.
+    #[default]
+    Open,
+    /// Someone is on it.
+    InProgress,
+    /// Finished.
+    Done,
+}
+
+/// An action item as submitted (validated by [`ActionInput::validate`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionInput {
+    /// What will change.
+    pub what: String,
+    /// The contributing factor it addresses.
+    pub why: String,
+    /// Prevent, detect, mitigate or process.
+    pub kind: ActionKind,
+    /// The owning team.
+    pub owner: String,
+    /// Tracker link (http or https).
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Due day, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// Status (default open).
+    #[serde(default)]
+    pub status: ActionStatus,
+}
+
+impl ActionInput {
+    /// Checks every field; the first problem is returned.
+    pub fn validate(mut self) -> Result<ActionInput, Problem> {
+        let text =
+            |v: &str, max: usize, code: &'static str, what: &str| -> Result<String, Problem> {
+                let v = v.trim();
+                if v.is_empty() || v.chars().count() > max {
+                    return Err(Problem::new(
+                        ProblemKind::BadInput,
+                        code,
+                        format!("{what} is 1 to {max} characters"),
+                    ));
+                }
+                Ok(v.to_owned())
+            };
+        self.what = text(&self.what, 300, "invalid_what", "what the action changes")?;
+        self.why = text(
+            &self.why,
+            500,
+            "invalid_why",
+            "the contributing factor it addresses",
+        )?;
+        self.owner = text(&self.owner, 100, "invalid_owner", "the owning team")?;
+        if let Some(link) = self.link.take().filter(|l| !l.trim().is_empty()) {
+            let link = link.trim().to_owned();
+            let ok = (link.starts_with("https://") || link.starts_with("http://"))
+                && link.len() <= 2000
+                && !link.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(Problem::new(
+                    ProblemKind::BadInput,
+                    "invalid_link",
+                    "the tracking link is an http or https URL",
+                ));
+            }
+            self.link = Some(link);
+        }
+        if let Some(due) = self.due.take().filter(|d| !d.trim().is_empty()) {
+            self.due = Some(super::validate_date(due.trim()).map_err(|_| {
+                Problem::new(
+                    ProblemKind::BadInput,
+                    "invalid_due",
+                    "the due date is a calendar day written YYYY-MM-DD",
+                )
+            })?);
+        }
+        Ok(self)
+    }
+}
+
+fn write_action(txn: &mut yrs::TransactionMut, map: &MapRef, a: &ActionInput, now: f64) {
+    map.insert(txn, "what", a.what.as_str());
+    map.insert(txn, "why", a.why.as_str());
+    map.insert(txn, "kind", to_any(&a.kind));
+    map.insert(txn, "owner", a.owner.as_str());
+    map.insert(txn, "link", a.link.as_deref().map_or(Any::Null, Any::from));
+    map.insert(txn, "due", a.due.as_deref().map_or(Any::Null, Any::from));
+    map.insert(txn, "status", to_any(&a.status));
+    map.insert(txn, "updatedAt", now);
+}
+
+/// Adds an action item; returns it.
+pub fn add_action(doc: &Doc, a: &ActionInput) -> Outcome<serde_json::Value> {
+    let actions = doc.get_or_insert_map(ACTIONS);
+    let mut txn = doc.transact_mut();
+    if actions.len(&txn) >= MAX_ACTIONS {
+        return (
+            Err(Problem::new(
+                ProblemKind::Conflict,
+                "too_many_actions",
+                format!("a review holds at most {MAX_ACTIONS} action items"),
+            )),
+            None,
+        );
+    }
+    let id = random_hex(8);
+    let now = now_ms() as f64;
+    let map = actions.insert(&mut txn, id.as_str(), MapPrelim::default());
+    map.insert(&mut txn, "id", id.as_str());
+    map.insert(&mut txn, "createdAt", now);
+    write_action(&mut txn, &map, a, now);
+    let view = yrs::types::ToJson::to_json(&map, &txn);
+    (Ok(any_json(view)), Some(txn.encode_update_v1()))
+}
+
+/// Replaces an action item's fields.
+pub fn update_action(doc: &Doc, id: &str, a: &ActionInput) -> Outcome<serde_json::Value> {
+    let actions = doc.get_or_insert_map(ACTIONS);
+    let mut txn = doc.transact_mut();
+    let Some(map) = actions.get(&txn, id).and_then(|m| m.cast::<MapRef>().ok()) else {
+        return (
+            Err(Problem::new(
+                ProblemKind::NotFound,
+                "unknown_action",
+                "this review has no such action item",
+            )),
+            None,
+        );
+    };
+    write_action(&mut txn, &map, a, now_ms() as f64);
+    let view = yrs::types::ToJson::to_json(&map, &txn);
+    (Ok(any_json(view)), Some(txn.encode_update_v1()))
+}
+
+fn any_json(any: Any) -> serde_json::Value {
+    serde_json::to_value(any).unwrap_or(serde_json::Value::Null)
+}
+
+/// The whole discussion as JSON (for exports): review, threads, concerns, actions, meeting.
+pub fn snapshot(doc: &Doc) -> HashMap<String, serde_json::Value> {
+    let txn = doc.transact();
+    let mut out = HashMap::new();
+    for root in [
+        REVIEW,
+        super::threads::CONCERNS,
+        ACTIONS,
+        MEETING,
+        "threads",
+    ] {
+        let value = yrs::ReadTxn::get_map(&txn, root)
+            .map(|m| any_json(yrs::types::ToJson::to_json(&m, &txn)))
+            .unwrap_or(serde_json::Value::Null);
+        out.insert(root.to_owned(), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timer_pauses_resumes_and_extends_on_the_server_clock() {
+        let t = Timer::stopped();
+        assert!(t.apply(TimerAction::Pause, None, 0).is_err());
+        let t = t.apply(TimerAction::Start, Some(30), 1_000).expect("start");
+        assert_eq!(t.ends_at, Some(1_000 + 30 * 60_000));
+        let t = t.apply(TimerAction::Pause, None, 61_000).expect("pause");
+        assert_eq!(t.remaining_ms, Some(29 * 60_000));
+        // Time passing while paused changes nothing.
+        let t = t
+            .apply(TimerAction::Extend, Some(5), 10_000_000)
+            .expect("extend paused");
+        assert_eq!(t.remaining_ms, Some(34 * 60_000));
+        let t = t
+            .apply(TimerAction::Resume, None, 20_000_000)
+            .expect("resume");
+        assert_eq!(t.ends_at, Some(20_000_000 + 34 * 60_000));
+        assert_eq!(t.duration_ms, 35 * 60_000);
+        assert_eq!(
+            t.apply(TimerAction::Start, Some(0), 0).map_err(|p| p.code),
+            Err("invalid_minutes")
+        );
+    }
+
+    #[test]
+    fn action_items_are_validated() {
+        let base = ActionInput {
+            what: "Alert on queue depth".into(),
+            why: "Backlog grew unnoticed for an hour".into(),
+            kind: ActionKind::Detect,
+            owner: "Payments SRE".into(),
+            link: Some("https://tracker.example/PAY-1".into()),
+            due: Some("2026-12-31".into()),
+            status: ActionStatus::Open,
+        };
+        assert!(base.clone().validate().is_ok());
+        let bad = |f: fn(&mut ActionInput)| {
+            let mut a = base.clone();
+            f(&mut a);
+            a.validate().map(|_| ()).map_err(|p| p.code)
+        };
+        assert_eq!(bad(|a| a.what = " ".into()), Err("invalid_what"));
+        assert_eq!(
+            bad(|a| a.link = Some("javascript:alert(1)".into())),
+            Err("invalid_link")
+        );
+        assert_eq!(bad(|a| a.due = Some("soon".into())), Err("invalid_due"));
+        assert_eq!(bad(|a| a.owner = "x".repeat(101)), Err("invalid_owner"));
+    }
+}

@@ -1,0 +1,161 @@
+//! What a review keeps beyond its live documents: versions pinned at each phase change, the
+//! read marks behind the read count, and the server's library of published reviews. Each lives
+//! in its own sled tree; nothing here names a person.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Phase, Problem, ProblemKind};
+use crate::store::{MetaTree, Store, StoreError};
+
+/// One pinned version: every document's full state when the review entered `phase`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Version {
+    /// The phase entered.
+    pub phase: Phase,
+    /// When, ms since the epoch.
+    pub at: u64,
+    /// Full v1 state of `report`.
+    pub report: Vec<u8>,
+    /// Full v1 state of `notes`.
+    pub notes: Vec<u8>,
+}
+
+impl Version {
+    /// How people call it.
+    pub fn label(phase: Phase) -> &'static str {
+        match phase {
+            Phase::Draft => "as drafted",
+            Phase::Review => "as sent for review",
+            Phase::Meeting => "as at the meeting",
+            Phase::Closed => "as closed",
+        }
+    }
+}
+
+/// A review in the library.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Published {
+    /// Review id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Incident day.
+    pub incident_date: Option<String>,
+    /// Severity.
+    pub severity: Option<String>,
+    /// When it was published, ms since the epoch.
+    pub published_at: u64,
+    /// The export, as published (nothing hidden by moderation).
+    pub markdown: String,
+}
+
+/// The trees.
+#[derive(Debug)]
+pub struct Records {
+    versions: MetaTree,
+    reads: MetaTree,
+    library: MetaTree,
+    store: Store,
+}
+
+fn key(review: &str, rest: &str) -> Vec<u8> {
+    let mut k = review.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(rest.as_bytes());
+    k
+}
+
+impl Records {
+    /// Opens the trees.
+    pub fn open(store: &Store) -> Result<Arc<Records>, StoreError> {
+        Ok(Arc::new(Records {
+            versions: store.meta_tree("versions")?,
+            reads: store.meta_tree("reads")?,
+            library: store.meta_tree("library")?,
+            store: store.clone(),
+        }))
+    }
+
+    /// Pins a version; durable when this returns.
+    pub async fn pin(&self, review: &str, version: &Version) -> Result<(), Problem> {
+        let bytes = serde_json::to_vec(version).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.versions
+            .put(&key(review, version.phase.as_str()), &bytes)?;
+        self.store.durable().await?;
+        Ok(())
+    }
+
+    /// Every pinned version of a review, in phase order.
+    pub fn versions(&self, review: &str) -> Result<Vec<Version>, Problem> {
+        let mut out = Vec::new();
+        for phase in Phase::ALL {
+            if let Some(raw) = self.versions.get(&key(review, phase.as_str()))? {
+                let v: Version = serde_json::from_slice(&raw)
+                    .map_err(|e| StoreError::Corrupt(format!("version: {e}")))?;
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks the report read by the session with token `session`, once; returns the number of
+    /// sessions of the review that have. The mark is a hash of the token, like a vote.
+    pub async fn mark_read(&self, review: &str, session: &str) -> Result<u64, Problem> {
+        let mark = hex::encode(Sha256::digest(format!("read\0{session}").as_bytes()));
+        self.reads.put_new(&key(review, &mark), &[])?;
+        self.store.durable().await?;
+        self.read_count(review)
+    }
+
+    /// How many sessions of a review marked the report read.
+    pub fn read_count(&self, review: &str) -> Result<u64, Problem> {
+        Ok(self.reads.count_prefix(&key(review, ""))? as u64)
+    }
+
+    /// Publishes (or re-publishes) a review; durable when this returns.
+    pub async fn publish(&self, entry: &Published) -> Result<(), Problem> {
+        let bytes = serde_json::to_vec(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.library.put(entry.id.as_bytes(), &bytes)?;
+        self.store.durable().await?;
+        Ok(())
+    }
+
+    /// Takes a review out of the library; durable when this returns.
+    pub async fn unpublish(&self, review: &str) -> Result<(), Problem> {
+        self.library.remove(review.as_bytes())?;
+        self.store.durable().await?;
+        Ok(())
+    }
+
+    /// A published review.
+    pub fn published(&self, review: &str) -> Result<Published, Problem> {
+        let raw = self.library.get(review.as_bytes())?.ok_or_else(|| {
+            Problem::new(
+                ProblemKind::NotFound,
+                "not_published",
+                "no published review has this id",
+            )
+        })?;
+        Ok(serde_json::from_slice(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("library: {e}")))?)
+    }
+
+    /// Published reviews whose title or text contains every word of `query`, newest first.
+    pub fn search(&self, query: &str) -> Result<Vec<Published>, Problem> {
+        let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+        let mut out = Vec::new();
+        for (_, raw) in self.library.entries()? {
+            let entry: Published = serde_json::from_slice(&raw)
+                .map_err(|e| StoreError::Corrupt(format!("library: {e}")))?;
+            let hay = format!("{}\n{}", entry.title, entry.markdown).to_lowercase();
+            if words.iter().all(|w| hay.contains(w.as_str())) {
+                out.push(entry);
+            }
+        }
+        out.sort_by_key(|e| std::cmp::Reverse(e.published_at));
+        Ok(out)
+    }
+}
