@@ -189,3 +189,29 @@ impl Review {
         assert_eq!(moved.body["phase"], phase);
     }
 }
+
+/// A GET with a bearer token, returning the status and the body as text (exports are not JSON).
+pub async fn get_text(addr: SocketAddr, path: &str, bearer: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect for HTTP");
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    crate::within("an HTTP response", stream.read_to_end(&mut raw))
+        .await
+        .expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

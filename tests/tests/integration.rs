@@ -7,6 +7,7 @@ mod integration {
     mod durability;
     mod limits;
     mod malformed;
+    mod meeting;
     mod reviews;
     mod sync;
 }

@@ -122,7 +122,8 @@ pub fn markdown(p: &Parts) -> String {
             out.push('\n');
             for c in t["comments"].as_array().into_iter().flatten() {
                 let body = c["body"].as_str().unwrap_or("").replace('\n', " ");
-                out.push_str(&format!("- **{}**: {body}\n", author(c)));
+                let who = c["author"].as_str().unwrap_or("Someone");
+                out.push_str(&format!("- **{who}**: {body}\n"));
             }
             if t["resolved"] == true {
                 out.push_str("- _Resolved_\n");

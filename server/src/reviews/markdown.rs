@@ -73,7 +73,12 @@ fn block<T: ReadTxn>(txn: &T, n: &XmlOut, out: &mut String, depth: usize) {
             out.push_str("\n\n");
         }
         node::PARAGRAPH => {
-            out.push_str(&inline(txn, &children));
+            let text = inline(txn, &children);
+            // A paragraph must not read as a heading, quote or list item.
+            if text.starts_with(['#', '>', '-', '+']) {
+                out.push('\\');
+            }
+            out.push_str(&text);
             out.push_str("\n\n");
         }
         node::BULLET_LIST | node::ORDERED_LIST => {
@@ -256,13 +261,9 @@ fn marked(text: &str, attrs: &Attrs) -> String {
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for (i, c) in text.chars().enumerate() {
+    for c in text.chars() {
         match c {
             '\\' | '*' | '_' | '`' | '[' | ']' | '<' | '~' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '#' | '>' | '-' | '+' if i == 0 => {
                 out.push('\\');
                 out.push(c);
             }

@@ -277,6 +277,26 @@ async fn the_adversary_cannot_link_anonymous_items_to_their_author() {
     )
     .await;
     rest_seen.push(read.body.to_string());
+    // Exports and pinned versions carry no author either.
+    review.move_to("meeting").await;
+    for path in [
+        "export.md",
+        "export.json",
+        "versions",
+        "versions/review",
+        "versions/meeting",
+    ] {
+        let url = format!("/api/reviews/{}/{path}", review.id);
+        let (status, body) = debrief_tests::api::get_text(review.addr, &url, &bob).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        if path == "export.md" {
+            for t in &secret_texts {
+                assert!(body.contains(t), "the export holds every anonymous item");
+            }
+            assert!(body.contains("**Anonymous**"), "{body}");
+        }
+        rest_seen.push(body);
+    }
     let final_view = discussion_json(&observer);
 
     // In the document: no author on anonymous items, times on batch boundaries, and nothing

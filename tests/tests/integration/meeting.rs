@@ -1,0 +1,454 @@
+//! The meeting and close-out through the real server: the timebox, agenda and action items,
+//! the read count, versions pinned at each phase, export (compared to an expected Markdown file),
+//! Markdown import and its round trip on a corpus, and the library.
+
+use debrief_tests::api::{request, send, Reply, Review};
+use debrief_tests::{Client, TestServer};
+use serde_json::{json, Value};
+use yrs::types::ToJson;
+use yrs::{ReadTxn, Transact};
+
+fn corpus() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/postmortems");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(e.path()).expect("read"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn get(review: &Review, role: &str, path: &str) -> Reply {
+    review.call(role, "GET", path, None).await
+}
+
+/// A GET as `role` returning the body text (exports are not JSON).
+async fn get_text(review: &Review, role: &str, path: &str) -> (u16, String) {
+    let path = format!("/api/reviews/{}{path}", review.id);
+    debrief_tests::api::get_text(review.addr, &path, &review.sessions[role]).await
+}
+
+async fn discussion(server: &TestServer, review: &Review) -> Client {
+    let mut c = Client::connect_collab(
+        &server.collab_url(),
+        &review.doc("discussion"),
+        &review.sessions["observer"],
+    )
+    .await;
+    c.wait_synced().await;
+    c
+}
+
+fn root(client: &Client, name: &str) -> Value {
+    let txn = client.doc.transact();
+    txn.get_map(name)
+        .map(|m| serde_json::to_value(m.to_json(&txn)).expect("json"))
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn markdown_round_trips_through_a_review() {
+    let server = TestServer::start().await;
+    for (name, md) in corpus() {
+        let review =
+            Review::create_with(server.addr, json!({ "title": name, "report_markdown": md })).await;
+        let (status, exported) = get_text(&review, "author", "/export.md").await;
+        assert_eq!(status, 200);
+        assert_eq!(exported, md, "{name} changed on the way through");
+    }
+    let huge = "x".repeat(600 * 1024);
+    request(
+        server.addr,
+        "POST",
+        "/api/reviews",
+        None,
+        Some(&json!({ "title": "t", "report_markdown": huge })),
+    )
+    .await
+    .assert_error(413, "report_too_large");
+}
+
+#[tokio::test]
+async fn the_timebox_agenda_actions_and_read_count() {
+    let server = TestServer::start().await;
+    let review = Review::create(server.addr, "Meeting").await;
+    let timer = |body: Value| {
+        let review = review.clone();
+        async move {
+            review
+                .call("facilitator", "POST", "/timer", Some(body))
+                .await
+        }
+    };
+    timer(json!({ "action": "start", "minutes": 30 }))
+        .await
+        .assert_error(409, "not_in_meeting");
+    review.move_to("review").await;
+
+    // Read marks count people once each, and never say who.
+    for role in ["participant", "participant", "author"] {
+        let r = review.call(role, "POST", "/read", None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let read = get(&review, "observer", "").await;
+    assert_eq!(read.body["read_count"], 2);
+
+    // Action items are validated.
+    let good = json!({ "what": "Alert on queue depth", "why": "The backlog grew unnoticed", "kind": "detect", "owner": "Messaging", "link": "https://tracker.example/MSG-7", "due": "2026-12-15" });
+    let made = review
+        .call("participant", "POST", "/actions", Some(good.clone()))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(made.body["status"], "open");
+    let id = made.body["id"].as_str().expect("id").to_owned();
+    let mut bad = good.clone();
+    bad["kind"] = json!("blame");
+    review
+        .call("participant", "POST", "/actions", Some(bad))
+        .await
+        .assert_error(400, "invalid_json");
+    let mut bad = good.clone();
+    bad["link"] = json!("not a url");
+    review
+        .call("participant", "POST", "/actions", Some(bad))
+        .await
+        .assert_error(400, "invalid_link");
+    let mut bad = good.clone();
+    bad["why"] = json!("");
+    review
+        .call("participant", "POST", "/actions", Some(bad))
+        .await
+        .assert_error(400, "invalid_why");
+    review
+        .call("observer", "POST", "/actions", Some(good.clone()))
+        .await
+        .assert_error(403, "not_allowed");
+    let mut done = good.clone();
+    done["status"] = json!("in_progress");
+    let updated = review
+        .call(
+            "author",
+            "PATCH",
+            &format!("/actions/{id}"),
+            Some(done.clone()),
+        )
+        .await;
+    assert_eq!(updated.body["status"], "in_progress");
+    review
+        .call("author", "PATCH", "/actions/nope", Some(done))
+        .await
+        .assert_error(404, "unknown_action");
+
+    // The timebox, held by the server clock.
+    review.move_to("meeting").await;
+    timer(json!({ "action": "pause" }))
+        .await
+        .assert_error(409, "invalid_timer_action");
+    timer(json!({ "action": "start", "minutes": 0 }))
+        .await
+        .assert_error(400, "invalid_minutes");
+    review
+        .call(
+            "participant",
+            "POST",
+            "/timer",
+            Some(json!({ "action": "start", "minutes": 30 })),
+        )
+        .await
+        .assert_error(403, "not_allowed");
+    let started = timer(json!({ "action": "start", "minutes": 30 })).await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let ends = started.body["timer"]["endsAt"].as_u64().expect("endsAt");
+    let now = started.body["server_time"].as_u64().expect("time");
+    assert!(ends > now && ends - now <= 30 * 60_000);
+    let paused = timer(json!({ "action": "pause" })).await;
+    let left = paused.body["timer"]["remainingMs"]
+        .as_u64()
+        .expect("remaining");
+    let extended = timer(json!({ "action": "extend", "minutes": 5 })).await;
+    assert_eq!(
+        extended.body["timer"]["remainingMs"].as_u64(),
+        Some(left + 5 * 60_000)
+    );
+    review
+        .call(
+            "facilitator",
+            "POST",
+            "/agenda",
+            Some(json!({ "item": "Concern: alerts were muted" })),
+        )
+        .await;
+    // Someone who joins late sees the same clock and the same place on the agenda.
+    let late = discussion(&server, &review).await;
+    let meeting = root(&late, "meeting");
+    assert_eq!(meeting["timer"]["state"], "paused");
+    assert_eq!(
+        meeting["timer"]["remainingMs"].as_u64(),
+        Some(left + 5 * 60_000)
+    );
+    assert_eq!(meeting["agenda"], "Concern: alerts were muted");
+    assert_eq!(meeting["readCount"], 2.0);
+    assert_eq!(root(&late, "actions")[&id]["owner"], "Messaging");
+
+    review.move_to("closed").await;
+    review
+        .call("participant", "POST", "/actions", Some(good))
+        .await
+        .assert_error(403, "not_allowed");
+    review
+        .call("participant", "POST", "/read", None)
+        .await
+        .assert_error(409, "review_closed");
+}
+
+#[tokio::test]
+async fn versions_export_and_the_library() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = TestServer::start_with(
+        dir,
+        debrief_server::Config {
+            anonymous_cadence: std::time::Duration::from_millis(200),
+            ..debrief_server::Config::new("unused")
+        },
+    )
+    .await;
+    let md = "# Cache stampede\n\n## Summary\n\nThe cache expired for every key at once.\n";
+    let review = Review::create_with(
+        server.addr,
+        json!({ "title": "Cache stampede", "report_markdown": md }),
+    )
+    .await;
+    // Drafts stay private: no export for participants in draft.
+    get(&review, "participant", "/export.md")
+        .await
+        .assert_error(403, "not_allowed");
+    review.move_to("review").await;
+
+    // Activity of every kind: a named thread with a reply, an anonymous comment, a hidden one,
+    // a concern with support, an action item.
+    let t = review
+        .call(
+            "participant",
+            "POST",
+            "/threads",
+            Some(json!({ "body": "Which TTL was it?" })),
+        )
+        .await;
+    let tid = t.body["id"].as_str().expect("id").to_owned();
+    review
+        .call(
+            "author",
+            "POST",
+            &format!("/threads/{tid}/comments"),
+            Some(json!({ "body": "One hour, for all keys." })),
+        )
+        .await;
+    review
+        .call(
+            "participant",
+            "POST",
+            "/anonymous/threads",
+            Some(json!({ "body": "We were warned about this in June." })),
+        )
+        .await;
+    let hidden = review
+        .call(
+            "participant",
+            "POST",
+            "/anonymous/threads",
+            Some(json!({ "body": "Someone should be fired." })),
+        )
+        .await;
+    review
+        .call(
+            "author",
+            "POST",
+            "/concerns",
+            Some(json!({ "body": "Nobody owns the cache" })),
+        )
+        .await;
+    let mut watcher = discussion(&server, &review).await;
+    watcher
+        .wait_doc("the anonymous items", |doc| {
+            let txn = doc.transact();
+            let text = txn
+                .get_map("concerns")
+                .map(|m| format!("{:?}", m.to_json(&txn)))
+                .unwrap_or_default();
+            let threads = txn
+                .get_map("threads")
+                .map(|m| format!("{:?}", m.to_json(&txn)))
+                .unwrap_or_default();
+            text.contains("Nobody owns the cache") && threads.contains("Someone should be fired.")
+        })
+        .await;
+    let concern = root(&watcher, "concerns")
+        .as_object()
+        .and_then(|c| c.keys().next().cloned())
+        .expect("concern");
+    for role in ["participant", "observer"] {
+        let r = review
+            .call(
+                role,
+                "POST",
+                &format!("/concerns/{concern}/support"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            if role == "observer" { 403 } else { 202 },
+            "{}",
+            r.body
+        );
+    }
+    review
+        .call(
+            "facilitator",
+            "POST",
+            "/moderation/hide",
+            Some(hidden.body["item"].clone()),
+        )
+        .await;
+    review
+        .call("author", "POST", "/actions", Some(json!({ "what": "Jitter cache TTLs", "why": "All keys expired together", "kind": "prevent", "owner": "Platform", "link": "https://tracker.example/PLAT-9" })))
+        .await;
+    watcher
+        .wait_doc("the vote", |doc| {
+            let txn = doc.transact();
+            txn.get_map("concerns").is_some_and(|m| {
+                let v = serde_json::to_value(m.to_json(&txn)).unwrap_or_default();
+                v.as_object().is_some_and(|o| {
+                    o.values()
+                        .any(|c| c["votes"].as_array().is_some_and(|a| a.len() == 1))
+                })
+            })
+        })
+        .await;
+
+    // Notes taken in the meeting, by a participant over the sync protocol.
+    review.move_to("meeting").await;
+    let mut notes = Client::connect_collab(
+        &server.collab_url(),
+        &review.doc("notes"),
+        &review.sessions["participant"],
+    )
+    .await;
+    notes.wait_synced().await;
+    {
+        use yrs::types::xml::{XmlElementPrelim, XmlFragment, XmlTextPrelim};
+        let fragment = notes.doc.get_or_insert_xml_fragment("default");
+        let mut txn = notes.doc.transact_mut();
+        let p = fragment.push_back(&mut txn, XmlElementPrelim::empty("paragraph"));
+        p.push_back(
+            &mut txn,
+            XmlTextPrelim::new("Agreed to jitter TTLs by 10%."),
+        );
+    }
+    notes.round_trip().await;
+    review.move_to("closed").await;
+
+    // Versions: one per phase entered, each as it was then.
+    let versions = get(&review, "observer", "/versions").await;
+    let phases: Vec<&str> = versions.body["versions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v["phase"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(phases, ["review", "meeting", "closed"]);
+    let at_review = get(&review, "observer", "/versions/review").await;
+    assert_eq!(at_review.body["report"], md);
+    assert_eq!(at_review.body["notes"], "");
+    let closed = get(&review, "observer", "/versions/closed").await;
+    assert_eq!(closed.body["notes"], "Agreed to jitter TTLs by 10%.\n");
+    get(&review, "observer", "/versions/draft")
+        .await
+        .assert_error(404, "unknown_version");
+
+    // The export, compared whole.
+    let expected = "# Cache stampede\n\n## Summary\n\nThe cache expired for every key at once.\n\n## Comments\n\nGeneral comment:\n\n- **participant person**: Which TTL was it?\n- **author person**: One hour, for all keys.\n\nGeneral comment:\n\n- **Anonymous**: We were warned about this in June.\n\n## Concerns\n\n- Nobody owns the cache (1 supporting)\n\n## Action items\n\n| What | Why | Kind | Owner | Link | Due | Status |\n|---|---|---|---|---|---|---|\n| Jitter cache TTLs | All keys expired together | prevent | Platform | https://tracker.example/PLAT-9 |  | open |\n\n## Meeting notes\n\nAgreed to jitter TTLs by 10%.\n";
+    let (status, exported) = get_text(&review, "observer", "/export.md").await;
+    assert_eq!(status, 200);
+    assert_eq!(exported, expected);
+    assert!(!exported.contains("fired"), "hidden items are left out");
+    let (status, json_export) = get_text(&review, "observer", "/export.json").await;
+    assert_eq!(status, 200);
+    let j: Value = serde_json::from_str(&json_export).expect("json");
+    assert_eq!(j["concerns"][0]["support"], 1);
+    assert_eq!(j["threads"][1]["comments"][0]["author"], "Anonymous");
+    assert_eq!(j["actions"][0]["kind"], "prevent");
+
+    // The library: only closed reviews, searchable, reversible.
+    let published = review
+        .call(
+            "facilitator",
+            "POST",
+            "/publish",
+            Some(json!({ "published": true })),
+        )
+        .await;
+    assert_eq!(published.status, 200, "{}", published.body);
+    let found = request(
+        server.addr,
+        "GET",
+        "/api/library?q=jitter%20ttls",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(found.body["reviews"][0]["id"], review.id.as_str());
+    let none = request(server.addr, "GET", "/api/library?q=kubernetes", None, None).await;
+    assert_eq!(none.body["reviews"], json!([]));
+    let entry = request(
+        server.addr,
+        "GET",
+        &format!("/api/library/{}", review.id),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(entry.body["markdown"], expected);
+    review
+        .call(
+            "author",
+            "POST",
+            "/publish",
+            Some(json!({ "published": false })),
+        )
+        .await
+        .assert_error(403, "not_allowed");
+    review
+        .call(
+            "facilitator",
+            "POST",
+            "/publish",
+            Some(json!({ "published": false })),
+        )
+        .await;
+    request(
+        server.addr,
+        "GET",
+        &format!("/api/library/{}", review.id),
+        None,
+        None,
+    )
+    .await
+    .assert_error(404, "not_published");
+    let open = Review::create(server.addr, "Still open").await;
+    open.call(
+        "facilitator",
+        "POST",
+        "/publish",
+        Some(json!({ "published": true })),
+    )
+    .await
+    .assert_error(409, "not_closed");
+    send(server.addr, "GET", "/api/library?x=1", None, None)
+        .await
+        .assert_error(400, "invalid_query");
+}
