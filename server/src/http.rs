@@ -23,6 +23,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(crate::web::shell))
         .route("/join", get(crate::web::shell))
         .route("/r/{id}", get(crate::web::shell))
+        .route("/library/{id}", get(crate::web::shell))
         .route("/assets/{*file}", get(crate::web::asset))
         .merge(crate::reviews::api::routes())
         .fallback(not_found)

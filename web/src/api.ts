@@ -17,6 +17,8 @@ export interface Review {
   participants: Record<Role, number>
   documents: { report: string, discussion: string, notes: string }
   anonymous: { release: 'batch' | 'meeting', cadence_ms: number }
+  read_count: number
+  server_time: number
   you?: { role: Role, participant: string, name: string }
 }
 
@@ -101,12 +103,16 @@ async function call<T> (method: string, path: string, body?: unknown, token?: st
 }
 
 export const api = {
-  create: (title: string, incidentDate: string | null, severity: string | null) =>
+  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: 'batch' | 'meeting') =>
     call<Created>('POST', '/api/reviews', {
       title,
+      anonymous_release: release,
       ...(incidentDate ? { incident_date: incidentDate } : {}),
-      ...(severity ? { severity } : {})
+      ...(severity ? { severity } : {}),
+      ...(markdown ? { report_markdown: markdown } : {})
     }),
+  library: (q: string) => call<{ reviews: { id: string, title: string, incident_date: string | null, severity: string | null, published_at: number }[] }>('GET', `/api/library?q=${encodeURIComponent(q)}`),
+  libraryEntry: (id: string) => call<{ id: string, title: string, markdown: string, published_at: number }>('GET', `/api/library/${encodeURIComponent(id)}`),
   join: (invite: string, name: string) => call<Joined>('POST', '/api/join', { invite, name }),
   review: (id: string, session: string) => call<Review>('GET', `/api/reviews/${encodeURIComponent(id)}`, undefined, session),
   movePhase: (id: string, session: string, phase: Phase) =>

@@ -10,6 +10,7 @@ import { Plugin, PluginKey, type EditorState } from '@tiptap/pm/state'
 import { Decoration, DecorationSet } from '@tiptap/pm/view'
 import type { HocuspocusProvider } from '@hocuspocus/provider'
 import { h } from './dom'
+import { blamelessHints } from './hints'
 
 /** A highlighted range of the report (a comment's anchor). */
 export interface Highlight { id: string, from: number, to: number, active: boolean }
@@ -48,6 +49,8 @@ export interface EditorOptions {
   label: string
   ranges: (state: EditorState) => Highlight[]
   onSelection: (empty: boolean) => void
+  /** Whether blameless-language hints show. */
+  hints: () => boolean
 }
 
 export function createEditor (o: EditorOptions): Editor {
@@ -59,7 +62,8 @@ export function createEditor (o: EditorOptions): Editor {
       StarterKit.configure({ undoRedo: false, underline: false, link: { openOnClick: false, autolink: true } }),
       Collaboration.configure({ document: o.provider.document, field: 'default' }),
       CollaborationCaret.configure({ provider: o.provider, user: o.user }),
-      highlights(o.ranges)
+      highlights(o.ranges),
+      blamelessHints(o.hints)
     ],
     onSelectionUpdate: ({ editor }) => { o.onSelection(editor.state.selection.empty) }
   })

@@ -32,6 +32,10 @@ function startScreen (): void {
     h('option', { value: '' }, 'Not set'),
     ...['SEV1', 'SEV2', 'SEV3', 'SEV4'].map((s) => h('option', { value: s }, s)))
   const name = h('input', { id: 'name', name: 'name', required: true, maxlength: 60, value: memory.name(), autocomplete: 'nickname' })
+  const release = h('select', { id: 'release' },
+    h('option', { value: 'batch' }, 'in batches while people read (recommended)'),
+    h('option', { value: 'meeting' }, 'all at once when the meeting starts'))
+  const markdown = h('textarea', { id: 'markdown', rows: 4, placeholder: 'Optional: paste a report drafted elsewhere, in Markdown, instead of the template' })
   const status = h('div', { class: 'form-status' })
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Create review')
   const form = h('form', { class: 'card', 'aria-labelledby': 'create-h' },
@@ -41,6 +45,8 @@ function startScreen (): void {
       h('div', {}, h('label', { for: 'date' }, 'Incident date'), date),
       h('div', {}, h('label', { for: 'severity' }, 'Severity'), severity)),
     h('label', { for: 'name' }, 'Your name'), name,
+    h('label', { for: 'release' }, 'Anonymous comments appear'), release,
+    h('details', {}, h('summary', {}, 'Start from a Markdown report'), h('label', { for: 'markdown' }, 'Report in Markdown'), markdown),
     h('p', { class: 'hint' }, 'You become the facilitator. You get one invite link per role to share.'),
     submit, status)
   form.addEventListener('submit', (e) => {
@@ -49,7 +55,7 @@ function startScreen (): void {
     replace(status, notice('Creating…'))
     void (async () => {
       try {
-        const created = await api.create(title.value.trim(), date.value || null, severity.value || null)
+        const created = await api.create(title.value.trim(), date.value || null, severity.value || null, markdown.value.trim() || null, release.value === 'meeting' ? 'meeting' : 'batch')
         memory.setName(name.value.trim())
         const joined = await api.join(created.invites.facilitator.token, name.value.trim())
         const you = joined.review.you
@@ -72,7 +78,35 @@ function startScreen (): void {
         h('a', { href: `/r/${m.review}` }, m.title), ' ',
         h('span', { class: `phase phase-${m.phase}` }, m.phase), ' ',
         h('span', { class: 'muted' }, `as ${m.role}`)))))))
+  app.querySelector('main')?.appendChild(librarySection())
   title.focus()
+}
+
+/** The server's library of published reviews, searchable by title and text. */
+function librarySection (): HTMLElement {
+  const q = h('input', { id: 'library-q', type: 'search', 'aria-label': 'Search published reviews', placeholder: 'Search published reviews' })
+  const list = h('ul', { class: 'reviews', id: 'library-list' })
+  const search = () => {
+    api.library(q.value).then((r) => {
+      replace(list, ...(r.reviews.length === 0
+        ? [h('li', { class: 'muted' }, 'Nothing published matches.')]
+        : r.reviews.map((x) => h('li', {}, h('a', { href: `/library/${x.id}` }, x.title), ' ', h('span', { class: 'muted' }, x.incident_date ?? '')))))
+    }, (err: unknown) => { replace(list, notice(message(err), 'error')) })
+  }
+  q.addEventListener('input', search)
+  search()
+  return h('section', { class: 'card', 'aria-labelledby': 'lib-h' }, h('h2', { id: 'lib-h' }, 'Library'), q, list)
+}
+
+function libraryScreen (id: string): void {
+  replace(app, header(), h('main', { class: 'narrow' }, notice('Loading…')))
+  api.libraryEntry(id).then((entry) => {
+    replace(app, header(), h('main', { class: 'narrow' },
+      h('p', { class: 'muted' }, `Published ${new Date(entry.published_at).toLocaleDateString()}`),
+      h('article', { class: 'card library-entry' }, h('pre', { class: 'markdown' }, entry.markdown))))
+  }, (err: unknown) => {
+    replace(app, header(), h('main', { class: 'narrow' }, notice(message(err), 'error'), h('a', { href: '/' }, 'Go to the start page')))
+  })
 }
 
 /** After creation: the four links with copy buttons, then on to the review. */
@@ -142,8 +176,11 @@ function joinScreen (): void {
 function route (): void {
   const path = location.pathname
   const review = /^\/r\/([0-9a-f]{1,64})\/?$/.exec(path)
+  const published = /^\/library\/([0-9a-f]{1,64})\/?$/.exec(path)
   if (path === '/join') {
     joinScreen()
+  } else if (published?.[1]) {
+    libraryScreen(published[1])
   } else if (review?.[1]) {
     openReview(app, review[1], header)
   } else if (path === '/' || path === '/index.html') {

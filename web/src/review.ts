@@ -8,6 +8,7 @@ import type { Editor } from '@tiptap/core'
 import { api, ApiError, PHASES, ROLES, type Phase, type Review } from './api'
 import { CommentsPanel } from './comments'
 import { ConcernsBoard } from './concerns'
+import { MeetingPanel } from './meeting'
 import { h, notice, replace } from './dom'
 import { createEditor, toolbar } from './editor'
 import { mayComment, PHASE_HELP, reportAccess, reportExplanation, ROLE_HELP } from './rules'
@@ -58,6 +59,9 @@ class ReviewScreen {
   private editor: Editor | null = null
   private comments: CommentsPanel | null = null
   private concerns: ConcernsBoard | null = null
+  private meeting: MeetingPanel | null = null
+  private notesEditor: Editor | null = null
+  private readonly timerSlot = h('span', { class: 'timer-slot' })
   private phase: Phase
   private readonly statusEl = h('span', { class: 'status', role: 'status', 'data-state': 'connecting' }, 'Connecting…')
   private readonly presenceEl = h('ul', { class: 'presence', 'aria-label': 'Who is here' })
@@ -96,7 +100,9 @@ class ReviewScreen {
     const editorEl = h('div', { class: 'editor', id: 'report' })
     const margin = h('aside', { class: 'margin', 'aria-label': 'Comments' })
     const reportSection = h('section', { class: 'report', 'aria-label': 'Report' })
-    const layout = h('div', { class: 'layout' }, reportSection, margin)
+    const notesOpen = this.phase === 'meeting' || this.phase === 'closed'
+    const notesSection = h('section', { class: 'report notes', 'aria-label': 'Meeting notes', hidden: !notesOpen })
+    const layout = h('div', { class: notesOpen ? 'layout with-notes' : 'layout' }, reportSection, notesSection, margin)
     replace(this.app, this.header(), h('div', { class: 'review-head' },
       h('div', { class: 'title-row' },
         h('h1', {}, this.review.title),
@@ -105,7 +111,7 @@ class ReviewScreen {
         this.review.incident_date ? h('span', { class: 'muted' }, this.review.incident_date) : null),
       h('div', { class: 'meta-row' },
         h('span', { class: 'muted' }, `You are ${this.m.name}, ${this.m.role}`),
-        this.presenceEl, this.statusEl),
+        this.presenceEl, this.timerSlot, this.statusEl),
       this.controls), this.banner, layout)
     this.renderPhase()
 
@@ -131,7 +137,15 @@ class ReviewScreen {
     }
     const commentsRoot = h('div', {})
     const concernsRoot = h('div', { class: 'board' })
-    replace(margin, commentsRoot, concernsRoot)
+    const meetingRoot = h('div', { class: 'meeting-panel' })
+    // Threads sit beside their text, so the comments come first, except during the meeting, when
+    // the agenda and action items matter most.
+    if (this.phase === 'meeting') replace(margin, meetingRoot, commentsRoot, concernsRoot)
+    else replace(margin, commentsRoot, concernsRoot, meetingRoot)
+    const hintsOn = () => discussion.document.getMap('review').get('hints') !== false
+    discussion.document.getMap('review').observe(() => {
+      for (const e of [this.editor, this.notesEditor]) if (e && !e.isDestroyed) e.view.dispatch(e.state.tr.setMeta('debrief-hints', true))
+    })
     this.comments = new CommentsPanel({ root: commentsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canComment: () => mayComment(this.m.role, this.phase), quiet })
     this.concerns = new ConcernsBoard({ root: concernsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canRaise: () => mayComment(this.m.role, this.phase), quiet })
     this.report = report
@@ -150,9 +164,53 @@ class ReviewScreen {
       editable: false,
       label: 'Report',
       ranges: (state) => comments.ranges(state),
-      onSelection: (empty) => { commentButton.disabled = empty || !mayComment(this.m.role, this.phase) }
+      onSelection: (empty) => { commentButton.disabled = empty || !mayComment(this.m.role, this.phase) },
+      hints: hintsOn
     })
     this.editor = editor
+    this.meeting = new MeetingPanel({
+      root: meetingRoot,
+      timerSlot: this.timerSlot,
+      membership: this.m,
+      review: () => this.review,
+      discussion: discussion.document,
+      offset: this.review.server_time - Date.now(),
+      sectionsWithThreads: () => {
+        const headings: { pos: number, text: string }[] = []
+        editor.state.doc.descendants((node, pos) => {
+          if (node.type.name === 'heading' && node.attrs.level === 2) headings.push({ pos, text: node.textContent })
+          return node.type.name !== 'heading'
+        })
+        const sections = new Set<string>()
+        for (const r of comments.ranges(editor.state)) {
+          const before = headings.filter((x) => x.pos < r.from).at(-1)
+          if (before) sections.add(before.text)
+        }
+        return headings.map((x) => x.text).filter((t) => sections.has(t))
+      }
+    })
+    this.meeting.mount()
+    if (notesOpen) {
+      const notes = this.provider(this.review.documents.notes)
+      const notesEl = h('div', { class: 'editor', id: 'notes' })
+      const notesEditor = createEditor({
+        element: notesEl,
+        provider: notes,
+        user: this.user,
+        editable: false,
+        label: 'Meeting notes',
+        ranges: () => [],
+        onSelection: () => undefined,
+        hints: hintsOn
+      })
+      this.notesEditor = notesEditor
+      const applyNotes = () => {
+        const writable = notes.authorizedScope === 'read-write' && this.phase === 'meeting'
+        if (notesEditor.isEditable !== writable) notesEditor.setEditable(writable)
+      }
+      notes.on('authenticated', applyNotes)
+      replace(notesSection, h('h2', { class: 'section-title' }, 'Meeting notes'), toolbar(notesEditor, []), notesEl)
+    }
     const commentButton = h('button', { type: 'button', class: 'tool comment', id: 'comment-selection', disabled: true }, 'Comment')
     commentButton.addEventListener('mousedown', (e) => { e.preventDefault() })
     commentButton.addEventListener('click', () => {
@@ -206,7 +264,9 @@ class ReviewScreen {
     this.phase = phase
     this.review = { ...this.review, phase }
     memory.update(this.m.review, { phase })
-    if (!couldSee && reportAccess(this.m.role, phase) !== 'none') {
+    // Entering the meeting opens the notes beside the report.
+    const notesChange = phase === 'meeting'
+    if ((!couldSee && reportAccess(this.m.role, phase) !== 'none') || notesChange) {
       // The documents open now: start over with them.
       this.destroy()
       openReview(this.app, this.m.review, this.header)
@@ -226,6 +286,8 @@ class ReviewScreen {
 
   private destroy (): void {
     if (this.poll !== null) window.clearInterval(this.poll)
+    this.meeting?.destroy()
+    this.notesEditor?.destroy()
     window.removeEventListener('offline', this.onOffline)
     window.removeEventListener('online', this.onOnline)
     this.editor?.destroy()

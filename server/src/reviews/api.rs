@@ -240,7 +240,6 @@ async fn create(
         }
     }
     let req: CreateRequest = parse(body)?;
-    state.reviews.may_create()?;
     let new = NewReview {
         title: validate_title(&req.title)?,
         incident_date: req
@@ -260,6 +259,7 @@ async fn create(
             }
         },
     };
+    state.reviews.may_create()?;
     let id = super::Reviews::new_id();
     // The documents exist before the review does: a crash in between leaves unreachable
     // documents, never a review with an empty report.
@@ -689,6 +689,25 @@ async fn reopen(
     set_resolved(&state, &headers, p, false).await
 }
 
+/// Refuses a new anonymous item when its thread or board is already full.
+async fn room(state: &AppState, id: &str, op: &threads::AnonOp) -> Result<(), ApiError> {
+    let probe = op.clone();
+    let fits = state
+        .registry
+        .open(&document_name(id, DocKind::Discussion))
+        .run(move |doc| (threads::room_for(doc, &probe), None))
+        .await?;
+    if fits {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "discussion_full",
+            "this review holds as many threads, comments or concerns as it can",
+        ))
+    }
+}
+
 /// The answer to an anonymous submission: nothing about who sent it, only when it will appear.
 fn held_reply(state: &AppState, review: &ReviewRecord, extra: Value) -> Response {
     let release_after = match (review.release, review.phase) {
@@ -747,6 +766,7 @@ async fn anonymous_thread(
         body: text,
         anchor,
     };
+    room(&state, &id, &op).await?;
     let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
     Ok(held_reply(
         &state,
@@ -789,6 +809,7 @@ async fn anonymous_reply(
         comment,
         body: text,
     };
+    room(&state, &id, &op).await?;
     let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
     Ok(held_reply(
         &state,
@@ -816,6 +837,7 @@ async fn raise_concern(
         concern,
         body: text,
     };
+    room(&state, &id, &op).await?;
     let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
     Ok(held_reply(
         &state,

@@ -56,7 +56,7 @@ pub const CONCERNS: &str = "concerns";
 
 /// An anonymous item's place in the discussion.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Item {
     /// A comment (the first of an anonymous thread, or an anonymous reply).
     Comment {
@@ -196,9 +196,10 @@ pub fn release(doc: &Doc, ops: &[AnonOp], at: f64) -> Option<Vec<u8>> {
                 c.insert(&mut txn, VOTES, ArrayPrelim::default());
             }
             AnonOp::Vote { concern, vote } => {
-                let Some(votes) = concerns
-                    .get(&txn, concern)
-                    .and_then(|c| c.cast::<MapRef>().ok())
+                let item = Item::Concern {
+                    concern: concern.clone(),
+                };
+                let Some(votes) = anonymous_item(&txn, &threads, &concerns, &item)
                     .and_then(|c| c.get(&txn, VOTES))
                     .and_then(|v| v.cast::<ArrayRef>().ok())
                 else {
@@ -272,11 +273,30 @@ pub fn item_exists(doc: &Doc, item: &Item) -> bool {
     anonymous_item(&txn, &threads, &concerns, item).is_some()
 }
 
-/// True once the concern is on the board.
+/// True once the concern is on the board (and not hidden).
 pub fn concern_exists(doc: &Doc, concern: &str) -> bool {
+    let threads = doc.get_or_insert_map(THREADS);
     let concerns = doc.get_or_insert_map(CONCERNS);
     let txn = doc.transact();
-    concerns.get(&txn, concern).is_some()
+    let item = Item::Concern {
+        concern: concern.to_owned(),
+    };
+    anonymous_item(&txn, &threads, &concerns, &item).is_some()
+}
+
+/// Whether one more anonymous item of this kind fits (threads, comments in `thread`, concerns);
+/// items still held are not counted, so a batch may stop a little past the cap.
+pub fn room_for(doc: &Doc, op: &AnonOp) -> bool {
+    let threads = doc.get_or_insert_map(THREADS);
+    let concerns = doc.get_or_insert_map(CONCERNS);
+    let txn = doc.transact();
+    match op {
+        AnonOp::Thread { .. } => threads.len(&txn) < MAX_THREADS_PER_REVIEW,
+        AnonOp::Reply { thread, .. } => find_thread(&txn, &threads, thread)
+            .is_some_and(|(_, c)| c.len(&txn) < MAX_COMMENTS_PER_THREAD),
+        AnonOp::Concern { .. } => concerns.len(&txn) < MAX_CONCERNS_PER_REVIEW,
+        _ => true,
+    }
 }
 
 /// Whether the thread exists (for anonymous replies).

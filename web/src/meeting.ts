@@ -1,0 +1,321 @@
+// The meeting and after: the timebox (the server's clock, so every tab agrees), the agenda, action
+// items, the read count, hints, pinned versions with what changed, export and publishing. Reads
+// the server-written `discussion` document; changes go through the REST API.
+
+import type * as Y from 'yjs'
+import { ApiError, type Review } from './api'
+import { h, notice, replace } from './dom'
+import { soundsLikeTryHarder } from './hints'
+import type { Membership } from './store'
+
+interface Timer { state: 'running' | 'paused' | 'stopped', endsAt?: number | null, remainingMs?: number | null, durationMs: number }
+interface Action { id: string, what: string, why: string, kind: string, owner: string, link: string | null, due: string | null, status: string, createdAt: number }
+
+async function call<T> (method: string, path: string, session: string, body?: unknown): Promise<T> {
+  let res: Response
+  try {
+    res = await fetch(path, {
+      method,
+      headers: { Authorization: `Bearer ${session}`, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }) },
+      body: body === undefined ? null : JSON.stringify(body)
+    })
+  } catch {
+    throw new ApiError(0, 'server_unreachable', 'The Debrief server cannot be reached.')
+  }
+  if (res.status === 204) return undefined as T
+  const text = await res.text()
+  if (!res.ok) {
+    const err = (() => { try { return JSON.parse(text) as { code?: string, message?: string } } catch { return {} } })()
+    throw new ApiError(res.status, err.code ?? 'error', err.message ?? `The server answered ${res.status}.`)
+  }
+  const type = res.headers.get('content-type') ?? ''
+  return (type.includes('json') ? JSON.parse(text) : text) as T
+}
+
+function mmss (ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000))
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`
+}
+
+/** A line diff (longest common subsequence), for "what changed since the version before". */
+export function lineDiff (before: string, after: string): { kind: ' ' | '+' | '-', line: string }[] {
+  const a = before.split('\n')
+  const b = after.split('\n')
+  const n = a.length
+  const m = b.length
+  const w = m + 1
+  const dp = new Int32Array((n + 1) * w)
+  const at = (i: number, j: number): number => dp[i * w + j] ?? 0
+  for (let i = n - 1; i >= 0; i--) {
+    for (let j = m - 1; j >= 0; j--) {
+      dp[i * w + j] = a[i] === b[j] ? at(i + 1, j + 1) + 1 : Math.max(at(i + 1, j), at(i, j + 1))
+    }
+  }
+  const out: { kind: ' ' | '+' | '-', line: string }[] = []
+  let i = 0
+  let j = 0
+  while (i < n && j < m) {
+    if (a[i] === b[j]) {
+      out.push({ kind: ' ', line: a[i] ?? '' })
+      i++
+      j++
+    } else if (at(i + 1, j) >= at(i, j + 1)) {
+      out.push({ kind: '-', line: a[i++] ?? '' })
+    } else {
+      out.push({ kind: '+', line: b[j++] ?? '' })
+    }
+  }
+  while (i < n) out.push({ kind: '-', line: a[i++] ?? '' })
+  while (j < m) out.push({ kind: '+', line: b[j++] ?? '' })
+  return out
+}
+
+export interface MeetingOptions {
+  root: HTMLElement
+  timerSlot: HTMLElement
+  membership: Membership
+  review: () => Review
+  discussion: Y.Doc
+  /** Server time minus this browser's clock, ms. */
+  offset: number
+  /** Report sections (level-2 headings) that have open threads. */
+  sectionsWithThreads: () => string[]
+}
+
+export class MeetingPanel {
+  private tick: number | null = null
+  private scheduled = false
+  private readonly agendaEl = h('ol', { class: 'agenda' })
+  private readonly actionsEl = h('div', { class: 'actions' })
+  private readonly readEl = h('div', { class: 'read' })
+  private readonly status = h('div', {})
+
+  constructor (private readonly o: MeetingOptions) {
+    o.discussion.getMap('meeting').observeDeep(() => { this.schedule() })
+    o.discussion.getMap('actions').observeDeep(() => { this.schedule() })
+    o.discussion.getMap('concerns').observeDeep(() => { this.schedule() })
+    o.discussion.getMap('review').observe(() => { this.schedule() })
+    this.tick = window.setInterval(() => { this.renderTimer() }, 500)
+    this.schedule()
+  }
+
+  destroy (): void {
+    if (this.tick !== null) window.clearInterval(this.tick)
+  }
+
+  private get m (): Membership { return this.o.membership }
+  private get phase (): string { return this.o.review().phase }
+
+  private schedule (): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    requestAnimationFrame(() => {
+      this.scheduled = false
+      this.render()
+    })
+  }
+
+  private fail (err: unknown): void {
+    replace(this.status, notice(err instanceof ApiError ? err.message : 'That did not work.', 'error'))
+  }
+
+  private post (path: string, body?: unknown): Promise<unknown> {
+    return call<unknown>('POST', `/api/reviews/${this.m.review}${path}`, this.m.session, body ?? {}).then((x) => {
+      replace(this.status)
+      return x
+    }, (err: unknown) => { this.fail(err); throw err })
+  }
+
+  private timer (): Timer {
+    const t = this.o.discussion.getMap('meeting').get('timer') as Timer | undefined
+    return t ?? { state: 'stopped', durationMs: 0 }
+  }
+
+  private renderTimer (): void {
+    const t = this.timer()
+    if (this.phase !== 'meeting' && t.state === 'stopped') {
+      replace(this.o.timerSlot)
+      return
+    }
+    const now = Date.now() + this.o.offset
+    const left = t.state === 'running' ? (t.endsAt ?? now) - now : t.state === 'paused' ? (t.remainingMs ?? 0) : 0
+    const label = t.state === 'stopped' ? 'Timebox not started' : `${mmss(left)} left${t.state === 'paused' ? ' (paused)' : ''}`
+    let el = this.o.timerSlot.querySelector('.timer')
+    if (!el) {
+      el = h('span', { class: 'timer', role: 'timer', 'aria-live': 'off' })
+      this.o.timerSlot.prepend(el)
+    }
+    el.textContent = label
+    el.classList.toggle('over', t.state === 'running' && left <= 0)
+  }
+
+  private render (): void {
+    this.renderTimer()
+    const facilitator = this.m.role === 'facilitator'
+    const meeting = this.phase === 'meeting'
+    // Facilitator controls for the timebox.
+    if (facilitator && meeting && !this.o.timerSlot.querySelector('.timer-controls')) {
+      const minutes = h('input', { type: 'number', min: 1, max: 240, value: 30, 'aria-label': 'Timebox minutes', class: 'minutes' })
+      const start = h('button', { type: 'button', id: 'timer-start' }, 'Start')
+      const pause = h('button', { type: 'button', id: 'timer-pause' }, 'Pause')
+      const resume = h('button', { type: 'button', id: 'timer-resume' }, 'Resume')
+      const extend = h('button', { type: 'button', id: 'timer-extend' }, '+5 min')
+      start.addEventListener('click', () => { void this.post('/timer', { action: 'start', minutes: Number(minutes.value) }).catch(() => undefined) })
+      pause.addEventListener('click', () => { void this.post('/timer', { action: 'pause' }).catch(() => undefined) })
+      resume.addEventListener('click', () => { void this.post('/timer', { action: 'resume' }).catch(() => undefined) })
+      extend.addEventListener('click', () => { void this.post('/timer', { action: 'extend', minutes: 5 }).catch(() => undefined) })
+      this.o.timerSlot.appendChild(h('span', { class: 'timer-controls' }, minutes, start, pause, resume, extend))
+    }
+    if (!meeting) this.o.timerSlot.querySelector('.timer-controls')?.remove()
+
+    // Agenda: sections with open threads, then concerns by support.
+    const current = this.o.discussion.getMap('meeting').get('agenda')
+    const concerns = Object.values(this.o.discussion.getMap('concerns').toJSON() as Record<string, { body: string, votes: string[], hidden: boolean, discussed: boolean }>)
+      .filter((c) => !c.hidden)
+      .sort((a, b) => b.votes.length - a.votes.length)
+    const items = [
+      ...this.o.sectionsWithThreads().map((s) => `Section: ${s}`),
+      ...concerns.map((c) => `Concern: ${c.body.slice(0, 150)}`)
+    ]
+    replace(this.agendaEl, ...items.map((item) => {
+      const here = item === current
+      const go = facilitator && meeting ? h('button', { type: 'button', class: 'link', 'data-agenda': item }, here ? 'Current' : 'Go') : null
+      go?.addEventListener('click', () => { void this.post('/agenda', { item }).catch(() => undefined) })
+      return h('li', { class: here ? 'here' : '', 'aria-current': here ? 'step' : null }, item, ' ', go)
+    }))
+
+    this.renderActions()
+    this.renderRead()
+  }
+
+  private renderRead (): void {
+    if (this.phase !== 'review' && this.phase !== 'meeting') {
+      replace(this.readEl)
+      return
+    }
+    const count = Number(this.o.discussion.getMap('meeting').get('readCount') ?? this.o.review().read_count)
+    const people = Object.values(this.o.review().participants).reduce((a, b) => a + b, 0)
+    const mark = h('button', { type: 'button', id: 'mark-read' }, 'I have read the report')
+    mark.addEventListener('click', () => { void this.post('/read').catch(() => undefined) })
+    replace(this.readEl, h('span', { class: 'read-count' }, `${count} of ${people} have read it`), ' ', mark)
+  }
+
+  private renderActions (): void {
+    const actions = Object.values(this.o.discussion.getMap('actions').toJSON() as Record<string, Action>).sort((a, b) => a.createdAt - b.createdAt)
+    const table = actions.length === 0
+      ? h('p', { class: 'hint' }, 'No action items yet.')
+      : h('table', { class: 'action-table' },
+        h('thead', {}, h('tr', {}, ...['What', 'Kind', 'Owner', 'Due', 'Status'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, ...actions.map((a) => h('tr', {},
+          h('td', {}, a.link ? h('a', { href: a.link, rel: 'noopener noreferrer', target: '_blank' }, a.what) : a.what, h('div', { class: 'muted' }, a.why)),
+          h('td', {}, a.kind), h('td', {}, a.owner), h('td', {}, a.due ?? ''), h('td', {}, a.status.replace('_', ' '))))))
+    const writable = (this.phase === 'review' || this.phase === 'meeting') && this.m.role !== 'observer'
+    const existing = this.actionsEl.querySelector('form.action-form')
+    replace(this.actionsEl, table, writable ? (existing ?? this.actionForm()) : null)
+  }
+
+  private actionForm (): HTMLElement {
+    const what = h('input', { id: 'action-what', maxlength: 300, required: true })
+    const why = h('input', { id: 'action-why', maxlength: 500, required: true })
+    const kind = h('select', { id: 'action-kind' }, ...['prevent', 'detect', 'mitigate', 'process'].map((k) => h('option', { value: k }, k)))
+    const owner = h('input', { id: 'action-owner', maxlength: 100, required: true })
+    const link = h('input', { id: 'action-link', type: 'url', placeholder: 'https://' })
+    const due = h('input', { id: 'action-due', type: 'date' })
+    const nudge = h('p', { class: 'nudge', hidden: true, role: 'status' }, 'This reads like asking people to try harder. What change to tools, defaults or process would make the mistake hard to make?')
+    what.addEventListener('input', () => { nudge.hidden = !soundsLikeTryHarder(what.value) })
+    const status = h('div', {})
+    const form = h('form', { class: 'action-form' },
+      h('label', { for: 'action-what' }, 'What will change'), what, nudge,
+      h('label', { for: 'action-why' }, 'Contributing factor it addresses'), why,
+      h('div', { class: 'row' },
+        h('div', {}, h('label', { for: 'action-kind' }, 'Kind'), kind),
+        h('div', {}, h('label', { for: 'action-owner' }, 'Owning team'), owner)),
+      h('div', { class: 'row' },
+        h('div', {}, h('label', { for: 'action-link' }, 'Tracking link'), link),
+        h('div', {}, h('label', { for: 'action-due' }, 'Due'), due)),
+      h('button', { type: 'submit', class: 'primary' }, 'Add action item'), status)
+    form.addEventListener('submit', (e) => {
+      e.preventDefault()
+      call('POST', `/api/reviews/${this.m.review}/actions`, this.m.session, {
+        what: what.value, why: why.value, kind: kind.value, owner: owner.value,
+        link: link.value || null, due: due.value || null
+      }).then(() => {
+        for (const i of [what, why, owner, link, due]) i.value = ''
+        nudge.hidden = true
+        replace(status)
+      }, (err: unknown) => { replace(status, notice(err instanceof ApiError ? err.message : 'Could not add it.', 'error')) })
+    })
+    return form
+  }
+
+  /** The panel's sections (agenda, actions, read count, record), built once. */
+  mount (): void {
+    const facilitator = this.m.role === 'facilitator'
+    const hints = h('input', { type: 'checkbox', id: 'hints-toggle' })
+    hints.checked = this.o.discussion.getMap('review').get('hints') !== false
+    hints.addEventListener('change', () => { void this.post('/settings', { hints: hints.checked }).catch(() => undefined) })
+    const exportMd = h('button', { type: 'button', id: 'export-md' }, 'Export Markdown')
+    const exportJson = h('button', { type: 'button' }, 'Export JSON')
+    const download = (ext: string) => {
+      call<string | object>('GET', `/api/reviews/${this.m.review}/export.${ext}`, this.m.session).then((body) => {
+        const text = typeof body === 'string' ? body : JSON.stringify(body, null, 2)
+        const a = h('a', { href: URL.createObjectURL(new Blob([text], { type: ext === 'md' ? 'text/markdown' : 'application/json' })), download: `review-${this.m.review}.${ext}` })
+        document.body.appendChild(a)
+        a.click()
+        a.remove()
+      }, (err: unknown) => { this.fail(err) })
+    }
+    exportMd.addEventListener('click', () => { download('md') })
+    exportJson.addEventListener('click', () => { download('json') })
+    const versions = h('button', { type: 'button', id: 'show-versions' }, 'Versions')
+    versions.addEventListener('click', () => { void this.showVersions() })
+    const publish = h('button', { type: 'button', id: 'publish' }, 'Publish to the library')
+    publish.addEventListener('click', () => {
+      this.post('/publish', { published: true }).then(() => {
+        replace(this.status, notice('Published: anyone who can reach this server can find it in the library.'))
+      }, () => undefined)
+    })
+    replace(this.o.root,
+      h('section', { 'aria-labelledby': 'agenda-h' }, h('h2', { id: 'agenda-h', class: 'margin-title' }, 'Agenda'), this.agendaEl),
+      h('section', { 'aria-labelledby': 'actions-h' }, h('h2', { id: 'actions-h', class: 'margin-title' }, 'Action items'), this.actionsEl),
+      h('section', { 'aria-labelledby': 'record-h' }, h('h2', { id: 'record-h', class: 'margin-title' }, 'Record'),
+        this.readEl,
+        facilitator ? h('label', { class: 'check' }, hints, ' Blameless-language hints for everyone') : null,
+        h('div', { class: 'row' }, versions, exportMd, exportJson, facilitator && this.phase === 'closed' ? publish : null),
+        this.status))
+    this.schedule()
+  }
+
+  private async showVersions (): Promise<void> {
+    type V = { phase: string, label: string, at: number }
+    try {
+      const list = await call<{ versions: V[] }>('GET', `/api/reviews/${this.m.review}/versions`, this.m.session)
+      const view = h('div', { class: 'version-view' })
+      const dialog = h('dialog', { 'aria-label': 'Pinned versions', class: 'versions' },
+        h('h2', {}, 'Pinned versions'),
+        list.versions.length === 0 ? h('p', {}, 'A version is pinned each time the review changes phase.') : null,
+        h('div', { class: 'row' }, ...list.versions.map((v, i) => {
+          const b = h('button', { type: 'button', 'data-version': v.phase }, v.label)
+          b.addEventListener('click', () => {
+            void (async () => {
+              const got = await call<{ report: string }>('GET', `/api/reviews/${this.m.review}/versions/${v.phase}`, this.m.session)
+              const prevPhase = list.versions[i - 1]?.phase
+              const prev = prevPhase ? await call<{ report: string }>('GET', `/api/reviews/${this.m.review}/versions/${prevPhase}`, this.m.session) : null
+              const lines = prev ? lineDiff(prev.report, got.report) : got.report.split('\n').map((line) => ({ kind: ' ' as const, line }))
+              replace(view,
+                h('p', { class: 'hint' }, prev ? `Changes since "${list.versions[i - 1]?.label ?? ''}"` : 'The first pinned version'),
+                h('pre', { class: 'diff' }, ...lines.map((l) => h('span', { class: l.kind === '+' ? 'add' : l.kind === '-' ? 'del' : '' }, `${l.kind} ${l.line}\n`))))
+            })().catch((err: unknown) => { replace(view, notice(err instanceof ApiError ? err.message : 'Could not load it.', 'error')) })
+          })
+          return b
+        })),
+        view,
+        h('form', { method: 'dialog' }, h('button', {}, 'Close')))
+      document.body.appendChild(dialog)
+      dialog.addEventListener('close', () => { dialog.remove() })
+      dialog.showModal()
+    } catch (err) {
+      this.fail(err)
+    }
+  }
+}
