@@ -475,3 +475,106 @@ test('anonymous comments and concerns appear only with a batch, without an autho
     await browser.close()
   }
 }))
+
+test('a full review from creation to close, with four people', opts, scenario(async (h) => {
+  const server = await h.startServer({ args: ['--anonymous-cadence-secs', '2'] })
+  const base = `http://127.0.0.1:${server.port}`
+  const browser = await launch()
+  try {
+    const fay = await person(browser)
+    const ana = await person(browser)
+    const pat = await person(browser)
+    const quinn = await person(browser)
+    const links = await createReview(fay.page, base, 'Payment provider timeouts')
+    await fay.page.getByRole('link', { name: 'Open the review' }).click()
+    await joinAs(ana.page, links.author, 'Ana')
+    await joinAs(pat.page, links.participant, 'Pat')
+    await joinAs(quinn.page, links.participant, 'Quinn')
+
+    // Draft: the author writes.
+    await waitEditable(ana.page, 'true')
+    await caretAfter(ana.page, 'Two or three sentences')
+    await ana.page.keyboard.type(' Payments timed out for 40 minutes.')
+    await waitStatus(ana.page, 'saved')
+
+    // Review: named and anonymous comments, a concern with support, the read count.
+    await movePhase(fay.page, 'review')
+    await waitText(pat.page, '.editor .prose', 'Payments timed out for 40 minutes.')
+    await selectText(pat.page, 'timed out')
+    await pat.page.locator('#comment-selection').click()
+    await pat.page.fill('#composer', 'Which timeout fired first?')
+    await pat.page.locator('form.composer').getByRole('button', { name: 'Comment' }).click()
+    await quinn.page.locator('#general-comment').click()
+    await quinn.page.locator('form.composer .anonymous-toggle').check()
+    await quinn.page.fill('#composer', 'The retry storm was predictable.')
+    await quinn.page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
+    await pat.page.locator('#raise-concern').click()
+    await pat.page.fill('#concern-composer', 'Nobody owns the payment client')
+    await pat.page.getByRole('button', { name: 'Raise anonymously' }).click()
+    const concern = quinn.page.locator('.concern', { hasText: 'Nobody owns the payment client' })
+    await concern.waitFor()
+    await concern.getByRole('button', { name: 'Support' }).click()
+    await waitText(ana.page, '.thread', 'The retry storm was predictable.')
+    await pat.page.locator('#mark-read').click()
+    await waitText(ana.page, '.read-count', '1 of 4 have read it')
+
+    // Meeting: notes beside the report, the timebox, the agenda, action items, hints.
+    await movePhase(fay.page, 'meeting')
+    for (const p of [ana.page, pat.page]) await p.locator('#notes .prose[contenteditable="true"]').waitFor()
+    await ana.page.locator('#notes .prose').click()
+    await ana.page.keyboard.type('Decided: cap retries at three. It was human error.')
+    await waitText(pat.page, '#notes .prose', 'Decided: cap retries at three.')
+    await waitText(ana.page, '#notes .hint-blame', 'human error')
+    await fay.page.locator('.timer-controls .minutes').fill('30')
+    await fay.page.locator('#timer-start').click()
+    await waitText(quinn.page, '.timer', 'left')
+    await fay.page.locator('#timer-pause').click()
+    await waitText(pat.page, '.timer', '(paused)')
+    await fay.page.locator('[data-agenda^="Concern: Nobody owns"]').click()
+    await pat.page.waitForFunction(() => document.querySelector('.agenda li.here')?.textContent.includes('Nobody owns the payment client'), null, { timeout: WAIT })
+    await pat.page.fill('#action-what', 'Be more careful with retries')
+    await waitText(pat.page, '.nudge:not([hidden])', 'try harder')
+    await pat.page.fill('#action-what', 'Cap client retries with jittered backoff')
+    await pat.page.fill('#action-why', 'Retries multiplied the load on the provider')
+    await pat.page.selectOption('#action-kind', 'prevent')
+    await pat.page.fill('#action-owner', 'Payments')
+    await pat.page.fill('#action-link', 'https://tracker.example/PAY-200')
+    await pat.page.getByRole('button', { name: 'Add action item' }).click()
+    await waitText(fay.page, '.action-table', 'Cap client retries with jittered backoff').catch(async (e) => {
+      throw new Error(`${e}\npat's panel: ${await pat.page.locator('.meeting-panel').innerText()}\nfay's panel: ${await fay.page.locator('.meeting-panel').innerText()}`)
+    })
+    await shot(fay.page, 'meeting')
+
+    // Close: everything read-only, the export downloaded and checked, a version diff, the library.
+    await movePhase(fay.page, 'closed')
+    await waitEditable(ana.page, 'false')
+    await ana.page.waitForFunction(() => document.querySelector('#notes .prose')?.getAttribute('contenteditable') === 'false', null, { timeout: WAIT })
+    const [download] = await Promise.all([fay.page.waitForEvent('download'), fay.page.locator('#export-md').click()])
+    const exported = readFileSync(await download.path(), 'utf8')
+    for (const part of [
+      'Payments timed out for 40 minutes.',
+      '> timed out',
+      '- **Pat**: Which timeout fired first?',
+      '- **Anonymous**: The retry storm was predictable.',
+      '- Nobody owns the payment client (1 supporting, discussed)'.replace(', discussed', ''),
+      '| Cap client retries with jittered backoff | Retries multiplied the load on the provider | prevent | Payments | https://tracker.example/PAY-200 |  | open |',
+      '## Meeting notes',
+      'Decided: cap retries at three.'
+    ]) {
+      assert.ok(exported.includes(part), `the export has ${JSON.stringify(part)}:\n${exported}`)
+    }
+    assert.doesNotMatch(exported, /Quinn/, 'the anonymous author is not in the export')
+    await fay.page.locator('#show-versions').click()
+    await fay.page.locator('[data-version="closed"]').click()
+    await waitText(fay.page, 'pre.diff', 'Payments timed out for 40 minutes.')
+    await fay.page.getByRole('button', { name: 'Close', exact: true }).click()
+    await fay.page.locator('#publish').click()
+    await waitText(fay.page, '.notice', 'Published')
+    await quinn.page.goto(`${base}/`)
+    await quinn.page.fill('#library-q', 'retries')
+    await waitText(quinn.page, '#library-list', 'Payment provider timeouts')
+    for (const p of [fay, ana, pat, quinn]) assert.deepEqual(p.errors, [])
+  } finally {
+    await browser.close()
+  }
+}))

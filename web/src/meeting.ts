@@ -194,7 +194,7 @@ export class MeetingPanel {
       return
     }
     const count = Number(this.o.discussion.getMap('meeting').get('readCount') ?? this.o.review().read_count)
-    const people = Object.values(this.o.review().participants).reduce((a, b) => a + b, 0)
+    const people = Number(this.o.discussion.getMap('meeting').get('people') ?? Object.values(this.o.review().participants).reduce((a, b) => a + b, 0))
     const mark = h('button', { type: 'button', id: 'mark-read' }, 'I have read the report')
     mark.addEventListener('click', () => { void this.post('/read').catch(() => undefined) })
     replace(this.readEl, h('span', { class: 'read-count' }, `${count} of ${people} have read it`), ' ', mark)

@@ -276,6 +276,7 @@ class ReviewScreen {
     this.applyScope()
     this.comments?.refresh()
     this.concerns?.refresh()
+    this.meeting?.mount()
   }
 
   private pollPhase (): void {

@@ -328,6 +328,15 @@ async fn join(State(state): State<Arc<AppState>>, body: Body) -> Result<Response
     let req: JoinRequest = parse(body)?;
     let (session, review, token) = state.reviews.join(req.invite.trim(), &req.name).await?;
     tracing::info!(review = %review.id, role = session.role.as_str(), "joined");
+    let people: usize = state.reviews.counts(&review.id).values().sum();
+    // The live headcount others see (read count "7 of 9"); the join stands even if this fails.
+    let counted = on_discussion(&state, &review.id, move |doc| {
+        super::meeting::people(doc, people)
+    })
+    .await;
+    if counted.is_err() {
+        tracing::warn!(review = %review.id, "could not update the headcount");
+    }
     let body = json!({
         "session": token,
         "review": review_view(&state, &review, Some(&session)),

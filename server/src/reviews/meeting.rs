@@ -189,6 +189,14 @@ pub fn read_count(doc: &Doc, count: u64) -> Outcome<()> {
     (Ok(()), Some(txn.encode_update_v1()))
 }
 
+/// Publishes how many people have joined the review (the denominator of the read count).
+pub fn people(doc: &Doc, count: usize) -> Outcome<()> {
+    let meeting = doc.get_or_insert_map(MEETING);
+    let mut txn = doc.transact_mut();
+    meeting.insert(&mut txn, "people", count as f64);
+    (Ok(()), Some(txn.encode_update_v1()))
+}
+
 /// Turns the blameless-language hints on or off for everyone.
 pub fn hints(doc: &Doc, on: bool) -> Outcome<()> {
     let review = doc.get_or_insert_map(REVIEW);
