@@ -275,13 +275,20 @@ export class MeetingPanel {
         replace(this.status, notice('Published: anyone who can reach this server can find it in the library.'))
       }, () => undefined)
     })
+    const unpublish = h('button', { type: 'button', id: 'unpublish' }, 'Take it out of the library')
+    unpublish.addEventListener('click', () => {
+      this.post('/publish', { published: false }).then(() => {
+        replace(this.status, notice('No longer in the library.'))
+      }, () => undefined)
+    })
     replace(this.o.root,
       h('section', { 'aria-labelledby': 'agenda-h' }, h('h2', { id: 'agenda-h', class: 'margin-title' }, 'Agenda'), this.agendaEl),
       h('section', { 'aria-labelledby': 'actions-h' }, h('h2', { id: 'actions-h', class: 'margin-title' }, 'Action items'), this.actionsEl),
       h('section', { 'aria-labelledby': 'record-h' }, h('h2', { id: 'record-h', class: 'margin-title' }, 'Record'),
         this.readEl,
         facilitator ? h('label', { class: 'check' }, hints, ' Blameless-language hints for everyone') : null,
-        h('div', { class: 'row' }, versions, exportMd, exportJson, facilitator && this.phase === 'closed' ? publish : null),
+        h('div', { class: 'row' }, versions, exportMd, exportJson),
+        facilitator && this.phase === 'closed' ? h('div', { class: 'row' }, publish, unpublish) : null,
         this.status))
     this.schedule()
   }
