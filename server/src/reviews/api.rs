@@ -585,6 +585,21 @@ where
     Ok(result?)
 }
 
+/// A new thread's checked text and anchor (named or anonymous alike).
+async fn thread_request(
+    state: &AppState,
+    id: &str,
+    body: Body,
+) -> Result<(String, Option<Anchor>), ApiError> {
+    let req: ThreadRequest = parse(body)?;
+    let text = threads::validate_body(&req.body)?;
+    let anchor = match req.anchor {
+        Some(a) => Some(anchor(state, id, a).await?),
+        None => None,
+    };
+    Ok((text, anchor))
+}
+
 /// `POST /api/reviews/{id}/threads`: a new thread, anchored to the report or general.
 async fn add_thread(
     State(state): State<Arc<AppState>>,
@@ -594,12 +609,7 @@ async fn add_thread(
 ) -> Result<Response, ApiError> {
     let id = path(id)?;
     let session = commenter(&state, &headers, &id)?;
-    let req: ThreadRequest = parse(body)?;
-    let text = threads::validate_body(&req.body)?;
-    let anchor = match req.anchor {
-        Some(a) => Some(anchor(&state, &id, a).await?),
-        None => None,
-    };
+    let (text, anchor) = thread_request(&state, &id, body).await?;
     let author = author(&session);
     let thread = as_commenter(&state, &id, &session, move |doc| {
         threads::add_thread(doc, &author, &text, anchor.as_ref())
@@ -698,6 +708,25 @@ async fn reopen(
     set_resolved(&state, &headers, p, false).await
 }
 
+/// Holds a new anonymous item (once its thread or board has room) and answers with its key.
+async fn hold_new(
+    state: &AppState,
+    review: &ReviewRecord,
+    op: threads::AnonOp,
+    item: threads::Item,
+) -> Result<Response, ApiError> {
+    room(state, &review.id, &op).await?;
+    let key = state
+        .anonymity
+        .hold_new(&review.id, op, item.clone())
+        .await?;
+    Ok(held_reply(
+        state,
+        review,
+        json!({ "item": item, "key": key }),
+    ))
+}
+
 /// Refuses a new anonymous item when its thread or board is already full.
 async fn room(state: &AppState, id: &str, op: &threads::AnonOp) -> Result<(), ApiError> {
     let probe = op.clone();
@@ -758,12 +787,7 @@ async fn anonymous_thread(
 ) -> Result<Response, ApiError> {
     let id = path(id)?;
     let review = anonymous_sender(&state, &headers, &id)?;
-    let req: ThreadRequest = parse(body)?;
-    let text = threads::validate_body(&req.body)?;
-    let anchor = match req.anchor {
-        Some(a) => Some(anchor(&state, &id, a).await?),
-        None => None,
-    };
+    let (text, anchor) = thread_request(&state, &id, body).await?;
     let (thread, comment) = (super::random_hex(8), super::random_hex(8));
     let item = threads::Item::Comment {
         thread: thread.clone(),
@@ -775,13 +799,7 @@ async fn anonymous_thread(
         body: text,
         anchor,
     };
-    room(&state, &id, &op).await?;
-    let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
-    Ok(held_reply(
-        &state,
-        &review,
-        json!({ "item": item, "key": key }),
-    ))
+    hold_new(&state, &review, op, item).await
 }
 
 /// `POST /api/reviews/{id}/anonymous/threads/{thread}/comments`: an anonymous reply.
@@ -818,13 +836,7 @@ async fn anonymous_reply(
         comment,
         body: text,
     };
-    room(&state, &id, &op).await?;
-    let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
-    Ok(held_reply(
-        &state,
-        &review,
-        json!({ "item": item, "key": key }),
-    ))
+    hold_new(&state, &review, op, item).await
 }
 
 /// `POST /api/reviews/{id}/concerns`: a concern for the board; always anonymous.
@@ -846,13 +858,7 @@ async fn raise_concern(
         concern,
         body: text,
     };
-    room(&state, &id, &op).await?;
-    let key = state.anonymity.hold_new(&id, op, item.clone()).await?;
-    Ok(held_reply(
-        &state,
-        &review,
-        json!({ "item": item, "key": key }),
-    ))
+    hold_new(&state, &review, op, item).await
 }
 
 /// `POST /api/reviews/{id}/concerns/{concern}/support`: one vote per session, counted at the

@@ -336,16 +336,7 @@ async fn export_md(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path(id)?;
-    let (s, review) = session(&state, &headers, &id)?;
-    readable(&s, &review)?;
-    let parts = parts(&state, review).await?;
-    Ok(attachment(
-        &id,
-        "md",
-        "text/markdown; charset=utf-8",
-        export::markdown(&parts),
-    ))
+    export_as(&state, &headers, id, Format::Markdown).await
 }
 
 /// `GET /api/reviews/{id}/export.json`.
@@ -354,16 +345,39 @@ async fn export_json(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    export_as(&state, &headers, id, Format::Json).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Markdown,
+    Json,
+}
+
+async fn export_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    format: Format,
+) -> Result<Response, ApiError> {
     let id = path(id)?;
-    let (s, review) = session(&state, &headers, &id)?;
+    let (s, review) = session(state, headers, &id)?;
     readable(&s, &review)?;
-    let parts = parts(&state, review).await?;
-    Ok(attachment(
-        &id,
-        "json",
-        "application/json",
-        export::json(&parts).to_string(),
-    ))
+    let parts = parts(state, review).await?;
+    Ok(match format {
+        Format::Markdown => attachment(
+            &id,
+            "md",
+            "text/markdown; charset=utf-8",
+            export::markdown(&parts),
+        ),
+        Format::Json => attachment(
+            &id,
+            "json",
+            "application/json",
+            export::json(&parts).to_string(),
+        ),
+    })
 }
 
 #[derive(Deserialize)]
