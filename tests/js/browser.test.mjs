@@ -56,14 +56,18 @@ const status = (page) => page.locator('.status').getAttribute('data-state')
 const waitStatus = (page, state) =>
   page.waitForFunction((s) => document.querySelector('.status')?.dataset.state === s, state, { timeout: WAIT })
 
-const editable = (page) => page.locator('.editor .prose').getAttribute('contenteditable')
+// A read-only editor stays focusable (keyboard selection for comments) and refuses local
+// changes; `data-writable` says which it is.
+const editable = (page) => page.locator('.editor .prose').first().getAttribute('data-writable')
 const waitEditable = (page, value) =>
-  page.waitForFunction((v) => document.querySelector('.editor .prose')?.getAttribute('contenteditable') === v, value, { timeout: WAIT })
+  page.waitForFunction((v) => document.querySelector('.editor .prose')?.getAttribute('data-writable') === v, value, { timeout: WAIT })
 
 /** Selects `text` inside the report, as a mouse drag would. */
 async function selectText (page, text) {
   await page.evaluate((t) => {
     const root = document.querySelector('.editor .prose')
+    // Focus first: focusing an editable element moves the selection.
+    root.focus()
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT)
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
       const i = n.data.indexOf(t)
@@ -74,7 +78,6 @@ async function selectText (page, text) {
         const sel = window.getSelection()
         sel.removeAllRanges()
         sel.addRange(range)
-        root.focus()
         document.dispatchEvent(new Event('selectionchange'))
         return
       }
@@ -180,6 +183,17 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     await waitText(pat.page, '.editor .prose', 'Checkout failed for twenty minutes.')
     await waitEditable(pat.page, 'false')
     await waitText(pat.page, '.banner', 'Only authors edit the report')
+
+    // Keyboard only: a reader can move into the report and select text to comment on, and
+    // typing changes nothing.
+    const untouched = await pat.page.locator('.editor .prose').textContent()
+    await pat.page.locator('.editor .prose').focus()
+    await pat.page.keyboard.press('Control+Home')
+    await pat.page.keyboard.type('typed by a reader')
+    for (let i = 0; i < 5; i++) await pat.page.keyboard.press('Shift+ArrowRight')
+    await pat.page.waitForFunction(() => !document.querySelector('#comment-selection').disabled, null, { timeout: WAIT })
+    assert.equal(await pat.page.locator('.editor .prose').textContent(), untouched, 'a reader cannot change the report')
+    assert.equal(await pat.page.locator('.editor .prose').getAttribute('aria-readonly'), 'true')
 
     // The participant comments on a selection.
     await selectText(pat.page, 'Checkout failed')
@@ -520,7 +534,7 @@ test('a full review from creation to close, with four people', opts, scenario(as
 
     // Meeting: notes beside the report, the timebox, the agenda, action items, hints.
     await movePhase(fay.page, 'meeting')
-    for (const p of [ana.page, pat.page]) await p.locator('#notes .prose[contenteditable="true"]').waitFor()
+    for (const p of [ana.page, pat.page]) await p.locator('#notes .prose[data-writable="true"]').waitFor()
     await ana.page.locator('#notes .prose').click()
     await ana.page.keyboard.type('Decided: cap retries at three. It was human error.')
     await waitText(pat.page, '#notes .prose', 'Decided: cap retries at three.')
@@ -548,7 +562,7 @@ test('a full review from creation to close, with four people', opts, scenario(as
     // Close: everything read-only, the export downloaded and checked, a version diff, the library.
     await movePhase(fay.page, 'closed')
     await waitEditable(ana.page, 'false')
-    await ana.page.waitForFunction(() => document.querySelector('#notes .prose')?.getAttribute('contenteditable') === 'false', null, { timeout: WAIT })
+    await ana.page.waitForFunction(() => document.querySelector('#notes .prose')?.getAttribute('data-writable') === 'false', null, { timeout: WAIT })
     const [download] = await Promise.all([fay.page.waitForEvent('download'), fay.page.locator('#export-md').click()])
     const exported = readFileSync(await download.path(), 'utf8')
     for (const part of [

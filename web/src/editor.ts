@@ -7,6 +7,7 @@ import StarterKit from '@tiptap/starter-kit'
 import Collaboration from '@tiptap/extension-collaboration'
 import CollaborationCaret from '@tiptap/extension-collaboration-caret'
 import { Plugin, PluginKey, type EditorState } from '@tiptap/pm/state'
+import { ySyncPluginKey } from '@tiptap/y-tiptap'
 import { Decoration, DecorationSet } from '@tiptap/pm/view'
 import type { HocuspocusProvider } from '@hocuspocus/provider'
 import { h } from './dom'
@@ -45,7 +46,6 @@ export interface EditorOptions {
   element: HTMLElement
   provider: HocuspocusProvider
   user: { name: string, color: string }
-  editable: boolean
   label: string
   ranges: (state: EditorState) => Highlight[]
   onSelection: (empty: boolean) => void
@@ -53,20 +53,57 @@ export interface EditorOptions {
   hints: () => boolean
 }
 
+/**
+ * Read-only without losing the keyboard: the editor stays focusable (so a keyboard user can move
+ * the caret and select text to comment on), while every local change is dropped until
+ * `setWritable(editor, true)`. Changes arriving from other people (the sync plugin) always pass.
+ */
+const writableKey = new PluginKey<boolean>('debrief-writable')
+
+function readOnlyGuard (): Extension {
+  return Extension.create({
+    name: 'debriefReadOnly',
+    addProseMirrorPlugins () {
+      return [new Plugin<boolean>({
+        key: writableKey,
+        state: {
+          init: () => false,
+          apply: (tr, value) => (tr.getMeta(writableKey) as boolean | undefined) ?? value
+        },
+        filterTransaction: (tr, state) =>
+          !tr.docChanged || writableKey.getState(state) === true || tr.getMeta(ySyncPluginKey) !== undefined
+      })]
+    }
+  })
+}
+
+/** Whether local changes are accepted. */
+export function isWritable (editor: Editor): boolean {
+  return writableKey.getState(editor.state) === true
+}
+
+/** Grants or withdraws local changes, and says so to assistive technology and to tests. */
+export function setWritable (editor: Editor, writable: boolean): void {
+  if (isWritable(editor) !== writable) editor.view.dispatch(editor.state.tr.setMeta(writableKey, writable))
+  editor.view.dom.setAttribute('aria-readonly', String(!writable))
+  editor.view.dom.setAttribute('data-writable', String(writable))
+}
+
 export function createEditor (o: EditorOptions): Editor {
-  return new Editor({
+  const editor = new Editor({
     element: o.element,
-    editable: o.editable,
-    editorProps: { attributes: { 'aria-label': o.label, role: 'textbox', 'aria-multiline': 'true', class: 'prose' } },
+    editorProps: { attributes: { 'aria-label': o.label, role: 'textbox', 'aria-multiline': 'true', class: 'prose', 'aria-readonly': 'true', 'data-writable': 'false' } },
     extensions: [
       StarterKit.configure({ undoRedo: false, underline: false, link: { openOnClick: false, autolink: true } }),
       Collaboration.configure({ document: o.provider.document, field: 'default' }),
       CollaborationCaret.configure({ provider: o.provider, user: o.user }),
       highlights(o.ranges),
-      blamelessHints(o.hints)
+      blamelessHints(o.hints),
+      readOnlyGuard()
     ],
     onSelectionUpdate: ({ editor }) => { o.onSelection(editor.state.selection.empty) }
   })
+  return editor
 }
 
 /** The toolbar: each button is labelled, shows its state with aria-pressed, and keeps focus in the editor. */
@@ -100,7 +137,7 @@ export function toolbar (editor: Editor, extra: HTMLElement[]): HTMLElement {
   const refresh = () => {
     for (const { b, active } of buttons) {
       b.setAttribute('aria-pressed', String(active()))
-      b.disabled = !editor.isEditable
+      b.disabled = !isWritable(editor)
     }
   }
   editor.on('transaction', refresh)

@@ -10,7 +10,7 @@ import { CommentsPanel } from './comments'
 import { ConcernsBoard } from './concerns'
 import { MeetingPanel } from './meeting'
 import { h, notice, replace } from './dom'
-import { createEditor, toolbar } from './editor'
+import { createEditor, setWritable, toolbar } from './editor'
 import { mayComment, PHASE_HELP, reportAccess, reportExplanation, ROLE_HELP } from './rules'
 import { memory, type Membership } from './store'
 
@@ -161,7 +161,6 @@ class ReviewScreen {
       element: editorEl,
       provider: report,
       user: this.user,
-      editable: false,
       label: 'Report',
       ranges: (state) => comments.ranges(state),
       onSelection: (empty) => { commentButton.disabled = empty || !mayComment(this.m.role, this.phase) },
@@ -197,7 +196,6 @@ class ReviewScreen {
         element: notesEl,
         provider: notes,
         user: this.user,
-        editable: false,
         label: 'Meeting notes',
         ranges: () => [],
         onSelection: () => undefined,
@@ -206,9 +204,10 @@ class ReviewScreen {
       this.notesEditor = notesEditor
       const applyNotes = () => {
         const writable = notes.authorizedScope === 'read-write' && this.phase === 'meeting'
-        if (notesEditor.isEditable !== writable) notesEditor.setEditable(writable)
+        setWritable(notesEditor, writable)
       }
       notes.on('authenticated', applyNotes)
+      applyNotes()
       replace(notesSection, h('h2', { class: 'section-title' }, 'Meeting notes'), toolbar(notesEditor, []), notesEl)
     }
     const commentButton = h('button', { type: 'button', class: 'tool comment', id: 'comment-selection', disabled: true }, 'Comment')
@@ -246,7 +245,7 @@ class ReviewScreen {
     const editor = this.editor
     if (!editor || !this.report) return
     const writable = this.report.authorizedScope === 'read-write' && reportAccess(this.m.role, this.phase) === 'write'
-    if (editor.isEditable !== writable) editor.setEditable(writable)
+    setWritable(editor, writable)
     const why = reportExplanation(this.m.role, this.phase)
     if (why && !writable) this.showBanner(why)
     else this.showBanner(null)

@@ -259,6 +259,17 @@ async fn create(
             }
         },
     };
+    if req
+        .report_markdown
+        .as_ref()
+        .is_some_and(|md| md.len() > MAX_IMPORT_BYTES)
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "report_too_large",
+            format!("a Markdown report is at most {MAX_IMPORT_BYTES} bytes"),
+        ));
+    }
     state.reviews.may_create()?;
     let id = super::Reviews::new_id();
     // The documents exist before the review does: a crash in between leaves unreachable
@@ -385,7 +396,11 @@ async fn move_phase(
     // Once the phase changed in memory (even if making it durable failed), open sockets follow
     // it at once; deciding again is harmless when nothing changed.
     reauthorize(&state, &id).await;
-    let review = moved?;
+    let (review, changed) = moved?;
+    if !changed {
+        // A retry: the phase is already there, and so is everything that followed from it.
+        return Ok(Json(review_view(&state, &review, Some(&session))));
+    }
     tracing::info!(review = %id, phase = to.as_str(), "phase changed");
     state
         .registry

@@ -166,7 +166,8 @@ async fn mark_read(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path(id)?;
-    let (_, review) = session(&state, &headers, &id)?;
+    let (s, review) = session(&state, &headers, &id)?;
+    readable(&s, &review)?;
     if review.phase == Phase::Closed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -96,7 +96,7 @@ impl Timer {
             Problem::new(
                 ProblemKind::Conflict,
                 "invalid_timer_action",
-                format!("the timer cannot {what} now"),
+                format!("the timer cannot {what}"),
             )
         };
         Ok(match (action, self.state) {
@@ -137,8 +137,8 @@ impl Timer {
                     ..self
                 }
             }
-            (TimerAction::Pause, _) => return Err(wrong("pause")),
-            (TimerAction::Resume, _) => return Err(wrong("resume")),
+            (TimerAction::Pause, _) => return Err(wrong("pause: it is not running")),
+            (TimerAction::Resume, _) => return Err(wrong("resume: it is not paused")),
             (TimerAction::Extend, _) => return Err(wrong("be extended before it starts")),
         })
     }

@@ -432,14 +432,15 @@ impl Reviews {
             .collect()
     }
 
-    /// Moves a review to `to`, which must be its next phase; the caller must be its facilitator.
+    /// Moves a review to `to`, which must be its next phase (or the phase it is in: a retry,
+    /// answered with `false`); the caller must be its facilitator.
     /// Durable when this returns. New connections get the new access at once; the caller tells
     /// open documents ([`api`]).
     pub async fn set_phase(
         &self,
         session: &SessionRecord,
         to: Phase,
-    ) -> Result<ReviewRecord, Problem> {
+    ) -> Result<(ReviewRecord, bool), Problem> {
         policy::may_facilitate(session.role).map_err(Problem::from_refusal)?;
         let review = {
             let mut state = self.lock();
@@ -450,7 +451,7 @@ impl Reviews {
             if review.phase == to {
                 // Moving again to where it is (a retry) changes nothing, and lets the caller
                 // repeat what follows from the move.
-                return Ok(review.clone());
+                return Ok((review.clone(), false));
             }
             if review.phase.next() != Some(to) {
                 let allowed = match review.phase.next() {
@@ -474,7 +475,7 @@ impl Reviews {
             updated
         };
         self.store.durable().await?;
-        Ok(review)
+        Ok((review, true))
     }
 
     /// Replaces a role's invite link; with `revoke`, also ends every session of that role except
