@@ -167,7 +167,7 @@ pub struct Flusher {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<(Store, Flusher), StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = open_db(dir)?;
         let docs = db.open_tree("docs")?;
         let (flush_tx, rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
         let flusher = Flusher { db: db.clone(), rx };
@@ -333,6 +333,26 @@ impl Flusher {
                 // A waiter that went away (its document closed) needs no answer.
                 let _ = w.send(result.clone());
             }
+        }
+    }
+}
+
+/// How long opening waits for the directory's lock: sled releases it from its background thread
+/// a moment after the previous instance in this process closed (a restart), and another process
+/// holding it should fail with a clear error, not hang.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
         }
     }
 }
