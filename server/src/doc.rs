@@ -122,6 +122,9 @@ pub enum DocCommand {
     Job {
         /// Reads the document and returns the update it made, if any.
         job: Job,
+        /// False for a job that only reads: it runs even when the document is at its size
+        /// limit.
+        writes: bool,
         /// Answered once the update (if any) is on disk and relayed, or at once with the reason
         /// the job did not run.
         done: oneshot::Sender<Result<(), JobError>>,
@@ -199,6 +202,24 @@ impl DocHandle {
         R: Send + 'static,
         F: FnOnce(&Doc) -> (R, Option<Vec<u8>>) + Send + 'static,
     {
+        self.job(f, true).await
+    }
+
+    /// Runs `f` on the owner's task to read the document (it may not change it); it runs even
+    /// when the document is at its size limit.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, JobError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Doc) -> R + Send + 'static,
+    {
+        self.job(move |doc| (f(doc), None), false).await
+    }
+
+    async fn job<R, F>(&self, f: F, writes: bool) -> Result<R, JobError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Doc) -> (R, Option<Vec<u8>>) + Send + 'static,
+    {
         let (result_tx, result_rx) = oneshot::channel();
         let job = Job(Box::new(move |doc| {
             let (result, update) = f(doc);
@@ -207,7 +228,7 @@ impl DocHandle {
         }));
         let (done, done_rx) = oneshot::channel();
         self.tx
-            .send(DocCommand::Job { job, done })
+            .send(DocCommand::Job { job, writes, done })
             .await
             .map_err(|_| JobError::Unavailable)?;
         done_rx.await.map_err(|_| JobError::Unavailable)??;
@@ -489,7 +510,7 @@ impl Owner {
                     self.reauthorize(conn);
                 }
             }
-            DocCommand::Job { job, done } => self.run_job(job, done),
+            DocCommand::Job { job, writes, done } => self.run_job(job, writes, done),
             DocCommand::Message { conn, msg } => {
                 if !self.peers.contains_key(&conn) {
                     // A connection that was closed by this owner may still have frames in flight.
@@ -511,12 +532,12 @@ impl Owner {
 
     /// Runs server code and treats its change like a client's update from nobody: stored, and
     /// relayed to every connection once on disk.
-    fn run_job(&mut self, job: Job, done: oneshot::Sender<Result<(), JobError>>) {
+    fn run_job(&mut self, job: Job, writes: bool, done: oneshot::Sender<Result<(), JobError>>) {
         if self.failed {
             return;
         }
         let size = self.snapshot_bytes + self.log_bytes + self.unwritten_bytes;
-        if size > self.ctx.limits.max_document_bytes {
+        if writes && size > self.ctx.limits.max_document_bytes {
             let _ = done.send(Err(JobError::TooLarge));
             return;
         }

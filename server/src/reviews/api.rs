@@ -527,7 +527,7 @@ async fn anchor(state: &AppState, review: &str, req: AnchorRequest) -> Result<An
     let checked = state
         .registry
         .open(&document_name(review, DocKind::Report))
-        .run(move |doc| (report::check_anchor(doc, &start, &end), None))
+        .read(move |doc| report::check_anchor(doc, &start, &end))
         .await?;
     match checked {
         Ok(()) => Ok(Anchor {
@@ -556,27 +556,47 @@ where
     T: Send + 'static,
     F: FnOnce(&yrs::Doc) -> threads::Outcome<T> + Send + 'static,
 {
+    let role = commenter.role;
+    in_phase(
+        state,
+        review,
+        move |phase| {
+            policy::may_comment(role, phase)
+                .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))
+        },
+        f,
+    )
+    .await
+}
+
+/// Runs a command on the discussion document once `allowed` accepts the review's phase as it is
+/// on the document's task, so that a concurrent phase move cannot let a late command in.
+pub(super) async fn in_phase<T, F, A>(
+    state: &AppState,
+    review: &str,
+    allowed: A,
+    f: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&yrs::Doc) -> threads::Outcome<T> + Send + 'static,
+    A: FnOnce(Phase) -> Result<(), Problem> + Send + 'static,
+{
     let reviews = state.reviews.clone();
-    let (id, role) = (review.to_owned(), commenter.role);
-    on_discussion(state, review, move |doc| {
-        match reviews
-            .phase(&id)
-            .map(|phase| policy::may_comment(role, phase))
-        {
-            Some(Ok(())) => f(doc),
-            Some(Err(r)) => (
-                Err(Problem::new(ProblemKind::Forbidden, r.code, r.message)),
-                None,
-            ),
-            None => (
-                Err(Problem::new(
-                    ProblemKind::NotFound,
-                    "unknown_review",
-                    "the review is gone",
-                )),
-                None,
-            ),
-        }
+    let id = review.to_owned();
+    on_discussion(state, review, move |doc| match reviews.phase(&id) {
+        Some(phase) => match allowed(phase) {
+            Ok(()) => f(doc),
+            Err(p) => (Err(p), None),
+        },
+        None => (
+            Err(Problem::new(
+                ProblemKind::NotFound,
+                "unknown_review",
+                "the review is gone",
+            )),
+            None,
+        ),
     })
     .await
 }
@@ -748,7 +768,7 @@ async fn room(state: &AppState, id: &str, op: &threads::AnonOp) -> Result<(), Ap
     let fits = state
         .registry
         .open(&document_name(id, DocKind::Discussion))
-        .run(move |doc| (threads::room_for(doc, &probe), None))
+        .read(move |doc| threads::room_for(doc, &probe))
         .await?;
     if fits {
         Ok(())
@@ -832,7 +852,7 @@ async fn anonymous_reply(
     let exists = state
         .registry
         .open(&document_name(&id, DocKind::Discussion))
-        .run(move |doc| (threads::thread_exists(doc, &probe), None))
+        .read(move |doc| threads::thread_exists(doc, &probe))
         .await?;
     if !exists {
         return Err(ApiError::new(
@@ -889,7 +909,7 @@ async fn support(
     let exists = state
         .registry
         .open(&document_name(&id, DocKind::Discussion))
-        .run(move |doc| (threads::concern_exists(doc, &probe), None))
+        .read(move |doc| threads::concern_exists(doc, &probe))
         .await?;
     if !exists {
         return Err(ApiError::new(
@@ -931,7 +951,7 @@ async fn unlocked(
     let exists = state
         .registry
         .open(&document_name(review, DocKind::Discussion))
-        .run(move |doc| (threads::item_exists(doc, &probe), None))
+        .read(move |doc| threads::item_exists(doc, &probe))
         .await?;
     if !exists {
         return Err(ApiError::new(

@@ -13,7 +13,7 @@ use debrief_proto::schema::{document_name, DocKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{bearer, on_discussion, parse, path, session, Body};
+use super::api::{bearer, in_phase, on_discussion, parse, path, session, Body};
 use super::meeting::{self, ActionInput, TimerAction};
 use super::records::{Published, Version};
 use super::{export, markdown, policy, Phase, Problem, ProblemKind, ReviewRecord, Role};
@@ -51,13 +51,7 @@ fn forbidden(r: policy::Refusal) -> ApiError {
 fn facilitator_in_meeting(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
     let (session, review) = session(state, headers, id)?;
     policy::may_facilitate(session.role).map_err(forbidden)?;
-    if review.phase != Phase::Meeting {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_in_meeting",
-            "this is done during the meeting",
-        ));
-    }
+    during_meeting(review.phase)?;
     Ok(())
 }
 
@@ -78,7 +72,7 @@ async fn timer(
     let id = path(id)?;
     facilitator_in_meeting(&state, &headers, &id)?;
     let req: TimerRequest = parse(body)?;
-    let timer = on_discussion(&state, &id, move |doc| {
+    let timer = in_phase(&state, &id, during_meeting, move |doc| {
         meeting::timer(doc, req.action, req.minutes)
     })
     .await?;
@@ -109,21 +103,48 @@ async fn agenda(
             format!("an agenda item is at most {MAX_AGENDA_CHARS} characters"),
         ));
     }
-    on_discussion(&state, &id, move |doc| meeting::agenda(doc, &req.item)).await?;
+    in_phase(&state, &id, during_meeting, move |doc| {
+        meeting::agenda(doc, &req.item)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn during_meeting(phase: Phase) -> Result<(), Problem> {
+    if phase == Phase::Meeting {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::Conflict,
+            "not_in_meeting",
+            "this is done during the meeting",
+        ))
+    }
+}
+
+fn actions_open(phase: Phase) -> Result<(), Problem> {
+    if matches!(phase, Phase::Review | Phase::Meeting) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::Forbidden,
+            "not_allowed",
+            "action items are written by the team during review and the meeting",
+        ))
+    }
 }
 
 /// Who may add and change action items: anyone but observers, in review and meeting.
 fn action_writer(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
     let (session, review) = session(state, headers, id)?;
-    let open = matches!(review.phase, Phase::Review | Phase::Meeting);
-    if session.role == Role::Observer || !open {
+    if session.role == Role::Observer {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "not_allowed",
-            "action items are written by the team during review and the meeting",
+            "observers read along; action items are written by the team",
         ));
     }
+    actions_open(review.phase)?;
     Ok(())
 }
 
@@ -137,7 +158,10 @@ async fn add_action(
     let id = path(id)?;
     action_writer(&state, &headers, &id)?;
     let input: ActionInput = parse::<ActionInput>(body)?.validate()?;
-    let item = on_discussion(&state, &id, move |doc| meeting::add_action(doc, &input)).await?;
+    let item = in_phase(&state, &id, actions_open, move |doc| {
+        meeting::add_action(doc, &input)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(item)).into_response())
 }
 
@@ -151,7 +175,7 @@ async fn update_action(
     let (id, action) = path(p)?;
     action_writer(&state, &headers, &id)?;
     let input: ActionInput = parse::<ActionInput>(body)?.validate()?;
-    let item = on_discussion(&state, &id, move |doc| {
+    let item = in_phase(&state, &id, actions_open, move |doc| {
         meeting::update_action(doc, &action, &input)
     })
     .await?;
@@ -208,7 +232,7 @@ async fn doc_markdown(state: &AppState, id: &str, kind: DocKind) -> Result<Strin
     Ok(state
         .registry
         .open(&document_name(id, kind))
-        .run(|doc| (markdown::to_markdown(doc), None))
+        .read(markdown::to_markdown)
         .await?)
 }
 
@@ -217,13 +241,10 @@ pub(super) async fn pin_version(state: &AppState, id: &str, phase: Phase) -> Res
     async fn full(state: &AppState, id: &str, kind: DocKind) -> Result<Vec<u8>, ApiError> {
         let handle = state.registry.open(&document_name(id, kind));
         Ok(handle
-            .run(|doc| {
+            .read(|doc| {
                 use yrs::{ReadTxn, StateVector, Transact};
-                (
-                    doc.transact()
-                        .encode_state_as_update_v1(&StateVector::default()),
-                    None,
-                )
+                doc.transact()
+                    .encode_state_as_update_v1(&StateVector::default())
             })
             .await?)
     }
@@ -309,7 +330,7 @@ async fn parts(state: &AppState, review: ReviewRecord) -> Result<export::Parts, 
     let discussion = state
         .registry
         .open(&document_name(&id, DocKind::Discussion))
-        .run(|doc| (meeting::snapshot(doc), None))
+        .read(meeting::snapshot)
         .await?;
     Ok(export::Parts {
         review,
