@@ -205,6 +205,41 @@ async fn the_timebox_agenda_actions_and_read_count() {
         .assert_error(409, "review_closed");
 }
 
+/// An anchor around `text` in the first paragraph of the review's report, as the author's
+/// client would encode it (base64 of Yjs relative positions), with the quote.
+async fn anchor_on(server: &TestServer, review: &Review, text: &str) -> Value {
+    use base64::Engine;
+    use yrs::types::xml::{XmlFragment, XmlOut};
+    use yrs::updates::encoder::Encode;
+    use yrs::{Assoc, GetString, IndexedSequence};
+    let mut author = Client::connect(&format!(
+        "{}?token={}",
+        server.ws_url(&review.doc("report")),
+        review.sessions["author"]
+    ))
+    .await;
+    author.wait_synced().await;
+    let fragment = author.doc.get_or_insert_xml_fragment("default");
+    let txn = author.doc.transact();
+    let paragraph = fragment
+        .children(&txn)
+        .find_map(|n| match n {
+            XmlOut::Element(e) if e.tag().as_ref() == "paragraph" => Some(e),
+            _ => None,
+        })
+        .expect("a paragraph");
+    let Some(XmlOut::Text(t)) = paragraph.get(&txn, 0) else {
+        panic!("the paragraph holds text");
+    };
+    let at = t.get_string(&txn).find(text).expect("the text") as u32;
+    let b64 = |p: yrs::StickyIndex| base64::engine::general_purpose::STANDARD.encode(p.encode_v1());
+    let start = t.sticky_index(&txn, at, Assoc::After).expect("start");
+    let end = t
+        .sticky_index(&txn, at + text.len() as u32, Assoc::Before)
+        .expect("end");
+    json!({ "start": b64(start), "end": b64(end), "quote": text })
+}
+
 #[tokio::test]
 async fn versions_export_and_the_library() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -235,7 +270,7 @@ async fn versions_export_and_the_library() {
             "participant",
             "POST",
             "/threads",
-            Some(json!({ "body": "Which TTL was it?" })),
+            Some(json!({ "body": "Which TTL was it?", "anchor": anchor_on(&server, &review, "cache expired").await })),
         )
         .await;
     let tid = t.body["id"].as_str().expect("id").to_owned();
@@ -371,10 +406,16 @@ async fn versions_export_and_the_library() {
         .assert_error(404, "unknown_version");
 
     // The export, compared whole.
-    let expected = "# Cache stampede\n\n## Summary\n\nThe cache expired for every key at once.\n\n## Comments\n\nGeneral comment:\n\n- **participant person**: Which TTL was it?\n- **author person**: One hour, for all keys.\n\nGeneral comment:\n\n- **Anonymous**: We were warned about this in June.\n\n## Concerns\n\n- Nobody owns the cache (1 supporting)\n\n## Action items\n\n| What | Why | Kind | Owner | Link | Due | Status |\n|---|---|---|---|---|---|---|\n| Jitter cache TTLs | All keys expired together | prevent | Platform | https://tracker.example/PLAT-9 |  | open |\n\n## Meeting notes\n\nAgreed to jitter TTLs by 10%.\n";
+    let expected = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/export/cache-stampede.md"),
+    )
+    .expect("expected export");
     let (status, exported) = get_text(&review, "observer", "/export.md").await;
     assert_eq!(status, 200);
-    assert_eq!(exported, expected);
+    assert_eq!(
+        exported, expected,
+        "the export differs from fixtures/export/cache-stampede.md"
+    );
     assert!(!exported.contains("fired"), "hidden items are left out");
     let (status, json_export) = get_text(&review, "observer", "/export.json").await;
     assert_eq!(status, 200);
