@@ -57,6 +57,28 @@ pub async fn send(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> Reply {
+    let (status, body) = raw(addr, method, path, bearer, body).await;
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("non-JSON body {body:?}: {e}"))
+    };
+    Reply { status, body }
+}
+
+/// A GET with a bearer token, returning the status and the body as text (exports are not JSON).
+pub async fn get_text(addr: SocketAddr, path: &str, bearer: &str) -> (u16, String) {
+    raw(addr, "GET", path, Some(bearer), None).await
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status and the body as text.
+async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect for HTTP");
@@ -81,13 +103,11 @@ pub async fn send(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("non-JSON body {body:?}: {e}"))
-    };
-    Reply { status, body }
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A review created through the API, with one joined session per role.
@@ -188,30 +208,4 @@ impl Review {
         assert_eq!(moved.status, 200, "{}", moved.body);
         assert_eq!(moved.body["phase"], phase);
     }
-}
-
-/// A GET with a bearer token, returning the status and the body as text (exports are not JSON).
-pub async fn get_text(addr: SocketAddr, path: &str, bearer: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect for HTTP");
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    crate::within("an HTTP response", stream.read_to_end(&mut raw))
-        .await
-        .expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
