@@ -122,8 +122,8 @@ pub enum DocCommand {
     Job {
         /// Reads the document and returns the update it made, if any.
         job: Job,
-        /// False for a job that only reads: it runs even when the document is at its size
-        /// limit.
+        /// False for a job that only reads, or makes an essential change: it runs even when the
+        /// document is at its size limit.
         writes: bool,
         /// Answered once the update (if any) is on disk and relayed, or at once with the reason
         /// the job did not run.
@@ -203,6 +203,16 @@ impl DocHandle {
         F: FnOnce(&Doc) -> (R, Option<Vec<u8>>) + Send + 'static,
     {
         self.job(f, true).await
+    }
+
+    /// Like [`DocHandle::run`], but for writes that must pass even a document at its size limit
+    /// (moderation, the phase, releasing held items): small, server-chosen changes.
+    pub async fn run_essential<R, F>(&self, f: F) -> Result<R, JobError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Doc) -> (R, Option<Vec<u8>>) + Send + 'static,
+    {
+        self.job(f, false).await
     }
 
     /// Runs `f` on the owner's task to read the document (it may not change it); it runs even

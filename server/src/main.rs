@@ -54,31 +54,49 @@ async fn serve() -> anyhow::Result<()> {
 }
 
 /// Library targets whose events carry a client's address or raw message contents (tokens,
-/// anonymous texts): never logged, whatever `RUST_LOG` says.
+/// anonymous texts): never logged, whatever `RUST_LOG` says (docs/anonymity.md). A filter of its
+/// own drops them after the `RUST_LOG` filter, so no directive can bring them back.
 const NEVER_LOGGED: [&str; 5] = [
-    "axum::serve=off",
-    "hyper=off",
-    "hyper_util=off",
-    "tungstenite=off",
-    "tokio_tungstenite=off",
+    "axum::serve",
+    "hyper",
+    "hyper_util",
+    "tungstenite",
+    "tokio_tungstenite",
 ];
 
+/// Whether events of `target` may be logged at all.
+fn loggable(target: &str) -> bool {
+    !NEVER_LOGGED.iter().any(|quiet| {
+        target
+            .strip_prefix(quiet)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
 fn init_tracing(format: LogFormat) {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Client addresses and message contents are never logged, at any level
-    // (docs/anonymity.md).
-    for quiet in NEVER_LOGGED {
-        if let Ok(directive) = quiet.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let never = filter_fn(|meta| loggable(meta.target()));
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi)
+                    .with_filter(never),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_filter(never),
+            )
+            .init(),
     }
 }
 
@@ -105,4 +123,16 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutdown requested");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn library_targets_with_addresses_or_messages_are_never_logged() {
+        assert!(!super::loggable("tungstenite::protocol"));
+        assert!(!super::loggable("axum::serve"));
+        assert!(!super::loggable("hyper_util::client"));
+        assert!(super::loggable("debrief_server::reviews::api"));
+        assert!(super::loggable("hyperloglog"));
+    }
 }

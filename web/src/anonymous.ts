@@ -20,6 +20,16 @@ export function releaseNote (held: Held): string {
   return `Sent anonymously. It appears for everyone with the next batch, at ${at}.`
 }
 
+/**
+ * Shows the release note in `slot` briefly. It is gone before the item appears, so nothing on
+ * screen sits next to the released item saying whose it is.
+ */
+export function fleeting (slot: HTMLElement, held: Held): void {
+  replace(slot, notice(releaseNote(held)))
+  const untilRelease = held.release_after === null ? Infinity : held.release_after - Date.now() - 300
+  window.setTimeout(() => { replace(slot) }, Math.max(0, Math.min(5000, untilRelease)))
+}
+
 /** The notice shown while anonymous mode is on. */
 export function anonymityNotice (review: Review): HTMLElement {
   const when = review.anonymous.release === 'meeting'

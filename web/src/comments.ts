@@ -9,7 +9,7 @@ import type { EditorState } from '@tiptap/pm/state'
 import { TextSelection } from '@tiptap/pm/state'
 import { ySyncPluginKey, absolutePositionToRelativePosition, relativePositionToAbsolutePosition } from '@tiptap/y-tiptap'
 import { api, ApiError, type Comment, type Held, type Review, type Thread } from './api'
-import { anonymityNotice, keep, moreMenu, releaseNote } from './anonymous'
+import { anonymityNotice, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, replace } from './dom'
 import type { Highlight } from './editor'
 import type { Membership } from './store'
@@ -162,7 +162,7 @@ export class CommentsPanel {
       sent.then((result) => {
         if ('release' in result) {
           keep(result)
-          replace(this.composerSlot, notice(releaseNote(result)))
+          fleeting(this.composerSlot, result)
         } else {
           replace(this.composerSlot)
           this.active = result.id
@@ -376,7 +376,7 @@ export class CommentsPanel {
       const sent: Promise<unknown> = anonymous
         ? api.anonymousReply(m.review, m.session, threadId, box.value).then((held) => {
           keep(held)
-          replace(status, notice(releaseNote(held)))
+          fleeting(status, held)
         })
         : api.reply(m.review, m.session, threadId, box.value).then(() => { replace(status) })
       sent.then(() => {

@@ -3,7 +3,7 @@
 
 import type * as Y from 'yjs'
 import { api, ApiError, type Concern, type Review } from './api'
-import { anonymityNotice, keep, moreMenu, releaseNote } from './anonymous'
+import { anonymityNotice, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, replace } from './dom'
 import type { Membership } from './store'
 
@@ -56,7 +56,7 @@ export class ConcernsBoard {
       const m = this.o.membership
       api.raiseConcern(m.review, m.session, text.value).then((held) => {
         keep(held)
-        replace(this.composer, notice(releaseNote(held)))
+        fleeting(this.composer, held)
       }, (err: unknown) => {
         replace(status, notice(err instanceof ApiError ? err.message : 'Could not send the concern.', 'error'))
         send.disabled = false

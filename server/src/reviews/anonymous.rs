@@ -35,6 +35,9 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Default release cadence: often enough that a comment appears while it matters, rarely enough
 /// that a batch holds several people's items.
 pub const DEFAULT_CADENCE: Duration = Duration::from_secs(60);
+/// Items of one review waiting for their release: several batches' worth of a busy review,
+/// while a flood (or a meeting-mode review held for days) cannot grow the queue without bound.
+pub const MAX_HELD_PER_REVIEW: usize = 1_000;
 /// Sessions tracked by the rate limiter before old windows are dropped; bounds its memory.
 const MAX_TRACKED_SESSIONS: usize = 100_000;
 
@@ -145,6 +148,7 @@ impl Anonymity {
     /// Holds a new anonymous item and returns its key (the only copy). Durable when this
     /// returns.
     pub async fn hold_new(&self, review: &str, op: AnonOp, item: Item) -> Result<String, Problem> {
+        self.room_to_hold(review)?;
         let key = random_hex(32);
         let record = KeyRecord {
             review: review.to_owned(),
@@ -188,6 +192,17 @@ impl Anonymity {
         Ok(())
     }
 
+    fn room_to_hold(&self, review: &str) -> Result<(), Problem> {
+        if self.held.count_prefix(&held_key(review, ""))? >= MAX_HELD_PER_REVIEW {
+            return Err(Problem::new(
+                ProblemKind::Conflict,
+                "too_many_held",
+                "many anonymous items are waiting for their release; try again after it",
+            ));
+        }
+        Ok(())
+    }
+
     /// The item a key unlocks, if the key is right.
     pub fn unlock(&self, review: &str, item_id_: &str, key: &str) -> Result<Item, Problem> {
         let wrong = || {
@@ -222,33 +237,32 @@ impl Anonymity {
             match &mut op {
                 AnonOp::Thread { body: b, .. }
                 | AnonOp::Reply { body: b, .. }
-                | AnonOp::Concern { body: b, .. } => *b = body,
+                | AnonOp::Concern { body: b, .. } => *b = body.clone(),
                 _ => {}
             }
             self.held.put(&new_key, &to_json(&op))?;
-        } else {
-            let op = AnonOp::Edit { item, body };
-            self.held
-                .put(&held_key(review, &format!("edit:{id}")), &to_json(&op))?;
         }
+        // Queued in any case: if a crash left the item released but still held, the edit still
+        // reaches it (applying it to an item that is not there changes nothing).
+        let op = AnonOp::Edit { item, body };
+        self.held
+            .put(&held_key(review, &format!("edit:{id}")), &to_json(&op))?;
         self.store.durable().await?;
         Ok(())
     }
 
-    /// Takes an item back: a held item is simply dropped; a released one is retracted at the
-    /// next release. The key stops working. Durable when this returns.
+    /// Takes an item back: a held item is dropped, and a retraction is released at the next
+    /// boundary. The key stops working. Durable when this returns.
     pub async fn hold_retract(&self, review: &str, item: Item) -> Result<(), Problem> {
         let _no_release = self.releasing.lock().await;
         let id = item_id(&item);
         let new_key = held_key(review, &format!("new:{id}"));
         self.held.remove(&held_key(review, &format!("edit:{id}")))?;
-        if self.held.get(&new_key)?.is_some() {
-            self.held.remove(&new_key)?;
-        } else {
-            let op = AnonOp::Retract { item };
-            self.held
-                .put(&held_key(review, &format!("retract:{id}")), &to_json(&op))?;
-        }
+        self.held.remove(&new_key)?;
+        // Queued in any case, for an item a crash left both released and held.
+        let op = AnonOp::Retract { item };
+        self.held
+            .put(&held_key(review, &format!("retract:{id}")), &to_json(&op))?;
         self.keys.remove(id.as_bytes())?;
         self.store.durable().await?;
         Ok(())
@@ -309,7 +323,7 @@ pub async fn release(state: &AppState, at: u64, only: Option<&str>) {
         let written = state
             .registry
             .open(&document_name(&review, DocKind::Discussion))
-            .run(move |doc| ((), threads::release(doc, &ops, at as f64)))
+            .run_essential(move |doc| ((), threads::release(doc, &ops, at as f64)))
             .await;
         if written.is_err() {
             // Kept in the queue: the next boundary tries again (applying is idempotent).

@@ -397,23 +397,31 @@ async fn move_phase(
     // it at once; deciding again is harmless when nothing changed.
     reauthorize(&state, &id).await;
     let (review, changed) = moved?;
-    if !changed {
-        // A retry: the phase is already there, and so is everything that followed from it.
+    if !changed && to == Phase::Draft {
+        // Nothing ever follows from being in draft.
         return Ok(Json(review_view(&state, &review, Some(&session))));
     }
-    tracing::info!(review = %id, phase = to.as_str(), "phase changed");
+    if changed {
+        tracing::info!(review = %id, phase = to.as_str(), "phase changed");
+    }
+    // What follows from the move is safe to repeat, so a retry after a failure completes it: the
+    // discussion's copy of the phase, held anonymous items due now, and the pinned version
+    // (kept once). These writes are essential: they pass even a full discussion.
     state
         .registry
         .open(&document_name(&id, DocKind::Discussion))
-        .run(move |doc| threads::set_phase(doc, to.as_str()))
+        .run_essential(move |doc| threads::set_phase(doc, to.as_str()))
         .await?
         .map_err(ApiError::from)?;
-    super::api_meeting::pin_version(&state, &id, to).await?;
-    if to == Phase::Meeting && review.release == ReleaseMode::Meeting {
-        // The meeting start is this review's release boundary.
+    let due =
+        to == Phase::Closed || (to == Phase::Meeting && review.release == ReleaseMode::Meeting);
+    if due {
+        // The meeting start (in meeting mode) and the close are release boundaries: nothing
+        // held is left behind the record.
         let at = state.anonymity.boundary_at(super::now_ms());
         anonymous::release(&state, at, Some(&id)).await;
     }
+    super::api_meeting::pin_version(&state, &id, to).await?;
     Ok(Json(review_view(&state, &review, Some(&session))))
 }
 
@@ -1007,7 +1015,14 @@ async fn hide(
     policy::may_facilitate(session.role)
         .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
     let item: threads::Item = parse(body)?;
-    on_discussion(&state, &id, move |doc| threads::hide(doc, &item)).await?;
+    let hidden = state
+        .registry
+        .open(&document_name(&id, DocKind::Discussion))
+        .run_essential(move |doc| threads::hide(doc, &item))
+        .await?;
+    hidden?;
+    // A published review must not keep what was just hidden.
+    super::api_meeting::refresh_library(&state, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

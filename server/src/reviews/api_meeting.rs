@@ -402,6 +402,25 @@ async fn export_as(
     })
 }
 
+/// Rewrites a published review's library entry from its documents (after moderation).
+pub(super) async fn refresh_library(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let Ok(entry) = state.records.published(id) else {
+        return Ok(());
+    };
+    let Some(review) = state.reviews.record(id) else {
+        return Ok(());
+    };
+    let parts = parts(state, review).await?;
+    state
+        .records
+        .publish(&Published {
+            markdown: export::markdown(&parts),
+            ..entry
+        })
+        .await?;
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {

@@ -103,7 +103,15 @@ fn cell(v: &Value) -> String {
 }
 
 fn quote_lines(text: &str) -> String {
-    text.lines().map(|l| format!("> {l}\n")).collect()
+    text.replace('\r', "\n")
+        .lines()
+        .map(|l| format!("> {l}\n"))
+        .collect()
+}
+
+/// A comment or concern on one line: line breaks of any kind become spaces.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
 }
 
 /// The review as Markdown.
@@ -121,7 +129,7 @@ pub fn markdown(p: &Parts) -> String {
             }
             out.push('\n');
             for c in t["comments"].as_array().into_iter().flatten() {
-                let body = c["body"].as_str().unwrap_or("").replace('\n', " ");
+                let body = one_line(c["body"].as_str().unwrap_or(""));
                 let who = c["author"].as_str().unwrap_or("Someone");
                 out.push_str(&format!("- **{who}**: {body}\n"));
             }
@@ -135,7 +143,7 @@ pub fn markdown(p: &Parts) -> String {
     if !concerns.is_empty() {
         out.push_str("## Concerns\n\n");
         for c in &concerns {
-            let body = c["body"].as_str().unwrap_or("").replace('\n', " ");
+            let body = one_line(c["body"].as_str().unwrap_or(""));
             let discussed = if c["discussed"] == true {
                 ", discussed"
             } else {

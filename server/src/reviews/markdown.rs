@@ -69,11 +69,11 @@ fn block<T: ReadTxn>(txn: &T, n: &XmlOut, out: &mut String, depth: usize) {
             .clamp(1, 6);
             out.push_str(&"#".repeat(level));
             out.push(' ');
-            out.push_str(&inline(txn, &children));
+            out.push_str(&inline(txn, &children, depth));
             out.push_str("\n\n");
         }
         node::PARAGRAPH => {
-            let text = inline(txn, &children);
+            let text = inline(txn, &children, depth);
             // A paragraph must not read as a heading, quote or list item.
             if text.starts_with(['#', '>', '-', '+']) {
                 out.push('\\');
@@ -154,7 +154,7 @@ fn block<T: ReadTxn>(txn: &T, n: &XmlOut, out: &mut String, depth: usize) {
                                     if !text.is_empty() {
                                         text.push(' ');
                                     }
-                                    text.push_str(&inline(txn, &inner));
+                                    text.push_str(&inline(txn, &inner, depth + 2));
                                 }
                             }
                             text.replace('|', "\\|").replace('\n', " ")
@@ -184,15 +184,18 @@ fn block<T: ReadTxn>(txn: &T, n: &XmlOut, out: &mut String, depth: usize) {
     }
 }
 
-fn inline<T: ReadTxn>(txn: &T, nodes: &[XmlOut]) -> String {
+fn inline<T: ReadTxn>(txn: &T, nodes: &[XmlOut], depth: usize) -> String {
     let mut s = String::new();
+    if depth > MAX_DEPTH {
+        return s;
+    }
     for n in nodes {
         match n {
             XmlOut::Text(t) => s.push_str(&inline_text(txn, t)),
             XmlOut::Element(e) if tag_of(e) == node::HARD_BREAK => s.push_str("\\\n"),
             XmlOut::Element(e) => {
                 let children: Vec<XmlOut> = e.children(txn).collect();
-                s.push_str(&inline(txn, &children));
+                s.push_str(&inline(txn, &children, depth + 1));
             }
             XmlOut::Fragment(_) => {}
         }
@@ -232,6 +235,9 @@ fn marked(text: &str, attrs: &Attrs) -> String {
     } else {
         escape(text)
     };
+    if s.trim().is_empty() {
+        return s;
+    }
     // Markdown emphasis cannot start or end with a space: keep it outside the markers.
     let lead = s.len() - s.trim_start().len();
     let trail = s.len() - s.trim_end().len();
@@ -551,6 +557,21 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_cut_off_not_a_stack_overflow() {
+        use yrs::types::xml::XmlElementPrelim;
+        let doc = crate::crdt::new_doc();
+        let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
+        {
+            let mut txn = doc.transact_mut();
+            let mut el = fragment.push_back(&mut txn, XmlElementPrelim::empty("paragraph"));
+            for _ in 0..20_000 {
+                el = el.push_back(&mut txn, XmlElementPrelim::empty("strong"));
+            }
+        }
+        let _ = to_markdown(&doc);
+    }
+
+    #[test]
     fn the_template_exports_as_headings_and_paragraphs() {
         let doc = crate::crdt::new_doc();
         super::super::report::seed(&doc, "Outage");
@@ -563,6 +584,7 @@ mod tests {
 
     #[test]
     fn structure_survives_a_round_trip() {
+        assert_eq!(round_trip("**a** **b** `c` `d`\n"), "**a** **b** `c` `d`\n");
         let table = "| Time | Event |\n|---|---|\n| 14:05 | Deploy of **v42** |\n| 14:07 | Errors \\| alerts |\n";
         assert_eq!(round_trip(table), table);
         let md = "# Title\n\nSome **bold**, _italic_, `code`, ~~gone~~ and a [link](https://example.com/a).\n\n- one\n- two\n  - nested\n\n1. first\n2. second\n\n> quoted\n\n```rust\nfn main() {}\n```\n\n---\n\nLast line\\\nafter a break\n";

@@ -185,7 +185,13 @@ pub fn agenda(doc: &Doc, item: &str) -> Outcome<()> {
 pub fn read_count(doc: &Doc, count: u64) -> Outcome<()> {
     let meeting = doc.get_or_insert_map(MEETING);
     let mut txn = doc.transact_mut();
-    meeting.insert(&mut txn, "readCount", count as f64);
+    // Two marks racing may arrive out of order: the count never goes back.
+    let shown = match meeting.get(&txn, "readCount") {
+        Some(Out::Any(Any::Number(yrs::any::Number::Float(n)))) => n,
+        Some(Out::Any(Any::Number(yrs::any::Number::Int(n)))) => n as f64,
+        _ => 0.0,
+    };
+    meeting.insert(&mut txn, "readCount", shown.max(count as f64));
     (Ok(()), Some(txn.encode_update_v1()))
 }
 

@@ -405,6 +405,11 @@ impl Reviews {
         self.phase_moves.lock().await
     }
 
+    /// A review's record, if it exists.
+    pub fn record(&self, review: &str) -> Option<ReviewRecord> {
+        self.lock().reviews.get(review).cloned()
+    }
+
     /// The phase of a review, if it exists.
     pub fn phase(&self, review: &str) -> Option<Phase> {
         self.lock().reviews.get(review).map(|r| r.phase)
@@ -603,9 +608,17 @@ fn invalid_session() -> Problem {
     )
 }
 
-/// Trims and checks a display name.
+/// Trims and checks a display name. "Anonymous" is reserved: it stands for anonymous items.
 pub fn validate_name(name: &str) -> Result<String, Problem> {
-    validate_text(name, MAX_NAME_CHARS, "invalid_name", "a display name")
+    let name = validate_text(name, MAX_NAME_CHARS, "invalid_name", "a display name")?;
+    if name.eq_ignore_ascii_case("anonymous") {
+        return Err(Problem::new(
+            ProblemKind::BadInput,
+            "invalid_name",
+            "\"Anonymous\" is reserved for anonymous items; choose another name",
+        ));
+    }
+    Ok(name)
 }
 
 /// Trims and checks a review title.

@@ -454,6 +454,33 @@ async fn versions_export_and_the_library() {
     )
     .await;
     assert_eq!(entry.body["markdown"], expected);
+    // Hiding after publishing takes the item out of the library too.
+    let anonymous = root(&watcher, "threads")
+        .as_object()
+        .and_then(|t| {
+            t.values().find_map(|t| {
+                let c = &t["comments"][0];
+                (c["body"] == "We were warned about this in June.")
+                    .then(|| json!({ "kind": "comment", "thread": t["id"], "comment": c["id"] }))
+            })
+        })
+        .expect("the anonymous comment");
+    let hidden = review
+        .call("facilitator", "POST", "/moderation/hide", Some(anonymous))
+        .await;
+    assert_eq!(hidden.status, 204, "{}", hidden.body);
+    let entry = request(
+        server.addr,
+        "GET",
+        &format!("/api/library/{}", review.id),
+        None,
+        None,
+    )
+    .await;
+    assert!(!entry.body["markdown"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("warned"));
     review
         .call(
             "author",

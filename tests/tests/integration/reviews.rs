@@ -331,6 +331,15 @@ async fn bad_inputs_get_their_documented_errors() {
     )
     .await
     .assert_error(400, "invalid_name");
+    request(
+        addr,
+        "POST",
+        "/api/join",
+        None,
+        Some(&json!({ "invite": review.invites["author"], "name": "anonymous" })),
+    )
+    .await
+    .assert_error(400, "invalid_name");
     let path = format!("/api/reviews/{}", review.id);
     request(addr, "GET", &path, None, None)
         .await
