@@ -1,7 +1,16 @@
-# Multi-stage build of Debrief: compile the binary, then a small runtime image.
+# Multi-stage build of Debrief: build the web app, compile the binary (which embeds the app),
+# then a small runtime image.
+FROM node:20-bookworm-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/ ./
+RUN npm run build
+
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+COPY --from=web /src/web/dist /src/web/dist
 RUN cargo build --release --locked -p debrief-server --bin debrief
 
 FROM debian:bookworm-slim
