@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::threads::{self, AnonOp, Item};
-use super::{now_ms, random_hex, Problem, ProblemKind};
+use super::{now_ms, random_hex, to_json, Problem, ProblemKind};
 use crate::store::{MetaTree, Store, StoreError};
 use crate::AppState;
 
@@ -367,8 +367,4 @@ fn held_key(review: &str, op: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(op.as_bytes());
     k
-}
-
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("held records are plain data and always serialise")
 }
