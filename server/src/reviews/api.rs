@@ -425,6 +425,36 @@ async fn move_phase(
     Ok(Json(review_view(&state, &review, Some(&session))))
 }
 
+/// Reads one of a review's documents on its owner's task.
+pub(super) async fn read_doc<T, F>(
+    state: &AppState,
+    review: &str,
+    kind: DocKind,
+    f: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&yrs::Doc) -> T + Send + 'static,
+{
+    Ok(state
+        .registry
+        .open(&document_name(review, kind))
+        .read(f)
+        .await?)
+}
+
+/// The facilitator's session of review `id`, or the refusal.
+pub(super) fn facilitator(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(SessionRecord, ReviewRecord), ApiError> {
+    let (session, review) = session(state, headers, id)?;
+    policy::may_facilitate(session.role)
+        .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
+    Ok((session, review))
+}
+
 /// Tells every open document of a review to decide its connections' access again.
 pub(super) async fn reauthorize(state: &AppState, review: &str) {
     for kind in DocKind::ALL {
@@ -532,11 +562,10 @@ async fn anchor(state: &AppState, review: &str, req: AnchorRequest) -> Result<An
             format!("a quote is at most {MAX_QUOTE_CHARS} characters"),
         ));
     }
-    let checked = state
-        .registry
-        .open(&document_name(review, DocKind::Report))
-        .read(move |doc| report::check_anchor(doc, &start, &end))
-        .await?;
+    let checked = read_doc(state, review, DocKind::Report, move |doc| {
+        report::check_anchor(doc, &start, &end)
+    })
+    .await?;
     match checked {
         Ok(()) => Ok(Anchor {
             start: req.start,
@@ -773,11 +802,10 @@ async fn hold_new(
 /// Refuses a new anonymous item when its thread or board is already full.
 async fn room(state: &AppState, id: &str, op: &threads::AnonOp) -> Result<(), ApiError> {
     let probe = op.clone();
-    let fits = state
-        .registry
-        .open(&document_name(id, DocKind::Discussion))
-        .read(move |doc| threads::room_for(doc, &probe))
-        .await?;
+    let fits = read_doc(state, id, DocKind::Discussion, move |doc| {
+        threads::room_for(doc, &probe)
+    })
+    .await?;
     if fits {
         Ok(())
     } else {
@@ -857,11 +885,10 @@ async fn anonymous_reply(
     let req: CommentRequest = parse(body)?;
     let text = threads::validate_body(&req.body)?;
     let probe = thread.clone();
-    let exists = state
-        .registry
-        .open(&document_name(&id, DocKind::Discussion))
-        .read(move |doc| threads::thread_exists(doc, &probe))
-        .await?;
+    let exists = read_doc(&state, &id, DocKind::Discussion, move |doc| {
+        threads::thread_exists(doc, &probe)
+    })
+    .await?;
     if !exists {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -914,11 +941,10 @@ async fn support(
     let (id, concern) = path(p)?;
     let review = anonymous_sender(&state, &headers, &id)?;
     let probe = concern.clone();
-    let exists = state
-        .registry
-        .open(&document_name(&id, DocKind::Discussion))
-        .read(move |doc| threads::concern_exists(doc, &probe))
-        .await?;
+    let exists = read_doc(&state, &id, DocKind::Discussion, move |doc| {
+        threads::concern_exists(doc, &probe)
+    })
+    .await?;
     if !exists {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -956,11 +982,10 @@ async fn unlocked(
         return Ok(item);
     }
     let probe = item.clone();
-    let exists = state
-        .registry
-        .open(&document_name(review, DocKind::Discussion))
-        .read(move |doc| threads::item_exists(doc, &probe))
-        .await?;
+    let exists = read_doc(state, review, DocKind::Discussion, move |doc| {
+        threads::item_exists(doc, &probe)
+    })
+    .await?;
     if !exists {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1011,9 +1036,7 @@ async fn hide(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let id = path(id)?;
-    let (session, _) = session(&state, &headers, &id)?;
-    policy::may_facilitate(session.role)
-        .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
+    facilitator(&state, &headers, &id)?;
     let item: threads::Item = parse(body)?;
     let hidden = state
         .registry
@@ -1040,9 +1063,7 @@ async fn discussed(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let (id, concern) = path(p)?;
-    let (session, _) = session(&state, &headers, &id)?;
-    policy::may_facilitate(session.role)
-        .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
+    facilitator(&state, &headers, &id)?;
     let req: DiscussedRequest = parse(body)?;
     on_discussion(&state, &id, move |doc| {
         threads::set_discussed(doc, &concern, req.discussed)

@@ -9,11 +9,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use debrief_proto::schema::{document_name, DocKind};
+use debrief_proto::schema::DocKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{bearer, in_phase, on_discussion, parse, path, session, Body};
+use super::api::{
+    bearer, facilitator, in_phase, on_discussion, parse, path, read_doc, session, Body,
+};
 use super::meeting::{self, ActionInput, TimerAction};
 use super::records::{Published, Version};
 use super::{export, markdown, policy, Phase, Problem, ProblemKind, ReviewRecord, Role};
@@ -49,8 +51,7 @@ fn forbidden(r: policy::Refusal) -> ApiError {
 
 /// The facilitator's session, during the meeting.
 fn facilitator_in_meeting(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
-    let (session, review) = session(state, headers, id)?;
-    policy::may_facilitate(session.role).map_err(forbidden)?;
+    let (_, review) = facilitator(state, headers, id)?;
     during_meeting(review.phase)?;
     Ok(())
 }
@@ -220,8 +221,7 @@ async fn settings(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let id = path(id)?;
-    let (s, _) = session(&state, &headers, &id)?;
-    policy::may_facilitate(s.role).map_err(forbidden)?;
+    facilitator(&state, &headers, &id)?;
     let req: SettingsRequest = parse(body)?;
     on_discussion(&state, &id, move |doc| meeting::hints(doc, req.hints)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -229,24 +229,18 @@ async fn settings(
 
 /// Reads one document's Markdown (report or notes).
 async fn doc_markdown(state: &AppState, id: &str, kind: DocKind) -> Result<String, ApiError> {
-    Ok(state
-        .registry
-        .open(&document_name(id, kind))
-        .read(markdown::to_markdown)
-        .await?)
+    read_doc(state, id, kind, markdown::to_markdown).await
 }
 
 /// Pins every document's state when the review enters `phase`.
 pub(super) async fn pin_version(state: &AppState, id: &str, phase: Phase) -> Result<(), ApiError> {
     async fn full(state: &AppState, id: &str, kind: DocKind) -> Result<Vec<u8>, ApiError> {
-        let handle = state.registry.open(&document_name(id, kind));
-        Ok(handle
-            .read(|doc| {
-                use yrs::{ReadTxn, StateVector, Transact};
-                doc.transact()
-                    .encode_state_as_update_v1(&StateVector::default())
-            })
-            .await?)
+        read_doc(state, id, kind, |doc| {
+            use yrs::{ReadTxn, StateVector, Transact};
+            doc.transact()
+                .encode_state_as_update_v1(&StateVector::default())
+        })
+        .await
     }
     let report = full(state, id, DocKind::Report).await?;
     let notes = full(state, id, DocKind::Notes).await?;
@@ -327,11 +321,7 @@ async fn parts(state: &AppState, review: ReviewRecord) -> Result<export::Parts, 
     let id = review.id.clone();
     let report = doc_markdown(state, &id, DocKind::Report).await?;
     let notes = doc_markdown(state, &id, DocKind::Notes).await?;
-    let discussion = state
-        .registry
-        .open(&document_name(&id, DocKind::Discussion))
-        .read(meeting::snapshot)
-        .await?;
+    let discussion = read_doc(state, &id, DocKind::Discussion, meeting::snapshot).await?;
     Ok(export::Parts {
         review,
         report,
@@ -436,8 +426,7 @@ async fn publish(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let id = path(id)?;
-    let (s, review) = session(&state, &headers, &id)?;
-    policy::may_facilitate(s.role).map_err(forbidden)?;
+    let (_, review) = facilitator(&state, &headers, &id)?;
     let req: PublishRequest = parse(body)?;
     if !req.published {
         state.records.unpublish(&id).await?;
