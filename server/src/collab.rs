@@ -37,7 +37,6 @@ use debrief_proto::hocuspocus::{
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -47,6 +46,7 @@ use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
+use crate::queue;
 use crate::stateless::{error_json, StatelessRequest};
 use crate::ws::{configure, join, next_frame, outbox_room, upgrade_required, writer, Stream};
 use crate::AppState;
@@ -72,7 +72,7 @@ pub async fn upgrade(
 
 async fn session(socket: WebSocket, state: Arc<AppState>) {
     Metrics::inc(&state.metrics.connections_open);
-    let (outbox, outbox_rx) = mpsc::channel(state.limits.outbox_capacity);
+    let (outbox, outbox_rx) = queue::channel(state.limits.outbox_capacity);
     let kick = Kick::default();
     let (sink, stream) = socket.split();
     let done = state.shutdown.child_token();
@@ -132,7 +132,7 @@ type JoinResult = (String, ConnId, Grant, Result<DocHandle, JoinError>);
 
 struct Session {
     state: Arc<AppState>,
-    outbox: mpsc::Sender<Bytes>,
+    outbox: queue::Sender<Bytes>,
     kick: Kick,
     entries: HashMap<String, Entry>,
     joins: FuturesUnordered<BoxFuture<'static, JoinResult>>,
@@ -538,7 +538,7 @@ impl Session {
     fn send(&self, frame: Bytes) -> bool {
         match self.outbox.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full(_)) => {
                 Metrics::inc(&self.state.metrics.slow_consumers);
                 self.kick.kick(
                     close::SLOW_CONSUMER,
@@ -546,7 +546,7 @@ impl Session {
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(queue::TrySendError::Closed(_)) => false,
         }
     }
 }

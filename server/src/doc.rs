@@ -14,7 +14,7 @@ use debrief_proto::awareness::decode_update;
 use debrief_proto::close;
 use debrief_proto::hocuspocus::{Auth, DocMessage, SCOPE_READ_ONLY, SCOPE_READ_WRITE};
 use debrief_proto::ywire::{Message, SyncMessage};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -26,6 +26,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, Dialect, Peer};
 use crate::presence::Presence;
+use crate::queue;
 use crate::registry::Registry;
 use crate::store::{Compacted, Store, StoreError, StoredDoc};
 
@@ -92,17 +93,9 @@ pub enum JoinError {
 /// Commands a document owner understands.
 #[derive(Debug)]
 pub enum DocCommand {
-    /// Attach a connection; the owner sends it `greeting` (if any), the server's SyncStep1 and
-    /// current awareness.
-    Join {
-        /// The connection.
-        peer: Peer,
-        /// A y-protocols-shaped message sent before anything else, framed for the peer's dialect
-        /// (the Hocuspocus `Authenticated` answer).
-        greeting: Option<Bytes>,
-        /// Answered once the connection is attached or refused.
-        reply: oneshot::Sender<Result<(), JoinError>>,
-    },
+    /// Attach a connection (boxed: a queue slot is as large as its largest command, and every
+    /// open document has a queue).
+    Join(Box<JoinRequest>),
     /// A message from an attached connection.
     Message {
         /// Who sent it.
@@ -118,17 +111,34 @@ pub enum DocCommand {
     /// Decide every attached connection's access again (a review changed phase, or sessions
     /// were revoked), and tell each connection whose access changed.
     Reauthorize,
-    /// Run server code against the document (see [`DocHandle::run`]).
-    Job {
-        /// Reads the document and returns the update it made, if any.
-        job: Job,
-        /// False for a job that only reads, or makes an essential change: it runs even when the
-        /// document is at its size limit.
-        writes: bool,
-        /// Answered once the update (if any) is on disk and relayed, or at once with the reason
-        /// the job did not run.
-        done: oneshot::Sender<Result<(), JobError>>,
-    },
+    /// Run server code against the document (see [`DocHandle::run`]); boxed like `Join`.
+    Job(Box<JobRequest>),
+}
+
+/// A connection asking to attach to a document: the owner sends it `greeting` (if any), the
+/// server's SyncStep1 and current awareness.
+#[derive(Debug)]
+pub struct JoinRequest {
+    /// The connection.
+    pub peer: Peer,
+    /// A y-protocols-shaped message sent before anything else, framed for the peer's dialect
+    /// (the Hocuspocus `Authenticated` answer).
+    pub greeting: Option<Bytes>,
+    /// Answered once the connection is attached or refused.
+    pub reply: oneshot::Sender<Result<(), JoinError>>,
+}
+
+/// Server code to run against a document.
+#[derive(Debug)]
+pub struct JobRequest {
+    /// Reads the document and returns the update it made, if any.
+    pub job: Job,
+    /// False for a job that only reads, or makes an essential change: it runs even when the
+    /// document is at its size limit.
+    pub writes: bool,
+    /// Answered once the update (if any) is on disk and relayed, or at once with the reason the
+    /// job did not run.
+    pub done: oneshot::Sender<Result<(), JobError>>,
 }
 
 /// Server code run by a document's owner: it may read the document and make one change, and
@@ -157,7 +167,7 @@ pub enum JobError {
 /// Sender side of a document owner's command queue.
 #[derive(Debug, Clone)]
 pub struct DocHandle {
-    pub(crate) tx: mpsc::Sender<DocCommand>,
+    pub(crate) tx: queue::Sender<DocCommand>,
 }
 
 impl DocHandle {
@@ -165,11 +175,11 @@ impl DocHandle {
     pub async fn join(&self, peer: Peer, greeting: Option<Bytes>) -> Result<(), JoinError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(DocCommand::Join {
+            .send(DocCommand::Join(Box::new(JoinRequest {
                 peer,
                 greeting,
                 reply,
-            })
+            })))
             .await
             .map_err(|_| JoinError::Unloading)?;
         rx.await.unwrap_or(Err(JoinError::Unloading))
@@ -238,7 +248,7 @@ impl DocHandle {
         }));
         let (done, done_rx) = oneshot::channel();
         self.tx
-            .send(DocCommand::Job { job, writes, done })
+            .send(DocCommand::Job(Box::new(JobRequest { job, writes, done })))
             .await
             .map_err(|_| JobError::Unavailable)?;
         done_rx.await.map_err(|_| JobError::Unavailable)??;
@@ -275,11 +285,19 @@ enum Deferred {
 /// A requested flush and the frames it will release.
 type InFlight = (oneshot::Receiver<Result<(), StoreError>>, Vec<Deferred>);
 
+/// What an owner starts from.
+struct Start {
+    name: Arc<str>,
+    generation: u64,
+    registry: std::sync::Weak<Registry>,
+    ctx: Arc<DocContext>,
+}
+
 pub(crate) struct Owner {
     name: Arc<str>,
     generation: u64,
     registry: std::sync::Weak<Registry>,
-    ctx: DocContext,
+    ctx: Arc<DocContext>,
     /// The document; an empty placeholder while `loading` is running.
     doc: Doc,
     /// The document being built from its stored bytes. Until it is done, joins, awareness and
@@ -317,38 +335,52 @@ pub(crate) struct Owner {
 
 impl Owner {
     /// Loads the document and serves commands until it is unloaded or the server stops.
-    pub(crate) async fn run(
+    ///
+    /// Memory: the task's future lives as long as the document is open, so it holds only
+    /// pointers. The owner is boxed, and loading runs in a future of its own that is freed once
+    /// it is done (a future is as large as its largest state, and every loaded document has one).
+    pub(crate) fn run(
         name: Arc<str>,
         generation: u64,
         registry: std::sync::Weak<Registry>,
-        ctx: DocContext,
-        rx: mpsc::Receiver<DocCommand>,
-    ) {
+        ctx: Arc<DocContext>,
+        rx: queue::Receiver<DocCommand>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let span = tracing::info_span!("doc", doc = %name);
-        async move {
-            let owner = match Owner::load(name.clone(), generation, registry.clone(), ctx).await {
-                Ok(owner) => owner,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not load document");
-                    if let Some(registry) = registry.upgrade() {
-                        registry.remove_if(&name, generation);
-                    }
-                    Owner::refuse_all(rx).await;
-                    return;
-                }
-            };
-            owner.serve(rx).await;
-        }
-        .instrument(span)
-        .await
+        let start = Box::new(Start {
+            name,
+            generation,
+            registry,
+            ctx,
+        });
+        Owner::start(start, rx).instrument(span)
     }
 
-    async fn load(
-        name: Arc<str>,
-        generation: u64,
-        registry: std::sync::Weak<Registry>,
-        ctx: DocContext,
-    ) -> Result<Owner, StoreError> {
+    async fn start(start: Box<Start>, rx: queue::Receiver<DocCommand>) {
+        let loaded = Box::pin(Owner::load(&start)).await;
+        match loaded {
+            Ok(owner) => {
+                drop(start);
+                owner.serve(rx).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not load document");
+                if let Some(registry) = start.registry.upgrade() {
+                    registry.remove_if(&start.name, start.generation);
+                }
+                drop(start);
+                Owner::refuse_all(rx).await;
+            }
+        }
+    }
+
+    async fn load(start: &Start) -> Result<Box<Owner>, StoreError> {
+        let Start {
+            name,
+            generation,
+            registry,
+            ctx,
+        } = start;
         let started = std::time::Instant::now();
         let (stored, meta) = read_blocking(ctx.store.clone(), name.clone()).await?;
         Metrics::inc(&ctx.metrics.documents_loaded);
@@ -359,11 +391,11 @@ impl Owner {
             "document read"
         );
         let loading = Some(build_blocking(name.clone(), stored));
-        Ok(Owner {
-            name,
-            generation,
-            registry,
-            ctx,
+        Ok(Box::new(Owner {
+            name: name.clone(),
+            generation: *generation,
+            registry: registry.clone(),
+            ctx: ctx.clone(),
             doc: crdt::new_doc(),
             loading,
             blocked: None,
@@ -385,10 +417,10 @@ impl Owner {
             shutting_down: false,
             failed: false,
             final_compaction: false,
-        })
+        }))
     }
 
-    async fn serve(mut self, mut rx: mpsc::Receiver<DocCommand>) {
+    async fn serve(mut self: Box<Self>, mut rx: queue::Receiver<DocCommand>) {
         let shutdown = self.ctx.shutdown.clone();
         let max_unreleased = (self.ctx.limits.outbox_capacity / UNRELEASED_PER_OUTBOX).max(1);
         loop {
@@ -488,10 +520,11 @@ impl Owner {
     }
 
     /// Answers every queued join with a refusal when the document could not be loaded.
-    async fn refuse_all(mut rx: mpsc::Receiver<DocCommand>) {
+    async fn refuse_all(mut rx: queue::Receiver<DocCommand>) {
         rx.close();
         while let Some(cmd) = rx.recv().await {
-            if let DocCommand::Join { peer, reply, .. } = cmd {
+            if let DocCommand::Join(join) = cmd {
+                let JoinRequest { peer, reply, .. } = *join;
                 peer.kick
                     .kick(close::INTERNAL_ERROR, "document could not be loaded");
                 let _ = reply.send(Err(JoinError::Unloading));
@@ -505,11 +538,12 @@ impl Owner {
             return;
         }
         match cmd {
-            DocCommand::Join {
-                peer,
-                greeting,
-                reply,
-            } => {
+            DocCommand::Join(join) => {
+                let JoinRequest {
+                    peer,
+                    greeting,
+                    reply,
+                } = *join;
                 let result = self.join(peer, greeting);
                 let _ = reply.send(result);
             }
@@ -520,7 +554,10 @@ impl Owner {
                     self.reauthorize(conn);
                 }
             }
-            DocCommand::Job { job, writes, done } => self.run_job(job, writes, done),
+            DocCommand::Job(request) => {
+                let JobRequest { job, writes, done } = *request;
+                self.run_job(job, writes, done);
+            }
             DocCommand::Message { conn, msg } => {
                 if !self.peers.contains_key(&conn) {
                     // A connection that was closed by this owner may still have frames in flight.
@@ -628,7 +665,7 @@ impl Owner {
     /// Whether handling `cmd` needs the built document.
     fn needs_doc(&self, cmd: &DocCommand) -> bool {
         match cmd {
-            DocCommand::Job { .. } => true,
+            DocCommand::Job(_) => true,
             DocCommand::Message {
                 msg: Incoming::Update(_),
                 ..
@@ -978,7 +1015,7 @@ impl Owner {
     fn push(&self, peer: &Peer, frame: Bytes) -> bool {
         match peer.outbox.try_send(peer.frame(&frame)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full(_)) => {
                 Metrics::inc(&self.ctx.metrics.slow_consumers);
                 tracing::debug!(conn = %peer.conn, "outbox full; closing slow consumer");
                 peer.kick.kick(
@@ -987,7 +1024,7 @@ impl Owner {
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(queue::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -1037,7 +1074,7 @@ impl Owner {
 
     /// Removes this document from the registry if nothing is waiting for it. Joins that raced
     /// with the removal are answered `Unloading`, and their connections open a fresh instance.
-    fn try_unload(&mut self, rx: &mut mpsc::Receiver<DocCommand>) -> bool {
+    fn try_unload(&mut self, rx: &mut queue::Receiver<DocCommand>) -> bool {
         let Some(registry) = self.registry.upgrade() else {
             return false;
         };
@@ -1046,8 +1083,8 @@ impl Owner {
         }
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
-            if let DocCommand::Join { reply, .. } = cmd {
-                let _ = reply.send(Err(JoinError::Unloading));
+            if let DocCommand::Join(join) = cmd {
+                let _ = join.reply.send(Err(JoinError::Unloading));
             }
         }
         tracing::debug!("idle document unloaded");

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod peer;
 pub mod presence;
+pub mod queue;
 pub mod registry;
 pub mod reviews;
 pub mod stateless;

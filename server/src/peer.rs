@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::access::Access;
+use crate::queue;
 
 /// Identifies one WebSocket connection for the lifetime of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,7 +157,7 @@ pub struct Peer {
     /// The attachment's id.
     pub conn: ConnId,
     /// Frames for this connection (shared by every document of a `/collab` socket).
-    pub outbox: mpsc::Sender<Bytes>,
+    pub outbox: queue::Sender<Bytes>,
     /// Closes the connection.
     pub kick: Kick,
     /// How messages are framed for it.

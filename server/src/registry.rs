@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::doc::{DocContext, DocHandle, Owner};
 use crate::limits::DOC_COMMAND_CAPACITY;
+use crate::queue;
 
 #[derive(Debug)]
 struct Entry {
@@ -25,7 +25,7 @@ struct Entry {
 pub struct Registry {
     docs: Mutex<HashMap<Arc<str>, Entry>>,
     next_generation: AtomicU64,
-    ctx: DocContext,
+    ctx: Arc<DocContext>,
     tracker: TaskTracker,
 }
 
@@ -35,7 +35,7 @@ impl Registry {
         Arc::new(Registry {
             docs: Mutex::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
-            ctx,
+            ctx: Arc::new(ctx),
             tracker,
         })
     }
@@ -50,7 +50,7 @@ impl Registry {
         }
         let name: Arc<str> = Arc::from(name);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(DOC_COMMAND_CAPACITY);
+        let (tx, rx) = queue::channel(DOC_COMMAND_CAPACITY);
         let handle = DocHandle { tx };
         docs.insert(
             name.clone(),

@@ -23,7 +23,6 @@ use bytes::Bytes;
 use debrief_proto::close;
 use debrief_proto::ywire::{decode_frame, Message};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -33,12 +32,14 @@ use crate::error::ApiError;
 use crate::limits::{valid_document_name, CLOSE_TIMEOUT, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
+use crate::queue;
 use crate::AppState;
 
-/// tungstenite allocates its read buffer eagerly (128 KiB by default), which would dominate the
-/// memory of an idle connection; presence and typing frames are small, and larger frames still
-/// arrive, in several reads.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// tungstenite allocates its read buffer eagerly (128 KiB by default) and keeps it for the life
+/// of the connection, so it is a large part of an idle connection's memory. Presence and typing
+/// frames are well under 1 KiB; a larger frame gets a buffer of its exact size and arrives in
+/// reads of this size (a 1 MiB frame: about 1,000 reads, a few milliseconds).
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// How many times a connection retries opening a document that was unloading as it joined.
 const JOIN_ATTEMPTS: usize = 5;
@@ -91,7 +92,10 @@ pub async fn upgrade(
         tracker.track_future(async move {
             let conn = state.conn_id();
             let span = tracing::debug_span!("conn", %conn, doc = %doc);
-            connection(socket, doc, (access, credential), conn, state)
+            // Split here: the halves are pointers, and the connection's future keeps its
+            // arguments for its whole life.
+            let (sink, stream) = socket.split();
+            connection((sink, stream), doc, (access, credential), conn, state)
                 .instrument(span)
                 .await;
         })
@@ -120,16 +124,15 @@ pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
 }
 
 async fn connection(
-    socket: WebSocket,
+    (sink, stream): (Sink, Stream),
     doc: String,
     (access, credential): (Result<Access, crate::access::Denied>, Credential),
     conn: ConnId,
     state: Arc<AppState>,
 ) {
     Metrics::inc(&state.metrics.connections_open);
-    let (outbox, outbox_rx) = mpsc::channel(state.limits.outbox_capacity);
+    let (outbox, outbox_rx) = queue::channel(state.limits.outbox_capacity);
     let kick = Kick::default();
-    let (sink, stream) = socket.split();
     let done = state.shutdown.child_token();
     let access = match access {
         Ok(access) => access,
@@ -208,7 +211,7 @@ pub(crate) type Stream = futures_util::stream::SplitStream<WebSocket>;
 /// someone asked for (or "going away" at shutdown).
 pub(crate) async fn writer(
     mut sink: Sink,
-    mut outbox: mpsc::Receiver<Bytes>,
+    mut outbox: queue::Receiver<Bytes>,
     kick: Kick,
     done: CancellationToken,
     shutdown: CancellationToken,
@@ -252,7 +255,7 @@ pub(crate) async fn writer(
 async fn send_batch(
     sink: &mut Sink,
     first: Bytes,
-    outbox: &mut mpsc::Receiver<Bytes>,
+    outbox: &mut queue::Receiver<Bytes>,
 ) -> Result<(), axum::Error> {
     sink.feed(WsMessage::Binary(first)).await?;
     for _ in 1..WRITE_BATCH {
@@ -309,7 +312,7 @@ pub(crate) async fn next_frame(
 /// next message to the owner, so that the frames the message causes (its acknowledgement, an
 /// answer) find room. A client that sends faster than it reads is slowed down (its socket is not
 /// read meanwhile) instead of being closed as a slow consumer. `false` once the outbox is gone.
-pub(crate) async fn outbox_room(outbox: &mpsc::WeakSender<Bytes>) -> bool {
+pub(crate) async fn outbox_room(outbox: &queue::WeakSender<Bytes>) -> bool {
     let Some(outbox) = outbox.upgrade() else {
         return false;
     };
@@ -325,7 +328,7 @@ async fn reader(
     kick: &Kick,
     done: &CancellationToken,
     state: &AppState,
-    room: &mpsc::WeakSender<Bytes>,
+    room: &queue::WeakSender<Bytes>,
 ) {
     let max = state.limits.max_frame_bytes;
     while let Some(bytes) = next_frame(&mut stream, done, kick, max).await {

@@ -1,0 +1,457 @@
+//! A bounded multi-producer, single-consumer queue, for the two queues every open document and
+//! every connection has: a document owner's commands and a connection's outbox.
+//!
+//! Why not `tokio::sync::mpsc`: a tokio channel allocates its first block of 32 slots when it is
+//! created and keeps it, plus a 512-byte shared part, so an idle connection on its own document
+//! paid about 3.5 KiB for two empty queues. Here the items live in a `VecDeque` that holds no
+//! memory until something is queued and gives its memory back when it drains after a burst.
+//!
+//! The semantics are those of the tokio channel this replaces, and capacity is counted by the
+//! same fair semaphore: `send` waits for a free slot, `try_send` fails when the queue is full,
+//! `reserve_many(n)` waits until `n` slots are free at once (and frees them again, so it only
+//! waits), a closed receiver fails every send while the items already queued can still be
+//! received, and `recv` returns `None` once the queue is empty and every sender is gone.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Poll, Waker};
+
+use tokio::sync::{Semaphore, TryAcquireError};
+
+/// Capacity kept by a queue that has drained: enough for the trickle of an idle or typing
+/// connection, so that steady traffic does not reallocate, but a burst's memory is returned.
+const KEEP_CAPACITY: usize = 8;
+
+/// Why [`Sender::try_send`] failed; the item comes back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// Every slot is taken.
+    Full(T),
+    /// The receiver closed or is gone.
+    Closed(T),
+}
+
+/// Why [`Receiver::try_recv`] returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing is queued now.
+    Empty,
+    /// Nothing is queued and nothing can be any more.
+    Disconnected,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// Free slots. Closed when the receiver closes.
+    slots: Semaphore,
+    senders: AtomicUsize,
+    capacity: usize,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    receiver: Option<Waker>,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // The lock is only held for queue operations that cannot panic halfway.
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn wake_receiver(&self) {
+        let waker = self.lock().receiver.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// A queue of at most `capacity` items (`capacity` ≥ 1).
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            receiver: None,
+        }),
+        slots: Semaphore::new(capacity),
+        senders: AtomicUsize::new(1),
+        capacity,
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
+}
+
+/// The sending side; clone it for more senders.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`, waiting for a free slot; gives it back if the receiver closed.
+    pub async fn send(&self, item: T) -> Result<(), T> {
+        match self.shared.slots.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(item),
+        }
+        self.push(item);
+        Ok(())
+    }
+
+    /// Queues `item` if a slot is free now.
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        match self.shared.slots.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(TrySendError::Full(item)),
+            Err(TryAcquireError::Closed) => return Err(TrySendError::Closed(item)),
+        }
+        self.push(item);
+        Ok(())
+    }
+
+    fn push(&self, item: T) {
+        let waker = {
+            let mut state = self.shared.lock();
+            state.items.push_back(item);
+            state.receiver.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Waits until `n` slots (at most the capacity) are free at the same time, without taking
+    /// them; `Err` once the receiver closed.
+    pub async fn reserve_many(&self, n: usize) -> Result<(), ()> {
+        let n = n.clamp(1, self.shared.capacity);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        match self.shared.slots.acquire_many(n).await {
+            Ok(permits) => {
+                drop(permits);
+                Ok(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Whether the receiver closed or is gone.
+    pub fn is_closed(&self) -> bool {
+        self.shared.slots.is_closed()
+    }
+
+    /// The number of slots.
+    pub fn max_capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// A handle that does not keep the queue open.
+    pub fn downgrade(&self) -> WeakSender<T> {
+        WeakSender {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last sender: a waiting receiver must see the end.
+            self.shared.wake_receiver();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("capacity", &self.shared.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sender that does not count as one: the queue ends when only these are left.
+pub struct WeakSender<T> {
+    shared: Weak<Shared<T>>,
+}
+
+impl<T> WeakSender<T> {
+    /// A sender, if any other sender still exists.
+    pub fn upgrade(&self) -> Option<Sender<T>> {
+        let shared = self.shared.upgrade()?;
+        let mut count = shared.senders.load(Ordering::Acquire);
+        loop {
+            if count == 0 {
+                return None;
+            }
+            match shared.senders.compare_exchange_weak(
+                count,
+                count + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Sender { shared }),
+                Err(now) => count = now,
+            }
+        }
+    }
+}
+
+impl<T> Clone for WeakSender<T> {
+    fn clone(&self) -> Self {
+        WeakSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for WeakSender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakSender(..)")
+    }
+}
+
+/// The receiving side.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Receiver<T> {
+    /// The next item; `None` once the queue is empty and can get nothing more (every sender is
+    /// gone, or the queue was closed).
+    pub async fn recv(&mut self) -> Option<T> {
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if let Some(item) = self.take(&mut state) {
+                return Poll::Ready(Some(item));
+            }
+            if self.ended() {
+                return Poll::Ready(None);
+            }
+            match &mut state.receiver {
+                Some(waker) => waker.clone_from(cx.waker()),
+                slot @ None => *slot = Some(cx.waker().clone()),
+            }
+            drop(state);
+            // The last sender may have left between the check and storing the waker.
+            if self.ended() {
+                return Poll::Ready(self.take(&mut self.shared.lock()));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next item if one is queued now.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        let mut state = self.shared.lock();
+        match self.take(&mut state) {
+            Some(item) => Ok(item),
+            None if self.ended() => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.shared.lock().items.is_empty()
+    }
+
+    /// Refuses every further send; what is queued can still be received.
+    pub fn close(&mut self) {
+        self.shared.slots.close();
+    }
+
+    fn ended(&self) -> bool {
+        self.shared.senders.load(Ordering::Acquire) == 0 || self.shared.slots.is_closed()
+    }
+
+    fn take(&self, state: &mut State<T>) -> Option<T> {
+        let item = state.items.pop_front()?;
+        if state.items.is_empty() && state.items.capacity() > KEEP_CAPACITY {
+            state.items.shrink_to(KEEP_CAPACITY);
+        }
+        if !self.shared.slots.is_closed() {
+            self.shared.slots.add_permits(1);
+        }
+        Some(item)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.shared.slots.close();
+        let items = std::mem::take(&mut self.shared.lock().items);
+        drop(items);
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("capacity", &self.shared.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn items_arrive_in_order_and_the_queue_ends_with_its_last_sender() {
+        let (tx, mut rx) = channel(4);
+        let tx2 = tx.clone();
+        tx.send(1).await.expect("open");
+        tx2.send(2).await.expect("open");
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        drop(tx);
+        assert!(!tx2.is_closed());
+        let waiting = tokio::spawn(async move { rx.recv().await });
+        tokio::task::yield_now().await;
+        drop(tx2);
+        let got = tokio::time::timeout(WAIT, waiting).await.expect("woken");
+        assert_eq!(got.expect("task"), None);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_try_send_and_makes_send_wait() {
+        let (tx, mut rx) = channel(2);
+        tx.try_send('a').expect("room");
+        tx.try_send('b').expect("room");
+        assert_eq!(tx.try_send('c'), Err(TrySendError::Full('c')));
+        let sender = tx.clone();
+        let blocked = tokio::spawn(async move { sender.send('c').await });
+        tokio::task::yield_now().await;
+        assert!(!blocked.is_finished());
+        assert_eq!(rx.recv().await, Some('a'));
+        let sent = tokio::time::timeout(WAIT, blocked).await.expect("freed");
+        assert_eq!(sent.expect("task"), Ok(()));
+        assert_eq!(rx.recv().await, Some('b'));
+        assert_eq!(rx.recv().await, Some('c'));
+    }
+
+    #[tokio::test]
+    async fn reserve_many_waits_for_room_without_taking_it() {
+        let (tx, mut rx) = channel(4);
+        for i in 0..3 {
+            tx.send(i).await.expect("open");
+        }
+        let waiter = tx.clone();
+        let reserve = tokio::spawn(async move { waiter.reserve_many(2).await });
+        tokio::task::yield_now().await;
+        assert!(!reserve.is_finished(), "one slot free, two asked");
+        assert_eq!(rx.recv().await, Some(0));
+        let reserved = tokio::time::timeout(WAIT, reserve).await.expect("room");
+        assert_eq!(reserved.expect("task"), Ok(()));
+        // The slots were given back.
+        tx.try_send(3).expect("room");
+        tx.try_send(4).expect("room");
+        assert_eq!(tx.try_send(5), Err(TrySendError::Full(5)));
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_sends_but_keeps_what_is_queued() {
+        let (tx, mut rx) = channel(4);
+        tx.send("kept").await.expect("open");
+        let waiter = tx.clone();
+        let reserve = tokio::spawn(async move { waiter.reserve_many(4).await });
+        tokio::task::yield_now().await;
+        rx.close();
+        assert!(tx.is_closed());
+        assert_eq!(tx.try_send("late"), Err(TrySendError::Closed("late")));
+        assert_eq!(tx.send("later").await, Err("later"));
+        let reserved = tokio::time::timeout(WAIT, reserve).await.expect("woken");
+        assert_eq!(reserved.expect("task"), Err(()));
+        assert!(!rx.is_empty());
+        assert_eq!(rx.recv().await, Some("kept"));
+        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_receiver_fails_senders_and_weak_senders_do_not_keep_it_open() {
+        let (tx, rx) = channel::<u8>(1);
+        let weak = tx.downgrade();
+        let strong = weak.upgrade().expect("a sender exists");
+        drop(strong);
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(1).await, Err(1));
+        drop(tx);
+        assert!(weak.upgrade().is_none(), "no sender left");
+
+        let (tx, mut rx) = channel::<u8>(1);
+        let weak = tx.downgrade();
+        drop(tx);
+        assert!(weak.upgrade().is_none());
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_drained_burst_gives_its_memory_back() {
+        let (tx, mut rx) = channel(1024);
+        for i in 0..1000 {
+            tx.try_send(i).expect("room");
+        }
+        assert!(rx.shared.lock().items.capacity() >= 1000);
+        for i in 0..1000 {
+            assert_eq!(rx.try_recv(), Ok(i));
+        }
+        assert!(rx.shared.lock().items.capacity() <= KEEP_CAPACITY);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_senders_on_other_threads_lose_nothing() {
+        let (tx, mut rx) = channel(16);
+        let mut tasks = Vec::new();
+        for s in 0..4u64 {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..2000u64 {
+                    tx.send(s * 10_000 + i).await.expect("open");
+                }
+            }));
+        }
+        drop(tx);
+        let mut last = [None::<u64>; 4];
+        let mut count = 0;
+        while let Some(v) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("progress")
+        {
+            let s = (v / 10_000) as usize;
+            assert!(last[s].is_none_or(|l| l < v), "per-sender order kept");
+            last[s] = Some(v);
+            count += 1;
+        }
+        assert_eq!(count, 8000);
+        for t in tasks {
+            t.await.expect("sender");
+        }
+    }
+}
