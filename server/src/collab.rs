@@ -74,7 +74,7 @@ async fn session(socket: WebSocket, state: Arc<AppState>) {
     Metrics::inc(&state.metrics.connections_open);
     let (outbox, outbox_rx) = queue::channel(state.limits.outbox_capacity);
     let kick = Kick::default();
-    let (sink, stream) = socket.split();
+    let (mut sink, stream) = socket.split();
     let done = state.shutdown.child_token();
     let mut session = Session {
         state: state.clone(),
@@ -86,7 +86,13 @@ async fn session(socket: WebSocket, state: Arc<AppState>) {
         pending_bytes: 0,
     };
     tokio::join!(
-        writer(sink, outbox_rx, kick, done.clone(), state.shutdown.clone()),
+        writer(
+            &mut sink,
+            outbox_rx,
+            kick,
+            done.clone(),
+            state.shutdown.clone()
+        ),
         session.run(stream, &done),
     );
     session.detach_all().await;

@@ -6,7 +6,7 @@
 //! It never holds a yrs transaction across `.await` and never touches a socket: it talks to
 //! connections through their bounded outboxes ([`Peer`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use crate::access::{Access, Authorizer};
 use crate::crdt;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::peer::{ConnId, Dialect, Peer};
+use crate::peer::{ConnId, Dialect, Peer, Peers};
 use crate::presence::Presence;
 use crate::queue;
 use crate::registry::Registry;
@@ -308,7 +308,7 @@ pub(crate) struct Owner {
     /// Attached while loading: they get the server's SyncStep1 once the document is built.
     awaiting_step1: Vec<ConnId>,
     presence: Presence,
-    peers: HashMap<ConnId, Peer>,
+    peers: Peers,
     /// The stored snapshot as a ready SyncStep2 frame, valid until the first change after load.
     /// A client that joins with nothing (every cold load) gets it without any yrs encoding.
     fresh_sync: Option<Bytes>,
@@ -346,7 +346,9 @@ impl Owner {
         ctx: Arc<DocContext>,
         rx: queue::Receiver<DocCommand>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let span = tracing::info_span!("doc", doc = %name);
+        // A debug span: an enabled span would be allocated for every open document and entered
+        // on every poll; warnings and errors name the document themselves.
+        let span = tracing::debug_span!("doc", doc = %name);
         let start = Box::new(Start {
             name,
             generation,
@@ -364,7 +366,7 @@ impl Owner {
                 owner.serve(rx).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not load document");
+                tracing::error!(doc = %start.name, error = %e, "could not load document");
                 if let Some(registry) = start.registry.upgrade() {
                     registry.remove_if(&start.name, start.generation);
                 }
@@ -401,7 +403,7 @@ impl Owner {
             blocked: None,
             awaiting_step1: Vec::new(),
             presence: Presence::default(),
-            peers: HashMap::new(),
+            peers: Peers::default(),
             fresh_sync: meta.fresh_sync,
             next_seq: meta.next_seq,
             log_entries: meta.log_entries,
@@ -453,7 +455,7 @@ impl Owner {
                             self.release(frames);
                         }
                         _ => {
-                            tracing::error!("flush failed; closing the document");
+                            tracing::error!(doc = %self.name, "flush failed; closing the document");
                             self.fail_all();
                             break;
                         }
@@ -468,11 +470,11 @@ impl Owner {
                     match built {
                         Ok(Ok(doc)) => self.on_built(doc),
                         Ok(Err(e)) => {
-                            tracing::error!(error = %e, "could not build the document");
+                            tracing::error!(doc = %self.name, error = %e, "could not build the document");
                             self.fail_all();
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "the build task failed");
+                            tracing::error!(doc = %self.name, error = %e, "the build task failed");
                             self.fail_all();
                         }
                     }
@@ -549,7 +551,7 @@ impl Owner {
             }
             DocCommand::Leave { conn } => self.remove_peer(conn),
             DocCommand::Reauthorize => {
-                let conns: Vec<ConnId> = self.peers.keys().copied().collect();
+                let conns = self.peers.conns();
                 for conn in conns {
                     self.reauthorize(conn);
                 }
@@ -559,7 +561,7 @@ impl Owner {
                 self.run_job(job, writes, done);
             }
             DocCommand::Message { conn, msg } => {
-                if !self.peers.contains_key(&conn) {
+                if !self.peers.contains(conn) {
                     // A connection that was closed by this owner may still have frames in flight.
                     return;
                 }
@@ -602,7 +604,7 @@ impl Owner {
             }
             Ok(_) => {}
             Err(()) => {
-                tracing::error!("server code panicked on the document; reloading it");
+                tracing::error!(doc = %self.name, "server code panicked on the document; reloading it");
                 self.reload();
                 return;
             }
@@ -615,7 +617,7 @@ impl Owner {
     /// connection, which has no such message, is closed with [`close::READ_ONLY`] or
     /// [`close::PERMISSION_DENIED`] (reconnecting gets the new access).
     fn reauthorize(&mut self, conn: ConnId) {
-        let Some(peer) = self.peers.get(&conn) else {
+        let Some(peer) = self.peers.get(conn) else {
             return;
         };
         let decision = self
@@ -700,7 +702,7 @@ impl Owner {
             return Err(JoinError::Full);
         }
         let conn = peer.conn;
-        self.peers.insert(conn, peer);
+        self.peers.insert(peer);
         if let Some(greeting) = greeting {
             self.send_to(conn, greeting);
         }
@@ -739,7 +741,7 @@ impl Owner {
     }
 
     fn on_update(&mut self, conn: ConnId, update: &[u8]) {
-        let Some(peer) = self.peers.get(&conn) else {
+        let Some(peer) = self.peers.get(conn) else {
             return;
         };
         let wants_acks = peer.wants_acks();
@@ -764,7 +766,7 @@ impl Owner {
             Ok(applied) => applied,
             Err(e) => {
                 Metrics::inc(&self.ctx.metrics.updates_rejected);
-                tracing::warn!(%conn, reason = e.code(), "update rejected; reloading the document");
+                tracing::warn!(doc = %self.name, %conn, reason = e.code(), "update rejected; reloading the document");
                 self.reject(conn, close::UPDATE_REJECTED, e.code());
                 self.reload();
                 return;
@@ -881,7 +883,7 @@ impl Owner {
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "append failed; closing the document");
+                tracing::error!(doc = %self.name, error = %e, "append failed; closing the document");
                 self.fail_all();
                 false
             }
@@ -911,7 +913,7 @@ impl Owner {
                 self.fresh_sync = None;
             }
             Err(e) => {
-                tracing::error!(error = %e, "reload after a failed update failed; closing the document");
+                tracing::error!(doc = %self.name, error = %e, "reload after a failed update failed; closing the document");
                 self.fail_all();
             }
         }
@@ -919,7 +921,7 @@ impl Owner {
 
     /// Closes one connection with a code, and detaches it.
     fn reject(&mut self, conn: ConnId, code: u16, reason: &str) {
-        if let Some(peer) = self.peers.get(&conn) {
+        if let Some(peer) = self.peers.get(conn) {
             peer.kick.kick(code, reason);
         }
         self.remove_peer(conn);
@@ -927,7 +929,7 @@ impl Owner {
 
     /// Closes every connection after a storage failure; they reconnect to a fresh load.
     fn fail_all(&mut self) {
-        for peer in self.peers.values() {
+        for peer in self.peers.iter() {
             peer.kick.kick(close::INTERNAL_ERROR, "storage_error");
         }
         self.peers.clear();
@@ -941,7 +943,7 @@ impl Owner {
     }
 
     fn remove_peer(&mut self, conn: ConnId) {
-        if self.peers.remove(&conn).is_none() {
+        if self.peers.remove(conn).is_none() {
             return;
         }
         if let Some(gone) = self.presence.remove_conn(conn) {
@@ -971,7 +973,7 @@ impl Owner {
                 self.in_flight.push_back((rx, frames));
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot request a flush; closing the document");
+                tracing::error!(doc = %self.name, error = %e, "cannot request a flush; closing the document");
                 self.fail_all();
             }
         }
@@ -990,7 +992,7 @@ impl Owner {
     }
 
     fn send_to(&mut self, conn: ConnId, frame: Bytes) {
-        let Some(peer) = self.peers.get(&conn) else {
+        let Some(peer) = self.peers.get(conn) else {
             return;
         };
         if !self.push(peer, frame) {
@@ -1000,9 +1002,9 @@ impl Owner {
 
     fn broadcast_now(&mut self, except: Option<ConnId>, frame: Bytes) {
         let mut dropped = Vec::new();
-        for (conn, peer) in &self.peers {
-            if Some(*conn) != except && !self.push(peer, frame.clone()) {
-                dropped.push(*conn);
+        for peer in self.peers.iter() {
+            if Some(peer.conn) != except && !self.push(peer, frame.clone()) {
+                dropped.push(peer.conn);
             }
         }
         for conn in dropped {
@@ -1067,8 +1069,12 @@ impl Owner {
                     "log compacted"
                 );
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "compaction failed; the log is kept"),
-            Err(e) => tracing::error!(error = %e, "compaction task failed; the log is kept"),
+            Ok(Err(e)) => {
+                tracing::error!(doc = %self.name, error = %e, "compaction failed; the log is kept")
+            }
+            Err(e) => {
+                tracing::error!(doc = %self.name, error = %e, "compaction task failed; the log is kept")
+            }
         }
     }
 

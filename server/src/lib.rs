@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod collab;
+pub mod compact;
 pub mod config;
 pub mod crdt;
 pub mod doc;

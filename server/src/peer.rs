@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::access::Access;
+use crate::compact;
 use crate::queue;
 
 /// Identifies one WebSocket connection for the lifetime of the process.
@@ -185,5 +186,59 @@ impl Peer {
     /// Whether it expects a SyncStatus for each update it sends.
     pub fn wants_acks(&self) -> bool {
         matches!(self.dialect, Dialect::Hocuspocus { .. })
+    }
+}
+
+/// The connections attached to one document, in a vector: a document has a handful of them, so
+/// a scan is as quick as a hash lookup, and an idle document with one reader keeps one slot
+/// instead of a hash table's four.
+#[derive(Debug, Default)]
+pub struct Peers(Vec<Peer>);
+
+impl Peers {
+    /// The attachment `conn`.
+    pub fn get(&self, conn: ConnId) -> Option<&Peer> {
+        self.0.iter().find(|p| p.conn == conn)
+    }
+
+    /// Whether `conn` is attached.
+    pub fn contains(&self, conn: ConnId) -> bool {
+        self.get(conn).is_some()
+    }
+
+    /// Attaches `peer` (its id must not be attached yet).
+    pub fn insert(&mut self, peer: Peer) {
+        compact::push(&mut self.0, peer);
+    }
+
+    /// Detaches `conn`, returning it if it was attached.
+    pub fn remove(&mut self, conn: ConnId) -> Option<Peer> {
+        let i = self.0.iter().position(|p| p.conn == conn)?;
+        Some(compact::swap_remove(&mut self.0, i))
+    }
+
+    /// Every attachment.
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.0.iter()
+    }
+
+    /// The ids of every attachment.
+    pub fn conns(&self) -> Vec<ConnId> {
+        self.0.iter().map(|p| p.conn).collect()
+    }
+
+    /// How many are attached.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is attached.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Detaches every one.
+    pub fn clear(&mut self) {
+        self.0 = Vec::new();
     }
 }

@@ -2,24 +2,25 @@
 //! connection speaks for each Yjs client id. Sans-IO: it takes decoded entries and says what to
 //! relay; the document owner does the sending.
 
-use std::collections::{HashMap, HashSet};
-
 use debrief_proto::awareness::{encode_update, AwarenessEntry, REMOVED_STATE};
 
+use crate::compact;
 use crate::ConnId;
 
 #[derive(Debug)]
-struct ClientState {
+struct Client {
+    id: u64,
     clock: u64,
-    state: String,
+    state: Box<str>,
+    /// The connection that speaks for it.
     conn: ConnId,
 }
 
-/// Current awareness states of one document.
+/// Current awareness states of one document. A document has a handful of clients, so they are
+/// kept in a small vector and found by a scan.
 #[derive(Debug, Default)]
 pub struct Presence {
-    clients: HashMap<u64, ClientState>,
-    by_conn: HashMap<ConnId, HashSet<u64>>,
+    clients: Vec<Client>,
 }
 
 impl Presence {
@@ -28,35 +29,38 @@ impl Presence {
     pub fn apply(&mut self, conn: ConnId, entries: &[AwarenessEntry<'_>]) -> usize {
         let mut changed = 0;
         for e in entries {
-            let current = self.clients.get(&e.client).map(|c| c.clock);
-            let newer = match current {
+            let index = self.clients.iter().position(|c| c.id == e.client);
+            let newer = match index {
                 None => true,
-                Some(clock) => e.clock > clock || (e.clock == clock && e.is_removal()),
+                Some(i) => {
+                    let clock = self.clients[i].clock;
+                    e.clock > clock || (e.clock == clock && e.is_removal())
+                }
             };
             if !newer {
                 continue;
             }
             changed += 1;
-            if e.is_removal() {
-                if let Some(old) = self.clients.remove(&e.client) {
-                    self.forget(old.conn, e.client);
+            match (index, e.is_removal()) {
+                (Some(i), true) => {
+                    compact::swap_remove(&mut self.clients, i);
                 }
-            } else {
-                if let Some(old) = self.clients.get(&e.client) {
-                    if old.conn != conn {
-                        let prev = old.conn;
-                        self.forget(prev, e.client);
-                    }
+                (None, true) => {}
+                (Some(i), false) => {
+                    let client = &mut self.clients[i];
+                    client.clock = e.clock;
+                    client.state = e.state.into();
+                    client.conn = conn;
                 }
-                self.clients.insert(
-                    e.client,
-                    ClientState {
+                (None, false) => compact::push(
+                    &mut self.clients,
+                    Client {
+                        id: e.client,
                         clock: e.clock,
-                        state: e.state.to_owned(),
+                        state: e.state.into(),
                         conn,
                     },
-                );
-                self.by_conn.entry(conn).or_default().insert(e.client);
+                ),
             }
         }
         changed
@@ -65,13 +69,16 @@ impl Presence {
     /// Removes every client `conn` spoke for and returns the awareness update announcing that
     /// they left (`None` when it spoke for nobody).
     pub fn remove_conn(&mut self, conn: ConnId) -> Option<Vec<u8>> {
-        let ids = self.by_conn.remove(&conn)?;
-        let mut gone = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(state) = self.clients.remove(&id) {
-                gone.push((id, state.clock + 1));
+        let mut gone = Vec::new();
+        self.clients.retain(|c| {
+            if c.conn == conn {
+                gone.push((c.id, c.clock + 1));
+                false
+            } else {
+                true
             }
-        }
+        });
+        compact::release(&mut self.clients);
         if gone.is_empty() {
             return None;
         }
@@ -89,12 +96,10 @@ impl Presence {
         if self.clients.is_empty() {
             return None;
         }
-        Some(encode_update(self.clients.iter().map(|(id, c)| {
-            AwarenessEntry {
-                client: *id,
-                clock: c.clock,
-                state: &c.state,
-            }
+        Some(encode_update(self.clients.iter().map(|c| AwarenessEntry {
+            client: c.id,
+            clock: c.clock,
+            state: &c.state,
         })))
     }
 
@@ -106,15 +111,6 @@ impl Presence {
     /// True when nobody is present.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
-    }
-
-    fn forget(&mut self, conn: ConnId, client: u64) {
-        if let Some(set) = self.by_conn.get_mut(&conn) {
-            set.remove(&client);
-            if set.is_empty() {
-                self.by_conn.remove(&conn);
-            }
-        }
     }
 }
 
@@ -157,5 +153,22 @@ mod tests {
         assert_eq!(p.apply(ConnId(1), &[entry(5, 4, REMOVED_STATE)]), 1);
         assert!(p.snapshot().is_none());
         assert!(p.remove_conn(ConnId(1)).is_none());
+    }
+
+    #[test]
+    fn a_client_that_moves_to_another_connection_leaves_with_it() {
+        let mut p = Presence::default();
+        p.apply(ConnId(1), &[entry(7, 1, "{}"), entry(8, 1, "{}")]);
+        p.apply(ConnId(2), &[entry(7, 2, r#"{"moved":true}"#)]);
+        let gone = p.remove_conn(ConnId(1)).expect("client 8 left");
+        let entries = decode_update(&gone).expect("valid update");
+        assert_eq!(entries, vec![entry(8, 2, REMOVED_STATE)]);
+        let snapshot = p.snapshot().expect("client 7 is here");
+        let entries = decode_update(&snapshot).expect("valid update");
+        assert_eq!(entries, vec![entry(7, 2, r#"{"moved":true}"#)]);
+        let gone = p.remove_conn(ConnId(2)).expect("client 7 left");
+        let entries = decode_update(&gone).expect("valid update");
+        assert_eq!(entries, vec![entry(7, 3, REMOVED_STATE)]);
+        assert!(p.is_empty());
     }
 }

@@ -36,10 +36,11 @@ use crate::queue;
 use crate::AppState;
 
 /// tungstenite allocates its read buffer eagerly (128 KiB by default) and keeps it for the life
-/// of the connection, so it is a large part of an idle connection's memory. Presence and typing
-/// frames are well under 1 KiB; a larger frame gets a buffer of its exact size and arrives in
-/// reads of this size (a 1 MiB frame: about 1,000 reads, a few milliseconds).
-const READ_BUFFER_BYTES: usize = 1024;
+/// of the connection, so it is a large part of an idle connection's memory. Typing and presence
+/// frames are a few hundred bytes; a larger frame gets a buffer of its exact size and arrives in
+/// reads of this size (a 1 MiB frame, such as an offline client's catch-up: about 2,000 reads,
+/// a few milliseconds).
+const READ_BUFFER_BYTES: usize = 512;
 
 /// How many times a connection retries opening a document that was unloading as it joined.
 const JOIN_ATTEMPTS: usize = 5;
@@ -89,16 +90,14 @@ pub async fn upgrade(
     drop(token);
     let tracker = state.tracker.clone();
     ws.on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            let conn = state.conn_id();
-            let span = tracing::debug_span!("conn", %conn, doc = %doc);
-            // Split here: the halves are pointers, and the connection's future keeps its
-            // arguments for its whole life.
-            let (sink, stream) = socket.split();
-            connection((sink, stream), doc, (access, credential), conn, state)
-                .instrument(span)
-                .await;
-        })
+        // Split before the connection's future is made: the halves are pointers, and a future
+        // keeps room for its arguments for its whole life (every open connection has one).
+        let halves = socket.split();
+        let conn = state.conn_id();
+        let span = tracing::debug_span!("conn", %conn, doc = %doc);
+        tracker.track_future(
+            connection(halves, doc, (access, credential), conn, state).instrument(span),
+        )
     })
 }
 
@@ -124,7 +123,7 @@ pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
 }
 
 async fn connection(
-    (sink, stream): (Sink, Stream),
+    (mut sink, stream): (Sink, Stream),
     doc: String,
     (access, credential): (Result<Access, crate::access::Denied>, Credential),
     conn: ConnId,
@@ -140,7 +139,7 @@ async fn connection(
             Metrics::inc(&state.metrics.permission_denied);
             tracing::debug!(code = denied.code, "permission denied");
             kick.kick(close::PERMISSION_DENIED, denied.reason());
-            writer(sink, outbox_rx, kick, done, state.shutdown.clone()).await;
+            writer(&mut sink, outbox_rx, kick, done, state.shutdown.clone()).await;
             Metrics::dec(&state.metrics.connections_open);
             return;
         }
@@ -160,7 +159,7 @@ async fn connection(
             tracing::debug!("connected");
             tokio::join!(
                 writer(
-                    sink,
+                    &mut sink,
                     outbox_rx,
                     kick.clone(),
                     done.clone(),
@@ -178,7 +177,7 @@ async fn connection(
                 }
             };
             kick.kick(code, reason);
-            writer(sink, outbox_rx, kick, done, state.shutdown.clone()).await;
+            writer(&mut sink, outbox_rx, kick, done, state.shutdown.clone()).await;
         }
     }
     tracing::debug!("disconnected");
@@ -210,7 +209,7 @@ pub(crate) type Stream = futures_util::stream::SplitStream<WebSocket>;
 /// Drains `outbox` into the socket until the connection is done, then sends the close frame
 /// someone asked for (or "going away" at shutdown).
 pub(crate) async fn writer(
-    mut sink: Sink,
+    sink: &mut Sink,
     mut outbox: queue::Receiver<Bytes>,
     kick: Kick,
     done: CancellationToken,
@@ -231,7 +230,9 @@ pub(crate) async fn writer(
         tokio::select! {
             biased;
             (code, reason) = kick.kicked() => break Some((code, reason)),
-            sent = tokio::time::timeout(WRITE_TIMEOUT, send_batch(&mut sink, frame, &mut outbox)) => match sent {
+            // Boxed: a write is short-lived, and the connection's future would otherwise keep
+            // room for it while idle.
+            sent = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, send_batch(sink, frame, &mut outbox))) => match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break None,
                 Err(_) => break Some((close::SLOW_CONSUMER, "slow_consumer: write timed out".to_owned())),
@@ -351,7 +352,8 @@ async fn reader(
             };
             let sent = tokio::select! {
                 _ = done.cancelled() => return,
-                sent = async { outbox_room(room).await && handle.send(conn, incoming).await } => sent,
+                // Boxed for the same reason as the writer's send.
+                sent = Box::pin(async { outbox_room(room).await && handle.send(conn, incoming).await }) => sent,
             };
             if !sent {
                 kick.kick(close::INTERNAL_ERROR, "document_closed");
