@@ -184,6 +184,8 @@ pub struct YClient {
     frame_at: Option<Instant>,
     /// When the frame carrying the server's SyncStep2 arrived (before decoding it).
     pub synced_frame_at: Option<Instant>,
+    /// When the WebSocket handshake completed.
+    pub connected_at: Instant,
     /// When set, each update sent is queued here until its acknowledgement, which is then
     /// timed (acknowledgements come in order). Set it only once the handshake has settled,
     /// so that no acknowledgement of the handshake's SyncStep2 is still on its way.
@@ -220,6 +222,7 @@ impl YClient {
             tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
                 .await
                 .with_context(|| format!("connecting to {url}"))?;
+        let connected_at = Instant::now();
         let doc = Doc::with_options(Options {
             offset_kind: OffsetKind::Utf16,
             ..Default::default()
@@ -247,6 +250,7 @@ impl YClient {
             name,
             frame_at: None,
             synced_frame_at: None,
+            connected_at,
             track_acks: false,
             ack_waiting: VecDeque::new(),
             tracked_acks: 0,

@@ -85,6 +85,9 @@ pub struct Measurement {
     /// Part of cold_load_ms until the SyncStep2 frame had arrived (the rest is the client
     /// decoding and applying it).
     pub cold_load_received_ms: Option<f64>,
+    /// Part of cold_load_received_ms until the WebSocket was open (TCP connect and HTTP
+    /// upgrade); the rest is the server reading the document and sending it.
+    pub cold_load_connected_ms: Option<f64>,
     /// How `cold_load_ms` was taken: "after restart", or "in memory, no restart".
     pub cold_load_kind: Option<String>,
     /// Same as cold_load_ms for a second fresh client right after (document in memory).

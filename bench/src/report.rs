@@ -53,6 +53,7 @@ fn rows() -> Vec<(&'static str, Get)> {
             m.disk_bytes.map(|v| v as f64 / MIB)
         }),
         ("restart to listening (ms)", |m| m.restart_ms),
+        ("cold load: socket open (ms)", |m| m.cold_load_connected_ms),
         ("cold load: bytes received (ms)", |m| {
             m.cold_load_received_ms
         }),

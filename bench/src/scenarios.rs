@@ -664,9 +664,11 @@ pub async fn replay(
         m.cold_load_kind = Some("in memory, no restart".into());
     }
     let url = target.addr(&doc_name)?;
-    let (cold, cold_rx, text, encoded) = load_once(&url, &ccfg).await.context("cold load")?;
+    let cold_load = load_once(&url, &ccfg).await.context("cold load")?;
+    let (cold, text, encoded) = (cold_load.applied, cold_load.text, cold_load.encoded);
     m.doc_encoded_bytes = Some(encoded as u64);
-    m.cold_load_received_ms = Some(cold_rx.as_secs_f64() * 1e3);
+    m.cold_load_connected_ms = Some(cold_load.connected.as_secs_f64() * 1e3);
+    m.cold_load_received_ms = Some(cold_load.received.as_secs_f64() * 1e3);
     if text != writer_text {
         m.content_ok = Some(false);
         m.notes.push(format!(
@@ -676,8 +678,8 @@ pub async fn replay(
         ));
     }
     m.cold_load_ms = Some(cold.as_secs_f64() * 1e3);
-    let (warm, _, _, _) = load_once(&url, &ccfg).await.context("warm load")?;
-    m.warm_load_ms = Some(warm.as_secs_f64() * 1e3);
+    let warm = load_once(&url, &ccfg).await.context("warm load")?;
+    m.warm_load_ms = Some(warm.applied.as_secs_f64() * 1e3);
     if let Ok(pid) = target.pid() {
         if let Ok(p) = procstat::peak_rss_bytes(pid) {
             m.peak_rss_bytes = Some(m.peak_rss_bytes.unwrap_or(0).max(p));
@@ -686,12 +688,20 @@ pub async fn replay(
     Ok(m)
 }
 
+/// What a fresh client's load took.
+struct Load {
+    /// Connection opened: the WebSocket is open.
+    connected: Duration,
+    /// Connection opened: the SyncStep2 frame arrived.
+    received: Duration,
+    /// Connection opened: the document is applied.
+    applied: Duration,
+    text: String,
+    encoded: usize,
+}
+
 /// Connect a fresh client and time until it holds the document.
-/// Returns (time to the document applied, time to its bytes received, text, encoded size).
-async fn load_once(
-    url: &DocAddr,
-    ccfg: &ClientConfig,
-) -> Result<(Duration, Duration, String, usize)> {
+async fn load_once(url: &DocAddr, ccfg: &ClientConfig) -> Result<Load> {
     let t0 = Instant::now();
     let mut c = YClient::connect(
         url,
@@ -702,16 +712,23 @@ async fn load_once(
         false,
     )
     .await?;
+    let connected = c.connected_at - t0;
     c.wait_synced(Duration::from_secs(120)).await?;
-    let took = t0.elapsed();
-    let received = c.synced_frame_at.map(|t| t - t0).unwrap_or(took);
+    let applied = t0.elapsed();
+    let received = c.synced_frame_at.map(|t| t - t0).unwrap_or(applied);
     let text = c.text_string();
     let encoded = c.encoded_len();
     c.close().await;
     if text.is_empty() {
         return Err(anyhow!("loaded an empty document"));
     }
-    Ok((took, received, text, encoded))
+    Ok(Load {
+        connected,
+        received,
+        applied,
+        text,
+        encoded,
+    })
 }
 
 // ---------------------------------------------------------------- kill -9

@@ -100,74 +100,135 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let (store, flusher) = Store::open(&config.data_dir)?;
-    let flusher = tokio::task::spawn_blocking(move || flusher.run());
-    let tracker = TaskTracker::new();
-    let metrics = Arc::new(Metrics::default());
-    let reviews = reviews::Reviews::open(&store)?;
-    let anonymity = reviews::anonymous::Anonymity::open(&store, config.anonymous_cadence)?;
-    let records = reviews::records::Records::open(&store)?;
-    let authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
-        reviews: reviews.clone(),
-        others: config.authorizer.clone(),
-    });
-    let registry = Registry::new(
-        doc::DocContext {
-            store: store.clone(),
-            limits: config.limits.clone(),
-            metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
-            authorizer: authorizer.clone(),
-        },
-        tracker.clone(),
-    );
-    let state = Arc::new(AppState {
-        registry,
-        store: store.clone(),
-        limits: config.limits.clone(),
-        metrics,
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-        next_conn: AtomicU64::new(1),
-        authorizer,
-        stateless: config.stateless.clone(),
-        reviews,
-        creation_secret: config.creation_secret.clone(),
-        anonymity,
-        records,
-    });
-    tracker.spawn(reviews::anonymous::release_loop(state.clone()));
-    // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+    Server::open(config, shutdown).await?.serve(listener).await
+}
+
+/// A server whose store is open and whose state is loaded, ready to serve.
+pub struct Server {
+    state: Arc<AppState>,
+    store: Store,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store (sled recovers its log here) and loads the review state. Connections
+    /// are only accepted by [`Server::serve`], so a caller can announce that it is listening
+    /// once this returns.
+    pub async fn open(config: Config, shutdown: CancellationToken) -> Result<Server, ServerError> {
+        let started = std::time::Instant::now();
+        let data_dir = config.data_dir.clone();
+        let (store, flusher) = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        match Server::load(config, shutdown, store.clone()) {
+            Ok(state) => Ok(Server {
+                state,
+                store,
+                flusher,
+            }),
+            Err(e) => {
+                // Stop the flusher: it ends once every handle to the store is gone.
+                drop(store);
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, flusher).await;
+                Err(e)
+            }
         }
-    });
-    let served = axum::serve(listener, http::router(state.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
-    // axum does not wait for upgraded WebSockets; the tracker does.
-    shutdown.cancel();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+    }
+
+    fn load(
+        config: Config,
+        shutdown: CancellationToken,
+        store: Store,
+    ) -> Result<Arc<AppState>, ServerError> {
+        let tracker = TaskTracker::new();
+        let metrics = Arc::new(Metrics::default());
+        let reviews = reviews::Reviews::open(&store)?;
+        let anonymity = reviews::anonymous::Anonymity::open(&store, config.anonymous_cadence)?;
+        let records = reviews::records::Records::open(&store)?;
+        let authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
+            reviews: reviews.clone(),
+            others: config.authorizer.clone(),
+        });
+        let registry = Registry::new(
+            doc::DocContext {
+                store: store.clone(),
+                limits: config.limits.clone(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+                authorizer: authorizer.clone(),
+            },
+            tracker.clone(),
+        );
+        Ok(Arc::new(AppState {
+            registry,
+            store,
+            limits: config.limits.clone(),
+            metrics,
+            shutdown,
+            tracker,
+            next_conn: AtomicU64::new(1),
+            authorizer,
+            stateless: config.stateless.clone(),
+            reviews,
+            creation_secret: config.creation_secret.clone(),
+            anonymity,
+            records,
+        }))
+    }
+
+    /// Serves on `listener` until the shutdown token is cancelled (see [`run`]).
+    pub async fn serve(self, listener: TcpListener) -> Result<(), ServerError> {
+        let Server {
+            state,
+            store,
+            flusher,
+        } = self;
+        let shutdown = state.shutdown.clone();
+        let tracker = state.tracker.clone();
+        tracker.spawn(reviews::anonymous::release_loop(state.clone()));
+        // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let served = axum::serve(listener, http::router(state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        // axum does not wait for upgraded WebSockets; the tracker does.
+        shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections or documents did not stop in time");
+        }
+        drop(state);
+        let flushed = tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || store.flush_blocking()
+        })
         .await
-        .is_err()
-    {
-        tracing::warn!("some connections or documents did not stop in time");
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        drop(store);
+        if tokio::time::timeout(SHUTDOWN_GRACE, flusher).await.is_err() {
+            tracing::warn!("the flusher did not stop in time");
+        }
+        served?;
+        flushed?;
+        tracing::info!("stopped");
+        Ok(())
     }
-    drop(state);
-    let flushed = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || store.flush_blocking()
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))?;
-    drop(store);
-    if tokio::time::timeout(SHUTDOWN_GRACE, flusher).await.is_err() {
-        tracing::warn!("the flusher did not stop in time");
-    }
-    served?;
-    flushed?;
-    tracing::info!("stopped");
-    Ok(())
 }

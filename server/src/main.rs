@@ -1,5 +1,6 @@
-//! The `debrief` binary: parse configuration, start tracing, bind, and hand over to
-//! [`debrief_server::run`] with a shutdown token cancelled by SIGINT or SIGTERM.
+//! The `debrief` binary: parse configuration, start tracing, bind, open the store, say it is
+//! listening, and serve ([`debrief_server::Server`]) until SIGINT or SIGTERM cancels the
+//! shutdown token.
 
 use std::io::{IsTerminal, Write};
 
@@ -30,6 +31,13 @@ async fn serve() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    // The store opens (sled recovers its log) before the server says it is listening, so that
+    // "listening" means connections are served at once.
+    let server = debrief_server::Server::open(Config::from(&cli), shutdown)
+        .await
+        .context("opening the server")?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     {
         let mut out = std::io::stdout().lock();
@@ -46,11 +54,7 @@ async fn serve() -> anyhow::Result<()> {
     if !debrief_server::web::built() {
         tracing::warn!("built without the browser app (web/dist); `scripts/run` builds both");
     }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    debrief_server::run(listener, Config::from(&cli), shutdown)
-        .await
-        .context("server failed")
+    server.serve(listener).await.context("server failed")
 }
 
 /// Library targets whose events carry a client's address or raw message contents (tokens,
