@@ -23,6 +23,7 @@ pub mod registry;
 pub mod reviews;
 pub mod stateless;
 pub mod store;
+pub mod wal;
 pub mod web;
 pub mod ws;
 

@@ -12,11 +12,14 @@
 //! Compaction writes the new snapshot and deletes the entries it covers in one sled batch, so a
 //! crash at any point leaves either the old or the new layout, both loadable.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use debrief_proto::lib0::{write_var_uint8_array, Reader};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::wal::{self, Wal};
 
 /// Flush requests waiting for the flusher. Owners wait when it is full, which only happens if the
 /// disk cannot keep up; that is the back-pressure we want.
@@ -44,6 +47,9 @@ pub enum StoreError {
     /// Folding the log into a snapshot failed.
     #[error("compaction failed: {0}")]
     Compaction(String),
+    /// Reading or writing the write-ahead file failed.
+    #[error("write-ahead file: {0}")]
+    Wal(String),
 }
 
 /// One key and value of a [`MetaTree`].
@@ -146,7 +152,18 @@ pub struct Compacted {
     pub snapshot_bytes: u64,
 }
 
-type FlushWaiter = oneshot::Sender<Result<(), StoreError>>;
+/// A request for a flush.
+#[derive(Debug)]
+struct FlushWaiter {
+    /// Answered once the flush is done.
+    done: oneshot::Sender<Result<(), StoreError>>,
+    /// Everything written to sled must be durable (metadata), not only document log records
+    /// (which the write-ahead file makes durable).
+    everything: bool,
+}
+
+/// Log records encoded for the write-ahead file, waiting for the next flush.
+type Pending = Arc<Mutex<Vec<u8>>>;
 
 /// Handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
@@ -154,6 +171,7 @@ pub struct Store {
     db: sled::Db,
     docs: sled::Tree,
     flush_tx: mpsc::Sender<FlushWaiter>,
+    pending: Pending,
 }
 
 /// The group-commit task. Returned by [`Store::open`] so the caller owns and awaits it; it ends
@@ -162,16 +180,39 @@ pub struct Store {
 pub struct Flusher {
     db: sled::Db,
     rx: mpsc::Receiver<FlushWaiter>,
+    pending: Pending,
+    /// `None` after a write-ahead failure: from then on every flush is a sled flush.
+    wal: Option<Wal>,
 }
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
+    ///
+    /// Log records left in the write-ahead file by a crash are put back into sled first (see
+    /// [`crate::wal`]).
     pub fn open(dir: &Path) -> Result<(Store, Flusher), StoreError> {
         let db = open_db(dir)?;
         let docs = db.open_tree("docs")?;
+        let wal_dir = dir.join("wal");
+        replay(&db, &docs, &wal_dir)?;
+        let wal = Wal::create(&wal_dir).map_err(wal_error)?;
         let (flush_tx, rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
-        let flusher = Flusher { db: db.clone(), rx };
-        Ok((Store { db, docs, flush_tx }, flusher))
+        let pending = Pending::default();
+        let flusher = Flusher {
+            db: db.clone(),
+            rx,
+            pending: pending.clone(),
+            wal: Some(wal),
+        };
+        Ok((
+            Store {
+                db,
+                docs,
+                flush_tx,
+                pending,
+            },
+            flusher,
+        ))
     }
 
     /// Reads a document's snapshot and log.
@@ -208,27 +249,38 @@ impl Store {
             write_var_uint8_array(&mut record, u.as_ref());
         }
         let len = record.len() as u64;
-        self.docs.insert(log_key(name, seq), record)?;
+        // Into sled first: the write-ahead file may only hold what sled already has in memory,
+        // so that a checkpoint (a sled flush) covers every record of the older segments.
+        self.docs.insert(log_key(name, seq), &record[..])?;
+        let mut pending = lock(&self.pending);
+        wal::encode(&mut pending, name, seq, &record);
         Ok(len)
     }
 
-    /// Asks for a flush and returns a receiver that completes once everything appended before
-    /// this call is on disk. Concurrent requests share one flush (group commit).
+    /// Asks for a flush and returns a receiver that completes once every log record appended
+    /// before this call is on disk. Concurrent requests share one flush (group commit).
     pub async fn request_flush(
         &self,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        let (tx, rx) = oneshot::channel();
+        self.flush_request(false).await
+    }
+
+    async fn flush_request(
+        &self,
+        everything: bool,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
         self.flush_tx
-            .send(tx)
+            .send(FlushWaiter { done, everything })
             .await
             .map_err(|_| StoreError::FlusherGone)?;
         Ok(rx)
     }
 
-    /// Waits until everything written so far is flushed (one group commit shared with the
-    /// documents).
+    /// Waits until everything written so far, metadata included, is flushed (a sled flush,
+    /// shared with any other request waiting at that moment).
     pub async fn durable(&self) -> Result<(), StoreError> {
-        self.request_flush()
+        self.flush_request(true)
             .await?
             .await
             .map_err(|_| StoreError::FlusherGone)?
@@ -309,14 +361,15 @@ impl Flusher {
     /// every flush to sled's thread pool, whose queue wakes all its idle threads per job; under
     /// many small flushes that thundering herd cost more CPU than the flushes themselves.
     pub fn run(mut self) {
-        let mut waiters = Vec::new();
+        let mut waiters: Vec<FlushWaiter> = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
             waiters.push(first);
             while let Ok(more) = self.rx.try_recv() {
                 waiters.push(more);
             }
             let started = std::time::Instant::now();
-            let result = self.db.flush().map(|_| ()).map_err(StoreError::from);
+            let everything = waiters.iter().any(|w| w.everything);
+            let result = self.round(everything);
             let elapsed = started.elapsed();
             if elapsed >= SLOW_FLUSH {
                 // Every frame waiting for this flush waited this long too.
@@ -331,10 +384,117 @@ impl Flusher {
             }
             for w in waiters.drain(..) {
                 // A waiter that went away (its document closed) needs no answer.
-                let _ = w.send(result.clone());
+                let _ = w.done.send(result.clone());
             }
         }
+        // Every handle is gone: leave sled complete, then the segments are not needed.
+        match self.db.flush() {
+            Ok(_) => {
+                if let Some(wal) = self.wal.take() {
+                    if let Err(e) = wal.remove_all() {
+                        tracing::warn!(error = %e, "could not remove the write-ahead segments");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "final flush failed"),
+        }
     }
+
+    /// One group commit: the pending log records go to the write-ahead file (or, when
+    /// `everything` must be durable, sled is flushed, which covers them too).
+    fn round(&mut self, everything: bool) -> Result<(), StoreError> {
+        // Taken before any flush: every record in it is already in sled's memory.
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        let Some(wal) = self.wal.as_mut() else {
+            return sled_flush(&self.db);
+        };
+        if everything || pending.len() as u64 >= wal::SEGMENT_BYTES {
+            return sled_flush(&self.db);
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if wal.len() + pending.len() as u64 > wal::SEGMENT_BYTES {
+            // Checkpoint: a new segment, then a sled flush that covers every older one (and
+            // the pending records), then the older ones can go.
+            if let Err(e) = wal.rotate() {
+                return self.wal_failed(e);
+            }
+            sled_flush(&self.db)?;
+            if let Err(e) = wal.remove_older() {
+                tracing::warn!(error = %e, "could not remove old write-ahead segments");
+            }
+            return Ok(());
+        }
+        match wal.append(&pending) {
+            Ok(()) => Ok(()),
+            Err(e) => self.wal_failed(e),
+        }
+    }
+
+    /// A write-ahead failure may leave a partial record behind, after which nothing could be
+    /// replayed; so the file is given up and sled flushes take over (durable, only slower).
+    fn wal_failed(&mut self, e: std::io::Error) -> Result<(), StoreError> {
+        tracing::error!(error = %e, "write-ahead file failed; flushing sled for every group commit from now on");
+        self.wal = None;
+        sled_flush(&self.db)
+    }
+}
+
+fn sled_flush(db: &sled::Db) -> Result<(), StoreError> {
+    db.flush()?;
+    Ok(())
+}
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    match pending.lock() {
+        Ok(guard) => guard,
+        // Encoding into the buffer cannot panic halfway; its contents are whole records.
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn wal_error(e: std::io::Error) -> StoreError {
+    StoreError::Wal(e.to_string())
+}
+
+/// Puts the log records of write-ahead segments left by a crash back into sled, flushes sled,
+/// and deletes the segments. A record already folded into its document's snapshot is skipped.
+fn replay(db: &sled::Db, docs: &sled::Tree, wal_dir: &Path) -> Result<(), StoreError> {
+    let segments = wal::segments(wal_dir).map_err(wal_error)?;
+    if segments.is_empty() {
+        return Ok(());
+    }
+    let (records, damaged) = wal::read_all(wal_dir).map_err(wal_error)?;
+    for path in &damaged {
+        tracing::warn!(
+            segment = %path.display(),
+            "a write-ahead segment ends in an incomplete record (a write cut short, never acknowledged)"
+        );
+    }
+    let mut covers: HashMap<String, u64> = HashMap::new();
+    for r in &records {
+        let below = match covers.get(&r.name) {
+            Some(below) => *below,
+            None => {
+                let below = match docs.get(snapshot_key(&r.name))? {
+                    Some(v) => split_snapshot(&v).map_or(0, |(covers, _)| covers),
+                    None => 0,
+                };
+                covers.insert(r.name.clone(), below);
+                below
+            }
+        };
+        if r.seq >= below {
+            docs.insert(log_key(&r.name, r.seq), &r.record[..])?;
+        }
+    }
+    db.flush()?;
+    for (_, path) in segments {
+        std::fs::remove_file(path).map_err(wal_error)?;
+    }
+    tracing::info!(records = records.len(), "replayed the write-ahead file");
+    Ok(())
 }
 
 /// How long opening waits for the directory's lock: sled releases it from its background thread
@@ -457,5 +617,93 @@ mod tests {
         flusher
             .await
             .expect("flusher ends when the store is dropped");
+    }
+
+    fn record(updates: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for u in updates {
+            write_var_uint8_array(&mut out, u);
+        }
+        out
+    }
+
+    #[test]
+    fn records_left_in_the_write_ahead_file_are_replayed_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (store, flusher) = Store::open(dir.path()).expect("open");
+            store.append("a", 0, &[b"zero"]).expect("append");
+            store.append("a", 1, &[b"one"]).expect("append");
+            store
+                .compact("a", 2, |_, ups| Ok(ups.concat()))
+                .expect("compact");
+            drop(store);
+            flusher.run();
+        }
+        assert!(
+            wal::segments(&dir.path().join("wal"))
+                .expect("list")
+                .is_empty(),
+            "a clean stop leaves no segment"
+        );
+        // As if the server had crashed after syncing these to the write-ahead file but before
+        // sled wrote them: "a" 1 is already in the snapshot, "a" 2 and "b" 0 are not, and the
+        // last write was cut short.
+        let mut bytes = Vec::new();
+        wal::encode(&mut bytes, "a", 1, &record(&[b"one"]));
+        wal::encode(&mut bytes, "a", 2, &record(&[b"two", b"three"]));
+        wal::encode(&mut bytes, "b", 0, &record(&[b"bee"]));
+        wal::encode(&mut bytes, "b", 1, &record(&[b"torn"]));
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(dir.path().join("wal").join("0000000000000009.seg"), &bytes)
+            .expect("write segment");
+
+        let (store, flusher) = Store::open(dir.path()).expect("reopen");
+        let a = store.load("a").expect("load a");
+        assert_eq!(a.snapshot.as_deref(), Some(&b"zeroone"[..]));
+        assert_eq!(a.log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            a.updates().expect("decode"),
+            vec![&b"two"[..], &b"three"[..]]
+        );
+        assert_eq!(a.next_seq, 3);
+        let b = store.load("b").expect("load b");
+        assert_eq!(b.updates().expect("decode"), vec![&b"bee"[..]]);
+        assert_eq!(store.log_len("a"), 1, "the folded record was not put back");
+        let segments = wal::segments(&dir.path().join("wal")).expect("list");
+        assert_eq!(segments.len(), 1, "replayed segments are deleted");
+        let fresh = std::fs::metadata(&segments[0].1).expect("segment");
+        assert_eq!(fresh.len(), 0, "the new segment starts empty");
+        drop(store);
+        flusher.run();
+    }
+
+    #[tokio::test]
+    async fn a_log_flush_writes_the_write_ahead_file_and_durable_flushes_sled() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, flusher) = Store::open(dir.path()).expect("open");
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        store.append("d", 0, &[b"x"]).expect("append");
+        store
+            .request_flush()
+            .await
+            .expect("queued")
+            .await
+            .expect("answered")
+            .expect("flushed");
+        let (records, damaged) = wal::read_all(&dir.path().join("wal")).expect("read");
+        assert_eq!(records.len(), 1);
+        assert_eq!((records[0].name.as_str(), records[0].seq), ("d", 0));
+        assert!(damaged.is_empty());
+        store.append("d", 1, &[b"y"]).expect("append");
+        store.durable().await.expect("durable");
+        let (records, _) = wal::read_all(&dir.path().join("wal")).expect("read");
+        assert_eq!(
+            records.len(),
+            1,
+            "a sled flush covers the record; it is not written twice"
+        );
+        drop(store);
+        flusher.await.expect("flusher ends");
     }
 }

@@ -48,7 +48,8 @@ async fn kill_9_after_acknowledgements(n: u64, one_by_one: bool) {
     );
     server.kill9().await;
 
-    let server = ChildServer::start(dir.path()).await;
+    let log = dir.path().join("restart.log");
+    let server = ChildServer::start_with(dir.path(), &["--open-access"], Some(&log)).await;
     let mut reader = Client::connect(&server.ws_url("acked")).await;
     reader.wait_synced().await;
     assert_eq!(
@@ -57,6 +58,12 @@ async fn kill_9_after_acknowledgements(n: u64, one_by_one: bool) {
         "an acknowledged update was lost"
     );
     server.terminate().await;
+    // The acknowledgements rested on the write-ahead file: the restart read it back.
+    let logged = std::fs::read_to_string(&log).expect("read the log");
+    assert!(
+        logged.contains("replayed the write-ahead file"),
+        "the restart did not replay the write-ahead file:\n{logged}"
+    );
 }
 
 #[tokio::test]
