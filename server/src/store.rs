@@ -572,6 +572,17 @@ fn corrupt(name: &str, what: &str) -> StoreError {
 mod tests {
     use super::*;
 
+    /// Requests a group commit and waits until it is done.
+    async fn log_flush(store: &Store) {
+        store
+            .request_flush()
+            .await
+            .expect("queued")
+            .await
+            .expect("answered")
+            .expect("flushed");
+    }
+
     #[tokio::test]
     async fn append_load_compact() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -583,13 +594,7 @@ mod tests {
         store
             .append("a:b", 0, &[&b"other"[..], &b"two"[..]])
             .expect("append");
-        store
-            .request_flush()
-            .await
-            .expect("queued")
-            .await
-            .expect("answered")
-            .expect("flushed");
+        log_flush(&store).await;
         let loaded = store.load("a").expect("load");
         assert_eq!(loaded.log.len(), 5);
         assert_eq!(loaded.next_seq, 5);
@@ -684,13 +689,7 @@ mod tests {
         let (store, flusher) = Store::open(dir.path()).expect("open");
         let flusher = tokio::task::spawn_blocking(move || flusher.run());
         store.append("d", 0, &[b"x"]).expect("append");
-        store
-            .request_flush()
-            .await
-            .expect("queued")
-            .await
-            .expect("answered")
-            .expect("flushed");
+        log_flush(&store).await;
         let (records, damaged) = wal::read_all(&dir.path().join("wal")).expect("read");
         assert_eq!(records.len(), 1);
         assert_eq!((records[0].name.as_str(), records[0].seq), ("d", 0));
