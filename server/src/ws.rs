@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use debrief_proto::close;
 use debrief_proto::ywire::{decode_frame, Message};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -215,28 +215,45 @@ pub(crate) async fn writer(
     done: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    // Made once, not per frame: each of these registers a waiter when first polled.
+    let kicked = kick.kicked();
+    let stopping = shutdown.cancelled();
+    let finished = done.cancelled();
+    tokio::pin!(kicked, stopping, finished);
     let close_with = loop {
         let frame = tokio::select! {
             biased;
-            (code, reason) = kick.kicked() => break Some((code, reason)),
-            _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "server_shutting_down".to_owned())),
-            _ = done.cancelled() => break None,
+            (code, reason) = &mut kicked => break Some((code, reason)),
+            () = &mut stopping => break Some((close::GOING_AWAY, "server_shutting_down".to_owned())),
+            () = &mut finished => break None,
             frame = outbox.recv() => match frame {
                 Some(frame) => frame,
                 None => break Some((close::INTERNAL_ERROR, "document_closed".to_owned())),
             },
         };
-        // A write blocks while the client does not read; a close request must not wait for it.
-        tokio::select! {
-            biased;
-            (code, reason) = kick.kicked() => break Some((code, reason)),
-            // Boxed: a write is short-lived, and the connection's future would otherwise keep
-            // room for it while idle.
-            sent = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, send_batch(sink, frame, &mut outbox))) => match sent {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break None,
-                Err(_) => break Some((close::SLOW_CONSUMER, "slow_consumer: write timed out".to_owned())),
+        // Boxed: a write is short-lived, and the connection's future would otherwise keep room
+        // for it while idle.
+        let mut send = Box::pin(send_batch(sink, frame, &mut outbox));
+        // Most writes complete at once; only one that has to wait for the client gets a timer.
+        let sent = match (&mut send).now_or_never() {
+            Some(sent) => Ok(sent),
+            // A write blocks while the client does not read; a close request must not wait
+            // for it.
+            None => tokio::select! {
+                biased;
+                (code, reason) = &mut kicked => break Some((code, reason)),
+                sent = tokio::time::timeout(WRITE_TIMEOUT, send) => sent,
             },
+        };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break None,
+            Err(_) => {
+                break Some((
+                    close::SLOW_CONSUMER,
+                    "slow_consumer: write timed out".to_owned(),
+                ))
+            }
         }
     };
     if let Some((code, reason)) = close_with {
