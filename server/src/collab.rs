@@ -21,11 +21,10 @@
 //!
 //! A frame that cannot be decoded closes the socket with 1002 and the decoder's error code.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
@@ -42,13 +41,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::access::Access;
+use crate::compact;
 use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
 use crate::queue;
 use crate::stateless::{error_json, StatelessRequest};
-use crate::ws::{configure, join, next_frame, outbox_room, upgrade_required, writer, Stream};
+use crate::ws::{configure, join, next_frame, outbox_room, upgrade_required, writer, Sink, Stream};
 use crate::AppState;
 
 /// `GET /collab`: upgrades to a Hocuspocus session.
@@ -62,25 +62,24 @@ pub async fn upgrade(
     };
     let tracker = state.tracker.clone();
     ws.on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            let conn = state.conn_id();
-            let span = tracing::debug_span!("collab", %conn);
-            session(socket, state).instrument(span).await;
-        })
+        // Split before the session's future is made (see `ws::upgrade`).
+        let halves = socket.split();
+        let conn = state.conn_id();
+        let span = tracing::debug_span!("collab", %conn);
+        tracker.track_future(session(halves, state).instrument(span))
     })
 }
 
-async fn session(socket: WebSocket, state: Arc<AppState>) {
+async fn session((mut sink, stream): (Sink, Stream), state: Arc<AppState>) {
     Metrics::inc(&state.metrics.connections_open);
     let (outbox, outbox_rx) = queue::channel(state.limits.outbox_capacity);
     let kick = Kick::default();
-    let (mut sink, stream) = socket.split();
     let done = state.shutdown.child_token();
     let mut session = Session {
         state: state.clone(),
         outbox,
         kick: kick.clone(),
-        entries: HashMap::new(),
+        entries: Entries::default(),
         joins: FuturesUnordered::new(),
         pending_messages: 0,
         pending_bytes: 0,
@@ -134,13 +133,69 @@ enum Pending {
     Bytes,
 }
 
+/// The documents of one socket by routing key, in a small vector: a socket has a few (at most
+/// `max_documents_per_socket`), usually one, and a hash table would start at four buckets.
+#[derive(Debug, Default)]
+struct Entries(Vec<(String, Entry)>);
+
+impl Entries {
+    fn index(&self, key: &str) -> Option<usize> {
+        self.0.iter().position(|(k, _)| k == key)
+    }
+
+    fn get(&self, key: &str) -> Option<&Entry> {
+        self.index(key).map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, key: &str) -> Option<&mut Entry> {
+        self.index(key).map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.index(key).is_some()
+    }
+
+    /// Sets `key`'s entry, returning the one it replaced.
+    fn insert(&mut self, key: String, entry: Entry) -> Option<Entry> {
+        match self.index(&key) {
+            Some(i) => Some(std::mem::replace(&mut self.0[i].1, entry)),
+            None => {
+                compact::push(&mut self.0, (key, entry));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let i = self.index(key)?;
+        Some(compact::swap_remove(&mut self.0, i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter().map(|(_, e)| e)
+    }
+}
+
+impl IntoIterator for Entries {
+    type Item = (String, Entry);
+    type IntoIter = std::vec::IntoIter<(String, Entry)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 type JoinResult = (String, ConnId, Grant, Result<DocHandle, JoinError>);
 
 struct Session {
     state: Arc<AppState>,
     outbox: queue::Sender<Bytes>,
     kick: Kick,
-    entries: HashMap<String, Entry>,
+    entries: Entries,
     joins: FuturesUnordered<BoxFuture<'static, JoinResult>>,
     pending_messages: usize,
     pending_bytes: usize,
@@ -157,11 +212,13 @@ impl Session {
             let keep_going = tokio::select! {
                 biased;
                 _ = done.cancelled() => false,
+                // Handling a frame or a join is boxed: the session's future lives as long as the
+                // socket, and would otherwise keep room for them while idle.
                 Some(joined) = self.joins.next(), if !self.joins.is_empty() => {
-                    self.joined(joined, done).await
+                    Box::pin(self.joined(joined, done)).await
                 }
                 frame = next_frame(&mut stream, done, &kick, max) => match frame {
-                    Some(frame) => self.on_frame(frame, done).await,
+                    Some(frame) => Box::pin(self.on_frame(frame, done)).await,
                     None => false,
                 },
                 _ = sleep_until(deadline) => {

@@ -449,6 +449,10 @@ impl Owner {
                 biased;
                 done = async { (&mut self.in_flight.front_mut().expect("guarded by the branch condition").0).await }, if !self.in_flight.is_empty() => {
                     let (_, frames) = self.in_flight.pop_front().expect("front exists");
+                    if self.in_flight.is_empty() {
+                        // Give the capacity back: most documents are idle most of the time.
+                        self.in_flight = VecDeque::new();
+                    }
                     match done {
                         Ok(Ok(())) => {
                             Metrics::inc(&self.ctx.metrics.flushes);
@@ -878,7 +882,8 @@ impl Owner {
                 self.next_seq += 1;
                 self.log_entries += 1;
                 self.log_bytes += bytes;
-                self.unwritten.clear();
+                // Not `clear`: an idle document should not keep the capacity.
+                self.unwritten = Vec::new();
                 self.unwritten_bytes = 0;
                 true
             }

@@ -242,7 +242,7 @@ pub(crate) async fn writer(
             None => tokio::select! {
                 biased;
                 (code, reason) = &mut kicked => break Some((code, reason)),
-                sent = tokio::time::timeout(WRITE_TIMEOUT, send) => sent,
+                sent = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, send)) => sent,
             },
         };
         match sent {
