@@ -10,7 +10,7 @@ import { TextSelection } from '@tiptap/pm/state'
 import { ySyncPluginKey, absolutePositionToRelativePosition, relativePositionToAbsolutePosition } from '@tiptap/y-tiptap'
 import { api, ApiError, type Comment, type Held, type Review, type Thread } from './api'
 import { anonymityNotice, fleeting, keep, moreMenu } from './anonymous'
-import { h, notice, replace } from './dom'
+import { h, notice, onNextFrame, replace } from './dom'
 import type { Highlight } from './editor'
 import type { Membership } from './store'
 
@@ -63,7 +63,8 @@ export class CommentsPanel {
   private readonly orphaned: HTMLElement
   private readonly resolved: HTMLDetailsElement
   private readonly composerSlot: HTMLElement
-  private scheduled = false
+  /** Redraws at the next frame, however often it is asked to before then. */
+  readonly schedule = onNextFrame(() => { this.render() })
 
   constructor (private readonly o: PanelOptions) {
     this.anchored = h('div', { class: 'anchored' })
@@ -212,14 +213,6 @@ export class CommentsPanel {
     return { toggle: h('label', { class: 'check' }, box, ' Post anonymously'), note }
   }
 
-  schedule (): void {
-    if (this.scheduled) return
-    this.scheduled = true
-    requestAnimationFrame(() => {
-      this.scheduled = false
-      this.render()
-    })
-  }
 
   private render (): void {
     const editor = this.editor

@@ -4,7 +4,7 @@
 import type * as Y from 'yjs'
 import { api, ApiError, type Concern, type Review } from './api'
 import { anonymityNotice, fleeting, keep, moreMenu } from './anonymous'
-import { h, notice, replace } from './dom'
+import { h, notice, onNextFrame, replace } from './dom'
 import type { Membership } from './store'
 
 export interface BoardOptions {
@@ -19,7 +19,7 @@ export interface BoardOptions {
 export class ConcernsBoard {
   private readonly list = h('ol', { class: 'concerns' })
   private readonly composer = h('div', {})
-  private scheduled = false
+  private readonly schedule = onNextFrame(() => { this.render() })
 
   constructor (private readonly o: BoardOptions) {
     const raise = h('button', { type: 'button', id: 'raise-concern' }, 'Raise a concern')
@@ -66,14 +66,6 @@ export class ConcernsBoard {
     text.focus()
   }
 
-  private schedule (): void {
-    if (this.scheduled) return
-    this.scheduled = true
-    requestAnimationFrame(() => {
-      this.scheduled = false
-      this.render()
-    })
-  }
 
   private render (): void {
     const all = Object.values(this.o.discussion.getMap('concerns').toJSON() as Record<string, Concern>)

@@ -42,3 +42,17 @@ export function replace (parent: Node, ...children: Child[]): void {
 export function notice (text: string, kind: 'info' | 'error' = 'info'): HTMLElement {
   return h('p', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text)
 }
+
+/** A function that runs `fn` once at the next animation frame, however often it is called
+ * before then: many document changes in one frame cost one redraw. */
+export function onNextFrame (fn: () => void): () => void {
+  let scheduled = false
+  return () => {
+    if (scheduled) return
+    scheduled = true
+    requestAnimationFrame(() => {
+      scheduled = false
+      fn()
+    })
+  }
+}

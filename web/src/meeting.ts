@@ -4,7 +4,7 @@
 
 import type * as Y from 'yjs'
 import { ApiError, type Review } from './api'
-import { h, notice, replace } from './dom'
+import { h, notice, onNextFrame, replace } from './dom'
 import { soundsLikeTryHarder } from './hints'
 import type { Membership } from './store'
 
@@ -84,7 +84,7 @@ export interface MeetingOptions {
 
 export class MeetingPanel {
   private tick: number | null = null
-  private scheduled = false
+  private readonly schedule = onNextFrame(() => { this.render() })
   private readonly agendaEl = h('ol', { class: 'agenda' })
   private readonly actionsEl = h('div', { class: 'actions' })
   private readonly readEl = h('div', { class: 'read' })
@@ -106,14 +106,6 @@ export class MeetingPanel {
   private get m (): Membership { return this.o.membership }
   private get phase (): string { return this.o.review().phase }
 
-  private schedule (): void {
-    if (this.scheduled) return
-    this.scheduled = true
-    requestAnimationFrame(() => {
-      this.scheduled = false
-      this.render()
-    })
-  }
 
   private fail (err: unknown): void {
     replace(this.status, notice(err instanceof ApiError ? err.message : 'That did not work.', 'error'))
