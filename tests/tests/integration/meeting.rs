@@ -105,24 +105,18 @@ async fn the_timebox_agenda_actions_and_read_count() {
     assert_eq!(made.status, 201, "{}", made.body);
     assert_eq!(made.body["status"], "open");
     let id = made.body["id"].as_str().expect("id").to_owned();
-    let mut bad = good.clone();
-    bad["kind"] = json!("blame");
-    review
-        .call("participant", "POST", "/actions", Some(bad))
-        .await
-        .assert_error(400, "invalid_json");
-    let mut bad = good.clone();
-    bad["link"] = json!("not a url");
-    review
-        .call("participant", "POST", "/actions", Some(bad))
-        .await
-        .assert_error(400, "invalid_link");
-    let mut bad = good.clone();
-    bad["why"] = json!("");
-    review
-        .call("participant", "POST", "/actions", Some(bad))
-        .await
-        .assert_error(400, "invalid_why");
+    for (field, value, code) in [
+        ("kind", "blame", "invalid_json"),
+        ("link", "not a url", "invalid_link"),
+        ("why", "", "invalid_why"),
+    ] {
+        let mut bad = good.clone();
+        bad[field] = json!(value);
+        review
+            .call("participant", "POST", "/actions", Some(bad))
+            .await
+            .assert_error(400, code);
+    }
     review
         .call("observer", "POST", "/actions", Some(good.clone()))
         .await
