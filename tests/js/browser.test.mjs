@@ -62,8 +62,9 @@ const editable = (page) => page.locator('.editor .prose').first().getAttribute('
 const waitEditable = (page, value) =>
   page.waitForFunction((v) => document.querySelector('.editor .prose')?.getAttribute('data-writable') === v, value, { timeout: WAIT })
 
-/** Selects `text` inside the report, as a mouse drag would. */
+/** Selects `text` inside the report, as a mouse drag would, once the report shows it. */
 async function selectText (page, text) {
+  await waitText(page, '.editor .prose', text)
   await page.evaluate((t) => {
     const root = document.querySelector('.editor .prose')
     // Focus first: focusing an editable element moves the selection.
