@@ -48,6 +48,13 @@ const JOIN_ATTEMPTS: usize = 5;
 /// Frames written before one flush; bounds the bytes buffered for a single system call.
 const WRITE_BATCH: usize = 64;
 
+/// tungstenite writes its buffered frames to the socket once they pass this size, and at every
+/// flush. With 0 every frame would be a system call of its own; with this, a batch of queued
+/// frames (an update and the presence behind it, a writer's pipelined updates) goes out in one.
+/// The buffer keeps its capacity, so this also bounds what a connection holds after a burst of
+/// small frames.
+const WRITE_BUFFER_BYTES: usize = 16 << 10;
+
 /// The query of `GET /ws/{doc}`.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct WsQuery {
@@ -119,7 +126,7 @@ pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
     ws.max_message_size(transport_cap)
         .max_frame_size(transport_cap)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
 }
 
 async fn connection(
