@@ -30,10 +30,6 @@ use crate::queue;
 use crate::registry::Registry;
 use crate::store::{Compacted, Store, StoreError, StoredDoc};
 
-/// The "connection" that server code writes as: no connection has this id (they start at 1), so
-/// a server change is relayed to everyone.
-const SERVER: ConnId = ConnId(0);
-
 /// The encoding of an empty state vector: a client that has nothing of the document.
 const EMPTY_STATE_VECTOR: &[u8] = &[0];
 
@@ -274,8 +270,11 @@ pub struct DocContext {
 /// A frame whose release waits for a flush.
 #[derive(Debug)]
 enum Deferred {
-    /// To every peer except the one that caused it.
-    Broadcast { except: ConnId, frame: Bytes },
+    /// To every peer except the one that caused it (if any).
+    Broadcast {
+        except: Option<ConnId>,
+        frame: Bytes,
+    },
     /// To one peer.
     To { conn: ConnId, frame: Bytes },
     /// Tells server code that its change is durable.
@@ -602,7 +601,7 @@ impl Owner {
                 let frame = sync_frame(SyncMessage::Update(&update));
                 self.keep(update);
                 self.defer(Deferred::Broadcast {
-                    except: SERVER,
+                    except: None,
                     frame,
                 });
             }
@@ -784,7 +783,7 @@ impl Owner {
             let frame = sync_frame(SyncMessage::Update(&effect));
             self.keep(effect);
             self.defer(Deferred::Broadcast {
-                except: conn,
+                except: Some(conn),
                 frame,
             });
         }
@@ -856,7 +855,7 @@ impl Owner {
         }
         if self.presence.apply(conn, &entries) > 0 {
             // Echoed to the sender too: a lone y-websocket client that hears nothing reconnects.
-            self.broadcast_now(None, awareness_frame(payload));
+            self.defer_presence(awareness_frame(payload));
         }
     }
 
@@ -952,8 +951,19 @@ impl Owner {
             return;
         }
         if let Some(gone) = self.presence.remove_conn(conn) {
-            self.broadcast_now(None, awareness_frame(&gone));
+            self.defer_presence(awareness_frame(&gone));
         }
+    }
+
+    /// Relays a presence change in order with the content: behind the updates that wait for a
+    /// flush, so that a caret never points at text the others have not received yet (it could
+    /// not be placed), and a departure never overtakes the state it removes. With nothing
+    /// waiting it goes out at once; otherwise it leaves in the same write as those updates.
+    fn defer_presence(&mut self, frame: Bytes) {
+        self.defer(Deferred::Broadcast {
+            except: None,
+            frame,
+        });
     }
 
     /// Queues a content-carrying frame behind the flush that covers everything applied so far.
@@ -987,7 +997,7 @@ impl Owner {
     fn release(&mut self, frames: Vec<Deferred>) {
         for d in frames {
             match d {
-                Deferred::Broadcast { except, frame } => self.broadcast_now(Some(except), frame),
+                Deferred::Broadcast { except, frame } => self.broadcast_now(except, frame),
                 Deferred::To { conn, frame } => self.send_to(conn, frame),
                 Deferred::Done(done) => {
                     let _ = done.send(Ok(()));

@@ -117,6 +117,43 @@ async fn awareness_is_relayed_echoed_and_removed_on_disconnect() {
     carol.wait_awareness(1001, None).await;
 }
 
+/// A caret sent right after an edit refers to that edit's text; it must not reach the others
+/// first (an update waits for its group commit, presence does not need to), or their editors
+/// could not place it.
+#[tokio::test]
+async fn presence_sent_after_an_edit_arrives_after_it() {
+    let server = TestServer::start().await;
+    let url = server.ws_url("caret-order");
+    let mut ada = Client::connect(&url).await;
+    let mut bob = Client::connect(&url).await;
+    ada.wait_synced().await;
+    bob.wait_synced().await;
+    let before = bob.frames().len();
+    for round in 1..=5u64 {
+        let at = ada.text_len("t");
+        ada.insert("t", at, &format!("line {round}\n"));
+        let state = format!(r#"{{"user":{{"name":"Ada"}},"cursor":"after line {round}"}}"#);
+        ada.set_awareness(1001, round, &state);
+        bob.wait_awareness(1001, Some(&state)).await;
+    }
+    let frames = bob.frames();
+    let kinds: Vec<&str> = frames[before..]
+        .iter()
+        .map(|(_, f)| match f.first() {
+            Some(0) => "update",
+            Some(1) => "presence",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["update", "presence"].repeat(5),
+        "frames bob received in order"
+    );
+    bob.wait_text("t", "line 1\nline 2\nline 3\nline 4\nline 5\n")
+        .await;
+}
+
 #[tokio::test]
 async fn many_sockets_opening_one_unloaded_document_share_one_instance() {
     let server = TestServer::start().await;
