@@ -51,9 +51,9 @@ const WRITE_BATCH: usize = 64;
 /// tungstenite writes its buffered frames to the socket once they pass this size, and at every
 /// flush. With 0 every frame would be a system call of its own; with this, a batch of queued
 /// frames (an update and the presence behind it, a writer's pipelined updates) goes out in one.
-/// The buffer keeps its capacity, so this also bounds what a connection holds after a burst of
-/// small frames.
-const WRITE_BUFFER_BYTES: usize = 16 << 10;
+/// The buffer keeps its capacity (up to twice this after a burst of small frames, or the size of
+/// the largest frame), so it is kept small: at 4 KiB a batch of typing updates is still one call.
+const WRITE_BUFFER_BYTES: usize = 4 << 10;
 
 /// The query of `GET /ws/{doc}`.
 #[derive(Debug, Default, serde::Deserialize)]
