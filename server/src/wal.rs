@@ -181,10 +181,16 @@ impl Wal {
         if end > self.zeroed_to {
             // The zeros go first, so the file never holds a record followed by garbage; the sync
             // below covers them and the new size.
+            // From one static block: a fresh megabyte on the heap each time would raise the
+            // allocator's threshold for returning large blocks to the system.
+            static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
             let to = end.next_multiple_of(FILL_BYTES);
-            let zeros = vec![0; usize::try_from(to - self.zeroed_to).unwrap_or(usize::MAX)];
-            self.file.write_all_at(&zeros, self.zeroed_to)?;
-            self.zeroed_to = to;
+            while self.zeroed_to < to {
+                let n = (to - self.zeroed_to).min(ZEROS.len() as u64);
+                self.file
+                    .write_all_at(&ZEROS[..n as usize], self.zeroed_to)?;
+                self.zeroed_to += n;
+            }
         }
         self.file.write_all_at(bytes, self.len)?;
         self.file.sync_data()?;
