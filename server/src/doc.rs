@@ -574,7 +574,11 @@ impl Owner {
                     Incoming::Awareness(a) => self.on_awareness(conn, &a),
                     Incoming::QueryAwareness => {
                         if let Some(all) = self.presence.snapshot() {
-                            self.send_to(conn, awareness_frame(&all));
+                            // In order with the content, as presence changes are.
+                            self.defer(Deferred::To {
+                                conn,
+                                frame: awareness_frame(&all),
+                            });
                         }
                     }
                 }
@@ -956,9 +960,10 @@ impl Owner {
     }
 
     /// Relays a presence change in order with the content: behind the updates that wait for a
-    /// flush, so that a caret never points at text the others have not received yet (it could
-    /// not be placed), and a departure never overtakes the state it removes. With nothing
-    /// waiting it goes out at once; otherwise it leaves in the same write as those updates.
+    /// flush, so that a caret does not reach the other clients before the text it points at (it
+    /// could not be placed). With nothing waiting it goes out at once; otherwise it leaves in
+    /// the same write as those updates. (A departure is safe either way: its clock is above any
+    /// state of that client still queued, so clients drop the older state.)
     fn defer_presence(&mut self, frame: Bytes) {
         self.defer(Deferred::Broadcast {
             except: None,
