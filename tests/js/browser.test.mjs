@@ -64,15 +64,15 @@ const waitEditable = (page, value) =>
 
 /** Selects `text` inside the report, as a mouse drag would, once the report shows it. */
 async function selectText (page, text) {
-  await waitText(page, '.editor .prose', text)
-  await page.evaluate((t) => {
+  const selected = await page.waitForFunction((t) => {
     const root = document.querySelector('.editor .prose')
-    // Focus first: focusing an editable element moves the selection.
-    root.focus()
+    if (!root) return false
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT)
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
       const i = n.data.indexOf(t)
       if (i >= 0) {
+        // Focus first: focusing an editable element moves the selection.
+        root.focus()
         const range = document.createRange()
         range.setStart(n, i)
         range.setEnd(n, i + t.length)
@@ -80,11 +80,12 @@ async function selectText (page, text) {
         sel.removeAllRanges()
         sel.addRange(range)
         document.dispatchEvent(new Event('selectionchange'))
-        return
+        return true
       }
     }
-    throw new Error(`text not found: ${t}`)
-  }, text)
+    return false
+  }, text, { timeout: WAIT }).catch(() => null)
+  if (!selected) throw new Error(`text not found in the report: ${text}`)
 }
 
 /** Puts the caret at the end of the paragraph that contains `text`. */
