@@ -38,6 +38,15 @@ async fn settled_text(url: &str, clients: &mut [Client]) -> String {
     reader.text("t")
 }
 
+/// Two clients of `url`, both synced.
+async fn two_synced(url: &str) -> (Client, Client) {
+    let mut a = Client::connect(url).await;
+    let mut b = Client::connect(url).await;
+    a.wait_synced().await;
+    b.wait_synced().await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn concurrent_edits_converge() {
     let server = TestServer::start().await;
@@ -88,10 +97,7 @@ async fn late_joiner_gets_everything() {
 async fn awareness_is_relayed_echoed_and_removed_on_disconnect() {
     let server = TestServer::start().await;
     let url = server.ws_url("presence");
-    let mut ada = Client::connect(&url).await;
-    let mut bob = Client::connect(&url).await;
-    ada.wait_synced().await;
-    bob.wait_synced().await;
+    let (mut ada, mut bob) = two_synced(&url).await;
     let state = r##"{"user":{"name":"Ada","color":"#30bced"}}"##;
     ada.set_awareness(1001, 1, state);
     bob.wait_awareness(1001, Some(state)).await;
@@ -124,10 +130,7 @@ async fn awareness_is_relayed_echoed_and_removed_on_disconnect() {
 async fn presence_sent_after_an_edit_arrives_after_it() {
     let server = TestServer::start().await;
     let url = server.ws_url("caret-order");
-    let mut ada = Client::connect(&url).await;
-    let mut bob = Client::connect(&url).await;
-    ada.wait_synced().await;
-    bob.wait_synced().await;
+    let (mut ada, mut bob) = two_synced(&url).await;
     let before = bob.frames().len();
     for round in 1..=5u64 {
         let at = ada.text_len("t");
