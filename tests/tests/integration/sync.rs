@@ -130,7 +130,7 @@ async fn awareness_is_relayed_echoed_and_removed_on_disconnect() {
 async fn presence_sent_after_an_edit_arrives_after_it() {
     let server = TestServer::start().await;
     let url = server.ws_url("caret-order");
-    let (mut ada, mut bob) = two_synced(&url).await;
+    let (ada, mut bob) = two_synced(&url).await;
     let before = bob.frames().len();
     for round in 1..=5u64 {
         let at = ada.text_len("t");
