@@ -179,10 +179,9 @@ impl Wal {
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         let end = self.len + bytes.len() as u64;
         if end > self.zeroed_to {
-            // The zeros go first, so the file never holds a record followed by garbage; the sync
-            // below covers them and the new size.
-            // From one static block: a fresh megabyte on the heap each time would raise the
-            // allocator's threshold for returning large blocks to the system.
+            // The sync below covers the zeros and the new size. They are written from one
+            // static block: a fresh megabyte on the heap each time would raise the allocator's
+            // threshold for returning large blocks to the system.
             static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
             let to = end.next_multiple_of(FILL_BYTES);
             while self.zeroed_to < to {
