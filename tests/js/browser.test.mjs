@@ -64,7 +64,7 @@ const waitEditable = (page, value) =>
 
 /** Selects `text` inside the report, as a mouse drag would, once the report shows it. */
 async function selectText (page, text) {
-  const selected = await page.waitForFunction((t) => {
+  await page.waitForFunction((t) => {
     const root = document.querySelector('.editor .prose')
     if (!root) return false
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT)
@@ -84,8 +84,10 @@ async function selectText (page, text) {
       }
     }
     return false
-  }, text, { timeout: WAIT }).catch(() => null)
-  if (!selected) throw new Error(`text not found in the report: ${text}`)
+  }, text, { timeout: WAIT }).catch((e) => {
+    // Only a timeout means the text never appeared; anything else is its own failure.
+    throw e.name === 'TimeoutError' ? new Error(`text not found in the report: ${text}`) : e
+  })
 }
 
 /** Puts the caret at the end of the paragraph that contains `text`. */
