@@ -452,16 +452,8 @@ impl Owner {
                         // Give the capacity back: most documents are idle most of the time.
                         self.in_flight = VecDeque::new();
                     }
-                    match done {
-                        Ok(Ok(())) => {
-                            Metrics::inc(&self.ctx.metrics.flushes);
-                            self.release(frames);
-                        }
-                        _ => {
-                            tracing::error!(doc = %self.name, "flush failed; closing the document");
-                            self.fail_all();
-                            break;
-                        }
+                    if !self.flushed(matches!(done, Ok(Ok(()))), frames) {
+                        break;
                     }
                 }
                 res = async { self.compaction.as_mut().expect("guarded by the branch condition").await }, if self.compaction.is_some() => {
@@ -986,6 +978,16 @@ impl Owner {
         if !self.write_unwritten() {
             return;
         }
+        if self.in_flight.is_empty() {
+            // Nothing of this document is waiting for the flusher, so the frames can leave as
+            // soon as this flush is done, in order.
+            if let Some(result) = self.ctx.store.flush_now() {
+                self.dirty = false;
+                let frames = std::mem::take(&mut self.unrequested);
+                self.flushed(result.is_ok(), frames);
+                return;
+            }
+        }
         match self.ctx.store.request_flush().await {
             Ok(rx) => {
                 self.dirty = false;
@@ -997,6 +999,19 @@ impl Owner {
                 self.fail_all();
             }
         }
+    }
+
+    /// Releases the frames a completed flush covered; a failed flush closes the document
+    /// (`false`).
+    fn flushed(&mut self, ok: bool, frames: Vec<Deferred>) -> bool {
+        if ok {
+            Metrics::inc(&self.ctx.metrics.flushes);
+            self.release(frames);
+        } else {
+            tracing::error!(doc = %self.name, "flush failed; closing the document");
+            self.fail_all();
+        }
+        ok
     }
 
     fn release(&mut self, frames: Vec<Deferred>) {

@@ -8,7 +8,8 @@
 //! flushed only at checkpoints.
 //!
 //! How: every log record is first inserted into sled (in memory), then encoded into the pending
-//! buffer. The flusher takes the buffer, appends it to the current segment and syncs it; only
+//! buffer. A flush (on the flusher thread, or on a document owner's thread when no other flush
+//! runs) takes the buffer, appends it to the current segment and syncs it; only
 //! then are the updates acknowledged and relayed. Everything in a segment is therefore already
 //! in sled's memory, so a checkpoint (start a new segment, flush sled, delete the older
 //! segments) loses nothing. On start, segments left by a crash are replayed into sled, sled is
@@ -142,7 +143,7 @@ pub fn read_all(dir: &Path) -> io::Result<(Vec<Replayed>, Vec<PathBuf>)> {
     Ok((records, damaged))
 }
 
-/// The segment being appended to. Owned by the flusher thread.
+/// The segment being appended to (behind the store's write-ahead lock).
 #[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
