@@ -980,7 +980,10 @@ impl Owner {
         }
         if self.in_flight.is_empty() {
             // Nothing of this document is waiting for the flusher, so the frames can leave as
-            // soon as this flush is done, in order.
+            // soon as this flush is done, in order. Let the other tasks that are ready on this
+            // thread run first: documents that receive updates in the same moment then append
+            // theirs, and one sync covers them all (the others find nothing left to sync).
+            tokio::task::yield_now().await;
             if let Some(result) = self.ctx.store.flush_now() {
                 self.dirty = false;
                 let frames = std::mem::take(&mut self.unrequested);
