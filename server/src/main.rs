@@ -13,19 +13,20 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(cli.workers))
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve());
+    let result = runtime.block_on(serve(cli));
     // `run` already waited for every task it owns; do not let a stray blocking task (a long
     // compaction) hold the exit hostage.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     result
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     init_tracing(cli.log_format);
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

@@ -1,6 +1,7 @@
 //! Sync between clients: convergence, late joiners, awareness, one instance per document.
 
-use debrief_tests::{Client, TestServer};
+use debrief_tests::server::binary_path;
+use debrief_tests::{ChildServer, Client, TestServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -45,6 +46,49 @@ async fn two_synced(url: &str) -> (Client, Client) {
     a.wait_synced().await;
     b.wait_synced().await;
     (a, b)
+}
+
+#[tokio::test]
+async fn several_worker_threads_serve_the_same_documents() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let server =
+        ChildServer::start_with(data.path(), &["--open-access", "--workers", "3"], None).await;
+    let url = server.ws_url("threads");
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(&url).await;
+        c.wait_synced().await;
+        clients.push(c);
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    for _ in 0..150 {
+        let i = rng.gen_range(0..clients.len());
+        random_edit(&clients[i], &mut rng);
+    }
+    let expected = settled_text(&url, &mut clients).await;
+    for c in &mut clients {
+        c.wait_text("t", &expected).await;
+    }
+    assert!(
+        expected.chars().count() > 50,
+        "edits were kept: {expected:?}"
+    );
+}
+
+#[test]
+fn a_worker_count_of_zero_is_refused() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(binary_path())
+        .args(["--workers", "0", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("run the binary");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().next(),
+        Some("error: invalid value '0' for '--workers <WORKERS>': 0 is not in 1..=256")
+    );
 }
 
 #[tokio::test]
