@@ -1081,7 +1081,8 @@ impl Owner {
 
     /// Folds the whole log into the snapshot in the background, unless one is running already.
     fn start_compaction(&mut self) {
-        if self.compaction.is_some() || self.log_entries == 0 {
+        // A failed document is closing; what it has is left as it is in storage.
+        if self.failed || self.compaction.is_some() || self.log_entries == 0 {
             return;
         }
         let store = self.ctx.store.clone();

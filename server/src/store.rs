@@ -167,8 +167,9 @@ type Pending = Arc<Mutex<Vec<u8>>>;
 
 /// The write-ahead file, shared by the flusher thread and [`Store::flush_now`]. Whoever holds
 /// the lock takes the pending records and syncs them, so records taken by one flush are on disk
-/// before anyone else can take the lock; `None` after a write-ahead failure (from then on every
-/// flush is a sled flush, and only the flusher thread does those).
+/// before anyone else can take the lock. `None` once a round has failed: from then on every
+/// flush is a sled flush (on the flusher thread), which covers everything sled holds, the
+/// records a failed round had taken included.
 type SharedWal = Arc<Mutex<Option<Wal>>>;
 
 /// Handle to the store; cheap to clone.
@@ -286,9 +287,9 @@ impl Store {
     }
 
     /// Syncs the pending log records to the write-ahead file on the calling thread, when no
-    /// other flush is running: `None` when one is (or when this flush would need a sled flush),
-    /// and the caller should [`Store::request_flush`] instead. `Some(Ok)` means every log record
-    /// appended before this call is on disk.
+    /// other flush is running: `None` when one is, or when this flush would need a sled flush (a
+    /// checkpoint, or the file was given up), and the caller should [`Store::request_flush`]
+    /// instead. `Some(Ok)` means every log record appended before this call is on disk.
     ///
     /// Why on the caller's thread: handing a flush to the flusher thread and being woken by it
     /// costs two thread wake-ups, 15–20 µs of CPU each on the test machine, a third of what the
@@ -300,16 +301,22 @@ impl Store {
         let mut wal = match self.wal.try_lock() {
             Ok(wal) => wal,
             Err(std::sync::TryLockError::WouldBlock) => return None,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => recover(&self.wal, poisoned),
         };
-        let pending_len = lock(&self.pending).len() as u64;
-        let fits = wal
-            .as_ref()
-            .is_some_and(|w| w.len() + pending_len <= wal::SEGMENT_BYTES);
-        if !fits {
-            return None;
-        }
-        Some(timed_round(&self.db, &self.pending, &mut wal, false, 1))
+        let taken = {
+            // Checked and taken under one lock: records appended in between would be taken
+            // unchecked.
+            let mut pending = lock(&self.pending);
+            let len = pending.len() as u64;
+            let fits = wal
+                .as_ref()
+                .is_some_and(|w| len < wal::SEGMENT_BYTES && w.len() + len <= wal::SEGMENT_BYTES);
+            if !fits {
+                return None;
+            }
+            std::mem::take(&mut *pending)
+        };
+        Some(timed_round(&self.db, taken, &mut wal, false, 1))
     }
 
     /// Waits until everything written so far, metadata included, is flushed (a sled flush,
@@ -403,13 +410,11 @@ impl Flusher {
                 waiters.push(more);
             }
             let everything = waiters.iter().any(|w| w.everything);
-            let result = timed_round(
-                &self.db,
-                &self.pending,
-                &mut lock(&self.wal),
-                everything,
-                waiters.len(),
-            );
+            let mut wal = lock_wal(&self.wal);
+            // Taken under the write-ahead lock: every record in it is already in sled's memory.
+            let taken = std::mem::take(&mut *lock(&self.pending));
+            let result = timed_round(&self.db, taken, &mut wal, everything, waiters.len());
+            drop(wal);
             for w in waiters.drain(..) {
                 // A waiter that went away (its document closed) needs no answer.
                 let _ = w.done.send(result.clone());
@@ -418,7 +423,7 @@ impl Flusher {
         // Every handle is gone: leave sled complete, then the segments are not needed.
         match self.db.flush() {
             Ok(_) => {
-                if let Some(wal) = lock(&self.wal).take() {
+                if let Some(wal) = lock_wal(&self.wal).take() {
                     if let Err(e) = wal.remove_all() {
                         tracing::warn!(error = %e, "could not remove the write-ahead segments");
                     }
@@ -430,15 +435,17 @@ impl Flusher {
 }
 
 /// [`round`], logging a slow or failed one (`requests`: how many flush requests it answers).
+/// After a failure the write-ahead file is given up: the records this round took are not on
+/// disk, and a later round would not see them, but a sled flush covers them.
 fn timed_round(
     db: &sled::Db,
-    pending: &Pending,
+    taken: Vec<u8>,
     wal: &mut Option<Wal>,
     everything: bool,
     requests: usize,
 ) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    let result = round(db, pending, wal, everything);
+    let result = round(db, taken, wal, everything);
     let elapsed = started.elapsed();
     if elapsed >= SLOW_FLUSH {
         // Every frame waiting for this flush waited this long too.
@@ -450,21 +457,22 @@ fn timed_round(
     }
     if let Err(e) = &result {
         tracing::error!(error = %e, "group commit flush failed");
+        if wal.take().is_some() {
+            tracing::error!("flushing sled for every group commit from now on");
+        }
     }
     result
 }
 
-/// One group commit: the pending log records go to the write-ahead file (or, when `everything`
-/// must be durable, sled is flushed, which covers them too). The caller holds the write-ahead
-/// lock (`wal`) for the whole round.
+/// One group commit: the log records taken from the pending buffer go to the write-ahead file
+/// (or, when `everything` must be durable, sled is flushed, which covers them too). The caller
+/// took them while holding the write-ahead lock (`wal`), and holds it for the whole round.
 fn round(
     db: &sled::Db,
-    pending: &Pending,
+    pending: Vec<u8>,
     wal: &mut Option<Wal>,
     everything: bool,
 ) -> Result<(), StoreError> {
-    // Taken before any flush: every record in it is already in sled's memory.
-    let pending = std::mem::take(&mut *lock(pending));
     let Some(w) = wal.as_mut() else {
         return sled_flush(db);
     };
@@ -505,13 +513,35 @@ fn sled_flush(db: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    match pending.lock() {
         Ok(guard) => guard,
-        // Neither is left half-changed by a panic: the pending buffer holds whole records, and
-        // a failed write-ahead append is handled (the file is given up) before the lock is let go.
+        // Encoding into the buffer cannot panic halfway; its contents are whole records.
         Err(poisoned) => poisoned.into_inner(),
     }
+}
+
+fn lock_wal(wal: &SharedWal) -> std::sync::MutexGuard<'_, Option<Wal>> {
+    match wal.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => recover(wal, poisoned),
+    }
+}
+
+/// A panic during a round may have left a torn record in the segment, behind which later records
+/// could not be replayed: the file is given up, and sled flushes take over.
+fn recover<'a>(
+    wal: &'a SharedWal,
+    poisoned: std::sync::PoisonError<std::sync::MutexGuard<'a, Option<Wal>>>,
+) -> std::sync::MutexGuard<'a, Option<Wal>> {
+    let mut guard = poisoned.into_inner();
+    if guard.take().is_some() {
+        tracing::error!(
+            "a group commit panicked; flushing sled for every group commit from now on"
+        );
+    }
+    wal.clear_poison();
+    guard
 }
 
 fn wal_error(e: std::io::Error) -> StoreError {
@@ -779,7 +809,7 @@ mod tests {
         store.append("d", 1, &[b"y"]).expect("append");
         {
             // Another flush holds the file: the caller must queue instead of waiting.
-            let _running = lock(&store.wal);
+            let _running = lock_wal(&store.wal);
             assert!(store.flush_now().is_none());
         }
         let (records, _) = wal::read_all(&dir.path().join("wal")).expect("read");
@@ -789,6 +819,37 @@ mod tests {
         assert_eq!(
             records.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![0, 1]
+        );
+        drop(store);
+        flusher.await.expect("flusher ends");
+    }
+
+    #[tokio::test]
+    async fn a_panic_during_a_group_commit_gives_the_write_ahead_file_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, flusher) = Store::open(dir.path()).expect("open");
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let wal = store.wal.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = wal.lock();
+            panic!("a panic inside a round");
+        })
+        .join();
+        assert!(panicked.is_err());
+        store.append("d", 0, &[b"x"]).expect("append");
+        assert!(
+            store.flush_now().is_none(),
+            "the file is given up: the flusher thread's sled flush takes over"
+        );
+        assert!(lock_wal(&store.wal).is_none());
+        log_flush(&store).await;
+        drop(store);
+        flusher.await.expect("flusher ends");
+        let (store, flusher) = Store::open(dir.path()).expect("reopen");
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        assert_eq!(
+            store.load("d").expect("load").updates().expect("records"),
+            vec![&b"x"[..]]
         );
         drop(store);
         flusher.await.expect("flusher ends");
