@@ -662,6 +662,12 @@ fn corrupt(name: &str, what: &str) -> StoreError {
 mod tests {
     use super::*;
 
+    /// Opens the store in `dir` with its flusher running (it ends once `store` is dropped).
+    fn open(dir: &Path) -> (Store, tokio::task::JoinHandle<()>) {
+        let (store, flusher) = Store::open(dir).expect("open");
+        (store, tokio::task::spawn_blocking(move || flusher.run()))
+    }
+
     /// Requests a group commit and waits until it is done.
     async fn log_flush(store: &Store) {
         store
@@ -676,8 +682,7 @@ mod tests {
     #[tokio::test]
     async fn append_load_compact() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, flusher) = Store::open(dir.path()).expect("open");
-        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let (store, flusher) = open(dir.path());
         for seq in 0..5u64 {
             store.append("a", seq, &[[seq as u8]]).expect("append");
         }
@@ -776,8 +781,7 @@ mod tests {
     #[tokio::test]
     async fn a_log_flush_writes_the_write_ahead_file_and_durable_flushes_sled() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, flusher) = Store::open(dir.path()).expect("open");
-        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let (store, flusher) = open(dir.path());
         store.append("d", 0, &[b"x"]).expect("append");
         log_flush(&store).await;
         let (records, damaged) = wal::read_all(&dir.path().join("wal")).expect("read");
@@ -799,8 +803,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_on_the_callers_thread_writes_the_file_unless_another_flush_runs() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, flusher) = Store::open(dir.path()).expect("open");
-        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let (store, flusher) = open(dir.path());
         store.append("d", 0, &[b"x"]).expect("append");
         assert!(matches!(store.flush_now(), Some(Ok(()))));
         let (records, _) = wal::read_all(&dir.path().join("wal")).expect("read");
@@ -827,8 +830,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_during_a_group_commit_gives_the_write_ahead_file_up() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, flusher) = Store::open(dir.path()).expect("open");
-        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let (store, flusher) = open(dir.path());
         let wal = store.wal.clone();
         let panicked = std::thread::spawn(move || {
             let _held = wal.lock();
@@ -845,8 +847,7 @@ mod tests {
         log_flush(&store).await;
         drop(store);
         flusher.await.expect("flusher ends");
-        let (store, flusher) = Store::open(dir.path()).expect("reopen");
-        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let (store, flusher) = open(dir.path());
         assert_eq!(
             store.load("d").expect("load").updates().expect("records"),
             vec![&b"x"[..]]
