@@ -13,8 +13,32 @@ fn clock_ticks_per_sec() -> u64 {
     }
 }
 
-/// utime + stime of a process (all its threads), from /proc/<pid>/stat.
-pub fn cpu_time(pid: u32) -> Result<Duration> {
+/// CPU time of a process (all its threads), split as /proc/<pid>/stat reports it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTime {
+    /// utime: time in the process's own code.
+    pub user: Duration,
+    /// stime: time in the kernel on its behalf (system calls, and on a kernel without IRQ
+    /// time accounting, the softirqs it ran, such as loopback TCP delivery of what it sent).
+    pub kernel: Duration,
+}
+
+impl CpuTime {
+    pub fn total(self) -> Duration {
+        self.user + self.kernel
+    }
+
+    /// The time spent from `earlier` to `self`.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            kernel: self.kernel.saturating_sub(earlier.kernel),
+        }
+    }
+}
+
+/// utime and stime of a process, from /proc/<pid>/stat.
+pub fn cpu_time(pid: u32) -> Result<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may contain spaces.
@@ -26,9 +50,12 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     // rest[0] is field 3 (state); utime is field 14, stime field 15.
     let utime: u64 = fields.get(11).ok_or_else(|| anyhow!("no utime"))?.parse()?;
     let stime: u64 = fields.get(12).ok_or_else(|| anyhow!("no stime"))?.parse()?;
-    let ticks = utime + stime;
     let hz = clock_ticks_per_sec();
-    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    let ticks = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
+    Ok(CpuTime {
+        user: ticks(utime),
+        kernel: ticks(stime),
+    })
 }
 
 fn status_kib(pid: u32, key: &str) -> Result<u64> {
@@ -84,4 +111,36 @@ pub fn raise_nofile_limit() -> Result<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
     Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_splits_user_from_kernel_time() {
+        let pid = std::process::id();
+        let start = cpu_time(pid).expect("own stat");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut x: u64 = 1;
+        let spent = loop {
+            // Pure computation between reads: the time goes to user mode.
+            for i in 0..200_000u64 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+            }
+            let spent = cpu_time(pid).expect("own stat").since(start);
+            if spent.total() >= Duration::from_millis(200) {
+                break spent;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no CPU time accounted"
+            );
+        };
+        std::hint::black_box(x);
+        assert!(
+            spent.user > spent.kernel,
+            "a computing loop should be mostly user time: {spent:?}"
+        );
+    }
 }

@@ -37,6 +37,9 @@ fn rows() -> Vec<(&'static str, Get)> {
         ("server CPU per delivery (us)", |m| {
             m.server_cpu_us_per_delivery
         }),
+        ("  of which in the kernel (us)", |m| {
+            m.server_kernel_us_per_delivery
+        }),
         ("load generator CPU (s)", |m| m.loadgen_cpu_s),
         ("server peak RSS (MiB)", |m| {
             m.peak_rss_bytes.map(|b| b as f64 / MIB)

@@ -130,8 +130,8 @@ fn secs(d: Duration) -> f64 {
 
 /// CPU time of the server and of this process.
 struct CpuMark {
-    server: Duration,
-    me: Duration,
+    server: procstat::CpuTime,
+    me: procstat::CpuTime,
     at: Instant,
 }
 
@@ -174,12 +174,14 @@ fn fill_window(
         m.delivered_per_s = Some(m.delivered as f64 / secs(window));
         m.sent_per_s = Some(m.sent as f64 / secs(window));
     }
-    let cpu = c1.server.saturating_sub(c0.server);
-    m.server_cpu_s = Some(secs(cpu));
+    let cpu = c1.server.since(c0.server);
+    m.server_cpu_s = Some(secs(cpu.total()));
     if m.delivered > 0 {
-        m.server_cpu_us_per_delivery = Some(cpu.as_secs_f64() * 1e6 / m.delivered as f64);
+        let per_delivery = |d: Duration| d.as_secs_f64() * 1e6 / m.delivered as f64;
+        m.server_cpu_us_per_delivery = Some(per_delivery(cpu.total()));
+        m.server_kernel_us_per_delivery = Some(per_delivery(cpu.kernel));
     }
-    m.loadgen_cpu_s = Some(secs(c1.me.saturating_sub(c0.me)));
+    m.loadgen_cpu_s = Some(secs(c1.me.since(c0.me).total()));
     m.latency = Latency::from_micros(stats.latencies_us.clone());
 }
 
@@ -499,11 +501,11 @@ pub async fn idle(
     let rss1 = procstat::rss_bytes(pid)?;
     m.rss_loaded_bytes = Some(rss1);
     m.rss_per_idle_conn_bytes = Some((rss1 as f64 - rss0 as f64) / cfg.connections as f64);
-    let idle_cpu = c1.server.saturating_sub(c0.server);
+    let idle_cpu = c1.server.since(c0.server).total();
     m.idle_cpu_pct = Some(100.0 * secs(idle_cpu) / secs(c1.at - c0.at));
     m.window_s = Some(secs(c1.at - c0.at));
     m.server_cpu_s = Some(secs(idle_cpu));
-    m.loadgen_cpu_s = Some(secs(c1.me.saturating_sub(c0.me)));
+    m.loadgen_cpu_s = Some(secs(c1.me.since(c0.me).total()));
     m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
     ctl_tx.send(Phase::Done)?;
     let stats = join_all(&mut set, &mut m).await;
