@@ -308,10 +308,7 @@ impl Store {
             // unchecked.
             let mut pending = lock(&self.pending);
             let len = pending.len() as u64;
-            let fits = wal
-                .as_ref()
-                .is_some_and(|w| len < wal::SEGMENT_BYTES && w.len() + len <= wal::SEGMENT_BYTES);
-            if !fits {
+            if !wal.as_ref().is_some_and(|w| appends(w, len)) {
                 return None;
             }
             std::mem::take(&mut *pending)
@@ -482,7 +479,7 @@ fn round(
     if pending.is_empty() {
         return Ok(());
     }
-    if w.len() + pending.len() as u64 > wal::SEGMENT_BYTES {
+    if !appends(w, pending.len() as u64) {
         // Checkpoint: a new segment, then a sled flush that covers every older one (and the
         // pending records), then the older ones can go.
         if let Err(e) = w.rotate() {
@@ -498,6 +495,12 @@ fn round(
         Ok(()) => Ok(()),
         Err(e) => wal_failed(db, wal, e),
     }
+}
+
+/// Whether `len` bytes of records go into the current segment as a plain append: neither a sled
+/// flush (records that big) nor a checkpoint (the segment would overflow) is needed.
+fn appends(w: &Wal, len: u64) -> bool {
+    len < wal::SEGMENT_BYTES && w.len() + len <= wal::SEGMENT_BYTES
 }
 
 /// A write-ahead failure may leave a partial record behind, after which nothing could be
