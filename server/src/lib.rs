@@ -155,7 +155,11 @@ impl Server {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
         let reviews = reviews::Reviews::open(&store)?;
-        let anonymity = reviews::anonymous::Anonymity::open(&store, config.anonymous_cadence)?;
+        let anonymity = reviews::anonymous::Anonymity::open(
+            &store,
+            &config.data_dir.join("held"),
+            config.anonymous_cadence,
+        )?;
         let records = reviews::records::Records::open(&store)?;
         let authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
             reviews: reviews.clone(),

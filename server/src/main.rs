@@ -58,31 +58,51 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     server.serve(listener).await.context("server failed")
 }
 
-/// Library targets whose events carry a client's address or raw message contents (tokens,
-/// anonymous texts): never logged, whatever `RUST_LOG` says (docs/anonymity.md). A filter of its
-/// own drops them after the `RUST_LOG` filter, so no directive can bring them back.
-const NEVER_LOGGED: [&str; 5] = [
+/// Where log events may come from. Debrief's own events follow `RUST_LOG` at every level: they
+/// are written never to carry stored data, request bodies, tokens or anything about an anonymous
+/// item (docs/anonymity.md). A dependency's events are another matter: sled's trace events print
+/// every stored key and value as a list of numbers, hyper's and tungstenite's print client
+/// addresses and raw messages, and a new version of any library may start doing the same. So a
+/// filter of its own, applied after the `RUST_LOG` filter so that no directive can bring them
+/// back, lets through only:
+/// - Debrief's own targets, at the level `RUST_LOG` asks for;
+/// - other libraries' warnings and errors, except the targets of [`NEVER_LOGGED`], which are
+///   dropped at every level.
+const OURS: [&str; 3] = ["debrief", "debrief_server", "debrief_proto"];
+
+/// Library targets dropped at every level: the store's (keys and values), and the transport's
+/// (client addresses, raw frames, tokens).
+const NEVER_LOGGED: [&str; 8] = [
+    "sled",
+    "pagecache",
     "axum::serve",
     "hyper",
     "hyper_util",
+    "h2",
     "tungstenite",
     "tokio_tungstenite",
 ];
 
-/// Whether events of `target` may be logged at all.
-fn loggable(target: &str) -> bool {
-    !NEVER_LOGGED.iter().any(|quiet| {
-        target
-            .strip_prefix(quiet)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-    })
+/// Whether `target` is `module` or a module inside it.
+fn within(target: &str, module: &str) -> bool {
+    target
+        .strip_prefix(module)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
+/// Whether an event of `target` at `level` may be logged at all.
+fn loggable(target: &str, level: tracing::Level) -> bool {
+    if OURS.iter().any(|ours| within(target, ours)) {
+        return true;
+    }
+    !NEVER_LOGGED.iter().any(|quiet| within(target, quiet)) && level <= tracing::Level::WARN
 }
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let never = filter_fn(|meta| loggable(meta.target()));
+    let never = filter_fn(|meta| loggable(meta.target(), *meta.level()));
     let ansi = std::io::stderr().is_terminal();
     let registry = tracing_subscriber::registry().with(filter);
     match format {
@@ -132,12 +152,23 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
+    use tracing::Level;
+
     #[test]
-    fn library_targets_with_addresses_or_messages_are_never_logged() {
-        assert!(!super::loggable("tungstenite::protocol"));
-        assert!(!super::loggable("axum::serve"));
-        assert!(!super::loggable("hyper_util::client"));
-        assert!(super::loggable("debrief_server::reviews::api"));
-        assert!(super::loggable("hyperloglog"));
+    fn only_debriefs_own_events_pass_below_warn_and_the_store_never() {
+        use super::loggable;
+        assert!(loggable("debrief_server::reviews::api", Level::TRACE));
+        assert!(loggable("debrief", Level::DEBUG));
+        assert!(!loggable("debrief_serverless", Level::TRACE));
+        assert!(!loggable("sled::tree", Level::TRACE));
+        assert!(!loggable("sled", Level::ERROR));
+        assert!(!loggable("pagecache::iobuf", Level::WARN));
+        assert!(!loggable("tungstenite::protocol", Level::ERROR));
+        assert!(!loggable("axum::serve", Level::WARN));
+        assert!(!loggable("hyper_util::client", Level::ERROR));
+        assert!(!loggable("tower::buffer", Level::DEBUG));
+        assert!(loggable("tower::buffer", Level::WARN));
+        assert!(loggable("hyperloglog", Level::ERROR));
+        assert!(!loggable("hyperloglog", Level::INFO));
     }
 }

@@ -12,7 +12,7 @@
 //! Compaction writes the new snapshot and deletes the entries it covers in one sled batch, so a
 //! crash at any point leaves either the old or the new layout, both loadable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -92,6 +92,19 @@ impl MetaTree {
     /// Removes `key`.
     pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
         self.0.remove(key)?;
+        Ok(())
+    }
+
+    /// Writes (`Some`) and removes (`None`) several keys atomically, in key order.
+    pub fn apply(&self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        self.0.apply_batch(batch)?;
         Ok(())
     }
 

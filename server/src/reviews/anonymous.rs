@@ -3,27 +3,35 @@
 //! edit or retract them, one-per-session votes, and in-memory rate limits.
 //!
 //! What is stored, and what is not (`docs/anonymity.md`):
-//! - `meta.held`: review id + op key → the op ([`AnonOp`]): text, anchor and random ids only.
-//!   Op keys are random or derived from random item ids, so their order says nothing about when
-//!   they arrived; nothing records a time.
-//! - `meta.anon_keys`: item id → SHA-256 of the item's key, the review and where the item lives.
-//! - `meta.votes`: SHA-256("vote" ‖ session token ‖ concern id) → nothing. The store keeps only
-//!   hashes of session tokens, so without the token itself nobody can link a vote to a session.
-//! - Rate limits: a map in memory keyed by a hash of the session token, never written or logged.
+//! - Until its release, a submission (item, reply, concern, vote, edit, retraction) lives only in
+//!   the held-items file ([`super::held`]): a slot at a random position holding the op (text,
+//!   anchor, random ids), the hash of the item's key, the hash that refuses a second vote, and
+//!   the hash of a receipt. No author, session, time or address; nothing written to sled, whose
+//!   log-structured file would keep the arrival order beside the author's named writes.
+//! - At the release, in one batch per review (sled applies a batch in key order, and the keys are
+//!   random ids and hashes): `meta.anon_keys` (item id → SHA-256 of its key, the review, where the
+//!   item lives) and `meta.votes` (SHA-256("vote" ‖ session token ‖ concern id) → nothing). The
+//!   store keeps only hashes of session tokens, so without the token nobody can link a vote to a
+//!   session. Then the slots are wiped.
+//! - In memory only, never written or logged: rate limits and the set of people who submitted in
+//!   the current window, both keyed by hashes of session tokens (the latter salted with a secret
+//!   that dies with the process).
 //!
 //! Nothing in this module logs, counts per person, or emits an event about an anonymous item.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use debrief_proto::schema::{document_name, DocKind};
 use rand::seq::SliceRandom;
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::held::{HeldError, HeldFile};
 use super::threads::{self, AnonOp, Item};
-use super::{now_ms, random_hex, to_json, Problem, ProblemKind};
+use super::{now_ms, random_hex, to_json, Phase, Problem, ProblemKind, ReviewRecord, Role};
 use crate::store::{MetaTree, Store, StoreError};
 use crate::AppState;
 
@@ -36,10 +44,17 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// that a batch holds several people's items.
 pub const DEFAULT_CADENCE: Duration = Duration::from_secs(60);
 /// Items of one review waiting for their release: several batches' worth of a busy review,
-/// while a flood (or a meeting-mode review held for days) cannot grow the queue without bound.
-pub const MAX_HELD_PER_REVIEW: usize = 1_000;
+/// while a flood (or a meeting-mode review held for days) cannot take every slot of the server.
+pub const MAX_HELD_PER_REVIEW: usize = 500;
 /// Sessions tracked by the rate limiter before old windows are dropped; bounds its memory.
 const MAX_TRACKED_SESSIONS: usize = 100_000;
+/// People who must be able to post anonymously in a review before it accepts anonymous items,
+/// unless its facilitator allowed smaller groups: with two, each knows the other wrote it.
+pub const MIN_ANONYMOUS_POSTERS: usize = 3;
+/// Boundaries a batch that only one person contributed to waits for someone else's items
+/// before it is released anyway (ten minutes at the default cadence): long enough that a busy
+/// review mixes, short enough that a comment still appears while it matters.
+pub const MAX_CARRY_OVERS: u32 = 10;
 
 /// When a review releases its held anonymous items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -62,9 +77,6 @@ impl ReleaseMode {
     }
 }
 
-/// A held op and its key in the queue.
-type HeldOp = (Vec<u8>, AnonOp);
-
 /// What the key of an anonymous item unlocks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyRecord {
@@ -73,31 +85,219 @@ struct KeyRecord {
     hash: String,
 }
 
+/// One held submission, as written into its slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HeldRecord {
+    review: String,
+    op: AnonOp,
+    /// Rises with each edit of the same item, so the latest wins whatever order slots are read.
+    #[serde(default)]
+    rev: u64,
+    /// For a new item: what its key unlocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<KeyRecord>,
+    /// For a vote: the record that refuses a second vote of the same session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    voter: Option<String>,
+    /// SHA-256 of the receipt the submitter got, to ask when it will appear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    receipt: Option<String>,
+}
+
+impl HeldRecord {
+    fn op_key(&self) -> (String, String) {
+        let op = match &self.op {
+            AnonOp::Thread { comment, .. } | AnonOp::Reply { comment, .. } => {
+                format!("new:{comment}")
+            }
+            AnonOp::Concern { concern, .. } => format!("new:{concern}"),
+            AnonOp::Vote { vote, .. } => format!("vote:{vote}"),
+            AnonOp::Edit { item, .. } => format!("edit:{}", item_id(item)),
+            AnonOp::Retract { item } => format!("retract:{}", item_id(item)),
+        };
+        (self.review.clone(), op)
+    }
+}
+
+/// The held submissions: the file and what its slots hold.
+#[derive(Debug)]
+struct Queue {
+    file: HeldFile,
+    slots: HashMap<u32, HeldRecord>,
+    /// (review, op key) → the slot of its latest version.
+    index: HashMap<(String, String), u32>,
+}
+
+impl Queue {
+    fn get(&self, review: &str, op: &str) -> Option<&HeldRecord> {
+        self.index
+            .get(&(review.to_owned(), op.to_owned()))
+            .and_then(|slot| self.slots.get(slot))
+    }
+
+    fn count(&self, review: &str) -> usize {
+        self.slots.values().filter(|r| r.review == review).count()
+    }
+
+    /// Writes `add` (each replacing the held op of the same key) and syncs, then wipes the slots
+    /// they replaced and those of `remove`. Durable when this returns.
+    fn commit(
+        &mut self,
+        add: Vec<HeldRecord>,
+        remove: &[(String, String)],
+    ) -> Result<(), HeldError> {
+        let payloads: Vec<Vec<u8>> = add.iter().map(to_json).collect();
+        let slots = self.file.write(&payloads)?;
+        let mut old = Vec::new();
+        for (record, slot) in add.into_iter().zip(slots) {
+            if let Some(prev) = self.index.insert(record.op_key(), slot) {
+                old.push(prev);
+            }
+            self.slots.insert(slot, record);
+        }
+        for key in remove {
+            if let Some(prev) = self.index.remove(key) {
+                old.push(prev);
+            }
+        }
+        self.wipe(&old)?;
+        Ok(())
+    }
+
+    /// Wipes `slots` and forgets what they held. A slot that could not be wiped stays known, so a
+    /// release still takes it (releasing twice changes nothing).
+    fn wipe(&mut self, slots: &[u32]) -> std::io::Result<()> {
+        self.file.wipe(slots)?;
+        for slot in slots {
+            if let Some(record) = self.slots.remove(slot) {
+                let key = record.op_key();
+                if self.index.get(&key) == Some(slot) {
+                    self.index.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Who submitted in a review's current window, and how often its batch waited for others.
+#[derive(Debug, Default)]
+struct Window {
+    /// Salted hashes of the submitters' session tokens (in memory only).
+    submitters: HashSet<[u8; 32]>,
+    /// Boundaries this batch was carried over.
+    carried: u32,
+}
+
 /// The anonymous-item queue and its secrets.
 #[derive(Debug)]
 pub struct Anonymity {
-    held: MetaTree,
+    queue: Arc<Mutex<Queue>>,
     keys: MetaTree,
     votes: MetaTree,
     store: Store,
     cadence: Duration,
     rates: Mutex<HashMap<[u8; 32], (Instant, u32)>>,
-    /// Serialises releases, so the cadence loop and a phase change never release one op twice.
+    windows: Mutex<HashMap<String, Window>>,
+    /// Salts the submitter hashes of [`Window`]; never leaves this process.
+    salt: [u8; 32],
+    /// Serialises releases and the submissions that rewrite held items, so the cadence loop, a
+    /// phase change and an edit never interleave.
     releasing: tokio::sync::Mutex<()>,
 }
 
+/// The answer to an accepted submission.
+#[derive(Debug)]
+pub struct Receipt {
+    /// Only the submitting browser gets it; with it, it can ask when the submission will appear.
+    pub receipt: String,
+    /// For a new item: its key (the only copy).
+    pub key: Option<String>,
+}
+
 impl Anonymity {
-    /// Opens the trees.
-    pub fn open(store: &Store, cadence: Duration) -> Result<Arc<Anonymity>, StoreError> {
-        Ok(Arc::new(Anonymity {
-            held: store.meta_tree("held")?,
+    /// Opens the trees and the held-items file in `held_dir`, and moves items an older version
+    /// held in sled into the file.
+    pub fn open(
+        store: &Store,
+        held_dir: &std::path::Path,
+        cadence: Duration,
+    ) -> Result<Arc<Anonymity>, StoreError> {
+        let (file, found) =
+            HeldFile::open(held_dir).map_err(|e| StoreError::Corrupt(format!("held: {e}")))?;
+        if !found.damaged.is_empty() {
+            tracing::error!(
+                slots = found.damaged.len(),
+                "held anonymous slots failed their checksum and were cleared: interrupted writes \
+                 or releases, or damage (an unreleased anonymous item may be lost)"
+            );
+        }
+        let mut queue = Queue {
+            file,
+            slots: HashMap::new(),
+            index: HashMap::new(),
+        };
+        for (slot, payload) in found.payloads {
+            let record: HeldRecord = serde_json::from_slice(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("held slot {slot}: {e}")))?;
+            let key = record.op_key();
+            let newer = queue
+                .get(&key.0, &key.1)
+                .is_none_or(|other| other.rev <= record.rev);
+            if newer {
+                queue.index.insert(key, slot);
+            }
+            queue.slots.insert(slot, record);
+        }
+        let anonymity = Anonymity {
+            queue: Arc::new(Mutex::new(queue)),
             keys: store.meta_tree("anon_keys")?,
             votes: store.meta_tree("votes")?,
             store: store.clone(),
             cadence: cadence.max(Duration::from_millis(100)),
             rates: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
+            salt: {
+                let mut salt = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut salt);
+                salt
+            },
             releasing: tokio::sync::Mutex::new(()),
-        }))
+        };
+        anonymity.migrate(store)?;
+        Ok(Arc::new(anonymity))
+    }
+
+    /// Moves what an older version held in sled (`meta.held`) into the held-items file.
+    fn migrate(&self, store: &Store) -> Result<(), StoreError> {
+        let old = store.meta_tree("held")?;
+        let entries = old.entries()?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut add = Vec::new();
+        for (key, value) in &entries {
+            let Some(split) = key.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let op: AnonOp = serde_json::from_slice(value)
+                .map_err(|e| StoreError::Corrupt(format!("held op: {e}")))?;
+            add.push(HeldRecord {
+                review: String::from_utf8_lossy(&key[..split]).into_owned(),
+                op,
+                rev: 0,
+                key: None,
+                voter: None,
+                receipt: None,
+            });
+        }
+        lock(&self.queue)
+            .commit(add, &[])
+            .map_err(|e| StoreError::Corrupt(format!("held: {e}")))?;
+        for (key, _) in entries {
+            old.remove(&key)?;
+        }
+        store.flush_blocking()
     }
 
     /// The release cadence.
@@ -125,7 +325,7 @@ impl Anonymity {
     /// limit. Kept in memory only.
     pub fn rate_limit(&self, session: &str) -> Result<(), Problem> {
         let key: [u8; 32] = Sha256::digest(format!("rate\0{session}").as_bytes()).into();
-        let mut rates = self.rates();
+        let mut rates = lock(&self.rates);
         let now = Instant::now();
         if rates.len() >= MAX_TRACKED_SESSIONS {
             rates.retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
@@ -145,24 +345,26 @@ impl Anonymity {
         Ok(())
     }
 
-    /// Holds a new anonymous item and returns its key (the only copy). Durable when this
-    /// returns.
-    pub async fn hold_new(&self, review: &str, op: AnonOp, item: Item) -> Result<String, Problem> {
-        self.room_to_hold(review)?;
+    /// Holds a new anonymous item; answers with its key (the only copy) and a receipt. Durable
+    /// when this returns.
+    pub async fn hold_new(
+        &self,
+        review: &str,
+        session: &str,
+        op: AnonOp,
+        item: Item,
+    ) -> Result<Receipt, Problem> {
         let key = random_hex(32);
         let record = KeyRecord {
             review: review.to_owned(),
-            item: item.clone(),
+            item,
             hash: hex::encode(Sha256::digest(key.as_bytes())),
         };
-        self.keys
-            .put(item_id(&item).as_bytes(), &to_json(&record))?;
-        self.held.put(
-            &held_key(review, &format!("new:{}", item_id(&item))),
-            &to_json(&op),
-        )?;
-        self.store.durable().await?;
-        Ok(key)
+        let mut receipt = self
+            .hold(review, session, op, |r| r.key = Some(record), &[])
+            .await?;
+        receipt.key = Some(key);
+        Ok(receipt)
     }
 
     /// Holds support for a concern, once per session. Durable when this returns.
@@ -171,39 +373,181 @@ impl Anonymity {
         review: &str,
         session: &str,
         concern: &str,
-    ) -> Result<(), Problem> {
-        let voter: [u8; 32] =
-            Sha256::digest(format!("vote\0{session}\0{concern}").as_bytes()).into();
-        if !self.votes.put_new(&voter, &[])? {
-            return Err(Problem::new(
+    ) -> Result<Receipt, Problem> {
+        let voter = hex::encode(Sha256::digest(
+            format!("vote\0{session}\0{concern}").as_bytes(),
+        ));
+        let already = || {
+            Problem::new(
                 ProblemKind::Conflict,
                 "already_supported",
                 "you already support this concern",
-            ));
+            )
+        };
+        if self.votes.get(voter.as_bytes())?.is_some() {
+            return Err(already());
         }
-        let vote = random_hex(8);
         let op = AnonOp::Vote {
             concern: concern.to_owned(),
-            vote: vote.clone(),
+            vote: random_hex(8),
         };
-        self.held
-            .put(&held_key(review, &format!("vote:{vote}")), &to_json(&op))?;
-        self.store.durable().await?;
-        Ok(())
+        let _one_at_a_time = self.releasing.lock().await;
+        if lock(&self.queue)
+            .slots
+            .values()
+            .any(|r| r.voter.as_deref() == Some(voter.as_str()))
+        {
+            return Err(already());
+        }
+        self.hold_locked(review, session, op, |r| r.voter = Some(voter), &[])
+            .await
     }
 
-    fn room_to_hold(&self, review: &str) -> Result<(), Problem> {
-        if self.held.count_prefix(&held_key(review, ""))? >= MAX_HELD_PER_REVIEW {
+    /// Holds new text for an item (replacing any edit still held). Durable when this returns.
+    pub async fn hold_edit(
+        &self,
+        review: &str,
+        session: &str,
+        item: Item,
+        body: String,
+    ) -> Result<Receipt, Problem> {
+        let id = item_id(&item);
+        let _one_at_a_time = self.releasing.lock().await;
+        let rev = lock(&self.queue)
+            .get(review, &format!("edit:{id}"))
+            .map_or(0, |r| r.rev + 1);
+        // Queued even when the item itself is still held: the release applies the item before
+        // its edits. If a crash left the item released but still held, the edit still reaches it.
+        let op = AnonOp::Edit { item, body };
+        self.hold_locked(review, session, op, |r| r.rev = rev, &[])
+            .await
+    }
+
+    /// Takes an item back: a held item and its held edit are dropped, and a retraction is
+    /// released at the next boundary. The key stops working at once. Durable when this returns.
+    pub async fn hold_retract(
+        &self,
+        review: &str,
+        session: &str,
+        item: Item,
+    ) -> Result<Receipt, Problem> {
+        let id = item_id(&item);
+        let dropped = [
+            (review.to_owned(), format!("new:{id}")),
+            (review.to_owned(), format!("edit:{id}")),
+        ];
+        let _one_at_a_time = self.releasing.lock().await;
+        // Queued in any case, for an item a crash left both released and held.
+        self.hold_locked(review, session, AnonOp::Retract { item }, |_| {}, &dropped)
+            .await
+    }
+
+    async fn hold(
+        &self,
+        review: &str,
+        session: &str,
+        op: AnonOp,
+        fill: impl FnOnce(&mut HeldRecord),
+        remove: &[(String, String)],
+    ) -> Result<Receipt, Problem> {
+        let _one_at_a_time = self.releasing.lock().await;
+        self.hold_locked(review, session, op, fill, remove).await
+    }
+
+    /// Writes one held record (the caller holds `releasing`).
+    async fn hold_locked(
+        &self,
+        review: &str,
+        session: &str,
+        op: AnonOp,
+        fill: impl FnOnce(&mut HeldRecord),
+        remove: &[(String, String)],
+    ) -> Result<Receipt, Problem> {
+        let receipt = random_hex(16);
+        let mut record = HeldRecord {
+            review: review.to_owned(),
+            op,
+            rev: 0,
+            key: None,
+            voter: None,
+            receipt: Some(hex::encode(Sha256::digest(receipt.as_bytes()))),
+        };
+        fill(&mut record);
+        if lock(&self.queue).count(review) >= MAX_HELD_PER_REVIEW {
             return Err(Problem::new(
                 ProblemKind::Conflict,
                 "too_many_held",
                 "many anonymous items are waiting for their release; try again after it",
             ));
         }
+        let queue = self.queue.clone();
+        let remove = remove.to_vec();
+        let written =
+            tokio::task::spawn_blocking(move || lock(&queue).commit(vec![record], &remove))
+                .await
+                .map_err(|_| StoreError::Corrupt("held: the writer panicked".to_owned()))?;
+        match written {
+            Ok(()) => {}
+            Err(HeldError::Full) => {
+                return Err(Problem::new(
+                    ProblemKind::Unavailable,
+                    "too_many_held",
+                    "the server holds as many anonymous items as it can; try again after the next release",
+                ))
+            }
+            Err(HeldError::TooLarge) => {
+                return Err(Problem::new(
+                    ProblemKind::TooLarge,
+                    "body_too_long",
+                    "this text is too long to hold; shorten it",
+                ))
+            }
+            Err(HeldError::Io(e)) => {
+                return Err(StoreError::Corrupt(format!("held: {e}")).into());
+            }
+        }
+        let submitter: [u8; 32] = Sha256::new()
+            .chain_update(self.salt)
+            .chain_update(session.as_bytes())
+            .finalize()
+            .into();
+        lock(&self.windows)
+            .entry(review.to_owned())
+            .or_default()
+            .submitters
+            .insert(submitter);
+        Ok(Receipt { receipt, key: None })
+    }
+
+    /// Refuses anonymous items while fewer than [`MIN_ANONYMOUS_POSTERS`] people may post them
+    /// in the review's phase, unless its facilitator allowed small groups.
+    pub fn enough_posters(
+        review: &ReviewRecord,
+        counts: &HashMap<Role, usize>,
+    ) -> Result<(), Problem> {
+        if review.small_group_anonymity {
+            return Ok(());
+        }
+        let posters: usize = counts
+            .iter()
+            .filter(|(role, _)| super::policy::may_comment(**role, review.phase).is_ok())
+            .map(|(_, n)| n)
+            .sum();
+        if posters < MIN_ANONYMOUS_POSTERS {
+            return Err(Problem::new(
+                ProblemKind::Conflict,
+                "too_few_for_anonymity",
+                format!(
+                    "anonymous items need at least {MIN_ANONYMOUS_POSTERS} people who may post them \
+                     in this review, or the others could tell who wrote them; {posters} can now \
+                     (the facilitator can allow smaller groups when creating a review)"
+                ),
+            ));
+        }
         Ok(())
     }
 
-    /// The item a key unlocks, if the key is right.
+    /// The item a key unlocks, if the key is right and the item was not retracted.
     pub fn unlock(&self, review: &str, item_id_: &str, key: &str) -> Result<Item, Problem> {
         let wrong = || {
             Problem::new(
@@ -212,11 +556,25 @@ impl Anonymity {
                 "this key does not unlock that anonymous item",
             )
         };
-        let Some(raw) = self.keys.get(item_id_.as_bytes())? else {
-            return Err(wrong());
+        let held = {
+            let queue = lock(&self.queue);
+            if queue.get(review, &format!("retract:{item_id_}")).is_some() {
+                return Err(wrong());
+            }
+            queue
+                .get(review, &format!("new:{item_id_}"))
+                .and_then(|r| r.key.clone())
         };
-        let record: KeyRecord = serde_json::from_slice(&raw)
-            .map_err(|e| StoreError::Corrupt(format!("anonymous key record: {e}")))?;
+        let record = match held {
+            Some(record) => record,
+            None => {
+                let Some(raw) = self.keys.get(item_id_.as_bytes())? else {
+                    return Err(wrong());
+                };
+                serde_json::from_slice(&raw)
+                    .map_err(|e| StoreError::Corrupt(format!("anonymous key record: {e}")))?
+            }
+        };
         let given = hex::encode(Sha256::digest(key.as_bytes()));
         if record.review != review || !crate::access::same_secret(&record.hash, &given) {
             return Err(wrong());
@@ -224,124 +582,186 @@ impl Anonymity {
         Ok(record.item)
     }
 
-    /// Holds new text for an item (replacing any edit still held). When the item itself is still
-    /// held, its text is replaced in place. Durable when this returns.
-    pub async fn hold_edit(&self, review: &str, item: Item, body: String) -> Result<(), Problem> {
-        // A release in progress must not take the held item while it is rewritten here.
-        let _no_release = self.releasing.lock().await;
-        let id = item_id(&item);
-        let new_key = held_key(review, &format!("new:{id}"));
-        if let Some(raw) = self.held.get(&new_key)? {
-            let mut op: AnonOp = serde_json::from_slice(&raw)
-                .map_err(|e| StoreError::Corrupt(format!("held op: {e}")))?;
-            match &mut op {
-                AnonOp::Thread { body: b, .. }
-                | AnonOp::Reply { body: b, .. }
-                | AnonOp::Concern { body: b, .. } => *b = body.clone(),
-                _ => {}
-            }
-            self.held.put(&new_key, &to_json(&op))?;
-        }
-        // Queued in any case: if a crash left the item released but still held, the edit still
-        // reaches it (applying it to an item that is not there changes nothing).
-        let op = AnonOp::Edit { item, body };
-        self.held
-            .put(&held_key(review, &format!("edit:{id}")), &to_json(&op))?;
-        self.store.durable().await?;
-        Ok(())
-    }
-
-    /// Takes an item back: a held item is dropped, and a retraction is released at the next
-    /// boundary. The key stops working. Durable when this returns.
-    pub async fn hold_retract(&self, review: &str, item: Item) -> Result<(), Problem> {
-        let _no_release = self.releasing.lock().await;
-        let id = item_id(&item);
-        let new_key = held_key(review, &format!("new:{id}"));
-        self.held.remove(&held_key(review, &format!("edit:{id}")))?;
-        self.held.remove(&new_key)?;
-        // Queued in any case, for an item a crash left both released and held.
-        let op = AnonOp::Retract { item };
-        self.held
-            .put(&held_key(review, &format!("retract:{id}")), &to_json(&op))?;
-        self.keys.remove(id.as_bytes())?;
-        self.store.durable().await?;
-        Ok(())
-    }
-
     /// Whether the item is still waiting for its release.
-    pub fn is_held(&self, review: &str, item: &Item) -> Result<bool, Problem> {
-        Ok(self
-            .held
-            .get(&held_key(review, &format!("new:{}", item_id(item))))?
-            .is_some())
+    pub fn is_held(&self, review: &str, item: &Item) -> bool {
+        lock(&self.queue)
+            .get(review, &format!("new:{}", item_id(item)))
+            .is_some()
     }
 
-    /// Every held op, grouped by review.
-    fn all_held(&self) -> Result<BTreeMap<String, Vec<HeldOp>>, StoreError> {
-        let mut out: BTreeMap<String, Vec<HeldOp>> = BTreeMap::new();
-        for (key, value) in self.held.entries()? {
-            let Some(split) = key.iter().position(|b| *b == 0) else {
-                continue;
-            };
-            let review = String::from_utf8_lossy(&key[..split]).into_owned();
-            let op: AnonOp = serde_json::from_slice(&value)
-                .map_err(|e| StoreError::Corrupt(format!("held op: {e}")))?;
-            out.entry(review).or_default().push((key, op));
+    /// When the submissions of these receipts will appear, for those still held: the next
+    /// boundary at the earliest, and the latest boundary a batch waiting for others' items can
+    /// be carried to. `None` for a review in meeting mode before its meeting.
+    pub fn pending(
+        &self,
+        review: &ReviewRecord,
+        receipts: &[String],
+    ) -> Vec<(String, Option<(u64, u64)>)> {
+        let hashes: HashMap<String, &String> = receipts
+            .iter()
+            .map(|r| (hex::encode(Sha256::digest(r.as_bytes())), r))
+            .collect();
+        let held: Vec<String> = lock(&self.queue)
+            .slots
+            .values()
+            .filter(|r| r.review == review.id)
+            .filter_map(|r| r.receipt.as_ref())
+            .filter_map(|h| hashes.get(h).map(|r| (*r).clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let carried = lock(&self.windows).get(&review.id).map_or(0, |w| w.carried);
+        let times = self.release_times(review, carried);
+        held.into_iter().map(|r| (r, times)).collect()
+    }
+
+    /// The earliest and latest release of what a review holds now, given how often its batch
+    /// has waited already.
+    pub fn release_times(&self, review: &ReviewRecord, carried: u32) -> Option<(u64, u64)> {
+        if review.release == ReleaseMode::Meeting && review.phase < Phase::Meeting {
+            return None;
         }
-        Ok(out)
+        let next = self.next_boundary(now_ms());
+        let waits = if review.small_group_anonymity {
+            0
+        } else {
+            MAX_CARRY_OVERS.saturating_sub(carried)
+        };
+        Some((next, next + u64::from(waits) * self.cadence_ms()))
     }
 
-    fn rates(&self) -> MutexGuard<'_, HashMap<[u8; 32], (Instant, u32)>> {
-        self.rates.lock().unwrap_or_else(|p| p.into_inner())
+    /// Every held record, grouped by review.
+    fn all_held(&self) -> BTreeMap<String, Vec<(u32, HeldRecord)>> {
+        let mut out: BTreeMap<String, Vec<(u32, HeldRecord)>> = BTreeMap::new();
+        for (slot, record) in &lock(&self.queue).slots {
+            out.entry(record.review.clone())
+                .or_default()
+                .push((*slot, record.clone()));
+        }
+        out
+    }
+
+    /// Whether `review`'s batch goes out now: when two or more people contributed to it, when
+    /// it already waited [`MAX_CARRY_OVERS`] boundaries, when `force`d, or always when the
+    /// review allows small groups. Otherwise it waits one more boundary.
+    fn batch_ready(&self, review: &ReviewRecord, force: bool) -> bool {
+        let mut windows = lock(&self.windows);
+        let window = windows.entry(review.id.clone()).or_default();
+        if force
+            || review.small_group_anonymity
+            || window.submitters.len() >= 2
+            || window.carried >= MAX_CARRY_OVERS
+        {
+            return true;
+        }
+        window.carried += 1;
+        false
     }
 }
 
 /// Releases what every review may release now, stamped with boundary `at`: shuffled, written in
-/// one transaction per review with the server's client id, and only then removed from the queue.
-/// `only` limits it to one review (a phase change).
-pub async fn release(state: &AppState, at: u64, only: Option<&str>) {
+/// one transaction per review with the server's client id, then the keys and votes in one sled
+/// batch, and only then wiped from the held-items file. `only` limits it to one review (a phase
+/// change); `force` releases even a batch that only one person contributed to (the close).
+pub async fn release(state: &AppState, at: u64, only: Option<&str>, force: bool) {
     let anonymity = &state.anonymity;
     let _one_at_a_time = anonymity.releasing.lock().await;
-    let held = match anonymity.all_held() {
-        Ok(held) => held,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read held anonymous items");
-            return;
-        }
-    };
-    for (review, mut ops) in held {
-        if only.is_some_and(|o| o != review) {
+    for (review, records) in anonymity.all_held() {
+        if only.is_some_and(|o| o != review) || !state.reviews.may_release(&review) {
             continue;
         }
-        if !state.reviews.may_release(&review) {
+        let Some(record) = state.reviews.record(&review) else {
+            continue;
+        };
+        if !anonymity.batch_ready(&record, force) {
             continue;
         }
-        ops.shuffle(&mut rand::thread_rng());
-        ops.sort_by_key(|(_, op)| op.stage());
-        let keys: Vec<Vec<u8>> = ops.iter().map(|(k, _)| k.clone()).collect();
-        let ops: Vec<AnonOp> = ops.into_iter().map(|(_, op)| op).collect();
-        let written = state
-            .registry
-            .open(&document_name(&review, DocKind::Discussion))
-            .run_essential(move |doc| ((), threads::release(doc, &ops, at as f64)))
-            .await;
-        if written.is_err() {
-            // Kept in the queue: the next boundary tries again (applying is idempotent).
-            tracing::warn!(review = %review, "anonymous release postponed: discussion unavailable");
-            continue;
-        }
-        for key in keys {
-            if let Err(e) = anonymity.held.remove(&key) {
-                tracing::error!(error = %e, "cannot clear released anonymous items");
-            }
-        }
-        if let Err(e) = anonymity.store.durable().await {
-            tracing::error!(error = %e, "cannot flush the release of anonymous items");
+        if release_review(state, &review, records, at).await.is_ok() {
+            lock(&anonymity.windows).remove(&review);
         }
     }
 }
 
-/// Releases at every cadence boundary until the server stops.
+async fn release_review(
+    state: &AppState,
+    review: &str,
+    mut records: Vec<(u32, HeldRecord)>,
+    at: u64,
+) -> Result<(), ()> {
+    let anonymity = &state.anonymity;
+    records.shuffle(&mut rand::thread_rng());
+    // Items exist before they are supported, edited or retracted; later edits win.
+    records.sort_by_key(|(_, r)| (r.op.stage(), r.rev));
+    let retracted: HashSet<String> = records
+        .iter()
+        .filter_map(|(_, r)| match &r.op {
+            AnonOp::Retract { item } => Some(item_id(item)),
+            _ => None,
+        })
+        .collect();
+    // The final state of each key (a retraction, applied last, wins over its item's key).
+    let mut keys: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut votes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut ops = Vec::with_capacity(records.len());
+    for (_, r) in &records {
+        if let Some(k) = &r.key {
+            if !retracted.contains(&item_id(&k.item)) {
+                keys.insert(item_id(&k.item).into_bytes(), Some(to_json(k)));
+            }
+        }
+        if let Some(v) = &r.voter {
+            votes.insert(v.clone().into_bytes(), Some(Vec::new()));
+        }
+        match &r.op {
+            AnonOp::Retract { item } => {
+                keys.insert(item_id(item).into_bytes(), None);
+            }
+            AnonOp::Thread { comment: id, .. }
+            | AnonOp::Reply { comment: id, .. }
+            | AnonOp::Concern { concern: id, .. }
+                if retracted.contains(id) =>
+            {
+                continue
+            }
+            AnonOp::Edit { item, .. } if retracted.contains(&item_id(item)) => continue,
+            _ => {}
+        }
+        ops.push(r.op.clone());
+    }
+    let written = state
+        .registry
+        .open(&document_name(review, DocKind::Discussion))
+        .run_essential(move |doc| ((), threads::release(doc, &ops, at as f64)))
+        .await;
+    if written.is_err() {
+        // Kept in the queue: the next boundary tries again (applying is idempotent).
+        tracing::warn!(review = %review, "anonymous release postponed: discussion unavailable");
+        return Err(());
+    }
+    let recorded = anonymity
+        .keys
+        .apply(keys)
+        .and_then(|()| anonymity.votes.apply(votes));
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "cannot record the keys and votes of released anonymous items");
+        return Err(());
+    }
+    if let Err(e) = anonymity.store.durable().await {
+        tracing::error!(error = %e, "cannot flush the release of anonymous items");
+        return Err(());
+    }
+    let slots: Vec<u32> = records.iter().map(|(s, _)| *s).collect();
+    let queue = anonymity.queue.clone();
+    let wiped = tokio::task::spawn_blocking(move || lock(&queue).wipe(&slots)).await;
+    if !matches!(wiped, Ok(Ok(()))) {
+        tracing::error!("cannot wipe released anonymous items from the held-items file");
+        return Err(());
+    }
+    Ok(())
+}
+
+/// Releases at every cadence boundary until the server stops, with the read counts that
+/// changed since the last one.
 pub async fn release_loop(state: Arc<AppState>) {
     loop {
         let now = now_ms();
@@ -350,7 +770,8 @@ pub async fn release_loop(state: Arc<AppState>) {
             _ = state.shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(next.saturating_sub(now))) => {}
         }
-        release(&state, next, None).await;
+        release(&state, next, None, false).await;
+        super::api_meeting::publish_read_counts(&state).await;
     }
 }
 
@@ -361,10 +782,7 @@ fn item_id(item: &Item) -> String {
     }
 }
 
-fn held_key(review: &str, op: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(review.len() + op.len() + 1);
-    k.extend_from_slice(review.as_bytes());
-    k.push(0);
-    k.extend_from_slice(op.as_bytes());
-    k
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update replaces whole entries, so the maps stay consistent after a panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

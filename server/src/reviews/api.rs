@@ -69,6 +69,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/reviews/{id}/concerns/{concern}/discussed",
             post(discussed),
         )
+        .route("/api/reviews/{id}/anonymous/pending", post(pending))
         .route(
             "/api/reviews/{id}/anonymous/{item}/edit",
             post(anonymous_edit),
@@ -196,8 +197,9 @@ pub(super) fn review_view(
         "anonymous": {
             "release": review.release.as_str(),
             "cadence_ms": state.anonymity.cadence().as_millis() as u64,
+            "small_group_anonymity": review.small_group_anonymity,
         },
-        "read_count": state.records.read_count(&review.id).unwrap_or(0),
+        "read_count": state.records.published_read_count(&review.id),
         "server_time": super::now_ms(),
     });
     if let Some(s) = you {
@@ -217,6 +219,7 @@ struct CreateRequest {
     incident_date: Option<String>,
     severity: Option<String>,
     anonymous_release: Option<String>,
+    small_group_anonymity: Option<bool>,
     report_markdown: Option<String>,
 }
 
@@ -258,6 +261,7 @@ async fn create(
                 ))
             }
         },
+        small_group_anonymity: req.small_group_anonymity.unwrap_or(false),
     };
     if req
         .report_markdown
@@ -419,7 +423,7 @@ async fn move_phase(
         // The meeting start (in meeting mode) and the close are release boundaries: nothing
         // held is left behind the record.
         let at = state.anonymity.boundary_at(super::now_ms());
-        anonymous::release(&state, at, Some(&id)).await;
+        anonymous::release(&state, at, Some(&id), to == Phase::Closed).await;
     }
     super::api_meeting::pin_version(&state, &id, to).await?;
     Ok(Json(review_view(&state, &review, Some(&session))))
@@ -783,20 +787,16 @@ async fn reopen(
 /// Holds a new anonymous item (once its thread or board has room) and answers with its key.
 async fn hold_new(
     state: &AppState,
-    review: &ReviewRecord,
+    sender: &Sender,
     op: threads::AnonOp,
     item: threads::Item,
 ) -> Result<Response, ApiError> {
-    room(state, &review.id, &op).await?;
-    let key = state
+    room(state, &sender.review.id, &op).await?;
+    let receipt = state
         .anonymity
-        .hold_new(&review.id, op, item.clone())
+        .hold_new(&sender.review.id, &sender.token, op, item.clone())
         .await?;
-    Ok(held_reply(
-        state,
-        review,
-        json!({ "item": item, "key": key }),
-    ))
+    Ok(held_reply(state, &sender.review, receipt, Some(item)))
 }
 
 /// Refuses a new anonymous item when its thread or board is already full.
@@ -817,36 +817,54 @@ async fn room(state: &AppState, id: &str, op: &threads::AnonOp) -> Result<(), Ap
     }
 }
 
-/// The answer to an anonymous submission: nothing about who sent it, only when it will appear.
-fn held_reply(state: &AppState, review: &ReviewRecord, extra: Value) -> Response {
-    let release_after = match (review.release, review.phase) {
-        (ReleaseMode::Meeting, Phase::Draft | Phase::Review) => Value::Null,
-        _ => json!(state.anonymity.next_boundary(super::now_ms())),
+/// The answer to an anonymous submission: nothing about who sent it, only when it will appear
+/// (at the earliest, and at the latest if it waits for others' items), and the receipt to ask
+/// again. A new item also gets its key.
+fn held_reply(
+    state: &AppState,
+    review: &ReviewRecord,
+    receipt: anonymous::Receipt,
+    item: Option<threads::Item>,
+) -> Response {
+    let (release_after, release_by) = match state.anonymity.release_times(review, 0) {
+        Some((after, by)) => (json!(after), json!(by)),
+        None => (Value::Null, Value::Null),
     };
     let mut body = json!({
         "release": review.release.as_str(),
         "release_after": release_after,
+        "release_by": release_by,
+        "receipt": receipt.receipt,
     });
-    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
-        b.extend(e);
+    if let (Some(item), Some(key)) = (item, receipt.key) {
+        body["item"] = json!(item);
+        body["key"] = json!(key);
     }
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
-/// The session and review of an anonymous submission, once the phase table and the rate limit
-/// allow it. Nothing about the session is logged.
+/// Who sends an anonymous submission, in memory for the length of the request only.
+struct Sender {
+    review: ReviewRecord,
+    /// The session token: counts the submission against the rate limit and the batch's mix of
+    /// people, and makes the vote record. Never stored, logged or sent.
+    token: String,
+}
+
+/// The session and review of an anonymous submission, once the phase table, the size of the
+/// group and the rate limit allow it. Nothing about the session is logged.
 fn anonymous_sender(
     state: &AppState,
     headers: &HeaderMap,
     review: &str,
-) -> Result<ReviewRecord, ApiError> {
+) -> Result<Sender, ApiError> {
     let (session, review) = session(state, headers, review)?;
     policy::may_comment(session.role, review.phase)
         .map_err(|r| Problem::new(ProblemKind::Forbidden, r.code, r.message))?;
-    state
-        .anonymity
-        .rate_limit(bearer(headers).unwrap_or_default())?;
-    Ok(review)
+    anonymous::Anonymity::enough_posters(&review, &state.reviews.counts(&review.id))?;
+    let token = bearer(headers).unwrap_or_default().to_owned();
+    state.anonymity.rate_limit(&token)?;
+    Ok(Sender { review, token })
 }
 
 /// `POST /api/reviews/{id}/anonymous/threads`: an anonymous comment, held until its release.
@@ -857,7 +875,7 @@ async fn anonymous_thread(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = path(id)?;
-    let review = anonymous_sender(&state, &headers, &id)?;
+    let sender = anonymous_sender(&state, &headers, &id)?;
     let (text, anchor) = thread_request(&state, &id, body).await?;
     let (thread, comment) = (super::random_hex(8), super::random_hex(8));
     let item = threads::Item::Comment {
@@ -870,7 +888,7 @@ async fn anonymous_thread(
         body: text,
         anchor,
     };
-    hold_new(&state, &review, op, item).await
+    hold_new(&state, &sender, op, item).await
 }
 
 /// `POST /api/reviews/{id}/anonymous/threads/{thread}/comments`: an anonymous reply.
@@ -881,7 +899,7 @@ async fn anonymous_reply(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (id, thread) = path(p)?;
-    let review = anonymous_sender(&state, &headers, &id)?;
+    let sender = anonymous_sender(&state, &headers, &id)?;
     let req: CommentRequest = parse(body)?;
     let text = threads::validate_body(&req.body)?;
     let probe = thread.clone();
@@ -906,7 +924,7 @@ async fn anonymous_reply(
         comment,
         body: text,
     };
-    hold_new(&state, &review, op, item).await
+    hold_new(&state, &sender, op, item).await
 }
 
 /// `POST /api/reviews/{id}/concerns`: a concern for the board; always anonymous.
@@ -917,7 +935,7 @@ async fn raise_concern(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = path(id)?;
-    let review = anonymous_sender(&state, &headers, &id)?;
+    let sender = anonymous_sender(&state, &headers, &id)?;
     let req: CommentRequest = parse(body)?;
     let text = threads::validate_body(&req.body)?;
     let concern = super::random_hex(8);
@@ -928,7 +946,7 @@ async fn raise_concern(
         concern,
         body: text,
     };
-    hold_new(&state, &review, op, item).await
+    hold_new(&state, &sender, op, item).await
 }
 
 /// `POST /api/reviews/{id}/concerns/{concern}/support`: one vote per session, counted at the
@@ -939,7 +957,7 @@ async fn support(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (id, concern) = path(p)?;
-    let review = anonymous_sender(&state, &headers, &id)?;
+    let sender = anonymous_sender(&state, &headers, &id)?;
     let probe = concern.clone();
     let exists = read_doc(&state, &id, DocKind::Discussion, move |doc| {
         threads::concern_exists(doc, &probe)
@@ -952,9 +970,11 @@ async fn support(
             "this review has no such concern",
         ));
     }
-    let token = bearer(&headers).unwrap_or_default();
-    state.anonymity.hold_vote(&id, token, &concern).await?;
-    Ok(held_reply(&state, &review, json!({})))
+    let receipt = state
+        .anonymity
+        .hold_vote(&id, &sender.token, &concern)
+        .await?;
+    Ok(held_reply(&state, &sender.review, receipt, None))
 }
 
 #[derive(Deserialize)]
@@ -978,7 +998,7 @@ async fn unlocked(
     key: &str,
 ) -> Result<threads::Item, ApiError> {
     let item = state.anonymity.unlock(review, item_id, key)?;
-    if state.anonymity.is_held(review, &item)? {
+    if state.anonymity.is_held(review, &item) {
         return Ok(item);
     }
     let probe = item.clone();
@@ -1004,12 +1024,15 @@ async fn anonymous_edit(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (id, item_id) = path(p)?;
-    let review = anonymous_sender(&state, &headers, &id)?;
+    let sender = anonymous_sender(&state, &headers, &id)?;
     let req: KeyedEdit = parse(body)?;
     let text = threads::validate_body(&req.body)?;
     let item = unlocked(&state, &id, &item_id, &req.key).await?;
-    state.anonymity.hold_edit(&id, item, text).await?;
-    Ok(held_reply(&state, &review, json!({})))
+    let receipt = state
+        .anonymity
+        .hold_edit(&id, &sender.token, item, text)
+        .await?;
+    Ok(held_reply(&state, &sender.review, receipt, None))
 }
 
 /// `POST /api/reviews/{id}/anonymous/{item}/retract`: takes an item back, with its key.
@@ -1020,11 +1043,54 @@ async fn anonymous_retract(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (id, item_id) = path(p)?;
-    let review = anonymous_sender(&state, &headers, &id)?;
+    let sender = anonymous_sender(&state, &headers, &id)?;
     let req: Keyed = parse(body)?;
     let item = unlocked(&state, &id, &item_id, &req.key).await?;
-    state.anonymity.hold_retract(&id, item).await?;
-    Ok(held_reply(&state, &review, json!({})))
+    let receipt = state
+        .anonymity
+        .hold_retract(&id, &sender.token, item)
+        .await?;
+    Ok(held_reply(&state, &sender.review, receipt, None))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PendingRequest {
+    receipts: Vec<String>,
+}
+
+/// Receipts one request may ask about: far more than one person submits between releases.
+const MAX_RECEIPTS: usize = 100;
+
+/// `POST /api/reviews/{id}/anonymous/pending`: when the submissions of these receipts will
+/// appear, for those still held (a receipt not listed was released). Only the submitting browser
+/// has its receipts, so the answer tells nobody else anything.
+async fn pending(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = path(id)?;
+    let (_, review) = session(&state, &headers, &id)?;
+    let req: PendingRequest = parse(body)?;
+    if req.receipts.len() > MAX_RECEIPTS {
+        return Err(ApiError::bad_request(
+            "too_many_receipts",
+            format!("ask about at most {MAX_RECEIPTS} receipts at once"),
+        ));
+    }
+    let pending: Vec<Value> = state
+        .anonymity
+        .pending(&review, &req.receipts)
+        .into_iter()
+        .map(|(receipt, times)| {
+            let (after, by) =
+                times.map_or((Value::Null, Value::Null), |(a, b)| (json!(a), json!(b)));
+            json!({ "receipt": receipt, "release_after": after, "release_by": by })
+        })
+        .collect();
+    Ok(Json(json!({ "pending": pending })))
 }
 
 /// `POST /api/reviews/{id}/moderation/hide`: the facilitator hides an anonymous item for

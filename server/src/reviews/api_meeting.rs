@@ -201,10 +201,25 @@ async fn mark_read(
         ));
     }
     let token = bearer(&headers).unwrap_or_default();
-    let count = state.records.mark_read(&id, token).await?;
-    on_discussion(&state, &id, move |doc| meeting::read_count(doc, count)).await?;
+    let shown = state.records.mark_read(&id, token).await?;
     let people: usize = state.reviews.counts(&id).values().sum();
-    Ok(Json(json!({ "read_count": count, "people": people })))
+    Ok(Json(json!({
+        "read": true,
+        "read_count": shown,
+        "people": people,
+        "counted_after": state.anonymity.next_boundary(super::now_ms()),
+    })))
+}
+
+/// Shows, at a release boundary, the read counts that changed since the last one (so a change
+/// says nothing about who just read: several people's marks arrive together).
+pub async fn publish_read_counts(state: &AppState) {
+    for (review, count) in state.records.unshown_counts() {
+        let shown = on_discussion(state, &review, move |doc| meeting::read_count(doc, count))
+            .await
+            .is_ok();
+        state.records.shown(&review, count, shown);
+    }
 }
 
 #[derive(Deserialize)]

@@ -191,7 +191,10 @@ pub fn read_count(doc: &Doc, count: u64) -> Outcome<()> {
         Some(Out::Any(Any::Number(yrs::any::Number::Int(n)))) => n as f64,
         _ => 0.0,
     };
-    meeting.insert(&mut txn, "readCount", shown.max(count as f64));
+    if shown >= count as f64 {
+        return (Ok(()), None);
+    }
+    meeting.insert(&mut txn, "readCount", count as f64);
     (Ok(()), Some(txn.encode_update_v1()))
 }
 

@@ -12,6 +12,7 @@ pub mod anonymous;
 pub mod api;
 pub mod api_meeting;
 pub mod export;
+pub mod held;
 pub mod markdown;
 pub mod meeting;
 pub mod policy;
@@ -116,6 +117,10 @@ pub struct ReviewRecord {
     /// When held anonymous items are released.
     #[serde(default)]
     pub release: anonymous::ReleaseMode,
+    /// The facilitator allowed anonymous items in a small group: with fewer than three people who
+    /// may post them, and in a batch that only one person contributed to.
+    #[serde(default)]
+    pub small_group_anonymity: bool,
     /// Hex SHA-256 of each role's current invite token.
     invites: HashMap<Role, String>,
 }
@@ -146,6 +151,8 @@ pub struct NewReview {
     pub severity: Option<String>,
     /// When anonymous items are released.
     pub release: anonymous::ReleaseMode,
+    /// See [`ReviewRecord::small_group_anonymity`].
+    pub small_group_anonymity: bool,
 }
 
 /// A review just created, with the only copies of its invite tokens.
@@ -293,6 +300,7 @@ impl Reviews {
             phase: Phase::Draft,
             created_at: now_ms(),
             release: new.release,
+            small_group_anonymity: new.small_group_anonymity,
             invites: tokens
                 .iter()
                 .map(|(r, t)| (*r, hex::encode(hash(t))))

@@ -2,7 +2,8 @@
 //! read marks behind the read count, and the server's library of published reviews. Each lives
 //! in its own sled tree; nothing here names a person.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -59,6 +60,11 @@ pub struct Records {
     reads: MetaTree,
     library: MetaTree,
     store: Store,
+    /// The read count everyone sees, per review: it changes only at release boundaries, with
+    /// every mark made since the last one, so a change does not say who just read.
+    shown: Mutex<HashMap<String, u64>>,
+    /// Reviews with marks not yet counted in what is shown.
+    unshown: Mutex<HashSet<String>>,
 }
 
 fn key(review: &str, rest: &str) -> Vec<u8> {
@@ -76,6 +82,8 @@ impl Records {
             reads: store.meta_tree("reads")?,
             library: store.meta_tree("library")?,
             store: store.clone(),
+            shown: Mutex::new(HashMap::new()),
+            unshown: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -101,13 +109,47 @@ impl Records {
         Ok(out)
     }
 
-    /// Marks the report read by the session with token `session`, once; returns the number of
-    /// sessions of the review that have. The mark is a hash of the token, like a vote.
+    /// The read count everyone sees (see [`Records::publish_read_counts`]).
+    pub fn published_read_count(&self, review: &str) -> u64 {
+        if let Some(n) = lock(&self.shown).get(review) {
+            return *n;
+        }
+        // First asked since the start: every mark stored so far is shown.
+        let n = self.read_count(review).unwrap_or(0);
+        *lock(&self.shown).entry(review.to_owned()).or_insert(n)
+    }
+
+    /// Marks the report read by the session with token `session`, once; it is counted in what
+    /// everyone sees at the next release boundary. Returns the count shown now. Durable when
+    /// this returns.
     pub async fn mark_read(&self, review: &str, session: &str) -> Result<u64, Problem> {
+        // What is shown is settled before the mark exists, so it cannot include it.
+        let shown = self.published_read_count(review);
         let mark = hex::encode(Sha256::digest(format!("read\0{session}").as_bytes()));
-        self.reads.put_new(&key(review, &mark), &[])?;
+        if self.reads.put_new(&key(review, &mark), &[])? {
+            lock(&self.unshown).insert(review.to_owned());
+        }
         self.store.durable().await?;
-        self.read_count(review)
+        Ok(shown)
+    }
+
+    /// The reviews whose count changed since it was last shown, with their new counts; the
+    /// caller shows them and then calls [`Records::shown`].
+    pub fn unshown_counts(&self) -> Vec<(String, u64)> {
+        let reviews: Vec<String> = lock(&self.unshown).drain().collect();
+        reviews
+            .into_iter()
+            .filter_map(|r| self.read_count(&r).ok().map(|n| (r, n)))
+            .collect()
+    }
+
+    /// Records that `count` is now shown for `review`; `false` puts it back for the next boundary.
+    pub fn shown(&self, review: &str, count: u64, ok: bool) {
+        if ok {
+            lock(&self.shown).insert(review.to_owned(), count);
+        } else {
+            lock(&self.unshown).insert(review.to_owned());
+        }
     }
 
     /// How many sessions of a review marked the report read.
@@ -158,4 +200,9 @@ impl Records {
         out.sort_by_key(|e| std::cmp::Reverse(e.published_at));
         Ok(out)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update replaces whole entries, so the maps stay consistent after a panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

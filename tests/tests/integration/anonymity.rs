@@ -175,6 +175,15 @@ async fn the_adversary_cannot_link_anonymous_items_to_their_author() {
     )
     .await;
     assert_eq!(early.status, 202, "{}", early.body);
+    // A batch holds more than one person's items: Carol's goes out with Bob's.
+    let carols = post(
+        &review,
+        &carol,
+        "/concerns",
+        json!({ "body": "Concern: too few people know the failover" }),
+    )
+    .await;
+    assert_eq!(carols.status, 202, "{}", carols.body);
     let mut observer = discussion_reader(&url, &review, &review.sessions["observer"]).await;
     wait_discussion(&mut observer, "the first concern", |d| {
         concern_with(d, "Concern: the runbook is stale").is_some()
@@ -232,6 +241,15 @@ async fn the_adversary_cannot_link_anonymous_items_to_their_author() {
     )
     .await;
     assert_eq!(v.status, 202, "{}", v.body);
+    // Bob posts in the same window, so Zelda's items are not alone in their batch.
+    let bobs = post(
+        &review,
+        &bob,
+        "/concerns",
+        json!({ "body": "Concern: alerts page the wrong team" }),
+    )
+    .await;
+    assert_eq!(bobs.status, 202, "{}", bobs.body);
     let item_ids: Vec<String> = [&a, &r, &c]
         .iter()
         .map(|x| {
@@ -716,28 +734,42 @@ async fn a_crash_in_a_batch_window_releases_every_held_item_exactly_once() {
     };
     let mut watcher =
         discussion_reader(&server.collab_url(), &review, &review.sessions["observer"]).await;
+    // Who wrote the recovered items is not known (it never was stored), so they wait for a
+    // batch that two people are known to have contributed to; then they go out with it.
+    let markers = |round: u32| {
+        let review = review.clone();
+        async move {
+            for role in ["participant", "author"] {
+                let r = post(
+                    &review,
+                    &review.sessions[role],
+                    "/concerns",
+                    json!({ "body": format!("marker {round} {role}") }),
+                )
+                .await;
+                assert_eq!(r.status, 202, "{}", r.body);
+            }
+        }
+    };
+    markers(1).await;
     wait_discussion(&mut watcher, "every held item", |d| {
         bodies
             .iter()
             .all(|b| concern_with(d, b).is_some() && comment_with(d, b).is_some())
+            && concern_with(d, "marker 1 author").is_some()
     })
     .await;
     // One more release boundary passes with nothing new.
-    post(
-        &review,
-        &review.sessions["participant"],
-        "/concerns",
-        json!({ "body": "marker" }),
-    )
-    .await;
+    markers(2).await;
     wait_discussion(&mut watcher, "a later batch", |d| {
-        concern_with(d, "marker").is_some()
+        concern_with(d, "marker 2 author").is_some()
+            && concern_with(d, "marker 2 participant").is_some()
     })
     .await;
     let d = discussion_json(&watcher);
     assert_eq!(
         d["concerns"].as_object().map(|c| c.len()),
-        Some(bodies.len() + 1)
+        Some(bodies.len() + 4)
     );
     assert_eq!(
         d["threads"].as_object().map(|t| t.len()),

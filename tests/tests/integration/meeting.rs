@@ -6,7 +6,7 @@ use debrief_tests::api::{request, send, Reply, Review};
 use debrief_tests::{Client, TestServer};
 use serde_json::{json, Value};
 use yrs::types::ToJson;
-use yrs::{ReadTxn, Transact};
+use yrs::{Map, ReadTxn, Transact};
 
 fn corpus() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/postmortems");
@@ -74,7 +74,14 @@ async fn markdown_round_trips_through_a_review() {
 
 #[tokio::test]
 async fn the_timebox_agenda_actions_and_read_count() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(
+        tempfile::tempdir().expect("temp dir"),
+        debrief_server::Config {
+            anonymous_cadence: std::time::Duration::from_millis(300),
+            ..debrief_server::Config::new("unused")
+        },
+    )
+    .await;
     let review = Review::create(server.addr, "Meeting").await;
     let timer = |body: Value| {
         let review = review.clone();
@@ -89,11 +96,33 @@ async fn the_timebox_agenda_actions_and_read_count() {
         .assert_error(409, "not_in_meeting");
     review.move_to("review").await;
 
-    // Read marks count people once each, and never say who.
+    // Read marks count people once each, and never say who: the count everyone sees changes
+    // only at the next release boundary, with every mark made since the last one.
+    let mut watcher = Client::connect_collab(
+        &server.collab_url(),
+        &review.doc("discussion"),
+        &review.sessions["observer"],
+    )
+    .await;
+    watcher.wait_synced().await;
     for role in ["participant", "participant", "author"] {
         let r = review.call(role, "POST", "/read", None).await;
         assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["read"], true);
+        assert_eq!(r.body["read_count"], 0, "not shown before the boundary");
+        assert!(r.body["counted_after"].as_u64().is_some());
     }
+    let read = get(&review, "observer", "").await;
+    assert_eq!(read.body["read_count"], 0, "not shown before the boundary");
+    let doc = watcher.doc.clone();
+    watcher
+        .wait_doc("the read count at the boundary", move |_| {
+            let txn = doc.transact();
+            txn.get_map("meeting")
+                .and_then(|m| m.get(&txn, "readCount"))
+                .is_some_and(|n| matches!(n, yrs::Out::Any(yrs::Any::Number(x)) if x == yrs::Number::Float(2.0)))
+        })
+        .await;
     let read = get(&review, "observer", "").await;
     assert_eq!(read.body["read_count"], 2);
 
