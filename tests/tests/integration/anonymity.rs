@@ -777,3 +777,141 @@ async fn a_crash_in_a_batch_window_releases_every_held_item_exactly_once() {
     );
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn small_groups_are_refused_and_a_lone_persons_batch_waits_for_a_second() {
+    let server = quick_server().await;
+    let url = server.collab_url();
+
+    // In draft only the author may comment: one possible poster, so no anonymous items.
+    let small = Review::create(server.addr, "Small").await;
+    let refused = post(
+        &small,
+        &small.sessions["author"],
+        "/concerns",
+        json!({ "body": "x" }),
+    )
+    .await;
+    let message = refused.assert_error(409, "too_few_for_anonymity");
+    assert_eq!(
+        message,
+        "anonymous items need at least 3 people who may post them in this review, or the \
+         others could tell who wrote them; 1 can now (the facilitator can allow smaller groups \
+         when creating a review)"
+    );
+    // Unless the facilitator allowed small groups at creation; then a lone item is not held
+    // back either.
+    let allowed = Review::create_with(
+        server.addr,
+        json!({ "title": "Allowed", "small_group_anonymity": true }),
+    )
+    .await;
+    let view = allowed.call("author", "GET", "", None).await;
+    assert_eq!(view.body["anonymous"]["small_group_anonymity"], true);
+    let mut allowed_watch =
+        discussion_reader(&url, &allowed, &allowed.sessions["facilitator"]).await;
+    let r = post(
+        &allowed,
+        &allowed.sessions["author"],
+        "/concerns",
+        json!({ "body": "Alone but allowed" }),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["release_after"], r.body["release_by"]);
+    wait_discussion(&mut allowed_watch, "the allowed lone item", |d| {
+        concern_with(d, "Alone but allowed").is_some()
+    })
+    .await;
+
+    // In review, three may post. Pat's concern alone waits past the boundaries ...
+    let review = Review::create(server.addr, "Mixing").await;
+    review.move_to("review").await;
+    let mut watch = discussion_reader(&url, &review, &review.sessions["observer"]).await;
+    let lone = post(
+        &review,
+        &review.sessions["participant"],
+        "/concerns",
+        json!({ "body": "Pat alone" }),
+    )
+    .await;
+    assert_eq!(lone.status, 202, "{}", lone.body);
+    let receipt = lone.body["receipt"].as_str().expect("receipt").to_owned();
+    let after = lone.body["release_after"].as_u64().expect("after");
+    let by = lone.body["release_by"].as_u64().expect("by");
+    assert_eq!(by - after, 10 * 200, "at the latest ten boundaries later");
+    // ... while another review's batch of two people goes out.
+    let other = Review::create(server.addr, "Other").await;
+    other.move_to("review").await;
+    let mut other_watch = discussion_reader(&url, &other, &other.sessions["observer"]).await;
+    for role in ["participant", "author"] {
+        post(
+            &other,
+            &other.sessions[role],
+            "/concerns",
+            json!({ "body": format!("other {role}") }),
+        )
+        .await;
+    }
+    wait_discussion(&mut other_watch, "the other review's batch", |d| {
+        concern_with(d, "other participant").is_some() && concern_with(d, "other author").is_some()
+    })
+    .await;
+    watch.round_trip().await;
+    assert!(concern_with(&discussion_json(&watch), "Pat alone").is_none());
+    // The submitter can ask when it will appear; nobody else holds the receipt.
+    let pending = post(
+        &review,
+        &review.sessions["participant"],
+        "/anonymous/pending",
+        json!({ "receipts": [receipt, "not-a-receipt"] }),
+    )
+    .await;
+    assert_eq!(pending.status, 200, "{}", pending.body);
+    let listed = pending.body["pending"].as_array().expect("pending");
+    assert_eq!(listed.len(), 1, "{}", pending.body);
+    assert_eq!(listed[0]["receipt"], receipt.as_str());
+    assert!(listed[0]["release_by"].as_u64() > listed[0]["release_after"].as_u64());
+    // A second person's item: both go out in the same batch.
+    post(
+        &review,
+        &review.sessions["author"],
+        "/concerns",
+        json!({ "body": "Ana too" }),
+    )
+    .await;
+    wait_discussion(&mut watch, "the mixed batch", |d| {
+        concern_with(d, "Pat alone").is_some() && concern_with(d, "Ana too").is_some()
+    })
+    .await;
+    let d = discussion_json(&watch);
+    assert_eq!(
+        concern_with(&d, "Pat alone").expect("pat")["createdAt"],
+        concern_with(&d, "Ana too").expect("ana")["createdAt"],
+        "released together"
+    );
+    let pending = post(
+        &review,
+        &review.sessions["participant"],
+        "/anonymous/pending",
+        json!({ "receipts": [receipt] }),
+    )
+    .await;
+    assert_eq!(pending.body["pending"], json!([]), "released");
+
+    // A lone item that nobody joins goes out after ten boundaries all the same.
+    let quiet = Review::create(server.addr, "Quiet").await;
+    quiet.move_to("review").await;
+    let mut quiet_watch = discussion_reader(&url, &quiet, &quiet.sessions["observer"]).await;
+    post(
+        &quiet,
+        &quiet.sessions["participant"],
+        "/concerns",
+        json!({ "body": "Nobody joined me" }),
+    )
+    .await;
+    wait_discussion(&mut quiet_watch, "the lone item after the bound", |d| {
+        concern_with(d, "Nobody joined me").is_some()
+    })
+    .await;
+}

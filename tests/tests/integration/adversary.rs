@@ -1,0 +1,392 @@
+//! The statistical adversary of `docs/anonymity.md`: several people post named and anonymous
+//! items in the same windows, and an attacker who knows everyone's named activity (who posted a
+//! named comment when) tries to name the author of each anonymous item from what the server
+//! leaves behind — its trace-level log and copies of its data directory taken during the hold,
+//! after the release and after a clean stop. Each attack must guess no better than chance.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use debrief_tests::api::{request, Reply, Review};
+use debrief_tests::{ChildServer, Client};
+use rand::seq::SliceRandom;
+use serde_json::{json, Value};
+use yrs::types::ToJson;
+use yrs::{ReadTxn, Transact};
+
+/// Bytes of one slot of the held-items file (`server/src/reviews/held.rs`).
+const SLOT_BYTES: usize = debrief_server::reviews::held::SLOT_BYTES;
+
+/// Windows of the attack, and people posting in each (out of [`PEOPLE`]).
+const WINDOWS: usize = 10;
+const POSTERS_PER_WINDOW: usize = 3;
+const PEOPLE: usize = 5;
+
+/// One anonymous submission and the truth the attacker is after.
+#[derive(Debug, Clone)]
+struct Submission {
+    window: usize,
+    /// Index of the poster in `people`.
+    author: usize,
+    /// Posters of its window in the order they submitted.
+    order: Vec<usize>,
+    text: String,
+    id: String,
+    key: String,
+}
+
+/// Named activity the attacker knows: who posted a named comment, and when (ms since the epoch).
+#[derive(Debug, Clone)]
+struct Named {
+    window: usize,
+    person: usize,
+    at_ms: u64,
+    text: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Every file under `dir`, in path order.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(haystack, needle)
+}
+
+/// Where `needle` first occurs in the snapshot taken as one byte string (files in path order),
+/// and in which file.
+fn locate(snap: &[(PathBuf, Vec<u8>)], needle: &str) -> Option<(u64, PathBuf)> {
+    let mut base = 0u64;
+    for (path, bytes) in snap {
+        if let Some(at) = find(bytes, needle.as_bytes()) {
+            return Some((base + at as u64, path.clone()));
+        }
+        base += bytes.len() as u64;
+    }
+    None
+}
+
+/// Every way a log line could carry `secret`: as text, hex, base64 (at any alignment) and as a
+/// list of byte values, the way sled's debug output prints keys and values.
+fn encodings(secret: &str) -> Vec<String> {
+    let bytes = secret.as_bytes();
+    let mut out = vec![
+        secret.to_owned(),
+        hex::encode(bytes),
+        hex::encode_upper(bytes),
+    ];
+    for engine in [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE,
+    ] {
+        // Embedded in a longer value, the encoding of `bytes` depends on its offset modulo 3;
+        // the middle of each alignment does not depend on what surrounds it.
+        for pad in 0..3 {
+            let mut padded = vec![0u8; pad];
+            padded.extend_from_slice(bytes);
+            let encoded = engine.encode(&padded);
+            let start = if pad == 0 { 0 } else { 4 };
+            let end = encoded.len().saturating_sub(4);
+            if end > start + 8 {
+                out.push(encoded[start..end].to_owned());
+            }
+        }
+    }
+    let numbers: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
+    out.push(numbers.join(", "));
+    out.push(numbers.join(","));
+    out.push(numbers.join(" "));
+    out
+}
+
+/// The time at the start of a log line (`2026-12-06T09:30:00.123456Z …`), ms since the epoch.
+fn line_time(line: &str) -> Option<u64> {
+    let stamp = line.split_whitespace().next()?;
+    let (date, time) = stamp.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let secs: f64 = t.next()?.parse().ok()?;
+    // Days since the epoch (proleptic Gregorian calendar).
+    let (y, m) = if m <= 2 { (y - 1, m + 12) } else { (y, m) };
+    let days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5 + day - 719_469;
+    let ms = ((days * 86_400 + h * 3600 + min * 60) as f64 + secs) * 1000.0;
+    Some(ms as u64)
+}
+
+/// How many of `guesses` (item → guessed author) are right.
+fn hits(subs: &[Submission], guess: impl Fn(&Submission) -> usize) -> usize {
+    subs.iter().filter(|s| guess(s) == s.author).count()
+}
+
+/// Chance is one in [`POSTERS_PER_WINDOW`]; an attack that works names nearly every author. The
+/// bound lies four standard deviations above chance, so a fair run passes it with probability
+/// above 0.9999.
+fn assert_chance(attack: &str, correct: usize, total: usize) {
+    let p = 1.0 / POSTERS_PER_WINDOW as f64;
+    let n = total as f64;
+    let bound = n * p + 4.0 * (n * p * (1.0 - p)).sqrt();
+    assert!(
+        (correct as f64) <= bound,
+        "{attack}: named {correct} of {total} authors (chance {:.1}, bound {bound:.1})",
+        n * p
+    );
+}
+
+async fn post(review: &Review, token: &str, path: &str, body: Value) -> Reply {
+    let path = format!("/api/reviews/{}{path}", review.id);
+    request(review.addr, "POST", &path, Some(token), Some(&body)).await
+}
+
+/// The texts of every comment and concern the reader's discussion holds.
+fn released_texts(client: &Client) -> Vec<String> {
+    let txn = client.doc.transact();
+    let mut out = Vec::new();
+    for root in ["threads", "concerns"] {
+        let Some(map) = txn.get_map(root) else {
+            continue;
+        };
+        let v = serde_json::to_value(map.to_json(&txn)).unwrap_or(Value::Null);
+        for entry in v.as_object().into_iter().flat_map(|o| o.values()) {
+            if let Some(body) = entry["body"].as_str() {
+                out.push(body.to_owned());
+            }
+            for c in entry["comments"].as_array().into_iter().flatten() {
+                if let Some(body) = c["body"].as_str() {
+                    out.push(body.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    // Nothing is released while the windows run (so every copy taken during them holds every
+    // item so far); closing the review releases them all.
+    let server =
+        ChildServer::start_with(&data, &["--anonymous-cadence-secs", "86400"], Some(&log)).await;
+    let review = Review::create(server.addr, "Queue backlog").await;
+    let mut people = Vec::new();
+    for i in 0..PEOPLE {
+        people.push(review.join("participant", &format!("Person {i}")).await);
+    }
+    review.move_to("review").await;
+    let mut observer = Client::connect_collab(
+        &server.collab_url(),
+        &review.doc("discussion"),
+        &review.sessions["observer"],
+    )
+    .await;
+    observer.wait_synced().await;
+
+    let mut rng = rand::thread_rng();
+    let mut subs: Vec<Submission> = Vec::new();
+    let mut named: Vec<Named> = Vec::new();
+    // Snapshots of the data directory during the hold, one per window.
+    let mut during: Vec<Vec<(PathBuf, Vec<u8>)>> = Vec::new();
+    let held_file = data.join("held").join("slots");
+    for window in 0..WINDOWS {
+        let mut order: Vec<usize> = (0..PEOPLE).collect();
+        order.shuffle(&mut rng);
+        order.truncate(POSTERS_PER_WINDOW);
+        for (rank, &person) in order.iter().enumerate() {
+            // Named activity right before the anonymous submission: the attacker's anchor.
+            let text = format!("Named note {window}.{rank} from Person {person}");
+            let r = post(
+                &review,
+                &people[person],
+                "/threads",
+                json!({ "body": text }),
+            )
+            .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            named.push(Named {
+                window,
+                person,
+                at_ms: now_ms(),
+                text,
+            });
+            let before = snapshot(&data);
+            let text = format!("Anonymous worry number {window}-{rank}: the pager rota is thin");
+            let (path, body) = if rank % 2 == 0 {
+                ("/anonymous/threads", json!({ "body": text }))
+            } else {
+                ("/concerns", json!({ "body": text }))
+            };
+            let r = post(&review, &people[person], path, body).await;
+            assert_eq!(r.status, 202, "{}", r.body);
+            let item = &r.body["item"];
+            let id = item["comment"]
+                .as_str()
+                .or(item["concern"].as_str())
+                .expect("item id")
+                .to_owned();
+            let after = snapshot(&data);
+            // The byte-level comparison: the text is held in the held-items file only, and one
+            // slot of it is all that changed there.
+            let (_, file) = locate(&after, &text).expect("the held item is on disk");
+            assert_eq!(file, held_file, "an anonymous text outside the held file");
+            assert!(locate(&before, &text).is_none());
+            let old = before
+                .iter()
+                .find(|(p, _)| *p == held_file)
+                .map(|(_, b)| b.clone());
+            let new = &after.iter().find(|(p, _)| *p == held_file).expect("held").1;
+            if let Some(old) = old {
+                assert_eq!(old.len(), new.len(), "the held file keeps its size");
+                let changed = old
+                    .chunks(SLOT_BYTES)
+                    .zip(new.chunks(SLOT_BYTES))
+                    .filter(|(a, b)| a != b)
+                    .count();
+                assert_eq!(changed, 1, "one submission changes one slot");
+            }
+            subs.push(Submission {
+                window,
+                author: person,
+                order: order.clone(),
+                text,
+                id,
+                key: r.body["key"].as_str().expect("key").to_owned(),
+            });
+        }
+        during.push(snapshot(&data));
+    }
+    // Closing releases whatever still waits for other people's items.
+    review.move_to("meeting").await;
+    review.move_to("closed").await;
+    let all_out: Vec<String> = subs.iter().map(|s| s.text.clone()).collect();
+    debrief_tests::within("every anonymous item released", async {
+        loop {
+            let seen = released_texts(&observer);
+            if all_out.iter().all(|t| seen.contains(t)) {
+                break;
+            }
+            observer.round_trip().await;
+        }
+    })
+    .await;
+    let after_release = snapshot(&data);
+    assert!(
+        after_release
+            .iter()
+            .filter(|(p, _)| *p == held_file)
+            .all(|(_, b)| b.iter().all(|x| *x == 0)),
+        "released items are wiped from the held file"
+    );
+    drop(observer);
+    server.terminate().await;
+    let after_stop = snapshot(&data);
+
+    // Attack 1, on-disk order: in a copy taken during the hold, order the window's items by
+    // where they lie, and give the k-th to the k-th poster of the window.
+    let by_position = |snap: &[(PathBuf, Vec<u8>)], s: &Submission| -> usize {
+        let mut placed: Vec<(u64, &Submission)> = subs
+            .iter()
+            .filter(|o| o.window == s.window)
+            .filter_map(|o| locate(snap, &o.text).map(|(at, _)| (at, o)))
+            .collect();
+        placed.sort_by_key(|(at, _)| *at);
+        match placed.iter().position(|(_, o)| o.text == s.text) {
+            Some(rank) => s.order[rank.min(s.order.len() - 1)],
+            None => s.order[0],
+        }
+    };
+    let correct = hits(&subs, |s| by_position(&during[s.window], s));
+    assert_chance("on-disk order during the hold", correct, subs.len());
+    let correct = hits(&subs, |s| by_position(&after_release, s));
+    assert_chance("on-disk order after the release", correct, subs.len());
+    let correct = hits(&subs, |s| by_position(&after_stop, s));
+    assert_chance("on-disk order after a clean stop", correct, subs.len());
+
+    // Attack 2, beside named writes: the author of the named note stored nearest to the item.
+    let nearest_note = |snap: &[(PathBuf, Vec<u8>)], s: &Submission| -> usize {
+        let Some((at, _)) = locate(snap, &s.text) else {
+            return s.order[0];
+        };
+        named
+            .iter()
+            .filter(|n| n.window == s.window)
+            .filter_map(|n| locate(snap, &n.text).map(|(p, _)| (p.abs_diff(at), n.person)))
+            .min()
+            .map_or(s.order[0], |(_, person)| person)
+    };
+    let correct = hits(&subs, |s| nearest_note(&during[s.window], s));
+    assert_chance("nearest named write on disk", correct, subs.len());
+
+    // Attack 3, the trace log: any line that carries an item's text, id or key in any encoding,
+    // and the named activity nearest to it in time.
+    let lines = std::fs::read_to_string(&log).expect("read the log");
+    assert!(lines.lines().count() > 50, "trace logging was on");
+    let mut found: HashMap<String, u64> = HashMap::new();
+    let mut leaks = Vec::new();
+    let encoded: Vec<(&Submission, Vec<String>)> = subs
+        .iter()
+        .map(|s| {
+            let all = [&s.text, &s.id, &s.key]
+                .into_iter()
+                .flat_map(|secret| encodings(secret))
+                .collect();
+            (s, all)
+        })
+        .collect();
+    for line in lines.lines() {
+        for (s, all) in &encoded {
+            if let Some(e) = all.iter().find(|e| line.contains(e.as_str())) {
+                leaks.push(format!("{e:?} in {line}"));
+                if let Some(t) = line_time(line) {
+                    found.entry(s.text.clone()).or_insert(t);
+                }
+            }
+        }
+    }
+    let correct = hits(&subs, |s| match found.get(&s.text) {
+        Some(t) => named
+            .iter()
+            .filter(|n| n.window == s.window)
+            .min_by_key(|n| n.at_ms.abs_diff(*t))
+            .map_or(s.order[0], |n| n.person),
+        None => s.order[0],
+    });
+    assert_chance("nearest named activity in the log", correct, subs.len());
+    assert!(
+        leaks.is_empty(),
+        "the log carries anonymous texts, ids or keys: {:?}",
+        &leaks[..leaks.len().min(5)]
+    );
+    assert!(line_time("2026-12-06T09:30:00.250000Z  INFO x").is_some_and(|t| t % 1000 == 250));
+}
