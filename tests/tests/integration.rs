@@ -9,6 +9,7 @@ mod integration {
     mod limits;
     mod malformed;
     mod meeting;
+    mod restart;
     mod reviews;
     mod sync;
 }

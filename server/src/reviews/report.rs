@@ -47,6 +47,11 @@ pub enum AnchorError {
 pub fn check_anchor(doc: &Doc, start: &[u8], end: &[u8]) -> Result<(), AnchorError> {
     let start = decode(start)?;
     let end = decode(end)?;
+    // A document loaded from the store (after a restart, or an idle unload) knows its root types
+    // only by name: updates do not carry a root's type, so the fragment stays an untyped branch
+    // until it is asked for by type, and the walk below could not see it as XML. Declaring it
+    // writes nothing (issue 16).
+    doc.get_or_insert_xml_fragment(FRAGMENT);
     let txn = doc.transact();
     for pos in [&start, &end] {
         let resolved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -153,6 +158,36 @@ mod tests {
         for s in TEMPLATE {
             assert!(xml.contains(s.title), "{}", s.title);
         }
+    }
+
+    /// Issue 16: a report loaded from the store (as after any restart) has its root fragment
+    /// only as an untyped branch until someone asks for it by type; anchors into it must still
+    /// be accepted.
+    #[test]
+    fn anchors_resolve_in_a_report_loaded_from_the_store() {
+        let seeded = crate::crdt::new_doc();
+        let update = seed(&seeded, "Checkout outage");
+        let (start, end) = {
+            let text = first_paragraph_text(&seeded);
+            let txn = seeded.transact();
+            let s = text.sticky_index(&txn, 0, Assoc::After).expect("start");
+            let e = text.sticky_index(&txn, 3, Assoc::Before).expect("end");
+            (s.encode_v1(), e.encode_v1())
+        };
+        let reloaded = crate::crdt::load(None, [update.as_slice()]).expect("load");
+        assert_eq!(check_anchor(&reloaded, &start, &end), Ok(()));
+        // A position at the fragment itself (the end of the report) resolves too.
+        let at_root = {
+            let fragment = seeded.get_or_insert_xml_fragment(FRAGMENT);
+            let txn = seeded.transact();
+            let len = fragment.len(&txn);
+            fragment
+                .sticky_index(&txn, len, Assoc::Before)
+                .expect("end of report")
+                .encode_v1()
+        };
+        let reloaded = crate::crdt::load(None, [update.as_slice()]).expect("load");
+        assert_eq!(check_anchor(&reloaded, &start, &at_root), Ok(()));
     }
 
     #[test]
