@@ -15,6 +15,7 @@ pub mod export;
 pub mod held;
 pub mod markdown;
 pub mod meeting;
+pub mod names;
 pub mod policy;
 pub mod records;
 pub mod report;
@@ -616,10 +617,16 @@ fn invalid_session() -> Problem {
     )
 }
 
-/// Trims and checks a display name. "Anonymous" is reserved: it stands for anonymous items.
+/// Normalises and checks a display name ([`names::normalize`]); the normal form is what is
+/// stored and shown. "Anonymous" and its look-alikes are reserved: it stands for anonymous items.
 pub fn validate_name(name: &str) -> Result<String, Problem> {
-    let name = validate_text(name, MAX_NAME_CHARS, "invalid_name", "a display name")?;
-    if name.eq_ignore_ascii_case("anonymous") {
+    let name = validate_text(
+        &names::normalize(name),
+        MAX_NAME_CHARS,
+        "invalid_name",
+        "a display name",
+    )?;
+    if names::looks_reserved(&name) {
         return Err(Problem::new(
             ProblemKind::BadInput,
             "invalid_name",
@@ -758,5 +765,35 @@ mod tests {
         assert!(validate_name("   ").is_err());
         assert!(validate_name(&"x".repeat(61)).is_err());
         assert!(validate_name("a\u{7}b").is_err());
+    }
+
+    /// Issue 16: "Anonymous" could be impersonated with invisible, bidi and look-alike code
+    /// points.
+    #[test]
+    fn names_are_normalised_and_anonymous_cannot_be_impersonated() {
+        assert_eq!(
+            validate_name("\u{202E}Ada\u{200B}  Lovelace\t").expect("valid"),
+            "Ada Lovelace"
+        );
+        assert_eq!(validate_name("Ｇｒａｃｅ").expect("valid"), "Grace");
+        for name in [
+            "Anonymous\u{200B}",
+            "An\u{043E}nymous",
+            "\u{202E}Anonymous",
+            "anonymous",
+        ] {
+            let refused = validate_name(name).expect_err(name);
+            assert_eq!(refused.code, "invalid_name", "{name:?}");
+            assert_eq!(
+                refused.message,
+                "\"Anonymous\" is reserved for anonymous items; choose another name"
+            );
+        }
+        // Nothing but invisible code points is an empty name; the bound counts the normal form.
+        assert_eq!(
+            validate_name("\u{200B}\u{FEFF}").expect_err("empty").code,
+            "invalid_name"
+        );
+        assert!(validate_name(&format!("{}\u{200B}", "x".repeat(60))).is_ok());
     }
 }

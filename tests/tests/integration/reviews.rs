@@ -773,3 +773,54 @@ async fn threads_are_written_by_the_server_and_survive_a_restart() {
     let read = review.call("facilitator", "GET", "", None).await;
     assert_eq!(read.body["participants"]["observer"], 2);
 }
+
+/// Issue 16: "Anonymous" could be impersonated with a zero-width space, a Cyrillic `о` or a
+/// right-to-left override. Names are normalised at join, and look-alikes are refused.
+#[tokio::test]
+async fn display_names_are_normalised_and_anonymous_cannot_be_impersonated() {
+    let server = TestServer::start().await;
+    let review = Review::create(server.addr, "Names").await;
+    let join = |name: &'static str| {
+        let review = review.clone();
+        async move {
+            request(
+                review.addr,
+                "POST",
+                "/api/join",
+                None,
+                Some(&json!({ "invite": review.invites["participant"], "name": name })),
+            )
+            .await
+        }
+    };
+    for name in [
+        "Anonymous\u{200B}",
+        "An\u{043E}nymous",
+        "\u{202E}Anonymous",
+        "\u{FF21}nonymous",
+        " anonymous\u{00A0}",
+    ] {
+        let message = join(name).await.assert_error(400, "invalid_name");
+        assert_eq!(
+            message, "\"Anonymous\" is reserved for anonymous items; choose another name",
+            "{name:?}"
+        );
+    }
+    join("\u{200B}\u{2066}")
+        .await
+        .assert_error(400, "invalid_name");
+    // The normal form is what is stored and shown.
+    let joined = join("\u{202E}Ada\u{200B}   Lovelace\u{FEFF}").await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    assert_eq!(joined.body["review"]["you"]["name"], "Ada Lovelace");
+    let read = request(
+        server.addr,
+        "GET",
+        &format!("/api/reviews/{}", review.id),
+        joined.body["session"].as_str(),
+        None,
+    )
+    .await;
+    assert_eq!(read.body["you"]["name"], "Ada Lovelace");
+    assert_eq!(read.body["participants"]["participant"], 2);
+}
