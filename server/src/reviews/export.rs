@@ -2,10 +2,13 @@
 //! documents: the report, then comment threads with their quotes (anonymous items as
 //! "Anonymous"; hidden and deleted ones left out), concerns with their support, action items as
 //! a table, and the meeting notes. The same text is what the library publishes.
+//!
+//! Everything people wrote (names, quotes, bodies, action items) is escaped so that it renders as
+//! the literal text ([`super::mdtext`]); the report and notes come escaped from `markdown.rs`.
 
 use serde_json::{json, Value};
 
-use super::ReviewRecord;
+use super::{mdtext, ReviewRecord};
 
 /// The parts a review is exported from.
 #[derive(Debug, Clone)]
@@ -95,23 +98,27 @@ fn actions(p: &Parts) -> Vec<Value> {
         .collect()
 }
 
+/// A table cell: escaped text on one line, its pipes escaped for the table.
 fn cell(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or("")
-        .replace('|', "\\|")
-        .replace(['\n', '\r'], " ")
+    mdtext::inline(&one_line(v.as_str().unwrap_or(""))).replace('|', "\\|")
 }
 
+/// A quote as a block quote, each line escaped so that none opens a block inside it.
 fn quote_lines(text: &str) -> String {
     text.replace('\r', "\n")
         .lines()
-        .map(|l| format!("> {l}\n"))
+        .map(|l| format!("> {}\n", mdtext::line_start(&mdtext::inline(l))))
         .collect()
 }
 
 /// A comment or concern on one line: line breaks of any kind become spaces.
 fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
+}
+
+/// A comment's or concern's text, escaped, for the middle of a line.
+fn text(v: &Value) -> String {
+    mdtext::inline(&one_line(v.as_str().unwrap_or("")))
 }
 
 /// The review as Markdown.
@@ -129,8 +136,8 @@ pub fn markdown(p: &Parts) -> String {
             }
             out.push('\n');
             for c in t["comments"].as_array().into_iter().flatten() {
-                let body = one_line(c["body"].as_str().unwrap_or(""));
-                let who = c["author"].as_str().unwrap_or("Someone");
+                let body = text(&c["body"]);
+                let who = mdtext::inline(c["author"].as_str().unwrap_or("Someone"));
                 out.push_str(&format!("- **{who}**: {body}\n"));
             }
             if t["resolved"] == true {
@@ -143,7 +150,8 @@ pub fn markdown(p: &Parts) -> String {
     if !concerns.is_empty() {
         out.push_str("## Concerns\n\n");
         for c in &concerns {
-            let body = one_line(c["body"].as_str().unwrap_or(""));
+            // The body starts the list item's text, where it could open a block.
+            let body = mdtext::line_start(&text(&c["body"]));
             let discussed = if c["discussed"] == true {
                 ", discussed"
             } else {
@@ -190,4 +198,89 @@ pub fn json(p: &Parts) -> Value {
         "actions": actions(p),
         "notes_markdown": p.notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: comment bodies, names, quotes, concerns and action items are emitted as the
+    /// literal text, never as live HTML or links.
+    #[test]
+    fn what_people_wrote_is_exported_as_literal_text() {
+        let review = ReviewRecord {
+            id: "r".into(),
+            title: "T".into(),
+            incident_date: None,
+            severity: None,
+            phase: super::super::Phase::Closed,
+            created_at: 0,
+            release: Default::default(),
+            invites: Default::default(),
+        };
+        let discussion = [
+            (
+                "threads",
+                json!({
+                    "t1": {
+                        "anchor": { "quote": "# quoted\n<b>bold</b>" },
+                        "createdAt": 1.0,
+                        "comments": [
+                            { "author": { "name": "<img src=x onerror=alert(1)>" }, "body": "<script>alert(1)</script>", "createdAt": 1.0 },
+                            { "author": { "name": "**Eve**" }, "body": "[x](javascript:alert(1)) &amp; ![i](data:x)\nsecond line", "createdAt": 2.0 },
+                        ],
+                    },
+                    "t2": {
+                        "createdAt": 3.0,
+                        "comments": [
+                            { "anonymous": true, "author": null, "body": "`code` _em_ ~~s~~ <https://x.example>", "createdAt": 3.0 },
+                        ],
+                    },
+                }),
+            ),
+            (
+                "concerns",
+                json!({ "c1": { "body": "# <u>loud</u>", "votes": ["a"], "createdAt": 1.0 } }),
+            ),
+            (
+                "actions",
+                json!({ "a1": { "what": "<i>a</i> | b", "why": "[y](javascript:z)", "kind": "fix", "owner": "O\nwner", "link": "https://t.example/1", "status": "open", "createdAt": 1.0 } }),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let parts = Parts {
+            review,
+            report: "# T\n".into(),
+            notes: String::new(),
+            discussion,
+        };
+        assert_eq!(
+            markdown(&parts),
+            "# T\n\
+             \n\
+             ## Comments\n\
+             \n\
+             > \\# quoted\n\
+             > \\<b>bold\\</b>\n\
+             \n\
+             - **\\<img src=x onerror=alert(1)>**: \\<script>alert(1)\\</script>\n\
+             - **\\*\\*Eve\\*\\***: \\[x\\](javascript:alert(1)) \\&amp; !\\[i\\](data:x) second line\n\
+             \n\
+             General comment:\n\
+             \n\
+             - **Anonymous**: \\`code\\` \\_em\\_ \\~\\~s\\~\\~ \\<https://x.example>\n\
+             \n\
+             ## Concerns\n\
+             \n\
+             - \\# \\<u>loud\\</u> (1 supporting)\n\
+             \n\
+             ## Action items\n\
+             \n\
+             | What | Why | Kind | Owner | Link | Due | Status |\n\
+             |---|---|---|---|---|---|---|\n\
+             | \\<i>a\\</i> \\| b | \\[y\\](javascript:z) | fix | O wner | https://t.example/1 |  | open |\n"
+        );
+    }
 }

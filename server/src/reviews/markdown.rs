@@ -5,10 +5,14 @@
 //! marks and links.
 //!
 //! Tables are GFM tables: a first row of header cells, then body rows; a cell holds inline text.
+//!
+//! What people wrote is written so that it renders as itself ([`super::mdtext`]), and links keep
+//! only `http`, `https` and `mailto` targets, on import and on export (issue 16).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::mdtext;
 use debrief_proto::schema::{attr, mark, node, FRAGMENT};
 use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 use yrs::types::text::{Diff, YChange};
@@ -69,16 +73,20 @@ fn block<T: ReadTxn>(txn: &T, n: &XmlOut, out: &mut String, depth: usize) {
             .clamp(1, 6);
             out.push_str(&"#".repeat(level));
             out.push(' ');
-            out.push_str(&inline(txn, &children, depth));
+            // After a hard break the heading's next line must not open a block either.
+            let text = inline(txn, &children, depth);
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            out.push_str(first);
+            if !rest.is_empty() {
+                out.push('\n');
+                out.push_str(&mdtext::line_starts(rest));
+            }
             out.push_str("\n\n");
         }
         node::PARAGRAPH => {
-            let text = inline(txn, &children, depth);
-            // A paragraph must not read as a heading, quote or list item.
-            if text.starts_with(['#', '>', '-', '+']) {
-                out.push('\\');
-            }
-            out.push_str(&text);
+            // No line of a paragraph (a hard break starts one) may read as a heading, quote,
+            // list item or any other block.
+            out.push_str(&mdtext::line_starts(&inline(txn, &children, depth)));
             out.push_str("\n\n");
         }
         node::BULLET_LIST | node::ORDERED_LIST => {
@@ -110,8 +118,12 @@ fn block<T: ReadTxn>(txn: &T, n: &XmlOut, out: &mut String, depth: usize) {
             out.push('\n');
         }
         node::CODE_BLOCK => {
-            let language = match e.get_attribute(txn, attr::LANGUAGE) {
-                Some(Out::Any(Any::String(s))) => s.to_string(),
+            // The info string is a language name; anything else could end the fence line.
+            let language: String = match e.get_attribute(txn, attr::LANGUAGE) {
+                Some(Out::Any(Any::String(s))) => s
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '#'))
+                    .collect(),
                 _ => String::new(),
             };
             let text: String = children
@@ -121,7 +133,7 @@ fn block<T: ReadTxn>(txn: &T, n: &XmlOut, out: &mut String, depth: usize) {
                     _ => String::new(),
                 })
                 .collect();
-            let fence = if text.contains("```") { "~~~~" } else { "```" };
+            let fence = "`".repeat(mdtext::fence_len(&text, 3));
             out.push_str(&format!("{fence}{language}\n{text}\n{fence}\n\n"));
         }
         node::BLOCKQUOTE => {
@@ -225,15 +237,18 @@ fn marked(text: &str, attrs: &Attrs) -> String {
         return String::new();
     }
     let mut s = if has(mark::CODE) {
-        let ticks = if text.contains('`') { "``" } else { "`" };
-        let pad = if text.starts_with('`') || text.ends_with('`') {
+        let ticks = "`".repeat(mdtext::fence_len(text, 1));
+        // A code span drops one space at each end when both are there, and a backtick at an
+        // end would join the fence: pad with a space in both cases.
+        let spaced = text.starts_with(' ') && text.ends_with(' ') && !text.trim().is_empty();
+        let pad = if text.starts_with('`') || text.ends_with('`') || spaced {
             " "
         } else {
             ""
         };
         format!("{ticks}{pad}{text}{pad}{ticks}")
     } else {
-        escape(text)
+        mdtext::inline(text)
     };
     if s.trim().is_empty() {
         return s;
@@ -257,26 +272,16 @@ fn marked(text: &str, attrs: &Attrs) -> String {
         core = format!("**{core}**");
     }
     if let Some(Any::Map(link)) = attrs.get(mark::LINK) {
-        if let Some(Any::String(href)) = link.get(attr::HREF) {
-            core = format!("[{core}]({})", href.replace(' ', "%20").replace(')', "%29"));
+        // A link to any other scheme (written by a client) keeps its text only.
+        if let Some(href) = match link.get(attr::HREF) {
+            Some(Any::String(href)) => mdtext::allowed_link(href),
+            _ => None,
+        } {
+            core = format!("[{core}]({})", mdtext::destination(&href));
         }
     }
     s = format!("{head}{core}{tail}");
     s
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\\' | '*' | '_' | '`' | '[' | ']' | '<' | '~' => {
-                out.push('\\');
-                out.push(c);
-            }
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// Why Markdown could not be imported.
@@ -402,7 +407,7 @@ impl Builder {
         let empty = || Any::Map(Arc::new(HashMap::new()));
         match event {
             Event::Start(tag) => match tag {
-                Tag::Paragraph => {
+                Tag::Paragraph | Tag::HtmlBlock => {
                     self.open(txn, fragment, node::PARAGRAPH)?;
                 }
                 Tag::Heading { level, .. } => {
@@ -451,9 +456,11 @@ impl Builder {
                     self.marks.insert(mark::STRIKE, empty());
                 }
                 Tag::Link { dest_url, .. } => {
-                    let link =
-                        HashMap::from([(attr::HREF.to_owned(), Any::from(dest_url.as_ref()))]);
-                    self.marks.insert(mark::LINK, Any::Map(Arc::new(link)));
+                    // Other schemes (`javascript:`, `data:`, …) import as plain text.
+                    if let Some(href) = mdtext::allowed_link(&dest_url) {
+                        let link = HashMap::from([(attr::HREF.to_owned(), Any::from(href))]);
+                        self.marks.insert(mark::LINK, Any::Map(Arc::new(link)));
+                    }
                 }
                 Tag::Table(_) => {
                     self.open(txn, fragment, node::TABLE)?;
@@ -477,7 +484,7 @@ impl Builder {
                 _ => {}
             },
             Event::End(end) => match end {
-                TagEnd::Paragraph => self.close_inline_block(),
+                TagEnd::Paragraph | TagEnd::HtmlBlock => self.close_inline_block(),
                 TagEnd::Heading(_) => self.close_inline_block(),
                 TagEnd::BlockQuote(_) | TagEnd::List(_) | TagEnd::Item => {
                     self.close_inline_block();
@@ -528,7 +535,15 @@ impl Builder {
                 self.open(txn, fragment, node::HORIZONTAL_RULE)?;
                 self.close();
             }
-            Event::Html(h) | Event::InlineHtml(h) => self.push_text(txn, fragment, &h, None)?,
+            // Raw HTML is kept as the text it is. An HTML block is a paragraph of its lines
+            // (each ends with its line break), joined like soft breaks.
+            Event::Html(h) => {
+                if self.text.is_some() {
+                    self.push_text(txn, fragment, " ", None)?;
+                }
+                self.push_text(txn, fragment, h.trim_end_matches('\n'), None)?;
+            }
+            Event::InlineHtml(h) => self.push_text(txn, fragment, &h, None)?,
             _ => {}
         }
         Ok(())
@@ -579,6 +594,53 @@ mod tests {
         assert!(
             md.starts_with("# Outage\n\n## Summary\n\nTwo or three sentences"),
             "{md}"
+        );
+    }
+
+    /// Issue 16: imported Markdown keeps only web and mail links, and raw HTML, entities and
+    /// block markers in text come back as the literal text.
+    #[test]
+    fn hostile_markdown_imports_as_literal_text() {
+        let md = "[x](javascript:alert(1)) [d](data:text/html,<b>hi</b>) <javascript:alert(2)> [ok](https://example.com/?a=1&b=2) [m](mailto:oncall@example.com) [r](/relative)\n\n<script>alert(3)</script>\n\n<div>\n<iframe src=\"javascript:alert(4)\">\n</div>\n\n1\\. starts with a number, then an &lt;i&gt;entity&lt;/i&gt;\n";
+        let doc = crate::crdt::new_doc();
+        import(&doc, md).expect("import");
+        let out = to_markdown(&doc);
+        assert_eq!(
+            out,
+            "x d javascript:alert(2) [ok](https://example.com/?a=1\\&b=2) [m](mailto:oncall@example.com) r\n\n\\<script>alert(3)\\</script>\n\n\\<div> \\<iframe src=\"javascript:alert(4)\"> \\</div>\n\n1\\. starts with a number, then an \\<i>entity\\</i>\n"
+        );
+        assert_eq!(round_trip(&out), out, "the export imports as itself");
+    }
+
+    /// Issue 16: what a client wrote into the report is exported as literal text, and a link
+    /// mark with another scheme keeps only its text.
+    #[test]
+    fn client_written_text_and_links_export_as_literal_text() {
+        use yrs::types::xml::XmlElementPrelim;
+        let doc = crate::crdt::new_doc();
+        let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
+        {
+            let mut txn = doc.transact_mut();
+            let link = |href: &str| {
+                let target = HashMap::from([(attr::HREF.to_owned(), Any::from(href))]);
+                Attrs::from([(Arc::from(mark::LINK), Any::Map(Arc::new(target)))])
+            };
+            let p = fragment.push_back(&mut txn, XmlElementPrelim::empty(node::PARAGRAPH));
+            let t = p.push_back(&mut txn, XmlTextPrelim::new(""));
+            t.insert_with_attributes(&mut txn, 0, "run me", link("javascript:alert(1)"));
+            t.insert(&mut txn, 6, " <img src=x onerror=alert(1)> ");
+            t.insert_with_attributes(&mut txn, 37, "ok", link("https://example.com/a b)"));
+            let p = fragment.push_back(&mut txn, XmlElementPrelim::empty(node::PARAGRAPH));
+            p.push_back(&mut txn, XmlTextPrelim::new("# not a heading"));
+            p.push_back(&mut txn, XmlElementPrelim::empty(node::HARD_BREAK));
+            p.push_back(&mut txn, XmlTextPrelim::new("- nor a list, 2. nor this"));
+            let code = fragment.push_back(&mut txn, XmlElementPrelim::empty(node::CODE_BLOCK));
+            code.insert_attribute(&mut txn, attr::LANGUAGE, Any::from("js\n<b>"));
+            code.push_back(&mut txn, XmlTextPrelim::new("a\n```\n<b>x</b>"));
+        }
+        assert_eq!(
+            to_markdown(&doc),
+            "run me \\<img src=x onerror=alert(1)> [ok](https://example.com/a%20b%29)\n\n\\# not a heading\\\n\\- nor a list, 2. nor this\n\n````jsb\na\n```\n<b>x</b>\n````\n"
         );
     }
 

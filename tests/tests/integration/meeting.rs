@@ -543,3 +543,103 @@ async fn versions_export_and_the_library() {
         .await
         .assert_error(400, "invalid_query");
 }
+
+/// Issue 16: comment bodies, names, quotes and action items reached `export.md` and the public
+/// library unescaped, and `report_markdown` kept `javascript:` and `data:` links. Everything
+/// people wrote now renders as the literal text, and only web and mail links are kept.
+#[tokio::test]
+async fn hostile_text_is_exported_and_published_as_literal_text() {
+    let server = TestServer::start().await;
+    let md = "# Hostile\n\nPlain words first.\n\n[click](javascript:alert(1)) and [data](data:text/html;base64,PHNjcmlwdD4=) and [fine](https://example.com/x?a=1&b=2)\n\n<script>alert(2)</script>\n";
+    let mut review = Review::create_with(
+        server.addr,
+        json!({ "title": "Hostile", "report_markdown": md }),
+    )
+    .await;
+    let mallory = review.join("participant", "<b>Mallory</b>").await;
+    review.sessions.insert("mallory".to_owned(), mallory);
+    review.move_to("review").await;
+    let mut anchor = anchor_on(&server, &review, "Plain").await;
+    anchor["quote"] = json!("<img src=x onerror=alert(5)>");
+    let thread = review
+        .call(
+            "participant",
+            "POST",
+            "/threads",
+            Some(json!({ "body": "Look <b>here</b>", "anchor": anchor })),
+        )
+        .await;
+    assert_eq!(thread.status, 201, "{}", thread.body);
+    let tid = thread.body["id"].as_str().expect("id");
+    let reply = review
+        .call(
+            "mallory",
+            "POST",
+            &format!("/threads/{tid}/comments"),
+            Some(json!({ "body": "<script>alert(3)</script> [x](javascript:alert(4))\n# not a heading" })),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let action = review
+        .call(
+            "mallory",
+            "POST",
+            "/actions",
+            Some(json!({ "what": "<iframe src=javascript:alert(6)>", "why": "a | b & [c](data:x)", "kind": "mitigate", "owner": "**Ops**" })),
+        )
+        .await;
+    assert_eq!(action.status, 201, "{}", action.body);
+    review.move_to("meeting").await;
+    review.move_to("closed").await;
+
+    let expected = "# Hostile\n\
+        \n\
+        Plain words first.\n\
+        \n\
+        click and data and [fine](https://example.com/x?a=1\\&b=2)\n\
+        \n\
+        \\<script>alert(2)\\</script>\n\
+        \n\
+        ## Comments\n\
+        \n\
+        > \\<img src=x onerror=alert(5)>\n\
+        \n\
+        - **participant person**: Look \\<b>here\\</b>\n\
+        - **\\<b>Mallory\\</b>**: \\<script>alert(3)\\</script> \\[x\\](javascript:alert(4)) # not a heading\n\
+        \n\
+        ## Action items\n\
+        \n\
+        | What | Why | Kind | Owner | Link | Due | Status |\n\
+        |---|---|---|---|---|---|---|\n\
+        | \\<iframe src=javascript:alert(6)> | a \\| b \\& \\[c\\](data:x) | mitigate | \\*\\*Ops\\*\\* |  |  | open |\n";
+    let (status, exported) = get_text(&review, "observer", "/export.md").await;
+    assert_eq!(status, 200);
+    assert_eq!(exported, expected);
+    let (_, exported_json) = get_text(&review, "observer", "/export.json").await;
+    let j: Value = serde_json::from_str(&exported_json).expect("json");
+    assert_eq!(
+        j["report_markdown"],
+        "# Hostile\n\nPlain words first.\n\nclick and data and [fine](https://example.com/x?a=1\\&b=2)\n\n\\<script>alert(2)\\</script>\n"
+    );
+    // The JSON export is data, not Markdown: what was written, as written.
+    assert_eq!(j["threads"][0]["comments"][0]["body"], "Look <b>here</b>");
+
+    let published = review
+        .call(
+            "facilitator",
+            "POST",
+            "/publish",
+            Some(json!({ "published": true })),
+        )
+        .await;
+    assert_eq!(published.status, 200, "{}", published.body);
+    let entry = request(
+        server.addr,
+        "GET",
+        &format!("/api/library/{}", review.id),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(entry.body["markdown"], expected);
+}
