@@ -420,6 +420,7 @@ pub(super) async fn refresh_library(state: &AppState, id: &str) -> Result<(), Ap
         .records
         .publish(&Published {
             markdown: export::markdown(&parts),
+            format: super::records::EXPORT_FORMAT,
             ..entry
         })
         .await?;
@@ -464,6 +465,7 @@ async fn publish(
             severity: review.severity,
             published_at: super::now_ms(),
             markdown: export::markdown(&parts),
+            format: super::records::EXPORT_FORMAT,
         })
         .await?;
     tracing::info!(review = %id, "review published");
@@ -517,7 +519,13 @@ async fn library_entry(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path(id)?;
-    let p = state.records.published(&id)?;
+    let mut p = state.records.published(&id)?;
+    if p.is_stale() {
+        // Published by an older export (before issue 16: unescaped text): written again from
+        // the review's documents, once, before anyone is served it.
+        refresh_library(&state, &id).await?;
+        p = state.records.published(&id)?;
+    }
     Ok(Json(json!({
         "id": p.id, "title": p.title, "incident_date": p.incident_date, "severity": p.severity,
         "published_at": p.published_at, "markdown": p.markdown,

@@ -51,6 +51,22 @@ pub struct Published {
     pub published_at: u64,
     /// The export, as published (nothing hidden by moderation).
     pub markdown: String,
+    /// Which [`EXPORT_FORMAT`] wrote `markdown`; entries stored before there was one are 0.
+    #[serde(default)]
+    pub format: u32,
+}
+
+/// The version of the Markdown export that library entries are written with. Raise it when the
+/// export changes in a way stored entries must follow; an older entry is written again from its
+/// documents before it is served. 1: what people wrote is escaped and only web and mail links are
+/// kept (issue 16); entries published before it carried their text as live HTML.
+pub const EXPORT_FORMAT: u32 = 1;
+
+impl Published {
+    /// Whether `markdown` was written by an older export and must be written again.
+    pub fn is_stale(&self) -> bool {
+        self.format < EXPORT_FORMAT
+    }
 }
 
 /// The trees.
@@ -205,4 +221,22 @@ impl Records {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update replaces whole entries, so the maps stay consistent after a panic.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_stored_before_the_export_format_are_stale() {
+        let old = r#"{"id":"r","title":"t","incident_date":null,"severity":null,"published_at":1,"markdown":"<script>"}"#;
+        let entry: Published = serde_json::from_str(old).expect("an old entry still reads");
+        assert_eq!(entry.format, 0);
+        assert!(entry.is_stale());
+        let current = Published {
+            format: EXPORT_FORMAT,
+            ..entry
+        };
+        assert!(!current.is_stale());
+    }
 }
