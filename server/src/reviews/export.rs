@@ -103,6 +103,11 @@ fn cell(v: &Value) -> String {
     mdtext::inline(&one_line(v.as_str().unwrap_or(""))).replace('|', "\\|")
 }
 
+/// A table cell of a value the server checked: on one line, pipes escaped.
+fn plain_cell(v: &Value) -> String {
+    one_line(v.as_str().unwrap_or("")).replace('|', "\\|")
+}
+
 /// A quote as a block quote, each line escaped so that none opens a block inside it.
 fn quote_lines(text: &str) -> String {
     text.replace('\r', "\n")
@@ -168,8 +173,15 @@ pub fn markdown(p: &Parts) -> String {
     if !actions.is_empty() {
         out.push_str("## Action items\n\n| What | Why | Kind | Owner | Link | Due | Status |\n|---|---|---|---|---|---|---|\n");
         for a in &actions {
-            let fields =
-                ["what", "why", "kind", "owner", "link", "due", "status"].map(|k| cell(&a[k]));
+            // Kind, due day and status are values the server checked (names and a date), written
+            // as they are; the rest is what people wrote.
+            let fields = ["what", "why", "kind", "owner", "link", "due", "status"].map(|k| {
+                if matches!(k, "kind" | "due" | "status") {
+                    plain_cell(&a[k])
+                } else {
+                    cell(&a[k])
+                }
+            });
             out.push_str(&format!("| {} |\n", fields.join(" | ")));
         }
         out.push('\n');
@@ -244,7 +256,7 @@ mod tests {
             ),
             (
                 "actions",
-                json!({ "a1": { "what": "<i>a</i> | b", "why": "[y](javascript:z)", "kind": "fix", "owner": "O\nwner", "link": "https://t.example/1", "status": "open", "createdAt": 1.0 } }),
+                json!({ "a1": { "what": "<i>a</i> | b", "why": "[y](javascript:z)", "kind": "fix", "owner": "O\nwner", "link": "https://t.example/1", "status": "in_progress", "createdAt": 1.0 } }),
             ),
         ]
         .into_iter()
@@ -280,7 +292,7 @@ mod tests {
              \n\
              | What | Why | Kind | Owner | Link | Due | Status |\n\
              |---|---|---|---|---|---|---|\n\
-             | \\<i>a\\</i> \\| b | \\[y\\](javascript:z) | fix | O wner | https://t.example/1 |  | open |\n"
+             | \\<i>a\\</i> \\| b | \\[y\\](javascript:z) | fix | O wner | https://t.example/1 |  | in_progress |\n"
         );
     }
 }
