@@ -126,6 +126,8 @@ struct Queue {
     slots: HashMap<u32, HeldRecord>,
     /// (review, op key) → the slot of its latest version.
     index: HashMap<(String, String), u32>,
+    /// Slots a release is writing out: no longer pending for their submitters.
+    releasing: HashSet<u32>,
 }
 
 impl Queue {
@@ -169,6 +171,7 @@ impl Queue {
     fn wipe(&mut self, slots: &[u32]) -> std::io::Result<()> {
         self.file.wipe(slots)?;
         for slot in slots {
+            self.releasing.remove(slot);
             if let Some(record) = self.slots.remove(slot) {
                 let key = record.op_key();
                 if self.index.get(&key) == Some(slot) {
@@ -236,6 +239,7 @@ impl Anonymity {
             file,
             slots: HashMap::new(),
             index: HashMap::new(),
+            releasing: HashSet::new(),
         };
         for (slot, payload) in found.payloads {
             let record: HeldRecord = serde_json::from_slice(&payload)
@@ -601,15 +605,18 @@ impl Anonymity {
             .iter()
             .map(|r| (hex::encode(Sha256::digest(r.as_bytes())), r))
             .collect();
-        let held: Vec<String> = lock(&self.queue)
+        let queue = lock(&self.queue);
+        let held: Vec<String> = queue
             .slots
-            .values()
-            .filter(|r| r.review == review.id)
+            .iter()
+            .filter(|(slot, r)| r.review == review.id && !queue.releasing.contains(slot))
+            .map(|(_, r)| r)
             .filter_map(|r| r.receipt.as_ref())
             .filter_map(|h| hashes.get(h).map(|r| (*r).clone()))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        drop(queue);
         let carried = lock(&self.windows).get(&review.id).map_or(0, |w| w.carried);
         let times = self.release_times(review, carried);
         held.into_iter().map(|r| (r, times)).collect()
@@ -728,12 +735,22 @@ async fn release_review(
         }
         ops.push(r.op.clone());
     }
+    let slots: Vec<u32> = records.iter().map(|(s, _)| *s).collect();
+    // From here on the submitters are not told "pending": the items may appear any moment.
+    lock(&anonymity.queue).releasing.extend(&slots);
     let written = state
         .registry
         .open(&document_name(review, DocKind::Discussion))
         .run_essential(move |doc| ((), threads::release(doc, &ops, at as f64)))
         .await;
+    let failed = |slots: &[u32]| {
+        let mut queue = lock(&anonymity.queue);
+        for slot in slots {
+            queue.releasing.remove(slot);
+        }
+    };
     if written.is_err() {
+        failed(&slots);
         // Kept in the queue: the next boundary tries again (applying is idempotent).
         tracing::warn!(review = %review, "anonymous release postponed: discussion unavailable");
         return Err(());
@@ -744,16 +761,18 @@ async fn release_review(
         .and_then(|()| anonymity.votes.apply(votes));
     if let Err(e) = recorded {
         tracing::error!(error = %e, "cannot record the keys and votes of released anonymous items");
+        failed(&slots);
         return Err(());
     }
     if let Err(e) = anonymity.store.durable().await {
         tracing::error!(error = %e, "cannot flush the release of anonymous items");
+        failed(&slots);
         return Err(());
     }
-    let slots: Vec<u32> = records.iter().map(|(s, _)| *s).collect();
     let queue = anonymity.queue.clone();
     let wiped = tokio::task::spawn_blocking(move || lock(&queue).wipe(&slots)).await;
     if !matches!(wiped, Ok(Ok(()))) {
+        // Released and recorded: only the wipe waits for the next boundary.
         tracing::error!("cannot wipe released anonymous items from the held-items file");
         return Err(());
     }

@@ -228,6 +228,7 @@ mod tests {
             phase: super::super::Phase::Closed,
             created_at: 0,
             release: Default::default(),
+            small_group_anonymity: false,
             invites: Default::default(),
         };
         let discussion = [

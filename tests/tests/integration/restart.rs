@@ -296,6 +296,7 @@ const TIMELINE: &str = "14:02 config push; 14:05 first alert; 14:42 rollback com
 const DETECTION: &str = "Detected by the error-rate alert three minutes after the push.";
 const ANON_COMMENT: &str = "The push skipped the canary stage, as it often does.";
 const CONCERN: &str = "Config pushes have no canary at all.";
+const CONCERN_AFTER: &str = "Nobody rehearses a restore";
 const NOTE_1: &str = "Agreed: config pushes go through the canary.";
 const NOTE_2: &str = "Platform owns the rollout tooling.";
 
@@ -446,8 +447,23 @@ async fn a_full_review_survives_a_restart_between_every_step() {
         .expect("concern id")
         .to_owned();
     run.restart(Stop::Kill9, &mut review).await;
+    // Who wrote what was held is not known after a crash (it never was stored), so it goes out
+    // with the next batch that two people are known to have contributed to.
+    for role in ["facilitator", "author"] {
+        let r = review
+            .call(
+                role,
+                "POST",
+                "/concerns",
+                Some(json!({ "body": format!("{CONCERN_AFTER} ({role})") })),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
     let released = wait_discussion(&review, "the anonymous items", |d| {
-        thread_with(d, ANON_COMMENT).is_some() && concern_with(d, CONCERN).is_some()
+        thread_with(d, ANON_COMMENT).is_some()
+            && concern_with(d, CONCERN).is_some()
+            && concern_with(d, &format!("{CONCERN_AFTER} (author)")).is_some()
     })
     .await;
     let anonymous = comments(&released)
