@@ -22,12 +22,14 @@ export function releaseNote (held: Held): string {
 
 /**
  * Shows the release note in `slot` briefly. It is gone before the item appears, so nothing on
- * screen sits next to the released item saying whose it is.
+ * screen sits next to the released item saying whose it is. Only the note leaves: whatever was
+ * opened in the slot since (the next composer) stays.
  */
 export function fleeting (slot: HTMLElement, held: Held): void {
-  replace(slot, notice(releaseNote(held)))
+  const note = notice(releaseNote(held))
+  replace(slot, note)
   const untilRelease = held.release_after === null ? Infinity : held.release_after - Date.now() - 300
-  window.setTimeout(() => { replace(slot) }, Math.max(0, Math.min(5000, untilRelease)))
+  window.setTimeout(() => { note.remove() }, Math.max(0, Math.min(5000, untilRelease)))
 }
 
 /** The notice shown while anonymous mode is on. */
