@@ -48,8 +48,6 @@ export interface PanelOptions {
   review: () => Review
   discussion: Y.Doc
   canComment: () => boolean
-  /** Called when anonymous writing starts: the page stops publishing its caret. */
-  quiet: () => void
 }
 
 export class CommentsPanel {
@@ -127,7 +125,12 @@ export class CommentsPanel {
     }
   }
 
-  /** Opens the composer for the current selection (or a general comment when `anchored` is null). */
+  /**
+   * Opens the composer for the current selection (or a general comment when `selection` is null).
+   * Named and anonymous comments share it, so opening it does the same for both: the focus moves
+   * into it, which takes a writer's caret and selection out of presence (editor.ts) before anyone
+   * knows which it will be; ticking "Post anonymously" sends nothing (issue 15).
+   */
   compose (selection: { from: number, to: number } | null): void {
     if (!this.o.canComment()) return
     let anchor: Thread['anchor'] = null
@@ -200,7 +203,7 @@ export class CommentsPanel {
     this.schedule()
   }
 
-  /** A labelled "Post anonymously" switch; while on, the page publishes no caret and the notice explains. */
+  /** A labelled "Post anonymously" switch; while on, the notice explains. It changes this page only: nothing is sent when it is ticked. */
   private anonymousToggle (send: HTMLButtonElement, named: string): { toggle: HTMLElement, note: HTMLElement } {
     const box = h('input', { type: 'checkbox', class: 'anonymous-toggle' })
     const note = h('div', { hidden: true })
@@ -208,7 +211,6 @@ export class CommentsPanel {
       note.hidden = !box.checked
       replace(note, box.checked ? anonymityNotice(this.o.review()) : null)
       send.textContent = box.checked ? `${named} anonymously` : named
-      if (box.checked) this.o.quiet()
     })
     return { toggle: h('label', { class: 'check' }, box, ' Post anonymously'), note }
   }

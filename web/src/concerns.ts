@@ -13,7 +13,6 @@ export interface BoardOptions {
   review: () => Review
   discussion: Y.Doc
   canRaise: () => boolean
-  quiet: () => void
 }
 
 export class ConcernsBoard {
@@ -42,7 +41,6 @@ export class ConcernsBoard {
       replace(this.composer, notice('Concerns cannot be raised in this phase.', 'info'))
       return
     }
-    this.o.quiet()
     const text = h('textarea', { id: 'concern-composer', 'aria-label': 'Your concern', rows: 3, maxlength: 4000 })
     const send = h('button', { type: 'submit', class: 'primary' }, 'Raise anonymously')
     const cancel = h('button', { type: 'button' }, 'Cancel')

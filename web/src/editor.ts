@@ -1,14 +1,14 @@
 // The report editor: TipTap on the shared Y.XmlFragment through the stock Collaboration
-// extensions, with the toolbar a post-mortem needs. Node and mark names are the schema contract
-// of docs/schema.md (StarterKit names; underline is left out because the contract has no such mark).
+// extension, presence (names for all, carets only for writers), and the toolbar a post-mortem
+// needs. Node and mark names are the schema contract of docs/schema.md (StarterKit names;
+// underline is left out because the contract has no such mark).
 
 import { Editor, Extension } from '@tiptap/core'
 import StarterKit from '@tiptap/starter-kit'
 import Collaboration from '@tiptap/extension-collaboration'
-import CollaborationCaret from '@tiptap/extension-collaboration-caret'
 import { Plugin, PluginKey, type EditorState } from '@tiptap/pm/state'
-import { ySyncPluginKey } from '@tiptap/y-tiptap'
-import { Decoration, DecorationSet } from '@tiptap/pm/view'
+import { ySyncPluginKey, yCursorPlugin } from '@tiptap/y-tiptap'
+import { Decoration, DecorationSet, type DecorationAttrs, type EditorView } from '@tiptap/pm/view'
 import type { HocuspocusProvider } from '@hocuspocus/provider'
 import { h } from './dom'
 import { blamelessHints } from './hints'
@@ -45,7 +45,7 @@ function highlights (ranges: (state: EditorState) => Highlight[]): Extension {
 export interface EditorOptions {
   element: HTMLElement
   provider: HocuspocusProvider
-  user: { name: string, color: string }
+  user: PresenceUser
   label: string
   ranges: (state: EditorState) => Highlight[]
   onSelection: (empty: boolean) => void
@@ -77,9 +77,16 @@ function readOnlyGuard (): Extension {
   })
 }
 
-/** Whether local changes are accepted. */
+function writableState (state: EditorState): boolean {
+  return writableKey.getState(state) === true
+}
+
+/**
+ * Whether local changes are accepted. It is also whether this page shows its caret and selection
+ * to others (see `presence`), so a composer can tell whether a selection was seen.
+ */
 export function isWritable (editor: Editor): boolean {
-  return writableKey.getState(editor.state) === true
+  return writableState(editor.state)
 }
 
 /** Grants or withdraws local changes, and says so to assistive technology and to tests. */
@@ -89,6 +96,90 @@ export function setWritable (editor: Editor, writable: boolean): void {
   editor.view.dom.setAttribute('data-writable', String(writable))
 }
 
+type Awareness = NonNullable<HocuspocusProvider['awareness']>
+
+/** What a page publishes about its person in awareness, besides a writer's `cursor`. */
+export interface PresenceUser { name: string, color: string }
+
+const presenceKey = new PluginKey('debrief-presence')
+
+/** Takes the `cursor` field out of this page's awareness state, if it has one. */
+function dropCursor (awareness: Awareness): void {
+  const state = awareness.getLocalState()
+  if (state === null || !('cursor' in state)) return
+  awareness.setLocalState(Object.fromEntries(Object.entries(state).filter(([field]) => field !== 'cursor')))
+}
+
+/**
+ * The awareness that the caret plugin sees: the page's own, except that a `cursor` it sets while
+ * `mayShow()` is false is not published (and one already there is taken out).
+ */
+function caretGate (awareness: Awareness, mayShow: () => boolean): Awareness {
+  const setLocalStateField = (field: string, value: unknown): void => {
+    if (field === 'cursor' && !mayShow()) dropCursor(awareness)
+    else awareness.setLocalStateField(field, value)
+  }
+  return new Proxy(awareness, {
+    get (target, property) {
+      if (property === 'setLocalStateField') return setLocalStateField
+      const value: unknown = Reflect.get(target, property, target)
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+    }
+  })
+}
+
+const VALID_COLOR = /^#[0-9a-fA-F]{6}$/
+
+/** Awareness is whatever other browsers claim: only a plain colour reaches a style attribute. */
+function colorOf (user: { color?: unknown }): string | null {
+  return typeof user.color === 'string' && VALID_COLOR.test(user.color) ? user.color : null
+}
+
+function caretElement (user: { name?: unknown, color?: unknown }): HTMLElement {
+  const color = colorOf(user) ?? '#888888'
+  return h('span', { class: 'collaboration-carets__caret', style: `border-color: ${color}` },
+    h('div', { class: 'collaboration-carets__label', style: `background-color: ${color}` }, typeof user.name === 'string' ? user.name : ''))
+}
+
+function selectionAttrs (user: { color?: unknown }): DecorationAttrs {
+  const color = colorOf(user)
+  return color === null ? {} : { class: 'ProseMirror-yjs-selection', style: `background-color: ${color}70` }
+}
+
+/**
+ * Presence in a shared document (issue 15). Everyone publishes their name. Only someone who may
+ * edit the document (the editor is writable: the server granted write access and the phase
+ * allows it) publishes a caret and selection, in the awareness field `cursor`, and only while the
+ * editor has focus. Someone who only reads never gets a `cursor` field, so selecting text to
+ * comment on it shows nothing to anyone; losing write access takes the field out at once.
+ * Everyone sees the writers' carets.
+ */
+function presence (awareness: Awareness, user: PresenceUser): Extension {
+  return Extension.create({
+    name: 'debriefPresence',
+    addProseMirrorPlugins () {
+      let view: EditorView | null = null
+      const mayShowCaret = (): boolean => view !== null && writableState(view.state)
+      const carets = yCursorPlugin(caretGate(awareness, mayShowCaret), {
+        cursorBuilder: caretElement,
+        selectionBuilder: selectionAttrs
+      }) as Plugin
+      const names = new Plugin({
+        key: presenceKey,
+        view: (created) => {
+          view = created
+          awareness.setLocalStateField('user', user)
+          return {
+            update: (current) => { if (!writableState(current.state)) dropCursor(awareness) },
+            destroy: () => { view = null }
+          }
+        }
+      })
+      return [names, carets]
+    }
+  })
+}
+
 export function createEditor (o: EditorOptions): Editor {
   const editor = new Editor({
     element: o.element,
@@ -96,7 +187,7 @@ export function createEditor (o: EditorOptions): Editor {
     extensions: [
       StarterKit.configure({ undoRedo: false, underline: false, link: { openOnClick: false, autolink: true } }),
       Collaboration.configure({ document: o.provider.document, field: 'default' }),
-      CollaborationCaret.configure({ provider: o.provider, user: o.user }),
+      ...(o.provider.awareness ? [presence(o.provider.awareness, o.user)] : []),
       highlights(o.ranges),
       blamelessHints(o.hints),
       readOnlyGuard()

@@ -128,13 +128,10 @@ class ReviewScreen {
       const phase = discussion.document.getMap('review').get('phase')
       if (typeof phase === 'string' && (PHASES as readonly string[]).includes(phase)) this.onPhase(phase as Phase)
     })
+    // Presence (issue 15) is the editor's job alone: names for everyone, a caret only while one
+    // may edit (editor.ts). Nothing else here writes awareness, so what a page publishes while
+    // someone writes a comment, a concern or a vote is the same whether it is named or anonymous.
     const report = this.provider(this.review.documents.report)
-    // Anonymous writing publishes no caret or selection: the editor lets go of focus and the
-    // caret leaves awareness.
-    const quiet = () => {
-      this.editor?.commands.blur()
-      report.awareness?.setLocalStateField('cursor', null)
-    }
     const commentsRoot = h('div', {})
     const concernsRoot = h('div', { class: 'board' })
     const meetingRoot = h('div', { class: 'meeting-panel' })
@@ -146,8 +143,8 @@ class ReviewScreen {
     discussion.document.getMap('review').observe(() => {
       for (const e of [this.editor, this.notesEditor]) if (e && !e.isDestroyed) e.view.dispatch(e.state.tr.setMeta('debrief-hints', true))
     })
-    this.comments = new CommentsPanel({ root: commentsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canComment: () => mayComment(this.m.role, this.phase), quiet })
-    this.concerns = new ConcernsBoard({ root: concernsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canRaise: () => mayComment(this.m.role, this.phase), quiet })
+    this.comments = new CommentsPanel({ root: commentsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canComment: () => mayComment(this.m.role, this.phase) })
+    this.concerns = new ConcernsBoard({ root: concernsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canRaise: () => mayComment(this.m.role, this.phase) })
     this.report = report
     report.on('unsyncedChanges', () => { this.updateStatus() })
     report.on('synced', () => { this.updateStatus() })
