@@ -39,7 +39,8 @@ export function anonymityNotice (review: Review): HTMLElement {
     : `Anonymous items appear together, in shuffled batches about every ${Math.round(review.anonymous.cadence_ms / 1000)} s.`
   const weak = people(review) < WEAK_BELOW
   return h('div', { class: 'anon-note' },
-    h('p', {}, `Your name is not stored with it, not even on the server. ${when}`),
+    h('p', {}, `Others see it as “Anonymous”. Debrief keeps no record of who wrote it, and nothing about it reaches anyone while you write it. ${when}`),
+    h('p', {}, 'What Debrief cannot hide: your wording, and details that only you would know.'),
     weak ? h('p', { class: 'weak', role: 'alert' }, `Anonymity is weak here: fewer than ${WEAK_BELOW} people have joined this review, so the others may guess who wrote it.`) : null)
 }
 

@@ -11,7 +11,7 @@ import { ySyncPluginKey, absolutePositionToRelativePosition, relativePositionToA
 import { api, ApiError, type Comment, type Held, type Review, type Thread } from './api'
 import { anonymityNotice, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, onNextFrame, replace } from './dom'
-import type { Highlight } from './editor'
+import { isWritable, type Highlight } from './editor'
 import type { Membership } from './store'
 
 const MAX_QUOTE = 500
@@ -150,9 +150,27 @@ export class CommentsPanel {
     const status = h('div', {})
     const send = h('button', { type: 'submit', class: 'primary' }, 'Comment')
     const cancel = h('button', { type: 'button' }, 'Cancel')
-    const { toggle, note } = this.anonymousToggle(send, 'Comment')
+    const quote = anchor && h('blockquote', { class: 'quote' }, anchor.quote)
+    // A writer's selection was live for others while they made it (a reader's never is), so an
+    // anonymous comment on it says so before it is posted and offers to drop the anchor.
+    let warning: HTMLElement | null = null
+    if (anchor && editor && isWritable(editor)) {
+      const general = h('button', { type: 'button', class: 'link' }, 'Post as a general comment instead')
+      warning = h('div', { class: 'selection-warning', role: 'alert' },
+        h('p', {}, 'Others in the report may have seen your selection of this text, with your name on it, while you made it. If that could point to you, post this as a general comment instead: it quotes no text.'),
+        general)
+      general.addEventListener('click', () => {
+        anchor = null
+        quote?.remove()
+        warning?.remove()
+        warning = null
+        text.setAttribute('aria-label', 'General comment')
+        text.focus()
+      })
+    }
+    const { toggle, note } = this.anonymousToggle(send, 'Comment', () => warning)
     const form = h('form', { class: 'composer card' },
-      anchor && h('blockquote', { class: 'quote' }, anchor.quote), text, toggle, note, h('div', { class: 'row' }, send, cancel), status)
+      quote, text, toggle, note, h('div', { class: 'row' }, send, cancel), status)
     cancel.addEventListener('click', () => { replace(this.composerSlot) })
     form.addEventListener('submit', (e) => {
       e.preventDefault()
@@ -203,13 +221,17 @@ export class CommentsPanel {
     this.schedule()
   }
 
-  /** A labelled "Post anonymously" switch; while on, the notice explains. It changes this page only: nothing is sent when it is ticked. */
-  private anonymousToggle (send: HTMLButtonElement, named: string): { toggle: HTMLElement, note: HTMLElement } {
+  /**
+   * A labelled "Post anonymously" switch; while on, the notice (and `extra()`, if any) explains
+   * what is protected. It changes this page only: nothing is sent when it is ticked.
+   */
+  private anonymousToggle (send: HTMLButtonElement, named: string, extra: () => HTMLElement | null = () => null): { toggle: HTMLElement, note: HTMLElement } {
     const box = h('input', { type: 'checkbox', class: 'anonymous-toggle' })
     const note = h('div', { hidden: true })
     box.addEventListener('change', () => {
       note.hidden = !box.checked
-      replace(note, box.checked ? anonymityNotice(this.o.review()) : null)
+      if (box.checked) replace(note, anonymityNotice(this.o.review()), extra())
+      else replace(note)
       send.textContent = box.checked ? `${named} anonymously` : named
     })
     return { toggle: h('label', { class: 'check' }, box, ' Post anonymously'), note }
