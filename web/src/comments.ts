@@ -240,8 +240,10 @@ export class CommentsPanel {
 
   private render (): void {
     const editor = this.editor
+    // A redraw asked for just before the screen was rebuilt (a phase change) has nothing to do.
+    if (editor?.isDestroyed) return
     // Redraw highlights (their plugin reads this panel).
-    if (editor && !editor.isDestroyed) editor.view.dispatch(editor.state.tr.setMeta('debrief-highlights', true))
+    if (editor) editor.view.dispatch(editor.state.tr.setMeta('debrief-highlights', true))
     const threads = this.threads()
     const b = editor ? binding(editor.state) : null
     const open = threads.filter((t) => !t.resolved)
