@@ -13,6 +13,7 @@ import assert from 'node:assert/strict'
 import { mkdirSync, readFileSync } from 'node:fs'
 import { gunzipSync } from 'node:zlib'
 import { dirname, join } from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
 import * as Y from 'yjs'
@@ -606,6 +607,358 @@ test('a full review from creation to close, with four people', opts, scenario(as
     await quinn.page.fill('#library-q', 'retries')
     await waitText(quinn.page, '#library-list', 'Payment provider timeouts')
     for (const p of [fay, ana, pat, quinn]) assert.deepEqual(p.errors, [])
+  } finally {
+    await browser.close()
+  }
+}))
+
+// ---------------------------------------------------------------------------
+// Presence while writing anonymously (issue 15): what other clients receive. People who cannot
+// edit a document publish their name but never a caret (`cursor`); writers' carets are live, and
+// opening any comment composer withdraws them alike; no composer, named or anonymous, sends
+// anything else.
+// ---------------------------------------------------------------------------
+
+/**
+ * y-protocols renews an unchanged awareness state once it is 15 s old (checked every 3 s). A frame
+ * that arrives sooner after its client's previous one was set by the page, not renewed; the 3 s
+ * under 15 s are slack for delivery.
+ */
+const RENEWAL_GAP_MS = 12_000
+
+/** The REST API as a script uses it: JSON in, JSON out, any failure fails the test. */
+function rest (base) {
+  return async (method, path, body, token) => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body)
+    })
+    const json = res.status === 204 ? null : await res.json()
+    assert.ok(res.ok, `${method} ${path}: ${res.status} ${JSON.stringify(json)}`)
+    return json
+  }
+}
+
+/** A review created over REST with Fay as its facilitator; `join(role, name)` adds a person. */
+async function restReview (base, title) {
+  const call = rest(base)
+  const created = await call('POST', '/api/reviews', { title })
+  const id = created.review.id
+  const join = async (role, name) => {
+    const joined = await call('POST', '/api/join', { invite: created.invites[role].token, name })
+    const you = joined.review.you
+    return { session: joined.session, membership: { review: id, session: joined.session, role, participant: you.participant, name, title, phase: joined.review.phase } }
+  }
+  const fay = await join('facilitator', 'Fay')
+  const phase = (to) => call('POST', `/api/reviews/${id}/phase`, { phase: to }, fay.session)
+  return { id, documents: created.review.documents, call, join, fay, phase }
+}
+
+/** Opens the review in `page` as someone who joined it in this browser. */
+async function openAs (page, base, membership) {
+  await page.goto(`${base}/`)
+  await page.evaluate((m) => localStorage.setItem('debrief.sessions', JSON.stringify({ [m.review]: m })), membership)
+  await page.goto(`${base}/r/${membership.review}`)
+  await page.locator('.editor .prose').waitFor()
+  await waitStatus(page, 'saved')
+}
+
+/**
+ * A bystander: a stock Hocuspocus provider with its own session on each of `docs`, recording
+ * every awareness frame it receives — when it arrived, the document, the client id and the state
+ * (null when the client left).
+ */
+async function presenceRecorder (h, server, docs, session) {
+  const socket = h.hocusSocket(server)
+  const frames = []
+  const clients = docs.map((doc) => {
+    const c = h.hocusClient(socket, doc, { token: session })
+    c.awareness.on('update', ({ added, updated, removed }, origin) => {
+      // Only what came over the socket: not its own renewals, nor states it timed out itself.
+      if (origin !== c.provider) return
+      const at = Date.now()
+      for (const client of [...added, ...updated]) frames.push({ at, doc, client, state: structuredClone(c.awareness.getStates().get(client) ?? null) })
+      for (const client of removed) frames.push({ at, doc, client, state: null })
+    })
+    return c
+  })
+  for (const c of clients) await until(`the bystander to sync ${c.provider.configuration.name}`, () => c.provider.synced, [[c.provider, 'synced']])
+  const describe = () => 'every awareness frame received:\n' + frames.map(show).join('\n')
+  /** Resolves with `check()` once it is truthy, re-checked on every frame. */
+  const when = (what, check, ms = WAIT) => until(what, check, clients.map((c) => [c.awareness, 'update']), { ms, describe })
+  return {
+    frames,
+    describe,
+    when,
+    /** The first frame from index `from` on that `fn` accepts, once it has arrived. */
+    next: (what, fn, from = 0, ms = WAIT) => when(what, () => frames.slice(from).find(fn), ms),
+    /** The clients that ever showed `name` in their state. */
+    clientsOf: (name) => new Set(frames.filter((f) => f.state?.user?.name === name).map((f) => f.client))
+  }
+}
+
+/** One frame, in a line: arrival time, document, client, state. */
+const show = (f) => `${new Date(f.at).toISOString().slice(11, 23)} ${f.doc.split('.').at(-1)} ${f.client} ${JSON.stringify(f.state)}${'after' in f ? ` (${f.after} ms after the previous)` : ''}`
+
+/**
+ * The frames in `frames[from, to)` from the clients `mine` accepts that a page set rather than
+ * renewed: a renewal repeats its client's previous state at least RENEWAL_GAP_MS after it.
+ * Departures (null) are left out.
+ */
+function setFrames (frames, from, to, mine) {
+  const last = new Map()
+  const out = []
+  frames.forEach((f, i) => {
+    const key = `${f.doc} ${f.client}`
+    const previous = last.get(key)
+    last.set(key, f)
+    if (i < from || i >= to || !mine(f) || f.state === null) return
+    if (!previous || !isDeepStrictEqual(previous.state, f.state) || f.at - previous.at < RENEWAL_GAP_MS) {
+      out.push({ ...f, after: previous ? f.at - previous.at : null, was: previous?.state })
+    }
+  })
+  return out
+}
+
+const hasCursor = (f) => f.state !== null && typeof f.state === 'object' && 'cursor' in f.state
+
+// Pat, a participant, reads the report in the review phase. A bystander records every awareness
+// frame while Pat does nothing (the control: renewals of an unchanged state only), then while Pat
+// selects, opens, ticks, types in and sends every anonymous composer, and a named comment on a
+// selection: Pat's page may send nothing else, and never a cursor.
+test('a reader publishes no caret, and writing anonymously sends others no presence at all (issue 15)', { ...opts, timeout: 180_000 }, scenario(async (h) => {
+  const server = await h.startServer({ args: ['--anonymous-cadence-secs', '2'] })
+  const base = `http://127.0.0.1:${server.port}`
+  const r = await restReview(base, 'Quiet presence')
+  const pat = await r.join('participant', 'Pat')
+  const bystander = await r.join('observer', 'Obi')
+  await r.phase('review')
+  // Something for Pat to reply to and to support, written by Fay.
+  await r.call('POST', `/api/reviews/${r.id}/threads`, { body: 'Was the rollback automatic?' }, r.fay.session)
+  await r.call('POST', `/api/reviews/${r.id}/concerns`, { body: 'Alerts go to a channel nobody reads' }, r.fay.session)
+  const { report, discussion } = r.documents
+  const recorder = await presenceRecorder(h, server, [report, discussion], bystander.session)
+  const { frames } = recorder
+
+  const browser = await launch()
+  try {
+    const p = await person(browser)
+    const page = p.page
+    // Pat is the only browser, so every client that appears from here on is one of Pat's.
+    const opened = frames.length
+    await openAs(page, base, pat.membership)
+    await waitEditable(page, 'false')
+    await recorder.next("Pat's name in the report's presence", (f) => f.doc === report && f.state?.user?.name === 'Pat', opened)
+    // A client's first state has clock 0, which y-protocols peers ignore: Pat's discussion
+    // client (which never sets a field) is first heard at its first renewal, 15-18 s in.
+    await recorder.next("Pat's presence in the discussion", (f) => f.doc === discussion && f.state !== null, opened, 25_000)
+    await waitText(page, '.presence', 'Pat')
+    await waitText(page, '.concern', 'Alerts go to a channel nobody reads')
+    const mine = (f) => frames.findIndex((g) => g.client === f.client) >= opened
+    const patReport = [...recorder.clientsOf('Pat')]
+    assert.equal(patReport.length, 1, 'one report client shows Pat')
+
+    // Control: doing nothing, Pat's page only renews its unchanged presence.
+    const idle = frames.length
+    const renewal = await recorder.next("a renewal of Pat's presence in the report", (f) => f.client === patReport[0], idle, 25_000)
+    assert.deepEqual(setFrames(frames, idle, frames.indexOf(renewal) + 1, mine).map(show), [], 'doing nothing sends only renewals')
+
+    const work = frames.length
+    const held = (path) => page.waitForResponse((res) => res.request().method() === 'POST' && new URL(res.url()).pathname.endsWith(path))
+    const submitted = async (answer) => {
+      const res = await answer
+      assert.equal(res.status(), 202, `${res.url()}: ${res.status()}`)
+      return res.json()
+    }
+
+    // An anonymous comment on a selection: select, open, tick, type, send.
+    await selectText(page, 'Two or three sentences')
+    await page.waitForFunction(() => !document.querySelector('#comment-selection').disabled, null, { timeout: WAIT })
+    await page.locator('#comment-selection').click()
+    await page.locator('form.composer .anonymous-toggle').check()
+    // A reader's selection was never shown to anyone, so there is nothing to warn about.
+    assert.equal(await page.locator('form.composer .selection-warning').count(), 0)
+    await page.locator('#composer').pressSequentially('Nobody checked the canary dashboards')
+    let answer = held('/anonymous/threads')
+    await page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
+    await submitted(answer)
+
+    // A general anonymous comment, which is edited and then retracted below.
+    await page.locator('#general-comment').click()
+    await page.locator('form.composer .anonymous-toggle').check()
+    await page.locator('#composer').pressSequentially('The on-call handbook is out of date')
+    answer = held('/anonymous/threads')
+    await page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
+    await submitted(answer)
+
+    // An anonymous reply to Fay's thread.
+    const thread = page.locator('.thread', { hasText: 'Was the rollback automatic?' })
+    await thread.locator('.anonymous-toggle').check()
+    await thread.getByRole('textbox', { name: 'Reply' }).pressSequentially('It was not, and nobody knew that')
+    answer = held('/comments')
+    await thread.getByRole('button', { name: 'Reply anonymously' }).click()
+    await submitted(answer)
+
+    // A concern, and support for Fay's.
+    await page.locator('#raise-concern').click()
+    await page.locator('#concern-composer').pressSequentially('Deploys on Friday evenings')
+    answer = held('/concerns')
+    await page.getByRole('button', { name: 'Raise anonymously' }).click()
+    await submitted(answer)
+    answer = held('/support')
+    await page.locator('.concern', { hasText: 'Alerts go to a channel nobody reads' }).getByRole('button', { name: 'Support' }).click()
+    await submitted(answer)
+
+    // Edit the general comment once its batch has brought it, then retract it once the edit is in.
+    const own = page.locator('.general .thread', { hasText: 'The on-call handbook is out of date' })
+    await own.getByRole('button', { name: 'More actions for this anonymous item' }).click()
+    await own.getByRole('textbox', { name: 'Edit anonymous item' }).fill('The on-call handbook is two years out of date')
+    answer = held('/edit')
+    await own.getByRole('button', { name: 'Save anonymously' }).click()
+    await submitted(answer)
+    const edited = page.locator('.general .thread', { hasText: 'two years out of date' })
+    await edited.getByRole('button', { name: 'More actions for this anonymous item' }).click()
+    page.once('dialog', (d) => { void d.accept() })
+    answer = held('/retract')
+    await edited.getByRole('button', { name: 'Retract' }).click()
+    await submitted(answer)
+
+    // The named equivalent, for a reader: a comment on a selection.
+    await selectText(page, 'Two or three sentences')
+    await page.waitForFunction(() => !document.querySelector('#comment-selection').disabled, null, { timeout: WAIT })
+    await page.locator('#comment-selection').click()
+    await page.locator('#composer').pressSequentially('Which dashboard shows this?')
+    await page.locator('form.composer').getByRole('button', { name: 'Comment' }).click()
+    await waitText(page, '.thread', 'Which dashboard shows this?')
+    assert.deepEqual(p.errors, [])
+
+    // Everything Pat's page sent before closing has reached the bystander once the server
+    // announces that Pat's clients left (it does so after their last frame).
+    await p.context.close()
+    for (const doc of [report, discussion]) {
+      await recorder.next(`Pat's departure from ${doc}`, (f) => f.doc === doc && f.state === null && mine(f), work)
+    }
+    const left = frames.findLastIndex((f) => f.state === null && mine(f))
+    const sent = setFrames(frames, work, left, mine).map(show)
+    assert.deepEqual(sent, [], `Pat's page changed or re-sent its presence while writing:\n${recorder.describe()}`)
+    assert.deepEqual(frames.filter((f) => mine(f) && hasCursor(f)).map(show), [], 'a reader never publishes a cursor')
+  } finally {
+    await browser.close()
+  }
+}))
+
+// Ana, an author, writes the report: her selection is live for a bystander. Opening a named and
+// an anonymous composer from a selection must withdraw it the same way and send nothing more; the
+// anonymous one says, before posting, that the selection may have been seen, and offers a
+// general comment instead. Phase changes move the caret rule with them.
+test("a writer's selection is live, every composer withdraws it alike, and the anonymous one warns about it (issue 15)", { ...opts, timeout: 180_000 }, scenario(async (h) => {
+  const server = await h.startServer({ args: ['--anonymous-cadence-secs', '2'] })
+  const base = `http://127.0.0.1:${server.port}`
+  const r = await restReview(base, 'Live selections')
+  const ana = await r.join('author', 'Ana')
+  const bystander = await r.join('observer', 'Obi')
+  await r.join('participant', 'Pat')
+  await r.phase('review')
+  const { report } = r.documents
+  const recorder = await presenceRecorder(h, server, [report], bystander.session)
+  const { frames } = recorder
+
+  const browser = await launch()
+  try {
+    const a = await person(browser)
+    const f = await person(browser)
+    await openAs(a.page, base, ana.membership)
+    await openAs(f.page, base, r.fay.membership)
+    await waitEditable(a.page, 'true')
+    await waitEditable(f.page, 'false')
+    await recorder.next("Fay's name in the report's presence", (x) => x.state?.user?.name === 'Fay')
+    const isAna = (x) => recorder.clientsOf('Ana').has(x.client)
+    const cursorOf = (x) => x.state?.cursor
+
+    // The facilitator reads in the review phase: selecting text publishes nothing.
+    await selectText(f.page, 'Two or three sentences')
+
+    /** Selects text as Ana, waits until the bystander sees it, opens the composer and waits until
+     * the selection is withdrawn; returns the frame index where the composer was opened. */
+    const openFromSelection = async (text) => {
+      const from = frames.length
+      await selectText(a.page, text)
+      await a.page.waitForFunction(() => !document.querySelector('#comment-selection').disabled, null, { timeout: WAIT })
+      // Focusing first publishes a caret; the selection (a range) comes after it.
+      const range = (c) => c && !isDeepStrictEqual(c.anchor, c.head)
+      await recorder.next(`Ana's selection of "${text}"`, (x) => isAna(x) && range(cursorOf(x)), from)
+      const opened = frames.length
+      await a.page.locator('#comment-selection').click()
+      await a.page.locator('#composer').waitFor()
+      await recorder.next("Ana's selection withdrawn", (x) => isAna(x) && x.state !== null && !cursorOf(x), opened)
+      return opened
+    }
+    /** What Ana's page set from `opened` until her next selection (which follows everything before it). */
+    const setSince = async (opened) => {
+      const before = frames.length
+      await selectText(a.page, 'Summary')
+      const next = await recorder.next("Ana's next selection", (x) => isAna(x) && cursorOf(x), before)
+      return setFrames(frames, opened, frames.indexOf(next), isAna).map((x) => x.state)
+    }
+
+    // Named: opening the composer withdraws the selection; typing and sending add nothing.
+    let opened = await openFromSelection('Two or three sentences')
+    assert.equal(await a.page.locator('form.composer .selection-warning').count(), 0)
+    await a.page.locator('#composer').pressSequentially('Say which customers were affected.')
+    await a.page.locator('form.composer').getByRole('button', { name: 'Comment' }).click()
+    await waitText(a.page, '.thread', 'Say which customers were affected.')
+    const named = await setSince(opened)
+
+    // Anonymous: the same withdrawal and nothing more, and a plain warning before posting.
+    opened = await openFromSelection('Two or three sentences')
+    await a.page.locator('form.composer .anonymous-toggle').check()
+    await waitText(a.page, 'form.composer .selection-warning', 'may have seen your selection')
+    await a.page.locator('#composer').pressSequentially('The summary leaves out the retry storm.')
+    let request = a.page.waitForRequest((q) => q.method() === 'POST' && q.url().endsWith('/anonymous/threads'))
+    await a.page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
+    assert.ok((await request).postDataJSON().anchor, 'posted on the selected text')
+    const anonymous = await setSince(opened)
+    assert.equal(named.length, 1, `one change when the composer opens:\n${recorder.describe()}`)
+    assert.equal(named[0].cursor, null)
+    assert.deepEqual(anonymous, named, 'the anonymous composer sends what the named one does')
+
+    // Offered instead: the same text as a general anonymous comment, quoting nothing.
+    await openFromSelection('Two or three sentences')
+    await a.page.locator('form.composer .anonymous-toggle').check()
+    await a.page.locator('form.composer').getByRole('button', { name: 'Post as a general comment instead' }).click()
+    assert.equal(await a.page.locator('form.composer .quote').count(), 0)
+    assert.equal(await a.page.locator('form.composer .selection-warning').count(), 0)
+    await a.page.locator('#composer').fill('Retries were never load-tested.')
+    request = a.page.waitForRequest((q) => q.method() === 'POST' && q.url().endsWith('/anonymous/threads'))
+    await a.page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
+    assert.equal((await request).postDataJSON().anchor, undefined, 'posted without an anchor')
+
+    // Meeting: the facilitator now edits the report, and her selection is live.
+    assert.deepEqual(frames.filter((x) => recorder.clientsOf('Fay').has(x.client) && hasCursor(x)).map(show), [], 'a reader never publishes a cursor')
+    await r.phase('meeting')
+    for (const page of [a.page, f.page]) await page.locator('#notes .prose').waitFor()
+    await waitEditable(f.page, 'true')
+    let from = frames.length
+    await selectText(f.page, 'Two or three sentences')
+    await recorder.next("Fay's selection in the meeting", (x) => recorder.clientsOf('Fay').has(x.client) && cursorOf(x), from)
+    from = frames.length
+    await waitEditable(a.page, 'true')
+    await selectText(a.page, 'Summary')
+    await recorder.next("Ana's selection in the meeting", (x) => isAna(x) && cursorOf(x), from)
+
+    // Closed: nobody edits, and every caret leaves presence, not just empties.
+    await r.phase('closed')
+    const present = () => {
+      const latest = new Map()
+      for (const x of frames) latest.set(x.client, x.state)
+      return [...latest.values()].filter((s) => s !== null && (s.user?.name === 'Ana' || s.user?.name === 'Fay'))
+    }
+    await recorder.when('every caret to leave presence once the review is closed', () => {
+      const states = present()
+      return states.length === 2 && states.every((s) => !('cursor' in s))
+    })
+    for (const x of [a, f]) assert.deepEqual(x.errors, [])
   } finally {
     await browser.close()
   }
