@@ -434,10 +434,14 @@ test('anonymous comments and concerns appear only with a batch, without an autho
     await joinAs(ana.page, links.author, 'Ana')
     await waitEditable(ana.page, 'true')
 
-    // With two people in the review, the app says plainly that anonymity is weak.
+    // In draft only the author may comment: one possible poster, so the app says anonymous
+    // posting is not open yet, and the server refuses it with words a person understands.
     await ana.page.locator('#general-comment').click()
     await ana.page.locator('form.composer .anonymous-toggle').check()
-    await waitText(ana.page, 'form.composer .weak', 'Anonymity is weak here')
+    await waitText(ana.page, 'form.composer .weak', 'Anonymous posting opens once at least 3 people who can comment have joined')
+    await ana.page.fill('#composer', 'Too early to be anonymous')
+    await ana.page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
+    await waitText(ana.page, 'form.composer .notice.error', 'Not sent: anonymous posting opens once at least 3 people')
     await ana.page.locator('form.composer').getByRole('button', { name: 'Cancel' }).click()
 
     await joinAs(pat.page, links.participant, 'Pat')
@@ -459,6 +463,11 @@ test('anonymous comments and concerns appear only with a batch, without an autho
     const held = await (await answered).json()
     assert.equal(held.release, 'batch')
     assert.equal(held.release_after % 2000, 0)
+    // A batch never holds one person's items alone: Quinn's general comment joins Pat's.
+    await quinn.page.locator('#general-comment').click()
+    await quinn.page.locator('form.composer .anonymous-toggle').check()
+    await quinn.page.fill('#composer', 'Rollbacks are rehearsed by nobody')
+    await quinn.page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
     // Held until its batch: whenever another tab shows it, its release time has come.
     const early = await ana.page.evaluate((d) => ({
       shown: Array.from(document.querySelectorAll('.thread')).some((t) => t.textContent.includes(d)),
@@ -481,11 +490,15 @@ test('anonymous comments and concerns appear only with a batch, without an autho
     await pat.page.locator('#raise-concern').click()
     await pat.page.fill('#concern-composer', 'We only hear about incidents from customers')
     await pat.page.getByRole('button', { name: 'Raise anonymously' }).click()
+    await ana.page.locator('#raise-concern').click()
+    await ana.page.fill('#concern-composer', 'Dashboards lag by ten minutes')
+    await ana.page.getByRole('button', { name: 'Raise anonymously' }).click()
     const concern = quinn.page.locator('.concern', { hasText: 'We only hear about incidents from customers' })
     await concern.waitFor()
     assert.match(await concern.textContent(), /0 supporting/)
     await concern.getByRole('button', { name: 'Support' }).click()
-    await quinn.page.waitForFunction(() => document.querySelector('.concern .count')?.textContent === '1 supporting', null, { timeout: WAIT })
+    await fay.page.locator('.concern', { hasText: 'We only hear about incidents from customers' }).getByRole('button', { name: 'Support' }).click()
+    await quinn.page.waitForFunction(() => Array.from(document.querySelectorAll('.concern')).some((c) => c.textContent.includes('from customers') && c.querySelector('.count')?.textContent === '2 supporting'), null, { timeout: WAIT })
     await concern.getByRole('button', { name: 'Support' }).click()
     await waitText(quinn.page, '.concern .notice.error', 'already support')
 
@@ -493,6 +506,8 @@ test('anonymous comments and concerns appear only with a batch, without an autho
     await patCard.getByRole('button', { name: 'More actions for this anonymous item' }).click()
     await patCard.getByRole('textbox', { name: 'Edit anonymous item' }).fill('The deploy checklist is not followed')
     await patCard.getByRole('button', { name: 'Save anonymously' }).click()
+    // Someone else's vote goes out in the same batch as Pat's edit.
+    await quinn.page.locator('.concern', { hasText: 'Dashboards lag by ten minutes' }).getByRole('button', { name: 'Support' }).click()
     await waitText(ana.page, '.thread', 'The deploy checklist is not followed')
     const quinnCard = quinn.page.locator('.thread', { hasText: 'The deploy checklist is not followed' })
     await quinnCard.getByRole('button', { name: 'More actions for this anonymous item' }).click()
@@ -641,9 +656,9 @@ function rest (base) {
 }
 
 /** A review created over REST with Fay as its facilitator; `join(role, name)` adds a person. */
-async function restReview (base, title) {
+async function restReview (base, title, extra = {}) {
   const call = rest(base)
-  const created = await call('POST', '/api/reviews', { title })
+  const created = await call('POST', '/api/reviews', { title, ...extra })
   const id = created.review.id
   const join = async (role, name) => {
     const joined = await call('POST', '/api/join', { invite: created.invites[role].token, name })
@@ -730,7 +745,8 @@ const hasCursor = (f) => f.state !== null && typeof f.state === 'object' && 'cur
 test('a reader publishes no caret, and writing anonymously sends others no presence at all (issue 15)', { ...opts, timeout: 180_000 }, scenario(async (h) => {
   const server = await h.startServer({ args: ['--anonymous-cadence-secs', '2'] })
   const base = `http://127.0.0.1:${server.port}`
-  const r = await restReview(base, 'Quiet presence')
+  // Pat posts alone: the review allows anonymity in a small group, so nothing waits for others.
+  const r = await restReview(base, 'Quiet presence', { small_group_anonymity: true })
   const pat = await r.join('participant', 'Pat')
   const bystander = await r.join('observer', 'Obi')
   await r.phase('review')

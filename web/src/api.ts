@@ -16,7 +16,7 @@ export interface Review {
   created_at: number
   participants: Record<Role, number>
   documents: { report: string, discussion: string, notes: string }
-  anonymous: { release: 'batch' | 'meeting', cadence_ms: number }
+  anonymous: { release: 'batch' | 'meeting', cadence_ms: number, small_group_anonymity: boolean }
   read_count: number
   server_time: number
   you?: { role: Role, participant: string, name: string }
@@ -28,7 +28,11 @@ export type Item = { kind: 'comment', thread: string, comment: string } | { kind
 /** The answer to an anonymous submission: when it appears, and (for new items) its key. */
 export interface Held {
   release: 'batch' | 'meeting'
+  /** The earliest it appears; null until the meeting in a review that releases then. */
   release_after: number | null
+  /** The latest: a batch only one person contributed to waits for others' items up to then. */
+  release_by: number | null
+  receipt: string
   item?: Item
   key?: string
 }
@@ -103,10 +107,11 @@ async function call<T> (method: string, path: string, body?: unknown, token?: st
 }
 
 export const api = {
-  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: 'batch' | 'meeting') =>
+  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: 'batch' | 'meeting', smallGroups: boolean) =>
     call<Created>('POST', '/api/reviews', {
       title,
       anonymous_release: release,
+      ...(smallGroups ? { small_group_anonymity: true } : {}),
       ...(incidentDate ? { incident_date: incidentDate } : {}),
       ...(severity ? { severity } : {}),
       ...(markdown ? { report_markdown: markdown } : {})

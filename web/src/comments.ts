@@ -9,7 +9,7 @@ import type { EditorState } from '@tiptap/pm/state'
 import { TextSelection } from '@tiptap/pm/state'
 import { ySyncPluginKey, absolutePositionToRelativePosition, relativePositionToAbsolutePosition } from '@tiptap/y-tiptap'
 import { api, ApiError, type Comment, type Held, type Review, type Thread } from './api'
-import { anonymityNotice, fleeting, keep, moreMenu } from './anonymous'
+import { anonymityNotice, anonymousError, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, onNextFrame, replace } from './dom'
 import { isWritable, type Highlight } from './editor'
 import type { Membership } from './store'
@@ -192,7 +192,7 @@ export class CommentsPanel {
         this.schedule()
       }, (err: unknown) => {
         // The text stays in the box.
-        replace(status, notice(err instanceof ApiError ? err.message : 'Could not send the comment.', 'error'))
+        replace(status, notice(anonymousError(err, 'Could not send the comment.'), 'error'))
         send.disabled = false
       })
     })
@@ -230,7 +230,7 @@ export class CommentsPanel {
     const note = h('div', { hidden: true })
     box.addEventListener('change', () => {
       note.hidden = !box.checked
-      if (box.checked) replace(note, anonymityNotice(this.o.review()), extra())
+      if (box.checked) replace(note, anonymityNotice(this.o.review(), this.o.review().phase), extra())
       else replace(note)
       send.textContent = box.checked ? `${named} anonymously` : named
     })
@@ -402,7 +402,7 @@ export class CommentsPanel {
         box.value = ''
         send.disabled = false
       }, (err: unknown) => {
-        replace(status, notice(err instanceof ApiError ? err.message : 'Could not send the reply.', 'error'))
+        replace(status, notice(anonymousError(err, 'Could not send the reply.'), 'error'))
         send.disabled = false
       })
     })

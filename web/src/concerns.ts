@@ -3,7 +3,7 @@
 
 import type * as Y from 'yjs'
 import { api, ApiError, type Concern, type Review } from './api'
-import { anonymityNotice, fleeting, keep, moreMenu } from './anonymous'
+import { anonymityNotice, anonymousError, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, onNextFrame, replace } from './dom'
 import type { Membership } from './store'
 
@@ -45,7 +45,7 @@ export class ConcernsBoard {
     const send = h('button', { type: 'submit', class: 'primary' }, 'Raise anonymously')
     const cancel = h('button', { type: 'button' }, 'Cancel')
     const status = h('div', {})
-    const form = h('form', { class: 'card composer' }, text, anonymityNotice(this.o.review()), h('div', { class: 'row' }, send, cancel), status)
+    const form = h('form', { class: 'card composer' }, text, anonymityNotice(this.o.review(), this.o.review().phase), h('div', { class: 'row' }, send, cancel), status)
     cancel.addEventListener('click', () => { replace(this.composer) })
     form.addEventListener('submit', (e) => {
       e.preventDefault()
@@ -56,7 +56,7 @@ export class ConcernsBoard {
         keep(held)
         fleeting(this.composer, held)
       }, (err: unknown) => {
-        replace(status, notice(err instanceof ApiError ? err.message : 'Could not send the concern.', 'error'))
+        replace(status, notice(anonymousError(err, 'Could not send the concern.'), 'error'))
         send.disabled = false
       })
     })
@@ -81,7 +81,7 @@ export class ConcernsBoard {
       api.support(m.review, m.session, c.id).then((held) => {
         replace(status, notice(held.release_after === null ? 'Counted when the meeting starts.' : 'Counted with the next batch.'))
       }, (err: unknown) => {
-        replace(status, notice(err instanceof ApiError ? err.message : 'Could not count your support.', 'error'))
+        replace(status, notice(anonymousError(err, 'Could not count your support.'), 'error'))
       })
     })
     const discussed = h('button', { type: 'button', class: 'link' }, c.discussed ? 'Mark not discussed' : 'Mark discussed')

@@ -35,6 +35,7 @@ function startScreen (): void {
   const release = h('select', { id: 'release' },
     h('option', { value: 'batch' }, 'in batches while people read (recommended)'),
     h('option', { value: 'meeting' }, 'all at once when the meeting starts'))
+  const smallGroups = h('input', { id: 'small-groups', type: 'checkbox' })
   const markdown = h('textarea', { id: 'markdown', rows: 4, placeholder: 'Optional: paste a report drafted elsewhere, in Markdown, instead of the template' })
   const status = h('div', { class: 'form-status' })
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Create review')
@@ -46,6 +47,8 @@ function startScreen (): void {
       h('div', {}, h('label', { for: 'severity' }, 'Severity'), severity)),
     h('label', { for: 'name' }, 'Your name'), name,
     h('label', { for: 'release' }, 'Anonymous comments appear'), release,
+    h('label', { class: 'check', for: 'small-groups' }, smallGroups, ' Allow anonymous comments in a small group'),
+    h('p', { class: 'hint' }, 'Without this, anonymous comments open once three people who can comment have joined, and one person\'s comments wait for someone else\'s before they appear, so nobody can tell who wrote them. With it, they work with any number of people, but in a group of two or three the others may guess.'),
     h('details', {}, h('summary', {}, 'Start from a Markdown report'), h('label', { for: 'markdown' }, 'Report in Markdown'), markdown),
     h('p', { class: 'hint' }, 'You become the facilitator. You get one invite link per role to share.'),
     submit, status)
@@ -55,7 +58,7 @@ function startScreen (): void {
     replace(status, notice('Creating…'))
     void (async () => {
       try {
-        const created = await api.create(title.value.trim(), date.value || null, severity.value || null, markdown.value.trim() || null, release.value === 'meeting' ? 'meeting' : 'batch')
+        const created = await api.create(title.value.trim(), date.value || null, severity.value || null, markdown.value.trim() || null, release.value === 'meeting' ? 'meeting' : 'batch', smallGroups.checked)
         memory.setName(name.value.trim())
         const joined = await api.join(created.invites.facilitator.token, name.value.trim())
         const you = joined.review.you

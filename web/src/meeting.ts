@@ -6,7 +6,7 @@ import type * as Y from 'yjs'
 import { ApiError, type Review } from './api'
 import { h, notice, onNextFrame, replace } from './dom'
 import { soundsLikeTryHarder } from './hints'
-import type { Membership } from './store'
+import { memory, type Membership } from './store'
 
 interface Timer { state: 'running' | 'paused' | 'stopped', endsAt?: number | null, remainingMs?: number | null, durationMs: number }
 interface Action { id: string, what: string, why: string, kind: string, owner: string, link: string | null, due: string | null, status: string, createdAt: number }
@@ -187,9 +187,23 @@ export class MeetingPanel {
     }
     const count = Number(this.o.discussion.getMap('meeting').get('readCount') ?? this.o.review().read_count)
     const people = Number(this.o.discussion.getMap('meeting').get('people') ?? Object.values(this.o.review().participants).reduce((a, b) => a + b, 0))
+    const shown = h('span', { class: 'read-count' }, `${count} of ${people} have read it`)
+    if (memory.membership(this.m.review)?.read === true) {
+      replace(this.readEl, shown, ' ', h('span', { class: 'read-done', role: 'status' }, '✓ You have read it'))
+      return
+    }
     const mark = h('button', { type: 'button', id: 'mark-read' }, 'I have read the report')
-    mark.addEventListener('click', () => { void this.post('/read').catch(() => undefined) })
-    replace(this.readEl, h('span', { class: 'read-count' }, `${count} of ${people} have read it`), ' ', mark)
+    mark.addEventListener('click', () => {
+      mark.disabled = true
+      this.post('/read').then((answer) => {
+        memory.update(this.m.review, { read: true })
+        const after = (answer as { counted_after?: number }).counted_after
+        const at = after === undefined ? '' : `, at ${new Date(after).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })}`
+        // The count everyone sees changes with the next batch, so it does not say who just read.
+        replace(this.readEl, shown, ' ', h('span', { class: 'read-done', role: 'status' }, `✓ You have read it. It is counted with the next batch${at}.`))
+      }, () => { mark.disabled = false })
+    })
+    replace(this.readEl, shown, ' ', mark)
   }
 
   private renderActions (): void {

@@ -124,6 +124,16 @@ class ReviewScreen {
       return
     }
     const discussion = this.provider(this.review.documents.discussion)
+    // Someone joined (the server counts people in the discussion): whether anonymous posting is
+    // open depends on how many may post, so the counts are read again. Nothing the person on this
+    // page does triggers it.
+    const meetingMap = discussion.document.getMap('meeting')
+    let people = meetingMap.get('people')
+    meetingMap.observe(() => {
+      if (meetingMap.get('people') === people) return
+      people = meetingMap.get('people')
+      api.review(this.m.review, this.m.session).then((r) => { this.review = { ...this.review, participants: r.participants } }, () => undefined)
+    })
     discussion.document.getMap('review').observe(() => {
       const phase = discussion.document.getMap('review').get('phase')
       if (typeof phase === 'string' && (PHASES as readonly string[]).includes(phase)) this.onPhase(phase as Phase)

@@ -10,6 +10,8 @@ export interface Membership {
   name: string
   title: string
   phase: Phase
+  /** This session marked the report read (the server keeps only a hash, and shows a count). */
+  read?: boolean
 }
 
 const NAME = 'debrief.name'
