@@ -208,7 +208,10 @@ impl Server {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        let served = axum::serve(listener, http::router(state.clone()))
+        // Connection info gives the REST limits on guessing and flooding the client's address.
+        let app = http::router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         // axum does not wait for upgraded WebSockets; the tracker does.

@@ -79,35 +79,107 @@ async fn raw(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect for HTTP");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = bearer {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    head.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    ));
-    stream.write_all(head.as_bytes()).await.expect("send head");
-    stream.write_all(body.as_bytes()).await.expect("send body");
-    let mut raw = Vec::new();
-    crate::within("an HTTP response", stream.read_to_end(&mut raw))
-        .await
-        .expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let request = Raw {
+        method,
+        path,
+        bearer,
+        body,
+        ..Raw::default()
+    };
+    let (status, _, body) = request.send(addr).await;
     (status, body)
+}
+
+/// A request with everything a test may want to vary: the client's own loopback address (to
+/// be another client for per-address limits) and the content type.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// Session token or secret.
+    pub bearer: Option<&'a str>,
+    /// Body.
+    pub body: Option<&'a str>,
+    /// `Content-Type` (none when `None`).
+    pub content_type: Option<&'a str>,
+    /// Local address to connect from, e.g. `127.0.0.2`.
+    pub from: Option<std::net::IpAddr>,
+}
+
+impl Default for Raw<'_> {
+    fn default() -> Self {
+        Raw {
+            method: "GET",
+            path: "/",
+            bearer: None,
+            body: None,
+            content_type: Some("application/json"),
+            from: None,
+        }
+    }
+}
+
+impl Raw<'_> {
+    /// Sends it; the status, the response head's lines, and the body as text.
+    pub async fn send(self, addr: SocketAddr) -> (u16, Vec<String>, String) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(from) = self.from {
+            socket
+                .bind(SocketAddr::new(from, 0))
+                .expect("bind the client address");
+        }
+        let stream = socket.connect(addr).await.expect("connect for HTTP");
+        self.exchange(addr, stream).await
+    }
+
+    /// Like [`Raw::send`], answering a [`Reply`] with its JSON body and the response head.
+    pub async fn reply(self, addr: SocketAddr) -> (Reply, Vec<String>) {
+        let (status, head, body) = self.send(addr).await;
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("non-JSON body {body:?}: {e}"))
+        };
+        (Reply { status, body }, head)
+    }
+
+    async fn exchange(
+        self,
+        addr: SocketAddr,
+        mut stream: tokio::net::TcpStream,
+    ) -> (u16, Vec<String>, String) {
+        let method = self.method;
+        let path = self.path;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(token) = self.bearer {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        if let Some(t) = self.content_type {
+            head.push_str(&format!("Content-Type: {t}\r\n"));
+        }
+        let body = self.body.unwrap_or("");
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        stream.write_all(head.as_bytes()).await.expect("send head");
+        stream.write_all(body.as_bytes()).await.expect("send body");
+        let mut raw = Vec::new();
+        crate::within("an HTTP response", stream.read_to_end(&mut raw))
+            .await
+            .expect("read response");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"));
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (
+            status,
+            head.lines().skip(1).map(str::to_owned).collect(),
+            body.to_owned(),
+        )
+    }
 }
 
 /// A review created through the API, with one joined session per role.

@@ -6,6 +6,7 @@ mod integration {
     mod anonymity;
     mod collab;
     mod durability;
+    mod guessing;
     mod limits;
     mod malformed;
     mod meeting;

@@ -80,6 +80,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/reviews/{id}/moderation/hide", post(hide))
         .merge(super::api_meeting::routes())
+        .layer(axum::middleware::from_fn(json_bodies_only))
 }
 
 impl From<Problem> for ApiError {
@@ -95,8 +96,64 @@ impl From<Problem> for ApiError {
             ProblemKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError::new(status, p.code, p.message)
+        let e = ApiError::new(status, p.code, p.message);
+        match p.retry_after {
+            Some(wait) => e.retry_after(wait),
+            None => e,
+        }
     }
+}
+
+/// The address a request came from (the proxy's, behind a proxy), for the limits on guessing
+/// and flooding; unspecified when the server runs without connection info. Never stored or
+/// logged.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip()),
+        ))
+    }
+}
+
+/// Refuses a request body that is not declared JSON (415 `unsupported_media_type`): every body
+/// the API takes is JSON, and a browser sends a cross-site form (`text/plain`,
+/// `application/x-www-form-urlencoded`) without asking the server first. Requests without a body
+/// need no type.
+async fn json_bodies_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let has_body = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if has_body && !json {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the request body as JSON, with `Content-Type: application/json`",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 impl From<JobError> for ApiError {
@@ -229,12 +286,17 @@ pub const MAX_IMPORT_BYTES: usize = 512 * 1024;
 /// `POST /api/reviews`: creates a review, seeds its documents, returns the invite links.
 async fn create(
     State(state): State<Arc<AppState>>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     if let Some(secret) = &state.creation_secret {
+        state.reviews.guards.may_try_secret(addr)?;
         let given = bearer(&headers).unwrap_or("");
         if !crate::access::same_secret(secret.expose(), given) {
+            if let Some(limited) = state.reviews.guards.wrong_secret(addr) {
+                return Err(limited.into());
+            }
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "creation_not_allowed",
@@ -274,7 +336,7 @@ async fn create(
             format!("a Markdown report is at most {MAX_IMPORT_BYTES} bytes"),
         ));
     }
-    state.reviews.may_create()?;
+    state.reviews.guards.may_create(addr)?;
     let id = super::Reviews::new_id();
     // The documents exist before the review does: a crash in between leaves unreachable
     // documents, never a review with an empty report.
@@ -339,9 +401,20 @@ struct JoinRequest {
 }
 
 /// `POST /api/join`: exchanges an invite token and a display name for a session.
-async fn join(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+async fn join(
+    State(state): State<Arc<AppState>>,
+    ClientAddr(addr): ClientAddr,
+    body: Body,
+) -> Result<Response, ApiError> {
+    state.reviews.guards.may_join(addr)?;
     let req: JoinRequest = parse(body)?;
-    let (session, review, token) = state.reviews.join(req.invite.trim(), &req.name).await?;
+    let joined = state.reviews.join(req.invite.trim(), &req.name).await;
+    if joined.as_ref().is_err_and(|p| p.code == "invalid_invite") {
+        if let Some(limited) = state.reviews.guards.wrong_invite(addr) {
+            return Err(limited.into());
+        }
+    }
+    let (session, review, token) = joined?;
     tracing::info!(review = %review.id, role = session.role.as_str(), "joined");
     let people: usize = state.reviews.counts(&review.id).values().sum();
     // The live headcount others see (read count "7 of 9"); the join stands even if this fails.

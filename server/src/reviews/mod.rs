@@ -21,6 +21,7 @@ pub mod policy;
 pub mod records;
 pub mod report;
 pub mod threads;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,6 +74,8 @@ pub struct Problem {
     pub code: &'static str,
     /// One sentence for people.
     pub message: String,
+    /// For a refusal that ends: how long until trying again makes sense.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Problem {
@@ -82,6 +85,15 @@ impl Problem {
             kind,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 `rate_limited`, to try again after `wait`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Problem {
+            retry_after: Some(wait),
+            ..Problem::new(ProblemKind::TooManyRequests, "rate_limited", message)
         }
     }
 
@@ -183,8 +195,6 @@ struct State {
     sessions: HashMap<Hash, SessionRecord>,
     /// Sessions per review and role, kept with `sessions`.
     counts: HashMap<String, HashMap<Role, usize>>,
-    /// Reviews created in the current minute (in memory only).
-    created: (Option<std::time::Instant>, u32),
 }
 
 impl State {
@@ -214,8 +224,109 @@ impl State {
 /// Most sessions one review holds: a large organisation's whole incident channel, while a
 /// leaked link cannot grow memory without bound.
 pub const MAX_SESSIONS_PER_REVIEW: usize = 1_000;
-/// Reviews created per minute on the whole server: far above real use, a brake on a script.
-pub const MAX_CREATIONS_PER_MINUTE: u32 = 60;
+/// Of [`MAX_SESSIONS_PER_REVIEW`], the places only facilitators and authors may take, so that a
+/// flood through the participant or observer link cannot lock the review's writers out.
+pub const RESERVED_FOR_WRITERS: usize = 50;
+/// Reviews one client address may create per minute (then it waits, twice as long each time
+/// it floods again): far above what a person does, so one script cannot block others.
+pub const CREATIONS_PER_ADDRESS: u32 = 10;
+/// Wrong creation secrets one address may send per minute before it must wait.
+pub const WRONG_SECRETS_PER_ADDRESS: u32 = 5;
+/// Joins (right or wrong) one address may make per minute: a team joining from behind one NAT
+/// fits; a script guessing invites does not.
+pub const JOINS_PER_ADDRESS: u32 = 60;
+/// Wrong invite tokens one address may send per minute before it must wait.
+pub const WRONG_INVITES_PER_ADDRESS: u32 = 10;
+/// Sessions one invite link may create per minute: a whole team joining at the start of a
+/// meeting fits; a script filling the review with sessions does not.
+pub const JOINS_PER_INVITE: u32 = 30;
+
+/// The in-memory limits on guessing and flooding ([`throttle`]).
+#[derive(Debug)]
+pub struct Guards {
+    creations: throttle::Throttle<std::net::IpAddr>,
+    wrong_secrets: throttle::Throttle<std::net::IpAddr>,
+    joins: throttle::Throttle<std::net::IpAddr>,
+    wrong_invites: throttle::Throttle<std::net::IpAddr>,
+    invites: throttle::Throttle<Hash>,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        let minute = std::time::Duration::from_secs(60);
+        Guards {
+            creations: throttle::Throttle::new(CREATIONS_PER_ADDRESS, minute),
+            wrong_secrets: throttle::Throttle::new(WRONG_SECRETS_PER_ADDRESS, minute),
+            joins: throttle::Throttle::new(JOINS_PER_ADDRESS, minute),
+            wrong_invites: throttle::Throttle::new(WRONG_INVITES_PER_ADDRESS, minute),
+            invites: throttle::Throttle::new(JOINS_PER_INVITE, minute),
+        }
+    }
+}
+
+impl Guards {
+    /// Refuses an address that sent too many wrong creation secrets lately.
+    pub fn may_try_secret(&self, addr: std::net::IpAddr) -> Result<(), Problem> {
+        self.wrong_secrets.check(&addr).map_err(|wait| {
+            Problem::rate_limited(
+                "too many wrong creation secrets from this address; wait before trying again",
+                wait,
+            )
+        })
+    }
+
+    /// Counts a wrong creation secret from `addr`; the refusal to answer instead when this one
+    /// went past [`WRONG_SECRETS_PER_ADDRESS`].
+    pub fn wrong_secret(&self, addr: std::net::IpAddr) -> Option<Problem> {
+        self.wrong_secrets.hit(&addr).err().map(|wait| {
+            Problem::rate_limited(
+                "too many wrong creation secrets from this address; wait before trying again",
+                wait,
+            )
+        })
+    }
+
+    /// Counts a creation from `addr`, refusing past [`CREATIONS_PER_ADDRESS`].
+    pub fn may_create(&self, addr: std::net::IpAddr) -> Result<(), Problem> {
+        self.creations.hit(&addr).map_err(|wait| {
+            Problem::rate_limited(
+                format!(
+                    "this address created {CREATIONS_PER_ADDRESS} reviews in the last minute; \
+                     try again shortly"
+                ),
+                wait,
+            )
+        })
+    }
+
+    /// Counts a join from `addr`, refusing past [`JOINS_PER_ADDRESS`] or after too many wrong
+    /// invites.
+    pub fn may_join(&self, addr: std::net::IpAddr) -> Result<(), Problem> {
+        let wait = self
+            .wrong_invites
+            .check(&addr)
+            .err()
+            .or_else(|| self.joins.hit(&addr).err());
+        match wait {
+            Some(wait) => Err(Problem::rate_limited(
+                "too many joins or wrong invite links from this address; wait before trying again",
+                wait,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a wrong invite token from `addr`; the refusal to answer instead when this one
+    /// went past [`WRONG_INVITES_PER_ADDRESS`].
+    pub fn wrong_invite(&self, addr: std::net::IpAddr) -> Option<Problem> {
+        self.wrong_invites.hit(&addr).err().map(|wait| {
+            Problem::rate_limited(
+                "too many joins or wrong invite links from this address; wait before trying again",
+                wait,
+            )
+        })
+    }
+}
 
 /// Every review, in memory, written through to the store.
 #[derive(Debug)]
@@ -226,11 +337,18 @@ pub struct Reviews {
     store: Store,
     /// Held while a phase moves, with everything that follows from it.
     phase_moves: tokio::sync::Mutex<()>,
+    /// Limits on guessing and flooding.
+    pub guards: Guards,
 }
 
 impl Reviews {
     /// Loads every review and session from the store.
     pub fn open(store: &Store) -> Result<Arc<Reviews>, StoreError> {
+        Reviews::open_with(store, Guards::default())
+    }
+
+    /// [`Reviews::open`] with other limits on guessing and flooding.
+    pub fn open_with(store: &Store, guards: Guards) -> Result<Arc<Reviews>, StoreError> {
         let reviews_tree = store.meta_tree("reviews")?;
         let sessions_tree = store.meta_tree("sessions")?;
         let mut state = State::default();
@@ -259,32 +377,13 @@ impl Reviews {
             sessions_tree,
             store: store.clone(),
             phase_moves: tokio::sync::Mutex::new(()),
+            guards,
         }))
     }
 
     /// A fresh review id, for seeding its documents before [`Reviews::insert`].
     pub fn new_id() -> String {
         random_hex(16)
-    }
-
-    /// Counts a creation against [`MAX_CREATIONS_PER_MINUTE`].
-    pub fn may_create(&self) -> Result<(), Problem> {
-        let mut state = self.lock();
-        let now = std::time::Instant::now();
-        let (start, n) = &mut state.created;
-        if start.is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(60)) {
-            *start = Some(now);
-            *n = 0;
-        }
-        if *n >= MAX_CREATIONS_PER_MINUTE {
-            return Err(Problem::new(
-                ProblemKind::TooManyRequests,
-                "rate_limited",
-                "too many reviews were created in the last minute; try again shortly",
-            ));
-        }
-        *n += 1;
-        Ok(())
     }
 
     /// Stores a new review under `id` (its documents already seeded) and returns its invite
@@ -346,6 +445,15 @@ impl Reviews {
                 .get(&review_id)
                 .cloned()
                 .ok_or_else(|| unknown_review(&review_id))?;
+            self.guards.invites.hit(&hash(invite)).map_err(|wait| {
+                Problem::rate_limited(
+                    format!(
+                        "this invite link was used to join {JOINS_PER_INVITE} times in the last \
+                         minute; try again shortly"
+                    ),
+                    wait,
+                )
+            })?;
             let session = SessionRecord {
                 review: review_id,
                 role,
@@ -353,15 +461,28 @@ impl Reviews {
                 name,
                 created_at: now_ms(),
             };
-            let members: usize = state
-                .counts
-                .get(&session.review)
-                .map_or(0, |c| c.values().sum());
+            let counts = state.counts.get(&session.review);
+            let members: usize = counts.map_or(0, |c| c.values().sum());
+            let readers: usize = [Role::Participant, Role::Observer]
+                .iter()
+                .map(|r| counts.and_then(|c| c.get(r)).copied().unwrap_or(0))
+                .sum();
+            let writer = matches!(role, Role::Facilitator | Role::Author);
             if members >= MAX_SESSIONS_PER_REVIEW {
                 return Err(Problem::new(
                     ProblemKind::Conflict,
                     "review_full",
                     format!("a review holds at most {MAX_SESSIONS_PER_REVIEW} people"),
+                ));
+            }
+            if !writer && readers >= MAX_SESSIONS_PER_REVIEW - RESERVED_FOR_WRITERS {
+                return Err(Problem::new(
+                    ProblemKind::Conflict,
+                    "review_full",
+                    format!(
+                        "a review holds at most {} participants and observers; the other {RESERVED_FOR_WRITERS} places are kept for its facilitators and authors",
+                        MAX_SESSIONS_PER_REVIEW - RESERVED_FOR_WRITERS
+                    ),
                 ));
             }
             let key = hash(&token);
@@ -758,6 +879,69 @@ mod tests {
             validate_date("yesterday").expect_err("refused").code,
             "invalid_incident_date"
         );
+    }
+
+    #[tokio::test]
+    async fn a_flood_through_reader_links_leaves_room_for_writers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, flusher) = Store::open(dir.path()).expect("open");
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let unlimited = || throttle::Throttle::new(u32::MAX, std::time::Duration::from_secs(60));
+        let guards = Guards {
+            creations: unlimited(),
+            wrong_secrets: unlimited(),
+            joins: unlimited(),
+            wrong_invites: unlimited(),
+            invites: throttle::Throttle::new(u32::MAX, std::time::Duration::from_secs(60)),
+        };
+        let reviews = Reviews::open_with(&store, guards).expect("reviews");
+        let new = NewReview {
+            title: "Flooded".into(),
+            incident_date: None,
+            severity: None,
+            release: anonymous::ReleaseMode::Batch,
+            small_group_anonymity: false,
+        };
+        let created = reviews
+            .insert(Reviews::new_id(), new)
+            .await
+            .expect("created");
+        let invite = |role: Role| {
+            created
+                .invites
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, t)| t.clone())
+                .expect("invite")
+        };
+        let readers = MAX_SESSIONS_PER_REVIEW - RESERVED_FOR_WRITERS;
+        for i in 0..readers {
+            let role = if i % 2 == 0 {
+                Role::Observer
+            } else {
+                Role::Participant
+            };
+            reviews
+                .join(&invite(role), &format!("bot {i}"))
+                .await
+                .expect("room");
+        }
+        let full = reviews
+            .join(&invite(Role::Observer), "one more bot")
+            .await
+            .expect_err("full for readers");
+        assert_eq!(full.code, "review_full");
+        assert_eq!(
+            full.message,
+            "a review holds at most 950 participants and observers; the other 50 places are kept for its facilitators and authors"
+        );
+        reviews
+            .join(&invite(Role::Author), "Ana")
+            .await
+            .expect("a writer still joins");
+        drop(reviews);
+        drop(store);
+        let _ = flusher.await;
     }
 
     #[test]
