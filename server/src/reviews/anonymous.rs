@@ -364,8 +364,9 @@ impl Anonymity {
             item,
             hash: hex::encode(Sha256::digest(key.as_bytes())),
         };
+        let _one_at_a_time = self.releasing.lock().await;
         let mut receipt = self
-            .hold(review, session, op, |r| r.key = Some(record), &[])
+            .hold_locked(review, session, op, |r| r.key = Some(record), &[])
             .await?;
         receipt.key = Some(key);
         Ok(receipt)
@@ -444,18 +445,6 @@ impl Anonymity {
         // Queued in any case, for an item a crash left both released and held.
         self.hold_locked(review, session, AnonOp::Retract { item }, |_| {}, &dropped)
             .await
-    }
-
-    async fn hold(
-        &self,
-        review: &str,
-        session: &str,
-        op: AnonOp,
-        fill: impl FnOnce(&mut HeldRecord),
-        remove: &[(String, String)],
-    ) -> Result<Receipt, Problem> {
-        let _one_at_a_time = self.releasing.lock().await;
-        self.hold_locked(review, session, op, fill, remove).await
     }
 
     /// Writes one held record (the caller holds `releasing`).
