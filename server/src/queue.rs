@@ -8,9 +8,11 @@
 //!
 //! The semantics are those of the tokio channel this replaces, and capacity is counted by the
 //! same fair semaphore: `send` waits for a free slot, `try_send` fails when the queue is full,
-//! `reserve_many(n)` waits until `n` slots are free at once (and frees them again, so it only
-//! waits), a closed receiver fails every send while the items already queued can still be
-//! received, and `recv` returns `None` once the queue is empty and every sender is gone.
+//! a closed receiver fails every send while the items already queued can still be received, and
+//! `recv` returns `None` once the queue is empty and every sender is gone. `reserve_many(n)` waits
+//! until `n` slots are free at once without taking any: it is not a semaphore waiter, because a
+//! waiter collects the slots freed while it waits, and `try_send` would then fail on a queue that
+//! is far from full (issue 16: a client closed as a slow consumer with its outbox half empty).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -49,6 +51,8 @@ struct Shared<T> {
 struct State<T> {
     items: VecDeque<T>,
     receiver: Option<Waker>,
+    /// Tasks waiting in [`Sender::reserve_many`]: how many free slots each waits for.
+    room: Vec<(usize, Waker)>,
 }
 
 impl<T> Shared<T> {
@@ -57,6 +61,25 @@ impl<T> Shared<T> {
         match self.state.lock() {
             Ok(state) => state,
             Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Wakes every task waiting for room whose wait is over: enough slots are free, or the queue
+    /// closed (`all`).
+    fn wake_room(&self, state: &mut State<T>, all: bool) {
+        if state.room.is_empty() {
+            return;
+        }
+        let free = self.slots.available_permits();
+        state.room.retain(|(n, waker)| {
+            let over = all || *n <= free;
+            if over {
+                waker.wake_by_ref();
+            }
+            !over
+        });
+        if state.room.is_empty() {
+            state.room = Vec::new();
         }
     }
 
@@ -75,6 +98,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         state: Mutex::new(State {
             items: VecDeque::new(),
             receiver: None,
+            room: Vec::new(),
         }),
         slots: Semaphore::new(capacity),
         senders: AtomicUsize::new(1),
@@ -127,17 +151,27 @@ impl<T> Sender<T> {
     }
 
     /// Waits until `n` slots (at most the capacity) are free at the same time, without taking
-    /// them; `Err` once the receiver closed.
+    /// them: slots freed meanwhile stay free for every sender. `Err` once the receiver closed.
     pub async fn reserve_many(&self, n: usize) -> Result<(), ()> {
         let n = n.clamp(1, self.shared.capacity);
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        match self.shared.slots.acquire_many(n).await {
-            Ok(permits) => {
-                drop(permits);
-                Ok(())
+        poll_fn(|cx| {
+            // Checked and registered under the lock that `Receiver::take` frees slots under, so
+            // no wake-up is lost in between.
+            let mut state = self.shared.lock();
+            if self.shared.slots.is_closed() {
+                return Poll::Ready(Err(()));
             }
-            Err(_) => Err(()),
-        }
+            if self.shared.slots.available_permits() >= n {
+                return Poll::Ready(Ok(()));
+            }
+            let waker = cx.waker();
+            match state.room.iter_mut().find(|(_, w)| w.will_wake(waker)) {
+                Some(entry) => *entry = (n, waker.clone()),
+                None => state.room.push((n, waker.clone())),
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Whether the receiver closed or is gone.
@@ -273,7 +307,9 @@ impl<T> Receiver<T> {
 
     /// Refuses every further send; what is queued can still be received.
     pub fn close(&mut self) {
+        let mut state = self.shared.lock();
         self.shared.slots.close();
+        self.shared.wake_room(&mut state, true);
     }
 
     fn ended(&self) -> bool {
@@ -289,6 +325,7 @@ impl<T> Receiver<T> {
         }
         if !self.shared.slots.is_closed() {
             self.shared.slots.add_permits(1);
+            self.shared.wake_room(state, false);
         }
         Some(item)
     }
@@ -296,8 +333,12 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.shared.slots.close();
-        let items = std::mem::take(&mut self.shared.lock().items);
+        let items = {
+            let mut state = self.shared.lock();
+            self.shared.slots.close();
+            self.shared.wake_room(&mut state, true);
+            std::mem::take(&mut state.items)
+        };
         drop(items);
     }
 }
@@ -370,6 +411,37 @@ mod tests {
         tx.try_send(3).expect("room");
         tx.try_send(4).expect("room");
         assert_eq!(tx.try_send(5), Err(TrySendError::Full(5)));
+    }
+
+    /// Issue 16: a connection's reader waits for half its outbox to be free while the owner fills
+    /// the outbox with `try_send`; slots freed meanwhile must stay free for the owner, or the
+    /// client is closed as a slow consumer with its outbox half full.
+    #[tokio::test]
+    async fn issue_16_waiting_for_room_leaves_free_slots_to_try_send() {
+        let (tx, mut rx) = channel(8);
+        for i in 0..6 {
+            tx.try_send(i).expect("room");
+        }
+        let waiter = tx.clone();
+        let reserve = tokio::spawn(async move { waiter.reserve_many(4).await });
+        tokio::task::yield_now().await;
+        assert!(!reserve.is_finished(), "two slots free, four asked");
+        assert_eq!(rx.recv().await, Some(0));
+        tokio::task::yield_now().await;
+        assert!(!reserve.is_finished(), "three slots free, four asked");
+        // Every free slot can still be taken, up to the real bound.
+        for i in 6..9 {
+            tx.try_send(i).expect("a free slot");
+        }
+        assert_eq!(tx.try_send(9), Err(TrySendError::Full(9)));
+        for i in 1..5 {
+            assert_eq!(rx.recv().await, Some(i));
+        }
+        let reserved = tokio::time::timeout(WAIT, reserve).await.expect("room");
+        assert_eq!(reserved.expect("task"), Ok(()));
+        for i in 9..13 {
+            tx.try_send(i).expect("the room is still there");
+        }
     }
 
     #[tokio::test]

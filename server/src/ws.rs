@@ -336,7 +336,10 @@ pub(crate) async fn next_frame(
 /// Waits until at least half of a connection's outbox is free before the connection hands its
 /// next message to the owner, so that the frames the message causes (its acknowledgement, an
 /// answer) find room. A client that sends faster than it reads is slowed down (its socket is not
-/// read meanwhile) instead of being closed as a slow consumer. `false` once the outbox is gone.
+/// read meanwhile) instead of being closed as a slow consumer. The wait takes no slots, so the
+/// owner can still fill the outbox up to its bound meanwhile: only a client whose outbox really
+/// holds [`crate::limits::OUTBOX_CAPACITY`] frames is closed (issue 16). `false` once the outbox
+/// is gone.
 pub(crate) async fn outbox_room(outbox: &queue::WeakSender<Bytes>) -> bool {
     let Some(outbox) = outbox.upgrade() else {
         return false;
