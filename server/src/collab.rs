@@ -46,6 +46,7 @@ use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
+use crate::presence::QueryGate;
 use crate::queue;
 use crate::stateless::{error_json, StatelessRequest};
 use crate::ws::{configure, join, next_frame, outbox_room, upgrade_required, writer, Sink, Stream};
@@ -120,6 +121,8 @@ enum Entry {
         handle: DocHandle,
         /// Shared with the owner, which may change it when the review changes.
         grant: Grant,
+        /// Which presence queries are answered.
+        queries: QueryGate,
     },
     /// The last token was refused.
     Denied,
@@ -392,6 +395,7 @@ impl Session {
                 conn: attempt,
                 handle,
                 grant,
+                queries: QueryGate::default(),
             },
         );
         for frame in queue.frames {
@@ -418,6 +422,7 @@ impl Session {
             conn,
             handle,
             grant,
+            ..
         }) = self.entries.get(key)
         else {
             return true;
@@ -440,7 +445,8 @@ impl Session {
                 Incoming::from_sync(frame, sync)
             }
             DocMessage::Awareness(a) => Incoming::Awareness(frame.slice_ref(a)),
-            DocMessage::QueryAwareness => Incoming::QueryAwareness,
+            DocMessage::QueryAwareness if self.admit_query(key) => Incoming::QueryAwareness,
+            DocMessage::QueryAwareness => return true,
             DocMessage::Stateless(payload) => return self.stateless(key, access, payload).await,
             DocMessage::BroadcastStateless(_) => {
                 return self.reply_error(
@@ -476,6 +482,14 @@ impl Session {
             self.kick.kick(close::INTERNAL_ERROR, "document_closed");
         }
         sent
+    }
+
+    /// Whether a presence query for the open document `key` is answered (see [`QueryGate`]).
+    fn admit_query(&mut self, key: &str) -> bool {
+        match self.entries.get_mut(key) {
+            Some(Entry::Open { queries, .. }) => queries.admit(Instant::now()),
+            _ => false,
+        }
     }
 
     async fn stateless(&mut self, key: &str, access: Access, payload: &str) -> bool {

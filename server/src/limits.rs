@@ -23,6 +23,16 @@ pub const MAX_CONNECTIONS_PER_DOCUMENT: usize = 1000;
 /// a few hundred bytes. 64 KiB is generous and stops presence from being used as a data channel.
 pub const MAX_AWARENESS_STATE_BYTES: usize = 64 * 1024;
 
+/// Shortest time between two presence queries (QueryAwareness) of one connection to one document
+/// that are answered. An answer is the document's whole awareness table, so answering every
+/// query let one 64 KiB frame of one-byte queries bring back 65,536 tables (33 MiB; issue 16).
+/// A stock client asks at most once per connection, and from then on hears every presence change
+/// as it is relayed, so a second query within the interval could only repeat what it is told
+/// anyway: the first query of an interval is answered (in order with the content, like any
+/// presence), the others of that interval are dropped. One second is far more often than any
+/// client needs a fresh table, and bounds a flood to one table per second per connection.
+pub const PRESENCE_QUERY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Frames waiting to be written to one connection. With fan-out sharing the same bytes this is
 /// mostly pointers; a client this far behind is closed so it resynchronises on reconnect.
 pub const OUTBOX_CAPACITY: usize = 1024;

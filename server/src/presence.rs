@@ -4,7 +4,10 @@
 
 use debrief_proto::awareness::{encode_update, AwarenessEntry, REMOVED_STATE};
 
+use tokio::time::Instant;
+
 use crate::compact;
+use crate::limits::PRESENCE_QUERY_INTERVAL;
 use crate::ConnId;
 
 #[derive(Debug)]
@@ -114,6 +117,27 @@ impl Presence {
     }
 }
 
+/// Decides which presence queries of one connection to one document are answered: the first of
+/// every [`PRESENCE_QUERY_INTERVAL`] (see there for why the others are dropped). Kept by the
+/// connection, so that a flood of queries is dropped before it reaches the document's owner.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QueryGate {
+    answered: Option<Instant>,
+}
+
+impl QueryGate {
+    /// Whether a query arriving at `now` is answered; if so, the interval starts again.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        let open = self
+            .answered
+            .is_none_or(|at| now.saturating_duration_since(at) >= PRESENCE_QUERY_INTERVAL);
+        if open {
+            self.answered = Some(now);
+        }
+        open
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +149,17 @@ mod tests {
             clock,
             state,
         }
+    }
+
+    #[test]
+    fn one_presence_query_per_interval_is_answered() {
+        let start = Instant::now();
+        let mut gate = QueryGate::default();
+        assert!(gate.admit(start), "the first query, as on connect");
+        assert!(!gate.admit(start));
+        assert!(!gate.admit(start + PRESENCE_QUERY_INTERVAL / 2));
+        assert!(gate.admit(start + PRESENCE_QUERY_INTERVAL));
+        assert!(!gate.admit(start + PRESENCE_QUERY_INTERVAL));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use debrief_proto::close;
 use debrief_proto::ywire::{decode_frame, Message};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -32,6 +33,7 @@ use crate::error::ApiError;
 use crate::limits::{valid_document_name, CLOSE_TIMEOUT, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
+use crate::presence::QueryGate;
 use crate::queue;
 use crate::AppState;
 
@@ -359,6 +361,7 @@ async fn reader(
     room: &queue::WeakSender<Bytes>,
 ) {
     let max = state.limits.max_frame_bytes;
+    let mut queries = QueryGate::default();
     while let Some(bytes) = next_frame(&mut stream, done, kick, max).await {
         let messages = match decode_frame(&bytes) {
             Ok(messages) => messages,
@@ -372,7 +375,10 @@ async fn reader(
             let incoming = match message {
                 Message::Sync(sync) => Incoming::from_sync(&bytes, sync),
                 Message::Awareness(a) => Incoming::Awareness(bytes.slice_ref(a)),
-                Message::QueryAwareness => Incoming::QueryAwareness,
+                Message::QueryAwareness if queries.admit(Instant::now()) => {
+                    Incoming::QueryAwareness
+                }
+                Message::QueryAwareness => continue,
                 // Clients have no auth message to send in this dialect; ignore it as y-websocket
                 // servers do.
                 Message::Auth(_) => continue,

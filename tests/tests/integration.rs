@@ -7,6 +7,7 @@ mod integration {
     mod collab;
     mod durability;
     mod guessing;
+    mod hardening;
     mod limits;
     mod malformed;
     mod meeting;

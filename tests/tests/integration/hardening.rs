@@ -1,0 +1,92 @@
+//! Issue 16 ("Hardening"): presence queries cannot be used to amplify traffic, request bodies,
+//! document names and oversized frames get the documented answers, and every HTTP response
+//! carries the security headers.
+
+use debrief_proto::hocuspocus::DocMessage;
+use debrief_server::limits::Limits;
+use debrief_tests::server::{READER_TOKEN, WRITER_TOKEN};
+use debrief_tests::{Client, TestServer};
+
+/// A presence state of a realistic size.
+const STATE: &str = r##"{"user":{"name":"Ada Lovelace","color":"#30bced"},"cursor":null}"##;
+
+/// Awareness frames (y-protocols type 1) among `frames`, skipping the Hocuspocus name prefix.
+fn awareness_bytes(frames: &[(u64, Vec<u8>)], prefix: usize) -> (usize, usize) {
+    let replies: Vec<usize> = frames
+        .iter()
+        .filter(|(_, f)| f.get(prefix) == Some(&1))
+        .map(|(_, f)| f.len())
+        .collect();
+    (replies.len(), replies.iter().sum())
+}
+
+/// One 64 KiB frame holding 65,536 QueryAwareness messages, sent by a read-only observer, used
+/// to bring back one full awareness table per message (33 MiB for a 64 KiB frame). It now gets
+/// one answer: the first query of an interval is answered, the rest of the interval's are
+/// dropped.
+#[tokio::test]
+async fn issue_16_a_flood_of_presence_queries_is_answered_once_y_websocket() {
+    let server = TestServer::with_tokens(Limits::default()).await;
+    let url = |token: &str| format!("{}?token={token}", server.ws_url("presence-flood"));
+    let mut writer = Client::connect(&url(WRITER_TOKEN)).await;
+    writer.wait_synced().await;
+    writer.set_awareness(1, 1, STATE);
+    writer.wait_awareness(1, Some(STATE)).await;
+    let mut observer = Client::connect(&url(READER_TOKEN)).await;
+    observer.wait_synced().await;
+    observer.wait_awareness(1, Some(STATE)).await;
+    let (joined, table) = awareness_bytes(&observer.frames(), 0);
+    assert_eq!(joined, 1, "the table arrives once on join");
+
+    let before = observer.frames().len();
+    let flood = vec![3u8; 64 * 1024];
+    observer.send_raw(flood.clone());
+    // Everything the flood caused is queued before the answer to this.
+    observer.round_trip().await;
+    let (answers, bytes) = awareness_bytes(&observer.frames()[before..], 0);
+    assert!(
+        (1..=2).contains(&answers) && bytes <= 2 * table,
+        "{answers} answers, {bytes} bytes for a {} byte flood (one table is {table} bytes)",
+        flood.len()
+    );
+    assert!(observer.closed().is_none() && writer.closed().is_none());
+
+    // A client that asks once, as on connect, gets its answer.
+    let mut asker = Client::connect_silent(&url(READER_TOKEN)).await;
+    asker.wait_awareness(1, Some(STATE)).await;
+    asker.query_awareness();
+    asker.round_trip().await;
+    assert_eq!(awareness_bytes(&asker.frames(), 0).0, 2, "join + answer");
+}
+
+/// The same flood over `/collab`, where every message is a frame of its own.
+#[tokio::test]
+async fn issue_16_a_flood_of_presence_queries_is_answered_once_hocuspocus() {
+    let server = TestServer::with_tokens(Limits::default()).await;
+    let url = server.collab_url();
+    let doc = "presence-flood";
+    let prefix = doc.len() + 1;
+    let mut writer = Client::connect_collab(&url, doc, WRITER_TOKEN).await;
+    writer.wait_synced().await;
+    writer.set_awareness(1, 1, STATE);
+    writer.wait_awareness(1, Some(STATE)).await;
+    let mut observer = Client::connect_collab(&url, doc, READER_TOKEN).await;
+    observer.wait_synced().await;
+    observer.wait_awareness(1, Some(STATE)).await;
+    let (_, table) = awareness_bytes(&observer.frames(), prefix);
+
+    let before = observer.frames().len();
+    let query = DocMessage::QueryAwareness.encode(doc);
+    let queries = 20_000;
+    for _ in 0..queries {
+        observer.send_raw(query.clone());
+    }
+    observer.round_trip().await;
+    let (answers, bytes) = awareness_bytes(&observer.frames()[before..], prefix);
+    assert!(
+        (1..=2).contains(&answers) && bytes <= 2 * table,
+        "{answers} answers, {bytes} bytes for {} bytes of queries (one table is {table} bytes)",
+        queries * query.len()
+    );
+    assert!(observer.closed().is_none() && writer.closed().is_none());
+}
