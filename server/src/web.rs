@@ -1,6 +1,7 @@
 //! The browser app, embedded at build time from `web/dist` (see `build.rs`): the HTML shell for
 //! every app route, and the hashed assets with long-lived caching.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +36,10 @@ pub async fn shell() -> Response {
 }
 
 /// `GET /assets/{*file}`: file names carry a content hash, so they may be cached for good.
-pub async fn asset(Path(file): Path<String>) -> Response {
+/// A path that does not percent-decode to UTF-8 names no asset (and gets the JSON 404, not the
+/// extractor's plain-text rejection).
+pub async fn asset(file: Result<Path<String>, PathRejection>) -> Response {
+    let file = file.map(|Path(file)| file).unwrap_or_default();
     let path = format!("/assets/{file}");
     let Some(body) = find(&path) else {
         return ApiError::new(

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -68,10 +68,12 @@ pub struct WsQuery {
 /// `GET /ws/{doc}`: validates the name and upgrades.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
-    Path(doc): Path<String>,
+    doc: Result<Path<String>, PathRejection>,
     query: Result<Query<WsQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A segment that does not percent-decode to UTF-8 (`%ff`) is a bad name like any other.
+    let doc = doc.map(|Path(doc)| doc).unwrap_or_default();
     if !valid_document_name(&doc) {
         return ApiError::bad_request(
             "invalid_document_name",

@@ -4,6 +4,7 @@
 
 use debrief_proto::hocuspocus::DocMessage;
 use debrief_server::limits::Limits;
+use debrief_tests::client::http_get_with_headers;
 use debrief_tests::server::{READER_TOKEN, WRITER_TOKEN};
 use debrief_tests::{Client, TestServer};
 
@@ -89,4 +90,27 @@ async fn issue_16_a_flood_of_presence_queries_is_answered_once_hocuspocus() {
         queries * query.len()
     );
     assert!(observer.closed().is_none() && writer.closed().is_none());
+}
+
+/// A name that is not UTF-8 once percent-decoded gets the same JSON error as any bad name (and
+/// an asset path likewise gets the JSON 404).
+#[tokio::test]
+async fn issue_16_a_name_that_is_not_utf8_gets_400_json() {
+    let server = TestServer::start().await;
+    for (path, status_wanted, code) in [
+        ("/ws/%ff", 400, "invalid_document_name"),
+        ("/ws/a%c3%28b", 400, "invalid_document_name"),
+        ("/assets/%ff.js", 404, "not_found"),
+    ] {
+        let (status, headers, body) = http_get_with_headers(server.addr, path).await;
+        assert_eq!(status, status_wanted, "{path}: {body}");
+        let content_type = headers.iter().find(|(k, _)| k == "content-type");
+        assert_eq!(
+            content_type.map(|(_, v)| v.as_str()),
+            Some("application/json"),
+            "{path}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+        assert_eq!(json["code"], code, "{path}");
+    }
 }
