@@ -124,11 +124,13 @@ pub(crate) fn upgrade_required(dialect: &str) -> Response {
 
 /// Socket settings shared by both dialects.
 pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
-    // tungstenite's own cap sits above ours so that an oversized frame reaches our check and gets
-    // a proper 1009 close instead of a bare transport error.
-    let transport_cap = state.limits.max_frame_bytes.saturating_mul(2);
-    ws.max_message_size(transport_cap)
-        .max_frame_size(transport_cap)
+    // tungstenite enforces our limit itself: it refuses an oversized frame from its header, before
+    // buffering any of it, and `next_frame` answers that refusal with 1009 (issue 16: a cap of
+    // twice the limit buffered up to 8 MiB of a frame that was refused anyway, and a larger frame
+    // got a bare transport error).
+    let max = state.limits.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
 }
@@ -320,6 +322,13 @@ pub(crate) async fn next_frame(
             }
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
             Some(Ok(WsMessage::Close(_))) | None => return None,
+            Some(Err(e)) if too_large(&e) => {
+                kick.kick(
+                    close::MESSAGE_TOO_BIG,
+                    format!("frame_too_large: limit is {max} bytes"),
+                );
+                return None;
+            }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "transport error");
                 kick.kick(close::PROTOCOL_ERROR, "transport_error");
@@ -335,6 +344,16 @@ pub(crate) async fn next_frame(
         }
         return Some(bytes);
     }
+}
+
+/// Whether a transport error is tungstenite refusing a frame or message over the size limit.
+fn too_large(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+    matches!(
+        e.source().and_then(|e| e.downcast_ref::<WsError>()),
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
+    )
 }
 
 /// Waits until at least half of a connection's outbox is free before the connection hands its

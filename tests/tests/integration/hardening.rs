@@ -3,7 +3,8 @@
 //! carries the security headers.
 
 use debrief_proto::hocuspocus::DocMessage;
-use debrief_server::limits::Limits;
+use debrief_proto::ywire::Message;
+use debrief_server::limits::{Limits, MAX_FRAME_BYTES};
 use debrief_tests::client::http_get_with_headers;
 use debrief_tests::server::{READER_TOKEN, WRITER_TOKEN};
 use debrief_tests::{Client, TestServer};
@@ -90,6 +91,26 @@ async fn issue_16_a_flood_of_presence_queries_is_answered_once_hocuspocus() {
         queries * query.len()
     );
     assert!(observer.closed().is_none() && writer.closed().is_none());
+}
+
+/// A frame far over the limit (over tungstenite's own cap too) is refused like one just over
+/// it: close 1009 `frame_too_large`, not a dropped connection.
+#[tokio::test]
+async fn issue_16_a_9_mib_frame_gets_1009() {
+    let server = TestServer::start().await;
+    let expected = (
+        1009,
+        format!("frame_too_large: limit is {MAX_FRAME_BYTES} bytes"),
+    );
+    let mut big = Client::connect_silent(&server.ws_url("huge")).await;
+    big.send_raw(vec![0u8; 9 * 1024 * 1024]);
+    let closed = big.wait_closed().await;
+    assert_eq!((closed.code, closed.reason), expected.clone());
+
+    let mut big = Client::connect_collab_silent(&server.collab_url(), "huge").await;
+    big.send_message(Message::Awareness(&vec![0u8; 9 * 1024 * 1024]));
+    let closed = big.wait_closed().await;
+    assert_eq!((closed.code, closed.reason), expected);
 }
 
 /// A name that is not UTF-8 once percent-decoded gets the same JSON error as any bad name (and
