@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -29,8 +29,17 @@ use crate::doc::JobError;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Largest request body of the API: a Markdown report to import (`MAX_IMPORT_BYTES`) fits.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest request body of the API, except creating a review. The largest command is a comment
+/// or anonymous item of 4,000 characters with a 500-character quote: even written entirely as
+/// JSON surrogate-pair escapes (12 bytes a character) that is about 54 KB. Bodies are buffered
+/// whole before they are parsed, so the bound is kept close to what a command can need
+/// (issue 16: it was 1 MiB for every route).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest body of `POST /api/reviews`, which may carry a Markdown report to import of up to
+/// [`MAX_IMPORT_BYTES`]: twice that leaves room for JSON escapes (newlines, quotes) of a real
+/// report. Creating reviews is rate-limited server-wide, so few such bodies are read at once.
+pub const MAX_CREATE_BODY_BYTES: usize = 1024 * 1024;
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -39,7 +48,10 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/openapi.json", get(openapi))
-        .route("/api/reviews", post(create))
+        .route(
+            "/api/reviews",
+            post(create).layer(DefaultBodyLimit::max(MAX_CREATE_BODY_BYTES)),
+        )
         .route("/api/join", post(join))
         .route("/api/reviews/{id}", get(read))
         .route("/api/reviews/{id}/phase", post(move_phase))
@@ -179,13 +191,18 @@ async fn openapi() -> Response {
 
 pub(super) type Body = Result<Bytes, BytesRejection>;
 
-/// Parses a JSON body, answering every failure with a JSON error.
+/// Parses a JSON body of at most [`MAX_BODY_BYTES`], answering every failure with a JSON error.
 pub(super) fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    parse_within(body, MAX_BODY_BYTES)
+}
+
+/// Parses a JSON body read under the route's limit `max` (named in the error).
+fn parse_within<T: DeserializeOwned>(body: Body, max: usize) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the request body could not be read (at most {MAX_BODY_BYTES} bytes): {e}"),
+            format!("the request body could not be read (at most {max} bytes): {e}"),
         )
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
@@ -304,7 +321,7 @@ async fn create(
             ));
         }
     }
-    let req: CreateRequest = parse(body)?;
+    let req: CreateRequest = parse_within(body, MAX_CREATE_BODY_BYTES)?;
     let new = NewReview {
         title: validate_title(&req.title)?,
         incident_date: req

@@ -5,9 +5,11 @@
 use debrief_proto::hocuspocus::DocMessage;
 use debrief_proto::ywire::Message;
 use debrief_server::limits::{Limits, MAX_FRAME_BYTES};
+use debrief_tests::api::{request, send};
 use debrief_tests::client::http_get_with_headers;
 use debrief_tests::server::{READER_TOKEN, WRITER_TOKEN};
 use debrief_tests::{Client, TestServer};
+use serde_json::json;
 
 /// A presence state of a realistic size.
 const STATE: &str = r##"{"user":{"name":"Ada Lovelace","color":"#30bced"},"cursor":null}"##;
@@ -134,4 +136,30 @@ async fn issue_16_a_name_that_is_not_utf8_gets_400_json() {
         let json: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
         assert_eq!(json["code"], code, "{path}");
     }
+}
+
+/// Request bodies of the JSON API are limited to 64 KiB, except creating a review, which may
+/// carry a Markdown report (up to 512 KiB) and takes up to 1 MiB.
+#[tokio::test]
+async fn issue_16_request_bodies_over_64_kib_get_413() {
+    let server = TestServer::start().await;
+    let padding = "x".repeat(64 * 1024);
+    let join = json!({ "invite": padding, "name": "Ada" });
+    let reply = request(server.addr, "POST", "/api/join", None, Some(&join)).await;
+    let message = reply.assert_error(413, "body_too_large");
+    assert!(message.contains("65536"), "{message}");
+
+    // Just under the limit is read (and refused for what it says, not for its size).
+    let join = json!({ "invite": "x".repeat(60 * 1024), "name": "Ada" });
+    let reply = request(server.addr, "POST", "/api/join", None, Some(&join)).await;
+    assert_ne!(reply.status, 413, "{}", reply.body);
+
+    // A review created from a long Markdown report still fits.
+    let report = format!("# Summary\n\n{}\n", "word ".repeat(40 * 1024));
+    let create = json!({ "title": "Imported", "report_markdown": report });
+    let reply = request(server.addr, "POST", "/api/reviews", None, Some(&create)).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let too_big = "y".repeat(1024 * 1024 + 1);
+    let reply = send(server.addr, "POST", "/api/reviews", None, Some(&too_big)).await;
+    reply.assert_error(413, "body_too_large");
 }
