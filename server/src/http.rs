@@ -1,11 +1,12 @@
 //! HTTP routes: the router, health and readiness probes, metrics, the browser app ([`crate::web`])
-//! and the fallback error. WebSocket upgrades are handed to [`crate::ws`] and [`crate::collab`].
+//! and the fallback error, and the security headers every response carries. WebSocket upgrades are
+//! handed to [`crate::ws`] and [`crate::collab`].
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, Method, StatusCode, Uri};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -31,7 +32,39 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::reviews::api::MAX_BODY_BYTES,
         ))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The browser may run only the app's own scripts (no inline script, no `eval`), load and connect
+/// only to this origin (`'self'` covers the app's WebSocket to the same host), and no page may
+/// frame the app (clickjacking). Styles may be inline: the editor injects its base stylesheet as
+/// a `<style>` element and colours collaborators' carets with `style` attributes. Images may be
+/// `data:` URLs (the empty favicon).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Adds the security headers to every response: the app's HTML and assets, the API, probes and
+/// errors alike (issue 16). `X-Frame-Options` repeats `frame-ancestors` for browsers that predate
+/// it; `nosniff` keeps a browser from running a response as something its type does not say; and
+/// `no-referrer` keeps a review's URL out of the requests its page makes.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// The process is up and serving HTTP.

@@ -44,6 +44,11 @@ async function person (browser) {
   page.setDefaultTimeout(WAIT)
   const errors = []
   page.on('pageerror', (e) => errors.push(String(e)))
+  // The server sends a Content-Security-Policy (issue 16): anything the app does that it blocks
+  // is logged by Chromium as a console error, and counts as an error of the page.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && m.text().includes('Content Security Policy')) errors.push(m.text())
+  })
   return { context, page, errors }
 }
 
@@ -98,7 +103,8 @@ async function caretAfter (page, text) {
 }
 
 async function createReview (page, base, title) {
-  await page.goto(`${base}/`)
+  const response = await page.goto(`${base}/`)
+  assert.match(response.headers()['content-security-policy'] ?? '', /script-src 'self'/)
   await page.fill('#title', title)
   await page.fill('#name', 'Fay')
   await page.getByRole('button', { name: 'Create review' }).click()

@@ -6,7 +6,7 @@ use debrief_proto::hocuspocus::DocMessage;
 use debrief_proto::ywire::Message;
 use debrief_server::limits::{Limits, MAX_FRAME_BYTES};
 use debrief_tests::api::{request, send};
-use debrief_tests::client::http_get_with_headers;
+use debrief_tests::client::{http_get, http_get_with_headers};
 use debrief_tests::server::{READER_TOKEN, WRITER_TOKEN};
 use debrief_tests::{Client, TestServer};
 use serde_json::json;
@@ -162,4 +162,45 @@ async fn issue_16_request_bodies_over_64_kib_get_413() {
     let too_big = "y".repeat(1024 * 1024 + 1);
     let reply = send(server.addr, "POST", "/api/reviews", None, Some(&too_big)).await;
     reply.assert_error(413, "body_too_large");
+}
+
+/// Every response carries the security headers: the app's HTML, its assets, the API, probes and
+/// errors.
+#[tokio::test]
+async fn issue_16_responses_carry_security_headers() {
+    let server = TestServer::start().await;
+    for path in [
+        "/",
+        "/join",
+        "/assets/missing.js",
+        "/api/openapi.json",
+        "/api/reviews/nope",
+        "/healthz",
+        "/metrics",
+        "/no-such-page",
+        "/ws/%ff",
+    ] {
+        let (status, headers, _) = http_get_with_headers(server.addr, path).await;
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{path} ({status}) has no {name}: {headers:?}"))
+        };
+        let csp = header("content-security-policy");
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        assert!(directives.contains(&"script-src 'self'"), "{path}: {csp}");
+        assert!(
+            directives.contains(&"frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert!(directives.contains(&"object-src 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-eval"), "{path}: {csp}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+    }
+    // A plain GET of the health probe still answers as before.
+    assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
 }
