@@ -204,3 +204,123 @@ async fn issue_16_responses_carry_security_headers() {
     // A plain GET of the health probe still answers as before.
     assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
 }
+
+/// The most a loopback connection can hold between the server's writes and a client that reads
+/// nothing and whose receive buffer is fixed at `receive`: the server's send buffer grows up to
+/// the kernel's `tcp_wmem` maximum.
+fn socket_buffering_bound(receive: usize) -> usize {
+    let send_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    // The kernel doubles a requested receive buffer for its own bookkeeping.
+    send_max + 2 * receive
+}
+
+/// A client whose outbox is more than half full and that sends a message (its reader then waits
+/// for half the outbox to be free) must not be closed as a slow consumer until the outbox really
+/// holds its bound; it was closed at once, because the waiting reader took every slot freed
+/// meanwhile from the owner.
+#[tokio::test]
+async fn issue_16_a_client_is_not_closed_while_its_outbox_has_room() {
+    use debrief_proto::awareness::{decode_update, encode_update, AwarenessEntry};
+    use debrief_proto::ywire::decode_frame;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    const CHUNK: usize = 4 * 1024 * 1024 - 4096;
+    const RECEIVE: usize = 64 * 1024;
+    const MORE: usize = 4;
+    // Enough large frames that the socket cannot take them all: the writer is then stuck on one
+    // of them, and every later frame stays in the outbox.
+    let big = socket_buffering_bound(RECEIVE).div_ceil(CHUNK) + 2;
+    let capacity = 2 * (big + MORE + 4);
+    let limits = Limits {
+        outbox_capacity: capacity,
+        max_document_bytes: (big as u64 + 4) * CHUNK as u64,
+        ..Limits::default()
+    };
+    let mut server = TestServer::with_limits(limits).await;
+    let url = server.ws_url("half-full");
+
+    // A client that does not read, with a small fixed receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(RECEIVE as u32)
+        .expect("SO_RCVBUF");
+    let tcp = socket.connect(server.addr).await.expect("connect");
+    let (slow, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .expect("handshake");
+    let (mut slow_out, mut slow_in) = slow.split();
+
+    let mut writer = Client::connect(&url).await;
+    writer.wait_synced().await;
+    for i in 0..big {
+        writer.insert("t", 0, &"x".repeat(CHUNK - 64));
+        writer.round_trip().await;
+        assert!(writer.closed().is_none(), "large update {i}");
+    }
+    // Past half of the outbox, whatever of the large frames the writer has taken.
+    let state = |n: u64| format!(r#"{{"n":{n}}}"#);
+    let mut clock = 0u64;
+    for _ in 0..capacity / 2 + 1 {
+        clock += 1;
+        writer.set_awareness(77, clock, &state(clock));
+        writer.wait_awareness(77, Some(&state(clock))).await;
+    }
+    // The slow client says something: its reader waits for room before handing it on.
+    let mine = r#"{"user":"slow"}"#;
+    let payload = encode_update([AwarenessEntry {
+        client: 99,
+        clock: 1,
+        state: mine,
+    }]);
+    slow_out
+        .send(WsMessage::Binary(
+            Message::Awareness(&payload).encode().into(),
+        ))
+        .await
+        .expect("send from the slow client");
+    // A few more frames, still within the bound.
+    for _ in 0..MORE {
+        clock += 1;
+        writer.set_awareness(77, clock, &state(clock));
+        writer.wait_awareness(77, Some(&state(clock))).await;
+    }
+    let closed = server.metric("debrief_slow_consumers_total").await;
+    // It reads again: everything arrives, and then its own message, which was handed on once
+    // there was room.
+    let own_presence = async {
+        while let Some(Ok(frame)) = slow_in.next().await {
+            let WsMessage::Binary(bytes) = frame else {
+                continue;
+            };
+            let Ok(messages) = decode_frame(&bytes) else {
+                continue;
+            };
+            for m in messages {
+                if let Message::Awareness(a) = m {
+                    if decode_update(a).is_ok_and(|e| e.iter().any(|e| e.client == 99)) {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    };
+    let heard = closed == 0
+        && tokio::time::timeout(debrief_tests::WAIT, own_presence)
+            .await
+            .unwrap_or(false);
+    // Stopped before asserting: a test that fails with this connection open cannot end its
+    // runtime until the store is closed.
+    server.stop().await;
+    assert_eq!(
+        closed,
+        0,
+        "closed with at most {} of {capacity} frames queued",
+        big + capacity / 2 + 1 + MORE
+    );
+    assert!(heard, "the slow client's own presence never came back");
+}
