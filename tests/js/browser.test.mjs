@@ -937,6 +937,15 @@ test("a writer's selection is live, every composer withdraws it alike, and the a
     await a.page.locator('form.composer .anonymous-toggle').check()
     await waitText(a.page, 'form.composer .selection-warning', 'may have seen your selection')
     await a.page.locator('#composer').pressSequentially('The summary leaves out the retry storm.')
+    // Its answer is held back until Ana has opened the next composer: a late answer must not
+    // take that composer away (the held item is written to disk before it is answered).
+    let answerNow
+    const answerHeld = new Promise((resolve) => { answerNow = resolve })
+    await a.page.route('**/anonymous/threads', async (route) => {
+      const response = await route.fetch()
+      await answerHeld
+      await route.fulfill({ response })
+    })
     let request = a.page.waitForRequest((q) => q.method() === 'POST' && q.url().endsWith('/anonymous/threads'))
     await a.page.locator('form.composer').getByRole('button', { name: 'Comment anonymously' }).click()
     assert.ok((await request).postDataJSON().anchor, 'posted on the selected text')
@@ -947,6 +956,12 @@ test("a writer's selection is live, every composer withdraws it alike, and the a
 
     // Offered instead: the same text as a general anonymous comment, quoting nothing.
     await openFromSelection('Two or three sentences')
+    const late = a.page.waitForResponse((res) => new URL(res.url()).pathname.endsWith('/anonymous/threads'))
+    answerNow()
+    assert.equal((await late).status(), 202)
+    await a.page.unroute('**/anonymous/threads')
+    await a.page.evaluate(() => new Promise((resolve) => { requestAnimationFrame(() => { resolve() }) }))
+    assert.equal(await a.page.locator('#composer').count(), 1, 'the late answer left the new composer alone')
     await a.page.locator('form.composer .anonymous-toggle').check()
     await a.page.locator('form.composer').getByRole('button', { name: 'Post as a general comment instead' }).click()
     assert.equal(await a.page.locator('form.composer .quote').count(), 0)

@@ -49,11 +49,13 @@ export function anonymousError (err: unknown, fallback: string): string {
 }
 
 /**
- * Shows the release note in `slot` briefly. It is gone before the item appears, so nothing on
- * screen sits next to the released item saying whose it is. Only the note leaves: whatever was
- * opened in the slot since (the next composer) stays.
+ * Shows the release note in `slot` briefly, in place of `sent` (the form that was sent). It is
+ * gone before the item appears, so nothing on screen sits next to the released item saying whose
+ * it is. Only the note leaves: whatever was opened in the slot since (the next composer) stays,
+ * and when the answer comes after the next composer was opened, that composer is left alone.
  */
-export function fleeting (slot: HTMLElement, held: Held): void {
+export function fleeting (slot: HTMLElement, held: Held, sent?: HTMLElement): void {
+  if (sent && !slot.contains(sent)) return
   const note = notice(releaseNote(held))
   replace(slot, note)
   const untilRelease = held.release_after === null ? Infinity : held.release_after - Date.now() - 300

@@ -182,11 +182,12 @@ export class CommentsPanel {
         ? api.anonymousThread(m.review, m.session, text.value, anchor)
         : api.addThread(m.review, m.session, text.value, anchor)
       sent.then((result) => {
+        // The answer may come after another composer was opened: that one stays.
         if ('release' in result) {
           keep(result)
-          fleeting(this.composerSlot, result)
+          fleeting(this.composerSlot, result, form)
         } else {
-          replace(this.composerSlot)
+          if (this.composerSlot.contains(form)) replace(this.composerSlot)
           this.active = result.id
         }
         this.schedule()

@@ -54,7 +54,7 @@ export class ConcernsBoard {
       const m = this.o.membership
       api.raiseConcern(m.review, m.session, text.value).then((held) => {
         keep(held)
-        fleeting(this.composer, held)
+        fleeting(this.composer, held, form)
       }, (err: unknown) => {
         replace(status, notice(anonymousError(err, 'Could not send the concern.'), 'error'))
         send.disabled = false
