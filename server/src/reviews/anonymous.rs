@@ -107,10 +107,9 @@ struct HeldRecord {
 impl HeldRecord {
     fn op_key(&self) -> (String, String) {
         let op = match &self.op {
-            AnonOp::Thread { comment, .. } | AnonOp::Reply { comment, .. } => {
-                format!("new:{comment}")
+            AnonOp::Thread { .. } | AnonOp::Reply { .. } | AnonOp::Concern { .. } => {
+                format!("new:{}", new_item_id(&self.op).unwrap_or_default())
             }
-            AnonOp::Concern { concern, .. } => format!("new:{concern}"),
             AnonOp::Vote { vote, .. } => format!("vote:{vote}"),
             AnonOp::Edit { item, .. } => format!("edit:{}", item_id(item)),
             AnonOp::Retract { item } => format!("retract:{}", item_id(item)),
@@ -162,7 +161,11 @@ impl Queue {
                 old.push(prev);
             }
         }
-        self.wipe(&old)?;
+        // The submission is held and durable now. Should the old slots not be wiped, they stay
+        // known: a release orders edits by revision and drops what a retraction took back.
+        if let Err(e) = self.wipe(&old) {
+            tracing::error!(error = %e, "cannot wipe replaced anonymous slots; the release will");
+        }
         Ok(())
     }
 
@@ -575,11 +578,14 @@ impl Anonymity {
         Ok(record.item)
     }
 
-    /// Whether the item is still waiting for its release.
+    /// Whether the item is still waiting for its release (once a release is writing it out, it
+    /// is on its way to the discussion, and what is done to it goes there).
     pub fn is_held(&self, review: &str, item: &Item) -> bool {
-        lock(&self.queue)
-            .get(review, &format!("new:{}", item_id(item)))
-            .is_some()
+        let queue = lock(&self.queue);
+        queue
+            .index
+            .get(&(review.to_owned(), format!("new:{}", item_id(item))))
+            .is_some_and(|slot| !queue.releasing.contains(slot))
     }
 
     /// When the submissions of these receipts will appear, for those still held: the next
@@ -695,6 +701,20 @@ async fn release_review(
             _ => None,
         })
         .collect();
+    // An item edited before it was ever shown appears with its latest text, not as edited.
+    let new_items: HashSet<String> = records
+        .iter()
+        .filter_map(|(_, r)| new_item_id(&r.op).map(str::to_owned))
+        .collect();
+    let latest_text: HashMap<String, String> = records
+        .iter()
+        .filter_map(|(_, r)| match &r.op {
+            AnonOp::Edit { item, body } if new_items.contains(&item_id(item)) => {
+                Some((item_id(item), body.clone()))
+            }
+            _ => None,
+        })
+        .collect();
     // The final state of each key (a retraction, applied last, wins over its item's key).
     let mut keys: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut votes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -719,10 +739,23 @@ async fn release_review(
             {
                 continue
             }
-            AnonOp::Edit { item, .. } if retracted.contains(&item_id(item)) => continue,
+            AnonOp::Edit { item, .. }
+                if retracted.contains(&item_id(item)) || new_items.contains(&item_id(item)) =>
+            {
+                continue
+            }
             _ => {}
         }
-        ops.push(r.op.clone());
+        let mut op = r.op.clone();
+        if let Some(text) = new_item_id(&op).and_then(|id| latest_text.get(id)) {
+            match &mut op {
+                AnonOp::Thread { body, .. }
+                | AnonOp::Reply { body, .. }
+                | AnonOp::Concern { body, .. } => text.clone_into(body),
+                _ => {}
+            }
+        }
+        ops.push(op);
     }
     let slots: Vec<u32> = records.iter().map(|(s, _)| *s).collect();
     // From here on the submitters are not told "pending": the items may appear any moment.
@@ -780,6 +813,15 @@ pub async fn release_loop(state: Arc<AppState>) {
         }
         release(&state, next, None, false).await;
         super::api_meeting::publish_read_counts(&state).await;
+    }
+}
+
+/// The id of the item a new-item op creates.
+fn new_item_id(op: &AnonOp) -> Option<&str> {
+    match op {
+        AnonOp::Thread { comment, .. } | AnonOp::Reply { comment, .. } => Some(comment),
+        AnonOp::Concern { concern, .. } => Some(concern),
+        _ => None,
     }
 }
 

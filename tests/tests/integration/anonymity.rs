@@ -516,6 +516,11 @@ async fn keys_edit_and_retract_moderation_hides_and_votes_count_once() {
         concern_with(&discussion_json(&watcher), "First words").is_none(),
         "held text was replaced"
     );
+    assert_eq!(
+        concern_with(&discussion_json(&watcher), "Second words").expect("released")["editedAt"],
+        Value::Null,
+        "edited before anyone saw it: shown as written, not as edited"
+    );
 
     // Anyone may support it once.
     let support = |token: String| {
