@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::access::{Authorizer, ReviewsOnly, StaticTokens};
+use crate::integrity::OnDamage;
 use crate::limits::Limits;
 use crate::peer::Credential;
 use crate::stateless::{NoCommands, StatelessHandler};
@@ -68,6 +69,49 @@ pub struct Cli {
     /// Seconds between releases of held anonymous items (their timestamps are rounded to it).
     #[arg(long, env = "DEBRIEF_ANONYMOUS_CADENCE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub anonymous_cadence_secs: u64,
+
+    /// What to do when the data directory is damaged: `refuse` (print what is damaged and exit
+    /// with status 1) or `read-only` (serve what can be read, refuse every change, and say so on
+    /// /readyz). Either way the damaged files are first copied to `<data-dir>/damaged/<time>/`.
+    #[arg(long, env = "DEBRIEF_ON_DAMAGE", value_enum, default_value_t = OnDamage::Refuse)]
+    pub on_damage: OnDamage,
+
+    /// Offline and administrative commands; without one, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `debrief check | backup | restore`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Verifies a data directory while no server runs on it: prints `ok`, or one `damaged: …`
+    /// line per damaged thing. Exit status 0 when healthy, 1 when damaged, 2 when it cannot
+    /// be checked.
+    Check {
+        /// The data directory to check.
+        #[arg(long, env = "DEBRIEF_DATA_DIR", default_value = "./debrief-data")]
+        data_dir: PathBuf,
+    },
+    /// Writes a consistent backup of a data directory into a new folder: through the running
+    /// server's administration socket (`<data-dir>/admin.sock`) while it runs, or directly when
+    /// no server runs on it.
+    Backup {
+        /// The data directory to back up.
+        #[arg(long, env = "DEBRIEF_DATA_DIR", default_value = "./debrief-data")]
+        data_dir: PathBuf,
+        /// The folder to write the backup into (must not exist, or be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Checks a backup and writes it into a new data directory.
+    Restore {
+        /// The backup folder.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        #[arg(long, env = "DEBRIEF_DATA_DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 impl Cli {
@@ -96,6 +140,8 @@ pub struct Config {
     pub creation_secret: Option<Credential>,
     /// Time between releases of held anonymous items.
     pub anonymous_cadence: std::time::Duration,
+    /// What to do when the data directory is damaged.
+    pub on_damage: OnDamage,
 }
 
 impl Config {
@@ -109,6 +155,7 @@ impl Config {
             stateless: Arc::new(NoCommands),
             creation_secret: None,
             anonymous_cadence: crate::reviews::anonymous::DEFAULT_CADENCE,
+            on_damage: OnDamage::Refuse,
         }
     }
 }
@@ -132,6 +179,7 @@ impl From<&Cli> for Config {
                 .filter(|s| !s.is_empty())
                 .map(Credential::new),
             anonymous_cadence: std::time::Duration::from_secs(cli.anonymous_cadence_secs),
+            on_damage: cli.on_damage,
             ..Config::new(cli.data_dir.clone())
         }
     }

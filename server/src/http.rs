@@ -72,9 +72,14 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// The store is open and answers reads.
+/// The store is open and answers reads. A damaged store served read-only
+/// (`--on-damage read-only`) answers 200 with status `read-only` and what is damaged.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     match state.store.probe() {
+        Ok(()) if state.damage.is_some() => Ok(Json(serde_json::json!({
+            "status": "read-only",
+            "damaged": state.damage.as_ref().map(|d| d.lines.clone()),
+        }))),
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" }))),
         Err(e) => {
             tracing::error!(error = %e, "readiness probe failed");

@@ -7,6 +7,9 @@
 //! knows bytes, not yrs.
 
 pub mod access;
+pub mod admin;
+pub mod backup;
+pub mod check;
 pub mod collab;
 pub mod compact;
 pub mod config;
@@ -14,6 +17,7 @@ pub mod crdt;
 pub mod doc;
 pub mod error;
 pub mod http;
+pub mod integrity;
 pub mod limits;
 pub mod metrics;
 pub mod peer;
@@ -40,7 +44,7 @@ use limits::{Limits, SHUTDOWN_GRACE};
 use metrics::Metrics;
 pub use peer::ConnId;
 use registry::Registry;
-use store::{Store, StoreError};
+use store::{Damage, Store, StoreError};
 
 /// State shared by every request and connection.
 #[derive(Debug)]
@@ -71,6 +75,9 @@ pub struct AppState {
     pub anonymity: Arc<reviews::anonymous::Anonymity>,
     /// Pinned versions, read marks and the library.
     pub records: Arc<reviews::records::Records>,
+    /// What is damaged, when the store was opened read-only despite damage
+    /// (`--on-damage read-only`); `None` when it is healthy.
+    pub damage: Option<Damage>,
 }
 
 impl AppState {
@@ -109,6 +116,7 @@ pub struct Server {
     state: Arc<AppState>,
     store: Store,
     flusher: tokio::task::JoinHandle<()>,
+    data_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Server {
@@ -124,19 +132,31 @@ impl Server {
     pub async fn open(config: Config, shutdown: CancellationToken) -> Result<Server, ServerError> {
         let started = std::time::Instant::now();
         let data_dir = config.data_dir.clone();
-        let (store, flusher) = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        let data_dir_for_admin = data_dir.clone();
+        let on_damage = config.on_damage;
+        let opened = tokio::task::spawn_blocking(move || Store::open_checked(&data_dir, on_damage))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let (store, flusher, damage) = (opened.store, opened.flusher, opened.damage);
+        if let Some(d) = &damage {
+            tracing::error!(
+                kept = %d.kept.display(),
+                damage = %d.lines.join("; "),
+                "THE DATA DIRECTORY IS DAMAGED: serving it read-only (--on-damage read-only); \
+                 every change is refused"
+            );
+        }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
         let flusher = tokio::task::spawn_blocking(move || flusher.run());
-        match Server::load(config, shutdown, store.clone()) {
+        match Server::load(config, shutdown, store.clone(), damage) {
             Ok(state) => Ok(Server {
                 state,
                 store,
                 flusher,
+                data_dir: data_dir_for_admin,
             }),
             Err(e) => {
                 // Stop the flusher: it ends once every handle to the store is gone.
@@ -151,9 +171,11 @@ impl Server {
         config: Config,
         shutdown: CancellationToken,
         store: Store,
+        damage: Option<Damage>,
     ) -> Result<Arc<AppState>, ServerError> {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
+        keep_damaged_held_slots(&config.data_dir);
         let reviews = reviews::Reviews::open(&store)?;
         let anonymity = reviews::anonymous::Anonymity::open(
             &store,
@@ -161,10 +183,13 @@ impl Server {
             config.anonymous_cadence,
         )?;
         let records = reviews::records::Records::open(&store)?;
-        let authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
+        let mut authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
             reviews: reviews.clone(),
             others: config.authorizer.clone(),
         });
+        if damage.is_some() {
+            authorizer = Arc::new(ReadOnlyAccess(authorizer));
+        }
         let registry = Registry::new(
             doc::DocContext {
                 store: store.clone(),
@@ -189,6 +214,7 @@ impl Server {
             creation_secret: config.creation_secret.clone(),
             anonymity,
             records,
+            damage,
         }))
     }
 
@@ -198,19 +224,30 @@ impl Server {
             state,
             store,
             flusher,
+            data_dir: _,
         } = self;
         let shutdown = state.shutdown.clone();
         let tracker = state.tracker.clone();
-        tracker.spawn(reviews::anonymous::release_loop(state.clone()));
+        if state.damage.is_none() {
+            tracker.spawn(reviews::anonymous::release_loop(state.clone()));
+        }
+        tracker.spawn(admin::serve(
+            state.clone(),
+            self.data_dir.clone(),
+            shutdown.clone(),
+        ));
         // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.
         let listener = listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
             }
         });
+        let mut router = http::router(state.clone());
+        if state.damage.is_some() {
+            router = router.layer(axum::middleware::from_fn(refuse_changes));
+        }
         // Connection info gives the REST limits on guessing and flooding the client's address.
-        let app = http::router(state.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
@@ -239,4 +276,60 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Held slots that fail their checksum are wiped when the held-items file opens; a copy of the
+/// file is kept first, in `damaged/<time>/held/slots`, and the damage is logged as an error. Not
+/// a refusal: the file's format cannot tell such a slot from a write that `kill -9` cut short
+/// (never acknowledged), and refusing would block every restart after one.
+fn keep_damaged_held_slots(data_dir: &std::path::Path) {
+    match check::held_damage(data_dir) {
+        Ok(lines) if lines.is_empty() => {}
+        Ok(lines) => match integrity::keep_file(data_dir, "held/slots", &lines) {
+            Ok(kept) => tracing::error!(
+                kept = %kept.display(),
+                damage = %lines.join("; "),
+                "held anonymous slots fail their checksum; a copy of the file is kept"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                damage = %lines.join("; "),
+                "held anonymous slots fail their checksum, and keeping a copy failed"
+            ),
+        },
+        Err(e) => tracing::error!(error = %e, "could not check the held-items file"),
+    }
+}
+
+/// Access while the store is damaged and served read-only: whatever the decision, no changes.
+#[derive(Debug)]
+struct ReadOnlyAccess(Arc<dyn access::Authorizer>);
+
+impl access::Authorizer for ReadOnlyAccess {
+    fn authorize(&self, token: &str, document: &str) -> Result<access::Access, access::Denied> {
+        self.0
+            .authorize(token, document)
+            .map(|_| access::Access::ReadOnly)
+    }
+}
+
+/// While the store is damaged and served read-only, every request that could change something
+/// (anything but GET and HEAD) is answered 503 `read_only`.
+async fn refuse_changes(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        return next.run(request).await;
+    }
+    error::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "read_only",
+        "the data directory is damaged and served read-only; nothing can be changed",
+    )
+    .into_response()
 }

@@ -6,7 +6,8 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
-use debrief_server::config::{Cli, LogFormat};
+use debrief_server::check::Checked;
+use debrief_server::config::{Cli, Command, LogFormat};
 use debrief_server::limits::SHUTDOWN_GRACE;
 use debrief_server::Config;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(command) = cli.command.clone() {
+        std::process::exit(admin_command(command));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(cli.workers))
         .enable_all()
@@ -24,6 +28,71 @@ fn main() -> anyhow::Result<()> {
     // compaction) hold the exit hostage.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     result
+}
+
+/// Runs `check`, `backup` or `restore`; returns the exit status.
+fn admin_command(command: Command) -> i32 {
+    match command {
+        Command::Check { data_dir } => match debrief_server::check::check(&data_dir) {
+            Ok(Checked::Healthy) => {
+                println!("ok");
+                0
+            }
+            Ok(Checked::Damaged(lines)) => {
+                for line in lines {
+                    println!("damaged: {line}");
+                }
+                1
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        Command::Backup { data_dir, to } => match backup(&data_dir, &to) {
+            Ok(summary) => {
+                println!("backup written to {}: {summary}", to.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        Command::Restore { from, data_dir } => {
+            match debrief_server::backup::restore(&from, &data_dir) {
+                Ok(summary) => {
+                    println!("restored into {}: {summary}", data_dir.display());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }
+    }
+}
+
+/// Through the running server's socket, or directly on a data directory no server runs on.
+fn backup(data_dir: &std::path::Path, to: &std::path::Path) -> anyhow::Result<String> {
+    let to = std::path::absolute(to).context("resolving the backup path")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let online = runtime
+        .block_on(debrief_server::admin::request_backup(data_dir, &to))
+        .map_err(|e| anyhow::anyhow!("the server refused the backup: {e}"))?;
+    if let Some(summary) = online {
+        return Ok(summary);
+    }
+    let (store, flusher) = debrief_server::store::Store::open(data_dir)
+        .with_context(|| format!("opening {} (no server answers on it)", data_dir.display()))?;
+    let written = debrief_server::backup::write(store.db(), data_dir, &to);
+    drop(store);
+    flusher.run();
+    Ok(written?.to_string())
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {

@@ -13,12 +13,13 @@
 //! crash at any point leaves either the old or the new layout, both loadable.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use debrief_proto::lib0::{write_var_uint8_array, Reader};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::integrity::{self, Manifest, OnDamage, State};
 use crate::wal::{self, Wal};
 
 /// Flush requests waiting for the flusher. Owners wait when it is full, which only happens if the
@@ -50,6 +51,49 @@ pub enum StoreError {
     /// Reading or writing the write-ahead file failed.
     #[error("write-ahead file: {0}")]
     Wal(String),
+    /// The data directory is damaged (see [`crate::integrity`]); nothing was served.
+    #[error("{0}")]
+    Damaged(Damage),
+    /// The store was opened read-only because it is damaged: nothing may be written.
+    #[error("the store is read-only: it is damaged")]
+    ReadOnly,
+    /// Reading or writing the manifest or a kept copy failed.
+    #[error("integrity record: {0}")]
+    Integrity(String),
+}
+
+/// What is damaged in a data directory, and where copies of the damaged files were kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// One line per damaged thing, naming it.
+    pub lines: Vec<String>,
+    /// `<data-dir>/damaged/<time>/`, holding the files as they were found.
+    pub kept: PathBuf,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the data directory is damaged; copies of the damaged files are kept in {}",
+            self.kept.display()
+        )?;
+        for line in &self.lines {
+            write!(f, "\n  damaged: {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A store opened by [`Store::open_checked`].
+#[derive(Debug)]
+pub struct Opened {
+    /// The store.
+    pub store: Store,
+    /// Its group-commit task.
+    pub flusher: Flusher,
+    /// The damage found, when it was opened read-only despite it.
+    pub damage: Option<Damage>,
 }
 
 /// One key and value of a [`MetaTree`].
@@ -57,17 +101,26 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// A metadata tree (see [`Store::meta_tree`]).
 #[derive(Debug, Clone)]
-pub struct MetaTree(sled::Tree);
+pub struct MetaTree(sled::Tree, bool);
 
 impl MetaTree {
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.1 {
+            return Err(StoreError::ReadOnly);
+        }
+        Ok(())
+    }
+
     /// Stores `value` under `key`.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.writable()?;
         self.0.insert(key, value)?;
         Ok(())
     }
 
     /// Stores `value` under `key` unless the key exists; `false` when it did (atomic).
     pub fn put_new(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
+        self.writable()?;
         Ok(self
             .0
             .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
@@ -91,12 +144,14 @@ impl MetaTree {
 
     /// Removes `key`.
     pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.writable()?;
         self.0.remove(key)?;
         Ok(())
     }
 
     /// Writes (`Some`) and removes (`None`) several keys atomically, in key order.
     pub fn apply(&self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), StoreError> {
+        self.writable()?;
         let mut batch = sled::Batch::default();
         for (key, value) in writes {
             match value {
@@ -185,6 +240,19 @@ type Pending = Arc<Mutex<Vec<u8>>>;
 /// records a failed round had taken included.
 type SharedWal = Arc<Mutex<Option<Wal>>>;
 
+/// Debrief's side of every sled flush it asks for (see [`crate::integrity`]): a new generation
+/// goes into sled before the flush and into the manifest after it. Behind a lock of its own, so
+/// that two flushes (the flusher's and the one at shutdown) never interleave their steps.
+#[derive(Debug)]
+struct Flushes {
+    dir: PathBuf,
+    generation: u64,
+    /// Opened read-only despite damage: the manifest is never rewritten.
+    read_only: bool,
+}
+
+type SharedFlushes = Arc<Mutex<Flushes>>;
+
 /// Handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -193,6 +261,8 @@ pub struct Store {
     flush_tx: mpsc::Sender<FlushWaiter>,
     pending: Pending,
     wal: SharedWal,
+    flushes: SharedFlushes,
+    read_only: bool,
 }
 
 /// The group-commit task. Returned by [`Store::open`] so the caller owns and awaits it; it ends
@@ -203,38 +273,122 @@ pub struct Flusher {
     rx: mpsc::Receiver<FlushWaiter>,
     pending: Pending,
     wal: SharedWal,
+    flushes: SharedFlushes,
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, refusing a damaged one (see
+    /// [`Store::open_checked`]).
+    pub fn open(dir: &Path) -> Result<(Store, Flusher), StoreError> {
+        let opened = Store::open_checked(dir, OnDamage::Refuse)?;
+        Ok((opened.store, opened.flusher))
+    }
+
+    /// Opens (or creates) the store in `dir` after checking it against its manifest and its
+    /// write-ahead segments (see [`crate::integrity`]). Damage is refused with
+    /// [`StoreError::Damaged`], or with [`OnDamage::ReadOnly`] the store opens read-only and the
+    /// damage is returned. Either way the damaged files are first copied to
+    /// `damaged/<time>/`, and nothing is deleted.
     ///
     /// Log records left in the write-ahead file by a crash are put back into sled first (see
     /// [`crate::wal`]).
-    pub fn open(dir: &Path) -> Result<(Store, Flusher), StoreError> {
-        let db = open_db(dir)?;
-        let docs = db.open_tree("docs")?;
+    pub fn open_checked(dir: &Path, on_damage: OnDamage) -> Result<Opened, StoreError> {
+        std::fs::create_dir_all(dir).map_err(integrity_error)?;
         let wal_dir = dir.join("wal");
-        replay(&db, &docs, &wal_dir)?;
-        let wal = Wal::create(&wal_dir).map_err(wal_error)?;
+        let inspected = inspect(dir, &wal_dir)?;
+        let mut lines = inspected.lines;
+        if !lines.is_empty() && on_damage == OnDamage::Refuse {
+            return Err(refuse(dir, lines, inspected.staged.as_deref()));
+        }
+        let db = open_db(dir)?;
+        if let (Some(m), None) = (&inspected.manifest, &inspected.staged) {
+            // A clean stop whose files are intact; the generation must still agree.
+            lines.extend(generation_damage(&db, m)?);
+        } else if inspected.staged.is_some() {
+            match &inspected.manifest {
+                Some(m) => lines.extend(generation_damage(&db, m)?),
+                None if lines.is_empty() => {
+                    if let Some(g) = integrity::stored_generation(&db)? {
+                        lines.push(format!(
+                            "manifest is missing, but the store was written by this version \
+                             (generation {g}): the manifest was removed"
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        let damage = if lines.is_empty() {
+            if let Some(staged) = &inspected.staged {
+                std::fs::remove_dir_all(staged).map_err(integrity_error)?;
+            }
+            None
+        } else if on_damage == OnDamage::Refuse {
+            drop(db);
+            return Err(refuse(dir, lines, inspected.staged.as_deref()));
+        } else {
+            let kept = integrity::keep_aside(dir, &lines, inspected.staged.as_deref())
+                .map_err(integrity_error)?;
+            Some(Damage { lines, kept })
+        };
+        let read_only = damage.is_some();
+        let docs = db.open_tree("docs")?;
+        let generation = inspected
+            .manifest
+            .as_ref()
+            .map_or(0, |m| m.generation)
+            .max(integrity::stored_generation(&db)?.unwrap_or(0));
+        let flushes = SharedFlushes::new(Mutex::new(Flushes {
+            dir: dir.to_path_buf(),
+            generation,
+            read_only,
+        }));
+        if inspected.manifest.is_none() && !read_only {
+            // Before the first flush writes a generation into sled: a store with a generation
+            // and no manifest is then always one whose manifest was removed.
+            running_manifest(dir, generation, None).map_err(integrity_error)?;
+        }
+        replay(&db, &docs, &wal_dir, &flushes)?;
+        let wal = if read_only {
+            None
+        } else {
+            let wal = Wal::create(&wal_dir).map_err(wal_error)?;
+            sled_flush(&db, &flushes, Some(wal.generation()))?;
+            Some(wal)
+        };
         let (flush_tx, rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
         let pending = Pending::default();
-        let wal = SharedWal::new(Mutex::new(Some(wal)));
+        let wal = SharedWal::new(Mutex::new(wal));
         let flusher = Flusher {
             db: db.clone(),
             rx,
             pending: pending.clone(),
             wal: wal.clone(),
+            flushes: flushes.clone(),
         };
-        Ok((
-            Store {
+        Ok(Opened {
+            store: Store {
                 db,
                 docs,
                 flush_tx,
                 pending,
                 wal,
+                flushes,
+                read_only,
             },
             flusher,
-        ))
+            damage,
+        })
+    }
+
+    /// Whether the store was opened read-only because it is damaged.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The sled database (for backups: every tree, read while the server runs).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Reads a document's snapshot and log.
@@ -271,6 +425,9 @@ impl Store {
             write_var_uint8_array(&mut record, u.as_ref());
         }
         let len = record.len() as u64;
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         // Into sled first: the write-ahead file may only hold what sled already has in memory,
         // so that a checkpoint (a sled flush) covers every record of the older segments.
         self.docs.insert(log_key(name, seq), &record[..])?;
@@ -326,7 +483,16 @@ impl Store {
             }
             std::mem::take(&mut *pending)
         };
-        Some(timed_round(&self.db, taken, &mut wal, false, 1))
+        Some(timed_round(
+            &Round {
+                db: &self.db,
+                flushes: &self.flushes,
+            },
+            taken,
+            &mut wal,
+            false,
+            1,
+        ))
     }
 
     /// Waits until everything written so far, metadata included, is flushed (a sled flush,
@@ -341,7 +507,10 @@ impl Store {
     /// A tree of its own for metadata (reviews, sessions): keys and values are bytes the caller
     /// encodes; writes become durable with the next flush.
     pub fn meta_tree(&self, name: &str) -> Result<MetaTree, StoreError> {
-        Ok(MetaTree(self.db.open_tree(format!("meta.{name}"))?))
+        Ok(MetaTree(
+            self.db.open_tree(format!("meta.{name}"))?,
+            self.read_only,
+        ))
     }
 
     /// Folds the log records below `upto` into the snapshot with `fold(snapshot, updates)`,
@@ -353,6 +522,9 @@ impl Store {
         upto: u64,
         fold: impl FnOnce(Option<&[u8]>, &[&[u8]]) -> Result<Vec<u8>, String>,
     ) -> Result<Compacted, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         let stored = self.load(name)?;
         let (keys, records): (Vec<u64>, Vec<&sled::IVec>) = stored
             .log
@@ -400,8 +572,9 @@ impl Store {
 
     /// Flushes everything now, bypassing the group-commit queue. Blocking; used at shutdown.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        let wal = lock_wal(&self.wal);
+        let wal_from = wal.as_ref().map(Wal::generation);
+        sled_flush(&self.db, &self.flushes, wal_from)
     }
 }
 
@@ -423,23 +596,26 @@ impl Flusher {
             let mut wal = lock_wal(&self.wal);
             // Taken under the write-ahead lock: every record in it is already in sled's memory.
             let taken = std::mem::take(&mut *lock(&self.pending));
-            let result = timed_round(&self.db, taken, &mut wal, everything, waiters.len());
+            let result = timed_round(
+                &Round {
+                    db: &self.db,
+                    flushes: &self.flushes,
+                },
+                taken,
+                &mut wal,
+                everything,
+                waiters.len(),
+            );
             drop(wal);
             for w in waiters.drain(..) {
                 // A waiter that went away (its document closed) needs no answer.
                 let _ = w.done.send(result.clone());
             }
         }
-        // Every handle is gone: leave sled complete, then the segments are not needed.
-        match self.db.flush() {
-            Ok(_) => {
-                if let Some(wal) = lock_wal(&self.wal).take() {
-                    if let Err(e) = wal.remove_all() {
-                        tracing::warn!(error = %e, "could not remove the write-ahead segments");
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "final flush failed"),
+        // Every handle is gone: leave sled complete, then the segments are not needed, and the
+        // manifest can record the store exactly.
+        if let Err(e) = close_clean(&self.db, &self.flushes, &self.wal) {
+            tracing::error!(error = %e, "final flush failed");
         }
     }
 }
@@ -448,7 +624,7 @@ impl Flusher {
 /// After a failure the write-ahead file is given up: the records this round took are not on
 /// disk, and a later round would not see them, but a sled flush covers them.
 fn timed_round(
-    db: &sled::Db,
+    db: &Round<'_>,
     taken: Vec<u8>,
     wal: &mut Option<Wal>,
     everything: bool,
@@ -478,16 +654,16 @@ fn timed_round(
 /// (or, when `everything` must be durable, sled is flushed, which covers them too). The caller
 /// took them while holding the write-ahead lock (`wal`), and holds it for the whole round.
 fn round(
-    db: &sled::Db,
+    db: &Round<'_>,
     pending: Vec<u8>,
     wal: &mut Option<Wal>,
     everything: bool,
 ) -> Result<(), StoreError> {
     let Some(w) = wal.as_mut() else {
-        return sled_flush(db);
+        return db.flush(None);
     };
     if everything || pending.len() as u64 >= wal::SEGMENT_BYTES {
-        return sled_flush(db);
+        return db.flush(Some(w.generation()));
     }
     if pending.is_empty() {
         return Ok(());
@@ -498,7 +674,7 @@ fn round(
         if let Err(e) = w.rotate() {
             return wal_failed(db, wal, e);
         }
-        sled_flush(db)?;
+        db.flush(Some(w.generation()))?;
         if let Err(e) = w.remove_older() {
             tracing::warn!(error = %e, "could not remove old write-ahead segments");
         }
@@ -518,15 +694,249 @@ fn appends(w: &Wal, len: u64) -> bool {
 
 /// A write-ahead failure may leave a partial record behind, after which nothing could be
 /// replayed; so the file is given up and sled flushes take over (durable, only slower).
-fn wal_failed(db: &sled::Db, wal: &mut Option<Wal>, e: std::io::Error) -> Result<(), StoreError> {
+fn wal_failed(db: &Round<'_>, wal: &mut Option<Wal>, e: std::io::Error) -> Result<(), StoreError> {
     tracing::error!(error = %e, "write-ahead file failed; flushing sled for every group commit from now on");
     *wal = None;
-    sled_flush(db)
+    db.flush(None)
 }
 
-fn sled_flush(db: &sled::Db) -> Result<(), StoreError> {
+/// What a round flushes: sled, with Debrief's integrity record.
+struct Round<'a> {
+    db: &'a sled::Db,
+    flushes: &'a SharedFlushes,
+}
+
+impl Round<'_> {
+    fn flush(&self, wal_from: Option<u64>) -> Result<(), StoreError> {
+        sled_flush(self.db, self.flushes, wal_from)
+    }
+}
+
+/// A sled flush with the integrity record around it: a new generation into sled, the flush,
+/// then a running manifest with that generation and `wal_from`, the oldest write-ahead segment
+/// whose records sled may not hold on disk yet.
+fn sled_flush(
+    db: &sled::Db,
+    flushes: &SharedFlushes,
+    wal_from: Option<u64>,
+) -> Result<(), StoreError> {
+    let mut f = lock_flushes(flushes);
+    if f.read_only {
+        db.flush()?;
+        return Ok(());
+    }
+    let next = f.generation + 1;
+    integrity::store_generation(db, next)?;
     db.flush()?;
-    Ok(())
+    f.generation = next;
+    running_manifest(&f.dir, next, wal_from).map_err(integrity_error)
+}
+
+fn running_manifest(dir: &Path, generation: u64, wal_from: Option<u64>) -> std::io::Result<()> {
+    Manifest {
+        state: State::Running,
+        generation,
+        wal_from,
+        held: held_len(dir),
+        files: Vec::new(),
+        trees: Vec::new(),
+    }
+    .write(dir)
+}
+
+fn held_len(dir: &Path) -> Option<u64> {
+    std::fs::metadata(dir.join("held").join("slots"))
+        .ok()
+        .map(|m| m.len())
+}
+
+/// The end of a clean stop: a flush, the segments removed (sled holds their records), and a
+/// clean manifest with the size and digest of every sled file and tree.
+fn close_clean(db: &sled::Db, flushes: &SharedFlushes, wal: &SharedWal) -> Result<(), StoreError> {
+    sled_flush(db, flushes, None)?;
+    let f = lock_flushes(flushes);
+    if f.read_only {
+        return Ok(());
+    }
+    if let Some(wal) = lock_wal(wal).take() {
+        if let Err(e) = wal.remove_all() {
+            tracing::warn!(error = %e, "could not remove the write-ahead segments");
+            return Ok(());
+        }
+    }
+    let trees = integrity::tree_digests(db)?;
+    let files = integrity::hash_files(&f.dir).map_err(integrity_error)?;
+    Manifest {
+        state: State::Clean,
+        generation: f.generation,
+        wal_from: None,
+        held: held_len(&f.dir),
+        files,
+        trees,
+    }
+    .write(&f.dir)
+    .map_err(integrity_error)
+}
+
+fn lock_flushes(flushes: &SharedFlushes) -> std::sync::MutexGuard<'_, Flushes> {
+    match flushes.lock() {
+        Ok(guard) => guard,
+        // The generation is advanced only after a flush succeeded; a panic leaves it valid.
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn integrity_error(e: std::io::Error) -> StoreError {
+    StoreError::Integrity(e.to_string())
+}
+
+/// What [`inspect`] found before sled opened the files.
+struct Inspected {
+    manifest: Option<Manifest>,
+    /// Damage found so far.
+    lines: Vec<String>,
+    /// A copy of sled's files made before sled opens them, when damage cannot be ruled out
+    /// without opening them (sled rewrites what it cannot read).
+    staged: Option<PathBuf>,
+}
+
+/// Checks the data directory against its manifest without opening sled, and stages a copy of
+/// sled's files when opening them is needed to tell.
+fn inspect(dir: &Path, wal_dir: &Path) -> Result<Inspected, StoreError> {
+    let mut lines = Vec::new();
+    let manifest = match Manifest::read(dir) {
+        Ok(m) => m,
+        Err(line) => {
+            lines.push(line);
+            None
+        }
+    };
+    let db_exists = dir.join("db").exists();
+    let mut stage = false;
+    match &manifest {
+        Some(m) if !db_exists => lines.push(format!(
+            "sled file db is missing (the manifest records generation {} of the store)",
+            m.generation
+        )),
+        Some(m) if m.state == State::Clean => {
+            let found = integrity::hash_files(dir).map_err(integrity_error)?;
+            let differ = integrity::compare_files(&m.files, &found);
+            if !differ.is_empty() {
+                stage = true;
+                lines.extend(tree_damage(dir, m, differ)?);
+            }
+        }
+        Some(_) => stage = true,
+        None => stage = db_exists,
+    }
+    if let Some(m) = &manifest {
+        if let (Some(len), None) = (m.held, held_len(dir)) {
+            lines.push(format!(
+                "held/slots is missing (the manifest records it at {len} bytes)"
+            ));
+        }
+        if let Some(g) = m.wal_from {
+            let name = format!("{g:016x}.seg");
+            if !wal_dir.join(&name).exists() {
+                lines.push(format!(
+                    "write-ahead segment wal/{name} is missing (the manifest says it holds \
+                     records sled may not have on disk)"
+                ));
+            }
+        }
+    }
+    lines.extend(wal_damage(wal_dir)?);
+    let staged = if stage {
+        let staging = integrity::staging(dir);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(integrity_error)?;
+        }
+        integrity::copy_tree(dir, &staging, true).map_err(integrity_error)?;
+        Some(staging)
+    } else {
+        None
+    };
+    Ok(Inspected {
+        manifest,
+        lines,
+        staged,
+    })
+}
+
+/// When sled's files differ from a clean stop's record: opens a scratch copy of them and
+/// compares its trees with the record. Only a difference in the trees is damage (sled may
+/// rewrite parts of its files without changing what they hold).
+fn tree_damage(dir: &Path, m: &Manifest, differ: Vec<String>) -> Result<Vec<String>, StoreError> {
+    let scratch = dir.join(integrity::DAMAGED).join(".scratch");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).map_err(integrity_error)?;
+    }
+    integrity::copy_tree(dir, &scratch, true).map_err(integrity_error)?;
+    let found = match sled::Config::new().path(&scratch).open() {
+        Ok(db) => integrity::tree_digests(&db).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = std::fs::remove_dir_all(&scratch) {
+        tracing::warn!(error = %e, path = %scratch.display(), "could not remove a scratch copy");
+    }
+    match found {
+        Err(e) => Ok(differ
+            .into_iter()
+            .chain([format!("sled cannot open the store: {e}")])
+            .collect()),
+        Ok(trees) => {
+            let trees = integrity::compare_trees(&m.trees, &trees);
+            if trees.is_empty() {
+                tracing::warn!(
+                    "sled's files differ from the last clean stop, but every tree holds what it \
+                     held then"
+                );
+                return Ok(Vec::new());
+            }
+            Ok(differ.into_iter().chain(trees).collect())
+        }
+    }
+}
+
+/// A store whose generation is below the manifest's lost writes that a flush had completed.
+fn generation_damage(db: &sled::Db, m: &Manifest) -> Result<Vec<String>, StoreError> {
+    let stored = integrity::stored_generation(db)?.unwrap_or(0);
+    if stored < m.generation {
+        return Ok(vec![format!(
+            "the store is at generation {stored}, older than generation {} recorded in the \
+             manifest: sled lost writes that had been flushed",
+            m.generation
+        )]);
+    }
+    Ok(Vec::new())
+}
+
+/// Damage in the middle of a write-ahead segment (a torn tail is not damage).
+fn wal_damage(wal_dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut lines = Vec::new();
+    for (path, scanned) in wal::scan_all(wal_dir).map_err(wal_error)? {
+        if let wal::End::Damaged { at, after } = scanned.end {
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            lines.push(format!(
+                "write-ahead segment wal/{name}: the record at byte {at} is damaged, and {after} \
+                 acknowledged records follow it"
+            ));
+        }
+    }
+    Ok(lines)
+}
+
+/// Keeps the damaged files aside and builds the refusal.
+fn refuse(dir: &Path, lines: Vec<String>, staged: Option<&Path>) -> StoreError {
+    match integrity::keep_aside(dir, &lines, staged) {
+        Ok(kept) => StoreError::Damaged(Damage { lines, kept }),
+        Err(e) => StoreError::Integrity(format!(
+            "{} (and copying the damaged files aside failed: {e})",
+            lines.join("; ")
+        )),
+    }
 }
 
 fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Vec<u8>> {
@@ -566,40 +976,58 @@ fn wal_error(e: std::io::Error) -> StoreError {
 
 /// Puts the log records of write-ahead segments left by a crash back into sled, flushes sled,
 /// and deletes the segments. A record already folded into its document's snapshot is skipped.
-fn replay(db: &sled::Db, docs: &sled::Tree, wal_dir: &Path) -> Result<(), StoreError> {
-    let segments = wal::segments(wal_dir).map_err(wal_error)?;
-    if segments.is_empty() {
+/// A read-only store (damaged) gets the records too, those after a damaged one included, but
+/// the segments are kept.
+fn replay(
+    db: &sled::Db,
+    docs: &sled::Tree,
+    wal_dir: &Path,
+    flushes: &SharedFlushes,
+) -> Result<(), StoreError> {
+    let scanned = wal::scan_all(wal_dir).map_err(wal_error)?;
+    if scanned.is_empty() {
         return Ok(());
     }
-    let (records, damaged) = wal::read_all(wal_dir).map_err(wal_error)?;
-    for path in &damaged {
-        tracing::warn!(
-            segment = %path.display(),
-            "a write-ahead segment ends in an incomplete record (a write cut short, never acknowledged)"
-        );
-    }
     let mut covers: HashMap<String, u64> = HashMap::new();
-    for r in &records {
-        let below = match covers.get(&r.name) {
-            Some(below) => *below,
-            None => {
-                let below = match docs.get(snapshot_key(&r.name))? {
-                    Some(v) => split_snapshot(&v).map_or(0, |(covers, _)| covers),
-                    None => 0,
-                };
-                covers.insert(r.name.clone(), below);
-                below
+    let mut replayed = 0usize;
+    for (path, segment) in &scanned {
+        if let wal::End::TornTail { at } = segment.end {
+            tracing::warn!(
+                segment = %path.display(),
+                at,
+                "a write-ahead segment ends in an incomplete record (a write cut short, never acknowledged)"
+            );
+        }
+        for r in &segment.records {
+            let below = match covers.get(&r.name) {
+                Some(below) => *below,
+                None => {
+                    let below = match docs.get(snapshot_key(&r.name))? {
+                        Some(v) => split_snapshot(&v).map_or(0, |(covers, _)| covers),
+                        None => 0,
+                    };
+                    covers.insert(r.name.clone(), below);
+                    below
+                }
+            };
+            if r.seq >= below {
+                docs.insert(log_key(&r.name, r.seq), &r.record[..])?;
             }
-        };
-        if r.seq >= below {
-            docs.insert(log_key(&r.name, r.seq), &r.record[..])?;
+            replayed += 1;
         }
     }
-    db.flush()?;
-    for (_, path) in segments {
+    if lock_flushes(flushes).read_only {
+        tracing::info!(
+            records = replayed,
+            "replayed the write-ahead file; its segments are kept (read-only)"
+        );
+        return Ok(());
+    }
+    sled_flush(db, flushes, None)?;
+    for (path, _) in scanned {
         std::fs::remove_file(path).map_err(wal_error)?;
     }
-    tracing::info!(records = records.len(), "replayed the write-ahead file");
+    tracing::info!(records = replayed, "replayed the write-ahead file");
     Ok(())
 }
 

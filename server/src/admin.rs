@@ -1,0 +1,157 @@
+//! The administration socket: `<data-dir>/admin.sock`, a Unix socket through which
+//! `debrief backup` asks the running server for an online backup. This module owns the socket
+//! and its one-line protocol; the backup itself is [`crate::backup`].
+//!
+//! Why a Unix socket in the data directory rather than an HTTP endpoint: a backup reads
+//! everything, anonymous items waiting for their release included, and writes files wherever it
+//! is told. The socket is created with mode 0600 inside the data directory, so exactly the
+//! people who could copy the data directory may ask for a backup; there is no token to leak, no
+//! port to expose or to forget behind a proxy, and nothing of it is reachable from the network.
+//!
+//! Protocol: the client sends one line `backup <absolute path>`, the server answers one line,
+//! `ok <summary>` or `error <message>`, and closes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+
+/// Name of the socket in the data directory.
+pub const SOCKET: &str = "admin.sock";
+
+/// Longest request line: a path, with room to spare.
+const MAX_REQUEST: u64 = 8 * 1024;
+
+/// How long a client may take to send its request: a stuck client must not hold a backup slot.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the socket until `shutdown`; removes it when done. Failing to bind is logged, not
+/// fatal: backups are then unavailable, and the documents are still served.
+pub async fn serve(state: Arc<AppState>, data_dir: PathBuf, shutdown: CancellationToken) {
+    let path = data_dir.join(SOCKET);
+    // A socket left by a crash: this process holds the store's lock, so no server uses it.
+    let _ = std::fs::remove_file(&path);
+    let listener = match bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "no administration socket: `debrief backup` cannot reach this server");
+            return;
+        }
+    };
+    let busy = Arc::new(tokio::sync::Mutex::new(()));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let state = state.clone();
+                    let busy = busy.clone();
+                    let data_dir = data_dir.clone();
+                    state.tracker.clone().spawn(async move {
+                        if let Err(e) = answer(stream, &state, &data_dir, &busy).await {
+                            tracing::warn!(error = %e, "administration request failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "administration socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn answer(
+    stream: UnixStream,
+    state: &Arc<AppState>,
+    data_dir: &Path,
+    busy: &tokio::sync::Mutex<()>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(read) => {
+            read?;
+        }
+        Err(_) => return Ok(()),
+    }
+    let reply = match line.trim_end().split_once(' ') {
+        Some(("backup", to)) if Path::new(to).is_absolute() => {
+            let _one_at_a_time = busy.lock().await;
+            let db = state.store.db().clone();
+            let data_dir = data_dir.to_path_buf();
+            let to = PathBuf::from(to);
+            let started = std::time::Instant::now();
+            let done =
+                tokio::task::spawn_blocking(move || crate::backup::write(&db, &data_dir, &to))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            match done {
+                Ok(summary) => {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        keys = summary.keys,
+                        "backup written"
+                    );
+                    format!("ok {summary}\n")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "backup failed");
+                    format!("error {e}\n")
+                }
+            }
+        }
+        Some(("backup", _)) => "error the backup path must be absolute\n".to_owned(),
+        _ => "error unknown request; the only one is `backup <absolute path>`\n".to_owned(),
+    };
+    write.write_all(reply.as_bytes()).await?;
+    write.shutdown().await
+}
+
+/// Asks the server running on `data_dir` for a backup into `to`; `Ok(None)` when no server
+/// answers on its socket.
+pub async fn request_backup(data_dir: &Path, to: &Path) -> Result<Option<String>, String> {
+    let mut stream = match UnixStream::connect(data_dir.join(SOCKET)).await {
+        Ok(s) => s,
+        Err(_) => return Ok(None),
+    };
+    let request = format!("backup {}\n", to.display());
+    if request.contains('\n') && request.trim_end().contains('\n') {
+        return Err("the backup path must not contain a line break".to_owned());
+    }
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply.trim_end().split_once(' ') {
+        Some(("ok", summary)) => Ok(Some(summary.to_owned())),
+        Some(("error", why)) => Err(why.to_owned()),
+        _ => Err(format!("unexpected answer from the server: {reply:?}")),
+    }
+}
+
+/// Whether a server answers on `data_dir`'s socket.
+pub fn server_running(data_dir: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(data_dir.join(SOCKET)).is_ok()
+}
