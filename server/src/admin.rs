@@ -91,6 +91,10 @@ async fn answer(
         }
         Err(_) => return Ok(()),
     }
+    if line.is_empty() {
+        // A probe (`debrief check` asking whether a server runs here): nothing to answer.
+        return Ok(());
+    }
     let reply = match line.trim_end().split_once(' ') {
         Some(("backup", to)) if Path::new(to).is_absolute() => {
             let _one_at_a_time = busy.lock().await;

@@ -332,10 +332,8 @@ pub fn compare_files(recorded: &[Recorded], found: &[Recorded]) -> Vec<String> {
                 r.name, f.size, r.size
             )),
             Some(f) if f.digest != r.digest => out.push(format!(
-                "sled file {} differs from the last clean stop (SHA-256 {}, recorded {})",
-                r.name,
-                &f.digest[..16],
-                &r.digest[..16]
+                "sled file {} differs from the last clean stop (same size, different SHA-256)",
+                r.name
             )),
             Some(_) => {}
         }

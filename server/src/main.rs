@@ -9,7 +9,8 @@ use clap::Parser;
 use debrief_server::check::Checked;
 use debrief_server::config::{Cli, Command, LogFormat};
 use debrief_server::limits::SHUTDOWN_GRACE;
-use debrief_server::Config;
+use debrief_server::store::StoreError;
+use debrief_server::{Config, ServerError};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +28,13 @@ fn main() -> anyhow::Result<()> {
     // `run` already waited for every task it owns; do not let a stray blocking task (a long
     // compaction) hold the exit hostage.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    if let Err(e) = &result {
+        if let Some(ServerError::Store(StoreError::Damaged(damage))) = e.downcast_ref() {
+            // Said once, plainly, one damaged thing per line.
+            eprintln!("error: {damage}");
+            std::process::exit(1);
+        }
+    }
     result
 }
 

@@ -300,7 +300,18 @@ impl Store {
         if !lines.is_empty() && on_damage == OnDamage::Refuse {
             return Err(refuse(dir, lines, inspected.staged.as_deref()));
         }
-        let db = open_db(dir)?;
+        let db = match open_db(dir) {
+            Ok(db) => db,
+            // Files sled cannot read at all (a lock held by another process is not that).
+            Err(StoreError::Sled(e)) if inspected.staged.is_some() && !is_lock_error(&e) => {
+                // sled's text ends in an empty backtrace, which says nothing.
+                let why = e.to_string();
+                let why = why.split(" backtrace ").next().unwrap_or_default();
+                lines.push(format!("sled cannot open the store: {why}"));
+                return Err(refuse(dir, lines, inspected.staged.as_deref()));
+            }
+            Err(e) => return Err(e),
+        };
         if let (Some(m), None) = (&inspected.manifest, &inspected.staged) {
             // A clean stop whose files are intact; the generation must still agree.
             lines.extend(generation_damage(&db, m)?);
@@ -1036,14 +1047,15 @@ fn replay(
 /// holding it should fail with a clear error, not hang.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"))
+}
+
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
         match sled::Config::new().path(dir).open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < LOCK_WAIT =>
-            {
+            Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return Ok(other?),

@@ -259,3 +259,48 @@ impl ChildServer {
             .expect("wait")
     }
 }
+
+/// What a run of the binary to its end printed, and how it ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The exit code (`None` when a signal ended it).
+    pub code: Option<i32>,
+    /// Everything on stdout.
+    pub stdout: String,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+/// Runs the `debrief` binary with `args` until it exits (for commands, and for a server that
+/// must refuse to start).
+pub async fn run_binary(args: &[&str]) -> Finished {
+    let bin = binary_path();
+    let output = crate::within(
+        &format!("debrief {} to exit", args.join(" ")),
+        Command::new(&bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    Finished {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Starts the binary as a server on `data_dir` (port 0) and expects it to exit without serving.
+pub async fn refused_start(data_dir: &Path) -> Finished {
+    let dir = data_dir.to_string_lossy().into_owned();
+    run_binary(&[
+        "--open-access",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &dir,
+    ])
+    .await
+}

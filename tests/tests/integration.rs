@@ -5,6 +5,7 @@ mod integration {
     mod adversary;
     mod anonymity;
     mod collab;
+    mod damage;
     mod durability;
     mod guessing;
     mod hardening;
