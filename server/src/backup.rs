@@ -391,6 +391,9 @@ mod tests {
             for i in 0..5u8 {
                 meta.put(&[i], &[i; 40]).expect("put");
             }
+            let (mut held, _) =
+                crate::reviews::held::HeldFile::open(&data.join("held")).expect("held file");
+            held.write(&[b"held item".to_vec()]).expect("hold");
             let summary = write(store.db(), &data, &dir.path().join("backup")).expect("backup");
             assert_eq!(summary.keys, 6);
             drop((store, meta));
@@ -414,6 +417,16 @@ mod tests {
         );
         drop(store);
         flusher.run();
+        let (_, found) =
+            crate::reviews::held::HeldFile::open(&restored.join("held")).expect("restored held");
+        assert_eq!(
+            found
+                .payloads
+                .iter()
+                .map(|(_, p)| p.as_slice())
+                .collect::<Vec<_>>(),
+            vec![&b"held item"[..]]
+        );
 
         let store_file = dir.path().join("backup").join(STORE);
         let mut bytes = std::fs::read(&store_file).expect("read");
