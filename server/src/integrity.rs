@@ -415,8 +415,9 @@ fn walk_all(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::
     Ok(())
 }
 
-/// Copies what the damage concerns — sled's files, the write-ahead segments, the held-items
-/// file and the manifest, as they are now — into `<dir>/damaged/<UTC time>/` with a `REPORT`
+/// Copies what the damage concerns — sled's files, the write-ahead segments and the manifest, as
+/// they are now (never the held-items file: anonymous submissions must not outlive their release
+/// on disk) — into `<dir>/damaged/<UTC time>/` with a `REPORT`
 /// of the damage lines, and returns that folder. Nothing in `dir` is changed or removed. When
 /// the newest kept folder already has the same report (the same damage, found again by another
 /// start), nothing is copied again and that folder is returned.
@@ -443,7 +444,7 @@ pub fn keep_aside(
             copy_tree(dir, &target.join("store"), true)?;
         }
     }
-    for ours in [MANIFEST, "wal", "held"] {
+    for ours in [MANIFEST, "wal"] {
         let from = dir.join(ours);
         if from.is_dir() {
             copy_tree(&from, &target.join(ours), false)?;

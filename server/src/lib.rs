@@ -175,7 +175,7 @@ impl Server {
     ) -> Result<Arc<AppState>, ServerError> {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
-        keep_damaged_held_slots(&config.data_dir);
+        report_damaged_held_slots(&config.data_dir);
         let reviews = reviews::Reviews::open(&store)?;
         let anonymity = reviews::anonymous::Anonymity::open(
             &store,
@@ -278,25 +278,18 @@ impl Server {
     }
 }
 
-/// Held slots that fail their checksum are wiped when the held-items file opens; a copy of the
-/// file is kept first, in `damaged/<time>/held/slots`, and the damage is logged as an error. Not
-/// a refusal: the file's format cannot tell such a slot from a write that `kill -9` cut short
-/// (never acknowledged), and refusing would block every restart after one.
-fn keep_damaged_held_slots(data_dir: &std::path::Path) {
+/// Held slots that fail their checksum are wiped when the held-items file opens, and the damage
+/// is logged as an error. Not a refusal: the file's format cannot tell such a slot from a write
+/// that `kill -9` cut short (never acknowledged), and refusing would block every restart after
+/// one. No copy is kept either: the file holds anonymous submissions, which must not outlive
+/// their release anywhere on disk (docs/anonymity.md).
+fn report_damaged_held_slots(data_dir: &std::path::Path) {
     match check::held_damage(data_dir) {
         Ok(lines) if lines.is_empty() => {}
-        Ok(lines) => match integrity::keep_file(data_dir, "held/slots", &lines) {
-            Ok(kept) => tracing::error!(
-                kept = %kept.display(),
-                damage = %lines.join("; "),
-                "held anonymous slots fail their checksum; a copy of the file is kept"
-            ),
-            Err(e) => tracing::error!(
-                error = %e,
-                damage = %lines.join("; "),
-                "held anonymous slots fail their checksum, and keeping a copy failed"
-            ),
-        },
+        Ok(lines) => tracing::error!(
+            damage = %lines.join("; "),
+            "held anonymous slots fail their checksum: interrupted writes, or damage"
+        ),
         Err(e) => tracing::error!(error = %e, "could not check the held-items file"),
     }
 }
