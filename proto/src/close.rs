@@ -21,8 +21,11 @@ pub const TRY_AGAIN_LATER: u16 = 1013;
 pub const PERMISSION_DENIED: u16 = 4401;
 /// A read-only connection tried to change the document; nothing of the change was kept.
 pub const READ_ONLY: u16 = 4403;
-/// Hocuspocus dialect: a document's messages waited for authentication longer than allowed.
+/// Hocuspocus dialect: a document's messages waited for authentication longer than allowed, or
+/// the socket sent no token in time. Both dialects: a frame did not arrive in full in time.
 pub const AUTHENTICATION_TIMEOUT: u16 = 4408;
+/// [`AUTHENTICATION_TIMEOUT`] under the name that fits a frame that took too long.
+pub const TIMEOUT: u16 = AUTHENTICATION_TIMEOUT;
 /// Hocuspocus dialect: too many documents, messages or bytes waiting for authentication on one
 /// socket, or too many documents open on it.
 pub const TOO_MANY_PENDING: u16 = 4429;
@@ -33,6 +36,11 @@ pub const DOCUMENT_TOO_LARGE: u16 = 4413;
 pub const UPDATE_REJECTED: u16 = 4422;
 /// An awareness state exceeded the maximum state size.
 pub const AWARENESS_TOO_LARGE: u16 = 4431;
+/// The server holds as much as it allows for clients that have not authenticated (server-wide,
+/// or from the client's address): the socket is refused, or closed when it would hold more.
+/// Nothing is wrong with the client's input; reconnecting later (with backoff) is the cure, as
+/// HTTP 503 says. Distinct from [`TRY_AGAIN_LATER`], which says one document is full.
+pub const SERVER_BUSY: u16 = 4503;
 /// The connection's outgoing queue overflowed because the client did not read fast enough.
 /// Reconnecting performs a full state-vector resync, so nothing is missed.
 pub const SLOW_CONSUMER: u16 = 4508;

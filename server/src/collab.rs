@@ -23,9 +23,10 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::ExtensionRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use bytes::Bytes;
 use debrief_proto::close;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::access::Access;
+use crate::admission::{Busy, Connection, Meter};
 use crate::compact;
 use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
@@ -49,6 +51,7 @@ use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
 use crate::presence::QueryGate;
 use crate::queue;
 use crate::stateless::{error_json, StatelessRequest};
+use crate::ws::meter_of;
 use crate::ws::{configure, join, next_frame, outbox_room, upgrade_required, writer, Sink, Stream};
 use crate::AppState;
 
@@ -56,26 +59,41 @@ use crate::AppState;
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    conn_info: Result<ConnectInfo<Connection>, ExtensionRejection>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => configure(ws, &state),
         Err(_) => return upgrade_required("Hocuspocus"),
     };
+    let meter = meter_of(conn_info);
+    // Refused over the socket, like every other refusal: stock clients see close codes.
+    let admitted = meter.as_ref().map_or(Ok(()), |m| m.admit());
     let tracker = state.tracker.clone();
     ws.on_upgrade(move |socket| {
         // Split before the session's future is made (see `ws::upgrade`).
         let halves = socket.split();
         let conn = state.conn_id();
         let span = tracing::debug_span!("collab", %conn);
-        tracker.track_future(session(halves, state).instrument(span))
+        tracker.track_future(session(halves, state, (meter, admitted)).instrument(span))
     })
 }
 
-async fn session((mut sink, stream): (Sink, Stream), state: Arc<AppState>) {
+async fn session(
+    (mut sink, stream): (Sink, Stream),
+    state: Arc<AppState>,
+    (meter, admitted): (Option<Arc<Meter>>, Result<(), Busy>),
+) {
     Metrics::inc(&state.metrics.connections_open);
     let (outbox, outbox_rx) = queue::channel(state.limits.outbox_capacity);
     let kick = Kick::default();
     let done = state.shutdown.child_token();
+    if let Err(busy) = admitted {
+        tracing::debug!("refused: the unauthenticated budget is full");
+        kick.kick(close::SERVER_BUSY, busy.reason());
+        writer(&mut sink, outbox_rx, kick, done, state.shutdown.clone()).await;
+        Metrics::dec(&state.metrics.connections_open);
+        return;
+    }
     let mut session = Session {
         state: state.clone(),
         outbox,
@@ -84,6 +102,8 @@ async fn session((mut sink, stream): (Sink, Stream), state: Arc<AppState>) {
         joins: FuturesUnordered::new(),
         pending_messages: 0,
         pending_bytes: 0,
+        first_token_by: Some(Instant::now() + state.limits.first_token_deadline),
+        meter,
     };
     tokio::join!(
         writer(
@@ -203,6 +223,10 @@ struct Session {
     joins: FuturesUnordered<BoxFuture<'static, JoinResult>>,
     pending_messages: usize,
     pending_bytes: usize,
+    /// Until the socket sends its first token: when it must have.
+    first_token_by: Option<Instant>,
+    /// The connection's meter (deadlines, the unauthenticated budgets).
+    meter: Option<Arc<Meter>>,
 }
 
 impl Session {
@@ -221,15 +245,17 @@ impl Session {
                 Some(joined) = self.joins.next(), if !self.joins.is_empty() => {
                     Box::pin(self.joined(joined, done)).await
                 }
-                frame = next_frame(&mut stream, done, &kick, max) => match frame {
+                frame = next_frame(&mut stream, (done, &kick), max, self.meter.as_deref()) => match frame {
                     Some(frame) => Box::pin(self.on_frame(frame, done)).await,
                     None => false,
                 },
                 _ = sleep_until(deadline) => {
-                    kick.kick(
-                        close::AUTHENTICATION_TIMEOUT,
-                        "authentication_timeout: messages waited too long for a document's token",
-                    );
+                    let reason = if self.first_token_by.is_some_and(|by| Instant::now() >= by) {
+                        "authentication_timeout: the socket sent no token in time"
+                    } else {
+                        "authentication_timeout: messages waited too long for a document's token"
+                    };
+                    kick.kick(close::AUTHENTICATION_TIMEOUT, reason);
                     false
                 }
                 _ = ping.tick() => self.send(Bytes::from_static(&[MSG_PING])),
@@ -257,6 +283,7 @@ impl Session {
         };
         match message {
             DocMessage::Auth(Auth::Token { token, .. }) => {
+                self.first_token_by = None;
                 return self.authenticate(key, token.unwrap_or_default()).await;
             }
             DocMessage::Close(_) => {
@@ -312,7 +339,12 @@ impl Session {
             })
         };
         let access = match decision {
-            Ok(access) => access,
+            Ok(access) => {
+                if let Some(meter) = &self.meter {
+                    meter.authenticated();
+                }
+                access
+            }
             Err(denied) => {
                 Metrics::inc(&self.state.metrics.permission_denied);
                 tracing::debug!(code = denied.code, "permission denied");
@@ -326,6 +358,15 @@ impl Session {
             && self.pending_documents() >= self.state.limits.max_pending_documents
         {
             return self.too_many_pending(Pending::Documents);
+        }
+        let per_socket = self.state.limits.max_attachments_per_socket;
+        if self.attachments(document) >= per_socket {
+            // Like a full document: this one is refused, the socket and its others go on.
+            self.forget(&queue);
+            let reason = format!(
+                "too_many_attachments: at most {per_socket} attachments to one document per socket"
+            );
+            return self.reply(key, DocMessage::Close(Some(&reason)));
         }
         let attempt = self.state.conn_id();
         let scope = match access {
@@ -383,6 +424,12 @@ impl Session {
             Err(e) => {
                 let reason = match e {
                     JoinError::Full => "too_many_connections: the document is full; try later",
+                    JoinError::FullForReaders => {
+                        "too_many_connections: the places left on this document are kept for writers; try later"
+                    }
+                    JoinError::TooManyForSession => {
+                        "too_many_attachments: this session has the document open too many times"
+                    }
                     JoinError::ShuttingDown | JoinError::Unloading => "server_shutting_down",
                 };
                 return self.reply(&key, DocMessage::Close(Some(reason)));
@@ -529,10 +576,17 @@ impl Session {
             Some(Entry::Waiting(queue)) | Some(Entry::Joining { queue, .. }) => queue,
             _ => return true,
         };
+        if let Some(meter) = &self.meter {
+            if let Err(busy) = meter.charge_pending(frame.len()) {
+                self.kick.kick(close::SERVER_BUSY, busy.reason());
+                return false;
+            }
+        }
         queue.since.get_or_insert_with(Instant::now);
         self.pending_messages += 1;
         self.pending_bytes += frame.len();
-        queue.frames.push(frame);
+        // A copy: the frame may be a slice of a much larger read buffer, which it would keep.
+        queue.frames.push(Bytes::copy_from_slice(&frame));
         true
     }
 
@@ -552,8 +606,24 @@ impl Session {
 
     /// Takes a dropped or replayed queue off the socket's pending totals.
     fn forget(&mut self, queue: &Queue) {
+        let bytes = queue.frames.iter().map(Bytes::len).sum::<usize>();
         self.pending_messages -= queue.frames.len();
-        self.pending_bytes -= queue.frames.iter().map(Bytes::len).sum::<usize>();
+        self.pending_bytes -= bytes;
+        if let Some(meter) = &self.meter {
+            meter.release_pending(bytes);
+        }
+    }
+
+    /// Attachments of this socket to `document` (made or being made), whatever their keys.
+    fn attachments(&self, document: &str) -> usize {
+        self.entries
+            .0
+            .iter()
+            .filter(|(k, e)| {
+                matches!(e, Entry::Joining { .. } | Entry::Open { .. })
+                    && document_of(k) == document
+            })
+            .count()
     }
 
     fn pending_documents(&self) -> usize {
@@ -565,14 +635,16 @@ impl Session {
 
     fn earliest_deadline(&self) -> Option<Instant> {
         let deadline = self.state.limits.authentication_deadline;
-        self.entries
+        let queued = self
+            .entries
             .values()
             .filter_map(|e| match e {
                 Entry::Waiting(q) | Entry::Joining { queue: q, .. } => q.since,
                 _ => None,
             })
             .min()
-            .map(|since| since + deadline)
+            .map(|since| since + deadline);
+        queued.into_iter().chain(self.first_token_by).min()
     }
 
     /// Detaches one document (the client's Close); the socket stays open.

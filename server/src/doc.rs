@@ -81,6 +81,12 @@ pub enum JoinError {
     /// The document has the maximum number of connections.
     #[error("too many connections to this document")]
     Full,
+    /// A read-only connection, and the places left are kept for read-write ones.
+    #[error("the places left on this document are kept for writers")]
+    FullForReaders,
+    /// The session token has the document open as often as it may.
+    #[error("too many attachments of one session to this document")]
+    TooManyForSession,
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -697,9 +703,7 @@ impl Owner {
         if self.shutting_down {
             return Err(JoinError::ShuttingDown);
         }
-        if self.peers.len() >= self.ctx.limits.max_connections_per_document {
-            return Err(JoinError::Full);
-        }
+        self.admits(&peer)?;
         let conn = peer.conn;
         self.peers.insert(peer);
         if let Some(greeting) = greeting {
@@ -717,6 +721,37 @@ impl Owner {
         // Access was decided before the join reached this queue; a phase change in between must
         // not leave the connection with the old access.
         self.reauthorize(conn);
+        Ok(())
+    }
+
+    /// Whether `peer` may join: the document's cap; for a read-only peer, the places kept for
+    /// writers; for a review document, the cap per session token (issue 16).
+    fn admits(&self, peer: &Peer) -> Result<(), JoinError> {
+        let limits = &self.ctx.limits;
+        if self.peers.len() >= limits.max_connections_per_document {
+            return Err(JoinError::Full);
+        }
+        if !peer.grant.writable() {
+            let readers = self.peers.iter().filter(|p| !p.grant.writable()).count();
+            let places = limits
+                .max_connections_per_document
+                .saturating_sub(limits.connections_reserved_for_writers);
+            if readers >= places {
+                return Err(JoinError::FullForReaders);
+            }
+        }
+        // Review documents are opened with personal session tokens; other tokens are shared.
+        if debrief_proto::schema::parse_document_name(&self.name).is_some() {
+            let token = peer.credential.expose();
+            let mine = self
+                .peers
+                .iter()
+                .filter(|p| crate::access::same_secret(p.credential.expose(), token))
+                .count();
+            if mine >= limits.max_attachments_per_session {
+                return Err(JoinError::TooManyForSession);
+            }
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod backup;
 pub mod check;
 pub mod collab;
@@ -34,7 +35,6 @@ pub mod ws;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -78,6 +78,8 @@ pub struct AppState {
     /// What is damaged, when the store was opened read-only despite damage
     /// (`--on-damage read-only`); `None` when it is healthy.
     pub damage: Option<Damage>,
+    /// What clients that have not authenticated may hold (see [`admission`]).
+    pub budget: Arc<admission::Budget>,
 }
 
 impl AppState {
@@ -215,6 +217,7 @@ impl Server {
             anonymity,
             records,
             damage,
+            budget: admission::Budget::new(&config.limits),
         }))
     }
 
@@ -236,18 +239,19 @@ impl Server {
             self.data_dir.clone(),
             shutdown.clone(),
         ));
-        // Nagle's algorithm meeting delayed ACKs costs ~40 ms per burst of small messages.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
+        // Every connection is read through its meter (deadlines, the unauthenticated budgets),
+        // which also sets TCP_NODELAY.
+        let listener =
+            admission::MeteredListener::new(listener, state.budget.clone(), state.limits.clone());
         let mut router = http::router(state.clone());
         if state.damage.is_some() {
             router = router.layer(axum::middleware::from_fn(refuse_changes));
         }
-        // Connection info gives the REST limits on guessing and flooding the client's address.
-        let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        // Connection info gives the WebSocket transports the connection's meter, and the REST
+        // limits on guessing and flooding the client's address (as `ConnectInfo<SocketAddr>`).
+        let app = router
+            .layer(axum::middleware::map_request(client_address))
+            .into_make_service_with_connect_info::<admission::Connection>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
@@ -325,4 +329,18 @@ async fn refuse_changes(
         "the data directory is damaged and served read-only; nothing can be changed",
     )
     .into_response()
+}
+
+/// Adds the client's address alone to a request, for the extractors that need only that.
+async fn client_address(mut request: axum::extract::Request) -> axum::extract::Request {
+    let addr = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<admission::Connection>>()
+        .map(|c| c.0.addr);
+    if let Some(addr) = addr {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+    }
+    request
 }

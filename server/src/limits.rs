@@ -90,6 +90,61 @@ pub const MAX_PENDING_BYTES: usize = MAX_FRAME_BYTES;
 /// How long a document's messages may wait for its authentication to complete.
 pub const AUTHENTICATION_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a `/collab` socket may stay open without sending a token for any document (from the
+/// upgrade). A stock provider sends its tokens as soon as the socket opens; a socket that sends
+/// none holds the server's resources for nothing (issue 16).
+pub const FIRST_TOKEN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long an HTTP request (its head and body; for WebSockets, the upgrade request) may take to
+/// arrive, from the connection's start or, on a kept-alive connection, from its first byte. hyper
+/// enforces no such deadline as axum runs it (it has no timer), so a client could trickle a
+/// request head forever; real requests take milliseconds, and the largest body (1 MiB) arrives
+/// in 10 s at 100 KiB/s.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a WebSocket frame, or a message in fragments, may take to arrive once its first
+/// byte has: tungstenite buffers an incomplete frame whole, so a client that sends most of a
+/// large frame and stops would hold up to [`MAX_FRAME_BYTES`] for as long as it liked (issue
+/// 16). A 4 MiB frame (an offline client's whole document) arrives in 30 s at about 1.1 Mbit/s;
+/// the frames of typing and presence take microseconds.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Bytes the whole server holds for clients that have not authenticated: HTTP requests not yet
+/// answered, WebSocket frames not yet complete on sockets without an accepted token, and
+/// messages waiting in `/collab`'s pre-authentication queues. Past it a socket that would hold
+/// more is closed, and new WebSockets are refused, with 4503 (issue 16: 200 sockets queued
+/// 804 MiB). 64 MiB is 16 frames of the largest size at once, or thousands of ordinary
+/// handshakes (a stock client sends a few hundred bytes before its token is accepted), and keeps
+/// the server's memory bounded whoever connects.
+pub const UNAUTHENTICATED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Of [`UNAUTHENTICATED_BYTES`], what one client address may hold, so that one attacker cannot
+/// take all of it from one machine: four frames of the largest size, far above what an office
+/// behind one NAT address sends while its browsers connect.
+pub const UNAUTHENTICATED_BYTES_PER_ADDRESS: usize = 16 * 1024 * 1024;
+
+/// Room a new WebSocket needs in both budgets to be accepted: a stock handshake (token,
+/// SyncStep1 and presence for a few documents) with room to spare.
+pub const UNAUTHENTICATED_ADMISSION_BYTES: usize = 64 * 1024;
+
+/// Attachments to one review document by one session token, over all sockets (issue 16: an
+/// observer opened 1,000 attachments to the report through routing keys and locked everyone
+/// else out). A person has the document open once per tab; 16 tabs is more than anyone uses.
+/// Shared tokens (`--token`, `--read-only-token`, open access) stand for many people and are
+/// not counted per token.
+pub const MAX_ATTACHMENTS_PER_SESSION: usize = 16;
+
+/// Attachments to one document from one `/collab` socket (routing keys `name\0n` make several
+/// possible). A tab opens each document once; a few providers on the same document share a
+/// socket in some apps.
+pub const MAX_ATTACHMENTS_PER_SOCKET: usize = 8;
+
+/// Of [`MAX_CONNECTIONS_PER_DOCUMENT`], the places read-only connections can never take, so that
+/// readers (observers, or everyone reading a document in a phase they may not write it in) cannot
+/// lock its writers out. A review has at most 50 facilitators and authors (the REST join limit
+/// keeps 1,000 − 950 places for them): 100 places give each of them two tabs.
+pub const CONNECTIONS_RESERVED_FOR_WRITERS: usize = 100;
+
 /// Interval of the connection-level Ping on `/collab`. The stock provider reconnects after 30 s
 /// without any message; a quiet socket hears a Ping well before that.
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -126,6 +181,24 @@ pub struct Limits {
     pub max_pending_bytes: usize,
     /// See [`AUTHENTICATION_DEADLINE`].
     pub authentication_deadline: Duration,
+    /// See [`FIRST_TOKEN_DEADLINE`].
+    pub first_token_deadline: Duration,
+    /// See [`REQUEST_DEADLINE`].
+    pub request_deadline: Duration,
+    /// See [`FRAME_DEADLINE`].
+    pub frame_deadline: Duration,
+    /// See [`UNAUTHENTICATED_BYTES`].
+    pub unauthenticated_bytes: usize,
+    /// See [`UNAUTHENTICATED_BYTES_PER_ADDRESS`].
+    pub unauthenticated_bytes_per_address: usize,
+    /// See [`UNAUTHENTICATED_ADMISSION_BYTES`].
+    pub unauthenticated_admission_bytes: usize,
+    /// See [`MAX_ATTACHMENTS_PER_SESSION`].
+    pub max_attachments_per_session: usize,
+    /// See [`MAX_ATTACHMENTS_PER_SOCKET`].
+    pub max_attachments_per_socket: usize,
+    /// See [`CONNECTIONS_RESERVED_FOR_WRITERS`].
+    pub connections_reserved_for_writers: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +217,15 @@ impl Default for Limits {
             max_pending_messages: MAX_PENDING_MESSAGES,
             max_pending_bytes: MAX_PENDING_BYTES,
             authentication_deadline: AUTHENTICATION_DEADLINE,
+            first_token_deadline: FIRST_TOKEN_DEADLINE,
+            request_deadline: REQUEST_DEADLINE,
+            frame_deadline: FRAME_DEADLINE,
+            unauthenticated_bytes: UNAUTHENTICATED_BYTES,
+            unauthenticated_bytes_per_address: UNAUTHENTICATED_BYTES_PER_ADDRESS,
+            unauthenticated_admission_bytes: UNAUTHENTICATED_ADMISSION_BYTES,
+            max_attachments_per_session: MAX_ATTACHMENTS_PER_SESSION,
+            max_attachments_per_socket: MAX_ATTACHMENTS_PER_SOCKET,
+            connections_reserved_for_writers: CONNECTIONS_RESERVED_FOR_WRITERS,
         }
     }
 }

@@ -13,10 +13,11 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::ExtensionRejection;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::access::Access;
+use crate::admission::{Connection, Failure, Meter};
 use crate::doc::{DocHandle, Incoming, JoinError};
 use crate::error::ApiError;
 use crate::limits::{valid_document_name, CLOSE_TIMEOUT, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
@@ -71,6 +73,7 @@ pub async fn upgrade(
     doc: Result<Path<String>, PathRejection>,
     query: Result<Query<WsQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    conn_info: Result<ConnectInfo<Connection>, ExtensionRejection>,
 ) -> Response {
     // A segment that does not percent-decode to UTF-8 (`%ff`) is a bad name like any other.
     let doc = doc.map(|Path(doc)| doc).unwrap_or_default();
@@ -99,6 +102,11 @@ pub async fn upgrade(
     let access = state.authorizer.authorize(&token, &doc);
     let credential = Credential::new(&token);
     drop(token);
+    let meter = meter_of(conn_info);
+    if let (Some(meter), Ok(_)) = (&meter, &access) {
+        // The token is accepted before the upgrade: nothing this socket reads waits for one.
+        meter.authenticated();
+    }
     let tracker = state.tracker.clone();
     ws.on_upgrade(move |socket| {
         // Split before the connection's future is made: the halves are pointers, and a future
@@ -107,9 +115,17 @@ pub async fn upgrade(
         let conn = state.conn_id();
         let span = tracing::debug_span!("conn", %conn, doc = %doc);
         tracker.track_future(
-            connection(halves, doc, (access, credential), conn, state).instrument(span),
+            connection(halves, doc, (access, credential), (conn, meter), state).instrument(span),
         )
     })
+}
+
+/// The meter of the request's connection; absent only when the router is served without
+/// [`crate::admission::MeteredListener`].
+pub(crate) fn meter_of(
+    connection: Result<ConnectInfo<Connection>, ExtensionRejection>,
+) -> Option<Arc<Meter>> {
+    connection.ok().map(|ConnectInfo(c)| c.meter)
 }
 
 /// The HTTP answer to a plain request on a WebSocket endpoint.
@@ -139,7 +155,7 @@ async fn connection(
     (mut sink, stream): (Sink, Stream),
     doc: String,
     (access, credential): (Result<Access, crate::access::Denied>, Credential),
-    conn: ConnId,
+    (conn, meter): (ConnId, Option<Arc<Meter>>),
     state: Arc<AppState>,
 ) {
     Metrics::inc(&state.metrics.connections_open);
@@ -178,13 +194,28 @@ async fn connection(
                     done.clone(),
                     state.shutdown.clone()
                 ),
-                reader(stream, &handle, conn, &kick, &done, &state, &room),
+                reader(
+                    stream,
+                    (&handle, conn),
+                    (&kick, &done),
+                    &state,
+                    &room,
+                    meter.as_deref()
+                ),
             );
             handle.leave(conn).await;
         }
         Err(e) => {
             let (code, reason) = match e {
                 JoinError::Full => (close::TRY_AGAIN_LATER, "too_many_connections"),
+                JoinError::FullForReaders => (
+                    close::TRY_AGAIN_LATER,
+                    "too_many_connections: the places left are kept for writers",
+                ),
+                JoinError::TooManyForSession => (
+                    close::TOO_MANY_PENDING,
+                    "too_many_attachments: this session has the document open too many times",
+                ),
                 JoinError::ShuttingDown | JoinError::Unloading => {
                     (close::GOING_AWAY, "server_shutting_down")
                 }
@@ -299,18 +330,29 @@ async fn send_batch(
 }
 
 /// The next binary frame, or `None` once the connection is done; protocol violations (a text
-/// frame, a transport error, an oversized frame) ask for the matching close first.
+/// frame, a transport error, an oversized frame) and a connection whose meter failed its reads (a
+/// deadline, a budget) ask for the matching close first. Tells the meter what each message
+/// completed.
 pub(crate) async fn next_frame(
     stream: &mut Stream,
-    done: &CancellationToken,
-    kick: &Kick,
+    (done, kick): (&CancellationToken, &Kick),
     max: usize,
+    meter: Option<&Meter>,
 ) -> Option<Bytes> {
     loop {
         let next = tokio::select! {
             _ = done.cancelled() => return None,
             next = stream.next() => next,
         };
+        match &next {
+            Some(Ok(WsMessage::Ping(p) | WsMessage::Pong(p))) => {
+                meter.inspect(|m| m.control(p.len()));
+            }
+            Some(Ok(_)) => {
+                meter.inspect(|m| m.message());
+            }
+            _ => {}
+        }
         let bytes = match next {
             Some(Ok(WsMessage::Binary(bytes))) => bytes,
             Some(Ok(WsMessage::Text(_))) => {
@@ -330,8 +372,17 @@ pub(crate) async fn next_frame(
                 return None;
             }
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "transport error");
-                kick.kick(close::PROTOCOL_ERROR, "transport_error");
+                match meter.and_then(Meter::failure) {
+                    Some(Failure::Busy(busy)) => kick.kick(close::SERVER_BUSY, busy.reason()),
+                    Some(Failure::Timeout) => kick.kick(
+                        close::TIMEOUT,
+                        "frame_timeout: a frame did not arrive in full in time",
+                    ),
+                    None => {
+                        tracing::debug!(error = %e, "transport error");
+                        kick.kick(close::PROTOCOL_ERROR, "transport_error");
+                    }
+                }
                 return None;
             }
         };
@@ -374,16 +425,15 @@ pub(crate) async fn outbox_room(outbox: &queue::WeakSender<Bytes>) -> bool {
 
 async fn reader(
     mut stream: Stream,
-    handle: &DocHandle,
-    conn: ConnId,
-    kick: &Kick,
-    done: &CancellationToken,
+    (handle, conn): (&DocHandle, ConnId),
+    (kick, done): (&Kick, &CancellationToken),
     state: &AppState,
     room: &queue::WeakSender<Bytes>,
+    meter: Option<&Meter>,
 ) {
     let max = state.limits.max_frame_bytes;
     let mut queries = QueryGate::default();
-    while let Some(bytes) = next_frame(&mut stream, done, kick, max).await {
+    while let Some(bytes) = next_frame(&mut stream, (done, kick), max, meter).await {
         let messages = match decode_frame(&bytes) {
             Ok(messages) => messages,
             Err(e) => {
