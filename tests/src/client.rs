@@ -74,6 +74,43 @@ impl Client {
         Client::connect_with(url, true, None).await
     }
 
+    /// [`Client::connect`] from the local address `from` (another loopback address is another
+    /// client for per-address limits).
+    pub async fn connect_from(url: &str, from: std::net::IpAddr) -> Client {
+        Client::connect_via(url, true, None, Some(from)).await
+    }
+
+    /// [`Client::connect_collab`] from the local address `from`.
+    pub async fn connect_collab_from(
+        url: &str,
+        doc: &str,
+        token: &str,
+        from: std::net::IpAddr,
+    ) -> Client {
+        let client = Client::connect_via(url, false, Some(doc), Some(from)).await;
+        client.send_token(token);
+        client.send_step1();
+        client
+    }
+
+    /// Sends a Hocuspocus token for the client's document.
+    pub fn send_token(&self, token: &str) {
+        let name = self.prefix_name();
+        self.send_raw(
+            DocMessage::Auth(Auth::Token {
+                token: Some(token),
+                provider_version: Some("debrief-tests"),
+            })
+            .encode(&name),
+        );
+    }
+
+    /// The document name of a Hocuspocus client (from its prefix).
+    fn prefix_name(&self) -> String {
+        let mut r = debrief_proto::lib0::Reader::new(&self.prefix);
+        r.read_var_string().map(str::to_owned).unwrap_or_default()
+    }
+
     /// Connects without sending anything (for tests of malformed input).
     pub async fn connect_silent(url: &str) -> Client {
         Client::connect_with(url, false, None).await
@@ -101,14 +138,43 @@ impl Client {
     }
 
     async fn connect_with(url: &str, handshake: bool, collab_doc: Option<&str>) -> Client {
+        Client::connect_via(url, handshake, collab_doc, None).await
+    }
+
+    async fn connect_via(
+        url: &str,
+        handshake: bool,
+        collab_doc: Option<&str>,
+        from: Option<std::net::IpAddr>,
+    ) -> Client {
         let prefix: Arc<[u8]> = collab_doc
             .map(hocuspocus::name_prefix)
             .unwrap_or_default()
             .into();
-        let (ws, _) = crate::within(
-            "the WebSocket handshake",
-            tokio_tungstenite::connect_async(url),
-        )
+        let ws = crate::within("the WebSocket handshake", async {
+            match from {
+                None => tokio_tungstenite::connect_async(url)
+                    .await
+                    .map(|(ws, _)| ws),
+                Some(from) => {
+                    let host = url
+                        .split("//")
+                        .nth(1)
+                        .and_then(|rest| rest.split('/').next())
+                        .expect("host in the URL");
+                    let target: SocketAddr = host.parse().expect("an IP address and port");
+                    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                    socket
+                        .bind(SocketAddr::new(from, 0))
+                        .expect("bind the client address");
+                    let tcp = socket.connect(target).await.expect("connect");
+                    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+                    tokio_tungstenite::client_async(url, tcp)
+                        .await
+                        .map(|(ws, _)| ws)
+                }
+            }
+        })
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
         let (mut sink, mut stream) = ws.split();

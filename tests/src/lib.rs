@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod raw;
 pub mod server;
 
 pub use client::{Client, Closed};

@@ -239,6 +239,22 @@ impl ChildServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// A line of `/proc/<pid>/status` in KiB, e.g. `VmRSS` or `VmHWM` (the peak).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} missing from the status"))
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub async fn kill9(mut self) {
         self.child.start_kill().expect("kill -9");

@@ -4,6 +4,7 @@
 mod integration {
     mod adversary;
     mod anonymity;
+    mod attachments;
     mod collab;
     mod damage;
     mod durability;
@@ -15,4 +16,5 @@ mod integration {
     mod restart;
     mod reviews;
     mod sync;
+    mod unauthenticated;
 }
