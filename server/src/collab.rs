@@ -19,6 +19,12 @@
 //!   clients must not send and unknown types are answered with a stateless JSON error.
 //! - Close detaches that one document; the socket stays open.
 //!
+//! - a socket must send a token within [`crate::limits::FIRST_TOKEN_DEADLINE`] (4408); queued
+//!   messages count against the unauthenticated budgets of [`crate::admission`] (4503), and a new
+//!   socket is refused with 4503 while they are full.
+//! - one document is attached at most [`crate::limits::MAX_ATTACHMENTS_PER_SOCKET`] times per
+//!   socket (a Close message for the key past it).
+//!
 //! A frame that cannot be decoded closes the socket with 1002 and the decoder's error code.
 
 use std::sync::Arc;
