@@ -30,19 +30,29 @@ const MAX_REQUEST: u64 = 8 * 1024;
 /// How long a client may take to send its request: a stuck client must not hold a backup slot.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the socket until `shutdown`; removes it when done. Failing to bind is logged, not
-/// fatal: backups are then unavailable, and the documents are still served.
-pub async fn serve(state: Arc<AppState>, data_dir: PathBuf, shutdown: CancellationToken) {
+/// Binds the socket in `data_dir`. Failing to bind is logged, not fatal: backups are then
+/// unavailable, and the documents are still served.
+pub fn bind(data_dir: &Path) -> Option<UnixListener> {
     let path = data_dir.join(SOCKET);
     // A socket left by a crash: this process holds the store's lock, so no server uses it.
     let _ = std::fs::remove_file(&path);
-    let listener = match bind(&path) {
-        Ok(l) => l,
+    match bind_at(&path) {
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(error = %e, path = %path.display(), "no administration socket: `debrief backup` cannot reach this server");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Serves the socket bound by [`bind`] until `shutdown`; removes it when done.
+pub async fn serve(
+    listener: UnixListener,
+    state: Arc<AppState>,
+    data_dir: PathBuf,
+    shutdown: CancellationToken,
+) {
+    let path = data_dir.join(SOCKET);
     let busy = Arc::new(tokio::sync::Mutex::new(()));
     loop {
         tokio::select! {
@@ -68,7 +78,7 @@ pub async fn serve(state: Arc<AppState>, data_dir: PathBuf, shutdown: Cancellati
     let _ = std::fs::remove_file(&path);
 }
 
-fn bind(path: &Path) -> std::io::Result<UnixListener> {
+fn bind_at(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;

@@ -119,6 +119,9 @@ pub struct Server {
     store: Store,
     flusher: tokio::task::JoinHandle<()>,
     data_dir: std::path::PathBuf,
+    /// The administration socket, bound before the server says it is listening, so that
+    /// `debrief check` and `debrief backup` see a running server from then on.
+    admin: Option<tokio::net::UnixListener>,
 }
 
 impl std::fmt::Debug for Server {
@@ -158,6 +161,7 @@ impl Server {
                 state,
                 store,
                 flusher,
+                admin: admin::bind(&data_dir_for_admin),
                 data_dir: data_dir_for_admin,
             }),
             Err(e) => {
@@ -227,18 +231,22 @@ impl Server {
             state,
             store,
             flusher,
-            data_dir: _,
+            data_dir,
+            admin,
         } = self;
         let shutdown = state.shutdown.clone();
         let tracker = state.tracker.clone();
         if state.damage.is_none() {
             tracker.spawn(reviews::anonymous::release_loop(state.clone()));
         }
-        tracker.spawn(admin::serve(
-            state.clone(),
-            self.data_dir.clone(),
-            shutdown.clone(),
-        ));
+        if let Some(admin) = admin {
+            tracker.spawn(admin::serve(
+                admin,
+                state.clone(),
+                data_dir,
+                shutdown.clone(),
+            ));
+        }
         // Every connection is read through its meter (deadlines, the unauthenticated budgets),
         // which also sets TCP_NODELAY.
         let listener =
