@@ -5,9 +5,20 @@
 //! document's keys never prefix another's):
 //! - `name \0 L seq(u64 BE)` → one record: the updates of one group commit, in the order they
 //!   were accepted, each as a lib0 `varUint8Array` (one sled write per flush, not per update:
-//!   sled's per-insert cost and write amplification dominated bursts);
-//! - `name \0 S` → `covers_below(u64 BE)` ++ snapshot, the state of every log entry whose
-//!   sequence is below `covers_below`.
+//!   sled's per-insert cost and write amplification dominated bursts). A record longer than
+//!   [`CHUNK_BYTES`] is stored in parts instead, `name \0 L seq(u64 BE) part(u32 BE)`;
+//! - `name \0 H` → `covers_below(u64 BE)` ++ `length(u64 BE)` ++ `chunks(u32 BE)`, the head of
+//!   the snapshot: the state of every log entry whose sequence is below `covers_below`, stored
+//!   as `chunks` values `name \0 C index(u32 BE)` of [`CHUNK_BYTES`] each (the last one shorter);
+//! - `name \0 S` → `covers_below(u64 BE)` ++ snapshot: the layout before chunks, still read; the
+//!   next compaction replaces it.
+//!
+//! Why chunks: sled stores a tree node larger than about 128 KiB (a quarter of its 512 KiB
+//! segment) as a file of its own in `blobs/`, and in tests it never deleted one that a later
+//! write replaced, not even across restarts: every compaction of an 8 MiB document left 8 MiB
+//! behind (92 MB after ten). Values of at most [`CHUNK_BYTES`] keep every node (at most 17
+//! entries before sled splits it) under that size, inside sled's segments, which its segment
+//! cleaner reuses.
 //!
 //! Compaction writes the new snapshot and deletes the entries it covers in one sled batch, so a
 //! crash at any point leaves either the old or the new layout, both loadable.
@@ -30,7 +41,14 @@ const FLUSH_QUEUE_CAPACITY: usize = 4096;
 const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
 
 const LOG_TAG: u8 = b'L';
+/// The snapshot of the layout before chunks (read, never written).
 const SNAPSHOT_TAG: u8 = b'S';
+const HEAD_TAG: u8 = b'H';
+const CHUNK_TAG: u8 = b'C';
+
+/// Largest value a document writes into sled (see the module documentation): 17 of them, with
+/// keys of the longest document name, stay well under sled's blob threshold (about 128 KiB).
+pub const CHUNK_BYTES: usize = 4096;
 
 /// A storage failure. Storage errors end the affected document (its clients are disconnected and
 /// reconnect to a fresh load); they never reach a client as text.
@@ -405,19 +423,14 @@ impl Store {
     /// Reads a document's snapshot and log.
     pub fn load(&self, name: &str) -> Result<StoredDoc, StoreError> {
         let mut out = StoredDoc::default();
-        let mut covers_below = 0;
-        if let Some(v) = self.docs.get(snapshot_key(name))? {
-            let (covers, _) = split_snapshot(&v).ok_or_else(|| corrupt(name, "snapshot"))?;
-            covers_below = covers;
-            out.snapshot = Some(v.subslice(8, v.len() - 8));
-        }
+        let snapshot = read_snapshot(&self.docs, name)?;
+        let covers_below = snapshot.as_ref().map_or(0, |s| s.covers_below);
+        out.snapshot = snapshot.map(|s| s.bytes);
         out.next_seq = covers_below;
-        for item in self.docs.scan_prefix(log_prefix(name)) {
-            let (k, v) = item?;
-            let seq = seq_of(&k).ok_or_else(|| corrupt(name, "log key"))?;
+        for (seq, _, record) in read_log(&self.docs, name)? {
             if seq >= covers_below {
                 out.next_seq = seq + 1;
-                out.log.push((seq, v));
+                out.log.push((seq, record));
             }
         }
         Ok(out)
@@ -441,7 +454,7 @@ impl Store {
         }
         // Into sled first: the write-ahead file may only hold what sled already has in memory,
         // so that a checkpoint (a sled flush) covers every record of the older segments.
-        self.docs.insert(log_key(name, seq), &record[..])?;
+        self.docs.apply_batch(record_batch(name, seq, &record))?;
         let mut pending = lock(&self.pending);
         wal::encode(&mut pending, name, seq, &record);
         Ok(len)
@@ -536,35 +549,46 @@ impl Store {
         if self.read_only {
             return Err(StoreError::ReadOnly);
         }
-        let stored = self.load(name)?;
-        let (keys, records): (Vec<u64>, Vec<&sled::IVec>) = stored
-            .log
-            .iter()
-            .filter(|(seq, _)| *seq < upto)
-            .map(|(seq, record)| (*seq, record))
-            .unzip();
-        let updates = updates_of(records.iter().map(|r| &r[..]))?;
-        if keys.is_empty() {
+        let old = read_snapshot(&self.docs, name)?;
+        let covered = old.as_ref().map_or(0, |s| s.covers_below);
+        let mut keys = Vec::new();
+        let mut seqs = Vec::new();
+        let mut records = Vec::new();
+        for (seq, parts, record) in read_log(&self.docs, name)? {
+            if seq >= upto {
+                break;
+            }
+            keys.extend(parts);
+            if seq >= covered {
+                seqs.push(seq);
+                records.push(record);
+            }
+        }
+        if seqs.is_empty() {
             return Ok(Compacted {
                 entries: 0,
                 entry_bytes: 0,
-                snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
+                snapshot_bytes: old.as_ref().map_or(0, |s| s.bytes.len() as u64),
             });
         }
+        let updates = updates_of(records.iter().map(|r| &r[..]))?;
         let snapshot =
-            fold(stored.snapshot.as_deref(), &updates).map_err(StoreError::Compaction)?;
-        let covers_below = keys.last().map_or(upto, |last| last + 1);
-        let mut value = Vec::with_capacity(8 + snapshot.len());
-        value.extend_from_slice(&covers_below.to_be_bytes());
-        value.extend_from_slice(&snapshot);
+            fold(old.as_ref().map(|s| &s.bytes[..]), &updates).map_err(StoreError::Compaction)?;
+        let covers_below = seqs.last().map_or(upto, |last| last + 1);
         let mut batch = sled::Batch::default();
-        batch.insert(snapshot_key(name), value);
-        for seq in &keys {
-            batch.remove(log_key(name, *seq));
+        let chunks = write_snapshot(&mut batch, name, covers_below, &snapshot);
+        for stale in chunks..old.as_ref().map_or(0, |s| s.chunks) {
+            batch.remove(chunk_key(name, stale));
+        }
+        if old.as_ref().is_some_and(|s| s.legacy) {
+            batch.remove(snapshot_key(name));
+        }
+        for key in keys {
+            batch.remove(key);
         }
         self.docs.apply_batch(batch)?;
         Ok(Compacted {
-            entries: keys.len() as u64,
+            entries: seqs.len() as u64,
             entry_bytes: records.iter().map(|r| r.len() as u64).sum(),
             snapshot_bytes: snapshot.len() as u64,
         })
@@ -572,7 +596,7 @@ impl Store {
 
     /// Number of log entries stored for a document (for metrics and tests).
     pub fn log_len(&self, name: &str) -> usize {
-        self.docs.scan_prefix(log_prefix(name)).count()
+        read_log(&self.docs, name).map_or(0, |log| log.len())
     }
 
     /// A cheap read that fails when the store is unusable (for the readiness probe).
@@ -1013,16 +1037,13 @@ fn replay(
             let below = match covers.get(&r.name) {
                 Some(below) => *below,
                 None => {
-                    let below = match docs.get(snapshot_key(&r.name))? {
-                        Some(v) => split_snapshot(&v).map_or(0, |(covers, _)| covers),
-                        None => 0,
-                    };
+                    let below = covers_below(docs, &r.name)?;
                     covers.insert(r.name.clone(), below);
                     below
                 }
             };
             if r.seq >= below {
-                docs.insert(log_key(&r.name, r.seq), &r.record[..])?;
+                docs.apply_batch(record_batch(&r.name, r.seq, &r.record))?;
             }
             replayed += 1;
         }
@@ -1085,14 +1106,177 @@ fn snapshot_key(name: &str) -> Vec<u8> {
     k
 }
 
-fn seq_of(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
+fn head_key(name: &str) -> Vec<u8> {
+    let mut k = snapshot_key(name);
+    if let Some(tag) = k.last_mut() {
+        *tag = HEAD_TAG;
+    }
+    k
+}
+
+fn chunk_prefix(name: &str) -> Vec<u8> {
+    let mut k = snapshot_key(name);
+    if let Some(tag) = k.last_mut() {
+        *tag = CHUNK_TAG;
+    }
+    k
+}
+
+fn chunk_key(name: &str, index: u32) -> Vec<u8> {
+    let mut k = chunk_prefix(name);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The batch that stores one log record: under its key, or in parts of at most
+/// [`CHUNK_BYTES`] (see the module documentation). Replaces any parts stored before (a replay).
+fn record_batch(name: &str, seq: u64, record: &[u8]) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    let key = log_key(name, seq);
+    if record.len() <= CHUNK_BYTES {
+        batch.insert(key, record);
+        return batch;
+    }
+    for (part, bytes) in (0u32..).zip(record.chunks(CHUNK_BYTES)) {
+        let mut k = key.clone();
+        k.extend_from_slice(&part.to_be_bytes());
+        batch.insert(k, bytes);
+    }
+    batch
+}
+
+/// Every log record of a document, in sequence order: its sequence, its keys and its bytes.
+fn read_log(docs: &sled::Tree, name: &str) -> Result<Vec<LogRecord>, StoreError> {
+    let prefix = log_prefix(name);
+    let mut out: Vec<LogRecord> = Vec::new();
+    // Parts of a record being joined: its sequence, keys, bytes and the part expected next.
+    let mut parts: Option<(u64, Vec<sled::IVec>, Vec<u8>, u32)> = None;
+    for item in docs.scan_prefix(&prefix) {
+        let (k, v) = item?;
+        let tail = &k[prefix.len()..];
+        let seq = tail
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt(name, "log key"))?;
+        match tail.len() {
+            8 => {
+                if let Some((s, keys, bytes, _)) = parts.take() {
+                    out.push((s, keys, bytes.into()));
+                }
+                out.push((seq, vec![k], v));
+            }
+            12 => {
+                let part = u32::from_be_bytes([tail[8], tail[9], tail[10], tail[11]]);
+                match &mut parts {
+                    Some((s, keys, bytes, next)) if *s == seq && *next == part => {
+                        keys.push(k);
+                        bytes.extend_from_slice(&v);
+                        *next += 1;
+                    }
+                    _ if part == 0 => {
+                        if let Some((s, keys, bytes, _)) = parts.take() {
+                            out.push((s, keys, bytes.into()));
+                        }
+                        parts = Some((seq, vec![k], v.to_vec(), 1));
+                    }
+                    _ => return Err(corrupt(name, "log record part out of order")),
+                }
+            }
+            _ => return Err(corrupt(name, "log key")),
+        }
+    }
+    if let Some((s, keys, bytes, _)) = parts {
+        out.push((s, keys, bytes.into()));
+    }
+    Ok(out)
+}
+
+/// A log record as read: sequence, the keys holding it, its bytes.
+type LogRecord = (u64, Vec<sled::IVec>, sled::IVec);
+
+/// A stored snapshot.
+struct Snapshot {
+    covers_below: u64,
+    bytes: sled::IVec,
+    /// Chunks it is stored in (0 in the layout before chunks).
+    chunks: u32,
+    /// Stored in the layout before chunks.
+    legacy: bool,
+}
+
+fn read_snapshot(docs: &sled::Tree, name: &str) -> Result<Option<Snapshot>, StoreError> {
+    let Some(head) = docs.get(head_key(name))? else {
+        let Some(v) = docs.get(snapshot_key(name))? else {
+            return Ok(None);
+        };
+        let (covers, _) = split_snapshot(&v).ok_or_else(|| corrupt(name, "snapshot"))?;
+        return Ok(Some(Snapshot {
+            covers_below: covers,
+            bytes: v.subslice(8, v.len() - 8),
+            chunks: 0,
+            legacy: true,
+        }));
+    };
+    let (covers_below, len, chunks) =
+        split_head(&head).ok_or_else(|| corrupt(name, "snapshot head"))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let mut count = 0u32;
+    for item in docs.scan_prefix(chunk_prefix(name)) {
+        let (_, v) = item?;
+        if count == chunks {
+            break;
+        }
+        bytes.extend_from_slice(&v);
+        count += 1;
+    }
+    if count != chunks || bytes.len() as u64 != len {
+        return Err(corrupt(name, "snapshot chunks"));
+    }
+    Ok(Some(Snapshot {
+        covers_below,
+        bytes: bytes.into(),
+        chunks,
+        legacy: docs.contains_key(snapshot_key(name))?,
+    }))
+}
+
+/// Puts a snapshot's head and chunks into `batch`; the number of chunks.
+fn write_snapshot(batch: &mut sled::Batch, name: &str, covers_below: u64, snapshot: &[u8]) -> u32 {
+    let mut chunks = 0u32;
+    for (index, bytes) in (0u32..).zip(snapshot.chunks(CHUNK_BYTES)) {
+        batch.insert(chunk_key(name, index), bytes);
+        chunks = index + 1;
+    }
+    let mut head = Vec::with_capacity(20);
+    head.extend_from_slice(&covers_below.to_be_bytes());
+    head.extend_from_slice(&(snapshot.len() as u64).to_be_bytes());
+    head.extend_from_slice(&chunks.to_be_bytes());
+    batch.insert(head_key(name), head);
+    chunks
 }
 
 fn split_snapshot(v: &[u8]) -> Option<(u64, &[u8])> {
     let head: [u8; 8] = v.get(..8)?.try_into().ok()?;
     Some((u64::from_be_bytes(head), &v[8..]))
+}
+
+fn split_head(v: &[u8]) -> Option<(u64, u64, u32)> {
+    let covers = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let len = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+    let chunks = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
+    Some((covers, len, chunks))
+}
+
+/// The sequence below which a document's log is folded into its snapshot.
+fn covers_below(docs: &sled::Tree, name: &str) -> Result<u64, StoreError> {
+    if let Some(head) = docs.get(head_key(name))? {
+        return Ok(split_head(&head).map_or(0, |(covers, _, _)| covers));
+    }
+    Ok(match docs.get(snapshot_key(name))? {
+        Some(v) => split_snapshot(&v).map_or(0, |(covers, _)| covers),
+        None => 0,
+    })
 }
 
 /// The updates of log records, in order.
@@ -1310,5 +1494,77 @@ mod tests {
         );
         drop(store);
         flusher.await.expect("flusher ends");
+    }
+
+    fn blob_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir.join("blobs"))
+            .map(|files| {
+                files
+                    .filter_map(|f| f.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn large_snapshots_and_records_are_chunked_and_never_become_sled_blobs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, flusher) = Store::open(dir.path()).expect("open");
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        store
+            .append("d", 0, &[&big[..]])
+            .expect("append a large record");
+        store.append("d", 1, &[b"small"]).expect("append");
+        let loaded = store.load("d").expect("load");
+        assert_eq!(
+            loaded.updates().expect("decode"),
+            vec![&big[..], &b"small"[..]]
+        );
+        assert_eq!(store.log_len("d"), 2, "a record in parts counts once");
+        for round in 0..4u8 {
+            let seq = 2 + u64::from(round);
+            store.append("d", seq, &[[round]]).expect("append");
+            let snapshot: Vec<u8> = big.iter().map(|b| b ^ round).collect();
+            let size = snapshot.len() - usize::from(round) * 5000;
+            store
+                .compact("d", seq + 1, |_, _| Ok(snapshot[..size].to_vec()))
+                .expect("compact");
+            let loaded = store.load("d").expect("load");
+            assert_eq!(loaded.snapshot.as_deref(), Some(&snapshot[..size]));
+            assert!(loaded.log.is_empty());
+            assert_eq!(loaded.next_seq, seq + 1);
+        }
+        store.flush_blocking().expect("flush");
+        assert_eq!(blob_bytes(dir.path()), 0, "nothing went to sled's blobs/");
+        drop(store);
+        flusher.run();
+    }
+
+    #[test]
+    fn a_snapshot_in_the_layout_before_chunks_is_read_and_replaced_at_the_next_compaction() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, flusher) = Store::open(dir.path()).expect("open");
+        let mut legacy = 3u64.to_be_bytes().to_vec();
+        legacy.extend_from_slice(b"old state");
+        store
+            .docs
+            .insert(snapshot_key("d"), legacy)
+            .expect("insert");
+        store.append("d", 3, &[b"x"]).expect("append");
+        let loaded = store.load("d").expect("load");
+        assert_eq!(loaded.snapshot.as_deref(), Some(&b"old state"[..]));
+        assert_eq!(loaded.next_seq, 4);
+        store
+            .compact("d", 4, |snap, ups| {
+                Ok([snap.unwrap_or_default(), &ups.concat()].concat())
+            })
+            .expect("compact");
+        assert!(!store.docs.contains_key(snapshot_key("d")).expect("read"));
+        let loaded = store.load("d").expect("load");
+        assert_eq!(loaded.snapshot.as_deref(), Some(&b"old statex"[..]));
+        assert_eq!(loaded.next_seq, 4);
+        drop(store);
+        flusher.run();
     }
 }
