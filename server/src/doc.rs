@@ -164,6 +164,9 @@ pub enum JobError {
     /// The document is past its size limit: server code may not grow it either.
     #[error("the document is at its size limit")]
     TooLarge,
+    /// The document's review is past its storage quota (see [`crate::quota`]).
+    #[error("the review is at its storage quota")]
+    QuotaExceeded,
 }
 
 /// Sender side of a document owner's command queue.
@@ -595,6 +598,13 @@ impl Owner {
             let _ = done.send(Err(JobError::TooLarge));
             return;
         }
+        let quota = self.ctx.limits.max_review_bytes;
+        let needs = size + crate::quota::JOB_HEADROOM;
+        if writes && crate::quota::exceeded(&self.ctx.store, &self.name, needs, quota) {
+            Metrics::inc(&self.ctx.metrics.review_quota_refusals);
+            let _ = done.send(Err(JobError::QuotaExceeded));
+            return;
+        }
         let update = guarded_job(job, &self.doc);
         match update {
             Ok(Some(update)) if !update.is_empty() => {
@@ -793,6 +803,21 @@ impl Owner {
                     "document_too_large: limit is {} bytes",
                     self.ctx.limits.max_document_bytes
                 ),
+            );
+            return;
+        }
+        let quota = self.ctx.limits.max_review_bytes;
+        let after = size + update.len() as u64;
+        if crate::quota::exceeded(&self.ctx.store, &self.name, after, quota)
+            && !matches!(crdt::contained(&self.doc, update), Ok(true))
+        {
+            // Refused only when it holds something new: a reconnecting client's handshake
+            // repeats what the document has, and reading must keep working.
+            Metrics::inc(&self.ctx.metrics.review_quota_refusals);
+            self.reject(
+                conn,
+                close::DOCUMENT_TOO_LARGE,
+                &crate::quota::message(quota),
             );
             return;
         }

@@ -93,6 +93,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::V
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.metrics.fresh_store_size().is_none() {
+        let dir = state.store.data_dir();
+        let measured =
+            tokio::task::spawn_blocking(move || crate::metrics::StoreSize::measure(&dir)).await;
+        match measured {
+            Ok(Ok(size)) => state.metrics.set_store_size(size),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not measure the data directory"),
+            Err(e) => tracing::warn!(error = %e, "measuring the data directory failed"),
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

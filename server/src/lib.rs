@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod peer;
 pub mod presence;
 pub mod queue;
+pub mod quota;
 pub mod registry;
 pub mod reviews;
 pub mod stateless;

@@ -15,6 +15,14 @@ pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// memory or make every cold load slow.
 pub const MAX_DOCUMENT_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Most bytes a review's documents (report, discussion and notes) may hold together, each counted
+/// as [`MAX_DOCUMENT_BYTES`] counts it. One report at the document limit plus half as much again
+/// for its discussion and notes. Without it a review could hold three documents at the document
+/// limit; with it, and the store's bound on disk per byte held (README, "Disk use"), one review
+/// can take at most a known share of the disk. Past it, writes to any of the review's documents
+/// are refused (close 4413 `review_quota_exceeded`, REST 413) and reads still work.
+pub const MAX_REVIEW_BYTES: u64 = MAX_DOCUMENT_BYTES + MAX_DOCUMENT_BYTES / 2;
+
 /// Most simultaneous connections to one document. A review has tens of people; a thousand leaves
 /// room for many tabs each while bounding the fan-out cost of one update.
 pub const MAX_CONNECTIONS_PER_DOCUMENT: usize = 1000;
@@ -159,6 +167,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// See [`MAX_DOCUMENT_BYTES`].
     pub max_document_bytes: u64,
+    /// See [`MAX_REVIEW_BYTES`].
+    pub max_review_bytes: u64,
     /// See [`MAX_CONNECTIONS_PER_DOCUMENT`].
     pub max_connections_per_document: usize,
     /// See [`MAX_AWARENESS_STATE_BYTES`].
@@ -206,6 +216,7 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: MAX_FRAME_BYTES,
             max_document_bytes: MAX_DOCUMENT_BYTES,
+            max_review_bytes: MAX_REVIEW_BYTES,
             max_connections_per_document: MAX_CONNECTIONS_PER_DOCUMENT,
             max_awareness_state_bytes: MAX_AWARENESS_STATE_BYTES,
             outbox_capacity: OUTBOX_CAPACITY,

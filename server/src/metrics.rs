@@ -3,7 +3,16 @@
 //! Only aggregate counts live here — never anything about a person (see DESIGN.md §4).
 
 use std::fmt::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a measured store size is reused by `/metrics`. Measuring lists the data directory
+/// (a handful of files: sled's `db`, `conf` and `snap.*`, the write-ahead segments, kept copies)
+/// and reads their sizes; reusing it for a second bounds that to once a second however often
+/// the endpoint is scraped, and scrapers poll every 15 s or more.
+pub const STORE_SIZE_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Counters and gauges of one server instance.
 #[derive(Debug, Default)]
@@ -30,6 +39,64 @@ pub struct Metrics {
     pub permission_denied: AtomicU64,
     /// Documents attached to `/collab` sockets right now.
     pub collab_documents_open: AtomicU64,
+    /// Writes refused because their review was at its storage quota.
+    pub review_quota_refusals: AtomicU64,
+    /// The data directory's size, as last measured.
+    store_size: Mutex<Option<(Instant, StoreSize)>>,
+}
+
+/// Bytes of the files in a data directory, by what holds them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSize {
+    /// Every file.
+    pub total: u64,
+    /// sled's large values (`blobs/`).
+    pub blobs: u64,
+    /// Write-ahead segments (`wal/`).
+    pub wal: u64,
+    /// Copies kept aside because they were damaged (`damaged/`).
+    pub damaged: u64,
+}
+
+impl StoreSize {
+    /// Measures `dir` (the apparent size of each file, as `ls -l` shows it).
+    pub fn measure(dir: &Path) -> std::io::Result<StoreSize> {
+        let mut size = StoreSize::default();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let bytes = tree_bytes(&entry.path())?;
+            size.total += bytes;
+            match entry.file_name().to_str() {
+                Some("blobs") => size.blobs += bytes,
+                Some("wal") => size.wal += bytes,
+                Some(crate::integrity::DAMAGED) => size.damaged += bytes,
+                _ => {}
+            }
+        }
+        Ok(size)
+    }
+}
+
+fn tree_bytes(path: &Path) -> std::io::Result<u64> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        // Removed while being listed (a write-ahead segment at a checkpoint).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        total += tree_bytes(&entry?.path())?;
+    }
+    Ok(total)
 }
 
 impl Metrics {
@@ -43,9 +110,23 @@ impl Metrics {
         gauge.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// The store size measured less than [`STORE_SIZE_MAX_AGE`] ago, if any.
+    pub fn fresh_store_size(&self) -> Option<StoreSize> {
+        let held = self.store_size.lock().ok()?;
+        let (at, size) = (*held)?;
+        (at.elapsed() < STORE_SIZE_MAX_AGE).then_some(size)
+    }
+
+    /// Records a measured store size.
+    pub fn set_store_size(&self, size: StoreSize) {
+        if let Ok(mut held) = self.store_size.lock() {
+            *held = Some((Instant::now(), size));
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
             (
                 "debrief_documents_loaded",
                 "gauge",
@@ -112,12 +193,48 @@ impl Metrics {
                 "Documents attached to /collab sockets.",
                 &self.collab_documents_open,
             ),
+            (
+                "debrief_review_quota_refusals_total",
+                "counter",
+                "Writes refused because their review was at its storage quota.",
+                &self.review_quota_refusals,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let stored = self.store_size.lock().ok().and_then(|held| *held);
+        if let Some((_, size)) = stored {
+            let gauges = [
+                (
+                    "debrief_store_bytes",
+                    "Bytes of every file in the data directory.",
+                    size.total,
+                ),
+                (
+                    "debrief_store_blob_bytes",
+                    "Bytes of sled's blobs/ (none are written; older stores may hold some).",
+                    size.blobs,
+                ),
+                (
+                    "debrief_store_wal_bytes",
+                    "Bytes of the write-ahead segments.",
+                    size.wal,
+                ),
+                (
+                    "debrief_store_damaged_bytes",
+                    "Bytes of damaged files kept aside in damaged/.",
+                    size.damaged,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                let _ = writeln!(out, "{name} {value}");
+            }
         }
         out
     }

@@ -281,7 +281,17 @@ pub struct Store {
     wal: SharedWal,
     flushes: SharedFlushes,
     read_only: bool,
+    dir: Arc<Path>,
+    sizes: SizeCache,
 }
+
+/// Sizes of documents read by [`Store::stored_bytes`], each forgotten when its document is
+/// written, so that the review quota, which asks for the sizes of a review's other documents on
+/// every write, reads each from sled (a scan of its log) only once per change.
+type SizeCache = Arc<Mutex<HashMap<String, u64>>>;
+
+/// Sizes kept at most; all are forgotten past it.
+const SIZE_CACHE_ENTRIES: usize = 4096;
 
 /// The group-commit task. Returned by [`Store::open`] so the caller owns and awaits it; it ends
 /// once every [`Store`] handle is dropped.
@@ -404,6 +414,8 @@ impl Store {
                 wal,
                 flushes,
                 read_only,
+                dir: Arc::from(dir),
+                sizes: SizeCache::default(),
             },
             flusher,
             damage,
@@ -413,6 +425,11 @@ impl Store {
     /// Whether the store was opened read-only because it is damaged.
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.to_path_buf()
     }
 
     /// The sled database (for backups: every tree, read while the server runs).
@@ -455,6 +472,7 @@ impl Store {
         // Into sled first: the write-ahead file may only hold what sled already has in memory,
         // so that a checkpoint (a sled flush) covers every record of the older segments.
         self.docs.apply_batch(record_batch(name, seq, &record))?;
+        lock_sizes(&self.sizes).remove(name);
         let mut pending = lock(&self.pending);
         wal::encode(&mut pending, name, seq, &record);
         Ok(len)
@@ -587,11 +605,38 @@ impl Store {
             batch.remove(key);
         }
         self.docs.apply_batch(batch)?;
+        lock_sizes(&self.sizes).remove(name);
         Ok(Compacted {
             entries: seqs.len() as u64,
             entry_bytes: records.iter().map(|r| r.len() as u64).sum(),
             snapshot_bytes: snapshot.len() as u64,
         })
+    }
+
+    /// Bytes a document holds in the store, counted as the document size limit counts them: its
+    /// snapshot plus its log records. Reuses a size read less than a second ago.
+    pub fn stored_bytes(&self, name: &str) -> Result<u64, StoreError> {
+        if let Some(bytes) = lock_sizes(&self.sizes).get(name) {
+            return Ok(*bytes);
+        }
+        let snapshot = match self.docs.get(head_key(name))? {
+            Some(head) => split_head(&head).map_or(0, |(_, len, _)| len),
+            None => self
+                .docs
+                .get(snapshot_key(name))?
+                .map_or(0, |v| v.len().saturating_sub(8) as u64),
+        };
+        let mut log = 0u64;
+        for item in self.docs.scan_prefix(log_prefix(name)) {
+            log += item?.1.len() as u64;
+        }
+        let bytes = snapshot + log;
+        let mut sizes = lock_sizes(&self.sizes);
+        if sizes.len() >= SIZE_CACHE_ENTRIES {
+            sizes.clear();
+        }
+        sizes.insert(name.to_owned(), bytes);
+        Ok(bytes)
     }
 
     /// Number of log entries stored for a document (for metrics and tests).
@@ -811,6 +856,14 @@ fn close_clean(db: &sled::Db, flushes: &SharedFlushes, wal: &SharedWal) -> Resul
     }
     .write(&f.dir)
     .map_err(integrity_error)
+}
+
+fn lock_sizes(sizes: &SizeCache) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    match sizes.lock() {
+        Ok(guard) => guard,
+        // Every insert and removal is whole; a size is never half written.
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 fn lock_flushes(flushes: &SharedFlushes) -> std::sync::MutexGuard<'_, Flushes> {

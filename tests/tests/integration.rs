@@ -7,6 +7,7 @@ mod integration {
     mod attachments;
     mod collab;
     mod damage;
+    mod diskspace;
     mod durability;
     mod guessing;
     mod hardening;

@@ -181,6 +181,11 @@ impl From<JobError> for ApiError {
                 "document_too_large",
                 "the review's discussion is at its size limit",
             ),
+            JobError::QuotaExceeded => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                crate::quota::CODE,
+                "the review's documents are at their storage quota; they can still be read",
+            ),
         }
     }
 }
