@@ -470,8 +470,15 @@ impl Store {
             return Err(StoreError::ReadOnly);
         }
         // Into sled first: the write-ahead file may only hold what sled already has in memory,
-        // so that a checkpoint (a sled flush) covers every record of the older segments.
-        self.docs.apply_batch(record_batch(name, seq, &record))?;
+        // so that a checkpoint (a sled flush) covers every record of the older segments. A
+        // record that fits one value is one plain insert: sled's batches cost far more (bench
+        // scenarios 1, 2 and 6 took about 1.6 times the CPU per delivery with a batch for every
+        // record).
+        if record.len() <= CHUNK_BYTES {
+            self.docs.insert(log_key(name, seq), record.as_slice())?;
+        } else {
+            self.docs.apply_batch(record_batch(name, seq, &record))?;
+        }
         lock_sizes(&self.sizes).remove(name);
         let mut pending = lock(&self.pending);
         wal::encode(&mut pending, name, seq, &record);
