@@ -34,6 +34,10 @@ pub const DOCUMENT_TOO_LARGE: u16 = 4413;
 /// An update could not be applied (malformed, or it made the CRDT library fail); nothing of it
 /// was kept.
 pub const UPDATE_REJECTED: u16 = 4422;
+/// The connection's session (or token) sent updates that failed part-way through applying too
+/// often in a short time (each one makes the server rebuild the document); its updates are
+/// refused for a while. Reading is not affected.
+pub const TOO_MANY_FAILED_UPDATES: u16 = 4423;
 /// An awareness state exceeded the maximum state size.
 pub const AWARENESS_TOO_LARGE: u16 = 4431;
 /// The server holds as much as it allows for clients that have not authenticated (server-wide,

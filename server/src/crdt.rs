@@ -2,8 +2,10 @@
 //! a client's update with panics contained, and folding a log into a snapshot.
 //!
 //! yrs can panic on malformed updates and leave the document half-applied (`PROTOCOLS.md`), so
-//! every decode and apply runs under `catch_unwind`; after a failure the caller must discard the
-//! document and load it again from storage.
+//! every decode and apply runs under `catch_unwind`. An update is first decoded and checked
+//! without touching the document; only a failure after that point (yrs refusing it part-way, or
+//! panicking) may have changed the document, and only then must the caller discard it and load it
+//! again from storage ([`ApplyError::may_have_changed_document`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -11,24 +13,59 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
+use crate::limits::{MAX_CLOCK, MAX_CLOCK_AHEAD};
+
 /// Why an update was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
-    /// The bytes are not a valid v1 update.
+    /// The bytes are not a valid v1 update; the document was not touched.
     #[error("invalid update: {0}")]
     Invalid(String),
-    /// yrs panicked while decoding or applying; the document must be reloaded.
+    /// The update writes or deletes clocks of `client` too far beyond what the document has of
+    /// that client (see [`MAX_CLOCK_AHEAD`] and [`MAX_CLOCK`]); refused before touching the
+    /// document.
+    #[error("the update claims clocks of client {client} up to {clock}, too far ahead")]
+    ClockTooFarAhead {
+        /// The client whose clocks were claimed.
+        client: u64,
+        /// The highest clock claimed (exclusive end of a range).
+        clock: u64,
+    },
+    /// yrs refused the update part-way through applying it; the document may be half-applied.
+    #[error("invalid update: {0}")]
+    Rejected(String),
+    /// yrs panicked while applying; the document may be half-applied.
     #[error("the CRDT library panicked while applying the update")]
     Panicked,
 }
 
 impl ApplyError {
-    /// Stable name of the failure, used in close reasons.
+    /// Stable name of the failure's class.
     pub fn code(&self) -> &'static str {
         match self {
-            ApplyError::Invalid(_) => "invalid_update",
+            ApplyError::Invalid(_)
+            | ApplyError::ClockTooFarAhead { .. }
+            | ApplyError::Rejected(_) => "invalid_update",
             ApplyError::Panicked => "update_panicked",
         }
+    }
+
+    /// The close reason for a connection whose update failed: the code, and for a refused clock
+    /// claim what was wrong with it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::ClockTooFarAhead { .. } => {
+                "invalid_update: clock_too_far_ahead: the update claims another writer's future clocks"
+            }
+            other => other.code(),
+        }
+    }
+
+    /// Whether the document may have been changed by the failed update, so that it must be
+    /// discarded and loaded again. An update that could not be decoded, or was refused before
+    /// it touched the document, changed nothing: reloading for it would only cost CPU (issue 16).
+    pub fn may_have_changed_document(&self) -> bool {
+        matches!(self, ApplyError::Rejected(_) | ApplyError::Panicked)
     }
 }
 
@@ -68,14 +105,14 @@ pub fn load<'a>(
     Ok(doc)
 }
 
-/// Applies a client's update and returns its effect. On `Err(Panicked)` (and, to be safe, on any
-/// error) the document may be half-applied and must be discarded.
+/// Applies a client's update and returns its effect. When the error
+/// [may have changed the document](ApplyError::may_have_changed_document), it must be discarded.
 pub fn apply(doc: &Doc, update: &[u8]) -> Result<Applied, ApplyError> {
+    let decoded = admit(doc, update)?;
     guarded(|| {
-        let decoded = Update::decode_v1(update).map_err(|e| ApplyError::Invalid(e.to_string()))?;
         let mut txn = doc.transact_mut();
         txn.apply_update(decoded)
-            .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+            .map_err(|e| ApplyError::Rejected(e.to_string()))?;
         txn.commit();
         let changed = !txn.delete_set().is_empty() || txn.after_state() != txn.before_state();
         let pending = txn.has_missing_updates();
@@ -91,6 +128,55 @@ pub fn apply(doc: &Doc, update: &[u8]) -> Result<Applied, ApplyError> {
             pending,
         })
     })
+}
+
+/// Decodes an update and checks its clocks against the document, without changing it. A panic
+/// here (yrs' decoder adds clocks without overflow checks in debug builds) leaves the document
+/// as it was, so it counts as an undecodable update.
+fn admit(doc: &Doc, update: &[u8]) -> Result<Update, ApplyError> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let decoded = Update::decode_v1(update).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        check_clocks(&decoded, &doc.transact().state_vector())?;
+        Ok(decoded)
+    }))
+    .unwrap_or_else(|_| Err(ApplyError::Invalid("the update could not be read".into())))
+}
+
+/// Refuses an update that inserts or deletes anything of a client beyond [`MAX_CLOCK_AHEAD`]
+/// past the document's clock for that client, or at or past [`MAX_CLOCK`].
+///
+/// Why: yrs keeps structs that arrive ahead of their predecessors as pending, and keeps
+/// deletions of clocks it does not have yet, and applies them when the client's own edits reach
+/// those clocks. A writer can therefore write into another writer's future (its client id is in
+/// presence): at a clock near 2^32 that makes yrs 0.28 panic on the victim's next edit (its clock
+/// arithmetic casts to `i32`), which closed the victim instead of the offender (issue 16). A
+/// client's own structs arrive ahead of their predecessors only while those are still on their
+/// way, so a gap bigger than one person's unsynced writing is never legitimate.
+fn check_clocks(update: &Update, known: &StateVector) -> Result<(), ApplyError> {
+    let check = |client: &yrs::ClientID, range: &std::ops::Range<u32>| {
+        let limit = (u64::from(known.get(client)) + MAX_CLOCK_AHEAD).min(MAX_CLOCK);
+        let end = u64::from(range.end);
+        // A range whose end wrapped around (yrs adds clocks unchecked in release builds) is as
+        // far ahead as a clock can be.
+        if range.end < range.start || end > limit {
+            return Err(ApplyError::ClockTooFarAhead {
+                client: client.get(),
+                clock: end.max(u64::from(range.start)),
+            });
+        }
+        Ok(())
+    };
+    for (client, ranges) in update.insertions(true).iter() {
+        for range in ranges.iter() {
+            check(client, range)?;
+        }
+    }
+    for (client, ranges) in update.delete_set().iter() {
+        for range in ranges.iter() {
+            check(client, range)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `update` would change nothing in `doc`: every item it inserts is already there and
@@ -228,6 +314,110 @@ mod tests {
             .encode_diff_v1(&doc.transact().state_vector());
         assert_eq!(contained(&doc, &answer), Ok(true));
         assert!(contained(&doc, &[0xff, 0xff]).is_err());
+    }
+
+    /// Appends `v` as a lib0 varUint.
+    fn var_uint(out: &mut Vec<u8>, mut v: u64) {
+        loop {
+            let low = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(low);
+                return;
+            }
+            out.push(low | 0x80);
+        }
+    }
+
+    /// An update that only deletes `len` clocks of `client` from `start`.
+    fn deletion(client: u64, start: u64, len: u64) -> Vec<u8> {
+        let mut u = vec![0];
+        for v in [1, client, 1, start, len] {
+            var_uint(&mut u, v);
+        }
+        u
+    }
+
+    /// An update with one string item of `client` at `clock` whose left origin is `origin`.
+    fn item_at(client: u64, clock: u64, origin: (u64, u64)) -> Vec<u8> {
+        let mut u = Vec::new();
+        for v in [1, 1, client, clock] {
+            var_uint(&mut u, v);
+        }
+        u.push(0x84);
+        for v in [origin.0, origin.1, 1] {
+            var_uint(&mut u, v);
+        }
+        u.extend_from_slice(b"x\0");
+        u
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/yrs-panic")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
+    #[test]
+    fn claims_on_future_clocks_are_refused_without_touching_the_document() {
+        let doc = new_doc();
+        apply(&doc, &typed("hello")).expect("applies");
+        let client = doc.client_id().get();
+        let before = full_state(&doc).expect("encodes");
+        let claims = [
+            item_at(
+                client,
+                u64::from(u32::MAX - 1),
+                (client, u64::from(u32::MAX - 2)),
+            ),
+            item_at(client, 5 + MAX_CLOCK_AHEAD + 1, (client, 4)),
+            item_at(777, MAX_CLOCK, (777, MAX_CLOCK - 1)),
+            deletion(client, 5, u64::from(u32::MAX) - 10),
+            deletion(client, (1 << 31) + 5, 1),
+        ];
+        for claim in claims {
+            let e = apply(&doc, &claim).expect_err("refused");
+            assert!(
+                matches!(e, ApplyError::ClockTooFarAhead { .. }),
+                "{e:?} for {claim:x?}"
+            );
+            assert!(!e.may_have_changed_document());
+            assert_eq!(e.code(), "invalid_update");
+        }
+        assert_eq!(full_state(&doc).expect("encodes"), before);
+    }
+
+    #[test]
+    fn out_of_order_content_within_the_bound_is_kept_pending() {
+        let doc = new_doc();
+        apply(&doc, &typed("hello")).expect("applies");
+        let client = doc.client_id().get();
+        // A struct of a client the document has nothing of yet, far enough ahead to be a
+        // reconnecting client's edit that overtook what it wrote offline.
+        let ahead = item_at(4242, 100_000, (4242, 99_999));
+        let applied = apply(&doc, &ahead).expect("accepted");
+        assert!(applied.pending);
+        // Deleting content of a client that has not arrived yet, within the bound.
+        apply(&doc, &deletion(client, 5, 1000)).expect("accepted");
+    }
+
+    #[test]
+    fn only_failures_past_decoding_and_checks_need_a_reload() {
+        let doc = new_doc();
+        let e = apply(&doc, &[0x05, 0x01]).expect_err("undecodable");
+        assert!(!e.may_have_changed_document(), "{e:?}");
+        // The fixtures' panicking update claims clocks past 2^31: now refused up front.
+        apply(&doc, &fixture("base.bin")).expect("applies");
+        let e = apply(&doc, &fixture("bad.bin")).expect_err("refused");
+        assert!(
+            matches!(e, ApplyError::ClockTooFarAhead { client: 101, .. }),
+            "{e:?}"
+        );
+        // One that passes the checks and breaks yrs afterwards still needs a reload.
+        let e = apply(&doc, &fixture("bad-pending.bin")).expect_err("panics");
+        assert_eq!(e, ApplyError::Panicked);
+        assert!(e.may_have_changed_document());
     }
 
     #[test]

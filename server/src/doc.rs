@@ -28,6 +28,7 @@ use crate::peer::{ConnId, Dialect, Peer, Peers};
 use crate::presence::Presence;
 use crate::queue;
 use crate::registry::Registry;
+use crate::reloads::ReloadLimiter;
 use crate::store::{Compacted, Store, StoreError, StoredDoc};
 
 /// The encoding of an empty state vector: a client that has nothing of the document.
@@ -274,6 +275,8 @@ pub struct DocContext {
     pub shutdown: CancellationToken,
     /// Decides connections' access again when asked to ([`DocCommand::Reauthorize`]).
     pub authorizer: Arc<dyn Authorizer>,
+    /// The reloads each token caused lately; a token past its allowance may not write.
+    pub reloads: Arc<ReloadLimiter>,
 }
 
 /// A frame whose release waits for a flush.
@@ -308,10 +311,15 @@ pub(crate) struct Owner {
     ctx: Arc<DocContext>,
     /// The document; an empty placeholder while `loading` is running.
     doc: Doc,
-    /// The document being built from its stored bytes. Until it is done, joins, awareness and
-    /// a cold joiner's SyncStep1 (answered from `fresh_sync`) are served; the first command that
-    /// needs the document waits in `blocked`, and no further command is taken.
+    /// The document being built from its stored bytes, at first load or after a failed update
+    /// damaged it. Until it is done, joins, awareness and a cold joiner's SyncStep1 (answered
+    /// from `fresh_sync`) are served; the first command that needs the document waits in
+    /// `blocked`, and no further command is taken.
     loading: Option<JoinHandle<Result<Doc, StoreError>>>,
+    /// A failed update damaged the document and its reload waits for the running compaction
+    /// to end: a compaction's batch landing between the reload's snapshot read and its log scan
+    /// would hide records from it. Commands that need the document wait as during `loading`.
+    reload_wanted: bool,
     blocked: Option<DocCommand>,
     /// Attached while loading: they get the server's SyncStep1 once the document is built.
     awaiting_step1: Vec<ConnId>,
@@ -408,6 +416,7 @@ impl Owner {
             ctx: ctx.clone(),
             doc: crdt::new_doc(),
             loading,
+            reload_wanted: false,
             blocked: None,
             awaiting_step1: Vec::new(),
             presence: Presence::default(),
@@ -438,12 +447,12 @@ impl Owner {
                 && self.in_flight.is_empty()
                 && !self.dirty
                 && self.compaction.is_none()
-                && self.loading.is_none();
+                && !self.building();
             if self.shutting_down
                 && self.in_flight.is_empty()
                 && !self.dirty
                 && self.compaction.is_none()
-                && self.loading.is_none()
+                && !self.building()
             {
                 // Leave a compact document behind, so the next cold load reads one snapshot.
                 if !self.failed && self.log_entries > 0 && !self.final_compaction {
@@ -468,6 +477,7 @@ impl Owner {
                 res = async { self.compaction.as_mut().expect("guarded by the branch condition").await }, if self.compaction.is_some() => {
                     self.compaction = None;
                     self.on_compacted(res);
+                    self.start_wanted_reload();
                 }
                 built = async { self.loading.as_mut().expect("guarded by the branch condition").await }, if self.loading.is_some() => {
                     self.loading = None;
@@ -539,7 +549,7 @@ impl Owner {
     }
 
     fn handle(&mut self, cmd: DocCommand) {
-        if self.loading.is_some() && self.needs_doc(&cmd) {
+        if self.building() && self.needs_doc(&cmd) {
             self.blocked = Some(cmd);
             return;
         }
@@ -719,7 +729,7 @@ impl Owner {
         if let Some(greeting) = greeting {
             self.send_to(conn, greeting);
         }
-        if self.loading.is_some() {
+        if self.building() {
             self.awaiting_step1.push(conn);
         } else {
             let sv = crdt::state_vector(&self.doc);
@@ -788,9 +798,30 @@ impl Owner {
         let Some(peer) = self.peers.get(conn) else {
             return;
         };
+        if peer.kick.peek().is_some() {
+            // The connection is being closed (on a `/collab` socket, perhaps by another
+            // document): nothing more of it is applied, so one socket cannot make several
+            // documents fail, and reload, before its close takes effect.
+            return;
+        }
         let wants_acks = peer.wants_acks();
         if !peer.grant.writable() {
             self.on_read_only_update(conn, wants_acks, update);
+            return;
+        }
+        let credential = peer.credential.clone();
+        if self.ctx.reloads.exhausted(credential.expose()) {
+            Metrics::inc(&self.ctx.metrics.updates_rejected);
+            tracing::warn!(doc = %self.name, %conn, "update refused: this token's updates made documents reload too often");
+            self.reject(
+                conn,
+                close::TOO_MANY_FAILED_UPDATES,
+                &format!(
+                    "too_many_failed_updates: this session's updates failed {} times within {} s; try again later",
+                    self.ctx.limits.max_reloads_per_token,
+                    self.ctx.limits.reload_window.as_secs()
+                ),
+            );
             return;
         }
         let size = self.snapshot_bytes + self.log_bytes + self.unwritten_bytes;
@@ -825,9 +856,14 @@ impl Owner {
             Ok(applied) => applied,
             Err(e) => {
                 Metrics::inc(&self.ctx.metrics.updates_rejected);
-                tracing::warn!(doc = %self.name, %conn, reason = e.code(), "update rejected; reloading the document");
-                self.reject(conn, close::UPDATE_REJECTED, e.code());
-                self.reload();
+                self.reject(conn, close::UPDATE_REJECTED, e.reason());
+                if e.may_have_changed_document() {
+                    tracing::warn!(doc = %self.name, %conn, reason = e.code(), "update failed part-way; reloading the document");
+                    self.ctx.reloads.record(credential.expose());
+                    self.reload();
+                } else {
+                    tracing::debug!(%conn, error = %e, "update refused before it touched the document");
+                }
                 return;
             }
         };
@@ -950,33 +986,45 @@ impl Owner {
         }
     }
 
-    /// Discards the in-memory document after a failed update and loads it again from storage,
-    /// which holds exactly the updates that applied cleanly (appended ones included, flushed or
-    /// not). Connected clients keep their state: they never received anything the reload lacks.
+    /// Discards the in-memory document after a failed update (or server code) may have changed
+    /// it, and builds it again from storage, which holds exactly the updates that applied cleanly
+    /// (appended ones included, flushed or not). Connected clients keep their state: they never
+    /// received anything the reload lacks. The build runs on a blocking thread, like the first
+    /// load: a large document takes long enough to build that doing it here stalled every socket
+    /// and document this worker serves (issue 16); meanwhile this document's commands wait.
     fn reload(&mut self) {
         Metrics::inc(&self.ctx.metrics.documents_reloaded);
         if !self.write_unwritten() {
             return;
         }
-        let loaded = self
-            .ctx
-            .store
-            .load(&self.name)
-            .map_err(|e| e.to_string())
-            .and_then(|stored| {
-                let updates = stored.updates().map_err(|e| e.to_string())?;
-                crdt::load(stored.snapshot.as_deref(), updates).map_err(|e| e.to_string())
-            });
-        match loaded {
-            Ok(doc) => {
-                self.doc = doc;
-                self.fresh_sync = None;
-            }
-            Err(e) => {
-                tracing::error!(doc = %self.name, error = %e, "reload after a failed update failed; closing the document");
-                self.fail_all();
-            }
+        self.fresh_sync = None;
+        self.reload_wanted = true;
+        self.start_wanted_reload();
+    }
+
+    /// Starts the reload asked for by [`Owner::reload`] once no compaction is running.
+    fn start_wanted_reload(&mut self) {
+        if !self.reload_wanted || self.compaction.is_some() {
+            return;
         }
+        self.reload_wanted = false;
+        if self.failed {
+            return;
+        }
+        // The damaged document is freed on the blocking thread too (a large one takes a while).
+        let damaged = std::mem::replace(&mut self.doc, crdt::new_doc());
+        let store = self.ctx.store.clone();
+        let name = self.name.clone();
+        self.loading = Some(tokio::task::spawn_blocking(move || {
+            drop(damaged);
+            let stored = store.load(&name)?;
+            build(&name, stored)
+        }));
+    }
+
+    /// Whether the document is being built (loaded, or reloaded after a failed update).
+    fn building(&self) -> bool {
+        self.loading.is_some() || self.reload_wanted
     }
 
     /// Closes one connection with a code, and detaches it.
@@ -1142,7 +1190,8 @@ impl Owner {
     /// Folds the whole log into the snapshot in the background, unless one is running already.
     fn start_compaction(&mut self) {
         // A failed document is closing; what it has is left as it is in storage.
-        if self.failed || self.compaction.is_some() || self.log_entries == 0 {
+        // Nor while the document is being built: a reload reads the store (see `reload_wanted`).
+        if self.failed || self.compaction.is_some() || self.log_entries == 0 || self.building() {
             return;
         }
         let store = self.ctx.store.clone();
@@ -1232,16 +1281,20 @@ async fn read_blocking(
 
 /// Builds the in-memory document from its stored bytes, on a blocking thread.
 fn build_blocking(name: Arc<str>, stored: StoredDoc) -> JoinHandle<Result<Doc, StoreError>> {
-    tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let doc = crdt::load(stored.snapshot.as_deref(), stored.updates()?)
-            .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
-        tracing::debug!(
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "document built"
-        );
-        Ok(doc)
-    })
+    tokio::task::spawn_blocking(move || build(&name, stored))
+}
+
+/// Builds the in-memory document from its stored bytes (slow for a large document: call it on a
+/// blocking thread).
+fn build(name: &str, stored: StoredDoc) -> Result<Doc, StoreError> {
+    let started = std::time::Instant::now();
+    let doc = crdt::load(stored.snapshot.as_deref(), stored.updates()?)
+        .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "document built"
+    );
+    Ok(doc)
 }
 
 /// Runs a job with panics contained: a panic inside yrs may leave the document half-changed, so

@@ -26,6 +26,7 @@ pub mod presence;
 pub mod queue;
 pub mod quota;
 pub mod registry;
+pub mod reloads;
 pub mod reviews;
 pub mod stateless;
 pub mod store;
@@ -204,6 +205,7 @@ impl Server {
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
                 authorizer: authorizer.clone(),
+                reloads: Arc::new(reloads::ReloadLimiter::new(&config.limits)),
             },
             tracker.clone(),
         );

@@ -72,6 +72,41 @@ pub const COMPACT_AFTER_ENTRIES: u64 = 10_000;
 /// size, when that is larger: see `Owner::maybe_compact`).
 pub const COMPACT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
 
+/// How far past the document's clock for a client an update may insert or delete that client's
+/// content, in clock units (characters, in UTF-16 units for text). A client's structs arrive
+/// ahead of their predecessors only while those are still on their way: a reconnecting client
+/// may send a fresh edit before the SyncStep2 that carries what it wrote while disconnected, so
+/// the gap is at most what one person wrote offline. 16 Mi units is 160 times the largest report
+/// we expect (100k characters), and keeps every accepted clock far below where yrs' clock
+/// arithmetic breaks ([`MAX_CLOCK`]); a claim of another writer's clock 2^32−1 (issue 16) is
+/// refused.
+pub const MAX_CLOCK_AHEAD: u64 = 1 << 24;
+
+/// Clocks an update may reach (exclusive). yrs 0.28 compares clocks after casting them to `i32`,
+/// so a clock of 2^31 or more places a struct wrongly and makes later updates panic (see
+/// `server/tests/fixtures/yrs-panic/README.md`). No real document comes near: it would take two
+/// billion characters written by one client.
+pub const MAX_CLOCK: u64 = i32::MAX as u64;
+
+/// Document reloads the updates of one token (a review session, a shared token, or none at all
+/// under open access) may cause within [`RELOAD_WINDOW`]; past it, that token's updates are
+/// refused (close 4423) until the window has passed. Only an update that failed part-way through
+/// applying (a malformed update that made yrs panic) makes a document reload, and rebuilding a
+/// large report costs a core for a noticeable time: one author resending such updates drove
+/// the server to 98 % CPU (issue 16). A healthy client never causes one; a broken client that
+/// resends the same bad update on every reconnect is stopped after three.
+pub const MAX_RELOADS_PER_TOKEN: usize = 3;
+
+/// The window of [`MAX_RELOADS_PER_TOKEN`]. Ten minutes is longer than any reconnect backoff,
+/// so a client in a reconnect loop stays stopped, and short enough that a person whose client was
+/// fixed (or who reloaded the page) can write again soon.
+pub const RELOAD_WINDOW: Duration = Duration::from_secs(600);
+
+/// Tokens whose recent reloads are remembered for [`MAX_RELOADS_PER_TOKEN`]. Each entry costs a
+/// few dozen bytes and exists only because its token made a document reload; past this many the
+/// entry seen longest ago is forgotten, which bounds memory whatever an attacker does.
+pub const MAX_RELOAD_TRACKED_TOKENS: usize = 10_000;
+
 /// Longest document name. Names are derived from review ids plus a suffix; 200 is far beyond that
 /// and keeps storage keys small.
 pub const MAX_DOCUMENT_NAME_LEN: usize = 200;
@@ -209,6 +244,10 @@ pub struct Limits {
     pub max_attachments_per_socket: usize,
     /// See [`CONNECTIONS_RESERVED_FOR_WRITERS`].
     pub connections_reserved_for_writers: usize,
+    /// See [`MAX_RELOADS_PER_TOKEN`].
+    pub max_reloads_per_token: usize,
+    /// See [`RELOAD_WINDOW`].
+    pub reload_window: Duration,
 }
 
 impl Default for Limits {
@@ -237,6 +276,8 @@ impl Default for Limits {
             max_attachments_per_session: MAX_ATTACHMENTS_PER_SESSION,
             max_attachments_per_socket: MAX_ATTACHMENTS_PER_SOCKET,
             connections_reserved_for_writers: CONNECTIONS_RESERVED_FOR_WRITERS,
+            max_reloads_per_token: MAX_RELOADS_PER_TOKEN,
+            reload_window: RELOAD_WINDOW,
         }
     }
 }

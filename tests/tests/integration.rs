@@ -9,6 +9,7 @@ mod integration {
     mod damage;
     mod diskspace;
     mod durability;
+    mod failures;
     mod guessing;
     mod hardening;
     mod limits;
