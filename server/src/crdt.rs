@@ -316,24 +316,11 @@ mod tests {
         assert!(contained(&doc, &[0xff, 0xff]).is_err());
     }
 
-    /// Appends `v` as a lib0 varUint.
-    fn var_uint(out: &mut Vec<u8>, mut v: u64) {
-        loop {
-            let low = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(low);
-                return;
-            }
-            out.push(low | 0x80);
-        }
-    }
-
     /// An update that only deletes `len` clocks of `client` from `start`.
     fn deletion(client: u64, start: u64, len: u64) -> Vec<u8> {
         let mut u = vec![0];
         for v in [1, client, 1, start, len] {
-            var_uint(&mut u, v);
+            debrief_proto::lib0::write_var_uint(&mut u, v);
         }
         u
     }
@@ -342,11 +329,11 @@ mod tests {
     fn item_at(client: u64, clock: u64, origin: (u64, u64)) -> Vec<u8> {
         let mut u = Vec::new();
         for v in [1, 1, client, clock] {
-            var_uint(&mut u, v);
+            debrief_proto::lib0::write_var_uint(&mut u, v);
         }
         u.push(0x84);
         for v in [origin.0, origin.1, 1] {
-            var_uint(&mut u, v);
+            debrief_proto::lib0::write_var_uint(&mut u, v);
         }
         u.extend_from_slice(b"x\0");
         u

@@ -2,6 +2,8 @@
 //! document only when it may have changed it, reloads run off the runtime's threads and are
 //! limited per connection and per session, and nobody can claim another writer's future clocks.
 
+use debrief_proto::lib0::write_var_uint;
+use debrief_tests::fixture;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -16,29 +18,16 @@ use yrs::{ReadTxn, Transact};
 
 const RELOADS: &str = "debrief_documents_reloaded_total";
 
-/// Appends `v` as a lib0 varUint.
-fn var_uint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let low = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(low);
-            return;
-        }
-        out.push(low | 0x80);
-    }
-}
-
 /// A v1 update holding one string item "x" written as `client` at `clock`, whose left origin
 /// is `origin`: yrs holds it back as pending until that origin arrives.
 fn forged_item(client: u64, clock: u32, origin: (u64, u32)) -> Vec<u8> {
     let mut u = Vec::new();
     for v in [1, 1, client, u64::from(clock)] {
-        var_uint(&mut u, v);
+        write_var_uint(&mut u, v);
     }
     u.push(0x84); // an item with a left origin and string content
     for v in [origin.0, u64::from(origin.1), 1] {
-        var_uint(&mut u, v);
+        write_var_uint(&mut u, v);
     }
     u.push(b'x');
     u.push(0); // empty delete set
@@ -49,17 +38,9 @@ fn forged_item(client: u64, clock: u32, origin: (u64, u32)) -> Vec<u8> {
 fn forged_deletion(client: u64, start: u32, len: u32) -> Vec<u8> {
     let mut u = vec![0];
     for v in [1, client, 1, u64::from(start), u64::from(len)] {
-        var_uint(&mut u, v);
+        write_var_uint(&mut u, v);
     }
     u
-}
-
-/// An update from `server/tests/fixtures/yrs-panic` (found by mutation fuzzing yrs 0.28.1).
-fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../server/tests/fixtures/yrs-panic")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// Item 11: a co-writer reads a victim's client id from presence and claims the victim's
@@ -297,11 +278,11 @@ async fn other_documents_stay_responsive_while_a_large_one_is_rebuilt() {
         - 2 * ITEMS;
     let mut every_other = vec![0];
     for v in [1, writer, u64::from(ITEMS)] {
-        var_uint(&mut every_other, v);
+        write_var_uint(&mut every_other, v);
     }
     for i in 0..ITEMS {
-        var_uint(&mut every_other, u64::from(start + 2 * i + 1));
-        var_uint(&mut every_other, 1);
+        write_var_uint(&mut every_other, u64::from(start + 2 * i + 1));
+        write_var_uint(&mut every_other, 1);
     }
     seed.send_update(&every_other);
     seed.round_trip().await;

@@ -2,6 +2,7 @@
 //! update that makes yrs panic. The offender is closed with a documented code; others carry on.
 
 use debrief_tests::client::http_get;
+use debrief_tests::fixture;
 use debrief_tests::{Client, TestServer};
 
 /// Frames and the close reason each must get (close code 1002, reason = the error's code).
@@ -84,14 +85,6 @@ async fn garbage_updates_are_rejected_and_nothing_is_kept() {
     good.insert("t", 6, " and after");
     let mut reader = Client::connect(&url).await;
     reader.wait_text("t", "before and after").await;
-}
-
-/// An update from `server/tests/fixtures/yrs-panic` (found by mutation fuzzing yrs 0.28.1).
-fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../server/tests/fixtures/yrs-panic")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// `bad.bin` made yrs panic half-way through applying it (its GC struct claims clock
