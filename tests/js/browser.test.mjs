@@ -817,7 +817,15 @@ test('a reader publishes no caret, and writing anonymously sends others no prese
     // An anonymous reply to Fay's thread.
     const thread = page.locator('.thread', { hasText: 'Was the rollback automatic?' })
     await thread.locator('.anonymous-toggle').check()
-    await thread.getByRole('textbox', { name: 'Reply' }).pressSequentially('It was not, and nobody knew that')
+    const replyBox = thread.getByRole('textbox', { name: 'Reply' })
+    await replyBox.pressSequentially('It was not, ')
+    // Another thread lands while Pat types (as a batch of anonymous items does): the reply being
+    // typed keeps its focus and its text.
+    await r.call('POST', `/api/reviews/${r.id}/threads`, { body: 'Who owns the runbook?' }, r.fay.session)
+    await waitText(page, '.thread', 'Who owns the runbook?')
+    assert.equal(await replyBox.evaluate((el) => el === document.activeElement), true, 'the reply being typed keeps its focus')
+    await page.keyboard.type('and nobody knew that')
+    assert.equal(await replyBox.inputValue(), 'It was not, and nobody knew that')
     answer = held('/comments')
     await thread.getByRole('button', { name: 'Reply anonymously' }).click()
     await submitted(answer)

@@ -10,7 +10,7 @@ import { TextSelection } from '@tiptap/pm/state'
 import { ySyncPluginKey, absolutePositionToRelativePosition, relativePositionToAbsolutePosition } from '@tiptap/y-tiptap'
 import { api, ApiError, type Comment, type Held, type Review, type Thread } from './api'
 import { anonymityNotice, anonymousError, fleeting, keep, moreMenu } from './anonymous'
-import { h, notice, onNextFrame, replace } from './dom'
+import { h, notice, onNextFrame, reconcile, replace } from './dom'
 import { isWritable, type Highlight } from './editor'
 import type { Membership } from './store'
 
@@ -60,6 +60,8 @@ export class CommentsPanel {
   private readonly general: HTMLElement
   private readonly orphaned: HTMLElement
   private readonly resolved: HTMLDetailsElement
+  private readonly resolvedSummary = h('summary', {})
+  private readonly orphanedTitle = h('h3', {}, 'On text that was deleted')
   private readonly composerSlot: HTMLElement
   /** Redraws at the next frame, however often it is asked to before then. */
   readonly schedule = onNextFrame(() => { this.render() })
@@ -265,18 +267,21 @@ export class CommentsPanel {
       } else orphaned.push(card)
     }
     placed.sort((x, y) => x.top - y.top)
+    // Cards already in place are not moved: a reply being typed keeps its focus when a batch of
+    // anonymous items lands.
+    reconcile(this.anchored, placed.map((p) => p.card))
     let bottom = 0
     for (const p of placed) {
       const top = Math.max(p.top, bottom)
       p.card.style.top = `${top}px`
-      this.anchored.appendChild(p.card)
       bottom = top + p.card.offsetHeight + 8
     }
     this.anchored.style.height = `${bottom}px`
-    replace(this.general, ...general)
-    replace(this.orphaned, orphaned.length > 0 && h('h3', {}, 'On text that was deleted'), ...orphaned)
+    reconcile(this.general, general)
+    reconcile(this.orphaned, orphaned.length > 0 ? [this.orphanedTitle, ...orphaned] : [])
     const resolvedCards = done.map((t) => { seen.add(t.id); return this.card(t) })
-    replace(this.resolved, h('summary', {}, `Resolved (${done.length})`), ...resolvedCards)
+    this.resolvedSummary.textContent = `Resolved (${done.length})`
+    reconcile(this.resolved, [this.resolvedSummary, ...resolvedCards])
     this.resolved.hidden = done.length === 0
     for (const [id, c] of this.cards) {
       if (!seen.has(id)) { c.card.remove(); this.cards.delete(id) }

@@ -38,6 +38,23 @@ export function replace (parent: Node, ...children: Child[]): void {
   append(parent, ...children)
 }
 
+/**
+ * Makes `parent`'s children exactly `nodes`, in order, moving only what is out of place: a child
+ * already where it belongs is never detached, so a reply being typed in it keeps its focus when
+ * other cards arrive (a batch of anonymous items lands while someone types).
+ */
+export function reconcile (parent: Node, nodes: Node[]): void {
+  nodes.forEach((node, i) => {
+    const at = parent.childNodes[i] ?? null
+    if (at !== node) parent.insertBefore(node, at)
+  })
+  while (parent.childNodes.length > nodes.length) {
+    const last = parent.lastChild
+    if (!last) break
+    parent.removeChild(last)
+  }
+}
+
 /** A short-lived message for screen readers and eyes. */
 export function notice (text: string, kind: 'info' | 'error' = 'info'): HTMLElement {
   return h('p', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text)
