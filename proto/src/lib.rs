@@ -3,7 +3,7 @@
 //! document schema contract ([`schema`]) the browser editor shares.
 //!
 //! This crate never performs I/O and has no async runtime, storage or HTTP dependency, so that
-//! every decoder can be unit- and property-tested on plain byte slices (see `STYLE.md`, habit 3).
+//! every decoder can be unit- and property-tested on plain byte slices (see `docs/architecture.md`, "Decoders without I/O").
 //! Decoding never panics: every malformed input maps to a [`DecodeError`] variant.
 
 pub mod awareness;

@@ -133,7 +133,7 @@ pub struct Section {
     pub help: &'static str,
 }
 
-/// The report template (`POSTMORTEMS.md`), seeded by the server when a review is created, below a
+/// The report template (`docs/architecture.md`, "The report template"), seeded by the server when a review is created, below a
 /// level-1 heading holding the review's title.
 pub const TEMPLATE: [Section; 11] = [
     Section {

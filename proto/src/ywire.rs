@@ -3,7 +3,7 @@
 //!
 //! A frame holds one or more messages back to back; [`decode_frame`] reads all of them. Outgoing,
 //! the server sends one message per frame, because stock y-websocket clients read only the first
-//! message of a frame (see `PROTOCOLS.md`).
+//! message of a frame (see `docs/architecture.md`, "Wire formats").
 
 use crate::lib0::{write_var_string, write_var_uint, write_var_uint8_array, Reader};
 use crate::DecodeError;

@@ -1,7 +1,7 @@
 //! The only place that touches yrs documents: loading a document from its stored bytes, applying
 //! a client's update with panics contained, and folding a log into a snapshot.
 //!
-//! yrs can panic on malformed updates and leave the document half-applied (`PROTOCOLS.md`), so
+//! yrs can panic on malformed updates and leave the document half-applied (`docs/architecture.md`, "yrs facts"), so
 //! every decode and apply runs under `catch_unwind`. An update is first decoded and checked
 //! without touching the document; only a failure after that point (yrs refusing it part-way, or
 //! panicking) may have changed the document, and only then must the caller discard it and load it

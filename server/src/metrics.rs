@@ -1,6 +1,6 @@
 //! Process-wide counters, exposed at `GET /metrics` in the Prometheus text format.
 //!
-//! Only aggregate counts live here — never anything about a person (see DESIGN.md §4).
+//! Only aggregate counts live here — never anything about a person (see `docs/architecture.md`, "Nothing about a person in aggregates").
 
 use std::fmt::Write;
 use std::path::Path;

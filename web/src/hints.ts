@@ -1,4 +1,4 @@
-// Blameless-language hints: phrasing that reviews keep flagging (POSTMORTEMS.md) is underlined
+// Blameless-language hints: phrasing that points at a person rather than the system (docs/architecture.md) is underlined
 // with the reason and a reframe. The rules are data (blameless-rules.json); the check runs only
 // in this browser, so nobody is told whose text was flagged.
 

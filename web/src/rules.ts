@@ -1,4 +1,4 @@
-// The phase table of DESIGN.md §2, mirrored for explanations only: the server decides and
+// The phase table (docs/architecture.md, "The phase table"), mirrored for explanations only: the server decides and
 // enforces every rule; the app uses this to say *why* something is read-only before anyone tries.
 
 import type { Phase, Role } from './api'

@@ -1,4 +1,4 @@
-//! The phase table of `DESIGN.md` §2 as code: who may open which document of a review, and who
+//! The phase table (`docs/architecture.md`, "The phase table") as code: who may open which document of a review, and who
 //! may do what, in each phase. Pure functions, so the whole table is unit-tested here and
 //! enforced by every caller (both WebSocket dialects and the REST commands) from one place.
 

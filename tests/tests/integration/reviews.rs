@@ -24,7 +24,7 @@ enum Expect {
 }
 use Expect::{Denied as D, Read as R, Write as W};
 
-/// DESIGN.md §2, written out independently of the server's code: for each phase and document,
+/// The phase table (`docs/architecture.md`), written out independently of the server's code: for each phase and document,
 /// the access of facilitator, author, participant, observer.
 /// One document's row: its kind and the access of each role.
 type Row = (&'static str, [Expect; 4]);
