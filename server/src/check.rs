@@ -52,18 +52,6 @@ pub fn check(dir: &Path) -> Result<Checked, String> {
     })
 }
 
-/// Damage lines for the held-items file of the data directory `dir`, read on a copy (opening
-/// the file wipes slots that fail their checksum).
-pub fn held_damage(dir: &Path) -> std::io::Result<Vec<String>> {
-    let file = dir.join("held").join("slots");
-    if !file.exists() {
-        return Ok(Vec::new());
-    }
-    let scratch = Scratch::new()?;
-    std::fs::copy(&file, scratch.0.join("slots"))?;
-    held_damage_in(&scratch.0)
-}
-
 fn held_damage_in(held_dir: &Path) -> std::io::Result<Vec<String>> {
     match HeldFile::open(held_dir) {
         Ok((_, found)) if found.damaged.is_empty() => Ok(Vec::new()),

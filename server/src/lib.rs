@@ -183,7 +183,6 @@ impl Server {
     ) -> Result<Arc<AppState>, ServerError> {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
-        report_damaged_held_slots(&config.data_dir);
         let reviews = reviews::Reviews::open(&store)?;
         let anonymity = reviews::anonymous::Anonymity::open(
             &store,
@@ -290,22 +289,6 @@ impl Server {
         flushed?;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// Held slots that fail their checksum are wiped when the held-items file opens, and the damage
-/// is logged as an error. Not a refusal: the file's format cannot tell such a slot from a write
-/// that `kill -9` cut short (never acknowledged), and refusing would block every restart after
-/// one. No copy is kept either: the file holds anonymous submissions, which must not outlive
-/// their release anywhere on disk (docs/anonymity.md).
-fn report_damaged_held_slots(data_dir: &std::path::Path) {
-    match check::held_damage(data_dir) {
-        Ok(lines) if lines.is_empty() => {}
-        Ok(lines) => tracing::error!(
-            damage = %lines.join("; "),
-            "held anonymous slots fail their checksum: interrupted writes, or damage"
-        ),
-        Err(e) => tracing::error!(error = %e, "could not check the held-items file"),
     }
 }
 

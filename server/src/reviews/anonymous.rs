@@ -20,7 +20,7 @@
 //! Nothing in this module logs, counts per person, or emits an event about an anonymous item.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use debrief_proto::schema::{document_name, DocKind};
@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use super::held::{HeldError, HeldFile};
 use super::threads::{self, AnonOp, Item};
-use super::{now_ms, random_hex, to_json, Phase, Problem, ProblemKind, ReviewRecord, Role};
+use super::{locked, now_ms, random_hex, to_json, Phase, Problem, ProblemKind, ReviewRecord, Role};
 use crate::store::{MetaTree, Store, StoreError};
 use crate::AppState;
 
@@ -235,7 +235,8 @@ impl Anonymity {
             tracing::error!(
                 slots = found.damaged.len(),
                 "held anonymous slots failed their checksum and were cleared: interrupted writes \
-                 or releases, or damage (an unreleased anonymous item may be lost)"
+                 or releases, or damage (an unreleased anonymous item may be lost; no copy is \
+                 kept, see docs/anonymity.md)"
             );
         }
         let mut queue = Queue {
@@ -245,8 +246,9 @@ impl Anonymity {
             releasing: HashSet::new(),
         };
         for (slot, payload) in found.payloads {
-            let record: HeldRecord = serde_json::from_slice(&payload)
-                .map_err(|e| StoreError::Corrupt(format!("held slot {slot}: {e}")))?;
+            let record: HeldRecord = serde_json::from_slice(&payload).map_err(|e| {
+                StoreError::Corrupt(format!("held slot {slot}: {}", unreadable(&e)))
+            })?;
             let key = record.op_key();
             let newer = queue
                 .get(&key.0, &key.1)
@@ -288,7 +290,7 @@ impl Anonymity {
                 continue;
             };
             let op: AnonOp = serde_json::from_slice(value)
-                .map_err(|e| StoreError::Corrupt(format!("held op: {e}")))?;
+                .map_err(|e| StoreError::Corrupt(format!("held op: {}", unreadable(&e))))?;
             add.push(HeldRecord {
                 review: String::from_utf8_lossy(&key[..split]).into_owned(),
                 op,
@@ -298,7 +300,7 @@ impl Anonymity {
                 receipt: None,
             });
         }
-        lock(&self.queue)
+        locked(&self.queue)
             .commit(add, &[])
             .map_err(|e| StoreError::Corrupt(format!("held: {e}")))?;
         for (key, _) in entries {
@@ -332,7 +334,7 @@ impl Anonymity {
     /// limit. Kept in memory only.
     pub fn rate_limit(&self, session: &str) -> Result<(), Problem> {
         let key: [u8; 32] = Sha256::digest(format!("rate\0{session}").as_bytes()).into();
-        let mut rates = lock(&self.rates);
+        let mut rates = locked(&self.rates);
         let now = Instant::now();
         if rates.len() >= MAX_TRACKED_SESSIONS {
             rates.retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
@@ -400,7 +402,7 @@ impl Anonymity {
             vote: random_hex(8),
         };
         let _one_at_a_time = self.releasing.lock().await;
-        if lock(&self.queue)
+        if locked(&self.queue)
             .slots
             .values()
             .any(|r| r.voter.as_deref() == Some(voter.as_str()))
@@ -421,7 +423,7 @@ impl Anonymity {
     ) -> Result<Receipt, Problem> {
         let id = item_id(&item);
         let _one_at_a_time = self.releasing.lock().await;
-        let rev = lock(&self.queue)
+        let rev = locked(&self.queue)
             .get(review, &format!("edit:{id}"))
             .map_or(0, |r| r.rev + 1);
         // Queued even when the item itself is still held: the release applies the item before
@@ -469,7 +471,7 @@ impl Anonymity {
             receipt: Some(hex::encode(Sha256::digest(receipt.as_bytes()))),
         };
         fill(&mut record);
-        if lock(&self.queue).count(review) >= MAX_HELD_PER_REVIEW {
+        if locked(&self.queue).count(review) >= MAX_HELD_PER_REVIEW {
             return Err(Problem::new(
                 ProblemKind::Conflict,
                 "too_many_held",
@@ -479,7 +481,7 @@ impl Anonymity {
         let queue = self.queue.clone();
         let remove = remove.to_vec();
         let written =
-            tokio::task::spawn_blocking(move || lock(&queue).commit(vec![record], &remove))
+            tokio::task::spawn_blocking(move || locked(&queue).commit(vec![record], &remove))
                 .await
                 .map_err(|_| StoreError::Corrupt("held: the writer panicked".to_owned()))?;
         match written {
@@ -507,7 +509,7 @@ impl Anonymity {
             .chain_update(session.as_bytes())
             .finalize()
             .into();
-        lock(&self.windows)
+        locked(&self.windows)
             .entry(review.to_owned())
             .or_default()
             .submitters
@@ -553,7 +555,7 @@ impl Anonymity {
             )
         };
         let held = {
-            let queue = lock(&self.queue);
+            let queue = locked(&self.queue);
             if queue.get(review, &format!("retract:{item_id_}")).is_some() {
                 return Err(wrong());
             }
@@ -567,8 +569,9 @@ impl Anonymity {
                 let Some(raw) = self.keys.get(item_id_.as_bytes())? else {
                     return Err(wrong());
                 };
-                serde_json::from_slice(&raw)
-                    .map_err(|e| StoreError::Corrupt(format!("anonymous key record: {e}")))?
+                serde_json::from_slice(&raw).map_err(|e| {
+                    StoreError::Corrupt(format!("anonymous key record: {}", unreadable(&e)))
+                })?
             }
         };
         let given = hex::encode(Sha256::digest(key.as_bytes()));
@@ -581,7 +584,7 @@ impl Anonymity {
     /// Whether the item is still waiting for its release (once a release is writing it out, it
     /// is on its way to the discussion, and what is done to it goes there).
     pub fn is_held(&self, review: &str, item: &Item) -> bool {
-        let queue = lock(&self.queue);
+        let queue = locked(&self.queue);
         queue
             .index
             .get(&(review.to_owned(), format!("new:{}", item_id(item))))
@@ -600,7 +603,7 @@ impl Anonymity {
             .iter()
             .map(|r| (hex::encode(Sha256::digest(r.as_bytes())), r))
             .collect();
-        let queue = lock(&self.queue);
+        let queue = locked(&self.queue);
         let held: Vec<String> = queue
             .slots
             .iter()
@@ -612,7 +615,9 @@ impl Anonymity {
             .into_iter()
             .collect();
         drop(queue);
-        let carried = lock(&self.windows).get(&review.id).map_or(0, |w| w.carried);
+        let carried = locked(&self.windows)
+            .get(&review.id)
+            .map_or(0, |w| w.carried);
         let times = self.release_times(review, carried);
         held.into_iter().map(|r| (r, times)).collect()
     }
@@ -635,7 +640,7 @@ impl Anonymity {
     /// Every held record, grouped by review.
     fn all_held(&self) -> BTreeMap<String, Vec<(u32, HeldRecord)>> {
         let mut out: BTreeMap<String, Vec<(u32, HeldRecord)>> = BTreeMap::new();
-        for (slot, record) in &lock(&self.queue).slots {
+        for (slot, record) in &locked(&self.queue).slots {
             out.entry(record.review.clone())
                 .or_default()
                 .push((*slot, record.clone()));
@@ -647,7 +652,7 @@ impl Anonymity {
     /// it already waited [`MAX_CARRY_OVERS`] boundaries, when `force`d, or always when the
     /// review allows small groups. Otherwise it waits one more boundary.
     fn batch_ready(&self, review: &ReviewRecord, force: bool) -> bool {
-        let mut windows = lock(&self.windows);
+        let mut windows = locked(&self.windows);
         let window = windows.entry(review.id.clone()).or_default();
         if force
             || review.small_group_anonymity
@@ -679,7 +684,7 @@ pub async fn release(state: &AppState, at: u64, only: Option<&str>, force: bool)
             continue;
         }
         if release_review(state, &review, records, at).await.is_ok() {
-            lock(&anonymity.windows).remove(&review);
+            locked(&anonymity.windows).remove(&review);
         }
     }
 }
@@ -759,14 +764,14 @@ async fn release_review(
     }
     let slots: Vec<u32> = records.iter().map(|(s, _)| *s).collect();
     // From here on the submitters are not told "pending": the items may appear any moment.
-    lock(&anonymity.queue).releasing.extend(&slots);
+    locked(&anonymity.queue).releasing.extend(&slots);
     let written = state
         .registry
         .open(&document_name(review, DocKind::Discussion))
         .run_essential(move |doc| ((), threads::release(doc, &ops, at as f64)))
         .await;
     let failed = |slots: &[u32]| {
-        let mut queue = lock(&anonymity.queue);
+        let mut queue = locked(&anonymity.queue);
         for slot in slots {
             queue.releasing.remove(slot);
         }
@@ -792,7 +797,7 @@ async fn release_review(
         return Err(());
     }
     let queue = anonymity.queue.clone();
-    let wiped = tokio::task::spawn_blocking(move || lock(&queue).wipe(&slots)).await;
+    let wiped = tokio::task::spawn_blocking(move || locked(&queue).wipe(&slots)).await;
     if !matches!(wiped, Ok(Ok(()))) {
         // Released and recorded: only the wipe waits for the next boundary.
         tracing::error!("cannot wipe released anonymous items from the held-items file");
@@ -825,14 +830,20 @@ fn new_item_id(op: &AnonOp) -> Option<&str> {
     }
 }
 
+/// Why a stored anonymous record could not be read, without any of its content: serde's own
+/// messages quote the value they choke on, and these errors reach the log.
+fn unreadable(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {}, column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
 fn item_id(item: &Item) -> String {
     match item {
         Item::Comment { comment, .. } => comment.clone(),
         Item::Concern { concern } => concern.clone(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update replaces whole entries, so the maps stay consistent after a panic.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

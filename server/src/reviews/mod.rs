@@ -699,8 +699,7 @@ impl Reviews {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every update replaces whole entries, so the maps stay consistent after a panic.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        locked(&self.state)
     }
 }
 
@@ -828,6 +827,12 @@ pub fn validate_date(date: &str) -> Result<String, Problem> {
         return Err(bad());
     }
     Ok(date.to_owned())
+}
+
+/// Locks `m`, also after a panic while it was held: the review domain's maps are changed by
+/// replacing whole entries, so a panic cannot leave one half-written.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Milliseconds since the Unix epoch.

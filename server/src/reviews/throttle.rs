@@ -102,8 +102,7 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry>> {
-        // Entries are plain values replaced whole; a panic cannot leave one half-written.
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+        super::locked(&self.keys)
     }
 }
 
