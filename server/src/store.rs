@@ -181,6 +181,11 @@ impl MetaTree {
         Ok(())
     }
 
+    /// Every key, in order.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.0.iter().keys().map(|k| Ok(k?.to_vec())).collect()
+    }
+
     /// Every entry, in key order.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
         self.0

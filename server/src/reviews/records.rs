@@ -3,12 +3,12 @@
 //! in its own sled tree; nothing here names a person.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Phase, Problem, ProblemKind};
+use super::{locked, Phase, Problem, ProblemKind};
 use crate::store::{MetaTree, Store, StoreError};
 
 /// One pinned version: every document's full state when the review entered `phase`.
@@ -93,13 +93,25 @@ fn key(review: &str, rest: &str) -> Vec<u8> {
 impl Records {
     /// Opens the trees.
     pub fn open(store: &Store) -> Result<Arc<Records>, StoreError> {
+        let reads = store.meta_tree("reads")?;
+        // A stop (or a crash) may have come between a mark and the boundary that shows it: every
+        // review with marks is shown again at the first boundary (nothing changes where the
+        // discussion already shows its count).
+        let unshown: HashSet<String> = reads
+            .keys()?
+            .into_iter()
+            .filter_map(|k| {
+                let end = k.iter().position(|b| *b == 0)?;
+                String::from_utf8(k[..end].to_vec()).ok()
+            })
+            .collect();
         Ok(Arc::new(Records {
             versions: store.meta_tree("versions")?,
-            reads: store.meta_tree("reads")?,
+            reads,
             library: store.meta_tree("library")?,
             store: store.clone(),
             shown: Mutex::new(HashMap::new()),
-            unshown: Mutex::new(HashSet::new()),
+            unshown: Mutex::new(unshown),
         }))
     }
 
@@ -127,12 +139,12 @@ impl Records {
 
     /// The read count everyone sees (see [`Records::publish_read_counts`]).
     pub fn published_read_count(&self, review: &str) -> u64 {
-        if let Some(n) = lock(&self.shown).get(review) {
+        if let Some(n) = locked(&self.shown).get(review) {
             return *n;
         }
         // First asked since the start: every mark stored so far is shown.
         let n = self.read_count(review).unwrap_or(0);
-        *lock(&self.shown).entry(review.to_owned()).or_insert(n)
+        *locked(&self.shown).entry(review.to_owned()).or_insert(n)
     }
 
     /// Marks the report read by the session with token `session`, once; it is counted in what
@@ -143,7 +155,7 @@ impl Records {
         let shown = self.published_read_count(review);
         let mark = hex::encode(Sha256::digest(format!("read\0{session}").as_bytes()));
         if self.reads.put_new(&key(review, &mark), &[])? {
-            lock(&self.unshown).insert(review.to_owned());
+            locked(&self.unshown).insert(review.to_owned());
         }
         self.store.durable().await?;
         Ok(shown)
@@ -152,7 +164,7 @@ impl Records {
     /// The reviews whose count changed since it was last shown, with their new counts; the
     /// caller shows them and then calls [`Records::shown`].
     pub fn unshown_counts(&self) -> Vec<(String, u64)> {
-        let reviews: Vec<String> = lock(&self.unshown).drain().collect();
+        let reviews: Vec<String> = locked(&self.unshown).drain().collect();
         reviews
             .into_iter()
             .filter_map(|r| self.read_count(&r).ok().map(|n| (r, n)))
@@ -162,9 +174,9 @@ impl Records {
     /// Records that `count` is now shown for `review`; `false` puts it back for the next boundary.
     pub fn shown(&self, review: &str, count: u64, ok: bool) {
         if ok {
-            lock(&self.shown).insert(review.to_owned(), count);
+            locked(&self.shown).insert(review.to_owned(), count);
         } else {
-            lock(&self.unshown).insert(review.to_owned());
+            locked(&self.unshown).insert(review.to_owned());
         }
     }
 
@@ -216,11 +228,6 @@ impl Records {
         out.sort_by_key(|e| std::cmp::Reverse(e.published_at));
         Ok(out)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update replaces whole entries, so the maps stay consistent after a panic.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

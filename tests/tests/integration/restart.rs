@@ -488,10 +488,22 @@ async fn a_full_review_survives_a_restart_between_every_step() {
             .await;
         assert_eq!(r.status, 202, "{role}: {}", r.body);
     }
-    let supported = wait_discussion(&review, "three votes", |d| {
+    wait_discussion(&review, "three votes", |d| {
         votes(concern_with(d, CONCERN)) == 3
     })
     .await;
+    // Read marks are shown at the next release boundary; a crash before it loses none.
+    for role in ["participant", "participant2"] {
+        let r = review.call(role, "POST", "/read", None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    run.restart(Stop::Kill9, &mut review).await;
+    let supported = wait_discussion(&review, "three votes and two read marks", |d| {
+        votes(concern_with(d, CONCERN)) == 3 && d["meeting"]["readCount"] == 2.0
+    })
+    .await;
+    let read = review.call("observer", "GET", "", None).await;
+    assert_eq!(read.body["read_count"], 2, "{}", read.body);
 
     run.restart(Stop::Clean, &mut review).await;
     assert_eq!(discussion(&review).await, supported);
