@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use crate::access::{Authorizer, ReviewsOnly, StaticTokens};
-use crate::integrity::OnDamage;
+use crate::documents::access::{Authorizer, ReviewsOnly, StaticTokens};
+use crate::documents::peer::Credential;
 use crate::limits::Limits;
-use crate::peer::Credential;
-use crate::stateless::{NoCommands, StatelessHandler};
+use crate::storage::integrity::OnDamage;
+use crate::transport::stateless::{NoCommands, StatelessHandler};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

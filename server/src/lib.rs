@@ -6,33 +6,14 @@
 //! [`crdt`], [`presence`]) → storage ([`store`]). Only the transport layer knows axum; storage
 //! knows bytes, not yrs.
 
-pub mod access;
-pub mod admin;
-pub mod admission;
-pub mod backup;
-pub mod check;
-pub mod collab;
-pub mod compact;
 pub mod config;
-pub mod crdt;
-pub mod doc;
-pub mod error;
-pub mod http;
-pub mod integrity;
+pub mod documents;
 pub mod limits;
 pub mod metrics;
-pub mod peer;
-pub mod presence;
-pub mod queue;
-pub mod quota;
-pub mod registry;
-pub mod reloads;
+pub mod ops;
 pub mod reviews;
-pub mod stateless;
-pub mod store;
-pub mod wal;
-pub mod web;
-pub mod ws;
+pub mod storage;
+pub mod transport;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -42,11 +23,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+use documents::registry::Registry;
+use documents::{access, doc, peer, reloads};
 use limits::{Limits, SHUTDOWN_GRACE};
 use metrics::Metrics;
+use ops::admin;
 pub use peer::ConnId;
-use registry::Registry;
-use store::{Damage, Store, StoreError};
+use storage::store::{Damage, Store, StoreError};
+use transport::{admission, error, http, stateless};
 
 /// State shared by every request and connection.
 #[derive(Debug)]

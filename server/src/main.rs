@@ -6,10 +6,10 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
-use debrief_server::check::Checked;
 use debrief_server::config::{Cli, Command, LogFormat};
 use debrief_server::limits::SHUTDOWN_GRACE;
-use debrief_server::store::StoreError;
+use debrief_server::ops::check::Checked;
+use debrief_server::storage::store::StoreError;
 use debrief_server::{Config, ServerError};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
 /// Runs `check`, `backup` or `restore`; returns the exit status.
 fn admin_command(command: Command) -> i32 {
     match command {
-        Command::Check { data_dir } => match debrief_server::check::check(&data_dir) {
+        Command::Check { data_dir } => match debrief_server::ops::check::check(&data_dir) {
             Ok(Checked::Healthy) => {
                 println!("ok");
                 0
@@ -68,7 +68,7 @@ fn admin_command(command: Command) -> i32 {
             }
         },
         Command::Restore { from, data_dir } => {
-            match debrief_server::backup::restore(&from, &data_dir) {
+            match debrief_server::ops::backup::restore(&from, &data_dir) {
                 Ok(summary) => {
                     println!("restored into {}: {summary}", data_dir.display());
                     0
@@ -90,14 +90,14 @@ fn backup(data_dir: &std::path::Path, to: &std::path::Path) -> anyhow::Result<St
         .build()
         .context("starting the async runtime")?;
     let online = runtime
-        .block_on(debrief_server::admin::request_backup(data_dir, &to))
+        .block_on(debrief_server::ops::admin::request_backup(data_dir, &to))
         .map_err(|e| anyhow::anyhow!("the server refused the backup: {e}"))?;
     if let Some(summary) = online {
         return Ok(summary);
     }
-    let (store, flusher) = debrief_server::store::Store::open(data_dir)
+    let (store, flusher) = debrief_server::storage::store::Store::open(data_dir)
         .with_context(|| format!("opening {} (no server answers on it)", data_dir.display()))?;
-    let written = debrief_server::backup::write(store.db(), data_dir, &to);
+    let written = debrief_server::ops::backup::write(store.db(), data_dir, &to);
     drop(store);
     flusher.run();
     Ok(written?.to_string())
@@ -129,7 +129,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
              outside reviews (review documents still follow their review's rules)"
         );
     }
-    if !debrief_server::web::built() {
+    if !debrief_server::transport::web::built() {
         tracing::warn!("built without the browser app (web/dist); `scripts/run` builds both");
     }
     server.serve(listener).await.context("server failed")

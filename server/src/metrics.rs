@@ -69,7 +69,7 @@ impl StoreSize {
             match entry.file_name().to_str() {
                 Some("blobs") => size.blobs += bytes,
                 Some("wal") => size.wal += bytes,
-                Some(crate::integrity::DAMAGED) => size.damaged += bytes,
+                Some(crate::storage::integrity::DAMAGED) => size.damaged += bytes,
                 _ => {}
             }
         }

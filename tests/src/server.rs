@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use debrief_server::access::{Authorizer, StaticTokens};
+use debrief_server::documents::access::{Authorizer, StaticTokens};
 use debrief_server::limits::Limits;
 use debrief_server::Config;
 use tempfile::TempDir;

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use super::held::{HeldError, HeldFile};
 use super::threads::{self, AnonOp, Item};
 use super::{locked, now_ms, random_hex, to_json, Phase, Problem, ProblemKind, ReviewRecord, Role};
-use crate::store::{MetaTree, Store, StoreError};
+use crate::storage::store::{MetaTree, Store, StoreError};
 use crate::AppState;
 
 /// Anonymous submissions (items, replies, votes, edits, retractions) one session may make per
@@ -575,7 +575,7 @@ impl Anonymity {
             }
         };
         let given = hex::encode(Sha256::digest(key.as_bytes()));
-        if record.review != review || !crate::access::same_secret(&record.hash, &given) {
+        if record.review != review || !crate::documents::access::same_secret(&record.hash, &given) {
             return Err(wrong());
         }
         Ok(record.item)

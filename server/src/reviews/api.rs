@@ -25,8 +25,8 @@ use super::{
     policy, validate_date, validate_severity, validate_title, NewReview, Phase, Problem,
     ProblemKind, ReviewRecord, Role, SessionRecord,
 };
-use crate::doc::JobError;
-use crate::error::ApiError;
+use crate::documents::doc::JobError;
+use crate::transport::error::ApiError;
 use crate::AppState;
 
 /// Largest request body of the API, except creating a review. The largest command is a comment
@@ -183,7 +183,7 @@ impl From<JobError> for ApiError {
             ),
             JobError::QuotaExceeded => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                crate::quota::CODE,
+                crate::documents::quota::CODE,
                 "the review's documents are at their storage quota; they can still be read",
             ),
         }
@@ -315,7 +315,7 @@ async fn create(
     if let Some(secret) = &state.creation_secret {
         state.reviews.guards.may_try_secret(addr)?;
         let given = bearer(&headers).unwrap_or("");
-        if !crate::access::same_secret(secret.expose(), given) {
+        if !crate::documents::access::same_secret(secret.expose(), given) {
             if let Some(limited) = state.reviews.guards.wrong_secret(addr) {
                 return Err(limited.into());
             }

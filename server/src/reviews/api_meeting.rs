@@ -19,7 +19,7 @@ use super::api::{
 use super::meeting::{self, ActionInput, TimerAction};
 use super::records::{Published, Version};
 use super::{export, markdown, policy, Phase, Problem, ProblemKind, ReviewRecord, Role};
-use crate::error::ApiError;
+use crate::transport::error::ApiError;
 use crate::AppState;
 
 /// Longest agenda label.
@@ -270,8 +270,8 @@ pub(super) async fn pin_version(state: &AppState, id: &str, phase: Phase) -> Res
 }
 
 fn render(state: &[u8]) -> String {
-    let doc = crate::crdt::new_doc();
-    if crate::crdt::apply(&doc, state).is_err() {
+    let doc = crate::documents::crdt::new_doc();
+    if crate::documents::crdt::apply(&doc, state).is_err() {
         return String::new();
     }
     markdown::to_markdown(&doc)

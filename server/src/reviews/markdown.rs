@@ -566,7 +566,7 @@ mod tests {
     use super::*;
 
     fn round_trip(md: &str) -> String {
-        let doc = crate::crdt::new_doc();
+        let doc = crate::documents::crdt::new_doc();
         import(&doc, md).expect("import");
         to_markdown(&doc)
     }
@@ -574,7 +574,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_cut_off_not_a_stack_overflow() {
         use yrs::types::xml::XmlElementPrelim;
-        let doc = crate::crdt::new_doc();
+        let doc = crate::documents::crdt::new_doc();
         let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
         {
             let mut txn = doc.transact_mut();
@@ -588,7 +588,7 @@ mod tests {
 
     #[test]
     fn the_template_exports_as_headings_and_paragraphs() {
-        let doc = crate::crdt::new_doc();
+        let doc = crate::documents::crdt::new_doc();
         super::super::report::seed(&doc, "Outage");
         let md = to_markdown(&doc);
         assert!(
@@ -602,7 +602,7 @@ mod tests {
     #[test]
     fn hostile_markdown_imports_as_literal_text() {
         let md = "[x](javascript:alert(1)) [d](data:text/html,<b>hi</b>) <javascript:alert(2)> [ok](https://example.com/?a=1&b=2) [m](mailto:oncall@example.com) [r](/relative)\n\n<script>alert(3)</script>\n\n<div>\n<iframe src=\"javascript:alert(4)\">\n</div>\n\n1\\. starts with a number, then an &lt;i&gt;entity&lt;/i&gt;\n";
-        let doc = crate::crdt::new_doc();
+        let doc = crate::documents::crdt::new_doc();
         import(&doc, md).expect("import");
         let out = to_markdown(&doc);
         assert_eq!(
@@ -617,7 +617,7 @@ mod tests {
     #[test]
     fn client_written_text_and_links_export_as_literal_text() {
         use yrs::types::xml::XmlElementPrelim;
-        let doc = crate::crdt::new_doc();
+        let doc = crate::documents::crdt::new_doc();
         let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
         {
             let mut txn = doc.transact_mut();

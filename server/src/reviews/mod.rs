@@ -31,8 +31,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::access::{Access, Authorizer, Denied};
-use crate::store::{MetaTree, Store, StoreError};
+use crate::documents::access::{Access, Authorizer, Denied};
+use crate::storage::store::{MetaTree, Store, StoreError};
 pub use policy::{Phase, Role};
 
 /// Longest review title, in characters: a headline, not a summary.

@@ -5,7 +5,7 @@
 use debrief_proto::schema::DocKind;
 use serde::{Deserialize, Serialize};
 
-use crate::access::Access;
+use crate::documents::access::Access;
 
 /// A person's role in one review.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{locked, Phase, Problem, ProblemKind};
-use crate::store::{MetaTree, Store, StoreError};
+use crate::storage::store::{MetaTree, Store, StoreError};
 
 /// One pinned version: every document's full state when the review entered `phase`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The `report` document on the server side: seeding it with the template, and checking that a
 //! comment's anchor (two encoded Yjs relative positions) points into it.
 //!
-//! Both run as jobs on the document's owner ([`crate::doc::DocHandle::run`]); nothing here holds
+//! Both run as jobs on the document's owner ([`crate::documents::doc::DocHandle::run`]); nothing here holds
 //! a transaction beyond one call.
 
 use debrief_proto::lib0::Reader;
@@ -126,7 +126,7 @@ mod tests {
     use yrs::{Assoc, GetString, IndexedSequence, Text, XmlTextRef};
 
     fn seeded() -> Doc {
-        let doc = crate::crdt::new_doc();
+        let doc = crate::documents::crdt::new_doc();
         seed(&doc, "Checkout outage");
         doc
     }
@@ -165,7 +165,7 @@ mod tests {
     /// be accepted.
     #[test]
     fn anchors_resolve_in_a_report_loaded_from_the_store() {
-        let seeded = crate::crdt::new_doc();
+        let seeded = crate::documents::crdt::new_doc();
         let update = seed(&seeded, "Checkout outage");
         let (start, end) = {
             let text = first_paragraph_text(&seeded);
@@ -174,7 +174,7 @@ mod tests {
             let e = text.sticky_index(&txn, 3, Assoc::Before).expect("end");
             (s.encode_v1(), e.encode_v1())
         };
-        let reloaded = crate::crdt::load(None, [update.as_slice()]).expect("load");
+        let reloaded = crate::documents::crdt::load(None, [update.as_slice()]).expect("load");
         assert_eq!(check_anchor(&reloaded, &start, &end), Ok(()));
         // A position at the fragment itself (the end of the report) resolves too.
         let at_root = {
@@ -186,7 +186,7 @@ mod tests {
                 .expect("end of report")
                 .encode_v1()
         };
-        let reloaded = crate::crdt::load(None, [update.as_slice()]).expect("load");
+        let reloaded = crate::documents::crdt::load(None, [update.as_slice()]).expect("load");
         assert_eq!(check_anchor(&reloaded, &start, &at_root), Ok(()));
     }
 
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(check_anchor(&doc, &start, &end), Ok(()));
 
         // The same positions mean nothing in another document.
-        let other = crate::crdt::new_doc();
+        let other = crate::documents::crdt::new_doc();
         other
             .get_or_insert_text("t")
             .insert(&mut other.transact_mut(), 0, "hello");

@@ -1,6 +1,6 @@
 //! The `discussion` document on the server side: the review's state and the comment threads.
 //! Only the server writes this document; every function here runs as a job on its owner
-//! ([`crate::doc::DocHandle::run`]), checks the command against the document, makes one change
+//! ([`crate::documents::doc::DocHandle::run`]), checks the command against the document, makes one change
 //! in one transaction, and returns the result with the encoded update.
 //!
 //! Shape (see `docs/schema.md`): root map `review` {title, phase}; root map `threads`:

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use debrief_server::wal;
+use debrief_server::storage::wal;
 use debrief_tests::api::{request, Review};
 use debrief_tests::server::{refused_start, run_binary};
 use debrief_tests::{ChildServer, Client};

@@ -1,7 +1,7 @@
 //! Durability: restart, compaction, idle unload, graceful shutdown and `kill -9`.
 
 use debrief_server::limits::Limits;
-use debrief_server::store::Store;
+use debrief_server::storage::store::Store;
 use debrief_tests::{within, ChildServer, Client, TestServer};
 
 #[tokio::test]

@@ -111,7 +111,9 @@ async fn creations_are_limited_per_address_not_for_everyone() {
 async fn wrong_creation_secrets_are_throttled_per_address() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = debrief_server::Config::new("unused");
-    config.creation_secret = Some(debrief_server::peer::Credential::new("s3cret-of-the-team"));
+    config.creation_secret = Some(debrief_server::documents::peer::Credential::new(
+        "s3cret-of-the-team",
+    ));
     let server = TestServer::start_with(dir, config).await;
     let body = json!({ "title": "Secret" }).to_string();
     for _ in 0..5 {

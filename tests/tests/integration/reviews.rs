@@ -593,7 +593,9 @@ async fn review_creation_can_require_a_secret() {
     let server = TestServer::start_with(
         dir,
         debrief_server::Config {
-            creation_secret: Some(debrief_server::peer::Credential::new("let-me-create")),
+            creation_secret: Some(debrief_server::documents::peer::Credential::new(
+                "let-me-create",
+            )),
             ..debrief_server::Config::new("unused")
         },
     )
@@ -629,7 +631,7 @@ async fn review_documents_need_a_session_and_others_follow_the_fallback() {
     let server = TestServer::start_with(
         dir,
         debrief_server::Config {
-            authorizer: std::sync::Arc::new(debrief_server::access::ReviewsOnly),
+            authorizer: std::sync::Arc::new(debrief_server::documents::access::ReviewsOnly),
             ..debrief_server::Config::new("unused")
         },
     )

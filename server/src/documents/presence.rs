@@ -6,7 +6,7 @@ use debrief_proto::awareness::{encode_update, AwarenessEntry, REMOVED_STATE};
 
 use tokio::time::Instant;
 
-use crate::compact;
+use crate::documents::compact;
 use crate::limits::PRESENCE_QUERY_INTERVAL;
 use crate::ConnId;
 

@@ -11,7 +11,7 @@ use std::fmt::Debug;
 
 use futures_util::future::BoxFuture;
 
-use crate::access::Access;
+use crate::documents::access::Access;
 
 /// One stateless message from a connection.
 #[derive(Debug, Clone, Copy)]

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::task::TaskTracker;
 
-use crate::doc::{DocContext, DocHandle, Owner};
+use crate::documents::doc::{DocContext, DocHandle, Owner};
+use crate::documents::queue;
 use crate::limits::DOC_COMMAND_CAPACITY;
-use crate::queue;
 
 #[derive(Debug)]
 struct Entry {

@@ -24,7 +24,7 @@ use std::path::Path;
 use debrief_proto::lib0::{write_var_uint8_array, Reader};
 use sha2::{Digest, Sha256};
 
-use crate::integrity::{self, Manifest, Recorded, State};
+use crate::storage::integrity::{self, Manifest, Recorded, State};
 
 const STORE: &str = "store";
 const HELD: &str = "held/slots";
@@ -72,7 +72,7 @@ pub enum BackupError {
     Damaged(String),
     /// Opening the restored store failed.
     #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::storage::store::StoreError),
 }
 
 /// Writes a backup of `db` and of `data_dir`'s held-items file into `to` (created; it must not
@@ -183,7 +183,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Summary, BackupError> {
     }
     // Opening the store writes its manifest; the flusher's end at a clean stop records every
     // file and tree.
-    let (store, flusher) = crate::store::Store::open(data_dir)?;
+    let (store, flusher) = crate::storage::store::Store::open(data_dir)?;
     drop(store);
     flusher.run();
     summary.bytes = manifest
@@ -385,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         {
-            let (store, flusher) = crate::store::Store::open(&data).expect("open");
+            let (store, flusher) = crate::storage::store::Store::open(&data).expect("open");
             store.append("doc", 0, &[b"hello"]).expect("append");
             let meta = store.meta_tree("reviews").expect("tree");
             for i in 0..5u8 {
@@ -401,7 +401,8 @@ mod tests {
         }
         let restored = dir.path().join("restored");
         restore(&dir.path().join("backup"), &restored).expect("restore");
-        let (store, flusher) = crate::store::Store::open(&restored).expect("open restored");
+        let (store, flusher) =
+            crate::storage::store::Store::open(&restored).expect("open restored");
         assert_eq!(
             store.load("doc").expect("load").updates().expect("decode"),
             vec![&b"hello"[..]]

@@ -1,6 +1,6 @@
 //! The administration socket: `<data-dir>/admin.sock`, a Unix socket through which
 //! `debrief backup` asks the running server for an online backup. This module owns the socket
-//! and its one-line protocol; the backup itself is [`crate::backup`].
+//! and its one-line protocol; the backup itself is [`crate::ops::backup`].
 //!
 //! Why a Unix socket in the data directory rather than an HTTP endpoint: a backup reads
 //! everything, anonymous items waiting for their release included, and writes files wherever it
@@ -113,7 +113,7 @@ async fn answer(
             let to = PathBuf::from(to);
             let started = std::time::Instant::now();
             let done =
-                tokio::task::spawn_blocking(move || crate::backup::write(&db, &data_dir, &to))
+                tokio::task::spawn_blocking(move || crate::ops::backup::write(&db, &data_dir, &to))
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
             match done {

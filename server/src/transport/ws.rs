@@ -2,7 +2,7 @@
 //! a reader and a writer side by side.
 //!
 //! Access: the token is `?token=…` (none is the empty token), decided by the server's
-//! [`crate::access::Authorizer`] before the connection joins the document. A refusal closes the
+//! [`crate::documents::access::Authorizer`] before the connection joins the document. A refusal closes the
 //! socket with 4401 and the reason; a read-only connection that sends a change is closed with
 //! 4403 (an update that holds nothing new, such as a reader's SyncStep2 answer, is accepted).
 //!
@@ -28,15 +28,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::access::Access;
-use crate::admission::{Connection, Failure, Meter};
-use crate::doc::{DocHandle, Incoming, JoinError};
-use crate::error::ApiError;
+use crate::documents::access::Access;
+use crate::documents::doc::{DocHandle, Incoming, JoinError};
+use crate::documents::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
+use crate::documents::presence::QueryGate;
+use crate::documents::queue;
 use crate::limits::{valid_document_name, CLOSE_TIMEOUT, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
-use crate::presence::QueryGate;
-use crate::queue;
+use crate::transport::admission::{Connection, Failure, Meter};
+use crate::transport::error::ApiError;
 use crate::AppState;
 
 /// tungstenite allocates its read buffer eagerly (128 KiB by default) and keeps it for the life
@@ -121,7 +121,7 @@ pub async fn upgrade(
 }
 
 /// The meter of the request's connection; absent only when the router is served without
-/// [`crate::admission::MeteredListener`].
+/// [`crate::transport::admission::MeteredListener`].
 pub(crate) fn meter_of(
     connection: Result<ConnectInfo<Connection>, ExtensionRejection>,
 ) -> Option<Arc<Meter>> {
@@ -154,7 +154,7 @@ pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
 async fn connection(
     (mut sink, stream): (Sink, Stream),
     doc: String,
-    (access, credential): (Result<Access, crate::access::Denied>, Credential),
+    (access, credential): (Result<Access, crate::documents::access::Denied>, Credential),
     (conn, meter): (ConnId, Option<Arc<Meter>>),
     state: Arc<AppState>,
 ) {

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::integrity::OnDamage;
 use crate::reviews::held::HeldFile;
-use crate::store::{Store, StoreError};
+use crate::storage::integrity::OnDamage;
+use crate::storage::store::{Store, StoreError};
 
 /// The outcome of a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub fn check(dir: &Path) -> Result<Checked, String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a data directory", dir.display()));
     }
-    if crate::admin::server_running(dir) {
+    if crate::ops::admin::server_running(dir) {
         return Err(format!(
             "a server is running on {}; stop it first (or take a backup with `debrief backup`)",
             dir.display()
@@ -32,10 +32,10 @@ pub fn check(dir: &Path) -> Result<Checked, String> {
     }
     let scratch = Scratch::new().map_err(|e| format!("making a scratch folder: {e}"))?;
     let copy = scratch.0.join("data");
-    crate::integrity::copy_tree(dir, &copy, false)
+    crate::storage::integrity::copy_tree(dir, &copy, false)
         .map_err(|e| format!("copying {}: {e}", dir.display()))?;
     // The copy's kept folders would only be noise in it.
-    let _ = std::fs::remove_dir_all(copy.join(crate::integrity::DAMAGED));
+    let _ = std::fs::remove_dir_all(copy.join(crate::storage::integrity::DAMAGED));
     let mut lines = match Store::open_checked(&copy, OnDamage::Refuse) {
         Ok(opened) => {
             drop(opened.store);

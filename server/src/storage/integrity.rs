@@ -37,7 +37,7 @@ const OURS: [&str; 6] = [
     DAMAGED,
     "wal",
     "held",
-    crate::admin::SOCKET,
+    crate::ops::admin::SOCKET,
 ];
 const HEADER: &str = "debrief-manifest 1";
 /// Name of the report written beside kept files.

@@ -8,19 +8,19 @@
 //!   document is loading after the token was accepted. Waiting is bounded per socket (documents,
 //!   messages, bytes; [`crate::limits`]) and in time: past a cap the socket is closed with 4429,
 //!   past the deadline with 4408.
-//! - the token is decided by the [`crate::access::Authorizer`]. Accepted: `Authenticated(scope)`,
+//! - the token is decided by the [`crate::documents::access::Authorizer`]. Accepted: `Authenticated(scope)`,
 //!   then the server's SyncStep1 and the current awareness, then the queued messages in order.
 //!   Refused: `PermissionDenied(reason)`, the queue is dropped, later messages for the document
 //!   are answered `PermissionDenied("not_authenticated: …")` until a new token is accepted on the
 //!   same socket.
 //! - every Update or SyncStep2 is answered with SyncStatus(1) once the flush that holds it has
 //!   completed, or SyncStatus(0) when a read-only connection sent something new (not applied).
-//! - Stateless goes to the [`crate::stateless::StatelessHandler`]; BroadcastStateless, types
+//! - Stateless goes to the [`crate::transport::stateless::StatelessHandler`]; BroadcastStateless, types
 //!   clients must not send and unknown types are answered with a stateless JSON error.
 //! - Close detaches that one document; the socket stays open.
 //!
 //! - a socket must send a token within [`crate::limits::FIRST_TOKEN_DEADLINE`] (4408); queued
-//!   messages count against the unauthenticated budgets of [`crate::admission`] (4503), and a new
+//!   messages count against the unauthenticated budgets of [`crate::transport::admission`] (4503), and a new
 //!   socket is refused with 4503 while they are full.
 //! - one document is attached at most [`crate::limits::MAX_ATTACHMENTS_PER_SOCKET`] times per
 //!   socket (a Close message for the key past it).
@@ -47,18 +47,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::access::Access;
-use crate::admission::{Busy, Connection, Meter};
-use crate::compact;
-use crate::doc::{DocHandle, Incoming, JoinError};
+use crate::documents::access::Access;
+use crate::documents::compact;
+use crate::documents::doc::{DocHandle, Incoming, JoinError};
+use crate::documents::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
+use crate::documents::presence::QueryGate;
+use crate::documents::queue;
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
-use crate::presence::QueryGate;
-use crate::queue;
-use crate::stateless::{error_json, StatelessRequest};
-use crate::ws::meter_of;
-use crate::ws::{configure, join, next_frame, outbox_room, upgrade_required, writer, Sink, Stream};
+use crate::transport::admission::{Busy, Connection, Meter};
+use crate::transport::stateless::{error_json, StatelessRequest};
+use crate::transport::ws::meter_of;
+use crate::transport::ws::{
+    configure, join, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
+};
 use crate::AppState;
 
 /// `GET /collab`: upgrades to a Hocuspocus session.
@@ -337,7 +339,7 @@ impl Session {
         let decision = if valid_document_name(document) {
             self.state.authorizer.authorize(token, document)
         } else {
-            Err(crate::access::Denied {
+            Err(crate::documents::access::Denied {
                 code: "invalid_document_name",
                 message: format!(
                     "document names are 1 to {MAX_DOCUMENT_NAME_LEN} characters from A-Z a-z 0-9 . _ : -"

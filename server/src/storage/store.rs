@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex};
 use debrief_proto::lib0::{write_var_uint8_array, Reader};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::integrity::{self, Manifest, OnDamage, State};
-use crate::wal::{self, Wal};
+use crate::storage::integrity::{self, Manifest, OnDamage, State};
+use crate::storage::wal::{self, Wal};
 
 /// Flush requests waiting for the flusher. Owners wait when it is full, which only happens if the
 /// disk cannot keep up; that is the back-pressure we want.
@@ -69,7 +69,7 @@ pub enum StoreError {
     /// Reading or writing the write-ahead file failed.
     #[error("write-ahead file: {0}")]
     Wal(String),
-    /// The data directory is damaged (see [`crate::integrity`]); nothing was served.
+    /// The data directory is damaged (see [`crate::storage::integrity`]); nothing was served.
     #[error("{0}")]
     Damaged(Damage),
     /// The store was opened read-only because it is damaged: nothing may be written.
@@ -263,7 +263,7 @@ type Pending = Arc<Mutex<Vec<u8>>>;
 /// records a failed round had taken included.
 type SharedWal = Arc<Mutex<Option<Wal>>>;
 
-/// Debrief's side of every sled flush it asks for (see [`crate::integrity`]): a new generation
+/// Debrief's side of every sled flush it asks for (see [`crate::storage::integrity`]): a new generation
 /// goes into sled before the flush and into the manifest after it. Behind a lock of its own, so
 /// that two flushes (the flusher's and the one at shutdown) never interleave their steps.
 #[derive(Debug)]
@@ -318,13 +318,13 @@ impl Store {
     }
 
     /// Opens (or creates) the store in `dir` after checking it against its manifest and its
-    /// write-ahead segments (see [`crate::integrity`]). Damage is refused with
+    /// write-ahead segments (see [`crate::storage::integrity`]). Damage is refused with
     /// [`StoreError::Damaged`], or with [`OnDamage::ReadOnly`] the store opens read-only and the
     /// damage is returned. Either way the damaged files are first copied to
     /// `damaged/<time>/`, and nothing is deleted.
     ///
     /// Log records left in the write-ahead file by a crash are put back into sled first (see
-    /// [`crate::wal`]).
+    /// [`crate::storage::wal`]).
     pub fn open_checked(dir: &Path, on_damage: OnDamage) -> Result<Opened, StoreError> {
         std::fs::create_dir_all(dir).map_err(integrity_error)?;
         let wal_dir = dir.join("wal");

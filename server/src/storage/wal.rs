@@ -20,7 +20,7 @@
 //! `varString(document) varUint(sequence) varUint8Array(log record)`. A record that is incomplete
 //! or fails its checksum with no valid record after it is a write that a crash cut short (never
 //! acknowledged), and replay skips it; one followed by valid records is damage to acknowledged
-//! records ([`scan`] tells them apart), and the store refuses to open (see `crate::integrity`).
+//! records ([`scan`] tells them apart), and the store refuses to open (see `crate::storage::integrity`).
 //!
 //! A segment is written with zeros ahead of its records ([`FILL_BYTES`] at a time), and records
 //! overwrite those zeros. A sync of an append that grows the file must also write the file's

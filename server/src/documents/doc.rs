@@ -20,16 +20,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use yrs::Doc;
 
-use crate::access::{Access, Authorizer};
-use crate::crdt;
+use crate::documents::access::{Access, Authorizer};
+use crate::documents::crdt;
+use crate::documents::peer::{ConnId, Dialect, Peer, Peers};
+use crate::documents::presence::Presence;
+use crate::documents::queue;
+use crate::documents::registry::Registry;
+use crate::documents::reloads::ReloadLimiter;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::peer::{ConnId, Dialect, Peer, Peers};
-use crate::presence::Presence;
-use crate::queue;
-use crate::registry::Registry;
-use crate::reloads::ReloadLimiter;
-use crate::store::{Compacted, Store, StoreError, StoredDoc};
+use crate::storage::store::{Compacted, Store, StoreError, StoredDoc};
 
 /// The encoding of an empty state vector: a client that has nothing of the document.
 const EMPTY_STATE_VECTOR: &[u8] = &[0];
@@ -165,7 +165,7 @@ pub enum JobError {
     /// The document is past its size limit: server code may not grow it either.
     #[error("the document is at its size limit")]
     TooLarge,
-    /// The document's review is past its storage quota (see [`crate::quota`]).
+    /// The document's review is past its storage quota (see [`crate::documents::quota`]).
     #[error("the review is at its storage quota")]
     QuotaExceeded,
 }
@@ -609,8 +609,8 @@ impl Owner {
             return;
         }
         let quota = self.ctx.limits.max_review_bytes;
-        let needs = size + crate::quota::JOB_HEADROOM;
-        if writes && crate::quota::exceeded(&self.ctx.store, &self.name, needs, quota) {
+        let needs = size + crate::documents::quota::JOB_HEADROOM;
+        if writes && crate::documents::quota::exceeded(&self.ctx.store, &self.name, needs, quota) {
             Metrics::inc(&self.ctx.metrics.review_quota_refusals);
             let _ = done.send(Err(JobError::QuotaExceeded));
             return;
@@ -766,7 +766,7 @@ impl Owner {
             let mine = self
                 .peers
                 .iter()
-                .filter(|p| crate::access::same_secret(p.credential.expose(), token))
+                .filter(|p| crate::documents::access::same_secret(p.credential.expose(), token))
                 .count();
             if mine >= limits.max_attachments_per_session {
                 return Err(JoinError::TooManyForSession);
@@ -839,7 +839,7 @@ impl Owner {
         }
         let quota = self.ctx.limits.max_review_bytes;
         let after = size + update.len() as u64;
-        if crate::quota::exceeded(&self.ctx.store, &self.name, after, quota)
+        if crate::documents::quota::exceeded(&self.ctx.store, &self.name, after, quota)
             && !matches!(crdt::contained(&self.doc, update), Ok(true))
         {
             // Refused only when it holds something new: a reconnecting client's handshake
@@ -848,7 +848,7 @@ impl Owner {
             self.reject(
                 conn,
                 close::DOCUMENT_TOO_LARGE,
-                &crate::quota::message(quota),
+                &crate::documents::quota::message(quota),
             );
             return;
         }

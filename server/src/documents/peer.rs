@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::access::Access;
-use crate::compact;
-use crate::queue;
+use crate::documents::access::Access;
+use crate::documents::compact;
+use crate::documents::queue;
 
 /// Identifies one WebSocket connection for the lifetime of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,7 +5,7 @@
 
 use debrief_proto::schema::{document_name, parse_document_name, DocKind};
 
-use crate::store::Store;
+use crate::storage::store::Store;
 
 /// Room a server write (a REST request: a comment, a thread) needs left in the quota: the
 /// largest request body. How much a job adds is known only once it has run on the document, so

@@ -6,12 +6,12 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::transport::error::ApiError;
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
 /// Shown when the binary was built without the web app.
-const NOT_BUILT: &str = include_str!("../../web/not-built.html");
+const NOT_BUILT: &str = include_str!("../../../web/not-built.html");
 
 fn find(path: &str) -> Option<&'static [u8]> {
     ASSETS.iter().find(|(p, _)| *p == path).map(|(_, b)| *b)

@@ -1,6 +1,6 @@
-//! HTTP routes: the router, health and readiness probes, metrics, the browser app ([`crate::web`])
+//! HTTP routes: the router, health and readiness probes, metrics, the browser app ([`crate::transport::web`])
 //! and the fallback error, and the security headers every response carries. WebSocket upgrades are
-//! handed to [`crate::ws`] and [`crate::collab`].
+//! handed to [`crate::transport::ws`] and [`crate::transport::collab`].
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::error::ApiError;
+use crate::transport::error::ApiError;
 use crate::AppState;
 
 /// The whole HTTP surface of the server.
@@ -19,13 +19,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/ws/{doc}", get(crate::ws::upgrade))
-        .route("/collab", get(crate::collab::upgrade))
-        .route("/", get(crate::web::shell))
-        .route("/join", get(crate::web::shell))
-        .route("/r/{id}", get(crate::web::shell))
-        .route("/library/{id}", get(crate::web::shell))
-        .route("/assets/{*file}", get(crate::web::asset))
+        .route("/ws/{doc}", get(crate::transport::ws::upgrade))
+        .route("/collab", get(crate::transport::collab::upgrade))
+        .route("/", get(crate::transport::web::shell))
+        .route("/join", get(crate::transport::web::shell))
+        .route("/r/{id}", get(crate::transport::web::shell))
+        .route("/library/{id}", get(crate::transport::web::shell))
+        .route("/assets/{*file}", get(crate::transport::web::asset))
         .merge(crate::reviews::api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
