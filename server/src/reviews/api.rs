@@ -490,7 +490,7 @@ async fn move_phase(
     };
     // One move at a time, so the discussion's copy of the phase is written in the same order
     // as the phase itself.
-    let _one_move = state.reviews.phase_lock().await;
+    let _one_move = state.reviews.phase_lock(&id).await;
     let moved = state.reviews.set_phase(&session, to).await;
     // Once the phase changed in memory (even if making it durable failed), open sockets follow
     // it at once; deciding again is harmless when nothing changed.

@@ -335,8 +335,10 @@ pub struct Reviews {
     reviews_tree: MetaTree,
     sessions_tree: MetaTree,
     store: Store,
-    /// Held while a phase moves, with everything that follows from it.
-    phase_moves: tokio::sync::Mutex<()>,
+    /// One lock per review, held while its phase moves with everything that follows from it;
+    /// moves of different reviews do not wait on each other. An entry lives as long as its
+    /// review, which is in memory anyway.
+    phase_moves: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Limits on guessing and flooding.
     pub guards: Guards,
 }
@@ -376,7 +378,7 @@ impl Reviews {
             reviews_tree,
             sessions_tree,
             store: store.clone(),
-            phase_moves: tokio::sync::Mutex::new(()),
+            phase_moves: Mutex::new(HashMap::new()),
             guards,
         }))
     }
@@ -531,9 +533,14 @@ impl Reviews {
         Ok((session, review))
     }
 
-    /// Serialises phase moves (see the API's phase handler).
-    pub async fn phase_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.phase_moves.lock().await
+    /// Serialises the phase moves of one review (see the API's phase handler); other reviews'
+    /// moves go on meanwhile, even while this one waits for its documents to flush.
+    pub async fn phase_lock(&self, review: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = locked(&self.phase_moves)
+            .entry(review.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     /// A review's record, if it exists.
@@ -884,6 +891,23 @@ mod tests {
             validate_date("yesterday").expect_err("refused").code,
             "invalid_incident_date"
         );
+    }
+
+    #[tokio::test]
+    async fn phase_moves_of_different_reviews_do_not_wait_on_each_other() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _flusher) = Store::open(dir.path()).expect("open");
+        let reviews = Reviews::open(&store).expect("reviews");
+        let moving_a = reviews.phase_lock("a").await;
+        // Another review moves while review a's move is under way…
+        let moving_b = reviews.phase_lock("b").now_or_never();
+        assert!(moving_b.is_some(), "review b waited on review a");
+        // …but a second move of review a waits for the first to finish.
+        let mut again_a = Box::pin(reviews.phase_lock("a"));
+        assert!((&mut again_a).now_or_never().is_none(), "two moves of a at once");
+        drop(moving_a);
+        assert!(again_a.now_or_never().is_some(), "a's next move stayed blocked");
     }
 
     #[tokio::test]
