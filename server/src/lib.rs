@@ -1,10 +1,20 @@
 //! Debrief's server as a library: [`run`] serves HTTP and WebSockets on a bound listener until a
 //! shutdown token is cancelled, so that tests drive exactly what the binary runs.
 //!
-//! Dependencies run one way: transport ([`http`], [`ws`], [`collab`]; access decisions from
-//! [`access`], application messages to [`stateless`]) → documents ([`registry`], [`doc`],
-//! [`crdt`], [`presence`]) → storage ([`store`]). Only the transport layer knows axum; storage
-//! knows bytes, not yrs.
+//! The rooms, from the network down (`docs/architecture.md`, "Layers"):
+//! - [`transport`]: HTTP, the two WebSocket dialects, admission of unauthenticated connections,
+//!   the web app's files; sockets are read and written here and nowhere else.
+//! - [`reviews`]: the review domain — reviews and sessions, the phase table, comment threads,
+//!   anonymous items, the meeting, pinned versions and the library, Markdown — and its REST API.
+//! - [`documents`]: one owner per open document (apply, hold until durable, relay, acknowledge),
+//!   who may open what, presence, the bounded queues.
+//! - [`storage`]: sled, the write-ahead file, the integrity manifest.
+//! - [`ops`]: `debrief check`, `backup` and `restore`, and the administration socket.
+//! - Beside them, imported by any room: [`config`] (the command line), [`limits`] (the bounds of
+//!   transport, documents and storage, each with its reason) and [`metrics`] (counters).
+//!
+//! Dependencies run one way: transport → reviews → documents → storage. This file composes
+//! them: it opens the store, builds the state every room shares and owns every task.
 
 pub mod config;
 pub mod documents;
@@ -228,7 +238,8 @@ impl Server {
         if let Some(admin) = admin {
             tracker.spawn(admin::serve(
                 admin,
-                state.clone(),
+                state.store.db().clone(),
+                tracker.clone(),
                 data_dir,
                 shutdown.clone(),
             ));

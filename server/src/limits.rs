@@ -1,4 +1,6 @@
-//! Every bound the server enforces, as named constants with the reason for each value.
+//! The bounds of the transports, documents and storage, as named constants with the reason for
+//! each value. The review domain's bounds (title and comment lengths, sessions per review,
+//! held anonymous items, …) sit beside the rules they bound, in `reviews/`.
 //!
 //! [`Limits`] carries them at run time so that integration tests can lower a limit that would be
 //! slow to reach at its production value; the defaults are always these constants.

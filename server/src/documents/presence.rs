@@ -7,8 +7,8 @@ use debrief_proto::awareness::{encode_update, AwarenessEntry, REMOVED_STATE};
 use tokio::time::Instant;
 
 use crate::documents::compact;
+use crate::documents::peer::ConnId;
 use crate::limits::PRESENCE_QUERY_INTERVAL;
-use crate::ConnId;
 
 #[derive(Debug)]
 struct Client {

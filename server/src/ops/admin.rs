@@ -19,10 +19,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
+use tokio_util::task::TaskTracker;
 
-/// Name of the socket in the data directory.
-pub const SOCKET: &str = "admin.sock";
+/// Name of the socket in the data directory (declared with the storage layer's list of the
+/// data directory's entries).
+pub use crate::storage::integrity::ADMIN_SOCKET as SOCKET;
 
 /// Longest request line: a path, with room to spare.
 const MAX_REQUEST: u64 = 8 * 1024;
@@ -45,10 +46,12 @@ pub fn bind(data_dir: &Path) -> Option<UnixListener> {
     }
 }
 
-/// Serves the socket bound by [`bind`] until `shutdown`; removes it when done.
+/// Serves the socket bound by [`bind`] until `shutdown`, backing up `db`; answers run on
+/// `tracker`. Removes the socket when done.
 pub async fn serve(
     listener: UnixListener,
-    state: Arc<AppState>,
+    db: sled::Db,
+    tracker: TaskTracker,
     data_dir: PathBuf,
     shutdown: CancellationToken,
 ) {
@@ -59,11 +62,11 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let state = state.clone();
+                    let db = db.clone();
                     let busy = busy.clone();
                     let data_dir = data_dir.clone();
-                    state.tracker.clone().spawn(async move {
-                        if let Err(e) = answer(stream, &state, &data_dir, &busy).await {
+                    tracker.spawn(async move {
+                        if let Err(e) = answer(stream, &db, &data_dir, &busy).await {
                             tracing::warn!(error = %e, "administration request failed");
                         }
                     });
@@ -87,7 +90,7 @@ fn bind_at(path: &Path) -> std::io::Result<UnixListener> {
 
 async fn answer(
     stream: UnixStream,
-    state: &Arc<AppState>,
+    db: &sled::Db,
     data_dir: &Path,
     busy: &tokio::sync::Mutex<()>,
 ) -> std::io::Result<()> {
@@ -108,7 +111,7 @@ async fn answer(
     let reply = match line.trim_end().split_once(' ') {
         Some(("backup", to)) if Path::new(to).is_absolute() => {
             let _one_at_a_time = busy.lock().await;
-            let db = state.store.db().clone();
+            let db = db.clone();
             let data_dir = data_dir.to_path_buf();
             let to = PathBuf::from(to);
             let started = std::time::Instant::now();

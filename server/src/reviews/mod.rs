@@ -905,9 +905,15 @@ mod tests {
         assert!(moving_b.is_some(), "review b waited on review a");
         // …but a second move of review a waits for the first to finish.
         let mut again_a = Box::pin(reviews.phase_lock("a"));
-        assert!((&mut again_a).now_or_never().is_none(), "two moves of a at once");
+        assert!(
+            (&mut again_a).now_or_never().is_none(),
+            "two moves of a at once"
+        );
         drop(moving_a);
-        assert!(again_a.now_or_never().is_some(), "a's next move stayed blocked");
+        assert!(
+            again_a.now_or_never().is_some(),
+            "a's next move stayed blocked"
+        );
     }
 
     #[tokio::test]

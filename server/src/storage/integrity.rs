@@ -37,8 +37,10 @@ const OURS: [&str; 6] = [
     DAMAGED,
     "wal",
     "held",
-    crate::ops::admin::SOCKET,
+    ADMIN_SOCKET,
 ];
+/// The administration socket `debrief backup` talks to (`crate::ops::admin`).
+pub const ADMIN_SOCKET: &str = "admin.sock";
 const HEADER: &str = "debrief-manifest 1";
 /// Name of the report written beside kept files.
 pub const REPORT: &str = "REPORT";
