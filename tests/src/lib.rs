@@ -26,9 +26,14 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, fut).await {
+    within_for(WAIT, what, fut).await
+}
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than `patience`.
+pub async fn within_for<T>(patience: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(patience, fut).await {
         Ok(v) => v,
-        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+        Err(_) => panic!("timed out after {patience:?} waiting for {what}"),
     }
 }
 

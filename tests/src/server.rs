@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use debrief_server::documents::access::{Authorizer, StaticTokens};
-use debrief_server::limits::Limits;
+use debrief_server::limits::{Limits, SHUTDOWN_GRACE};
 use debrief_server::Config;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -104,10 +104,17 @@ impl TestServer {
     }
 
     /// Cancels the shutdown token and waits for `run` to return, which it must do cleanly.
+    ///
+    /// The server bounds its own shutdown: its connections and documents get
+    /// [`SHUTDOWN_GRACE`], and so does the flusher after the final flush. The harness waits that
+    /// bound and [`crate::WAIT`] on top, not `WAIT` alone: a document's last compaction (16 MB
+    /// of text, in a debug build on a loaded 2-core machine) may use seconds of the grace, and a
+    /// server that keeps its own bound must not fail a test.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            let result = crate::within("the server to stop", task).await;
+            let patience = 2 * SHUTDOWN_GRACE + crate::WAIT;
+            let result = crate::within_for(patience, "the server to stop", task).await;
             result.expect("server task").expect("server stops cleanly");
         }
     }

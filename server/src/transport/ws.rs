@@ -281,11 +281,12 @@ pub(crate) async fn writer(
         // Most writes complete at once; only one that has to wait for the client gets a timer.
         let sent = match (&mut send).now_or_never() {
             Some(sent) => Ok(sent),
-            // A write blocks while the client does not read; a close request must not wait
-            // for it.
+            // A write blocks while the client does not read; neither a close request nor a
+            // shutdown waits for it.
             None => tokio::select! {
                 biased;
                 (code, reason) = &mut kicked => break Some((code, reason)),
+                () = &mut stopping => break Some((close::GOING_AWAY, "server_shutting_down".to_owned())),
                 sent = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, send)) => sent,
             },
         };

@@ -324,3 +324,43 @@ async fn issue_16_a_client_is_not_closed_while_its_outbox_has_room() {
     );
     assert!(heard, "the slow client's own presence never came back");
 }
+
+/// A shutdown does not wait for a client that stopped reading: its writer, stuck on a frame the
+/// socket cannot take, gives up at once and the server stops within its close timeout. (It
+/// waited for the whole write timeout, as long as the test harness's patience, so a test that
+/// ended with such a client open failed now and then on a loaded machine.) The frames are
+/// presence, so that nothing is left to compact at shutdown.
+#[tokio::test]
+async fn a_shutdown_does_not_wait_for_a_client_that_stopped_reading() {
+    const RECEIVE: usize = 64 * 1024;
+    let state_bytes = Limits::default().max_awareness_state_bytes - 64;
+    let frames = socket_buffering_bound(RECEIVE).div_ceil(state_bytes) + 4;
+    let mut server = TestServer::start().await;
+    let url = server.ws_url("stuck-reader");
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(RECEIVE as u32)
+        .expect("SO_RCVBUF");
+    let tcp = socket.connect(server.addr).await.expect("connect");
+    let (_stuck, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .expect("handshake");
+
+    let mut writer = Client::connect(&url).await;
+    writer.wait_synced().await;
+    let filler = "x".repeat(state_bytes - 32);
+    for clock in 1..=frames as u64 {
+        let state = format!(r#"{{"n":{clock},"f":"{filler}"}}"#);
+        writer.set_awareness(77, clock, &state);
+        // Heard back: the same change is in the stuck client's outbox too.
+        writer.wait_awareness(77, Some(&state)).await;
+    }
+    // More presence than the stuck client's socket can buffer: its writer is blocked now.
+    let stopped =
+        tokio::time::timeout(debrief_server::limits::WRITE_TIMEOUT / 2, server.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "the server did not stop within half the write timeout"
+    );
+}
