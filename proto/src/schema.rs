@@ -121,6 +121,8 @@ pub mod attr {
     pub const LANGUAGE: &str = "language";
     /// Link target.
     pub const HREF: &str = "href";
+    /// First number of an ordered list (a number; absent means 1).
+    pub const START: &str = "start";
 }
 
 /// One section of the report template: a level-2 heading and one paragraph of help text that

@@ -3,12 +3,16 @@
 //! "Anonymous"; hidden and deleted ones left out), concerns with their support, action items as
 //! a table, and the meeting notes. The same text is what the library publishes.
 //!
-//! Everything people wrote (names, quotes, bodies, action items) is escaped so that it renders as
-//! the literal text ([`super::mdtext`]); the report and notes come escaped from `markdown.rs`.
+//! The Markdown is one stream of events written by the one writer ([`super::markdown::write`]):
+//! the report and notes (Markdown from [`super::markdown`], read back as events) and the
+//! sections built here. Everything people wrote (names, quotes, bodies, action items) is text
+//! that the writer escapes, so that it renders as the literal text (issue 16).
 
+use pulldown_cmark::{Alignment, Event, HeadingLevel, Parser, Tag, TagEnd};
 use serde_json::{json, Value};
 
-use super::{mdtext, ReviewRecord};
+use super::markdown::write::DIALECT;
+use super::ReviewRecord;
 
 /// The parts a review is exported from.
 #[derive(Debug, Clone)]
@@ -98,100 +102,187 @@ fn actions(p: &Parts) -> Vec<Value> {
         .collect()
 }
 
-/// A table cell: escaped text on one line, its pipes escaped for the table.
-fn cell(v: &Value) -> String {
-    mdtext::inline(&one_line(v.as_str().unwrap_or(""))).replace('|', "\\|")
+/// A comment's or concern's text on one line: line breaks of any kind become spaces, and the
+/// ends are trimmed (Markdown would drop them).
+fn one_line(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or("")
+        .replace(['\n', '\r'], " ")
+        .trim()
+        .to_owned()
 }
 
-/// A table cell of a value the server checked: on one line, pipes escaped.
-fn plain_cell(v: &Value) -> String {
-    one_line(v.as_str().unwrap_or("")).replace('|', "\\|")
+fn text(s: impl Into<String>) -> Event<'static> {
+    Event::Text(s.into().into())
 }
 
-/// A quote as a block quote, each line escaped so that none opens a block inside it.
-fn quote_lines(text: &str) -> String {
-    text.replace('\r', "\n")
-        .lines()
-        .map(|l| format!("> {}\n", mdtext::line_start(&mdtext::inline(l))))
-        .collect()
+fn heading(title: &'static str, out: &mut Vec<Event<'static>>) {
+    let level = HeadingLevel::H2;
+    out.push(Event::Start(Tag::Heading {
+        level,
+        id: None,
+        classes: Vec::new(),
+        attrs: Vec::new(),
+    }));
+    out.push(text(title));
+    out.push(Event::End(TagEnd::Heading(level)));
 }
 
-/// A comment or concern on one line: line breaks of any kind become spaces.
-fn one_line(text: &str) -> String {
-    text.replace(['\n', '\r'], " ")
+fn paragraph(s: &str, out: &mut Vec<Event<'static>>) {
+    out.push(Event::Start(Tag::Paragraph));
+    out.push(text(s));
+    out.push(Event::End(TagEnd::Paragraph));
 }
 
-/// A comment's or concern's text, escaped, for the middle of a line.
-fn text(v: &Value) -> String {
-    mdtext::inline(&one_line(v.as_str().unwrap_or("")))
+/// A list item holding inline events (a tight list).
+fn item(inline: Vec<Event<'static>>, out: &mut Vec<Event<'static>>) {
+    out.push(Event::Start(Tag::Item));
+    out.extend(inline);
+    out.push(Event::End(TagEnd::Item));
 }
 
-/// The review as Markdown.
+fn list(items: impl FnOnce(&mut Vec<Event<'static>>), out: &mut Vec<Event<'static>>) {
+    out.push(Event::Start(Tag::List(None)));
+    items(out);
+    out.push(Event::End(TagEnd::List(false)));
+}
+
+/// A quote as a block quote: its lines, trimmed, in paragraphs split at blank lines.
+fn quote(q: &str, out: &mut Vec<Event<'static>>) {
+    out.push(Event::Start(Tag::BlockQuote(None)));
+    let normalized = q.replace("\r\n", "\n").replace('\r', "\n");
+    for para in normalized.split("\n\n") {
+        let lines: Vec<&str> = para
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        out.push(Event::Start(Tag::Paragraph));
+        for (i, line) in lines.into_iter().enumerate() {
+            if i > 0 {
+                out.push(Event::SoftBreak);
+            }
+            out.push(text(line));
+        }
+        out.push(Event::End(TagEnd::Paragraph));
+    }
+    out.push(Event::End(TagEnd::BlockQuote(None)));
+}
+
+/// A Markdown document written by [`super::markdown`] as events again, to be written with the
+/// rest of the export in one pass.
+fn embedded(md: &str) -> impl Iterator<Item = Event<'static>> + '_ {
+    Parser::new_ext(md, DIALECT).map(Event::into_static)
+}
+
+/// The review as Markdown, written in one pass by the one writer ([`super::markdown::write`]).
 pub fn markdown(p: &Parts) -> String {
-    let mut out = String::new();
-    out.push_str(p.report.trim_end());
-    out.push_str("\n\n");
+    let mut out: Vec<Event<'static>> = embedded(&p.report).collect();
     let threads = threads(p);
     if !threads.is_empty() {
-        out.push_str("## Comments\n\n");
+        heading("Comments", &mut out);
         for t in &threads {
             match t["quote"].as_str() {
-                Some(q) => out.push_str(&quote_lines(q)),
-                None => out.push_str("General comment:\n"),
+                Some(q) => quote(q, &mut out),
+                None => paragraph("General comment:", &mut out),
             }
-            out.push('\n');
-            for c in t["comments"].as_array().into_iter().flatten() {
-                let body = text(&c["body"]);
-                let who = mdtext::inline(c["author"].as_str().unwrap_or("Someone"));
-                out.push_str(&format!("- **{who}**: {body}\n"));
-            }
-            if t["resolved"] == true {
-                out.push_str("- _Resolved_\n");
-            }
-            out.push('\n');
+            list(
+                |out| {
+                    for c in t["comments"].as_array().into_iter().flatten() {
+                        let who = c["author"].as_str().unwrap_or("Someone").to_owned();
+                        item(
+                            vec![
+                                Event::Start(Tag::Strong),
+                                text(who),
+                                Event::End(TagEnd::Strong),
+                                text(format!(": {}", one_line(&c["body"]))),
+                            ],
+                            out,
+                        );
+                    }
+                    if t["resolved"] == true {
+                        item(
+                            vec![
+                                Event::Start(Tag::Emphasis),
+                                text("Resolved"),
+                                Event::End(TagEnd::Emphasis),
+                            ],
+                            out,
+                        );
+                    }
+                },
+                &mut out,
+            );
         }
     }
     let concerns = concerns(p);
     if !concerns.is_empty() {
-        out.push_str("## Concerns\n\n");
-        for c in &concerns {
-            // The body starts the list item's text, where it could open a block.
-            let body = mdtext::line_start(&text(&c["body"]));
-            let discussed = if c["discussed"] == true {
-                ", discussed"
-            } else {
-                ""
-            };
-            out.push_str(&format!(
-                "- {body} ({} supporting{discussed})\n",
-                c["support"]
-            ));
-        }
-        out.push('\n');
+        heading("Concerns", &mut out);
+        list(
+            |out| {
+                for c in &concerns {
+                    let discussed = if c["discussed"] == true {
+                        ", discussed"
+                    } else {
+                        ""
+                    };
+                    let line = format!(
+                        "{} ({} supporting{discussed})",
+                        one_line(&c["body"]),
+                        c["support"]
+                    );
+                    item(vec![text(line)], out);
+                }
+            },
+            &mut out,
+        );
     }
     let actions = actions(p);
     if !actions.is_empty() {
-        out.push_str("## Action items\n\n| What | Why | Kind | Owner | Link | Due | Status |\n|---|---|---|---|---|---|---|\n");
-        for a in &actions {
-            // Kind, due day and status are values the server checked (names and a date), written
-            // as they are; the rest is what people wrote.
-            let fields = ["what", "why", "kind", "owner", "link", "due", "status"].map(|k| {
-                if matches!(k, "kind" | "due" | "status") {
-                    plain_cell(&a[k])
-                } else {
-                    cell(&a[k])
+        heading("Action items", &mut out);
+        const COLUMNS: [(&str, &str); 7] = [
+            ("what", "What"),
+            ("why", "Why"),
+            ("kind", "Kind"),
+            ("owner", "Owner"),
+            ("link", "Link"),
+            ("due", "Due"),
+            ("status", "Status"),
+        ];
+        let row = |cells: Vec<String>, out: &mut Vec<Event<'static>>| {
+            for c in cells {
+                out.push(Event::Start(Tag::TableCell));
+                if !c.is_empty() {
+                    out.push(text(c));
                 }
-            });
-            out.push_str(&format!("| {} |\n", fields.join(" | ")));
+                out.push(Event::End(TagEnd::TableCell));
+            }
+        };
+        out.push(Event::Start(Tag::Table(vec![
+            Alignment::None;
+            COLUMNS.len()
+        ])));
+        out.push(Event::Start(Tag::TableHead));
+        row(
+            COLUMNS.map(|(_, title)| title.to_owned()).to_vec(),
+            &mut out,
+        );
+        out.push(Event::End(TagEnd::TableHead));
+        for a in &actions {
+            out.push(Event::Start(Tag::TableRow));
+            row(COLUMNS.map(|(k, _)| one_line(&a[k])).to_vec(), &mut out);
+            out.push(Event::End(TagEnd::TableRow));
         }
-        out.push('\n');
+        out.push(Event::End(TagEnd::Table));
     }
     if !p.notes.trim().is_empty() {
-        out.push_str("## Meeting notes\n\n");
-        out.push_str(p.notes.trim_end());
-        out.push('\n');
+        heading("Meeting notes", &mut out);
+        out.extend(embedded(&p.notes));
     }
-    format!("{}\n", out.trim_end())
+    super::markdown::written(&out)
 }
 
 /// The review as JSON.
@@ -269,17 +360,19 @@ mod tests {
             notes: String::new(),
             discussion,
         };
+        let md = markdown(&parts);
         assert_eq!(
-            markdown(&parts),
+            md,
             "# T\n\
              \n\
              ## Comments\n\
-             \n\
-             > \\# quoted\n\
+             \n \
+             > \n \
+             > \\# quoted\n \
              > \\<b>bold\\</b>\n\
              \n\
              - **\\<img src=x onerror=alert(1)>**: \\<script>alert(1)\\</script>\n\
-             - **\\*\\*Eve\\*\\***: \\[x\\](javascript:alert(1)) \\&amp; !\\[i\\](data:x) second line\n\
+             - **\\*\\*Eve\\*\\***: \\[x\\](javascript:alert(1)) &amp;amp; !\\[i\\](data:x) second line\n\
              \n\
              General comment:\n\
              \n\
@@ -291,9 +384,21 @@ mod tests {
              \n\
              ## Action items\n\
              \n\
-             | What | Why | Kind | Owner | Link | Due | Status |\n\
-             |---|---|---|---|---|---|---|\n\
-             | \\<i>a\\</i> \\| b | \\[y\\](javascript:z) | fix | O wner | https://t.example/1 |  | in_progress |\n"
+             |What|Why|Kind|Owner|Link|Due|Status|\n\
+             |----|---|----|-----|----|---|------|\n\
+             |\\<i>a\\</i> \\| b|\\[y\\](javascript:z)|fix|O wner|https://t.example/1||in_progress|\n"
         );
+        // Read back, it holds no HTML, no link and no image: only text.
+        for event in Parser::new_ext(&md, DIALECT) {
+            assert!(
+                !matches!(
+                    event,
+                    Event::Html(_)
+                        | Event::InlineHtml(_)
+                        | Event::Start(Tag::Link { .. } | Tag::Image { .. })
+                ),
+                "{event:?} in\n{md}"
+            );
+        }
     }
 }

@@ -14,7 +14,6 @@ pub mod api_meeting;
 pub mod export;
 pub mod held;
 pub mod markdown;
-pub mod mdtext;
 pub mod meeting;
 pub mod names;
 pub mod policy;
