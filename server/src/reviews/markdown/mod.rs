@@ -43,8 +43,11 @@ pub fn written(events: &[Event<'_>]) -> String {
         Ok(md) => md,
         Err(e) => {
             tracing::warn!(error = %e, "markdown writer refused a document; writing it without emphasis");
-            let plain: Vec<&Event<'_>> = events.iter().filter(|e| !is_delimiter(e)).collect();
-            let plain: Vec<Event<'_>> = plain.into_iter().cloned().collect();
+            let plain: Vec<Event<'_>> = events
+                .iter()
+                .filter(|e| !is_delimiter(e))
+                .cloned()
+                .collect();
             write::text(&plain).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "markdown writer refused a document");
                 String::new()

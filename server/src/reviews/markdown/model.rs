@@ -100,31 +100,23 @@ pub const MAX_LIST_START: u64 = 999_999_999;
 const PASSES_PER_CHAR: usize = 4;
 
 /// The document in the form Markdown can carry, so that `import(export(doc))` gives back
-/// exactly `normalize(doc)`:
+/// exactly `normalize(doc)`. The rules, numbered as in `docs/schema.md` ("Markdown: what a
+/// round trip keeps"):
 ///
-/// 1. Text: adjacent text with the same marks is one text, empty text is nothing, NUL is
-///    U+FFFD. Links keep only `http`, `https` and `mailto` targets ([`links::allowed_link`]);
-///    any other link mark is dropped and its text kept.
-/// 2. Text holds no line-break characters (a `hardBreak` is the line break): they are spaces,
-///    as Markdown reads a line end inside a paragraph or code span.
-/// 3. Headings and table cells are one line: a hard break there is a space.
-/// 4. Lines (a paragraph, heading or cell, split at hard breaks) do not start or end with
-///    spaces or tabs outside code spans and links; hard breaks never start or end a paragraph,
-///    and never follow each other.
-/// 5. Bold, italic and strike, taken as the spans the writer nests them in ([`nest`]; a span
-///    ends where the link target changes), never start or end with whitespace, and, where
-///    they touch a letter or digit of the same line and link, never start or end with
-///    anything but a letter or digit (punctuation, symbols, code spans and the edge of a span
-///    nested at the same character lose the mark): Markdown's delimiter runs cannot open or
-///    close there.
-/// 6. Empty paragraphs, empty block quotes, empty list items and lists without items are
-///    dropped (an empty item is an empty line in the editor; Markdown's empty items cannot
-///    follow a paragraph and need placeholders); a code block's language is its
-///    first word (absent when empty) and its line ends are `\n`; an ordered list's first
-///    number is at most [`MAX_LIST_START`]; a table has at least one column, its rows as
-///    wide as the widest, and a cell does not end in a backslash outside a code span. A list item does not start with a
-///    horizontal rule (the writer spells a rule there `***`, which after a `*` item marker
-///    reads as one rule): such a rule is dropped — the editor never puts one there.
+/// 1. Adjacent text with the same marks is one text, empty text is nothing, NUL is U+FFFD;
+///    links keep only web and mail targets ([`links::allowed_link`]), others lose the mark.
+/// 2. Text holds no line-break characters: they are spaces.
+/// 3. Headings and table cells are one line: a hard break there is a space; a cell does not
+///    end in a backslash outside a code span.
+/// 4. Lines (split at hard breaks) do not start or end with spaces or tabs outside code spans
+///    and links; hard breaks never start or end a paragraph, and never follow each other.
+/// 5. Bold, italic and strike, as the spans [`nest`] writes, never start or end with
+///    whitespace, and where they touch a letter or digit of the same line and link they start
+///    and end on a letter or digit: Markdown's delimiter runs cannot open or close otherwise.
+/// 6. Empty paragraphs, block quotes and list items, and lists left without items, are
+///    dropped; a list item does not start with a horizontal rule; a code block's language is
+///    its first word and its line ends are `\n`; an ordered list starts at most at
+///    [`MAX_LIST_START`]; a heading level is 1–6; a table's rows are as wide as the widest.
 pub fn normalize(blocks: &[Block]) -> Vec<Block> {
     blocks.iter().filter_map(block).collect()
 }
@@ -425,14 +417,28 @@ fn shrink_group(chars: &mut [Char]) {
             }
         }
     }
+    // Each edge moves inwards past every character it cannot stand on, in one go, so that a
+    // long run of punctuation costs one pass, not one pass per character.
     let mut failed: Vec<(Delimited, usize)> = Vec::new();
     for (m, first, last, nested_open, nested_close) in spans {
-        let before = first.checked_sub(1).map(|j| &chars[j]);
-        if edge_fails(&chars[first], nested_open, before) {
-            failed.push((m, first));
+        let mut lo = first;
+        while lo <= last
+            && edge_fails(
+                &chars[lo],
+                nested_open && lo == first,
+                lo.checked_sub(1).map(|j| &chars[j]),
+            )
+        {
+            failed.push((m, lo));
+            lo += 1;
         }
-        if edge_fails(&chars[last], nested_close, chars.get(last + 1)) {
-            failed.push((m, last));
+        let mut hi = last;
+        while hi >= lo && edge_fails(&chars[hi], nested_close && hi == last, chars.get(hi + 1)) {
+            failed.push((m, hi));
+            if hi == lo {
+                break;
+            }
+            hi -= 1;
         }
     }
     for (m, at) in failed {
@@ -488,6 +494,16 @@ mod tests {
         assert_eq!(
             normalize(&[Block::Paragraph(vec![t("("), b(".x."), t(")")])]),
             [Block::Paragraph(vec![t("("), b(".x."), t(")")])]
+        );
+        assert_eq!(
+            normalize(&[Block::Paragraph(vec![t("("), b("."), t("b")])]),
+            [Block::Paragraph(vec![t("(.b")])]
+        );
+        // Only the dots touching the letters lose the mark, and in one pass, however long.
+        let dots = ".".repeat(10_000);
+        assert_eq!(
+            normalize(&[Block::Paragraph(vec![t("a"), b(&dots), t("b")])]),
+            [Block::Paragraph(vec![t("a."), b(&dots[2..]), t(".b")])]
         );
     }
 

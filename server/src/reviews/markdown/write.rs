@@ -141,12 +141,12 @@ fn block(b: &Block, out: &mut Vec<Event<'static>>) {
 }
 
 /// Whether an item can be written tight (no blank lines): a paragraph after its first block
-/// would run on into the block before it, two quotes in a row would be one, and a block after
-/// its paragraph must be one that can interrupt a paragraph.
+/// would run on into the block before it, a block after a quote needs a blank line to end the
+/// quote, and a block after its paragraph must be one that can interrupt a paragraph.
 fn tight_item(item: &[Block]) -> bool {
     item.windows(2).all(|pair| match pair {
-        // Two quotes in a row are one quote unless a blank line parts them.
-        [_, Block::Paragraph(_)] | [Block::Blockquote(_), Block::Blockquote(_)] => false,
+        // A quote ends only at a blank line or a line that cannot continue it.
+        [_, Block::Paragraph(_)] | [Block::Blockquote(_), _] => false,
         [Block::Paragraph(content), next] => {
             interrupts_paragraph(next) && !ends_in_lone_marker(content)
         }
