@@ -59,8 +59,10 @@ pub struct Published {
 /// The version of the Markdown export that library entries are written with. Raise it when the
 /// export changes in a way stored entries must follow; an older entry is written again from its
 /// documents before it is served. 1: what people wrote is escaped and only web and mail links are
-/// kept (issue 16); entries published before it carried their text as live HTML.
-pub const EXPORT_FORMAT: u32 = 1;
+/// kept (issue 16); entries published before it carried their text as live HTML. 2: written by
+/// pulldown-cmark-to-cmark so that the export reads back as the document (issue 22); format 1
+/// lost an ordered list's first number and broke code spans holding backticks.
+pub const EXPORT_FORMAT: u32 = 2;
 
 impl Published {
     /// Whether `markdown` was written by an older export and must be written again.
@@ -240,6 +242,12 @@ mod tests {
         let entry: Published = serde_json::from_str(old).expect("an old entry still reads");
         assert_eq!(entry.format, 0);
         assert!(entry.is_stale());
+        // Issue 22: entries of the first escaping export are written again too.
+        let first = Published {
+            format: 1,
+            ..entry.clone()
+        };
+        assert!(first.is_stale());
         let current = Published {
             format: EXPORT_FORMAT,
             ..entry

@@ -596,12 +596,13 @@ async fn hostile_text_is_exported_and_published_as_literal_text() {
         \n\
         Plain words first.\n\
         \n\
-        click and data and [fine](https://example.com/x?a=1\\&b=2)\n\
+        click and data and [fine](https://example.com/x?a=1&amp;b=2)\n\
         \n\
         \\<script>alert(2)\\</script>\n\
         \n\
         ## Comments\n\
-        \n\
+        \n \
+        > \n \
         > \\<img src=x onerror=alert(5)>\n\
         \n\
         - **participant person**: Look \\<b>here\\</b>\n\
@@ -609,9 +610,9 @@ async fn hostile_text_is_exported_and_published_as_literal_text() {
         \n\
         ## Action items\n\
         \n\
-        | What | Why | Kind | Owner | Link | Due | Status |\n\
-        |---|---|---|---|---|---|---|\n\
-        | \\<iframe src=javascript:alert(6)> | a \\| b \\& \\[c\\](data:x) | mitigate | \\*\\*Ops\\*\\* |  |  | open |\n";
+        |What|Why|Kind|Owner|Link|Due|Status|\n\
+        |----|---|----|-----|----|---|------|\n\
+        |\\<iframe src=javascript:alert(6)>|a \\| b &amp; \\[c\\](data:x)|mitigate|\\*\\*Ops\\*\\*|||open|\n";
     let (status, exported) = get_text(&review, "observer", "/export.md").await;
     assert_eq!(status, 200);
     assert_eq!(exported, expected);
@@ -619,7 +620,7 @@ async fn hostile_text_is_exported_and_published_as_literal_text() {
     let j: Value = serde_json::from_str(&exported_json).expect("json");
     assert_eq!(
         j["report_markdown"],
-        "# Hostile\n\nPlain words first.\n\nclick and data and [fine](https://example.com/x?a=1\\&b=2)\n\n\\<script>alert(2)\\</script>\n"
+        "# Hostile\n\nPlain words first.\n\nclick and data and [fine](https://example.com/x?a=1&amp;b=2)\n\n\\<script>alert(2)\\</script>\n"
     );
     // The JSON export is data, not Markdown: what was written, as written.
     assert_eq!(j["threads"][0]["comments"][0]["body"], "Look <b>here</b>");
@@ -642,4 +643,81 @@ async fn hostile_text_is_exported_and_published_as_literal_text() {
     )
     .await;
     assert_eq!(entry.body["markdown"], expected);
+}
+
+/// Issue 22: library entries written by an older export (format 1 lost an ordered list's first
+/// number) are written again from the review's documents before they are served, and stored so.
+#[tokio::test]
+async fn library_entries_of_an_older_export_are_written_again() {
+    use debrief_server::reviews::records::{Published, Records, EXPORT_FORMAT};
+    use debrief_server::storage::store::Store;
+
+    /// Runs `f` on the library of a stopped server's data directory.
+    async fn with_records<T>(dir: &std::path::Path, f: impl AsyncFnOnce(&Records) -> T) -> T {
+        let (store, flusher) = Store::open(dir).expect("open the store");
+        let flushing = std::thread::spawn(move || flusher.run());
+        let records = Records::open(&store).expect("open the records");
+        let out = f(&records).await;
+        drop(records);
+        drop(store);
+        flushing.join().expect("the flusher ends");
+        out
+    }
+
+    let mut server = TestServer::start().await;
+    let md = "# Cache\n\n2024. The year the cache fell over\n\nUse ``a`b`` to see it.\n";
+    let mut review = Review::create_with(
+        server.addr,
+        json!({ "title": "Cache", "report_markdown": md }),
+    )
+    .await;
+    for phase in ["review", "meeting", "closed"] {
+        review.move_to(phase).await;
+    }
+    let published = review
+        .call(
+            "facilitator",
+            "POST",
+            "/publish",
+            Some(json!({ "published": true })),
+        )
+        .await;
+    assert_eq!(published.status, 200, "{}", published.body);
+    let (status, current) = get_text(&review, "observer", "/export.md").await;
+    assert_eq!(status, 200);
+    assert!(current.starts_with(md), "{current}");
+
+    // What the first escaping export stored for it.
+    server.stop().await;
+    let old = "# Cache\n\n1. The year the cache fell over\n\nUse ``` a`b ``` to see it.\n";
+    with_records(&server.data_dir(), async |records: &Records| {
+        let entry = records.published(&review.id).expect("published");
+        let entry = Published {
+            markdown: old.to_owned(),
+            format: 1,
+            ..entry
+        };
+        records.publish(&entry).await.expect("store the old entry");
+    })
+    .await;
+
+    let mut server = server.restart().await;
+    review.addr = server.addr;
+    let entry = request(
+        server.addr,
+        "GET",
+        &format!("/api/library/{}", review.id),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(entry.status, 200, "{}", entry.body);
+    assert_eq!(entry.body["markdown"], current.as_str());
+    server.stop().await;
+    let stored = with_records(&server.data_dir(), async |records: &Records| {
+        records.published(&review.id).expect("published")
+    })
+    .await;
+    assert_eq!(stored.format, EXPORT_FORMAT);
+    assert_eq!(stored.markdown, current);
 }
