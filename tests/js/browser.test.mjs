@@ -611,7 +611,7 @@ test('a full review from creation to close, with four people', opts, scenario(as
       '- **Pat**: Which timeout fired first?',
       '- **Anonymous**: The retry storm was predictable.',
       '- Nobody owns the payment client (1 supporting, discussed)'.replace(', discussed', ''),
-      '| Cap client retries with jittered backoff | Retries multiplied the load on the provider | prevent | Payments | https://tracker.example/PAY-200 |  | open |',
+      '|Cap client retries with jittered backoff|Retries multiplied the load on the provider|prevent|Payments|https://tracker.example/PAY-200||open|',
       '## Meeting notes',
       'Decided: cap retries at three.'
     ]) {
