@@ -13,6 +13,7 @@ pub mod import;
 pub mod links;
 pub mod model;
 pub mod read;
+pub mod spans;
 pub mod write;
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use pulldown_cmark::{
     Alignment, CodeBlockKind, CowStr, Event, HeadingLevel, LinkType, Options, Tag, TagEnd,
 };
 
-use super::model::{self, Block, Delimited, Inline, Marks, Step};
+use super::model::{Block, Delimited, Inline, Marks};
+use super::spans::{self, Step};
 
 /// The Markdown dialect read and written: CommonMark with GFM tables and strikethrough.
 pub const DIALECT: Options = Options::ENABLE_STRIKETHROUGH.union(Options::ENABLE_TABLES);
@@ -235,7 +236,7 @@ fn end_of(m: Delimited) -> Event<'static> {
 }
 
 /// Texts of one link (or none) with their delimiter marks as properly nested spans
-/// ([`model::nest`]).
+/// ([`spans::nest`]).
 fn spans(texts: &[Inline], out: &mut Vec<Event<'static>>) {
     let plain = Marks::default();
     let marks: Vec<&Marks> = texts
@@ -245,7 +246,7 @@ fn spans(texts: &[Inline], out: &mut Vec<Event<'static>>) {
             Inline::HardBreak => &plain,
         })
         .collect();
-    for step in model::nest(&marks) {
+    for step in spans::nest(&marks) {
         match step {
             Step::Open(m) => out.push(start_of(m)),
             Step::Close(m) => out.push(end_of(m)),
