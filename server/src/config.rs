@@ -154,7 +154,7 @@ impl Config {
             authorizer: Arc::new(StaticTokens::open()),
             stateless: Arc::new(NoCommands),
             creation_secret: None,
-            anonymous_cadence: crate::reviews::anonymous::DEFAULT_CADENCE,
+            anonymous_cadence: crate::limits::DEFAULT_ANONYMOUS_CADENCE,
             on_damage: OnDamage::Refuse,
         }
     }

@@ -18,10 +18,12 @@
 
 pub mod config;
 pub mod documents;
+pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod reviews;
+pub mod state;
 pub mod storage;
 pub mod transport;
 
@@ -35,58 +37,16 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 use documents::registry::Registry;
 use documents::{access, doc, peer, reloads};
-use limits::{Limits, SHUTDOWN_GRACE};
+use limits::SHUTDOWN_GRACE;
 use metrics::Metrics;
 use ops::admin;
 pub use peer::ConnId;
+use reviews::anonymous::{self, Anonymity};
+use reviews::api::ApiState;
+use reviews::records::Records;
+pub use state::AppState;
 use storage::store::{Damage, Store, StoreError};
-use transport::{admission, error, http, stateless};
-
-/// State shared by every request and connection.
-#[derive(Debug)]
-pub struct AppState {
-    /// Open documents.
-    pub registry: Arc<Registry>,
-    /// The store.
-    pub store: Store,
-    /// Limits in force.
-    pub limits: Limits,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
-    /// Owns every connection and document task.
-    pub tracker: TaskTracker,
-    /// Source of connection ids.
-    pub next_conn: AtomicU64,
-    /// Who may open which document.
-    pub authorizer: Arc<dyn access::Authorizer>,
-    /// What answers stateless messages.
-    pub stateless: Arc<dyn stateless::StatelessHandler>,
-    /// The review domain.
-    pub reviews: Arc<reviews::Reviews>,
-    /// Secret needed to create a review, if any.
-    pub creation_secret: Option<peer::Credential>,
-    /// The anonymous-item queue.
-    pub anonymity: Arc<reviews::anonymous::Anonymity>,
-    /// Pinned versions, read marks and the library.
-    pub records: Arc<reviews::records::Records>,
-    /// What is damaged, when the store was opened read-only despite damage
-    /// (`--on-damage read-only`); `None` when it is healthy.
-    pub damage: Option<Damage>,
-    /// What clients that have not authenticated may hold (see [`admission`]).
-    pub budget: Arc<admission::Budget>,
-}
-
-impl AppState {
-    /// A fresh connection (or attachment) id.
-    pub fn conn_id(&self) -> ConnId {
-        ConnId(
-            self.next_conn
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        )
-    }
-}
+use transport::{admission, http};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +72,7 @@ pub async fn run(
 /// A server whose store is open and whose state is loaded, ready to serve.
 pub struct Server {
     state: Arc<AppState>,
+    api: Arc<ApiState>,
     store: Store,
     flusher: tokio::task::JoinHandle<()>,
     data_dir: std::path::PathBuf,
@@ -153,8 +114,9 @@ impl Server {
         );
         let flusher = tokio::task::spawn_blocking(move || flusher.run());
         match Server::load(config, shutdown, store.clone(), damage) {
-            Ok(state) => Ok(Server {
+            Ok((state, api)) => Ok(Server {
                 state,
+                api,
                 store,
                 flusher,
                 admin: admin::bind(&data_dir_for_admin),
@@ -174,16 +136,16 @@ impl Server {
         shutdown: CancellationToken,
         store: Store,
         damage: Option<Damage>,
-    ) -> Result<Arc<AppState>, ServerError> {
+    ) -> Result<(Arc<AppState>, Arc<ApiState>), ServerError> {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
         let reviews = reviews::Reviews::open(&store)?;
-        let anonymity = reviews::anonymous::Anonymity::open(
+        let anonymity = Anonymity::open(
             &store,
             &config.data_dir.join("held"),
             config.anonymous_cadence,
         )?;
-        let records = reviews::records::Records::open(&store)?;
+        let records = Records::open(&store)?;
         let mut authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
             reviews: reviews.clone(),
             others: config.authorizer.clone(),
@@ -202,7 +164,14 @@ impl Server {
             },
             tracker.clone(),
         );
-        Ok(Arc::new(AppState {
+        let api = Arc::new(ApiState {
+            registry: registry.clone(),
+            reviews,
+            anonymity,
+            records,
+            creation_secret: config.creation_secret.clone(),
+        });
+        let state = Arc::new(AppState {
             registry,
             store,
             limits: config.limits.clone(),
@@ -212,19 +181,17 @@ impl Server {
             next_conn: AtomicU64::new(1),
             authorizer,
             stateless: config.stateless.clone(),
-            reviews,
-            creation_secret: config.creation_secret.clone(),
-            anonymity,
-            records,
             damage,
             budget: admission::Budget::new(&config.limits),
-        }))
+        });
+        Ok((state, api))
     }
 
     /// Serves on `listener` until the shutdown token is cancelled (see [`run`]).
     pub async fn serve(self, listener: TcpListener) -> Result<(), ServerError> {
         let Server {
             state,
+            api,
             store,
             flusher,
             data_dir,
@@ -233,7 +200,11 @@ impl Server {
         let shutdown = state.shutdown.clone();
         let tracker = state.tracker.clone();
         if state.damage.is_none() {
-            tracker.spawn(reviews::anonymous::release_loop(state.clone()));
+            tracker.spawn(anonymous::release_loop(
+                api.releases(),
+                api.records.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some(admin) = admin {
             tracker.spawn(admin::serve(
@@ -248,7 +219,7 @@ impl Server {
         // which also sets TCP_NODELAY.
         let listener =
             admission::MeteredListener::new(listener, state.budget.clone(), state.limits.clone());
-        let mut router = http::router(state.clone());
+        let mut router = http::router(state.clone(), reviews::api::routes(api));
         if state.damage.is_some() {
             router = router.layer(axum::middleware::from_fn(refuse_changes));
         }

@@ -1,11 +1,25 @@
 //! The bounds of the transports, documents and storage, as named constants with the reason for
-//! each value. The review domain's bounds (title and comment lengths, sessions per review,
-//! held anonymous items, …) sit beside the rules they bound, in `reviews/`.
+//! each value, and the defaults of the settings the command line may change. The review domain's
+//! bounds (title and comment lengths, sessions per review, held anonymous items, …) sit beside
+//! the rules they bound, in `reviews/`.
 //!
 //! [`Limits`] carries them at run time so that integration tests can lower a limit that would be
 //! slow to reach at its production value; the defaults are always these constants.
 
 use std::time::Duration;
+
+/// Largest HTTP request body, except where a route sets its own (creating a review, which may
+/// import a Markdown report). The largest command is a comment or anonymous item of 4,000
+/// characters with a 500-character quote: even written entirely as JSON surrogate-pair escapes
+/// (12 bytes a character) that is about 54 KB. Bodies are buffered whole before they are parsed,
+/// so the bound is kept close to what a command can need (issue 16: it was 1 MiB for every
+/// route).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Default time between releases of held anonymous items (`--anonymous-cadence-secs`): often
+/// enough that a comment appears while it matters, rarely enough that a batch holds several
+/// people's items.
+pub const DEFAULT_ANONYMOUS_CADENCE: Duration = Duration::from_secs(60);
 
 /// Largest WebSocket message accepted. A post-mortem report of 100k characters is about 400 KB
 /// as a full Yjs state, so 4 MiB lets a client push a whole large document in one SyncStep2 while

@@ -28,21 +28,23 @@ use rand::seq::SliceRandom;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
+use super::basics::{locked, now_ms, random_hex, to_json};
 use super::held::{HeldError, HeldFile};
+use super::policy::{self, Phase, ReleaseMode, Role};
+use super::problem::{Problem, ProblemKind};
+use super::records::Records;
+use super::sessions::{ReviewRecord, Reviews};
 use super::threads::{self, AnonOp, Item};
-use super::{locked, now_ms, random_hex, to_json, Phase, Problem, ProblemKind, ReviewRecord, Role};
+use crate::documents::registry::Registry;
 use crate::storage::store::{MetaTree, Store, StoreError};
-use crate::AppState;
 
 /// Anonymous submissions (items, replies, votes, edits, retractions) one session may make per
 /// [`RATE_WINDOW`]: generous for a person, small for a script flooding the board.
 pub const RATE_LIMIT: u32 = 30;
 /// The window of [`RATE_LIMIT`].
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
-/// Default release cadence: often enough that a comment appears while it matters, rarely enough
-/// that a batch holds several people's items.
-pub const DEFAULT_CADENCE: Duration = Duration::from_secs(60);
 /// Items of one review waiting for their release: several batches' worth of a busy review,
 /// while a flood (or a meeting-mode review held for days) cannot take every slot of the server.
 pub const MAX_HELD_PER_REVIEW: usize = 500;
@@ -55,27 +57,6 @@ pub const MIN_ANONYMOUS_POSTERS: usize = 3;
 /// before it is released anyway (ten minutes at the default cadence): long enough that a busy
 /// review mixes, short enough that a comment still appears while it matters.
 pub const MAX_CARRY_OVERS: u32 = 10;
-
-/// When a review releases its held anonymous items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReleaseMode {
-    /// At every cadence boundary.
-    #[default]
-    Batch,
-    /// All at once when the meeting starts (and at every boundary after that).
-    Meeting,
-}
-
-impl ReleaseMode {
-    /// Name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReleaseMode::Batch => "batch",
-            ReleaseMode::Meeting => "meeting",
-        }
-    }
-}
 
 /// What the key of an anonymous item unlocks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -528,7 +509,7 @@ impl Anonymity {
         }
         let posters: usize = counts
             .iter()
-            .filter(|(role, _)| super::policy::may_comment(**role, review.phase).is_ok())
+            .filter(|(role, _)| policy::may_comment(**role, review.phase).is_ok())
             .map(|(_, n)| n)
             .sum();
         if posters < MIN_ANONYMOUS_POSTERS {
@@ -666,11 +647,23 @@ impl Anonymity {
     }
 }
 
+/// What a release of held items needs: the queue, the reviews (whose phase and mode decide what
+/// may go out) and the documents it is written to.
+#[derive(Debug, Clone)]
+pub struct Releases {
+    /// The held items.
+    pub anonymity: Arc<Anonymity>,
+    /// The reviews they belong to.
+    pub reviews: Arc<Reviews>,
+    /// Where the discussion documents are open.
+    pub registry: Arc<Registry>,
+}
+
 /// Releases what every review may release now, stamped with boundary `at`: shuffled, written in
 /// one transaction per review with the server's client id, then the keys and votes in one sled
 /// batch, and only then wiped from the held-items file. `only` limits it to one review (a phase
 /// change); `force` releases even a batch that only one person contributed to (the close).
-pub async fn release(state: &AppState, at: u64, only: Option<&str>, force: bool) {
+pub async fn release(state: &Releases, at: u64, only: Option<&str>, force: bool) {
     let anonymity = &state.anonymity;
     let _one_at_a_time = anonymity.releasing.lock().await;
     for (review, records) in anonymity.all_held() {
@@ -690,7 +683,7 @@ pub async fn release(state: &AppState, at: u64, only: Option<&str>, force: bool)
 }
 
 async fn release_review(
-    state: &AppState,
+    state: &Releases,
     review: &str,
     mut records: Vec<(u32, HeldRecord)>,
     at: u64,
@@ -806,18 +799,19 @@ async fn release_review(
     Ok(())
 }
 
-/// Releases at every cadence boundary until the server stops, with the read counts that
-/// changed since the last one.
-pub async fn release_loop(state: Arc<AppState>) {
+/// Releases at every cadence boundary until `shutdown` is cancelled, then shows the read counts
+/// that changed since the last one (a boundary too, so that a change tells nothing about who
+/// just read).
+pub async fn release_loop(releases: Releases, records: Arc<Records>, shutdown: CancellationToken) {
     loop {
         let now = now_ms();
-        let next = state.anonymity.next_boundary(now);
+        let next = releases.anonymity.next_boundary(now);
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(next.saturating_sub(now))) => {}
         }
-        release(&state, next, None, false).await;
-        super::api_meeting::publish_read_counts(&state).await;
+        release(&releases, next, None, false).await;
+        records.publish_read_counts(&releases.registry).await;
     }
 }
 

@@ -18,23 +18,45 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::anonymous::{self, ReleaseMode};
+use super::anonymous;
+use super::basics::{now_ms, random_hex};
+use super::fields::{validate_date, validate_severity, validate_title};
 use super::report::{self, AnchorError};
+use super::sessions::NewReview;
 use super::threads::{self, Anchor, Author, MAX_QUOTE_CHARS};
-use super::{
-    policy, validate_date, validate_severity, validate_title, NewReview, Phase, Problem,
-    ProblemKind, ReviewRecord, Role, SessionRecord,
-};
+use super::{policy, Phase, Problem, ProblemKind, ReviewRecord, Role, SessionRecord};
 use crate::documents::doc::JobError;
-use crate::transport::error::ApiError;
-use crate::AppState;
+use crate::documents::peer::Credential;
+use crate::documents::registry::Registry;
+use crate::error::ApiError;
 
-/// Largest request body of the API, except creating a review. The largest command is a comment
-/// or anonymous item of 4,000 characters with a 500-character quote: even written entirely as
-/// JSON surrogate-pair escapes (12 bytes a character) that is about 54 KB. Bodies are buffered
-/// whole before they are parsed, so the bound is kept close to what a command can need
-/// (issue 16: it was 1 MiB for every route).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use crate::limits::MAX_BODY_BYTES;
+
+/// What the review API's handlers share: the review domain and the open documents.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Open documents.
+    pub registry: Arc<Registry>,
+    /// Reviews and sessions.
+    pub reviews: Arc<super::Reviews>,
+    /// The anonymous-item queue.
+    pub anonymity: Arc<anonymous::Anonymity>,
+    /// Pinned versions, read marks and the library.
+    pub records: Arc<super::records::Records>,
+    /// Secret needed to create a review, if any.
+    pub creation_secret: Option<Credential>,
+}
+
+impl ApiState {
+    /// What releasing held anonymous items needs.
+    pub fn releases(&self) -> anonymous::Releases {
+        anonymous::Releases {
+            anonymity: self.anonymity.clone(),
+            reviews: self.reviews.clone(),
+            registry: self.registry.clone(),
+        }
+    }
+}
 
 /// Largest body of `POST /api/reviews`, which may carry a Markdown report to import of up to
 /// [`MAX_IMPORT_BYTES`]: twice that leaves room for JSON escapes (newlines, quotes) of a real
@@ -44,8 +66,8 @@ pub const MAX_CREATE_BODY_BYTES: usize = 1024 * 1024;
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Routes under `/api`.
-pub fn routes() -> Router<Arc<AppState>> {
+/// Routes under `/api`, with their state.
+pub fn routes(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/api/openapi.json", get(openapi))
         .route(
@@ -93,6 +115,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/reviews/{id}/moderation/hide", post(hide))
         .merge(super::api_meeting::routes())
         .layer(axum::middleware::from_fn(json_bodies_only))
+        .with_state(state)
 }
 
 impl From<Problem> for ApiError {
@@ -234,7 +257,7 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 pub(super) fn session(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     review: &str,
 ) -> Result<(SessionRecord, ReviewRecord), ApiError> {
@@ -250,7 +273,7 @@ pub(super) fn documents(id: &str) -> Value {
 }
 
 pub(super) fn review_view(
-    state: &AppState,
+    state: &ApiState,
     review: &ReviewRecord,
     you: Option<&SessionRecord>,
 ) -> Value {
@@ -279,7 +302,7 @@ pub(super) fn review_view(
             "small_group_anonymity": review.small_group_anonymity,
         },
         "read_count": state.records.published_read_count(&review.id),
-        "server_time": super::now_ms(),
+        "server_time": now_ms(),
     });
     if let Some(s) = you {
         v["you"] = json!({ "role": s.role.as_str(), "participant": s.participant, "name": s.name });
@@ -307,7 +330,7 @@ pub const MAX_IMPORT_BYTES: usize = 512 * 1024;
 
 /// `POST /api/reviews`: creates a review, seeds its documents, returns the invite links.
 async fn create(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Body,
@@ -336,8 +359,8 @@ async fn create(
             .transpose()?,
         severity: req.severity.as_deref().map(validate_severity).transpose()?,
         release: match req.anonymous_release.as_deref() {
-            None | Some("batch") => ReleaseMode::Batch,
-            Some("meeting") => ReleaseMode::Meeting,
+            None | Some("batch") => super::ReleaseMode::Batch,
+            Some("meeting") => super::ReleaseMode::Meeting,
             Some(_) => {
                 return Err(ApiError::bad_request(
                     "invalid_release",
@@ -424,7 +447,7 @@ struct JoinRequest {
 
 /// `POST /api/join`: exchanges an invite token and a display name for a session.
 async fn join(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     ClientAddr(addr): ClientAddr,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -456,7 +479,7 @@ async fn join(
 
 /// `GET /api/reviews/{id}`.
 async fn read(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -474,7 +497,7 @@ struct PhaseRequest {
 /// `POST /api/reviews/{id}/phase`: the facilitator moves the review to its next phase; open
 /// connections get their new access at once.
 async fn move_phase(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -512,13 +535,13 @@ async fn move_phase(
         .run_essential(move |doc| threads::set_phase(doc, to.as_str()))
         .await?
         .map_err(ApiError::from)?;
-    let due =
-        to == Phase::Closed || (to == Phase::Meeting && review.release == ReleaseMode::Meeting);
+    let due = to == Phase::Closed
+        || (to == Phase::Meeting && review.release == super::ReleaseMode::Meeting);
     if due {
         // The meeting start (in meeting mode) and the close are release boundaries: nothing
         // held is left behind the record.
-        let at = state.anonymity.boundary_at(super::now_ms());
-        anonymous::release(&state, at, Some(&id), to == Phase::Closed).await;
+        let at = state.anonymity.boundary_at(now_ms());
+        anonymous::release(&state.releases(), at, Some(&id), to == Phase::Closed).await;
     }
     super::api_meeting::pin_version(&state, &id, to).await?;
     Ok(Json(review_view(&state, &review, Some(&session))))
@@ -526,7 +549,7 @@ async fn move_phase(
 
 /// Reads one of a review's documents on its owner's task.
 pub(super) async fn read_doc<T, F>(
-    state: &AppState,
+    state: &ApiState,
     review: &str,
     kind: DocKind,
     f: F,
@@ -544,7 +567,7 @@ where
 
 /// The facilitator's session of review `id`, or the refusal.
 pub(super) fn facilitator(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     id: &str,
 ) -> Result<(SessionRecord, ReviewRecord), ApiError> {
@@ -555,7 +578,7 @@ pub(super) fn facilitator(
 }
 
 /// Tells every open document of a review to decide its connections' access again.
-pub(super) async fn reauthorize(state: &AppState, review: &str) {
+pub(super) async fn reauthorize(state: &ApiState, review: &str) {
     for kind in DocKind::ALL {
         if let Some(handle) = state.registry.get(&document_name(review, kind)) {
             handle.reauthorize().await;
@@ -572,7 +595,7 @@ struct RotateRequest {
 
 /// `POST /api/reviews/{id}/invites/{role}`: replaces a role's invite link.
 async fn rotate(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     body: Body,
@@ -626,7 +649,7 @@ struct CommentRequest {
 
 /// The session of a comment command, once the phase table allows commenting.
 fn commenter(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     review: &str,
 ) -> Result<SessionRecord, ApiError> {
@@ -644,7 +667,7 @@ fn author(session: &SessionRecord) -> Author {
 }
 
 /// Decodes and checks an anchor against the report.
-async fn anchor(state: &AppState, review: &str, req: AnchorRequest) -> Result<Anchor, ApiError> {
+async fn anchor(state: &ApiState, review: &str, req: AnchorRequest) -> Result<Anchor, ApiError> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let malformed = || {
         ApiError::bad_request(
@@ -683,7 +706,7 @@ async fn anchor(state: &AppState, review: &str, req: AnchorRequest) -> Result<An
 /// Runs a comment command of `commenter` on the review's discussion document, checking the phase
 /// table again on the document's task (the phase may have moved since the request began).
 async fn as_commenter<T, F>(
-    state: &AppState,
+    state: &ApiState,
     review: &str,
     commenter: &SessionRecord,
     f: F,
@@ -708,7 +731,7 @@ where
 /// Runs a command on the discussion document once `allowed` accepts the review's phase as it is
 /// on the document's task, so that a concurrent phase move cannot let a late command in.
 pub(super) async fn in_phase<T, F, A>(
-    state: &AppState,
+    state: &ApiState,
     review: &str,
     allowed: A,
     f: F,
@@ -738,7 +761,7 @@ where
 }
 
 /// Runs a thread command on the review's discussion document.
-pub(super) async fn on_discussion<T, F>(state: &AppState, review: &str, f: F) -> Result<T, ApiError>
+pub(super) async fn on_discussion<T, F>(state: &ApiState, review: &str, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&yrs::Doc) -> threads::Outcome<T> + Send + 'static,
@@ -758,7 +781,7 @@ where
 
 /// A new thread's checked text and anchor (named or anonymous alike).
 async fn thread_request(
-    state: &AppState,
+    state: &ApiState,
     id: &str,
     body: Body,
 ) -> Result<(String, Option<Anchor>), ApiError> {
@@ -773,7 +796,7 @@ async fn thread_request(
 
 /// `POST /api/reviews/{id}/threads`: a new thread, anchored to the report or general.
 async fn add_thread(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -792,7 +815,7 @@ async fn add_thread(
 
 /// `POST /api/reviews/{id}/threads/{thread}/comments`: a reply.
 async fn reply(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     body: Body,
@@ -811,7 +834,7 @@ async fn reply(
 
 /// `PATCH /api/reviews/{id}/threads/{thread}/comments/{comment}`: edit your own comment.
 async fn edit(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String, String)>, PathRejection>,
     body: Body,
@@ -830,7 +853,7 @@ async fn edit(
 
 /// `DELETE /api/reviews/{id}/threads/{thread}/comments/{comment}`: delete your own comment.
 async fn delete(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -845,7 +868,7 @@ async fn delete(
 }
 
 async fn set_resolved(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     resolved: bool,
@@ -863,7 +886,7 @@ async fn set_resolved(
 
 /// `POST /api/reviews/{id}/threads/{thread}/resolve`.
 async fn resolve(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -872,7 +895,7 @@ async fn resolve(
 
 /// `POST /api/reviews/{id}/threads/{thread}/reopen`.
 async fn reopen(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -881,7 +904,7 @@ async fn reopen(
 
 /// Holds a new anonymous item (once its thread or board has room) and answers with its key.
 async fn hold_new(
-    state: &AppState,
+    state: &ApiState,
     sender: &Sender,
     op: threads::AnonOp,
     item: threads::Item,
@@ -895,7 +918,7 @@ async fn hold_new(
 }
 
 /// Refuses a new anonymous item when its thread or board is already full.
-async fn room(state: &AppState, id: &str, op: &threads::AnonOp) -> Result<(), ApiError> {
+async fn room(state: &ApiState, id: &str, op: &threads::AnonOp) -> Result<(), ApiError> {
     let probe = op.clone();
     let fits = read_doc(state, id, DocKind::Discussion, move |doc| {
         threads::room_for(doc, &probe)
@@ -916,7 +939,7 @@ async fn room(state: &AppState, id: &str, op: &threads::AnonOp) -> Result<(), Ap
 /// (at the earliest, and at the latest if it waits for others' items), and the receipt to ask
 /// again. A new item also gets its key.
 fn held_reply(
-    state: &AppState,
+    state: &ApiState,
     review: &ReviewRecord,
     receipt: anonymous::Receipt,
     item: Option<threads::Item>,
@@ -949,7 +972,7 @@ struct Sender {
 /// The session and review of an anonymous submission, once the phase table, the size of the
 /// group and the rate limit allow it. Nothing about the session is logged.
 fn anonymous_sender(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     review: &str,
 ) -> Result<Sender, ApiError> {
@@ -964,7 +987,7 @@ fn anonymous_sender(
 
 /// `POST /api/reviews/{id}/anonymous/threads`: an anonymous comment, held until its release.
 async fn anonymous_thread(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -972,7 +995,7 @@ async fn anonymous_thread(
     let id = path(id)?;
     let sender = anonymous_sender(&state, &headers, &id)?;
     let (text, anchor) = thread_request(&state, &id, body).await?;
-    let (thread, comment) = (super::random_hex(8), super::random_hex(8));
+    let (thread, comment) = (random_hex(8), random_hex(8));
     let item = threads::Item::Comment {
         thread: thread.clone(),
         comment: comment.clone(),
@@ -988,7 +1011,7 @@ async fn anonymous_thread(
 
 /// `POST /api/reviews/{id}/anonymous/threads/{thread}/comments`: an anonymous reply.
 async fn anonymous_reply(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     body: Body,
@@ -1009,7 +1032,7 @@ async fn anonymous_reply(
             "this review has no such thread",
         ));
     }
-    let comment = super::random_hex(8);
+    let comment = random_hex(8);
     let item = threads::Item::Comment {
         thread: thread.clone(),
         comment: comment.clone(),
@@ -1024,7 +1047,7 @@ async fn anonymous_reply(
 
 /// `POST /api/reviews/{id}/concerns`: a concern for the board; always anonymous.
 async fn raise_concern(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -1033,7 +1056,7 @@ async fn raise_concern(
     let sender = anonymous_sender(&state, &headers, &id)?;
     let req: CommentRequest = parse(body)?;
     let text = threads::validate_body(&req.body)?;
-    let concern = super::random_hex(8);
+    let concern = random_hex(8);
     let item = threads::Item::Concern {
         concern: concern.clone(),
     };
@@ -1047,7 +1070,7 @@ async fn raise_concern(
 /// `POST /api/reviews/{id}/concerns/{concern}/support`: one vote per session, counted at the
 /// next release.
 async fn support(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -1087,7 +1110,7 @@ struct Keyed {
 
 /// The item a key unlocks, if it still exists (held or released).
 async fn unlocked(
-    state: &AppState,
+    state: &ApiState,
     review: &str,
     item_id: &str,
     key: &str,
@@ -1113,7 +1136,7 @@ async fn unlocked(
 
 /// `POST /api/reviews/{id}/anonymous/{item}/edit`: new text, with the item's key.
 async fn anonymous_edit(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     body: Body,
@@ -1132,7 +1155,7 @@ async fn anonymous_edit(
 
 /// `POST /api/reviews/{id}/anonymous/{item}/retract`: takes an item back, with its key.
 async fn anonymous_retract(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     body: Body,
@@ -1161,7 +1184,7 @@ const MAX_RECEIPTS: usize = 100;
 /// appear, for those still held (a receipt not listed was released). Only the submitting browser
 /// has its receipts, so the answer tells nobody else anything.
 async fn pending(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -1191,7 +1214,7 @@ async fn pending(
 /// `POST /api/reviews/{id}/moderation/hide`: the facilitator hides an anonymous item for
 /// everyone, learning nothing about its author.
 async fn hide(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -1218,7 +1241,7 @@ struct DiscussedRequest {
 
 /// `POST /api/reviews/{id}/concerns/{concern}/discussed`: the facilitator ticks a concern off.
 async fn discussed(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     body: Body,

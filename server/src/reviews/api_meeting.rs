@@ -13,14 +13,14 @@ use debrief_proto::schema::DocKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::api::ApiState;
 use super::api::{
     bearer, facilitator, in_phase, on_discussion, parse, path, read_doc, session, Body,
 };
 use super::meeting::{self, ActionInput, TimerAction};
 use super::records::{Published, Version};
 use super::{export, markdown, policy, Phase, Problem, ProblemKind, ReviewRecord, Role};
-use crate::transport::error::ApiError;
-use crate::AppState;
+use crate::error::ApiError;
 
 /// Longest agenda label.
 const MAX_AGENDA_CHARS: usize = 200;
@@ -28,7 +28,7 @@ const MAX_AGENDA_CHARS: usize = 200;
 const MAX_LIBRARY_RESULTS: usize = 100;
 
 /// Routes of this module.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/reviews/{id}/timer", post(timer))
         .route("/api/reviews/{id}/agenda", post(agenda))
@@ -50,7 +50,7 @@ fn forbidden(r: policy::Refusal) -> ApiError {
 }
 
 /// The facilitator's session, during the meeting.
-fn facilitator_in_meeting(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
+fn facilitator_in_meeting(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
     let (_, review) = facilitator(state, headers, id)?;
     during_meeting(review.phase)?;
     Ok(())
@@ -65,7 +65,7 @@ struct TimerRequest {
 
 /// `POST /api/reviews/{id}/timer`: start, pause, resume or extend the timebox.
 async fn timer(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -78,7 +78,7 @@ async fn timer(
     })
     .await?;
     Ok(Json(
-        json!({ "timer": timer, "server_time": super::now_ms() }),
+        json!({ "timer": timer, "server_time": super::basics::now_ms() }),
     ))
 }
 
@@ -90,7 +90,7 @@ struct AgendaRequest {
 
 /// `POST /api/reviews/{id}/agenda`: where the meeting is.
 async fn agenda(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -136,7 +136,7 @@ fn actions_open(phase: Phase) -> Result<(), Problem> {
 }
 
 /// Who may add and change action items: anyone but observers, in review and meeting.
-fn action_writer(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
+fn action_writer(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
     let (session, review) = session(state, headers, id)?;
     if session.role == Role::Observer {
         return Err(ApiError::new(
@@ -151,7 +151,7 @@ fn action_writer(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), 
 
 /// `POST /api/reviews/{id}/actions`.
 async fn add_action(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -168,7 +168,7 @@ async fn add_action(
 
 /// `PATCH /api/reviews/{id}/actions/{action}`: replaces the item's fields.
 async fn update_action(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
     body: Body,
@@ -186,7 +186,7 @@ async fn update_action(
 /// `POST /api/reviews/{id}/read`: "I have read the report"; counted once per session, shown
 /// only as a count.
 async fn mark_read(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -207,19 +207,8 @@ async fn mark_read(
         "read": true,
         "read_count": shown,
         "people": people,
-        "counted_after": state.anonymity.next_boundary(super::now_ms()),
+        "counted_after": state.anonymity.next_boundary(super::basics::now_ms()),
     })))
-}
-
-/// Shows, at a release boundary, the read counts that changed since the last one (so a change
-/// says nothing about who just read: several people's marks arrive together).
-pub async fn publish_read_counts(state: &AppState) {
-    for (review, count) in state.records.unshown_counts() {
-        let shown = on_discussion(state, &review, move |doc| meeting::read_count(doc, count))
-            .await
-            .is_ok();
-        state.records.shown(&review, count, shown);
-    }
 }
 
 #[derive(Deserialize)]
@@ -230,7 +219,7 @@ struct SettingsRequest {
 
 /// `POST /api/reviews/{id}/settings`: the facilitator turns blameless-language hints on or off.
 async fn settings(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -243,13 +232,13 @@ async fn settings(
 }
 
 /// Reads one document's Markdown (report or notes).
-async fn doc_markdown(state: &AppState, id: &str, kind: DocKind) -> Result<String, ApiError> {
+async fn doc_markdown(state: &ApiState, id: &str, kind: DocKind) -> Result<String, ApiError> {
     read_doc(state, id, kind, markdown::to_markdown).await
 }
 
 /// Pins every document's state when the review enters `phase`.
-pub(super) async fn pin_version(state: &AppState, id: &str, phase: Phase) -> Result<(), ApiError> {
-    async fn full(state: &AppState, id: &str, kind: DocKind) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn pin_version(state: &ApiState, id: &str, phase: Phase) -> Result<(), ApiError> {
+    async fn full(state: &ApiState, id: &str, kind: DocKind) -> Result<Vec<u8>, ApiError> {
         read_doc(state, id, kind, |doc| {
             use yrs::{ReadTxn, StateVector, Transact};
             doc.transact()
@@ -261,7 +250,7 @@ pub(super) async fn pin_version(state: &AppState, id: &str, phase: Phase) -> Res
     let notes = full(state, id, DocKind::Notes).await?;
     let version = Version {
         phase,
-        at: super::now_ms(),
+        at: super::basics::now_ms(),
         report,
         notes,
     };
@@ -279,7 +268,7 @@ fn render(state: &[u8]) -> String {
 
 /// `GET /api/reviews/{id}/versions`: the pinned versions.
 async fn versions(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -304,7 +293,7 @@ fn readable(s: &super::SessionRecord, review: &ReviewRecord) -> Result<(), ApiEr
 
 /// `GET /api/reviews/{id}/versions/{phase}`: one version as Markdown.
 async fn version(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -332,7 +321,7 @@ async fn version(
     })))
 }
 
-async fn parts(state: &AppState, review: ReviewRecord) -> Result<export::Parts, ApiError> {
+async fn parts(state: &ApiState, review: ReviewRecord) -> Result<export::Parts, ApiError> {
     let id = review.id.clone();
     let report = doc_markdown(state, &id, DocKind::Report).await?;
     let notes = doc_markdown(state, &id, DocKind::Notes).await?;
@@ -359,7 +348,7 @@ fn attachment(id: &str, ext: &str, content_type: &'static str, body: String) -> 
 
 /// `GET /api/reviews/{id}/export.md`.
 async fn export_md(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -368,7 +357,7 @@ async fn export_md(
 
 /// `GET /api/reviews/{id}/export.json`.
 async fn export_json(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -382,7 +371,7 @@ enum Format {
 }
 
 async fn export_as(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     id: Result<Path<String>, PathRejection>,
     format: Format,
@@ -408,7 +397,7 @@ async fn export_as(
 }
 
 /// Rewrites a published review's library entry from its documents (after moderation).
-pub(super) async fn refresh_library(state: &AppState, id: &str) -> Result<(), ApiError> {
+pub(super) async fn refresh_library(state: &ApiState, id: &str) -> Result<(), ApiError> {
     let Ok(entry) = state.records.published(id) else {
         return Ok(());
     };
@@ -436,7 +425,7 @@ struct PublishRequest {
 /// `POST /api/reviews/{id}/publish`: the facilitator puts a closed review in the library (or
 /// takes it out).
 async fn publish(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Body,
@@ -463,7 +452,7 @@ async fn publish(
             title: review.title,
             incident_date: review.incident_date,
             severity: review.severity,
-            published_at: super::now_ms(),
+            published_at: super::basics::now_ms(),
             markdown: export::markdown(&parts),
             format: super::records::EXPORT_FORMAT,
         })
@@ -483,7 +472,7 @@ struct LibraryQuery {
 
 /// `GET /api/library?q=`: published reviews, searchable by title and text; no session needed.
 async fn library(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     query: Result<Query<LibraryQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Ok(Query(q)) = query else {
@@ -515,7 +504,7 @@ async fn library(
 
 /// `GET /api/library/{id}`: a published review as Markdown.
 async fn library_entry(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path(id)?;

@@ -12,8 +12,10 @@ use debrief_proto::schema::discussion::REVIEW;
 use serde::{Deserialize, Serialize};
 use yrs::{Any, Doc, Map, MapPrelim, MapRef, Out, Transact};
 
+use super::basics::{now_ms, random_hex};
+use super::fields::validate_date;
+use super::problem::{Problem, ProblemKind};
 use super::threads::Outcome;
-use super::{now_ms, random_hex, Problem, ProblemKind};
 
 /// Root map of the meeting's state.
 pub const MEETING: &str = "meeting";
@@ -302,7 +304,7 @@ impl ActionInput {
             self.link = Some(link);
         }
         if let Some(due) = self.due.take().filter(|d| !d.trim().is_empty()) {
-            self.due = Some(super::validate_date(due.trim()).map_err(|_| {
+            self.due = Some(validate_date(due.trim()).map_err(|_| {
                 Problem::new(
                     ProblemKind::BadInput,
                     "invalid_due",

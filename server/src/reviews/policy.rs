@@ -186,6 +186,27 @@ pub fn may_facilitate(role: Role) -> Result<(), Refusal> {
     }
 }
 
+/// When a review releases its held anonymous items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseMode {
+    /// At every cadence boundary.
+    #[default]
+    Batch,
+    /// All at once when the meeting starts (and at every boundary after that).
+    Meeting,
+}
+
+impl ReleaseMode {
+    /// Name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseMode::Batch => "batch",
+            ReleaseMode::Meeting => "meeting",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

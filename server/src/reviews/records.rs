@@ -1,14 +1,20 @@
 //! What a review keeps beyond its live documents: versions pinned at each phase change, the
 //! read marks behind the read count, and the server's library of published reviews. Each lives
-//! in its own sled tree; nothing here names a person.
+//! in its own sled tree; nothing here names a person. The read count is shown in the discussion
+//! document at release boundaries ([`Records::publish_read_counts`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use debrief_proto::schema::{document_name, DocKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{locked, Phase, Problem, ProblemKind};
+use super::basics::locked;
+use super::meeting;
+use super::policy::Phase;
+use super::problem::{Problem, ProblemKind};
+use crate::documents::registry::Registry;
 use crate::storage::store::{MetaTree, Store, StoreError};
 
 /// One pinned version: every document's full state when the review entered `phase`.
@@ -171,6 +177,23 @@ impl Records {
             .into_iter()
             .filter_map(|r| self.read_count(&r).ok().map(|n| (r, n)))
             .collect()
+    }
+
+    /// Shows, in each review's discussion, the read counts that changed since the last call (at a
+    /// release boundary, so that a change says nothing about who just read: several people's
+    /// marks arrive together). A count that could not be shown waits for the next boundary.
+    pub async fn publish_read_counts(&self, registry: &Arc<Registry>) {
+        for (review, count) in self.unshown_counts() {
+            let shown = registry
+                .open(&document_name(&review, DocKind::Discussion))
+                .run(move |doc| match meeting::read_count(doc, count) {
+                    (Ok(()), update) => (true, update),
+                    (Err(_), _) => (false, None),
+                })
+                .await
+                .unwrap_or(false);
+            self.shown(&review, count, shown);
+        }
     }
 
     /// Records that `count` is now shown for `review`; `false` puts it back for the next boundary.

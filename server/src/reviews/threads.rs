@@ -13,7 +13,8 @@ use debrief_proto::schema::discussion::{field, REVIEW, THREADS};
 use yrs::types::ToJson;
 use yrs::{Any, Array, ArrayPrelim, ArrayRef, Doc, Map, MapPrelim, MapRef, Out, Transact};
 
-use super::{now_ms, random_hex, Problem, ProblemKind};
+use super::basics::{now_ms, random_hex};
+use super::problem::{Problem, ProblemKind};
 
 /// Most threads in one review: far above any real review, low enough that a flood cannot grow
 /// the discussion document without bound.

@@ -102,7 +102,7 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry>> {
-        super::locked(&self.keys)
+        super::basics::locked(&self.keys)
     }
 }
 

@@ -55,13 +55,13 @@ use crate::documents::presence::QueryGate;
 use crate::documents::queue;
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::transport::admission::{Busy, Connection, Meter};
 use crate::transport::stateless::{error_json, StatelessRequest};
 use crate::transport::ws::meter_of;
 use crate::transport::ws::{
     configure, join, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
 };
-use crate::AppState;
 
 /// `GET /collab`: upgrades to a Hocuspocus session.
 pub async fn upgrade(

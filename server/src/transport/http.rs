@@ -1,6 +1,7 @@
 //! HTTP routes: the router, health and readiness probes, metrics, the browser app ([`crate::transport::web`])
 //! and the fallback error, and the security headers every response carries. WebSocket upgrades are
-//! handed to [`crate::transport::ws`] and [`crate::transport::collab`].
+//! handed to [`crate::transport::ws`] and [`crate::transport::collab`]; the review API's routes
+//! come from the composition root, so the transport does not know the review domain.
 
 use std::sync::Arc;
 
@@ -10,11 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::transport::error::ApiError;
-use crate::AppState;
+use crate::error::ApiError;
+use crate::limits::MAX_BODY_BYTES;
+use crate::state::AppState;
 
-/// The whole HTTP surface of the server.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The whole HTTP surface of the server: the transport's own routes, and `api` (the review
+/// domain's REST routes, with their state already given by the composition root) beside them.
+pub fn router(state: Arc<AppState>, api: Router) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -26,14 +29,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/r/{id}", get(crate::transport::web::shell))
         .route("/library/{id}", get(crate::transport::web::shell))
         .route("/assets/{*file}", get(crate::transport::web::asset))
-        .merge(crate::reviews::api::routes())
+        .with_state(state)
+        .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            crate::reviews::api::MAX_BODY_BYTES,
-        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
 }
 
 /// The browser may run only the app's own scripts (no inline script, no `eval`), load and connect

@@ -6,7 +6,7 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::transport::error::ApiError;
+use crate::error::ApiError;
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 

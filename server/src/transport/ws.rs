@@ -33,11 +33,11 @@ use crate::documents::doc::{DocHandle, Incoming, JoinError};
 use crate::documents::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
 use crate::documents::presence::QueryGate;
 use crate::documents::queue;
+use crate::error::ApiError;
 use crate::limits::{valid_document_name, CLOSE_TIMEOUT, MAX_DOCUMENT_NAME_LEN, WRITE_TIMEOUT};
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::transport::admission::{Connection, Failure, Meter};
-use crate::transport::error::ApiError;
-use crate::AppState;
 
 /// tungstenite allocates its read buffer eagerly (128 KiB by default) and keeps it for the life
 /// of the connection, so it is a large part of an idle connection's memory. Typing and presence

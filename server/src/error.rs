@@ -1,5 +1,5 @@
-//! HTTP errors: one type, mapped to a status and a stable JSON body in one place.
-//! Internal error text never reaches a client.
+//! HTTP errors: one type, mapped to a status and a stable JSON body in one place, used by the
+//! transport and the review API alike. Internal error text never reaches a client.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -1,0 +1,36 @@
+//! What the review API's handlers share: the review domain and the open documents. Built by the
+//! composition root (`lib.rs`) beside the transport's own state, which knows none of it.
+
+use std::sync::Arc;
+
+use crate::documents::peer::Credential;
+use crate::documents::registry::Registry;
+use crate::reviews::anonymous::{Anonymity, Releases};
+use crate::reviews::records::Records;
+use crate::reviews::sessions::Reviews;
+
+/// The state of every review API handler.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Open documents.
+    pub registry: Arc<Registry>,
+    /// Reviews and sessions.
+    pub reviews: Arc<Reviews>,
+    /// The anonymous-item queue.
+    pub anonymity: Arc<Anonymity>,
+    /// Pinned versions, read marks and the library.
+    pub records: Arc<Records>,
+    /// Secret needed to create a review, if any.
+    pub creation_secret: Option<Credential>,
+}
+
+impl ApiState {
+    /// What releasing held anonymous items needs.
+    pub fn releases(&self) -> Releases {
+        Releases {
+            anonymity: self.anonymity.clone(),
+            reviews: self.reviews.clone(),
+            registry: self.registry.clone(),
+        }
+    }
+}
