@@ -391,8 +391,8 @@ mod tests {
             for i in 0..5u8 {
                 meta.put(&[i], &[i; 40]).expect("put");
             }
-            let (mut held, _) =
-                crate::reviews::held::HeldFile::open(&data.join("held")).expect("held file");
+            let (mut held, _) = crate::reviews::anonymous::held::HeldFile::open(&data.join("held"))
+                .expect("held file");
             held.write(&[b"held item".to_vec()]).expect("hold");
             let summary = write(store.db(), &data, &dir.path().join("backup")).expect("backup");
             assert_eq!(summary.keys, 6);
@@ -418,8 +418,8 @@ mod tests {
         );
         drop(store);
         flusher.run();
-        let (_, found) =
-            crate::reviews::held::HeldFile::open(&restored.join("held")).expect("restored held");
+        let (_, found) = crate::reviews::anonymous::held::HeldFile::open(&restored.join("held"))
+            .expect("restored held");
         assert_eq!(
             found
                 .payloads

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::reviews::held::HeldFile;
+use crate::reviews::anonymous::held::HeldFile;
 use crate::storage::integrity::OnDamage;
 use crate::storage::store::{Store, StoreError};
 

@@ -1,8 +1,8 @@
 //! The fields people type when they create or join a review (title, severity, incident day,
 //! display name): their bounds and how each is checked and normalised.
 
-use crate::reviews::names;
 use crate::reviews::problem::{Problem, ProblemKind};
+use crate::reviews::sessions::names;
 
 /// Longest review title, in characters: a headline, not a summary.
 pub const MAX_TITLE_CHARS: usize = 200;

@@ -14,6 +14,7 @@ use yrs::{Any, Doc, Map, MapPrelim, MapRef, Out, Transact};
 
 use super::basics::{now_ms, random_hex};
 use super::fields::validate_date;
+use super::policy::Phase;
 use super::problem::{Problem, ProblemKind};
 use super::threads::Outcome;
 
@@ -25,6 +26,35 @@ pub const ACTIONS: &str = "actions";
 pub const MAX_ACTIONS: u32 = 200;
 /// Longest timebox, in minutes: a post-mortem meeting, not a workshop.
 pub const MAX_TIMER_MINUTES: u64 = 240;
+
+/// Longest agenda label.
+pub const MAX_AGENDA_CHARS: usize = 200;
+
+/// Refuses what is done only during the meeting (the timebox, the agenda) in another phase.
+pub fn during_meeting(phase: Phase) -> Result<(), Problem> {
+    if phase == Phase::Meeting {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::Conflict,
+            "not_in_meeting",
+            "this is done during the meeting",
+        ))
+    }
+}
+
+/// Refuses changes to action items outside review and the meeting.
+pub fn actions_open(phase: Phase) -> Result<(), Problem> {
+    if matches!(phase, Phase::Review | Phase::Meeting) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            ProblemKind::Forbidden,
+            "not_allowed",
+            "action items are written by the team during review and the meeting",
+        ))
+    }
+}
 
 /// What the facilitator does with the timebox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

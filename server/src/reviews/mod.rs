@@ -3,38 +3,34 @@
 //! and the REST API over all of them. One file per resource:
 //!
 //! - reviews and sessions: [`sessions`] (reviews, invite links, sessions, the authorizer of
-//!   review documents), [`fields`] (titles, names, dates), [`names`], [`guards`] and
-//!   [`throttle`] (limits on guessing and flooding), [`policy`] (the phase table);
+//!   review documents, and in it the limits on guessing and flooding and display names),
+//!   [`fields`] (what people type: titles, names, dates);
 //! - threads: [`threads`] (the discussion document's comment threads and concerns) and
 //!   [`report`] (the report's template and anchors into it);
-//! - anonymous items: [`anonymous`] (the queue, its release, keys and votes) and [`held`] (the
+//! - anonymous items: [`anonymous`] (the queue, its release, keys and votes, and in it the
 //!   held-items file);
 //! - the meeting: [`meeting`] (timebox, agenda, action items, read count, hints);
 //! - records and export: [`records`] (pinned versions, read marks, the library), [`export`],
 //!   [`markdown`] and [`mdtext`];
 //! - [`api`]: the REST routes over all of the above;
-//! - shared by all: [`problem`] (why a request is refused) and [`basics`] (clock, ids, locks).
+//! - shared by all: [`policy`] (the phase table: roles, phases, release modes), [`problem`]
+//!   (why a request is refused) and [`basics`] (clock, ids, locks).
 //!
 //! Imports run one way inside the room: `api` → the resources → `policy`, `problem`, `basics`.
 
 pub mod anonymous;
 pub mod api;
-pub mod api_meeting;
 pub mod basics;
 pub mod export;
 pub mod fields;
-pub mod guards;
-pub mod held;
 pub mod markdown;
 pub mod meeting;
-pub mod names;
 pub mod policy;
 pub mod problem;
 pub mod records;
 pub mod report;
 pub mod sessions;
 pub mod threads;
-pub mod throttle;
 
 pub use policy::{Phase, ReleaseMode, Role};
 pub use problem::{Problem, ProblemKind};

@@ -17,7 +17,7 @@ use yrs::types::ToJson;
 use yrs::{ReadTxn, Transact};
 
 /// Bytes of one slot of the held-items file (`server/src/reviews/held.rs`).
-const SLOT_BYTES: usize = debrief_server::reviews::held::SLOT_BYTES;
+const SLOT_BYTES: usize = debrief_server::reviews::anonymous::held::SLOT_BYTES;
 
 /// Windows of the attack, and people posting in each (out of [`PEOPLE`]).
 const WINDOWS: usize = 10;

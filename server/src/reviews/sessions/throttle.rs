@@ -102,7 +102,7 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry>> {
-        super::basics::locked(&self.keys)
+        crate::reviews::basics::locked(&self.keys)
     }
 }
 

@@ -1,13 +1,18 @@
 //! Reviews and sessions: every review, its phase and invite links, and the sessions people
 //! opened with them, kept in memory and in their own sled trees; and the [`ReviewAuthorizer`]
 //! that decides every socket's access to a review's documents from the phase table
-//! ([`policy`]).
+//! ([`policy`]). Beside it: the limits on guessing and flooding the endpoints that need no
+//! session ([`guards`], [`throttle`]) and how display names are normalised ([`names`]).
 //!
 //! This module never touches documents or HTTP: the API seeds and writes documents through the
 //! registry, and maps [`Problem`]s to HTTP statuses.
 //!
 //! Secrets: invite and session tokens are 256 random bits; only their SHA-256 hashes are stored
 //! (in memory and on disk), so a copy of the database opens nothing. Tokens never reach logs.
+
+pub mod guards;
+pub mod names;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,9 +24,9 @@ use sha2::{Digest, Sha256};
 use crate::documents::access::{Access, Authorizer, Denied};
 use crate::reviews::basics::{locked, now_ms, random_hex, to_json};
 use crate::reviews::fields::validate_name;
-use crate::reviews::guards::Guards;
 use crate::reviews::policy::{self, Phase, ReleaseMode, Role};
 use crate::reviews::problem::{Problem, ProblemKind};
+use crate::reviews::sessions::guards::Guards;
 use crate::storage::store::{MetaTree, Store, StoreError};
 
 /// A review as stored.

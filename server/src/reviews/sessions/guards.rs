@@ -2,7 +2,7 @@
 //! (creating and joining): per client address and per invite link. Never stored or logged.
 
 use crate::reviews::problem::Problem;
-use crate::reviews::throttle;
+use crate::reviews::sessions::throttle;
 
 /// Reviews one client address may create per minute (then it waits, twice as long each time
 /// it floods again): far above what a person does, so one script cannot block others.

@@ -4,7 +4,7 @@
 //!
 //! What is stored, and what is not (`docs/anonymity.md`):
 //! - Until its release, a submission (item, reply, concern, vote, edit, retraction) lives only in
-//!   the held-items file ([`super::held`]): a slot at a random position holding the op (text,
+//!   the held-items file ([`held`]): a slot at a random position holding the op (text,
 //!   anchor, random ids), the hash of the item's key, the hash that refuses a second vote, and
 //!   the hash of a receipt. No author, session, time or address; nothing written to sled, whose
 //!   log-structured file would keep the arrival order beside the author's named writes.
@@ -19,6 +19,8 @@
 //!
 //! Nothing in this module logs, counts per person, or emits an event about an anonymous item.
 
+pub mod held;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,7 +33,6 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::basics::{locked, now_ms, random_hex, to_json};
-use super::held::{HeldError, HeldFile};
 use super::policy::{self, Phase, ReleaseMode, Role};
 use super::problem::{Problem, ProblemKind};
 use super::records::Records;
@@ -39,6 +40,7 @@ use super::sessions::{ReviewRecord, Reviews};
 use super::threads::{self, AnonOp, Item};
 use crate::documents::registry::Registry;
 use crate::storage::store::{MetaTree, Store, StoreError};
+use held::{HeldError, HeldFile};
 
 /// Anonymous submissions (items, replies, votes, edits, retractions) one session may make per
 /// [`RATE_WINDOW`]: generous for a person, small for a script flooding the board.

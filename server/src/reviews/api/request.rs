@@ -1,0 +1,359 @@
+//! What a review API request carries, taken apart once for every handler: the path parameters,
+//! the JSON body, the client's address, and the session with what its role and the review's
+//! phase allow ([`Session`] with a [`Requirement`]). Every refusal is an [`ApiError`] with the
+//! same code and sentence as when each handler did this itself.
+
+use std::marker::PhantomData;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::state::ApiState;
+use crate::documents::access::same_secret;
+use crate::error::ApiError;
+use crate::limits::MAX_BODY_BYTES;
+use crate::reviews::anonymous::Anonymity;
+use crate::reviews::meeting;
+use crate::reviews::policy::{self, Role};
+use crate::reviews::problem::{Problem, ProblemKind};
+use crate::reviews::sessions::{ReviewRecord, SessionRecord};
+use debrief_proto::schema::DocKind;
+
+/// The address a request came from (the proxy's, behind a proxy), for the limits on guessing
+/// and flooding; unspecified when the server runs without connection info. Never stored or
+/// logged.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip()),
+        ))
+    }
+}
+
+/// A route's path parameters; 400 `invalid_path` (with axum's explanation) when they do not
+/// decode, for example when one is not UTF-8 once percent-decoded.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// A JSON body of at most `MAX` bytes (the route's limit, which the router enforces and the
+/// error names): 413 `body_too_large` when it cannot be read, 400 `invalid_json` when it is not
+/// the expected shape.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T, const MAX: usize = MAX_BODY_BYTES>(pub T);
+
+impl<T, S, const MAX: usize> FromRequest<S> for JsonBody<T, MAX>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body::<S, MAX>(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Like [`JsonBody`], but an empty body stands for the type's default (a command whose fields
+/// are all optional may be sent without one).
+#[derive(Debug, Clone)]
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonOrEmpty<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body::<S, MAX_BODY_BYTES>(request, state).await?;
+        if bytes.is_empty() {
+            return Ok(JsonOrEmpty(T::default()));
+        }
+        parse_json(&bytes).map(JsonOrEmpty)
+    }
+}
+
+async fn read_body<S: Send + Sync, const MAX: usize>(
+    request: Request,
+    state: &S,
+) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body could not be read (at most {MAX} bytes): {e}"),
+        )
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not valid: {e}"),
+        )
+    })
+}
+
+/// The bearer token of a request, if it sends one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
+/// Refuses a request body that is not declared JSON (415 `unsupported_media_type`): every body
+/// the API takes is JSON, and a browser sends a cross-site form (`text/plain`,
+/// `application/x-www-form-urlencoded`) without asking the server first. Requests without a body
+/// need no type.
+pub async fn json_bodies_only(request: Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if has_body && !json {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the request body as JSON, with `Content-Type: application/json`",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// The right to create a review: the server's creation secret, when it has one, from an
+/// address that has not sent too many wrong ones lately.
+#[derive(Debug, Clone, Copy)]
+pub struct MayCreate;
+
+impl FromRequestParts<Arc<ApiState>> for MayCreate {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        let Some(secret) = &state.creation_secret else {
+            return Ok(MayCreate);
+        };
+        let Ok(ClientAddr(addr)) = ClientAddr::from_request_parts(parts, state).await;
+        state.reviews.guards.may_try_secret(addr)?;
+        let given = bearer(&parts.headers).unwrap_or("");
+        if same_secret(secret.expose(), given) {
+            return Ok(MayCreate);
+        }
+        if let Some(limited) = state.reviews.guards.wrong_secret(addr) {
+            return Err(limited.into());
+        }
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "creation_not_allowed",
+            "creating a review needs the server's creation secret as `Authorization: Bearer <secret>`",
+        ))
+    }
+}
+
+/// What a [`Session`] must be allowed, checked once the session is known: its role, the
+/// review's phase, and for anonymous items the size of the group and the rate limit.
+pub trait Requirement {
+    /// Refuses what the requirement does not allow.
+    fn check(
+        state: &ApiState,
+        session: &SessionRecord,
+        review: &ReviewRecord,
+        token: &str,
+    ) -> Result<(), ApiError>;
+}
+
+/// Any session of the review.
+#[derive(Debug, Clone, Copy)]
+pub struct Member;
+
+impl Requirement for Member {
+    fn check(_: &ApiState, _: &SessionRecord, _: &ReviewRecord, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// The review's facilitator (403 from the phase table otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct Facilitates;
+
+impl Requirement for Facilitates {
+    fn check(_: &ApiState, s: &SessionRecord, _: &ReviewRecord, _: &str) -> Result<(), ApiError> {
+        policy::may_facilitate(s.role).map_err(Problem::from)?;
+        Ok(())
+    }
+}
+
+/// The facilitator, during the meeting (409 `not_in_meeting` otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct ChairsMeeting;
+
+impl Requirement for ChairsMeeting {
+    fn check(
+        state: &ApiState,
+        s: &SessionRecord,
+        r: &ReviewRecord,
+        token: &str,
+    ) -> Result<(), ApiError> {
+        Facilitates::check(state, s, r, token)?;
+        meeting::during_meeting(r.phase)?;
+        Ok(())
+    }
+}
+
+/// Someone the phase table lets comment in the review's phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Comments;
+
+impl Requirement for Comments {
+    fn check(_: &ApiState, s: &SessionRecord, r: &ReviewRecord, _: &str) -> Result<(), ApiError> {
+        policy::may_comment(s.role, r.phase).map_err(Problem::from)?;
+        Ok(())
+    }
+}
+
+/// Someone who may comment, in a review with enough people for anonymity, within the rate
+/// limit of anonymous submissions (which this counts). Nothing about the session is logged.
+#[derive(Debug, Clone, Copy)]
+pub struct PostsAnonymously;
+
+impl Requirement for PostsAnonymously {
+    fn check(
+        state: &ApiState,
+        s: &SessionRecord,
+        r: &ReviewRecord,
+        token: &str,
+    ) -> Result<(), ApiError> {
+        Comments::check(state, s, r, token)?;
+        Anonymity::enough_posters(r, &state.reviews.counts(&r.id))?;
+        state.anonymity.rate_limit(token)?;
+        Ok(())
+    }
+}
+
+/// Someone who may read the report in the review's phase: the report is not for everyone's eyes
+/// in draft, and neither are its versions and exports.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadsReport;
+
+impl Requirement for ReadsReport {
+    fn check(_: &ApiState, s: &SessionRecord, r: &ReviewRecord, _: &str) -> Result<(), ApiError> {
+        policy::document_access(s.role, r.phase, DocKind::Report).map_err(Problem::from)?;
+        Ok(())
+    }
+}
+
+/// Someone who may add and change action items: anyone but observers, in review and meeting.
+#[derive(Debug, Clone, Copy)]
+pub struct WritesActions;
+
+impl Requirement for WritesActions {
+    fn check(_: &ApiState, s: &SessionRecord, r: &ReviewRecord, _: &str) -> Result<(), ApiError> {
+        if s.role == Role::Observer {
+            return Err(Problem::new(
+                ProblemKind::Forbidden,
+                "not_allowed",
+                "observers read along; action items are written by the team",
+            )
+            .into());
+        }
+        meeting::actions_open(r.phase)?;
+        Ok(())
+    }
+}
+
+/// The review named by the path's `id`.
+#[derive(Deserialize)]
+struct ReviewId {
+    id: String,
+}
+
+/// The session a request is made with (`Authorization: Bearer <session token>`), for the
+/// review its path names, once `R` allows it.
+pub struct Session<R = Member> {
+    /// The session.
+    pub session: SessionRecord,
+    /// Its review, as it was when the request began.
+    pub review: ReviewRecord,
+    /// The session token: counts anonymous submissions against their rate limit and makes the
+    /// records of votes and read marks. Never stored, logged or sent.
+    pub token: String,
+    allowed: PhantomData<R>,
+}
+
+impl<R> std::fmt::Debug for Session<R> {
+    // The token is a secret: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("review", &self.review.id)
+            .field("role", &self.session.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Requirement> FromRequestParts<Arc<ApiState>> for Session<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        let ApiPath(ReviewId { id }) = ApiPath::from_request_parts(parts, state).await?;
+        let token = bearer(&parts.headers);
+        let (session, review) = state.reviews.authenticate(token, &id)?;
+        let token = token.unwrap_or_default().to_owned();
+        R::check(state, &session, &review, &token)?;
+        Ok(Session {
+            session,
+            review,
+            token,
+            allowed: PhantomData,
+        })
+    }
+}
