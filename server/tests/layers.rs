@@ -169,6 +169,11 @@ fn edges(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
+/// Cycles that another piece of work removes: the document owner and its registry name each
+/// other until the Sans-IO document core (issue 22, items 1 and 2) lands. Remove an entry once
+/// its cycle is gone; the test then keeps it gone.
+const KNOWN_CYCLES: &[(&str, &str)] = &[("documents/doc.rs", "documents/registry.rs")];
+
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
@@ -179,7 +184,10 @@ fn no_file_imports_from_a_file_that_imports_it() {
     let mut cycles = Vec::new();
     for (from, tos) in &graph {
         for to in tos {
-            if from < to && graph.get(to).is_some_and(|back| back.contains(from)) {
+            if from < to
+                && graph.get(to).is_some_and(|back| back.contains(from))
+                && !KNOWN_CYCLES.contains(&(from.as_str(), to.as_str()))
+            {
                 cycles.push(format!("{from} ↔ {to}"));
             }
         }
