@@ -2,7 +2,7 @@
 // item appears and how strong anonymity is here, and the same "More" menu on every anonymous item
 // (so nothing on screen marks an item as yours; only this browser's stored key unlocks Edit).
 
-import { api, ApiError, type Held, type Item, type Phase, type Review } from './api'
+import { api, ApiError, type Held, type HeldItem, type Item, type Phase, type Review } from './api'
 import { h, notice, replace } from './dom'
 import { mayComment } from './rules'
 import { memory, type Membership } from './store'
@@ -77,10 +77,8 @@ export function anonymityNotice (review: Review, phase: Phase): HTMLElement {
 }
 
 /** Remembers a new item's key, so this browser (and only it) can edit or retract it. */
-export function keep (held: Held): void {
-  const item = held.item
-  if (!item || !held.key) return
-  memory.rememberKey(item.kind === 'comment' ? item.comment : item.concern, held.key)
+export function keep (held: HeldItem): void {
+  memory.rememberKey(itemId(held.item), held.key)
 }
 
 function itemId (item: Item): string {

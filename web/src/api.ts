@@ -1,76 +1,32 @@
-// The REST API of the server (see /api/openapi.json), typed. Every failure becomes an ApiError
+// The REST API of the server (see /api/openapi.json): fetch helpers only. Every request and
+// response shape comes from the server's OpenAPI document, through the types generated from it
+// (src/generated/api.d.ts, written by scripts/api-types.mjs). Every failure becomes an ApiError
 // with a stable code, including "server_unreachable" when no answer came at all.
 
-export type Role = 'facilitator' | 'author' | 'participant' | 'observer'
-export type Phase = 'draft' | 'review' | 'meeting' | 'closed'
+import type { components } from './generated/api'
+
+type Schemas = components['schemas']
+
+export type Role = Schemas['Role']
+export type Phase = Schemas['Phase']
+export type ReleaseMode = Schemas['ReleaseMode']
+export type Review = Schemas['Review']
+export type Created = Schemas['CreateReviewResponse']
+export type Joined = Schemas['JoinResponse']
+/** Where an anonymous item lives. */
+export type Item = Schemas['Item']
+/** The answer to an anonymous submission: when it appears. */
+export type Held = Schemas['Held']
+/** The answer to a new anonymous item: when it appears, the item and its key. */
+export type HeldItem = Schemas['HeldItem']
+/** A thread as a REST command answers it. */
+export type ThreadView = Schemas['Thread']
+export type Anchor = Schemas['Thread']['anchor']
+export type TimerRequest = Schemas['TimerRequest']
+export type ActionInput = Schemas['ActionInput']
 
 export const ROLES: readonly Role[] = ['facilitator', 'author', 'participant', 'observer']
 export const PHASES: readonly Phase[] = ['draft', 'review', 'meeting', 'closed']
-
-export interface Review {
-  id: string
-  title: string
-  incident_date: string | null
-  severity: string | null
-  phase: Phase
-  created_at: number
-  participants: Record<Role, number>
-  documents: { report: string, discussion: string, notes: string }
-  anonymous: { release: 'batch' | 'meeting', cadence_ms: number, small_group_anonymity: boolean }
-  read_count: number
-  server_time: number
-  you?: { role: Role, participant: string, name: string }
-}
-
-/** Where an anonymous item lives. */
-export type Item = { kind: 'comment', thread: string, comment: string } | { kind: 'concern', concern: string }
-
-/** The answer to an anonymous submission: when it appears, and (for new items) its key. */
-export interface Held {
-  release: 'batch' | 'meeting'
-  /** The earliest it appears; null until the meeting in a review that releases then. */
-  release_after: number | null
-  /** The latest: a batch only one person contributed to waits for others' items up to then. */
-  release_by: number | null
-  receipt: string
-  item?: Item
-  key?: string
-}
-
-export interface Concern {
-  id: string
-  body: string
-  createdAt: number
-  editedAt?: number
-  discussed: boolean
-  hidden: boolean
-  votes: string[]
-}
-
-export interface Invite { token: string, link: string }
-
-export interface Created { review: Review, invites: Record<Role, Invite> }
-export interface Joined { session: string, review: Review }
-
-export interface Comment {
-  id: string
-  body: string
-  /** Null for an anonymous comment. */
-  author: { participant: string, name: string } | null
-  anonymous?: boolean
-  hidden?: boolean
-  createdAt: number
-  editedAt?: number
-  deleted: boolean
-}
-
-export interface Thread {
-  id: string
-  anchor: { start: string, end: string, quote: string } | null
-  resolved: boolean
-  createdAt: number
-  comments: Comment[]
-}
 
 export class ApiError extends Error {
   constructor (readonly status: number, readonly code: string, message: string) {
@@ -78,7 +34,7 @@ export class ApiError extends Error {
   }
 }
 
-async function call<T> (method: string, path: string, body?: unknown, token?: string): Promise<T> {
+async function send (method: string, path: string, body?: unknown, token?: string): Promise<Response> {
   const headers: Record<string, string> = {}
   if (body !== undefined) headers['Content-Type'] = 'application/json'
   if (token !== undefined) headers.Authorization = `Bearer ${token}`
@@ -92,22 +48,28 @@ async function call<T> (method: string, path: string, body?: unknown, token?: st
   } catch {
     throw new ApiError(0, 'server_unreachable', 'The Debrief server cannot be reached. Check your connection and try again.')
   }
+  if (!res.ok) {
+    const err: Partial<Schemas['Error']> = await res.json().then((j: unknown) => j as Partial<Schemas['Error']>, () => ({}))
+    throw new ApiError(res.status, err.code ?? 'error', err.message ?? `The server answered ${res.status}.`)
+  }
+  return res
+}
+
+async function call<T> (method: string, path: string, body?: unknown, token?: string): Promise<T> {
+  const res = await send(method, path, body, token)
   if (res.status === 204) return undefined as T
-  let json: unknown
   try {
-    json = await res.json()
+    return await res.json() as T
   } catch {
     throw new ApiError(res.status, 'bad_response', `The server answered ${res.status} without a readable body.`)
   }
-  if (!res.ok) {
-    const err = json as { code?: string, message?: string }
-    throw new ApiError(res.status, err.code ?? 'error', err.message ?? `The server answered ${res.status}.`)
-  }
-  return json as T
 }
 
+/** A review's path under /api. */
+const at = (id: string): string => `/api/reviews/${encodeURIComponent(id)}`
+
 export const api = {
-  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: 'batch' | 'meeting', smallGroups: boolean) =>
+  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: ReleaseMode, smallGroups: boolean) =>
     call<Created>('POST', '/api/reviews', {
       title,
       anonymous_release: release,
@@ -115,39 +77,56 @@ export const api = {
       ...(incidentDate ? { incident_date: incidentDate } : {}),
       ...(severity ? { severity } : {}),
       ...(markdown ? { report_markdown: markdown } : {})
-    }),
-  library: (q: string) => call<{ reviews: { id: string, title: string, incident_date: string | null, severity: string | null, published_at: number }[] }>('GET', `/api/library?q=${encodeURIComponent(q)}`),
-  libraryEntry: (id: string) => call<{ id: string, title: string, markdown: string, published_at: number }>('GET', `/api/library/${encodeURIComponent(id)}`),
-  join: (invite: string, name: string) => call<Joined>('POST', '/api/join', { invite, name }),
-  review: (id: string, session: string) => call<Review>('GET', `/api/reviews/${encodeURIComponent(id)}`, undefined, session),
+    } satisfies Schemas['CreateReviewRequest']),
+  library: (q: string) => call<Schemas['LibraryList']>('GET', `/api/library?q=${encodeURIComponent(q)}`),
+  libraryEntry: (id: string) => call<Schemas['PublishedReview']>('GET', `/api/library/${encodeURIComponent(id)}`),
+  join: (invite: string, name: string) => call<Joined>('POST', '/api/join', { invite, name } satisfies Schemas['JoinRequest']),
+  review: (id: string, session: string) => call<Review>('GET', at(id), undefined, session),
   movePhase: (id: string, session: string, phase: Phase) =>
-    call<Review>('POST', `/api/reviews/${encodeURIComponent(id)}/phase`, { phase }, session),
+    call<Review>('POST', `${at(id)}/phase`, { phase } satisfies Schemas['PhaseRequest'], session),
   rotate: (id: string, session: string, role: Role) =>
-    call<{ role: Role, invite: Invite }>('POST', `/api/reviews/${encodeURIComponent(id)}/invites/${role}`, {}, session),
-  addThread: (id: string, session: string, body: string, anchor: Thread['anchor']) =>
-    call<Thread>('POST', `/api/reviews/${encodeURIComponent(id)}/threads`, anchor ? { body, anchor } : { body }, session),
+    call<Schemas['RotateResponse']>('POST', `${at(id)}/invites/${role}`, {}, session),
+  addThread: (id: string, session: string, body: string, anchor: Anchor) =>
+    call<ThreadView>('POST', `${at(id)}/threads`, (anchor ? { body, anchor } : { body }) satisfies Schemas['ThreadRequest'], session),
   reply: (id: string, session: string, thread: string, body: string) =>
-    call<Comment>('POST', `/api/reviews/${encodeURIComponent(id)}/threads/${thread}/comments`, { body }, session),
+    call<Schemas['AuthoredComment']>('POST', `${at(id)}/threads/${thread}/comments`, { body } satisfies Schemas['CommentRequest'], session),
   edit: (id: string, session: string, thread: string, comment: string, body: string) =>
-    call<Comment>('PATCH', `/api/reviews/${encodeURIComponent(id)}/threads/${thread}/comments/${comment}`, { body }, session),
+    call<Schemas['AuthoredComment']>('PATCH', `${at(id)}/threads/${thread}/comments/${comment}`, { body } satisfies Schemas['CommentRequest'], session),
   remove: (id: string, session: string, thread: string, comment: string) =>
-    call<undefined>('DELETE', `/api/reviews/${encodeURIComponent(id)}/threads/${thread}/comments/${comment}`, undefined, session),
-  anonymousThread: (id: string, session: string, body: string, anchor: Thread['anchor']) =>
-    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/anonymous/threads`, anchor ? { body, anchor } : { body }, session),
+    call<undefined>('DELETE', `${at(id)}/threads/${thread}/comments/${comment}`, undefined, session),
+  anonymousThread: (id: string, session: string, body: string, anchor: Anchor) =>
+    call<HeldItem>('POST', `${at(id)}/anonymous/threads`, (anchor ? { body, anchor } : { body }) satisfies Schemas['ThreadRequest'], session),
   anonymousReply: (id: string, session: string, thread: string, body: string) =>
-    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/anonymous/threads/${thread}/comments`, { body }, session),
+    call<HeldItem>('POST', `${at(id)}/anonymous/threads/${thread}/comments`, { body } satisfies Schemas['CommentRequest'], session),
   raiseConcern: (id: string, session: string, body: string) =>
-    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/concerns`, { body }, session),
+    call<HeldItem>('POST', `${at(id)}/concerns`, { body } satisfies Schemas['CommentRequest'], session),
   support: (id: string, session: string, concern: string) =>
-    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/concerns/${concern}/support`, {}, session),
+    call<Held>('POST', `${at(id)}/concerns/${concern}/support`, {} satisfies Schemas['EmptyRequest'], session),
   discussed: (id: string, session: string, concern: string, discussed: boolean) =>
-    call<undefined>('POST', `/api/reviews/${encodeURIComponent(id)}/concerns/${concern}/discussed`, { discussed }, session),
+    call<undefined>('POST', `${at(id)}/concerns/${concern}/discussed`, { discussed } satisfies Schemas['DiscussedRequest'], session),
   anonymousEdit: (id: string, session: string, item: string, key: string, body: string) =>
-    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/anonymous/${item}/edit`, { key, body }, session),
+    call<Held>('POST', `${at(id)}/anonymous/${item}/edit`, { key, body } satisfies Schemas['AnonymousEditRequest'], session),
   anonymousRetract: (id: string, session: string, item: string, key: string) =>
-    call<Held>('POST', `/api/reviews/${encodeURIComponent(id)}/anonymous/${item}/retract`, { key }, session),
+    call<Held>('POST', `${at(id)}/anonymous/${item}/retract`, { key } satisfies Schemas['AnonymousRetractRequest'], session),
   hide: (id: string, session: string, item: Item) =>
-    call<undefined>('POST', `/api/reviews/${encodeURIComponent(id)}/moderation/hide`, item, session),
+    call<undefined>('POST', `${at(id)}/moderation/hide`, item, session),
   resolve: (id: string, session: string, thread: string, resolved: boolean) =>
-    call<Thread>('POST', `/api/reviews/${encodeURIComponent(id)}/threads/${thread}/${resolved ? 'resolve' : 'reopen'}`, undefined, session)
+    call<ThreadView>('POST', `${at(id)}/threads/${thread}/${resolved ? 'resolve' : 'reopen'}`, undefined, session),
+  timer: (id: string, session: string, request: TimerRequest) =>
+    call<Schemas['TimerResponse']>('POST', `${at(id)}/timer`, request, session),
+  agenda: (id: string, session: string, item: string) =>
+    call<undefined>('POST', `${at(id)}/agenda`, { item } satisfies Schemas['AgendaRequest'], session),
+  addAction: (id: string, session: string, input: ActionInput) =>
+    call<Schemas['ActionItem']>('POST', `${at(id)}/actions`, input, session),
+  markRead: (id: string, session: string) =>
+    call<Schemas['ReadResponse']>('POST', `${at(id)}/read`, {}, session),
+  settings: (id: string, session: string, hints: boolean) =>
+    call<undefined>('POST', `${at(id)}/settings`, { hints } satisfies Schemas['SettingsRequest'], session),
+  publish: (id: string, session: string, published: boolean) =>
+    call<Schemas['PublishResponse']>('POST', `${at(id)}/publish`, { published } satisfies Schemas['PublishRequest'], session),
+  versions: (id: string, session: string) => call<Schemas['VersionList']>('GET', `${at(id)}/versions`, undefined, session),
+  version: (id: string, session: string, phase: Phase) => call<Schemas['Version']>('GET', `${at(id)}/versions/${phase}`, undefined, session),
+  /** The export as the text of the file to download (Markdown, or JSON of schema Export). */
+  exportText: async (id: string, session: string, format: 'md' | 'json') =>
+    (await send('GET', `${at(id)}/export.${format}`, undefined, session)).text()
 }

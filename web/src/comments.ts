@@ -8,7 +8,8 @@ import type { Editor } from '@tiptap/core'
 import type { EditorState } from '@tiptap/pm/state'
 import { TextSelection } from '@tiptap/pm/state'
 import { ySyncPluginKey, absolutePositionToRelativePosition, relativePositionToAbsolutePosition } from '@tiptap/y-tiptap'
-import { api, ApiError, type Comment, type Held, type Review, type Thread } from './api'
+import { api, ApiError, type HeldItem, type Review, type ThreadView } from './api'
+import type { Comment, Thread } from './discussion'
 import { anonymityNotice, anonymousError, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, onNextFrame, reconcile, replace } from './dom'
 import { isWritable, type Highlight } from './editor'
@@ -180,7 +181,7 @@ export class CommentsPanel {
       send.disabled = true
       const m = this.o.membership
       const anonymous = toggle.querySelector('input')?.checked === true
-      const sent: Promise<Thread | Held> = anonymous
+      const sent: Promise<ThreadView | HeldItem> = anonymous
         ? api.anonymousThread(m.review, m.session, text.value, anchor)
         : api.addThread(m.review, m.session, text.value, anchor)
       sent.then((result) => {

@@ -2,7 +2,8 @@
 // never voters, and marks nothing as yours; support is counted at the next release.
 
 import type * as Y from 'yjs'
-import { api, ApiError, type Concern, type Review } from './api'
+import { api, ApiError, type Review } from './api'
+import type { Concern } from './discussion'
 import { anonymityNotice, anonymousError, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, onNextFrame, replace } from './dom'
 import type { Membership } from './store'

@@ -3,34 +3,13 @@
 // the server-written `discussion` document; changes go through the REST API.
 
 import type * as Y from 'yjs'
-import { ApiError, type Review } from './api'
+import { api, ApiError, type ActionInput, type Review } from './api'
 import { h, notice, onNextFrame, replace } from './dom'
 import { soundsLikeTryHarder } from './hints'
 import { memory, type Membership } from './store'
 
 interface Timer { state: 'running' | 'paused' | 'stopped', endsAt?: number | null, remainingMs?: number | null, durationMs: number }
 interface Action { id: string, what: string, why: string, kind: string, owner: string, link: string | null, due: string | null, status: string, createdAt: number }
-
-async function call<T> (method: string, path: string, session: string, body?: unknown): Promise<T> {
-  let res: Response
-  try {
-    res = await fetch(path, {
-      method,
-      headers: { Authorization: `Bearer ${session}`, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }) },
-      body: body === undefined ? null : JSON.stringify(body)
-    })
-  } catch {
-    throw new ApiError(0, 'server_unreachable', 'The Debrief server cannot be reached.')
-  }
-  if (res.status === 204) return undefined as T
-  const text = await res.text()
-  if (!res.ok) {
-    const err = (() => { try { return JSON.parse(text) as { code?: string, message?: string } } catch { return {} } })()
-    throw new ApiError(res.status, err.code ?? 'error', err.message ?? `The server answered ${res.status}.`)
-  }
-  const type = res.headers.get('content-type') ?? ''
-  return (type.includes('json') ? JSON.parse(text) : text) as T
-}
 
 function mmss (ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000))
@@ -111,8 +90,9 @@ export class MeetingPanel {
     replace(this.status, notice(err instanceof ApiError ? err.message : 'That did not work.', 'error'))
   }
 
-  private post (path: string, body?: unknown): Promise<unknown> {
-    return call<unknown>('POST', `/api/reviews/${this.m.review}${path}`, this.m.session, body ?? {}).then((x) => {
+  /** Awaits a command, showing its failure in the panel's status line. */
+  private command<T> (sent: Promise<T>): Promise<T> {
+    return sent.then((x) => {
       replace(this.status)
       return x
     }, (err: unknown) => { this.fail(err); throw err })
@@ -152,10 +132,10 @@ export class MeetingPanel {
       const pause = h('button', { type: 'button', id: 'timer-pause' }, 'Pause')
       const resume = h('button', { type: 'button', id: 'timer-resume' }, 'Resume')
       const extend = h('button', { type: 'button', id: 'timer-extend' }, '+5 min')
-      start.addEventListener('click', () => { void this.post('/timer', { action: 'start', minutes: Number(minutes.value) }).catch(() => undefined) })
-      pause.addEventListener('click', () => { void this.post('/timer', { action: 'pause' }).catch(() => undefined) })
-      resume.addEventListener('click', () => { void this.post('/timer', { action: 'resume' }).catch(() => undefined) })
-      extend.addEventListener('click', () => { void this.post('/timer', { action: 'extend', minutes: 5 }).catch(() => undefined) })
+      start.addEventListener('click', () => { void this.command(api.timer(this.m.review, this.m.session, { action: 'start', minutes: Number(minutes.value) })).catch(() => undefined) })
+      pause.addEventListener('click', () => { void this.command(api.timer(this.m.review, this.m.session, { action: 'pause' })).catch(() => undefined) })
+      resume.addEventListener('click', () => { void this.command(api.timer(this.m.review, this.m.session, { action: 'resume' })).catch(() => undefined) })
+      extend.addEventListener('click', () => { void this.command(api.timer(this.m.review, this.m.session, { action: 'extend', minutes: 5 })).catch(() => undefined) })
       this.o.timerSlot.appendChild(h('span', { class: 'timer-controls' }, minutes, start, pause, resume, extend))
     }
     if (!meeting) this.o.timerSlot.querySelector('.timer-controls')?.remove()
@@ -172,7 +152,7 @@ export class MeetingPanel {
     replace(this.agendaEl, ...items.map((item) => {
       const here = item === current
       const go = facilitator && meeting ? h('button', { type: 'button', class: 'link', 'data-agenda': item }, here ? 'Current' : 'Go') : null
-      go?.addEventListener('click', () => { void this.post('/agenda', { item }).catch(() => undefined) })
+      go?.addEventListener('click', () => { void this.command(api.agenda(this.m.review, this.m.session, item)).catch(() => undefined) })
       return h('li', { class: here ? 'here' : '', 'aria-current': here ? 'step' : null }, item, ' ', go)
     }))
 
@@ -195,10 +175,10 @@ export class MeetingPanel {
     const mark = h('button', { type: 'button', id: 'mark-read' }, 'I have read the report')
     mark.addEventListener('click', () => {
       mark.disabled = true
-      this.post('/read').then((answer) => {
+      this.command(api.markRead(this.m.review, this.m.session)).then((answer) => {
         memory.update(this.m.review, { read: true })
-        const after = (answer as { counted_after?: number }).counted_after
-        const at = after === undefined ? '' : `, at ${new Date(after).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })}`
+        const after = answer.counted_after
+        const at = `, at ${new Date(after).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })}`
         // The count everyone sees changes with the next batch, so it does not say who just read.
         replace(this.readEl, shown, ' ', h('span', { class: 'read-done', role: 'status' }, `✓ You have read it. It is counted with the next batch${at}.`))
       }, () => { mark.disabled = false })
@@ -242,8 +222,8 @@ export class MeetingPanel {
       h('button', { type: 'submit', class: 'primary' }, 'Add action item'), status)
     form.addEventListener('submit', (e) => {
       e.preventDefault()
-      call('POST', `/api/reviews/${this.m.review}/actions`, this.m.session, {
-        what: what.value, why: why.value, kind: kind.value, owner: owner.value,
+      api.addAction(this.m.review, this.m.session, {
+        what: what.value, why: why.value, kind: kind.value as ActionInput['kind'], owner: owner.value,
         link: link.value || null, due: due.value || null
       }).then(() => {
         for (const i of [what, why, owner, link, due]) i.value = ''
@@ -259,12 +239,12 @@ export class MeetingPanel {
     const facilitator = this.m.role === 'facilitator'
     const hints = h('input', { type: 'checkbox', id: 'hints-toggle' })
     hints.checked = this.o.discussion.getMap('review').get('hints') !== false
-    hints.addEventListener('change', () => { void this.post('/settings', { hints: hints.checked }).catch(() => undefined) })
+    hints.addEventListener('change', () => { void this.command(api.settings(this.m.review, this.m.session, hints.checked)).catch(() => undefined) })
     const exportMd = h('button', { type: 'button', id: 'export-md' }, 'Export Markdown')
     const exportJson = h('button', { type: 'button' }, 'Export JSON')
-    const download = (ext: string) => {
-      call<string | object>('GET', `/api/reviews/${this.m.review}/export.${ext}`, this.m.session).then((body) => {
-        const text = typeof body === 'string' ? body : JSON.stringify(body, null, 2)
+    const download = (ext: 'md' | 'json') => {
+      api.exportText(this.m.review, this.m.session, ext).then((body) => {
+        const text = ext === 'json' ? JSON.stringify(JSON.parse(body), null, 2) : body
         const a = h('a', { href: URL.createObjectURL(new Blob([text], { type: ext === 'md' ? 'text/markdown' : 'application/json' })), download: `review-${this.m.review}.${ext}` })
         document.body.appendChild(a)
         a.click()
@@ -277,13 +257,13 @@ export class MeetingPanel {
     versions.addEventListener('click', () => { void this.showVersions() })
     const publish = h('button', { type: 'button', id: 'publish' }, 'Publish to the library')
     publish.addEventListener('click', () => {
-      this.post('/publish', { published: true }).then(() => {
+      this.command(api.publish(this.m.review, this.m.session, true)).then(() => {
         replace(this.status, notice('Published: anyone who can reach this server can find it in the library.'))
       }, () => undefined)
     })
     const unpublish = h('button', { type: 'button', id: 'unpublish' }, 'Take it out of the library')
     unpublish.addEventListener('click', () => {
-      this.post('/publish', { published: false }).then(() => {
+      this.command(api.publish(this.m.review, this.m.session, false)).then(() => {
         replace(this.status, notice('No longer in the library.'))
       }, () => undefined)
     })
@@ -300,9 +280,8 @@ export class MeetingPanel {
   }
 
   private async showVersions (): Promise<void> {
-    type V = { phase: string, label: string, at: number }
     try {
-      const list = await call<{ versions: V[] }>('GET', `/api/reviews/${this.m.review}/versions`, this.m.session)
+      const list = await api.versions(this.m.review, this.m.session)
       const view = h('div', { class: 'version-view' })
       const dialog = h('dialog', { 'aria-label': 'Pinned versions', class: 'versions' },
         h('h2', {}, 'Pinned versions'),
@@ -311,9 +290,9 @@ export class MeetingPanel {
           const b = h('button', { type: 'button', 'data-version': v.phase }, v.label)
           b.addEventListener('click', () => {
             void (async () => {
-              const got = await call<{ report: string }>('GET', `/api/reviews/${this.m.review}/versions/${v.phase}`, this.m.session)
+              const got = await api.version(this.m.review, this.m.session, v.phase)
               const prevPhase = list.versions[i - 1]?.phase
-              const prev = prevPhase ? await call<{ report: string }>('GET', `/api/reviews/${this.m.review}/versions/${prevPhase}`, this.m.session) : null
+              const prev = prevPhase ? await api.version(this.m.review, this.m.session, prevPhase) : null
               const lines = prev ? lineDiff(prev.report, got.report) : got.report.split('\n').map((line) => ({ kind: ' ' as const, line }))
               replace(view,
                 h('p', { class: 'hint' }, prev ? `Changes since "${list.versions[i - 1]?.label ?? ''}"` : 'The first pinned version'),

@@ -1,5 +1,5 @@
 //! The REST API of reviews under `/api` (described by `openapi.json`, served at
-//! `/api/openapi.json`). One file per resource, each with its handlers and request shapes:
+//! `/api/openapi.json`, and copied for the web app's generated types). One file per resource, each with its handlers and request shapes:
 //!
 //! - [`reviews`]: creating, joining and reading reviews, moving phases, rotating invite links;
 //! - [`threads`]: signed comment threads;
@@ -33,8 +33,10 @@ use axum::Router;
 
 pub use self::state::ApiState;
 
-/// The OpenAPI description of this API.
-pub const OPENAPI: &str = include_str!("../openapi.json");
+/// The OpenAPI description of this API, served at `/api/openapi.json`. The web app generates its
+/// REST types from a committed copy (`web/src/generated/openapi.json`), which the test
+/// `openapi_document_matches_the_web_copy` keeps equal to it.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Routes under `/api`, with their state.
 pub fn routes(state: Arc<ApiState>) -> Router {
@@ -117,4 +119,35 @@ pub fn routes(state: Arc<ApiState>) -> Router {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The web app's copy of the document, which `npm run api-types` turns into its REST types.
+    fn web_copy() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/src/generated/openapi.json")
+    }
+
+    /// The served document and the web app's copy are the same contract: this fails when one
+    /// changed without the other. `DEBRIEF_WRITE_OPENAPI=1 cargo test -p debrief-server openapi`
+    /// writes the copy (then `cd web && npm run api-types` writes the types).
+    #[test]
+    fn openapi_document_matches_the_web_copy() {
+        let served: serde_json::Value =
+            serde_json::from_str(super::OPENAPI).expect("the OpenAPI document is JSON");
+        let text = serde_json::to_string_pretty(&served).expect("a JSON value serialises") + "\n";
+        if std::env::var_os("DEBRIEF_WRITE_OPENAPI").is_some() {
+            std::fs::write(web_copy(), &text).expect("write the web copy");
+            return;
+        }
+        let committed = std::fs::read_to_string(web_copy()).expect("read the web copy");
+        assert!(
+            committed == text,
+            "web/src/generated/openapi.json differs from the served document: run \
+             `DEBRIEF_WRITE_OPENAPI=1 cargo test -p debrief-server openapi`, then \
+             `cd web && npm run api-types`"
+        );
+    }
 }
