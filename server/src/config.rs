@@ -67,7 +67,7 @@ pub struct Cli {
     pub workers: u16,
 
     /// Seconds between releases of held anonymous items (their timestamps are rounded to it).
-    #[arg(long, env = "DEBRIEF_ANONYMOUS_CADENCE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, env = "DEBRIEF_ANONYMOUS_CADENCE_SECS", default_value_t = crate::limits::DEFAULT_ANONYMOUS_CADENCE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub anonymous_cadence_secs: u64,
 
     /// What to do when the data directory is damaged: `refuse` (print what is damaged and exit

@@ -200,7 +200,7 @@ impl Server {
         let shutdown = state.shutdown.clone();
         let tracker = state.tracker.clone();
         if state.damage.is_none() {
-            tracker.spawn(anonymous::release_loop(
+            tracker.spawn(anonymous::release::release_loop(
                 api.releases(),
                 api.records.clone(),
                 shutdown.clone(),

@@ -200,13 +200,8 @@ impl FromRequestParts<Arc<ApiState>> for MayCreate {
 /// What a [`Session`] must be allowed, checked once the session is known: its role, the
 /// review's phase, and for anonymous items the size of the group and the rate limit.
 pub trait Requirement {
-    /// Refuses what the requirement does not allow.
-    fn check(
-        state: &ApiState,
-        session: &SessionRecord,
-        review: &ReviewRecord,
-        token: &str,
-    ) -> Result<(), ApiError>;
+    /// Refuses what the requirement does not allow to `you` (whatever it was checked for so far).
+    fn check<A>(state: &ApiState, you: &Session<A>) -> Result<(), ApiError>;
 }
 
 /// Any session of the review.
@@ -214,7 +209,7 @@ pub trait Requirement {
 pub struct Member;
 
 impl Requirement for Member {
-    fn check(_: &ApiState, _: &SessionRecord, _: &ReviewRecord, _: &str) -> Result<(), ApiError> {
+    fn check<A>(_: &ApiState, _: &Session<A>) -> Result<(), ApiError> {
         Ok(())
     }
 }
@@ -224,8 +219,8 @@ impl Requirement for Member {
 pub struct Facilitates;
 
 impl Requirement for Facilitates {
-    fn check(_: &ApiState, s: &SessionRecord, _: &ReviewRecord, _: &str) -> Result<(), ApiError> {
-        policy::may_facilitate(s.role).map_err(Problem::from)?;
+    fn check<A>(_: &ApiState, you: &Session<A>) -> Result<(), ApiError> {
+        policy::may_facilitate(you.session.role).map_err(Problem::from)?;
         Ok(())
     }
 }
@@ -235,14 +230,9 @@ impl Requirement for Facilitates {
 pub struct ChairsMeeting;
 
 impl Requirement for ChairsMeeting {
-    fn check(
-        state: &ApiState,
-        s: &SessionRecord,
-        r: &ReviewRecord,
-        token: &str,
-    ) -> Result<(), ApiError> {
-        Facilitates::check(state, s, r, token)?;
-        meeting::during_meeting(r.phase)?;
+    fn check<A>(state: &ApiState, you: &Session<A>) -> Result<(), ApiError> {
+        Facilitates::check(state, you)?;
+        meeting::during_meeting(you.review.phase)?;
         Ok(())
     }
 }
@@ -252,8 +242,8 @@ impl Requirement for ChairsMeeting {
 pub struct Comments;
 
 impl Requirement for Comments {
-    fn check(_: &ApiState, s: &SessionRecord, r: &ReviewRecord, _: &str) -> Result<(), ApiError> {
-        policy::may_comment(s.role, r.phase).map_err(Problem::from)?;
+    fn check<A>(_: &ApiState, you: &Session<A>) -> Result<(), ApiError> {
+        policy::may_comment(you.session.role, you.review.phase).map_err(Problem::from)?;
         Ok(())
     }
 }
@@ -264,15 +254,10 @@ impl Requirement for Comments {
 pub struct PostsAnonymously;
 
 impl Requirement for PostsAnonymously {
-    fn check(
-        state: &ApiState,
-        s: &SessionRecord,
-        r: &ReviewRecord,
-        token: &str,
-    ) -> Result<(), ApiError> {
-        Comments::check(state, s, r, token)?;
-        Anonymity::enough_posters(r, &state.reviews.counts(&r.id))?;
-        state.anonymity.rate_limit(token)?;
+    fn check<A>(state: &ApiState, you: &Session<A>) -> Result<(), ApiError> {
+        Comments::check(state, you)?;
+        Anonymity::enough_posters(&you.review, &state.reviews.counts(&you.review.id))?;
+        state.anonymity.rate_limit(&you.token)?;
         Ok(())
     }
 }
@@ -283,8 +268,9 @@ impl Requirement for PostsAnonymously {
 pub struct ReadsReport;
 
 impl Requirement for ReadsReport {
-    fn check(_: &ApiState, s: &SessionRecord, r: &ReviewRecord, _: &str) -> Result<(), ApiError> {
-        policy::document_access(s.role, r.phase, DocKind::Report).map_err(Problem::from)?;
+    fn check<A>(_: &ApiState, you: &Session<A>) -> Result<(), ApiError> {
+        policy::document_access(you.session.role, you.review.phase, DocKind::Report)
+            .map_err(Problem::from)?;
         Ok(())
     }
 }
@@ -294,8 +280,8 @@ impl Requirement for ReadsReport {
 pub struct WritesActions;
 
 impl Requirement for WritesActions {
-    fn check(_: &ApiState, s: &SessionRecord, r: &ReviewRecord, _: &str) -> Result<(), ApiError> {
-        if s.role == Role::Observer {
+    fn check<A>(_: &ApiState, you: &Session<A>) -> Result<(), ApiError> {
+        if you.session.role == Role::Observer {
             return Err(Problem::new(
                 ProblemKind::Forbidden,
                 "not_allowed",
@@ -303,7 +289,7 @@ impl Requirement for WritesActions {
             )
             .into());
         }
-        meeting::actions_open(r.phase)?;
+        meeting::actions_open(you.review.phase)?;
         Ok(())
     }
 }
@@ -328,11 +314,11 @@ pub struct Session<R = Member> {
 }
 
 impl<R> std::fmt::Debug for Session<R> {
-    // The token is a secret: never in logs.
+    // The token is a secret, and who sends an anonymous item must not reach a log: only the
+    // review is shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("review", &self.review.id)
-            .field("role", &self.session.role)
             .finish_non_exhaustive()
     }
 }
@@ -347,13 +333,13 @@ impl<R: Requirement> FromRequestParts<Arc<ApiState>> for Session<R> {
         let ApiPath(ReviewId { id }) = ApiPath::from_request_parts(parts, state).await?;
         let token = bearer(&parts.headers);
         let (session, review) = state.reviews.authenticate(token, &id)?;
-        let token = token.unwrap_or_default().to_owned();
-        R::check(state, &session, &review, &token)?;
-        Ok(Session {
+        let you = Session {
             session,
             review,
-            token,
+            token: token.unwrap_or_default().to_owned(),
             allowed: PhantomData,
-        })
+        };
+        R::check(state, &you)?;
+        Ok(you)
     }
 }

@@ -17,7 +17,7 @@ use super::records::pin_version;
 use super::request::{ApiPath, ClientAddr, JsonBody, JsonOrEmpty, MayCreate, Member, Session};
 use super::state::ApiState;
 use crate::error::ApiError;
-use crate::reviews::anonymous;
+use crate::reviews::anonymous::release;
 use crate::reviews::basics::now_ms;
 use crate::reviews::fields::{validate_date, validate_severity, validate_title};
 use crate::reviews::policy::{Phase, ReleaseMode, Role};
@@ -270,7 +270,7 @@ pub(super) async fn move_phase(
         // The meeting start (in meeting mode) and the close are release boundaries: nothing
         // held is left behind the record.
         let at = state.anonymity.boundary_at(now_ms());
-        anonymous::release(&state.releases(), at, Some(&id), to == Phase::Closed).await;
+        release::release(&state.releases(), at, Some(&id), to == Phase::Closed).await;
     }
     pin_version(&state, &id, to).await?;
     Ok(Json(review_view(&state, &review, Some(&session))))

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::documents::peer::Credential;
 use crate::documents::registry::Registry;
-use crate::reviews::anonymous::{Anonymity, Releases};
+use crate::reviews::anonymous::release::Releases;
+use crate::reviews::anonymous::Anonymity;
 use crate::reviews::records::Records;
 use crate::reviews::sessions::Reviews;
 
