@@ -14,8 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use debrief_proto::schema::{document_name, DocKind};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::documents::{on_discussion, read_doc};
 use super::records::refresh_library;
@@ -25,8 +24,23 @@ use super::threads::{thread_request, CommentRequest, ThreadRequest};
 use crate::error::ApiError;
 use crate::reviews::anonymous::Receipt;
 use crate::reviews::basics::random_hex;
+use crate::reviews::policy::ReleaseMode;
 use crate::reviews::sessions::ReviewRecord;
 use crate::reviews::threads::{self, AnonOp, Item};
+
+/// A held submission asked about, with when it will appear (null like [`Held`]'s times).
+#[derive(Debug, Serialize)]
+pub(super) struct PendingReceipt {
+    receipt: String,
+    release_after: Option<u64>,
+    release_by: Option<u64>,
+}
+
+/// The receipts whose submissions are still held; a receipt not listed was released.
+#[derive(Debug, Serialize)]
+pub(super) struct PendingResponse {
+    pending: Vec<PendingReceipt>,
+}
 
 /// Receipts one request may ask about: far more than one person submits between releases.
 const MAX_RECEIPTS: usize = 100;
@@ -65,28 +79,41 @@ async fn room(state: &ApiState, id: &str, op: &AnonOp) -> Result<(), ApiError> {
 }
 
 /// The answer to an anonymous submission: nothing about who sent it, only when it will appear
-/// (at the earliest, and at the latest if it waits for others' items), and the receipt to ask
-/// again. A new item also gets its key.
+/// (at the earliest, and at the latest if it waits for others' items; both null while a review
+/// that releases at the meeting has not reached it), and the receipt to ask again. A new item
+/// also gets its id and key.
+#[derive(Debug, Serialize)]
+pub(super) struct Held {
+    release: ReleaseMode,
+    release_after: Option<u64>,
+    release_by: Option<u64>,
+    receipt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item: Option<Item>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
 fn held_reply(
     state: &ApiState,
     review: &ReviewRecord,
     receipt: Receipt,
     item: Option<Item>,
 ) -> Response {
-    let (release_after, release_by) = match state.anonymity.release_times(review, 0) {
-        Some((after, by)) => (json!(after), json!(by)),
-        None => (Value::Null, Value::Null),
+    let (release_after, release_by) = state.anonymity.release_times(review, 0).unzip();
+    // An item and its key go together: a new item always has both.
+    let (item, key) = match (item, receipt.key) {
+        (Some(item), Some(key)) => (Some(item), Some(key)),
+        _ => (None, None),
     };
-    let mut body = json!({
-        "release": review.release.as_str(),
-        "release_after": release_after,
-        "release_by": release_by,
-        "receipt": receipt.receipt,
-    });
-    if let (Some(item), Some(key)) = (item, receipt.key) {
-        body["item"] = json!(item);
-        body["key"] = json!(key);
-    }
+    let body = Held {
+        release: review.release,
+        release_after,
+        release_by,
+        receipt: receipt.receipt,
+        item,
+        key,
+    };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
@@ -271,24 +298,27 @@ pub(super) async fn pending(
     State(state): State<Arc<ApiState>>,
     you: Session<Member>,
     JsonBody(req): JsonBody<PendingRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PendingResponse>, ApiError> {
     if req.receipts.len() > MAX_RECEIPTS {
         return Err(ApiError::bad_request(
             "too_many_receipts",
             format!("ask about at most {MAX_RECEIPTS} receipts at once"),
         ));
     }
-    let pending: Vec<Value> = state
+    let pending = state
         .anonymity
         .pending(&you.review, &req.receipts)
         .into_iter()
         .map(|(receipt, times)| {
-            let (after, by) =
-                times.map_or((Value::Null, Value::Null), |(a, b)| (json!(a), json!(b)));
-            json!({ "receipt": receipt, "release_after": after, "release_by": by })
+            let (release_after, release_by) = times.unzip();
+            PendingReceipt {
+                receipt,
+                release_after,
+                release_by,
+            }
         })
         .collect();
-    Ok(Json(json!({ "pending": pending })))
+    Ok(Json(PendingResponse { pending }))
 }
 
 /// `POST /api/reviews/{id}/moderation/hide`: the facilitator hides an anonymous item for

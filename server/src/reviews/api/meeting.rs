@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::documents::{in_phase, on_discussion};
 use super::request::{
@@ -19,7 +19,7 @@ use super::state::ApiState;
 use crate::error::ApiError;
 use crate::reviews::basics::now_ms;
 use crate::reviews::meeting::{
-    self, actions_open, during_meeting, ActionInput, TimerAction, MAX_AGENDA_CHARS,
+    self, actions_open, during_meeting, ActionInput, Timer, TimerAction, MAX_AGENDA_CHARS,
 };
 use crate::reviews::policy::Phase;
 
@@ -30,17 +30,40 @@ pub(super) struct TimerRequest {
     minutes: Option<u64>,
 }
 
+/// The timebox as the server now holds it, with the server's clock.
+#[derive(Debug, Serialize)]
+pub(super) struct TimerResponse {
+    timer: Timer,
+    server_time: u64,
+}
+
+/// The answer to "I have read the report".
+#[derive(Debug, Serialize)]
+pub(super) struct ReadResponse {
+    /// Always true: the mark is kept.
+    read: bool,
+    /// The count everyone sees now (without this mark until the next boundary).
+    read_count: u64,
+    /// Sessions of the review, every role.
+    people: usize,
+    /// The boundary at which this mark is counted in what everyone sees.
+    counted_after: u64,
+}
+
 /// `POST /api/reviews/{id}/timer`: start, pause, resume or extend the timebox.
 pub(super) async fn timer(
     State(state): State<Arc<ApiState>>,
     you: Session<ChairsMeeting>,
     JsonBody(req): JsonBody<TimerRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TimerResponse>, ApiError> {
     let timer = in_phase(&state, &you.review.id, during_meeting, move |doc| {
         meeting::timer(doc, req.action, req.minutes)
     })
     .await?;
-    Ok(Json(json!({ "timer": timer, "server_time": now_ms() })))
+    Ok(Json(TimerResponse {
+        timer,
+        server_time: now_ms(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -102,7 +125,7 @@ pub(super) async fn update_action(
 pub(super) async fn mark_read(
     State(state): State<Arc<ApiState>>,
     you: Session<ReadsReport>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReadResponse>, ApiError> {
     if you.review.phase == Phase::Closed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -113,12 +136,12 @@ pub(super) async fn mark_read(
     let id = &you.review.id;
     let shown = state.records.mark_read(id, &you.token).await?;
     let people: usize = state.reviews.counts(id).values().sum();
-    Ok(Json(json!({
-        "read": true,
-        "read_count": shown,
-        "people": people,
-        "counted_after": state.anonymity.next_boundary(now_ms()),
-    })))
+    Ok(Json(ReadResponse {
+        read: true,
+        read_count: shown,
+        people,
+        counted_after: state.anonymity.next_boundary(now_ms()),
+    }))
 }
 
 #[derive(Deserialize)]

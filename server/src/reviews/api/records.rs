@@ -11,8 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use debrief_proto::schema::DocKind;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::documents::read_doc;
 use super::request::{ApiPath, Facilitates, JsonBody, ReadsReport, Session};
@@ -64,18 +63,46 @@ fn render(state: &[u8]) -> String {
     markdown::to_markdown(&doc)
 }
 
+/// A pinned version, without its text.
+#[derive(Debug, Serialize)]
+pub(super) struct VersionSummary {
+    phase: Phase,
+    label: &'static str,
+    at: u64,
+}
+
+/// The pinned versions, in phase order.
+#[derive(Debug, Serialize)]
+pub(super) struct VersionList {
+    versions: Vec<VersionSummary>,
+}
+
+/// A pinned version with its report and notes as Markdown.
+#[derive(Debug, Serialize)]
+pub(super) struct VersionView {
+    phase: Phase,
+    label: &'static str,
+    at: u64,
+    report: String,
+    notes: String,
+}
+
 /// `GET /api/reviews/{id}/versions`: the pinned versions.
 pub(super) async fn versions(
     State(state): State<Arc<ApiState>>,
     you: Session<ReadsReport>,
-) -> Result<Json<Value>, ApiError> {
-    let list: Vec<Value> = state
+) -> Result<Json<VersionList>, ApiError> {
+    let versions = state
         .records
         .versions(&you.review.id)?
         .iter()
-        .map(|v| json!({ "phase": v.phase.as_str(), "label": Version::label(v.phase), "at": v.at }))
+        .map(|v| VersionSummary {
+            phase: v.phase,
+            label: Version::label(v.phase),
+            at: v.at,
+        })
         .collect();
-    Ok(Json(json!({ "versions": list })))
+    Ok(Json(VersionList { versions }))
 }
 
 /// `GET /api/reviews/{id}/versions/{phase}`: one version as Markdown.
@@ -83,7 +110,7 @@ pub(super) async fn version(
     State(state): State<Arc<ApiState>>,
     ApiPath((id, phase)): ApiPath<(String, String)>,
     _: Session<ReadsReport>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VersionView>, ApiError> {
     let found = state
         .records
         .versions(&id)?
@@ -96,13 +123,13 @@ pub(super) async fn version(
                 "no version was pinned for that phase",
             )
         })?;
-    Ok(Json(json!({
-        "phase": found.phase.as_str(),
-        "label": Version::label(found.phase),
-        "at": found.at,
-        "report": render(&found.report),
-        "notes": render(&found.notes),
-    })))
+    Ok(Json(VersionView {
+        phase: found.phase,
+        label: Version::label(found.phase),
+        at: found.at,
+        report: render(&found.report),
+        notes: render(&found.notes),
+    }))
 }
 
 /// Everything an export holds, read from the review's documents.
@@ -181,6 +208,14 @@ pub(super) async fn refresh_library(state: &ApiState, id: &str) -> Result<(), Ap
     Ok(())
 }
 
+/// Whether the review is in the library now, and its page there when it is.
+#[derive(Debug, Serialize)]
+pub(super) struct PublishResponse {
+    published: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PublishRequest {
@@ -193,12 +228,15 @@ pub(super) async fn publish(
     State(state): State<Arc<ApiState>>,
     you: Session<Facilitates>,
     JsonBody(req): JsonBody<PublishRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PublishResponse>, ApiError> {
     let review = you.review;
     let id = review.id.clone();
     if !req.published {
         state.records.unpublish(&id).await?;
-        return Ok(Json(json!({ "published": false })));
+        return Ok(Json(PublishResponse {
+            published: false,
+            link: None,
+        }));
     }
     if review.phase != Phase::Closed {
         return Err(ApiError::new(
@@ -221,9 +259,10 @@ pub(super) async fn publish(
         })
         .await?;
     tracing::info!(review = %id, "review published");
-    Ok(Json(
-        json!({ "published": true, "link": format!("/library/{id}") }),
-    ))
+    Ok(Json(PublishResponse {
+        published: true,
+        link: Some(format!("/library/{id}")),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -233,11 +272,38 @@ pub(super) struct LibraryQuery {
     q: String,
 }
 
+/// A published review, as it was when published.
+#[derive(Debug, Serialize)]
+pub(super) struct LibraryEntry {
+    id: String,
+    title: String,
+    incident_date: Option<String>,
+    severity: Option<String>,
+    published_at: u64,
+}
+
+/// The published reviews a search found, newest first.
+#[derive(Debug, Serialize)]
+pub(super) struct LibraryList {
+    reviews: Vec<LibraryEntry>,
+}
+
+/// A published review with its Markdown.
+#[derive(Debug, Serialize)]
+pub(super) struct PublishedReview {
+    id: String,
+    title: String,
+    incident_date: Option<String>,
+    severity: Option<String>,
+    published_at: u64,
+    markdown: String,
+}
+
 /// `GET /api/library?q=`: published reviews, searchable by title and text; no session needed.
 pub(super) async fn library(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<LibraryQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LibraryList>, ApiError> {
     let Ok(Query(q)) = query else {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -250,26 +316,27 @@ pub(super) async fn library(
             "a search is at most 200 characters",
         ));
     }
-    let found: Vec<Value> = state
+    let reviews = state
         .records
         .search(&q.q)?
         .into_iter()
         .take(MAX_LIBRARY_RESULTS)
-        .map(|p| {
-            json!({
-                "id": p.id, "title": p.title, "incident_date": p.incident_date,
-                "severity": p.severity, "published_at": p.published_at,
-            })
+        .map(|p| LibraryEntry {
+            id: p.id,
+            title: p.title,
+            incident_date: p.incident_date,
+            severity: p.severity,
+            published_at: p.published_at,
         })
         .collect();
-    Ok(Json(json!({ "reviews": found })))
+    Ok(Json(LibraryList { reviews }))
 }
 
 /// `GET /api/library/{id}`: a published review as Markdown.
 pub(super) async fn library_entry(
     State(state): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PublishedReview>, ApiError> {
     let mut p = state.records.published(&id)?;
     if p.is_stale() {
         // Published by an older export (before issue 16: unescaped text): written again from
@@ -277,8 +344,12 @@ pub(super) async fn library_entry(
         refresh_library(&state, &id).await?;
         p = state.records.published(&id)?;
     }
-    Ok(Json(json!({
-        "id": p.id, "title": p.title, "incident_date": p.incident_date, "severity": p.severity,
-        "published_at": p.published_at, "markdown": p.markdown,
-    })))
+    Ok(Json(PublishedReview {
+        id: p.id,
+        title: p.title,
+        incident_date: p.incident_date,
+        severity: p.severity,
+        published_at: p.published_at,
+        markdown: p.markdown,
+    }))
 }

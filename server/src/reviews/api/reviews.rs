@@ -2,6 +2,7 @@
 //! with an invite link, reading it, moving its phase (and what follows from a move), and
 //! rotating its invite links.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -9,8 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use debrief_proto::schema::{document_name, DocKind};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::documents::{on_discussion, reauthorize};
 use super::records::pin_version;
@@ -33,51 +33,130 @@ pub const MAX_CREATE_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_IMPORT_BYTES: usize = 512 * 1024;
 
 /// The names of a review's documents, for the WebSocket endpoints.
-fn documents(id: &str) -> Value {
-    json!({
-        "report": document_name(id, DocKind::Report),
-        "discussion": document_name(id, DocKind::Discussion),
-        "notes": document_name(id, DocKind::Notes),
-    })
+#[derive(Debug, Serialize)]
+pub(super) struct Documents {
+    report: String,
+    discussion: String,
+    notes: String,
 }
 
-/// A review as the API shows it, through a session (`you`) or not.
-fn review_view(state: &ApiState, review: &ReviewRecord, you: Option<&SessionRecord>) -> Value {
-    let counts = state.reviews.counts(&review.id);
-    let participants: serde_json::Map<String, Value> = Role::ALL
-        .into_iter()
-        .map(|r| {
-            (
-                r.as_str().to_owned(),
-                json!(counts.get(&r).copied().unwrap_or(0)),
-            )
-        })
-        .collect();
-    let mut v = json!({
-        "id": review.id,
-        "title": review.title,
-        "incident_date": review.incident_date,
-        "severity": review.severity,
-        "phase": review.phase.as_str(),
-        "created_at": review.created_at,
-        "participants": participants,
-        "documents": documents(&review.id),
-        "anonymous": {
-            "release": review.release.as_str(),
-            "cadence_ms": state.anonymity.cadence().as_millis() as u64,
-            "small_group_anonymity": review.small_group_anonymity,
-        },
-        "read_count": state.records.published_read_count(&review.id),
-        "server_time": now_ms(),
-    });
-    if let Some(s) = you {
-        v["you"] = json!({ "role": s.role.as_str(), "participant": s.participant, "name": s.name });
+/// Number of sessions of each role.
+#[derive(Debug, Serialize)]
+pub(super) struct Participants {
+    facilitator: usize,
+    author: usize,
+    participant: usize,
+    observer: usize,
+}
+
+/// How the review releases anonymous items.
+#[derive(Debug, Serialize)]
+pub(super) struct AnonymousSettings {
+    release: ReleaseMode,
+    cadence_ms: u64,
+    small_group_anonymity: bool,
+}
+
+/// The session a review is seen through.
+#[derive(Debug, Serialize)]
+pub(super) struct You {
+    role: Role,
+    participant: String,
+    name: String,
+}
+
+/// A review as the API shows it; `you` when it is read through a session.
+#[derive(Debug, Serialize)]
+pub(super) struct ReviewView {
+    id: String,
+    title: String,
+    incident_date: Option<String>,
+    severity: Option<String>,
+    phase: Phase,
+    created_at: u64,
+    participants: Participants,
+    documents: Documents,
+    anonymous: AnonymousSettings,
+    read_count: u64,
+    server_time: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    you: Option<You>,
+}
+
+impl ReviewView {
+    fn new(state: &ApiState, review: &ReviewRecord, you: Option<&SessionRecord>) -> Self {
+        let counts = state.reviews.counts(&review.id);
+        let count = |r: Role| counts.get(&r).copied().unwrap_or(0);
+        ReviewView {
+            id: review.id.clone(),
+            title: review.title.clone(),
+            incident_date: review.incident_date.clone(),
+            severity: review.severity.clone(),
+            phase: review.phase,
+            created_at: review.created_at,
+            participants: Participants {
+                facilitator: count(Role::Facilitator),
+                author: count(Role::Author),
+                participant: count(Role::Participant),
+                observer: count(Role::Observer),
+            },
+            documents: Documents {
+                report: document_name(&review.id, DocKind::Report),
+                discussion: document_name(&review.id, DocKind::Discussion),
+                notes: document_name(&review.id, DocKind::Notes),
+            },
+            anonymous: AnonymousSettings {
+                release: review.release,
+                cadence_ms: state.anonymity.cadence().as_millis() as u64,
+                small_group_anonymity: review.small_group_anonymity,
+            },
+            read_count: state.records.published_read_count(&review.id),
+            server_time: now_ms(),
+            you: you.map(|s| You {
+                role: s.role,
+                participant: s.participant.clone(),
+                name: s.name.clone(),
+            }),
+        }
     }
-    v
 }
 
-fn invite(token: &str) -> Value {
-    json!({ "token": token, "link": format!("/join#{token}") })
+/// An invite link for one role.
+#[derive(Debug, Serialize)]
+pub(super) struct Invite {
+    token: String,
+    link: String,
+}
+
+impl Invite {
+    fn new(token: &str) -> Self {
+        Invite {
+            token: token.to_owned(),
+            link: format!("/join#{token}"),
+        }
+    }
+}
+
+/// The answer to `POST /api/reviews`: the review (no `you`: creating opens no session) and one
+/// invite link per role, the only copies.
+#[derive(Debug, Serialize)]
+pub(super) struct CreateResponse {
+    review: ReviewView,
+    invites: BTreeMap<&'static str, Invite>,
+}
+
+/// The answer to `POST /api/join`: the session token (the only copy) and the review.
+#[derive(Debug, Serialize)]
+pub(super) struct JoinResponse {
+    session: String,
+    review: ReviewView,
+}
+
+/// The answer to rotating an invite link.
+#[derive(Debug, Serialize)]
+pub(super) struct RotateResponse {
+    role: Role,
+    invite: Invite,
 }
 
 #[derive(Deserialize)]
@@ -164,15 +243,14 @@ pub(super) async fn create(
         .await?;
     let created = state.reviews.insert(id, new).await?;
     tracing::info!(review = %created.review.id, "review created");
-    let invites: serde_json::Map<String, Value> = created
-        .invites
-        .iter()
-        .map(|(role, token)| (role.as_str().to_owned(), invite(token)))
-        .collect();
-    let body = json!({
-        "review": review_view(&state, &created.review, None),
-        "invites": invites,
-    });
+    let body = CreateResponse {
+        review: ReviewView::new(&state, &created.review, None),
+        invites: created
+            .invites
+            .iter()
+            .map(|(role, token)| (role.as_str(), Invite::new(token)))
+            .collect(),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -206,16 +284,19 @@ pub(super) async fn join(
     if counted.is_err() {
         tracing::warn!(review = %review.id, "could not update the headcount");
     }
-    let body = json!({
-        "session": token,
-        "review": review_view(&state, &review, Some(&session)),
-    });
+    let body = JoinResponse {
+        session: token,
+        review: ReviewView::new(&state, &review, Some(&session)),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `GET /api/reviews/{id}`.
-pub(super) async fn read(State(state): State<Arc<ApiState>>, you: Session<Member>) -> Json<Value> {
-    Json(review_view(&state, &you.review, Some(&you.session)))
+pub(super) async fn read(
+    State(state): State<Arc<ApiState>>,
+    you: Session<Member>,
+) -> Json<ReviewView> {
+    Json(ReviewView::new(&state, &you.review, Some(&you.session)))
 }
 
 #[derive(Deserialize)]
@@ -231,7 +312,7 @@ pub(super) async fn move_phase(
     State(state): State<Arc<ApiState>>,
     you: Session<Member>,
     JsonBody(req): JsonBody<PhaseRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReviewView>, ApiError> {
     let Session { session, .. } = you;
     let id = session.review.clone();
     let Some(to) = Phase::ALL.into_iter().find(|p| p.as_str() == req.phase) else {
@@ -250,7 +331,7 @@ pub(super) async fn move_phase(
     let (review, changed) = moved?;
     if !changed && to == Phase::Draft {
         // Nothing ever follows from being in draft.
-        return Ok(Json(review_view(&state, &review, Some(&session))));
+        return Ok(Json(ReviewView::new(&state, &review, Some(&session))));
     }
     if changed {
         tracing::info!(review = %id, phase = to.as_str(), "phase changed");
@@ -273,7 +354,7 @@ pub(super) async fn move_phase(
         release::release(&state.releases(), at, Some(&id), to == Phase::Closed).await;
     }
     pin_version(&state, &id, to).await?;
-    Ok(Json(review_view(&state, &review, Some(&session))))
+    Ok(Json(ReviewView::new(&state, &review, Some(&session))))
 }
 
 #[derive(Deserialize, Default)]
@@ -290,7 +371,7 @@ pub(super) async fn rotate(
     ApiPath((id, role)): ApiPath<(String, String)>,
     you: Session<Member>,
     body: Result<JsonOrEmpty<RotateRequest>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotateResponse>, ApiError> {
     let Some(role) = Role::parse(&role) else {
         return Err(ApiError::bad_request(
             "invalid_role",
@@ -307,7 +388,8 @@ pub(super) async fn rotate(
     }
     let token = rotated?;
     tracing::info!(review = %id, role = role.as_str(), "invite link rotated");
-    Ok(Json(
-        json!({ "role": role.as_str(), "invite": invite(&token) }),
-    ))
+    Ok(Json(RotateResponse {
+        role,
+        invite: Invite::new(&token),
+    }))
 }
