@@ -168,6 +168,13 @@ fn decode_auth<'a>(r: &mut Reader<'a>) -> Result<Auth<'a>, DecodeError> {
     })
 }
 
+/// The body (type and status, without the document name) of `SyncStatus(1)`: an update from the
+/// client was applied (and, on this server, is durable). Static, so an acknowledgement costs no
+/// allocation before it is prefixed.
+pub const SYNC_STATUS_APPLIED: &[u8] = &[MSG_SYNC_STATUS as u8, 1];
+/// The body of `SyncStatus(0)`: an update from the client was refused (a read-only connection).
+pub const SYNC_STATUS_REFUSED: &[u8] = &[MSG_SYNC_STATUS as u8, 0];
+
 /// The document name inside a name field that may be a `name\0session` routing key.
 pub fn document_of(key: &str) -> &str {
     key.split_once('\0').map_or(key, |(name, _)| name)
@@ -177,6 +184,15 @@ pub fn document_of(key: &str) -> &str {
 pub fn name_prefix(key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 2);
     write_var_string(&mut out, key);
+    out
+}
+
+/// The whole frame for a message `body` (type and body, as [`DocMessage::encode_body`] makes it,
+/// or a y-protocols message, which has the same shape) behind a [`name_prefix`].
+pub fn prefixed(prefix: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + body.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(body);
     out
 }
 
@@ -360,6 +376,9 @@ mod tests {
     fn sync_status_is_a_signed_varint() {
         let ack = DocMessage::SyncStatus(1).encode("d");
         assert_eq!(ack, [1, b'd', 8, 1]);
+        assert_eq!(DocMessage::SyncStatus(1).encode_body(), SYNC_STATUS_APPLIED);
+        assert_eq!(DocMessage::SyncStatus(0).encode_body(), SYNC_STATUS_REFUSED);
+        assert_eq!(prefixed(&name_prefix("d"), SYNC_STATUS_APPLIED), ack);
         assert_eq!(
             decode_frame(&ack),
             Ok(Frame::Doc {

@@ -17,6 +17,10 @@ pub const MSG_AUTH: u64 = 2;
 /// Message type tag of query-awareness messages.
 pub const MSG_QUERY_AWARENESS: u64 = 3;
 
+/// The encoding of an empty state vector (`varUint(0)` entries): what a client that has nothing
+/// of the document sends in its SyncStep1.
+pub const EMPTY_STATE_VECTOR: &[u8] = &[0];
+
 /// Sync step tags inside a sync message.
 const STEP1: u64 = 0;
 const STEP2: u64 = 1;
@@ -187,6 +191,15 @@ mod tests {
             decode_frame(&[0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
             Err(DecodeError::VarUintOverflow)
         );
+    }
+
+    #[test]
+    fn the_empty_state_vector_is_what_an_empty_yrs_document_sends() {
+        use yrs::updates::encoder::Encode;
+        use yrs::{ReadTxn, Transact};
+        let doc = yrs::Doc::new();
+        let sv = doc.transact().state_vector().encode_v1();
+        assert_eq!(sv, EMPTY_STATE_VECTOR);
     }
 
     #[test]
