@@ -57,11 +57,10 @@ use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, S
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::transport::admission::{Busy, Connection, Meter};
-use crate::transport::stateless::{error_json, StatelessRequest};
-use crate::transport::ws::meter_of;
-use crate::transport::ws::{
-    configure, join, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
+use crate::transport::socket::{
+    configure, join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
 };
+use crate::transport::stateless::{error_json, StatelessRequest};
 
 /// `GET /collab`: upgrades to a Hocuspocus session.
 pub async fn upgrade(
@@ -78,7 +77,8 @@ pub async fn upgrade(
     let admitted = meter.as_ref().map_or(Ok(()), |m| m.admit());
     let tracker = state.tracker.clone();
     ws.on_upgrade(move |socket| {
-        // Split before the session's future is made (see `ws::upgrade`).
+        // Split before the session's future is made: the halves are pointers, and a future keeps
+        // room for its arguments for its whole life (every open socket has one).
         let halves = socket.split();
         let conn = state.conn_id();
         let span = tracing::debug_span!("collab", %conn);

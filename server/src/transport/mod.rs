@@ -2,10 +2,14 @@
 //! decoded with `debrief-proto`, and everything a frame asks for is handed to the documents
 //! layer. Depends on documents; the review API's routes are handed to it by the composition
 //! root, and nothing below imports it.
+//!
+//! The two dialects stand side by side: [`ws`] (y-websocket) and [`collab`] (Hocuspocus) share
+//! the socket machinery of [`socket`] and never import each other.
 
 pub mod admission;
 pub mod collab;
 pub mod http;
+pub mod socket;
 pub mod stateless;
 pub mod web;
 pub mod ws;
