@@ -4,7 +4,8 @@
 //! nothing any client has seen can be lost to a crash.
 //!
 //! It never holds a yrs transaction across `.await` and never touches a socket: it talks to
-//! connections through their bounded outboxes ([`Peer`]).
+//! connections through their bounded outboxes ([`Peer`]), and speaks no dialect: it sends
+//! y-protocols messages and [`Notice`]s, which each connection's framing encodes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,17 +13,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use debrief_proto::awareness::decode_update;
 use debrief_proto::close;
-use debrief_proto::hocuspocus::{Auth, DocMessage, SCOPE_READ_ONLY, SCOPE_READ_WRITE};
-use debrief_proto::ywire::{Message, SyncMessage};
+use debrief_proto::ywire::{Message, SyncMessage, EMPTY_STATE_VECTOR};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use yrs::Doc;
 
-use crate::documents::access::{Access, Authorizer};
+use crate::documents::access::Authorizer;
 use crate::documents::crdt;
-use crate::documents::peer::{ConnId, Dialect, Peer, Peers};
+use crate::documents::peer::{ConnId, Delivery, Notice, Peer, Peers};
 use crate::documents::presence::Presence;
 use crate::documents::queue;
 use crate::documents::registry::Registry;
@@ -30,14 +30,6 @@ use crate::documents::reloads::ReloadLimiter;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::storage::store::{Compacted, Store, StoreError, StoredDoc};
-
-/// The encoding of an empty state vector: a client that has nothing of the document.
-const EMPTY_STATE_VECTOR: &[u8] = &[0];
-
-/// Hocuspocus SyncStatus(1): the update was applied and is on disk.
-const SYNC_STATUS_APPLIED: &[u8] = &[8, 1];
-/// Hocuspocus SyncStatus(0): the update was refused (read-only connection).
-const SYNC_STATUS_REFUSED: &[u8] = &[8, 0];
 
 /// Commands processed per wake-up before the owner asks for a flush; bounds how long one batch
 /// can delay the flush that releases it.
@@ -118,15 +110,12 @@ pub enum DocCommand {
     Job(Box<JobRequest>),
 }
 
-/// A connection asking to attach to a document: the owner sends it `greeting` (if any), the
-/// server's SyncStep1 and current awareness.
+/// A connection asking to attach to a document: the owner tells it the access it is attached with
+/// ([`Notice::Opened`]), then sends the server's SyncStep1 and current awareness.
 #[derive(Debug)]
 pub struct JoinRequest {
     /// The connection.
     pub peer: Peer,
-    /// A y-protocols-shaped message sent before anything else, framed for the peer's dialect
-    /// (the Hocuspocus `Authenticated` answer).
-    pub greeting: Option<Bytes>,
     /// Answered once the connection is attached or refused.
     pub reply: oneshot::Sender<Result<(), JoinError>>,
 }
@@ -178,14 +167,10 @@ pub struct DocHandle {
 
 impl DocHandle {
     /// Attaches `peer`; `Err(Unloading)` also covers an owner that already stopped.
-    pub async fn join(&self, peer: Peer, greeting: Option<Bytes>) -> Result<(), JoinError> {
+    pub async fn join(&self, peer: Peer) -> Result<(), JoinError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(DocCommand::Join(Box::new(JoinRequest {
-                peer,
-                greeting,
-                reply,
-            })))
+            .send(DocCommand::Join(Box::new(JoinRequest { peer, reply })))
             .await
             .map_err(|_| JoinError::Unloading)?;
         rx.await.unwrap_or(Err(JoinError::Unloading))
@@ -289,6 +274,12 @@ enum Deferred {
     },
     /// To one peer.
     To { conn: ConnId, frame: Bytes },
+    /// A notice that its peer's dialect can only say by closing it.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: String,
+    },
     /// Tells server code that its change is durable.
     Done(oneshot::Sender<Result<(), JobError>>),
 }
@@ -540,7 +531,7 @@ impl Owner {
         rx.close();
         while let Some(cmd) = rx.recv().await {
             if let DocCommand::Join(join) = cmd {
-                let JoinRequest { peer, reply, .. } = *join;
+                let JoinRequest { peer, reply } = *join;
                 peer.kick
                     .kick(close::INTERNAL_ERROR, "document could not be loaded");
                 let _ = reply.send(Err(JoinError::Unloading));
@@ -555,12 +546,8 @@ impl Owner {
         }
         match cmd {
             DocCommand::Join(join) => {
-                let JoinRequest {
-                    peer,
-                    greeting,
-                    reply,
-                } = *join;
-                let result = self.join(peer, greeting);
+                let JoinRequest { peer, reply } = *join;
+                let result = self.join(peer);
                 let _ = reply.send(result);
             }
             DocCommand::Leave { conn } => self.remove_peer(conn),
@@ -637,10 +624,8 @@ impl Owner {
         self.defer(Deferred::Done(done));
     }
 
-    /// Decides a connection's access again and tells it what changed: in the Hocuspocus dialect
-    /// with a new `Authenticated(scope)` or `PermissionDenied` for this document; a y-websocket
-    /// connection, which has no such message, is closed with [`close::READ_ONLY`] or
-    /// [`close::PERMISSION_DENIED`] (reconnecting gets the new access).
+    /// Decides a connection's access again and tells it what changed ([`Notice::Access`], or
+    /// [`Notice::Withdrawn`] and it is detached).
     fn reauthorize(&mut self, conn: ConnId) {
         let Some(peer) = self.peers.get(conn) else {
             return;
@@ -654,38 +639,38 @@ impl Owner {
             Ok(access) if Some(access) == before => {}
             Ok(access) => {
                 peer.grant.set(Some(access));
-                match peer.dialect {
-                    Dialect::Hocuspocus { .. } => {
-                        let scope = match access {
-                            Access::ReadWrite => SCOPE_READ_WRITE,
-                            Access::ReadOnly => SCOPE_READ_ONLY,
-                        };
-                        let frame = DocMessage::Auth(Auth::Authenticated(scope)).encode_body();
-                        self.send_to(conn, Bytes::from(frame));
-                    }
-                    Dialect::YWebsocket if !access.writable() => self.reject(
-                        conn,
-                        close::READ_ONLY,
-                        "read_only: write access was withdrawn; reconnect to read",
-                    ),
-                    Dialect::YWebsocket => {}
-                }
+                self.notify(conn, Notice::Access(access));
             }
             Err(denied) => {
                 peer.grant.set(None);
                 Metrics::inc(&self.ctx.metrics.permission_denied);
-                match peer.dialect {
-                    Dialect::Hocuspocus { .. } => {
-                        let reason = denied.reason();
-                        let frame = DocMessage::Auth(Auth::PermissionDenied(&reason)).encode_body();
-                        self.send_to(conn, Bytes::from(frame));
-                        self.remove_peer(conn);
-                    }
-                    Dialect::YWebsocket => {
-                        self.reject(conn, close::PERMISSION_DENIED, &denied.reason())
-                    }
-                }
+                self.notify(conn, Notice::Withdrawn(denied));
+                self.remove_peer(conn);
             }
+        }
+    }
+
+    /// Tells a connection something now, in its dialect.
+    fn notify(&mut self, conn: ConnId, notice: Notice) {
+        let Some(peer) = self.peers.get(conn) else {
+            return;
+        };
+        match peer.notice(&notice) {
+            Delivery::Nothing => {}
+            Delivery::Message(message) => self.send_to(conn, message),
+            Delivery::Close(code, reason) => self.reject(conn, code, &reason),
+        }
+    }
+
+    /// Tells a connection something behind the flush that covers what was applied so far.
+    fn defer_notice(&mut self, conn: ConnId, notice: Notice) {
+        let Some(peer) = self.peers.get(conn) else {
+            return;
+        };
+        match peer.notice(&notice) {
+            Delivery::Nothing => {}
+            Delivery::Message(frame) => self.defer(Deferred::To { conn, frame }),
+            Delivery::Close(code, reason) => self.defer(Deferred::Close { conn, code, reason }),
         }
     }
 
@@ -719,15 +704,16 @@ impl Owner {
         }
     }
 
-    fn join(&mut self, peer: Peer, greeting: Option<Bytes>) -> Result<(), JoinError> {
+    fn join(&mut self, peer: Peer) -> Result<(), JoinError> {
         if self.shutting_down {
             return Err(JoinError::ShuttingDown);
         }
         self.admits(&peer)?;
         let conn = peer.conn;
+        let opened = peer.grant.get();
         self.peers.insert(peer);
-        if let Some(greeting) = greeting {
-            self.send_to(conn, greeting);
+        if let Some(access) = opened {
+            self.notify(conn, Notice::Opened(access));
         }
         if self.building() {
             self.awaiting_step1.push(conn);
@@ -804,9 +790,8 @@ impl Owner {
             // documents fail, and reload, before its close takes effect.
             return;
         }
-        let wants_acks = peer.wants_acks();
         if !peer.grant.writable() {
-            self.on_read_only_update(conn, wants_acks, update);
+            self.on_read_only_update(conn, update);
             return;
         }
         let credential = peer.credential.clone();
@@ -882,40 +867,20 @@ impl Owner {
         if applied.pending {
             self.keep(update.to_vec());
         }
-        if wants_acks {
-            // Behind the flush that covers this update (or, when it brought nothing new, the
-            // content it duplicates): the acknowledgement means "on disk".
-            self.defer(Deferred::To {
-                conn,
-                frame: Bytes::from_static(SYNC_STATUS_APPLIED),
-            });
-        }
+        // Behind the flush that covers this update (or, when it brought nothing new, the
+        // content it duplicates): the acknowledgement means "on disk".
+        self.defer_notice(conn, Notice::Applied);
     }
 
     /// A read-only connection sent an update: harmless when it holds nothing new (a reader's
     /// SyncStep2 answer carries the delete set it was sent), refused otherwise, and the client is
     /// told either way. Nothing of it is applied or stored.
-    fn on_read_only_update(&mut self, conn: ConnId, wants_acks: bool, update: &[u8]) {
+    fn on_read_only_update(&mut self, conn: ConnId, update: &[u8]) {
         match crdt::contained(&self.doc, update) {
-            Ok(true) => {
-                if wants_acks {
-                    self.defer(Deferred::To {
-                        conn,
-                        frame: Bytes::from_static(SYNC_STATUS_APPLIED),
-                    });
-                }
-            }
+            Ok(true) => self.defer_notice(conn, Notice::Applied),
             Ok(false) => {
                 Metrics::inc(&self.ctx.metrics.updates_refused_read_only);
-                if wants_acks {
-                    self.send_to(conn, Bytes::from_static(SYNC_STATUS_REFUSED));
-                } else {
-                    self.reject(
-                        conn,
-                        close::READ_ONLY,
-                        "read_only: this connection may not change the document",
-                    );
-                }
+                self.notify(conn, Notice::Refused);
             }
             Err(e) => {
                 Metrics::inc(&self.ctx.metrics.updates_rejected);
@@ -1130,6 +1095,7 @@ impl Owner {
             match d {
                 Deferred::Broadcast { except, frame } => self.broadcast_now(except, frame),
                 Deferred::To { conn, frame } => self.send_to(conn, frame),
+                Deferred::Close { conn, code, reason } => self.reject(conn, code, &reason),
                 Deferred::Done(done) => {
                     let _ = done.send(Ok(()));
                 }

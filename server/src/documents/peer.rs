@@ -1,6 +1,11 @@
 //! What a document owner holds of each connection: an id, a bounded outbox of ready-to-send
-//! frames, the dialect that decides how a message is framed, what it may do (and the token that
-//! decided it), and a way to ask the connection to close with a code.
+//! frames, the [`Framing`] its transport gave it, what it may do (and the token that decided it),
+//! and a way to ask the connection to close with a code.
+//!
+//! The owner speaks no dialect. It hands each connection y-protocols messages (sync, awareness:
+//! the content both dialects carry alike) and dialect-free [`Notice`]s ("applied, durable",
+//! "access changed to read-only", …); the connection's [`Framing`], implemented once per dialect
+//! by the transports, decides the bytes or the close each becomes.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::documents::access::Access;
+use crate::documents::access::{Access, Denied};
 use crate::documents::compact;
 use crate::documents::queue;
 
@@ -67,17 +72,42 @@ impl Kick {
     }
 }
 
-/// How a connection frames the y-protocols messages an owner produces.
-#[derive(Debug, Clone)]
-pub enum Dialect {
-    /// `/ws/{doc}`: a message is a frame of its own.
-    YWebsocket,
-    /// `/collab`: a message is preceded by the document's name (its routing key as the client
-    /// sent it), and updates are acknowledged with SyncStatus.
-    Hocuspocus {
-        /// `varString(key)`.
-        prefix: Bytes,
-    },
+/// What a document owner tells one connection about its own standing, in no dialect's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The connection is attached with this access: the first thing it hears of the document.
+    Opened(Access),
+    /// The connection's access changed to this (a review changed phase).
+    Access(Access),
+    /// Access to the document was withdrawn (a revoked session, a phase that hides the
+    /// document); the owner detaches the connection.
+    Withdrawn(Denied),
+    /// An update from the connection is applied and durable, or held nothing new. Sent behind
+    /// the flush that covers it.
+    Applied,
+    /// An update from the connection held something new and was refused: it may only read.
+    Refused,
+}
+
+/// How a [`Notice`] reaches a connection in its dialect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The dialect has no word for it: nothing is sent.
+    Nothing,
+    /// A message (type and body, like a y-protocols message), framed by [`Framing::message`].
+    Message(Bytes),
+    /// The dialect can only say it by closing the connection with this code and reason.
+    Close(u16, String),
+}
+
+/// One dialect's encoding of what an owner sends a connection. Implemented by each transport
+/// (`/ws` and `/collab`); the owner never sees dialect bytes.
+pub trait Framing: Send + Sync + std::fmt::Debug {
+    /// The frame that carries `message` (a y-protocols message, or a [`Delivery::Message`]).
+    fn message(&self, message: &Bytes) -> Bytes;
+
+    /// How `notice` reaches the connection.
+    fn notice(&self, notice: &Notice) -> Delivery;
 }
 
 /// What a connection may currently do with a document. Shared between the document's owner and
@@ -161,8 +191,8 @@ pub struct Peer {
     pub outbox: queue::Sender<Bytes>,
     /// Closes the connection.
     pub kick: Kick,
-    /// How messages are framed for it.
-    pub dialect: Dialect,
+    /// How messages and notices are framed for it (its dialect).
+    pub framing: Arc<dyn Framing>,
     /// What it may do with the document.
     pub grant: Grant,
     /// The token it authenticated with.
@@ -170,22 +200,14 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The frame that carries the y-protocols message `message` to this peer.
+    /// The frame that carries the message `message` to this peer.
     pub fn frame(&self, message: &Bytes) -> Bytes {
-        match &self.dialect {
-            Dialect::YWebsocket => message.clone(),
-            Dialect::Hocuspocus { prefix } => {
-                let mut out = Vec::with_capacity(prefix.len() + message.len());
-                out.extend_from_slice(prefix);
-                out.extend_from_slice(message);
-                Bytes::from(out)
-            }
-        }
+        self.framing.message(message)
     }
 
-    /// Whether it expects a SyncStatus for each update it sends.
-    pub fn wants_acks(&self) -> bool {
-        matches!(self.dialect, Dialect::Hocuspocus { .. })
+    /// How `notice` reaches this peer.
+    pub fn notice(&self, notice: &Notice) -> Delivery {
+        self.framing.notice(notice)
     }
 }
 

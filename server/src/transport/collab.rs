@@ -37,8 +37,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use debrief_proto::close;
 use debrief_proto::hocuspocus::{
-    decode_frame, document_of, name_prefix, Auth, DocMessage, Frame, MSG_PING, MSG_PONG,
-    SCOPE_READ_ONLY, SCOPE_READ_WRITE,
+    decode_frame, document_of, name_prefix, prefixed, Auth, DocMessage, Frame, MSG_PING, MSG_PONG,
+    SCOPE_READ_ONLY, SCOPE_READ_WRITE, SYNC_STATUS_APPLIED, SYNC_STATUS_REFUSED,
 };
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -50,7 +50,7 @@ use tracing::Instrument;
 use crate::documents::access::Access;
 use crate::documents::compact;
 use crate::documents::doc::{DocHandle, Incoming, JoinError};
-use crate::documents::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
+use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
 use crate::documents::presence::QueryGate;
 use crate::documents::queue;
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
@@ -61,6 +61,52 @@ use crate::transport::socket::{
     configure, join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
 };
 use crate::transport::stateless::{error_json, StatelessRequest};
+
+/// The Hocuspocus [`Framing`] of one document of a socket: every message behind the document's
+/// name (its routing key as the client sent it); access is told with `Authenticated(scope)` or
+/// `PermissionDenied(reason)`, and updates are acknowledged with SyncStatus.
+#[derive(Debug, Clone)]
+pub struct Hocuspocus {
+    /// `varString(key)`.
+    prefix: Bytes,
+}
+
+impl Hocuspocus {
+    /// The framing for the document named `key` on a socket.
+    pub fn new(key: &str) -> Self {
+        Hocuspocus {
+            prefix: Bytes::from(name_prefix(key)),
+        }
+    }
+}
+
+/// The scope an `Authenticated` answer names for `access`.
+fn scope(access: Access) -> &'static str {
+    match access {
+        Access::ReadWrite => SCOPE_READ_WRITE,
+        Access::ReadOnly => SCOPE_READ_ONLY,
+    }
+}
+
+impl Framing for Hocuspocus {
+    fn message(&self, message: &Bytes) -> Bytes {
+        Bytes::from(prefixed(&self.prefix, message))
+    }
+
+    fn notice(&self, notice: &Notice) -> Delivery {
+        let body = match notice {
+            Notice::Opened(access) | Notice::Access(access) => {
+                DocMessage::Auth(Auth::Authenticated(scope(*access))).encode_body()
+            }
+            Notice::Withdrawn(denied) => {
+                DocMessage::Auth(Auth::PermissionDenied(&denied.reason())).encode_body()
+            }
+            Notice::Applied => return Delivery::Message(Bytes::from_static(SYNC_STATUS_APPLIED)),
+            Notice::Refused => return Delivery::Message(Bytes::from_static(SYNC_STATUS_REFUSED)),
+        };
+        Delivery::Message(Bytes::from(body))
+    }
+}
 
 /// `GET /collab`: upgrades to a Hocuspocus session.
 pub async fn upgrade(
@@ -377,19 +423,12 @@ impl Session {
             return self.reply(key, DocMessage::Close(Some(&reason)));
         }
         let attempt = self.state.conn_id();
-        let scope = match access {
-            Access::ReadWrite => SCOPE_READ_WRITE,
-            Access::ReadOnly => SCOPE_READ_ONLY,
-        };
-        let greeting = Bytes::from(DocMessage::Auth(Auth::Authenticated(scope)).encode_body());
         let grant = Grant::new(access);
         let peer = Peer {
             conn: attempt,
             outbox: self.outbox.clone(),
             kick: self.kick.clone(),
-            dialect: Dialect::Hocuspocus {
-                prefix: Bytes::from(name_prefix(key)),
-            },
+            framing: Arc::new(Hocuspocus::new(key)),
             grant: grant.clone(),
             credential: Credential::new(token),
         };
@@ -397,7 +436,7 @@ impl Session {
         let key_owned = key.to_owned();
         let document = document.to_owned();
         self.joins.push(Box::pin(async move {
-            let joined = join(&state, &document, peer, Some(greeting)).await;
+            let joined = join(&state, &document, peer).await;
             (key_owned, attempt, grant, joined)
         }));
         let queue = Queue {

@@ -79,16 +79,11 @@ pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
 }
 
 /// Attaches `peer` to the document `doc`, opening it when needed.
-pub(crate) async fn join(
-    state: &AppState,
-    doc: &str,
-    peer: Peer,
-    greeting: Option<Bytes>,
-) -> Result<DocHandle, JoinError> {
+pub(crate) async fn join(state: &AppState, doc: &str, peer: Peer) -> Result<DocHandle, JoinError> {
     let mut last = JoinError::Unloading;
     for _ in 0..JOIN_ATTEMPTS {
         let handle = state.registry.open(doc);
-        match handle.join(peer.clone(), greeting.clone()).await {
+        match handle.join(peer.clone()).await {
             Ok(()) => return Ok(handle),
             Err(JoinError::Unloading) => last = JoinError::Unloading,
             Err(e) => return Err(e),

@@ -1,5 +1,6 @@
 //! The y-websocket dialect at `GET /ws/{doc}`: upgrade, then one task per connection that runs
-//! a reader and a writer (from [`crate::transport::socket`]) side by side.
+//! a reader and a writer (from [`crate::transport::socket`]) side by side, and the dialect's
+//! [`Framing`] of what a document owner sends.
 //!
 //! Access: the token is `?token=…` (none is the empty token), decided by the server's
 //! [`crate::documents::access::Authorizer`] before the connection joins the document. A refusal closes the
@@ -10,6 +11,10 @@
 //! (waiting when the owner is busy, which slows only this client). The writer drains the
 //! connection's bounded outbox, one protocol message per frame, and sends the close frame when the
 //! owner, the reader or shutdown asks for one. Neither ever blocks another connection.
+//!
+//! The dialect has no acknowledgements and no message for a change of access: an update is not
+//! acknowledged, and a connection whose write access or access is withdrawn is closed with 4403 or
+//! 4401 (reconnecting gets the new access).
 
 use std::sync::Arc;
 
@@ -29,7 +34,7 @@ use tracing::Instrument;
 
 use crate::documents::access::Access;
 use crate::documents::doc::{DocHandle, Incoming, JoinError};
-use crate::documents::peer::{ConnId, Credential, Dialect, Grant, Kick, Peer};
+use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
 use crate::documents::presence::QueryGate;
 use crate::documents::queue;
 use crate::error::ApiError;
@@ -47,6 +52,34 @@ pub struct WsQuery {
     /// The access token; absent means the empty token.
     #[serde(default)]
     token: String,
+}
+
+/// The y-websocket [`Framing`]: every message is a frame of its own, and notices the dialect cannot
+/// say are closes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct YWebsocket;
+
+impl Framing for YWebsocket {
+    fn message(&self, message: &Bytes) -> Bytes {
+        message.clone()
+    }
+
+    fn notice(&self, notice: &Notice) -> Delivery {
+        match notice {
+            Notice::Opened(_) | Notice::Access(Access::ReadWrite) | Notice::Applied => {
+                Delivery::Nothing
+            }
+            Notice::Access(Access::ReadOnly) => Delivery::Close(
+                close::READ_ONLY,
+                "read_only: write access was withdrawn; reconnect to read".to_owned(),
+            ),
+            Notice::Withdrawn(denied) => Delivery::Close(close::PERMISSION_DENIED, denied.reason()),
+            Notice::Refused => Delivery::Close(
+                close::READ_ONLY,
+                "read_only: this connection may not change the document".to_owned(),
+            ),
+        }
+    }
 }
 
 /// `GET /ws/{doc}`: validates the name and upgrades.
@@ -129,11 +162,11 @@ async fn connection(
         conn,
         outbox,
         kick: kick.clone(),
-        dialect: Dialect::YWebsocket,
+        framing: Arc::new(YWebsocket),
         grant: Grant::new(access),
         credential,
     };
-    let joined = join(&state, &doc, peer, None).await;
+    let joined = join(&state, &doc, peer).await;
     match joined {
         Ok(handle) => {
             tracing::debug!("connected");
