@@ -4,7 +4,9 @@
 //! only.
 
 pub mod access;
+pub mod command;
 pub mod compact;
+pub mod core;
 pub mod crdt;
 pub mod doc;
 pub mod peer;

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::task::TaskTracker;
 
-use crate::documents::doc::{DocContext, DocHandle, Owner};
+use crate::documents::command::DocHandle;
+use crate::documents::core::Shared;
+use crate::documents::doc::{DocContext, Owner, Start};
 use crate::documents::queue;
 use crate::limits::DOC_COMMAND_CAPACITY;
 
@@ -26,6 +28,8 @@ pub struct Registry {
     docs: Mutex<HashMap<Arc<str>, Entry>>,
     next_generation: AtomicU64,
     ctx: Arc<DocContext>,
+    /// What every owner's core shares, made once.
+    shared: Arc<Shared>,
     tracker: TaskTracker,
 }
 
@@ -35,6 +39,7 @@ impl Registry {
         Arc::new(Registry {
             docs: Mutex::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
+            shared: ctx.shared(),
             ctx: Arc::new(ctx),
             tracker,
         })
@@ -44,14 +49,14 @@ impl Registry {
     pub fn open(self: &Arc<Self>, name: &str) -> DocHandle {
         let mut docs = self.lock();
         if let Some(entry) = docs.get(name) {
-            if !entry.handle.tx.is_closed() {
+            if !entry.handle.is_closed() {
                 return entry.handle.clone();
             }
         }
         let name: Arc<str> = Arc::from(name);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = queue::channel(DOC_COMMAND_CAPACITY);
-        let handle = DocHandle { tx };
+        let handle = DocHandle::new(tx);
         docs.insert(
             name.clone(),
             Entry {
@@ -60,13 +65,14 @@ impl Registry {
             },
         );
         drop(docs);
-        self.tracker.spawn(Owner::run(
+        let start = Start {
             name,
             generation,
-            Arc::downgrade(self),
-            self.ctx.clone(),
-            rx,
-        ));
+            unload: Arc::downgrade(self),
+            ctx: self.ctx.clone(),
+            shared: self.shared.clone(),
+        };
+        self.tracker.spawn(Owner::run(start, rx));
         handle
     }
 
@@ -74,7 +80,7 @@ impl Registry {
     pub fn get(&self, name: &str) -> Option<DocHandle> {
         self.lock()
             .get(name)
-            .filter(|e| !e.handle.tx.is_closed())
+            .filter(|e| !e.handle.is_closed())
             .map(|e| e.handle.clone())
     }
 

@@ -19,7 +19,7 @@ use debrief_proto::close;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::documents::doc::{DocHandle, JoinError};
+use crate::documents::command::{DocHandle, JoinError};
 use crate::documents::peer::{Kick, Peer};
 use crate::documents::queue;
 use crate::error::ApiError;

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::documents::access::Access;
-use crate::documents::doc::{DocHandle, Incoming, JoinError};
+use crate::documents::command::{DocHandle, Incoming, JoinError};
 use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
 use crate::documents::presence::QueryGate;
 use crate::documents::queue;
