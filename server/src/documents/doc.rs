@@ -5,7 +5,9 @@
 //! flush that makes its content durable) is the core's.
 //!
 //! It never holds a yrs transaction across `.await` and never touches a socket: frames reach
-//! connections through their bounded outboxes ([`crate::documents::peer::Peer`]).
+//! connections through their bounded outboxes ([`crate::documents::peer::Peer`]). It reports
+//! leaving memory through [`Unload`], which the registry implements, so it never names the
+//! registry that spawns it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -27,7 +29,6 @@ use crate::documents::core::{sync_frame, Core, Effect, Log, Shared, StoredMeta};
 use crate::documents::crdt;
 use crate::documents::queue;
 use crate::documents::quota;
-use crate::documents::registry::Registry;
 use crate::documents::reloads::ReloadLimiter;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -77,6 +78,18 @@ impl Log for Store {
     }
 }
 
+/// Where an owner reports that it leaves memory. The registry, which spawns owners, implements
+/// it; an owner holds it weakly.
+pub trait Unload: Send + Sync {
+    /// The owner of `name` started as `generation` stopped (its load or storage failed, or the
+    /// server shut down): forget it if it is still the registered one.
+    fn stopped(&self, name: &str, generation: u64);
+
+    /// The owner of `name` (`generation`) has been idle: forget it if it is still the registered
+    /// one and `idle()` holds while no new handle can be handed out; `true` when forgotten.
+    fn unload_if_idle(&self, name: &str, generation: u64, idle: &dyn Fn() -> bool) -> bool;
+}
+
 /// What an owner starts from.
 pub(crate) struct Start {
     /// The document.
@@ -84,7 +97,7 @@ pub(crate) struct Start {
     /// Which registration of the name this owner is.
     pub generation: u64,
     /// Told when the owner leaves memory.
-    pub unload: Weak<Registry>,
+    pub unload: Weak<dyn Unload>,
     /// The store, the shutdown token, limits.
     pub ctx: Arc<DocContext>,
     /// What the core needs.
@@ -94,7 +107,7 @@ pub(crate) struct Start {
 pub(crate) struct Owner {
     name: Arc<str>,
     generation: u64,
-    unload: Weak<Registry>,
+    unload: Weak<dyn Unload>,
     ctx: Arc<DocContext>,
     core: Core,
     /// The requested flushes, oldest first: one per [`Core::flushes_in_flight`].
@@ -131,7 +144,7 @@ impl Owner {
             Err(e) => {
                 tracing::error!(doc = %start.name, error = %e, "could not load document");
                 if let Some(unload) = start.unload.upgrade() {
-                    unload.remove_if(&start.name, start.generation);
+                    unload.stopped(&start.name, start.generation);
                 }
                 drop(start);
                 Owner::refuse_all(rx).await;
@@ -249,7 +262,7 @@ impl Owner {
         }
         Metrics::dec(&self.ctx.metrics.documents_loaded);
         if let Some(unload) = self.unload.upgrade() {
-            unload.remove_if(&self.name, self.generation);
+            unload.stopped(&self.name, self.generation);
         }
     }
 
@@ -317,7 +330,7 @@ impl Owner {
         let Some(unload) = self.unload.upgrade() else {
             return false;
         };
-        if !unload.remove_if_idle(&self.name, self.generation, || rx.is_empty()) {
+        if !unload.unload_if_idle(&self.name, self.generation, &|| rx.is_empty()) {
             return false;
         }
         rx.close();

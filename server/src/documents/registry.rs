@@ -3,16 +3,19 @@
 //! Opening is check-and-insert under one short lock that is never held across `.await`, so many
 //! sockets opening the same unloaded document at the same moment all get the same owner (it loads
 //! while their joins wait in its queue).
+//!
+//! The registry spawns owners ([`crate::documents::doc`]) and learns that one left memory through
+//! the [`Unload`] notice it implements; owners never name the registry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio_util::task::TaskTracker;
 
 use crate::documents::command::DocHandle;
 use crate::documents::core::Shared;
-use crate::documents::doc::{DocContext, Owner, Start};
+use crate::documents::doc::{DocContext, Owner, Start, Unload};
 use crate::documents::queue;
 use crate::limits::DOC_COMMAND_CAPACITY;
 
@@ -65,10 +68,11 @@ impl Registry {
             },
         );
         drop(docs);
+        let unload: Weak<dyn Unload> = Arc::downgrade(self) as Weak<Registry>;
         let start = Start {
             name,
             generation,
-            unload: Arc::downgrade(self),
+            unload,
             ctx: self.ctx.clone(),
             shared: self.shared.clone(),
         };
@@ -94,33 +98,28 @@ impl Registry {
         self.lock().is_empty()
     }
 
-    /// Removes the entry of `name` if it still belongs to `generation`.
-    pub(crate) fn remove_if(&self, name: &str, generation: u64) {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
+        // The map stays consistent even if a holder panicked: every update is a single insert
+        // or remove.
+        self.docs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Unload for Registry {
+    fn stopped(&self, name: &str, generation: u64) {
         let mut docs = self.lock();
         if docs.get(name).is_some_and(|e| e.generation == generation) {
             docs.remove(name);
         }
     }
 
-    /// Removes the entry of `name` if it still belongs to `generation` and `idle()` holds while
-    /// the registry is locked (so no new handle can be handed out in between).
-    pub(crate) fn remove_if_idle(
-        &self,
-        name: &str,
-        generation: u64,
-        idle: impl FnOnce() -> bool,
-    ) -> bool {
+    fn unload_if_idle(&self, name: &str, generation: u64, idle: &dyn Fn() -> bool) -> bool {
+        // `idle()` is asked under the lock, so no new handle can be handed out in between.
         let mut docs = self.lock();
         if docs.get(name).is_some_and(|e| e.generation == generation) && idle() {
             docs.remove(name);
             return true;
         }
         false
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
-        // The map stays consistent even if a holder panicked: every update is a single insert
-        // or remove.
-        self.docs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
