@@ -1,5 +1,9 @@
-//! The only place that touches yrs documents: loading a document from its stored bytes, applying
-//! a client's update with panics contained, and folding a log into a snapshot.
+//! The yrs operations of the document owner: loading a document from its stored bytes, applying
+//! a client's update with panics contained, diffs and state vectors, and folding a log into a
+//! snapshot. The owner's core ([`crate::documents::core`]) touches its `yrs::Doc` only through
+//! these; server code run as a job ([`crate::documents::command::Job`], e.g. the review domain's
+//! commands) reads and writes the document in its own transaction, with panics contained by the
+//! core.
 //!
 //! yrs can panic on malformed updates and leave the document half-applied (`docs/architecture.md`, "yrs facts"), so
 //! every decode and apply runs under `catch_unwind`. An update is first decoded and checked

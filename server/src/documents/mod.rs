@@ -1,7 +1,11 @@
-//! Documents: one owner task per open document applies updates with yrs, holds them until the
-//! store has made them durable, then relays and acknowledges. Also who may open what
-//! ([`access`]), the peers attached to a document and their bounded queues. Depends on storage
-//! only.
+//! Documents: one owner per open document applies updates with yrs, holds them until the store has
+//! made them durable, then relays and acknowledges. The owner's decisions are a Sans-IO core
+//! ([`core`], tested without sockets, timers or disks) driven by a task that does its I/O
+//! ([`doc`]); connections and server code talk to it with [`command`]s. Also who may open what
+//! ([`access`]), the peers attached to a document and the [`peer::Framing`] through which each
+//! transport encodes what the owner says (no dialect bytes live here), presence, and the bounded
+//! queues. The [`registry`] spawns owners and hears when one leaves memory ([`doc::Unload`]).
+//! Depends on storage only.
 
 pub mod access;
 pub mod command;
