@@ -7,10 +7,11 @@
 //! ([`Core::flush_completed`], [`Core::built`], [`Core::compacted`], …) and changes its state. What
 //! needs I/O comes back as [`Effect`]s, one at a time from [`Core::poll_effect`]: they are state
 //! the core keeps (at most one of each kind pending), so the effect queue is bounded by
-//! construction. Frames go into the connections' bounded outboxes (in-memory queues); the only
-//! storage it calls synchronously is [`Log`] (appending records to sled's memory, reading review
-//! sizes), a seam that tests fake. It never sleeps, spawns, awaits or touches a socket or a disk:
-//! [`crate::documents::doc`] does that around it, and the tests below drive it by hand.
+//! construction. Frames go into the connections' bounded outboxes (in-memory queues); the one
+//! thing of storage it asks synchronously is how large a review's other documents are
+//! ([`ReviewSizes`], a seam tests fake). It never writes, sleeps, spawns, awaits or touches a
+//! socket or a disk: [`crate::documents::doc`] does that around it, and the tests in
+//! `core_tests.rs` drive it by hand.
 //!
 //! It speaks no dialect: connections are told things with [`Notice`]s, which their [`Framing`]
 //! encodes (see [`crate::documents::peer`]).
@@ -48,19 +49,15 @@ use crate::storage::store::{Compacted, StoreError};
 /// instead of overflowing the outboxes of readers that keep up.
 const UNRELEASED_PER_OUTBOX: usize = 4;
 
-/// The document's log as the core writes it: synchronous calls that touch sled's memory only
-/// (durability is the [`Effect::Flush`] that follows). Implemented for the store by
-/// [`crate::documents::doc`]; faked in tests.
-pub trait Log: Send + Sync + std::fmt::Debug {
-    /// Appends `updates` as the log record `seq` of `doc`; the bytes the record takes.
-    fn append(&self, doc: &str, seq: u64, updates: &[Vec<u8>]) -> Result<u64, StoreError>;
-
+/// The sizes of a review's documents, for the review quota: read from memory the store keeps.
+/// Implemented for the store by [`crate::documents::doc`]; faked in tests.
+pub trait ReviewSizes: Send + Sync + std::fmt::Debug {
     /// Whether `doc`'s review would pass `limit` bytes once `doc` holds `own` bytes (see
     /// [`crate::documents::quota::exceeded`]).
     fn review_exceeds(&self, doc: &str, own: u64, limit: u64) -> bool;
 }
 
-/// What every core shares: limits, counters, the access seam, the reload allowance, the log.
+/// What every core shares: limits, counters, the access seam, the reload allowance, sizes.
 #[derive(Debug)]
 pub struct Shared {
     /// Limits in force.
@@ -71,8 +68,8 @@ pub struct Shared {
     pub authorizer: Arc<dyn Authorizer>,
     /// The reloads each token caused lately; a token past its allowance may not write.
     pub reloads: Arc<ReloadLimiter>,
-    /// Where updates are appended.
-    pub log: Arc<dyn Log>,
+    /// The sizes of other documents of a review.
+    pub sizes: Arc<dyn ReviewSizes>,
 }
 
 /// What the store held of the document when it was read (its yrs document is built separately).
@@ -90,8 +87,18 @@ pub struct StoredMeta {
     pub snapshot_bytes: u64,
 }
 
-/// I/O the core asks for. Each is answered by calling the core back, as each variant says.
+/// I/O the core asks for. Each is answered by calling the core back, as each variant says, before
+/// the next effect is polled.
 pub enum Effect {
+    /// Append `updates` (applied cleanly, in order) to the document's log as the record `seq`, in
+    /// the store's memory; durability is the [`Effect::Flush`] that follows. Answer
+    /// [`Core::appended`].
+    Append {
+        /// The record's sequence number.
+        seq: u64,
+        /// The v1 updates the record holds.
+        updates: Vec<Vec<u8>>,
+    },
     /// Log records were appended: make them durable (a group commit). When `at_once`, nothing
     /// else of this document waits for the flusher and a flush may be done on the spot: answer
     /// [`Core::flushed_at_once`]. Otherwise (or when it cannot be done at once) request one and
@@ -122,6 +129,9 @@ pub enum Effect {
 impl std::fmt::Debug for Effect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Effect::Append { seq, updates } => {
+                write!(f, "Append {{ seq: {seq}, updates: {} }}", updates.len())
+            }
             Effect::Flush { at_once } => write!(f, "Flush {{ at_once: {at_once} }}"),
             Effect::Compact { upto } => write!(f, "Compact {{ upto: {upto} }}"),
             Effect::Rebuild { .. } => f.write_str("Rebuild"),
@@ -177,8 +187,8 @@ pub struct Core {
     log_entries: u64,
     log_bytes: u64,
     snapshot_bytes: u64,
-    /// Updates applied since the last log record was written; written as one record when the
-    /// next flush is asked for.
+    /// Updates applied since the last log record was written; handed out as one record
+    /// ([`Effect::Append`]) once the commands at hand are handled, before the flush.
     unwritten: Vec<Vec<u8>>,
     unwritten_bytes: u64,
     /// Frames waiting for a flush not requested yet (content applied since the last request).
@@ -286,10 +296,19 @@ impl Core {
 
     /// The next I/O to do, if any (see [`Effect`]).
     pub fn poll_effect(&mut self) -> Option<Effect> {
+        // First: a rebuild reads the log, and must find every update that applied cleanly.
+        if !self.unwritten.is_empty() {
+            // Not `clear`: an idle document should not keep the capacity.
+            let updates = std::mem::take(&mut self.unwritten);
+            return Some(Effect::Append {
+                seq: self.next_seq,
+                updates,
+            });
+        }
         if let Some(damaged) = self.start_wanted_reload() {
             return Some(Effect::Rebuild { damaged });
         }
-        if self.dirty && !self.flush_asked && self.write_unwritten() {
+        if self.dirty && !self.flush_asked {
             self.flush_asked = true;
             return Some(Effect::Flush {
                 at_once: self.in_flight.is_empty(),
@@ -347,6 +366,23 @@ impl Core {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The record of [`Effect::Append`] is in the log and takes `bytes` (`Err`: the store
+    /// failed, and the document is closed).
+    pub fn appended(&mut self, bytes: Result<u64, StoreError>) {
+        match bytes {
+            Ok(bytes) => {
+                self.next_seq += 1;
+                self.log_entries += 1;
+                self.log_bytes += bytes;
+                self.unwritten_bytes = 0;
+            }
+            Err(e) => {
+                tracing::error!(doc = %self.name, error = %e, "append failed; closing the document");
+                self.fail_all();
             }
         }
     }
@@ -533,7 +569,7 @@ impl Core {
         }
         let quota = limits.max_review_bytes;
         let needs = size + quota::JOB_HEADROOM;
-        if writes && self.shared.log.review_exceeds(&self.name, needs, quota) {
+        if writes && self.shared.sizes.review_exceeds(&self.name, needs, quota) {
             Metrics::inc(&self.shared.metrics.review_quota_refusals);
             let _ = done.send(Err(JobError::QuotaExceeded));
             return;
@@ -633,7 +669,7 @@ impl Core {
         }
         let quota = limits.max_review_bytes;
         let after = size + update.len() as u64;
-        if self.shared.log.review_exceeds(&self.name, after, quota)
+        if self.shared.sizes.review_exceeds(&self.name, after, quota)
             && !matches!(crdt::contained(&self.doc, update), Ok(true))
         {
             // Refused only when it holds something new: a reconnecting client's handshake
@@ -728,39 +764,11 @@ impl Core {
         self.snapshot_bytes + self.log_bytes + self.unwritten_bytes
     }
 
-    /// Holds an update for the next log record; it is written when the next flush is asked for.
+    /// Holds an update for the next log record ([`Effect::Append`]).
     fn keep(&mut self, update: Vec<u8>) {
         self.unwritten_bytes += update.len() as u64;
         self.unwritten.push(update);
         self.dirty = true;
-    }
-
-    /// Writes the kept updates as one log record; `false` (and the document is closed) when the
-    /// log fails.
-    fn write_unwritten(&mut self) -> bool {
-        if self.unwritten.is_empty() {
-            return true;
-        }
-        match self
-            .shared
-            .log
-            .append(&self.name, self.next_seq, &self.unwritten)
-        {
-            Ok(bytes) => {
-                self.next_seq += 1;
-                self.log_entries += 1;
-                self.log_bytes += bytes;
-                // Not `clear`: an idle document should not keep the capacity.
-                self.unwritten = Vec::new();
-                self.unwritten_bytes = 0;
-                true
-            }
-            Err(e) => {
-                tracing::error!(doc = %self.name, error = %e, "append failed; closing the document");
-                self.fail_all();
-                false
-            }
-        }
     }
 
     /// Discards the in-memory document after a failed update (or server code) may have changed
@@ -770,14 +778,12 @@ impl Core {
     /// that need it wait (a large document takes long to build: issue 16).
     fn reload(&mut self) {
         Metrics::inc(&self.shared.metrics.documents_reloaded);
-        if !self.write_unwritten() {
-            return;
-        }
         self.fresh_sync = None;
         self.reload_wanted = true;
     }
 
-    /// Starts the rebuild asked for by [`Core::reload`] once no compaction is running; the
+    /// Starts the rebuild asked for by [`Core::reload`] once no compaction is running (and, by
+    /// the order of [`Core::poll_effect`], once what applied cleanly before is appended); the
     /// damaged document, to be freed off this task (a large one takes a while).
     fn start_wanted_reload(&mut self) -> Option<Doc> {
         if !self.reload_wanted || self.compacting {

@@ -1,7 +1,7 @@
 //! Unit tests of the document core ([`crate::documents::core`]), driven by hand: no socket, no
-//! timer, no disk. The log is a fake in memory, connections are bounded queues with two test
+//! timer, no disk. The log is a list in memory, connections are bounded queues with two test
 //! framings (one that says every notice as a message, like Hocuspocus, and one that can only close,
-//! like y-websocket), and every flush, build and compaction is answered by the test.
+//! like y-websocket), and every append, flush, build and compaction is answered by the test.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use crate::documents::access::{Access, Authorizer, Denied};
 use crate::documents::command::{
     DocCommand, Incoming, Job, JobError, JobRequest, JoinError, JoinRequest,
 };
-use crate::documents::core::{sync_frame, Core, Effect, Log, Shared, StoredMeta};
+use crate::documents::core::{sync_frame, Core, Effect, ReviewSizes, Shared, StoredMeta};
 use crate::documents::crdt;
 use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
 use crate::documents::queue;
@@ -41,19 +41,18 @@ impl MemLog {
     }
 }
 
-impl Log for MemLog {
-    fn append(&self, _doc: &str, seq: u64, updates: &[Vec<u8>]) -> Result<u64, StoreError> {
+impl MemLog {
+    fn append(&self, seq: u64, updates: Vec<Vec<u8>>) -> Result<u64, StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Wal("test: the disk is gone".to_owned()));
         }
         let bytes = updates.iter().map(|u| u.len() as u64).sum();
-        self.records
-            .lock()
-            .expect("log lock")
-            .push((seq, updates.to_vec()));
+        self.records.lock().expect("log lock").push((seq, updates));
         Ok(bytes)
     }
+}
 
+impl ReviewSizes for MemLog {
     fn review_exceeds(&self, _doc: &str, _own: u64, _limit: u64) -> bool {
         self.over_quota.load(Ordering::SeqCst)
     }
@@ -167,7 +166,7 @@ fn loading(limits: Limits, meta: StoredMeta) -> Harness {
         limits,
         metrics: metrics.clone(),
         authorizer: tokens.clone(),
-        log: log.clone(),
+        sizes: log.clone(),
     });
     Harness {
         core: Core::new(Arc::from("doc"), shared, meta),
@@ -245,9 +244,23 @@ impl Harness {
         self.send(client, Incoming::Update(Bytes::copy_from_slice(update)));
     }
 
+    /// The next effect, with appends answered from the log in memory (they are checked through
+    /// the log's records).
+    fn poll(&mut self) -> Option<Effect> {
+        loop {
+            match self.core.poll_effect() {
+                Some(Effect::Append { seq, updates }) => {
+                    let appended = self.log.append(seq, updates);
+                    self.core.appended(appended);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Expects a flush to be asked for, requests it, and returns to the test before it completes.
     fn request_flush(&mut self) {
-        match self.core.poll_effect() {
+        match self.poll() {
             Some(Effect::Flush { .. }) => self.core.flush_requested(),
             other => panic!("expected a flush, got {other:?}"),
         }
@@ -319,16 +332,21 @@ fn nothing_is_relayed_or_acknowledged_before_the_flush_completes() {
     assert!(writer.frames().is_empty(), "no acknowledgement yet");
     assert!(reader.frames().is_empty(), "no relay yet");
 
-    // The update is appended before the flush is asked for, and the flush is the first thing
-    // that can happen at once.
+    // The update is appended, then flushed; the flush is the first one, so it may be done at once.
+    assert!(matches!(
+        h.core.poll_effect(),
+        Some(Effect::Append { seq: 0, ref updates }) if updates.len() == 1
+    ));
+    h.core.appended(Ok(10));
+    assert!(writer.frames().is_empty(), "appended is not durable");
+    assert!(reader.frames().is_empty(), "appended is not durable");
     assert!(matches!(
         h.core.poll_effect(),
         Some(Effect::Flush { at_once: true })
     ));
-    assert_eq!(h.log.records().len(), 1);
     h.core.flush_requested();
     assert_eq!(h.core.flushes_in_flight(), 1);
-    assert!(h.core.poll_effect().is_none());
+    assert!(h.poll().is_none());
     assert!(writer.frames().is_empty(), "requested is not durable");
     assert!(reader.frames().is_empty(), "requested is not durable");
 
@@ -349,10 +367,7 @@ fn a_flush_done_at_once_releases_its_frames() {
     let writer = h.join(1, Access::ReadWrite, Arc::new(Telling));
     let mut reader = h.join(2, Access::ReadWrite, Arc::new(Telling));
     h.update(&writer, &typed("x"));
-    assert!(matches!(
-        h.core.poll_effect(),
-        Some(Effect::Flush { at_once: true })
-    ));
+    assert!(matches!(h.poll(), Some(Effect::Flush { at_once: true })));
     assert!(reader.frames().is_empty());
     h.core.flushed_at_once(true);
     assert_eq!(text_of(&reader.frames()), "x");
@@ -367,10 +382,7 @@ fn flushes_release_their_frames_in_order() {
     h.request_flush();
     h.update(&writer, &typed("b"));
     // Another flush is in flight: this one must wait for the flusher.
-    assert!(matches!(
-        h.core.poll_effect(),
-        Some(Effect::Flush { at_once: false })
-    ));
+    assert!(matches!(h.poll(), Some(Effect::Flush { at_once: false })));
     h.core.flush_requested();
     assert_eq!(h.core.flushes_in_flight(), 2);
     assert!(h.core.flush_completed(true));
@@ -428,7 +440,7 @@ fn a_failed_append_closes_the_document_before_anything_is_flushed() {
     let mut writer = h.join(1, Access::ReadWrite, Arc::new(Telling));
     h.log.fail.store(true, Ordering::SeqCst);
     h.update(&writer, &typed("lost"));
-    assert!(h.core.poll_effect().is_none(), "nothing to flush");
+    assert!(h.poll().is_none(), "nothing to flush");
     assert!(writer.frames().is_empty());
     assert_eq!(writer.closed_with(), Some(close::INTERNAL_ERROR));
     assert!(h.core.finished());
@@ -448,10 +460,7 @@ fn a_read_only_connection_is_refused_in_its_dialect_and_nothing_is_stored() {
     assert_eq!(closed.closed_with(), Some(close::READ_ONLY));
     assert_eq!(h.core.peers(), 1, "the closed one is detached");
 
-    assert!(
-        h.core.poll_effect().is_none(),
-        "nothing applied, nothing stored"
-    );
+    assert!(h.poll().is_none(), "nothing applied, nothing stored");
     assert!(h.log.records().is_empty());
     assert_eq!(count(&h.metrics.updates_refused_read_only), 2);
 }
@@ -468,7 +477,7 @@ fn a_read_only_update_with_nothing_new_is_acknowledged() {
     // A reader's SyncStep2 answer repeats what the document has.
     h.update(&reader, &hello);
     assert_eq!(reader.frames(), vec![Bytes::from("applied")]);
-    assert!(h.core.poll_effect().is_none());
+    assert!(h.poll().is_none());
 }
 
 #[test]
@@ -522,7 +531,7 @@ fn access_withdrawn_on_an_open_connection_detaches_it() {
 
     // Nothing of a detached connection is applied any more.
     h.update(&told, &typed("ghost"));
-    assert!(h.core.poll_effect().is_none());
+    assert!(h.poll().is_none());
     let writer = &stays;
     h.update(writer, &typed("ok"));
     h.flush();
@@ -582,29 +591,20 @@ fn compaction_starts_past_the_threshold_and_once_at_a_time() {
     let writer = h.join(1, Access::ReadWrite, Arc::new(Closing));
     h.update(&writer, &typed("a"));
     h.flush();
-    assert!(
-        h.core.poll_effect().is_none(),
-        "one record: below the threshold"
-    );
+    assert!(h.poll().is_none(), "one record: below the threshold");
     h.update(&writer, &typed("b"));
     h.flush();
-    assert!(matches!(
-        h.core.poll_effect(),
-        Some(Effect::Compact { upto: 2 })
-    ));
+    assert!(matches!(h.poll(), Some(Effect::Compact { upto: 2 })));
     h.update(&writer, &typed("c"));
     h.flush();
-    assert!(h.core.poll_effect().is_none(), "one compaction at a time");
+    assert!(h.poll().is_none(), "one compaction at a time");
     h.core.compacted(Some(Compacted {
         entries: 2,
         entry_bytes: 10,
         snapshot_bytes: 5,
     }));
     assert_eq!(count(&h.metrics.compactions), 1);
-    assert!(
-        h.core.poll_effect().is_none(),
-        "one record left: below again"
-    );
+    assert!(h.poll().is_none(), "one record left: below again");
 }
 
 #[test]
@@ -618,23 +618,20 @@ fn an_idle_document_compacts_then_unloads() {
     h.flush();
     assert!(h.core.idle());
     h.core.idle_elapsed();
-    assert!(matches!(
-        h.core.poll_effect(),
-        Some(Effect::Compact { upto: 1 })
-    ));
+    assert!(matches!(h.poll(), Some(Effect::Compact { upto: 1 })));
     assert!(!h.core.idle(), "compacting");
     h.core.compacted(None);
     // A failed compaction keeps the log: the next idle period tries again.
     h.core.idle_elapsed();
-    assert!(matches!(h.core.poll_effect(), Some(Effect::Compact { .. })));
+    assert!(matches!(h.poll(), Some(Effect::Compact { .. })));
     h.core.compacted(Some(Compacted {
         entries: 1,
         entry_bytes: 3,
         snapshot_bytes: 3,
     }));
     h.core.idle_elapsed();
-    assert!(matches!(h.core.poll_effect(), Some(Effect::Unload)));
-    assert!(h.core.poll_effect().is_none());
+    assert!(matches!(h.poll(), Some(Effect::Unload)));
+    assert!(h.poll().is_none());
 }
 
 #[test]
@@ -645,20 +642,14 @@ fn shutdown_leaves_a_compact_document_behind() {
     h.core.shut_down();
     assert!(!h.core.finished(), "an update waits for its flush");
     h.flush();
-    assert!(matches!(
-        h.core.poll_effect(),
-        Some(Effect::Compact { upto: 1 })
-    ));
+    assert!(matches!(h.poll(), Some(Effect::Compact { upto: 1 })));
     assert!(!h.core.finished());
     h.core.compacted(Some(Compacted {
         entries: 1,
         entry_bytes: 3,
         snapshot_bytes: 3,
     }));
-    assert!(
-        h.core.poll_effect().is_none(),
-        "only one compaction on the way out"
-    );
+    assert!(h.poll().is_none(), "only one compaction on the way out");
     assert!(h.core.finished());
 }
 
@@ -680,7 +671,7 @@ fn a_panicking_update_is_contained_and_the_document_keeps_serving() {
     assert_eq!(bad.closed_with(), Some(close::UPDATE_REJECTED));
     assert_eq!(count(&h.metrics.documents_reloaded), 1);
     assert!(bad.frames().is_empty(), "nothing acknowledged");
-    let Some(Effect::Rebuild { damaged }) = h.core.poll_effect() else {
+    let Some(Effect::Rebuild { damaged }) = h.poll() else {
         panic!("expected a rebuild");
     };
     drop(damaged);
@@ -717,6 +708,26 @@ fn a_panicking_update_is_contained_and_the_document_keeps_serving() {
 }
 
 #[test]
+fn what_applied_before_a_failure_is_appended_before_the_rebuild_reads_the_log() {
+    let mut h = ready();
+    let bad = h.join(1, Access::ReadWrite, Arc::new(Closing));
+    let good = h.join(2, Access::ReadWrite, Arc::new(Closing));
+    h.update(&bad, &fixture("base.bin"));
+    h.flush();
+    // One batch: a clean update, then one that breaks the document.
+    h.update(&good, &typed("kept"));
+    h.update(&bad, &fixture("bad-pending.bin"));
+    assert!(matches!(
+        h.core.poll_effect(),
+        Some(Effect::Append { seq: 1, ref updates }) if updates.len() == 1
+    ));
+    h.core.appended(Ok(4));
+    assert!(matches!(h.core.poll_effect(), Some(Effect::Rebuild { .. })));
+    // The clean update is still flushed and relayed as usual.
+    assert!(matches!(h.core.poll_effect(), Some(Effect::Flush { .. })));
+}
+
+#[test]
 fn a_token_whose_updates_keep_breaking_documents_is_stopped() {
     let mut h = ready_with(Limits {
         max_reloads_per_token: 1,
@@ -726,14 +737,14 @@ fn a_token_whose_updates_keep_breaking_documents_is_stopped() {
     h.update(&first, &fixture("base.bin"));
     h.flush();
     h.update(&first, &fixture("bad-pending.bin"));
-    let Some(Effect::Rebuild { .. }) = h.core.poll_effect() else {
+    let Some(Effect::Rebuild { .. }) = h.poll() else {
         panic!("expected a rebuild");
     };
     h.core.built(Some(crdt::new_doc()));
     let (_, again) = h.try_join(2, "same", Access::ReadWrite, Arc::new(Closing));
     h.update(&again, &typed("x"));
     assert_eq!(again.closed_with(), Some(close::TOO_MANY_FAILED_UPDATES));
-    assert!(h.core.poll_effect().is_none(), "nothing applied");
+    assert!(h.poll().is_none(), "nothing applied");
 }
 
 #[test]
@@ -757,7 +768,7 @@ fn server_code_is_relayed_and_answered_after_its_flush_and_its_panic_is_containe
         panicked.try_recv(),
         Err(oneshot::error::TryRecvError::Closed)
     ));
-    assert!(matches!(h.core.poll_effect(), Some(Effect::Rebuild { .. })));
+    assert!(matches!(h.poll(), Some(Effect::Rebuild { .. })));
     assert_eq!(h.core.peers(), 1, "connections stay");
 }
 

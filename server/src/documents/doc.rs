@@ -1,7 +1,7 @@
 //! The task of one open document: it runs the document's [`Core`] and does only the I/O the core
-//! asks for ([`Effect`]): reading and building the document on blocking threads, requesting
-//! group-commit flushes and waiting for them, compacting the log, the idle timer, shutdown, and
-//! leaving the registry. Every decision (what to apply, when a frame may leave: only after the
+//! asks for ([`Effect`]): reading and building the document on blocking threads, appending to the
+//! log, requesting group-commit flushes and waiting for them, compacting the log, the idle timer,
+//! shutdown, and leaving the registry. Every decision (what to apply, when a frame may leave: only after the
 //! flush that makes its content durable) is the core's.
 //!
 //! It never holds a yrs transaction across `.await` and never touches a socket: frames reach
@@ -25,7 +25,7 @@ use crate::documents::access::Authorizer;
 pub use crate::documents::command::{
     DocCommand, DocHandle, Incoming, Job, JobError, JobRequest, JoinError, JoinRequest,
 };
-use crate::documents::core::{sync_frame, Core, Effect, Log, Shared, StoredMeta};
+use crate::documents::core::{sync_frame, Core, Effect, ReviewSizes, Shared, StoredMeta};
 use crate::documents::crdt;
 use crate::documents::queue;
 use crate::documents::quota;
@@ -63,16 +63,12 @@ impl DocContext {
             metrics: self.metrics.clone(),
             authorizer: self.authorizer.clone(),
             reloads: self.reloads.clone(),
-            log: Arc::new(self.store.clone()),
+            sizes: Arc::new(self.store.clone()),
         })
     }
 }
 
-impl Log for Store {
-    fn append(&self, doc: &str, seq: u64, updates: &[Vec<u8>]) -> Result<u64, StoreError> {
-        Store::append(self, doc, seq, updates)
-    }
-
+impl ReviewSizes for Store {
     fn review_exceeds(&self, doc: &str, own: u64, limit: u64) -> bool {
         quota::exceeded(self, doc, own, limit)
     }
@@ -275,6 +271,11 @@ impl Owner {
     /// Does what the core asked for; `true` when the document left memory.
     async fn perform(&mut self, effect: Effect, rx: &mut queue::Receiver<DocCommand>) -> bool {
         match effect {
+            Effect::Append { seq, updates } => {
+                // Into sled's memory: quick, and durable only with the flush that follows.
+                let appended = self.ctx.store.append(&self.name, seq, &updates);
+                self.core.appended(appended);
+            }
             Effect::Flush { at_once } => self.flush(at_once).await,
             Effect::Compact { upto } => {
                 let store = self.ctx.store.clone();
