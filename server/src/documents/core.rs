@@ -1,6 +1,6 @@
 //! The decisions of one open document's owner, without I/O (Sans-IO): applying updates, holding
 //! everything that carries content until the flush that makes it durable has completed ("relay
-//! after flush"), relaying and acknowledging, access changes on open connections, compaction
+//! after flush", kept in a [`Holdback`]), relaying and acknowledging, access changes on open connections, compaction
 //! triggers, and containing a failed or panicking update.
 //!
 //! [`Core`] takes a command ([`Core::handle`]) or the outcome of I/O it asked for
@@ -18,7 +18,6 @@
 //!
 //! [`Framing`]: crate::documents::peer::Framing
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -33,6 +32,7 @@ use crate::documents::command::{
     DocCommand, Incoming, Job, JobError, JobRequest, JoinError, JoinRequest,
 };
 use crate::documents::crdt;
+use crate::documents::holdback::{Deferred, Holdback};
 use crate::documents::peer::{ConnId, Delivery, Notice, Peer, Peers};
 use crate::documents::presence::Presence;
 use crate::documents::queue;
@@ -140,26 +140,6 @@ impl std::fmt::Debug for Effect {
     }
 }
 
-/// A frame whose release waits for a flush.
-#[derive(Debug)]
-enum Deferred {
-    /// To every peer except the one that caused it (if any).
-    Broadcast {
-        except: Option<ConnId>,
-        frame: Bytes,
-    },
-    /// To one peer.
-    To { conn: ConnId, frame: Bytes },
-    /// A notice that its peer's dialect can only say by closing it.
-    Close {
-        conn: ConnId,
-        code: u16,
-        reason: String,
-    },
-    /// Tells server code that its change is durable.
-    Done(oneshot::Sender<Result<(), JobError>>),
-}
-
 /// The state and decisions of one open document.
 pub struct Core {
     name: Arc<str>,
@@ -191,14 +171,8 @@ pub struct Core {
     /// ([`Effect::Append`]) once the commands at hand are handled, before the flush.
     unwritten: Vec<Vec<u8>>,
     unwritten_bytes: u64,
-    /// Frames waiting for a flush not requested yet (content applied since the last request).
-    unrequested: Vec<Deferred>,
-    /// Content was applied since the last flush request.
-    dirty: bool,
-    /// An [`Effect::Flush`] was handed out and not answered yet.
-    flush_asked: bool,
-    /// The frames each requested flush will release, oldest first.
-    in_flight: VecDeque<Vec<Deferred>>,
+    /// Frames that carry content, held until the flush that makes it durable.
+    held: Holdback,
     /// A compaction is running.
     compacting: bool,
     /// A compaction was asked for regardless of the thresholds (the document went idle).
@@ -218,7 +192,7 @@ impl std::fmt::Debug for Core {
             .field("name", &self.name)
             .field("peers", &self.peers.len())
             .field("next_seq", &self.next_seq)
-            .field("in_flight", &self.in_flight.len())
+            .field("in_flight", &self.held.in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -244,10 +218,7 @@ impl Core {
             snapshot_bytes: meta.snapshot_bytes,
             unwritten: Vec::new(),
             unwritten_bytes: 0,
-            unrequested: Vec::new(),
-            dirty: false,
-            flush_asked: false,
-            in_flight: VecDeque::new(),
+            held: Holdback::default(),
             compacting: false,
             compact_wanted: false,
             compaction_upto: 0,
@@ -261,10 +232,10 @@ impl Core {
     // ---- what the task around the core asks ----
 
     /// Whether the next command may be taken: none waits for the document to be built, and the
-    /// frames held back for flushes are below their bound ([`UNRELEASED_PER_OUTBOX`]).
+    /// frames held back for flushes are below their bound (`UNRELEASED_PER_OUTBOX`).
     pub fn accepts_commands(&self) -> bool {
         let max = (self.shared.limits.outbox_capacity / UNRELEASED_PER_OUTBOX).max(1);
-        self.blocked.is_none() && self.unreleased() < max
+        self.blocked.is_none() && self.held.held() < max
     }
 
     /// Nothing attached and nothing in progress: the idle timer may run.
@@ -286,7 +257,7 @@ impl Core {
 
     /// Requested flushes not completed yet (the task keeps their receivers, in the same order).
     pub fn flushes_in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.held.in_flight()
     }
 
     /// Connections attached.
@@ -308,11 +279,8 @@ impl Core {
         if let Some(damaged) = self.start_wanted_reload() {
             return Some(Effect::Rebuild { damaged });
         }
-        if self.dirty && !self.flush_asked {
-            self.flush_asked = true;
-            return Some(Effect::Flush {
-                at_once: self.in_flight.is_empty(),
-            });
+        if let Some(at_once) = self.held.ask_flush() {
+            return Some(Effect::Flush { at_once });
         }
         if let Some(upto) = self.compaction_due() {
             return Some(Effect::Compact { upto });
@@ -389,28 +357,19 @@ impl Core {
 
     /// The flush of [`Effect::Flush`] was done on the spot; `ok` is its outcome.
     pub fn flushed_at_once(&mut self, ok: bool) {
-        self.dirty = false;
-        self.flush_asked = false;
-        let frames = std::mem::take(&mut self.unrequested);
+        let frames = self.held.flushed_at_once();
         self.release_flushed(ok, frames);
     }
 
     /// The flush of [`Effect::Flush`] was requested; [`Core::flush_completed`] follows.
     pub fn flush_requested(&mut self) {
-        self.dirty = false;
-        self.flush_asked = false;
-        let frames = std::mem::take(&mut self.unrequested);
-        self.in_flight.push_back(frames);
+        self.held.requested();
     }
 
     /// The oldest requested flush completed; `false` (and the document is closed) when it
     /// failed.
     pub fn flush_completed(&mut self, ok: bool) -> bool {
-        let frames = self.in_flight.pop_front().unwrap_or_default();
-        if self.in_flight.is_empty() {
-            // Give the capacity back: most documents are idle most of the time.
-            self.in_flight = VecDeque::new();
-        }
+        let frames = self.held.completed();
         self.release_flushed(ok, frames)
     }
 
@@ -768,7 +727,7 @@ impl Core {
     fn keep(&mut self, update: Vec<u8>) {
         self.unwritten_bytes += update.len() as u64;
         self.unwritten.push(update);
-        self.dirty = true;
+        self.held.applied();
     }
 
     /// Discards the in-memory document after a failed update (or server code) may have changed
@@ -804,7 +763,7 @@ impl Core {
 
     /// Nothing waits for storage: no flush, no compaction, no build.
     fn quiet(&self) -> bool {
-        self.in_flight.is_empty() && !self.dirty && !self.compacting && !self.building()
+        self.held.quiet() && !self.compacting && !self.building()
     }
 
     /// The compaction to start now, if any: on the way out (leave a compact document behind, so
@@ -886,12 +845,9 @@ impl Core {
         self.peers.clear();
         self.shutting_down = true;
         self.failed = true;
-        self.dirty = false;
-        self.flush_asked = false;
         self.unwritten.clear();
         self.unwritten_bytes = 0;
-        self.unrequested.clear();
-        self.in_flight.clear();
+        self.held.clear();
     }
 
     fn remove_peer(&mut self, conn: ConnId) {
@@ -917,18 +873,9 @@ impl Core {
 
     /// Queues a content-carrying frame behind the flush that covers everything applied so far.
     fn defer(&mut self, frame: Deferred) {
-        if self.dirty {
-            self.unrequested.push(frame);
-        } else if let Some(frames) = self.in_flight.back_mut() {
-            frames.push(frame);
-        } else {
-            self.release(vec![frame]);
+        if let Some(now) = self.held.hold(frame) {
+            self.release(vec![now]);
         }
-    }
-
-    /// Frames held back until flushes complete.
-    fn unreleased(&self) -> usize {
-        self.unrequested.len() + self.in_flight.iter().map(Vec::len).sum::<usize>()
     }
 
     /// Releases the frames a completed flush covered; a failed flush closes the document
