@@ -1,8 +1,8 @@
 //! The task of one open document: it runs the document's [`Core`] and does only the I/O the core
 //! asks for ([`Effect`]): reading and building the document on blocking threads, appending to the
 //! log, requesting group-commit flushes and waiting for them, compacting the log, the idle timer,
-//! shutdown, and leaving the registry. Every decision (what to apply, when a frame may leave: only after the
-//! flush that makes its content durable) is the core's.
+//! shutdown, and leaving the registry. Every decision (what to apply, when a frame may leave:
+//! only after the flush that makes its content durable) is the core's.
 //!
 //! It never holds a yrs transaction across `.await` and never touches a socket: frames reach
 //! connections through their bounded outboxes ([`crate::documents::peer::Peer`]). It reports
