@@ -1,12 +1,12 @@
 //! The decisions of one open document's owner, without I/O (Sans-IO): applying updates, holding
 //! everything that carries content until the flush that makes it durable has completed ("relay
-//! after flush", kept in a [`Holdback`]), relaying and acknowledging, access changes on open connections, compaction
-//! triggers, and containing a failed or panicking update.
+//! after flush", kept in a [`Holdback`]), relaying and acknowledging, access changes on open
+//! connections, compaction triggers, and containing a failed or panicking update.
 //!
 //! [`Core`] takes a command ([`Core::handle`]) or the outcome of I/O it asked for
-//! ([`Core::flush_completed`], [`Core::built`], [`Core::compacted`], …) and changes its state. What
-//! needs I/O comes back as [`Effect`]s, one at a time from [`Core::poll_effect`]: they are state
-//! the core keeps (at most one of each kind pending), so the effect queue is bounded by
+//! ([`Core::flush_completed`], [`Core::built`], [`Core::compacted`], …) and changes its state.
+//! What needs I/O comes back as [`Effect`]s, one at a time from [`Core::poll_effect`]: they are
+//! state the core keeps (at most one of each kind pending), so the effect queue is bounded by
 //! construction. Frames go into the connections' bounded outboxes (in-memory queues); the one
 //! thing of storage it asks synchronously is how large a review's other documents are
 //! ([`ReviewSizes`], a seam tests fake). It never writes, sleeps, spawns, awaits or touches a

@@ -1,11 +1,12 @@
-//! Documents: one owner per open document applies updates with yrs, holds them until the store has
-//! made them durable, then relays and acknowledges. The owner's decisions are a Sans-IO core
+//! Documents: one owner per open document applies updates with yrs, holds them until the store
+//! has made them durable, then relays and acknowledges. The owner's decisions are a Sans-IO core
 //! ([`core`], tested without sockets, timers or disks; what waits for which flush is its
-//! [`holdback`]) driven by a task that does its I/O ([`doc`]); connections and server code talk to it with [`command`]s. Also who may open what
-//! ([`access`]), the peers attached to a document and the [`peer::Framing`] through which each
-//! transport encodes what the owner says (no dialect bytes live here), presence, and the bounded
-//! queues. The [`registry`] spawns owners and hears when one leaves memory ([`doc::Unload`]).
-//! Depends on storage only.
+//! [`holdback`]) driven by a task that does its I/O ([`doc`]); connections and server code talk
+//! to it with [`command`]s. Also who may open what ([`access`]), the peers attached to a document
+//! and the [`peer::Framing`] through which each transport encodes what the owner says (no dialect
+//! bytes live here), presence, and the bounded queues. The [`registry`] spawns owners and hears
+//! when one leaves memory ([`doc::Unload`]). Depends on storage (and the shared limits and
+//! metrics) only.
 
 pub mod access;
 pub mod command;
