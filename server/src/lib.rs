@@ -2,19 +2,25 @@
 //! shutdown token is cancelled, so that tests drive exactly what the binary runs.
 //!
 //! The rooms, from the network down (`docs/architecture.md`, "Layers"):
-//! - [`transport`]: HTTP, the two WebSocket dialects, admission of unauthenticated connections,
-//!   the web app's files; sockets are read and written here and nowhere else.
+//! - [`transport`]: HTTP, the two WebSocket dialects side by side on shared socket machinery,
+//!   admission of unauthenticated connections, the web app's files, and the state every
+//!   connection shares; sockets are read and written here and nowhere else.
 //! - [`reviews`]: the review domain — reviews and sessions, the phase table, comment threads,
-//!   anonymous items, the meeting, pinned versions and the library, Markdown — and its REST API.
-//! - [`documents`]: one owner per open document (apply, hold until durable, relay, acknowledge),
-//!   who may open what, presence, the bounded queues.
+//!   anonymous items, the meeting, pinned versions and the library, Markdown — and its REST API
+//!   (`reviews/api/`: with the transport and [`error`], the only code that knows axum).
+//! - [`documents`]: one owner per open document — a Sans-IO core that decides (apply, hold until
+//!   durable, relay, acknowledge) and a task that does its I/O — who may open what, presence,
+//!   the bounded queues.
 //! - [`storage`]: sled, the write-ahead file, the integrity manifest.
 //! - [`ops`]: `debrief check`, `backup` and `restore`, and the administration socket.
 //! - Beside them, imported by any room: [`config`] (the command line), [`limits`] (the bounds of
-//!   transport, documents and storage, each with its reason) and [`metrics`] (counters).
+//!   transport, documents and storage, each with its reason), [`metrics`] (counters) and
+//!   [`error`] (HTTP errors as one JSON shape).
 //!
-//! Dependencies run one way: transport → reviews → documents → storage. This file composes
-//! them: it opens the store, builds the state every room shares and owns every task.
+//! Dependencies run one way: transport → documents → storage, and reviews → documents →
+//! storage; the transport never names the review domain (`server/tests/layers.rs` checks this).
+//! This file composes them: it opens the store, builds the state each room is given, merges the
+//! review API's routes into the transport's router, and owns every task.
 
 pub mod config;
 pub mod documents;
@@ -23,7 +29,6 @@ pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod reviews;
-pub mod state;
 pub mod storage;
 pub mod transport;
 
@@ -44,8 +49,8 @@ pub use peer::ConnId;
 use reviews::anonymous::{self, Anonymity};
 use reviews::api::ApiState;
 use reviews::records::Records;
-pub use state::AppState;
 use storage::store::{Damage, Store, StoreError};
+pub use transport::state::AppState;
 use transport::{admission, http};
 
 /// Why the server could not run.

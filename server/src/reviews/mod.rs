@@ -10,8 +10,8 @@
 //! - anonymous items: [`anonymous`] (the queue, its release, keys and votes, and in it the
 //!   held-items file);
 //! - the meeting: [`meeting`] (timebox, agenda, action items, read count, hints);
-//! - records and export: [`records`] (pinned versions, read marks, the library), [`export`],
-//!   [`markdown`] and [`mdtext`];
+//! - records and export: [`records`] (pinned versions, read marks, the library), [`export`]
+//!   and [`markdown`] (the one Markdown reader and writer of exports, versions and the library);
 //! - [`api`]: the REST routes over all of the above;
 //! - shared by all: [`policy`] (the phase table: roles, phases, release modes), [`problem`]
 //!   (why a request is refused) and [`basics`] (clock, ids, locks).

@@ -55,11 +55,11 @@ use crate::documents::presence::QueryGate;
 use crate::documents::queue;
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::state::AppState;
 use crate::transport::admission::{Busy, Connection, Meter};
 use crate::transport::socket::{
     configure, join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
 };
+use crate::transport::state::AppState;
 use crate::transport::stateless::{error_json, StatelessRequest};
 
 /// The Hocuspocus [`Framing`] of one document of a socket: every message behind the document's

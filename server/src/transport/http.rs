@@ -13,7 +13,7 @@ use axum::{Json, Router};
 
 use crate::error::ApiError;
 use crate::limits::MAX_BODY_BYTES;
-use crate::state::AppState;
+use crate::transport::state::AppState;
 
 /// The whole HTTP surface of the server: the transport's own routes, and `api` (the review
 /// domain's REST routes, with their state already given by the composition root) beside them.

@@ -24,8 +24,8 @@ use crate::documents::peer::{Kick, Peer};
 use crate::documents::queue;
 use crate::error::ApiError;
 use crate::limits::{CLOSE_TIMEOUT, WRITE_TIMEOUT};
-use crate::state::AppState;
 use crate::transport::admission::{Connection, Failure, Meter};
+use crate::transport::state::AppState;
 
 /// tungstenite allocates its read buffer eagerly (128 KiB by default) and keeps it for the life
 /// of the connection, so it is a large part of an idle connection's memory. Typing and presence

@@ -40,11 +40,11 @@ use crate::documents::queue;
 use crate::error::ApiError;
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN};
 use crate::metrics::Metrics;
-use crate::state::AppState;
 use crate::transport::admission::{Connection, Meter};
 use crate::transport::socket::{
     configure, join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
 };
+use crate::transport::state::AppState;
 
 /// The query of `GET /ws/{doc}`.
 #[derive(Debug, Default, serde::Deserialize)]

@@ -1,7 +1,7 @@
 //! What the transport shares between every request and connection: the open documents, the
-//! store, the limits, the counters, and the owners of every task. Built once by the composition
-//! root (`lib.rs`); the review API has a state of its own (`reviews::api::ApiState`), so nothing
-//! here knows the review domain.
+//! store (whose health the readiness probe reports), the limits, the counters, and the owners of
+//! every task. Built once by the composition root (`lib.rs`); the review API has a state of its
+//! own (`reviews::api::ApiState`), so nothing here knows the review domain.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -9,13 +9,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::{admission, stateless};
 use crate::documents::access;
 use crate::documents::peer::ConnId;
 use crate::documents::registry::Registry;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::storage::store::{Damage, Store};
-use crate::transport::{admission, stateless};
 
 /// State shared by every request and connection.
 #[derive(Debug)]
