@@ -105,15 +105,18 @@ async fn the_timebox_agenda_actions_and_read_count() {
     )
     .await;
     watcher.wait_synced().await;
+    // Boundaries fall every 300 ms, so the marks may straddle one: a mark's answer says which
+    // boundary will count it, and until the first mark's boundary nobody sees any mark.
+    let mut first_boundary = None;
     for role in ["participant", "participant", "author"] {
         let r = review.call(role, "POST", "/read", None).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body["read"], true);
-        assert_eq!(r.body["read_count"], 0, "not shown before the boundary");
-        assert!(r.body["counted_after"].as_u64().is_some());
+        let counted_after = r.body["counted_after"].as_u64().expect("counted_after");
+        if *first_boundary.get_or_insert(counted_after) == counted_after {
+            assert_eq!(r.body["read_count"], 0, "not shown before the boundary");
+        }
     }
-    let read = get(&review, "observer", "").await;
-    assert_eq!(read.body["read_count"], 0, "not shown before the boundary");
     let doc = watcher.doc.clone();
     watcher
         .wait_doc("the read count at the boundary", move |_| {
