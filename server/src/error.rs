@@ -43,9 +43,24 @@ impl ApiError {
     }
 }
 
+/// The body of every error response: a stable code and a sentence for people. Besides the
+/// statuses each operation lists, a method a path does not have answers 405 `method_not_allowed`,
+/// and a path no route matches 404 `not_found`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// A stable code for programs, such as `invalid_json` or `unknown_review`.
+    pub code: &'static str,
+    /// One sentence for people.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response

@@ -56,8 +56,10 @@ pub fn actions_open(phase: Phase) -> Result<(), Problem> {
     }
 }
 
-/// What the facilitator does with the timebox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// What the facilitator does with the timebox: `start` a timebox of `minutes` (also over a
+/// running or paused one) or `extend` a running or paused one by `minutes`; `pause` a running
+/// one, keeping what is left, or `resume` a paused one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimerAction {
     /// Starts a timebox of `minutes`.
@@ -72,21 +74,27 @@ pub enum TimerAction {
 
 /// The timebox as stored: while running, the end time (server clock); while paused, what is
 /// left. Every tab computes the same remaining time from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "The timebox as the server keeps it (`meeting.timer` of the discussion document): every client works out the same remaining time from it and `server_time`."
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Timer {
     /// `running`, `paused` or `stopped`.
     pub state: TimerState,
-    /// While running: when it ends, ms since the epoch.
+    /// While running: when it ends, milliseconds since the Unix epoch (server clock); null while
+    /// paused.
+    #[schema(required = true)]
     pub ends_at: Option<u64>,
-    /// While paused: ms left.
+    /// While paused: the milliseconds left; null while running.
+    #[schema(required = true)]
     pub remaining_ms: Option<u64>,
-    /// The timebox as set (including extensions), ms.
+    /// The timebox as set, extensions included, in milliseconds.
     pub duration_ms: u64,
 }
 
-/// Whether the clock runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether the clock runs (`stopped` only before the first start, which no action answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimerState {
     /// Counting down.
@@ -246,8 +254,9 @@ pub fn hints(doc: &Doc, on: bool) -> Outcome<()> {
     (Ok(()), Some(txn.encode_update_v1()))
 }
 
-/// What an action item addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What an action item addresses: `prevent` stops it from happening again, `detect` finds it
+/// sooner, `mitigate` makes it hurt less, `process` changes how people work together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     /// Stops it from happening again.
@@ -261,7 +270,7 @@ pub enum ActionKind {
 }
 
 /// Where an action item stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionStatus {
     /// Not started.
@@ -274,22 +283,35 @@ pub enum ActionStatus {
 }
 
 /// An action item as submitted (validated by [`ActionInput::validate`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    description = "An action item's fields, all of them (also to change one). Text fields are trimmed, then checked in the order what, why, owner, link, due; the first problem is the answer."
+)]
 pub struct ActionInput {
-    /// What will change.
+    /// What will change: 1 to 300 characters once trimmed.
+    #[schema(min_length = 1, max_length = 300)]
     pub what: String,
-    /// The contributing factor it addresses.
+    /// The contributing factor it addresses: 1 to 500 characters once trimmed.
+    #[schema(min_length = 1, max_length = 500)]
     pub why: String,
     /// Prevent, detect, mitigate or process.
     pub kind: ActionKind,
-    /// The owning team.
+    /// The owning team: 1 to 100 characters once trimmed.
+    #[schema(min_length = 1, max_length = 100)]
     pub owner: String,
-    /// Tracker link (http or https).
+    /// Tracker link: once trimmed, an `http://` or `https://` URL of at most 2,000 bytes, without
+    /// whitespace or control characters. Absent, null, empty or only whitespace: none.
     #[serde(default)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^(https?://[^\s\u0000-\u001F\u007F-\u009F]*)?$"
+    )]
     pub link: Option<String>,
-    /// Due day, `YYYY-MM-DD`.
+    /// Due day: once trimmed, a calendar day written YYYY-MM-DD. Absent, null, empty or only
+    /// whitespace: none.
     #[serde(default)]
+    #[schema(pattern = r"^([0-9]{4}-[0-9]{2}-[0-9]{2})?$")]
     pub due: Option<String>,
     /// Status (default open).
     #[serde(default)]

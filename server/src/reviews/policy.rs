@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::documents::access::Access;
 
 /// A person's role in one review.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Creates the review, moves phases, moderates.
@@ -56,7 +56,19 @@ impl Role {
 }
 
 /// Where a review is in its lifecycle. Phases only move forward, one step at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Authors write the report.
@@ -186,8 +198,9 @@ pub fn may_facilitate(role: Role) -> Result<(), Refusal> {
     }
 }
 
-/// When a review releases its held anonymous items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// When a review releases its held anonymous items: `batch` at every boundary of the server's
+/// cadence, `meeting` all at once when the meeting starts (and at every boundary after that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseMode {
     /// At every cadence boundary.

@@ -56,19 +56,25 @@ pub const MAX_CONCERNS_PER_REVIEW: u32 = 500;
 pub const CONCERNS: &str = "concerns";
 
 /// An anonymous item's place in the discussion.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[schema(description = "Where an anonymous item lives in the discussion.")]
 pub enum Item {
     /// A comment (the first of an anonymous thread, or an anonymous reply).
+    #[schema(title = "CommentItem")]
     Comment {
-        /// Its thread.
+        /// Its thread's id.
+        #[schema(pattern = "^[0-9a-f]{16}$")]
         thread: String,
-        /// The comment.
+        /// The comment's id.
+        #[schema(pattern = "^[0-9a-f]{16}$")]
         comment: String,
     },
     /// A concern.
+    #[schema(title = "ConcernItem")]
     Concern {
-        /// The concern.
+        /// The concern's id.
+        #[schema(pattern = "^[0-9a-f]{16}$")]
         concern: String,
     },
 }

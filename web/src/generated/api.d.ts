@@ -643,25 +643,29 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description An action item's fields (all of them, also to change one). Text fields are trimmed; they are checked in the order what, why, owner, link, due, and the first problem is answered. */
+        /** @description An action item's fields, all of them (also to change one). Text fields are trimmed, then checked in the order what, why, owner, link, due; the first problem is the answer. */
         ActionInput: {
             /** @description Due day: once trimmed, a calendar day written YYYY-MM-DD. Absent, null, empty or only whitespace: none. */
             due?: string | null;
+            /** @description Prevent, detect, mitigate or process. */
             kind: components["schemas"]["ActionKind"];
-            /** @description Tracker link: once trimmed, an `http://` or `https://` URL of at most 2,000 bytes without whitespace or control characters. Absent, null, empty or only whitespace: none. */
+            /** @description Tracker link: once trimmed, an `http://` or `https://` URL of at most 2,000 bytes, without whitespace or control characters. Absent, null, empty or only whitespace: none. */
             link?: string | null;
             /** @description The owning team: 1 to 100 characters once trimmed. */
             owner: string;
-            /** @description Absent: `open`. Not nullable. */
+            /** @description Status (default open). */
             status?: components["schemas"]["ActionStatus"];
             /** @description What will change: 1 to 300 characters once trimmed. */
             what: string;
             /** @description The contributing factor it addresses: 1 to 500 characters once trimmed. */
             why: string;
         };
-        /** @description An action item as stored in the discussion document (`actions`), its text trimmed. */
+        /** @description An action item as the discussion document keeps it (`actions`), its text trimmed. */
         ActionItem: {
-            /** @description Milliseconds since the Unix epoch. */
+            /**
+             * Format: double
+             * @description Milliseconds since the Unix epoch.
+             */
             createdAt: number;
             /** @description Null when none. */
             due: string | null;
@@ -671,7 +675,10 @@ export interface components {
             link: string | null;
             owner: string;
             status: components["schemas"]["ActionStatus"];
-            /** @description Last write (creation or change), milliseconds since the Unix epoch. */
+            /**
+             * Format: double
+             * @description The last write (creation or change), milliseconds since the Unix epoch.
+             */
             updatedAt: number;
             what: string;
             why: string;
@@ -686,8 +693,9 @@ export interface components {
          * @enum {string}
          */
         ActionStatus: "open" | "in_progress" | "done";
+        /** @description Where the meeting is. */
         AgendaRequest: {
-            /** @description The agenda item the meeting is on, at most 200 characters, stored as sent; empty clears it. */
+            /** @description The agenda item the meeting is on, at most 200 characters, kept as sent; empty clears it. */
             item: string;
         };
         /** @description A passage of the report. */
@@ -698,47 +706,52 @@ export interface components {
             quote: string;
             /** @description Base64 (standard alphabet, padded) of an encoded Yjs relative position in the report. */
             start: string;
-        } | null;
-        /** @description An anonymous comment, as released: it has no author. */
+        };
+        /** @description An anonymous comment as released: it has no author. */
         AnonymousComment: {
             /** @enum {boolean} */
             anonymous: true;
-            /**
-             * @description Always null.
-             * @enum {object|null}
-             */
-            author: never | null;
+            /** @description Always null. */
+            author: null;
             /** @description Empty once retracted or hidden. */
             body: string;
-            /** @description The release boundary it appeared at, milliseconds since the Unix epoch. */
+            /**
+             * Format: double
+             * @description The release boundary it appeared at, milliseconds since the Unix epoch.
+             */
             createdAt: number;
-            /** @description True once retracted by its writer. */
+            /** @description True once its writer retracted it. */
             deleted: boolean;
-            /** @description The release boundary of its last edit; absent if never edited. */
+            /**
+             * Format: double
+             * @description The release boundary of its last edit; absent if never edited.
+             */
             editedAt?: number;
-            /** @description True once hidden by the facilitator. */
+            /** @description True once the facilitator hid it. */
             hidden: boolean;
             id: string;
         };
+        /** @description New text for an anonymous item, with its key. */
         AnonymousEditRequest: {
             /** @description The new text: not only whitespace, at most 4,000 characters. */
             body: string;
-            /** @description The item's key, from its submission's answer. */
+            /** @description The item's key, from the answer to its submission. */
             key: string;
         };
+        /** @description An anonymous item's key. */
         AnonymousRetractRequest: {
-            /** @description The item's key, from its submission's answer. */
+            /** @description The item's key, from the answer to its submission. */
             key: string;
         };
         /** @description How the review releases anonymous items. */
         AnonymousSettings: {
             /**
              * Format: int64
-             * @description The server's release cadence, in milliseconds: releases happen at every multiple of it since the Unix epoch.
+             * @description The server's release cadence, in milliseconds: a release happens at every multiple of it since the Unix epoch.
              */
             cadence_ms: number;
             release: components["schemas"]["ReleaseMode"];
-            /** @description The facilitator allowed anonymity in a small group at creation: anonymous items are accepted with fewer than three people who may post them, and a batch is released even when only one person contributed to it. */
+            /** @description Whether the facilitator allowed anonymity in a small group when creating the review: anonymous items are then taken with fewer than three people who may post them, and a batch only one person contributed to is released all the same. */
             small_group_anonymity: boolean;
         };
         /** @description Who wrote a comment, stamped by the server from the session. */
@@ -751,72 +764,61 @@ export interface components {
             author: components["schemas"]["Author"];
             /** @description Empty once deleted. */
             body: string;
-            /** @description Milliseconds since the Unix epoch. */
+            /**
+             * Format: double
+             * @description Milliseconds since the Unix epoch.
+             */
             createdAt: number;
             deleted: boolean;
-            /** @description Last edit, milliseconds since the Unix epoch; absent if never edited. */
+            /**
+             * Format: double
+             * @description The last edit, milliseconds since the Unix epoch; absent if never edited.
+             */
             editedAt?: number;
             id: string;
         };
-        /** @description A comment in a thread: signed, or anonymous (then `author` is null and `anonymous` is true). */
+        /** @description A comment in a thread: signed, or anonymous (then `author` is null and `anonymous` true). */
         Comment: components["schemas"]["AuthoredComment"] | components["schemas"]["AnonymousComment"];
-        /** @description An anonymous comment: the first of an anonymous thread, or an anonymous reply. */
-        CommentItem: {
-            /** @description The comment's id. */
-            comment: string;
-            /** @enum {string} */
-            kind: "comment";
-            /** @description Its thread's id. */
-            thread: string;
-        };
+        /** @description A comment's text: a reply, an edit, a concern. */
         CommentRequest: {
             /** @description Not only whitespace, at most 4,000 characters. */
             body: string;
         };
-        /** @description A concern on the board. */
-        ConcernItem: {
-            /** @description The concern's id. */
-            concern: string;
-            /** @enum {string} */
-            kind: "concern";
-        };
+        /** @description A new review. Its text fields are checked once trimmed. */
         CreateReviewRequest: {
-            /**
-             * @description When anonymous items are released (see `ReleaseMode`); absent or null: `batch`.
-             * @enum {string|null}
-             */
-            anonymous_release?: "batch" | "meeting" | null;
+            anonymous_release?: null | components["schemas"]["ReleaseMode"];
             /** @description A calendar day written YYYY-MM-DD. */
             incident_date?: string | null;
-            /** @description A report to import, in Markdown (at most 524,288 bytes, nesting at most 32 levels deep); absent or null: the report starts from the server's template. */
+            /** @description A report to import, in Markdown (at most 524,288 bytes, nested at most 32 levels deep); absent or null: the report starts from the server's template. */
             report_markdown?: string | null;
             /** @description 1 to 32 characters once trimmed, without control characters (`SEV1`, `critical`, …). */
             severity?: string | null;
-            /** @description Allow anonymous items in a small group (absent or null: false). Without it, a review refuses anonymous items while fewer than three people may post them (409 `too_few_for_anonymity`), and holds a batch that only one person contributed to until someone else's items join it (for up to ten release boundaries). */
+            /** @description Allow anonymous items in a small group (absent or null: false). Without it, a review refuses anonymous items while fewer than three people may post them (409 `too_few_for_anonymity`), and holds a batch only one person contributed to until someone else's items join it (for up to ten release boundaries). */
             small_group_anonymity?: boolean | null;
             /** @description 1 to 200 characters once trimmed, without control characters. */
             title: string;
         };
-        /** @description `review` has no `you`: creating a review opens no session. */
+        /** @description The answer to `POST /api/reviews`: the review (no `you`: creating opens no session) and one invite link per role, the only copies. */
         CreateReviewResponse: {
             invites: components["schemas"]["Invites"];
             review: components["schemas"]["Review"];
         };
+        /** @description Whether a concern was discussed. */
         DiscussedRequest: {
             /** @description True to tick the concern off, false to undo it. */
             discussed: boolean;
         };
-        /** @description Names of the review's collaborative documents, for the WebSocket endpoints. */
+        /** @description The names of a review's documents, for the WebSocket endpoints. */
         Documents: {
             discussion: string;
             notes: string;
             report: string;
         };
-        /** @description An empty object. */
+        /** @description The body `supportConcern` takes, if any: an empty object (the vote needs nothing else, and the handler reads no body). */
         EmptyRequest: Record<string, never>;
-        /** @description Every error response: a stable code and a human sentence. Besides the statuses documented per operation, any method a path does not define answers 405 `method_not_allowed`, and any path that matches no route answers 404 `not_found`. */
+        /** @description The body of every error response: a stable code and a sentence for people. Besides the statuses each operation lists, a method a path does not have answers 405 `method_not_allowed`, and a path no route matches 404 `not_found`. */
         Error: {
-            /** @description Stable machine-readable code, such as `invalid_json` or `unknown_review`. */
+            /** @description A stable code for programs, such as `invalid_json` or `unknown_review`. */
             code: string;
             /** @description One sentence for people. */
             message: string;
@@ -831,16 +833,11 @@ export interface components {
             notes_markdown: string;
             /** @description The report as Markdown. */
             report_markdown: string;
-            review: {
-                id: string;
-                incident_date: string | null;
-                phase: components["schemas"]["Phase"];
-                severity: string | null;
-                title: string;
-            };
+            review: components["schemas"]["ExportedReview"];
             /** @description Threads with at least one visible comment, oldest first. */
             threads: components["schemas"]["ExportedThread"][];
         };
+        /** @description An action item in an export. */
         ExportedAction: {
             due: string | null;
             kind: components["schemas"]["ActionKind"];
@@ -850,19 +847,36 @@ export interface components {
             what: string;
             why: string;
         };
+        /** @description A comment in an export. */
         ExportedComment: {
             /** @description The author's display name, or `Anonymous`. */
             author: string;
             body: string;
-            /** @description Milliseconds since the Unix epoch. */
+            /**
+             * Format: double
+             * @description Milliseconds since the Unix epoch.
+             */
             createdAt: number;
         };
+        /** @description A concern in an export. */
         ExportedConcern: {
             body: string;
             discussed: boolean;
-            /** @description How many sessions support it (votes released so far). */
+            /**
+             * Format: int64
+             * @description How many sessions support it (votes released so far).
+             */
             support: number;
         };
+        /** @description The review in an export. */
+        ExportedReview: {
+            id: string;
+            incident_date: string | null;
+            phase: components["schemas"]["Phase"];
+            severity: string | null;
+            title: string;
+        };
+        /** @description A thread in an export. */
         ExportedThread: {
             /** @description The visible comments, in order (deleted, retracted and hidden ones left out). */
             comments: components["schemas"]["ExportedComment"][];
@@ -870,9 +884,9 @@ export interface components {
             quote: string | null;
             resolved: boolean;
         };
-        /** @description The answer to an anonymous submission: when it takes effect, nothing about who sent it. */
+        /** @description The answer to an anonymous submission: nothing about who sent it, only when it will appear (at the earliest, and at the latest if it waits for others' items; both null while a review that releases at the meeting has not reached it), and the receipt to ask again. */
         Held: {
-            /** @description A random receipt (the only copy): ask `POST /api/reviews/{id}/anonymous/pending` with it when the submission will appear. Only a hash of it is held, with the submission, until the release. */
+            /** @description A random receipt (the only copy): `POST /api/reviews/{id}/anonymous/pending` with it tells when the submission will appear. Only its hash is held, with the submission, until the release. */
             receipt: string;
             release: components["schemas"]["ReleaseMode"];
             /**
@@ -882,16 +896,16 @@ export interface components {
             release_after: number | null;
             /**
              * Format: int64
-             * @description The latest it appears: a batch that only one person contributed to waits for someone else's items for up to ten boundaries (equal to `release_after` in a review that allows small groups). Null like `release_after`.
+             * @description The latest it appears: a batch only one person contributed to waits for someone else's items for up to ten boundaries (equal to `release_after` in a review that allows small groups). Null like `release_after`.
              */
             release_by: number | null;
         };
-        /** @description The answer to a new anonymous item: when it appears, where, and its key. */
+        /** @description The answer to a new anonymous item: [`Held`]'s fields, where the item will be, and its key. */
         HeldItem: {
             item: components["schemas"]["Item"];
-            /** @description The item's key (256 random bits as hex; the only copy): edits or retracts it. */
+            /** @description The item's key (256 random bits as hex; the only copy), to edit or retract it. */
             key: string;
-            /** @description A random receipt (the only copy): ask `POST /api/reviews/{id}/anonymous/pending` with it when the submission will appear. Only a hash of it is held, with the submission, until the release. */
+            /** @description A random receipt (the only copy): `POST /api/reviews/{id}/anonymous/pending` with it tells when the submission will appear. Only its hash is held, with the submission, until the release. */
             receipt: string;
             release: components["schemas"]["ReleaseMode"];
             /**
@@ -901,18 +915,18 @@ export interface components {
             release_after: number | null;
             /**
              * Format: int64
-             * @description The latest it appears: a batch that only one person contributed to waits for someone else's items for up to ten boundaries (equal to `release_after` in a review that allows small groups). Null like `release_after`.
+             * @description The latest it appears: a batch only one person contributed to waits for someone else's items for up to ten boundaries (equal to `release_after` in a review that allows small groups). Null like `release_after`.
              */
             release_by: number | null;
         };
         /** @description An invite link for one role. */
         Invite: {
-            /** @description Path of the join page with the token in the fragment. */
+            /** @description The join page's path, with the token in its fragment. */
             link: string;
-            /** @description Invite token: `dbi_` and 256 random bits as hex. */
+            /** @description The invite token: `dbi_` and 256 random bits as hex. */
             token: string;
         };
-        /** @description One invite link per role (the only copies: the server keeps only hashes). */
+        /** @description One invite link per role: the only copies (the server keeps their hashes). */
         Invites: {
             author: components["schemas"]["Invite"];
             facilitator: components["schemas"]["Invite"];
@@ -920,16 +934,30 @@ export interface components {
             participant: components["schemas"]["Invite"];
         };
         /** @description Where an anonymous item lives in the discussion. */
-        Item: components["schemas"]["CommentItem"] | components["schemas"]["ConcernItem"];
+        Item: {
+            /** @description The comment's id. */
+            comment: string;
+            /** @enum {string} */
+            kind: "comment";
+            /** @description Its thread's id. */
+            thread: string;
+        } | {
+            /** @description The concern's id. */
+            concern: string;
+            /** @enum {string} */
+            kind: "concern";
+        };
+        /** @description An invite and the name to join with. */
         JoinRequest: {
-            /** @description An invite token (`dbi_…`); surrounding whitespace is ignored. */
+            /** @description An invite token (`dbi_…`); whitespace around it is ignored. */
             invite: string;
-            /** @description Display name: 1 to 60 characters once trimmed, without control characters. */
+            /** @description The display name: 1 to 60 characters once trimmed, without control characters. */
             name: string;
         };
+        /** @description The answer to `POST /api/join`: the session token (the only copy) and the review, with `you`. */
         JoinResponse: {
             review: components["schemas"]["ReviewWithYou"];
-            /** @description Session token: `dbs_` and 256 random bits as hex. */
+            /** @description The session token: `dbs_` and 256 random bits as hex. */
             session: string;
         };
         /** @description A published review, as it was when published. */
@@ -946,6 +974,7 @@ export interface components {
             severity: string | null;
             title: string;
         };
+        /** @description The published reviews a search found, newest first. */
         LibraryList: {
             /** @description Newest first, at most 100. */
             reviews: components["schemas"]["LibraryEntry"][];
@@ -957,6 +986,7 @@ export interface components {
             observer: number;
             participant: number;
         };
+        /** @description A held submission asked about, with when it will appear (null like [`Held`]'s times). */
         PendingReceipt: {
             /** @description One of the receipts asked about. */
             receipt: string;
@@ -967,20 +997,22 @@ export interface components {
             release_after: number | null;
             /**
              * Format: int64
-             * @description The latest it appears: a batch that only one person contributed to waits for someone else's items for up to ten boundaries (equal to `release_after` in a review that allows small groups). Null like `release_after`.
+             * @description The latest it appears: a batch only one person contributed to waits for someone else's items for up to ten boundaries (equal to `release_after` in a review that allows small groups). Null like `release_after`.
              */
             release_by: number | null;
         };
+        /** @description Receipts to ask about. */
         PendingRequest: {
-            /** @description Receipts of this browser's anonymous submissions (at most 100). */
+            /** @description Receipts of this browser's anonymous submissions, at most 100. */
             receipts: string[];
         };
+        /** @description The receipts whose submissions are still held; a receipt not listed was released. */
         PendingResponse: {
             /** @description The receipts whose submissions are still held, with when they will appear; a receipt not listed was released (or is unknown). */
             pending: components["schemas"]["PendingReceipt"][];
         };
         /**
-         * @description Where a review is in its lifecycle; phases only move forward, one step at a time.
+         * @description Where a review is in its lifecycle. Phases only move forward, one step at a time.
          * @enum {string}
          */
         Phase: "draft" | "review" | "meeting" | "closed";
@@ -988,13 +1020,14 @@ export interface components {
         PhaseRequest: {
             phase: components["schemas"]["Phase"];
         };
+        /** @description Whether the review should be in the library. */
         PublishRequest: {
             /** @description True to put the review in the library (again, replacing what was published), false to take it out. */
             published: boolean;
         };
-        /** @description `published` as requested; `link` (the library page) only when published. */
+        /** @description Whether the review is in the library now, and its page there when it is. */
         PublishResponse: {
-            /** @description Path of the review's page in the library. */
+            /** @description The path of the review's page in the library. */
             link: string;
             /** @enum {boolean} */
             published: true;
@@ -1007,7 +1040,7 @@ export interface components {
             id: string;
             /** @description Null when not given. */
             incident_date: string | null;
-            /** @description The review's Markdown export as it was when published: the report, comments, concerns, action items and meeting notes (hidden, retracted and deleted items left out). */
+            /** @description The review's Markdown export when it was published: the report, comments, concerns, action items and meeting notes (hidden, retracted and deleted items left out). */
             markdown: string;
             /**
              * Format: int64
@@ -1018,6 +1051,7 @@ export interface components {
             severity: string | null;
             title: string;
         };
+        /** @description The answer to "I have read the report". */
         ReadResponse: {
             /**
              * Format: int64
@@ -1026,40 +1060,37 @@ export interface components {
             counted_after: number;
             /** @description How many sessions the review has (every role). */
             people: number;
-            /**
-             * @description The mark is kept (once per session).
-             * @enum {boolean}
-             */
+            /** @enum {boolean} */
             read: true;
             /**
              * Format: int64
-             * @description The read count everyone sees now. Marks are counted in it at the next release boundary, all together, so that a change does not tell who just read: it does not include this mark yet.
+             * @description The read count everyone sees now. Marks join it together at the next release boundary, so that a change tells nobody who just read: it does not count this mark yet.
              */
             read_count: number;
         };
         /**
-         * @description When a review releases its held anonymous items: `batch` at every boundary of the server's cadence; `meeting` all at once when the meeting starts (and at every boundary after that).
+         * @description When a review releases its held anonymous items: `batch` at every boundary of the server's cadence, `meeting` all at once when the meeting starts (and at every boundary after that).
          * @enum {string}
          */
         ReleaseMode: "batch" | "meeting";
-        /** @description A review. `you` is present when it is read through a session. */
+        /** @description A review as the API shows it; `you` when it is read through a session. */
         Review: {
             anonymous: components["schemas"]["AnonymousSettings"];
             /**
              * Format: int64
-             * @description Creation time, milliseconds since the Unix epoch.
+             * @description When the review was created, milliseconds since the Unix epoch.
              */
             created_at: number;
             documents: components["schemas"]["Documents"];
-            /** @description Unguessable id (128 random bits, hex). */
+            /** @description Unguessable id: 128 random bits as hex. */
             id: string;
-            /** @description Day of the incident, YYYY-MM-DD; null when not given. */
+            /** @description The day of the incident, YYYY-MM-DD; null when not given. */
             incident_date: string | null;
             participants: components["schemas"]["Participants"];
             phase: components["schemas"]["Phase"];
             /**
              * Format: int64
-             * @description How many sessions marked the report read (once each).
+             * @description How many sessions marked the report read (each once).
              */
             read_count: number;
             /**
@@ -1067,18 +1098,20 @@ export interface components {
              * @description The server's clock when it answered, milliseconds since the Unix epoch (for timers).
              */
             server_time: number;
-            /** @description Severity label; null when not given. */
+            /** @description The severity label; null when not given. */
             severity: string | null;
             title: string;
+            /** @description The session the review is read through; absent when creating it. */
             you?: components["schemas"]["You"];
         };
-        /** @description A review read through a session: `you` is always present. */
+        /** @description A review read through a session: `you` is always there. */
         ReviewWithYou: components["schemas"]["Review"] & Record<string, never>;
         /**
          * @description A person's role in one review.
          * @enum {string}
          */
         Role: "facilitator" | "author" | "participant" | "observer";
+        /** @description What else rotating does; the body may be left out. */
         RotateRequest: {
             /**
              * @description Also end every session of this role except the caller's.
@@ -1086,38 +1119,45 @@ export interface components {
              */
             revoke_sessions: boolean;
         };
+        /** @description The answer to rotating an invite link. */
         RotateResponse: {
             invite: components["schemas"]["Invite"];
             role: components["schemas"]["Role"];
         };
+        /** @description The review's settings. */
         SettingsRequest: {
             /** @description Blameless-language hints on (true) or off (false) for everyone in the review. */
             hints: boolean;
         };
+        /** @description A comment thread. */
         Thread: {
-            /** @description The passage of the report the thread is about; null for a general thread. */
-            anchor: {
-                /** @description Base64 (standard alphabet, padded) of an encoded Yjs relative position in the report. */
-                end: string;
-                /** @description The quoted text, at most 500 characters. */
-                quote: string;
-                /** @description Base64 (standard alphabet, padded) of an encoded Yjs relative position in the report. */
-                start: string;
-            } | null;
+            anchor: null | components["schemas"]["ThreadAnchor"];
             /** @description In order; the first one started the thread (an anonymous one for a thread opened anonymously). */
             comments: components["schemas"]["Comment"][];
-            /** @description Milliseconds since the Unix epoch. */
+            /**
+             * Format: double
+             * @description Milliseconds since the Unix epoch.
+             */
             createdAt: number;
             id: string;
             resolved: boolean;
         };
-        /** @description `anchor` absent or null starts a general thread. */
+        /** @description The passage of the report a thread is about. */
+        ThreadAnchor: {
+            /** @description Base64 (standard alphabet, padded) of an encoded Yjs relative position in the report. */
+            end: string;
+            /** @description The quoted text, at most 500 characters. */
+            quote: string;
+            /** @description Base64 (standard alphabet, padded) of an encoded Yjs relative position in the report. */
+            start: string;
+        };
+        /** @description A new thread, named or anonymous; `anchor` absent or null starts a general thread. */
         ThreadRequest: {
-            anchor?: components["schemas"]["AnchorRequest"];
+            anchor?: null | components["schemas"]["AnchorRequest"];
             /** @description The first comment: not only whitespace, at most 4,000 characters. */
             body: string;
         };
-        /** @description The timebox as the server holds it (in the discussion document, `meeting.timer`): every client computes the same remaining time from it and `server_time`. */
+        /** @description The timebox as the server keeps it (`meeting.timer` of the discussion document): every client works out the same remaining time from it and `server_time`. */
         Timer: {
             /**
              * Format: int64
@@ -1134,30 +1174,24 @@ export interface components {
              * @description While paused: the milliseconds left; null while running.
              */
             remainingMs: number | null;
-            /**
-             * @description Whether the clock runs. (The document's timer is `stopped` before its first start; no action answers that.)
-             * @enum {string}
-             */
-            state: "running" | "paused";
+            /** @description `running`, `paused` or `stopped`. */
+            state: components["schemas"]["TimerState"];
         };
-        /** @description `start` a timebox of `minutes` (also over a running or paused one) or `extend` a running or paused one by `minutes`; `pause` a running one, keeping what is left, or `resume` a paused one. */
+        /**
+         * @description What the facilitator does with the timebox: `start` a timebox of `minutes` (also over a running or paused one) or `extend` a running or paused one by `minutes`; `pause` a running one, keeping what is left, or `resume` a paused one.
+         * @enum {string}
+         */
+        TimerAction: "start" | "pause" | "resume" | "extend";
+        /** @description What to do with the timebox: `start` and `extend` need `minutes` (a whole number from 1 to 240); `pause` and `resume` ignore it. */
         TimerRequest: {
-            /** @enum {string} */
-            action: "start" | "extend";
+            action: components["schemas"]["TimerAction"];
             /**
              * Format: int64
-             * @description A whole number from 1 to 240.
-             */
-            minutes: number;
-        } | {
-            /** @enum {string} */
-            action: "pause" | "resume";
-            /**
-             * Format: int64
-             * @description Ignored (a whole number or null if present).
+             * @description For `start` and `extend`: a whole number from 1 to 240. Ignored by `pause` and `resume`.
              */
             minutes?: number | null;
         };
+        /** @description The timebox as the server now holds it, with the server's clock. */
         TimerResponse: {
             /**
              * Format: int64
@@ -1166,6 +1200,12 @@ export interface components {
             server_time: number;
             timer: components["schemas"]["Timer"];
         };
+        /**
+         * @description Whether the clock runs (`stopped` only before the first start, which no action answers).
+         * @enum {string}
+         */
+        TimerState: "running" | "paused" | "stopped";
+        /** @description A pinned version with its report and notes as Markdown. */
         Version: {
             /**
              * Format: int64
@@ -1184,10 +1224,12 @@ export interface components {
          * @enum {string}
          */
         VersionLabel: "as drafted" | "as sent for review" | "as at the meeting" | "as closed";
+        /** @description The pinned versions, in phase order. */
         VersionList: {
-            /** @description At most one per phase, in phase order; a review pins none until it first changes phase. */
+            /** @description At most one per phase, in phase order; a review pins none until its first phase change. */
             versions: components["schemas"]["VersionSummary"][];
         };
+        /** @description A pinned version, without its text. */
         VersionSummary: {
             /**
              * Format: int64
@@ -1197,36 +1239,17 @@ export interface components {
             label: components["schemas"]["VersionLabel"];
             phase: components["schemas"]["Phase"];
         };
-        /** @description The session the review is seen through. */
+        /** @description The session a review is seen through. */
         You: {
-            /** @description Display name chosen when joining. */
+            /** @description The display name given when joining. */
             name: string;
-            /** @description Random id standing for this person in comment authorship. */
+            /** @description The random id that stands for this person as a comment's author. */
             participant: string;
             role: components["schemas"]["Role"];
         };
     };
     responses: never;
-    parameters: {
-        /** @description The action item's id (16 hex digits). */
-        ActionId: string;
-        /** @description The comment's id (16 hex digits). */
-        CommentId: string;
-        /** @description The concern's id (16 hex digits): `item.concern` of its submission's answer. */
-        ConcernId: string;
-        /** @description The anonymous item's id (16 hex digits): `item.comment` or `item.concern` of its submission's answer. */
-        ItemId: string;
-        /** @description The published review's id (32 hex digits). */
-        PublishedId: string;
-        /** @description The review's id (32 hex digits). */
-        ReviewId: string;
-        /** @description The role whose invite link to replace. */
-        Role: components["schemas"]["Role"];
-        /** @description The thread's id (16 hex digits). */
-        ThreadId: string;
-        /** @description The phase whose version to read: the one pinned when the review entered it. */
-        VersionPhase: components["schemas"]["Phase"];
-    };
+    parameters: never;
     requestBodies: never;
     headers: never;
     pathItems: never;
@@ -1332,7 +1355,7 @@ export interface operations {
     searchLibrary: {
         parameters: {
             query?: {
-                /** @description Words to look for (case-insensitive, separated by whitespace), at most 200 characters; absent or empty: every published review. */
+                /** @description Words to look for in titles and text, at most 200 characters; absent or empty: every published review. */
                 q?: string;
             };
             header?: never;
@@ -1376,7 +1399,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The published review's id (32 hex digits). */
-                id: components["parameters"]["PublishedId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -1429,7 +1452,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The OpenAPI 3.0.3 document. */
+            /** @description The OpenAPI 3.1 document, generated from the server's code. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1524,7 +1547,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -1583,7 +1606,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -1682,9 +1705,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The action item's id (16 hex digits). */
-                action: components["parameters"]["ActionId"];
+                action: string;
             };
             cookie?: never;
         };
@@ -1774,7 +1797,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -1871,7 +1894,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -1952,7 +1975,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -2069,9 +2092,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The thread's id (16 hex digits). */
-                thread: components["parameters"]["ThreadId"];
+                thread: string;
             };
             cookie?: never;
         };
@@ -2179,9 +2202,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
-                /** @description The anonymous item's id (16 hex digits): `item.comment` or `item.concern` of its submission's answer. */
-                item: components["parameters"]["ItemId"];
+                id: string;
+                /** @description The anonymous item's id (16 hex digits): `item.comment` or `item.concern` in the answer to its submission. */
+                item: string;
             };
             cookie?: never;
         };
@@ -2289,9 +2312,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
-                /** @description The anonymous item's id (16 hex digits): `item.comment` or `item.concern` of its submission's answer. */
-                item: components["parameters"]["ItemId"];
+                id: string;
+                /** @description The anonymous item's id (16 hex digits): `item.comment` or `item.concern` in the answer to its submission. */
+                item: string;
             };
             cookie?: never;
         };
@@ -2399,7 +2422,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -2507,9 +2530,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
-                /** @description The concern's id (16 hex digits): `item.concern` of its submission's answer. */
-                concern: components["parameters"]["ConcernId"];
+                id: string;
+                /** @description The concern's id (16 hex digits): `item.concern` in the answer to its submission. */
+                concern: string;
             };
             cookie?: never;
         };
@@ -2597,16 +2620,15 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
-                /** @description The concern's id (16 hex digits): `item.concern` of its submission's answer. */
-                concern: components["parameters"]["ConcernId"];
+                id: string;
+                /** @description The concern's id (16 hex digits): `item.concern` in the answer to its submission. */
+                concern: string;
             };
             cookie?: never;
         };
-        /** @description Not read: no body, `{}` (what the web client sends) and any other body are the same. */
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["EmptyRequest"];
+                "application/json": null | components["schemas"]["EmptyRequest"];
             };
         };
         responses: {
@@ -2708,7 +2730,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -2787,7 +2809,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -2866,16 +2888,16 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The role whose invite link to replace. */
-                role: components["parameters"]["Role"];
+                role: components["schemas"]["Role"];
             };
             cookie?: never;
         };
         /** @description Optional: an empty body is the same as `{}`. */
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["RotateRequest"];
+                "application/json": null | components["schemas"]["RotateRequest"];
             };
         };
         responses: {
@@ -2959,7 +2981,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -3047,7 +3069,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -3146,7 +3168,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -3245,7 +3267,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -3331,7 +3353,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -3419,7 +3441,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -3527,9 +3549,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The thread's id (16 hex digits). */
-                thread: components["parameters"]["ThreadId"];
+                thread: string;
             };
             cookie?: never;
         };
@@ -3628,11 +3650,11 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The thread's id (16 hex digits). */
-                thread: components["parameters"]["ThreadId"];
+                thread: string;
                 /** @description The comment's id (16 hex digits). */
-                comment: components["parameters"]["CommentId"];
+                comment: string;
             };
             cookie?: never;
         };
@@ -3716,11 +3738,11 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The thread's id (16 hex digits). */
-                thread: components["parameters"]["ThreadId"];
+                thread: string;
                 /** @description The comment's id (16 hex digits). */
-                comment: components["parameters"]["CommentId"];
+                comment: string;
             };
             cookie?: never;
         };
@@ -3810,9 +3832,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The thread's id (16 hex digits). */
-                thread: components["parameters"]["ThreadId"];
+                thread: string;
             };
             cookie?: never;
         };
@@ -3898,9 +3920,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The thread's id (16 hex digits). */
-                thread: components["parameters"]["ThreadId"];
+                thread: string;
             };
             cookie?: never;
         };
@@ -3986,7 +4008,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -4085,7 +4107,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
             };
             cookie?: never;
         };
@@ -4153,9 +4175,9 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The review's id (32 hex digits). */
-                id: components["parameters"]["ReviewId"];
+                id: string;
                 /** @description The phase whose version to read: the one pinned when the review entered it. */
-                phase: components["parameters"]["VersionPhase"];
+                phase: components["schemas"]["Phase"];
             };
             cookie?: never;
         };

@@ -1,5 +1,7 @@
-//! The REST API of reviews under `/api` (described by `openapi.json`, served at
-//! `/api/openapi.json`, and copied for the web app's generated types). One file per resource, each with its handlers and request shapes:
+//! The REST API of reviews under `/api`. Its OpenAPI document is generated from the handlers'
+//! `#[utoipa::path]` attributes and their request and response types ([`openapi`]), served at
+//! `/api/openapi.json`, and copied for the web app's generated types. One file per resource, each
+//! with its handlers and request and response shapes:
 //!
 //! - [`reviews`]: creating, joining and reading reviews, moving phases, rotating invite links;
 //! - [`threads`]: signed comment threads;
@@ -7,7 +9,7 @@
 //! - [`meeting`]: the timebox, the agenda, action items, read marks, hints;
 //! - [`records`]: pinned versions, exports, publishing and the library.
 //!
-//! Beside them: [`request`] takes every request apart once (path, JSON body, session and what
+//! Beside them: [`openapi`] assembles the document, [`request`] takes every request apart once (path, JSON body, session and what
 //! its role may do), [`documents`] runs jobs on a review's documents, [`errors`] maps the
 //! domain's refusals to HTTP, and [`state`] is what handlers share. Handlers parse and check
 //! input, ask the domain, and write documents through the registry; no file here calls back into
@@ -17,6 +19,7 @@ pub mod anonymous;
 pub mod documents;
 pub mod errors;
 pub mod meeting;
+pub mod openapi;
 pub mod records;
 pub mod request;
 pub mod reviews;
@@ -33,15 +36,10 @@ use axum::Router;
 
 pub use self::state::ApiState;
 
-/// The OpenAPI description of this API, served at `/api/openapi.json`. The web app generates its
-/// REST types from a committed copy (`web/src/generated/openapi.json`), which the test
-/// `openapi_document_matches_the_web_copy` keeps equal to it.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
 /// Routes under `/api`, with their state.
 pub fn routes(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/api/openapi.json", get(openapi))
+        .route("/api/openapi.json", get(serve_openapi))
         .route(
             "/api/reviews",
             post(reviews::create).layer(DefaultBodyLimit::max(reviews::MAX_CREATE_BODY_BYTES)),
@@ -117,8 +115,25 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "getOpenApi",
+    tag = "meta",
+    summary = "This OpenAPI description of the REST API.",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document, generated from the server's code.", body = Object),
+    ),
+    security(()),
+)]
+async fn serve_openapi() -> Response {
+    /// Made once, on the first request.
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(openapi::document);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -135,8 +150,8 @@ mod tests {
     /// writes the copy (then `cd web && npm run api-types` writes the types).
     #[test]
     fn openapi_document_matches_the_web_copy() {
-        let served: serde_json::Value =
-            serde_json::from_str(super::OPENAPI).expect("the OpenAPI document is JSON");
+        let served: serde_json::Value = serde_json::from_str(&super::openapi::document())
+            .expect("the OpenAPI document is JSON");
         let text = serde_json::to_string_pretty(&served).expect("a JSON value serialises") + "\n";
         if std::env::var_os("DEBRIEF_WRITE_OPENAPI").is_some() {
             std::fs::write(web_copy(), &text).expect("write the web copy");

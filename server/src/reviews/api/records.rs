@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use debrief_proto::schema::DocKind;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::documents::read_doc;
+use super::openapi::{self, Export};
 use super::request::{ApiPath, Facilitates, JsonBody, ReadsReport, Session};
 use super::state::ApiState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::reviews::basics::now_ms;
 use crate::reviews::policy::Phase;
 use crate::reviews::records::{Published, Version, EXPORT_FORMAT};
@@ -63,31 +65,71 @@ fn render(state: &[u8]) -> String {
     markdown::to_markdown(&doc)
 }
 
+/// How people call a version: one label per phase, in the order draft, review, meeting, closed.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum VersionLabel {
+    #[schema(rename = "as drafted")]
+    Drafted,
+    #[schema(rename = "as sent for review")]
+    SentForReview,
+    #[schema(rename = "as at the meeting")]
+    AtTheMeeting,
+    #[schema(rename = "as closed")]
+    Closed,
+}
+
 /// A pinned version, without its text.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct VersionSummary {
     phase: Phase,
+    #[schema(value_type = VersionLabel)]
     label: &'static str,
+    /// When it was pinned, milliseconds since the Unix epoch.
     at: u64,
 }
 
 /// The pinned versions, in phase order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct VersionList {
+    /// At most one per phase, in phase order; a review pins none until its first phase change.
+    #[schema(max_items = 4)]
     versions: Vec<VersionSummary>,
 }
 
 /// A pinned version with its report and notes as Markdown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Version)]
 pub(super) struct VersionView {
     phase: Phase,
+    #[schema(value_type = VersionLabel)]
     label: &'static str,
+    /// When it was pinned, milliseconds since the Unix epoch.
     at: u64,
+    /// The report as it was then, as Markdown.
     report: String,
+    /// The meeting notes as they were then, as Markdown (empty before the meeting).
     notes: String,
 }
 
 /// `GET /api/reviews/{id}/versions`: the pinned versions.
+#[utoipa::path(
+    get,
+    path = "/api/reviews/{id}/versions",
+    operation_id = "listVersions",
+    tag = "records",
+    summary = "List the versions pinned when the review entered each phase.",
+    description = "Readable by whoever may read the report in the review's current phase.",
+    params(openapi::ReviewIdParam),
+    responses(
+        (status = 200, description = "The pinned versions, without their text.", body = VersionList),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the report is not open to this role in this phase (participants and observers, while the review is in draft).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be read; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn versions(
     State(state): State<Arc<ApiState>>,
     you: Session<ReadsReport>,
@@ -106,6 +148,23 @@ pub(super) async fn versions(
 }
 
 /// `GET /api/reviews/{id}/versions/{phase}`: one version as Markdown.
+#[utoipa::path(
+    get,
+    path = "/api/reviews/{id}/versions/{phase}",
+    operation_id = "getVersion",
+    tag = "records",
+    summary = "Read the version pinned when the review entered a phase, its report and notes as Markdown.",
+    description = "Readable by whoever may read the report in the review's current phase.",
+    params(openapi::ReviewIdParam, openapi::PhaseParam),
+    responses(
+        (status = 200, description = "The version.", body = VersionView),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the report is not open to this role in this phase (participants and observers, while the review is in draft).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_version`: no version was pinned for that phase (the review never entered it, or it is not a phase).", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be read; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn version(
     State(state): State<Arc<ApiState>>,
     ApiPath((id, phase)): ApiPath<(String, String)>,
@@ -159,6 +218,24 @@ fn attachment(id: &str, ext: &str, content_type: &'static str, body: String) -> 
 }
 
 /// `GET /api/reviews/{id}/export.md`.
+#[utoipa::path(
+    get,
+    path = "/api/reviews/{id}/export.md",
+    operation_id = "exportMarkdown",
+    tag = "records",
+    summary = "Download the review as one Markdown document: the report, comments, concerns, action items and meeting notes.",
+    description = "Readable by whoever may read the report in the review's current phase. Hidden, retracted and deleted items are left out; anonymous ones are attributed to `Anonymous`.",
+    params(openapi::ReviewIdParam),
+    responses(
+        (status = 200, description = "The Markdown, as an attachment (`Content-Type: text/markdown; charset=utf-8`).", body = String, content_type = "text/markdown", headers(("Content-Disposition" = String, description = "`attachment; filename=\"review-<id>.md\"`."))),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the report is not open to this role in this phase (participants and observers, while the review is in draft).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (status = 413, description = "`document_too_large`: the review's report, notes or discussion is at its size limit: the server runs no more changes or checks on it, reads included; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn export_md(
     State(state): State<Arc<ApiState>>,
     you: Session<ReadsReport>,
@@ -174,6 +251,24 @@ pub(super) async fn export_md(
 }
 
 /// `GET /api/reviews/{id}/export.json`.
+#[utoipa::path(
+    get,
+    path = "/api/reviews/{id}/export.json",
+    operation_id = "exportJson",
+    tag = "records",
+    summary = "Download the review as one JSON object: the report and notes as Markdown, comments, concerns and action items as data.",
+    description = "Readable by whoever may read the report in the review's current phase. Hidden, retracted and deleted items are left out; anonymous ones are attributed to `Anonymous`.",
+    params(openapi::ReviewIdParam),
+    responses(
+        (status = 200, description = "The JSON, as an attachment.", body = Export, headers(("Content-Disposition" = String, description = "`attachment; filename=\"review-<id>.json\"`."))),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the report is not open to this role in this phase (participants and observers, while the review is in draft).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (status = 413, description = "`document_too_large`: the review's report, notes or discussion is at its size limit: the server runs no more changes or checks on it, reads included; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn export_json(
     State(state): State<Arc<ApiState>>,
     you: Session<ReadsReport>,
@@ -209,21 +304,58 @@ pub(super) async fn refresh_library(state: &ApiState, id: &str) -> Result<(), Ap
 }
 
 /// Whether the review is in the library now, and its page there when it is.
-#[derive(Debug, Serialize)]
-pub(super) struct PublishResponse {
-    published: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    link: Option<String>,
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum PublishResponse {
+    /// In the library, at `link`.
+    Published {
+        /// Always true.
+        #[schema(schema_with = openapi::always_true)]
+        published: bool,
+        /// The path of the review's page in the library.
+        #[schema(pattern = "^/library/[0-9a-f]{32}$")]
+        link: String,
+    },
+    /// Not in the library.
+    Unpublished {
+        /// Always false.
+        #[schema(schema_with = openapi::always_false)]
+        published: bool,
+    },
 }
 
-#[derive(Deserialize)]
+/// Whether the review should be in the library.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PublishRequest {
+    /// True to put the review in the library (again, replacing what was published), false to
+    /// take it out.
     published: bool,
 }
 
 /// `POST /api/reviews/{id}/publish`: the facilitator puts a closed review in the library (or
 /// takes it out).
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/publish",
+    operation_id = "publishReview",
+    tag = "records",
+    summary = "Put a closed review in the server's library, or take it out (facilitator only).",
+    description = "The session and the role are checked before the body is read. Publishing stores the review's Markdown export as it is now (publishing again replaces it); taking a review out is allowed in every phase and succeeds also when it was not published.",
+    params(openapi::ReviewIdParam),
+    request_body = PublishRequest,
+    responses(
+        (status = 200, description = "Whether the review is now in the library, and its page there.", body = PublishResponse),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (status = 409, description = "`not_closed`: only a closed review can be published.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's report, notes or discussion is at its size limit: the server runs no more changes or checks on it, reads included; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be written; try again; `document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn publish(
     State(state): State<Arc<ApiState>>,
     you: Session<Facilitates>,
@@ -233,10 +365,7 @@ pub(super) async fn publish(
     let id = review.id.clone();
     if !req.published {
         state.records.unpublish(&id).await?;
-        return Ok(Json(PublishResponse {
-            published: false,
-            link: None,
-        }));
+        return Ok(Json(PublishResponse::Unpublished { published: false }));
     }
     if review.phase != Phase::Closed {
         return Err(ApiError::new(
@@ -259,47 +388,101 @@ pub(super) async fn publish(
         })
         .await?;
     tracing::info!(review = %id, "review published");
-    Ok(Json(PublishResponse {
+    Ok(Json(PublishResponse::Published {
         published: true,
-        link: Some(format!("/library/{id}")),
+        link: format!("/library/{id}"),
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LibraryQuery {
+    /// Words to look for in titles and text, at most 200 characters; absent or empty: every
+    /// published review.
     #[serde(default)]
+    #[param(max_length = 200)]
     q: String,
 }
 
 /// A published review, as it was when published.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct LibraryEntry {
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     title: String,
+    /// Null when not given.
+    #[schema(required = true, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     incident_date: Option<String>,
+    /// Null when not given.
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     severity: Option<String>,
+    /// When it was (last) published, milliseconds since the Unix epoch.
     published_at: u64,
 }
 
 /// The published reviews a search found, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct LibraryList {
+    /// Newest first, at most 100.
+    #[schema(max_items = 100)]
     reviews: Vec<LibraryEntry>,
 }
 
-/// A published review with its Markdown.
-#[derive(Debug, Serialize)]
+/// A published review with its text, as it was when published.
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct PublishedReview {
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     title: String,
+    /// Null when not given.
+    #[schema(required = true, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     incident_date: Option<String>,
+    /// Null when not given.
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     severity: Option<String>,
+    /// When it was (last) published, milliseconds since the Unix epoch.
     published_at: u64,
+    /// The review's Markdown export when it was published: the report, comments, concerns,
+    /// action items and meeting notes (hidden, retracted and deleted items left out).
     markdown: String,
 }
 
 /// `GET /api/library?q=`: published reviews, searchable by title and text; no session needed.
+#[utoipa::path(
+    get,
+    path = "/api/library",
+    operation_id = "searchLibrary",
+    tag = "library",
+    summary = "List the published reviews whose title or text holds every word of `q`, newest first (no session needed).",
+    params(LibraryQuery),
+    responses(
+        (status = 200, description = "At most 100 published reviews, without their text.", body = LibraryList),
+        (status = 400, description = "`invalid_query`: a query parameter other than `q`, `q` given twice, or `q` over 200 characters.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be read; try again.", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn library(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<LibraryQuery>, QueryRejection>,
@@ -333,6 +516,21 @@ pub(super) async fn library(
 }
 
 /// `GET /api/library/{id}`: a published review as Markdown.
+#[utoipa::path(
+    get,
+    path = "/api/library/{id}",
+    operation_id = "getLibraryEntry",
+    tag = "library",
+    summary = "Read a published review, as Markdown (no session needed).",
+    params(openapi::PublishedIdParam),
+    responses(
+        (status = 200, description = "The published review.", body = PublishedReview),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 404, description = "`not_published`: no published review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be read; try again.", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn library_entry(
     State(state): State<Arc<ApiState>>,
     ApiPath(id): ApiPath<String>,

@@ -2,7 +2,6 @@
 //! with an invite link, reading it, moving its phase (and what follows from a move), and
 //! rotating its invite links.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,12 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use debrief_proto::schema::{document_name, DocKind};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::documents::{on_discussion, reauthorize};
+use super::openapi;
 use super::records::pin_version;
 use super::request::{ApiPath, ClientAddr, JsonBody, JsonOrEmpty, MayCreate, Member, Session};
 use super::state::ApiState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::reviews::anonymous::release;
 use crate::reviews::basics::now_ms;
 use crate::reviews::fields::{validate_date, validate_severity, validate_title};
@@ -33,15 +34,18 @@ pub const MAX_CREATE_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_IMPORT_BYTES: usize = 512 * 1024;
 
 /// The names of a review's documents, for the WebSocket endpoints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Documents {
+    #[schema(pattern = r"^review\.[0-9a-f]{32}\.report$")]
     report: String,
+    #[schema(pattern = r"^review\.[0-9a-f]{32}\.discussion$")]
     discussion: String,
+    #[schema(pattern = r"^review\.[0-9a-f]{32}\.notes$")]
     notes: String,
 }
 
 /// Number of sessions of each role.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Participants {
     facilitator: usize,
     author: usize,
@@ -50,36 +54,72 @@ pub(super) struct Participants {
 }
 
 /// How the review releases anonymous items.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct AnonymousSettings {
     release: ReleaseMode,
+    /// The server's release cadence, in milliseconds: a release happens at every multiple of it
+    /// since the Unix epoch.
+    #[schema(minimum = 100)]
     cadence_ms: u64,
+    /// Whether the facilitator allowed anonymity in a small group when creating the review:
+    /// anonymous items are then taken with fewer than three people who may post them, and a
+    /// batch only one person contributed to is released all the same.
     small_group_anonymity: bool,
 }
 
 /// The session a review is seen through.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct You {
     role: Role,
+    /// The random id that stands for this person as a comment's author.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     participant: String,
+    /// The display name given when joining.
+    #[schema(
+        min_length = 1,
+        max_length = 60,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
 }
 
 /// A review as the API shows it; `you` when it is read through a session.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Review)]
 pub(super) struct ReviewView {
+    /// Unguessable id: 128 random bits as hex.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     title: String,
+    /// The day of the incident, YYYY-MM-DD; null when not given.
+    #[schema(required = true, pattern = r"^\d{4}-\d{2}-\d{2}$")]
     incident_date: Option<String>,
+    /// The severity label; null when not given.
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     severity: Option<String>,
     phase: Phase,
+    /// When the review was created, milliseconds since the Unix epoch.
     created_at: u64,
     participants: Participants,
     documents: Documents,
     anonymous: AnonymousSettings,
+    /// How many sessions marked the report read (each once).
     read_count: u64,
+    /// The server's clock when it answered, milliseconds since the Unix epoch (for timers).
     server_time: u64,
+    /// The session the review is read through; absent when creating it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     you: Option<You>,
 }
 
@@ -121,11 +161,82 @@ impl ReviewView {
     }
 }
 
-/// An invite link for one role.
+/// A review read through a session: a [`ReviewView`] whose `you` is always there.
 #[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub(super) struct ReviewWithYou(ReviewView);
+
+impl ReviewWithYou {
+    fn new(state: &ApiState, review: &ReviewRecord, you: &SessionRecord) -> Self {
+        ReviewWithYou(ReviewView::new(state, review, Some(you)))
+    }
+}
+
+impl utoipa::PartialSchema for ReviewWithYou {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder};
+        use utoipa::openapi::Ref;
+        AllOfBuilder::new()
+            .item(Ref::from_schema_name(ReviewView::name()))
+            .item(ObjectBuilder::new().required("you"))
+            .description(Some(
+                "A review read through a session: `you` is always there.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ReviewWithYou {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ReviewWithYou".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((ReviewView::name().into_owned(), ReviewView::schema()));
+        ReviewView::schemas(schemas);
+    }
+}
+
+/// An invite link for one role.
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub(super) struct Invite {
+    /// The invite token: `dbi_` and 256 random bits as hex.
+    #[schema(pattern = "^dbi_[0-9a-f]{64}$")]
     token: String,
+    /// The join page's path, with the token in its fragment.
+    #[schema(pattern = "^/join#dbi_[0-9a-f]{64}$")]
     link: String,
+}
+
+/// One invite link per role: the only copies (the server keeps their hashes).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub(super) struct Invites {
+    author: Invite,
+    facilitator: Invite,
+    observer: Invite,
+    participant: Invite,
+}
+
+impl Invites {
+    fn new(tokens: &[(Role, String)]) -> Self {
+        let mut invites = Invites::default();
+        for (role, token) in tokens {
+            let slot = match role {
+                Role::Author => &mut invites.author,
+                Role::Facilitator => &mut invites.facilitator,
+                Role::Observer => &mut invites.observer,
+                Role::Participant => &mut invites.participant,
+            };
+            *slot = Invite::new(token);
+        }
+        invites
+    }
 }
 
 impl Invite {
@@ -139,38 +250,84 @@ impl Invite {
 
 /// The answer to `POST /api/reviews`: the review (no `you`: creating opens no session) and one
 /// invite link per role, the only copies.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreateReviewResponse)]
 pub(super) struct CreateResponse {
     review: ReviewView,
-    invites: BTreeMap<&'static str, Invite>,
+    invites: Invites,
 }
 
-/// The answer to `POST /api/join`: the session token (the only copy) and the review.
-#[derive(Debug, Serialize)]
+/// The answer to `POST /api/join`: the session token (the only copy) and the review, with `you`.
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct JoinResponse {
+    /// The session token: `dbs_` and 256 random bits as hex.
+    #[schema(pattern = "^dbs_[0-9a-f]{64}$")]
     session: String,
-    review: ReviewView,
+    review: ReviewWithYou,
 }
 
 /// The answer to rotating an invite link.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct RotateResponse {
     role: Role,
     invite: Invite,
 }
 
-#[derive(Deserialize)]
+/// A new review. Its text fields are checked once trimmed.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateReviewRequest)]
 pub(super) struct CreateRequest {
+    /// 1 to 200 characters once trimmed, without control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     title: String,
+    /// A calendar day written YYYY-MM-DD.
+    #[schema(pattern = r"^\d{4}-\d{2}-\d{2}$")]
     incident_date: Option<String>,
+    /// 1 to 32 characters once trimmed, without control characters (`SEV1`, `critical`, …).
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     severity: Option<String>,
+    /// When anonymous items are released (see `ReleaseMode`); absent or null: `batch`.
+    #[schema(value_type = Option<ReleaseMode>)]
     anonymous_release: Option<String>,
+    /// Allow anonymous items in a small group (absent or null: false). Without it, a review
+    /// refuses anonymous items while fewer than three people may post them (409
+    /// `too_few_for_anonymity`), and holds a batch only one person contributed to until someone
+    /// else's items join it (for up to ten release boundaries).
     small_group_anonymity: Option<bool>,
+    /// A report to import, in Markdown (at most 524,288 bytes, nested at most 32 levels deep);
+    /// absent or null: the report starts from the server's template.
     report_markdown: Option<String>,
 }
 
 /// `POST /api/reviews`: creates a review, seeds its documents, returns the invite links.
+#[utoipa::path(
+    post,
+    path = "/api/reviews",
+    operation_id = "createReview",
+    tag = "reviews",
+    summary = "Create a review, seed its report and discussion, and return its four invite links.",
+    description = "Open to anyone who reaches the server, unless it was started with a creation secret: then the secret must be sent as `Authorization: Bearer <secret>` (the same bearer scheme as session tokens, with the secret in place of a token).",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The review, in phase `draft`, with the only copies of its invite tokens (one per role).", body = CreateResponse),
+        (status = 400, description = "`invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_title`: the trimmed title is empty, over 200 characters or holds control characters; `invalid_incident_date`: not a calendar day written YYYY-MM-DD; `invalid_severity`: the trimmed severity is empty, over 32 characters or holds control characters; `invalid_release`: `anonymous_release` is neither `batch` nor `meeting`; `invalid_markdown`: `report_markdown` nests deeper than 32 levels.", body = ErrorBody),
+        (status = 401, description = "`creation_not_allowed`: the server was started with a creation secret (`--creation-secret`) and the request does not carry it as `Authorization: Bearer <secret>`. Checked before the body is read.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the request body is over 1,048,576 bytes; `report_too_large`: `report_markdown` is over 524,288 bytes.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: this address sent 5 wrong creation secrets in the last minute (checked first; even the right secret is refused meanwhile), or created 10 reviews in the last minute (checked once the body parses and its title, incident_date, severity and anonymous_release are valid, before `report_markdown` is checked). Each limit makes the address wait a minute, twice as long each time it floods again; the `Retry-After` header says how many seconds.", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again.", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub(super) async fn create(
     State(state): State<Arc<ApiState>>,
     ClientAddr(addr): ClientAddr,
@@ -245,24 +402,48 @@ pub(super) async fn create(
     tracing::info!(review = %created.review.id, "review created");
     let body = CreateResponse {
         review: ReviewView::new(&state, &created.review, None),
-        invites: created
-            .invites
-            .iter()
-            .map(|(role, token)| (role.as_str(), Invite::new(token)))
-            .collect(),
+        invites: Invites::new(&created.invites),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
+/// An invite and the name to join with.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct JoinRequest {
+    /// An invite token (`dbi_…`); whitespace around it is ignored.
     invite: String,
+    /// The display name: 1 to 60 characters once trimmed, without control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 60,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
 }
 
 /// `POST /api/join`: exchanges an invite token and a display name for a session. The address
 /// is counted before the body is read.
+#[utoipa::path(
+    post,
+    path = "/api/join",
+    operation_id = "joinReview",
+    tag = "reviews",
+    summary = "Exchange an invite token and a display name for a session in the invite's review and role.",
+    request_body = JoinRequest,
+    responses(
+        (status = 201, description = "The session token (the only copy: send it as `Authorization: Bearer <token>`) and the review as seen by the new session.", body = JoinResponse),
+        (status = 400, description = "`invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_name`: the normalised name (NFKC, invisible characters and bidi controls removed, whitespace collapsed and trimmed) is empty, over 60 characters or holds control characters, or looks like \"Anonymous\" (checked before the invite).", body = ErrorBody),
+        (status = 401, description = "`invalid_invite`: the invite token is not valid (it may have been rotated).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: the invite's review no longer exists.", body = ErrorBody),
+        (status = 409, description = "`review_full`: the review already holds 1,000 sessions, or 950 participants and observers when joining with one of their links (the other 50 places are kept for facilitators and authors).", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: this address made 60 joins in the last minute, or sent 10 wrong invite tokens (it waits a minute, twice as long each time it floods again; even a right invite is refused meanwhile), or this invite link made 30 sessions in the last minute. The `Retry-After` header says how many seconds to wait.", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be written; try again.", body = ErrorBody),
+    ),
+    security(()),
+)]
 pub(super) async fn join(
     State(state): State<Arc<ApiState>>,
     ClientAddr(addr): ClientAddr,
@@ -286,33 +467,71 @@ pub(super) async fn join(
     }
     let body = JoinResponse {
         session: token,
-        review: ReviewView::new(&state, &review, Some(&session)),
+        review: ReviewWithYou::new(&state, &review, &session),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `GET /api/reviews/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/reviews/{id}",
+    operation_id = "getReview",
+    tag = "reviews",
+    summary = "Read a review as seen by the caller's session.",
+    params(openapi::ReviewIdParam),
+    responses(
+        (status = 200, description = "The review, with the caller's role, participant id and name in `you`.", body = ReviewWithYou),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review.", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn read(
     State(state): State<Arc<ApiState>>,
     you: Session<Member>,
-) -> Json<ReviewView> {
-    Json(ReviewView::new(&state, &you.review, Some(&you.session)))
+) -> Json<ReviewWithYou> {
+    Json(ReviewWithYou::new(&state, &you.review, &you.session))
 }
 
-#[derive(Deserialize)]
+/// The phase to move to: the review's next one.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PhaseRequest {
+    #[schema(value_type = Phase)]
     phase: String,
 }
 
 /// `POST /api/reviews/{id}/phase`: the facilitator moves the review to its next phase; open
 /// connections get their new access at once. (Who may move it is checked by
 /// [`Reviews::set_phase`], after the body.)
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/phase",
+    operation_id = "moveReviewPhase",
+    tag = "reviews",
+    summary = "Move the review to its next phase (facilitator only); open connections get their new access at once. Moving to the phase it is already in changes nothing and succeeds, so a move can be retried.",
+    description = "The session is checked before the body is read. Moving a review whose anonymous items are released at the meeting (`anonymous.release` = `meeting`) into `meeting` releases what it holds. Entering a phase pins a version of the report and the notes (`GET /api/reviews/{id}/versions`).",
+    params(openapi::ReviewIdParam),
+    request_body = PhaseRequest,
+    responses(
+        (status = 200, description = "The review in its new phase, as seen by the caller; also when it already was in the requested phase (the move is idempotent).", body = ReviewWithYou),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_phase`: the phase is not one of draft, review, meeting, closed.", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (status = 409, description = "`illegal_transition`: phases only move forward one step (draft → review → meeting → closed); the requested phase is neither the current one nor the next one.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion, report or notes is at its size limit, so the server cannot record the move in the discussion or pin the phase's version (the phase itself has moved; a retry repeats what follows the move); `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be written; try again; `document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn move_phase(
     State(state): State<Arc<ApiState>>,
     you: Session<Member>,
     JsonBody(req): JsonBody<PhaseRequest>,
-) -> Result<Json<ReviewView>, ApiError> {
+) -> Result<Json<ReviewWithYou>, ApiError> {
     let Session { session, .. } = you;
     let id = session.review.clone();
     let Some(to) = Phase::ALL.into_iter().find(|p| p.as_str() == req.phase) else {
@@ -331,7 +550,7 @@ pub(super) async fn move_phase(
     let (review, changed) = moved?;
     if !changed && to == Phase::Draft {
         // Nothing ever follows from being in draft.
-        return Ok(Json(ReviewView::new(&state, &review, Some(&session))));
+        return Ok(Json(ReviewWithYou::new(&state, &review, &session)));
     }
     if changed {
         tracing::info!(review = %id, phase = to.as_str(), "phase changed");
@@ -354,18 +573,40 @@ pub(super) async fn move_phase(
         release::release(&state.releases(), at, Some(&id), to == Phase::Closed).await;
     }
     pin_version(&state, &id, to).await?;
-    Ok(Json(ReviewView::new(&state, &review, Some(&session))))
+    Ok(Json(ReviewWithYou::new(&state, &review, &session)))
 }
 
-#[derive(Deserialize, Default)]
+/// What else rotating does; the body may be left out.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RotateRequest {
+    /// Also end every session of this role except the caller's.
     #[serde(default)]
+    #[schema(default = false)]
     revoke_sessions: bool,
 }
 
 /// `POST /api/reviews/{id}/invites/{role}`: replaces a role's invite link. The role is checked
 /// before the body, and who may rotate by [`Reviews::rotate`].
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/invites/{role}",
+    operation_id = "rotateInvite",
+    tag = "reviews",
+    summary = "Replace a role's invite link (facilitator only), optionally ending that role's other sessions.",
+    params(openapi::ReviewIdParam, openapi::RoleParam),
+    request_body(content = Option<RotateRequest>, description = "Optional: an empty body is the same as `{}`."),
+    responses(
+        (status = 200, description = "The role and its new invite link; the old link stops working.", body = RotateResponse),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_role`: the role is not one of facilitator, author, participant, observer (checked after the session); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be written; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn rotate(
     State(state): State<Arc<ApiState>>,
     ApiPath((id, role)): ApiPath<(String, String)>,

@@ -12,37 +12,54 @@ use base64::Engine;
 use debrief_proto::schema::DocKind;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::documents::{in_phase, read_doc};
+use super::openapi::{self, AuthoredComment, Thread};
 use super::request::{ApiPath, Comments, JsonBody, Session};
 use super::state::ApiState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::reviews::policy::{self, Role};
 use crate::reviews::problem::Problem;
 use crate::reviews::report::{self, AnchorError};
 use crate::reviews::sessions::SessionRecord;
 use crate::reviews::threads::{self, Anchor, Author, MAX_QUOTE_CHARS};
 
-#[derive(Deserialize)]
+/// A passage of the report.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AnchorRequest {
+    /// Base64 (standard alphabet, padded) of an encoded Yjs relative position in the report.
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
+    )]
     start: String,
+    /// Base64 (standard alphabet, padded) of an encoded Yjs relative position in the report.
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
+    )]
     end: String,
+    /// The quoted text, at most 500 characters.
+    #[schema(max_length = 500)]
     quote: String,
 }
 
-/// A new thread, named or anonymous.
-#[derive(Deserialize)]
+/// A new thread, named or anonymous; `anchor` absent or null starts a general thread.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ThreadRequest {
+    /// The first comment: not only whitespace, at most 4,000 characters.
+    #[schema(min_length = 1, max_length = 4000)]
     body: String,
     anchor: Option<AnchorRequest>,
 }
 
 /// A comment's text: a reply, an edit, a concern.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CommentRequest {
+    /// Not only whitespace, at most 4,000 characters.
+    #[schema(min_length = 1, max_length = 4000)]
     pub(super) body: String,
 }
 
@@ -126,6 +143,28 @@ where
 }
 
 /// `POST /api/reviews/{id}/threads`: a new thread, anchored to the report or general.
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/threads",
+    operation_id = "addThread",
+    tag = "threads",
+    summary = "Start a comment thread, anchored to a passage of the report or general.",
+    description = "The session and the phase table are checked before the body is read.",
+    params(openapi::ReviewIdParam),
+    request_body = ThreadRequest,
+    responses(
+        (status = 201, description = "The new thread with its first comment.", body = Thread),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace; `invalid_anchor`: `anchor.start` or `anchor.end` is not base64 of an encoded Yjs relative position.", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (status = 409, description = "`too_many_threads`: the review already holds 1,000 threads.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is over 4,000 characters; `quote_too_long`: the anchor's quote is over 500 characters; `document_too_large`: the review's discussion, or (for an anchor) its report, is at its size limit: the server runs no more changes or checks on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 422, description = "`anchor_not_in_report`: the anchor decodes but does not point into this review's report.", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn add_thread(
     State(state): State<Arc<ApiState>>,
     you: Session<Comments>,
@@ -143,6 +182,26 @@ pub(super) async fn add_thread(
 }
 
 /// `POST /api/reviews/{id}/threads/{thread}/comments`: a reply.
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/threads/{thread}/comments",
+    operation_id = "replyToThread",
+    tag = "threads",
+    summary = "Add a reply to a thread.",
+    params(openapi::ReviewIdParam, openapi::ThreadIdParam),
+    request_body = CommentRequest,
+    responses(
+        (status = 201, description = "The new comment.", body = AuthoredComment),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace.", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread.", body = ErrorBody),
+        (status = 409, description = "`too_many_comments`: the thread already holds 500 comments.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn reply(
     State(state): State<Arc<ApiState>>,
     ApiPath((_, thread)): ApiPath<(String, String)>,
@@ -159,6 +218,25 @@ pub(super) async fn reply(
 }
 
 /// `PATCH /api/reviews/{id}/threads/{thread}/comments/{comment}`: edit your own comment.
+#[utoipa::path(
+    patch,
+    path = "/api/reviews/{id}/threads/{thread}/comments/{comment}",
+    operation_id = "editComment",
+    tag = "threads",
+    summary = "Replace the body of one of your own comments.",
+    params(openapi::ReviewIdParam, openapi::ThreadIdParam, openapi::CommentIdParam),
+    request_body = CommentRequest,
+    responses(
+        (status = 200, description = "The edited comment, with `editedAt`.", body = AuthoredComment),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace.", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `not_author`: only the comment's author can edit it (an anonymous comment is edited with its key: `POST /api/reviews/{id}/anonymous/{item}/edit`).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread; `unknown_comment`: the thread has no such comment, or it was deleted.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn edit(
     State(state): State<Arc<ApiState>>,
     ApiPath((_, thread, comment)): ApiPath<(String, String, String)>,
@@ -175,6 +253,24 @@ pub(super) async fn edit(
 }
 
 /// `DELETE /api/reviews/{id}/threads/{thread}/comments/{comment}`: delete your own comment.
+#[utoipa::path(
+    delete,
+    path = "/api/reviews/{id}/threads/{thread}/comments/{comment}",
+    operation_id = "deleteComment",
+    tag = "threads",
+    summary = "Delete one of your own comments: its body is emptied and it is marked deleted, keeping its place.",
+    params(openapi::ReviewIdParam, openapi::ThreadIdParam, openapi::CommentIdParam),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `not_author`: only the comment's author can delete it (an anonymous comment is retracted with its key: `POST /api/reviews/{id}/anonymous/{item}/retract`).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread; `unknown_comment`: the thread has no such comment, or it was deleted.", body = ErrorBody),
+        (status = 413, description = "`document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<Arc<ApiState>>,
     ApiPath((_, thread, comment)): ApiPath<(String, String, String)>,
@@ -204,6 +300,25 @@ async fn set_resolved(
 }
 
 /// `POST /api/reviews/{id}/threads/{thread}/resolve`.
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/threads/{thread}/resolve",
+    operation_id = "resolveThread",
+    tag = "threads",
+    summary = "Mark a thread resolved (its author or the facilitator).",
+    description = "Takes no request body (any body is ignored).",
+    params(openapi::ReviewIdParam, openapi::ThreadIdParam),
+    responses(
+        (status = 200, description = "The thread, now resolved.", body = Thread),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `not_allowed`: only the thread's author or the facilitator can resolve or reopen it (a thread opened anonymously: only the facilitator).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread.", body = ErrorBody),
+        (status = 413, description = "`document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn resolve(
     State(state): State<Arc<ApiState>>,
     ApiPath((_, thread)): ApiPath<(String, String)>,
@@ -213,6 +328,25 @@ pub(super) async fn resolve(
 }
 
 /// `POST /api/reviews/{id}/threads/{thread}/reopen`.
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/threads/{thread}/reopen",
+    operation_id = "reopenThread",
+    tag = "threads",
+    summary = "Reopen a resolved thread (its author or the facilitator).",
+    description = "Takes no request body (any body is ignored).",
+    params(openapi::ReviewIdParam, openapi::ThreadIdParam),
+    responses(
+        (status = 200, description = "The thread, now open.", body = Thread),
+        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
+        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
+        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `not_allowed`: only the thread's author or the facilitator can resolve or reopen it (a thread opened anonymously: only the facilitator).", body = ErrorBody),
+        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread.", body = ErrorBody),
+        (status = 413, description = "`document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+    ),
+)]
 pub(super) async fn reopen(
     State(state): State<Arc<ApiState>>,
     ApiPath((_, thread)): ApiPath<(String, String)>,
