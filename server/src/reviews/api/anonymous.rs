@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::documents::{on_discussion, read_doc};
-use super::openapi;
+use super::openapi::{self, said};
 use super::records::refresh_library;
 use super::request::{ApiPath, Facilitates, JsonBody, Member, PostsAnonymously, Session};
 use super::state::ApiState;
@@ -170,22 +170,56 @@ fn held_reply(state: &ApiState, review: &ReviewRecord, receipt: Receipt) -> Resp
     path = "/api/reviews/{id}/anonymous/threads",
     operation_id = "addAnonymousThread",
     tag = "anonymous",
-    summary = "Start a thread with an anonymous comment, anchored to a passage of the report or general; held until its release.",
-    description = "The session, the phase table (the same as for signed comments) and the rate limit are checked before the body is read. Nothing about the session is stored with the item or logged.",
+    summary = "Start a thread with an anonymous comment, anchored to a passage of the report or \
+    general; held until its release.",
+    description = "The session, the phase table (the same as for signed comments) and the rate \
+    limit are checked before the body is read. Nothing about the session is stored with the item \
+    or logged.",
     params(openapi::ReviewIdParam),
     request_body = ThreadRequest,
     responses(
-        (status = 202, description = "Held: the item appears, without an author, with the release at `release_after` (while that is null, when the meeting starts), in shuffled order among the items released with it. `item` says where it will live; `key` (the only copy: the server keeps only its hash) edits or retracts it.", body = HeldItem),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace; `invalid_anchor`: `anchor.start` or `anchor.end` is not base64 of an encoded Yjs relative position.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 409, description = "`too_few_for_anonymity`: fewer than three people may post anonymously in this review's phase and its facilitator did not allow small groups at creation; `discussion_full`: the review already holds 1,000 threads (items still held are not counted); `too_many_held`: many anonymous items of this review are waiting for their release.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is over 4,000 characters; `quote_too_long`: the anchor's quote is over 500 characters; `document_too_large`: the review's report (to check the anchor) or its discussion (to check there is room) is at its size limit: the server runs no more changes or checks on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 422, description = "`anchor_not_in_report`: the anchor decodes but does not point into this review's report.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: this session already made 30 anonymous submissions (new items, replies, votes, edits, retractions) in the current minute; try again shortly. Counted, in memory only, for every request whose session and phase are accepted, before its body is read.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again; `too_many_held`: the server holds as many anonymous items as it can; try again after the next release.", body = ErrorBody),
+        (status = 202, description = said::HELD_NEW_ITEM, body = HeldItem),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only \
+            whitespace; `invalid_anchor`: `anchor.start` or `anchor.end` is not base64 of an \
+            encoded Yjs relative position.",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_COMMENTER, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`too_few_for_anonymity`: fewer than three people may post anonymously in \
+            this review's phase and its facilitator did not allow small groups at creation; \
+            `discussion_full`: the review already holds 1,000 threads (items still held are not \
+            counted); `too_many_held`: many anonymous items of this review are waiting for their \
+            release.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `body_too_long`: the comment is over 4,000 characters; `quote_too_long`: the anchor's \
+            quote is over 500 characters; `document_too_large`: the review's report (to check the \
+            anchor) or its discussion (to check there is room) is at its size limit: the server \
+            runs no more changes or checks on it; `review_quota_exceeded`: the review's documents \
+            are at their storage quota (48 MiB together, refused once less than 64 KiB is left); \
+            they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (
+            status = 422,
+            description = "`anchor_not_in_report`: the anchor decodes but does not point into this \
+            review's report.",
+            body = ErrorBody,
+        ),
+        (status = 429, description = said::ANONYMOUS_RATE, body = ErrorBody),
+        (status = 503, description = said::HOLD_UNAVAILABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn anonymous_thread(
@@ -215,20 +249,38 @@ pub(super) async fn anonymous_thread(
     operation_id = "replyAnonymously",
     tag = "anonymous",
     summary = "Add an anonymous reply to a thread; held until its release.",
-    description = "The session, the phase table (the same as for signed comments) and the rate limit are checked before the body is read. Nothing about the session is stored with the item or logged.",
+    description = "The session, the phase table (the same as for signed comments) and the rate \
+    limit are checked before the body is read. Nothing about the session is stored with the item \
+    or logged.",
     params(openapi::ReviewIdParam, openapi::ThreadIdParam),
     request_body = CommentRequest,
     responses(
-        (status = 202, description = "Held: the item appears, without an author, with the release at `release_after` (while that is null, when the meeting starts), in shuffled order among the items released with it. `item` says where it will live; `key` (the only copy: the server keeps only its hash) edits or retracts it.", body = HeldItem),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread.", body = ErrorBody),
-        (status = 409, description = "`too_few_for_anonymity`: fewer than three people may post anonymously in this review's phase and its facilitator did not allow small groups at creation; `discussion_full`: the thread already holds 500 comments (items still held are not counted); `too_many_held`: many anonymous items of this review are waiting for their release.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the review's discussion is at its size limit: the server runs no more changes or checks on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: this session already made 30 anonymous submissions (new items, replies, votes, edits, retractions) in the current minute; try again shortly. Counted, in memory only, for every request whose session and phase are accepted, before its body is read.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again; `too_many_held`: the server holds as many anonymous items as it can; try again after the next release.", body = ErrorBody),
+        (status = 202, description = said::HELD_NEW_ITEM, body = HeldItem),
+        (status = 400, description = said::BAD_COMMENT, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_COMMENTER, body = ErrorBody),
+        (status = 404, description = said::NO_THREAD, body = ErrorBody),
+        (
+            status = 409,
+            description = "`too_few_for_anonymity`: fewer than three people may post anonymously in \
+            this review's phase and its facilitator did not allow small groups at creation; \
+            `discussion_full`: the thread already holds 500 comments (items still held are not \
+            counted); `too_many_held`: many anonymous items of this review are waiting for their \
+            release.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the \
+            review's discussion is at its size limit: the server runs no more changes or checks on \
+            it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 429, description = said::ANONYMOUS_RATE, body = ErrorBody),
+        (status = 503, description = said::HOLD_UNAVAILABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn anonymous_reply(
@@ -269,21 +321,40 @@ pub(super) async fn anonymous_reply(
     path = "/api/reviews/{id}/concerns",
     operation_id = "raiseConcern",
     tag = "anonymous",
-    summary = "Raise a concern for the review's concerns board (always anonymous); held until its release.",
-    description = "The session, the phase table (the same as for signed comments) and the rate limit are checked before the body is read. Nothing about the session is stored with the item or logged.",
+    summary = "Raise a concern for the review's concerns board (always anonymous); held until its \
+    release.",
+    description = "The session, the phase table (the same as for signed comments) and the rate \
+    limit are checked before the body is read. Nothing about the session is stored with the item \
+    or logged.",
     params(openapi::ReviewIdParam),
     request_body = CommentRequest,
     responses(
-        (status = 202, description = "Held: the item appears, without an author, with the release at `release_after` (while that is null, when the meeting starts), in shuffled order among the items released with it. `item` says where it will live; `key` (the only copy: the server keeps only its hash) edits or retracts it.", body = HeldItem),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 409, description = "`too_few_for_anonymity`: fewer than three people may post anonymously in this review's phase and its facilitator did not allow small groups at creation; `discussion_full`: the review's board already holds 500 concerns (items still held are not counted); `too_many_held`: many anonymous items of this review are waiting for their release.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the concern is over 4,000 characters; `document_too_large`: the review's discussion is at its size limit: the server runs no more changes or checks on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: this session already made 30 anonymous submissions (new items, replies, votes, edits, retractions) in the current minute; try again shortly. Counted, in memory only, for every request whose session and phase are accepted, before its body is read.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again; `too_many_held`: the server holds as many anonymous items as it can; try again after the next release.", body = ErrorBody),
+        (status = 202, description = said::HELD_NEW_ITEM, body = HeldItem),
+        (status = 400, description = said::BAD_COMMENT, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_COMMENTER, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`too_few_for_anonymity`: fewer than three people may post anonymously in \
+            this review's phase and its facilitator did not allow small groups at creation; \
+            `discussion_full`: the review's board already holds 500 concerns (items still held are \
+            not counted); `too_many_held`: many anonymous items of this review are waiting for \
+            their release.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `body_too_long`: the concern is over 4,000 characters; `document_too_large`: the \
+            review's discussion is at its size limit: the server runs no more changes or checks on \
+            it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 429, description = said::ANONYMOUS_RATE, body = ErrorBody),
+        (status = 503, description = said::HOLD_UNAVAILABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn raise_concern(
@@ -311,20 +382,47 @@ pub(super) async fn raise_concern(
     operation_id = "supportConcern",
     tag = "anonymous",
     summary = "Support a concern on the board: one vote per session, counted at the next release.",
-    description = "The session, the phase table (the same as for comments) and the rate limit are checked first.",
+    description = "The session, the phase table (the same as for comments) and the rate limit are \
+    checked first.",
     params(openapi::ReviewIdParam, openapi::ConcernIdParam),
     request_body = Option<openapi::EmptyRequest>,
     responses(
-        (status = 202, description = "Held: the vote is counted with the release at `release_after` (while that is null, when the meeting starts). Only a hash of the session token and the concern records that this session voted; nothing links the vote to the session.", body = Held),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_concern`: the review has no such concern on its board (it may not be released yet, or it was retracted or hidden by the facilitator).", body = ErrorBody),
-        (status = 409, description = "`too_few_for_anonymity`: fewer than three people may post anonymously in this review's phase and its facilitator did not allow small groups at creation; `already_supported`: this session already supports this concern; `too_many_held`: many anonymous items of this review are waiting for their release.", body = ErrorBody),
-        (status = 413, description = "`document_too_large`: the review's discussion is at its size limit: the server runs no more changes or checks on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: this session already made 30 anonymous submissions (new items, replies, votes, edits, retractions) in the current minute; try again shortly. Counted, in memory only, for every request whose session and phase are accepted, before its body is read.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again; `too_many_held`: the server holds as many anonymous items as it can; try again after the next release.", body = ErrorBody),
+        (
+            status = 202,
+            description = "Held: the vote is counted with the release at `release_after` (while \
+            that is null, when the meeting starts). Only a hash of the session token and the \
+            concern records that this session voted; nothing links the vote to the session.",
+            body = Held,
+        ),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_COMMENTER, body = ErrorBody),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_concern`: the review has no such concern on its board (it may not \
+            be released yet, or it was retracted or hidden by the facilitator).",
+            body = ErrorBody,
+        ),
+        (
+            status = 409,
+            description = "`too_few_for_anonymity`: fewer than three people may post anonymously in \
+            this review's phase and its facilitator did not allow small groups at creation; \
+            `already_supported`: this session already supports this concern; `too_many_held`: many \
+            anonymous items of this review are waiting for their release.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`document_too_large`: the review's discussion is at its size limit: the \
+            server runs no more changes or checks on it; `review_quota_exceeded`: the review's \
+            documents are at their storage quota (48 MiB together, refused once less than 64 KiB \
+            is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 429, description = said::ANONYMOUS_RATE, body = ErrorBody),
+        (status = 503, description = said::HOLD_UNAVAILABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn support(
@@ -406,21 +504,58 @@ async fn unlocked(
     path = "/api/reviews/{id}/anonymous/{item}/edit",
     operation_id = "editAnonymousItem",
     tag = "anonymous",
-    summary = "Replace the text of an anonymous comment or concern, with the key returned when it was submitted.",
-    description = "The session, the phase table (the same as for signed comments) and the rate limit are checked before the body is read. Nothing about the session is stored with the item or logged.",
+    summary = "Replace the text of an anonymous comment or concern, with the key returned when it \
+    was submitted.",
+    description = "The session, the phase table (the same as for signed comments) and the rate \
+    limit are checked before the body is read. Nothing about the session is stored with the item \
+    or logged.",
     params(openapi::ReviewIdParam, openapi::ItemIdParam),
     request_body = KeyedEdit,
     responses(
-        (status = 202, description = "Held: the new text appears with the release at `release_after` (while that is null, when the meeting starts), and the item's `editedAt` is that release's boundary. An item not released yet has its held text replaced at once.", body = Held),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `wrong_key`: the key does not unlock this item in this review (a wrong key, an unknown item id, or a retracted item, whose key stopped working).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_item`: the item was released and is gone since (retracted, or hidden by the facilitator), or its release could not place it.", body = ErrorBody),
-        (status = 409, description = "`too_few_for_anonymity`: fewer than three people may post anonymously in this review's phase and its facilitator did not allow small groups at creation; `too_many_held`: many anonymous items of this review are waiting for their release.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the text is over 4,000 characters; `document_too_large`: the review's discussion is at its size limit: the server runs no more changes or checks on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: this session already made 30 anonymous submissions (new items, replies, votes, edits, retractions) in the current minute; try again shortly. Counted, in memory only, for every request whose session and phase are accepted, before its body is read.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again; `too_many_held`: the server holds as many anonymous items as it can; try again after the next release.", body = ErrorBody),
+        (
+            status = 202,
+            description = "Held: the new text appears with the release at `release_after` (while \
+            that is null, when the meeting starts), and the item's `editedAt` is that release's \
+            boundary. An item not released yet has its held text replaced at once.",
+            body = Held,
+        ),
+        (status = 400, description = said::BAD_COMMENT, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            the phase table does not let this role comment in the review's phase (authors only in \
+            draft; everyone but observers in review and meeting; nobody once closed); `wrong_key`: \
+            the key does not unlock this item in this review (a wrong key, an unknown item id, or \
+            a retracted item, whose key stopped working).",
+            body = ErrorBody,
+        ),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_item`: the item was released and is gone since (retracted, or \
+            hidden by the facilitator), or its release could not place it.",
+            body = ErrorBody,
+        ),
+        (
+            status = 409,
+            description = "`too_few_for_anonymity`: fewer than three people may post anonymously in \
+            this review's phase and its facilitator did not allow small groups at creation; \
+            `too_many_held`: many anonymous items of this review are waiting for their release.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `body_too_long`: the text is over 4,000 characters; `document_too_large`: the review's \
+            discussion is at its size limit: the server runs no more changes or checks on it; \
+            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 429, description = said::ANONYMOUS_RATE, body = ErrorBody),
+        (status = 503, description = said::HOLD_UNAVAILABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn anonymous_edit(
@@ -444,21 +579,58 @@ pub(super) async fn anonymous_edit(
     path = "/api/reviews/{id}/anonymous/{item}/retract",
     operation_id = "retractAnonymousItem",
     tag = "anonymous",
-    summary = "Take back an anonymous comment or concern, with the key returned when it was submitted; the key then stops working.",
-    description = "The session, the phase table (the same as for signed comments) and the rate limit are checked before the body is read. Nothing about the session is stored with the item or logged.",
+    summary = "Take back an anonymous comment or concern, with the key returned when it was \
+    submitted; the key then stops working.",
+    description = "The session, the phase table (the same as for signed comments) and the rate \
+    limit are checked before the body is read. Nothing about the session is stored with the item \
+    or logged.",
     params(openapi::ReviewIdParam, openapi::ItemIdParam),
     request_body = Keyed,
     responses(
-        (status = 202, description = "Held: a released item is retracted with the release at `release_after` (a comment keeps its place, emptied and marked deleted; a concern leaves the board). An item not released yet is dropped at once and never appears.", body = Held),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `wrong_key`: the key does not unlock this item in this review (a wrong key, an unknown item id, or a retracted item, whose key stopped working).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_item`: the item was released and is gone since (retracted, or hidden by the facilitator), or its release could not place it.", body = ErrorBody),
-        (status = 409, description = "`too_few_for_anonymity`: fewer than three people may post anonymously in this review's phase and its facilitator did not allow small groups at creation; `too_many_held`: many anonymous items of this review are waiting for their release.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit: the server runs no more changes or checks on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: this session already made 30 anonymous submissions (new items, replies, votes, edits, retractions) in the current minute; try again shortly. Counted, in memory only, for every request whose session and phase are accepted, before its body is read.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again; `too_many_held`: the server holds as many anonymous items as it can; try again after the next release.", body = ErrorBody),
+        (
+            status = 202,
+            description = "Held: a released item is retracted with the release at `release_after` \
+            (a comment keeps its place, emptied and marked deleted; a concern leaves the board). \
+            An item not released yet is dropped at once and never appears.",
+            body = Held,
+        ),
+        (status = 400, description = said::BAD_BODY, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            the phase table does not let this role comment in the review's phase (authors only in \
+            draft; everyone but observers in review and meeting; nobody once closed); `wrong_key`: \
+            the key does not unlock this item in this review (a wrong key, an unknown item id, or \
+            a retracted item, whose key stopped working).",
+            body = ErrorBody,
+        ),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_item`: the item was released and is gone since (retracted, or \
+            hidden by the facilitator), or its release could not place it.",
+            body = ErrorBody,
+        ),
+        (
+            status = 409,
+            description = "`too_few_for_anonymity`: fewer than three people may post anonymously in \
+            this review's phase and its facilitator did not allow small groups at creation; \
+            `too_many_held`: many anonymous items of this review are waiting for their release.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `document_too_large`: the review's discussion is at its size limit: the server runs no \
+            more changes or checks on it; `review_quota_exceeded`: the review's documents are at \
+            their storage quota (48 MiB together, refused once less than 64 KiB is left); they can \
+            still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 429, description = said::ANONYMOUS_RATE, body = ErrorBody),
+        (status = 503, description = said::HOLD_UNAVAILABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn anonymous_retract(
@@ -510,17 +682,37 @@ fn receipts_schema() -> utoipa::openapi::schema::Array {
     operation_id = "anonymousPending",
     tag = "anonymous",
     summary = "When this browser's held anonymous submissions will appear, by their receipts.",
-    description = "Any role. Only the submitting browser holds a receipt, so the answer tells nobody else anything; it changes only at release boundaries.",
+    description = "Any role. Only the submitting browser holds a receipt, so the answer tells \
+    nobody else anything; it changes only at release boundaries.",
     params(openapi::ReviewIdParam),
     request_body = PendingRequest,
     responses(
-        (status = 200, description = "The receipts still held, and when they will appear.", body = PendingResponse),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `too_many_receipts`: more than 100 receipts.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 1,048,576 bytes.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
+        (
+            status = 200,
+            description = "The receipts still held, and when they will appear.",
+            body = PendingResponse,
+        ),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, a missing or unknown field); `too_many_receipts`: more than 100 \
+            receipts.",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review.",
+            body = ErrorBody,
+        ),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 1,048,576 bytes.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
     ),
 )]
 pub(super) async fn pending(
@@ -557,19 +749,34 @@ pub(super) async fn pending(
     path = "/api/reviews/{id}/moderation/hide",
     operation_id = "hideAnonymousItem",
     tag = "moderation",
-    summary = "Hide a released anonymous comment or concern for everyone (facilitator only): its text is removed and it is marked hidden.",
-    description = "The session and the role are checked before the body is read. Allowed in every phase; hiding needs no knowledge of the author and reveals none.",
+    summary = "Hide a released anonymous comment or concern for everyone (facilitator only): its \
+    text is removed and it is marked hidden.",
+    description = "The session and the role are checked before the body is read. Allowed in every \
+    phase; hiding needs no knowledge of the author and reveals none.",
     params(openapi::ReviewIdParam),
     request_body = Item,
     responses(
         (status = 204, description = "Hidden."),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, an unknown `kind`, a missing field, or an unknown one, including the other kind's: `thread` with a concern, `concern` with a comment).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_item`: there is no such anonymous item (not released yet, or already retracted or hidden; signed comments cannot be hidden).", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, an unknown `kind`, a missing field, or an unknown one, including the \
+            other kind's: `thread` with a concern, `concern` with a comment).",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_item`: there is no such anonymous item (not released yet, or \
+            already retracted or hidden; signed comments cannot be hidden).",
+            body = ErrorBody,
+        ),
+        (status = 413, description = said::DISCUSSION_FULL_OR_BODY, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn hide(
@@ -604,18 +811,25 @@ pub(super) struct DiscussedRequest {
     operation_id = "markConcernDiscussed",
     tag = "moderation",
     summary = "Mark a concern on the board discussed, or not (facilitator only).",
-    description = "The session and the role are checked before the body is read. Allowed in every phase.",
+    description = "The session and the role are checked before the body is read. Allowed in every \
+    phase.",
     params(openapi::ReviewIdParam, openapi::ConcernIdParam),
     request_body = DiscussedRequest,
     responses(
         (status = 204, description = "Done (also when the concern already was in that state)."),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_item`: the review has no such concern on its board (it may not be released yet, or was retracted).", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (status = 400, description = said::BAD_BODY, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_item`: the review has no such concern on its board (it may not be \
+            released yet, or was retracted).",
+            body = ErrorBody,
+        ),
+        (status = 413, description = said::DISCUSSION_FULL_OR_BODY, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn discussed(

@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::documents::{in_phase, on_discussion};
-use super::openapi::{self, ActionItem};
+use super::openapi::{self, said, ActionItem};
 use super::request::{
     ApiPath, ChairsMeeting, Facilitates, JsonBody, ReadsReport, Session, WritesActions,
 };
@@ -65,20 +65,40 @@ pub(super) struct ReadResponse {
     path = "/api/reviews/{id}/timer",
     operation_id = "controlTimer",
     tag = "meeting",
-    summary = "Start, pause, resume or extend the meeting's timebox on the server's clock (facilitator, during the meeting).",
-    description = "The session, the role and the phase are checked before the body is read. The new timebox is also written to the discussion document, so every open client follows it.",
+    summary = "Start, pause, resume or extend the meeting's timebox on the server's clock \
+    (facilitator, during the meeting).",
+    description = "The session, the role and the phase are checked before the body is read. The new \
+    timebox is also written to the discussion document, so every open client follows it.",
     params(openapi::ReviewIdParam),
     request_body = TimerRequest,
     responses(
-        (status = 200, description = "The timebox after the action, and the server's clock.", body = TimerResponse),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_minutes`: `start`, or `extend` of a running or paused timebox, with `minutes` absent, null or outside 1 to 240 (a negative or fractional number is `invalid_json`).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 409, description = "`not_in_meeting`: the review is not in phase `meeting` (checked before the body is read); `invalid_timer_action`: the timebox cannot do this now (`pause` unless running, `resume` unless paused, `extend` before the first start).", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The timebox after the action, and the server's clock.",
+            body = TimerResponse,
+        ),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, a missing or unknown field); `invalid_minutes`: `start`, or `extend` \
+            of a running or paused timebox, with `minutes` absent, null or outside 1 to 240 (a \
+            negative or fractional number is `invalid_json`).",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`not_in_meeting`: the review is not in phase `meeting` (checked before \
+            the body is read); `invalid_timer_action`: the timebox cannot do this now (`pause` \
+            unless running, `resume` unless paused, `extend` before the first start).",
+            body = ErrorBody,
+        ),
+        (status = 413, description = said::DISCUSSION_FULL_OR_BODY, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn timer(
@@ -117,14 +137,26 @@ pub(super) struct AgendaRequest {
     request_body = AgendaRequest,
     responses(
         (status = 204, description = "Set (in the discussion document's `meeting.agenda`)."),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_agenda_item`: the item is over 200 characters.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 409, description = "`not_in_meeting`: the review is not in phase `meeting` (checked before the body is read).", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, a missing or unknown field); `invalid_agenda_item`: the item is over \
+            200 characters.",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`not_in_meeting`: the review is not in phase `meeting` (checked before \
+            the body is read).",
+            body = ErrorBody,
+        ),
+        (status = 413, description = said::DISCUSSION_FULL_OR_BODY, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn agenda(
@@ -157,14 +189,34 @@ pub(super) async fn agenda(
     request_body = ActionInput,
     responses(
         (status = 201, description = "The new action item.", body = ActionItem),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 characters); `invalid_link`: the link is not an http or https URL of at most 2,000 bytes without whitespace or control characters; `invalid_due`: the due day is not a calendar day written YYYY-MM-DD.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: action items are written by everyone but observers, while the review is in review or meeting.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 409, description = "`too_many_actions`: the review already holds 200 action items.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, \
+            `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 \
+            characters); `invalid_link`: the link is not an http or https URL of at most 2,000 \
+            bytes without whitespace or control characters; `invalid_due`: the due day is not a \
+            calendar day written YYYY-MM-DD.",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            action items are written by everyone but observers, while the review is in review or \
+            meeting.",
+            body = ErrorBody,
+        ),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`too_many_actions`: the review already holds 200 action items.",
+            body = ErrorBody,
+        ),
+        (status = 413, description = said::DISCUSSION_FULL_OR_BODY, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn add_action(
@@ -187,18 +239,40 @@ pub(super) async fn add_action(
     operation_id = "updateActionItem",
     tag = "meeting",
     summary = "Replace an action item's fields (everyone but observers, in review and meeting).",
-    description = "The session, the role and the phase are checked before the body is read. Every field is replaced, as for a new item (`status` absent: `open`); `id` and `createdAt` stay.",
+    description = "The session, the role and the phase are checked before the body is read. Every \
+    field is replaced, as for a new item (`status` absent: `open`); `id` and `createdAt` stay.",
     params(openapi::ReviewIdParam, openapi::ActionIdParam),
     request_body = ActionInput,
     responses(
         (status = 200, description = "The action item as changed.", body = ActionItem),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 characters); `invalid_link`: the link is not an http or https URL of at most 2,000 bytes without whitespace or control characters; `invalid_due`: the due day is not a calendar day written YYYY-MM-DD.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: action items are written by everyone but observers, while the review is in review or meeting.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_action`: the review has no such action item.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, \
+            `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 \
+            characters); `invalid_link`: the link is not an http or https URL of at most 2,000 \
+            bytes without whitespace or control characters; `invalid_due`: the due day is not a \
+            calendar day written YYYY-MM-DD.",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            action items are written by everyone but observers, while the review is in review or \
+            meeting.",
+            body = ErrorBody,
+        ),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_action`: the review has no such action item.",
+            body = ErrorBody,
+        ),
+        (status = 413, description = said::DISCUSSION_FULL_OR_BODY, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn update_action(
@@ -222,18 +296,32 @@ pub(super) async fn update_action(
     path = "/api/reviews/{id}/read",
     operation_id = "markReportRead",
     tag = "meeting",
-    summary = "Mark the report read by this session, once; it is counted in what everyone sees at the next release boundary.",
-    description = "Takes no request body (any body is ignored). Any role, in every phase but `closed`. Only a hash of the session token is kept, and only the count is shown (also in the discussion document's `meeting.readCount`), updated at release boundaries with every mark made since the last one.",
+    summary = "Mark the report read by this session, once; it is counted in what everyone sees at \
+    the next release boundary.",
+    description = "Takes no request body (any body is ignored). Any role, in every phase but \
+    `closed`. Only a hash of the session token is kept, and only the count is shown (also in the \
+    discussion document's `meeting.readCount`), updated at release boundaries with every mark made \
+    since the last one.",
     params(openapi::ReviewIdParam),
     responses(
-        (status = 200, description = "The mark is kept; the count everyone sees now (without this mark until `counted_after`), and the review's number of sessions.", body = ReadResponse),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: participants and observers cannot open the report in draft.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The mark is kept; the count everyone sees now (without this mark until \
+            `counted_after`), and the review's number of sessions.",
+            body = ReadResponse,
+        ),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            participants and observers cannot open the report in draft.",
+            body = ErrorBody,
+        ),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
         (status = 409, description = "`review_closed`: the review is closed.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be written; try again; `document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::STORE_OR_DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn mark_read(
@@ -272,19 +360,21 @@ pub(super) struct SettingsRequest {
     path = "/api/reviews/{id}/settings",
     operation_id = "changeSettings",
     tag = "meeting",
-    summary = "Turn the blameless-language hints on or off for everyone in the review (facilitator only).",
-    description = "The session and the role are checked before the body is read. Allowed in every phase; the setting is the discussion document's `review.hints`.",
+    summary = "Turn the blameless-language hints on or off for everyone in the review (facilitator \
+    only).",
+    description = "The session and the role are checked before the body is read. Allowed in every \
+    phase; the setting is the discussion document's `review.hints`.",
     params(openapi::ReviewIdParam),
     request_body = SettingsRequest,
     responses(
         (status = 204, description = "Set."),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (status = 400, description = said::BAD_BODY, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (status = 413, description = said::DISCUSSION_FULL_OR_BODY, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn settings(

@@ -9,8 +9,8 @@
 //! - [`meeting`]: the timebox, the agenda, action items, read marks, hints;
 //! - [`records`]: pinned versions, exports, publishing and the library.
 //!
-//! Beside them: [`openapi`] assembles the document, [`request`] takes every request apart once (path, JSON body, session and what
-//! its role may do), [`documents`] runs jobs on a review's documents, [`errors`] maps the
+//! Beside them: [`openapi`] assembles the document, [`request`] takes every request apart once
+//! (path, JSON body, session and what its role may do), [`documents`] runs jobs on a review's documents, [`errors`] maps the
 //! domain's refusals to HTTP, and [`state`] is what handlers share. Handlers parse and check
 //! input, ask the domain, and write documents through the registry; no file here calls back into
 //! the one that calls it.
@@ -122,7 +122,11 @@ pub fn routes(state: Arc<ApiState>) -> Router {
     tag = "meta",
     summary = "This OpenAPI description of the REST API.",
     responses(
-        (status = 200, description = "The OpenAPI 3.1 document, generated from the server's code.", body = Object),
+        (
+            status = 200,
+            description = "The OpenAPI 3.1 document, generated from the server's code.",
+            body = Object,
+        ),
     ),
     security(()),
 )]

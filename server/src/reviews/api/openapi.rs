@@ -20,10 +20,18 @@ use crate::reviews::meeting::{ActionKind, ActionStatus};
 use crate::reviews::policy::{Phase, Role};
 
 /// What the document says before its operations.
-const INTRO: &str = "The REST API of reviews: creating, joining and reading reviews, moving their phases, rotating invite links, comment threads, anonymous comments, concerns and their moderation; the meeting (timebox, agenda, action items, read count, blameless-language hints), pinned versions, exports, and the library of published reviews, which needs no session. \
-Request bodies are JSON, declared as `Content-Type: application/json` (at most 65,536 bytes; 1,048,576 to create a review, which may carry a Markdown report). \
-Every error is `{\"code\", \"message\"}` (schema `Error`): a body that does not parse as the documented shape is 400 `invalid_json`, an oversize one 413 `body_too_large`, a body of another type 415 `unsupported_media_type`, a method a path does not have 405 `method_not_allowed`, and a path no route matches 404 `not_found`. \
-Anonymous submissions answer 202: they are held without an author and released at the next boundary of the server's cadence (or, in a review whose release is `meeting`, when the meeting starts); nothing about who sent them is stored, logged or returned.";
+const INTRO: &str = "The REST API of reviews: creating, joining and reading reviews, moving their phases, rotating \
+    invite links, comment threads, anonymous comments, concerns and their moderation; the meeting \
+    (timebox, agenda, action items, read count, blameless-language hints), pinned versions, \
+    exports, and the library of published reviews, which needs no session. Request bodies are \
+    JSON, declared as `Content-Type: application/json` (at most 65,536 bytes; 1,048,576 to create \
+    a review, which may carry a Markdown report). Every error is `{\"code\", \"message\"}` (schema \
+    `Error`): a body that does not parse as the documented shape is 400 `invalid_json`, an \
+    oversize one 413 `body_too_large`, a body of another type 415 `unsupported_media_type`, a \
+    method a path does not have 405 `method_not_allowed`, and a path no route matches 404 \
+    `not_found`. Anonymous submissions answer 202: they are held without an author and released at \
+    the next boundary of the server's cadence (or, in a review whose release is `meeting`, when \
+    the meeting starts); nothing about who sent them is stored, logged or returned.";
 
 /// The document.
 #[derive(OpenApi)]
@@ -80,6 +88,91 @@ Anonymous submissions answer 202: they are held without an author and released a
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
+
+/// Error descriptions that many operations share, one per status and set of codes.
+pub(super) mod said {
+    /// 401 for a request without a valid session.
+    pub const NO_SESSION: &str =
+        "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the \
+        session token is unknown or revoked.";
+    /// 415 for a body that is not declared JSON.
+    pub const NOT_JSON: &str =
+        "`unsupported_media_type`: the request has a body that is not declared `Content-Type: \
+        application/json` (a form or plain text, as a cross-site form would send).";
+    /// 404 for a review that does not exist.
+    pub const NO_REVIEW: &str =
+        "`unknown_review`: no review has this id; `not_found`: the path matches no route.";
+    /// 503 when the review's document is busy.
+    pub const DOCUMENT_BUSY: &str =
+        "`document_unavailable`: the review's document cannot be changed right now; try again.";
+    /// 400 for a path parameter that does not decode.
+    pub const BAD_PATH: &str =
+        "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once \
+        percent-decoded).";
+    /// 403 for a session that is not the review's facilitator.
+    pub const NOT_FACILITATOR: &str =
+        "`other_review`: the session belongs to another review; `not_allowed`: only the \
+        facilitator can do this.";
+    /// 413 for a body or a discussion that is too large.
+    pub const DISCUSSION_FULL_OR_BODY: &str =
+        "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the \
+        review's discussion is at its size limit, so the server writes nothing more into it; \
+        `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+        together, refused once less than 64 KiB is left); they can still be read.";
+    /// 403 for a session the phase table does not let comment.
+    pub const NOT_COMMENTER: &str =
+        "`other_review`: the session belongs to another review; `not_allowed`: the phase table \
+        does not let this role comment in the review's phase (authors only in draft; everyone \
+        but observers in review and meeting; nobody once closed).";
+    /// 429 for too many anonymous submissions.
+    pub const ANONYMOUS_RATE: &str =
+        "`rate_limited`: this session already made 30 anonymous submissions (new items, replies, \
+        votes, edits, retractions) in the current minute; try again shortly. Counted, in memory \
+        only, for every request whose session and phase are accepted, before its body is read.";
+    /// 503 when an anonymous item cannot be held.
+    pub const HOLD_UNAVAILABLE: &str =
+        "`document_unavailable`: the review's document cannot be changed right now; try again; \
+        `store_unavailable`: the store cannot be written; try again; `too_many_held`: the server \
+        holds as many anonymous items as it can; try again after the next release.";
+    /// 400 for a comment body that is not valid.
+    pub const BAD_COMMENT: &str =
+        "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once \
+        percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, \
+        types, a missing or unknown field); `invalid_body`: the body is empty or only \
+        whitespace.";
+    /// 404 for a thread that does not exist.
+    pub const NO_THREAD: &str =
+        "`unknown_review`: no review has this id; `not_found`: the path matches no route; \
+        `unknown_thread`: the review has no such thread.";
+    /// 400 for a path or body that does not parse.
+    pub const BAD_BODY: &str =
+        "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once \
+        percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, \
+        types, a missing or unknown field).";
+    /// 403 for a session the report is not open to.
+    pub const NOT_REPORT_READER: &str =
+        "`other_review`: the session belongs to another review; `not_allowed`: the report is not \
+        open to this role in this phase (participants and observers, while the review is in \
+        draft).";
+    /// 503 when the store cannot be read.
+    pub const STORE_UNREADABLE: &str = "`store_unavailable`: the store cannot be read; try again.";
+    /// 503 when the store or the document cannot be written.
+    pub const STORE_OR_DOCUMENT_BUSY: &str =
+        "`store_unavailable`: the store cannot be written; try again; `document_unavailable`: the \
+        review's document cannot be changed right now; try again.";
+    /// 413 for a discussion that is full.
+    pub const DISCUSSION_FULL: &str =
+        "`document_too_large`: the review's discussion is at its size limit, so the server writes \
+        nothing more into it; `review_quota_exceeded`: the review's documents are at their \
+        storage quota (48 MiB together, refused once less than 64 KiB is left); they can still \
+        be read.";
+    /// 202 for a new anonymous item.
+    pub const HELD_NEW_ITEM: &str =
+        "Held: the item appears, without an author, with the release at `release_after` (while \
+        that is null, when the meeting starts), in shuffled order among the items released with \
+        it. `item` says where it will live; `key` (the only copy: the server keeps only its \
+        hash) edits or retracts it.";
+}
 
 /// The one security scheme: a bearer token.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::documents::read_doc;
-use super::openapi::{self, Export};
+use super::openapi::{self, said, Export};
 use super::request::{ApiPath, Facilitates, JsonBody, ReadsReport, Session};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
@@ -122,12 +122,16 @@ pub(super) struct VersionView {
     description = "Readable by whoever may read the report in the review's current phase.",
     params(openapi::ReviewIdParam),
     responses(
-        (status = 200, description = "The pinned versions, without their text.", body = VersionList),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the report is not open to this role in this phase (participants and observers, while the review is in draft).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be read; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The pinned versions, without their text.",
+            body = VersionList,
+        ),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_REPORT_READER, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (status = 503, description = said::STORE_UNREADABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn versions(
@@ -153,16 +157,23 @@ pub(super) async fn versions(
     path = "/api/reviews/{id}/versions/{phase}",
     operation_id = "getVersion",
     tag = "records",
-    summary = "Read the version pinned when the review entered a phase, its report and notes as Markdown.",
+    summary = "Read the version pinned when the review entered a phase, its report and notes as \
+    Markdown.",
     description = "Readable by whoever may read the report in the review's current phase.",
     params(openapi::ReviewIdParam, openapi::PhaseParam),
     responses(
         (status = 200, description = "The version.", body = VersionView),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the report is not open to this role in this phase (participants and observers, while the review is in draft).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_version`: no version was pinned for that phase (the review never entered it, or it is not a phase).", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be read; try again.", body = ErrorBody),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_REPORT_READER, body = ErrorBody),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_version`: no version was pinned for that phase (the review never \
+            entered it, or it is not a phase).",
+            body = ErrorBody,
+        ),
+        (status = 503, description = said::STORE_UNREADABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn version(
@@ -223,17 +234,33 @@ fn attachment(id: &str, ext: &str, content_type: &'static str, body: String) -> 
     path = "/api/reviews/{id}/export.md",
     operation_id = "exportMarkdown",
     tag = "records",
-    summary = "Download the review as one Markdown document: the report, comments, concerns, action items and meeting notes.",
-    description = "Readable by whoever may read the report in the review's current phase. Hidden, retracted and deleted items are left out; anonymous ones are attributed to `Anonymous`.",
+    summary = "Download the review as one Markdown document: the report, comments, concerns, action \
+    items and meeting notes.",
+    description = "Readable by whoever may read the report in the review's current phase. Hidden, \
+    retracted and deleted items are left out; anonymous ones are attributed to `Anonymous`.",
     params(openapi::ReviewIdParam),
     responses(
-        (status = 200, description = "The Markdown, as an attachment (`Content-Type: text/markdown; charset=utf-8`).", body = String, content_type = "text/markdown", headers(("Content-Disposition" = String, description = "`attachment; filename=\"review-<id>.md\"`."))),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the report is not open to this role in this phase (participants and observers, while the review is in draft).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 413, description = "`document_too_large`: the review's report, notes or discussion is at its size limit: the server runs no more changes or checks on it, reads included; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The Markdown, as an attachment (`Content-Type: text/markdown; \
+            charset=utf-8`).",
+            body = String,
+            content_type = "text/markdown",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"review-<id>.md\"`.")),
+        ),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_REPORT_READER, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 413,
+            description = "`document_too_large`: the review's report, notes or discussion is at its \
+            size limit: the server runs no more changes or checks on it, reads included; \
+            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn export_md(
@@ -256,17 +283,31 @@ pub(super) async fn export_md(
     path = "/api/reviews/{id}/export.json",
     operation_id = "exportJson",
     tag = "records",
-    summary = "Download the review as one JSON object: the report and notes as Markdown, comments, concerns and action items as data.",
-    description = "Readable by whoever may read the report in the review's current phase. Hidden, retracted and deleted items are left out; anonymous ones are attributed to `Anonymous`.",
+    summary = "Download the review as one JSON object: the report and notes as Markdown, comments, \
+    concerns and action items as data.",
+    description = "Readable by whoever may read the report in the review's current phase. Hidden, \
+    retracted and deleted items are left out; anonymous ones are attributed to `Anonymous`.",
     params(openapi::ReviewIdParam),
     responses(
-        (status = 200, description = "The JSON, as an attachment.", body = Export, headers(("Content-Disposition" = String, description = "`attachment; filename=\"review-<id>.json\"`."))),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the report is not open to this role in this phase (participants and observers, while the review is in draft).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 413, description = "`document_too_large`: the review's report, notes or discussion is at its size limit: the server runs no more changes or checks on it, reads included; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The JSON, as an attachment.",
+            body = Export,
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"review-<id>.json\"`.")),
+        ),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_REPORT_READER, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 413,
+            description = "`document_too_large`: the review's report, notes or discussion is at its \
+            size limit: the server runs no more changes or checks on it, reads included; \
+            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn export_json(
@@ -341,19 +382,37 @@ pub(super) struct PublishRequest {
     operation_id = "publishReview",
     tag = "records",
     summary = "Put a closed review in the server's library, or take it out (facilitator only).",
-    description = "The session and the role are checked before the body is read. Publishing stores the review's Markdown export as it is now (publishing again replaces it); taking a review out is allowed in every phase and succeeds also when it was not published.",
+    description = "The session and the role are checked before the body is read. Publishing stores \
+    the review's Markdown export as it is now (publishing again replaces it); taking a review out \
+    is allowed in every phase and succeeds also when it was not published.",
     params(openapi::ReviewIdParam),
     request_body = PublishRequest,
     responses(
-        (status = 200, description = "Whether the review is now in the library, and its page there.", body = PublishResponse),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 409, description = "`not_closed`: only a closed review can be published.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's report, notes or discussion is at its size limit: the server runs no more changes or checks on it, reads included; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be written; try again; `document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "Whether the review is now in the library, and its page there.",
+            body = PublishResponse,
+        ),
+        (status = 400, description = said::BAD_BODY, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`not_closed`: only a closed review can be published.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `document_too_large`: the review's report, notes or discussion is at its size limit: \
+            the server runs no more changes or checks on it, reads included; \
+            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::STORE_OR_DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn publish(
@@ -474,12 +533,22 @@ pub(super) struct PublishedReview {
     path = "/api/library",
     operation_id = "searchLibrary",
     tag = "library",
-    summary = "List the published reviews whose title or text holds every word of `q`, newest first (no session needed).",
+    summary = "List the published reviews whose title or text holds every word of `q`, newest first \
+    (no session needed).",
     params(LibraryQuery),
     responses(
-        (status = 200, description = "At most 100 published reviews, without their text.", body = LibraryList),
-        (status = 400, description = "`invalid_query`: a query parameter other than `q`, `q` given twice, or `q` over 200 characters.", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be read; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "At most 100 published reviews, without their text.",
+            body = LibraryList,
+        ),
+        (
+            status = 400,
+            description = "`invalid_query`: a query parameter other than `q`, `q` given twice, or \
+            `q` over 200 characters.",
+            body = ErrorBody,
+        ),
+        (status = 503, description = said::STORE_UNREADABLE, body = ErrorBody),
     ),
     security(()),
 )]
@@ -525,9 +594,14 @@ pub(super) async fn library(
     params(openapi::PublishedIdParam),
     responses(
         (status = 200, description = "The published review.", body = PublishedReview),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 404, description = "`not_published`: no published review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be read; try again.", body = ErrorBody),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (
+            status = 404,
+            description = "`not_published`: no published review has this id; `not_found`: the path \
+            matches no route.",
+            body = ErrorBody,
+        ),
+        (status = 503, description = said::STORE_UNREADABLE, body = ErrorBody),
     ),
     security(()),
 )]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::documents::{on_discussion, reauthorize};
-use super::openapi;
+use super::openapi::{self, said};
 use super::records::pin_version;
 use super::request::{ApiPath, ClientAddr, JsonBody, JsonOrEmpty, MayCreate, Member, Session};
 use super::state::ApiState;
@@ -315,16 +315,58 @@ pub(super) struct CreateRequest {
     operation_id = "createReview",
     tag = "reviews",
     summary = "Create a review, seed its report and discussion, and return its four invite links.",
-    description = "Open to anyone who reaches the server, unless it was started with a creation secret: then the secret must be sent as `Authorization: Bearer <secret>` (the same bearer scheme as session tokens, with the secret in place of a token).",
+    description = "Open to anyone who reaches the server, unless it was started with a creation \
+    secret: then the secret must be sent as `Authorization: Bearer <secret>` (the same bearer \
+    scheme as session tokens, with the secret in place of a token).",
     request_body = CreateRequest,
     responses(
-        (status = 201, description = "The review, in phase `draft`, with the only copies of its invite tokens (one per role).", body = CreateResponse),
-        (status = 400, description = "`invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_title`: the trimmed title is empty, over 200 characters or holds control characters; `invalid_incident_date`: not a calendar day written YYYY-MM-DD; `invalid_severity`: the trimmed severity is empty, over 32 characters or holds control characters; `invalid_release`: `anonymous_release` is neither `batch` nor `meeting`; `invalid_markdown`: `report_markdown` nests deeper than 32 levels.", body = ErrorBody),
-        (status = 401, description = "`creation_not_allowed`: the server was started with a creation secret (`--creation-secret`) and the request does not carry it as `Authorization: Bearer <secret>`. Checked before the body is read.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 1,048,576 bytes; `report_too_large`: `report_markdown` is over 524,288 bytes.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: this address sent 5 wrong creation secrets in the last minute (checked first; even the right secret is refused meanwhile), or created 10 reviews in the last minute (checked once the body parses and its title, incident_date, severity and anonymous_release are valid, before `report_markdown` is checked). Each limit makes the address wait a minute, twice as long each time it floods again; the `Retry-After` header says how many seconds.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again.", body = ErrorBody),
+        (
+            status = 201,
+            description = "The review, in phase `draft`, with the only copies of its invite tokens \
+            (one per role).",
+            body = CreateResponse,
+        ),
+        (
+            status = 400,
+            description = "`invalid_json`: the body is not JSON of the documented shape (syntax, \
+            types, a missing or unknown field); `invalid_title`: the trimmed title is empty, over \
+            200 characters or holds control characters; `invalid_incident_date`: not a calendar \
+            day written YYYY-MM-DD; `invalid_severity`: the trimmed severity is empty, over 32 \
+            characters or holds control characters; `invalid_release`: `anonymous_release` is \
+            neither `batch` nor `meeting`; `invalid_markdown`: `report_markdown` nests deeper than \
+            32 levels.",
+            body = ErrorBody,
+        ),
+        (
+            status = 401,
+            description = "`creation_not_allowed`: the server was started with a creation secret \
+            (`--creation-secret`) and the request does not carry it as `Authorization: Bearer \
+            <secret>`. Checked before the body is read.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 1,048,576 bytes; \
+            `report_too_large`: `report_markdown` is over 524,288 bytes.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (
+            status = 429,
+            description = "`rate_limited`: this address sent 5 wrong creation secrets in the last \
+            minute (checked first; even the right secret is refused meanwhile), or created 10 \
+            reviews in the last minute (checked once the body parses and its title, incident_date, \
+            severity and anonymous_release are valid, before `report_markdown` is checked). Each \
+            limit makes the address wait a minute, twice as long each time it floods again; the \
+            `Retry-After` header says how many seconds.",
+            body = ErrorBody,
+        ),
+        (
+            status = 503,
+            description = "`document_unavailable`: the review's document cannot be changed right \
+            now; try again; `store_unavailable`: the store cannot be written; try again.",
+            body = ErrorBody,
+        ),
     ),
     security((), ("bearer" = [])),
 )]
@@ -429,18 +471,62 @@ pub(super) struct JoinRequest {
     path = "/api/join",
     operation_id = "joinReview",
     tag = "reviews",
-    summary = "Exchange an invite token and a display name for a session in the invite's review and role.",
+    summary = "Exchange an invite token and a display name for a session in the invite's review and \
+    role.",
     request_body = JoinRequest,
     responses(
-        (status = 201, description = "The session token (the only copy: send it as `Authorization: Bearer <token>`) and the review as seen by the new session.", body = JoinResponse),
-        (status = 400, description = "`invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_name`: the normalised name (NFKC, invisible characters and bidi controls removed, whitespace collapsed and trimmed) is empty, over 60 characters or holds control characters, or looks like \"Anonymous\" (checked before the invite).", body = ErrorBody),
-        (status = 401, description = "`invalid_invite`: the invite token is not valid (it may have been rotated).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: the invite's review no longer exists.", body = ErrorBody),
-        (status = 409, description = "`review_full`: the review already holds 1,000 sessions, or 950 participants and observers when joining with one of their links (the other 50 places are kept for facilitators and authors).", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: this address made 60 joins in the last minute, or sent 10 wrong invite tokens (it waits a minute, twice as long each time it floods again; even a right invite is refused meanwhile), or this invite link made 30 sessions in the last minute. The `Retry-After` header says how many seconds to wait.", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be written; try again.", body = ErrorBody),
+        (
+            status = 201,
+            description = "The session token (the only copy: send it as `Authorization: Bearer \
+            <token>`) and the review as seen by the new session.",
+            body = JoinResponse,
+        ),
+        (
+            status = 400,
+            description = "`invalid_json`: the body is not JSON of the documented shape (syntax, \
+            types, a missing or unknown field); `invalid_name`: the normalised name (NFKC, \
+            invisible characters and bidi controls removed, whitespace collapsed and trimmed) is \
+            empty, over 60 characters or holds control characters, or looks like \"Anonymous\" \
+            (checked before the invite).",
+            body = ErrorBody,
+        ),
+        (
+            status = 401,
+            description = "`invalid_invite`: the invite token is not valid (it may have been \
+            rotated).",
+            body = ErrorBody,
+        ),
+        (
+            status = 404,
+            description = "`unknown_review`: the invite's review no longer exists.",
+            body = ErrorBody,
+        ),
+        (
+            status = 409,
+            description = "`review_full`: the review already holds 1,000 sessions, or 950 \
+            participants and observers when joining with one of their links (the other 50 places \
+            are kept for facilitators and authors).",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (
+            status = 429,
+            description = "`rate_limited`: this address made 60 joins in the last minute, or sent \
+            10 wrong invite tokens (it waits a minute, twice as long each time it floods again; \
+            even a right invite is refused meanwhile), or this invite link made 30 sessions in the \
+            last minute. The `Retry-After` header says how many seconds to wait.",
+            body = ErrorBody,
+        ),
+        (
+            status = 503,
+            description = "`store_unavailable`: the store cannot be written; try again.",
+            body = ErrorBody,
+        ),
     ),
     security(()),
 )]
@@ -481,11 +567,19 @@ pub(super) async fn join(
     summary = "Read a review as seen by the caller's session.",
     params(openapi::ReviewIdParam),
     responses(
-        (status = 200, description = "The review, with the caller's role, participant id and name in `you`.", body = ReviewWithYou),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The review, with the caller's role, participant id and name in `you`.",
+            body = ReviewWithYou,
+        ),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review.",
+            body = ErrorBody,
+        ),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
     ),
 )]
 pub(super) async fn read(
@@ -511,20 +605,51 @@ pub(super) struct PhaseRequest {
     path = "/api/reviews/{id}/phase",
     operation_id = "moveReviewPhase",
     tag = "reviews",
-    summary = "Move the review to its next phase (facilitator only); open connections get their new access at once. Moving to the phase it is already in changes nothing and succeeds, so a move can be retried.",
-    description = "The session is checked before the body is read. Moving a review whose anonymous items are released at the meeting (`anonymous.release` = `meeting`) into `meeting` releases what it holds. Entering a phase pins a version of the report and the notes (`GET /api/reviews/{id}/versions`).",
+    summary = "Move the review to its next phase (facilitator only); open connections get their new \
+    access at once. Moving to the phase it is already in changes nothing and succeeds, so a move \
+    can be retried.",
+    description = "The session is checked before the body is read. Moving a review whose anonymous \
+    items are released at the meeting (`anonymous.release` = `meeting`) into `meeting` releases \
+    what it holds. Entering a phase pins a version of the report and the notes (`GET \
+    /api/reviews/{id}/versions`).",
     params(openapi::ReviewIdParam),
     request_body = PhaseRequest,
     responses(
-        (status = 200, description = "The review in its new phase, as seen by the caller; also when it already was in the requested phase (the move is idempotent).", body = ReviewWithYou),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_phase`: the phase is not one of draft, review, meeting, closed.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 409, description = "`illegal_transition`: phases only move forward one step (draft → review → meeting → closed); the requested phase is neither the current one nor the next one.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion, report or notes is at its size limit, so the server cannot record the move in the discussion or pin the phase's version (the phase itself has moved; a retry repeats what follows the move); `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be written; try again; `document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The review in its new phase, as seen by the caller; also when it already \
+            was in the requested phase (the move is idempotent).",
+            body = ReviewWithYou,
+        ),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, a missing or unknown field); `invalid_phase`: the phase is not one of \
+            draft, review, meeting, closed.",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`illegal_transition`: phases only move forward one step (draft → review \
+            → meeting → closed); the requested phase is neither the current one nor the next one.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `document_too_large`: the review's discussion, report or notes is at its size limit, \
+            so the server cannot record the move in the discussion or pin the phase's version (the \
+            phase itself has moved; a retry repeats what follows the move); \
+            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::STORE_OR_DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn move_phase(
@@ -593,18 +718,38 @@ pub(super) struct RotateRequest {
     path = "/api/reviews/{id}/invites/{role}",
     operation_id = "rotateInvite",
     tag = "reviews",
-    summary = "Replace a role's invite link (facilitator only), optionally ending that role's other sessions.",
+    summary = "Replace a role's invite link (facilitator only), optionally ending that role's other \
+    sessions.",
     params(openapi::ReviewIdParam, openapi::RoleParam),
     request_body(content = Option<RotateRequest>, description = "Optional: an empty body is the same as `{}`."),
     responses(
-        (status = 200, description = "The role and its new invite link; the old link stops working.", body = RotateResponse),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_role`: the role is not one of facilitator, author, participant, observer (checked after the session); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this.", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be written; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The role and its new invite link; the old link stops working.",
+            body = RotateResponse,
+        ),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_role`: the role is not one of facilitator, author, \
+            participant, observer (checked after the session); `invalid_json`: the body is not \
+            JSON of the documented shape (syntax, types, a missing or unknown field).",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (
+            status = 503,
+            description = "`store_unavailable`: the store cannot be written; try again.",
+            body = ErrorBody,
+        ),
     ),
 )]
 pub(super) async fn rotate(

@@ -15,7 +15,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::documents::{in_phase, read_doc};
-use super::openapi::{self, AuthoredComment, Thread};
+use super::openapi::{self, said, AuthoredComment, Thread};
 use super::request::{ApiPath, Comments, JsonBody, Session};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
@@ -154,15 +154,41 @@ where
     request_body = ThreadRequest,
     responses(
         (status = 201, description = "The new thread with its first comment.", body = Thread),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace; `invalid_anchor`: `anchor.start` or `anchor.end` is not base64 of an encoded Yjs relative position.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route.", body = ErrorBody),
-        (status = 409, description = "`too_many_threads`: the review already holds 1,000 threads.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is over 4,000 characters; `quote_too_long`: the anchor's quote is over 500 characters; `document_too_large`: the review's discussion, or (for an anchor) its report, is at its size limit: the server runs no more changes or checks on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 422, description = "`anchor_not_in_report`: the anchor decodes but does not point into this review's report.", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 400,
+            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
+            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
+            (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only \
+            whitespace; `invalid_anchor`: `anchor.start` or `anchor.end` is not base64 of an \
+            encoded Yjs relative position.",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_COMMENTER, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`too_many_threads`: the review already holds 1,000 threads.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `body_too_long`: the comment is over 4,000 characters; `quote_too_long`: the anchor's \
+            quote is over 500 characters; `document_too_large`: the review's discussion, or (for \
+            an anchor) its report, is at its size limit: the server runs no more changes or checks \
+            on it; `review_quota_exceeded`: the review's documents are at their storage quota (48 \
+            MiB together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (
+            status = 422,
+            description = "`anchor_not_in_report`: the anchor decodes but does not point into this \
+            review's report.",
+            body = ErrorBody,
+        ),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn add_thread(
@@ -192,14 +218,26 @@ pub(super) async fn add_thread(
     request_body = CommentRequest,
     responses(
         (status = 201, description = "The new comment.", body = AuthoredComment),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread.", body = ErrorBody),
-        (status = 409, description = "`too_many_comments`: the thread already holds 500 comments.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (status = 400, description = said::BAD_COMMENT, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_COMMENTER, body = ErrorBody),
+        (status = 404, description = said::NO_THREAD, body = ErrorBody),
+        (
+            status = 409,
+            description = "`too_many_comments`: the thread already holds 500 comments.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the \
+            review's discussion is at its size limit, so the server writes nothing more into it; \
+            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn reply(
@@ -227,14 +265,40 @@ pub(super) async fn reply(
     params(openapi::ReviewIdParam, openapi::ThreadIdParam, openapi::CommentIdParam),
     request_body = CommentRequest,
     responses(
-        (status = 200, description = "The edited comment, with `editedAt`.", body = AuthoredComment),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace.", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `not_author`: only the comment's author can edit it (an anonymous comment is edited with its key: `POST /api/reviews/{id}/anonymous/{item}/edit`).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread; `unknown_comment`: the thread has no such comment, or it was deleted.", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (
+            status = 200,
+            description = "The edited comment, with `editedAt`.",
+            body = AuthoredComment,
+        ),
+        (status = 400, description = said::BAD_COMMENT, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            the phase table does not let this role comment in the review's phase (authors only in \
+            draft; everyone but observers in review and meeting; nobody once closed); \
+            `not_author`: only the comment's author can edit it (an anonymous comment is edited \
+            with its key: `POST /api/reviews/{id}/anonymous/{item}/edit`).",
+            body = ErrorBody,
+        ),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_thread`: the review has no such thread; `unknown_comment`: the \
+            thread has no such comment, or it was deleted.",
+            body = ErrorBody,
+        ),
+        (
+            status = 413,
+            description = "`body_too_large`: the request body is over 65,536 bytes; \
+            `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the \
+            review's discussion is at its size limit, so the server writes nothing more into it; \
+            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
+            together, refused once less than 64 KiB is left); they can still be read.",
+            body = ErrorBody,
+        ),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn edit(
@@ -258,17 +322,32 @@ pub(super) async fn edit(
     path = "/api/reviews/{id}/threads/{thread}/comments/{comment}",
     operation_id = "deleteComment",
     tag = "threads",
-    summary = "Delete one of your own comments: its body is emptied and it is marked deleted, keeping its place.",
+    summary = "Delete one of your own comments: its body is emptied and it is marked deleted, \
+    keeping its place.",
     params(openapi::ReviewIdParam, openapi::ThreadIdParam, openapi::CommentIdParam),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `not_author`: only the comment's author can delete it (an anonymous comment is retracted with its key: `POST /api/reviews/{id}/anonymous/{item}/retract`).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread; `unknown_comment`: the thread has no such comment, or it was deleted.", body = ErrorBody),
-        (status = 413, description = "`document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            the phase table does not let this role comment in the review's phase (authors only in \
+            draft; everyone but observers in review and meeting; nobody once closed); \
+            `not_author`: only the comment's author can delete it (an anonymous comment is \
+            retracted with its key: `POST /api/reviews/{id}/anonymous/{item}/retract`).",
+            body = ErrorBody,
+        ),
+        (
+            status = 404,
+            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
+            no route; `unknown_thread`: the review has no such thread; `unknown_comment`: the \
+            thread has no such comment, or it was deleted.",
+            body = ErrorBody,
+        ),
+        (status = 413, description = said::DISCUSSION_FULL, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn delete(
@@ -310,13 +389,21 @@ async fn set_resolved(
     params(openapi::ReviewIdParam, openapi::ThreadIdParam),
     responses(
         (status = 200, description = "The thread, now resolved.", body = Thread),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `not_allowed`: only the thread's author or the facilitator can resolve or reopen it (a thread opened anonymously: only the facilitator).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread.", body = ErrorBody),
-        (status = 413, description = "`document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            the phase table does not let this role comment in the review's phase (authors only in \
+            draft; everyone but observers in review and meeting; nobody once closed); \
+            `not_allowed`: only the thread's author or the facilitator can resolve or reopen it (a \
+            thread opened anonymously: only the facilitator).",
+            body = ErrorBody,
+        ),
+        (status = 404, description = said::NO_THREAD, body = ErrorBody),
+        (status = 413, description = said::DISCUSSION_FULL, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn resolve(
@@ -338,13 +425,21 @@ pub(super) async fn resolve(
     params(openapi::ReviewIdParam, openapi::ThreadIdParam),
     responses(
         (status = 200, description = "The thread, now open.", body = Thread),
-        (status = 400, description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded).", body = ErrorBody),
-        (status = 401, description = "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked.", body = ErrorBody),
-        (status = 403, description = "`other_review`: the session belongs to another review; `not_allowed`: the phase table does not let this role comment in the review's phase (authors only in draft; everyone but observers in review and meeting; nobody once closed); `not_allowed`: only the thread's author or the facilitator can resolve or reopen it (a thread opened anonymously: only the facilitator).", body = ErrorBody),
-        (status = 404, description = "`unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_thread`: the review has no such thread.", body = ErrorBody),
-        (status = 413, description = "`document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send).", body = ErrorBody),
-        (status = 503, description = "`document_unavailable`: the review's document cannot be changed right now; try again.", body = ErrorBody),
+        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (
+            status = 403,
+            description = "`other_review`: the session belongs to another review; `not_allowed`: \
+            the phase table does not let this role comment in the review's phase (authors only in \
+            draft; everyone but observers in review and meeting; nobody once closed); \
+            `not_allowed`: only the thread's author or the facilitator can resolve or reopen it (a \
+            thread opened anonymously: only the facilitator).",
+            body = ErrorBody,
+        ),
+        (status = 404, description = said::NO_THREAD, body = ErrorBody),
+        (status = 413, description = said::DISCUSSION_FULL, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
 pub(super) async fn reopen(
