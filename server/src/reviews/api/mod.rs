@@ -128,7 +128,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
             body = Object,
         ),
     ),
-    security(()),
+    security(),
 )]
 async fn serve_openapi() -> Response {
     /// Made once, on the first request.

@@ -550,7 +550,7 @@ pub(super) struct PublishedReview {
         ),
         (status = 503, description = said::STORE_UNREADABLE, body = ErrorBody),
     ),
-    security(()),
+    security(),
 )]
 pub(super) async fn library(
     State(state): State<Arc<ApiState>>,
@@ -603,7 +603,7 @@ pub(super) async fn library(
         ),
         (status = 503, description = said::STORE_UNREADABLE, body = ErrorBody),
     ),
-    security(()),
+    security(),
 )]
 pub(super) async fn library_entry(
     State(state): State<Arc<ApiState>>,

@@ -528,7 +528,7 @@ pub(super) struct JoinRequest {
             body = ErrorBody,
         ),
     ),
-    security(()),
+    security(),
 )]
 pub(super) async fn join(
     State(state): State<Arc<ApiState>>,
