@@ -717,6 +717,19 @@ mod tests {
         assert_eq!(exported.actions.len(), 1);
     }
 
+    /// The version labels the document lists are the ones versions get, in phase order.
+    #[test]
+    fn the_documented_version_labels_are_the_real_ones() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&document()).expect("the document is JSON");
+        let documented = &doc["components"]["schemas"]["VersionLabel"]["enum"];
+        let real: Vec<&str> = Phase::ALL
+            .into_iter()
+            .map(crate::reviews::records::Version::label)
+            .collect();
+        assert_eq!(documented, &serde_json::json!(real));
+    }
+
     /// The served document is OpenAPI 3.1 with every route's operation.
     #[test]
     fn the_document_lists_every_operation() {
