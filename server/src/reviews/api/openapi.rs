@@ -20,18 +20,19 @@ use crate::reviews::meeting::{ActionKind, ActionStatus};
 use crate::reviews::policy::{Phase, Role};
 
 /// What the document says before its operations.
-const INTRO: &str = "The REST API of reviews: creating, joining and reading reviews, moving their phases, rotating \
-    invite links, comment threads, anonymous comments, concerns and their moderation; the meeting \
-    (timebox, agenda, action items, read count, blameless-language hints), pinned versions, \
-    exports, and the library of published reviews, which needs no session. Request bodies are \
-    JSON, declared as `Content-Type: application/json` (at most 65,536 bytes; 1,048,576 to create \
-    a review, which may carry a Markdown report). Every error is `{\"code\", \"message\"}` (schema \
-    `Error`): a body that does not parse as the documented shape is 400 `invalid_json`, an \
-    oversize one 413 `body_too_large`, a body of another type 415 `unsupported_media_type`, a \
-    method a path does not have 405 `method_not_allowed`, and a path no route matches 404 \
-    `not_found`. Anonymous submissions answer 202: they are held without an author and released at \
-    the next boundary of the server's cadence (or, in a review whose release is `meeting`, when \
-    the meeting starts); nothing about who sent them is stored, logged or returned.";
+const INTRO: &str = "The REST API of reviews: creating, joining and reading reviews, moving their \
+    phases, rotating invite links, comment threads, anonymous comments, concerns and their \
+    moderation; the meeting (timebox, agenda, action items, read count, blameless-language hints), \
+    pinned versions, exports, and the library of published reviews, which needs no session. \
+    Request bodies are JSON, declared as `Content-Type: application/json` (at most 65,536 bytes; \
+    1,048,576 to create a review, which may carry a Markdown report). Every error is `{\"code\", \
+    \"message\"}` (schema `Error`): a body that does not parse as the documented shape is 400 \
+    `invalid_json`, an oversize one 413 `body_too_large`, a body of another type 415 \
+    `unsupported_media_type`, a method a path does not have 405 `method_not_allowed`, and a path \
+    no route matches 404 `not_found`. Anonymous submissions answer 202: they are held without an \
+    author and released at the next boundary of the server's cadence (or, in a review whose \
+    release is `meeting`, when the meeting starts); nothing about who sent them is stored, logged \
+    or returned.";
 
 /// The document.
 #[derive(OpenApi)]
@@ -78,11 +79,30 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
     tags(
         (name = "reviews", description = "Reviews, sessions, phases and invite links."),
         (name = "threads", description = "Comment threads in a review's discussion document."),
-        (name = "anonymous", description = "Anonymous comments, replies, concerns and votes: held without an author, released in shuffled batches, edited or retracted with the key their submission returned."),
-        (name = "moderation", description = "What the facilitator does with anonymous items, without learning who wrote them."),
-        (name = "meeting", description = "The meeting, which the server keeps in the review's discussion document: the timebox, the agenda, action items, the read count and the blameless-language hints."),
-        (name = "records", description = "What a review keeps besides its live documents: versions pinned at each phase change, exports, and publishing to the library."),
-        (name = "library", description = "Published reviews, readable and searchable without a session."),
+        (
+            name = "anonymous",
+            description = "Anonymous comments, replies, concerns and votes: held without an author, \
+            released in shuffled batches, edited or retracted with the key their submission returned."
+        ),
+        (
+            name = "moderation",
+            description = "What the facilitator does with anonymous items, without learning who \
+            wrote them."
+        ),
+        (
+            name = "meeting",
+            description = "The meeting, which the server keeps in the review's discussion document: \
+            the timebox, the agenda, action items, the read count and the blameless-language hints."
+        ),
+        (
+            name = "records",
+            description = "What a review keeps besides its live documents: versions pinned at each \
+            phase change, exports, and publishing to the library."
+        ),
+        (
+            name = "library",
+            description = "Published reviews, readable and searchable without a session."
+        ),
         (name = "meta", description = "This document."),
     )
 )]
