@@ -172,22 +172,12 @@ fn held_reply(state: &ApiState, review: &ReviewRecord, receipt: Receipt) -> Resp
     tag = "anonymous",
     summary = "Start a thread with an anonymous comment, anchored to a passage of the report or \
     general; held until its release.",
-    description = "The session, the phase table (the same as for signed comments) and the rate \
-    limit are checked before the body is read. Nothing about the session is stored with the item \
-    or logged.",
+    description = said::ANONYMOUS_CHECKS,
     params(openapi::ReviewIdParam),
     request_body = ThreadRequest,
     responses(
         (status = 202, description = said::HELD_NEW_ITEM, body = HeldItem),
-        (
-            status = 400,
-            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
-            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
-            (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only \
-            whitespace; `invalid_anchor`: `anchor.start` or `anchor.end` is not base64 of an \
-            encoded Yjs relative position.",
-            body = ErrorBody,
-        ),
+        (status = 400, description = said::BAD_THREAD, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
         (status = 403, description = said::NOT_COMMENTER, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
@@ -212,12 +202,7 @@ fn held_reply(state: &ApiState, review: &ReviewRecord, receipt: Receipt) -> Resp
             body = ErrorBody,
         ),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
-        (
-            status = 422,
-            description = "`anchor_not_in_report`: the anchor decodes but does not point into this \
-            review's report.",
-            body = ErrorBody,
-        ),
+        (status = 422, description = said::ANCHOR_NOT_IN_REPORT, body = ErrorBody),
         (status = 429, description = said::ANONYMOUS_RATE, body = ErrorBody),
         (status = 503, description = said::HOLD_UNAVAILABLE, body = ErrorBody),
     ),
@@ -249,9 +234,7 @@ pub(super) async fn anonymous_thread(
     operation_id = "replyAnonymously",
     tag = "anonymous",
     summary = "Add an anonymous reply to a thread; held until its release.",
-    description = "The session, the phase table (the same as for signed comments) and the rate \
-    limit are checked before the body is read. Nothing about the session is stored with the item \
-    or logged.",
+    description = said::ANONYMOUS_CHECKS,
     params(openapi::ReviewIdParam, openapi::ThreadIdParam),
     request_body = CommentRequest,
     responses(
@@ -323,9 +306,7 @@ pub(super) async fn anonymous_reply(
     tag = "anonymous",
     summary = "Raise a concern for the review's concerns board (always anonymous); held until its \
     release.",
-    description = "The session, the phase table (the same as for signed comments) and the rate \
-    limit are checked before the body is read. Nothing about the session is stored with the item \
-    or logged.",
+    description = said::ANONYMOUS_CHECKS,
     params(openapi::ReviewIdParam),
     request_body = CommentRequest,
     responses(
@@ -506,9 +487,7 @@ async fn unlocked(
     tag = "anonymous",
     summary = "Replace the text of an anonymous comment or concern, with the key returned when it \
     was submitted.",
-    description = "The session, the phase table (the same as for signed comments) and the rate \
-    limit are checked before the body is read. Nothing about the session is stored with the item \
-    or logged.",
+    description = said::ANONYMOUS_CHECKS,
     params(openapi::ReviewIdParam, openapi::ItemIdParam),
     request_body = KeyedEdit,
     responses(
@@ -521,29 +500,9 @@ async fn unlocked(
         ),
         (status = 400, description = said::BAD_COMMENT, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review; `not_allowed`: \
-            the phase table does not let this role comment in the review's phase (authors only in \
-            draft; everyone but observers in review and meeting; nobody once closed); `wrong_key`: \
-            the key does not unlock this item in this review (a wrong key, an unknown item id, or \
-            a retracted item, whose key stopped working).",
-            body = ErrorBody,
-        ),
-        (
-            status = 404,
-            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
-            no route; `unknown_item`: the item was released and is gone since (retracted, or \
-            hidden by the facilitator), or its release could not place it.",
-            body = ErrorBody,
-        ),
-        (
-            status = 409,
-            description = "`too_few_for_anonymity`: fewer than three people may post anonymously in \
-            this review's phase and its facilitator did not allow small groups at creation; \
-            `too_many_held`: many anonymous items of this review are waiting for their release.",
-            body = ErrorBody,
-        ),
+        (status = 403, description = said::NOT_COMMENTER_OR_WRONG_KEY, body = ErrorBody),
+        (status = 404, description = said::ITEM_GONE, body = ErrorBody),
+        (status = 409, description = said::TOO_FEW_OR_TOO_MANY_HELD, body = ErrorBody),
         (
             status = 413,
             description = "`body_too_large`: the request body is over 65,536 bytes; \
@@ -581,9 +540,7 @@ pub(super) async fn anonymous_edit(
     tag = "anonymous",
     summary = "Take back an anonymous comment or concern, with the key returned when it was \
     submitted; the key then stops working.",
-    description = "The session, the phase table (the same as for signed comments) and the rate \
-    limit are checked before the body is read. Nothing about the session is stored with the item \
-    or logged.",
+    description = said::ANONYMOUS_CHECKS,
     params(openapi::ReviewIdParam, openapi::ItemIdParam),
     request_body = Keyed,
     responses(
@@ -596,29 +553,9 @@ pub(super) async fn anonymous_edit(
         ),
         (status = 400, description = said::BAD_BODY, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review; `not_allowed`: \
-            the phase table does not let this role comment in the review's phase (authors only in \
-            draft; everyone but observers in review and meeting; nobody once closed); `wrong_key`: \
-            the key does not unlock this item in this review (a wrong key, an unknown item id, or \
-            a retracted item, whose key stopped working).",
-            body = ErrorBody,
-        ),
-        (
-            status = 404,
-            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
-            no route; `unknown_item`: the item was released and is gone since (retracted, or \
-            hidden by the facilitator), or its release could not place it.",
-            body = ErrorBody,
-        ),
-        (
-            status = 409,
-            description = "`too_few_for_anonymity`: fewer than three people may post anonymously in \
-            this review's phase and its facilitator did not allow small groups at creation; \
-            `too_many_held`: many anonymous items of this review are waiting for their release.",
-            body = ErrorBody,
-        ),
+        (status = 403, description = said::NOT_COMMENTER_OR_WRONG_KEY, body = ErrorBody),
+        (status = 404, description = said::ITEM_GONE, body = ErrorBody),
+        (status = 409, description = said::TOO_FEW_OR_TOO_MANY_HELD, body = ErrorBody),
         (
             status = 413,
             description = "`body_too_large`: the request body is over 65,536 bytes; \
@@ -701,11 +638,7 @@ fn receipts_schema() -> utoipa::openapi::schema::Array {
             body = ErrorBody,
         ),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review.",
-            body = ErrorBody,
-        ),
+        (status = 403, description = said::OTHER_REVIEW, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
         (
             status = 413,

@@ -132,7 +132,7 @@ pub(super) struct AgendaRequest {
     operation_id = "setAgendaItem",
     tag = "meeting",
     summary = "Set the agenda item the meeting is on (facilitator, during the meeting).",
-    description = "The session, the role and the phase are checked before the body is read.",
+    description = said::ROLE_AND_PHASE_FIRST,
     params(openapi::ReviewIdParam),
     request_body = AgendaRequest,
     responses(
@@ -184,30 +184,14 @@ pub(super) async fn agenda(
     operation_id = "addActionItem",
     tag = "meeting",
     summary = "Add an action item (everyone but observers, in review and meeting).",
-    description = "The session, the role and the phase are checked before the body is read.",
+    description = said::ROLE_AND_PHASE_FIRST,
     params(openapi::ReviewIdParam),
     request_body = ActionInput,
     responses(
         (status = 201, description = "The new action item.", body = ActionItem),
-        (
-            status = 400,
-            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
-            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
-            (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, \
-            `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 \
-            characters); `invalid_link`: the link is not an http or https URL of at most 2,000 \
-            bytes without whitespace or control characters; `invalid_due`: the due day is not a \
-            calendar day written YYYY-MM-DD.",
-            body = ErrorBody,
-        ),
+        (status = 400, description = said::BAD_ACTION, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review; `not_allowed`: \
-            action items are written by everyone but observers, while the review is in review or \
-            meeting.",
-            body = ErrorBody,
-        ),
+        (status = 403, description = said::NOT_ACTION_WRITER, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
         (
             status = 409,
@@ -245,25 +229,9 @@ pub(super) async fn add_action(
     request_body = ActionInput,
     responses(
         (status = 200, description = "The action item as changed.", body = ActionItem),
-        (
-            status = 400,
-            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
-            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
-            (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, \
-            `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 \
-            characters); `invalid_link`: the link is not an http or https URL of at most 2,000 \
-            bytes without whitespace or control characters; `invalid_due`: the due day is not a \
-            calendar day written YYYY-MM-DD.",
-            body = ErrorBody,
-        ),
+        (status = 400, description = said::BAD_ACTION, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review; `not_allowed`: \
-            action items are written by everyone but observers, while the review is in review or \
-            meeting.",
-            body = ErrorBody,
-        ),
+        (status = 403, description = said::NOT_ACTION_WRITER, body = ErrorBody),
         (
             status = 404,
             description = "`unknown_review`: no review has this id; `not_found`: the path matches \

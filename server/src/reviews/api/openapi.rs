@@ -192,6 +192,94 @@ pub(super) mod said {
         that is null, when the meeting starts), in shuffled order among the items released with \
         it. `item` says where it will live; `key` (the only copy: the server keeps only its \
         hash) edits or retracts it.";
+    /// What an anonymous submission checks before it reads its body, and what it does not keep.
+    pub const ANONYMOUS_CHECKS: &str =
+        "The session, the phase table (the same as for signed comments) and the rate limit are \
+        checked before the body is read. Nothing about the session is stored with the item or \
+        logged.";
+    /// 413 for a body over 65,536 bytes, where nothing else can be too large.
+    pub const BODY_TOO_LARGE: &str = "`body_too_large`: the request body is over 65,536 bytes.";
+    /// 503 when the store cannot be written.
+    pub const STORE_UNWRITABLE: &str =
+        "`store_unavailable`: the store cannot be written; try again.";
+    /// 403 for a session of another review, where any role of the review may ask.
+    pub const OTHER_REVIEW: &str = "`other_review`: the session belongs to another review.";
+    /// 400 for a new thread whose path, body or anchor is not valid.
+    pub const BAD_THREAD: &str =
+        "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once \
+        percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, \
+        types, a missing or unknown field); `invalid_body`: the body is empty or only whitespace; \
+        `invalid_anchor`: `anchor.start` or `anchor.end` is not base64 of an encoded Yjs relative \
+        position.";
+    /// 422 for an anchor that does not point into the report.
+    pub const ANCHOR_NOT_IN_REPORT: &str =
+        "`anchor_not_in_report`: the anchor decodes but does not point into this review's report.";
+    /// 413 for a body or comment that is too long, or a discussion that is full.
+    pub const COMMENT_TOO_LARGE: &str =
+        "`body_too_large`: the request body is over 65,536 bytes; `body_too_long`: the comment is \
+        over 4,000 characters; `document_too_large`: the review's discussion is at its size \
+        limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's \
+        documents are at their storage quota (48 MiB together, refused once less than 64 KiB is \
+        left); they can still be read.";
+    /// 404 for a comment that does not exist, or was deleted.
+    pub const NO_COMMENT: &str =
+        "`unknown_review`: no review has this id; `not_found`: the path matches no route; \
+        `unknown_thread`: the review has no such thread; `unknown_comment`: the thread has no \
+        such comment, or it was deleted.";
+    /// An operation that reads no request body.
+    pub const TAKES_NO_BODY: &str = "Takes no request body (any body is ignored).";
+    /// 403 for a session that may not resolve or reopen the thread.
+    pub const NOT_RESOLVER: &str =
+        "`other_review`: the session belongs to another review; `not_allowed`: the phase table \
+        does not let this role comment in the review's phase (authors only in draft; everyone but \
+        observers in review and meeting; nobody once closed); `not_allowed`: only the thread's \
+        author or the facilitator can resolve or reopen it (a thread opened anonymously: only the \
+        facilitator).";
+    /// 403 for a session that may not comment, or a key that does not unlock the item.
+    pub const NOT_COMMENTER_OR_WRONG_KEY: &str =
+        "`other_review`: the session belongs to another review; `not_allowed`: the phase table \
+        does not let this role comment in the review's phase (authors only in draft; everyone but \
+        observers in review and meeting; nobody once closed); `wrong_key`: the key does not \
+        unlock this item in this review (a wrong key, an unknown item id, or a retracted item, \
+        whose key stopped working).";
+    /// 404 for an anonymous item that was released and is gone since.
+    pub const ITEM_GONE: &str =
+        "`unknown_review`: no review has this id; `not_found`: the path matches no route; \
+        `unknown_item`: the item was released and is gone since (retracted, or hidden by the \
+        facilitator), or its release could not place it.";
+    /// 409 for an anonymous change while anonymity is not possible or too many items are held.
+    pub const TOO_FEW_OR_TOO_MANY_HELD: &str =
+        "`too_few_for_anonymity`: fewer than three people may post anonymously in this review's \
+        phase and its facilitator did not allow small groups at creation; `too_many_held`: many \
+        anonymous items of this review are waiting for their release.";
+    /// What a meeting write checks before it reads its body.
+    pub const ROLE_AND_PHASE_FIRST: &str =
+        "The session, the role and the phase are checked before the body is read.";
+    /// 400 for an action item whose path or fields are not valid.
+    pub const BAD_ACTION: &str =
+        "`invalid_path`: a path parameter is not valid (for example, not UTF-8 once \
+        percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, \
+        types, a missing or unknown field); `invalid_what`, `invalid_why`, `invalid_owner`: that \
+        text is empty once trimmed or over its length (300, 500, 100 characters); `invalid_link`: \
+        the link is not an http or https URL of at most 2,000 bytes without whitespace or control \
+        characters; `invalid_due`: the due day is not a calendar day written YYYY-MM-DD.";
+    /// 403 for a session that may not write action items.
+    pub const NOT_ACTION_WRITER: &str =
+        "`other_review`: the session belongs to another review; `not_allowed`: action items are \
+        written by everyone but observers, while the review is in review or meeting.";
+    /// Who may read a review's records.
+    pub const READ_AS_REPORT: &str =
+        "Readable by whoever may read the report in the review's current phase.";
+    /// Who may read an export, and what it leaves out.
+    pub const EXPORT_READERS: &str =
+        "Readable by whoever may read the report in the review's current phase. Hidden, retracted \
+        and deleted items are left out; anonymous ones are attributed to `Anonymous`.";
+    /// 413 for an export of a review whose documents are at their size limit or quota.
+    pub const EXPORT_TOO_LARGE: &str =
+        "`document_too_large`: the review's report, notes or discussion is at its size limit: the \
+        server runs no more changes or checks on it, reads included; `review_quota_exceeded`: the \
+        review's documents are at their storage quota (48 MiB together, refused once less than 64 \
+        KiB is left); they can still be read.";
 }
 
 /// The one security scheme: a bearer token.

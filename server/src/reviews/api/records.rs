@@ -119,7 +119,7 @@ pub(super) struct VersionView {
     operation_id = "listVersions",
     tag = "records",
     summary = "List the versions pinned when the review entered each phase.",
-    description = "Readable by whoever may read the report in the review's current phase.",
+    description = said::READ_AS_REPORT,
     params(openapi::ReviewIdParam),
     responses(
         (
@@ -159,7 +159,7 @@ pub(super) async fn versions(
     tag = "records",
     summary = "Read the version pinned when the review entered a phase, its report and notes as \
     Markdown.",
-    description = "Readable by whoever may read the report in the review's current phase.",
+    description = said::READ_AS_REPORT,
     params(openapi::ReviewIdParam, openapi::PhaseParam),
     responses(
         (status = 200, description = "The version.", body = VersionView),
@@ -236,8 +236,7 @@ fn attachment(id: &str, ext: &str, content_type: &'static str, body: String) -> 
     tag = "records",
     summary = "Download the review as one Markdown document: the report, comments, concerns, action \
     items and meeting notes.",
-    description = "Readable by whoever may read the report in the review's current phase. Hidden, \
-    retracted and deleted items are left out; anonymous ones are attributed to `Anonymous`.",
+    description = said::EXPORT_READERS,
     params(openapi::ReviewIdParam),
     responses(
         (
@@ -252,14 +251,7 @@ fn attachment(id: &str, ext: &str, content_type: &'static str, body: String) -> 
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
         (status = 403, description = said::NOT_REPORT_READER, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
-        (
-            status = 413,
-            description = "`document_too_large`: the review's report, notes or discussion is at its \
-            size limit: the server runs no more changes or checks on it, reads included; \
-            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
-            together, refused once less than 64 KiB is left); they can still be read.",
-            body = ErrorBody,
-        ),
+        (status = 413, description = said::EXPORT_TOO_LARGE, body = ErrorBody),
         (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
@@ -285,8 +277,7 @@ pub(super) async fn export_md(
     tag = "records",
     summary = "Download the review as one JSON object: the report and notes as Markdown, comments, \
     concerns and action items as data.",
-    description = "Readable by whoever may read the report in the review's current phase. Hidden, \
-    retracted and deleted items are left out; anonymous ones are attributed to `Anonymous`.",
+    description = said::EXPORT_READERS,
     params(openapi::ReviewIdParam),
     responses(
         (
@@ -299,14 +290,7 @@ pub(super) async fn export_md(
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
         (status = 403, description = said::NOT_REPORT_READER, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
-        (
-            status = 413,
-            description = "`document_too_large`: the review's report, notes or discussion is at its \
-            size limit: the server runs no more changes or checks on it, reads included; \
-            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
-            together, refused once less than 64 KiB is left); they can still be read.",
-            body = ErrorBody,
-        ),
+        (status = 413, description = said::EXPORT_TOO_LARGE, body = ErrorBody),
         (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]

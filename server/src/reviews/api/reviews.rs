@@ -508,11 +508,7 @@ pub(super) struct JoinRequest {
             are kept for facilitators and authors).",
             body = ErrorBody,
         ),
-        (
-            status = 413,
-            description = "`body_too_large`: the request body is over 65,536 bytes.",
-            body = ErrorBody,
-        ),
+        (status = 413, description = said::BODY_TOO_LARGE, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
         (
             status = 429,
@@ -522,11 +518,7 @@ pub(super) struct JoinRequest {
             last minute. The `Retry-After` header says how many seconds to wait.",
             body = ErrorBody,
         ),
-        (
-            status = 503,
-            description = "`store_unavailable`: the store cannot be written; try again.",
-            body = ErrorBody,
-        ),
+        (status = 503, description = said::STORE_UNWRITABLE, body = ErrorBody),
     ),
     security(),
 )]
@@ -574,11 +566,7 @@ pub(super) async fn join(
         ),
         (status = 400, description = said::BAD_PATH, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review.",
-            body = ErrorBody,
-        ),
+        (status = 403, description = said::OTHER_REVIEW, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
     ),
 )]
@@ -739,17 +727,9 @@ pub(super) struct RotateRequest {
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
         (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
-        (
-            status = 413,
-            description = "`body_too_large`: the request body is over 65,536 bytes.",
-            body = ErrorBody,
-        ),
+        (status = 413, description = said::BODY_TOO_LARGE, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
-        (
-            status = 503,
-            description = "`store_unavailable`: the store cannot be written; try again.",
-            body = ErrorBody,
-        ),
+        (status = 503, description = said::STORE_UNWRITABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn rotate(

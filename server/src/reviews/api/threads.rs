@@ -154,15 +154,7 @@ where
     request_body = ThreadRequest,
     responses(
         (status = 201, description = "The new thread with its first comment.", body = Thread),
-        (
-            status = 400,
-            description = "`invalid_path`: a path parameter is not valid (for example, not UTF-8 \
-            once percent-decoded); `invalid_json`: the body is not JSON of the documented shape \
-            (syntax, types, a missing or unknown field); `invalid_body`: the body is empty or only \
-            whitespace; `invalid_anchor`: `anchor.start` or `anchor.end` is not base64 of an \
-            encoded Yjs relative position.",
-            body = ErrorBody,
-        ),
+        (status = 400, description = said::BAD_THREAD, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
         (status = 403, description = said::NOT_COMMENTER, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
@@ -182,12 +174,7 @@ where
             body = ErrorBody,
         ),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
-        (
-            status = 422,
-            description = "`anchor_not_in_report`: the anchor decodes but does not point into this \
-            review's report.",
-            body = ErrorBody,
-        ),
+        (status = 422, description = said::ANCHOR_NOT_IN_REPORT, body = ErrorBody),
         (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
 )]
@@ -227,15 +214,7 @@ pub(super) async fn add_thread(
             description = "`too_many_comments`: the thread already holds 500 comments.",
             body = ErrorBody,
         ),
-        (
-            status = 413,
-            description = "`body_too_large`: the request body is over 65,536 bytes; \
-            `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the \
-            review's discussion is at its size limit, so the server writes nothing more into it; \
-            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
-            together, refused once less than 64 KiB is left); they can still be read.",
-            body = ErrorBody,
-        ),
+        (status = 413, description = said::COMMENT_TOO_LARGE, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
         (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
@@ -281,22 +260,8 @@ pub(super) async fn reply(
             with its key: `POST /api/reviews/{id}/anonymous/{item}/edit`).",
             body = ErrorBody,
         ),
-        (
-            status = 404,
-            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
-            no route; `unknown_thread`: the review has no such thread; `unknown_comment`: the \
-            thread has no such comment, or it was deleted.",
-            body = ErrorBody,
-        ),
-        (
-            status = 413,
-            description = "`body_too_large`: the request body is over 65,536 bytes; \
-            `body_too_long`: the comment is over 4,000 characters; `document_too_large`: the \
-            review's discussion is at its size limit, so the server writes nothing more into it; \
-            `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB \
-            together, refused once less than 64 KiB is left); they can still be read.",
-            body = ErrorBody,
-        ),
+        (status = 404, description = said::NO_COMMENT, body = ErrorBody),
+        (status = 413, description = said::COMMENT_TOO_LARGE, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
         (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
     ),
@@ -338,13 +303,7 @@ pub(super) async fn edit(
             retracted with its key: `POST /api/reviews/{id}/anonymous/{item}/retract`).",
             body = ErrorBody,
         ),
-        (
-            status = 404,
-            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
-            no route; `unknown_thread`: the review has no such thread; `unknown_comment`: the \
-            thread has no such comment, or it was deleted.",
-            body = ErrorBody,
-        ),
+        (status = 404, description = said::NO_COMMENT, body = ErrorBody),
         (status = 413, description = said::DISCUSSION_FULL, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
         (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
@@ -385,21 +344,13 @@ async fn set_resolved(
     operation_id = "resolveThread",
     tag = "threads",
     summary = "Mark a thread resolved (its author or the facilitator).",
-    description = "Takes no request body (any body is ignored).",
+    description = said::TAKES_NO_BODY,
     params(openapi::ReviewIdParam, openapi::ThreadIdParam),
     responses(
         (status = 200, description = "The thread, now resolved.", body = Thread),
         (status = 400, description = said::BAD_PATH, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review; `not_allowed`: \
-            the phase table does not let this role comment in the review's phase (authors only in \
-            draft; everyone but observers in review and meeting; nobody once closed); \
-            `not_allowed`: only the thread's author or the facilitator can resolve or reopen it (a \
-            thread opened anonymously: only the facilitator).",
-            body = ErrorBody,
-        ),
+        (status = 403, description = said::NOT_RESOLVER, body = ErrorBody),
         (status = 404, description = said::NO_THREAD, body = ErrorBody),
         (status = 413, description = said::DISCUSSION_FULL, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
@@ -421,21 +372,13 @@ pub(super) async fn resolve(
     operation_id = "reopenThread",
     tag = "threads",
     summary = "Reopen a resolved thread (its author or the facilitator).",
-    description = "Takes no request body (any body is ignored).",
+    description = said::TAKES_NO_BODY,
     params(openapi::ReviewIdParam, openapi::ThreadIdParam),
     responses(
         (status = 200, description = "The thread, now open.", body = Thread),
         (status = 400, description = said::BAD_PATH, body = ErrorBody),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review; `not_allowed`: \
-            the phase table does not let this role comment in the review's phase (authors only in \
-            draft; everyone but observers in review and meeting; nobody once closed); \
-            `not_allowed`: only the thread's author or the facilitator can resolve or reopen it (a \
-            thread opened anonymously: only the facilitator).",
-            body = ErrorBody,
-        ),
+        (status = 403, description = said::NOT_RESOLVER, body = ErrorBody),
         (status = 404, description = said::NO_THREAD, body = ErrorBody),
         (status = 413, description = said::DISCUSSION_FULL, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
