@@ -104,6 +104,25 @@ async fn room(state: &ApiState, id: &str, op: &AnonOp) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses with 404 `code` unless `exists` finds what the request names in the review's
+/// discussion document.
+async fn found<F>(
+    state: &ApiState,
+    review: &str,
+    exists: F,
+    code: &'static str,
+    message: &'static str,
+) -> Result<(), ApiError>
+where
+    F: FnOnce(&yrs::Doc) -> bool + Send + 'static,
+{
+    if read_doc(state, review, DocKind::Discussion, exists).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, code, message))
+    }
+}
+
 /// The answer to an anonymous submission: nothing about who sent it, only when it will appear
 /// (at the earliest, and at the latest if it waits for others' items; both null while a review
 /// that releases at the meeting has not reached it), and the receipt to ask again.
@@ -274,17 +293,15 @@ pub(super) async fn anonymous_reply(
 ) -> Result<Response, ApiError> {
     let text = threads::validate_body(&req.body)?;
     let probe = thread.clone();
-    let exists = read_doc(&state, &id, DocKind::Discussion, move |doc| {
-        threads::thread_exists(doc, &probe)
-    })
+    let exists = move |doc: &yrs::Doc| threads::thread_exists(doc, &probe);
+    found(
+        &state,
+        &id,
+        exists,
+        "unknown_thread",
+        "this review has no such thread",
+    )
     .await?;
-    if !exists {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_thread",
-            "this review has no such thread",
-        ));
-    }
     let comment = random_hex(8);
     let item = Item::Comment {
         thread: thread.clone(),
@@ -412,17 +429,15 @@ pub(super) async fn support(
     sender: Session<PostsAnonymously>,
 ) -> Result<Response, ApiError> {
     let probe = concern.clone();
-    let exists = read_doc(&state, &id, DocKind::Discussion, move |doc| {
-        threads::concern_exists(doc, &probe)
-    })
+    let exists = move |doc: &yrs::Doc| threads::concern_exists(doc, &probe);
+    found(
+        &state,
+        &id,
+        exists,
+        "unknown_concern",
+        "this review has no such concern",
+    )
     .await?;
-    if !exists {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_concern",
-            "this review has no such concern",
-        ));
-    }
     let receipt = state
         .anonymity
         .hold_vote(&id, &sender.token, &concern)
@@ -465,17 +480,15 @@ async fn unlocked(
         return Ok(item);
     }
     let probe = item.clone();
-    let exists = read_doc(state, review, DocKind::Discussion, move |doc| {
-        threads::item_exists(doc, &probe)
-    })
+    let exists = move |doc: &yrs::Doc| threads::item_exists(doc, &probe);
+    found(
+        state,
+        review,
+        exists,
+        "unknown_item",
+        "this anonymous item is gone (retracted or hidden)",
+    )
     .await?;
-    if !exists {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_item",
-            "this anonymous item is gone (retracted or hidden)",
-        ));
-    }
     Ok(item)
 }
 
