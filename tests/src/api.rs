@@ -280,4 +280,23 @@ impl Review {
         assert_eq!(moved.status, 200, "{}", moved.body);
         assert_eq!(moved.body["phase"], phase);
     }
+
+    /// Publishes the review to the library as the facilitator; the publishing must succeed.
+    pub async fn publish(&self) {
+        let published = self
+            .call(
+                "facilitator",
+                "POST",
+                "/publish",
+                Some(json!({ "published": true })),
+            )
+            .await;
+        assert_eq!(published.status, 200, "{}", published.body);
+    }
+
+    /// The review's library entry, as anyone (no session) reads it.
+    pub async fn library_entry(&self) -> Reply {
+        let path = format!("/api/library/{}", self.id);
+        request(self.addr, "GET", &path, None, None).await
+    }
 }

@@ -451,15 +451,7 @@ async fn versions_export_and_the_library() {
     assert_eq!(j["actions"][0]["kind"], "prevent");
 
     // The library: only closed reviews, searchable, reversible.
-    let published = review
-        .call(
-            "facilitator",
-            "POST",
-            "/publish",
-            Some(json!({ "published": true })),
-        )
-        .await;
-    assert_eq!(published.status, 200, "{}", published.body);
+    review.publish().await;
     let found = request(
         server.addr,
         "GET",
@@ -471,14 +463,7 @@ async fn versions_export_and_the_library() {
     assert_eq!(found.body["reviews"][0]["id"], review.id.as_str());
     let none = request(server.addr, "GET", "/api/library?q=kubernetes", None, None).await;
     assert_eq!(none.body["reviews"], json!([]));
-    let entry = request(
-        server.addr,
-        "GET",
-        &format!("/api/library/{}", review.id),
-        None,
-        None,
-    )
-    .await;
+    let entry = review.library_entry().await;
     assert_eq!(entry.body["markdown"], expected);
     // Hiding after publishing takes the item out of the library too.
     let anonymous = root(&watcher, "threads")
@@ -495,14 +480,7 @@ async fn versions_export_and_the_library() {
         .call("facilitator", "POST", "/moderation/hide", Some(anonymous))
         .await;
     assert_eq!(hidden.status, 204, "{}", hidden.body);
-    let entry = request(
-        server.addr,
-        "GET",
-        &format!("/api/library/{}", review.id),
-        None,
-        None,
-    )
-    .await;
+    let entry = review.library_entry().await;
     assert!(!entry.body["markdown"]
         .as_str()
         .unwrap_or_default()
@@ -524,15 +502,10 @@ async fn versions_export_and_the_library() {
             Some(json!({ "published": false })),
         )
         .await;
-    request(
-        server.addr,
-        "GET",
-        &format!("/api/library/{}", review.id),
-        None,
-        None,
-    )
-    .await
-    .assert_error(404, "not_published");
+    review
+        .library_entry()
+        .await
+        .assert_error(404, "not_published");
     let open = Review::create(server.addr, "Still open").await;
     open.call(
         "facilitator",
@@ -628,23 +601,8 @@ async fn hostile_text_is_exported_and_published_as_literal_text() {
     // The JSON export is data, not Markdown: what was written, as written.
     assert_eq!(j["threads"][0]["comments"][0]["body"], "Look <b>here</b>");
 
-    let published = review
-        .call(
-            "facilitator",
-            "POST",
-            "/publish",
-            Some(json!({ "published": true })),
-        )
-        .await;
-    assert_eq!(published.status, 200, "{}", published.body);
-    let entry = request(
-        server.addr,
-        "GET",
-        &format!("/api/library/{}", review.id),
-        None,
-        None,
-    )
-    .await;
+    review.publish().await;
+    let entry = review.library_entry().await;
     assert_eq!(entry.body["markdown"], expected);
 }
 
@@ -677,15 +635,7 @@ async fn library_entries_of_an_older_export_are_written_again() {
     for phase in ["review", "meeting", "closed"] {
         review.move_to(phase).await;
     }
-    let published = review
-        .call(
-            "facilitator",
-            "POST",
-            "/publish",
-            Some(json!({ "published": true })),
-        )
-        .await;
-    assert_eq!(published.status, 200, "{}", published.body);
+    review.publish().await;
     let (status, current) = get_text(&review, "observer", "/export.md").await;
     assert_eq!(status, 200);
     assert!(current.starts_with(md), "{current}");
@@ -706,14 +656,7 @@ async fn library_entries_of_an_older_export_are_written_again() {
 
     let mut server = server.restart().await;
     review.addr = server.addr;
-    let entry = request(
-        server.addr,
-        "GET",
-        &format!("/api/library/{}", review.id),
-        None,
-        None,
-    )
-    .await;
+    let entry = review.library_entry().await;
     assert_eq!(entry.status, 200, "{}", entry.body);
     assert_eq!(entry.body["markdown"], current.as_str());
     server.stop().await;

@@ -693,24 +693,9 @@ async fn a_full_review_survives_a_restart_between_every_step() {
         export(&review, "author", "export.json").await,
         (200, exported_json)
     );
-    let published = review
-        .call(
-            "facilitator",
-            "POST",
-            "/publish",
-            Some(json!({ "published": true })),
-        )
-        .await;
-    assert_eq!(published.status, 200, "{}", published.body);
+    review.publish().await;
     run.restart(Stop::Kill9, &mut review).await;
-    let entry = debrief_tests::api::request(
-        review.addr,
-        "GET",
-        &format!("/api/library/{}", review.id),
-        None,
-        None,
-    )
-    .await;
+    let entry = review.library_entry().await;
     assert_eq!(entry.status, 200, "{}", entry.body);
     assert_eq!(entry.body["markdown"], md.as_str());
     run.terminate().await;
