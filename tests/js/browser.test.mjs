@@ -15,119 +15,20 @@ import { gunzipSync } from 'node:zlib'
 import { dirname, join } from 'node:path'
 import { isDeepStrictEqual } from 'node:util'
 import { fileURLToPath } from 'node:url'
-import { chromium } from 'playwright-core'
 import * as Y from 'yjs'
 
-import { scenario, until, useReference } from './harness.mjs'
+import {
+  WAIT, caretAfter, createReview, editable, joinAs, launch, movePhase, openAs, person, restReview, scenario, selectText,
+  status, until, useReference, waitEditable, waitStatus, waitText
+} from './harness.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const ARTIFACTS = join(here, '..', 'artifacts')
-const CHROMIUM = process.env.DEBRIEF_CHROMIUM || '/usr/bin/chromium'
-const WAIT = 15_000
 const opts = { timeout: 120_000, skip: useReference && 'Debrief only' }
 
 mkdirSync(ARTIFACTS, { recursive: true })
 
-async function launch () {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
-  })
-}
-
-/** A person: their own context and page. */
-async function person (browser) {
-  const context = await browser.newContext({ viewport: { width: 1360, height: 900 } })
-  await context.grantPermissions(['clipboard-read', 'clipboard-write']).catch(() => {})
-  const page = await context.newPage()
-  page.setDefaultTimeout(WAIT)
-  const errors = []
-  page.on('pageerror', (e) => errors.push(String(e)))
-  // The server sends a Content-Security-Policy (issue 16): anything the app does that it blocks
-  // is logged by Chromium as a console error, and counts as an error of the page.
-  page.on('console', (m) => {
-    if (m.type() === 'error' && m.text().includes('Content Security Policy')) errors.push(m.text())
-  })
-  return { context, page, errors }
-}
-
 const shot = (page, name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false })
-
-/** Waits until the text of `selector` includes `text`. */
-const waitText = (page, selector, text) =>
-  page.waitForFunction(([s, t]) => Array.from(document.querySelectorAll(s)).some((e) => e.textContent.includes(t)), [selector, text], { timeout: WAIT })
-
-const status = (page) => page.locator('.status').getAttribute('data-state')
-const waitStatus = (page, state) =>
-  page.waitForFunction((s) => document.querySelector('.status')?.dataset.state === s, state, { timeout: WAIT })
-
-// A read-only editor stays focusable (keyboard selection for comments) and refuses local
-// changes; `data-writable` says which it is.
-const editable = (page) => page.locator('.editor .prose').first().getAttribute('data-writable')
-const waitEditable = (page, value) =>
-  page.waitForFunction((v) => document.querySelector('.editor .prose')?.getAttribute('data-writable') === v, value, { timeout: WAIT })
-
-/** Selects `text` inside the report, as a mouse drag would, once the report shows it. */
-async function selectText (page, text) {
-  await page.waitForFunction((t) => {
-    const root = document.querySelector('.editor .prose')
-    if (!root) return false
-    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT)
-    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-      const i = n.data.indexOf(t)
-      if (i >= 0) {
-        // Focus first: focusing an editable element moves the selection.
-        root.focus()
-        const range = document.createRange()
-        range.setStart(n, i)
-        range.setEnd(n, i + t.length)
-        const sel = window.getSelection()
-        sel.removeAllRanges()
-        sel.addRange(range)
-        document.dispatchEvent(new Event('selectionchange'))
-        return true
-      }
-    }
-    return false
-  }, text, { timeout: WAIT }).catch((e) => {
-    // Only a timeout means the text never appeared; anything else is its own failure.
-    throw e.name === 'TimeoutError' ? new Error(`text not found in the report: ${text}`) : e
-  })
-}
-
-/** Puts the caret at the end of the paragraph that contains `text`. */
-async function caretAfter (page, text) {
-  await page.locator('.editor .prose p', { hasText: text }).first().click()
-  await page.keyboard.press('End')
-}
-
-async function createReview (page, base, title) {
-  const response = await page.goto(`${base}/`)
-  assert.match(response.headers()['content-security-policy'] ?? '', /script-src 'self'/)
-  await page.fill('#title', title)
-  await page.fill('#name', 'Fay')
-  await page.getByRole('button', { name: 'Create review' }).click()
-  await page.locator('#invite-author').waitFor()
-  const links = {}
-  for (const role of ['facilitator', 'author', 'participant', 'observer']) {
-    links[role] = await page.locator(`#invite-${role}`).inputValue()
-  }
-  return links
-}
-
-async function joinAs (page, link, name) {
-  await page.goto(link)
-  await page.fill('#name', name)
-  await page.getByRole('button', { name: 'Join' }).click()
-  await page.locator('.review-head h1').waitFor()
-}
-
-async function movePhase (page, to) {
-  await page.locator('#move-phase').click()
-  await page.locator('#confirm-phase').click()
-  await page.waitForFunction((p) => document.querySelector('.phase')?.textContent === p, to, { timeout: WAIT })
-}
 
 test('write, read and comment on the report together', opts, scenario(async (h) => {
   const server = await h.startServer()
@@ -646,44 +547,6 @@ test('a full review from creation to close, with four people', opts, scenario(as
  * under 15 s are slack for delivery.
  */
 const RENEWAL_GAP_MS = 12_000
-
-/** The REST API as a script uses it: JSON in, JSON out, any failure fails the test. */
-function rest (base) {
-  return async (method, path, body, token) => {
-    const res = await fetch(`${base}${path}`, {
-      method,
-      headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body)
-    })
-    const json = res.status === 204 ? null : await res.json()
-    assert.ok(res.ok, `${method} ${path}: ${res.status} ${JSON.stringify(json)}`)
-    return json
-  }
-}
-
-/** A review created over REST with Fay as its facilitator; `join(role, name)` adds a person. */
-async function restReview (base, title, extra = {}) {
-  const call = rest(base)
-  const created = await call('POST', '/api/reviews', { title, ...extra })
-  const id = created.review.id
-  const join = async (role, name) => {
-    const joined = await call('POST', '/api/join', { invite: created.invites[role].token, name })
-    const you = joined.review.you
-    return { session: joined.session, membership: { review: id, session: joined.session, role, participant: you.participant, name, title, phase: joined.review.phase } }
-  }
-  const fay = await join('facilitator', 'Fay')
-  const phase = (to) => call('POST', `/api/reviews/${id}/phase`, { phase: to }, fay.session)
-  return { id, documents: created.review.documents, call, join, fay, phase }
-}
-
-/** Opens the review in `page` as someone who joined it in this browser. */
-async function openAs (page, base, membership) {
-  await page.goto(`${base}/`)
-  await page.evaluate((m) => localStorage.setItem('debrief.sessions', JSON.stringify({ [m.review]: m })), membership)
-  await page.goto(`${base}/r/${membership.review}`)
-  await page.locator('.editor .prose').waitFor()
-  await waitStatus(page, 'saved')
-}
 
 /**
  * A bystander: a stock Hocuspocus provider with its own session on each of `docs`, recording
