@@ -14,7 +14,7 @@ use yrs::{Any, Doc, Map, MapPrelim, MapRef, Out, Transact};
 
 use super::basics::{now_ms, random_hex};
 use super::fields::validate_date;
-use super::policy::Phase;
+use super::policy::{Phase, Role};
 use super::problem::{Problem, ProblemKind};
 use super::threads::Outcome;
 
@@ -54,6 +54,32 @@ pub fn actions_open(phase: Phase) -> Result<(), Problem> {
             "action items are written by the team during review and the meeting",
         ))
     }
+}
+
+/// Refuses marking the report read once the review is closed.
+pub fn reading_open(phase: Phase) -> Result<(), Problem> {
+    if phase == Phase::Closed {
+        Err(Problem::new(
+            ProblemKind::Conflict,
+            "review_closed",
+            "the review is closed",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `role` may add and change action items in `phase`: anyone but observers, in review
+/// and the meeting.
+pub fn may_write_actions(role: Role, phase: Phase) -> Result<(), Problem> {
+    if role == Role::Observer {
+        return Err(Problem::new(
+            ProblemKind::Forbidden,
+            "not_allowed",
+            "observers read along; action items are written by the team",
+        ));
+    }
+    actions_open(phase)
 }
 
 /// What the facilitator does with the timebox: `start` a timebox of `minutes` (also over a

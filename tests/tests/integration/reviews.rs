@@ -826,3 +826,83 @@ async fn display_names_are_normalised_and_anonymous_cannot_be_impersonated() {
     assert_eq!(read.body["you"]["name"], "Ada Lovelace");
     assert_eq!(read.body["participants"]["participant"], 2);
 }
+
+/// The join page names what an invite joins before anyone gives a name, and every session is
+/// told what it may do in each phase: the same answers the server gives when it is tried.
+#[tokio::test]
+async fn invites_name_their_review_and_sessions_know_what_they_may_do() {
+    let server = TestServer::start().await;
+    let review = Review::create(server.addr, "Checkout outage").await;
+    for role in ROLES {
+        let found = request(
+            server.addr,
+            "POST",
+            "/api/invite",
+            None,
+            Some(&json!({ "invite": review.invites[role] })),
+        )
+        .await;
+        assert_eq!(found.status, 200, "{}", found.body);
+        assert_eq!(
+            found.body,
+            json!({ "title": "Checkout outage", "phase": "draft", "role": role })
+        );
+    }
+    request(
+        server.addr,
+        "POST",
+        "/api/invite",
+        None,
+        Some(&json!({ "invite": "dbi_nope" })),
+    )
+    .await
+    .assert_error(401, "invalid_invite");
+
+    let name = |e: Expect| match e {
+        D => "none",
+        R => "read",
+        W => "write",
+    };
+    for (i, (phase, docs)) in TABLE.iter().enumerate() {
+        if i > 0 {
+            review.move_to(phase).await;
+        }
+        for (r, role) in ROLES.iter().enumerate() {
+            let read = review.call(role, "GET", "", None).await;
+            let may = &read.body["you"]["may"][phase];
+            for (kind, row) in docs.iter().filter(|(k, _)| *k != "discussion") {
+                assert_eq!(may[kind], name(row[r]), "{role} on {kind} in {phase}");
+            }
+            // Commenting as it is told: a general comment goes through exactly when `comment`.
+            let tried = review
+                .call(
+                    role,
+                    "POST",
+                    "/threads",
+                    Some(json!({ "body": "a comment" })),
+                )
+                .await;
+            assert_eq!(
+                may["comment"],
+                tried.status == 201,
+                "{role} commenting in {phase}: {}",
+                tried.body
+            );
+            let action = review
+                .call(
+                    role,
+                    "POST",
+                    "/actions",
+                    Some(json!({ "what": "Cap retries", "why": "Load", "kind": "prevent", "owner": "Payments" })),
+                )
+                .await;
+            assert_eq!(
+                may["actions"],
+                action.status == 201,
+                "{role} adding an action in {phase}: {}",
+                action.body
+            );
+            assert_eq!(may["chair"], *role == "facilitator" && *phase == "meeting");
+        }
+    }
+}

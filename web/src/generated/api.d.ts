@@ -2,6 +2,23 @@
 // Run `npm run api-types` after the server's OpenAPI document changes.
 
 export interface paths {
+    "/api/invite": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Name the review and the role an invite token joins, without joining. */
+        post: operations["lookUpInvite"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/join": {
         parameters: {
             query?: never;
@@ -643,6 +660,23 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description What a role may do in one phase, decided by the same checks the server applies to each request and connection. */
+        Abilities: {
+            /** @description Add and change action items. */
+            actions: boolean;
+            /** @description Run the timebox and the agenda. */
+            chair: boolean;
+            /** @description Add, reply to, edit, resolve and reopen comments; raise and support concerns (anonymous items also need enough people who may post them). */
+            comment: boolean;
+            /** @description Move the phase, replace invite links, moderate, change settings, publish when closed. */
+            facilitate: boolean;
+            /** @description Mark the report read. */
+            mark_read: boolean;
+            notes: components["schemas"]["DocumentUse"];
+            /** @description Read pinned versions and export the review. */
+            records: boolean;
+            report: components["schemas"]["DocumentUse"];
+        };
         /** @description An action item's fields, all of them (also to change one). Text fields are trimmed, then checked in the order what, why, owner, link, due; the first problem is the answer. */
         ActionInput: {
             /** @description Due day: once trimmed, a calendar day written YYYY-MM-DD. Absent, null, empty or only whitespace: none. */
@@ -808,6 +842,11 @@ export interface components {
             /** @description True to tick the concern off, false to undo it. */
             discussed: boolean;
         };
+        /**
+         * @description How a role may use one of the review's documents in a phase.
+         * @enum {string}
+         */
+        DocumentUse: "write" | "read" | "none";
         /** @description The names of a review's documents, for the WebSocket endpoints. */
         Documents: {
             discussion: string;
@@ -926,6 +965,19 @@ export interface components {
             /** @description The invite token: `dbi_` and 256 random bits as hex. */
             token: string;
         };
+        /** @description An invite token to look up. */
+        InviteRequest: {
+            /** @description An invite token (`dbi_…`); whitespace around it is ignored. */
+            invite: string;
+        };
+        /** @description What an invite link joins, shown on the join page before anyone gives a name. */
+        InviteView: {
+            phase: components["schemas"]["Phase"];
+            /** @description The role the link joins with. */
+            role: components["schemas"]["Role"];
+            /** @description The review's title. */
+            title: string;
+        };
         /** @description One invite link per role: the only copies (the server keeps their hashes). */
         Invites: {
             author: components["schemas"]["Invite"];
@@ -1016,6 +1068,13 @@ export interface components {
          * @enum {string}
          */
         Phase: "draft" | "review" | "meeting" | "closed";
+        /** @description A role's [`Abilities`] in every phase, so a page knows them before the phase changes. */
+        PhaseAbilities: {
+            closed: components["schemas"]["Abilities"];
+            draft: components["schemas"]["Abilities"];
+            meeting: components["schemas"]["Abilities"];
+            review: components["schemas"]["Abilities"];
+        };
         /** @description The phase to move to: the review's next one. */
         PhaseRequest: {
             phase: components["schemas"]["Phase"];
@@ -1241,6 +1300,8 @@ export interface components {
         };
         /** @description The session a review is seen through. */
         You: {
+            /** @description What this session may do in each phase, as the server enforces it: the app shows a control only when it will work. */
+            may: components["schemas"]["PhaseAbilities"];
             /** @description The display name given when joining. */
             name: string;
             /** @description The random id that stands for this person as a comment's author. */
@@ -1256,6 +1317,84 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    lookUpInvite: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InviteRequest"];
+            };
+        };
+        responses: {
+            /** @description The review's title and phase, and the invite's role. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InviteView"];
+                };
+            };
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_invite`: the invite token is not valid (it may have been rotated). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: the invite's review no longer exists. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `body_too_large`: the request body is over 65,536 bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `rate_limited`: this address sent 10 wrong invite tokens (to this or to joining); it waits a minute, twice as long each time it floods again. The `Retry-After` header says how many seconds to wait. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     joinReview: {
         parameters: {
             query?: never;

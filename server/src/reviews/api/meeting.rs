@@ -23,7 +23,6 @@ use crate::reviews::basics::now_ms;
 use crate::reviews::meeting::{
     self, actions_open, during_meeting, ActionInput, Timer, TimerAction, MAX_AGENDA_CHARS,
 };
-use crate::reviews::policy::Phase;
 
 /// What to do with the timebox: `start` and `extend` need `minutes` (a whole number from 1 to
 /// 240); `pause` and `resume` ignore it.
@@ -296,13 +295,7 @@ pub(super) async fn mark_read(
     State(state): State<Arc<ApiState>>,
     you: Session<ReadsReport>,
 ) -> Result<Json<ReadResponse>, ApiError> {
-    if you.review.phase == Phase::Closed {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "review_closed",
-            "the review is closed",
-        ));
-    }
+    meeting::reading_open(you.review.phase)?;
     let id = &you.review.id;
     let shown = state.records.mark_read(id, &you.token).await?;
     let people: usize = state.reviews.counts(id).values().sum();

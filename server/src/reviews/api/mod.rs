@@ -44,6 +44,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
             "/api/reviews",
             post(reviews::create).layer(DefaultBodyLimit::max(reviews::MAX_CREATE_BODY_BYTES)),
         )
+        .route("/api/invite", post(reviews::look_up_invite))
         .route("/api/join", post(reviews::join))
         .route("/api/reviews/{id}", get(reviews::read))
         .route("/api/reviews/{id}/phase", post(reviews::move_phase))

@@ -41,6 +41,7 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
     paths(
         super::serve_openapi,
         reviews::create,
+        reviews::look_up_invite,
         reviews::join,
         reviews::read,
         reviews::move_phase,
@@ -850,6 +851,6 @@ mod tests {
             .values()
             .map(|path| path.as_object().map_or(0, |methods| methods.len()))
             .sum();
-        assert_eq!(operations, 34);
+        assert_eq!(operations, 35);
     }
 }

@@ -21,8 +21,8 @@ use crate::error::ApiError;
 use crate::limits::MAX_BODY_BYTES;
 use crate::reviews::anonymous::Anonymity;
 use crate::reviews::meeting;
-use crate::reviews::policy::{self, Role};
-use crate::reviews::problem::{Problem, ProblemKind};
+use crate::reviews::policy;
+use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{ReviewRecord, SessionRecord};
 use debrief_proto::schema::DocKind;
 
@@ -281,15 +281,7 @@ pub struct WritesActions;
 
 impl Requirement for WritesActions {
     fn check<A>(_: &ApiState, you: &Session<A>) -> Result<(), ApiError> {
-        if you.session.role == Role::Observer {
-            return Err(Problem::new(
-                ProblemKind::Forbidden,
-                "not_allowed",
-                "observers read along; action items are written by the team",
-            )
-            .into());
-        }
-        meeting::actions_open(you.review.phase)?;
+        meeting::may_write_actions(you.session.role, you.review.phase)?;
         Ok(())
     }
 }

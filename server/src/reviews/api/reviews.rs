@@ -21,7 +21,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::reviews::anonymous::release;
 use crate::reviews::basics::now_ms;
 use crate::reviews::fields::{validate_date, validate_severity, validate_title};
-use crate::reviews::policy::{Phase, ReleaseMode, Role};
+use crate::reviews::policy::{self, Phase, ReleaseMode, Role};
 use crate::reviews::sessions::{NewReview, ReviewRecord, Reviews, SessionRecord};
 use crate::reviews::{markdown, meeting, report, threads};
 
@@ -81,6 +81,89 @@ pub(super) struct You {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
     )]
     name: String,
+    /// What this session may do in each phase, as the server enforces it: the app shows a
+    /// control only when it will work.
+    may: PhaseAbilities,
+}
+
+/// How a role may use one of the review's documents in a phase.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum DocumentUse {
+    /// Read and change it.
+    Write,
+    /// Read it.
+    Read,
+    /// It cannot be opened.
+    None,
+}
+
+impl DocumentUse {
+    fn of(role: Role, phase: Phase, kind: DocKind) -> Self {
+        match policy::document_access(role, phase, kind) {
+            Ok(access) if access.writable() => DocumentUse::Write,
+            Ok(_) => DocumentUse::Read,
+            Err(_) => DocumentUse::None,
+        }
+    }
+}
+
+/// What a role may do in one phase, decided by the same checks the server applies to each
+/// request and connection.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Abilities {
+    report: DocumentUse,
+    notes: DocumentUse,
+    /// Add, reply to, edit, resolve and reopen comments; raise and support concerns (anonymous
+    /// items also need enough people who may post them).
+    comment: bool,
+    /// Add and change action items.
+    actions: bool,
+    /// Mark the report read.
+    mark_read: bool,
+    /// Read pinned versions and export the review.
+    records: bool,
+    /// Move the phase, replace invite links, moderate, change settings, publish when closed.
+    facilitate: bool,
+    /// Run the timebox and the agenda.
+    chair: bool,
+}
+
+impl Abilities {
+    fn new(role: Role, phase: Phase) -> Self {
+        let reads = policy::document_access(role, phase, DocKind::Report).is_ok();
+        let facilitate = policy::may_facilitate(role).is_ok();
+        Abilities {
+            report: DocumentUse::of(role, phase, DocKind::Report),
+            notes: DocumentUse::of(role, phase, DocKind::Notes),
+            comment: policy::may_comment(role, phase).is_ok(),
+            actions: meeting::may_write_actions(role, phase).is_ok(),
+            mark_read: reads && meeting::reading_open(phase).is_ok(),
+            records: reads,
+            facilitate,
+            chair: facilitate && meeting::during_meeting(phase).is_ok(),
+        }
+    }
+}
+
+/// A role's [`Abilities`] in every phase, so a page knows them before the phase changes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PhaseAbilities {
+    draft: Abilities,
+    review: Abilities,
+    meeting: Abilities,
+    closed: Abilities,
+}
+
+impl PhaseAbilities {
+    fn new(role: Role) -> Self {
+        PhaseAbilities {
+            draft: Abilities::new(role, Phase::Draft),
+            review: Abilities::new(role, Phase::Review),
+            meeting: Abilities::new(role, Phase::Meeting),
+            closed: Abilities::new(role, Phase::Closed),
+        }
+    }
 }
 
 /// A review as the API shows it; `you` when it is read through a session.
@@ -156,6 +239,7 @@ impl ReviewView {
                 role: s.role,
                 participant: s.participant.clone(),
                 name: s.name.clone(),
+                may: PhaseAbilities::new(s.role),
             }),
         }
     }
@@ -447,6 +531,91 @@ pub(super) async fn create(
         invites: Invites::new(&created.invites),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// An invite token to look up.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InviteRequest {
+    /// An invite token (`dbi_…`); whitespace around it is ignored.
+    invite: String,
+}
+
+/// What an invite link joins, shown on the join page before anyone gives a name.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = InviteView)]
+pub(super) struct InviteView {
+    /// The review's title.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    title: String,
+    phase: Phase,
+    /// The role the link joins with.
+    role: Role,
+}
+
+/// `POST /api/invite`: the review and role an invite token joins, without joining. Wrong
+/// tokens count against the address like wrong joins.
+#[utoipa::path(
+    post,
+    path = "/api/invite",
+    operation_id = "lookUpInvite",
+    tag = "reviews",
+    summary = "Name the review and the role an invite token joins, without joining.",
+    request_body = InviteRequest,
+    responses(
+        (status = 200, description = "The review's title and phase, and the invite's role.", body = InviteView),
+        (
+            status = 400,
+            description = "`invalid_json`: the body is not JSON of the documented shape (syntax, \
+            types, a missing or unknown field).",
+            body = ErrorBody,
+        ),
+        (
+            status = 401,
+            description = "`invalid_invite`: the invite token is not valid (it may have been \
+            rotated).",
+            body = ErrorBody,
+        ),
+        (
+            status = 404,
+            description = "`unknown_review`: the invite's review no longer exists.",
+            body = ErrorBody,
+        ),
+        (status = 413, description = said::BODY_TOO_LARGE, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
+        (
+            status = 429,
+            description = "`rate_limited`: this address sent 10 wrong invite tokens (to this or \
+            to joining); it waits a minute, twice as long each time it floods again. The \
+            `Retry-After` header says how many seconds to wait.",
+            body = ErrorBody,
+        ),
+    ),
+    security(),
+)]
+pub(super) async fn look_up_invite(
+    State(state): State<Arc<ApiState>>,
+    ClientAddr(addr): ClientAddr,
+    body: Result<JsonBody<InviteRequest>, ApiError>,
+) -> Result<Json<InviteView>, ApiError> {
+    state.reviews.guards.may_look_up_invite(addr)?;
+    let JsonBody(req) = body?;
+    let found = state.reviews.invite(req.invite.trim());
+    if found.as_ref().is_err_and(|p| p.code == "invalid_invite") {
+        if let Some(limited) = state.reviews.guards.wrong_invite(addr) {
+            return Err(limited.into());
+        }
+    }
+    let (review, role) = found?;
+    Ok(Json(InviteView {
+        title: review.title,
+        phase: review.phase,
+        role,
+    }))
 }
 
 /// An invite and the name to join with.

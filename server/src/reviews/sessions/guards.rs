@@ -93,6 +93,17 @@ impl Guards {
         }
     }
 
+    /// Refuses looking up an invite from `addr` while it is waiting after too many wrong
+    /// invites (looking up is not counted as a join).
+    pub fn may_look_up_invite(&self, addr: std::net::IpAddr) -> Result<(), Problem> {
+        self.wrong_invites.check(&addr).map_err(|wait| {
+            Problem::rate_limited(
+                "too many joins or wrong invite links from this address; wait before trying again",
+                wait,
+            )
+        })
+    }
+
     /// Counts a join through the invite whose hash is `invite`, refusing past
     /// [`JOINS_PER_INVITE`].
     pub fn may_join_through(&self, invite: &[u8; 32]) -> Result<(), Problem> {

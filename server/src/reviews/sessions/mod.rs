@@ -239,6 +239,20 @@ impl Reviews {
         })
     }
 
+    /// The review and the role an invite token joins, without joining (the join page names them).
+    pub fn invite(&self, invite: &str) -> Result<(ReviewRecord, Role), Problem> {
+        let state = self.lock();
+        let Some((review_id, role)) = state.invites.get(&hash(invite)).cloned() else {
+            return Err(invalid_invite());
+        };
+        let review = state
+            .reviews
+            .get(&review_id)
+            .cloned()
+            .ok_or_else(|| unknown_review(&review_id))?;
+        Ok((review, role))
+    }
+
     /// Joins the review an invite token belongs to; returns the session and its token (the only
     /// copy). Durable when this returns.
     pub async fn join(
@@ -251,11 +265,7 @@ impl Reviews {
         let (session, review) = {
             let mut state = self.lock();
             let Some((review_id, role)) = state.invites.get(&hash(invite)).cloned() else {
-                return Err(Problem::new(
-                    ProblemKind::Unauthenticated,
-                    "invalid_invite",
-                    "this invite link is not valid: it may have been rotated",
-                ));
+                return Err(invalid_invite());
             };
             let review = state
                 .reviews
@@ -534,6 +544,14 @@ impl Authorizer for ReviewAuthorizer {
             None => self.others.authorize(token, document),
         }
     }
+}
+
+fn invalid_invite() -> Problem {
+    Problem::new(
+        ProblemKind::Unauthenticated,
+        "invalid_invite",
+        "this invite link is not valid: it may have been rotated",
+    )
 }
 
 fn unknown_review(id: &str) -> Problem {
