@@ -44,7 +44,8 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     assert.match(links.author, /\/join#dbi_[0-9a-f]{64}$/)
     await shot(fay.page, 'invites')
     await fay.page.getByRole('link', { name: 'Open the review' }).click()
-    await waitStatus(fay.page, 'saved')
+    // The facilitator only reads the draft: no saving state, the report itself.
+    await waitText(fay.page, '.editor .prose h2', 'Summary')
 
     // The author joins and can write; the time to an editable report is measured from navigation.
     const started = Date.now()
@@ -129,6 +130,7 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     await waitText(ana.page, '.editor .anchor', 'Checkout failed')
     const thread = ana.page.locator('.thread', { hasText: 'Which service failed first?' })
     await thread.waitFor()
+    await thread.getByRole('button', { name: 'Reply' }).click()
     await thread.getByRole('textbox', { name: 'Reply' }).fill('The payment gateway, at 14:07.')
     await thread.getByRole('button', { name: 'Reply' }).click()
     await waitText(pat.page, '.thread', 'The payment gateway, at 14:07.')
@@ -679,6 +681,7 @@ test('a reader publishes no caret, and writing anonymously sends others no prese
 
     // An anonymous reply to Fay's thread.
     const thread = page.locator('.thread', { hasText: 'Was the rollback automatic?' })
+    await thread.getByRole('button', { name: 'Reply' }).click()
     await thread.locator('.anonymous-toggle').check()
     const replyBox = thread.getByRole('textbox', { name: 'Reply' })
     await replyBox.pressSequentially('It was not, ')

@@ -537,6 +537,9 @@ export async function openAs (page, base, membership) {
   await page.goto(`${base}/`)
   await page.evaluate((m) => localStorage.setItem('debrief.sessions', JSON.stringify({ [m.review]: m })), membership)
   await page.goto(`${base}/r/${membership.review}`)
-  await page.locator('.editor .prose').waitFor()
-  await waitStatus(page, 'saved')
+  // The report has arrived from the server; someone who may change it also sees it saved.
+  await page.waitForFunction(() => {
+    const status = document.querySelector('.status')
+    return document.querySelector('.editor .prose')?.textContent !== '' && (status?.hidden || status?.dataset.state === 'saved')
+  }, null, { timeout: WAIT })
 }

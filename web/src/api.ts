@@ -11,6 +11,8 @@ export type Role = Schemas['Role']
 export type Phase = Schemas['Phase']
 export type ReleaseMode = Schemas['ReleaseMode']
 export type Review = Schemas['Review']
+/** What a session may do in one phase, as the server decides it. */
+export type Abilities = Schemas['Abilities']
 export type Created = Schemas['CreateReviewResponse']
 export type Joined = Schemas['JoinResponse']
 /** Where an anonymous item lives. */
@@ -80,6 +82,7 @@ export const api = {
     } satisfies Schemas['CreateReviewRequest']),
   library: (q: string) => call<Schemas['LibraryList']>('GET', `/api/library?q=${encodeURIComponent(q)}`),
   libraryEntry: (id: string) => call<Schemas['PublishedReview']>('GET', `/api/library/${encodeURIComponent(id)}`),
+  invite: (invite: string) => call<Schemas['InviteView']>('POST', '/api/invite', { invite } satisfies Schemas['InviteRequest']),
   join: (invite: string, name: string) => call<Joined>('POST', '/api/join', { invite, name } satisfies Schemas['JoinRequest']),
   review: (id: string, session: string) => call<Review>('GET', at(id), undefined, session),
   movePhase: (id: string, session: string, phase: Phase) =>

@@ -64,8 +64,16 @@ export class CommentsPanel {
   private readonly resolvedSummary = h('summary', {})
   private readonly orphanedTitle = h('h3', {}, 'On text that was deleted')
   private readonly composerSlot: HTMLElement
+  /** Shown only to someone who may comment now. */
+  private readonly newGeneral = h('button', { type: 'button', class: 'link', id: 'general-comment' }, 'Add a general comment')
   /** Redraws at the next frame, however often it is asked to before then. */
   readonly schedule = onNextFrame(() => { this.render() })
+  private readonly onResize = (): void => { this.schedule() }
+  /**
+   * Cards beside the text are placed one below the other by their height; a card that grows (its
+   * "⋯" panel or reply box opens) pushes the ones below it down instead of covering them.
+   */
+  private readonly resized = new ResizeObserver(() => { this.schedule() })
 
   constructor (private readonly o: PanelOptions) {
     this.anchored = h('div', { class: 'anchored' })
@@ -73,7 +81,8 @@ export class CommentsPanel {
     this.general = h('div', { class: 'general' })
     this.orphaned = h('div', { class: 'orphaned' })
     this.resolved = h('details', { class: 'resolved' })
-    const newGeneral = h('button', { type: 'button', class: 'link', id: 'general-comment' }, 'Add a general comment')
+    const newGeneral = this.newGeneral
+    newGeneral.hidden = !o.canComment()
     newGeneral.addEventListener('click', () => { this.compose(null) })
     replace(o.root,
       h('h2', { class: 'margin-title' }, 'Comments'),
@@ -94,8 +103,15 @@ export class CommentsPanel {
       const id = target?.getAttribute('data-thread')
       if (id) this.focus(id, false)
     })
-    window.addEventListener('resize', () => { this.schedule() })
+    window.addEventListener('resize', this.onResize)
     this.schedule()
+  }
+
+  /** Stops following the window and the cards (the screen is rebuilt). */
+  destroy (): void {
+    window.removeEventListener('resize', this.onResize)
+    this.resized.disconnect()
+    this.editor = null
   }
 
   threads (): Thread[] {
@@ -253,6 +269,7 @@ export class CommentsPanel {
     const open = threads.filter((t) => !t.resolved)
     const done = threads.filter((t) => t.resolved)
     const placed: { top: number, card: HTMLElement }[] = []
+    const view = editor && !editor.isDestroyed ? editor.view : null
     const general: HTMLElement[] = []
     const orphaned: HTMLElement[] = []
     const seen = new Set<string>()
@@ -262,8 +279,8 @@ export class CommentsPanel {
       const range = b && t.anchor ? this.resolve(t, b) : null
       card.classList.toggle('orphan', Boolean(t.anchor) && !range && Boolean(b))
       if (!t.anchor) general.push(card)
-      else if (range && editor) {
-        const top = editor.view.coordsAtPos(range.from).top - this.anchored.getBoundingClientRect().top
+      else if (range && view) {
+        const top = view.coordsAtPos(range.from).top - this.anchored.getBoundingClientRect().top
         placed.push({ top, card })
       } else orphaned.push(card)
     }
@@ -285,7 +302,7 @@ export class CommentsPanel {
     reconcile(this.resolved, [this.resolvedSummary, ...resolvedCards])
     this.resolved.hidden = done.length === 0
     for (const [id, c] of this.cards) {
-      if (!seen.has(id)) { c.card.remove(); this.cards.delete(id) }
+      if (!seen.has(id)) { c.card.remove(); this.resized.unobserve(c.card); this.cards.delete(id) }
       else c.card.classList.toggle('active', id === this.active)
     }
   }
@@ -303,6 +320,7 @@ export class CommentsPanel {
       })
       entry = { card, body, json: '' }
       this.cards.set(t.id, entry)
+      this.resized.observe(card)
     }
     if (entry.json !== json && !this.editing.has(t.id)) {
       entry.json = json
@@ -387,12 +405,28 @@ export class CommentsPanel {
     return el
   }
 
+  /**
+   * A thread's "Reply" link; the reply box, with its "Post anonymously" switch, opens only when
+   * it is asked for, so the margin stays calm.
+   */
   private replyForm (threadId: string): HTMLElement {
+    const open = h('button', { type: 'button', class: 'link reply-open' }, 'Reply')
     const box = h('textarea', { 'aria-label': 'Reply', rows: 2, maxlength: 4000, placeholder: 'Reply…' })
     const send = h('button', { type: 'submit' }, 'Reply')
+    const cancel = h('button', { type: 'button' }, 'Cancel')
     const status = h('div', {})
     const { toggle, note } = this.anonymousToggle(send, 'Reply')
-    const form = h('form', { class: 'reply' }, box, toggle, note, h('div', { class: 'row' }, send), status)
+    const form = h('form', { class: 'reply', hidden: true }, box, toggle, note, h('div', { class: 'row' }, send, cancel))
+    const show = (on: boolean): void => {
+      form.hidden = !on
+      open.hidden = on
+      if (on) box.focus()
+    }
+    open.addEventListener('click', () => {
+      replace(status)
+      show(true)
+    })
+    cancel.addEventListener('click', () => { show(false) })
     form.addEventListener('submit', (e) => {
       e.preventDefault()
       if (!box.value.trim()) return
@@ -408,22 +442,25 @@ export class CommentsPanel {
       sent.then(() => {
         box.value = ''
         send.disabled = false
+        show(false)
       }, (err: unknown) => {
         replace(status, notice(anonymousError(err, 'Could not send the reply.'), 'error'))
         send.disabled = false
       })
     })
-    form.hidden = !this.o.canComment()
-    return form
+    const wrap = h('div', { class: 'reply-wrap' }, open, form, status)
+    wrap.hidden = !this.o.canComment()
+    return wrap
   }
 
   /** Re-evaluates who may comment (after a phase change). */
   refresh (): void {
     for (const { card } of this.cards.values()) {
-      const reply = card.querySelector('form.reply')
+      const reply = card.querySelector('.reply-wrap')
       if (reply instanceof HTMLElement) reply.hidden = !this.o.canComment()
     }
     for (const entry of this.cards.values()) entry.json = ''
+    this.newGeneral.hidden = !this.o.canComment()
     if (!this.o.canComment()) replace(this.composerSlot)
     this.schedule()
   }

@@ -20,28 +20,29 @@ export class ConcernsBoard {
   private readonly list = h('ol', { class: 'concerns' })
   private readonly composer = h('div', {})
   private readonly schedule = onNextFrame(() => { this.render() })
+  /** Raising a concern, shown only to someone who may raise one now. */
+  private readonly raise = h('div', { class: 'raise' },
+    h('p', { class: 'hint' }, 'What worries you about this incident? Concerns are always anonymous.'),
+    h('button', { type: 'button', id: 'raise-concern' }, 'Raise a concern'))
 
   constructor (private readonly o: BoardOptions) {
-    const raise = h('button', { type: 'button', id: 'raise-concern' }, 'Raise a concern')
-    raise.addEventListener('click', () => { this.compose() })
+    this.raise.querySelector('button')?.addEventListener('click', () => { this.compose() })
+    this.raise.hidden = !o.canRaise()
     replace(o.root,
       h('h2', { class: 'margin-title' }, 'Concerns'),
-      h('p', { class: 'hint' }, 'What worries you about this incident? Concerns are always anonymous.'),
-      raise, this.composer, this.list)
+      this.raise, this.composer, this.list)
     o.discussion.getMap('concerns').observeDeep(() => { this.schedule() })
     this.schedule()
   }
 
   refresh (): void {
+    this.raise.hidden = !this.o.canRaise()
     if (!this.o.canRaise()) replace(this.composer)
     this.schedule()
   }
 
   private compose (): void {
-    if (!this.o.canRaise()) {
-      replace(this.composer, notice('Concerns cannot be raised in this phase.', 'info'))
-      return
-    }
+    if (!this.o.canRaise()) return
     const text = h('textarea', { id: 'concern-composer', 'aria-label': 'Your concern', rows: 3, maxlength: 4000 })
     const send = h('button', { type: 'submit', class: 'primary' }, 'Raise anonymously')
     const cancel = h('button', { type: 'button' }, 'Cancel')
@@ -76,9 +77,8 @@ export class ConcernsBoard {
     const m = this.o.membership
     if (c.hidden) return h('li', { class: 'concern card deleted' }, h('em', {}, 'Hidden by the facilitator'))
     const status = h('div', {})
-    const support = h('button', { type: 'button', class: 'support' }, 'Support')
-    support.disabled = !this.o.canRaise()
-    support.addEventListener('click', () => {
+    const support = this.o.canRaise() ? h('button', { type: 'button', class: 'support' }, 'Support') : null
+    support?.addEventListener('click', () => {
       api.support(m.review, m.session, c.id).then((held) => {
         replace(status, notice(held.release_after === null ? 'Counted when the meeting starts.' : 'Counted with the next batch.'))
       }, (err: unknown) => {

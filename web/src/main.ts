@@ -146,13 +146,25 @@ function joinScreen (): void {
   const name = h('input', { id: 'name', required: true, maxlength: 60, value: memory.name(), autocomplete: 'nickname' })
   const status = h('div', { class: 'form-status' })
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Join')
+  const heading = h('h2', { id: 'join-h' }, 'Join a post-mortem')
+  const about = h('p', { class: 'join-about' })
   const form = h('form', { class: 'card', 'aria-labelledby': 'join-h' },
-    h('h2', { id: 'join-h' }, 'Join a post-mortem'),
+    heading, about,
     h('label', { for: 'name' }, 'Your name, as others will see it'), name,
     submit, status)
   if (!invite) {
     replace(status, notice('This link has no invite in it. Open the full link you were sent.', 'error'))
     submit.disabled = true
+  } else {
+    // Name the review and the role before anyone gives a name.
+    api.invite(invite).then((found) => {
+      replace(heading, 'Join ', h('q', { class: 'join-title' }, found.title))
+      replace(about, 'You join as ', h('strong', { class: 'join-role' }, found.role), `: the ${found.role} ${ROLE_HELP[found.role]}. `,
+        h('span', { class: 'muted' }, `Now in ${found.phase}: ${PHASE_HELP[found.phase]}`))
+      submit.textContent = `Join as ${found.role}`
+    }, (err: unknown) => {
+      replace(status, notice(message(err), 'error'))
+    })
   }
   form.addEventListener('submit', (e) => {
     e.preventDefault()

@@ -3,9 +3,10 @@
 // the server-written `discussion` document; changes go through the REST API.
 
 import type * as Y from 'yjs'
-import { api, ApiError, type ActionInput, type Review } from './api'
+import { api, ApiError, type ActionInput, type Review, type TimerRequest } from './api'
 import { h, notice, onNextFrame, replace } from './dom'
 import { soundsLikeTryHarder } from './hints'
+import { abilities } from './rules'
 import { memory, type Membership } from './store'
 
 interface Timer { state: 'running' | 'paused' | 'stopped', endsAt?: number | null, remainingMs?: number | null, durationMs: number }
@@ -68,6 +69,10 @@ export class MeetingPanel {
   private readonly actionsEl = h('div', { class: 'actions' })
   private readonly readEl = h('div', { class: 'read' })
   private readonly status = h('div', {})
+  /** The current agenda item, large in the presenter view. */
+  private readonly nowEl = h('div', { class: 'now', 'aria-live': 'polite' })
+  private readonly bigTimer = h('div', { class: 'big-timer', 'aria-hidden': 'true' })
+  private readonly agendaStatus = h('div', { class: 'control-error' })
 
   constructor (private readonly o: MeetingOptions) {
     o.discussion.getMap('meeting').observeDeep(() => { this.schedule() })
@@ -103,10 +108,12 @@ export class MeetingPanel {
     return t ?? { state: 'stopped', durationMs: 0 }
   }
 
+  /** The timebox, only during the meeting: before it there is none, and after it none is left. */
   private renderTimer (): void {
     const t = this.timer()
-    if (this.phase !== 'meeting' && t.state === 'stopped') {
+    if (this.phase !== 'meeting') {
       replace(this.o.timerSlot)
+      replace(this.bigTimer)
       return
     }
     const now = Date.now() + this.o.offset
@@ -119,24 +126,66 @@ export class MeetingPanel {
     }
     el.textContent = label
     el.classList.toggle('over', t.state === 'running' && left <= 0)
+    this.bigTimer.textContent = t.state === 'stopped' ? '–:––' : mmss(left)
+    this.bigTimer.classList.toggle('over', t.state === 'running' && left <= 0)
+    this.updateTimerControls(t)
+  }
+
+  /** Each timer control is enabled only when it applies to the timer as it is now. */
+  private updateTimerControls (t: Timer): void {
+    const controls = this.o.timerSlot.querySelector('.timer-controls')
+    if (!controls) return
+    const button = (id: string): HTMLButtonElement | null => controls.querySelector(`#${id}`)
+    const start = button('timer-start')
+    if (start) start.textContent = t.state === 'stopped' ? 'Start' : 'Restart'
+    const pause = button('timer-pause')
+    if (pause) pause.disabled = t.state !== 'running'
+    const resume = button('timer-resume')
+    if (resume) resume.disabled = t.state !== 'paused'
+    const extend = button('timer-extend')
+    if (extend) extend.disabled = t.state === 'stopped'
+  }
+
+  /** What went wrong with a meeting control, in plain words (never the server's own text). */
+  private static said (err: unknown): string {
+    if (!(err instanceof ApiError)) return 'That did not work. Try again.'
+    switch (err.code) {
+      case 'invalid_minutes': return 'Choose a timebox from 1 to 240 minutes.'
+      case 'invalid_timer_action': return 'The timer has changed meanwhile; try again.'
+      case 'not_in_meeting': return 'The meeting is over, so the timer and agenda are closed.'
+      case 'server_unreachable': return 'The server cannot be reached. Try again in a moment.'
+      case 'not_allowed': return 'Only the facilitator runs the timer and the agenda.'
+      default: return 'That did not work. Try again.'
+    }
+  }
+
+  /** Sends a meeting command, showing its failure in `slot`, beside the control that sent it. */
+  private beside<T> (slot: HTMLElement, sent: Promise<T>): void {
+    replace(slot)
+    sent.then(() => { replace(slot) }, (err: unknown) => {
+      replace(slot, h('span', { class: 'notice error', role: 'alert' }, MeetingPanel.said(err)))
+    })
   }
 
   private render (): void {
     this.renderTimer()
     const facilitator = this.m.role === 'facilitator'
     const meeting = this.phase === 'meeting'
-    // Facilitator controls for the timebox.
+    // Facilitator controls for the timebox, with their own place for what went wrong.
     if (facilitator && meeting && !this.o.timerSlot.querySelector('.timer-controls')) {
       const minutes = h('input', { type: 'number', min: 1, max: 240, value: 30, 'aria-label': 'Timebox minutes', class: 'minutes' })
       const start = h('button', { type: 'button', id: 'timer-start' }, 'Start')
       const pause = h('button', { type: 'button', id: 'timer-pause' }, 'Pause')
       const resume = h('button', { type: 'button', id: 'timer-resume' }, 'Resume')
       const extend = h('button', { type: 'button', id: 'timer-extend' }, '+5 min')
-      start.addEventListener('click', () => { void this.command(api.timer(this.m.review, this.m.session, { action: 'start', minutes: Number(minutes.value) })).catch(() => undefined) })
-      pause.addEventListener('click', () => { void this.command(api.timer(this.m.review, this.m.session, { action: 'pause' })).catch(() => undefined) })
-      resume.addEventListener('click', () => { void this.command(api.timer(this.m.review, this.m.session, { action: 'resume' })).catch(() => undefined) })
-      extend.addEventListener('click', () => { void this.command(api.timer(this.m.review, this.m.session, { action: 'extend', minutes: 5 })).catch(() => undefined) })
-      this.o.timerSlot.appendChild(h('span', { class: 'timer-controls' }, minutes, start, pause, resume, extend))
+      const error = h('span', { class: 'control-error timer-error' })
+      const send = (request: TimerRequest) => { this.beside(error, api.timer(this.m.review, this.m.session, request)) }
+      start.addEventListener('click', () => { send({ action: 'start', minutes: Number(minutes.value) }) })
+      pause.addEventListener('click', () => { send({ action: 'pause' }) })
+      resume.addEventListener('click', () => { send({ action: 'resume' }) })
+      extend.addEventListener('click', () => { send({ action: 'extend', minutes: 5 }) })
+      this.o.timerSlot.appendChild(h('span', { class: 'timer-controls' }, minutes, start, pause, resume, extend, error))
+      this.updateTimerControls(this.timer())
     }
     if (!meeting) this.o.timerSlot.querySelector('.timer-controls')?.remove()
 
@@ -152,38 +201,54 @@ export class MeetingPanel {
     replace(this.agendaEl, ...items.map((item) => {
       const here = item === current
       const go = facilitator && meeting ? h('button', { type: 'button', class: 'link', 'data-agenda': item }, here ? 'Current' : 'Go') : null
-      go?.addEventListener('click', () => { void this.command(api.agenda(this.m.review, this.m.session, item)).catch(() => undefined) })
+      go?.addEventListener('click', () => { this.beside(this.agendaStatus, api.agenda(this.m.review, this.m.session, item)) })
       return h('li', { class: here ? 'here' : '', 'aria-current': here ? 'step' : null }, item, ' ', go)
     }))
+    replace(this.nowEl, ...(meeting
+      ? [h('span', { class: 'now-label' }, 'Now'), h('span', { class: 'now-item' }, typeof current === 'string' && current !== '' ? current : 'No agenda item chosen yet')]
+      : []))
 
     this.renderActions()
     this.renderRead()
   }
 
+  /** "I have read the report", beside the next step at the top of the page (see `readControl`). */
   private renderRead (): void {
-    if (this.phase !== 'review' && this.phase !== 'meeting') {
+    if (!abilities(this.o.review()).mark_read || (this.phase !== 'review' && this.phase !== 'meeting')) {
       replace(this.readEl)
       return
     }
     const count = Number(this.o.discussion.getMap('meeting').get('readCount') ?? this.o.review().read_count)
     const people = Number(this.o.discussion.getMap('meeting').get('people') ?? Object.values(this.o.review().participants).reduce((a, b) => a + b, 0))
     const shown = h('span', { class: 'read-count' }, `${count} of ${people} have read it`)
+    const existing = this.readEl.querySelector('.read-done')
     if (memory.membership(this.m.review)?.read === true) {
-      replace(this.readEl, shown, ' ', h('span', { class: 'read-done', role: 'status' }, '✓ You have read it'))
+      replace(this.readEl, existing ?? h('span', { class: 'read-done', role: 'status' }, '✓ You have read the report'), ' ', shown)
       return
     }
     const mark = h('button', { type: 'button', id: 'mark-read' }, 'I have read the report')
     mark.addEventListener('click', () => {
       mark.disabled = true
-      this.command(api.markRead(this.m.review, this.m.session)).then((answer) => {
+      mark.textContent = 'Marking…'
+      api.markRead(this.m.review, this.m.session).then((answer) => {
         memory.update(this.m.review, { read: true })
-        const after = answer.counted_after
-        const at = `, at ${new Date(after).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })}`
+        const at = new Date(answer.counted_after).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })
         // The count everyone sees changes with the next batch, so it does not say who just read.
-        replace(this.readEl, shown, ' ', h('span', { class: 'read-done', role: 'status' }, `✓ You have read it. It is counted with the next batch${at}.`))
-      }, () => { mark.disabled = false })
+        replace(this.readEl, h('span', { class: 'read-done', role: 'status' }, `✓ You have read the report. It is counted with the next batch, at ${at}.`), ' ', shown)
+      }, (err: unknown) => {
+        mark.disabled = false
+        mark.textContent = 'I have read the report'
+        replace(this.readEl, mark, ' ', h('span', { class: 'control-error' }, h('span', { class: 'notice error', role: 'alert' }, err instanceof ApiError && err.code === 'server_unreachable'
+          ? 'The server cannot be reached. Try again in a moment.'
+          : 'It could not be marked. Try again.')))
+      })
     })
-    replace(this.readEl, shown, ' ', mark)
+    replace(this.readEl, mark, ' ', shown)
+  }
+
+  /** The read control, which the review screen shows beside what to do now. */
+  readControl (): HTMLElement {
+    return this.readEl
   }
 
   private renderActions (): void {
@@ -268,10 +333,10 @@ export class MeetingPanel {
       }, () => undefined)
     })
     replace(this.o.root,
-      h('section', { 'aria-labelledby': 'agenda-h' }, h('h2', { id: 'agenda-h', class: 'margin-title' }, 'Agenda'), this.agendaEl),
+      this.bigTimer, this.nowEl,
+      h('section', { 'aria-labelledby': 'agenda-h', class: 'agenda-section' }, h('h2', { id: 'agenda-h', class: 'margin-title' }, 'Agenda'), this.agendaEl, this.agendaStatus),
       h('section', { 'aria-labelledby': 'actions-h' }, h('h2', { id: 'actions-h', class: 'margin-title' }, 'Action items'), this.actionsEl),
       h('section', { 'aria-labelledby': 'record-h' }, h('h2', { id: 'record-h', class: 'margin-title' }, 'Record'),
-        this.readEl,
         facilitator ? h('label', { class: 'check' }, hints, ' Blameless-language hints for everyone') : null,
         h('div', { class: 'row' }, versions, exportMd, exportJson),
         facilitator && this.phase === 'closed' ? h('div', { class: 'row' }, publish, unpublish) : null,

@@ -1,5 +1,7 @@
-// The review screen: header (title, phase, who is here, an honest save indicator, facilitator
-// controls), the report editor and the comments margin. One socket carries every document
+// The review screen: a header that stays in view (title, phase, who is here, an honest save
+// indicator), where the review is and what to do now, facilitator controls, the report editor and
+// the comments margin; in the meeting, the notes and the meeting panel come first, and a
+// presenter view shows the timer and the current agenda item large. One socket carries every document
 // (HocuspocusProviderWebsocket); each document has its own provider and the session token.
 
 import * as Y from 'yjs'
@@ -11,13 +13,21 @@ import { ConcernsBoard } from './concerns'
 import { MeetingPanel } from './meeting'
 import { h, notice, replace } from './dom'
 import { createEditor, setWritable, toolbar } from './editor'
-import { mayComment, PHASE_HELP, reportAccess, reportExplanation, ROLE_HELP } from './rules'
+import { abilities, nextStep, PHASE_HELP, PHASE_NAMES, phaseMeaning, reportExplanation, ROLE_HELP } from './rules'
 import { memory, type Membership } from './store'
 
 const COLORS = ['#b4541a', '#1f6feb', '#8250df', '#1a7f37', '#bf3989', '#9a6700', '#0a7ea4', '#cf222e']
 
 /** How often a page that cannot see the review's documents yet (draft) asks for the phase. */
 const PHASE_POLL_MS = 3000
+
+/** A change the server has not acknowledged for this long means the server is not answering. */
+const UNANSWERED_MS = 5000
+
+/** Whether the presenter view was asked for in the address (`?present`). */
+function presentingFromUrl (): boolean {
+  return new URLSearchParams(location.search).has('present')
+}
 
 function colorFor (name: string): string {
   let hash = 0
@@ -63,7 +73,16 @@ class ReviewScreen {
   private notesEditor: Editor | null = null
   private readonly timerSlot = h('span', { class: 'timer-slot' })
   private phase: Phase
-  private readonly statusEl = h('span', { class: 'status', role: 'status', 'data-state': 'connecting' }, 'Connecting…')
+  private readonly statusEl = h('span', { class: 'status', role: 'status', 'data-state': 'connecting', hidden: true }, 'Connecting…')
+  private notes: HocuspocusProvider | null = null
+  /** When each document's oldest unacknowledged change was made (absent: none pending). */
+  private readonly pendingSince = new Map<HocuspocusProvider, number>()
+  private statusTimer: number | null = null
+  private everConnected = false
+  private readonly phaseBar = h('ol', { class: 'phase-bar', 'aria-label': 'Phases of the review' })
+  private readonly nextStepEl = h('p', { class: 'next-step' })
+  private readonly presentToggle = h('button', { type: 'button', id: 'present-toggle', class: 'present-toggle', hidden: true }, 'Presenter view')
+  private headObserver: ResizeObserver | null = null
   private readonly presenceEl = h('ul', { class: 'presence', 'aria-label': 'Who is here' })
   private readonly phaseEl = h('span', { class: 'phase' })
   private readonly banner = h('div', { class: 'banner', hidden: true })
@@ -80,7 +99,11 @@ class ReviewScreen {
     this.phase = review.phase
     this.user = { name: m.name, color: colorFor(m.name + m.participant) }
     this.socket = new HocuspocusProviderWebsocket({ url: collabUrl() })
-    this.socket.on('status', () => { this.updateStatus() })
+    this.socket.on('status', () => {
+      if (this.socket.status === WebSocketStatus.Connected) this.everConnected = true
+      this.updateStatus()
+    })
+    this.presentToggle.addEventListener('click', () => { this.present(!document.body.classList.contains('presenting')) })
     // A socket can outlive the network silently; trust the browser's offline signal, keep edits
     // in the document, and reconnect (which syncs them) when the network returns.
     window.addEventListener('offline', this.onOffline)
@@ -102,22 +125,32 @@ class ReviewScreen {
     const reportSection = h('section', { class: 'report', 'aria-label': 'Report' })
     const notesOpen = this.phase === 'meeting' || this.phase === 'closed'
     const notesSection = h('section', { class: 'report notes', 'aria-label': 'Meeting notes', hidden: !notesOpen })
-    const layout = h('div', { class: notesOpen ? 'layout with-notes' : 'layout' }, reportSection, notesSection, margin)
-    replace(this.app, this.header(), h('div', { class: 'review-head' },
+    // In the meeting the notes show first, beside the meeting panel (style.css), the report below.
+    const main = h('div', { class: 'main-column' }, reportSection, notesSection)
+    const layout = h('div', { class: `layout${notesOpen ? ' with-notes' : ''}${this.phase === 'meeting' ? ' meeting' : ''}` }, main, margin)
+    const head = h('div', { class: 'review-head' },
       h('div', { class: 'title-row' },
         h('h1', {}, this.review.title),
         this.phaseEl,
         this.review.severity ? h('span', { class: 'severity' }, this.review.severity) : null,
-        this.review.incident_date ? h('span', { class: 'muted' }, this.review.incident_date) : null),
+        this.review.incident_date ? h('span', { class: 'muted' }, this.review.incident_date) : null,
+        h('span', { class: 'head-end' }, this.presentToggle, this.statusEl)),
       h('div', { class: 'meta-row' },
-        h('span', { class: 'muted' }, `You are ${this.m.name}, ${this.m.role}`),
-        this.presenceEl, this.timerSlot, this.statusEl),
-      this.controls), this.banner, layout)
+        h('span', { class: 'muted you' }, `You are ${this.m.name}, ${this.m.role}`),
+        this.presenceEl, this.timerSlot))
+    replace(this.app, this.header(), head,
+      h('div', { class: 'review-info' }, this.phaseBar, this.nextStepEl, this.controls),
+      this.banner, layout)
+    // What sticks below the head (the editor's toolbar) sits below it, however tall it wraps.
+    this.headObserver = new ResizeObserver(() => {
+      document.documentElement.style.setProperty('--head-h', `${head.offsetHeight}px`)
+    })
+    this.headObserver.observe(head)
     this.renderPhase()
 
-    const canSeeDocs = reportAccess(this.m.role, this.phase) !== 'none'
+    const canSeeDocs = abilities(this.review).report !== 'none'
     if (!canSeeDocs) {
-      replace(reportSection, notice(reportExplanation(this.m.role, this.phase) ?? '', 'info'))
+      replace(reportSection, notice(reportExplanation(this.m.role, this.review, this.phase) ?? '', 'info'))
       margin.hidden = true
       this.pollPhase()
       this.updateStatus()
@@ -144,7 +177,7 @@ class ReviewScreen {
     const report = this.provider(this.review.documents.report)
     const commentsRoot = h('div', {})
     const concernsRoot = h('div', { class: 'board' })
-    const meetingRoot = h('div', { class: 'meeting-panel' })
+    const meetingRoot = h('div', { class: 'meeting-panel', id: 'meeting-panel' })
     // Threads sit beside their text, so the comments come first, except during the meeting, when
     // the agenda and action items matter most.
     if (this.phase === 'meeting') replace(margin, meetingRoot, commentsRoot, concernsRoot)
@@ -153,11 +186,10 @@ class ReviewScreen {
     discussion.document.getMap('review').observe(() => {
       for (const e of [this.editor, this.notesEditor]) if (e && !e.isDestroyed) e.view.dispatch(e.state.tr.setMeta('debrief-hints', true))
     })
-    this.comments = new CommentsPanel({ root: commentsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canComment: () => mayComment(this.m.role, this.phase) })
-    this.concerns = new ConcernsBoard({ root: concernsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canRaise: () => mayComment(this.m.role, this.phase) })
+    this.comments = new CommentsPanel({ root: commentsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canComment: () => abilities(this.review).comment })
+    this.concerns = new ConcernsBoard({ root: concernsRoot, membership: this.m, review: () => this.review, discussion: discussion.document, canRaise: () => abilities(this.review).comment })
     this.report = report
-    report.on('unsyncedChanges', () => { this.updateStatus() })
-    report.on('synced', () => { this.updateStatus() })
+    this.track(report)
     report.on('authenticated', () => {
       this.applyScope()
       this.updateStatus()
@@ -170,7 +202,7 @@ class ReviewScreen {
       user: this.user,
       label: 'Report',
       ranges: (state) => comments.ranges(state),
-      onSelection: (empty) => { commentButton.disabled = empty || !mayComment(this.m.role, this.phase) },
+      onSelection: (empty) => { commentButton.disabled = empty || !abilities(this.review).comment },
       hints: hintsOn
     })
     this.editor = editor
@@ -196,8 +228,11 @@ class ReviewScreen {
       }
     })
     this.meeting.mount()
+    this.nextStepEl.after(this.meeting.readControl())
     if (notesOpen) {
       const notes = this.provider(this.review.documents.notes)
+      this.notes = notes
+      this.track(notes)
       const notesEl = h('div', { class: 'editor', id: 'notes' })
       const notesEditor = createEditor({
         element: notesEl,
@@ -210,14 +245,16 @@ class ReviewScreen {
       })
       this.notesEditor = notesEditor
       const applyNotes = () => {
-        const writable = notes.authorizedScope === 'read-write' && this.phase === 'meeting'
+        const writable = notes.authorizedScope === 'read-write' && abilities(this.review).notes === 'write'
         setWritable(notesEditor, writable)
+        this.updateStatus()
       }
       notes.on('authenticated', applyNotes)
       applyNotes()
       replace(notesSection, h('h2', { class: 'section-title' }, 'Meeting notes'), toolbar(notesEditor, []), notesEl)
     }
-    const commentButton = h('button', { type: 'button', class: 'tool comment', id: 'comment-selection', disabled: true }, 'Comment')
+    const commentButton = h('button', { type: 'button', class: 'tool comment', id: 'comment-selection', disabled: true, hidden: !abilities(this.review).comment }, 'Comment')
+    this.commentButton = commentButton
     commentButton.addEventListener('mousedown', (e) => { e.preventDefault() })
     commentButton.addEventListener('click', () => {
       const { from, to, empty } = editor.state.selection
@@ -228,6 +265,31 @@ class ReviewScreen {
     this.applyScope()
     this.renderPresence()
     this.updateStatus()
+    if (this.phase === 'meeting' && presentingFromUrl()) this.present(true)
+  }
+
+  private commentButton: HTMLButtonElement | null = null
+
+  /** Follows what the server acknowledged of a document this page may change. */
+  private track (provider: HocuspocusProvider): void {
+    provider.on('unsyncedChanges', () => {
+      if (!provider.hasUnsyncedChanges) this.pendingSince.delete(provider)
+      else if (!this.pendingSince.has(provider)) this.pendingSince.set(provider, Date.now())
+      this.updateStatus()
+    })
+    provider.on('synced', () => { this.updateStatus() })
+  }
+
+  /** The presenter view: the timer and the current agenda item large, for a projector. */
+  private present (on: boolean): void {
+    const active = on && this.phase === 'meeting'
+    document.body.classList.toggle('presenting', active)
+    this.presentToggle.textContent = active ? 'Leave presenter view' : 'Presenter view'
+    this.presentToggle.setAttribute('aria-pressed', String(active))
+    const url = new URL(location.href)
+    if (active) url.searchParams.set('present', '')
+    else url.searchParams.delete('present')
+    history.replaceState(null, '', url.pathname + (active ? '?present' : '') + url.hash)
   }
 
   private provider (name: string): HocuspocusProvider {
@@ -251,9 +313,9 @@ class ReviewScreen {
   private applyScope (): void {
     const editor = this.editor
     if (!editor || !this.report) return
-    const writable = this.report.authorizedScope === 'read-write' && reportAccess(this.m.role, this.phase) === 'write'
+    const writable = this.report.authorizedScope === 'read-write' && abilities(this.review).report === 'write'
     setWritable(editor, writable)
-    const why = reportExplanation(this.m.role, this.phase)
+    const why = reportExplanation(this.m.role, this.review, this.phase)
     if (why && !writable) this.showBanner(why)
     else this.showBanner(null)
   }
@@ -266,23 +328,26 @@ class ReviewScreen {
   private onPhase (phase: Phase): void {
     // Phases only move forward: an older copy (a stale document, a slow poll) is ignored.
     if (PHASES.indexOf(phase) <= PHASES.indexOf(this.phase)) return
-    const couldSee = reportAccess(this.m.role, this.phase) !== 'none'
+    const couldSee = abilities(this.review).report !== 'none'
     this.phase = phase
     this.review = { ...this.review, phase }
     memory.update(this.m.review, { phase })
     // Entering the meeting opens the notes beside the report.
     const notesChange = phase === 'meeting'
-    if ((!couldSee && reportAccess(this.m.role, phase) !== 'none') || notesChange) {
+    if ((!couldSee && abilities(this.review).report !== 'none') || notesChange) {
       // The documents open now: start over with them.
       this.destroy()
       openReview(this.app, this.m.review, this.header)
       return
     }
+    this.present(false)
     this.renderPhase()
     this.applyScope()
+    if (this.commentButton) this.commentButton.hidden = !abilities(this.review).comment
     this.comments?.refresh()
     this.concerns?.refresh()
     this.meeting?.mount()
+    this.updateStatus()
   }
 
   private pollPhase (): void {
@@ -293,6 +358,10 @@ class ReviewScreen {
 
   private destroy (): void {
     if (this.poll !== null) window.clearInterval(this.poll)
+    if (this.statusTimer !== null) window.clearTimeout(this.statusTimer)
+    this.headObserver?.disconnect()
+    document.body.classList.remove('presenting')
+    this.comments?.destroy()
     this.meeting?.destroy()
     this.notesEditor?.destroy()
     window.removeEventListener('offline', this.onOffline)
@@ -306,7 +375,15 @@ class ReviewScreen {
     this.phaseEl.className = `phase phase-${this.phase}`
     this.phaseEl.textContent = this.phase
     this.phaseEl.title = PHASE_HELP[this.phase]
-    if (this.m.role === 'facilitator') this.renderControls()
+    const now = PHASES.indexOf(this.phase)
+    replace(this.phaseBar, ...PHASES.map((p, i) => h('li', {
+      class: `phase-step${i < now ? ' done' : ''}${i === now ? ' current' : ''}`,
+      'aria-current': i === now ? 'step' : null,
+      'data-phase': p
+    }, h('strong', {}, PHASE_NAMES[p]), h('span', { class: 'phase-meaning' }, phaseMeaning(p, abilities(this.review, p))))))
+    replace(this.nextStepEl, h('strong', {}, 'What to do now: '), nextStep(this.phase, abilities(this.review)))
+    this.presentToggle.hidden = this.phase !== 'meeting'
+    if (abilities(this.review).facilitate) this.renderControls()
   }
 
   private renderControls (): void {
@@ -363,29 +440,50 @@ class ReviewScreen {
       h('li', {}, h('span', { class: 'dot', style: `background:${color}`, 'aria-hidden': 'true' }), name)))
   }
 
-  /** "Saved" only when the socket is up and every local change of the report is acknowledged. */
+  /**
+   * The save indicator covers every document this page may change (the report, the notes): it
+   * says "Saved" only when the server acknowledged each change, "Saving…" until then, and tells
+   * "you are offline" (the browser says so) apart from "the server cannot be reached" (the socket
+   * is down, or a change went unanswered for UNANSWERED_MS). Someone who may change nothing sees
+   * no saving state at all, only whether they are cut off.
+   */
   private updateStatus (): void {
+    if (this.statusTimer !== null) window.clearTimeout(this.statusTimer)
+    this.statusTimer = null
+    const may = abilities(this.review)
+    const writable = [
+      may.report === 'write' ? this.report : null,
+      may.notes === 'write' ? this.notes : null
+    ].filter((p): p is HocuspocusProvider => p !== null && p.authorizedScope !== 'readonly')
     const connected = this.socket.status === WebSocketStatus.Connected
-    const report = this.report
-    let state: string
-    let text: string
-    if (!navigator.onLine || (!connected && this.socket.status === WebSocketStatus.Disconnected)) {
+    const oldest = Math.min(...writable.map((p) => this.pendingSince.get(p) ?? Infinity))
+    const unanswered = Date.now() - oldest >= UNANSWERED_MS
+    const pending = writable.some((p) => p.hasUnsyncedChanges)
+    let state: string | null
+    let text = ''
+    if (!navigator.onLine) {
       state = 'offline'
-      text = 'Offline — changes kept in this tab'
+      text = writable.length > 0 ? 'You are offline — changes are kept in this tab' : 'You are offline'
+    } else if ((!connected && this.everConnected) || (connected && pending && unanswered)) {
+      state = 'unreachable'
+      text = writable.length > 0 ? 'The server cannot be reached — changes are kept in this tab' : 'The server cannot be reached'
+    } else if (writable.length === 0) {
+      state = null
     } else if (!connected) {
       state = 'connecting'
       text = 'Connecting…'
-    } else if (report?.hasUnsyncedChanges && report.authorizedScope === 'readonly') {
-      state = 'refused'
-      text = 'Not saved: the report is read-only now'
-    } else if (report?.hasUnsyncedChanges) {
+    } else if (pending) {
       state = 'saving'
       text = 'Saving…'
+      // Looks again when the oldest change would count as unanswered.
+      this.statusTimer = window.setTimeout(() => { this.updateStatus() }, Math.max(0, oldest + UNANSWERED_MS - Date.now()) + 50)
     } else {
       state = 'saved'
       text = 'Saved'
     }
-    this.statusEl.dataset.state = state
+    this.statusEl.hidden = state === null
+    this.statusEl.dataset.state = state ?? 'none'
     this.statusEl.textContent = text
   }
+
 }
