@@ -105,6 +105,21 @@ test('a y-websocket client and a Hocuspocus client edit one document and converg
   await waitSaved(hocus)
 }))
 
+test('a late joiner receives a document of several hundred KiB, sent in WebSocket fragments', opts, scenario(async (h) => {
+  const server = await h.startServer()
+  const writer = h.hocusClient(h.hocusSocket(server), 'big')
+  await waitReady(writer)
+  // Over 64 KiB, the server sends a message in fragments; the provider must see it whole.
+  const big = 'the pager went off at 03:12 🔔 '.repeat(20000)
+  writer.doc.getText('t').insert(0, big)
+  await waitSaved(writer)
+  const late = [1, 2].map(() => h.hocusClient(h.hocusSocket(server), 'big'))
+  for (const client of late) {
+    await waitReady(client, 'a late joiner to sync')
+    assert.equal(text(client), big)
+  }
+}))
+
 test('awareness travels between providers and disappears when one leaves', opts, scenario(async (h) => {
   const server = await h.startServer()
   const a = h.hocusClient(h.hocusSocket(server), 'presence')

@@ -33,7 +33,7 @@ use crate::documents::command::{
 };
 use crate::documents::crdt;
 use crate::documents::holdback::{Deferred, Holdback};
-use crate::documents::peer::{ConnId, Delivery, Notice, Peer, Peers};
+use crate::documents::peer::{ConnId, Delivery, Framed, Notice, Peer, Peers};
 use crate::documents::presence::Presence;
 use crate::documents::queue;
 use crate::documents::quota;
@@ -48,6 +48,15 @@ use crate::storage::store::{Compacted, StoreError};
 /// to any connection, so a burst from one writer slows that writer (its socket stops being read)
 /// instead of overflowing the outboxes of readers that keep up.
 const UNRELEASED_PER_OUTBOX: usize = 4;
+
+/// Updates applied after the shared full state ([`FullState`]) was made that it carries for new
+/// joiners, at most; past this (or [`FULL_STATE_TAIL_BYTES`]) it is made again for the next one.
+const FULL_STATE_TAIL_FRAMES: usize = 64;
+
+/// Bytes of the updates a [`FullState`] carries, at most (or an eighth of its own size, when that
+/// is more): a joiner then receives little more than the document, and a busy document is encoded
+/// again at most once per this much typing.
+const FULL_STATE_TAIL_BYTES: usize = 64 << 10;
 
 /// The sizes of a review's documents, for the review quota: read from memory the store keeps.
 /// Implemented for the store by [`crate::documents::doc`]; faked in tests.
@@ -148,7 +157,7 @@ pub struct Core {
     doc: Doc,
     /// The document is being built from its stored bytes (first load, or [`Effect::Rebuild`]).
     /// Until it is done, joins, awareness and a cold joiner's SyncStep1 (answered from
-    /// `fresh_sync`) are served; the first command that needs the document waits in `blocked`,
+    /// `full_state`) are served; the first command that needs the document waits in `blocked`,
     /// and no further command is taken.
     loading: bool,
     /// A failed update damaged the document and its rebuild waits for the running compaction
@@ -160,9 +169,13 @@ pub struct Core {
     awaiting_step1: Vec<ConnId>,
     presence: Presence,
     peers: Peers,
-    /// The stored snapshot as a ready SyncStep2 frame, valid until the first change after load.
-    /// A client that joins with nothing (every cold load) gets it without any yrs encoding.
-    fresh_sync: Option<Bytes>,
+    /// The whole document as one SyncStep2 message for clients that join with nothing, made
+    /// once and shared by every such joiner (issue 21: a join storm encoded the document once per
+    /// joiner, one after another). After a load it is the stored snapshot as it is.
+    full_state: Option<FullState>,
+    /// Presence changes are being relayed in ticks: one relay went out lately, so changes wait
+    /// for [`Core::presence_tick`].
+    presence_ticking: bool,
     next_seq: u64,
     log_entries: u64,
     log_bytes: u64,
@@ -211,7 +224,8 @@ impl Core {
             awaiting_step1: Vec::new(),
             presence: Presence::default(),
             peers: Peers::default(),
-            fresh_sync: meta.fresh_sync,
+            full_state: meta.fresh_sync.map(FullState::new),
+            presence_ticking: false,
             next_seq: meta.next_seq,
             log_entries: meta.log_entries,
             log_bytes: meta.log_bytes,
@@ -417,10 +431,27 @@ impl Core {
     /// The document stayed [`Core::idle`] for the idle period: compact its log first, unload it
     /// the next time.
     pub fn idle_elapsed(&mut self) {
+        // Nobody is here to join with it; the next joiner makes it again.
+        self.full_state = None;
         if self.log_entries > 0 {
             self.compact_wanted = true;
         } else {
             self.unload_wanted = true;
+        }
+    }
+
+    /// Presence changes wait for [`Core::presence_tick`]: the task calls it
+    /// [`crate::limits::PRESENCE_TICK`] after this became true.
+    pub fn presence_ticking(&self) -> bool {
+        self.presence_ticking
+    }
+
+    /// A presence tick passed: relays what changed meanwhile, or ends the ticking when nothing
+    /// did (the next change goes out at once).
+    pub fn presence_tick(&mut self) {
+        match self.presence.take_changes() {
+            Some(changes) => self.defer_presence(awareness_frame(&changes)),
+            None => self.presence_ticking = false,
         }
     }
 
@@ -535,9 +566,9 @@ impl Core {
         }
         match job.run_guarded(&self.doc) {
             Ok(Some(update)) if !update.is_empty() => {
-                self.fresh_sync = None;
                 Metrics::inc(&self.shared.metrics.updates_applied);
                 let frame = sync_frame(SyncMessage::Update(&update));
+                self.changed(&frame);
                 self.keep(update);
                 self.defer(Deferred::Broadcast {
                     except: None,
@@ -565,15 +596,14 @@ impl Core {
             DocCommand::Message {
                 msg: Incoming::Step1(sv),
                 ..
-            } => !(self.fresh_sync.is_some() && &sv[..] == EMPTY_STATE_VECTOR),
+            } => !(self.full_state.is_some() && &sv[..] == EMPTY_STATE_VECTOR),
             _ => false,
         }
     }
 
     fn on_step1(&mut self, conn: ConnId, sv: &[u8]) {
-        if let (Some(frame), EMPTY_STATE_VECTOR) = (&self.fresh_sync, sv) {
-            let frame = frame.clone();
-            self.defer(Deferred::To { conn, frame });
+        if sv == EMPTY_STATE_VECTOR {
+            self.send_full_state(conn);
             return;
         }
         match crdt::diff(&self.doc, sv) {
@@ -652,12 +682,14 @@ impl Core {
                 return;
             }
         };
-        if applied.effect.is_some() || applied.pending {
-            self.fresh_sync = None;
+        if applied.pending {
+            // Kept, but not part of the document's state until what it needs arrives.
+            self.full_state = None;
         }
         if let Some(effect) = applied.effect {
             Metrics::inc(&self.shared.metrics.updates_applied);
             let frame = sync_frame(SyncMessage::Update(&effect));
+            self.changed(&frame);
             self.keep(effect);
             self.defer(Deferred::Broadcast {
                 except: Some(conn),
@@ -711,8 +743,68 @@ impl Core {
             return;
         }
         if self.presence.apply(conn, &entries) > 0 {
-            // Echoed to the sender too: a lone y-websocket client that hears nothing reconnects.
-            self.defer_presence(awareness_frame(payload));
+            self.relay_presence();
+        }
+    }
+
+    /// Sends a client that joined with nothing the document's whole state: the shared
+    /// [`FullState`] (made now if there is none), then the updates applied since it was made.
+    fn send_full_state(&mut self, conn: ConnId) {
+        if self.full_state.is_none() {
+            match crdt::diff(&self.doc, EMPTY_STATE_VECTOR) {
+                Ok(state) => {
+                    let message = sync_frame(SyncMessage::Step2(&state));
+                    self.full_state = Some(FullState::new(message));
+                }
+                Err(e) => {
+                    tracing::error!(doc = %self.name, error = %e, "could not encode the document");
+                    self.reject(conn, close::INTERNAL_ERROR, "encode_failed");
+                    return;
+                }
+            }
+        }
+        let (Some(full), Some(peer)) = (self.full_state.as_mut(), self.peers.get(conn)) else {
+            return;
+        };
+        let mut frames = vec![Deferred::Framed {
+            conn,
+            frame: full.step2.for_peer(peer),
+        }];
+        frames.extend(full.since.iter().map(|frame| Deferred::To {
+            conn,
+            frame: frame.clone(),
+        }));
+        for frame in frames {
+            self.defer(frame);
+        }
+    }
+
+    /// The document changed by the update `frame` carries: the shared full state carries it too,
+    /// or is dropped once it carries too much.
+    fn changed(&mut self, frame: &Bytes) {
+        let Some(full) = &mut self.full_state else {
+            return;
+        };
+        let budget = FULL_STATE_TAIL_BYTES.max(full.step2.len() / 8);
+        if full.since.len() >= FULL_STATE_TAIL_FRAMES || full.since_bytes + frame.len() > budget {
+            self.full_state = None;
+            return;
+        }
+        full.since_bytes += frame.len();
+        full.since.push(frame.clone());
+    }
+
+    /// Relays the presence changes not relayed yet: at once when none went out lately, else at
+    /// the next [`Core::presence_tick`], so that a document relays presence at most once per tick
+    /// however many clients move (issue 21), each client's latest state only. Echoed to the
+    /// sender too: a lone y-websocket client that hears nothing reconnects.
+    fn relay_presence(&mut self) {
+        if self.presence_ticking {
+            return;
+        }
+        if let Some(changes) = self.presence.take_changes() {
+            self.defer_presence(awareness_frame(&changes));
+            self.presence_ticking = true;
         }
     }
 
@@ -737,7 +829,7 @@ impl Core {
     /// that need it wait (a large document takes long to build: issue 16).
     fn reload(&mut self) {
         Metrics::inc(&self.shared.metrics.documents_reloaded);
-        self.fresh_sync = None;
+        self.full_state = None;
         self.reload_wanted = true;
     }
 
@@ -854,8 +946,8 @@ impl Core {
         if self.peers.remove(conn).is_none() {
             return;
         }
-        if let Some(gone) = self.presence.remove_conn(conn) {
-            self.defer_presence(awareness_frame(&gone));
+        if self.presence.remove_conn(conn) {
+            self.relay_presence();
         }
     }
 
@@ -896,6 +988,13 @@ impl Core {
             match d {
                 Deferred::Broadcast { except, frame } => self.broadcast_now(except, frame),
                 Deferred::To { conn, frame } => self.send_to(conn, frame),
+                Deferred::Framed { conn, frame } => {
+                    if let Some(peer) = self.peers.get(conn) {
+                        if !self.push(peer, frame) {
+                            self.remove_peer(conn);
+                        }
+                    }
+                }
                 Deferred::Close { conn, code, reason } => self.reject(conn, code, &reason),
                 Deferred::Done(done) => {
                     let _ = done.send(Ok(()));
@@ -904,19 +1003,20 @@ impl Core {
         }
     }
 
-    fn send_to(&mut self, conn: ConnId, frame: Bytes) {
+    fn send_to(&mut self, conn: ConnId, message: Bytes) {
         let Some(peer) = self.peers.get(conn) else {
             return;
         };
-        if !self.push(peer, frame) {
+        if !self.push(peer, peer.frame(&message)) {
             self.remove_peer(conn);
         }
     }
 
-    fn broadcast_now(&mut self, except: Option<ConnId>, frame: Bytes) {
+    fn broadcast_now(&mut self, except: Option<ConnId>, message: Bytes) {
         let mut dropped = Vec::new();
+        let mut framed = Framed::new(message);
         for peer in self.peers.iter() {
-            if Some(peer.conn) != except && !self.push(peer, frame.clone()) {
+            if Some(peer.conn) != except && !self.push(peer, framed.for_peer(peer)) {
                 dropped.push(peer.conn);
             }
         }
@@ -925,10 +1025,10 @@ impl Core {
         }
     }
 
-    /// Puts a frame in a peer's outbox; `false` when the peer must be detached (outbox full: it
+    /// Puts a frame (in the peer's dialect) in its outbox; `false` when the peer must be detached (outbox full: it
     /// is closed as a slow consumer and resynchronises on reconnect; or already closed).
     fn push(&self, peer: &Peer, frame: Bytes) -> bool {
-        match peer.outbox.try_send(peer.frame(&frame)) {
+        match peer.outbox.try_send(frame) {
             Ok(()) => true,
             Err(queue::TrySendError::Full(_)) => {
                 Metrics::inc(&self.shared.metrics.slow_consumers);
@@ -947,6 +1047,27 @@ impl Core {
 /// A y-protocols sync message, as every dialect carries it.
 pub fn sync_frame(msg: SyncMessage<'_>) -> Bytes {
     Bytes::from(Message::Sync(msg).encode())
+}
+
+/// The document's whole state for clients that join with nothing (see [`Core::send_full_state`]).
+#[derive(Debug)]
+struct FullState {
+    /// The SyncStep2 message, framed once per dialect prefix.
+    step2: Framed,
+    /// Update messages applied after it was made, in order.
+    since: Vec<Bytes>,
+    /// Their bytes.
+    since_bytes: usize,
+}
+
+impl FullState {
+    fn new(step2: Bytes) -> Self {
+        FullState {
+            step2: Framed::new(step2),
+            since: Vec::new(),
+            since_bytes: 0,
+        }
+    }
 }
 
 fn awareness_frame(payload: &[u8]) -> Bytes {

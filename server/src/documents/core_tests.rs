@@ -87,8 +87,8 @@ impl Authorizer for Tokens {
 struct Telling;
 
 impl Framing for Telling {
-    fn message(&self, message: &Bytes) -> Bytes {
-        message.clone()
+    fn prefix(&self) -> &[u8] {
+        &[]
     }
 
     fn notice(&self, notice: &Notice) -> Delivery {
@@ -108,8 +108,8 @@ impl Framing for Telling {
 struct Closing;
 
 impl Framing for Closing {
-    fn message(&self, message: &Bytes) -> Bytes {
-        message.clone()
+    fn prefix(&self) -> &[u8] {
+        &[]
     }
 
     fn notice(&self, notice: &Notice) -> Delivery {
@@ -417,6 +417,151 @@ fn presence_waits_behind_the_content_it_may_point_at() {
         decode_frame(&frames[1]).expect("frame")[..],
         [Message::Awareness(_)]
     ));
+}
+
+/// An awareness update of one client.
+fn awareness(client: u64, clock: u64, state: &str) -> Incoming {
+    Incoming::Awareness(Bytes::from(debrief_proto::awareness::encode_update([
+        debrief_proto::awareness::AwarenessEntry {
+            client,
+            clock,
+            state,
+        },
+    ])))
+}
+
+/// The (client, clock, state) entries of the awareness frames among `frames`.
+fn presence_in(frames: &[Bytes]) -> Vec<Vec<(u64, u64, String)>> {
+    frames
+        .iter()
+        .flat_map(|f| decode_frame(f).expect("frame"))
+        .filter_map(|m| match m {
+            Message::Awareness(a) => Some(
+                debrief_proto::awareness::decode_update(a)
+                    .expect("valid awareness")
+                    .into_iter()
+                    .map(|e| (e.client, e.clock, e.state.to_owned()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn presence_is_relayed_at_most_once_per_tick_with_each_clients_latest_state() {
+    let mut h = ready();
+    let a = h.join(1, Access::ReadWrite, Arc::new(Closing));
+    let b = h.join(2, Access::ReadOnly, Arc::new(Closing));
+    let mut watcher = h.join(3, Access::ReadOnly, Arc::new(Closing));
+    assert!(!h.core.presence_ticking());
+
+    h.send(&a, awareness(10, 1, "{\"cursor\":1}"));
+    assert_eq!(
+        presence_in(&watcher.frames()),
+        vec![vec![(10, 1, "{\"cursor\":1}".to_owned())]],
+        "the first change after a quiet tick goes out at once"
+    );
+    assert!(h.core.presence_ticking());
+
+    for clock in 2..=6 {
+        h.send(&a, awareness(10, clock, &format!("{{\"cursor\":{clock}}}")));
+    }
+    h.send(&b, awareness(20, 1, "{}"));
+    assert!(
+        watcher.frames().is_empty(),
+        "changes within a tick wait for its end"
+    );
+    h.core.presence_tick();
+    assert_eq!(
+        presence_in(&watcher.frames()),
+        vec![vec![
+            (10, 6, "{\"cursor\":6}".to_owned()),
+            (20, 1, "{}".to_owned())
+        ]],
+        "one relay, each client's latest state"
+    );
+    assert!(h.core.presence_ticking());
+
+    h.core.presence_tick();
+    assert!(watcher.frames().is_empty());
+    assert!(!h.core.presence_ticking(), "a quiet tick ends the ticking");
+    h.core.handle(DocCommand::Leave { conn: b.conn });
+    assert_eq!(
+        presence_in(&watcher.frames()),
+        vec![vec![(20, 2, "null".to_owned())]],
+        "a departure after a quiet tick goes out at once"
+    );
+}
+
+#[test]
+fn joiners_with_nothing_share_one_encoding_of_the_document() {
+    /// Frames every message behind a prefix, as Hocuspocus does with the document's name.
+    #[derive(Debug)]
+    struct Prefixed;
+    impl Framing for Prefixed {
+        fn prefix(&self) -> &[u8] {
+            b"P"
+        }
+        fn notice(&self, _: &Notice) -> Delivery {
+            Delivery::Nothing
+        }
+    }
+    fn step2_of(h: &mut Harness, id: u64, framing: Arc<dyn Framing>) -> (Client, Vec<Bytes>) {
+        let mut c = h.join(id, Access::ReadOnly, framing);
+        h.send(&c, Incoming::Step1(Bytes::from_static(EMPTY_STATE_VECTOR)));
+        let frames = c.frames();
+        (c, frames)
+    }
+    let mut h = ready();
+    let writer = h.join(1, Access::ReadWrite, Arc::new(Closing));
+    let first = typed("shared");
+    h.update(&writer, &first);
+    h.flush();
+
+    let (_a, a) = step2_of(&mut h, 2, Arc::new(Closing));
+    let (_b, b) = step2_of(&mut h, 3, Arc::new(Closing));
+    assert_eq!(text_of(&a), "shared");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].as_ptr(), b[0].as_ptr(), "one encoding, shared");
+    let (_c, c) = step2_of(&mut h, 4, Arc::new(Prefixed));
+    let (_d, d) = step2_of(&mut h, 5, Arc::new(Prefixed));
+    assert_eq!(c[0][0], b'P');
+    assert_eq!(&c[0][1..], &a[0][..]);
+    assert_eq!(c[0].as_ptr(), d[0].as_ptr(), "framed once per prefix");
+
+    // After a change the shared state is kept, and carries the change behind it.
+    let more = {
+        let doc = crdt::load(None, [first.as_slice()]).expect("loads");
+        let t = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        t.insert(&mut txn, 6, "!");
+        txn.encode_update_v1()
+    };
+    h.update(&writer, &more);
+    h.flush();
+    let (_e, e) = step2_of(&mut h, 6, Arc::new(Closing));
+    assert_eq!(e[0].as_ptr(), a[0].as_ptr());
+    assert_eq!(e.len(), 2, "the state, then the change");
+    assert_eq!(text_of(&e), "shared!");
+
+    // Past its bound on changes carried, the next joiner gets a new encoding of its own.
+    let base = crdt::load(None, [first.as_slice(), more.as_slice()]).expect("loads");
+    for i in 0..80u32 {
+        let update = {
+            let t = base.get_or_insert_text("t");
+            let mut txn = base.transact_mut();
+            t.insert(&mut txn, 0, &i.to_string());
+            txn.encode_update_v1()
+        };
+        h.update(&writer, &update);
+        h.flush();
+    }
+    let (_f, f) = step2_of(&mut h, 7, Arc::new(Closing));
+    assert_eq!(f.len(), 1);
+    assert_ne!(f[0].as_ptr(), a[0].as_ptr());
+    let expected = base.get_or_insert_text("t").get_string(&base.transact());
+    assert_eq!(text_of(&f), expected);
 }
 
 #[test]

@@ -30,7 +30,7 @@ use crate::documents::crdt;
 use crate::documents::queue;
 use crate::documents::quota;
 use crate::documents::reloads::ReloadLimiter;
-use crate::limits::Limits;
+use crate::limits::{Limits, PRESENCE_TICK};
 use crate::metrics::Metrics;
 use crate::storage::store::{Compacted, Store, StoreError, StoredDoc};
 
@@ -112,6 +112,8 @@ pub(crate) struct Owner {
     loading: Option<JoinHandle<Result<Doc, StoreError>>>,
     /// The running compaction ([`Effect::Compact`]).
     compaction: Option<JoinHandle<Result<Compacted, StoreError>>>,
+    /// When presence changes are next relayed, while the core relays them in ticks.
+    presence_tick: Option<tokio::time::Instant>,
 }
 
 impl Owner {
@@ -175,6 +177,7 @@ impl Owner {
             flushes: VecDeque::new(),
             loading,
             compaction: None,
+            presence_tick: None,
         }))
     }
 
@@ -192,6 +195,11 @@ impl Owner {
                 break;
             }
             let idle = self.core.idle() && !self.core.shutting_down();
+            if !self.core.presence_ticking() {
+                self.presence_tick = None;
+            } else if self.presence_tick.is_none() {
+                self.presence_tick = Some(tokio::time::Instant::now() + PRESENCE_TICK);
+            }
             tokio::select! {
                 biased;
                 done = async { (&mut *self.flushes.front_mut().expect("guarded by the branch condition")).await }, if !self.flushes.is_empty() => {
@@ -246,6 +254,10 @@ impl Owner {
                             Err(_) => break,
                         }
                     }
+                }
+                () = tokio::time::sleep_until(self.presence_tick.unwrap_or_else(tokio::time::Instant::now)), if self.presence_tick.is_some() => {
+                    self.presence_tick = None;
+                    self.core.presence_tick();
                 }
                 _ = tokio::time::sleep(self.ctx.limits.idle_unload_after), if idle => {
                     self.core.idle_elapsed();

@@ -31,6 +31,14 @@ pub enum Deferred {
         /// The message.
         frame: Bytes,
     },
+    /// To one peer, a frame already in its dialect (made once for many, see
+    /// [`crate::documents::peer::Framed`]).
+    Framed {
+        /// The peer.
+        conn: ConnId,
+        /// The frame.
+        frame: Bytes,
+    },
     /// A notice that its peer's dialect can only say by closing it.
     Close {
         /// The peer.

@@ -103,8 +103,10 @@ pub enum Delivery {
 /// One dialect's encoding of what an owner sends a connection. Implemented by each transport
 /// (`/ws` and `/collab`); the owner never sees dialect bytes.
 pub trait Framing: Send + Sync + std::fmt::Debug {
-    /// The frame that carries `message` (a y-protocols message, or a [`Delivery::Message`]).
-    fn message(&self, message: &Bytes) -> Bytes;
+    /// The bytes that go before every message (a y-protocols message, or a
+    /// [`Delivery::Message`]) to make its frame; empty when a message is its own frame. Framings
+    /// with equal prefixes frame alike, so one broadcast makes one copy per distinct prefix.
+    fn prefix(&self) -> &[u8];
 
     /// How `notice` reaches the connection.
     fn notice(&self, notice: &Notice) -> Delivery;
@@ -202,12 +204,59 @@ pub struct Peer {
 impl Peer {
     /// The frame that carries the message `message` to this peer.
     pub fn frame(&self, message: &Bytes) -> Bytes {
-        self.framing.message(message)
+        Framed::new(message.clone()).for_peer(self)
     }
 
     /// How `notice` reaches this peer.
     pub fn notice(&self, notice: &Notice) -> Delivery {
         self.framing.notice(notice)
+    }
+}
+
+/// One message and its frames, made once for each distinct [`Framing::prefix`] among the peers it
+/// goes to: a broadcast to a thousand Hocuspocus sockets of one document, or one state sent to
+/// every joiner of a storm, shares one copy instead of making one per peer.
+#[derive(Debug, Clone)]
+pub struct Framed {
+    message: Bytes,
+    /// Frames made so far, by prefix (a document has one or two).
+    made: Vec<(Box<[u8]>, Bytes)>,
+}
+
+impl Framed {
+    /// `message`, not framed yet.
+    pub fn new(message: Bytes) -> Self {
+        Framed {
+            message,
+            made: Vec::new(),
+        }
+    }
+
+    /// Bytes of the message.
+    pub fn len(&self) -> usize {
+        self.message.len()
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.message.is_empty()
+    }
+
+    /// The frame for `peer`.
+    pub fn for_peer(&mut self, peer: &Peer) -> Bytes {
+        let prefix = peer.framing.prefix();
+        if prefix.is_empty() {
+            return self.message.clone();
+        }
+        if let Some((_, frame)) = self.made.iter().find(|(p, _)| **p == *prefix) {
+            return frame.clone();
+        }
+        let mut frame = Vec::with_capacity(prefix.len() + self.message.len());
+        frame.extend_from_slice(prefix);
+        frame.extend_from_slice(&self.message);
+        let frame = Bytes::from(frame);
+        self.made.push((prefix.into(), frame.clone()));
+        frame
     }
 }
 

@@ -1,6 +1,6 @@
 //! The awareness (presence) table of one document: who is here, with which state, and which
-//! connection speaks for each Yjs client id. Sans-IO: it takes decoded entries and says what to
-//! relay; the document owner does the sending.
+//! connection speaks for each Yjs client id, and what changed since it was last relayed. Sans-IO:
+//! it takes decoded entries and says what to relay; the document owner decides when, and sends.
 
 use debrief_proto::awareness::{encode_update, AwarenessEntry, REMOVED_STATE};
 
@@ -19,11 +19,17 @@ struct Client {
     conn: ConnId,
 }
 
-/// Current awareness states of one document. A document has a handful of clients, so they are
-/// kept in a small vector and found by a scan.
+/// Current awareness states of one document, and the changes not relayed yet. A team's document
+/// has a handful of clients and an all-hands one a thousand, so they are kept in a vector and
+/// found by a scan (a thousand ids: about a microsecond).
 #[derive(Debug, Default)]
 pub struct Presence {
     clients: Vec<Client>,
+    /// Clients whose state changed since the last [`Presence::take_changes`]: only their latest
+    /// state is relayed, so superseded states are dropped.
+    changed: Vec<u64>,
+    /// Clients that left since then, with the clock of their removal.
+    gone: Vec<(u64, u64)>,
 }
 
 impl Presence {
@@ -44,6 +50,11 @@ impl Presence {
                 continue;
             }
             changed += 1;
+            if e.is_removal() {
+                self.left(e.client, e.clock);
+            } else if !self.changed.contains(&e.client) {
+                compact::push(&mut self.changed, e.client);
+            }
             match (index, e.is_removal()) {
                 (Some(i), true) => {
                     compact::swap_remove(&mut self.clients, i);
@@ -69,9 +80,9 @@ impl Presence {
         changed
     }
 
-    /// Removes every client `conn` spoke for and returns the awareness update announcing that
-    /// they left (`None` when it spoke for nobody).
-    pub fn remove_conn(&mut self, conn: ConnId) -> Option<Vec<u8>> {
+    /// Removes every client `conn` spoke for; `true` when there was one (their departure is a
+    /// change to relay).
+    pub fn remove_conn(&mut self, conn: ConnId) -> bool {
         let mut gone = Vec::new();
         self.clients.retain(|c| {
             if c.conn == conn {
@@ -82,16 +93,49 @@ impl Presence {
             }
         });
         compact::release(&mut self.clients);
-        if gone.is_empty() {
-            return None;
+        for (client, clock) in &gone {
+            self.left(*client, *clock);
         }
-        Some(encode_update(gone.iter().map(|(client, clock)| {
-            AwarenessEntry {
+        !gone.is_empty()
+    }
+
+    /// Notes that `client` left with a removal at `clock`.
+    fn left(&mut self, client: u64, clock: u64) {
+        match self.gone.iter_mut().find(|(c, _)| *c == client) {
+            Some(entry) => entry.1 = entry.1.max(clock),
+            None => compact::push(&mut self.gone, (client, clock)),
+        }
+    }
+
+    /// The changes since the last call as one awareness update: each changed client's current
+    /// state, and a removal for each client that left and is not back (`None` when nothing
+    /// changed).
+    pub fn take_changes(&mut self) -> Option<Vec<u8>> {
+        let changed = std::mem::take(&mut self.changed);
+        let gone = std::mem::take(&mut self.gone);
+        let current = changed.iter().filter_map(|id| {
+            self.clients
+                .iter()
+                .find(|c| c.id == *id)
+                .map(|c| AwarenessEntry {
+                    client: c.id,
+                    clock: c.clock,
+                    state: &c.state,
+                })
+        });
+        let left = gone
+            .iter()
+            .filter(|(id, _)| !self.clients.iter().any(|c| c.id == *id))
+            .map(|(client, clock)| AwarenessEntry {
                 client: *client,
                 clock: *clock,
                 state: REMOVED_STATE,
-            }
-        })))
+            });
+        let entries: Vec<AwarenessEntry<'_>> = current.chain(left).collect();
+        if entries.is_empty() {
+            return None;
+        }
+        Some(encode_update(entries))
     }
 
     /// The full table as one awareness update, or `None` when nobody is present.
@@ -162,6 +206,21 @@ mod tests {
         assert!(!gate.admit(start + PRESENCE_QUERY_INTERVAL));
     }
 
+    fn changes(p: &mut Presence) -> Vec<(u64, u64, String)> {
+        match p.take_changes() {
+            None => Vec::new(),
+            Some(update) => decode_update(&update)
+                .expect("valid update")
+                .into_iter()
+                .map(|e| (e.client, e.clock, e.state.to_owned()))
+                .collect(),
+        }
+    }
+
+    fn removed(client: u64, clock: u64) -> (u64, u64, String) {
+        (client, clock, REMOVED_STATE.to_owned())
+    }
+
     #[test]
     fn clocks_and_disconnect() {
         let mut p = Presence::default();
@@ -172,13 +231,48 @@ mod tests {
             0,
             "same clock is stale"
         );
+        assert_eq!(changes(&mut p), vec![(10, 1, r#"{"n":1}"#.to_owned())]);
         assert_eq!(p.apply(a, &[entry(10, 2, r#"{"n":3}"#)]), 1);
         assert_eq!(p.len(), 1);
-        let gone = p.remove_conn(a).expect("a spoke for client 10");
-        let entries = decode_update(&gone).expect("valid update");
-        assert_eq!(entries, vec![entry(10, 3, REMOVED_STATE)]);
+        assert!(p.remove_conn(a), "a spoke for client 10");
+        assert_eq!(changes(&mut p), vec![removed(10, 3)]);
         assert!(p.is_empty());
-        assert!(p.remove_conn(a).is_none());
+        assert!(!p.remove_conn(a));
+        assert_eq!(changes(&mut p), vec![]);
+    }
+
+    #[test]
+    fn only_the_latest_state_of_a_client_is_relayed() {
+        let mut p = Presence::default();
+        for clock in 1..=5 {
+            p.apply(
+                ConnId(1),
+                &[entry(3, clock, &format!(r#"{{"c":{clock}}}"#))],
+            );
+        }
+        p.apply(ConnId(2), &[entry(4, 1, "{}")]);
+        assert_eq!(
+            changes(&mut p),
+            vec![(3, 5, r#"{"c":5}"#.to_owned()), (4, 1, "{}".to_owned())]
+        );
+        assert_eq!(changes(&mut p), vec![], "each change is relayed once");
+    }
+
+    #[test]
+    fn a_client_that_leaves_and_comes_back_is_relayed_as_present() {
+        let mut p = Presence::default();
+        p.apply(ConnId(1), &[entry(3, 1, "{}")]);
+        changes(&mut p);
+        assert!(p.remove_conn(ConnId(1)));
+        p.apply(ConnId(2), &[entry(3, 3, r#"{"back":1}"#)]);
+        assert_eq!(changes(&mut p), vec![(3, 3, r#"{"back":1}"#.to_owned())]);
+        p.apply(ConnId(2), &[entry(3, 4, "{}")]);
+        assert!(p.remove_conn(ConnId(2)));
+        assert_eq!(
+            changes(&mut p),
+            vec![removed(3, 5)],
+            "joined and left within one tick"
+        );
     }
 
     #[test]
@@ -187,7 +281,8 @@ mod tests {
         p.apply(ConnId(1), &[entry(5, 4, "{}")]);
         assert_eq!(p.apply(ConnId(1), &[entry(5, 4, REMOVED_STATE)]), 1);
         assert!(p.snapshot().is_none());
-        assert!(p.remove_conn(ConnId(1)).is_none());
+        assert!(!p.remove_conn(ConnId(1)));
+        assert_eq!(changes(&mut p), vec![removed(5, 4)]);
     }
 
     #[test]
@@ -195,15 +290,14 @@ mod tests {
         let mut p = Presence::default();
         p.apply(ConnId(1), &[entry(7, 1, "{}"), entry(8, 1, "{}")]);
         p.apply(ConnId(2), &[entry(7, 2, r#"{"moved":true}"#)]);
-        let gone = p.remove_conn(ConnId(1)).expect("client 8 left");
-        let entries = decode_update(&gone).expect("valid update");
-        assert_eq!(entries, vec![entry(8, 2, REMOVED_STATE)]);
+        changes(&mut p);
+        assert!(p.remove_conn(ConnId(1)), "client 8 left");
+        assert_eq!(changes(&mut p), vec![removed(8, 2)]);
         let snapshot = p.snapshot().expect("client 7 is here");
         let entries = decode_update(&snapshot).expect("valid update");
         assert_eq!(entries, vec![entry(7, 2, r#"{"moved":true}"#)]);
-        let gone = p.remove_conn(ConnId(2)).expect("client 7 left");
-        let entries = decode_update(&gone).expect("valid update");
-        assert_eq!(entries, vec![entry(7, 3, REMOVED_STATE)]);
+        assert!(p.remove_conn(ConnId(2)), "client 7 left");
+        assert_eq!(changes(&mut p), vec![removed(7, 3)]);
         assert!(p.is_empty());
     }
 }

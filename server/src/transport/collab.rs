@@ -30,14 +30,12 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::ExtensionRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use bytes::Bytes;
 use debrief_proto::close;
 use debrief_proto::hocuspocus::{
-    decode_frame, document_of, name_prefix, prefixed, Auth, DocMessage, Frame, MSG_PING, MSG_PONG,
+    decode_frame, document_of, name_prefix, Auth, DocMessage, Frame, MSG_PING, MSG_PONG,
     SCOPE_READ_ONLY, SCOPE_READ_WRITE, SYNC_STATUS_APPLIED, SYNC_STATUS_REFUSED,
 };
 use futures_util::future::BoxFuture;
@@ -57,7 +55,7 @@ use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, S
 use crate::metrics::Metrics;
 use crate::transport::admission::{Busy, Connection, Meter};
 use crate::transport::socket::{
-    configure, join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
+    join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream, Upgrade,
 };
 use crate::transport::state::AppState;
 use crate::transport::stateless::{error_json, StatelessRequest};
@@ -89,8 +87,8 @@ fn scope(access: Access) -> &'static str {
 }
 
 impl Framing for Hocuspocus {
-    fn message(&self, message: &Bytes) -> Bytes {
-        Bytes::from(prefixed(&self.prefix, message))
+    fn prefix(&self) -> &[u8] {
+        &self.prefix
     }
 
     fn notice(&self, notice: &Notice) -> Delivery {
@@ -109,26 +107,25 @@ impl Framing for Hocuspocus {
 }
 
 /// `GET /collab`: upgrades to a Hocuspocus session.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, ()>,
     conn_info: Result<ConnectInfo<Connection>, ExtensionRejection>,
 ) -> Response {
     let ws = match ws {
-        Ok(ws) => configure(ws, &state),
+        Ok(ws) => ws,
         Err(_) => return upgrade_required("Hocuspocus"),
     };
     let meter = meter_of(conn_info);
     // Refused over the socket, like every other refusal: stock clients see close codes.
     let admitted = meter.as_ref().map_or(Ok(()), |m| m.admit());
-    let tracker = state.tracker.clone();
-    ws.on_upgrade(move |socket| {
+    ws.accept(&state.clone(), move |socket| {
         // Split before the session's future is made: the halves are pointers, and a future keeps
         // room for its arguments for its whole life (every open socket has one).
         let halves = socket.split();
         let conn = state.conn_id();
         let span = tracing::debug_span!("collab", %conn);
-        tracker.track_future(session(halves, state, (meter, admitted)).instrument(span))
+        session(halves, state, (meter, admitted)).instrument(span)
     })
 }
 
@@ -144,7 +141,7 @@ async fn session(
     if let Err(busy) = admitted {
         tracing::debug!("refused: the unauthenticated budget is full");
         kick.kick(close::SERVER_BUSY, busy.reason());
-        writer(&mut sink, outbox_rx, kick, done, state.shutdown.clone()).await;
+        writer(&mut sink, outbox_rx, kick, done, &state).await;
         Metrics::dec(&state.metrics.connections_open);
         return;
     }
@@ -160,13 +157,7 @@ async fn session(
         meter,
     };
     tokio::join!(
-        writer(
-            &mut sink,
-            outbox_rx,
-            kick,
-            done.clone(),
-            state.shutdown.clone()
-        ),
+        writer(&mut sink, outbox_rx, kick, done.clone(), &state),
         session.run(stream, &done),
     );
     session.detach_all().await;

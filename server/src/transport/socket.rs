@@ -7,23 +7,33 @@
 //! `ws.rs` (y-websocket) and `collab.rs` (Hocuspocus) build on this module; neither imports the
 //! other. Frames are opaque bytes here: decoding and encoding them is the dialects' job.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::ExtensionRejection;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use debrief_proto::close;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::documents::command::{DocHandle, JoinError};
 use crate::documents::peer::{Kick, Peer};
 use crate::documents::queue;
 use crate::error::ApiError;
-use crate::limits::{CLOSE_TIMEOUT, WRITE_TIMEOUT};
+use crate::limits::CLOSE_TIMEOUT;
 use crate::transport::admission::{Connection, Failure, Meter};
 use crate::transport::state::AppState;
 
@@ -47,6 +57,109 @@ const WRITE_BATCH: usize = 64;
 /// the largest frame), so it is kept small: at 4 KiB a batch of typing updates is still one call.
 const WRITE_BUFFER_BYTES: usize = 4 << 10;
 
+/// A message larger than this goes out in WebSocket fragments of this size (RFC 6455 §5.4; every
+/// client reassembles them). tungstenite copies a whole frame into its write buffer, keeps that
+/// buffer's capacity for the life of the connection and shifts what is left of it after each
+/// partial write: sent whole, a 20 MB document to 150 joiners held 3 GB of copies (issue 21),
+/// and cost time quadratic in the frame's size. In fragments, every joiner's message is the one
+/// shared encoding, and a connection buffers at most one fragment of it.
+const FRAGMENT_BYTES: usize = 64 << 10;
+
+/// An upgraded connection speaking WebSocket.
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// A WebSocket upgrade request (RFC 6455 §4.2.1), answered by [`Upgrade::accept`]. Debrief
+/// upgrades connections itself rather than through axum's wrapper, which can send a message
+/// only whole (see [`FRAGMENT_BYTES`]). Not an upgrade request: rejected with `()`, which each
+/// endpoint answers with [`upgrade_required`].
+pub(crate) struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = ();
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ()> {
+        let headers = &parts.headers;
+        let has = |name: header::HeaderName, wanted: &str| {
+            headers.get_all(name).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|token| token.trim().eq_ignore_ascii_case(wanted))
+                })
+            })
+        };
+        let upgrade = parts.method == Method::GET
+            && has(header::CONNECTION, "upgrade")
+            && has(header::UPGRADE, "websocket")
+            && headers
+                .get(header::SEC_WEBSOCKET_VERSION)
+                .is_some_and(|v| v == "13");
+        let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+        match (upgrade, key) {
+            (true, Some(key)) => {
+                let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or(())?;
+                Ok(Upgrade { key, on_upgrade })
+            }
+            _ => Err(()),
+        }
+    }
+}
+
+impl Upgrade {
+    /// Answers 101 Switching Protocols; once the connection has switched, `serve` runs on it,
+    /// tracked by the server's task tracker (its shutdown waits for it).
+    pub(crate) fn accept<F, Fut>(self, state: &AppState, serve: F) -> Response
+    where
+        F: FnOnce(Socket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let config = config(state);
+        let tracker: &TaskTracker = &state.tracker;
+        let accept = derive_accept_key(self.key.as_bytes());
+        let on_upgrade = self.on_upgrade;
+        tracker.spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let socket = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            serve(socket).await;
+        });
+        let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
+/// Socket settings shared by both dialects.
+fn config(state: &AppState) -> WebSocketConfig {
+    // tungstenite enforces our limit itself: it refuses an oversized frame from its header, before
+    // buffering any of it, and `next_frame` answers that refusal with 1009 (issue 16: a cap of
+    // twice the limit buffered up to 8 MiB of a frame that was refused anyway, and a larger frame
+    // got a bare transport error).
+    let max = state.limits.max_frame_bytes;
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+}
+
 /// The meter of the request's connection; absent only when the router is served without
 /// [`crate::transport::admission::MeteredListener`].
 pub(crate) fn meter_of(
@@ -65,19 +178,6 @@ pub(crate) fn upgrade_required(dialect: &str) -> Response {
     .into_response()
 }
 
-/// Socket settings shared by both dialects.
-pub(crate) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
-    // tungstenite enforces our limit itself: it refuses an oversized frame from its header, before
-    // buffering any of it, and `next_frame` answers that refusal with 1009 (issue 16: a cap of
-    // twice the limit buffered up to 8 MiB of a frame that was refused anyway, and a larger frame
-    // got a bare transport error).
-    let max = state.limits.max_frame_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-}
-
 /// Attaches `peer` to the document `doc`, opening it when needed.
 pub(crate) async fn join(state: &AppState, doc: &str, peer: Peer) -> Result<DocHandle, JoinError> {
     let mut last = JoinError::Unloading;
@@ -92,8 +192,8 @@ pub(crate) async fn join(state: &AppState, doc: &str, peer: Peer) -> Result<DocH
     Err(last)
 }
 
-pub(crate) type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
-pub(crate) type Stream = futures_util::stream::SplitStream<WebSocket>;
+pub(crate) type Sink = futures_util::stream::SplitSink<Socket, WsMessage>;
+pub(crate) type Stream = futures_util::stream::SplitStream<Socket>;
 
 /// Drains `outbox` into the socket until the connection is done, then sends the close frame
 /// someone asked for (or "going away" at shutdown).
@@ -102,11 +202,12 @@ pub(crate) async fn writer(
     mut outbox: queue::Receiver<Bytes>,
     kick: Kick,
     done: CancellationToken,
-    shutdown: CancellationToken,
+    state: &AppState,
 ) {
+    let write_timeout = state.limits.write_timeout;
     // Made once, not per frame: each of these registers a waiter when first polled.
     let kicked = kick.kicked();
-    let stopping = shutdown.cancelled();
+    let stopping = state.shutdown.cancelled();
     let finished = done.cancelled();
     tokio::pin!(kicked, stopping, finished);
     let close_with = loop {
@@ -132,7 +233,7 @@ pub(crate) async fn writer(
                 biased;
                 (code, reason) = &mut kicked => break Some((code, reason)),
                 () = &mut stopping => break Some((close::GOING_AWAY, "server_shutting_down".to_owned())),
-                sent = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, send)) => sent,
+                sent = Box::pin(tokio::time::timeout(write_timeout, send)) => sent,
             },
         };
         match sent {
@@ -149,7 +250,7 @@ pub(crate) async fn writer(
     if let Some((code, reason)) = close_with {
         tracing::debug!(code, reason = %reason, "closing connection");
         let frame = CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: reason.into(),
         };
         // Best effort: a client that stopped reading may never take the close frame.
@@ -164,15 +265,33 @@ async fn send_batch(
     sink: &mut Sink,
     first: Bytes,
     outbox: &mut queue::Receiver<Bytes>,
-) -> Result<(), axum::Error> {
-    sink.feed(WsMessage::Binary(first)).await?;
+) -> Result<(), WsError> {
+    feed(sink, first).await?;
     for _ in 1..WRITE_BATCH {
         match outbox.try_recv() {
-            Ok(frame) => sink.feed(WsMessage::Binary(frame)).await?,
+            Ok(frame) => feed(sink, frame).await?,
             Err(_) => break,
         }
     }
     sink.flush().await
+}
+
+/// Queues one message for the socket: whole, or past [`FRAGMENT_BYTES`] in fragments that share
+/// its bytes. Each `feed` first waits until what is buffered has gone out, so the connection
+/// buffers at most one fragment.
+async fn feed(sink: &mut Sink, mut message: Bytes) -> Result<(), WsError> {
+    if message.len() <= FRAGMENT_BYTES {
+        return sink.feed(WsMessage::Binary(message)).await;
+    }
+    let mut opcode = OpCode::Data(Data::Binary);
+    while !message.is_empty() {
+        let part = message.split_to(FRAGMENT_BYTES.min(message.len()));
+        let last = message.is_empty();
+        sink.feed(WsMessage::Frame(Frame::message(part, opcode, last)))
+            .await?;
+        opcode = OpCode::Data(Data::Continue);
+    }
+    Ok(())
 }
 
 /// The next binary frame, or `None` once the connection is done; protocol violations (a text
@@ -208,7 +327,7 @@ pub(crate) async fn next_frame(
                 );
                 return None;
             }
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
             Some(Ok(WsMessage::Close(_))) | None => return None,
             Some(Err(e)) if too_large(&e) => {
                 kick.kick(
@@ -244,13 +363,9 @@ pub(crate) async fn next_frame(
 }
 
 /// Whether a transport error is tungstenite refusing a frame or message over the size limit.
-fn too_large(e: &axum::Error) -> bool {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-    matches!(
-        e.source().and_then(|e| e.downcast_ref::<WsError>()),
-        Some(WsError::Capacity(CapacityError::MessageTooLong { .. }))
-    )
+fn too_large(e: &WsError) -> bool {
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    matches!(e, WsError::Capacity(CapacityError::MessageTooLong { .. }))
 }
 
 /// Waits until at least half of a connection's outbox is free before the connection hands its

@@ -20,8 +20,6 @@ use std::sync::Arc;
 
 use axum::extract::rejection::ExtensionRejection;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -42,7 +40,7 @@ use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN};
 use crate::metrics::Metrics;
 use crate::transport::admission::{Connection, Meter};
 use crate::transport::socket::{
-    configure, join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream,
+    join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream, Upgrade,
 };
 use crate::transport::state::AppState;
 
@@ -60,8 +58,8 @@ pub struct WsQuery {
 pub struct YWebsocket;
 
 impl Framing for YWebsocket {
-    fn message(&self, message: &Bytes) -> Bytes {
-        message.clone()
+    fn prefix(&self) -> &[u8] {
+        &[]
     }
 
     fn notice(&self, notice: &Notice) -> Delivery {
@@ -83,11 +81,11 @@ impl Framing for YWebsocket {
 }
 
 /// `GET /ws/{doc}`: validates the name and upgrades.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
     doc: Result<Path<String>, PathRejection>,
     query: Result<Query<WsQuery>, QueryRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, ()>,
     conn_info: Result<ConnectInfo<Connection>, ExtensionRejection>,
 ) -> Response {
     // A segment that does not percent-decode to UTF-8 (`%ff`) is a bad name like any other.
@@ -109,7 +107,7 @@ pub async fn upgrade(
         .into_response();
     };
     let ws = match ws {
-        Ok(ws) => configure(ws, &state),
+        Ok(ws) => ws,
         Err(_) => return upgrade_required("y-websocket"),
     };
     // Decided before the upgrade, but told over the socket: stock clients see close codes, not
@@ -122,16 +120,13 @@ pub async fn upgrade(
         // The token is accepted before the upgrade: nothing this socket reads waits for one.
         meter.authenticated();
     }
-    let tracker = state.tracker.clone();
-    ws.on_upgrade(move |socket| {
+    ws.accept(&state.clone(), move |socket| {
         // Split before the connection's future is made: the halves are pointers, and a future
         // keeps room for its arguments for its whole life (every open connection has one).
         let halves = socket.split();
         let conn = state.conn_id();
         let span = tracing::debug_span!("conn", %conn, doc = %doc);
-        tracker.track_future(
-            connection(halves, doc, (access, credential), (conn, meter), state).instrument(span),
-        )
+        connection(halves, doc, (access, credential), (conn, meter), state).instrument(span)
     })
 }
 
@@ -152,7 +147,7 @@ async fn connection(
             Metrics::inc(&state.metrics.permission_denied);
             tracing::debug!(code = denied.code, "permission denied");
             kick.kick(close::PERMISSION_DENIED, denied.reason());
-            writer(&mut sink, outbox_rx, kick, done, state.shutdown.clone()).await;
+            writer(&mut sink, outbox_rx, kick, done, &state).await;
             Metrics::dec(&state.metrics.connections_open);
             return;
         }
@@ -171,13 +166,7 @@ async fn connection(
         Ok(handle) => {
             tracing::debug!("connected");
             tokio::join!(
-                writer(
-                    &mut sink,
-                    outbox_rx,
-                    kick.clone(),
-                    done.clone(),
-                    state.shutdown.clone()
-                ),
+                writer(&mut sink, outbox_rx, kick.clone(), done.clone(), &state),
                 reader(
                     stream,
                     (&handle, conn),
@@ -205,7 +194,7 @@ async fn connection(
                 }
             };
             kick.kick(code, reason);
-            writer(&mut sink, outbox_rx, kick, done, state.shutdown.clone()).await;
+            writer(&mut sink, outbox_rx, kick, done, &state).await;
         }
     }
     tracing::debug!("disconnected");

@@ -238,6 +238,11 @@ async fn issue_16_a_client_is_not_closed_while_its_outbox_has_room() {
     let limits = Limits {
         outbox_capacity: capacity,
         max_document_bytes: (big as u64 + 4) * CHUNK as u64,
+        // The writer is stuck on a large frame from the first one the socket cannot take until
+        // the client reads again, at the end: on a loaded machine that can take longer than the
+        // default write timeout, which closes the client as not reading at all (this test failed
+        // once that way, under the load of a parallel build).
+        write_timeout: std::time::Duration::from_secs(600),
         ..Limits::default()
     };
     let mut server = TestServer::with_limits(limits).await;
@@ -292,9 +297,18 @@ async fn issue_16_a_client_is_not_closed_while_its_outbox_has_room() {
     // It reads again: everything arrives, and then its own message, which was handed on once
     // there was room.
     let own_presence = async {
-        while let Some(Ok(frame)) = slow_in.next().await {
-            let WsMessage::Binary(bytes) = frame else {
-                continue;
+        while let Some(frame) = slow_in.next().await {
+            let bytes = match frame {
+                Ok(WsMessage::Binary(bytes)) => bytes,
+                Ok(WsMessage::Close(close)) => {
+                    eprintln!("the slow client was closed: {close:?}");
+                    return false;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    eprintln!("the slow client's socket failed: {e}");
+                    return false;
+                }
             };
             let Ok(messages) = decode_frame(&bytes) else {
                 continue;
