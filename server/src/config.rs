@@ -60,11 +60,12 @@ pub struct Cli {
     pub creation_secret: Option<String>,
 
     /// Threads that serve sockets and documents (compaction and document loading have threads
-    /// of their own). One is the default: a second one cost 20–30 % more CPU per delivered
-    /// update on the test machine, and one served 6,000 updates/s there (see the README). Raise
-    /// it when that thread is busy all the time.
-    #[arg(long, env = "DEBRIEF_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub workers: u16,
+    /// of their own). By default one fewer than the machine's cores, at least one: one on a
+    /// 2-core machine, where a second cost 20–30 % more CPU per delivered update and one served
+    /// 6,000 updates/s; more where the cores are there for a busy server (see the README's
+    /// "Threads").
+    #[arg(long, env = "DEBRIEF_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
 
     /// Seconds between releases of held anonymous items (their timestamps are rounded to it).
     #[arg(long, env = "DEBRIEF_ANONYMOUS_CADENCE_SECS", default_value_t = crate::limits::DEFAULT_ANONYMOUS_CADENCE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -115,6 +116,17 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The worker threads to start: as configured, or one fewer than the cores the process may
+    /// use (at least one).
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .clamp(1, 256),
+        }
+    }
+
     /// Whether documents outside reviews are served at all (open access or a shared token).
     pub fn serves_other_documents(&self) -> bool {
         self.open_access

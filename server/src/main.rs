@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(admin_command(command));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(cli.workers))
+        .worker_threads(cli.workers())
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -105,6 +105,7 @@ fn backup(data_dir: &std::path::Path, to: &std::path::Path) -> anyhow::Result<St
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     init_tracing(cli.log_format);
+    raise_open_file_limit();
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
@@ -133,6 +134,41 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!("built without the browser app (web/dist); `scripts/run` builds both");
     }
     server.serve(listener).await.context("server failed")
+}
+
+/// Open files a server should be able to hold: every connection is one. Ten thousand sockets
+/// (bench scenario 10) and the store's files fit, with room.
+const WANTED_OPEN_FILES: u64 = 65_536;
+
+/// Raises the soft open-file limit to the hard one (the usual default of 1,024 allows about a
+/// thousand connections; issue 21), and says so at start-up when even the hard limit is low.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (limit.current, limit.maximum) else {
+        return; // unlimited already
+    };
+    let target = hard.unwrap_or(WANTED_OPEN_FILES.max(soft));
+    if target > soft {
+        let raised = rustix::process::Rlimit {
+            current: Some(target),
+            maximum: hard,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(from = soft, to = target, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, "could not raise the open-file limit"),
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if let Some(now) = now.filter(|n| *n < WANTED_OPEN_FILES) {
+        tracing::warn!(
+            limit = now,
+            wanted = WANTED_OPEN_FILES,
+            "the open-file limit allows about {} connections; raise the hard limit \
+             (`ulimit -Hn`, or LimitNOFILE= in a systemd unit) to serve more",
+            now.saturating_sub(64)
+        );
+    }
 }
 
 /// Where log events may come from. Debrief's own events follow `RUST_LOG` at every level: they

@@ -184,8 +184,26 @@ impl ChildServer {
     /// Starts the binary with extra `args`; with `log`, its stderr goes to that file with
     /// `RUST_LOG=trace` (for tests that read everything the server logged).
     pub async fn start_with(data_dir: &Path, args: &[&str], log: Option<&Path>) -> ChildServer {
+        ChildServer::start_under(&[], data_dir, args, log).await
+    }
+
+    /// As [`ChildServer::start_with`], run by the command `wrapper` (e.g. `prlimit …`), which
+    /// must exec the binary it is given last.
+    pub async fn start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> ChildServer {
         let bin = binary_path();
-        let mut command = Command::new(&bin);
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         command
             .args(args)
             .arg("--listen")

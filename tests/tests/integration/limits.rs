@@ -128,3 +128,50 @@ async fn a_client_that_does_not_read_cannot_stall_the_others() {
     reader.wait_text("t", "still flowing").await;
     server.stop().await;
 }
+
+/// Issue 21: started with a low soft open-file limit (1,024 is a common default), the server
+/// raises it to the hard limit itself, serves more sockets than the soft limit allowed, and says
+/// at start-up that the hard limit is low.
+#[tokio::test]
+async fn the_server_raises_its_open_file_limit_and_warns_when_the_hard_one_is_low() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    let server = debrief_tests::ChildServer::start_under(
+        &["prlimit", "--nofile=128:4096", "--"],
+        &data,
+        &["--open-access"],
+        Some(&log),
+    )
+    .await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid()))
+        .expect("read the server's limits");
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a line for open files")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3..5],
+        ["4096", "4096"],
+        "soft limit raised to the hard one"
+    );
+    let said = std::fs::read_to_string(&log).expect("read the log");
+    assert!(
+        said.contains("the open-file limit allows about 4032 connections"),
+        "warned about the low hard limit: {said}"
+    );
+
+    // More sockets than the soft limit it was started with, each synced.
+    let url = server.ws_url("many");
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        let mut c = Client::connect(&url).await;
+        c.wait_synced().await;
+        clients.push(c);
+    }
+    clients[0].insert("t", 0, "all here");
+    clients[0].round_trip().await;
+    clients[199].wait_text("t", "all here").await;
+}
