@@ -110,6 +110,9 @@ pub struct ClientStats {
     pub awareness_tx: u64,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Frames holding awareness received while recording, and their bytes.
+    pub awareness_rx_frames_rec: u64,
+    pub awareness_rx_bytes_rec: u64,
     pub latencies_us: Vec<u32>,
     /// Hocuspocus SyncStatus(1) acknowledgements received.
     pub acks: u64,
@@ -127,6 +130,8 @@ impl ClientStats {
         self.awareness_tx += o.awareness_tx;
         self.rx_bytes += o.rx_bytes;
         self.tx_bytes += o.tx_bytes;
+        self.awareness_rx_frames_rec += o.awareness_rx_frames_rec;
+        self.awareness_rx_bytes_rec += o.awareness_rx_bytes_rec;
         self.latencies_us.extend(o.latencies_us);
         self.acks += o.acks;
         self.ack_latencies_us.extend(o.ack_latencies_us);
@@ -178,6 +183,17 @@ pub struct YClient {
     /// When true, received updates are neither applied nor matched, only counted as
     /// echoes (a lone writer whose updates were encoded elsewhere).
     pub discard_updates: bool,
+    /// When true, received updates are decoded and matched but not integrated into the
+    /// local document (an observer that only watches).
+    pub skip_apply: bool,
+    /// When true, the server's SyncStep2 is not applied but kept in [`Self::sync_payload`]
+    /// (a joiner that only checks what it received).
+    pub keep_sync_payload: bool,
+    pub sync_payload: Option<Vec<u8>>,
+    /// The connection presents the read-only token and accepts a read-only scope.
+    read_only: bool,
+    /// When the latest awareness state was sent.
+    pub awareness_sent_at: Instant,
     pub stats: ClientStats,
     awareness_clock: u32,
     name: String,
@@ -245,6 +261,11 @@ impl YClient {
             seen: HashSet::new(),
             recording: false,
             discard_updates: false,
+            skip_apply: false,
+            keep_sync_payload: false,
+            sync_payload: None,
+            read_only: addr.read_only,
+            awareness_sent_at: connected_at,
             stats: ClientStats::default(),
             awareness_clock: 0,
             name,
@@ -257,7 +278,9 @@ impl YClient {
             last_ack_at: None,
         };
         if c.dialect == Dialect::Hocuspocus {
-            c.send_frame(wire::hp_auth_token(&c.doc_name)).await?;
+            let token = c.token();
+            c.send_frame(wire::hp_auth_token(&c.doc_name, token))
+                .await?;
         }
         let sv = c.doc.transact().state_vector();
         c.send_msg(&Message::Sync(SyncMessage::SyncStep1(sv)))
@@ -266,6 +289,19 @@ impl YClient {
             c.send_awareness(0).await?;
         }
         Ok(c)
+    }
+
+    fn token(&self) -> &'static str {
+        if self.read_only {
+            wire::READ_ONLY_TOKEN
+        } else {
+            wire::TOKEN
+        }
+    }
+
+    /// Sets the number of peers each later update is expected to reach.
+    pub fn set_peers(&mut self, peers: u64) {
+        self.peers = peers;
     }
 
     pub fn text_len(&self) -> u32 {
@@ -313,6 +349,7 @@ impl YClient {
             },
         );
         self.stats.awareness_tx += 1;
+        self.awareness_sent_at = Instant::now();
         self.send_msg(&Message::Awareness(AwarenessUpdate { clients }))
             .await
     }
@@ -400,11 +437,16 @@ impl YClient {
         self.stats.rx_bytes += bytes.len() as u64;
         self.frame_at = Some(Instant::now());
         let mut event = Event::Other;
+        let awareness_before = self.stats.awareness_rx;
         for msg in wire::decode(self.dialect, &self.doc_name, &bytes)? {
             match self.handle(msg).await? {
                 Event::Other => {}
                 e => event = e,
             }
+        }
+        if self.recording && self.stats.awareness_rx != awareness_before {
+            self.stats.awareness_rx_frames_rec += 1;
+            self.stats.awareness_rx_bytes_rec += bytes.len() as u64;
         }
         Ok(event)
     }
@@ -416,7 +458,8 @@ impl YClient {
             Incoming::SyncReply(SyncMessage::SyncStep1(_)) => return Ok(Event::Other),
             Incoming::SyncReply(m) => Message::Sync(m),
             Incoming::Authenticated(scope) => {
-                if scope != "read-write" {
+                let accepted = scope == "read-write" || (self.read_only && scope == "readonly");
+                if !accepted {
                     bail!("authenticated with scope {scope:?}, need read-write");
                 }
                 self.authenticated = true;
@@ -424,7 +467,9 @@ impl YClient {
             }
             Incoming::PermissionDenied(reason) => bail!("permission denied: {reason}"),
             Incoming::TokenRequest => {
-                self.send_frame(wire::hp_auth_token(&self.doc_name)).await?;
+                let token = self.token();
+                self.send_frame(wire::hp_auth_token(&self.doc_name, token))
+                    .await?;
                 return Ok(Event::Other);
             }
             Incoming::SyncStatus(true) => {
@@ -455,6 +500,15 @@ impl YClient {
                     .await?;
                 Ok(Event::Other)
             }
+            Message::Sync(SyncMessage::SyncStep2(u)) if self.keep_sync_payload => {
+                if self.synced {
+                    return Ok(Event::Other);
+                }
+                self.sync_payload = Some(u);
+                self.synced = true;
+                self.synced_frame_at = self.frame_at;
+                Ok(Event::Synced)
+            }
             Message::Sync(SyncMessage::SyncStep2(u)) => {
                 let update = Update::decode_v1(&u).context("decoding SyncStep2")?;
                 self.doc
@@ -472,6 +526,9 @@ impl YClient {
             Message::Sync(SyncMessage::Update(u)) => {
                 let update = Update::decode_v1(&u).context("decoding update")?;
                 let ev = self.account(&update);
+                if self.skip_apply || self.keep_sync_payload {
+                    return Ok(ev);
+                }
                 self.doc
                     .transact_mut()
                     .apply_update(update)

@@ -2,6 +2,7 @@
 //! they are compared with — the reference y-websocket server (for `/ws`) and Hocuspocus
 //! (for `/collab`) — prints a comparison table and writes a JSON report.
 
+mod audience;
 mod client;
 mod measure;
 mod procstat;
@@ -20,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Serialize;
 
+use crate::audience::{AllHandsCfg, BuiltDoc, Storm, StormCfg};
 use crate::measure::Measurement;
 use crate::scenarios::{IdleCfg, KillCfg, ReplayCfg, TypingCfg};
 use crate::target::{Programs, Target, TargetKind};
@@ -34,8 +36,8 @@ struct Cli {
     quick: bool,
     /// Scenarios to run, e.g. "1,2,5" (1 one doc/many clients, 2 200 docs×5, 3 1000 docs×2,
     /// 4 idle connections, 5 cold load of a 100k-edit doc, 6 automerge-paper replay,
-    /// 7 kill -9 after confirmed updates).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
+    /// 7 kill -9 after confirmed updates, 8 all-hands, 9 join storm, 10 ten thousand sockets).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
     scenarios: Vec<u32>,
     /// Targets, in order: debrief (y-websocket at /ws), reference (@y/websocket-server),
     /// debrief-collab (Hocuspocus dialect at /collab), hocuspocus (@hocuspocus/server).
@@ -58,6 +60,10 @@ struct Cli {
     /// <workspace>/target/release/debrief).
     #[arg(long, env = "DEBRIEF_BIN")]
     debrief_bin: Option<PathBuf>,
+    /// Soft RLIMIT_NOFILE Debrief is started with, as from a default shell (0: this
+    /// process's, which is raised to its hard limit). Debrief raises it itself.
+    #[arg(long, default_value_t = 1024)]
+    debrief_nofile: u64,
     /// Node.js executable for the reference server.
     #[arg(long, default_value = "node")]
     node: PathBuf,
@@ -139,6 +145,39 @@ struct Cli {
     /// Scenario 7, back-to-back run: max updates sent but not yet confirmed (0: no limit).
     #[arg(long, default_value_t = 0)]
     s7_window: u64,
+    /// Scenario 8: writers [10, quick 5].
+    #[arg(long)]
+    s8_writers: Option<usize>,
+    /// Scenario 8: read-only observers [1000, quick 200].
+    #[arg(long)]
+    s8_observers: Option<usize>,
+    /// Scenario 8: edits per second per writer (each with its caret) [2].
+    #[arg(long, default_value_t = 2.0)]
+    s8_rate: f64,
+    /// Scenario 8: seconds measured [30, quick 16].
+    #[arg(long)]
+    s8_duration: Option<f64>,
+    /// Scenarios 8, 10: seconds after which a client renews an unchanged awareness state [15].
+    #[arg(long, default_value_t = audience::STOCK_RENEW_S)]
+    renew: f64,
+    /// Scenario 9: storms as MB:JOINERS [4:150,4:500,20:150; quick 4:150].
+    #[arg(long, value_delimiter = ',')]
+    s9_storms: Option<Vec<String>>,
+    /// Scenario 9: joiners start evenly spread over this many seconds [1].
+    #[arg(long, default_value_t = 1.0)]
+    s9_spread: f64,
+    /// Scenario 10: connections [10000, quick 2000].
+    #[arg(long)]
+    s10_conns: Option<usize>,
+    /// Scenario 10: documents [2000, quick 400]; one connection in each five edits.
+    #[arg(long)]
+    s10_docs: Option<usize>,
+    /// Scenario 10: edits per second per editing connection [1].
+    #[arg(long, default_value_t = 1.0)]
+    s10_rate: f64,
+    /// Scenario 10: seconds measured [30, quick 10].
+    #[arg(long)]
+    s10_duration: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -197,6 +236,7 @@ async fn run(cli: Cli) -> Result<()> {
             .hocuspocus_script
             .clone()
             .unwrap_or_else(|| workspace.join("bench/js/hocuspocus-server.mjs")),
+        debrief_nofile: (cli.debrief_nofile > 0).then_some(cli.debrief_nofile),
     };
     let results_dir = cli
         .results_dir
@@ -229,12 +269,15 @@ async fn run(cli: Cli) -> Result<()> {
     let q = cli.quick;
     let duration = cli.duration.unwrap_or(if q { 5.0 } else { 30.0 });
     let s4_conns = cli.s4_conns.unwrap_or(if q { 500 } else { 5000 });
-    let need_fds = s4_conns as u64 + 200;
-    if cli.scenarios.contains(&4) && nofile < need_fds {
-        eprintln!(
-            "warning: RLIMIT_NOFILE is {nofile}, scenario 4 needs ~{need_fds} in this process and \
-             in the server"
-        );
+    let s10_conns = cli.s10_conns.unwrap_or(if q { 2000 } else { 10_000 });
+    for (id, conns) in [(4, s4_conns), (10, s10_conns)] {
+        let need_fds = conns as u64 + 200;
+        if cli.scenarios.contains(&id) && nofile < need_fds {
+            eprintln!(
+                "warning: RLIMIT_NOFILE is {nofile}, scenario {id} needs ~{need_fds} in this \
+                 process and in the server"
+            );
+        }
     }
 
     let mut report = Report {
@@ -278,6 +321,10 @@ async fn run(cli: Cli) -> Result<()> {
                         initial_chars: cli.initial_chars,
                         awareness_every: cli.awareness_every,
                         max_drain_s: 15.0,
+                        writers_per_doc: 0,
+                        renew_s: 0.0,
+                        connect_concurrency: 64,
+                        measure_rss: false,
                     };
                     let name = match id {
                         1 => "one-doc-many-clients",
@@ -373,6 +420,108 @@ async fn run(cli: Cli) -> Result<()> {
                         Runner::Kill(cfg),
                     )
                 }
+                8 => {
+                    let cfg = AllHandsCfg {
+                        writers: cli.s8_writers.unwrap_or(if q { 5 } else { 10 }).max(1),
+                        observers: cli.s8_observers.unwrap_or(if q { 200 } else { 1000 }),
+                        rate: cli.s8_rate,
+                        duration_s: cli.s8_duration.unwrap_or(if q { 16.0 } else { 30.0 }),
+                        renew_s: cli.renew,
+                        initial_chars: cli.initial_chars,
+                        max_drain_s: 15.0,
+                    };
+                    let desc = format!(
+                        "1 doc, {} writers at {}/s (caret with each edit), {} read-only observers \
+                         (presence renewed every {} s), {} s",
+                        cfg.writers, cfg.rate, cfg.observers, cfg.renew_s, cfg.duration_s
+                    );
+                    let text: Arc<str> = trace.end_content.as_str().into();
+                    (
+                        "all-hands",
+                        desc,
+                        serde_json::to_value(&cfg)?,
+                        Runner::AllHands { cfg, text },
+                    )
+                }
+                9 => {
+                    let specs = cli.s9_storms.clone().unwrap_or_else(|| {
+                        let d: &[&str] = if q {
+                            &["4:150"]
+                        } else {
+                            &["4:150", "4:500", "20:150"]
+                        };
+                        d.iter().map(|s| s.to_string()).collect()
+                    });
+                    let storms: Vec<Storm> = specs
+                        .iter()
+                        .map(|s| Storm::parse(s))
+                        .collect::<Result<_>>()?;
+                    let cfg = StormCfg {
+                        storms,
+                        spread_s: cli.s9_spread,
+                        max_wait_s: 120.0,
+                    };
+                    let mut docs: Vec<Arc<BuiltDoc>> = Vec::new();
+                    for st in &cfg.storms {
+                        if docs.iter().any(|d| d.mb == st.mb) {
+                            continue;
+                        }
+                        let t0 = Instant::now();
+                        let d = audience::build_doc(st.mb, &trace.end_content, cli.seed)?;
+                        eprintln!(
+                            "built a {} MB document: {} chars, {} updates ({} bytes) in {:.1} s",
+                            st.mb,
+                            d.text.chars().count(),
+                            d.updates.len(),
+                            d.updates.iter().map(Vec::len).sum::<usize>(),
+                            t0.elapsed().as_secs_f64()
+                        );
+                        docs.push(Arc::new(d));
+                    }
+                    let desc = format!(
+                        "{} joiners within {} s onto a document after a restart (cold), and after \
+                         a restart and one change (warm)",
+                        specs.join(", ").replace(':', " MB × "),
+                        cfg.spread_s
+                    );
+                    (
+                        "join-storm",
+                        desc,
+                        serde_json::to_value(&cfg)?,
+                        Runner::Storm { cfg, docs },
+                    )
+                }
+                10 => {
+                    let docs = cli.s10_docs.unwrap_or(if q { 400 } else { 2000 }).max(1);
+                    let per_doc = (s10_conns / docs).max(1);
+                    let cfg = TypingCfg {
+                        docs,
+                        clients_per_doc: per_doc,
+                        rate: cli.s10_rate,
+                        duration_s: cli.s10_duration.unwrap_or(if q { 10.0 } else { 30.0 }),
+                        initial_chars: 200,
+                        awareness_every: cli.awareness_every,
+                        max_drain_s: 15.0,
+                        writers_per_doc: 1,
+                        renew_s: cli.renew,
+                        connect_concurrency: 64,
+                        measure_rss: true,
+                    };
+                    let desc = format!(
+                        "{} connections over {docs} docs ({per_doc} each), one per doc typing at {}/s, \
+                         presence renewed every {} s, {} s",
+                        docs * per_doc,
+                        cfg.rate,
+                        cfg.renew_s,
+                        cfg.duration_s
+                    );
+                    (
+                        "ten-thousand-sockets",
+                        desc,
+                        serde_json::to_value(&cfg)?,
+                        Runner::Typing(cfg),
+                    )
+                }
                 other => bail!("unknown scenario {other}"),
             };
         eprintln!("\n== scenario {id}: {name}: {description}");
@@ -445,6 +594,14 @@ enum Runner {
     Typing(TypingCfg),
     Idle(IdleCfg),
     Kill(KillCfg),
+    AllHands {
+        cfg: AllHandsCfg,
+        text: Arc<str>,
+    },
+    Storm {
+        cfg: StormCfg,
+        docs: Vec<Arc<BuiltDoc>>,
+    },
     /// Pre-encoded updates of one writer and the text they produce.
     Replay {
         updates: Arc<Vec<Vec<u8>>>,
@@ -465,6 +622,8 @@ async fn run_one(
         Ok(t) => t,
         Err(e) => return failed(kind, e),
     };
+    // observers present the read-only token
+    target.read_only_token = matches!(runner, Runner::AllHands { .. });
     if let Err(e) = target.start().await {
         return failed(kind, e);
     }
@@ -472,6 +631,10 @@ async fn run_one(
         Runner::Typing(cfg) => scenarios::typing(&mut target, trace, cfg, seed).await,
         Runner::Idle(cfg) => scenarios::idle(&mut target, trace, cfg, seed).await,
         Runner::Kill(cfg) => scenarios::kill9(&mut target, cfg, seed).await,
+        Runner::AllHands { cfg, text } => {
+            audience::all_hands(&mut target, text.clone(), cfg, seed).await
+        }
+        Runner::Storm { cfg, docs } => audience::join_storm(&mut target, docs, cfg, seed).await,
         Runner::Replay { updates, text, cfg } => {
             scenarios::replay(&mut target, updates, text, cfg, seed).await
         }
@@ -506,6 +669,14 @@ async fn run_one(
         }
     }
     if m.error.is_some() {
+        if let (Some(n), TargetKind::Debrief | TargetKind::DebriefCollab) =
+            (programs.debrief_nofile, kind)
+        {
+            m.notes.push(format!(
+                "Debrief was started with a soft RLIMIT_NOFILE of {n} (--debrief-nofile) and \
+                 must raise it itself to what its connections need"
+            ));
+        }
         m.notes
             .push(format!("server log: {}", target.log_path().display()));
     }

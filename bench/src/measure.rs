@@ -102,7 +102,54 @@ pub struct Measurement {
     pub kill_b2b: Option<KillRun>,
     /// Scenario 7: the same with updates paced at a fixed rate.
     pub kill_paced: Option<KillRun>,
+    /// Scenario 8: clients the server refused (connect or sync failed).
+    pub refused: Option<u64>,
+    /// Scenario 8: expected deliveries that never arrived (expected - delivered).
+    pub undelivered: Option<u64>,
+    /// Scenario 8: frames holding awareness, and their bytes, the clients received in the
+    /// measured window; per client per second.
+    pub awareness_rx_frames: Option<u64>,
+    pub awareness_rx_bytes: Option<u64>,
+    pub awareness_frames_per_client_s: Option<f64>,
+    pub awareness_bytes_per_client_s: Option<f64>,
+    /// Scenario 10: (RSS with all connections open - RSS before) / connections.
+    pub rss_per_conn_bytes: Option<f64>,
+    /// Scenario 9: one run per storm and variant.
+    pub storms: Vec<StormRun>,
     pub notes: Vec<String>,
+}
+
+/// One join storm of scenario 9.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StormRun {
+    /// Document size asked for (MB of Yjs update) and joiners.
+    pub mb: f64,
+    pub joiners: u64,
+    /// "cold": right after a restart; "warm": after a restart and one change.
+    pub variant: String,
+    /// Whether the server was restarted before the storm (not the in-memory reference).
+    pub restarted: bool,
+    /// Building the document (cold run only).
+    pub build_s: Option<f64>,
+    /// Size of the state a joiner received.
+    pub state_bytes: Option<u64>,
+    /// From a joiner's connect to its SyncStep2 frame received.
+    pub time_to_synced: Option<Latency>,
+    /// First joiner's start to the last joiner synced (or failed).
+    pub storm_s: Option<f64>,
+    pub synced: u64,
+    /// Joiners whose received state holds exactly the document's text.
+    pub complete: u64,
+    pub failed: u64,
+    /// Server and load generator CPU from the first joiner's start to the last synced.
+    pub server_cpu_s: Option<f64>,
+    pub loadgen_cpu_s: Option<f64>,
+    pub rss_before_bytes: Option<u64>,
+    /// Server VmHWM when every joiner has synced (since the restart).
+    pub peak_rss_bytes: Option<u64>,
+    pub rss_after_bytes: Option<u64>,
+    pub notes: Vec<String>,
+    pub error: Option<String>,
 }
 
 /// One kill -9 run of scenario 7: confirmed updates, then SIGKILL, restart, count.

@@ -113,6 +113,15 @@ pub fn raise_nofile_limit() -> Result<u64> {
     Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
 }
 
+/// Sets this process's soft RLIMIT_NOFILE to `soft` (at most the hard limit); returns the
+/// previous soft limit. Descriptors already open stay valid.
+pub fn set_soft_nofile(soft: u64) -> Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (old, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard)?;
+    Ok(old)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::measure::{KillRun, Measurement};
+use crate::measure::{KillRun, Measurement, StormRun};
 
 #[derive(Debug)]
 pub struct ScenarioView<'a> {
@@ -48,6 +48,17 @@ fn rows() -> Vec<(&'static str, Get)> {
             m.rss_per_idle_conn_bytes.map(|b| b / 1024.0)
         }),
         ("idle server CPU (% of a core)", |m| m.idle_cpu_pct),
+        ("RSS per connection (KiB)", |m| {
+            m.rss_per_conn_bytes.map(|b| b / 1024.0)
+        }),
+        ("clients refused", |m| m.refused.map(|v| v as f64)),
+        ("updates NOT delivered", |m| m.undelivered.map(|v| v as f64)),
+        ("awareness frames rx /client/s", |m| {
+            m.awareness_frames_per_client_s
+        }),
+        ("awareness bytes rx /client/s", |m| {
+            m.awareness_bytes_per_client_s
+        }),
         ("document (chars)", |m| m.doc_chars.map(|v| v as f64)),
         ("document as Yjs update (KiB)", |m| {
             m.doc_encoded_bytes.map(|v| v as f64 / 1024.0)
@@ -116,6 +127,47 @@ fn rows() -> Vec<(&'static str, Get)> {
     ]
 }
 
+/// Scenario 9: rows per storm (in the order of the first result that has them).
+fn storm_rows(results: &[Measurement]) -> Vec<(String, Vec<Option<f64>>)> {
+    let Some(first) = results.iter().find(|m| !m.storms.is_empty()) else {
+        return Vec::new();
+    };
+    type StormGet = fn(&StormRun) -> Option<f64>;
+    let figures: [(&str, StormGet); 7] = [
+        ("synced p50 (ms)", |r| r.time_to_synced.map(|l| l.p50_ms)),
+        ("synced p99 (ms)", |r| r.time_to_synced.map(|l| l.p99_ms)),
+        ("synced max (ms)", |r| r.time_to_synced.map(|l| l.max_ms)),
+        ("peak RSS (MiB)", |r| {
+            r.peak_rss_bytes.map(|b| b as f64 / MIB)
+        }),
+        ("complete joiners", |r| Some(r.complete as f64)),
+        ("server CPU (s)", |r| r.server_cpu_s),
+        ("load generator CPU (s)", |r| r.loadgen_cpu_s),
+    ];
+    let mut out = Vec::new();
+    for (i, st) in first.storms.iter().enumerate() {
+        let head = format!(
+            "{}MB×{} {}",
+            st.mb,
+            st.joiners,
+            if st.variant == "warm" { "warm" } else { "cold" }
+        );
+        for (label, get) in &figures {
+            let vals = results
+                .iter()
+                .map(|m| {
+                    m.storms
+                        .get(i)
+                        .filter(|r| r.mb == st.mb && r.joiners == st.joiners)
+                        .and_then(get)
+                })
+                .collect();
+            out.push((format!("{head}: {label}"), vals));
+        }
+    }
+    out
+}
+
 /// A figure of a scenario-7 run that completed.
 fn kill(run: &Option<KillRun>, f: fn(&KillRun) -> f64) -> Option<f64> {
     run.as_ref().filter(|k| k.error.is_none()).map(f)
@@ -156,8 +208,12 @@ pub fn table(scenarios: &[ScenarioView<'_>]) -> String {
             let _ = write!(header, "{h:>width$}");
         }
         let _ = writeln!(out, "{header}");
-        for (label, get) in rows() {
-            let vals: Vec<Option<f64>> = s.results.iter().map(get).collect();
+        let mut lines: Vec<(String, Vec<Option<f64>>)> = rows()
+            .into_iter()
+            .map(|(label, get)| (label.to_string(), s.results.iter().map(get).collect()))
+            .collect();
+        lines.extend(storm_rows(s.results));
+        for (label, vals) in lines {
             if vals.iter().all(Option::is_none) {
                 continue;
             }
@@ -197,6 +253,24 @@ pub fn table(scenarios: &[ScenarioView<'_>]) -> String {
                 );
                 for n in &k.notes {
                     let _ = writeln!(out, "  {}: {}: {n}", m.target, k.mode);
+                }
+            }
+        }
+        for m in s.results {
+            for r in &m.storms {
+                if let Some(e) = &r.error {
+                    let _ = writeln!(
+                        out,
+                        "  {}: {} MB × {} {}: ERROR {e}",
+                        m.target, r.mb, r.joiners, r.variant
+                    );
+                }
+                for n in &r.notes {
+                    let _ = writeln!(
+                        out,
+                        "  {}: {} MB × {} {}: {n}",
+                        m.target, r.mb, r.joiners, r.variant
+                    );
                 }
             }
         }

@@ -33,6 +33,15 @@ pub struct TypingCfg {
     /// Send a cursor awareness update every this many edits (0: only on connect).
     pub awareness_every: u32,
     pub max_drain_s: f64,
+    /// Clients of each document that edit (the first ones); 0: all of them.
+    pub writers_per_doc: usize,
+    /// A client renews its awareness state after this many seconds without sending one, as
+    /// stock clients do (0: never).
+    pub renew_s: f64,
+    /// Connections being opened at once.
+    pub connect_concurrency: usize,
+    /// Report (RSS with all connected - RSS before) / connections.
+    pub measure_rss: bool,
 }
 
 /// Many connections, each on its own small document, doing nothing.
@@ -54,7 +63,7 @@ pub struct ReplayCfg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Phase {
+pub enum Phase {
     Setup,
     Run { start: Instant, stop: Instant },
     Done,
@@ -129,23 +138,33 @@ fn secs(d: Duration) -> f64 {
 }
 
 /// CPU time of the server and of this process.
-struct CpuMark {
+pub struct CpuMark {
     server: procstat::CpuTime,
     me: procstat::CpuTime,
-    at: Instant,
+    pub at: Instant,
 }
 
 impl CpuMark {
-    fn take(pid: u32) -> Result<Self> {
+    pub fn take(pid: u32) -> Result<Self> {
         Ok(CpuMark {
             server: procstat::cpu_time(pid)?,
             me: procstat::cpu_time(std::process::id())?,
             at: Instant::now(),
         })
     }
+
+    /// Server CPU time from `earlier` to this mark.
+    pub fn server_since(&self, earlier: &CpuMark) -> Duration {
+        self.server.since(earlier.server).total()
+    }
+
+    /// This process's CPU time from `earlier` to this mark.
+    pub fn me_since(&self, earlier: &CpuMark) -> Duration {
+        self.me.since(earlier.me).total()
+    }
 }
 
-fn fill_window(
+pub fn fill_window(
     m: &mut Measurement,
     c0: &CpuMark,
     c1: &CpuMark,
@@ -206,7 +225,7 @@ async fn listen_until_done(c: &mut YClient, ctl: &mut watch::Receiver<Phase>) ->
     }
 }
 
-async fn drain(counters: &Counters, max: Duration) -> bool {
+pub async fn drain(counters: &Counters, max: Duration) -> bool {
     let started = Instant::now();
     let deadline = started + max;
     loop {
@@ -222,7 +241,7 @@ async fn drain(counters: &Counters, max: Duration) -> bool {
     }
 }
 
-async fn join_all(set: &mut JoinSet<Result<ClientStats>>, m: &mut Measurement) -> ClientStats {
+pub async fn join_all(set: &mut JoinSet<Result<ClientStats>>, m: &mut Measurement) -> ClientStats {
     let mut total = ClientStats::default();
     let mut errors = 0usize;
     let mut first_err = None;
@@ -279,7 +298,8 @@ pub async fn typing(
     };
     let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
     let ready = Ready::new();
-    let connect_gate = Arc::new(Semaphore::new(64));
+    let connect_gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
+    let rss0 = procstat::rss_bytes(pid)?;
     let initial: Arc<str> = trace
         .end_content
         .chars()
@@ -323,7 +343,8 @@ pub async fn typing(
                 };
                 let c = ready.check(setup.await)?;
                 ready.done();
-                typing_client(c, ctl, trace, cfg, cseed).await
+                let writes = cfg.writers_per_doc == 0 || k < cfg.writers_per_doc;
+                typing_client(c, ctl, trace, cfg, cseed, writes).await
             });
         }
     }
@@ -334,6 +355,12 @@ pub async fn typing(
     m.connect_s = Some(secs(t_connect.elapsed()));
     // let the initial content reach everybody
     tokio::time::sleep(Duration::from_millis(500 + (n as u64) / 4)).await;
+    if cfg.measure_rss {
+        let rss1 = procstat::rss_bytes(pid)?;
+        m.rss_before_bytes = Some(rss0);
+        m.rss_loaded_bytes = Some(rss1);
+        m.rss_per_conn_bytes = Some((rss1 as f64 - rss0 as f64) / n as f64);
+    }
 
     let c0 = CpuMark::take(pid)?;
     let start = Instant::now();
@@ -361,9 +388,12 @@ async fn typing_client(
     trace: Arc<Trace>,
     cfg: TypingCfg,
     seed: u64,
+    writes: bool,
 ) -> Result<ClientStats> {
     let mut rng = StdRng::seed_from_u64(seed);
     let interval = 1.0 / cfg.rate.max(1e-6);
+    // far away when awareness is not renewed
+    let renew = Duration::from_secs_f64(if cfg.renew_s > 0.0 { cfg.renew_s } else { 1e6 });
     let mut cursor: Option<RelativeCursor> = None;
     let mut next_tick: Option<Instant> = None;
     let mut edits: u32 = 0;
@@ -372,9 +402,13 @@ async fn typing_client(
         match phase {
             Phase::Done => break,
             Phase::Setup => {
+                let due = c.awareness_sent_at + renew;
                 tokio::select! {
                     f = c.recv_frame() => {
                         if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
+                    }
+                    _ = tokio::time::sleep_until(due.into()) => {
+                        c.send_awareness(0).await?;
                     }
                     r = ctl.changed() => { r?; }
                 }
@@ -384,7 +418,7 @@ async fn typing_client(
                 let tick = *next_tick.get_or_insert_with(|| {
                     start + Duration::from_secs_f64(rng.gen_range(0.0..interval))
                 });
-                if tick < stop {
+                if writes && tick < stop {
                     tokio::select! {
                         f = c.recv_frame() => {
                             if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
@@ -407,9 +441,14 @@ async fn typing_client(
                         r = ctl.changed() => { r?; }
                     }
                 } else {
+                    let due = c.awareness_sent_at + renew;
                     tokio::select! {
                         f = c.recv_frame() => {
                             if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }
+                        }
+                        _ = tokio::time::sleep_until(due.into()) => {
+                            let at = cursor.as_ref().map_or(0, RelativeCursor::cursor);
+                            c.send_awareness(at).await?;
                         }
                         r = ctl.changed() => { r?; }
                     }

@@ -37,6 +37,9 @@ pub struct DocAddr {
     pub url: String,
     /// Document name (in the URL for y-websocket, in every message for Hocuspocus).
     pub doc: String,
+    /// The client presents the read-only token ([`crate::wire::READ_ONLY_TOKEN`]) and
+    /// accepts a read-only scope.
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -90,6 +93,9 @@ pub struct Programs {
     pub node: PathBuf,
     pub reference_script: PathBuf,
     pub hocuspocus_script: PathBuf,
+    /// Soft RLIMIT_NOFILE Debrief is started with (None: this process's, as the node
+    /// servers get it). Debrief must raise it itself to what its connections need.
+    pub debrief_nofile: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -107,6 +113,8 @@ pub struct Target {
     data_dir: Option<PathBuf>,
     log_path: PathBuf,
     running: Option<Running>,
+    /// Debrief is started with `--read-only-token` [`crate::wire::READ_ONLY_TOKEN`].
+    pub read_only_token: bool,
 }
 
 /// What a stop observed.
@@ -128,6 +136,7 @@ impl Target {
             data_dir,
             log_path: work_dir.join(format!("{}.log", kind.name())),
             running: None,
+            read_only_token: false,
         })
     }
 
@@ -173,7 +182,19 @@ impl Target {
         Ok(DocAddr {
             url,
             doc: doc.to_string(),
+            read_only: false,
         })
+    }
+
+    /// Where document `doc` is served to an observer: with the read-only token where the
+    /// server was started with one (y-websocket: `?token=`, Hocuspocus: the auth message).
+    pub fn observer_addr(&self, doc: &str) -> Result<DocAddr> {
+        let mut a = self.addr(doc)?;
+        a.read_only = true;
+        if self.dialect() == Dialect::YWebsocket {
+            a.url = format!("{}?token={}", a.url, crate::wire::READ_ONLY_TOKEN);
+        }
+        Ok(a)
     }
 
     /// Starts the server; returns the time from spawn until it said it was listening.
@@ -215,6 +236,10 @@ impl Target {
                 cmd.arg("--open-access");
                 cmd.arg("--listen").arg("127.0.0.1:0").arg("--data-dir");
                 cmd.arg(self.data_dir.as_deref().unwrap_or(Path::new(".")));
+                if self.read_only_token {
+                    cmd.arg("--read-only-token")
+                        .arg(crate::wire::READ_ONLY_TOKEN);
+                }
                 ready_prefix = "debrief listening on ";
             }
             TargetKind::Reference => {
@@ -267,9 +292,21 @@ impl Target {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.try_clone()?))
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", self.kind.name()))?;
+        // Debrief starts with the soft open-file limit an operator's shell would give it (the
+        // child inherits this process's limits at spawn, so they are lowered around it).
+        let nofile = match self.kind {
+            TargetKind::Debrief | TargetKind::DebriefCollab => self.programs.debrief_nofile,
+            _ => None,
+        };
+        let restore = match nofile {
+            Some(n) => Some(crate::procstat::set_soft_nofile(n)?),
+            None => None,
+        };
+        let spawned = cmd.spawn();
+        if let Some(old) = restore {
+            crate::procstat::set_soft_nofile(old)?;
+        }
+        let mut child = spawned.with_context(|| format!("spawning {}", self.kind.name()))?;
         let pid = child.id().ok_or_else(|| anyhow!("child has no pid"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();

@@ -40,6 +40,9 @@ pub mod hp {
 
 /// Token the bench presents (Debrief's default and the bench's Hocuspocus accept any).
 pub const TOKEN: &str = "bench";
+/// Token the bench's observers present where read-only access exists (Debrief is started
+/// with it as `--read-only-token`).
+pub const READ_ONLY_TOKEN: &str = "bench-observer";
 /// Provider version announced in the auth message.
 pub const PROVIDER_VERSION: &str = "4.7.0";
 
@@ -170,12 +173,12 @@ pub fn encode(dialect: Dialect, doc: &str, msg: &Message) -> Vec<u8> {
 }
 
 /// Hocuspocus Auth Token message: `varString(doc) 2 0 varString(token) varString(version)`.
-pub fn hp_auth_token(doc: &str) -> Vec<u8> {
+pub fn hp_auth_token(doc: &str, token: &str) -> Vec<u8> {
     let mut out = Vec::new();
     write_var_string(&mut out, doc);
     write_var_uint(&mut out, hp::AUTH);
     write_var_uint(&mut out, hp::AUTH_TOKEN);
-    write_var_string(&mut out, TOKEN);
+    write_var_string(&mut out, token);
     write_var_string(&mut out, PROVIDER_VERSION);
     out
 }
@@ -286,7 +289,7 @@ mod tests {
             [Incoming::Y(m)] => assert_eq!(*m, step1),
             other => panic!("{other:?}"),
         }
-        let auth = hp_auth_token(doc);
+        let auth = hp_auth_token(doc, TOKEN);
         assert_eq!(&auth[..5], [2, b'd', b'1', 2, 0]);
         // Authenticated read-write
         let mut a = Vec::new();
