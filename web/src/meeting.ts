@@ -260,7 +260,7 @@ export class MeetingPanel {
         h('tbody', {}, ...actions.map((a) => h('tr', {},
           h('td', {}, a.link ? h('a', { href: a.link, rel: 'noopener noreferrer', target: '_blank' }, a.what) : a.what, h('div', { class: 'muted' }, a.why)),
           h('td', {}, a.kind), h('td', {}, a.owner), h('td', {}, a.due ?? ''), h('td', {}, a.status.replace('_', ' '))))))
-    const writable = (this.phase === 'review' || this.phase === 'meeting') && this.m.role !== 'observer'
+    const writable = abilities(this.o.review()).actions
     const existing = this.actionsEl.querySelector('form.action-form')
     replace(this.actionsEl, table, writable ? (existing ?? this.actionForm()) : null)
   }
@@ -338,7 +338,7 @@ export class MeetingPanel {
       h('section', { 'aria-labelledby': 'actions-h' }, h('h2', { id: 'actions-h', class: 'margin-title' }, 'Action items'), this.actionsEl),
       h('section', { 'aria-labelledby': 'record-h' }, h('h2', { id: 'record-h', class: 'margin-title' }, 'Record'),
         facilitator ? h('label', { class: 'check' }, hints, ' Blameless-language hints for everyone') : null,
-        h('div', { class: 'row' }, versions, exportMd, exportJson),
+        abilities(this.o.review()).records ? h('div', { class: 'row' }, versions, exportMd, exportJson) : null,
         facilitator && this.phase === 'closed' ? h('div', { class: 'row' }, publish, unpublish) : null,
         this.status))
     this.schedule()

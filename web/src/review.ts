@@ -35,6 +35,18 @@ function colorFor (name: string): string {
   return COLORS[hash % COLORS.length] ?? '#1f6feb'
 }
 
+/** Why moving the phase did not work, in plain words. */
+function phaseError (err: unknown, next: Phase): string {
+  if (!(err instanceof ApiError)) return 'The phase could not be changed. Try again.'
+  switch (err.code) {
+    case 'illegal_transition': return `The review has moved on meanwhile, so it cannot be moved to ${next}. Reload the page to see where it is.`
+    case 'server_unreachable': return `The server cannot be reached, so the review is not in ${next} yet. Try again in a moment.`
+    case 'document_too_large':
+    case 'review_quota_exceeded': return `The review moved to ${next}, but its record is full, so the move could not be written down completely. Try again; if it keeps failing, export the review.`
+    default: return 'The phase could not be changed. Try again.'
+  }
+}
+
 function collabUrl (): string {
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/collab`
 }
@@ -404,7 +416,7 @@ class ReviewScreen {
           dialog.remove()
           if (dialog.returnValue !== 'move') return
           api.movePhase(this.m.review, this.m.session, next).then((r) => { this.onPhase(r.phase) }, (err: unknown) => {
-            replace(status, notice(err instanceof ApiError ? err.message : 'The phase could not be changed.', 'error'))
+            replace(status, notice(phaseError(err, next), 'error'))
           })
         })
         dialog.showModal()
@@ -419,7 +431,11 @@ class ReviewScreen {
           api.rotate(this.m.review, this.m.session, role).then((r) => {
             const link = new URL(r.invite.link, location.origin).href
             replace(out, h('input', { readonly: true, value: link, 'aria-label': `new ${role} invite link` }))
-          }, (err: unknown) => { replace(out, err instanceof ApiError ? err.message : 'Failed.') })
+          }, (err: unknown) => {
+            replace(out, notice(err instanceof ApiError && err.code === 'server_unreachable'
+              ? 'The server cannot be reached, so the link was not replaced. Try again in a moment.'
+              : 'The link could not be replaced. Try again.', 'error'))
+          })
         })
         return h('li', {}, h('strong', {}, role), ` — ${ROLE_HELP[role]} `, rotate, out)
       })))
