@@ -112,6 +112,15 @@ pub struct ApiDoc;
 
 /// Error descriptions that many operations share, one per status and set of codes.
 pub(super) mod said {
+    /// 400 for a body that is not JSON of the operation's shape.
+    pub const BAD_JSON: &str =
+        "`invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or \
+        unknown field).";
+    /// 401 for an invite token that opens nothing.
+    pub const BAD_INVITE: &str =
+        "`invalid_invite`: the invite token is not valid (it may have been rotated).";
+    /// 404 for an invite whose review is gone.
+    pub const INVITE_REVIEW_GONE: &str = "`unknown_review`: the invite's review no longer exists.";
     /// 401 for a request without a valid session.
     pub const NO_SESSION: &str =
         "`missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the \

@@ -568,23 +568,9 @@ pub(super) struct InviteView {
     request_body = InviteRequest,
     responses(
         (status = 200, description = "The review's title and phase, and the invite's role.", body = InviteView),
-        (
-            status = 400,
-            description = "`invalid_json`: the body is not JSON of the documented shape (syntax, \
-            types, a missing or unknown field).",
-            body = ErrorBody,
-        ),
-        (
-            status = 401,
-            description = "`invalid_invite`: the invite token is not valid (it may have been \
-            rotated).",
-            body = ErrorBody,
-        ),
-        (
-            status = 404,
-            description = "`unknown_review`: the invite's review no longer exists.",
-            body = ErrorBody,
-        ),
+        (status = 400, description = said::BAD_JSON, body = ErrorBody),
+        (status = 401, description = said::BAD_INVITE, body = ErrorBody),
+        (status = 404, description = said::INVITE_REVIEW_GONE, body = ErrorBody),
         (status = 413, description = said::BODY_TOO_LARGE, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
         (
@@ -659,17 +645,8 @@ pub(super) struct JoinRequest {
             (checked before the invite).",
             body = ErrorBody,
         ),
-        (
-            status = 401,
-            description = "`invalid_invite`: the invite token is not valid (it may have been \
-            rotated).",
-            body = ErrorBody,
-        ),
-        (
-            status = 404,
-            description = "`unknown_review`: the invite's review no longer exists.",
-            body = ErrorBody,
-        ),
+        (status = 401, description = said::BAD_INVITE, body = ErrorBody),
+        (status = 404, description = said::INVITE_REVIEW_GONE, body = ErrorBody),
         (
             status = 409,
             description = "`review_full`: the review already holds 1,000 sessions, or 950 \

@@ -114,6 +114,19 @@ struct State {
 }
 
 impl State {
+    /// The review and the role `invite` joins.
+    fn invite(&self, invite: &str) -> Result<(ReviewRecord, Role), Problem> {
+        let Some((review_id, role)) = self.invites.get(&hash(invite)) else {
+            return Err(invalid_invite());
+        };
+        let review = self
+            .reviews
+            .get(review_id)
+            .cloned()
+            .ok_or_else(|| unknown_review(review_id))?;
+        Ok((review, *role))
+    }
+
     fn add_session(&mut self, key: Hash, session: SessionRecord) {
         *self
             .counts
@@ -241,16 +254,7 @@ impl Reviews {
 
     /// The review and the role an invite token joins, without joining (the join page names them).
     pub fn invite(&self, invite: &str) -> Result<(ReviewRecord, Role), Problem> {
-        let state = self.lock();
-        let Some((review_id, role)) = state.invites.get(&hash(invite)).cloned() else {
-            return Err(invalid_invite());
-        };
-        let review = state
-            .reviews
-            .get(&review_id)
-            .cloned()
-            .ok_or_else(|| unknown_review(&review_id))?;
-        Ok((review, role))
+        self.lock().invite(invite)
     }
 
     /// Joins the review an invite token belongs to; returns the session and its token (the only
@@ -264,14 +268,8 @@ impl Reviews {
         let token = format!("dbs_{}", random_hex(32));
         let (session, review) = {
             let mut state = self.lock();
-            let Some((review_id, role)) = state.invites.get(&hash(invite)).cloned() else {
-                return Err(invalid_invite());
-            };
-            let review = state
-                .reviews
-                .get(&review_id)
-                .cloned()
-                .ok_or_else(|| unknown_review(&review_id))?;
+            let (review, role) = state.invite(invite)?;
+            let review_id = review.id.clone();
             self.guards.may_join_through(&hash(invite))?;
             let session = SessionRecord {
                 review: review_id,
