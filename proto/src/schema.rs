@@ -125,13 +125,14 @@ pub mod attr {
     pub const START: &str = "start";
 }
 
-/// One section of the report template: a level-2 heading and one paragraph of help text that
-/// the author replaces.
+/// One section of the report template: a level-2 heading and an empty paragraph, in which the
+/// editor shows the section's guidance as a placeholder (never as text of the report). The web
+/// app's copy is `web/src/template.json` (a server test keeps the two equal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Section {
     /// Heading text.
     pub title: &'static str,
-    /// One line of help.
+    /// One line of guidance, shown while the section's paragraph is empty.
     pub help: &'static str,
 }
 

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url'
 import * as Y from 'yjs'
 
 import {
-  WAIT, caretAfter, createReview, editable, joinAs, launch, movePhase, openAs, person, restReview, scenario, selectText,
+  WAIT, WRITTEN_REPORT, caretAfter, caretInSection, createReview, editable, joinAs, launch, movePhase, openAs, person, restReview, scenario, selectText,
   status, until, useReference, waitEditable, waitStatus, waitText
 } from './harness.mjs'
 
@@ -60,8 +60,8 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     assert.equal(await pat.page.locator('.editor .prose').count(), 0, 'the participant cannot see the draft')
 
     // The author types; the facilitator (read-only in draft) sees it live.
-    await caretAfter(ana.page, 'Two or three sentences')
-    await ana.page.keyboard.type(' Checkout failed for twenty minutes.')
+    await caretInSection(ana.page, 'Summary')
+    await ana.page.keyboard.type('Checkout failed for twenty minutes.')
     await waitText(fay.page, '.editor .prose', 'Checkout failed for twenty minutes.')
     // Live carets: the facilitator sees the author's caret with her name.
     await waitText(fay.page, '.collaboration-carets__label', 'Ana')
@@ -155,8 +155,10 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     await general.getByRole('button', { name: 'Delete' }).click()
     await waitText(ana.page, '.general .thread', 'Comment deleted')
 
-    // The thread follows its text when the author edits above it.
-    const before = await pat.page.locator('.anchored > .thread').first().boundingBox()
+    // The thread follows its text when the author edits above it (measured on the page, not in
+    // the window: the browser may scroll to keep what Pat sees in place).
+    const cardY = () => pat.page.evaluate(() => document.querySelector('.anchored > .thread').getBoundingClientRect().y + window.scrollY)
+    const before = await cardY()
     await ana.page.locator('.editor .prose h2', { hasText: 'Summary' }).click()
     await ana.page.keyboard.press('End')
     await ana.page.keyboard.press('Enter')
@@ -164,8 +166,8 @@ test('write, read and comment on the report together', opts, scenario(async (h) 
     await waitText(pat.page, '.editor .prose', 'A new first paragraph')
     await pat.page.waitForFunction((y) => {
       const card = document.querySelector('.anchored > .thread')
-      return card && card.getBoundingClientRect().y > y
-    }, before.y, { timeout: WAIT })
+      return card && card.getBoundingClientRect().y + window.scrollY > y
+    }, before, { timeout: WAIT })
     assert.equal(await pat.page.locator('.editor .anchor').first().textContent(), 'Checkout failed')
 
     // A reload keeps everything.
@@ -342,6 +344,9 @@ test('anonymous comments and concerns appear only with a batch, without an autho
     await fay.page.getByRole('link', { name: 'Open the review' }).click()
     await joinAs(ana.page, links.author, 'Ana')
     await waitEditable(ana.page, 'true')
+    await caretInSection(ana.page, 'Summary')
+    await ana.page.keyboard.type('Two or three sentences about the outage.')
+    await waitStatus(ana.page, 'saved')
 
     // In draft only the author may comment: one possible poster, so the app says anonymous
     // posting is not open yet, and the server refuses it with words a person understands.
@@ -450,8 +455,8 @@ test('a full review from creation to close, with four people', opts, scenario(as
 
     // Draft: the author writes.
     await waitEditable(ana.page, 'true')
-    await caretAfter(ana.page, 'Two or three sentences')
-    await ana.page.keyboard.type(' Payments timed out for 40 minutes.')
+    await caretInSection(ana.page, 'Summary')
+    await ana.page.keyboard.type('Payments timed out for 40 minutes.')
     await waitStatus(ana.page, 'saved')
 
     // Review: named and anonymous comments, a concern with support, the read count.
@@ -617,7 +622,7 @@ test('a reader publishes no caret, and writing anonymously sends others no prese
   const server = await h.startServer({ args: ['--anonymous-cadence-secs', '2'] })
   const base = `http://127.0.0.1:${server.port}`
   // Pat posts alone: the review allows anonymity in a small group, so nothing waits for others.
-  const r = await restReview(base, 'Quiet presence', { small_group_anonymity: true })
+  const r = await restReview(base, 'Quiet presence', { small_group_anonymity: true, report_markdown: WRITTEN_REPORT })
   const pat = await r.join('participant', 'Pat')
   const bystander = await r.join('observer', 'Obi')
   await r.phase('review')
@@ -751,7 +756,7 @@ test('a reader publishes no caret, and writing anonymously sends others no prese
 test("a writer's selection is live, every composer withdraws it alike, and the anonymous one warns about it (issue 15)", { ...opts, timeout: 180_000 }, scenario(async (h) => {
   const server = await h.startServer({ args: ['--anonymous-cadence-secs', '2'] })
   const base = `http://127.0.0.1:${server.port}`
-  const r = await restReview(base, 'Live selections')
+  const r = await restReview(base, 'Live selections', { report_markdown: WRITTEN_REPORT })
   const ana = await r.join('author', 'Ana')
   const bystander = await r.join('observer', 'Obi')
   await r.join('participant', 'Pat')

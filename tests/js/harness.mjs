@@ -476,6 +476,18 @@ export async function caretAfter (page, text) {
   await page.keyboard.press('End')
 }
 
+/**
+ * Puts the caret in the paragraph right below the level-2 heading `heading`: a template section,
+ * whose paragraph is empty (showing only its guidance) until someone writes there.
+ */
+export async function caretInSection (page, heading) {
+  await page.locator('.editor .prose h2', { hasText: heading }).first().locator('xpath=following-sibling::p[1]').click()
+  await page.keyboard.press('End')
+}
+
+/** A report that already has a written Summary, for `report_markdown` (the template has none). */
+export const WRITTEN_REPORT = '## Summary\n\nTwo or three sentences a reader outside the team understands.\n\n## Impact\n\n'
+
 export async function createReview (page, base, title) {
   const response = await page.goto(`${base}/`)
   assert.match(response.headers()['content-security-policy'] ?? '', /script-src 'self'/)

@@ -36,6 +36,7 @@ const SECTIONS = [
   'Open questions',
   'Action items'
 ]
+/** What the author writes in the Summary section, which the template leaves empty. */
 const SUMMARY_HELP = 'Two or three sentences a reader outside the team understands.'
 
 // ---------------------------------------------------------------------------
@@ -161,16 +162,29 @@ const outline = (client) => fragment(client).toArray().map((el) => [
   el.toArray().map((t) => t.toString()).join('')
 ])
 
-/** The Y.XmlText of the Summary help paragraph (the paragraph right after the Summary heading). */
-const summaryHelp = (client) => {
+/** The Summary paragraph (the paragraph right after the Summary heading). */
+const summaryParagraph = (client) => {
   const els = fragment(client).toArray()
   const at = els.findIndex((el) => el.nodeName === 'heading' && el.toArray().map(String).join('') === 'Summary')
   assert.ok(at >= 0, 'the report has a Summary heading')
   const p = els[at + 1]
   assert.equal(p.nodeName, 'paragraph')
-  const text = p.get(0)
-  assert.ok(text instanceof Y.XmlText, 'the help paragraph holds a Y.XmlText')
+  return p
+}
+
+/** The Y.XmlText of the Summary paragraph, once someone wrote it (see `writeSummary`). */
+const summaryHelp = (client) => {
+  const text = summaryParagraph(client).get(0)
+  assert.ok(text instanceof Y.XmlText, 'the Summary paragraph holds a Y.XmlText')
   return text
+}
+
+/** The author writes SUMMARY_HELP into the Summary paragraph the template left empty. */
+const writeSummary = async (client) => {
+  const p = summaryParagraph(client)
+  assert.equal(p.length, 0, 'the template leaves the Summary paragraph empty')
+  p.insert(0, [new Y.XmlText(SUMMARY_HELP)])
+  await waitSaved(client, "the author's summary to be stored")
 }
 
 const threadsOf = (client) => client.doc.getMap('threads')
@@ -216,13 +230,12 @@ test('the server seeds the report with the template, and the phase table decides
   assert.equal(rows.length, 1 + 2 * SECTIONS.length)
   assert.deepEqual(rows[0], ['heading', { level: 1 }, TITLE])
   assert.deepEqual(rows[1], ['heading', { level: 2 }, 'Summary'])
-  assert.deepEqual(rows[2], ['paragraph', {}, SUMMARY_HELP])
+  // Each section is a heading and an empty paragraph: its guidance is the editor's placeholder,
+  // never text of the document (issue 17).
   SECTIONS.forEach((title, i) => {
-    const [heading, help] = [rows[1 + 2 * i], rows[2 + 2 * i]]
+    const [heading, body] = [rows[1 + 2 * i], rows[2 + 2 * i]]
     assert.deepEqual(heading, ['heading', { level: 2 }, title], `section ${i} heading`)
-    assert.equal(help[0], 'paragraph', `section ${title}: help paragraph`)
-    assert.deepEqual(help[1], {}, `section ${title}: paragraph attributes`)
-    assert.ok(help[2].length > 0, `section ${title}: help text`)
+    assert.deepEqual(body, ['paragraph', {}, ''], `section ${title}: an empty paragraph`)
   })
   // Plain number levels, as ProseMirror's heading node expects (not bigints, not strings).
   for (const el of fragment(author).toArray().filter((e) => e.nodeName === 'heading')) {
@@ -260,9 +273,10 @@ test('a comment thread: anchored to the report, followed by a stock client on th
   })
   const base = `/api/reviews/${review.id}/threads`
 
-  // The author's editor computes the anchor around "reader" in the Summary help text.
+  // The author writes the Summary; their editor computes the anchor around "reader" in it.
   const author = open(h, server, docs.report, who.ada)
   await waitReady(author)
+  await writeSummary(author)
   const help = summaryHelp(author)
   assert.equal(help.toString(), SUMMARY_HELP)
   const word = 'reader'
@@ -464,6 +478,7 @@ test('a phase change reaches open sockets: new scopes, and a withdrawn write is 
   assert.deepEqual(author.scopes, ['read-write'])
   assert.equal(author.provider.authorizedScope, 'read-write')
   assert.deepEqual(facilitator.scopes, ['readonly'])
+  await writeSummary(author)
 
   await movePhase(server, review, who.fran, 'review')
   const reader = open(h, server, docs.report, who.pat)

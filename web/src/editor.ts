@@ -12,6 +12,7 @@ import { Decoration, DecorationSet, type DecorationAttrs, type EditorView } from
 import type { HocuspocusProvider } from '@hocuspocus/provider'
 import { h } from './dom'
 import { blamelessHints } from './hints'
+import { templateGuidance } from './guidance'
 
 /** A highlighted range of the report (a comment's anchor). */
 export interface Highlight { id: string, from: number, to: number, active: boolean }
@@ -190,6 +191,7 @@ export function createEditor (o: EditorOptions): Editor {
       ...(o.provider.awareness ? [presence(o.provider.awareness, o.user)] : []),
       highlights(o.ranges),
       blamelessHints(o.hints),
+      templateGuidance(),
       readOnlyGuard()
     ],
     onSelectionUpdate: ({ editor }) => { o.onSelection(editor.state.selection.empty) }

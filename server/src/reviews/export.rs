@@ -116,7 +116,7 @@ fn text(s: impl Into<String>) -> Event<'static> {
     Event::Text(s.into().into())
 }
 
-fn heading(title: &'static str, out: &mut Vec<Event<'static>>) {
+fn heading(title: &str, out: &mut Vec<Event<'static>>) {
     let level = HeadingLevel::H2;
     out.push(Event::Start(Tag::Heading {
         level,
@@ -178,9 +178,103 @@ fn embedded(md: &str) -> impl Iterator<Item = Event<'static>> + '_ {
     Parser::new_ext(md, DIALECT).map(Event::into_static)
 }
 
+/// The title of the template's section for action items, and of the export's table of them.
+const ACTION_ITEMS: &str = "Action items";
+
+/// Where the section under the level-2 heading titled `title` in `events` ends: the index of the
+/// next heading of level 1 or 2, or the end; `None` when there is no such heading.
+fn section_end(events: &[Event<'_>], title: &str) -> Option<usize> {
+    let is_section_heading = |e: &Event<'_>| {
+        matches!(
+            e,
+            Event::Start(Tag::Heading {
+                level: HeadingLevel::H1 | HeadingLevel::H2,
+                ..
+            })
+        )
+    };
+    let mut at = 0;
+    while at < events.len() {
+        if let Event::Start(Tag::Heading {
+            level: HeadingLevel::H2,
+            ..
+        }) = &events[at]
+        {
+            let mut heading = String::new();
+            let mut end = at + 1;
+            while end < events.len() && !matches!(events[end], Event::End(TagEnd::Heading(_))) {
+                if let Event::Text(t) | Event::Code(t) = &events[end] {
+                    heading.push_str(t);
+                }
+                end += 1;
+            }
+            if heading.trim() == title {
+                let next = events[end..]
+                    .iter()
+                    .position(is_section_heading)
+                    .map_or(events.len(), |i| end + i);
+                return Some(next);
+            }
+            at = end;
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The action items as a table; nothing when there are none.
+fn action_table(actions: &[Value]) -> Vec<Event<'static>> {
+    let mut out = Vec::new();
+    if actions.is_empty() {
+        return out;
+    }
+    const COLUMNS: [(&str, &str); 7] = [
+        ("what", "What"),
+        ("why", "Why"),
+        ("kind", "Kind"),
+        ("owner", "Owner"),
+        ("link", "Link"),
+        ("due", "Due"),
+        ("status", "Status"),
+    ];
+    let row = |cells: Vec<String>, out: &mut Vec<Event<'static>>| {
+        for c in cells {
+            out.push(Event::Start(Tag::TableCell));
+            if !c.is_empty() {
+                out.push(text(c));
+            }
+            out.push(Event::End(TagEnd::TableCell));
+        }
+    };
+    out.push(Event::Start(Tag::Table(vec![
+        Alignment::None;
+        COLUMNS.len()
+    ])));
+    out.push(Event::Start(Tag::TableHead));
+    row(
+        COLUMNS.map(|(_, title)| title.to_owned()).to_vec(),
+        &mut out,
+    );
+    out.push(Event::End(TagEnd::TableHead));
+    for a in actions {
+        out.push(Event::Start(Tag::TableRow));
+        row(COLUMNS.map(|(k, _)| one_line(&a[k])).to_vec(), &mut out);
+        out.push(Event::End(TagEnd::TableRow));
+    }
+    out.push(Event::End(TagEnd::Table));
+    out
+}
+
 /// The review as Markdown, written in one pass by the one writer ([`super::markdown::write`]).
 pub fn markdown(p: &Parts) -> String {
     let mut out: Vec<Event<'static>> = embedded(&p.report).collect();
+    // The template has an "Action items" section: the tracked items go at its end, so that the
+    // export has that heading once (issue 17). A report without one gets a section of its own
+    // after the concerns.
+    let mut table = action_table(&actions(p));
+    if let Some(at) = section_end(&out, ACTION_ITEMS) {
+        out.splice(at..at, std::mem::take(&mut table));
+    }
     let threads = threads(p);
     if !threads.is_empty() {
         heading("Comments", &mut out);
@@ -240,43 +334,9 @@ pub fn markdown(p: &Parts) -> String {
             &mut out,
         );
     }
-    let actions = actions(p);
-    if !actions.is_empty() {
-        heading("Action items", &mut out);
-        const COLUMNS: [(&str, &str); 7] = [
-            ("what", "What"),
-            ("why", "Why"),
-            ("kind", "Kind"),
-            ("owner", "Owner"),
-            ("link", "Link"),
-            ("due", "Due"),
-            ("status", "Status"),
-        ];
-        let row = |cells: Vec<String>, out: &mut Vec<Event<'static>>| {
-            for c in cells {
-                out.push(Event::Start(Tag::TableCell));
-                if !c.is_empty() {
-                    out.push(text(c));
-                }
-                out.push(Event::End(TagEnd::TableCell));
-            }
-        };
-        out.push(Event::Start(Tag::Table(vec![
-            Alignment::None;
-            COLUMNS.len()
-        ])));
-        out.push(Event::Start(Tag::TableHead));
-        row(
-            COLUMNS.map(|(_, title)| title.to_owned()).to_vec(),
-            &mut out,
-        );
-        out.push(Event::End(TagEnd::TableHead));
-        for a in &actions {
-            out.push(Event::Start(Tag::TableRow));
-            row(COLUMNS.map(|(k, _)| one_line(&a[k])).to_vec(), &mut out);
-            out.push(Event::End(TagEnd::TableRow));
-        }
-        out.push(Event::End(TagEnd::Table));
+    if !table.is_empty() {
+        heading(ACTION_ITEMS, &mut out);
+        out.extend(table);
     }
     if !p.notes.trim().is_empty() {
         heading("Meeting notes", &mut out);
@@ -400,5 +460,47 @@ mod tests {
                 "{event:?} in\n{md}"
             );
         }
+    }
+
+    /// Issue 17: a report from the template has an "Action items" section; the tracked items
+    /// are its table, and the export says "Action items" once.
+    #[test]
+    fn action_items_are_one_section() {
+        let review = ReviewRecord {
+            id: "r".into(),
+            title: "T".into(),
+            incident_date: None,
+            severity: None,
+            phase: super::super::Phase::Closed,
+            created_at: 0,
+            release: Default::default(),
+            small_group_anonymity: false,
+            invites: Default::default(),
+        };
+        let discussion = [
+            (
+                "actions",
+                json!({ "a1": { "what": "Alert on queue age", "why": "Seen late", "kind": "detect", "owner": "Payments", "status": "open", "createdAt": 1.0 } }),
+            ),
+            ("threads", json!({})),
+            ("concerns", json!({})),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let parts = Parts {
+            review,
+            report: "# T\n\n## Open questions\n\n## Action items\n\nSee the tracker.\n\n## Appendix\n\nLogs.\n".into(),
+            notes: "Decided.\n".into(),
+            discussion,
+        };
+        assert_eq!(
+            markdown(&parts),
+            "# T\n\n## Open questions\n\n## Action items\n\nSee the tracker.\n\n\
+             |What|Why|Kind|Owner|Link|Due|Status|\n\
+             |----|---|----|-----|----|---|------|\n\
+             |Alert on queue age|Seen late|detect|Payments|||open|\n\n\
+             ## Appendix\n\nLogs.\n\n## Meeting notes\n\nDecided.\n"
+        );
     }
 }

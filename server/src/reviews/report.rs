@@ -15,7 +15,9 @@ use yrs::{Any, BranchID, Doc, StickyIndex, Transact, Xml};
 pub const MAX_POSITION_BYTES: usize = 256;
 
 /// Writes the template into an empty report: the review title as a level-1 heading, then each
-/// section as a level-2 heading followed by one paragraph of help text. Returns the update.
+/// section as a level-2 heading followed by one empty paragraph. The section's guidance is not
+/// content: the editor shows it as a placeholder in that empty paragraph (issue 17), so it never
+/// reaches exports, versions or the library. Returns the update.
 pub fn seed(doc: &Doc, title: &str) -> Vec<u8> {
     let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
     let mut txn = doc.transact_mut();
@@ -27,8 +29,7 @@ pub fn seed(doc: &Doc, title: &str) -> Vec<u8> {
     heading(&mut txn, 1, title);
     for section in TEMPLATE {
         heading(&mut txn, 2, section.title);
-        let p = fragment.push_back(&mut txn, XmlElementPrelim::empty(node::PARAGRAPH));
-        p.push_back(&mut txn, XmlTextPrelim::new(section.help));
+        fragment.push_back(&mut txn, XmlElementPrelim::empty(node::PARAGRAPH));
     }
     txn.encode_update_v1()
 }
@@ -131,33 +132,52 @@ mod tests {
         doc
     }
 
+    /// Writes a sentence into the Summary section's paragraph and answers its text.
     fn first_paragraph_text(doc: &Doc) -> XmlTextRef {
         let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
-        let txn = doc.transact();
-        // Index 0 is the title heading, 1 the Summary heading, 2 its help paragraph.
-        let p = fragment.get(&txn, 2).expect("help paragraph");
+        let mut txn = doc.transact_mut();
+        // Index 0 is the title heading, 1 the Summary heading, 2 its empty paragraph.
+        let p = fragment.get(&txn, 2).expect("summary paragraph");
         let p = p.into_xml_element().expect("paragraph element");
         assert_eq!(p.tag().as_ref(), node::PARAGRAPH);
-        p.get(&txn, 0)
-            .expect("text")
-            .into_xml_text()
-            .expect("xml text")
+        match p.get(&txn, 0) {
+            Some(text) => text.into_xml_text().expect("xml text"),
+            None => p.push_back(&mut txn, XmlTextPrelim::new("The checkout failed.")),
+        }
     }
 
+    /// Every section is a heading with an empty paragraph: its guidance is the editor's
+    /// placeholder, never text of the report (issue 17).
     #[test]
-    fn the_template_has_every_section_with_help() {
+    fn the_template_has_every_section_and_no_guidance_text() {
         let doc = seeded();
         let fragment = doc.get_or_insert_xml_fragment(FRAGMENT);
         let txn = doc.transact();
         assert_eq!(fragment.len(&txn) as usize, 1 + 2 * TEMPLATE.len());
         let xml = fragment.get_string(&txn);
-        assert!(
-            xml.starts_with("<heading level=\"1\">Checkout outage</heading>"),
-            "{xml}"
-        );
+        let mut expected = String::from("<heading level=\"1\">Checkout outage</heading>");
         for s in TEMPLATE {
-            assert!(xml.contains(s.title), "{}", s.title);
+            expected.push_str(&format!(
+                "<heading level=\"2\">{}</heading><paragraph></paragraph>",
+                s.title
+            ));
+            assert!(!xml.contains(s.help), "{}", s.help);
         }
+        assert_eq!(xml, expected);
+    }
+
+    /// The web app shows the guidance from its own copy of the template (web/src/template.json),
+    /// which must say what the server's template says.
+    #[test]
+    fn the_web_copy_of_the_template_matches() {
+        let web: serde_json::Value =
+            serde_json::from_str(include_str!("../../../web/src/template.json"))
+                .expect("web/src/template.json is JSON");
+        let ours: Vec<serde_json::Value> = TEMPLATE
+            .iter()
+            .map(|s| serde_json::json!({ "title": s.title, "help": s.help }))
+            .collect();
+        assert_eq!(web, serde_json::Value::Array(ours));
     }
 
     /// Issue 16: a report loaded from the store (as after any restart) has its root fragment
@@ -166,13 +186,19 @@ mod tests {
     #[test]
     fn anchors_resolve_in_a_report_loaded_from_the_store() {
         let seeded = crate::documents::crdt::new_doc();
-        let update = seed(&seeded, "Checkout outage");
+        seed(&seeded, "Checkout outage");
         let (start, end) = {
             let text = first_paragraph_text(&seeded);
             let txn = seeded.transact();
             let s = text.sticky_index(&txn, 0, Assoc::After).expect("start");
             let e = text.sticky_index(&txn, 3, Assoc::Before).expect("end");
             (s.encode_v1(), e.encode_v1())
+        };
+        let update = {
+            use yrs::{ReadTxn, StateVector};
+            seeded
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default())
         };
         let reloaded = crate::documents::crdt::load(None, [update.as_slice()]).expect("load");
         assert_eq!(check_anchor(&reloaded, &start, &end), Ok(()));

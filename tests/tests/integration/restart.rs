@@ -12,7 +12,7 @@ use tempfile::TempDir;
 use yrs::types::xml::{XmlElementPrelim, XmlFragment, XmlOut, XmlTextPrelim};
 use yrs::types::ToJson;
 use yrs::updates::encoder::Encode;
-use yrs::{Assoc, Doc, GetString, IndexedSequence, ReadTxn, Text, Transact};
+use yrs::{Assoc, Doc, GetString, IndexedSequence, ReadTxn, Transact};
 
 /// The report's fragment (`docs/schema.md`).
 const FRAGMENT: &str = "default";
@@ -159,6 +159,7 @@ async fn comment_on(review: &Review, role: &str, anchor: &Value, body: &str) -> 
 async fn anchored_comments_work_after_a_clean_stop_and_after_kill_9() {
     let mut run = Restarting::start(&[]).await;
     let mut review = Review::create(run.server().addr, "Anchors after restarts").await;
+    append_paragraph(&review, "report", "author", "Two or three causes.").await;
     review.move_to("review").await;
     let before = anchor_on(&review, "author", "Two or three").await;
     let made = comment_on(&review, "participant", &before, "Before any restart").await;
@@ -187,6 +188,7 @@ async fn anchored_comments_work_after_a_clean_stop_and_after_kill_9() {
         .await;
     assert_eq!(general.status, 201, "{}", general.body);
     let other = Review::create(run.server().addr, "Other").await;
+    append_paragraph(&other, "report", "author", "Two or three causes.").await;
     let foreign = anchor_on(&other, "author", "Two or three").await;
     comment_on(&review, "participant", &foreign, "elsewhere")
         .await
@@ -337,14 +339,11 @@ async fn a_full_review_survives_a_restart_between_every_step() {
             let fragment = author.doc.get_or_insert_xml_fragment(FRAGMENT);
             let mut txn = author.doc.transact_mut();
             let Some(XmlOut::Element(summary)) = fragment.get(&txn, 2) else {
-                panic!("the Summary help paragraph is the third node");
+                panic!("the Summary paragraph is the third node");
             };
-            let Some(XmlOut::Text(text)) = summary.get(&txn, 0) else {
-                panic!("the paragraph holds text");
-            };
-            let len = text.len(&txn);
-            text.remove_range(&mut txn, 0, len);
-            text.insert(&mut txn, 0, SUMMARY);
+            // The template leaves it empty: its guidance is the editor's placeholder.
+            assert_eq!(summary.len(&txn), 0, "the Summary paragraph starts empty");
+            summary.push_back(&mut txn, XmlTextPrelim::new(SUMMARY));
             let p = fragment.push_back(&mut txn, XmlElementPrelim::empty("paragraph"));
             p.push_back(&mut txn, XmlTextPrelim::new(TIMELINE));
         }

@@ -7,7 +7,7 @@ use debrief_proto::close;
 use debrief_tests::api::{request, send, Review, ROLES};
 use debrief_tests::{Client, TestServer};
 use serde_json::json;
-use yrs::types::xml::{XmlFragment, XmlOut};
+use yrs::types::xml::{XmlFragment, XmlOut, XmlTextPrelim};
 use yrs::types::ToJson;
 use yrs::updates::encoder::Encode;
 use yrs::{Assoc, GetString, IndexedSequence, Map, Out, Transact};
@@ -661,8 +661,10 @@ async fn review_documents_need_a_session_and_others_follow_the_fallback() {
     assert!(denials[0].starts_with("unknown_review: "), "{denials:?}");
 }
 
-/// Positions around the first word of the Summary help text of `review`'s report, read by the
-/// review's author over the y-websocket dialect, as base64.
+/// Positions around the first word of the Summary paragraph of `review`'s report, read by the
+/// review's author over the y-websocket dialect, as base64. The template leaves the paragraph
+/// empty (its guidance is the editor's placeholder), so the author first writes "Two or three
+/// causes." there, once.
 async fn anchor_in_summary(server: &TestServer, review: &Review) -> (String, String) {
     let mut author = Client::connect(&ws_url(
         server,
@@ -673,9 +675,24 @@ async fn anchor_in_summary(server: &TestServer, review: &Review) -> (String, Str
     author.wait_synced().await;
     let doc = author.doc.clone();
     let fragment = doc.get_or_insert_xml_fragment("default");
+    let written = {
+        let mut txn = doc.transact_mut();
+        let Some(XmlOut::Element(paragraph)) = fragment.get(&txn, 2) else {
+            panic!("the Summary paragraph is the third node");
+        };
+        if paragraph.len(&txn) == 0 {
+            paragraph.push_back(&mut txn, XmlTextPrelim::new("Two or three causes."));
+            true
+        } else {
+            false
+        }
+    };
+    if written {
+        author.round_trip().await;
+    }
     let txn = doc.transact();
     let Some(XmlOut::Element(paragraph)) = fragment.get(&txn, 2) else {
-        panic!("the Summary help paragraph is the third node");
+        panic!("the Summary paragraph is the third node");
     };
     let Some(XmlOut::Text(text)) = paragraph.get(&txn, 0) else {
         panic!("the paragraph holds text");

@@ -29,10 +29,46 @@ pub use import::{import, ImportError};
 /// Deepest nesting read or built; a damaged or hostile document cannot recurse further.
 pub const MAX_DEPTH: usize = 32;
 
-/// The document's fragment as Markdown.
+/// The document's fragment as Markdown. A report seeded before issue 17 holds each template
+/// section's guidance as text; a paragraph that is exactly its section's guidance was never
+/// written by anyone and is left out.
 pub fn to_markdown(doc: &Doc) -> String {
-    let blocks = model::normalize(&read::document(doc));
+    let blocks = without_guidance(model::normalize(&read::document(doc)));
     written(&write::document(&blocks))
+}
+
+/// `blocks` without a paragraph that follows a template section's level-2 heading and says
+/// exactly that section's guidance (ignoring its marks).
+fn without_guidance(blocks: Vec<model::Block>) -> Vec<model::Block> {
+    use debrief_proto::schema::TEMPLATE;
+    use model::{Block, Inline};
+    let plain = |content: &[Inline]| -> String {
+        content
+            .iter()
+            .map(|i| match i {
+                Inline::Text(t, _) => t.as_str(),
+                Inline::HardBreak => "\n",
+            })
+            .collect()
+    };
+    let mut section: Option<&'static str> = None;
+    let mut out = Vec::with_capacity(blocks.len());
+    for block in blocks {
+        let guidance = section.take();
+        match &block {
+            Block::Heading(2, content) => {
+                let title = plain(content);
+                section = TEMPLATE
+                    .iter()
+                    .find(|s| s.title == title.trim())
+                    .map(|s| s.help);
+            }
+            Block::Paragraph(content) if guidance == Some(plain(content).trim()) => continue,
+            _ => {}
+        }
+        out.push(block);
+    }
+    out
 }
 
 /// Events as Markdown through the writer. The writer refuses only events no Markdown spells;
