@@ -9,7 +9,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 
 import {
-  WAIT, createReview, joinAs, launch, movePhase, openAs, person, restReview, scenario, selectText,
+  WAIT, WRITTEN_REPORT, caretInSection, createReview, joinAs, launch, movePhase, openAs, person, restReview, scenario, selectText,
   useReference, waitEditable, waitStatus, waitText
 } from './harness.mjs'
 
@@ -116,7 +116,7 @@ test('"Saved" covers the report and the notes, tells offline from unreachable, a
 
 /** A review in review with Ana (author) and Pat (participant), and a comment beside its text. */
 async function reviewWithComment (base, title) {
-  const r = await restReview(base, title)
+  const r = await restReview(base, title, { report_markdown: WRITTEN_REPORT })
   const ana = await r.join('author', 'Ana')
   const pat = await r.join('participant', 'Pat')
   await r.phase('review')
@@ -254,7 +254,7 @@ test('timer controls follow the timer, and a mistake is told beside the control 
 test("an anonymous comment's ⋯ panel pushes what is below it down instead of covering it", opts, scenario(async (h) => {
   const server = await h.startServer({ args: ['--anonymous-cadence-secs', '1'] })
   const base = `http://127.0.0.1:${server.port}`
-  const r = await restReview(base, 'Panels', { small_group_anonymity: true })
+  const r = await restReview(base, 'Panels', { small_group_anonymity: true, report_markdown: WRITTEN_REPORT })
   const pat = await r.join('participant', 'Pat')
   await r.phase('review')
   const browser = await launch()
@@ -433,10 +433,9 @@ for (const size of [LAPTOP, { width: 1920, height: 1080 }, PHONE]) {
       await joinAs(ana.page, links.author, 'Anastasia Vasquez-Lindqvist')
       await joinAs(pat.page, links.participant, 'Patrick O\'Sullivan-Hughes')
       await waitEditable(ana.page, 'true')
-      await ana.page.locator('.editor .prose p', { hasText: 'Two or three sentences' }).click()
-      await ana.page.keyboard.press('End')
+      await caretInSection(ana.page, 'Summary')
       // Post-mortems quote long addresses and log lines: they wrap instead of widening the page.
-      await ana.page.keyboard.type(' Checkout failed for twenty minutes: https://dashboards.example.com/d/checkout-errors/payments-latency-by-provider-and-region?orgId=1&from=now-6h')
+      await ana.page.keyboard.type('Checkout failed for twenty minutes: https://dashboards.example.com/d/checkout-errors/payments-latency-by-provider-and-region?orgId=1&from=now-6h')
       await waitStatus(ana.page, 'saved')
       for (const x of people) await looksRight(x.page, 'Draft', `draft, ${x === fay ? 'facilitator' : x === ana ? 'author' : 'participant'}`)
 

@@ -10,7 +10,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { Harness, launch, openAs, person, restReview, selectText, waitStatus, waitText } from './harness.mjs'
+import { Harness, caretInSection, launch, openAs, person, restReview, selectText, waitStatus, waitText } from './harness.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const OUT = join(here, '..', '..', 'docs', 'screenshots')
@@ -28,9 +28,8 @@ async function main () {
     const pat = await r.join('participant', 'Pat')
     const a = await person(browser, LAPTOP)
     await openAs(a.page, base, ana.membership)
-    await a.page.locator('.editor .prose p', { hasText: 'Two or three sentences' }).click()
-    await a.page.keyboard.press('End')
-    await a.page.keyboard.type(' From 14:05 to 14:27 one checkout in five failed with a payment timeout.')
+    await caretInSection(a.page, 'Summary')
+    await a.page.keyboard.type('From 14:05 to 14:27 one checkout in five failed with a payment timeout.')
     await waitStatus(a.page, 'saved')
     await r.phase('review')
 
