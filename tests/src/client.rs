@@ -697,18 +697,35 @@ pub async fn http_get_with_headers(
     addr: SocketAddr,
     path: &str,
 ) -> (u16, Vec<(String, String)>, String) {
+    let (status, headers, body) = http_get_bytes(addr, path, &[]).await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A plain HTTP/1.1 GET with the extra request headers `sent`; returns the status code, the
+/// response headers (names in lower case, in order) and the body's bytes as they came (no
+/// content decoding).
+pub async fn http_get_bytes(
+    addr: SocketAddr,
+    path: &str,
+    sent: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect for HTTP");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in sent {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     stream
         .write_all(request.as_bytes())
         .await
         .expect("send request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let split = memchr::memmem::find(&raw, b"\r\n\r\n").unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = raw.get(split + 4..).unwrap_or_default().to_vec();
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -719,5 +736,5 @@ pub async fn http_get_with_headers(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    (status, headers, body.to_owned())
+    (status, headers, body)
 }

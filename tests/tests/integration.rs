@@ -19,4 +19,5 @@ mod integration {
     mod reviews;
     mod sync;
     mod unauthenticated;
+    mod web_app;
 }
