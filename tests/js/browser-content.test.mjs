@@ -80,3 +80,70 @@ test('template guidance is a placeholder: shown in empty sections, never exporte
     await browser.close()
   }
 }))
+
+test('action items are edited and their status moved from a table that fits the column', opts, scenario(async (h) => {
+  const server = await h.startServer()
+  const base = `http://127.0.0.1:${server.port}`
+  const r = await restReview(base, 'Action items in the table')
+  const pat = await r.join('participant', 'Pat')
+  await r.join('author', 'Ana')
+  await r.phase('review')
+  await r.phase('meeting')
+  const browser = await launch()
+  try {
+    const p = await person(browser, { width: 1280, height: 720 })
+    const f = await person(browser, { width: 1280, height: 720 })
+    await openAs(p.page, base, pat.membership)
+    await openAs(f.page, base, r.fay.membership)
+
+    // Pat adds an item with a long unbroken link; the table stays inside its column.
+    await p.page.fill('#action-what', 'Alert when the payment queue is older than five minutes')
+    await p.page.fill('#action-why', 'The backlog was noticed by customers first')
+    await p.page.fill('#action-owner', 'Payments platform')
+    await p.page.fill('#action-link', `https://tracker.example/browse/PAY-${'1'.repeat(80)}`)
+    await p.page.getByRole('button', { name: 'Add action item' }).click()
+    await waitText(f.page, '.action-table', 'Alert when the payment queue is older than five minutes')
+    for (const page of [p.page, f.page]) {
+      const fit = await page.evaluate(() => {
+        const table = document.querySelector('.action-table')
+        const column = table.closest('section') ?? table.parentElement
+        const t = table.getBoundingClientRect()
+        const c = column.getBoundingClientRect()
+        return { table: [t.left, t.right], column: [c.left, c.right], scroll: table.parentElement.scrollWidth - table.parentElement.clientWidth }
+      })
+      assert.ok(fit.table[0] >= fit.column[0] - 1 && fit.table[1] <= fit.column[1] + 1, `the table is inside its column: ${JSON.stringify(fit)}`)
+      assert.equal(fit.scroll, 0, 'nothing of the table is scrolled out of view')
+    }
+
+    // Status: open → in progress → done, moved by Pat and seen by Fay.
+    const status = (page) => page.locator('.action-table select[data-action-status]').first()
+    assert.equal(await status(p.page).inputValue(), 'open')
+    for (const [value, label] of [['in_progress', 'In progress'], ['done', 'Done']]) {
+      await status(p.page).selectOption(value)
+      await f.page.waitForFunction((v) => document.querySelector('.action-table select[data-action-status]')?.value === v, value)
+      assert.equal(await status(f.page).locator('option:checked').textContent(), label)
+    }
+
+    // Editing: Fay corrects the owner; the status stays where Pat moved it.
+    await f.page.locator('.action-table [data-action-edit]').first().click()
+    assert.equal(await f.page.locator('#action-owner').inputValue(), 'Payments platform')
+    await f.page.fill('#action-owner', 'Payments on-call')
+    await f.page.getByRole('button', { name: 'Save changes' }).click()
+    await waitText(p.page, '.action-table', 'Payments on-call')
+    assert.equal(await status(p.page).inputValue(), 'done')
+    assert.equal(await p.page.locator('.action-table tbody tr').count(), 1, 'edited, not added')
+
+    // A link the server refuses is told beside the form in plain words; nothing changes.
+    await f.page.locator('.action-table [data-action-edit]').first().click()
+    await f.page.fill('#action-link', 'ftp://files.example/runbook')
+    await f.page.getByRole('button', { name: 'Save changes' }).click()
+    await waitText(f.page, '.action-form .notice.error', 'Not saved: the tracking link must be a web address starting with http:// or https://.')
+    const stored = await r.call('GET', `/api/reviews/${r.id}/export.json`, undefined, r.fay.session)
+    assert.match(stored.actions[0].link, /^https:\/\/tracker\.example\//)
+    assert.equal(stored.actions[0].owner, 'Payments on-call')
+    assert.equal(stored.actions[0].status, 'done')
+    assert.deepEqual([...p.errors, ...f.errors], [])
+  } finally {
+    await browser.close()
+  }
+}))

@@ -121,6 +121,8 @@ export const api = {
     call<undefined>('POST', `${at(id)}/agenda`, { item } satisfies Schemas['AgendaRequest'], session),
   addAction: (id: string, session: string, input: ActionInput) =>
     call<Schemas['ActionItem']>('POST', `${at(id)}/actions`, input, session),
+  updateAction: (id: string, session: string, action: string, input: ActionInput) =>
+    call<Schemas['ActionItem']>('PATCH', `${at(id)}/actions/${encodeURIComponent(action)}`, input, session),
   markRead: (id: string, session: string) =>
     call<Schemas['ReadResponse']>('POST', `${at(id)}/read`, {}, session),
   settings: (id: string, session: string, hints: boolean) =>

@@ -62,6 +62,36 @@ export interface MeetingOptions {
   sectionsWithThreads: () => string[]
 }
 
+/** The action item form: its element, filled with an item to edit or emptied to add one. */
+interface ActionForm { element: HTMLElement, fill: (a: Action | null) => void, focus: () => void }
+
+/** An action item's statuses, in the order work moves through them, and how people say them. */
+const STATUSES: [ActionInput['status'], string][] = [['open', 'Open'], ['in_progress', 'In progress'], ['done', 'Done']]
+
+const statusLabel = (status: string): string => STATUSES.find(([value]) => value === status)?.[1] ?? status
+
+/** The fields of an item as the API takes them back. */
+const inputOf = (a: Action): ActionInput => ({
+  what: a.what, why: a.why, kind: a.kind as ActionInput['kind'], owner: a.owner, link: a.link, due: a.due, status: a.status as ActionInput['status']
+})
+
+/** What went wrong with an action item, in plain words. */
+function actionSaid (err: unknown): string {
+  if (!(err instanceof ApiError)) return 'Not saved. Try again.'
+  switch (err.code) {
+    case 'invalid_what': return 'Not saved: say what will change, in at most 300 characters.'
+    case 'invalid_why': return 'Not saved: name the contributing factor it addresses, in at most 500 characters.'
+    case 'invalid_owner': return 'Not saved: name the owning team, in at most 100 characters.'
+    case 'invalid_link': return 'Not saved: the tracking link must be a web address starting with http:// or https://.'
+    case 'invalid_due': return 'Not saved: the due date must be a day of the calendar.'
+    case 'unknown_action': return 'Not saved: this action item no longer exists.'
+    case 'too_many_actions': return 'Not saved: a review holds at most 200 action items.'
+    case 'not_allowed': return 'Not saved: action items can no longer be changed in this phase.'
+    case 'server_unreachable': return 'Not saved: the server cannot be reached. Try again in a moment.'
+    default: return 'Not saved. Try again.'
+  }
+}
+
 export class MeetingPanel {
   private tick: number | null = null
   private readonly schedule = onNextFrame(() => { this.render() })
@@ -251,21 +281,77 @@ export class MeetingPanel {
     return this.readEl
   }
 
+  /** The action item being edited in the form, if any. */
+  private editing: string | null = null
+  private form: ActionForm | null = null
+
+  private actionsNow (): Action[] {
+    return Object.values(this.o.discussion.getMap('actions').toJSON() as Record<string, Action>).sort((a, b) => a.createdAt - b.createdAt)
+  }
+
+  /**
+   * The action items as a table that fits the column: what (with why, kind and link), owner and
+   * due, status. Someone who may write action items moves the status from the table and edits an
+   * item in the form below it.
+   */
   private renderActions (): void {
-    const actions = Object.values(this.o.discussion.getMap('actions').toJSON() as Record<string, Action>).sort((a, b) => a.createdAt - b.createdAt)
+    const actions = this.actionsNow()
+    const writable = abilities(this.o.review()).actions
+    if (this.editing !== null && !actions.some((a) => a.id === this.editing)) this.editing = null
+    const row = (a: Action): HTMLElement => {
+      const what = h('td', { class: 'what' },
+        a.link ? h('a', { href: a.link, rel: 'noopener noreferrer', target: '_blank' }, a.what) : a.what,
+        h('div', { class: 'muted' }, a.why),
+        h('span', { class: 'kind' }, a.kind))
+      const status = h('td', { class: 'status-cell' })
+      if (writable) {
+        const select = h('select', { 'aria-label': `Status of “${a.what}”`, 'data-action-status': a.id },
+          ...STATUSES.map(([value, label]) => h('option', { value }, label)))
+        select.value = a.status
+        const error = h('div', { class: 'control-error' })
+        select.addEventListener('change', () => {
+          const status = select.value as ActionInput['status']
+          select.disabled = true
+          api.updateAction(this.m.review, this.m.session, a.id, { ...inputOf(a), status }).then(() => {
+            replace(error)
+          }, (err: unknown) => {
+            select.value = a.status
+            replace(error, h('span', { class: 'notice error', role: 'alert' }, actionSaid(err)))
+          }).finally(() => { select.disabled = false })
+        })
+        const edit = h('button', { type: 'button', class: 'link', 'data-action-edit': a.id, 'aria-label': `Edit “${a.what}”` }, 'Edit')
+        edit.addEventListener('click', () => { this.startEditing(a) })
+        status.append(select, edit, error)
+      } else {
+        status.append(statusLabel(a.status))
+      }
+      return h('tr', { 'data-action': a.id, class: a.id === this.editing ? 'editing' : '' },
+        what, h('td', {}, a.owner, a.due ? h('div', { class: 'muted' }, `due ${a.due}`) : null), status)
+    }
     const table = actions.length === 0
       ? h('p', { class: 'hint' }, 'No action items yet.')
       : h('table', { class: 'action-table' },
-        h('thead', {}, h('tr', {}, ...['What', 'Kind', 'Owner', 'Due', 'Status'].map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', {}, ...actions.map((a) => h('tr', {},
-          h('td', {}, a.link ? h('a', { href: a.link, rel: 'noopener noreferrer', target: '_blank' }, a.what) : a.what, h('div', { class: 'muted' }, a.why)),
-          h('td', {}, a.kind), h('td', {}, a.owner), h('td', {}, a.due ?? ''), h('td', {}, a.status.replace('_', ' '))))))
-    const writable = abilities(this.o.review()).actions
-    const existing = this.actionsEl.querySelector('form.action-form')
-    replace(this.actionsEl, table, writable ? (existing ?? this.actionForm()) : null)
+        h('colgroup', {}, h('col', { class: 'col-what' }), h('col', { class: 'col-owner' }), h('col', { class: 'col-status' })),
+        h('thead', {}, h('tr', {}, ...['What', 'Owner', 'Status'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, ...actions.map(row)))
+    if (writable && this.form === null) this.form = this.actionForm()
+    replace(this.actionsEl, table, writable && this.form ? this.form.element : null)
   }
 
-  private actionForm (): HTMLElement {
+  private startEditing (a: Action): void {
+    this.editing = a.id
+    this.form?.fill(a)
+    this.renderActions()
+    this.form?.focus()
+  }
+
+  private stopEditing (): void {
+    this.editing = null
+    this.form?.fill(null)
+    this.renderActions()
+  }
+
+  private actionForm (): ActionForm {
     const what = h('input', { id: 'action-what', maxlength: 300, required: true })
     const why = h('input', { id: 'action-why', maxlength: 500, required: true })
     const kind = h('select', { id: 'action-kind' }, ...['prevent', 'detect', 'mitigate', 'process'].map((k) => h('option', { value: k }, k)))
@@ -274,8 +360,13 @@ export class MeetingPanel {
     const due = h('input', { id: 'action-due', type: 'date' })
     const nudge = h('p', { class: 'nudge', hidden: true, role: 'status' }, 'This reads like asking people to try harder. What change to tools, defaults or process would make the mistake hard to make?')
     what.addEventListener('input', () => { nudge.hidden = !soundsLikeTryHarder(what.value) })
-    const status = h('div', {})
-    const form = h('form', { class: 'action-form' },
+    const status = h('div', { class: 'control-error' })
+    const title = h('h3', { class: 'form-title' }, 'Add an action item')
+    const submit = h('button', { type: 'submit', class: 'primary' }, 'Add action item')
+    const cancel = h('button', { type: 'button', hidden: true }, 'Cancel')
+    cancel.addEventListener('click', () => { replace(status); this.stopEditing() })
+    let current: Action | null = null
+    const form = h('form', { class: 'action-form' }, title,
       h('label', { for: 'action-what' }, 'What will change'), what, nudge,
       h('label', { for: 'action-why' }, 'Contributing factor it addresses'), why,
       h('div', { class: 'row' },
@@ -284,19 +375,34 @@ export class MeetingPanel {
       h('div', { class: 'row' },
         h('div', {}, h('label', { for: 'action-link' }, 'Tracking link'), link),
         h('div', {}, h('label', { for: 'action-due' }, 'Due'), due)),
-      h('button', { type: 'submit', class: 'primary' }, 'Add action item'), status)
+      h('div', { class: 'row' }, submit, cancel), status)
+    const fill = (a: Action | null): void => {
+      current = a
+      what.value = a?.what ?? ''
+      why.value = a?.why ?? ''
+      kind.value = a?.kind ?? 'prevent'
+      owner.value = a?.owner ?? ''
+      link.value = a?.link ?? ''
+      due.value = a?.due ?? ''
+      nudge.hidden = !soundsLikeTryHarder(what.value)
+      title.textContent = a ? 'Edit the action item' : 'Add an action item'
+      submit.textContent = a ? 'Save changes' : 'Add action item'
+      cancel.hidden = a === null
+    }
     form.addEventListener('submit', (e) => {
       e.preventDefault()
-      api.addAction(this.m.review, this.m.session, {
+      const input: ActionInput = {
         what: what.value, why: why.value, kind: kind.value as ActionInput['kind'], owner: owner.value,
-        link: link.value || null, due: due.value || null
-      }).then(() => {
-        for (const i of [what, why, owner, link, due]) i.value = ''
-        nudge.hidden = true
+        link: link.value || null, due: due.value || null, status: (current?.status ?? 'open') as ActionInput['status']
+      }
+      const sent = current ? api.updateAction(this.m.review, this.m.session, current.id, input) : api.addAction(this.m.review, this.m.session, input)
+      sent.then(() => {
         replace(status)
-      }, (err: unknown) => { replace(status, notice(err instanceof ApiError ? err.message : 'Could not add it.', 'error')) })
+        if (current) this.stopEditing()
+        else fill(null)
+      }, (err: unknown) => { replace(status, h('span', { class: 'notice error', role: 'alert' }, actionSaid(err))) })
     })
-    return form
+    return { element: form, fill, focus: () => { what.focus() } }
   }
 
   /** The panel's sections (agenda, actions, read count, record), built once. */
