@@ -4,7 +4,6 @@
 
 import { api, ApiError, type Held, type HeldItem, type Item, type Phase, type Review } from './api'
 import { h, notice, replace } from './dom'
-import { mayComment } from './rules'
 import { memory, type Membership } from './store'
 
 /**
@@ -15,9 +14,7 @@ export const WEAK_BELOW = 3
 
 /** How many people may post anonymously in `phase` (the server's count, by session). */
 export function posters (review: Review, phase: Phase): number {
-  return Object.entries(review.participants)
-    .filter(([role]) => mayComment(role as keyof Review['participants'], phase))
-    .reduce((a, [, n]) => a + n, 0)
+  return review.anonymous.posters[phase]
 }
 
 function clock (ms: number): string {

@@ -177,7 +177,7 @@ class ReviewScreen {
     meetingMap.observe(() => {
       if (meetingMap.get('people') === people) return
       people = meetingMap.get('people')
-      api.review(this.m.review, this.m.session).then((r) => { this.review = { ...this.review, participants: r.participants } }, () => undefined)
+      api.review(this.m.review, this.m.session).then((r) => { this.review = { ...this.review, participants: r.participants, anonymous: r.anonymous } }, () => undefined)
     })
     discussion.document.getMap('review').observe(() => {
       const phase = discussion.document.getMap('review').get('phase')

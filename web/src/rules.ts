@@ -14,16 +14,6 @@ export function abilities (review: Review, phase: Phase = review.phase): Abiliti
   return review.you?.may[phase] ?? NOTHING
 }
 
-/**
- * Whether people in `role` may comment in `phase`, for counting who may post anonymously (the
- * group whose size decides whether anonymity is open): the server's table, which it enforces.
- */
-export function mayComment (role: Role, phase: Phase): boolean {
-  if (phase === 'draft') return role === 'author'
-  if (phase === 'closed') return false
-  return role !== 'observer'
-}
-
 /** One sentence on why the report is read-only (or hidden) for this person in `phase`. */
 export function reportExplanation (role: Role, review: Review, phase: Phase): string | null {
   const may = abilities(review, phase)

@@ -886,6 +886,11 @@ async fn invites_name_their_review_and_sessions_know_what_they_may_do() {
         }
         for (r, role) in ROLES.iter().enumerate() {
             let read = review.call(role, "GET", "", None).await;
+            // One person per role: who may post anonymously is who may comment.
+            assert_eq!(
+                read.body["anonymous"]["posters"],
+                json!({ "draft": 1, "review": 3, "meeting": 3, "closed": 0 })
+            );
             let may = &read.body["you"]["may"][phase];
             for (kind, row) in docs.iter().filter(|(k, _)| *k != "discussion") {
                 assert_eq!(may[kind], name(row[r]), "{role} on {kind} in {phase}");

@@ -784,6 +784,8 @@ export interface components {
              * @description The server's release cadence, in milliseconds: a release happens at every multiple of it since the Unix epoch.
              */
             cadence_ms: number;
+            /** @description How many people in the review may post anonymous items in each phase (those who may comment in it): below three, anonymous items are refused unless `small_group_anonymity`. */
+            posters: components["schemas"]["PhaseCounts"];
             release: components["schemas"]["ReleaseMode"];
             /** @description Whether the facilitator allowed anonymity in a small group when creating the review: anonymous items are then taken with fewer than three people who may post them, and a batch only one person contributed to is released all the same. */
             small_group_anonymity: boolean;
@@ -1074,6 +1076,13 @@ export interface components {
             draft: components["schemas"]["Abilities"];
             meeting: components["schemas"]["Abilities"];
             review: components["schemas"]["Abilities"];
+        };
+        /** @description A number for each phase. */
+        PhaseCounts: {
+            closed: number;
+            draft: number;
+            meeting: number;
+            review: number;
         };
         /** @description The phase to move to: the review's next one. */
         PhaseRequest: {

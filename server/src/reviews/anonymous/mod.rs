@@ -497,6 +497,16 @@ impl Anonymity {
         Ok(Receipt { receipt, key: None })
     }
 
+    /// How many of the people counted in `counts` (sessions per role) may post anonymous items
+    /// in `phase`: those the phase table lets comment.
+    pub fn posters(counts: &HashMap<Role, usize>, phase: Phase) -> usize {
+        counts
+            .iter()
+            .filter(|(role, _)| policy::may_comment(**role, phase).is_ok())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Refuses anonymous items while fewer than [`MIN_ANONYMOUS_POSTERS`] people may post them
     /// in the review's phase, unless its facilitator allowed small groups.
     pub fn enough_posters(
@@ -506,11 +516,7 @@ impl Anonymity {
         if review.small_group_anonymity {
             return Ok(());
         }
-        let posters: usize = counts
-            .iter()
-            .filter(|(role, _)| policy::may_comment(**role, review.phase).is_ok())
-            .map(|(_, n)| n)
-            .sum();
+        let posters = Anonymity::posters(counts, review.phase);
         if posters < MIN_ANONYMOUS_POSTERS {
             return Err(Problem::new(
                 ProblemKind::Conflict,

@@ -18,7 +18,7 @@ use super::records::pin_version;
 use super::request::{ApiPath, ClientAddr, JsonBody, JsonOrEmpty, MayCreate, Member, Session};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
-use crate::reviews::anonymous::release;
+use crate::reviews::anonymous::{release, Anonymity};
 use crate::reviews::basics::now_ms;
 use crate::reviews::fields::{validate_date, validate_severity, validate_title};
 use crate::reviews::policy::{self, Phase, ReleaseMode, Role};
@@ -65,6 +65,29 @@ pub(super) struct AnonymousSettings {
     /// anonymous items are then taken with fewer than three people who may post them, and a
     /// batch only one person contributed to is released all the same.
     small_group_anonymity: bool,
+    /// How many people in the review may post anonymous items in each phase (those who may
+    /// comment in it): below three, anonymous items are refused unless `small_group_anonymity`.
+    posters: PhaseCounts,
+}
+
+/// A number for each phase.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PhaseCounts {
+    draft: usize,
+    review: usize,
+    meeting: usize,
+    closed: usize,
+}
+
+impl PhaseCounts {
+    fn new(count: impl Fn(Phase) -> usize) -> Self {
+        PhaseCounts {
+            draft: count(Phase::Draft),
+            review: count(Phase::Review),
+            meeting: count(Phase::Meeting),
+            closed: count(Phase::Closed),
+        }
+    }
 }
 
 /// The session a review is seen through.
@@ -232,6 +255,7 @@ impl ReviewView {
                 release: review.release,
                 cadence_ms: state.anonymity.cadence().as_millis() as u64,
                 small_group_anonymity: review.small_group_anonymity,
+                posters: PhaseCounts::new(|phase| Anonymity::posters(&counts, phase)),
             },
             read_count: state.records.published_read_count(&review.id),
             server_time: now_ms(),
