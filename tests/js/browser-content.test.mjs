@@ -147,3 +147,65 @@ test('action items are edited and their status moved from a table that fits the 
     await browser.close()
   }
 }))
+
+test('a blameless hint says its reason at the caret, and the facilitator reviews flagged sentences before closing and publishing', opts, scenario(async (h) => {
+  const server = await h.startServer()
+  const base = `http://127.0.0.1:${server.port}`
+  const r = await restReview(base, 'Hints with teeth')
+  const ana = await r.join('author', 'Ana')
+  await r.join('participant', 'Pat')
+  const browser = await launch()
+  try {
+    const a = await person(browser, { width: 1280, height: 720 })
+    await openAs(a.page, base, ana.membership)
+    await caretInSection(a.page, 'Summary')
+    await a.page.keyboard.type('Dana should have checked the dashboard. It was human error on the night.')
+    await waitStatus(a.page, 'saved')
+
+    // By keyboard alone: the caret moves into "should have" and the reason is shown, in view.
+    const panel = a.page.locator('.editor + .hint-panel, #report ~ .hint-panel').first()
+    await a.page.keyboard.press('Home')
+    for (let i = 0; i < 7; i++) await a.page.keyboard.press('ArrowRight')
+    await waitText(a.page, '.hint-panel', 'Blameless hint: “should have”')
+    assert.match(await panel.textContent(), /Describes a world that did not happen \(counterfactual\)\. Instead: what the person saw, knew and did/)
+    const box = await panel.boundingBox()
+    assert.ok(box && box.y >= 0 && box.y + box.height <= 720, `the reason is in view: ${JSON.stringify(box)}`)
+    // Away from flagged words, it goes.
+    await a.page.keyboard.press('End')
+    await a.page.waitForFunction(() => document.querySelector('.hint-panel')?.hidden === true)
+
+    // Before closing: the facilitator is shown both sentences, and dismisses one.
+    await r.phase('review')
+    await r.phase('meeting')
+    const f = await person(browser, { width: 1280, height: 720 })
+    await openAs(f.page, base, r.fay.membership)
+    await waitText(f.page, '.editor .prose', 'human error')
+    await f.page.locator('#move-phase').click()
+    const flags = f.page.locator('dialog .flag-review li.flag')
+    await waitText(f.page, 'dialog .flag-review', '2 sentences of the report may blame a person.')
+    assert.deepEqual(await flags.locator('q').allTextContents(), ['Dana should have checked the dashboard.', 'It was human error on the night.'])
+    await flags.first().getByRole('button', { name: 'Dismiss' }).click()
+    await waitText(f.page, 'dialog .flag-review', 'One sentence of the report may blame a person.')
+    await f.page.locator('dialog').getByRole('button', { name: 'Cancel' }).click()
+
+    // The dismissal survives a reload; the facilitator closes the review.
+    await f.page.reload()
+    await waitText(f.page, '.editor .prose', 'human error')
+    await f.page.locator('#move-phase').click()
+    await waitText(f.page, 'dialog .flag-review', 'One sentence of the report may blame a person.')
+    assert.deepEqual(await flags.locator('q').allTextContents(), ['It was human error on the night.'])
+    await f.page.locator('#confirm-phase').click()
+    await f.page.waitForFunction(() => document.querySelector('.phase')?.textContent === 'closed')
+
+    // Before publishing: the sentence left is shown again, and publishing goes on only when asked.
+    await f.page.locator('#publish').click()
+    await waitText(f.page, 'dialog', 'Publish with these sentences?')
+    assert.deepEqual(await flags.locator('q').allTextContents(), ['It was human error on the night.'])
+    await f.page.locator('#confirm-publish').click()
+    await waitText(f.page, '.notice', 'Published')
+    assert.match((await r.call('GET', `/api/library/${r.id}`)).markdown, /human error/)
+    assert.deepEqual([...a.errors, ...f.errors], [])
+  } finally {
+    await browser.close()
+  }
+}))

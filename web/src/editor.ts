@@ -52,6 +52,8 @@ export interface EditorOptions {
   onSelection: (empty: boolean) => void
   /** Whether blameless-language hints show. */
   hints: () => boolean
+  /** Where the reason of the hint at the caret is said. */
+  hintPanel?: HTMLElement
 }
 
 /**
@@ -190,7 +192,7 @@ export function createEditor (o: EditorOptions): Editor {
       Collaboration.configure({ document: o.provider.document, field: 'default' }),
       ...(o.provider.awareness ? [presence(o.provider.awareness, o.user)] : []),
       highlights(o.ranges),
-      blamelessHints(o.hints),
+      blamelessHints(o.hints, o.hintPanel),
       templateGuidance(),
       readOnlyGuard()
     ],

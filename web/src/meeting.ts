@@ -52,6 +52,10 @@ export function lineDiff (before: string, after: string): { kind: ' ' | '+' | '-
 
 export interface MeetingOptions {
   root: HTMLElement
+  /** The facilitator's review of the report's flagged sentences (hints.ts), told how many remain. */
+  flagReview: (changed?: (left: number) => void) => HTMLElement
+  /** How many flagged sentences the facilitator has not dismissed. */
+  flagsLeft: () => number
   timerSlot: HTMLElement
   membership: Membership
   review: () => Review
@@ -427,10 +431,25 @@ export class MeetingPanel {
     const versions = h('button', { type: 'button', id: 'show-versions' }, 'Versions')
     versions.addEventListener('click', () => { void this.showVersions() })
     const publish = h('button', { type: 'button', id: 'publish' }, 'Publish to the library')
-    publish.addEventListener('click', () => {
+    const sendPublish = (): void => {
       this.command(api.publish(this.m.review, this.m.session, true)).then(() => {
         replace(this.status, notice('Published: anyone who can reach this server can find it in the library.'))
       }, () => undefined)
+    }
+    // Before publishing, the facilitator reads every flagged sentence not dismissed yet.
+    publish.addEventListener('click', () => {
+      if (this.o.flagsLeft() === 0) { sendPublish(); return }
+      const anyway = h('button', { value: 'publish', class: 'primary', id: 'confirm-publish' }, 'Publish anyway')
+      const dialog = h('dialog', { 'aria-labelledby': 'publish-dialog-h' },
+        h('h2', { id: 'publish-dialog-h' }, 'Publish with these sentences?'),
+        this.o.flagReview((left) => { if (left === 0) anyway.textContent = 'Publish' }),
+        h('form', { method: 'dialog', class: 'row' }, anyway, h('button', { value: 'cancel' }, 'Cancel')))
+      document.body.appendChild(dialog)
+      dialog.addEventListener('close', () => {
+        dialog.remove()
+        if (dialog.returnValue === 'publish') sendPublish()
+      })
+      dialog.showModal()
     })
     const unpublish = h('button', { type: 'button', id: 'unpublish' }, 'Take it out of the library')
     unpublish.addEventListener('click', () => {

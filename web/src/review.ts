@@ -13,6 +13,7 @@ import { ConcernsBoard } from './concerns'
 import { MeetingPanel } from './meeting'
 import { h, notice, replace } from './dom'
 import { createEditor, setWritable, toolbar } from './editor'
+import { flagReview, undismissed } from './hints'
 import { abilities, nextStep, PHASE_HELP, PHASE_NAMES, phaseMeaning, reportExplanation, ROLE_HELP } from './rules'
 import { memory, type Membership } from './store'
 
@@ -73,6 +74,9 @@ export function openReview (app: HTMLElement, id: string, header: () => HTMLElem
     replace(app, header(), h('main', { class: 'narrow' }, notice(text, 'error'), retry))
   })
 }
+
+/** Where the reason of the blameless hint at the caret is said, below an editor. */
+const hintPanel = (): HTMLElement => h('div', { class: 'hint-panel', role: 'status', 'aria-live': 'polite', hidden: true })
 
 class ReviewScreen {
   private readonly socket: HocuspocusProviderWebsocket
@@ -208,6 +212,7 @@ class ReviewScreen {
     })
     report.awareness?.on('change', () => { this.renderPresence() })
     const comments = this.comments
+    const reportHint = hintPanel()
     const editor = createEditor({
       element: editorEl,
       provider: report,
@@ -215,7 +220,8 @@ class ReviewScreen {
       label: 'Report',
       ranges: (state) => comments.ranges(state),
       onSelection: (empty) => { commentButton.disabled = empty || !abilities(this.review).comment },
-      hints: hintsOn
+      hints: hintsOn,
+      hintPanel: reportHint
     })
     this.editor = editor
     this.meeting = new MeetingPanel({
@@ -225,6 +231,8 @@ class ReviewScreen {
       review: () => this.review,
       discussion: discussion.document,
       offset: this.review.server_time - Date.now(),
+      flagReview: (changed) => flagReview(this.m.review, editor.state.doc, changed),
+      flagsLeft: () => undismissed(this.m.review, editor.state.doc).length,
       sectionsWithThreads: () => {
         const headings: { pos: number, text: string }[] = []
         editor.state.doc.descendants((node, pos) => {
@@ -246,6 +254,7 @@ class ReviewScreen {
       this.notes = notes
       this.track(notes)
       const notesEl = h('div', { class: 'editor', id: 'notes' })
+      const notesHint = hintPanel()
       const notesEditor = createEditor({
         element: notesEl,
         provider: notes,
@@ -253,7 +262,8 @@ class ReviewScreen {
         label: 'Meeting notes',
         ranges: () => [],
         onSelection: () => undefined,
-        hints: hintsOn
+        hints: hintsOn,
+        hintPanel: notesHint
       })
       this.notesEditor = notesEditor
       const applyNotes = () => {
@@ -263,7 +273,7 @@ class ReviewScreen {
       }
       notes.on('authenticated', applyNotes)
       applyNotes()
-      replace(notesSection, h('h2', { class: 'section-title' }, 'Meeting notes'), toolbar(notesEditor, []), notesEl)
+      replace(notesSection, h('h2', { class: 'section-title' }, 'Meeting notes'), toolbar(notesEditor, []), notesEl, notesHint)
     }
     const commentButton = h('button', { type: 'button', class: 'tool comment', id: 'comment-selection', disabled: true, hidden: !abilities(this.review).comment }, 'Comment')
     this.commentButton = commentButton
@@ -273,7 +283,7 @@ class ReviewScreen {
       if (!empty) comments.compose({ from, to })
     })
     comments.attach(editor)
-    replace(reportSection, toolbar(editor, [commentButton]), editorEl)
+    replace(reportSection, toolbar(editor, [commentButton]), editorEl, reportHint)
     this.applyScope()
     this.renderPresence()
     this.updateStatus()
@@ -404,10 +414,12 @@ class ReviewScreen {
     const move = next && h('button', { type: 'button', class: 'primary', id: 'move-phase' }, `Move to ${next}`)
     if (move) {
       move.addEventListener('click', () => {
+        const report = this.editor
         const dialog = h('dialog', { 'aria-labelledby': 'phase-dialog-h' },
           h('h2', { id: 'phase-dialog-h' }, `Move the review to ${next}?`),
           h('p', {}, PHASE_HELP[next]),
           next === 'closed' ? h('p', {}, 'This cannot be undone.') : null,
+          next === 'closed' && report ? flagReview(this.m.review, report.state.doc) : null,
           h('form', { method: 'dialog', class: 'row' },
             h('button', { value: 'move', class: 'primary', id: 'confirm-phase' }, `Move to ${next}`),
             h('button', { value: 'cancel' }, 'Cancel')))
