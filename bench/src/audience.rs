@@ -476,17 +476,22 @@ fn payload_hash(b: &[u8]) -> u64 {
     h
 }
 
-/// The text a received state holds.
-fn text_of(payload: &[u8]) -> Result<String> {
+/// Each distinct state joiners received (the SyncStep2 and the updates after it), by hash.
+type Received = Arc<Mutex<HashMap<u64, Option<Vec<Vec<u8>>>>>>;
+
+/// The text a received state (and the updates after it) holds.
+fn text_of(payloads: &[Vec<u8>]) -> Result<String> {
     let doc = Doc::with_options(Options {
         offset_kind: OffsetKind::Utf16,
         ..Default::default()
     });
     let t = doc.get_or_insert_text(TEXT_NAME);
-    let u = Update::decode_v1(payload).context("decoding the received state")?;
-    doc.transact_mut()
-        .apply_update(u)
-        .context("applying the received state")?;
+    for payload in payloads {
+        let u = Update::decode_v1(payload).context("decoding the received state")?;
+        doc.transact_mut()
+            .apply_update(u)
+            .context("applying the received state")?;
+    }
     let s = t.get_string(&doc.transact());
     Ok(s)
 }
@@ -629,7 +634,7 @@ async fn storm_once(
     // ---- the storm
     let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
     let joined = Joined::new();
-    let received: Arc<Mutex<HashMap<u64, Option<Vec<u8>>>>> = Arc::default();
+    let received: Received = Arc::default();
     let mut set = JoinSet::new();
     let t0 = Instant::now();
     let spread = Duration::from_secs_f64(cfg.spread_s);
@@ -666,15 +671,26 @@ async fn storm_once(
                 }
             };
             let took = c.synced_frame_at.unwrap_or_else(Instant::now) - started;
-            let payload = c.sync_payload.take().unwrap_or_default();
-            let hash = payload_hash(&payload);
-            if let Ok(mut r) = received.lock() {
-                r.entry(hash).or_insert(Some(payload));
-            }
             joined.ok();
             // stay, as people do, until the storm is over
             let r = observe(&mut c, &mut ctl, Duration::from_secs_f64(STOCK_RENEW_S)).await;
+            // The storm may be declared over between the state and the frames sent right
+            // behind it (Debrief sends the state it shares among joiners, then the changes
+            // made since): read what was sent before a presence query's answer.
+            let r = match r {
+                Ok(()) => c.drain_until_presence_answer(Duration::from_secs(3)).await,
+                Err(e) => Err(e),
+            };
+            // what it holds: the state, and the updates that followed it
+            let mut state = vec![c.sync_payload.take().unwrap_or_default()];
+            state.append(&mut c.sync_tail);
             c.close().await;
+            let hash = state
+                .iter()
+                .fold(0u64, |h, p| h.rotate_left(7) ^ payload_hash(p));
+            if let Ok(mut r) = received.lock() {
+                r.entry(hash).or_insert(Some(state));
+            }
             r.map(|()| (took, hash))
         });
     }
@@ -713,7 +729,7 @@ async fn storm_once(
     }
     settled?;
     // ---- what every joiner got: each distinct state received is decoded once
-    let distinct: Vec<(u64, Vec<u8>)> = received
+    let distinct: Vec<(u64, Vec<Vec<u8>>)> = received
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .drain()
@@ -721,7 +737,7 @@ async fn storm_once(
         .collect();
     let mut good = HashMap::new();
     for (h, p) in distinct {
-        run.state_bytes = Some(p.len() as u64);
+        run.state_bytes = Some(p.first().map_or(0, |s| s.len() as u64));
         let ok = match text_of(&p) {
             Ok(t) => t == expected,
             Err(_) => false,
@@ -844,7 +860,10 @@ mod tests {
             "state of {} bytes for 0.2 MB",
             state.len()
         );
-        assert_eq!(text_of(&state).expect("decodes"), d.text);
+        assert_eq!(
+            text_of(std::slice::from_ref(&state)).expect("decodes"),
+            d.text
+        );
         assert_eq!(payload_hash(&state), payload_hash(&state.clone()));
         let mut other = state.clone();
         other[state.len() / 2] ^= 1;

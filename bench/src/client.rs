@@ -190,6 +190,9 @@ pub struct YClient {
     /// (a joiner that only checks what it received).
     pub keep_sync_payload: bool,
     pub sync_payload: Option<Vec<u8>>,
+    /// With [`Self::keep_sync_payload`]: the updates received after the SyncStep2, kept too (a
+    /// server may send the state it shares among joiners and then the changes made since).
+    pub sync_tail: Vec<Vec<u8>>,
     /// The connection presents the read-only token and accepts a read-only scope.
     read_only: bool,
     /// When the latest awareness state was sent.
@@ -264,6 +267,7 @@ impl YClient {
             skip_apply: false,
             keep_sync_payload: false,
             sync_payload: None,
+            sync_tail: Vec::new(),
             read_only: addr.read_only,
             awareness_sent_at: connected_at,
             stats: ClientStats::default(),
@@ -331,6 +335,27 @@ impl YClient {
             .send(WsMessage::Binary(bytes.into()))
             .await
             .context("websocket send")
+    }
+
+    /// Reads frames until the server has answered a presence query, or `max` passed: every
+    /// frame the server sent before the answer has then been processed (servers answer a query
+    /// behind what they sent before it; one that does not answer costs `max`).
+    pub async fn drain_until_presence_answer(&mut self, max: Duration) -> Result<()> {
+        self.send_msg(&Message::AwarenessQuery).await?;
+        let before = self.stats.awareness_rx;
+        let read = async {
+            while self.stats.awareness_rx == before {
+                let frame = self.recv_frame().await;
+                if self.process(frame).await? == Event::Closed {
+                    break;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        match tokio::time::timeout(max, read).await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
     }
 
     /// Publishes the local awareness state with the cursor at `cursor`.
@@ -526,6 +551,9 @@ impl YClient {
             Message::Sync(SyncMessage::Update(u)) => {
                 let update = Update::decode_v1(&u).context("decoding update")?;
                 let ev = self.account(&update);
+                if self.keep_sync_payload && self.synced {
+                    self.sync_tail.push(u.to_vec());
+                }
                 if self.skip_apply || self.keep_sync_payload {
                     return Ok(ev);
                 }
