@@ -320,7 +320,21 @@ pub async fn all_hands(
     let mut observer_stats = ClientStats::default();
     let mut errors = 0usize;
     let mut first_err = None;
-    while let Some(r) = observers.join_next().await {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = match tokio::time::timeout(left, observers.join_next()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(_) => {
+                m.notes.push(format!(
+                    "{} observers did not finish (a send blocked?); aborted",
+                    observers.len()
+                ));
+                observers.abort_all();
+                break;
+            }
+        };
         match r {
             Ok(Ok(Some(s))) => observer_stats.merge(s),
             Ok(Ok(None)) => {}
