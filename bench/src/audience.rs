@@ -20,7 +20,7 @@ use yrs::{Doc, GetString, OffsetKind, Options, Transact, Update};
 use crate::client::{ClientConfig, ClientStats, Counters, Event, SentLog, YClient, TEXT_NAME};
 use crate::measure::{Latency, Measurement, StormRun};
 use crate::procstat;
-use crate::scenarios::{drain, fill_window, join_all, CpuMark, Phase};
+use crate::scenarios::{fill_window, join_all, measured_window, CpuMark, Phase};
 use crate::target::{DocAddr, Target};
 use crate::trace::LocalEdit;
 
@@ -301,21 +301,14 @@ pub async fn all_hands(
     tokio::time::sleep(Duration::from_millis(1000)).await;
     m.rss_loaded_bytes = procstat::rss_bytes(pid).ok();
 
-    let c0 = CpuMark::take(pid)?;
-    let start = Instant::now();
-    let stop = start + Duration::from_secs_f64(cfg.duration_s);
-    ctl_tx.send(Phase::Run { start, stop })?;
-    tokio::time::sleep_until(stop.into()).await;
-    let complete = drain(&counters, Duration::from_secs_f64(cfg.max_drain_s)).await;
-    let c1 = CpuMark::take(pid)?;
-    if !complete {
-        m.notes.push(format!(
-            "drain ended with {} deliveries outstanding",
-            counters.outstanding()
-        ));
-    }
-    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
-    ctl_tx.send(Phase::Done)?;
+    let (c0, c1) = measured_window(
+        pid,
+        &ctl_tx,
+        &counters,
+        (cfg.duration_s, cfg.max_drain_s),
+        &mut m,
+    )
+    .await?;
     let mut stats = join_all(&mut writers, &mut m).await;
     let mut observer_stats = ClientStats::default();
     let mut errors = 0usize;
@@ -532,25 +525,19 @@ async fn storm_once(
         // what is on disk)
         let addr = target.addr(doc)?;
         let t0 = Instant::now();
-        let mut checker = YClient::connect(
-            &addr,
-            &ccfg,
-            Arc::new(SentLog::default()),
-            0,
-            "checker".into(),
-            false,
-        )
-        .await?;
+        let connect = |name: &str| {
+            YClient::connect(
+                &addr,
+                &ccfg,
+                Arc::new(SentLog::default()),
+                0,
+                name.into(),
+                false,
+            )
+        };
+        let mut checker = connect("checker").await?;
         checker.wait_synced(SYNC_TIMEOUT).await?;
-        let mut builder = YClient::connect(
-            &addr,
-            &ccfg,
-            Arc::new(SentLog::default()),
-            0,
-            "builder".into(),
-            false,
-        )
-        .await?;
+        let mut builder = connect("builder").await?;
         builder.wait_synced(SYNC_TIMEOUT).await?;
         builder.discard_updates = true;
         let want = u32::try_from(expected.encode_utf16().count())?;

@@ -280,6 +280,34 @@ pub async fn join_all(set: &mut JoinSet<Result<ClientStats>>, m: &mut Measuremen
 
 // ---------------------------------------------------------------- typing
 
+/// Runs the measured window of `duration_s` and the drain after it (at most `max_drain_s`), notes
+/// the deliveries that did not arrive and the server's peak RSS, and ends the scenario: the
+/// server's CPU marks at the window's start and after the drain.
+pub async fn measured_window(
+    pid: u32,
+    ctl: &watch::Sender<Phase>,
+    counters: &Counters,
+    (duration_s, max_drain_s): (f64, f64),
+    m: &mut Measurement,
+) -> Result<(CpuMark, CpuMark)> {
+    let c0 = CpuMark::take(pid)?;
+    let start = Instant::now();
+    let stop = start + Duration::from_secs_f64(duration_s);
+    ctl.send(Phase::Run { start, stop })?;
+    tokio::time::sleep_until(stop.into()).await;
+    let complete = drain(counters, Duration::from_secs_f64(max_drain_s)).await;
+    let c1 = CpuMark::take(pid)?;
+    if !complete {
+        m.notes.push(format!(
+            "drain ended with {} deliveries outstanding",
+            counters.outstanding()
+        ));
+    }
+    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
+    ctl.send(Phase::Done)?;
+    Ok((c0, c1))
+}
+
 /// Scenarios 1-3: `docs` documents × `clients_per_doc` clients typing trace edits.
 pub async fn typing(
     target: &mut Target,
@@ -362,21 +390,14 @@ pub async fn typing(
         m.rss_per_conn_bytes = Some((rss1 as f64 - rss0 as f64) / n as f64);
     }
 
-    let c0 = CpuMark::take(pid)?;
-    let start = Instant::now();
-    let stop = start + Duration::from_secs_f64(cfg.duration_s);
-    ctl_tx.send(Phase::Run { start, stop })?;
-    tokio::time::sleep_until(stop.into()).await;
-    let complete = drain(&counters, Duration::from_secs_f64(cfg.max_drain_s)).await;
-    let c1 = CpuMark::take(pid)?;
-    if !complete {
-        m.notes.push(format!(
-            "drain ended with {} deliveries outstanding",
-            counters.outstanding()
-        ));
-    }
-    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
-    ctl_tx.send(Phase::Done)?;
+    let (c0, c1) = measured_window(
+        pid,
+        &ctl_tx,
+        &counters,
+        (cfg.duration_s, cfg.max_drain_s),
+        &mut m,
+    )
+    .await?;
     let stats = join_all(&mut set, &mut m).await;
     fill_window(&mut m, &c0, &c1, &stats, &counters);
     Ok(m)

@@ -367,11 +367,9 @@ pub fn json(p: &Parts) -> Value {
 mod tests {
     use super::*;
 
-    /// Issue 16: comment bodies, names, quotes, concerns and action items are emitted as the
-    /// literal text, never as live HTML or links.
-    #[test]
-    fn what_people_wrote_is_exported_as_literal_text() {
-        let review = ReviewRecord {
+    /// A closed review titled "T", as the export tests read it.
+    fn closed_review() -> ReviewRecord {
+        ReviewRecord {
             id: "r".into(),
             title: "T".into(),
             incident_date: None,
@@ -381,7 +379,14 @@ mod tests {
             release: Default::default(),
             small_group_anonymity: false,
             invites: Default::default(),
-        };
+        }
+    }
+
+    /// Issue 16: comment bodies, names, quotes, concerns and action items are emitted as the
+    /// literal text, never as live HTML or links.
+    #[test]
+    fn what_people_wrote_is_exported_as_literal_text() {
+        let review = closed_review();
         let discussion = [
             (
                 "threads",
@@ -466,17 +471,7 @@ mod tests {
     /// are its table, and the export says "Action items" once.
     #[test]
     fn action_items_are_one_section() {
-        let review = ReviewRecord {
-            id: "r".into(),
-            title: "T".into(),
-            incident_date: None,
-            severity: None,
-            phase: super::super::Phase::Closed,
-            created_at: 0,
-            release: Default::default(),
-            small_group_anonymity: false,
-            invites: Default::default(),
-        };
+        let review = closed_review();
         let discussion = [
             (
                 "actions",
