@@ -529,6 +529,25 @@ fn joiners_with_nothing_share_one_encoding_of_the_document() {
     assert_eq!(c[0][0], b'P');
     assert_eq!(&c[0][1..], &a[0][..]);
     assert_eq!(c[0].as_ptr(), d[0].as_ptr(), "framed once per prefix");
+    // A few prefixes are kept; a client's own routing keys past them cost a copy each, which
+    // the shared state does not keep.
+    #[derive(Debug)]
+    struct Keyed(Vec<u8>);
+    impl Framing for Keyed {
+        fn prefix(&self) -> &[u8] {
+            &self.0
+        }
+        fn notice(&self, _: &Notice) -> Delivery {
+            Delivery::Nothing
+        }
+    }
+    let (_k1, k1) = step2_of(&mut h, 20, Arc::new(Keyed(b"K1".to_vec())));
+    let (_k2, k2) = step2_of(&mut h, 21, Arc::new(Keyed(b"K1".to_vec())));
+    assert_eq!(k1[0].as_ptr(), k2[0].as_ptr(), "a second prefix is kept");
+    let (_k3, k3) = step2_of(&mut h, 22, Arc::new(Keyed(b"K3".to_vec())));
+    let (_k4, k4) = step2_of(&mut h, 23, Arc::new(Keyed(b"K3".to_vec())));
+    assert_ne!(k3[0].as_ptr(), k4[0].as_ptr(), "past the prefixes kept");
+    assert_eq!(&k3[0][2..], &a[0][..]);
 
     // After a change the shared state is kept, and carries the change behind it.
     let more = {

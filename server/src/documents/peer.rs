@@ -213,6 +213,10 @@ impl Peer {
     }
 }
 
+/// Distinct prefixes a [`Framed`] keeps frames for; peers with other prefixes get a copy each.
+/// A document's Hocuspocus clients all use its name, as stock providers do.
+const FRAMED_PREFIXES_KEPT: usize = 2;
+
 /// One message and its frames, made once for each distinct [`Framing::prefix`] among the peers it
 /// goes to: a broadcast to a thousand Hocuspocus sockets of one document, or one state sent to
 /// every joiner of a storm, shares one copy instead of making one per peer.
@@ -255,7 +259,12 @@ impl Framed {
         frame.extend_from_slice(prefix);
         frame.extend_from_slice(&self.message);
         let frame = Bytes::from(frame);
-        self.made.push((prefix.into(), frame.clone()));
+        // Kept for a few prefixes only: a shared full state lives on, and routing keys
+        // (`name\0n`) are the client's choice, so each new one would otherwise keep a copy of
+        // the whole document.
+        if self.made.len() < FRAMED_PREFIXES_KEPT {
+            self.made.push((prefix.into(), frame.clone()));
+        }
         frame
     }
 }
