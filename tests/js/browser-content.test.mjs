@@ -10,11 +10,7 @@ import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import * as Y from 'yjs'
-
-import {
-  caretInSection, launch, openAs, person, restReview, scenario, typingLatencies, until, useReference, waitStatus, waitText
-} from './harness.mjs'
+import { caretInSection, launch, openAs, person, restReview, scenario, useReference, waitStatus, waitText } from './harness.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const opts = { timeout: 120_000, skip: useReference && 'Debrief only' }
@@ -209,94 +205,6 @@ test('a blameless hint says its reason at the caret, and the facilitator reviews
     await waitText(f.page, '.notice', 'Published')
     assert.match((await r.call('GET', `/api/library/${r.id}`)).markdown, /human error/)
     assert.deepEqual([...a.errors, ...f.errors], [])
-  } finally {
-    await browser.close()
-  }
-}))
-
-/** The median of sorted numbers. */
-const median = (sorted) => sorted.length % 2 === 1
-  ? sorted[(sorted.length - 1) / 2]
-  : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2
-
-test('typing costs no more in a review with 300 threads and 50 people present than in an empty one', { ...opts, timeout: 600_000 }, scenario(async (h) => {
-  const server = await h.startServer()
-  const base = `http://127.0.0.1:${server.port}`
-  // The same report in both: a Summary to type in, and a Timeline of 30 paragraphs that the
-  // busy review's threads are on (ten words each, one thread a word).
-  const words = Array.from({ length: 300 }, (_, i) => `w${String(i).padStart(3, '0')}`)
-  const lines = Array.from({ length: 30 }, (_, l) => words.slice(l * 10, l * 10 + 10).join(' '))
-  const report = `## Summary\n\nThe checkout failed.\n\n## Timeline\n\n${lines.join('\n\n')}\n\n## Impact\n\n`
-  const review = async (title) => {
-    const r = await restReview(base, title, { report_markdown: report })
-    const ana = await r.join('author', 'Ana')
-    await r.phase('review')
-    return { r, ana }
-  }
-  const quiet = await review('Quiet')
-  const busy = await review('Busy')
-
-  // 300 threads on the busy review, each on its own word of the Timeline, anchored as a browser
-  // anchors them (Yjs relative positions in a stock client's copy of the report).
-  const reader = h.hocusClient(h.hocusSocket(server), busy.r.documents.report, { token: busy.ana.session })
-  await until('the busy report to sync', () => reader.provider.isSynced, [[reader.provider, 'synced']])
-  const timeline = reader.doc.getXmlFragment('default').toArray().filter((el) => el.nodeName === 'paragraph').slice(1).map((p) => p.get(0))
-  const b64 = (bytes) => Buffer.from(bytes).toString('base64')
-  for (let i = 0; i < 300; i++) {
-    const text = timeline[Math.floor(i / 10)]
-    const at = (i % 10) * 5
-    assert.equal(text.toString().slice(at, at + 4), words[i])
-    const anchor = {
-      start: b64(Y.encodeRelativePosition(Y.createRelativePositionFromTypeIndex(text, at))),
-      end: b64(Y.encodeRelativePosition(Y.createRelativePositionFromTypeIndex(text, at + 4))),
-      quote: words[i]
-    }
-    await busy.r.call('POST', `/api/reviews/${busy.r.id}/threads`, { body: `Thread ${i} on ${words[i]}`, anchor }, busy.ana.session)
-  }
-  // 50 people present in the busy report: stock clients, each with its own socket and name
-  // (half of them observers: one invite link takes at most 30 joins a minute).
-  for (let i = 0; i < 50; i++) {
-    const person = await busy.r.join(i % 2 === 0 ? 'participant' : 'observer', `Person ${i}`)
-    const c = h.hocusClient(h.hocusSocket(server), busy.r.documents.report, { token: person.session })
-    c.awareness.setLocalStateField('user', { name: `Person ${i}`, color: '#30bced' })
-    await until(`Person ${i} to be present`, () => c.provider.isSynced, [[c.provider, 'synced']])
-  }
-
-  const browser = await launch()
-  try {
-    const pages = {}
-    for (const [name, { r, ana }] of Object.entries({ quiet, busy })) {
-      const writer = await person(browser)
-      const readerPage = await person(browser)
-      await openAs(writer.page, base, ana.membership)
-      await openAs(readerPage.page, base, r.fay.membership)
-      // The caret at the start of the Summary, from its heading (a click on the text would land
-      // on a commented word and open its thread).
-      await writer.page.locator('.editor .prose h2', { hasText: 'Summary' }).click()
-      await writer.page.keyboard.press('End')
-      await writer.page.keyboard.press('ArrowRight')
-      pages[name] = { writer, reader: readerPage }
-    }
-    await waitText(pages.busy.reader.page, '.anchored .thread', 'Thread 299 on w299')
-    await pages.busy.reader.page.waitForFunction(() => document.querySelectorAll('.presence li').length >= 50, null, { timeout: 30_000 })
-    await pages.busy.reader.page.waitForFunction(() => document.querySelectorAll('.editor .anchor').length === 300, null, { timeout: 30_000 })
-
-    // Rounds taken in turn, so that whatever else the machine does falls on both alike.
-    const figures = { quiet: [], busy: [] }
-    for (const name of ['quiet', 'busy']) await typingLatencies(pages[name].writer.page, pages[name].reader.page, 5)
-    for (let round = 0; round < 6; round++) {
-      for (const name of ['quiet', 'busy']) figures[name].push(...await typingLatencies(pages[name].writer.page, pages[name].reader.page, 10))
-    }
-    const quietMedian = median(figures.quiet.sort((a, b) => a - b))
-    const busyMedian = median(figures.busy.sort((a, b) => a - b))
-    console.log(`# typing figures: keystroke to remote render, median of ${figures.quiet.length}: empty review ${quietMedian} ms; 300 threads and 50 people present ${busyMedian} ms`)
-    // The aim is within 10%. On a shared two-core machine running a debug build, the medians of
-    // two runs of the same review differ by up to ~10 ms, so the bound asserted is what noise
-    // cannot cross but the old cost did (every keystroke re-serialised and re-resolved every
-    // thread, and redrew every card and the list of people: about twice the empty review's).
-    const allowed = 1.5 * quietMedian + 5
-    assert.ok(busyMedian <= allowed, `typing in the busy review takes ${busyMedian} ms, more than ${allowed} ms (empty: ${quietMedian} ms)`)
-    for (const { writer, reader: r } of Object.values(pages)) assert.deepEqual([...writer.errors, ...r.errors], [])
   } finally {
     await browser.close()
   }

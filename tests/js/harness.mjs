@@ -488,32 +488,6 @@ export async function caretInSection (page, heading) {
 /** A report that already has a written Summary, for `report_markdown` (the template has none). */
 export const WRITTEN_REPORT = '## Summary\n\nTwo or three sentences a reader outside the team understands.\n\n## Impact\n\n'
 
-/**
- * Keystroke to remote render between two pages of one report, `n` times: each time `writer`
- * types a marker (" k1", " k2", …), timed inside the two pages on the shared system clock
- * (performance.timeOrigin + now) from the writer's last input event to the moment the marker is
- * in the reader's DOM, so the figure does not include the test driver's own round trips.
- * Returns the latencies in ms, sorted.
- */
-export async function typingLatencies (writer, reader, n) {
-  const clock = () => performance.timeOrigin + performance.now()
-  await writer.evaluate(`if (!window.__typing) { window.__typing = 0; document.addEventListener('beforeinput', () => { window.__lastInput = (${clock})() }, true) }`)
-  await reader.evaluate(`if (!window.__seen) { window.__seen = {}; new MutationObserver(() => {
-    const text = document.querySelector('.editor .prose')?.textContent ?? ''
-    for (const m of text.match(/ k[0-9]+/g) ?? []) if (!(m in window.__seen)) window.__seen[m] = (${clock})()
-  }).observe(document.querySelector('.editor .prose'), { subtree: true, childList: true, characterData: true }) }`)
-  const latencies = []
-  for (let i = 0; i < n; i++) {
-    const mark = ` k${await writer.evaluate(() => ++window.__typing)}`
-    await writer.keyboard.type(mark)
-    const typedAt = await writer.evaluate(() => window.__lastInput)
-    await reader.waitForFunction((m) => m in window.__seen, mark, { timeout: WAIT })
-    const seenAt = await reader.evaluate((m) => window.__seen[m], mark)
-    latencies.push(Math.round(seenAt - typedAt))
-  }
-  return latencies.sort((a, b) => a - b)
-}
-
 export async function createReview (page, base, title) {
   const response = await page.goto(`${base}/`)
   assert.match(response.headers()['content-security-policy'] ?? '', /script-src 'self'/)

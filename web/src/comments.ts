@@ -12,15 +12,12 @@ import { api, ApiError, type HeldItem, type Review, type ThreadView } from './ap
 import type { Comment, Thread } from './discussion'
 import { anonymityNotice, anonymousError, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, onNextFrame, reconcile, replace } from './dom'
-import { highlightedRanges, highlightKey, isWritable, type Highlight } from './editor'
+import { isWritable, type Highlight } from './editor'
 import type { Membership } from './store'
 
 const MAX_QUOTE = 500
 
 type Mapping = Parameters<typeof relativePositionToAbsolutePosition>[3]
-
-/** How long an edit of the report must pause before the cards beside it are moved. */
-const CARDS_SETTLE_MS = 150
 
 interface Binding { mapping: Mapping, type: Y.XmlFragment, doc: Y.Doc }
 
@@ -57,7 +54,7 @@ export interface PanelOptions {
 export class CommentsPanel {
   private editor: Editor | null = null
   private active: string | null = null
-  private readonly cards = new Map<string, { card: HTMLElement, body: HTMLElement, json: string, thread: Thread | null }>()
+  private readonly cards = new Map<string, { card: HTMLElement, body: HTMLElement, json: string }>()
   /** Threads with an edit box open: their body is not redrawn until it closes. */
   private readonly editing = new Set<string>()
   private readonly anchored: HTMLElement
@@ -94,26 +91,13 @@ export class CommentsPanel {
       h('section', { 'aria-label': 'General comments' }, h('h3', {}, 'General'), this.general, newGeneral),
       h('section', { 'aria-label': 'Comments on deleted text' }, this.orphaned),
       this.resolved)
-    o.discussion.getMap('threads').observeDeep(() => {
-      this.threadsCache = null
-      this.schedule()
-    })
+    o.discussion.getMap('threads').observeDeep(() => { this.schedule() })
     this.schedule()
   }
 
   attach (editor: Editor): void {
     this.editor = editor
-    // Cards follow their text once typing pauses: placing 300 of them on every keystroke would
-    // make typing cost more with more comments (issue 17).
-    // The highlights were resolved again (their plugin does so once typing pauses): the cards
-    // follow them.
-    editor.on('transaction', ({ transaction }) => {
-      if (transaction.getMeta(highlightKey) !== undefined) this.schedule()
-    })
-    editor.on('update', () => {
-      if (this.settle !== null) window.clearTimeout(this.settle)
-      this.settle = window.setTimeout(() => { this.settle = null; this.schedule() }, CARDS_SETTLE_MS)
-    })
+    editor.on('update', () => { this.schedule() })
     editor.view.dom.addEventListener('click', (e) => {
       const target = (e.target as HTMLElement).closest('[data-thread]')
       const id = target?.getAttribute('data-thread')
@@ -125,64 +109,28 @@ export class CommentsPanel {
 
   /** Stops following the window and the cards (the screen is rebuilt). */
   destroy (): void {
-    if (this.settle !== null) window.clearTimeout(this.settle)
     window.removeEventListener('resize', this.onResize)
     this.resized.disconnect()
     this.editor = null
   }
 
-  /**
-   * The threads, read out of the discussion document once per change of it (issue 17: typing
-   * must not cost more with more comments, so a keystroke never re-serialises them). The same
-   * objects come back until the threads change, so a card can tell at once that its thread did not.
-   */
   threads (): Thread[] {
-    if (this.threadsCache === null) {
-      const json = this.o.discussion.getMap('threads').toJSON() as Record<string, Thread>
-      this.threadsCache = Object.values(json).sort((a, b) => a.createdAt - b.createdAt)
-      this.rangesCache = null
-    }
-    return this.threadsCache
-  }
-
-  private threadsCache: Thread[] | null = null
-  /** The anchors resolved in one report state, for the threads of `threadsCache`. */
-  private rangesCache: { doc: EditorState['doc'], ranges: Map<string, { from: number, to: number }> } | null = null
-
-  /** Every open anchored thread's range in the report state `state`, resolved once per state. */
-  private anchorRanges (state: EditorState): Map<string, { from: number, to: number }> {
-    const threads = this.threads()
-    if (this.rangesCache?.doc === state.doc) return this.rangesCache.ranges
-    const ranges = new Map<string, { from: number, to: number }>()
-    const b = binding(state)
-    if (b) {
-      for (const t of threads) {
-        if (!t.anchor || t.resolved) continue
-        const r = this.resolve(t, b)
-        if (r) ranges.set(t.id, r)
-      }
-    }
-    this.rangesCache = { doc: state.doc, ranges }
-    return ranges
+    const json = this.o.discussion.getMap('threads').toJSON() as Record<string, Thread>
+    return Object.values(json).sort((a, b) => a.createdAt - b.createdAt)
   }
 
   /** The anchors' current ranges in the report, for highlighting. */
   ranges (state: EditorState): Highlight[] {
-    const ranges = this.anchorRanges(state)
-    if (this.highlightsCache?.ranges === ranges && this.highlightsCache.active === this.active) return this.highlightsCache.out
+    const b = binding(state)
+    if (!b) return []
     const out: Highlight[] = []
-    for (const [id, r] of ranges) out.push({ id, from: r.from, to: r.to, active: id === this.active })
-    this.highlightsCache = { ranges, active: this.active, out }
+    for (const t of this.threads()) {
+      if (!t.anchor || t.resolved) continue
+      const r = this.resolve(t, b)
+      if (r) out.push({ id: t.id, from: r.from, to: r.to, active: t.id === this.active })
+    }
     return out
   }
-
-  private settle: number | null = null
-
-  /** The threads and active thread the highlights were last drawn for. */
-  private highlighted: { threads: Thread[] | null, active: string | null } = { threads: null, active: null }
-
-  /** The last highlights answered: the same array while nothing they depend on changed. */
-  private highlightsCache: { ranges: Map<string, { from: number, to: number }>, active: string | null, out: Highlight[] } | null = null
 
   private resolve (t: Thread, b: Binding): { from: number, to: number } | null {
     if (!t.anchor) return null
@@ -314,15 +262,10 @@ export class CommentsPanel {
     const editor = this.editor
     // A redraw asked for just before the screen was rebuilt (a phase change) has nothing to do.
     if (editor?.isDestroyed) return
+    // Redraw highlights (their plugin reads this panel).
+    if (editor) editor.view.dispatch(editor.state.tr.setMeta('debrief-highlights', true))
     const threads = this.threads()
-    // Redraw highlights (their plugin reads this panel) when the threads or the active one changed.
-    if (editor && (this.highlighted.threads !== threads || this.highlighted.active !== this.active)) {
-      this.highlighted = { threads, active: this.active }
-      editor.view.dispatch(editor.state.tr.setMeta(highlightKey, true))
-    }
     const b = editor ? binding(editor.state) : null
-    // Where the highlights are now: moved with each edit, resolved again when typing pauses.
-    const placedAt = editor ? highlightedRanges(editor.state) : new Map<string, { from: number, to: number }>()
     const open = threads.filter((t) => !t.resolved)
     const done = threads.filter((t) => t.resolved)
     const placed: { top: number, card: HTMLElement }[] = []
@@ -333,7 +276,7 @@ export class CommentsPanel {
     for (const t of open) {
       seen.add(t.id)
       const card = this.card(t)
-      const range = b && t.anchor && editor ? (placedAt.get(t.id) ?? null) : null
+      const range = b && t.anchor ? this.resolve(t, b) : null
       card.classList.toggle('orphan', Boolean(t.anchor) && !range && Boolean(b))
       if (!t.anchor) general.push(card)
       else if (range && view) {
@@ -345,18 +288,13 @@ export class CommentsPanel {
     // Cards already in place are not moved: a reply being typed keeps its focus when a batch of
     // anonymous items lands.
     reconcile(this.anchored, placed.map((p) => p.card))
-    // Every height is read before any card is moved: a read after a write would lay the page
-    // out again for each card (issue 17: typing must not cost more with more comments).
-    const heights = placed.map((p) => p.card.offsetHeight)
     let bottom = 0
-    placed.forEach((p, i) => {
+    for (const p of placed) {
       const top = Math.max(p.top, bottom)
-      const px = `${top}px`
-      if (p.card.style.top !== px) p.card.style.top = px
-      bottom = top + (heights[i] ?? 0) + 8
-    })
-    const height = `${bottom}px`
-    if (this.anchored.style.height !== height) this.anchored.style.height = height
+      p.card.style.top = `${top}px`
+      bottom = top + p.card.offsetHeight + 8
+    }
+    this.anchored.style.height = `${bottom}px`
     reconcile(this.general, general)
     reconcile(this.orphaned, orphaned.length > 0 ? [this.orphanedTitle, ...orphaned] : [])
     const resolvedCards = done.map((t) => { seen.add(t.id); return this.card(t) })
@@ -371,10 +309,8 @@ export class CommentsPanel {
 
   /** A thread's card; its body is redrawn only when the thread changed, so a reply being typed survives. */
   private card (t: Thread): HTMLElement {
-    let entry = this.cards.get(t.id)
-    // The same object as last time: the thread did not change (see `threads`).
-    if (entry?.thread === t) return entry.card
     const json = JSON.stringify(t)
+    let entry = this.cards.get(t.id)
     if (!entry) {
       const body = h('div', {})
       const card = h('article', { class: 'thread card', tabindex: -1, 'data-thread-card': t.id, 'aria-label': 'Comment thread' }, body, this.replyForm(t.id))
@@ -382,7 +318,7 @@ export class CommentsPanel {
         if ((e.target as HTMLElement).closest('button, textarea, a')) return
         this.focus(t.id, true)
       })
-      entry = { card, body, json: '', thread: null }
+      entry = { card, body, json: '' }
       this.cards.set(t.id, entry)
       this.resized.observe(card)
     }
@@ -390,7 +326,6 @@ export class CommentsPanel {
       entry.json = json
       replace(entry.body, ...this.threadBody(t))
     }
-    if (!this.editing.has(t.id)) entry.thread = t
     return entry.card
   }
 

@@ -7,7 +7,6 @@ import { Editor, Extension } from '@tiptap/core'
 import StarterKit from '@tiptap/starter-kit'
 import Collaboration from '@tiptap/extension-collaboration'
 import { Plugin, PluginKey, type EditorState } from '@tiptap/pm/state'
-import { Mapping, StepMap } from '@tiptap/pm/transform'
 import { ySyncPluginKey, yCursorPlugin } from '@tiptap/y-tiptap'
 import { Decoration, DecorationSet, type DecorationAttrs, type EditorView } from '@tiptap/pm/view'
 import type { HocuspocusProvider } from '@hocuspocus/provider'
@@ -20,73 +19,28 @@ export interface Highlight { id: string, from: number, to: number, active: boole
 
 export const highlightKey = new PluginKey('debrief-highlights')
 
-/** How long typing must pause before the highlights are resolved again from the anchors. */
-const HIGHLIGHT_SETTLE_MS = 250
-
-/**
- * Decorates the ranges `ranges(state)` returns. Resolving every anchor costs in proportion to the
- * number of comments, so it is not done on each keystroke (issue 17): an edit moves the
- * highlights along with the text (through the transaction's mapping, or for a change from
- * another person, which the sync plugin applies as a new document, through the one range in
- * which the two documents differ), and the anchors are resolved again once typing pauses, or at
- * once when the threads change (a transaction with the `highlightKey` meta).
- */
+/** Decorates the ranges `ranges(state)` returns; recomputed on every state change. */
 function highlights (ranges: (state: EditorState) => Highlight[]): Extension {
-  const build = (state: EditorState): DecorationSet => {
-    const size = state.doc.content.size
-    return DecorationSet.create(state.doc, ranges(state)
-      .filter((r) => r.from < r.to && r.to <= size)
-      .map((r) => Decoration.inline(r.from, r.to, {
-        class: r.active ? 'anchor active' : 'anchor',
-        'data-thread': r.id
-      }, { thread: r.id })))
-  }
   return Extension.create({
     name: 'debriefHighlights',
     addProseMirrorPlugins () {
-      let settle: number | null = null
-      return [new Plugin<DecorationSet>({
+      return [new Plugin({
         key: highlightKey,
-        state: {
-          init: (_, state) => build(state),
-          apply: (tr, old, before, after) => {
-            if (tr.getMeta(highlightKey) !== undefined) return build(after)
-            if (!tr.docChanged) return old
-            if (tr.getMeta(ySyncPluginKey) === undefined) return old.map(tr.mapping, tr.doc)
-            const start = before.doc.content.findDiffStart(after.doc.content)
-            if (start === null) return old.map(new Mapping([StepMap.empty]), after.doc)
-            const end = before.doc.content.findDiffEnd(after.doc.content) ?? { a: before.doc.content.size, b: after.doc.content.size }
-            const endA = Math.max(end.a, start)
-            const endB = Math.max(end.b, start)
-            return old.map(new Mapping([new StepMap([start, endA - start, endB - start])]), after.doc)
+        props: {
+          decorations (state) {
+            const size = state.doc.content.size
+            const decos = ranges(state)
+              .filter((r) => r.from < r.to && r.to <= size)
+              .map((r) => Decoration.inline(r.from, r.to, {
+                class: r.active ? 'anchor active' : 'anchor',
+                'data-thread': r.id
+              }))
+            return DecorationSet.create(state.doc, decos)
           }
-        },
-        props: { decorations: (state) => highlightKey.getState(state) as DecorationSet | undefined },
-        view: () => ({
-          update: (view, previous) => {
-            if (view.state.doc === previous.doc) return
-            if (settle !== null) window.clearTimeout(settle)
-            settle = window.setTimeout(() => {
-              settle = null
-              if (!view.isDestroyed) view.dispatch(view.state.tr.setMeta(highlightKey, true))
-            }, HIGHLIGHT_SETTLE_MS)
-          },
-          destroy: () => { if (settle !== null) window.clearTimeout(settle) }
-        })
+        }
       })]
     }
   })
-}
-
-/** The highlighted range of each thread in `state`, as the highlights last placed them. */
-export function highlightedRanges (state: EditorState): Map<string, { from: number, to: number }> {
-  const out = new Map<string, { from: number, to: number }>()
-  const set = highlightKey.getState(state) as DecorationSet | undefined
-  for (const d of set?.find() ?? []) {
-    const id = (d.spec as { thread?: string }).thread
-    if (id !== undefined && !out.has(id)) out.set(id, { from: d.from, to: d.to })
-  }
-  return out
 }
 
 export interface EditorOptions {

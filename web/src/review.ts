@@ -464,17 +464,9 @@ class ReviewScreen {
       const color = typeof user?.color === 'string' && /^#[0-9a-fA-F]{6}$/.test(user.color) ? user.color : '#888888'
       if (typeof user?.name === 'string') people.set(user.name, color)
     }
-    // A caret that moves changes awareness on every keystroke; the list is redrawn only when
-    // who is here changed (issue 17: typing must not cost more with more people present).
-    const shown = JSON.stringify([...people])
-    if (shown === this.presenceShown) return
-    this.presenceShown = shown
     replace(this.presenceEl, ...[...people].map(([name, color]) =>
       h('li', {}, h('span', { class: 'dot', style: `background:${color}`, 'aria-hidden': 'true' }), name)))
   }
-
-  /** The people the presence list shows now, as compared by `renderPresence`. */
-  private presenceShown = ''
 
   /**
    * The save indicator covers every document this page may change (the report, the notes): it
