@@ -699,3 +699,57 @@ async fn a_full_review_survives_a_restart_between_every_step() {
     assert_eq!(entry.body["markdown"], md.as_str());
     run.terminate().await;
 }
+
+/// Issue 17: what the join page and the app are told — the review and role an invite joins, what
+/// each session may do in each phase, and how many may post anonymously — reads the same after
+/// a clean stop and after `kill -9`, in draft and in review.
+#[tokio::test]
+async fn invites_and_what_sessions_may_do_survive_restarts() {
+    let mut run = Restarting::start(&[]).await;
+    let mut review = Review::create(run.server().addr, "Cache stampede").await;
+    let told = |review: &Review| {
+        let review = review.clone();
+        async move {
+            let mut seen = Vec::new();
+            for role in debrief_tests::api::ROLES {
+                let invite = debrief_tests::api::request(
+                    review.addr,
+                    "POST",
+                    "/api/invite",
+                    None,
+                    Some(&json!({ "invite": review.invites[role] })),
+                )
+                .await;
+                assert_eq!(invite.status, 200, "{}", invite.body);
+                let read = review.call(role, "GET", "", None).await;
+                assert_eq!(read.status, 200, "{}", read.body);
+                seen.push((
+                    invite.body,
+                    read.body["you"]["may"].clone(),
+                    read.body["anonymous"]["posters"].clone(),
+                ));
+            }
+            seen
+        }
+    };
+    let mut current = "draft";
+    for (to, stop) in [
+        (None, Stop::Clean),
+        (None, Stop::Kill9),
+        (Some("review"), Stop::Kill9),
+        (None, Stop::Clean),
+    ] {
+        if let Some(phase) = to {
+            review.move_to(phase).await;
+            current = phase;
+        }
+        let before = told(&review).await;
+        assert_eq!(
+            before[0].0,
+            json!({ "title": "Cache stampede", "phase": current, "role": "facilitator" })
+        );
+        run.restart(stop, &mut review).await;
+        assert_eq!(told(&review).await, before, "after {stop:?}");
+    }
+    run.terminate().await;
+}
