@@ -199,12 +199,81 @@ test('a blameless hint says its reason at the caret, and the facilitator reviews
 
     // Before publishing: the sentence left is shown again, and publishing goes on only when asked.
     await f.page.locator('#publish').click()
-    await waitText(f.page, 'dialog', 'Publish with these sentences?')
+    await waitText(f.page, 'dialog', 'Sentences that may blame a person')
     assert.deepEqual(await flags.locator('q').allTextContents(), ['It was human error on the night.'])
+    await waitText(f.page, '#publish-preview', 'human error')
     await f.page.locator('#confirm-publish').click()
     await waitText(f.page, '.notice', 'Published')
     assert.match((await r.call('GET', `/api/library/${r.id}`)).markdown, /human error/)
     assert.deepEqual([...a.errors, ...f.errors], [])
+  } finally {
+    await browser.close()
+  }
+}))
+
+test('publishing says what it publishes: names replaced by roles, a preview, and a formatted library page', opts, scenario(async (h) => {
+  const server = await h.startServer()
+  const base = `http://127.0.0.1:${server.port}`
+  const title = 'Checkout outage'
+  const r = await restReview(base, title, {
+    severity: 'SEV-2',
+    incident_date: '2026-11-02',
+    report_markdown: `# ${title}\n\n## Summary\n\nPat Moreno restarted the primary; **Ana** paged the database team.\n\n## Timeline\n\n- 02:10 alert\n- 02:14 Pat joined\n`
+  })
+  const ana = await r.join('author', 'Ana Lopez')
+  const pat = await r.join('participant', 'Pat Moreno')
+  await r.phase('review')
+  await r.call('POST', `/api/reviews/${r.id}/threads`, { body: 'Ana Lopez found the config drift first.' }, pat.session)
+  await r.call('POST', `/api/reviews/${r.id}/threads`, { body: 'Thanks Pat.' }, ana.session)
+  await r.phase('meeting')
+  await r.call('POST', `/api/reviews/${r.id}/actions`, { what: 'Pair Pat with the database team', why: 'One person knew the failover', kind: 'process', owner: 'Ana' }, r.fay.session)
+  await r.phase('closed')
+  const names = /Pat|Moreno|Ana\b|Lopez|Fay/
+  const browser = await launch()
+  try {
+    const f = await person(browser, { width: 1280, height: 720 })
+    await openAs(f.page, base, r.fay.membership)
+    await f.page.locator('#publish').click()
+    const preview = f.page.locator('#publish-preview')
+    // By default names are replaced, and the preview is the library's own view of it.
+    assert.equal(await f.page.locator('#publish-roles').isChecked(), true)
+    await waitText(f.page, '#publish-preview .publication-body', 'Participant restarted the primary')
+    const shown = await preview.textContent()
+    assert.doesNotMatch(shown, names, `no name in the preview:\n${shown}`)
+    for (const part of ['Participant restarted the primary; Author paged the database team.', 'Participant: Author found the config drift first.', 'Author: Thanks Participant.', 'Pair Participant with the database team']) {
+      assert.ok(shown.replace(/\s+/g, ' ').includes(part), `the preview says "${part}":\n${shown}`)
+    }
+    assert.equal(await preview.locator('.title-block h1').textContent(), title)
+    assert.equal(await preview.locator('.publication-body h2', { hasText: 'Summary' }).count(), 1, 'sections are formatted headings')
+    assert.equal(await preview.locator('.publication-body table td', { hasText: 'Pair Participant with the database team' }).count(), 1, 'action items are a table')
+    // Keeping names shows them, in the same place; the preview follows the choice.
+    await f.page.locator('#publish-roles').uncheck()
+    await waitText(f.page, '#publish-preview .publication-body', 'Pat Moreno restarted the primary')
+    await f.page.locator('#publish-roles').check()
+    await waitText(f.page, '#publish-preview .publication-body', 'Participant restarted the primary')
+    await f.page.locator('#confirm-publish').click()
+    await waitText(f.page, '.notice', 'Published with names replaced by roles.')
+
+    // The library page: a title block and the formatted review, without a name in it.
+    await f.page.getByRole('link', { name: 'open it in the library' }).click()
+    await f.page.waitForURL(`${base}/library/${r.id}`)
+    await waitText(f.page, '.publication .title-block', title)
+    const block = (await f.page.locator('.title-block dl').textContent()).replace(/\s+/g, ' ')
+    for (const fact of ['Severity', 'SEV-2', 'Incident', '2026', 'Names', 'Replaced by roles']) assert.ok(block.includes(fact), `the title block says ${fact}: ${block}`)
+    assert.equal(await f.page.locator('pre.markdown, textarea').count(), 0, 'no Markdown source on the page')
+    assert.equal(await f.page.locator('.publication-body h2', { hasText: 'Timeline' }).count(), 1)
+    assert.equal(await f.page.locator('.publication-body li', { hasText: '02:14 Participant joined' }).count(), 1)
+    assert.equal(await f.page.locator('.publication-body h1').count(), 0, 'the title is said once, in the title block')
+    const page = await f.page.locator('main').textContent()
+    assert.doesNotMatch(page, names, `no name on the library page:\n${page}`)
+    const box = await f.page.locator('.title-block').boundingBox()
+    assert.ok(box && box.y >= 0 && box.y + box.height <= 720, `the title block is in view: ${JSON.stringify(box)}`)
+    // What the API serves is the same text.
+    const entry = await r.call('GET', `/api/library/${r.id}`)
+    assert.equal(entry.names, 'roles')
+    assert.doesNotMatch(entry.markdown, names, entry.markdown)
+    assert.doesNotMatch(entry.html, names, entry.html)
+    assert.deepEqual(f.errors, [])
   } finally {
     await browser.close()
   }

@@ -531,6 +531,8 @@ test('a full review from creation to close, with four people', opts, scenario(as
     await waitText(fay.page, 'pre.diff', 'Payments timed out for 40 minutes.')
     await fay.page.getByRole('button', { name: 'Close', exact: true }).click()
     await fay.page.locator('#publish').click()
+    await waitText(fay.page, '#publish-preview', 'Payment provider timeouts')
+    await fay.page.locator('#confirm-publish').click()
     await waitText(fay.page, '.notice', 'Published')
     await quinn.page.goto(`${base}/`)
     await quinn.page.fill('#library-q', 'retries')

@@ -1,6 +1,6 @@
 // Makes the README's screenshots of the browser app in headless Chromium against the real binary
-// (not part of the test suite): the phase bar with what to do now, and the meeting view at
-// 1280×720. Run after building the binary:
+// (not part of the test suite): the phase bar with what to do now, the meeting view at 1280×720,
+// and a published review's page in the library. Run after building the binary:
 //
 //   cd tests/js && node screenshots.mjs
 //
@@ -57,6 +57,16 @@ async function main () {
     await waitText(f.page, '.actions', 'Cap client retries with jittered backoff')
     await waitText(f.page, '#notes .prose', 'Decided: cap client retries.')
     await f.page.screenshot({ path: join(OUT, 'meeting.png') })
+
+    // Closed and published with names replaced by roles: the library page.
+    await r.phase('closed')
+    await f.page.locator('#publish').click()
+    await waitText(f.page, '#publish-preview .publication-body', 'one checkout in five')
+    await f.page.locator('#confirm-publish').click()
+    await waitText(f.page, '.notice', 'Published')
+    await f.page.goto(`${base}/library/${r.id}`)
+    await waitText(f.page, '.publication .title-block', 'Checkout errors')
+    await f.page.screenshot({ path: join(OUT, 'library.png') })
     console.log(`screenshots written to ${OUT}`)
   } finally {
     await browser.close()

@@ -10,6 +10,7 @@ type Schemas = components['schemas']
 export type Role = Schemas['Role']
 export type Phase = Schemas['Phase']
 export type ReleaseMode = Schemas['ReleaseMode']
+export type Names = Schemas['Names']
 export type Review = Schemas['Review']
 /** What a session may do in one phase, as the server decides it. */
 export type Abilities = Schemas['Abilities']
@@ -127,8 +128,11 @@ export const api = {
     call<Schemas['ReadResponse']>('POST', `${at(id)}/read`, {}, session),
   settings: (id: string, session: string, hints: boolean) =>
     call<undefined>('POST', `${at(id)}/settings`, { hints } satisfies Schemas['SettingsRequest'], session),
-  publish: (id: string, session: string, published: boolean) =>
-    call<Schemas['PublishResponse']>('POST', `${at(id)}/publish`, { published } satisfies Schemas['PublishRequest'], session),
+  publish: (id: string, session: string, published: boolean, names: Names = 'kept') =>
+    call<Schemas['PublishResponse']>('POST', `${at(id)}/publish`, { published, names } satisfies Schemas['PublishRequest'], session),
+  /** What publishing now would make public, with names kept or replaced by roles. */
+  previewPublication: (id: string, session: string, names: Names) =>
+    call<Schemas['Preview']>('GET', `${at(id)}/publish?names=${names}`, undefined, session),
   versions: (id: string, session: string) => call<Schemas['VersionList']>('GET', `${at(id)}/versions`, undefined, session),
   version: (id: string, session: string, phase: Phase) => call<Schemas['Version']>('GET', `${at(id)}/versions/${phase}`, undefined, session),
   /** The export as the text of the file to download (Markdown, or JSON of schema Export). */

@@ -5,6 +5,7 @@ import './style.css'
 import { api, ApiError, ROLES, type Created, type Role } from './api'
 import { h, notice, replace } from './dom'
 import { openReview } from './review'
+import { publicationView } from './publication'
 import { ROLE_HELP, PHASE_HELP } from './rules'
 import { memory } from './store'
 
@@ -104,9 +105,8 @@ function librarySection (): HTMLElement {
 function libraryScreen (id: string): void {
   replace(app, header(), h('main', { class: 'narrow' }, notice('Loading…')))
   api.libraryEntry(id).then((entry) => {
-    replace(app, header(), h('main', { class: 'narrow' },
-      h('p', { class: 'muted' }, `Published ${new Date(entry.published_at).toLocaleDateString()}`),
-      h('article', { class: 'card library-entry' }, h('pre', { class: 'markdown' }, entry.markdown))))
+    document.title = `${entry.title} · Debrief library`
+    replace(app, header(), h('main', { class: 'narrow' }, publicationView(entry)))
   }, (err: unknown) => {
     replace(app, header(), h('main', { class: 'narrow' }, notice(message(err), 'error'), h('a', { href: '/' }, 'Go to the start page')))
   })

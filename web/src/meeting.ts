@@ -3,9 +3,10 @@
 // the server-written `discussion` document; changes go through the REST API.
 
 import type * as Y from 'yjs'
-import { api, ApiError, type ActionInput, type Review, type TimerRequest } from './api'
+import { api, ApiError, type ActionInput, type Names, type Review, type TimerRequest } from './api'
 import { h, notice, onNextFrame, replace } from './dom'
 import { soundsLikeTryHarder } from './hints'
+import { publicationView } from './publication'
 import { abilities } from './rules'
 import { memory, type Membership } from './store'
 
@@ -430,27 +431,8 @@ export class MeetingPanel {
     exportJson.addEventListener('click', () => { download('json') })
     const versions = h('button', { type: 'button', id: 'show-versions' }, 'Versions')
     versions.addEventListener('click', () => { void this.showVersions() })
-    const publish = h('button', { type: 'button', id: 'publish' }, 'Publish to the library')
-    const sendPublish = (): void => {
-      this.command(api.publish(this.m.review, this.m.session, true)).then(() => {
-        replace(this.status, notice('Published: anyone who can reach this server can find it in the library.'))
-      }, () => undefined)
-    }
-    // Before publishing, the facilitator reads every flagged sentence not dismissed yet.
-    publish.addEventListener('click', () => {
-      if (this.o.flagsLeft() === 0) { sendPublish(); return }
-      const anyway = h('button', { value: 'publish', class: 'primary', id: 'confirm-publish' }, 'Publish anyway')
-      const dialog = h('dialog', { 'aria-labelledby': 'publish-dialog-h' },
-        h('h2', { id: 'publish-dialog-h' }, 'Publish with these sentences?'),
-        this.o.flagReview((left) => { if (left === 0) anyway.textContent = 'Publish' }),
-        h('form', { method: 'dialog', class: 'row' }, anyway, h('button', { value: 'cancel' }, 'Cancel')))
-      document.body.appendChild(dialog)
-      dialog.addEventListener('close', () => {
-        dialog.remove()
-        if (dialog.returnValue === 'publish') sendPublish()
-      })
-      dialog.showModal()
-    })
+    const publish = h('button', { type: 'button', id: 'publish' }, 'Publish to the library…')
+    publish.addEventListener('click', () => { this.publishDialog() })
     const unpublish = h('button', { type: 'button', id: 'unpublish' }, 'Take it out of the library')
     unpublish.addEventListener('click', () => {
       this.command(api.publish(this.m.review, this.m.session, false)).then(() => {
@@ -467,6 +449,63 @@ export class MeetingPanel {
         facilitator && this.phase === 'closed' ? h('div', { class: 'row' }, publish, unpublish) : null,
         this.status))
     this.schedule()
+  }
+
+  /**
+   * Publishing says what it publishes (issue 17): the facilitator chooses whether names are
+   * replaced by roles (the default), reads exactly what will be public in the library's own
+   * view, reviews the flagged sentences not dismissed yet, and only then publishes.
+   */
+  private publishDialog (): void {
+    const review = this.o.review()
+    const roles = h('input', { type: 'checkbox', id: 'publish-roles' })
+    roles.checked = true
+    const names = (): Names => roles.checked ? 'roles' : 'kept'
+    const confirm = h('button', { value: 'publish', class: 'primary', id: 'confirm-publish', disabled: '' }, 'Publish')
+    const preview = h('div', { class: 'publish-preview', id: 'publish-preview', tabindex: '0', 'aria-label': 'Preview of what will be public' })
+    let asked = 0
+    const load = (): void => {
+      const mine = ++asked
+      const mode = names()
+      confirm.disabled = true
+      replace(preview, notice('Loading the preview…'))
+      api.previewPublication(this.m.review, this.m.session, mode).then((p) => {
+        if (mine !== asked) return
+        replace(preview, publicationView({ ...review, published_at: null, html: p.html, names: mode }))
+        confirm.disabled = false
+      }, (err: unknown) => {
+        if (mine === asked) replace(preview, notice(err instanceof ApiError ? err.message : 'The preview could not be loaded.', 'error'))
+      })
+    }
+    roles.addEventListener('change', load)
+    const flags = this.o.flagsLeft() > 0
+      ? h('section', { 'aria-labelledby': 'publish-flags-h' },
+        h('h3', { id: 'publish-flags-h' }, 'Sentences that may blame a person'),
+        this.o.flagReview())
+      : null
+    const dialog = h('dialog', { 'aria-labelledby': 'publish-dialog-h', class: 'publish-dialog' },
+      h('h2', { id: 'publish-dialog-h' }, 'Publish to the library'),
+      h('p', {}, 'Anyone who can reach this server can find and read what you publish. Anonymous comments and concerns stay anonymous.'),
+      h('label', { class: 'check' }, roles, ' Replace people’s names with their roles'),
+      h('p', { class: 'muted' }, 'Everyone who joined this review becomes their role (“Participant 2”), as author and wherever their name is written. Names of people who never joined cannot be recognised: read the preview.'),
+      flags,
+      h('h3', {}, 'What will be public'),
+      preview,
+      h('form', { method: 'dialog', class: 'row' }, confirm, h('button', { value: 'cancel' }, 'Cancel')))
+    document.body.appendChild(dialog)
+    dialog.addEventListener('close', () => {
+      dialog.remove()
+      if (dialog.returnValue !== 'publish') return
+      const mode = names()
+      this.command(api.publish(this.m.review, this.m.session, true, mode)).then((r) => {
+        const link = r.published ? r.link : `/library/${this.m.review}`
+        replace(this.status, h('p', { class: 'notice info', role: 'status' },
+          mode === 'roles' ? 'Published with names replaced by roles. ' : 'Published with names as written. ',
+          'Anyone who can reach this server can read it: ', h('a', { href: link }, 'open it in the library'), '.'))
+      }, () => undefined)
+    })
+    dialog.showModal()
+    load()
   }
 
   private async showVersions (): Promise<void> {

@@ -12,6 +12,7 @@ use pulldown_cmark::{Alignment, Event, HeadingLevel, Parser, Tag, TagEnd};
 use serde_json::{json, Value};
 
 use super::markdown::write::DIALECT;
+use super::renaming::Renaming;
 use super::ReviewRecord;
 
 /// The parts a review is exported from.
@@ -43,16 +44,19 @@ fn visible(c: &Value) -> bool {
     c["deleted"] != true && c["hidden"] != true && c["body"].as_str().is_some_and(|b| !b.is_empty())
 }
 
-fn author(c: &Value) -> String {
+/// Who wrote a comment: "Anonymous", their name, or with `names` their role.
+fn author(c: &Value, names: Option<&Renaming>) -> String {
     if c["anonymous"] == true || c["author"].is_null() {
         "Anonymous".to_owned()
+    } else if let Some(names) = names {
+        names.author(c["author"]["participant"].as_str().unwrap_or(""))
     } else {
         c["author"]["name"].as_str().unwrap_or("Someone").to_owned()
     }
 }
 
 /// Threads with at least one visible comment, as plain data.
-fn threads(p: &Parts) -> Vec<Value> {
+fn threads(p: &Parts, names: Option<&Renaming>) -> Vec<Value> {
     sorted(&p.discussion["threads"])
         .into_iter()
         .filter_map(|t| {
@@ -61,7 +65,7 @@ fn threads(p: &Parts) -> Vec<Value> {
                 .into_iter()
                 .flatten()
                 .filter(|c| visible(c))
-                .map(|c| json!({ "author": author(c), "body": c["body"], "createdAt": c["createdAt"] }))
+                .map(|c| json!({ "author": author(c, names), "body": c["body"], "createdAt": c["createdAt"] }))
                 .collect();
             (!comments.is_empty()).then(|| {
                 json!({
@@ -265,8 +269,9 @@ fn action_table(actions: &[Value]) -> Vec<Event<'static>> {
     out
 }
 
-/// The review as Markdown, written in one pass by the one writer ([`super::markdown::write`]).
-pub fn markdown(p: &Parts) -> String {
+/// The review as Markdown, written in one pass by the one writer ([`super::markdown::write`]);
+/// with `names`, people's names replaced by their roles in all of it.
+pub fn markdown(p: &Parts, names: Option<&Renaming>) -> String {
     let mut out: Vec<Event<'static>> = embedded(&p.report).collect();
     // The template has an "Action items" section: the tracked items go at its end, so that the
     // export has that heading once (issue 17). A report without one gets a section of its own
@@ -275,7 +280,7 @@ pub fn markdown(p: &Parts) -> String {
     if let Some(at) = section_end(&out, ACTION_ITEMS) {
         out.splice(at..at, std::mem::take(&mut table));
     }
-    let threads = threads(p);
+    let threads = threads(p, names);
     if !threads.is_empty() {
         heading("Comments", &mut out);
         for t in &threads {
@@ -342,6 +347,13 @@ pub fn markdown(p: &Parts) -> String {
         heading("Meeting notes", &mut out);
         out.extend(embedded(&p.notes));
     }
+    if let Some(names) = names {
+        for e in &mut out {
+            if let Event::Text(t) | Event::Code(t) = e {
+                *t = names.text(t).into();
+            }
+        }
+    }
     super::markdown::written(&out)
 }
 
@@ -356,7 +368,7 @@ pub fn json(p: &Parts) -> Value {
             "phase": p.review.phase.as_str(),
         },
         "report_markdown": p.report,
-        "threads": threads(p),
+        "threads": threads(p, None),
         "concerns": concerns(p),
         "actions": actions(p),
         "notes_markdown": p.notes,
@@ -425,7 +437,7 @@ mod tests {
             notes: String::new(),
             discussion,
         };
-        let md = markdown(&parts);
+        let md = markdown(&parts, None);
         assert_eq!(
             md,
             "# T\n\
@@ -490,12 +502,72 @@ mod tests {
             discussion,
         };
         assert_eq!(
-            markdown(&parts),
+            markdown(&parts, None),
             "# T\n\n## Open questions\n\n## Action items\n\nSee the tracker.\n\n\
              |What|Why|Kind|Owner|Link|Due|Status|\n\
              |----|---|----|-----|----|---|------|\n\
              |Alert on queue age|Seen late|detect|Payments|||open|\n\n\
              ## Appendix\n\nLogs.\n\n## Meeting notes\n\nDecided.\n"
         );
+    }
+
+    /// Issue 17: published without names, every name of someone who joined is their role: in
+    /// the report, quotes, comment authors and bodies, action items and notes. Anonymous
+    /// comments stay "Anonymous".
+    #[test]
+    fn names_can_be_replaced_by_roles_everywhere() {
+        use crate::reviews::{Role, SessionRecord};
+        let person = |participant: &str, name: &str, role, at| SessionRecord {
+            review: "r".into(),
+            role,
+            participant: participant.into(),
+            name: name.into(),
+            created_at: at,
+        };
+        let names = Renaming::new(&[
+            person("pf", "Fran Okafor", Role::Facilitator, 1),
+            person("pd", "Dana Scully", Role::Participant, 2),
+            person("pm", "Mo", Role::Participant, 3),
+        ]);
+        let discussion = [
+            (
+                "threads",
+                json!({ "t1": { "anchor": { "quote": "Dana restarted it" }, "createdAt": 1.0, "comments": [
+                    { "author": { "participant": "pf", "name": "Fran Okafor" }, "body": "Thanks Dana, and mo too", "createdAt": 1.0 },
+                    { "anonymous": true, "author": null, "body": "Fran rushed us", "createdAt": 2.0 },
+                ] } }),
+            ),
+            ("concerns", json!({})),
+            (
+                "actions",
+                json!({ "a1": { "what": "Pair Mo with Dana Scully", "why": "", "kind": "process", "owner": "Scully", "status": "open", "createdAt": 1.0 } }),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let parts = Parts {
+            review: closed_review(),
+            report: "# T\n\n**Dana Scully** restarted the primary; `Okafor` paged.\n".into(),
+            notes: "Mo: done.\n".into(),
+            discussion,
+        };
+        let md = markdown(&parts, Some(&names));
+        assert_eq!(
+            md,
+            "# T\n\n**Participant 1** restarted the primary; `Facilitator` paged.\n\n\
+             ## Comments\n\n \
+             > \n \
+             > Participant 1 restarted it\n\n\
+             - **Facilitator**: Thanks Participant 1, and Participant 2 too\n\
+             - **Anonymous**: Facilitator rushed us\n\n\
+             ## Action items\n\n\
+             |What|Why|Kind|Owner|Link|Due|Status|\n\
+             |----|---|----|-----|----|---|------|\n\
+             |Pair Participant 2 with Participant 1||process|Participant 1|||open|\n\n\
+             ## Meeting notes\n\nParticipant 2: done.\n"
+        );
+        // Kept, the same review names everyone.
+        assert!(markdown(&parts, None).contains("- **Fran Okafor**: Thanks Dana, and mo too"));
     }
 }

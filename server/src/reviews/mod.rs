@@ -11,7 +11,8 @@
 //!   held-items file);
 //! - the meeting: [`meeting`] (timebox, agenda, action items, read count, hints);
 //! - records and export: [`records`] (pinned versions, read marks, the library), [`export`]
-//!   and [`markdown`] (the one Markdown reader and writer of exports, versions and the library);
+//!   and [`markdown`] (the one Markdown reader and writer of exports, versions and the library),
+//!   [`renaming`] (people's names replaced by roles, for publishing without them);
 //! - [`api`]: the REST routes over all of the above;
 //! - shared by all: [`policy`] (the phase table: roles, phases, release modes), [`problem`]
 //!   (why a request is refused) and [`basics`] (clock, ids, locks).
@@ -28,6 +29,7 @@ pub mod meeting;
 pub mod policy;
 pub mod problem;
 pub mod records;
+pub mod renaming;
 pub mod report;
 pub mod sessions;
 pub mod threads;

@@ -60,6 +60,22 @@ pub struct Published {
     /// Which [`EXPORT_FORMAT`] wrote `markdown`; entries stored before there was one are 0.
     #[serde(default)]
     pub format: u32,
+    /// Whether people's names were kept or replaced by roles (entries stored before there was
+    /// a choice kept them); writing the entry again keeps the choice.
+    #[serde(default)]
+    pub names: Names,
+}
+
+/// What a publication does with people's names (issue 17).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Names {
+    /// Comment authors and text as people wrote them.
+    #[default]
+    Kept,
+    /// Everyone who joined the review appears as their role ("Participant 2"), as comment
+    /// author and wherever their name is written (`reviews::renaming`).
+    Roles,
 }
 
 /// The version of the Markdown export that library entries are written with. Raise it when the

@@ -465,6 +465,58 @@ async fn versions_export_and_the_library() {
     assert_eq!(none.body["reviews"], json!([]));
     let entry = review.library_entry().await;
     assert_eq!(entry.body["markdown"], expected);
+    assert_eq!(entry.body["names"], "kept");
+    assert!(entry.body["html"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("<li><strong>participant person</strong>: Which TTL was it?</li>"));
+
+    // Issue 17: the facilitator previews what would be public, with names replaced by roles, and
+    // publishes exactly that; the choice is kept when moderation writes the entry again.
+    let with_roles = expected
+        .replace("**participant person**", "**Participant**")
+        .replace("**author person**", "**Author**");
+    let preview = get(&review, "facilitator", "/publish?names=roles").await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    assert_eq!(preview.body["markdown"], with_roles);
+    assert!(preview.body["html"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("<li><strong>Participant</strong>: Which TTL was it?</li>"));
+    let kept = get(&review, "facilitator", "/publish").await;
+    assert_eq!(kept.body["markdown"], expected);
+    get(&review, "author", "/publish?names=roles")
+        .await
+        .assert_error(403, "not_allowed");
+    for bad in ["/publish?names=initials", "/publish?x=1"] {
+        assert_eq!(
+            get(&review, "facilitator", bad)
+                .await
+                .assert_error(400, "invalid_query"),
+            "the only query parameter is names, kept or roles"
+        );
+    }
+    let published = review
+        .call(
+            "facilitator",
+            "POST",
+            "/publish",
+            Some(json!({ "published": true, "names": "roles" })),
+        )
+        .await;
+    assert_eq!(published.status, 200, "{}", published.body);
+    let entry = review.library_entry().await;
+    assert_eq!(entry.body["markdown"], with_roles);
+    assert_eq!(entry.body["names"], "roles");
+    review
+        .call(
+            "facilitator",
+            "POST",
+            "/publish",
+            Some(json!({ "published": true, "names": "nicknames" })),
+        )
+        .await
+        .assert_error(400, "invalid_json");
     // Hiding after publishing takes the item out of the library too.
     let anonymous = root(&watcher, "threads")
         .as_object()
@@ -485,6 +537,11 @@ async fn versions_export_and_the_library() {
         .as_str()
         .unwrap_or_default()
         .contains("warned"));
+    assert_eq!(entry.body["names"], "roles");
+    assert!(entry.body["markdown"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("- **Participant**: Which TTL was it?"));
     review
         .call(
             "author",

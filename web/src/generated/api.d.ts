@@ -448,7 +448,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * Preview exactly what publishing the review now would make public (facilitator only).
+         * @description Nothing is stored. With `names=roles`, everyone who joined the review appears as their role ("Facilitator", "Participant 2"): as comment author, and wherever their display name or a word of it (three letters or more, as written) appears in the text. Names of people who never joined are not known to the server and stay.
+         */
+        get: operations["previewPublication"];
         put?: never;
         /**
          * Put a closed review in the server's library, or take it out (facilitator only).
@@ -1033,6 +1037,11 @@ export interface components {
             /** @description Newest first, at most 100. */
             reviews: components["schemas"]["LibraryEntry"][];
         };
+        /**
+         * @description What a publication does with people's names (issue 17).
+         * @enum {string}
+         */
+        Names: "kept" | "roles";
         /** @description Number of sessions of each role. */
         Participants: {
             author: number;
@@ -1088,8 +1097,17 @@ export interface components {
         PhaseRequest: {
             phase: components["schemas"]["Phase"];
         };
+        /** @description What would be public: the review as the library would show it. */
+        Preview: {
+            /** @description The same as HTML, as the library page shows it (nothing active in it). */
+            html: string;
+            /** @description The Markdown the library would hold. */
+            markdown: string;
+        };
         /** @description Whether the review should be in the library. */
         PublishRequest: {
+            /** @description When publishing: `kept` (the default) or `roles`, everyone who joined the review shown as their role instead of their name. */
+            names?: components["schemas"]["Names"];
             /** @description True to put the review in the library (again, replacing what was published), false to take it out. */
             published: boolean;
         };
@@ -1105,11 +1123,15 @@ export interface components {
         };
         /** @description A published review with its text, as it was when published. */
         PublishedReview: {
+            /** @description The same as HTML, ready to show (nothing active in it: raw HTML as text, only web and mail links, images as links). */
+            html: string;
             id: string;
             /** @description Null when not given. */
             incident_date: string | null;
             /** @description The review's Markdown export when it was published: the report, comments, concerns, action items and meeting notes (hidden, retracted and deleted items left out). */
             markdown: string;
+            /** @description Whether people's names were kept or replaced by their roles. */
+            names: components["schemas"]["Names"];
             /**
              * Format: int64
              * @description When it was (last) published, milliseconds since the Unix epoch.
@@ -3300,6 +3322,77 @@ export interface operations {
                 };
             };
             /** @description `store_unavailable`: the store cannot be written; try again; `document_unavailable`: the review's document cannot be changed right now; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    previewPublication: {
+        parameters: {
+            query?: {
+                /** @description `kept` (the default) or `roles`. */
+                names?: "kept" | "roles";
+            };
+            header?: never;
+            path: {
+                /** @description The review's id (32 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The publication as Markdown and HTML. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Preview"];
+                };
+            };
+            /** @description `invalid_query`: a query parameter other than `names`, or `names` not `kept` or `roles`; `invalid_id`: the id is not 32 lower-case hex digits. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `document_unavailable`: the review's document cannot be changed right now; try again. */
             503: {
                 headers: {
                     [name: string]: unknown;

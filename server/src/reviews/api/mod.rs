@@ -109,7 +109,10 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .route("/api/reviews/{id}/versions/{phase}", get(records::version))
         .route("/api/reviews/{id}/export.md", get(records::export_md))
         .route("/api/reviews/{id}/export.json", get(records::export_json))
-        .route("/api/reviews/{id}/publish", post(records::publish))
+        .route(
+            "/api/reviews/{id}/publish",
+            post(records::publish).get(records::preview),
+        )
         .route("/api/library", get(records::library))
         .route("/api/library/{id}", get(records::library_entry))
         .layer(axum::middleware::from_fn(request::json_bodies_only))

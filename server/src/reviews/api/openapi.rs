@@ -72,6 +72,7 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
         records::export_md,
         records::export_json,
         records::publish,
+        records::preview,
         records::library,
         records::library_entry,
     ),
@@ -860,6 +861,6 @@ mod tests {
             .values()
             .map(|path| path.as_object().map_or(0, |methods| methods.len()))
             .sum();
-        assert_eq!(operations, 35);
+        assert_eq!(operations, 36);
     }
 }

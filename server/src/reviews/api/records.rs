@@ -21,7 +21,8 @@ use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::basics::now_ms;
 use crate::reviews::policy::Phase;
-use crate::reviews::records::{Published, Version, EXPORT_FORMAT};
+use crate::reviews::records::{Names, Published, Version, EXPORT_FORMAT};
+use crate::reviews::renaming::Renaming;
 use crate::reviews::sessions::ReviewRecord;
 use crate::reviews::{export, markdown, meeting};
 
@@ -265,7 +266,7 @@ pub(super) async fn export_md(
         &id,
         "md",
         "text/markdown; charset=utf-8",
-        export::markdown(&parts),
+        export::markdown(&parts, None),
     ))
 }
 
@@ -308,7 +309,23 @@ pub(super) async fn export_json(
     ))
 }
 
-/// Rewrites a published review's library entry from its documents (after moderation).
+/// What publishing `review` now puts in the library: its Markdown export, with `names` kept or
+/// replaced by roles.
+async fn publication(
+    state: &ApiState,
+    review: ReviewRecord,
+    names: Names,
+) -> Result<String, ApiError> {
+    let renaming = match names {
+        Names::Kept => None,
+        Names::Roles => Some(Renaming::new(&state.reviews.sessions(&review.id))),
+    };
+    let parts = parts(state, review).await?;
+    Ok(export::markdown(&parts, renaming.as_ref()))
+}
+
+/// Rewrites a published review's library entry from its documents (after moderation), with
+/// names as it was published.
 pub(super) async fn refresh_library(state: &ApiState, id: &str) -> Result<(), ApiError> {
     let Ok(entry) = state.records.published(id) else {
         return Ok(());
@@ -316,11 +333,10 @@ pub(super) async fn refresh_library(state: &ApiState, id: &str) -> Result<(), Ap
     let Some(review) = state.reviews.record(id) else {
         return Ok(());
     };
-    let parts = parts(state, review).await?;
     state
         .records
         .publish(&Published {
-            markdown: export::markdown(&parts),
+            markdown: publication(state, review, entry.names).await?,
             format: EXPORT_FORMAT,
             ..entry
         })
@@ -356,6 +372,73 @@ pub(super) struct PublishRequest {
     /// True to put the review in the library (again, replacing what was published), false to
     /// take it out.
     published: bool,
+    /// When publishing: `kept` (the default) or `roles`, everyone who joined the review shown
+    /// as their role instead of their name.
+    #[serde(default)]
+    names: Names,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PreviewQuery {
+    /// `kept` (the default) or `roles`.
+    #[serde(default)]
+    #[param(inline)]
+    names: Names,
+}
+
+/// What would be public: the review as the library would show it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Preview {
+    /// The Markdown the library would hold.
+    markdown: String,
+    /// The same as HTML, as the library page shows it (nothing active in it).
+    html: String,
+}
+
+/// `GET /api/reviews/{id}/publish?names=`: what publishing would put in the library now.
+#[utoipa::path(
+    get,
+    path = "/api/reviews/{id}/publish",
+    operation_id = "previewPublication",
+    tag = "records",
+    summary = "Preview exactly what publishing the review now would make public (facilitator only).",
+    description = "Nothing is stored. With `names=roles`, everyone who joined the review appears \
+    as their role (\"Facilitator\", \"Participant 2\"): as comment author, and wherever their \
+    display name or a word of it (three letters or more, as written) appears in the text. Names of \
+    people who never joined are not known to the server and stay.",
+    params(openapi::ReviewIdParam, PreviewQuery),
+    responses(
+        (status = 200, description = "The publication as Markdown and HTML.", body = Preview),
+        (
+            status = 400,
+            description = "`invalid_query`: a query parameter other than `names`, or `names` not \
+            `kept` or `roles`; `invalid_id`: the id is not 32 lower-case hex digits.",
+            body = ErrorBody,
+        ),
+        (status = 401, description = said::NO_SESSION, body = ErrorBody),
+        (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
+        (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),
+    ),
+)]
+pub(super) async fn preview(
+    State(state): State<Arc<ApiState>>,
+    you: Session<Facilitates>,
+    query: Result<Query<PreviewQuery>, QueryRejection>,
+) -> Result<Json<Preview>, ApiError> {
+    let Ok(Query(q)) = query else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "the only query parameter is names, kept or roles",
+        ));
+    };
+    let markdown = publication(&state, you.review, q.names).await?;
+    Ok(Json(Preview {
+        html: markdown::html::html(&markdown),
+        markdown,
+    }))
 }
 
 /// `POST /api/reviews/{id}/publish`: the facilitator puts a closed review in the library (or
@@ -417,7 +500,7 @@ pub(super) async fn publish(
             "only a closed review can be published",
         ));
     }
-    let parts = parts(&state, review.clone()).await?;
+    let markdown = publication(&state, review.clone(), req.names).await?;
     state
         .records
         .publish(&Published {
@@ -426,11 +509,12 @@ pub(super) async fn publish(
             incident_date: review.incident_date,
             severity: review.severity,
             published_at: now_ms(),
-            markdown: export::markdown(&parts),
+            markdown,
             format: EXPORT_FORMAT,
+            names: req.names,
         })
         .await?;
-    tracing::info!(review = %id, "review published");
+    tracing::info!(review = %id, names = ?req.names, "review published");
     Ok(Json(PublishResponse::Published {
         published: true,
         link: format!("/library/{id}"),
@@ -509,6 +593,11 @@ pub(super) struct PublishedReview {
     /// The review's Markdown export when it was published: the report, comments, concerns,
     /// action items and meeting notes (hidden, retracted and deleted items left out).
     markdown: String,
+    /// The same as HTML, ready to show (nothing active in it: raw HTML as text, only web and
+    /// mail links, images as links).
+    html: String,
+    /// Whether people's names were kept or replaced by their roles.
+    names: Names,
 }
 
 /// `GET /api/library?q=`: published reviews, searchable by title and text; no session needed.
@@ -606,6 +695,8 @@ pub(super) async fn library_entry(
         incident_date: p.incident_date,
         severity: p.severity,
         published_at: p.published_at,
+        html: markdown::html::html(&p.markdown),
         markdown: p.markdown,
+        names: p.names,
     }))
 }

@@ -9,6 +9,7 @@
 //! Links keep only `http`, `https` and `mailto` targets, on import and on export ([`links`],
 //! issue 16); everything people wrote is escaped by the writer so that it renders as itself.
 
+pub mod html;
 pub mod import;
 pub mod links;
 pub mod model;

@@ -380,6 +380,16 @@ impl Reviews {
             })
     }
 
+    /// Every session of a review: who joined it, with which role and name.
+    pub fn sessions(&self, review_id: &str) -> Vec<SessionRecord> {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|s| s.review == review_id)
+            .cloned()
+            .collect()
+    }
+
     /// Number of sessions of each role in a review.
     pub fn counts(&self, review_id: &str) -> HashMap<Role, usize> {
         let state = self.lock();
