@@ -465,6 +465,14 @@ for (const size of [LAPTOP, { width: 1920, height: 1080 }, PHONE]) {
       await movePhase(fay.page, 'closed')
       await waitEditable(ana.page, 'false')
       for (const x of people) await looksRight(x.page, 'Closed', 'closed')
+      // Published through the preview, then read in the library.
+      await fay.page.locator('#publish').click()
+      await waitText(fay.page, '#publish-preview .publication-body', 'Checkout failed for twenty minutes')
+      await assertNoSideScroll(fay.page, 'the publish preview')
+      await fay.page.locator('#confirm-publish').click()
+      await fay.page.getByRole('link', { name: 'open it in the library' }).click()
+      await waitText(fay.page, '.publication .title-block', 'Walk-through of a checkout outage')
+      await assertNoSideScroll(fay.page, 'the library page')
       for (const x of people) {
         assert.deepEqual(x.errors, [])
         assert.deepEqual(x.consoleErrors, [], 'no console error')
