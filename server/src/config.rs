@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::documents::access::{Authorizer, ReviewsOnly, StaticTokens};
 use crate::documents::peer::Credential;
 use crate::limits::Limits;
+use crate::reviews::trackers::Trackers;
 use crate::storage::integrity::OnDamage;
 use crate::transport::stateless::{NoCommands, StatelessHandler};
 
@@ -77,6 +78,13 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_ON_DAMAGE", value_enum, default_value_t = OnDamage::Refuse)]
     pub on_damage: OnDamage,
 
+    /// Turns text matching a pattern into a tracker link, written `REGEX=URL` with `{}` in the
+    /// URL where the matched text goes (`PROJ-[0-9]+=https://tracker.example/browse/{}`): in an
+    /// action item's text, and as its link (the key alone is stored as the URL). Repeat the flag
+    /// or separate patterns with commas (a comma ends a pattern only after its URL has begun).
+    #[arg(long = "tracker-pattern", env = "DEBRIEF_TRACKER_PATTERN", action = clap::ArgAction::Append)]
+    pub tracker_patterns: Vec<String>,
+
     /// Offline and administrative commands; without one, the server runs.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -127,6 +135,11 @@ impl Cli {
         }
     }
 
+    /// The tracker patterns, checked: the error names the first bad one.
+    pub fn trackers(&self) -> Result<Trackers, String> {
+        Trackers::parse(&self.tracker_patterns)
+    }
+
     /// Whether documents outside reviews are served at all (open access or a shared token).
     pub fn serves_other_documents(&self) -> bool {
         self.open_access
@@ -154,6 +167,8 @@ pub struct Config {
     pub anonymous_cadence: std::time::Duration,
     /// What to do when the data directory is damaged.
     pub on_damage: OnDamage,
+    /// Patterns that turn issue keys into tracker links (none by default).
+    pub trackers: Arc<Trackers>,
 }
 
 impl Config {
@@ -168,6 +183,7 @@ impl Config {
             creation_secret: None,
             anonymous_cadence: crate::limits::DEFAULT_ANONYMOUS_CADENCE,
             on_damage: OnDamage::Refuse,
+            trackers: Arc::new(Trackers::default()),
         }
     }
 }
@@ -192,6 +208,8 @@ impl From<&Cli> for Config {
                 .map(Credential::new),
             anonymous_cadence: std::time::Duration::from_secs(cli.anonymous_cadence_secs),
             on_damage: cli.on_damage,
+            // Checked before the server starts (`main`): a bad pattern stops it with its reason.
+            trackers: Arc::new(cli.trackers().unwrap_or_default()),
             ..Config::new(cli.data_dir.clone())
         }
     }

@@ -175,7 +175,12 @@ impl Server {
             anonymity,
             records,
             creation_secret: config.creation_secret.clone(),
+            actions: Arc::new(reviews::actions::ActionIndex::default()),
+            trackers: config.trackers.clone(),
         });
+        if !config.trackers.is_empty() {
+            tracing::info!(patterns = ?config.trackers.describe(), "tracker patterns");
+        }
         let state = Arc::new(AppState {
             registry,
             store,

@@ -19,6 +19,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(command) = cli.command.clone() {
         std::process::exit(admin_command(command));
     }
+    if let Err(e) = cli.trackers() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.workers())
         .enable_all()

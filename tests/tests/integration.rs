@@ -2,6 +2,7 @@
 //! real clients over WebSockets. One test binary; one module per area.
 
 mod integration {
+    mod actions;
     mod adversary;
     mod anonymity;
     mod attachments;

@@ -29,3 +29,37 @@ pub fn random_hex(n: usize) -> String {
 pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records are plain data and always serialise")
 }
+
+/// The calendar day (UTC) of `ms` milliseconds since the Unix epoch, written YYYY-MM-DD.
+pub fn day_of(ms: u64) -> String {
+    // Days counted from 0000-03-01 in 400-year cycles of 146,097 days, so that the leap day
+    // ends each year of the count.
+    let days = (ms / 86_400_000) as i64 + 719_468;
+    let cycle = days.div_euclid(146_097);
+    let in_cycle = days.rem_euclid(146_097);
+    let year_in_cycle =
+        (in_cycle - in_cycle / 1_460 + in_cycle / 36_524 - in_cycle / 146_096) / 365;
+    let day_of_year = in_cycle - (365 * year_in_cycle + year_in_cycle / 4 - year_in_cycle / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_in_cycle + cycle * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn days_are_calendar_days() {
+        assert_eq!(super::day_of(0), "1970-01-01");
+        assert_eq!(super::day_of(951_782_400_000), "2000-02-29");
+        assert_eq!(super::day_of(951_868_799_999), "2000-02-29");
+        assert_eq!(super::day_of(951_868_800_000), "2000-03-01");
+        assert_eq!(super::day_of(1_798_761_599_000), "2026-12-31");
+        assert_eq!(super::day_of(1_798_761_600_000), "2027-01-01");
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! Shape (`docs/schema.md`): root map `meeting` {timer: {state, endsAt, remainingMs, durationMs},
 //! agenda, readCount}; root map `actions`: id → map {id, what, why, kind, owner, link, due,
-//! status, createdAt, updatedAt}; `review.hints` (blameless-language hints on or off).
+//! status, createdAt, updatedAt, history}; `review.hints` (blameless-language hints on or off).
+//! `history` is who set each status and when (named activity: the session's display name).
 
 use std::collections::HashMap;
 
@@ -17,6 +18,7 @@ use super::fields::validate_date;
 use super::policy::{Phase, Role};
 use super::problem::{Problem, ProblemKind};
 use super::threads::Outcome;
+use super::trackers::{link_host, Trackers};
 
 /// Root map of the meeting's state.
 pub const MEETING: &str = "meeting";
@@ -26,6 +28,9 @@ pub const ACTIONS: &str = "actions";
 pub const MAX_ACTIONS: u32 = 200;
 /// Longest timebox, in minutes: a post-mortem meeting, not a workshop.
 pub const MAX_TIMER_MINUTES: u64 = 240;
+
+/// Most status changes an action item's history keeps (the first, its creation, and the latest).
+pub const MAX_HISTORY: usize = 20;
 
 /// Longest agenda label.
 pub const MAX_AGENDA_CHARS: usize = 200;
@@ -63,6 +68,32 @@ pub fn reading_open(phase: Phase) -> Result<(), Problem> {
             ProblemKind::Conflict,
             "review_closed",
             "the review is closed",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `role` may move an action item's status in `phase`: anyone but observers, from review
+/// on, closed reviews included (following actions through is what happens after the meeting).
+pub fn may_move_actions(role: Role, phase: Phase) -> Result<(), Problem> {
+    if role == Role::Observer {
+        return Err(Problem::new(
+            ProblemKind::Forbidden,
+            "not_allowed",
+            "observers read along; action items are moved by the team",
+        ));
+    }
+    statuses_open(phase)
+}
+
+/// Refuses status changes while the review is in draft (it has no action items yet).
+pub fn statuses_open(phase: Phase) -> Result<(), Problem> {
+    if phase == Phase::Draft {
+        Err(Problem::new(
+            ProblemKind::Forbidden,
+            "not_allowed",
+            "a review in draft has no action items to move",
         ))
     } else {
         Ok(())
@@ -326,13 +357,12 @@ pub struct ActionInput {
     /// The owning team: 1 to 100 characters once trimmed.
     #[schema(min_length = 1, max_length = 100)]
     pub owner: String,
-    /// Tracker link: once trimmed, an `http://` or `https://` URL of at most 2,000 bytes, without
-    /// whitespace or control characters. Absent, null, empty or only whitespace: none.
+    /// Tracker link: once trimmed, an `http://` or `https://` URL with a host name (or IP address)
+    /// and no user name or password, of at most 2,000 bytes, without whitespace or control
+    /// characters; or an issue key that one of the server's tracker patterns matches whole
+    /// (`PROJ-123`), stored as that pattern's link. Absent, null, empty or only whitespace: none.
     #[serde(default)]
-    #[schema(
-        max_length = 2000,
-        pattern = r"^(https?://[^\s\u0000-\u001F\u007F-\u009F]*)?$"
-    )]
+    #[schema(max_length = 2000, pattern = r"^[^\s\u0000-\u001F\u007F-\u009F]*$")]
     pub link: Option<String>,
     /// Due day: once trimmed, a calendar day written YYYY-MM-DD. Absent, null, empty or only
     /// whitespace: none.
@@ -345,8 +375,9 @@ pub struct ActionInput {
 }
 
 impl ActionInput {
-    /// Checks every field; the first problem is returned.
-    pub fn validate(mut self) -> Result<ActionInput, Problem> {
+    /// Checks every field; the first problem is returned. A link that is no web link but an issue
+    /// key one of `trackers`' patterns matches becomes that pattern's link.
+    pub fn validate(mut self, trackers: &Trackers) -> Result<ActionInput, Problem> {
         let text =
             |v: &str, max: usize, code: &'static str, what: &str| -> Result<String, Problem> {
                 let v = v.trim();
@@ -369,16 +400,23 @@ impl ActionInput {
         self.owner = text(&self.owner, 100, "invalid_owner", "the owning team")?;
         if let Some(link) = self.link.take().filter(|l| !l.trim().is_empty()) {
             let link = link.trim().to_owned();
-            let ok = (link.starts_with("https://") || link.starts_with("http://"))
-                && link.len() <= 2000
-                && !link.chars().any(|c| c.is_whitespace() || c.is_control());
-            if !ok {
+            let link = if link_host(&link).is_some() {
+                link
+            } else if let Some(expanded) = trackers.expand(&link).filter(|l| link_host(l).is_some())
+            {
+                expanded
+            } else {
                 return Err(Problem::new(
                     ProblemKind::BadInput,
                     "invalid_link",
-                    "the tracking link is an http or https URL",
+                    if trackers.is_empty() {
+                        "the tracking link is an http or https URL with a host name"
+                    } else {
+                        "the tracking link is an http or https URL with a host name, or an issue \
+                         key that the server's tracker patterns know"
+                    },
                 ));
-            }
+            };
             self.link = Some(link);
         }
         if let Some(due) = self.due.take().filter(|d| !d.trim().is_empty()) {
@@ -405,8 +443,62 @@ fn write_action(txn: &mut yrs::TransactionMut, map: &MapRef, a: &ActionInput, no
     map.insert(txn, "updatedAt", now);
 }
 
-/// Adds an action item; returns it.
-pub fn add_action(doc: &Doc, a: &ActionInput) -> Outcome<serde_json::Value> {
+/// One entry of an action item's history: who set which status, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatusChange {
+    /// The status set (the first entry: the status the item was added with).
+    pub status: ActionStatus,
+    /// The display name of the session that set it.
+    #[schema(min_length = 1, max_length = 60)]
+    pub by: String,
+    /// When, milliseconds since the Unix epoch (server clock).
+    pub at: f64,
+}
+
+fn read_history<T: yrs::ReadTxn>(txn: &T, map: &MapRef) -> Vec<StatusChange> {
+    match map.get(txn, "history") {
+        Some(Out::Any(any)) => serde_json::to_value(&any)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Appends to an item's history, keeping its first entry and the latest ones.
+fn record_status(txn: &mut yrs::TransactionMut, map: &MapRef, change: StatusChange) {
+    let mut history = read_history(txn, map);
+    history.push(change);
+    if history.len() > MAX_HISTORY {
+        history.drain(1..history.len() + 1 - MAX_HISTORY);
+    }
+    map.insert(txn, "history", to_any(&history));
+}
+
+fn read_status<T: yrs::ReadTxn>(txn: &T, map: &MapRef) -> Option<ActionStatus> {
+    match map.get(txn, "status") {
+        Some(Out::Any(any)) => serde_json::to_value(&any)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok()),
+        _ => None,
+    }
+}
+
+/// Every action item of the discussion, as JSON (for the action index).
+pub fn actions_json(doc: &Doc) -> Vec<serde_json::Value> {
+    let txn = doc.transact();
+    let Some(actions) = yrs::ReadTxn::get_map(&txn, ACTIONS) else {
+        return Vec::new();
+    };
+    actions
+        .iter(&txn)
+        .filter_map(|(_, v)| v.cast::<MapRef>().ok())
+        .map(|m| any_json(yrs::types::ToJson::to_json(&m, &txn)))
+        .collect()
+}
+
+/// Adds an action item by `by` (a display name); returns it.
+pub fn add_action(doc: &Doc, a: &ActionInput, by: &str) -> Outcome<serde_json::Value> {
     let actions = doc.get_or_insert_map(ACTIONS);
     let mut txn = doc.transact_mut();
     if actions.len(&txn) >= MAX_ACTIONS {
@@ -425,25 +517,81 @@ pub fn add_action(doc: &Doc, a: &ActionInput) -> Outcome<serde_json::Value> {
     map.insert(&mut txn, "id", id.as_str());
     map.insert(&mut txn, "createdAt", now);
     write_action(&mut txn, &map, a, now);
+    record_status(
+        &mut txn,
+        &map,
+        StatusChange {
+            status: a.status,
+            by: by.to_owned(),
+            at: now,
+        },
+    );
     let view = yrs::types::ToJson::to_json(&map, &txn);
     (Ok(any_json(view)), Some(txn.encode_update_v1()))
 }
 
-/// Replaces an action item's fields.
-pub fn update_action(doc: &Doc, id: &str, a: &ActionInput) -> Outcome<serde_json::Value> {
+fn unknown_action() -> Problem {
+    Problem::new(
+        ProblemKind::NotFound,
+        "unknown_action",
+        "this review has no such action item",
+    )
+}
+
+/// Replaces an action item's fields; a new status goes into its history, by `by`.
+pub fn update_action(doc: &Doc, id: &str, a: &ActionInput, by: &str) -> Outcome<serde_json::Value> {
     let actions = doc.get_or_insert_map(ACTIONS);
     let mut txn = doc.transact_mut();
     let Some(map) = actions.get(&txn, id).and_then(|m| m.cast::<MapRef>().ok()) else {
-        return (
-            Err(Problem::new(
-                ProblemKind::NotFound,
-                "unknown_action",
-                "this review has no such action item",
-            )),
-            None,
-        );
+        return (Err(unknown_action()), None);
     };
-    write_action(&mut txn, &map, a, now_ms() as f64);
+    let now = now_ms() as f64;
+    let before = read_status(&txn, &map);
+    write_action(&mut txn, &map, a, now);
+    if before != Some(a.status) {
+        record_status(
+            &mut txn,
+            &map,
+            StatusChange {
+                status: a.status,
+                by: by.to_owned(),
+                at: now,
+            },
+        );
+    }
+    let view = yrs::types::ToJson::to_json(&map, &txn);
+    (Ok(any_json(view)), Some(txn.encode_update_v1()))
+}
+
+/// Moves an action item to `status`, recorded in its history as set by `by`; the same status
+/// again changes nothing.
+pub fn set_status(
+    doc: &Doc,
+    id: &str,
+    status: ActionStatus,
+    by: &str,
+) -> Outcome<serde_json::Value> {
+    let actions = doc.get_or_insert_map(ACTIONS);
+    let mut txn = doc.transact_mut();
+    let Some(map) = actions.get(&txn, id).and_then(|m| m.cast::<MapRef>().ok()) else {
+        return (Err(unknown_action()), None);
+    };
+    if read_status(&txn, &map) == Some(status) {
+        let view = yrs::types::ToJson::to_json(&map, &txn);
+        return (Ok(any_json(view)), None);
+    }
+    let now = now_ms() as f64;
+    map.insert(&mut txn, "status", to_any(&status));
+    map.insert(&mut txn, "updatedAt", now);
+    record_status(
+        &mut txn,
+        &map,
+        StatusChange {
+            status,
+            by: by.to_owned(),
+            at: now,
+        },
+    );
     let view = yrs::types::ToJson::to_json(&map, &txn);
     (Ok(any_json(view)), Some(txn.encode_update_v1()))
 }
@@ -510,11 +658,12 @@ mod tests {
             due: Some("2026-12-31".into()),
             status: ActionStatus::Open,
         };
-        assert!(base.clone().validate().is_ok());
+        let none = Trackers::default();
+        assert!(base.clone().validate(&none).is_ok());
         let bad = |f: fn(&mut ActionInput)| {
             let mut a = base.clone();
             f(&mut a);
-            a.validate().map(|_| ()).map_err(|p| p.code)
+            a.validate(&none).map(|_| ()).map_err(|p| p.code)
         };
         assert_eq!(bad(|a| a.what = " ".into()), Err("invalid_what"));
         assert_eq!(
@@ -523,5 +672,79 @@ mod tests {
         );
         assert_eq!(bad(|a| a.due = Some("soon".into())), Err("invalid_due"));
         assert_eq!(bad(|a| a.owner = "x".repeat(101)), Err("invalid_owner"));
+        assert_eq!(
+            bad(|a| a.link = Some("https://user:secret@tracker.example/1".into())),
+            Err("invalid_link")
+        );
+        assert_eq!(
+            bad(|a| a.link = Some("PROJ-12".into())),
+            Err("invalid_link")
+        );
+        let trackers = Trackers::parse(&["PROJ-[0-9]+=https://tracker.example/browse/{}"])
+            .expect("a valid pattern");
+        let keyed = ActionInput {
+            link: Some(" PROJ-12 ".into()),
+            ..base.clone()
+        }
+        .validate(&trackers)
+        .expect("a key the patterns know");
+        assert_eq!(
+            keyed.link.as_deref(),
+            Some("https://tracker.example/browse/PROJ-12")
+        );
+    }
+
+    #[test]
+    fn status_changes_are_recorded_with_who_and_when() {
+        let doc = crate::documents::crdt::new_doc();
+        let input = ActionInput {
+            what: "Alert on queue depth".into(),
+            why: "Backlog grew unnoticed".into(),
+            kind: ActionKind::Detect,
+            owner: "SRE".into(),
+            link: None,
+            due: None,
+            status: ActionStatus::Open,
+        };
+        let item = add_action(&doc, &input, "Ann").0.expect("added");
+        let id = item["id"].as_str().expect("an id").to_owned();
+        let moved = set_status(&doc, &id, ActionStatus::InProgress, "Bo");
+        assert!(moved.1.is_some());
+        // The same status again writes nothing.
+        let again = set_status(&doc, &id, ActionStatus::InProgress, "Cy");
+        assert!(again.1.is_none());
+        let edited = update_action(
+            &doc,
+            &id,
+            &ActionInput {
+                status: ActionStatus::Done,
+                ..input
+            },
+            "Di",
+        )
+        .0
+        .expect("updated");
+        let history: Vec<StatusChange> =
+            serde_json::from_value(edited["history"].clone()).expect("a history");
+        let who: Vec<(ActionStatus, &str)> =
+            history.iter().map(|c| (c.status, c.by.as_str())).collect();
+        assert_eq!(
+            who,
+            vec![
+                (ActionStatus::Open, "Ann"),
+                (ActionStatus::InProgress, "Bo"),
+                (ActionStatus::Done, "Di"),
+            ]
+        );
+        for _ in 0..30 {
+            for status in [ActionStatus::Open, ActionStatus::Done] {
+                set_status(&doc, &id, status, "Ed").0.expect("moved");
+            }
+        }
+        let all = actions_json(&doc);
+        let history: Vec<StatusChange> =
+            serde_json::from_value(all[0]["history"].clone()).expect("a history");
+        assert_eq!(history.len(), MAX_HISTORY);
+        assert_eq!(history[0].by, "Ann");
     }
 }

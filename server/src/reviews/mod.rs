@@ -10,6 +10,8 @@
 //! - anonymous items: [`anonymous`] (the queue, its release, keys and votes, and in it the
 //!   held-items file);
 //! - the meeting: [`meeting`] (timebox, agenda, action items, read count, hints);
+//! - following action items through: [`actions`] (every review's items in memory, for the
+//!   action items page) and [`trackers`] (tracker links and the server's patterns);
 //! - records and export: [`records`] (pinned versions, read marks, the library), [`export`]
 //!   and [`markdown`] (the one Markdown reader and writer of exports, versions and the library),
 //!   [`renaming`] (people's names replaced by roles, for publishing without them);
@@ -19,6 +21,7 @@
 //!
 //! Imports run one way inside the room: `api` → the resources → `policy`, `problem`, `basics`.
 
+pub mod actions;
 pub mod anonymous;
 pub mod api;
 pub mod basics;
@@ -33,6 +36,7 @@ pub mod renaming;
 pub mod report;
 pub mod sessions;
 pub mod threads;
+pub mod trackers;
 
 pub use policy::{Phase, ReleaseMode, Role};
 pub use problem::{Problem, ProblemKind};

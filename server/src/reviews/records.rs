@@ -254,6 +254,26 @@ impl Records {
             .map_err(|e| StoreError::Corrupt(format!("library: {e}")))?)
     }
 
+    /// Every published review's id and what was done with names, newest first.
+    pub fn published_names(&self) -> Result<Vec<(String, Names)>, Problem> {
+        /// What is read of an entry (its text is skipped).
+        #[derive(Deserialize)]
+        struct Head {
+            id: String,
+            published_at: u64,
+            #[serde(default)]
+            names: Names,
+        }
+        let mut out = Vec::new();
+        for (_, raw) in self.library.entries()? {
+            let head: Head = serde_json::from_slice(&raw)
+                .map_err(|e| StoreError::Corrupt(format!("library: {e}")))?;
+            out.push(head);
+        }
+        out.sort_by_key(|h| std::cmp::Reverse(h.published_at));
+        Ok(out.into_iter().map(|h| (h.id, h.names)).collect())
+    }
+
     /// Published reviews whose title or text contains every word of `query`, newest first.
     pub fn search(&self, query: &str) -> Result<Vec<Published>, Problem> {
         let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();

@@ -2,6 +2,46 @@
 // Run `npm run api-types` after the server's OpenAPI document changes.
 
 export interface paths {
+    "/api/actions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List action items across reviews: those of the session's review (with `Authorization: Bearer <session>`) and of every published review, most urgent first.
+         * @description A browser that joined several reviews asks with all of its sessions through `POST /api/actions/search`. The session is optional; a published review's items are public, with names replaced by roles when it was published so.
+         */
+        get: operations["listActionItems"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/actions/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * List action items across every review a browser joined (its sessions in the body) and every published review, most urgent first.
+         * @description Needs no `Authorization`: the sessions are in the body. For each session, the items of its review, if its role may read the review's discussion in its phase (in draft only facilitators and authors, and a review in draft has no items).
+         */
+        post: operations["searchActionItems"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/invite": {
         parameters: {
             query?: never;
@@ -159,9 +199,29 @@ export interface paths {
         head?: never;
         /**
          * Replace an action item's fields (everyone but observers, in review and meeting).
-         * @description The session, the role and the phase are checked before the body is read. Every field is replaced, as for a new item (`status` absent: `open`); `id` and `createdAt` stay.
+         * @description The session, the role and the phase are checked before the body is read. Every field is replaced, as for a new item (`status` absent: `open`); `id`, `createdAt` and `history` stay, and a new status is added to `history` with the session's name and the time.
          */
         patch: operations["updateActionItem"];
+        trace?: never;
+    };
+    "/api/reviews/{id}/actions/{action}/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move an action item to open, in progress or done (everyone but observers, from review on, closed reviews included); recorded in its history with the session's name and the time.
+         * @description The session, the role and the phase are checked before the body is read. The same status again changes nothing and adds no history entry.
+         */
+        post: operations["moveActionItem"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/reviews/{id}/agenda": {
@@ -681,13 +741,20 @@ export interface components {
             records: boolean;
             report: components["schemas"]["DocumentUse"];
         };
+        /** @description How many of a review's action items are done. */
+        ActionCounts: {
+            /** @description Items whose status is `done`. */
+            done: number;
+            /** @description All its items. */
+            total: number;
+        };
         /** @description An action item's fields, all of them (also to change one). Text fields are trimmed, then checked in the order what, why, owner, link, due; the first problem is the answer. */
         ActionInput: {
             /** @description Due day: once trimmed, a calendar day written YYYY-MM-DD. Absent, null, empty or only whitespace: none. */
             due?: string | null;
             /** @description Prevent, detect, mitigate or process. */
             kind: components["schemas"]["ActionKind"];
-            /** @description Tracker link: once trimmed, an `http://` or `https://` URL of at most 2,000 bytes, without whitespace or control characters. Absent, null, empty or only whitespace: none. */
+            /** @description Tracker link: once trimmed, an `http://` or `https://` URL with a host name (or IP address) and no user name or password, of at most 2,000 bytes, without whitespace or control characters; or an issue key that one of the server's tracker patterns matches whole (`PROJ-123`), stored as that pattern's link. Absent, null, empty or only whitespace: none. */
             link?: string | null;
             /** @description The owning team: 1 to 100 characters once trimmed. */
             owner: string;
@@ -707,6 +774,8 @@ export interface components {
             createdAt: number;
             /** @description Null when none. */
             due: string | null;
+            /** @description Who set each status and when, oldest first: the status it was added with, then each change (the first entry and the latest 19 are kept). Absent on items added before statuses were recorded. */
+            history?: components["schemas"]["StatusChange"][];
             id: string;
             kind: components["schemas"]["ActionKind"];
             /** @description Null when none. */
@@ -726,6 +795,37 @@ export interface components {
          * @enum {string}
          */
         ActionKind: "prevent" | "detect" | "mitigate" | "process";
+        /** @description Action items across reviews. */
+        ActionList: {
+            /** @description Sessions sent that are no session (revoked, or of a review that is gone), left out. */
+            ignored_sessions: number;
+            /** @description The items that match, most urgent first: overdue ones by due day, then the other open and in-progress ones by due day (none last), then done ones; newest first among equals. */
+            items: components["schemas"]["ListedAction"][];
+            /** @description The reviews the sessions may read and the published ones that have items, joined ones first (at most 200), whatever the filters. */
+            reviews: components["schemas"]["ListedReview"][];
+            /** @description Today on the server's clock (UTC), YYYY-MM-DD: an item due before it is overdue. */
+            today: string;
+            /** @description How many items match (`items` holds the first `limit` of them). */
+            total: number;
+        };
+        /** @description The sessions a browser holds and the filters, for `POST /api/actions/search`. */
+        ActionSearch: {
+            kind?: null | components["schemas"]["ActionKind"];
+            /**
+             * Format: int32
+             * @description At most this many items (1 to 500; default 200).
+             */
+            limit?: number | null;
+            /** @description `true`: only overdue items; `false`: only the others. */
+            overdue?: boolean | null;
+            /** @description Only the items of this review. */
+            review?: string | null;
+            /** @description The session tokens this browser holds, one per review it joined (at most 100). Tokens that are no session (revoked, or of a review that is gone) are left out and counted in `ignored_sessions`. */
+            sessions: string[];
+            status?: null | components["schemas"]["ActionStatus"];
+            /** @description Only items this team owns (compared without regard to case or surrounding spaces): 1 to 100 characters. */
+            team?: string | null;
+        };
         /**
          * @description Where an action item stands.
          * @enum {string}
@@ -1005,6 +1105,12 @@ export interface components {
             /** @enum {string} */
             kind: "concern";
         };
+        /** @description The review an item came from. */
+        ItemReview: {
+            id: string;
+            phase: components["schemas"]["Phase"];
+            title: string;
+        };
         /** @description An invite and the name to join with. */
         JoinRequest: {
             /** @description An invite token (`dbi_…`); whitespace around it is ignored. */
@@ -1036,6 +1142,55 @@ export interface components {
         LibraryList: {
             /** @description Newest first, at most 100. */
             reviews: components["schemas"]["LibraryEntry"][];
+        };
+        /** @description An action item in the list. */
+        ListedAction: {
+            /**
+             * Format: int64
+             * @description Whole days since it was added (server clock).
+             */
+            age_days: number;
+            /**
+             * Format: double
+             * @description When it was added, milliseconds since the Unix epoch.
+             */
+            created_at: number;
+            /** @description Due day; null when none. */
+            due: string | null;
+            /** @description Who set each status and when, oldest first (its first entry and the latest 19 kept). */
+            history: components["schemas"]["StatusChange"][];
+            id: string;
+            kind: components["schemas"]["ActionKind"];
+            /** @description Null when none. */
+            link: string | null;
+            /** @description Whether one of the sessions sent may move its status (`POST /api/reviews/{id}/actions/{action}/status` with that review's session). */
+            may_change: boolean;
+            /** @description Not done and due before `today`. */
+            overdue: boolean;
+            /** @description The owning team. */
+            owner: string;
+            /** @description Issue keys in `what` that the server's tracker patterns turn into links, in order. */
+            references: components["schemas"]["Reference"][];
+            review: components["schemas"]["ItemReview"];
+            status: components["schemas"]["ActionStatus"];
+            tracker: null | components["schemas"]["TrackerLink"];
+            /**
+             * Format: double
+             * @description Its last change, milliseconds since the Unix epoch.
+             */
+            updated_at: number;
+            what: string;
+            why: string;
+        };
+        /** @description A review whose items the answer may hold, with how many of them are done. */
+        ListedReview: {
+            /** @description How many of its action items are done (all of them, whatever the filters). */
+            actions: components["schemas"]["ActionCounts"];
+            id: string;
+            /** @description Whether one of the sessions sent belongs to it (else it is published). */
+            joined: boolean;
+            phase: components["schemas"]["Phase"];
+            title: string;
         };
         /**
          * @description What a publication does with people's names (issue 17).
@@ -1158,6 +1313,15 @@ export interface components {
              */
             read_count: number;
         };
+        /** @description Text in an item that a server pattern turns into a link. */
+        Reference: {
+            /** @description The matched text, as written (`PROJ-123`). */
+            key: string;
+            /** @description The tracker's name (from the pattern's link). */
+            name: string;
+            /** @description Where it links to. */
+            url: string;
+        };
         /**
          * @description When a review releases its held anonymous items: `batch` at every boundary of the server's cadence, `meeting` all at once when the meeting starts (and at every boundary after that).
          * @enum {string}
@@ -1165,6 +1329,8 @@ export interface components {
         ReleaseMode: "batch" | "meeting";
         /** @description A review as the API shows it; `you` when it is read through a session. */
         Review: {
+            /** @description How many of its action items are done ("3 of 5 actions done"). */
+            actions: components["schemas"]["ActionCounts"];
             anonymous: components["schemas"]["AnonymousSettings"];
             /**
              * Format: int64
@@ -1218,6 +1384,22 @@ export interface components {
         SettingsRequest: {
             /** @description Blameless-language hints on (true) or off (false) for everyone in the review. */
             hints: boolean;
+        };
+        /** @description One entry of an action item's history: who set which status, when. */
+        StatusChange: {
+            /**
+             * Format: double
+             * @description When, milliseconds since the Unix epoch (server clock).
+             */
+            at: number;
+            /** @description The display name of the session that set it. */
+            by: string;
+            /** @description The status set (the first entry: the status the item was added with). */
+            status: components["schemas"]["ActionStatus"];
+        };
+        /** @description The status to move an item to. */
+        StatusRequest: {
+            status: components["schemas"]["ActionStatus"];
         };
         /** @description A comment thread. */
         Thread: {
@@ -1295,6 +1477,15 @@ export interface components {
          * @enum {string}
          */
         TimerState: "running" | "paused" | "stopped";
+        /** @description The tracker an item's link points into. */
+        TrackerLink: {
+            /** @description The issue key, when the link is one of a server pattern's links (`PROJ-123`); else null. */
+            key: string | null;
+            /** @description The tracker's name: `GitHub`, `GitLab`, `Jira`, `Linear`, `Shortcut`, or the link's host. */
+            name: string;
+            /** @description The link. */
+            url: string;
+        };
         /** @description A pinned version with its report and notes as Markdown. */
         Version: {
             /**
@@ -1348,6 +1539,126 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    listActionItems: {
+        parameters: {
+            query?: {
+                /** @description Only items with this status. */
+                status?: components["schemas"]["ActionStatus"];
+                /** @description Only items this team owns (the item's `owner`, compared without regard to case or the spaces around it): 1 to 100 characters. */
+                team?: string;
+                /** @description `true`: only overdue items (not done, due before today on the server's clock); `false`: only the others. */
+                overdue?: boolean;
+                /** @description Only the items of this review (its id). */
+                review?: string;
+                /** @description Only items of this kind. */
+                kind?: components["schemas"]["ActionKind"];
+                /** @description At most this many items (1 to 500; default 200). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The matching items and the reviews they come from. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActionList"];
+                };
+            };
+            /** @description `invalid_query`: a query parameter that is not one of `status`, `team`, `overdue`, `review`, `kind`, `limit`, or a value of the wrong type (an unknown status or kind, `overdue` other than true or false, `limit` not a whole number); `invalid_team`: `team` is empty once trimmed or over 100 characters; `invalid_review`: `review` is not 32 lowercase hexadecimal digits; `invalid_limit`: `limit` is outside 1 to 500. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_token`: the bearer token sent is no session (revoked, or of a review that is gone). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be read; try again; `document_unavailable`: a review's discussion cannot be read right now; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    searchActionItems: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ActionSearch"];
+            };
+        };
+        responses: {
+            /** @description The matching items and the reviews they come from. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActionList"];
+                };
+            };
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field, an unknown status or kind); `too_many_sessions`: over 100 sessions; `invalid_team`: `team` is empty once trimmed or over 100 characters; `invalid_review`: `review` is not 32 lowercase hexadecimal digits; `invalid_limit`: `limit` is outside 1 to 500. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `body_too_large`: the request body is over 65,536 bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be read; try again; `document_unavailable`: a review's discussion cannot be read right now; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     lookUpInvite: {
         parameters: {
             query?: never;
@@ -1915,6 +2226,98 @@ export interface operations {
                 };
             };
             /** @description `other_review`: the session belongs to another review; `not_allowed`: action items are written by everyone but observers, while the review is in review or meeting. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route; `unknown_action`: the review has no such action item. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `body_too_large`: the request body is over 65,536 bytes; `document_too_large`: the review's discussion is at its size limit, so the server writes nothing more into it; `review_quota_exceeded`: the review's documents are at their storage quota (48 MiB together, refused once less than 64 KiB is left); they can still be read. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `document_unavailable`: the review's document cannot be changed right now; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    moveActionItem: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The review's id (32 hex digits). */
+                id: string;
+                /** @description The action item's id (16 hex digits). */
+                action: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StatusRequest"];
+            };
+        };
+        responses: {
+            /** @description The action item as it is now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActionItem"];
+                };
+            };
+            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review; `not_allowed`: observers cannot move action items, and a review in draft has none. */
             403: {
                 headers: {
                     [name: string]: unknown;

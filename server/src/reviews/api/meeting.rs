@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::actions::indexed;
 use super::documents::{in_phase, on_discussion};
 use super::openapi::{self, said, ActionItem};
 use super::request::{
@@ -207,9 +208,12 @@ pub(super) async fn add_action(
     you: Session<WritesActions>,
     JsonBody(input): JsonBody<ActionInput>,
 ) -> Result<Response, ApiError> {
-    let input = input.validate()?;
+    let input = input.validate(&state.trackers)?;
+    let index = state.actions.clone();
+    let review = you.review.id.clone();
+    let by = you.session.name.clone();
     let item = in_phase(&state, &you.review.id, actions_open, move |doc| {
-        meeting::add_action(doc, &input)
+        indexed(&index, &review, meeting::add_action(doc, &input, &by))
     })
     .await?;
     Ok((StatusCode::CREATED, Json(item)).into_response())
@@ -223,7 +227,8 @@ pub(super) async fn add_action(
     tag = "meeting",
     summary = "Replace an action item's fields (everyone but observers, in review and meeting).",
     description = "The session, the role and the phase are checked before the body is read. Every \
-    field is replaced, as for a new item (`status` absent: `open`); `id` and `createdAt` stay.",
+    field is replaced, as for a new item (`status` absent: `open`); `id`, `createdAt` and \
+    `history` stay, and a new status is added to `history` with the session's name and the time.",
     params(openapi::ReviewIdParam, openapi::ActionIdParam),
     request_body = ActionInput,
     responses(
@@ -245,12 +250,19 @@ pub(super) async fn add_action(
 pub(super) async fn update_action(
     State(state): State<Arc<ApiState>>,
     ApiPath((id, action)): ApiPath<(String, String)>,
-    _: Session<WritesActions>,
+    you: Session<WritesActions>,
     JsonBody(input): JsonBody<ActionInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let input = input.validate()?;
+    let input = input.validate(&state.trackers)?;
+    let index = state.actions.clone();
+    let review = id.clone();
+    let by = you.session.name;
     let item = in_phase(&state, &id, actions_open, move |doc| {
-        meeting::update_action(doc, &action, &input)
+        indexed(
+            &index,
+            &review,
+            meeting::update_action(doc, &action, &input, &by),
+        )
     })
     .await?;
     Ok(Json(item))

@@ -7,6 +7,7 @@
 //! - [`threads`]: signed comment threads;
 //! - [`anonymous`]: anonymous items, concerns, votes, keys, and their moderation;
 //! - [`meeting`]: the timebox, the agenda, action items, read marks, hints;
+//! - [`actions`]: action items across reviews, and moving their status;
 //! - [`records`]: pinned versions, exports, publishing and the library.
 //!
 //! Beside them: [`openapi`] assembles the document, [`request`] takes every request apart once
@@ -15,6 +16,7 @@
 //! input, ask the domain, and write documents through the registry; no file here calls back into
 //! the one that calls it.
 
+pub mod actions;
 pub mod anonymous;
 pub mod documents;
 pub mod errors;
@@ -103,6 +105,12 @@ pub fn routes(state: Arc<ApiState>) -> Router {
             "/api/reviews/{id}/actions/{action}",
             patch(meeting::update_action),
         )
+        .route(
+            "/api/reviews/{id}/actions/{action}/status",
+            post(actions::move_status),
+        )
+        .route("/api/actions", get(actions::list_actions))
+        .route("/api/actions/search", post(actions::search_actions))
         .route("/api/reviews/{id}/read", post(meeting::mark_read))
         .route("/api/reviews/{id}/settings", post(meeting::settings))
         .route("/api/reviews/{id}/versions", get(records::versions))

@@ -15,15 +15,15 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use super::{anonymous, meeting, records, reviews, threads};
-use crate::reviews::meeting::{ActionKind, ActionStatus};
+use super::{actions, anonymous, meeting, records, reviews, threads};
+use crate::reviews::meeting::{ActionKind, ActionStatus, StatusChange};
 use crate::reviews::policy::{Phase, Role};
 
 /// What the document says before its operations.
 const INTRO: &str = "The REST API of reviews: creating, joining and reading reviews, moving their \
     phases, rotating invite links, comment threads, anonymous comments, concerns and their \
     moderation; the meeting (timebox, agenda, action items, read count, blameless-language hints), \
-    pinned versions, exports, and the library of published reviews, which needs no session. \
+    action items across reviews, pinned versions, exports, and the library of published reviews, which needs no session. \
     Request bodies are JSON, declared as `Content-Type: application/json` (at most 65,536 bytes; \
     1,048,576 to create a review, which may carry a Markdown report). Every error is `{\"code\", \
     \"message\"}` (schema `Error`): a body that does not parse as the documented shape is 400 \
@@ -67,6 +67,9 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
         meeting::update_action,
         meeting::mark_read,
         meeting::settings,
+        actions::list_actions,
+        actions::search_actions,
+        actions::move_status,
         records::versions,
         records::version,
         records::export_md,
@@ -95,6 +98,11 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
             name = "meeting",
             description = "The meeting, which the server keeps in the review's discussion document: \
             the timebox, the agenda, action items, the read count and the blameless-language hints."
+        ),
+        (
+            name = "actions",
+            description = "Action items across reviews: the list behind the action items page, \
+            and moving an item's status, recorded with who and when."
         ),
         (
             name = "records",
@@ -637,6 +645,12 @@ pub(super) struct ActionItem {
     created_at: f64,
     /// The last write (creation or change), milliseconds since the Unix epoch.
     updated_at: f64,
+    /// Who set each status and when, oldest first: the status it was added with, then each
+    /// change (the first entry and the latest 19 are kept). Absent on items added before
+    /// statuses were recorded.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    history: Vec<StatusChange>,
 }
 
 /// The review in an export.
@@ -812,7 +826,7 @@ mod tests {
             due: None,
             status: ActionStatus::Open,
         };
-        let action = ok(agenda::add_action(&doc, &input));
+        let action = ok(agenda::add_action(&doc, &input, "Ann"));
         let _: ActionItem = shape("an action item", &action);
         let parts = export::Parts {
             review: ReviewRecord {
@@ -861,6 +875,6 @@ mod tests {
             .values()
             .map(|path| path.as_object().map_or(0, |methods| methods.len()))
             .sum();
-        assert_eq!(operations, 36);
+        assert_eq!(operations, 39);
     }
 }

@@ -286,6 +286,18 @@ impl Requirement for WritesActions {
     }
 }
 
+/// Someone who may move an action item's status: anyone but observers, from review on (closed
+/// reviews included).
+#[derive(Debug, Clone, Copy)]
+pub struct MovesActions;
+
+impl Requirement for MovesActions {
+    fn check<A>(_: &ApiState, you: &Session<A>) -> Result<(), ApiError> {
+        meeting::may_move_actions(you.session.role, you.review.phase)?;
+        Ok(())
+    }
+}
+
 /// The review named by the path's `id`.
 #[derive(Deserialize)]
 struct ReviewId {

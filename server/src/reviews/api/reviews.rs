@@ -12,12 +12,14 @@ use debrief_proto::schema::{document_name, DocKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::actions::counts as action_counts;
 use super::documents::{on_discussion, reauthorize};
 use super::openapi::{self, said};
 use super::records::pin_version;
 use super::request::{ApiPath, ClientAddr, JsonBody, JsonOrEmpty, MayCreate, Member, Session};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
+use crate::reviews::actions::ActionCounts;
 use crate::reviews::anonymous::{release, Anonymity};
 use crate::reviews::basics::now_ms;
 use crate::reviews::fields::{validate_date, validate_severity, validate_title};
@@ -221,6 +223,8 @@ pub(super) struct ReviewView {
     anonymous: AnonymousSettings,
     /// How many sessions marked the report read (each once).
     read_count: u64,
+    /// How many of its action items are done ("3 of 5 actions done").
+    actions: ActionCounts,
     /// The server's clock when it answered, milliseconds since the Unix epoch (for timers).
     server_time: u64,
     /// The session the review is read through; absent when creating it.
@@ -230,7 +234,12 @@ pub(super) struct ReviewView {
 }
 
 impl ReviewView {
-    fn new(state: &ApiState, review: &ReviewRecord, you: Option<&SessionRecord>) -> Self {
+    fn new(
+        state: &ApiState,
+        review: &ReviewRecord,
+        you: Option<&SessionRecord>,
+        actions: ActionCounts,
+    ) -> Self {
         let counts = state.reviews.counts(&review.id);
         let count = |r: Role| counts.get(&r).copied().unwrap_or(0);
         ReviewView {
@@ -258,6 +267,7 @@ impl ReviewView {
                 posters: PhaseCounts::new(|phase| Anonymity::posters(&counts, phase)),
             },
             read_count: state.records.published_read_count(&review.id),
+            actions,
             server_time: now_ms(),
             you: you.map(|s| You {
                 role: s.role,
@@ -275,8 +285,9 @@ impl ReviewView {
 pub(super) struct ReviewWithYou(ReviewView);
 
 impl ReviewWithYou {
-    fn new(state: &ApiState, review: &ReviewRecord, you: &SessionRecord) -> Self {
-        ReviewWithYou(ReviewView::new(state, review, Some(you)))
+    async fn new(state: &ApiState, review: &ReviewRecord, you: &SessionRecord) -> Self {
+        let actions = action_counts(state, &review.id).await;
+        ReviewWithYou(ReviewView::new(state, review, Some(you), actions))
     }
 }
 
@@ -550,8 +561,9 @@ pub(super) async fn create(
         .await?;
     let created = state.reviews.insert(id, new).await?;
     tracing::info!(review = %created.review.id, "review created");
+    state.actions.fill_empty(&created.review.id);
     let body = CreateResponse {
-        review: ReviewView::new(&state, &created.review, None),
+        review: ReviewView::new(&state, &created.review, None, ActionCounts::default()),
         invites: Invites::new(&created.invites),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -715,7 +727,7 @@ pub(super) async fn join(
     }
     let body = JoinResponse {
         session: token,
-        review: ReviewWithYou::new(&state, &review, &session),
+        review: ReviewWithYou::new(&state, &review, &session).await,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -744,7 +756,7 @@ pub(super) async fn read(
     State(state): State<Arc<ApiState>>,
     you: Session<Member>,
 ) -> Json<ReviewWithYou> {
-    Json(ReviewWithYou::new(&state, &you.review, &you.session))
+    Json(ReviewWithYou::new(&state, &you.review, &you.session).await)
 }
 
 /// The phase to move to: the review's next one.
@@ -833,7 +845,7 @@ pub(super) async fn move_phase(
     let (review, changed) = moved?;
     if !changed && to == Phase::Draft {
         // Nothing ever follows from being in draft.
-        return Ok(Json(ReviewWithYou::new(&state, &review, &session)));
+        return Ok(Json(ReviewWithYou::new(&state, &review, &session).await));
     }
     if changed {
         tracing::info!(review = %id, phase = to.as_str(), "phase changed");
@@ -856,7 +868,7 @@ pub(super) async fn move_phase(
         release::release(&state.releases(), at, Some(&id), to == Phase::Closed).await;
     }
     pin_version(&state, &id, to).await?;
-    Ok(Json(ReviewWithYou::new(&state, &review, &session)))
+    Ok(Json(ReviewWithYou::new(&state, &review, &session).await))
 }
 
 /// What else rotating does; the body may be left out.

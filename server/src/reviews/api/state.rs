@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use crate::documents::peer::Credential;
 use crate::documents::registry::Registry;
+use crate::reviews::actions::ActionIndex;
 use crate::reviews::anonymous::release::Releases;
 use crate::reviews::anonymous::Anonymity;
 use crate::reviews::records::Records;
 use crate::reviews::sessions::Reviews;
+use crate::reviews::trackers::Trackers;
 
 /// The state of every review API handler.
 #[derive(Debug)]
@@ -23,6 +25,10 @@ pub struct ApiState {
     pub records: Arc<Records>,
     /// Secret needed to create a review, if any.
     pub creation_secret: Option<Credential>,
+    /// Every review's action items, for the action items page.
+    pub actions: Arc<ActionIndex>,
+    /// Patterns that turn issue keys into tracker links.
+    pub trackers: Arc<Trackers>,
 }
 
 impl ApiState {

@@ -348,6 +348,15 @@ impl Reviews {
         Ok((session, review))
     }
 
+    /// The session of `token` and its review, whichever review it is (the action items page asks
+    /// with every session a browser holds); `None` for a token that is no session.
+    pub fn by_token(&self, token: &str) -> Option<(SessionRecord, ReviewRecord)> {
+        let state = self.lock();
+        let session = state.sessions.get(&hash(token))?.clone();
+        let review = state.reviews.get(&session.review)?.clone();
+        Some((session, review))
+    }
+
     /// Serialises the phase moves of one review (see the API's phase handler); other reviews'
     /// moves go on meanwhile, even while this one waits for its documents to flush.
     pub async fn phase_lock(&self, review: &str) -> tokio::sync::OwnedMutexGuard<()> {
