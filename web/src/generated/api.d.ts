@@ -2106,7 +2106,7 @@ export interface operations {
                     "application/json": components["schemas"]["ActionItem"];
                 };
             };
-            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 characters); `invalid_link`: the link is not an http or https URL of at most 2,000 bytes without whitespace or control characters; `invalid_due`: the due day is not a calendar day written YYYY-MM-DD. */
+            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 characters); `invalid_link`: the link is neither an http or https URL with a host name (no user name or password, at most 2,000 bytes, without whitespace or control characters) nor an issue key that one of the server's tracker patterns matches whole; `invalid_due`: the due day is not a calendar day written YYYY-MM-DD. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2207,7 +2207,7 @@ export interface operations {
                     "application/json": components["schemas"]["ActionItem"];
                 };
             };
-            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 characters); `invalid_link`: the link is not an http or https URL of at most 2,000 bytes without whitespace or control characters; `invalid_due`: the due day is not a calendar day written YYYY-MM-DD. */
+            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded); `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_what`, `invalid_why`, `invalid_owner`: that text is empty once trimmed or over its length (300, 500, 100 characters); `invalid_link`: the link is neither an http or https URL with a host name (no user name or password, at most 2,000 bytes, without whitespace or control characters) nor an issue key that one of the server's tracker patterns matches whole; `invalid_due`: the due day is not a calendar day written YYYY-MM-DD. */
             400: {
                 headers: {
                     [name: string]: unknown;
