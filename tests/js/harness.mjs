@@ -555,3 +555,39 @@ export async function openAs (page, base, membership) {
     return document.querySelector('.editor .prose')?.textContent !== '' && (status?.hidden || status?.dataset.state === 'saved')
   }, null, { timeout: WAIT })
 }
+
+/**
+ * Keystroke to remote render between two pages of one report, `n` times: `writer` types a marker
+ * (" k1", " k2", … numbered per page) at its caret, and the time is taken inside the two pages on
+ * the shared system clock (performance.timeOrigin + now), from the writer's last input event of
+ * the marker to the moment the marker is in the reader's report, so the test driver's own round
+ * trips are not counted. Returns the latencies in ms, in the order typed.
+ */
+export async function typingLatencies (writer, reader, n) {
+  const clock = () => performance.timeOrigin + performance.now()
+  await writer.evaluate(`if (window.__marks === undefined) {
+    window.__marks = 0
+    document.addEventListener('beforeinput', () => { window.__lastInput = (${clock})() }, true)
+  }`)
+  await reader.evaluate(`if (window.__seen === undefined) {
+    window.__seen = {}
+    const report = document.querySelector('.editor .prose')
+    // Only the nodes that changed are read: reading the whole report would cost more in a
+    // report with more highlights, and the figure is what the app costs.
+    new MutationObserver((records) => {
+      const at = (${clock})()
+      for (const r of records) {
+        for (const m of r.target.textContent.match(/ k[0-9]+/g) ?? []) if (!(m in window.__seen)) window.__seen[m] = at
+      }
+    }).observe(report, { subtree: true, childList: true, characterData: true })
+  }`)
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const mark = ` k${await writer.evaluate(() => ++window.__marks)}`
+    await writer.keyboard.type(mark)
+    const typedAt = await writer.evaluate(() => window.__lastInput)
+    await reader.waitForFunction((m) => m in window.__seen, mark, { timeout: WAIT })
+    out.push(await reader.evaluate((m) => window.__seen[m], mark) - typedAt)
+  }
+  return out
+}

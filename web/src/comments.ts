@@ -12,14 +12,27 @@ import { api, ApiError, type HeldItem, type Review, type ThreadView } from './ap
 import type { Comment, Thread } from './discussion'
 import { anonymityNotice, anonymousError, fleeting, keep, moreMenu } from './anonymous'
 import { h, notice, onNextFrame, reconcile, replace } from './dom'
-import { isWritable, type Highlight } from './editor'
+import { highlightKey, isWritable, type Highlight } from './editor'
 import type { Membership } from './store'
+import { count } from './debug'
 
 const MAX_QUOTE = 500
+
+/**
+ * How long the report must go unchanged before the cards beside it follow their text: placing
+ * them reads where every anchor is on the screen, which costs in proportion to the number of
+ * threads, so it is not done on each keystroke (issue 17).
+ */
+const CARDS_SETTLE_MS = 150
+/** While someone types without a pause, the cards still follow their text this often. */
+const CARDS_MAX_WAIT_MS = 1000
 
 type Mapping = Parameters<typeof relativePositionToAbsolutePosition>[3]
 
 interface Binding { mapping: Mapping, type: Y.XmlFragment, doc: Y.Doc }
+
+/** An anchor's two ends, decoded once per thread. */
+interface Ends { start: Y.RelativePosition, end: Y.RelativePosition }
 
 function binding (state: EditorState): Binding | null {
   const s = ySyncPluginKey.getState(state) as { binding?: Binding | null } | undefined
@@ -55,6 +68,22 @@ export class CommentsPanel {
   private editor: Editor | null = null
   private active: string | null = null
   private readonly cards = new Map<string, { card: HTMLElement, body: HTMLElement, json: string }>()
+  /**
+   * The threads, sorted, read out of the discussion document once per change of it: nothing that
+   * happens on a keystroke serialises them (issue 17). Null: to be read again.
+   */
+  private threadList: Thread[] | null = null
+  /** Counts the changes of the threads, so that what was drawn for them can tell it is current. */
+  private version = 0
+  /** Each anchored thread's decoded ends, keyed by thread id (with the anchor they were decoded from). */
+  private readonly ends = new Map<string, { anchor: NonNullable<Thread['anchor']>, ends: Ends | null }>()
+  /** The open anchors' ranges, resolved once per report state, threads and active thread. */
+  private located: { doc: EditorState['doc'], version: number, active: string | null, ranges: Highlight[], byId: Map<string, Highlight> } | null = null
+  /** What the cards' bodies and the highlights were last drawn for. */
+  private drawn = { version: -1, active: null as string | null }
+  /** The timers that let the cards follow their text once typing pauses. */
+  private settle: number | null = null
+  private settleSince: number | null = null
   /** Threads with an edit box open: their body is not redrawn until it closes. */
   private readonly editing = new Set<string>()
   private readonly anchored: HTMLElement
@@ -91,13 +120,18 @@ export class CommentsPanel {
       h('section', { 'aria-label': 'General comments' }, h('h3', {}, 'General'), this.general, newGeneral),
       h('section', { 'aria-label': 'Comments on deleted text' }, this.orphaned),
       this.resolved)
-    o.discussion.getMap('threads').observeDeep(() => { this.schedule() })
+    o.discussion.getMap('threads').observeDeep(() => {
+      this.threadList = null
+      this.version++
+      this.schedule()
+    })
     this.schedule()
   }
 
   attach (editor: Editor): void {
     this.editor = editor
-    editor.on('update', () => { this.schedule() })
+    // The cards follow their text once the report stops changing (see CARDS_SETTLE_MS).
+    editor.on('update', () => { this.placeSoon() })
     editor.view.dom.addEventListener('click', (e) => {
       const target = (e.target as HTMLElement).closest('[data-thread]')
       const id = target?.getAttribute('data-thread')
@@ -109,39 +143,95 @@ export class CommentsPanel {
 
   /** Stops following the window and the cards (the screen is rebuilt). */
   destroy (): void {
+    if (this.settle !== null) window.clearTimeout(this.settle)
     window.removeEventListener('resize', this.onResize)
     this.resized.disconnect()
     this.editor = null
   }
 
+  /** The threads, oldest first; the same array (and objects) until the threads change. */
   threads (): Thread[] {
-    const json = this.o.discussion.getMap('threads').toJSON() as Record<string, Thread>
-    return Object.values(json).sort((a, b) => a.createdAt - b.createdAt)
+    if (this.threadList === null) {
+      count('threads-read')
+      const json = this.o.discussion.getMap('threads').toJSON() as Record<string, Thread>
+      this.threadList = Object.values(json).sort((a, b) => a.createdAt - b.createdAt)
+    }
+    return this.threadList
   }
 
-  /** The anchors' current ranges in the report, for highlighting. */
+  /**
+   * The open anchors' current ranges in the report state `state`, for highlighting. Resolved from
+   * the anchors (Yjs relative positions) through the sync plugin's mapping, so `state` must be
+   * the one the shared document holds; resolved once per state, threads and active thread.
+   */
   ranges (state: EditorState): Highlight[] {
+    return this.resolveAll(state).ranges
+  }
+
+  private resolveAll (state: EditorState): { ranges: Highlight[], byId: Map<string, Highlight> } {
+    const threads = this.threads()
+    const r = this.located
+    if (r && r.doc === state.doc && r.version === this.version && r.active === this.active) return r
+    const ranges: Highlight[] = []
+    const byId = new Map<string, Highlight>()
     const b = binding(state)
-    if (!b) return []
-    const out: Highlight[] = []
-    for (const t of this.threads()) {
-      if (!t.anchor || t.resolved) continue
-      const r = this.resolve(t, b)
-      if (r) out.push({ id: t.id, from: r.from, to: r.to, active: t.id === this.active })
+    if (b) {
+      for (const t of threads) {
+        if (!t.anchor || t.resolved) continue
+        const at = this.resolve(t, b)
+        if (!at) continue
+        const range = { id: t.id, from: at.from, to: at.to, active: t.id === this.active }
+        ranges.push(range)
+        byId.set(t.id, range)
+      }
     }
-    return out
+    this.located = { doc: state.doc, version: this.version, active: this.active, ranges, byId }
+    return this.located
+  }
+
+  /** A thread's anchor ends, decoded from their base64 text once. */
+  private endsOf (t: Thread): Ends | null {
+    if (!t.anchor) return null
+    const known = this.ends.get(t.id)
+    if (known && known.anchor.start === t.anchor.start && known.anchor.end === t.anchor.end) return known.ends
+    let ends: Ends | null = null
+    try {
+      ends = { start: Y.decodeRelativePosition(fromBase64(t.anchor.start)), end: Y.decodeRelativePosition(fromBase64(t.anchor.end)) }
+    } catch {
+      ends = null
+    }
+    this.ends.set(t.id, { anchor: t.anchor, ends })
+    return ends
   }
 
   private resolve (t: Thread, b: Binding): { from: number, to: number } | null {
-    if (!t.anchor) return null
+    const ends = this.endsOf(t)
+    if (!ends) return null
+    count('anchors-resolved')
     try {
-      const from = relativePositionToAbsolutePosition(b.doc, b.type, Y.decodeRelativePosition(fromBase64(t.anchor.start)), b.mapping)
-      const to = relativePositionToAbsolutePosition(b.doc, b.type, Y.decodeRelativePosition(fromBase64(t.anchor.end)), b.mapping)
+      const from = relativePositionToAbsolutePosition(b.doc, b.type, ends.start, b.mapping)
+      const to = relativePositionToAbsolutePosition(b.doc, b.type, ends.end, b.mapping)
       if (from === null || to === null || to <= from) return null
       return { from, to }
     } catch {
       return null
     }
+  }
+
+  /**
+   * Lets the cards follow their text once the report has not changed for CARDS_SETTLE_MS, or at
+   * the latest CARDS_MAX_WAIT_MS after the first change that moved nothing yet.
+   */
+  private placeSoon (): void {
+    const now = performance.now()
+    this.settleSince ??= now
+    if (this.settle !== null) window.clearTimeout(this.settle)
+    const wait = Math.min(CARDS_SETTLE_MS, Math.max(0, this.settleSince + CARDS_MAX_WAIT_MS - now))
+    this.settle = window.setTimeout(() => {
+      this.settle = null
+      this.settleSince = null
+      this.schedule()
+    }, wait)
   }
 
   /**
@@ -230,10 +320,8 @@ export class CommentsPanel {
     const card = this.cards.get(id)?.card
     card?.focus()
     const editor = this.editor
-    const t = this.threads().find((x) => x.id === id)
-    if (scrollEditor && editor && t) {
-      const b = binding(editor.state)
-      const r = b && this.resolve(t, b)
+    if (scrollEditor && editor) {
+      const r = this.resolveAll(editor.state).byId.get(id)
       if (r) {
         editor.view.dispatch(editor.state.tr.setSelection(TextSelection.create(editor.state.doc, r.from, r.to)).scrollIntoView())
       }
@@ -262,42 +350,64 @@ export class CommentsPanel {
     const editor = this.editor
     // A redraw asked for just before the screen was rebuilt (a phase change) has nothing to do.
     if (editor?.isDestroyed) return
-    // Redraw highlights (their plugin reads this panel).
-    if (editor) editor.view.dispatch(editor.state.tr.setMeta('debrief-highlights', true))
+    count('cards-placed')
     const threads = this.threads()
+    const changed = this.drawn.version !== this.version
+    // Redraw the highlights (their plugin asks this panel) when the threads or the active one changed.
+    if (editor && (changed || this.drawn.active !== this.active)) editor.view.dispatch(editor.state.tr.setMeta(highlightKey, true))
+    this.drawn = { version: this.version, active: this.active }
     const b = editor ? binding(editor.state) : null
+    const ranges = editor ? this.resolveAll(editor.state).byId : new Map<string, Highlight>()
     const open = threads.filter((t) => !t.resolved)
     const done = threads.filter((t) => t.resolved)
-    const placed: { top: number, card: HTMLElement }[] = []
+    const placed: { id: string, from: number, top: number, card: HTMLElement }[] = []
     const view = editor && !editor.isDestroyed ? editor.view : null
     const general: HTMLElement[] = []
     const orphaned: HTMLElement[] = []
     const seen = new Set<string>()
     for (const t of open) {
       seen.add(t.id)
-      const card = this.card(t)
-      const range = b && t.anchor ? this.resolve(t, b) : null
+      const card = this.card(t, changed)
+      const range = b && t.anchor ? ranges.get(t.id) : undefined
       card.classList.toggle('orphan', Boolean(t.anchor) && !range && Boolean(b))
       if (!t.anchor) general.push(card)
-      else if (range && view) {
-        const top = view.coordsAtPos(range.from).top - this.anchored.getBoundingClientRect().top
-        placed.push({ top, card })
-      } else orphaned.push(card)
+      else if (range && view) placed.push({ id: t.id, from: range.from, top: 0, card })
+      else orphaned.push(card)
+    }
+    // Where each card's text is: read before anything on the page is changed, so the layout is
+    // computed once, not once per card.
+    if (view && placed.length > 0) {
+      const origin = this.anchored.getBoundingClientRect().top
+      // The highlight's first piece says where its text starts; a thread whose highlight is not
+      // drawn (yet) asks the editor.
+      const starts = new Map<string, Element>()
+      for (const el of view.dom.querySelectorAll('[data-thread]')) {
+        const id = el.getAttribute('data-thread')
+        if (id !== null && !starts.has(id)) starts.set(id, el)
+      }
+      for (const p of placed) {
+        const el = starts.get(p.id)
+        p.top = (el ? el.getBoundingClientRect().top : view.coordsAtPos(p.from).top) - origin
+      }
     }
     placed.sort((x, y) => x.top - y.top)
     // Cards already in place are not moved: a reply being typed keeps its focus when a batch of
     // anonymous items lands.
     reconcile(this.anchored, placed.map((p) => p.card))
+    // Every height is read before any card is moved, for the same reason.
+    const heights = placed.map((p) => p.card.offsetHeight)
     let bottom = 0
-    for (const p of placed) {
+    placed.forEach((p, i) => {
       const top = Math.max(p.top, bottom)
-      p.card.style.top = `${top}px`
-      bottom = top + p.card.offsetHeight + 8
-    }
-    this.anchored.style.height = `${bottom}px`
+      const px = `${top}px`
+      if (p.card.style.top !== px) p.card.style.top = px
+      bottom = top + (heights[i] ?? 0) + 8
+    })
+    const height = `${bottom}px`
+    if (this.anchored.style.height !== height) this.anchored.style.height = height
     reconcile(this.general, general)
     reconcile(this.orphaned, orphaned.length > 0 ? [this.orphanedTitle, ...orphaned] : [])
-    const resolvedCards = done.map((t) => { seen.add(t.id); return this.card(t) })
+    const resolvedCards = done.map((t) => { seen.add(t.id); return this.card(t, changed) })
     this.resolvedSummary.textContent = `Resolved (${done.length})`
     reconcile(this.resolved, [this.resolvedSummary, ...resolvedCards])
     this.resolved.hidden = done.length === 0
@@ -307,10 +417,14 @@ export class CommentsPanel {
     }
   }
 
-  /** A thread's card; its body is redrawn only when the thread changed, so a reply being typed survives. */
-  private card (t: Thread): HTMLElement {
-    const json = JSON.stringify(t)
+  /**
+   * A thread's card; its body is redrawn only when the thread changed, so a reply being typed
+   * survives. Whether it did is looked at only when the threads changed (`changed`).
+   */
+  private card (t: Thread, changed: boolean): HTMLElement {
     let entry = this.cards.get(t.id)
+    if (entry && !changed && entry.json !== '') return entry.card
+    const json = JSON.stringify(t)
     if (!entry) {
       const body = h('div', {})
       const card = h('article', { class: 'thread card', tabindex: -1, 'data-thread-card': t.id, 'aria-label': 'Comment thread' }, body, this.replyForm(t.id))

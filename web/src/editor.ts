@@ -7,37 +7,131 @@ import { Editor, Extension } from '@tiptap/core'
 import StarterKit from '@tiptap/starter-kit'
 import Collaboration from '@tiptap/extension-collaboration'
 import { Plugin, PluginKey, type EditorState } from '@tiptap/pm/state'
+import { Mapping, StepMap, type Mappable } from '@tiptap/pm/transform'
 import { ySyncPluginKey, yCursorPlugin } from '@tiptap/y-tiptap'
 import { Decoration, DecorationSet, type DecorationAttrs, type EditorView } from '@tiptap/pm/view'
 import type { HocuspocusProvider } from '@hocuspocus/provider'
 import { h } from './dom'
 import { blamelessHints } from './hints'
 import { templateGuidance } from './guidance'
+import { count } from './debug'
 
 /** A highlighted range of the report (a comment's anchor). */
 export interface Highlight { id: string, from: number, to: number, active: boolean }
 
-export const highlightKey = new PluginKey('debrief-highlights')
+export const highlightKey = new PluginKey<HighlightState>('debrief-highlights')
 
-/** Decorates the ranges `ranges(state)` returns; recomputed on every state change. */
+/**
+ * The highlights drawn (`set`), the ranges they draw (`ranges`, in the order `ranges(state)` gives
+ * them), and whether they were moved with an edit of this page (`moved`) rather than resolved
+ * from the anchors: such a set is checked against the anchors once the edit is in the shared
+ * document.
+ */
+interface HighlightState { set: DecorationSet, ranges: Highlight[], moved: boolean }
+
+/** One highlight's decoration. */
+function highlightDecoration (r: Highlight): Decoration {
+  return Decoration.inline(r.from, r.to, {
+    class: r.active ? 'anchor active' : 'anchor',
+    'data-thread': r.id
+  }, {
+    // An anchor's ends are Yjs positions that keep to the character on their left (y-tiptap makes
+    // them with assoc -1): text typed at the start of a highlight joins it, text typed at its end
+    // does not. `moveRanges` moves the ranges the same way.
+    inclusiveStart: true,
+    inclusiveEnd: false
+  })
+}
+
+/**
+ * `ranges` moved through `mapping` as ProseMirror moves their decorations (both ends keep to the
+ * left, as inclusiveStart and not inclusiveEnd say); a range that closes up is dropped.
+ */
+function moveRanges (ranges: Highlight[], mapping: Mappable): Highlight[] {
+  const out: Highlight[] = []
+  for (const r of ranges) {
+    const from = mapping.map(r.from, -1)
+    const to = mapping.map(r.to, -1)
+    if (from < to) out.push({ ...r, from, to })
+  }
+  return out
+}
+
+function sameRanges (a: Highlight[], b: Highlight[]): boolean {
+  if (a.length !== b.length) return false
+  return a.every((r, i) => {
+    const o = b[i]
+    return o !== undefined && r.id === o.id && r.from === o.from && r.to === o.to && r.active === o.active
+  })
+}
+
+/**
+ * Decorates the comments' anchors, which `ranges(state)` resolves from the shared document. Issue
+ * 17: typing must not cost more in a review with many comments, so nothing here reads the threads
+ * on a keystroke, and the decorations of paragraphs a change did not touch are kept (ProseMirror
+ * then compares nothing there):
+ * - a change from the shared document (another person's edit, the first render) resolves every
+ *   anchor against it; when the result is where the highlights land by moving them over the one
+ *   range in which the two documents differ, the moved set is kept, otherwise a new one is made;
+ * - this page's own edit is not in the shared document yet when its transaction is applied (the
+ *   sync plugin writes it there afterwards), so the highlights move with the edit, and once it is
+ *   written (a microtask later, before anything is painted) the anchors are resolved and the
+ *   highlights replaced if they differ (an edit across a highlight's end, a paragraph split in it);
+ * - `tr.setMeta(highlightKey, true)` resolves again (the threads or the active one changed);
+ * - anything else (a caret, a selection, someone's presence) keeps the set as it is.
+ * What is drawn is therefore always what the anchors say once a change is in the shared document.
+ */
 function highlights (ranges: (state: EditorState) => Highlight[]): Extension {
+  const fresh = (state: EditorState): Highlight[] => {
+    const size = state.doc.content.size
+    return ranges(state).filter((r) => r.from < r.to && r.to <= size)
+  }
+  const made = (state: EditorState, drawn: Highlight[]): HighlightState => {
+    count('highlights-made')
+    return { set: DecorationSet.create(state.doc, drawn.map(highlightDecoration)), ranges: drawn, moved: false }
+  }
+  /** Another person's change: the old highlights moved over the range the documents differ in, if that is where the anchors are. */
+  const remote = (old: HighlightState, before: EditorState, after: EditorState): HighlightState => {
+    const drawn = fresh(after)
+    const start = before.doc.content.findDiffStart(after.doc.content)
+    if (start === null) return sameRanges(drawn, old.ranges) ? { ...old, moved: false } : made(after, drawn)
+    const end = before.doc.content.findDiffEnd(after.doc.content)
+    let endA = end?.a ?? before.doc.content.size
+    let endB = end?.b ?? after.doc.content.size
+    const overlap = start - Math.min(endA, endB)
+    if (overlap > 0) { endA += overlap; endB += overlap }
+    const map = new StepMap([start, endA - start, endB - start])
+    if (!sameRanges(drawn, moveRanges(old.ranges, map))) return made(after, drawn)
+    return { set: old.set.map(new Mapping([map]), after.doc), ranges: drawn, moved: false }
+  }
   return Extension.create({
     name: 'debriefHighlights',
     addProseMirrorPlugins () {
-      return [new Plugin({
+      return [new Plugin<HighlightState>({
         key: highlightKey,
-        props: {
-          decorations (state) {
-            const size = state.doc.content.size
-            const decos = ranges(state)
-              .filter((r) => r.from < r.to && r.to <= size)
-              .map((r) => Decoration.inline(r.from, r.to, {
-                class: r.active ? 'anchor active' : 'anchor',
-                'data-thread': r.id
-              }))
-            return DecorationSet.create(state.doc, decos)
+        state: {
+          init: (_, state) => made(state, fresh(state)),
+          apply: (tr, old, before, after) => {
+            const asked = tr.getMeta(highlightKey) as HighlightState | true | undefined
+            if (asked === true) return made(after, fresh(after))
+            if (asked !== undefined) return asked
+            if (!tr.docChanged) return old
+            if (tr.getMeta(ySyncPluginKey) !== undefined) return remote(old, before, after)
+            return { set: old.set.map(tr.mapping, tr.doc), ranges: moveRanges(old.ranges, tr.mapping), moved: true }
           }
-        }
+        },
+        props: { decorations: (state) => highlightKey.getState(state)?.set },
+        view: () => ({
+          update: (view, previous) => {
+            if (view.state.doc === previous.doc || highlightKey.getState(view.state)?.moved !== true) return
+            queueMicrotask(() => {
+              const now = highlightKey.getState(view.state)
+              if (view.isDestroyed || now?.moved !== true) return
+              const drawn = fresh(view.state)
+              if (!sameRanges(drawn, now.ranges)) view.dispatch(view.state.tr.setMeta(highlightKey, made(view.state, drawn)))
+            })
+          }
+        })
       })]
     }
   })

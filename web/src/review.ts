@@ -16,6 +16,7 @@ import { createEditor, setWritable, toolbar } from './editor'
 import { flagReview, undismissed } from './hints'
 import { abilities, nextStep, PHASE_HELP, PHASE_NAMES, phaseMeaning, reportExplanation, ROLE_HELP } from './rules'
 import { memory, type Membership } from './store'
+import { count } from './debug'
 
 const COLORS = ['#b4541a', '#1f6feb', '#8250df', '#1a7f37', '#bf3989', '#9a6700', '#0a7ea4', '#cf222e']
 
@@ -454,6 +455,9 @@ class ReviewScreen {
     replace(this.controls, move ?? null, links, status)
   }
 
+  /** The people the presence list shows, as `renderPresence` compares them. */
+  private presenceShown = ''
+
   private renderPresence (): void {
     const states = this.report?.awareness?.getStates()
     if (!states) return
@@ -464,6 +468,12 @@ class ReviewScreen {
       const color = typeof user?.color === 'string' && /^#[0-9a-fA-F]{6}$/.test(user.color) ? user.color : '#888888'
       if (typeof user?.name === 'string') people.set(user.name, color)
     }
+    // Awareness changes with every caret move; the list is redrawn only when who is here (or
+    // their colour) changed, so typing does not cost more with more people present (issue 17).
+    const shown = JSON.stringify([...people])
+    if (shown === this.presenceShown) return
+    this.presenceShown = shown
+    count('presence-drawn')
     replace(this.presenceEl, ...[...people].map(([name, color]) =>
       h('li', {}, h('span', { class: 'dot', style: `background:${color}`, 'aria-hidden': 'true' }), name)))
   }
