@@ -285,18 +285,29 @@ test('text typed at either end of a highlight, or a paragraph split in it: the h
     // paragraph, Yjs decides where the anchor is (the split rewrites the paragraph's text).
     await caretAt(writer.page, 'Ybeta', 'end')
     await writer.page.keyboard.press('Enter')
-    await until('the copy to hold the split', () => report.doc.getXmlFragment('default').toArray().filter((b) => b.nodeName === 'paragraph').length === 3, [[report.doc, 'update']])
+    await until('the copy to hold the split', () => report.doc.getXmlFragment('default').toString().includes('<paragraph>Alpha Ybeta</paragraph><paragraph> gammaX delta.</paragraph>'), [[report.doc, 'update']])
     const split = anchoredText(report.doc, discussion.doc, id)
+    // The split rewrote the rest of the paragraph as new text, so the anchor's end, which kept to
+    // the "a" of "gamma", now keeps to where that text was taken out: the end of "Alpha Ybeta".
+    assert.equal(split, 'Ybeta')
+    /** Waits until `page` shows the split: "Alpha Ybeta" and " gammaX delta." as paragraphs one after the other. */
+    const showsSplit = (page) => page.waitForFunction(() => {
+      const texts = Array.from(document.querySelectorAll('.editor .prose p')).map((p) => {
+        const copy = p.cloneNode(true)
+        for (const caret of copy.querySelectorAll('.collaboration-carets__caret')) caret.remove()
+        return copy.textContent
+      })
+      const i = texts.indexOf('Alpha Ybeta')
+      return i >= 0 && texts[i + 1] === ' gammaX delta.'
+    }, null, { timeout: WAIT })
     for (const p of [writer, reader]) {
-      await p.page.waitForFunction(() => document.querySelectorAll('.editor .prose p').length === 3, null, { timeout: WAIT })
+      await showsSplit(p.page)
       assert.equal(await highlighted(p.page, id), split)
     }
     await waitStatus(writer.page, 'saved')
     for (const p of [writer, reader]) {
       await p.page.reload()
-      await p.page.waitForFunction(() => document.querySelectorAll('.editor .prose p').length === 3, null, { timeout: WAIT }).catch(async (e) => {
-        throw new Error(`${e.message} ${p === writer ? 'writer' : 'reader'}: ${await p.page.evaluate(() => document.querySelector('.editor .prose')?.outerHTML ?? document.body.innerText)}`)
-      })
+      await showsSplit(p.page)
       await waitText(p.page, '.thread', 'Which gamma?')
       assert.equal(await highlighted(p.page, id), split)
     }
