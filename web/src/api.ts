@@ -27,6 +27,10 @@ export type ThreadView = Schemas['Thread']
 export type Anchor = Schemas['Thread']['anchor']
 export type TimerRequest = Schemas['TimerRequest']
 export type ActionInput = Schemas['ActionInput']
+export type ActionStatus = Schemas['ActionStatus']
+export type ActionList = Schemas['ActionList']
+export type ListedAction = Schemas['ListedAction']
+export type ActionSearch = Schemas['ActionSearch']
 
 export const ROLES: readonly Role[] = ['facilitator', 'author', 'participant', 'observer']
 export const PHASES: readonly Phase[] = ['draft', 'review', 'meeting', 'closed']
@@ -124,6 +128,10 @@ export const api = {
     call<Schemas['ActionItem']>('POST', `${at(id)}/actions`, input, session),
   updateAction: (id: string, session: string, action: string, input: ActionInput) =>
     call<Schemas['ActionItem']>('PATCH', `${at(id)}/actions/${encodeURIComponent(action)}`, input, session),
+  /** Action items across every review these sessions belong to, and the published ones. */
+  searchActions: (search: ActionSearch) => call<ActionList>('POST', '/api/actions/search', search),
+  moveAction: (id: string, session: string, action: string, status: Schemas['ActionStatus']) =>
+    call<Schemas['ActionItem']>('POST', `${at(id)}/actions/${encodeURIComponent(action)}/status`, { status } satisfies Schemas['StatusRequest'], session),
   markRead: (id: string, session: string) =>
     call<Schemas['ReadResponse']>('POST', `${at(id)}/read`, {}, session),
   settings: (id: string, session: string, hints: boolean) =>

@@ -5,6 +5,7 @@ import './style.css'
 import { api, ApiError, ROLES, type Created, type Role } from './api'
 import { h, notice, replace } from './dom'
 import { openReview } from './review'
+import { actionsScreen } from './actions-page'
 import { publicationView } from './publication'
 import { ROLE_HELP, PHASE_HELP } from './rules'
 import { memory } from './store'
@@ -81,8 +82,19 @@ function startScreen (): void {
       h('ul', { class: 'reviews' }, ...joined.map((m) => h('li', {},
         h('a', { href: `/r/${m.review}` }, m.title), ' ',
         h('span', { class: `phase phase-${m.phase}` }, m.phase), ' ',
-        h('span', { class: 'muted' }, `as ${m.role}`)))))))
+        h('span', { class: 'muted' }, `as ${m.role}`), ' ',
+        h('span', { class: 'muted action-count', 'data-review': m.review })))),
+      h('p', {}, h('a', { href: '/actions', id: 'actions-link' }, 'Action items across your reviews')))))
   app.querySelector('main')?.appendChild(librarySection())
+  if (joined.length > 0) {
+    // How many of each review's actions are done, from the server's count.
+    api.searchActions({ sessions: joined.map((m) => m.session).slice(0, 100), limit: 1 }).then((list) => {
+      for (const r of list.reviews) {
+        const slot = app.querySelector(`.action-count[data-review="${r.id}"]`)
+        if (slot && r.actions.total > 0) slot.textContent = `· ${r.actions.done} of ${r.actions.total} actions done`
+      }
+    }, () => undefined)
+  }
   title.focus()
 }
 
@@ -196,6 +208,8 @@ function route (): void {
     joinScreen()
   } else if (published?.[1]) {
     libraryScreen(published[1])
+  } else if (path === '/actions' || path === '/actions/') {
+    actionsScreen(app, header)
   } else if (review?.[1]) {
     openReview(app, review[1], header)
   } else if (path === '/' || path === '/index.html') {

@@ -361,7 +361,8 @@ export class MeetingPanel {
     const why = h('input', { id: 'action-why', maxlength: 500, required: true })
     const kind = h('select', { id: 'action-kind' }, ...['prevent', 'detect', 'mitigate', 'process'].map((k) => h('option', { value: k }, k)))
     const owner = h('input', { id: 'action-owner', maxlength: 100, required: true })
-    const link = h('input', { id: 'action-link', type: 'url', placeholder: 'https://' })
+    // A web address, or an issue key (PROJ-123) that the server's tracker patterns turn into one.
+    const link = h('input', { id: 'action-link', type: 'text', inputmode: 'url', autocomplete: 'off', placeholder: 'https://… or an issue key' })
     const due = h('input', { id: 'action-due', type: 'date' })
     const nudge = h('p', { class: 'nudge', hidden: true, role: 'status' }, 'This reads like asking people to try harder. What change to tools, defaults or process would make the mistake hard to make?')
     what.addEventListener('input', () => { nudge.hidden = !soundsLikeTryHarder(what.value) })

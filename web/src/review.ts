@@ -102,6 +102,8 @@ class ReviewScreen {
   private headObserver: ResizeObserver | null = null
   private readonly presenceEl = h('ul', { class: 'presence', 'aria-label': 'Who is here' })
   private readonly phaseEl = h('span', { class: 'phase' })
+  /** "3 of 5 actions done", linking to the action items page; live from the discussion. */
+  private readonly actionsEl = h('a', { href: '/actions', class: 'actions-count', id: 'actions-count' })
   private readonly banner = h('div', { class: 'banner', hidden: true })
   private readonly controls = h('div', { class: 'controls' })
   private poll: number | null = null
@@ -154,7 +156,9 @@ class ReviewScreen {
         h('span', { class: 'head-end' }, this.presentToggle, this.statusEl)),
       h('div', { class: 'meta-row' },
         h('span', { class: 'muted you' }, `You are ${this.m.name}, ${this.m.role}`),
+        this.actionsEl,
         this.presenceEl, this.timerSlot))
+    this.showActions(this.review.actions.done, this.review.actions.total)
     replace(this.app, this.header(), head,
       h('div', { class: 'review-info' }, this.phaseBar, this.nextStepEl, this.controls),
       this.banner, layout)
@@ -183,6 +187,11 @@ class ReviewScreen {
       if (meetingMap.get('people') === people) return
       people = meetingMap.get('people')
       api.review(this.m.review, this.m.session).then((r) => { this.review = { ...this.review, participants: r.participants, anonymous: r.anonymous } }, () => undefined)
+    })
+    const actionsMap = discussion.document.getMap('actions')
+    actionsMap.observeDeep(() => {
+      const all = Object.values(actionsMap.toJSON() as Record<string, { status?: string }>)
+      this.showActions(all.filter((a) => a.status === 'done').length, all.length)
     })
     discussion.document.getMap('review').observe(() => {
       const phase = discussion.document.getMap('review').get('phase')
@@ -313,6 +322,10 @@ class ReviewScreen {
     if (active) url.searchParams.set('present', '')
     else url.searchParams.delete('present')
     history.replaceState(null, '', url.pathname + (active ? '?present' : '') + url.hash)
+  }
+
+  private showActions (done: number, total: number): void {
+    this.actionsEl.textContent = total === 0 ? 'Action items' : `${done} of ${total} actions done`
   }
 
   private provider (name: string): HocuspocusProvider {

@@ -28,6 +28,7 @@ pub fn router(state: Arc<AppState>, api: Router) -> Router {
         .route("/join", get(crate::transport::web::shell))
         .route("/r/{id}", get(crate::transport::web::shell))
         .route("/library/{id}", get(crate::transport::web::shell))
+        .route("/actions", get(crate::transport::web::shell))
         .route("/assets/{*file}", get(crate::transport::web::asset))
         .with_state(state)
         .merge(api)
