@@ -75,7 +75,8 @@ pub(super) struct ActionQuery {
 }
 
 /// The sessions a browser holds and the filters, for `POST /api/actions/search`.
-#[derive(Debug, Deserialize, ToSchema)]
+// Not `Debug`: the tokens are secrets and must not reach a log.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ActionSearch {
     /// The session tokens this browser holds, one per review it joined (at most 100). Tokens that
