@@ -9,6 +9,7 @@ use crate::documents::access::{Authorizer, ReviewsOnly, StaticTokens};
 use crate::documents::peer::Credential;
 use crate::limits::Limits;
 use crate::reviews::trackers::Trackers;
+use crate::reviews::webhooks::{Clock, WebhookSettings};
 use crate::storage::integrity::OnDamage;
 use crate::transport::stateless::{NoCommands, StatelessHandler};
 
@@ -169,6 +170,10 @@ pub struct Config {
     pub on_damage: OnDamage,
     /// Patterns that turn issue keys into tracker links (none by default).
     pub trackers: Arc<Trackers>,
+    /// How webhook deliveries are retried and bounded.
+    pub webhooks: WebhookSettings,
+    /// The clock of webhook events and of action items' due days (tests move a manual one).
+    pub clock: Clock,
 }
 
 impl Config {
@@ -184,6 +189,8 @@ impl Config {
             anonymous_cadence: crate::limits::DEFAULT_ANONYMOUS_CADENCE,
             on_damage: OnDamage::Refuse,
             trackers: Arc::new(Trackers::default()),
+            webhooks: WebhookSettings::default(),
+            clock: Clock::system(),
         }
     }
 }

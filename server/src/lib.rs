@@ -49,6 +49,7 @@ pub use peer::ConnId;
 use reviews::anonymous::{self, Anonymity};
 use reviews::api::ApiState;
 use reviews::records::Records;
+use reviews::webhooks::{self, Webhooks};
 use storage::store::{Damage, Store, StoreError};
 pub use transport::state::AppState;
 use transport::{admission, http};
@@ -151,6 +152,7 @@ impl Server {
             config.anonymous_cadence,
         )?;
         let records = Records::open(&store)?;
+        let webhooks = Webhooks::open(&store, config.webhooks.clone(), config.clock.clone())?;
         let mut authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
             reviews: reviews.clone(),
             others: config.authorizer.clone(),
@@ -177,6 +179,7 @@ impl Server {
             creation_secret: config.creation_secret.clone(),
             actions: Arc::new(reviews::actions::ActionIndex::default()),
             trackers: config.trackers.clone(),
+            webhooks,
         });
         if !config.trackers.is_empty() {
             tracing::info!(patterns = ?config.trackers.describe(), "tracker patterns");
@@ -213,6 +216,14 @@ impl Server {
             tracker.spawn(anonymous::release::release_loop(
                 api.releases(),
                 api.records.clone(),
+                shutdown.clone(),
+            ));
+            tracker.spawn(webhooks::deliver::deliver_loop(
+                api.webhooks.clone(),
+                shutdown.clone(),
+            ));
+            tracker.spawn(webhooks::dues::scan_loop(
+                api.webhooks.clone(),
                 shutdown.clone(),
             ));
         }

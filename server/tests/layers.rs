@@ -35,7 +35,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("documents", &["limits", "metrics", "storage"]),
     ("storage", &["limits"]),
     ("ops", &["storage", "reviews"]),
-    ("config", &["limits", "storage", "documents", "transport"]),
+    // Reviews for the settings and the clock of webhooks.
+    (
+        "config",
+        &["limits", "storage", "documents", "transport", "reviews"],
+    ),
     ("metrics", &["storage"]),
     ("error", &[]),
     ("limits", &[]),

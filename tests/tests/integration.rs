@@ -21,4 +21,5 @@ mod integration {
     mod sync;
     mod unauthenticated;
     mod web_app;
+    mod webhooks;
 }

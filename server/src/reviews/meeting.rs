@@ -538,6 +538,14 @@ fn unknown_action() -> Problem {
     )
 }
 
+/// An action item as it stands, if the review has it.
+pub fn action(doc: &Doc, id: &str) -> Option<serde_json::Value> {
+    let actions = doc.get_or_insert_map(ACTIONS);
+    let txn = doc.transact();
+    let map = actions.get(&txn, id)?.cast::<MapRef>().ok()?;
+    Some(any_json(yrs::types::ToJson::to_json(&map, &txn)))
+}
+
 /// Replaces an action item's fields; a new status goes into its history, by `by`.
 pub fn update_action(doc: &Doc, id: &str, a: &ActionInput, by: &str) -> Outcome<serde_json::Value> {
     let actions = doc.get_or_insert_map(ACTIONS);

@@ -15,6 +15,8 @@
 //! - records and export: [`records`] (pinned versions, read marks, the library), [`export`]
 //!   and [`markdown`] (the one Markdown reader and writer of exports, versions and the library),
 //!   [`renaming`] (people's names replaced by roles, for publishing without them);
+//! - [`webhooks`]: events told to other systems (the outbox, signed deliveries with retries,
+//!   due days of action items);
 //! - [`api`]: the REST routes over all of the above;
 //! - shared by all: [`policy`] (the phase table: roles, phases, release modes), [`problem`]
 //!   (why a request is refused) and [`basics`] (clock, ids, locks).
@@ -37,6 +39,7 @@ pub mod report;
 pub mod sessions;
 pub mod threads;
 pub mod trackers;
+pub mod webhooks;
 
 pub use policy::{Phase, ReleaseMode, Role};
 pub use problem::{Problem, ProblemKind};

@@ -720,6 +720,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List a review's webhooks (its facilitator) or every webhook (the server's admin), each with its recent delivery attempts. */
+        get: operations["listWebhooks"];
+        put?: never;
+        /**
+         * Set up a webhook for one review (its facilitator) or for every review (the server's admin); the answer holds the only copy of its signing secret.
+         * @description The body is read first (it names the review), then the caller is checked, then `url` and `format`, then the number of hooks. For one review, the bearer is the facilitator's session token (or the server's creation secret); for every review, the server's creation secret. Deliveries are posted as JSON with `X-Debrief-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" keyed with the secret>`, `X-Debrief-Event-Id` and `X-Debrief-Event`; the body is the event (`WebhookEvent`) or, in the `slack` format, `{"text": …}`.
+         */
+        post: operations["createWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{webhook}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove a webhook with its waiting deliveries (its review's facilitator, or the server's admin).
+         * @description Takes no request body (any body is ignored).
+         */
+        delete: operations["deleteWebhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -942,6 +983,20 @@ export interface components {
         CreateReviewResponse: {
             invites: components["schemas"]["Invites"];
             review: components["schemas"]["Review"];
+        };
+        /** @description A new webhook. */
+        CreateWebhookRequest: {
+            format?: null | components["schemas"]["WebhookFormat"];
+            /** @description The review whose events it gets (the caller is its facilitator); absent or null: every review (the caller sends the server's creation secret). */
+            review?: string | null;
+            /** @description Where deliveries are posted: an `http://` or `https://` URL with a host, at most 2,000 bytes once trimmed, without credentials, whitespace or control characters. */
+            url: string;
+        };
+        /** @description A webhook just set up, with the only copy of its signing secret. */
+        CreatedWebhook: {
+            /** @description Signs every delivery (`X-Debrief-Signature`); shown only now. */
+            secret: string;
+            webhook: components["schemas"]["Webhook"];
         };
         /** @description Whether a concern was discussed. */
         DiscussedRequest: {
@@ -1519,6 +1574,66 @@ export interface components {
             at: number;
             label: components["schemas"]["VersionLabel"];
             phase: components["schemas"]["Phase"];
+        };
+        /** @description A webhook, as its owner sees it (never its secret). */
+        Webhook: {
+            /** @description The last 20 attempts, newest first. */
+            attempts: components["schemas"]["WebhookAttempt"][];
+            /**
+             * Format: int64
+             * @description When it was set up, milliseconds since the Unix epoch.
+             */
+            created_at: number;
+            format: components["schemas"]["WebhookFormat"];
+            /** @description `wh_` and 32 hex digits. */
+            id: string;
+            /** @description Its review; null: every review. */
+            review: string | null;
+            /** @description Where deliveries are posted. */
+            url: string;
+            /** @description Deliveries waiting (not yet delivered or given up). */
+            waiting: number;
+        };
+        /** @description One attempt to deliver, as its hook's owner sees it. */
+        WebhookAttempt: {
+            /**
+             * Format: int64
+             * @description When, ms since the Unix epoch.
+             */
+            at: number;
+            /** @description Whether the event was delivered (a 2xx status). */
+            delivered: boolean;
+            /** @description What went wrong without a status (connection refused, timeout, …) or the outbox was full; null otherwise. */
+            error: string | null;
+            /** @description The event's id. */
+            event_id: string;
+            /** @description The event's type. */
+            event_type: components["schemas"]["WebhookEventType"];
+            /**
+             * Format: int64
+             * @description When it is tried again, ms since the Unix epoch; null when delivered or given up.
+             */
+            next_retry: number | null;
+            /**
+             * Format: int32
+             * @description The receiver's HTTP status; null when none came.
+             */
+            status: number | null;
+        };
+        /**
+         * @description What happened, as the event's `type` says it.
+         * @enum {string}
+         */
+        WebhookEventType: "review.created" | "review.phase_changed" | "review.report_ready" | "review.meeting_starting" | "action.created" | "action.due_soon" | "action.overdue" | "action.done" | "review.published";
+        /**
+         * @description The body a hook's receiver gets.
+         * @enum {string}
+         */
+        WebhookFormat: "json" | "slack";
+        /** @description The webhooks asked for. */
+        WebhookList: {
+            /** @description Oldest first. */
+            webhooks: components["schemas"]["Webhook"][];
         };
         /** @description The session a review is seen through. */
         You: {
@@ -4873,6 +4988,254 @@ export interface operations {
                 };
             };
             /** @description `store_unavailable`: the store cannot be read; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listWebhooks: {
+        parameters: {
+            query?: {
+                /** @description The review whose webhooks to list (its facilitator's session, or the creation secret); absent: every webhook of the server (the creation secret only). */
+                review?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The webhooks, without their secrets. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description `invalid_query`: a query parameter other than `review`, or `review` given twice. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`, `invalid_token`: for one review, no valid session token; `not_admin`: for every review, the bearer is not the server's creation secret. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this; `admin_not_configured`: for every review, and the server has no creation secret. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `rate_limited`: this address sent 5 wrong creation secrets in the last minute; the `Retry-After` header says how many seconds to wait. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    createWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateWebhookRequest"];
+            };
+        };
+        responses: {
+            /** @description The webhook and its secret. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedWebhook"];
+                };
+            };
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_url`: the URL is not an http or https URL with a host, at most 2,000 bytes, without credentials or spaces; `invalid_format`: `format` is neither `json` nor `slack`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`, `invalid_token`: for one review, no valid session token; `not_admin`: for every review, the bearer is not the server's creation secret. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this; `admin_not_configured`: for every review, and the server has no creation secret. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `too_many_webhooks`: the review has 5 webhooks, or the server 20 for every review. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `body_too_large`: the request body is over 65,536 bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `rate_limited`: this address sent 5 wrong creation secrets in the last minute (here or when creating reviews); the `Retry-After` header says how many seconds to wait. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be written; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The webhook's id (`wh_` and 32 hex digits). */
+                webhook: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed; nothing more is delivered to it. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`, `invalid_token`: for a review's webhook, no valid session token; `not_admin`: for a webhook of every review, the bearer is not the server's creation secret. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this; `admin_not_configured`: a webhook of every review, and the server has no creation secret. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_webhook`: no webhook has this id; `not_found`: the path matches no route. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `rate_limited`: this address sent 5 wrong creation secrets in the last minute; the `Retry-After` header says how many seconds to wait. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be written; try again. */
             503: {
                 headers: {
                     [name: string]: unknown;

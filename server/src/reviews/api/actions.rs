@@ -27,6 +27,7 @@ use super::documents::{in_phase, read_doc};
 use super::openapi::{self, said, ActionItem};
 use super::request::{bearer, ApiPath, JsonBody, MovesActions, Session};
 use super::state::ApiState;
+use super::webhooks;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::actions::{ActionCounts, Indexed};
 use crate::reviews::basics::{day_of, now_ms};
@@ -619,14 +620,17 @@ pub(super) async fn move_status(
     let index = state.actions.clone();
     let by = you.session.name.clone();
     let review = id.clone();
-    let item = in_phase(&state, &id, statuses_open, move |doc| {
-        indexed(
+    let (before, item) = in_phase(&state, &id, statuses_open, move |doc| {
+        let before = meeting::action(doc, &action);
+        let (moved, update) = indexed(
             &index,
             &review,
             meeting::set_status(doc, &action, req.status, &by),
-        )
+        );
+        (moved.map(|item| (before, item)), update)
     })
     .await?;
+    webhooks::told(&state, &you.review, before.as_ref(), &item).await;
     Ok(Json(item))
 }
 

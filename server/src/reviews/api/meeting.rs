@@ -19,6 +19,7 @@ use super::request::{
     ApiPath, ChairsMeeting, Facilitates, JsonBody, ReadsReport, Session, WritesActions,
 };
 use super::state::ApiState;
+use super::webhooks;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::basics::now_ms;
 use crate::reviews::meeting::{
@@ -216,6 +217,7 @@ pub(super) async fn add_action(
         indexed(&index, &review, meeting::add_action(doc, &input, &by))
     })
     .await?;
+    webhooks::told(&state, &you.review, None, &item).await;
     Ok((StatusCode::CREATED, Json(item)).into_response())
 }
 
@@ -256,15 +258,18 @@ pub(super) async fn update_action(
     let input = input.validate(&state.trackers)?;
     let index = state.actions.clone();
     let review = id.clone();
-    let by = you.session.name;
-    let item = in_phase(&state, &id, actions_open, move |doc| {
-        indexed(
+    let by = you.session.name.clone();
+    let (before, item) = in_phase(&state, &id, actions_open, move |doc| {
+        let before = meeting::action(doc, &action);
+        let (changed, update) = indexed(
             &index,
             &review,
             meeting::update_action(doc, &action, &input, &by),
-        )
+        );
+        (changed.map(|item| (before, item)), update)
     })
     .await?;
+    webhooks::told(&state, &you.review, before.as_ref(), &item).await;
     Ok(Json(item))
 }
 

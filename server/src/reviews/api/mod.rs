@@ -8,7 +8,8 @@
 //! - [`anonymous`]: anonymous items, concerns, votes, keys, and their moderation;
 //! - [`meeting`]: the timebox, the agenda, action items, read marks, hints;
 //! - [`actions`]: action items across reviews, and moving their status;
-//! - [`records`]: pinned versions, exports, publishing and the library.
+//! - [`records`]: pinned versions, exports, publishing and the library;
+//! - [`webhooks`]: setting up webhooks, and the events the other handlers tell them.
 //!
 //! Beside them: [`openapi`] assembles the document, [`request`] takes every request apart once
 //! (path, JSON body, session and what its role may do), [`documents`] runs jobs on a review's documents, [`errors`] maps the
@@ -27,13 +28,14 @@ pub mod request;
 pub mod reviews;
 pub mod state;
 pub mod threads;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
 pub use self::state::ApiState;
@@ -123,6 +125,8 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         )
         .route("/api/library", get(records::library))
         .route("/api/library/{id}", get(records::library_entry))
+        .route("/api/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/api/webhooks/{webhook}", delete(webhooks::delete))
         .layer(axum::middleware::from_fn(request::json_bodies_only))
         .with_state(state)
 }

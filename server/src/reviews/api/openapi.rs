@@ -15,7 +15,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use super::{actions, anonymous, meeting, records, reviews, threads};
+use super::{actions, anonymous, meeting, records, reviews, threads, webhooks};
 use crate::reviews::meeting::{ActionKind, ActionStatus, StatusChange};
 use crate::reviews::policy::{Phase, Role};
 
@@ -78,6 +78,9 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
         records::preview,
         records::library,
         records::library_entry,
+        webhooks::create,
+        webhooks::list,
+        webhooks::delete,
     ),
     modifiers(&Bearer, &Closed),
     security(("bearer" = [])),
@@ -112,6 +115,12 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
         (
             name = "library",
             description = "Published reviews, readable and searchable without a session."
+        ),
+        (
+            name = "webhooks",
+            description = "Events told to other systems: set up by a review's facilitator for \
+            that review, or by the server's admin (the creation secret) for every review; signed, \
+            retried from a durable outbox, and listed with their recent attempts."
         ),
         (name = "meta", description = "This document."),
     )
@@ -459,6 +468,16 @@ pub(super) struct ActionIdParam {
     /// The action item's id (16 hex digits).
     #[param(pattern = "^[0-9a-f]{16}$")]
     action: String,
+}
+
+/// `{webhook}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct WebhookIdParam {
+    /// The webhook's id (`wh_` and 32 hex digits).
+    #[param(pattern = "^wh_[0-9a-f]{32}$")]
+    webhook: String,
 }
 
 /// `{phase}` of a version.
@@ -876,6 +895,6 @@ mod tests {
             .values()
             .map(|path| path.as_object().map_or(0, |methods| methods.len()))
             .sum();
-        assert_eq!(operations, 39);
+        assert_eq!(operations, 42);
     }
 }

@@ -18,12 +18,15 @@ use super::documents::read_doc;
 use super::openapi::{self, said, Export};
 use super::request::{ApiPath, Facilitates, JsonBody, ReadsReport, Session};
 use super::state::ApiState;
+use super::webhooks;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::basics::now_ms;
 use crate::reviews::policy::Phase;
+use crate::reviews::problem::Problem;
 use crate::reviews::records::{Names, Published, Version, EXPORT_FORMAT};
 use crate::reviews::renaming::Renaming;
 use crate::reviews::sessions::ReviewRecord;
+use crate::reviews::webhooks::EventType;
 use crate::reviews::{export, markdown, meeting};
 
 /// Most results of one library search.
@@ -488,6 +491,7 @@ pub(super) async fn publish(
     JsonBody(req): JsonBody<PublishRequest>,
 ) -> Result<Json<PublishResponse>, ApiError> {
     let review = you.review;
+    let review_record = review.clone();
     let id = review.id.clone();
     if !req.published {
         state.records.unpublish(&id).await?;
@@ -501,7 +505,15 @@ pub(super) async fn publish(
         ));
     }
     let markdown = publication(&state, review.clone(), req.names).await?;
-    state
+    // The event goes into the outbox in the same flush as the library entry.
+    let event = webhooks::event(
+        &state,
+        EventType::Published,
+        &review_record,
+        serde_json::json!({ "link": format!("/library/{id}") }),
+    );
+    let staged = state.webhooks.stage(event).map_err(Problem::from)?;
+    let published = state
         .records
         .publish(&Published {
             id: id.clone(),
@@ -513,7 +525,11 @@ pub(super) async fn publish(
             format: EXPORT_FORMAT,
             names: req.names,
         })
-        .await?;
+        .await;
+    if published.is_err() {
+        state.webhooks.unstage(&staged);
+    }
+    published?;
     tracing::info!(review = %id, names = ?req.names, "review published");
     Ok(Json(PublishResponse::Published {
         published: true,

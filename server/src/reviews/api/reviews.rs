@@ -18,13 +18,16 @@ use super::openapi::{self, said};
 use super::records::pin_version;
 use super::request::{ApiPath, ClientAddr, JsonBody, JsonOrEmpty, MayCreate, Member, Session};
 use super::state::ApiState;
+use super::webhooks;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::actions::ActionCounts;
 use crate::reviews::anonymous::{release, Anonymity};
 use crate::reviews::basics::now_ms;
 use crate::reviews::fields::{validate_date, validate_severity, validate_title};
 use crate::reviews::policy::{self, Phase, ReleaseMode, Role};
+use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{NewReview, ReviewRecord, Reviews, SessionRecord};
+use crate::reviews::webhooks::{Event, EventType};
 use crate::reviews::{markdown, meeting, report, threads};
 
 /// Largest body of `POST /api/reviews`, which may carry a Markdown report to import of up to
@@ -559,7 +562,22 @@ pub(super) async fn create(
         .open(&document_name(&id, DocKind::Discussion))
         .run(move |doc| ((), Some(threads::seed(doc, &title, Phase::Draft.as_str()))))
         .await?;
-    let created = state.reviews.insert(id, new).await?;
+    // The event goes into the outbox in the same flush as the review.
+    let event = Event::new(
+        &state.webhooks.clock,
+        EventType::ReviewCreated,
+        &id,
+        &new.title,
+        serde_json::json!({ "phase": Phase::Draft.as_str() }),
+    );
+    let staged = state.webhooks.stage(event).map_err(Problem::from)?;
+    let created = match state.reviews.insert(id, new).await {
+        Ok(created) => created,
+        Err(e) => {
+            state.webhooks.unstage(&staged);
+            return Err(e.into());
+        }
+    };
     tracing::info!(review = %created.review.id, "review created");
     state.actions.fill_empty(&created.review.id);
     let body = CreateResponse {
@@ -838,7 +856,33 @@ pub(super) async fn move_phase(
     // One move at a time, so the discussion's copy of the phase is written in the same order
     // as the phase itself.
     let _one_move = state.reviews.phase_lock(&id).await;
+    // A move that will happen puts its events into the outbox first, so that the flush that
+    // makes the phase durable covers them; they are taken back if it does not happen.
+    let mut staged = Vec::new();
+    let current = state.reviews.record(&id);
+    if let Some(current) = current
+        .filter(|r| r.phase.next() == Some(to) && policy::may_facilitate(session.role).is_ok())
+    {
+        for event in webhooks::phase_events(&state, &current, to) {
+            match state.webhooks.stage(event) {
+                Ok(seqs) => staged.extend(seqs),
+                Err(e) => {
+                    state.webhooks.unstage(&staged);
+                    return Err(Problem::from(e).into());
+                }
+            }
+        }
+    }
     let moved = state.reviews.set_phase(&session, to).await;
+    // Refused, or already there: nothing happened. (A store that failed to flush may have
+    // moved it all the same: its events stay.)
+    let happened = match &moved {
+        Ok((_, changed)) => *changed,
+        Err(p) => p.code == "store_unavailable",
+    };
+    if !happened {
+        state.webhooks.unstage(&staged);
+    }
     // Once the phase changed in memory (even if making it durable failed), open sockets follow
     // it at once; deciding again is harmless when nothing changed.
     reauthorize(&state, &id).await;

@@ -11,6 +11,7 @@ use crate::reviews::anonymous::Anonymity;
 use crate::reviews::records::Records;
 use crate::reviews::sessions::Reviews;
 use crate::reviews::trackers::Trackers;
+use crate::reviews::webhooks::Webhooks;
 
 /// The state of every review API handler.
 #[derive(Debug)]
@@ -23,12 +24,14 @@ pub struct ApiState {
     pub anonymity: Arc<Anonymity>,
     /// Pinned versions, read marks and the library.
     pub records: Arc<Records>,
-    /// Secret needed to create a review, if any.
+    /// Secret needed to create a review, if any; it also sets up webhooks for every review.
     pub creation_secret: Option<Credential>,
     /// Every review's action items, for the action items page.
     pub actions: Arc<ActionIndex>,
     /// Patterns that turn issue keys into tracker links.
     pub trackers: Arc<Trackers>,
+    /// Webhooks, their outbox and the due days of action items.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl ApiState {

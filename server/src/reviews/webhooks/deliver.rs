@@ -1,0 +1,394 @@
+//! Delivering webhook events: the body in the hook's format, the signature, one HTTP/1.1 POST
+//! over TCP or TLS, and the task that takes deliveries from the outbox in order and retries them.
+//!
+//! The signature follows Stripe's scheme: `X-Debrief-Signature: t=<unix seconds>,v1=<hex>`, where
+//! the hex is HMAC-SHA256, keyed with the hook's secret (the whole `whsec_…` string), over
+//! `<t>.<body>`. A receiver recomputes it over the raw body and refuses an old `t`.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use sha2::Sha256;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivery, Event, EventType, Format, HookRecord, Webhooks};
+use crate::reviews::basics::now_ms;
+
+/// Most bytes of a receiver's answer that are read (and dropped).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Where a URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Over TLS.
+    pub tls: bool,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path: String,
+    /// `Host` header value.
+    pub authority: String,
+}
+
+impl Target {
+    /// Parses an `http://` or `https://` URL without credentials; `None` otherwise.
+    pub fn parse(url: &str) -> Option<Target> {
+        let (tls, rest) = if let Some(r) = strip_prefix_ci(url, "https://") {
+            (true, r)
+        } else {
+            (false, strip_prefix_ci(url, "http://")?)
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let path = path.split('#').next().unwrap_or("");
+        if authority.is_empty() || authority.contains('@') {
+            return None;
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return None,
+            };
+            (host, port)
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse().ok().filter(|p| *p != 0)?,
+            None if tls => 443,
+            None => 80,
+        };
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return None;
+        }
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        Some(Target {
+            tls,
+            host: host.to_ascii_lowercase(),
+            port,
+            path,
+            authority: authority.to_ascii_lowercase(),
+        })
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// The `X-Debrief-Signature` value for `body` sent at `t` (unix seconds).
+pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The body posted for `event` in `format`.
+pub fn body(event: &Event, format: Format) -> Vec<u8> {
+    let value = match format {
+        Format::Json => serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+        Format::Slack => serde_json::json!({ "text": slack_text(event) }),
+    };
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// One line for a chat channel. Slack and Mattermost read `&`, `<` and `>` as markup, so they
+/// are escaped in everything people typed.
+pub fn slack_text(event: &Event) -> String {
+    let title = escape(&event.review.title);
+    let str_of = |key: &str| event.data[key].as_str().map(escape).unwrap_or_default();
+    let action = || {
+        let a = &event.data["action"];
+        let what = a["what"].as_str().map(escape).unwrap_or_default();
+        let owner = a["owner"].as_str().map(escape).unwrap_or_default();
+        let due = a["due"].as_str().map(escape);
+        (what, owner, due)
+    };
+    match event.kind {
+        EventType::ReviewCreated => format!("New post-mortem review: *{title}*"),
+        EventType::PhaseChanged => format!(
+            "*{title}* moved from {} to {}",
+            str_of("from"),
+            str_of("to")
+        ),
+        EventType::ReportReady => format!("*{title}*: the report is ready to read"),
+        EventType::MeetingStarting => format!("*{title}*: the review meeting is starting"),
+        EventType::ActionCreated => {
+            let (what, owner, due) = action();
+            let due = due.map(|d| format!(", due {d}")).unwrap_or_default();
+            format!("*{title}*: new action item “{what}” (owner: {owner}{due})")
+        }
+        EventType::ActionDueSoon => {
+            let (what, owner, due) = action();
+            format!(
+                "*{title}*: action item “{what}” (owner: {owner}) is due on {}",
+                due.unwrap_or_default()
+            )
+        }
+        EventType::ActionOverdue => {
+            let (what, owner, due) = action();
+            format!(
+                "*{title}*: action item “{what}” (owner: {owner}) was due on {} and is not done",
+                due.unwrap_or_default()
+            )
+        }
+        EventType::ActionDone => {
+            let (what, owner, _) = action();
+            format!("*{title}*: action item “{what}” (owner: {owner}) is done")
+        }
+        EventType::Published => format!("*{title}* was published in the library"),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// TLS settings for every delivery: Mozilla's root certificates, built in.
+static TLS: LazyLock<Option<Arc<rustls::ClientConfig>>> = LazyLock::new(|| {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    // ring rather than aws-lc-rs, which needs CMake to build; rustls marks ring's provider
+    // deprecated only because it has no post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()
+        .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+});
+
+/// Posts `body` to `url` with `headers`; the answer's status, or why there is none. Reads at
+/// most [`MAX_ANSWER_BYTES`] of the answer and follows no redirect.
+pub async fn post(
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<u16, String> {
+    let target = Target::parse(url).ok_or_else(|| "the URL is not valid".to_owned())?;
+    match tokio::time::timeout(timeout, post_to(&target, headers, body)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no answer within {} seconds",
+            timeout.as_secs_f64()
+        )),
+    }
+}
+
+async fn post_to(
+    target: &Target,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<u16, String> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| format!("could not connect: {}", e.kind()))?;
+    let _ = tcp.set_nodelay(true);
+    if target.tls {
+        let config = TLS
+            .clone()
+            .ok_or_else(|| "TLS is not available".to_owned())?;
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|_| "the host is not a valid TLS server name".to_owned())?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS failed: {e}"))?;
+        exchange(TokioIo::new(tls), target, headers, body).await
+    } else {
+        exchange(TokioIo::new(tcp), target, headers, body).await
+    }
+}
+
+async fn exchange<IO>(
+    io: IO,
+    target: &Target,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<u16, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP failed: {e}"))?;
+    let driving = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = hyper::Request::post(target.path.as_str())
+        .header(hyper::header::HOST, target.authority.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, "Debrief-Webhooks/1");
+    for (name, value) in headers {
+        request = request.header(*name, value.as_str());
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("the request could not be made: {e}"))?;
+    let result = async {
+        let answer = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("HTTP failed: {e}"))?;
+        let status = answer.status().as_u16();
+        // Read what a receiver sends back, up to a bound, so that it sees a clean exchange.
+        let mut answer = answer.into_body();
+        let mut read = 0;
+        while read < MAX_ANSWER_BYTES {
+            match answer.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+        Ok(status)
+    }
+    .await;
+    driving.abort();
+    result
+}
+
+/// Posts one delivery, signed with its hook's secret.
+async fn attempt(delivery: &Delivery, hook: &HookRecord, timeout: Duration) -> Result<u16, String> {
+    let body = body(&delivery.event, hook.format);
+    let t = now_ms() / 1000;
+    let headers = [
+        ("X-Debrief-Signature", signature(&hook.secret, t, &body)),
+        ("X-Debrief-Event-Id", delivery.event.id.clone()),
+        ("X-Debrief-Event", delivery.event.kind.as_str().to_owned()),
+    ];
+    post(&hook.url, &headers, body, timeout).await
+}
+
+/// A lane (hook and review), and what became of its delivery `u64`.
+type Finished = (u64, (String, String), Result<u16, String>);
+
+/// Delivers what the outbox holds until `shutdown`: the first waiting delivery of each hook and
+/// review at a time, at most `settings.concurrency` at once. A delivery under way when the
+/// server stops is abandoned and tried again after the restart (at least once).
+pub async fn deliver_loop(webhooks: Arc<Webhooks>, shutdown: CancellationToken) {
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut lanes: Vec<(String, String)> = Vec::new();
+    loop {
+        let room = webhooks.settings.concurrency.saturating_sub(running.len());
+        let (start, next) = webhooks.due(now_ms(), room);
+        for (seq, delivery, hook) in start {
+            let timeout = webhooks.settings.timeout;
+            let lane = (delivery.hook.clone(), delivery.event.review.id.clone());
+            lanes.push(lane.clone());
+            running.spawn(async move {
+                let outcome = attempt(&delivery, &hook, timeout).await;
+                (seq, lane, outcome)
+            });
+        }
+        let wait = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = webhooks.added.notified() => {}
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok((seq, lane, outcome)) = done {
+                    lanes.retain(|l| *l != lane);
+                    webhooks.finished(seq, outcome);
+                }
+            }
+            () = sleep_or_forever(wait) => {}
+        }
+    }
+    running.abort_all();
+    for lane in lanes {
+        webhooks.abandoned(&lane);
+    }
+}
+
+async fn sleep_or_forever(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let t = Target::parse("https://Hooks.example.com/services/x?y=1#frag").expect("parses");
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port, t.path.as_str()),
+            (true, "hooks.example.com", 443, "/services/x?y=1")
+        );
+        let t = Target::parse("http://[::1]:8080").expect("parses");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("::1", 8080, "/")
+        );
+        assert_eq!(Target::parse("http://a:0/"), None);
+        assert_eq!(Target::parse("http://u@a/"), None);
+        assert_eq!(Target::parse("gopher://a/"), None);
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_over_time_and_body() {
+        // RFC 4231's second test case, with the time and the dot as part of the message.
+        let sig = signature("Jefe", 1, b"what do ya want for nothing?");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").expect("key");
+        mac.update(b"1.what do ya want for nothing?");
+        let expected = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(sig, format!("t=1,v1={expected}"));
+        assert_eq!(expected.len(), 64);
+    }
+
+    #[test]
+    fn slack_text_escapes_what_people_typed() {
+        let clock = super::super::Clock::manual(0);
+        let event = Event::new(
+            &clock,
+            EventType::ActionOverdue,
+            "r1",
+            "Checkout <down> & out",
+            serde_json::json!({"action": {"what": "Add <alerts>", "owner": "SRE", "due": "2026-01-02"}}),
+        );
+        assert_eq!(
+            slack_text(&event),
+            "*Checkout &lt;down&gt; &amp; out*: action item “Add &lt;alerts&gt;” (owner: SRE) was due on 2026-01-02 and is not done"
+        );
+        let posted: serde_json::Value =
+            serde_json::from_slice(&body(&event, Format::Slack)).expect("JSON");
+        assert_eq!(posted.as_object().map(|o| o.len()), Some(1));
+    }
+}
