@@ -105,6 +105,9 @@ pub struct Records {
     shown: Mutex<HashMap<String, u64>>,
     /// Reviews with marks not yet counted in what is shown.
     unshown: Mutex<HashSet<String>>,
+    /// Every published review's id and names choice, newest first: read from the library once,
+    /// forgotten when something is published or taken out (see [`Records::published_names`]).
+    heads: Mutex<Option<Vec<(String, Names)>>>,
 }
 
 fn key(review: &str, rest: &str) -> Vec<u8> {
@@ -136,6 +139,7 @@ impl Records {
             store: store.clone(),
             shown: Mutex::new(HashMap::new()),
             unshown: Mutex::new(unshown),
+            heads: Mutex::new(None),
         }))
     }
 
@@ -230,6 +234,7 @@ impl Records {
     pub async fn publish(&self, entry: &Published) -> Result<(), Problem> {
         let bytes = serde_json::to_vec(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.library.put(entry.id.as_bytes(), &bytes)?;
+        *locked(&self.heads) = None;
         self.store.durable().await?;
         Ok(())
     }
@@ -237,6 +242,7 @@ impl Records {
     /// Takes a review out of the library; durable when this returns.
     pub async fn unpublish(&self, review: &str) -> Result<(), Problem> {
         self.library.remove(review.as_bytes())?;
+        *locked(&self.heads) = None;
         self.store.durable().await?;
         Ok(())
     }
@@ -254,8 +260,20 @@ impl Records {
             .map_err(|e| StoreError::Corrupt(format!("library: {e}")))?)
     }
 
-    /// Every published review's id and what was done with names, newest first.
+    /// Every published review's id and what was done with names, newest first (read from the
+    /// library once, then kept until the library changes).
     pub fn published_names(&self) -> Result<Vec<(String, Names)>, Problem> {
+        // Held while reading: a publication that lands meanwhile forgets the result after it.
+        let mut kept = locked(&self.heads);
+        if let Some(heads) = kept.as_ref() {
+            return Ok(heads.clone());
+        }
+        let heads = self.read_published_names()?;
+        *kept = Some(heads.clone());
+        Ok(heads)
+    }
+
+    fn read_published_names(&self) -> Result<Vec<(String, Names)>, Problem> {
         /// What is read of an entry (its text is skipped).
         #[derive(Deserialize)]
         struct Head {
