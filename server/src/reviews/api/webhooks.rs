@@ -95,7 +95,11 @@ pub(super) struct CreateRequest {
     review: Option<String>,
     /// Where deliveries are posted: an `http://` or `https://` URL with a host, at most 2,000
     /// bytes once trimmed, without credentials, whitespace or control characters.
-    #[schema(min_length = 1, max_length = 2000)]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._:\[\]-]+([/?#][^\s\u0000-\u001F\u007F-\u009F]*)?$"
+    )]
     url: String,
     /// `json` (the event, the default) or `slack` (`{"text": …}`, for Slack or Mattermost).
     #[schema(value_type = Option<Format>)]
