@@ -131,7 +131,10 @@ export class CommentsPanel {
   attach (editor: Editor): void {
     this.editor = editor
     // The cards follow their text once the report stops changing (see CARDS_SETTLE_MS).
-    editor.on('update', () => { this.placeSoon() })
+    editor.on('update', () => {
+      count('report-changes')
+      this.placeSoon()
+    })
     editor.view.dom.addEventListener('click', (e) => {
       const target = (e.target as HTMLElement).closest('[data-thread]')
       const id = target?.getAttribute('data-thread')
