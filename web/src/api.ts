@@ -32,6 +32,10 @@ export type ActionList = Schemas['ActionList']
 export type ListedAction = Schemas['ListedAction']
 export type ActionSearch = Schemas['ActionSearch']
 
+export type Webhook = Schemas['Webhook']
+export type WebhookAttempt = Schemas['WebhookAttempt']
+export type WebhookFormat = Schemas['WebhookFormat']
+
 export const ROLES: readonly Role[] = ['facilitator', 'author', 'participant', 'observer']
 export const PHASES: readonly Phase[] = ['draft', 'review', 'meeting', 'closed']
 
@@ -143,6 +147,13 @@ export const api = {
     call<Schemas['Preview']>('GET', `${at(id)}/publish?names=${names}`, undefined, session),
   versions: (id: string, session: string) => call<Schemas['VersionList']>('GET', `${at(id)}/versions`, undefined, session),
   version: (id: string, session: string, phase: Phase) => call<Schemas['Version']>('GET', `${at(id)}/versions/${phase}`, undefined, session),
+  /** A review's webhooks with their recent attempts (its facilitator). */
+  webhooks: (id: string, session: string) =>
+    call<Schemas['WebhookList']>('GET', `/api/webhooks?review=${encodeURIComponent(id)}`, undefined, session),
+  addWebhook: (id: string, session: string, url: string, format: WebhookFormat) =>
+    call<Schemas['CreatedWebhook']>('POST', '/api/webhooks', { review: id, url, format } satisfies Schemas['CreateWebhookRequest'], session),
+  removeWebhook: (session: string, webhook: string) =>
+    call<undefined>('DELETE', `/api/webhooks/${encodeURIComponent(webhook)}`, undefined, session),
   /** The export as the text of the file to download (Markdown, or JSON of schema Export). */
   exportText: async (id: string, session: string, format: 'md' | 'json') =>
     (await send('GET', `${at(id)}/export.${format}`, undefined, session)).text()

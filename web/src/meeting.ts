@@ -9,6 +9,7 @@ import { soundsLikeTryHarder } from './hints'
 import { publicationView } from './publication'
 import { abilities } from './rules'
 import { memory, type Membership } from './store'
+import { webhooksSection } from './webhooks'
 
 interface Timer { state: 'running' | 'paused' | 'stopped', endsAt?: number | null, remainingMs?: number | null, durationMs: number }
 interface Action { id: string, what: string, why: string, kind: string, owner: string, link: string | null, due: string | null, status: string, createdAt: number }
@@ -448,7 +449,8 @@ export class MeetingPanel {
         facilitator ? h('label', { class: 'check' }, hints, ' Blameless-language hints for everyone') : null,
         abilities(this.o.review()).records ? h('div', { class: 'row' }, versions, exportMd, exportJson) : null,
         facilitator && this.phase === 'closed' ? h('div', { class: 'row' }, publish, unpublish) : null,
-        this.status))
+        this.status,
+        facilitator ? webhooksSection(this.m.review, this.m.session) : null))
     this.schedule()
   }
 
