@@ -448,3 +448,30 @@ async fn the_tracker_pattern_setting_end_to_end() {
     );
     assert!(!dir.path().join("never").exists(), "nothing was started");
 }
+
+/// Overdue is decided by the server's clock (the injectable one webhooks use), not the test's.
+#[tokio::test]
+async fn overdue_follows_the_servers_clock() {
+    let day = 86_400_000;
+    // 2030-03-02, 09:00 UTC.
+    let clock = debrief_server::reviews::webhooks::Clock::manual(1_898_672_400_000);
+    let server = TestServer::start_with(
+        tempfile::tempdir().expect("temp dir"),
+        debrief_server::Config {
+            clock: clock.clone(),
+            ..debrief_server::Config::new("unused")
+        },
+    )
+    .await;
+    let review = Review::create(server.addr, "Clocked").await;
+    review.move_to("review").await;
+    add(&review, "author", json!({ "what": "Due today", "why": "y", "kind": "detect", "owner": "SRE", "due": "2030-03-02" })).await;
+    let sessions = json!({ "sessions": [review.sessions["author"]] });
+    let today = search(server.addr, sessions.clone()).await;
+    assert_eq!(today.body["today"], "2030-03-02");
+    assert_eq!(item(&today, "Due today")["overdue"], false);
+    clock.advance(std::time::Duration::from_millis(day));
+    let tomorrow = search(server.addr, sessions).await;
+    assert_eq!(tomorrow.body["today"], "2030-03-03");
+    assert_eq!(item(&tomorrow, "Due today")["overdue"], true);
+}

@@ -390,8 +390,10 @@ async fn list(
         ));
     }
     let (scopes, ignored_sessions) = scope(state, sessions)?;
+    // Today by the server's clock of due days (the one webhooks tell "overdue" by; tests move
+    // it). An item's age counts from its `createdAt`, which the system clock stamped.
+    let today = day_of(state.webhooks.clock.now_ms());
     let now = now_ms();
-    let today = day_of(now);
     let mut items = Vec::new();
     let mut reviews = Vec::new();
     for scope in &scopes {
