@@ -1,6 +1,6 @@
 // Browser tests of what a review says and publishes (issue 17): template guidance as
-// placeholders, blameless hints, publishing, action items, and the cost of typing in a busy
-// review. Same harness as browser.test.mjs: the real binary on port 0, headless Chromium.
+// placeholders, blameless hints, publishing with names replaced by roles and the library page,
+// and action items (typing cost: browser-typing.test.mjs). Same harness as browser.test.mjs: the real binary on port 0, headless Chromium.
 //
 //   cd tests/js && node --test browser-content.test.mjs
 
