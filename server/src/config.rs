@@ -73,6 +73,14 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_ANONYMOUS_CADENCE_SECS", default_value_t = crate::limits::DEFAULT_ANONYMOUS_CADENCE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub anonymous_cadence_secs: u64,
 
+    /// The contributing factors offered for tagging reviews, comma-separated (each 1 to 40
+    /// characters: letters, digits, spaces and - / & ' . ( ); stored in lower case). People may
+    /// add their own tags beside them. Default: alerting gap, change management, capacity,
+    /// dependency failure, runbook gap, testing gap, config drift, knowledge silo, unclear
+    /// ownership, automation gap.
+    #[arg(long, env = "DEBRIEF_FACTOR_TAGS", value_delimiter = ',')]
+    pub factor_tags: Vec<String>,
+
     /// What to do when the data directory is damaged: `refuse` (print what is damaged and exit
     /// with status 1) or `read-only` (serve what can be read, refuse every change, and say so on
     /// /readyz). Either way the damaged files are first copied to `<data-dir>/damaged/<time>/`.
@@ -90,6 +98,21 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 }
+
+/// The contributing factors a server offers unless it is started with `--factor-tags`: the
+/// causes that keep coming back in post-mortem practice.
+pub const DEFAULT_FACTOR_TAGS: [&str; 10] = [
+    "alerting gap",
+    "change management",
+    "capacity",
+    "dependency failure",
+    "runbook gap",
+    "testing gap",
+    "config drift",
+    "knowledge silo",
+    "unclear ownership",
+    "automation gap",
+];
 
 /// `debrief check | backup | restore`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -174,6 +197,9 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// The clock of webhook events and of action items' due days (tests move a manual one).
     pub clock: Clock,
+    /// The contributing factors offered for tagging (normalised as the review domain normalises
+    /// a factor; one it refuses is left out: the binary refuses to start with it).
+    pub factor_tags: Vec<String>,
 }
 
 impl Config {
@@ -191,6 +217,7 @@ impl Config {
             trackers: Arc::new(Trackers::default()),
             webhooks: WebhookSettings::default(),
             clock: Clock::system(),
+            factor_tags: DEFAULT_FACTOR_TAGS.map(String::from).to_vec(),
         }
     }
 }
@@ -217,6 +244,11 @@ impl From<&Cli> for Config {
             on_damage: cli.on_damage,
             // Checked before the server starts (`main`): a bad pattern stops it with its reason.
             trackers: Arc::new(cli.trackers().unwrap_or_default()),
+            factor_tags: if cli.factor_tags.is_empty() {
+                Config::new(&cli.data_dir).factor_tags
+            } else {
+                cli.factor_tags.clone()
+            },
             ..Config::new(cli.data_dir.clone())
         }
     }

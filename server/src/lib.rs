@@ -180,6 +180,16 @@ impl Server {
             actions: Arc::new(reviews::actions::ActionIndex::default()),
             trackers: config.trackers.clone(),
             webhooks,
+            factor_tags: config
+                .factor_tags
+                .iter()
+                .filter_map(|t| crate::reviews::fields::validate_factor(t).ok())
+                .fold(Vec::new(), |mut tags, t| {
+                    if !tags.contains(&t) {
+                        tags.push(t);
+                    }
+                    tags
+                }),
         });
         if !config.trackers.is_empty() {
             tracing::info!(patterns = ?config.trackers.describe(), "tracker patterns");

@@ -16,6 +16,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    for tag in &cli.factor_tags {
+        if let Err(refused) = debrief_server::reviews::fields::validate_factor(tag) {
+            eprintln!("error: --factor-tags: {tag:?}: {}", refused.message);
+            std::process::exit(2);
+        }
+    }
     if let Some(command) = cli.command.clone() {
         std::process::exit(admin_command(command));
     }
@@ -270,6 +276,15 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use tracing::Level;
+
+    /// The default contributing factors are what the review domain would store for them.
+    #[test]
+    fn the_default_factor_tags_are_valid_and_normal() {
+        for tag in debrief_server::config::DEFAULT_FACTOR_TAGS {
+            let normal = debrief_server::reviews::fields::validate_factor(tag).expect("valid");
+            assert_eq!(normal, tag);
+        }
+    }
 
     #[test]
     fn only_debriefs_own_events_pass_below_warn_and_the_store_never() {

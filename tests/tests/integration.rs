@@ -13,9 +13,11 @@ mod integration {
     mod failures;
     mod guessing;
     mod hardening;
+    mod learning;
     mod limits;
     mod malformed;
     mod meeting;
+    mod pulse;
     mod restart;
     mod reviews;
     mod sync;

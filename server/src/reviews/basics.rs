@@ -51,6 +51,22 @@ pub fn day_of(ms: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// The month (`YYYY-MM`, UTC) of a time in ms since the Unix epoch.
+pub fn month_of(ms: u64) -> String {
+    let mut day = day_of(ms);
+    day.truncate(7);
+    day
+}
+
+/// The month a review belongs to in views over time: its incident's month, or else the month
+/// of `fallback_ms`.
+pub fn review_month(incident_date: Option<&str>, fallback_ms: u64) -> String {
+    match incident_date.and_then(|day| day.get(..7)) {
+        Some(month) => month.to_owned(),
+        None => month_of(fallback_ms),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -61,5 +77,19 @@ mod tests {
         assert_eq!(super::day_of(951_868_800_000), "2000-03-01");
         assert_eq!(super::day_of(1_798_761_599_000), "2026-12-31");
         assert_eq!(super::day_of(1_798_761_600_000), "2027-01-01");
+    }
+
+    #[test]
+    fn months_of_times() {
+        use super::{month_of, review_month};
+        assert_eq!(month_of(0), "1970-01");
+        // 2024-02-29T23:59:59.999Z and the next millisecond.
+        assert_eq!(month_of(1_709_251_199_999), "2024-02");
+        assert_eq!(month_of(1_709_251_200_000), "2024-03");
+        // 2000-12-31T12:00Z, 2100-03-01T00:00Z.
+        assert_eq!(month_of(978_264_000_000), "2000-12");
+        assert_eq!(month_of(4_107_542_400_000), "2100-03");
+        assert_eq!(review_month(Some("2026-11-05"), 0), "2026-11");
+        assert_eq!(review_month(None, 1_709_251_200_000), "2024-03");
     }
 }

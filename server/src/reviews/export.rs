@@ -390,6 +390,9 @@ mod tests {
             created_at: 0,
             release: Default::default(),
             small_group_anonymity: false,
+            team: None,
+            factors: Vec::new(),
+            closed_at: None,
             invites: Default::default(),
         }
     }

@@ -63,6 +63,65 @@ fn validate_text(
     Ok(text.to_owned())
 }
 
+/// Longest team label (`payments`, `Platform SRE`, …).
+pub const MAX_TEAM_CHARS: usize = 60;
+/// Longest contributing factor, in characters: a tag, not a sentence.
+pub const MAX_FACTOR_CHARS: usize = 40;
+/// Most contributing factors on one review: a review that names more has not chosen.
+pub const MAX_FACTORS: usize = 12;
+
+/// Trims, collapses inner whitespace and checks a team label. Teams are compared as written
+/// once normalised, so "Payments" and "payments" are two teams.
+pub fn validate_team(team: &str) -> Result<String, Problem> {
+    let team = team.split_whitespace().collect::<Vec<_>>().join(" ");
+    validate_text(&team, MAX_TEAM_CHARS, "invalid_team", "a team")
+}
+
+/// What a contributing factor may hold.
+pub const FACTOR_RULE: &str = "a contributing factor is 1 to 40 characters: letters, digits, \
+spaces and - / & ' . ( )";
+
+/// Normalises one contributing factor (trimmed, inner whitespace collapsed, lower case, so that
+/// the same factor written twice counts once across reviews) and checks it against
+/// [`FACTOR_RULE`].
+pub fn validate_factor(factor: &str) -> Result<String, Problem> {
+    let factor = factor
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    let chars = factor.chars().count();
+    let allowed = |c: char| c.is_alphanumeric() || " -/&'.()".contains(c);
+    if chars == 0 || chars > MAX_FACTOR_CHARS || !factor.chars().all(allowed) {
+        return Err(Problem::new(
+            ProblemKind::BadInput,
+            "invalid_factor",
+            FACTOR_RULE,
+        ));
+    }
+    Ok(factor)
+}
+
+/// Checks a review's contributing factors: each one ([`validate_factor`]), at most
+/// [`MAX_FACTORS`] once duplicates are dropped; the first one given of each is kept, in order.
+pub fn validate_factors(factors: &[String]) -> Result<Vec<String>, Problem> {
+    let mut out: Vec<String> = Vec::new();
+    for factor in factors {
+        let factor = validate_factor(factor)?;
+        if !out.contains(&factor) {
+            out.push(factor);
+        }
+    }
+    if out.len() > MAX_FACTORS {
+        return Err(Problem::new(
+            ProblemKind::BadInput,
+            "too_many_factors",
+            format!("a review has at most {MAX_FACTORS} contributing factors"),
+        ));
+    }
+    Ok(out)
+}
+
 /// Checks a calendar day written `YYYY-MM-DD`.
 pub fn validate_date(date: &str) -> Result<String, Problem> {
     let bad = || {
@@ -117,6 +176,47 @@ mod tests {
             validate_date("yesterday").expect_err("refused").code,
             "invalid_incident_date"
         );
+    }
+
+    #[test]
+    fn factors_are_normalised_deduplicated_and_bounded() {
+        let given: Vec<String> = [
+            "  Alerting   Gap ",
+            "alerting gap",
+            "On-call (night) & paging",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            validate_factors(&given).expect("valid"),
+            vec!["alerting gap", "on-call (night) & paging"]
+        );
+        for bad in ["", "   ", "a<b", "x\u{7}", &"x".repeat(41)] {
+            let refused = validate_factor(bad).expect_err(bad);
+            assert_eq!(refused.code, "invalid_factor");
+            assert_eq!(refused.message, FACTOR_RULE);
+        }
+        assert!(validate_factor(&"é".repeat(40)).is_ok());
+        let many: Vec<String> = (0..13).map(|i| format!("factor {i}")).collect();
+        let refused = validate_factors(&many).expect_err("too many");
+        assert_eq!(refused.code, "too_many_factors");
+        assert_eq!(
+            refused.message,
+            "a review has at most 12 contributing factors"
+        );
+    }
+
+    #[test]
+    fn teams_are_trimmed_and_bounded() {
+        assert_eq!(
+            validate_team(" Payments   SRE ").expect("valid"),
+            "Payments SRE"
+        );
+        assert_eq!(
+            validate_team(" ").expect_err("empty").message,
+            "a team is 1 to 60 characters, without control characters"
+        );
+        assert!(validate_team(&"t".repeat(61)).is_err());
     }
 
     #[test]

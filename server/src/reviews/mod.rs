@@ -33,6 +33,7 @@ pub mod markdown;
 pub mod meeting;
 pub mod policy;
 pub mod problem;
+pub mod pulse;
 pub mod records;
 pub mod renaming;
 pub mod report;

@@ -198,6 +198,19 @@ pub fn may_facilitate(role: Role) -> Result<(), Refusal> {
     }
 }
 
+/// Whether `role` may tag a review's contributing factors: those who write the analysis, the
+/// facilitator and the authors, in every phase.
+pub fn may_tag_factors(role: Role) -> Result<(), Refusal> {
+    if matches!(role, Role::Facilitator | Role::Author) {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "only the facilitator and authors tag contributing factors; {} cannot",
+            role.plural()
+        )))
+    }
+}
+
 /// When a review releases its held anonymous items: `batch` at every boundary of the server's
 /// cadence, `meeting` all at once when the meeting starts (and at every boundary after that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]

@@ -64,6 +64,124 @@ pub struct Published {
     /// a choice kept them); writing the entry again keeps the choice.
     #[serde(default)]
     pub names: Names,
+    /// The review's contributing factors (kept up to date when they are tagged after
+    /// publishing); none for entries stored before there were any.
+    #[serde(default)]
+    pub factors: Vec<String>,
+    /// How many of its action items are of each kind, when it was published.
+    #[serde(default)]
+    pub action_kinds: ActionKinds,
+}
+
+/// How many action items of each kind a review has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ActionKinds {
+    /// Stop it from happening again.
+    pub prevent: u32,
+    /// Find it sooner.
+    pub detect: u32,
+    /// Make it hurt less.
+    pub mitigate: u32,
+    /// Change how people work together.
+    pub process: u32,
+}
+
+impl ActionKinds {
+    /// Counts the action items of a discussion's `actions` map (id → item with a `kind`).
+    pub fn count(actions: Option<&serde_json::Value>) -> ActionKinds {
+        let mut kinds = ActionKinds::default();
+        let Some(items) = actions.and_then(serde_json::Value::as_object) else {
+            return kinds;
+        };
+        for item in items.values() {
+            let slot = match item.get("kind").and_then(serde_json::Value::as_str) {
+                Some("prevent") => &mut kinds.prevent,
+                Some("detect") => &mut kinds.detect,
+                Some("mitigate") => &mut kinds.mitigate,
+                Some("process") => &mut kinds.process,
+                _ => continue,
+            };
+            *slot += 1;
+        }
+        kinds
+    }
+}
+
+/// How often each contributing factor was tagged on published reviews, per month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactorCounts {
+    /// Every month from the first to the last that has a published review, `YYYY-MM`.
+    pub months: Vec<String>,
+    /// Each factor with its count in each of `months`, most frequent first (then by name).
+    pub factors: Vec<(String, Vec<u32>)>,
+    /// Published reviews counted.
+    pub reviews: u32,
+}
+
+/// The months from `first` to `last` (`YYYY-MM`), both included; empty when either does not
+/// read as a month or `last` is before `first`.
+fn months_between(first: &str, last: &str) -> Vec<String> {
+    let parse = |m: &str| -> Option<(i64, i64)> {
+        let (y, mo) = m.split_once('-')?;
+        Some((y.parse().ok()?, mo.parse().ok()?))
+    };
+    let (Some((mut y, mut m)), Some(end)) = (parse(first), parse(last)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while (y, m) <= end && out.len() < 1_200 {
+        out.push(format!("{y:04}-{m:02}"));
+        m += 1;
+        if m > 12 {
+            m = 1;
+            y += 1;
+        }
+    }
+    out
+}
+
+impl FactorCounts {
+    /// Counts the factors of `entries` by month (their incident's month, or the month they were
+    /// published).
+    pub fn of(entries: &[Published]) -> FactorCounts {
+        let mut per: HashMap<String, HashMap<String, u32>> = HashMap::new();
+        let mut seen: Vec<String> = Vec::new();
+        for entry in entries {
+            let month =
+                super::basics::review_month(entry.incident_date.as_deref(), entry.published_at);
+            seen.push(month.clone());
+            for factor in &entry.factors {
+                *per.entry(factor.clone())
+                    .or_default()
+                    .entry(month.clone())
+                    .or_default() += 1;
+            }
+        }
+        seen.sort();
+        let months = match (seen.first(), seen.last()) {
+            (Some(first), Some(last)) => months_between(first, last),
+            _ => Vec::new(),
+        };
+        let mut factors: Vec<(String, Vec<u32>)> = per
+            .into_iter()
+            .map(|(factor, counts)| {
+                let row = months
+                    .iter()
+                    .map(|m| counts.get(m).copied().unwrap_or(0))
+                    .collect();
+                (factor, row)
+            })
+            .collect();
+        factors.sort_by(|a, b| {
+            let total = |r: &[u32]| r.iter().sum::<u32>();
+            total(&b.1).cmp(&total(&a.1)).then_with(|| a.0.cmp(&b.0))
+        });
+        FactorCounts {
+            months,
+            factors,
+            reviews: entries.len() as u32,
+        }
+    }
 }
 
 /// What a publication does with people's names (issue 17).
@@ -292,6 +410,18 @@ impl Records {
         Ok(out.into_iter().map(|h| (h.id, h.names)).collect())
     }
 
+    /// Every published review.
+    pub fn all_published(&self) -> Result<Vec<Published>, Problem> {
+        let mut out = Vec::new();
+        for (_, raw) in self.library.entries()? {
+            out.push(
+                serde_json::from_slice(&raw)
+                    .map_err(|e| StoreError::Corrupt(format!("library: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Published reviews whose title or text contains every word of `query`, newest first.
     pub fn search(&self, query: &str) -> Result<Vec<Published>, Problem> {
         let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
@@ -312,6 +442,58 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn factors_are_counted_per_month_with_empty_months_between() {
+        let entry = |date: Option<&str>, at: u64, factors: &[&str]| Published {
+            id: "r".into(),
+            title: "t".into(),
+            incident_date: date.map(String::from),
+            severity: None,
+            published_at: at,
+            markdown: String::new(),
+            format: EXPORT_FORMAT,
+            names: Names::Kept,
+            factors: factors.iter().map(|f| f.to_string()).collect(),
+            action_kinds: ActionKinds::default(),
+        };
+        let counts = FactorCounts::of(&[
+            entry(Some("2026-09-03"), 0, &["capacity", "alerting gap"]),
+            // No incident day: the month it was published (2026-11-15).
+            entry(None, 1_794_700_800_000, &["alerting gap"]),
+            entry(Some("2026-11-20"), 0, &["alerting gap", "runbook gap"]),
+            entry(Some("2026-10-01"), 0, &[]),
+        ]);
+        assert_eq!(counts.months, ["2026-09", "2026-10", "2026-11"]);
+        assert_eq!(
+            counts.factors,
+            vec![
+                ("alerting gap".to_owned(), vec![1, 0, 2]),
+                ("capacity".to_owned(), vec![1, 0, 0]),
+                ("runbook gap".to_owned(), vec![0, 0, 1]),
+            ]
+        );
+        assert_eq!(counts.reviews, 4);
+        assert_eq!(months_between("2025-11", "2026-02").len(), 4);
+    }
+
+    #[test]
+    fn action_kinds_are_counted() {
+        let actions = serde_json::json!({
+            "a": {"kind": "prevent"}, "b": {"kind": "detect"}, "c": {"kind": "prevent"},
+            "d": {"kind": "process"}, "e": {"what": "no kind"}
+        });
+        assert_eq!(
+            ActionKinds::count(Some(&actions)),
+            ActionKinds {
+                prevent: 2,
+                detect: 1,
+                mitigate: 0,
+                process: 1
+            }
+        );
+        assert_eq!(ActionKinds::count(None), ActionKinds::default());
+    }
 
     #[test]
     fn entries_stored_before_the_export_format_are_stale() {

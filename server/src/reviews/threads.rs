@@ -129,6 +129,14 @@ pub enum AnonOp {
         /// The item.
         item: Item,
     },
+    /// One person's answers to a closed review's culture pulse (`reviews::pulse`). Never
+    /// written to the discussion: the release stores it among the review's pulse answers.
+    Pulse {
+        /// Random id of this answer, which makes storing it idempotent.
+        answer: String,
+        /// One score from 1 to 7 per statement, in the order of `pulse::STATEMENTS`.
+        scores: Vec<u8>,
+    },
 }
 
 impl AnonOp {
@@ -141,6 +149,7 @@ impl AnonOp {
             AnonOp::Vote { .. } => 2,
             AnonOp::Edit { .. } => 3,
             AnonOp::Retract { .. } => 4,
+            AnonOp::Pulse { .. } => 5,
         }
     }
 }
@@ -238,6 +247,8 @@ pub fn release(doc: &Doc, ops: &[AnonOp], at: f64) -> Option<Vec<u8>> {
                     }
                 }
             },
+            // Not the discussion's: the release keeps pulse answers apart.
+            AnonOp::Pulse { .. } => {}
         }
     }
     let update = txn.encode_update_v1();

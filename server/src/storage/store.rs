@@ -186,6 +186,14 @@ impl MetaTree {
         self.0.iter().keys().map(|k| Ok(k?.to_vec())).collect()
     }
 
+    /// The values of every key that starts with `prefix`, in key order.
+    pub fn values_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.0
+            .scan_prefix(prefix)
+            .map(|kv| Ok(kv?.1.to_vec()))
+            .collect()
+    }
+
     /// Every entry, in key order.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
         self.0

@@ -93,6 +93,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/library/factors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Count how often each contributing factor was tagged on published reviews, per month (no session needed).
+         * @description Only published reviews count, as the library shows them; a review's factors are kept up to date in the library when they are tagged after publishing.
+         */
+        get: operations["libraryFactors"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/library/{id}": {
         parameters: {
             query?: never;
@@ -444,6 +464,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/reviews/{id}/factors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Set the review's contributing factors (facilitator and authors, in every phase).
+         * @description The session and the role are checked before the body is read. A published review's library entry takes the new factors at once.
+         */
+        post: operations["setFactors"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/reviews/{id}/invites/{role}": {
         parameters: {
             query?: never;
@@ -525,6 +565,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/reviews/{id}/pulse": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read the review's culture pulse: its statements, and its results once at least 5 people answered (everyone in the review). */
+        get: operations["getPulse"];
+        put?: never;
+        /**
+         * Answer the review's culture pulse, once, anonymously (facilitator, authors and participants who took part, once the review is closed).
+         * @description The session, the phase, the role and the rate limit are checked before the body is read. The answer is held without anything about the session and counted with the release at `release_after` (or later, up to `release_by`, if nobody else answered in the meantime); nothing about who answered is stored with it, logged or returned.
+         */
+        post: operations["answerPulse"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/reviews/{id}/pulse/trend": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read the culture pulse across the reviews of this review's team, per month (everyone in the review).
+         * @description Not public like the library: it covers the team's reviews whether they were published or not, so it is read through a session of one of them. A month holds only the reviews whose own pulse is shown (at least 5 answers), so no review's answers are shown before its own results are.
+         */
+        get: operations["getPulseTrend"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/reviews/{id}/read": {
         parameters: {
             query?: never;
@@ -559,6 +640,26 @@ export interface paths {
          * @description The session and the role are checked before the body is read. Allowed in every phase; the setting is the discussion document's `review.hints`.
          */
         post: operations["changeSettings"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/reviews/{id}/team": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Set or clear the team the review belongs to (facilitator only, in every phase).
+         * @description The session and the role are checked before the body is read. The team decides which trend the review's culture pulse joins (`GET /api/reviews/{id}/pulse/trend`).
+         */
+        post: operations["setTeam"];
         delete?: never;
         options?: never;
         head?: never;
@@ -836,6 +937,29 @@ export interface components {
          * @enum {string}
          */
         ActionKind: "prevent" | "detect" | "mitigate" | "process";
+        /** @description How many action items of each kind a review has. */
+        ActionKinds: {
+            /**
+             * Format: int32
+             * @description Find it sooner.
+             */
+            detect: number;
+            /**
+             * Format: int32
+             * @description Make it hurt less.
+             */
+            mitigate: number;
+            /**
+             * Format: int32
+             * @description Stop it from happening again.
+             */
+            prevent: number;
+            /**
+             * Format: int32
+             * @description Change how people work together.
+             */
+            process: number;
+        };
         /** @description Action items across reviews. */
         ActionList: {
             /** @description Sessions sent that are no session (revoked, or of a review that is gone), left out. */
@@ -876,6 +1000,16 @@ export interface components {
         AgendaRequest: {
             /** @description The agenda item the meeting is on, at most 200 characters, kept as sent; empty clears it. */
             item: string;
+        };
+        /** @description Every statement's result over a set of answers. */
+        Aggregate: {
+            /**
+             * Format: int32
+             * @description How many people answered (at least 5).
+             */
+            answers: number;
+            /** @description One result per statement, in the order of the statements. */
+            statements: components["schemas"]["StatementResult"][];
         };
         /** @description A passage of the report. */
         AnchorRequest: {
@@ -976,6 +1110,8 @@ export interface components {
             severity?: string | null;
             /** @description Allow anonymous items in a small group (absent or null: false). Without it, a review refuses anonymous items while fewer than three people may post them (409 `too_few_for_anonymity`), and holds a batch only one person contributed to until someone else's items join it (for up to ten release boundaries). */
             small_group_anonymity?: boolean | null;
+            /** @description The team the review belongs to: 1 to 60 characters once trimmed (inner whitespace collapsed), without control characters; absent or null: none. */
+            team?: string | null;
             /** @description 1 to 200 characters once trimmed, without control characters. */
             title: string;
         };
@@ -1084,6 +1220,35 @@ export interface components {
             quote: string | null;
             resolved: boolean;
         };
+        /** @description One contributing factor over time. */
+        FactorRow: {
+            /** @description Published reviews tagged with it in each month of `months`, in the same order. */
+            counts: number[];
+            /** @description The factor, in lower case. */
+            factor: string;
+            /**
+             * Format: int32
+             * @description Published reviews tagged with it, in all.
+             */
+            total: number;
+        };
+        /** @description How often each contributing factor was tagged on published reviews, month by month. */
+        FactorTrend: {
+            /** @description Each factor tagged on a published review, most frequent first (then by name). */
+            factors: components["schemas"]["FactorRow"][];
+            /** @description Every month (`YYYY-MM`, UTC) from the first to the last that has a published review, months without one included. A review's month is its incident's, or the month it was published when it has no incident day. */
+            months: string[];
+            /**
+             * Format: int32
+             * @description Published reviews counted, with factors or without.
+             */
+            reviews: number;
+        };
+        /** @description A review's contributing factors, all of them (to change one, send the list without it). */
+        FactorsRequest: {
+            /** @description At most 12 once normalised (trimmed, inner whitespace collapsed, lower case) and with duplicates dropped; each 1 to 40 characters of letters, digits, spaces and - / & ' . ( ). From the server's `factor_choices` or free tags. An empty list takes every factor off. */
+            factors: string[];
+        };
         /** @description The answer to an anonymous submission: nothing about who sent it, only when it will appear (at the earliest, and at the latest if it waits for others' items; both null while a review that releases at the meeting has not reached it), and the receipt to ask again. */
         Held: {
             /** @description A random receipt (the only copy): `POST /api/reviews/{id}/anonymous/pending` with it tells when the submission will appear. Only its hash is held, with the submission, until the release. */
@@ -1181,6 +1346,10 @@ export interface components {
         };
         /** @description A published review, as it was when published. */
         LibraryEntry: {
+            /** @description How many of its action items are of each kind, when it was published. */
+            action_kinds: components["schemas"]["ActionKinds"];
+            /** @description Its contributing factors, in lower case. */
+            factors: string[];
             id: string;
             /** @description Null when not given. */
             incident_date: string | null;
@@ -1333,6 +1502,10 @@ export interface components {
         };
         /** @description A published review with its text, as it was when published. */
         PublishedReview: {
+            /** @description How many of its action items are of each kind, when it was published. */
+            action_kinds: components["schemas"]["ActionKinds"];
+            /** @description Its contributing factors, in lower case. */
+            factors: string[];
             /** @description The same as HTML, ready to show (nothing active in it: raw HTML as text, only web and mail links, images as links). */
             html: string;
             id: string;
@@ -1350,6 +1523,59 @@ export interface components {
             /** @description Null when not given. */
             severity: string | null;
             title: string;
+        };
+        /** @description An answer held until its release. */
+        PulseHeld: {
+            /**
+             * Format: int64
+             * @description The next release boundary, milliseconds since the Unix epoch: the earliest the answer counts.
+             */
+            release_after: number | null;
+            /**
+             * Format: int64
+             * @description The latest it counts: a batch only one person contributed to waits for someone else's answers for up to ten boundaries.
+             */
+            release_by: number | null;
+        };
+        /** @description One month of a team's trend. */
+        PulseMonth: {
+            /** @description `YYYY-MM`: the month of a review's incident, or of its creation without an incident day. */
+            month: string;
+            /** @description Their answers together. */
+            results: components["schemas"]["Aggregate"];
+            /**
+             * Format: int32
+             * @description The team's reviews of the month whose pulse is shown.
+             */
+            reviews: number;
+        };
+        /** @description One person's answers. */
+        PulseRequest: {
+            /** @description One whole number per statement, in the order of `statements` in `GET …/pulse`: from 1 (strongly disagree) to 7 (strongly agree). */
+            answers: number[];
+        };
+        /** @description The culture pulse across the reviews of a team, month by month. */
+        PulseTrend: {
+            /** @description Oldest first; only months with a review whose own pulse is shown (at least 5 answers), and only such reviews count in them. */
+            months: components["schemas"]["PulseMonth"][];
+            /** @description The review's team; null when it has none (then `months` is empty). */
+            team: string | null;
+        };
+        /** @description A review's pulse: the statements, and the results once at least five people answered. */
+        PulseView: {
+            /** @description Answers needed before results are shown (5). */
+            min_answers: number;
+            results: null | components["schemas"]["Aggregate"];
+            /** @description The statements, in the order answers give their scores. */
+            statements: string[];
+            you: components["schemas"]["PulseYou"];
+        };
+        /** @description What the session reading the pulse may do with it. */
+        PulseYou: {
+            /** @description Whether this session answered (told only to itself). */
+            answered: boolean;
+            /** @description Whether this session may answer now: the review is closed, it is the facilitator, an author or a participant who joined before the close, and it has not answered yet. */
+            may_answer: boolean;
         };
         /** @description The answer to "I have read the report". */
         ReadResponse: {
@@ -1393,6 +1619,10 @@ export interface components {
              */
             created_at: number;
             documents: components["schemas"]["Documents"];
+            /** @description The contributing factors this server offers for tagging (`--factor-tags`); other tags may be added beside them. */
+            factor_choices: string[];
+            /** @description The contributing factors tagged on the review: each 1 to 40 characters of letters, digits, spaces and - / & ' . ( ), in lower case. */
+            factors: string[];
             /** @description Unguessable id: 128 random bits as hex. */
             id: string;
             /** @description The day of the incident, YYYY-MM-DD; null when not given. */
@@ -1411,6 +1641,8 @@ export interface components {
             server_time: number;
             /** @description The severity label; null when not given. */
             severity: string | null;
+            /** @description The team the review belongs to (its culture pulse joins the team's trend); null when none was given. */
+            team: string | null;
             title: string;
             /** @description The session the review is read through; absent when creating it. */
             you?: components["schemas"]["You"];
@@ -1440,6 +1672,23 @@ export interface components {
             /** @description Blameless-language hints on (true) or off (false) for everyone in the review. */
             hints: boolean;
         };
+        /** @description What the answers say about one statement. */
+        StatementResult: {
+            /**
+             * Format: int32
+             * @description How many answered it.
+             */
+            count: number;
+            /** @description How many gave each score, from 1 (strongly disagree) to 7 (strongly agree). */
+            distribution: number[];
+            /**
+             * Format: double
+             * @description The mean score, from 1 to 7, rounded to two decimals.
+             */
+            mean: number;
+            /** @description The statement. */
+            statement: string;
+        };
         /** @description One entry of an action item's history: who set which status, when. */
         StatusChange: {
             /**
@@ -1455,6 +1704,11 @@ export interface components {
         /** @description The status to move an item to. */
         StatusRequest: {
             status: components["schemas"]["ActionStatus"];
+        };
+        /** @description The review's team. */
+        TeamRequest: {
+            /** @description 1 to 60 characters once trimmed (inner whitespace collapsed), without control characters; null: no team. */
+            team: string | null;
         };
         /** @description A comment thread. */
         Thread: {
@@ -1989,6 +2243,35 @@ export interface operations {
             };
         };
     };
+    libraryFactors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The months and each factor's counts. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FactorTrend"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be read; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     getLibraryEntry: {
         parameters: {
             query?: never;
@@ -2081,7 +2364,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreateReviewResponse"];
                 };
             };
-            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_title`: the trimmed title is empty, over 200 characters or holds control characters; `invalid_incident_date`: not a calendar day written YYYY-MM-DD; `invalid_severity`: the trimmed severity is empty, over 32 characters or holds control characters; `invalid_release`: `anonymous_release` is neither `batch` nor `meeting`; `invalid_markdown`: `report_markdown` nests deeper than 32 levels. */
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_title`: the trimmed title is empty, over 200 characters or holds control characters; `invalid_incident_date`: not a calendar day written YYYY-MM-DD; `invalid_severity`: the trimmed severity is empty, over 32 characters or holds control characters; `invalid_release`: `anonymous_release` is neither `batch` nor `meeting`; `invalid_team`: the team, trimmed with its inner whitespace collapsed, is empty, over 60 characters or holds control characters; `invalid_markdown`: `report_markdown` nests deeper than 32 levels. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2117,7 +2400,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `rate_limited`: this address sent 5 wrong creation secrets in the last minute (checked first; even the right secret is refused meanwhile), or created 10 reviews in the last minute (checked once the body parses and its title, incident_date, severity and anonymous_release are valid, before `report_markdown` is checked). Each limit makes the address wait a minute, twice as long each time it floods again; the `Retry-After` header says how many seconds. */
+            /** @description `rate_limited`: this address sent 5 wrong creation secrets in the last minute (checked first; even the right secret is refused meanwhile), or created 10 reviews in the last minute (checked once the body parses and its title, incident_date, severity, anonymous_release and team are valid, before `report_markdown` is checked). Each limit makes the address wait a minute, twice as long each time it floods again; the `Retry-After` header says how many seconds. */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3570,6 +3853,96 @@ export interface operations {
             };
         };
     };
+    setFactors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The review's id (32 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FactorsRequest"];
+            };
+        };
+        responses: {
+            /** @description The review with its factors, as seen by the caller. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewWithYou"];
+                };
+            };
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_factor`: a factor is empty once trimmed, over 40 characters, or holds a character other than letters, digits, spaces and - / & ' . ( ); `too_many_factors`: more than 12 different factors (or more than 64 sent). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review; `not_allowed`: only the facilitator and authors tag contributing factors. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `body_too_large`: the request body is over 65,536 bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be written; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     rotateInvite: {
         parameters: {
             query?: never;
@@ -4020,6 +4393,250 @@ export interface operations {
             };
         };
     };
+    getPulse: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The review's id (32 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The pulse. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PulseView"];
+                };
+            };
+            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be read; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    answerPulse: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The review's id (32 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PulseRequest"];
+            };
+        };
+        responses: {
+            /** @description Held: it counts with a release. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PulseHeld"];
+                };
+            };
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_answers`: not one whole number from 1 to 7 for each of the 5 statements. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review; `not_allowed`: observers do not answer the pulse, nor does a session that joined after the review closed. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_closed`: the pulse opens once the review is closed; `already_answered`: this session already answered; `too_many_held`: many anonymous submissions of this review are waiting for their release. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `body_too_large`: the request body is over 65,536 bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `rate_limited`: this session already made 30 anonymous submissions (new items, replies, votes, edits, retractions) in the current minute; try again shortly. Counted, in memory only, for every request whose session and phase are accepted, before its body is read. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `document_unavailable`: the review's document cannot be changed right now; try again; `store_unavailable`: the store cannot be written; try again; `too_many_held`: the server holds as many anonymous items as it can; try again after the next release. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getPulseTrend: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The review's id (32 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The team's trend. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PulseTrend"];
+                };
+            };
+            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be read; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     markReportRead: {
         parameters: {
             query?: never;
@@ -4184,6 +4801,96 @@ export interface operations {
                 };
             };
             /** @description `document_unavailable`: the review's document cannot be changed right now; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    setTeam: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The review's id (32 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TeamRequest"];
+            };
+        };
+        responses: {
+            /** @description The review with its team, as seen by the caller. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewWithYou"];
+                };
+            };
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_team`: the team, trimmed with its inner whitespace collapsed, is empty, over 60 characters or holds control characters. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `missing_token`: no `Authorization: Bearer <session token>` header; `invalid_token`: the session token is unknown or revoked. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `other_review`: the session belongs to another review; `not_allowed`: only the facilitator can do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `body_too_large`: the request body is over 65,536 bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be written; try again. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -93,6 +93,7 @@ impl HeldRecord {
             AnonOp::Vote { vote, .. } => format!("vote:{vote}"),
             AnonOp::Edit { item, .. } => format!("edit:{}", item_id(item)),
             AnonOp::Retract { item } => format!("retract:{}", item_id(item)),
+            AnonOp::Pulse { answer, .. } => format!("pulse:{answer}"),
         };
         (self.review.clone(), op)
     }
@@ -181,6 +182,8 @@ pub struct Anonymity {
     queue: Arc<Mutex<Queue>>,
     keys: MetaTree,
     votes: MetaTree,
+    /// Released pulse answers: review ‖ 0 ‖ random answer id → the scores.
+    pulses: MetaTree,
     store: Store,
     cadence: Duration,
     rates: Mutex<HashMap<[u8; 32], (Instant, u32)>>,
@@ -242,6 +245,7 @@ impl Anonymity {
             queue: Arc::new(Mutex::new(queue)),
             keys: store.meta_tree("anon_keys")?,
             votes: store.meta_tree("votes")?,
+            pulses: store.meta_tree("pulses")?,
             store: store.clone(),
             cadence: cadence.max(Duration::from_millis(100)),
             rates: Mutex::new(HashMap::new()),
@@ -391,6 +395,70 @@ impl Anonymity {
         }
         self.hold_locked(review, session, op, |r| r.voter = Some(voter), &[])
             .await
+    }
+
+    /// Holds one person's pulse answers for a closed review, once per session. What refuses a
+    /// second answer is `SHA-256("pulse" ‖ session token ‖ review)`, held in the slot with the
+    /// answer and recorded beside concern votes at the release; the answer itself goes into
+    /// [`Anonymity::pulse_answers`] under a random id. Durable when this returns.
+    pub async fn hold_pulse(
+        &self,
+        review: &str,
+        session: &str,
+        scores: Vec<u8>,
+    ) -> Result<Receipt, Problem> {
+        let voter = pulse_voter(review, session);
+        let already = || {
+            Problem::new(
+                ProblemKind::Conflict,
+                "already_answered",
+                "you already answered this review's pulse",
+            )
+        };
+        if self.votes.get(voter.as_bytes())?.is_some() {
+            return Err(already());
+        }
+        let op = AnonOp::Pulse {
+            answer: random_hex(16),
+            scores,
+        };
+        let _one_at_a_time = self.releasing.lock().await;
+        if locked(&self.queue)
+            .slots
+            .values()
+            .any(|r| r.voter.as_deref() == Some(voter.as_str()))
+        {
+            return Err(already());
+        }
+        self.hold_locked(review, session, op, |r| r.voter = Some(voter), &[])
+            .await
+    }
+
+    /// Whether the session with token `session` answered the pulse of `review` (held or
+    /// released). Only that session is told.
+    pub fn answered_pulse(&self, review: &str, session: &str) -> Result<bool, Problem> {
+        let voter = pulse_voter(review, session);
+        if self.votes.get(voter.as_bytes())?.is_some() {
+            return Ok(true);
+        }
+        Ok(locked(&self.queue)
+            .slots
+            .values()
+            .any(|r| r.voter.as_deref() == Some(voter.as_str())))
+    }
+
+    /// The released pulse answers of a review, in the order of their random ids.
+    pub fn pulse_answers(&self, review: &str) -> Result<Vec<Vec<u8>>, Problem> {
+        let mut prefix = review.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for raw in self.pulses.values_with_prefix(&prefix)? {
+            // An unreadable record is left out; its content never reaches a log.
+            if let Ok(scores) = serde_json::from_slice::<Vec<u8>>(&raw) {
+                out.push(scores);
+            }
+        }
+        Ok(out)
     }
 
     /// Holds new text for an item (replacing any edit still held). Durable when this returns.
@@ -650,6 +718,13 @@ impl Anonymity {
         window.carried += 1;
         false
     }
+}
+
+/// The record that refuses a second pulse answer of the session with token `session`.
+fn pulse_voter(review: &str, session: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("pulse\0{session}\0{review}").as_bytes(),
+    ))
 }
 
 /// The id of the item a new-item op creates.

@@ -87,6 +87,7 @@ async fn release_review(
     // The final state of each key (a retraction, applied last, wins over its item's key).
     let mut keys: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut votes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut pulses: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut ops = Vec::with_capacity(records.len());
     for (_, r) in &records {
         if let Some(k) = &r.key {
@@ -98,6 +99,15 @@ async fn release_review(
             votes.insert(v.clone().into_bytes(), Some(Vec::new()));
         }
         match &r.op {
+            AnonOp::Pulse { answer, scores } => {
+                // Kept apart from the discussion, under a random id: sled writes the batch in
+                // key order, which is no order of arrival.
+                let mut key = review.as_bytes().to_vec();
+                key.push(0);
+                key.extend_from_slice(answer.as_bytes());
+                pulses.insert(key, Some(to_json(scores)));
+                continue;
+            }
             AnonOp::Retract { item } => {
                 keys.insert(item_id(item).into_bytes(), None);
             }
@@ -129,11 +139,16 @@ async fn release_review(
     let slots: Vec<u32> = records.iter().map(|(s, _)| *s).collect();
     // From here on the submitters are not told "pending": the items may appear any moment.
     locked(&anonymity.queue).releasing.extend(&slots);
-    let written = state
-        .registry
-        .open(&document_name(review, DocKind::Discussion))
-        .run_essential(move |doc| ((), threads::release(doc, &ops, at as f64)))
-        .await;
+    // A batch of pulse answers alone leaves the discussion as it is.
+    let written = if ops.is_empty() {
+        Ok(())
+    } else {
+        state
+            .registry
+            .open(&document_name(review, DocKind::Discussion))
+            .run_essential(move |doc| ((), threads::release(doc, &ops, at as f64)))
+            .await
+    };
     let failed = |slots: &[u32]| {
         let mut queue = locked(&anonymity.queue);
         for slot in slots {
@@ -149,7 +164,8 @@ async fn release_review(
     let recorded = anonymity
         .keys
         .apply(keys)
-        .and_then(|()| anonymity.votes.apply(votes));
+        .and_then(|()| anonymity.votes.apply(votes))
+        .and_then(|()| anonymity.pulses.apply(pulses));
     if let Err(e) = recorded {
         tracing::error!(error = %e, "cannot record the keys and votes of released anonymous items");
         failed(&slots);

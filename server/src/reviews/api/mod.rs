@@ -9,7 +9,9 @@
 //! - [`meeting`]: the timebox, the agenda, action items, read marks, hints;
 //! - [`actions`]: action items across reviews, and moving their status;
 //! - [`records`]: pinned versions, exports, publishing and the library;
-//! - [`webhooks`]: setting up webhooks, and the events the other handlers tell them.
+//! - [`webhooks`]: setting up webhooks, and the events the other handlers tell them;
+//! - [`learning`]: contributing factors and teams, read across reviews;
+//! - [`pulse`]: the anonymous culture pulse of a closed review, and its team's trend.
 //!
 //! Beside them: [`openapi`] assembles the document, [`request`] takes every request apart once
 //! (path, JSON body, session and what its role may do), [`documents`] runs jobs on a review's documents, [`errors`] maps the
@@ -21,8 +23,10 @@ pub mod actions;
 pub mod anonymous;
 pub mod documents;
 pub mod errors;
+pub mod learning;
 pub mod meeting;
 pub mod openapi;
+pub mod pulse;
 pub mod records;
 pub mod request;
 pub mod reviews;
@@ -115,6 +119,13 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .route("/api/actions/search", post(actions::search_actions))
         .route("/api/reviews/{id}/read", post(meeting::mark_read))
         .route("/api/reviews/{id}/settings", post(meeting::settings))
+        .route("/api/reviews/{id}/factors", post(learning::set_factors))
+        .route("/api/reviews/{id}/team", post(learning::set_team))
+        .route(
+            "/api/reviews/{id}/pulse",
+            post(pulse::answer).get(pulse::read),
+        )
+        .route("/api/reviews/{id}/pulse/trend", get(pulse::trend))
         .route("/api/reviews/{id}/versions", get(records::versions))
         .route("/api/reviews/{id}/versions/{phase}", get(records::version))
         .route("/api/reviews/{id}/export.md", get(records::export_md))
@@ -124,6 +135,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
             post(records::publish).get(records::preview),
         )
         .route("/api/library", get(records::library))
+        .route("/api/library/factors", get(records::library_factors))
         .route("/api/library/{id}", get(records::library_entry))
         .route("/api/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/webhooks/{webhook}", delete(webhooks::delete))

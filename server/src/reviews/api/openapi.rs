@@ -15,7 +15,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use super::{actions, anonymous, meeting, records, reviews, threads, webhooks};
+use super::{actions, anonymous, learning, meeting, pulse, records, reviews, threads, webhooks};
 use crate::reviews::meeting::{ActionKind, ActionStatus, StatusChange};
 use crate::reviews::policy::{Phase, Role};
 
@@ -81,6 +81,12 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
         webhooks::create,
         webhooks::list,
         webhooks::delete,
+        records::library_factors,
+        learning::set_factors,
+        learning::set_team,
+        pulse::answer,
+        pulse::read,
+        pulse::trend,
     ),
     modifiers(&Bearer, &Closed),
     security(("bearer" = [])),
@@ -121,6 +127,12 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
             description = "Events told to other systems: set up by a review's facilitator for \
             that review, or by the server's admin (the creation secret) for every review; signed, \
             retried from a durable outbox, and listed with their recent attempts."
+        ),
+        (
+            name = "pulse",
+            description = "The culture pulse of a closed review: answered anonymously, once, by \
+            those who took part; shown only as aggregates of at least five answers, per review and \
+            per month across a team's reviews."
         ),
         (name = "meta", description = "This document."),
     )
@@ -858,6 +870,9 @@ mod tests {
                 created_at: 0,
                 release: Default::default(),
                 small_group_anonymity: false,
+                team: None,
+                factors: Vec::new(),
+                closed_at: None,
                 invites: Default::default(),
             },
             report: "# Report".into(),
@@ -895,6 +910,6 @@ mod tests {
             .values()
             .map(|path| path.as_object().map_or(0, |methods| methods.len()))
             .sum();
-        assert_eq!(operations, 42);
+        assert_eq!(operations, 48);
     }
 }

@@ -23,7 +23,9 @@ use crate::error::{ApiError, ErrorBody};
 use crate::reviews::basics::now_ms;
 use crate::reviews::policy::Phase;
 use crate::reviews::problem::Problem;
-use crate::reviews::records::{Names, Published, Version, EXPORT_FORMAT};
+use crate::reviews::records::{
+    ActionKinds, FactorCounts, Names, Published, Version, EXPORT_FORMAT,
+};
 use crate::reviews::renaming::Renaming;
 use crate::reviews::sessions::ReviewRecord;
 use crate::reviews::webhooks::EventType;
@@ -505,6 +507,7 @@ pub(super) async fn publish(
         ));
     }
     let markdown = publication(&state, review.clone(), req.names).await?;
+    let discussion = read_doc(&state, &id, DocKind::Discussion, meeting::snapshot).await?;
     // The event goes into the outbox in the same flush as the library entry.
     let event = webhooks::event(
         &state,
@@ -524,6 +527,8 @@ pub(super) async fn publish(
             markdown,
             format: EXPORT_FORMAT,
             names: req.names,
+            factors: review.factors,
+            action_kinds: ActionKinds::count(discussion.get("actions")),
         })
         .await;
     if published.is_err() {
@@ -572,6 +577,11 @@ pub(super) struct LibraryEntry {
     severity: Option<String>,
     /// When it was (last) published, milliseconds since the Unix epoch.
     published_at: u64,
+    /// Its contributing factors, in lower case.
+    #[schema(max_items = 12)]
+    factors: Vec<String>,
+    /// How many of its action items are of each kind, when it was published.
+    action_kinds: ActionKinds,
 }
 
 /// The published reviews a search found, newest first.
@@ -614,6 +624,11 @@ pub(super) struct PublishedReview {
     html: String,
     /// Whether people's names were kept or replaced by their roles.
     names: Names,
+    /// Its contributing factors, in lower case.
+    #[schema(max_items = 12)]
+    factors: Vec<String>,
+    /// How many of its action items are of each kind, when it was published.
+    action_kinds: ActionKinds,
 }
 
 /// `GET /api/library?q=`: published reviews, searchable by title and text; no session needed.
@@ -668,6 +683,8 @@ pub(super) async fn library(
             incident_date: p.incident_date,
             severity: p.severity,
             published_at: p.published_at,
+            factors: p.factors,
+            action_kinds: p.action_kinds,
         })
         .collect();
     Ok(Json(LibraryList { reviews }))
@@ -714,5 +731,67 @@ pub(super) async fn library_entry(
         html: markdown::html::html(&p.markdown),
         markdown: p.markdown,
         names: p.names,
+        factors: p.factors,
+        action_kinds: p.action_kinds,
+    }))
+}
+
+/// One contributing factor over time.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct FactorRow {
+    /// The factor, in lower case.
+    #[schema(min_length = 1, max_length = 40)]
+    factor: String,
+    /// Published reviews tagged with it, in all.
+    total: u32,
+    /// Published reviews tagged with it in each month of `months`, in the same order.
+    counts: Vec<u32>,
+}
+
+/// How often each contributing factor was tagged on published reviews, month by month.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct FactorTrend {
+    /// Every month (`YYYY-MM`, UTC) from the first to the last that has a published review,
+    /// months without one included. A review's month is its incident's, or the month it was
+    /// published when it has no incident day.
+    months: Vec<String>,
+    /// Each factor tagged on a published review, most frequent first (then by name).
+    factors: Vec<FactorRow>,
+    /// Published reviews counted, with factors or without.
+    reviews: u32,
+}
+
+/// `GET /api/library/factors`: recurring contributing factors over published reviews.
+#[utoipa::path(
+    get,
+    path = "/api/library/factors",
+    operation_id = "libraryFactors",
+    tag = "library",
+    summary = "Count how often each contributing factor was tagged on published reviews, per month \
+    (no session needed).",
+    description = "Only published reviews count, as the library shows them; a review's factors \
+    are kept up to date in the library when they are tagged after publishing.",
+    responses(
+        (status = 200, description = "The months and each factor's counts.", body = FactorTrend),
+        (status = 503, description = said::STORE_UNREADABLE, body = ErrorBody),
+    ),
+    security(),
+)]
+pub(super) async fn library_factors(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<FactorTrend>, ApiError> {
+    let counts = FactorCounts::of(&state.records.all_published()?);
+    Ok(Json(FactorTrend {
+        months: counts.months,
+        factors: counts
+            .factors
+            .into_iter()
+            .map(|(factor, counts)| FactorRow {
+                factor,
+                total: counts.iter().sum(),
+                counts,
+            })
+            .collect(),
+        reviews: counts.reviews,
     }))
 }

@@ -23,7 +23,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::reviews::actions::ActionCounts;
 use crate::reviews::anonymous::{release, Anonymity};
 use crate::reviews::basics::now_ms;
-use crate::reviews::fields::{validate_date, validate_severity, validate_title};
+use crate::reviews::fields::{validate_date, validate_severity, validate_team, validate_title};
 use crate::reviews::policy::{self, Phase, ReleaseMode, Role};
 use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{NewReview, ReviewRecord, Reviews, SessionRecord};
@@ -228,6 +228,22 @@ pub(super) struct ReviewView {
     read_count: u64,
     /// How many of its action items are done ("3 of 5 actions done").
     actions: ActionCounts,
+    /// The team the review belongs to (its culture pulse joins the team's trend); null when
+    /// none was given.
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 60,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    team: Option<String>,
+    /// The contributing factors tagged on the review: each 1 to 40 characters of letters,
+    /// digits, spaces and - / & ' . ( ), in lower case.
+    #[schema(max_items = 12)]
+    factors: Vec<String>,
+    /// The contributing factors this server offers for tagging (`--factor-tags`); other tags
+    /// may be added beside them.
+    factor_choices: Vec<String>,
     /// The server's clock when it answered, milliseconds since the Unix epoch (for timers).
     server_time: u64,
     /// The session the review is read through; absent when creating it.
@@ -271,6 +287,9 @@ impl ReviewView {
             },
             read_count: state.records.published_read_count(&review.id),
             actions,
+            team: review.team.clone(),
+            factors: review.factors.clone(),
+            factor_choices: state.factor_tags.clone(),
             server_time: now_ms(),
             you: you.map(|s| You {
                 role: s.role,
@@ -288,7 +307,7 @@ impl ReviewView {
 pub(super) struct ReviewWithYou(ReviewView);
 
 impl ReviewWithYou {
-    async fn new(state: &ApiState, review: &ReviewRecord, you: &SessionRecord) -> Self {
+    pub(super) async fn new(state: &ApiState, review: &ReviewRecord, you: &SessionRecord) -> Self {
         let actions = action_counts(state, &review.id).await;
         ReviewWithYou(ReviewView::new(state, review, Some(you), actions))
     }
@@ -425,6 +444,14 @@ pub(super) struct CreateRequest {
     /// `too_few_for_anonymity`), and holds a batch only one person contributed to until someone
     /// else's items join it (for up to ten release boundaries).
     small_group_anonymity: Option<bool>,
+    /// The team the review belongs to: 1 to 60 characters once trimmed (inner whitespace
+    /// collapsed), without control characters; absent or null: none.
+    #[schema(
+        min_length = 1,
+        max_length = 60,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    team: Option<String>,
     /// A report to import, in Markdown (at most 524,288 bytes, nested at most 32 levels deep);
     /// absent or null: the report starts from the server's template.
     report_markdown: Option<String>,
@@ -455,7 +482,8 @@ pub(super) struct CreateRequest {
             200 characters or holds control characters; `invalid_incident_date`: not a calendar \
             day written YYYY-MM-DD; `invalid_severity`: the trimmed severity is empty, over 32 \
             characters or holds control characters; `invalid_release`: `anonymous_release` is \
-            neither `batch` nor `meeting`; `invalid_markdown`: `report_markdown` nests deeper than \
+            neither `batch` nor `meeting`; `invalid_team`: the team, trimmed with its inner \
+            whitespace collapsed, is empty, over 60 characters or holds control characters; `invalid_markdown`: `report_markdown` nests deeper than \
             32 levels.",
             body = ErrorBody,
         ),
@@ -478,7 +506,7 @@ pub(super) struct CreateRequest {
             description = "`rate_limited`: this address sent 5 wrong creation secrets in the last \
             minute (checked first; even the right secret is refused meanwhile), or created 10 \
             reviews in the last minute (checked once the body parses and its title, incident_date, \
-            severity and anonymous_release are valid, before `report_markdown` is checked). Each \
+            severity, anonymous_release and team are valid, before `report_markdown` is checked). Each \
             limit makes the address wait a minute, twice as long each time it floods again; the \
             `Retry-After` header says how many seconds.",
             body = ErrorBody,
@@ -517,6 +545,7 @@ pub(super) async fn create(
             }
         },
         small_group_anonymity: req.small_group_anonymity.unwrap_or(false),
+        team: req.team.as_deref().map(validate_team).transpose()?,
     };
     if req
         .report_markdown

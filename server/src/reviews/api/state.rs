@@ -32,6 +32,8 @@ pub struct ApiState {
     pub trackers: Arc<Trackers>,
     /// Webhooks, their outbox and the due days of action items.
     pub webhooks: Arc<Webhooks>,
+    /// The contributing factors the server offers for tagging (`--factor-tags`).
+    pub factor_tags: Vec<String>,
 }
 
 impl ApiState {

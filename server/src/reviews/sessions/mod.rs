@@ -51,6 +51,17 @@ pub struct ReviewRecord {
     /// may post them, and in a batch that only one person contributed to.
     #[serde(default)]
     pub small_group_anonymity: bool,
+    /// The team the review belongs to, for the culture pulse's trend across a team's reviews.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Contributing factors tagged by the facilitator and authors (normalised, at most
+    /// [`crate::reviews::fields::MAX_FACTORS`]).
+    #[serde(default)]
+    pub factors: Vec<String>,
+    /// When the review closed, ms since the Unix epoch: who joined after it did not take part
+    /// and is not asked the pulse. Absent for reviews closed before it was kept.
+    #[serde(default)]
+    pub closed_at: Option<u64>,
     /// Hex SHA-256 of each role's current invite token.
     pub(super) invites: HashMap<Role, String>,
 }
@@ -83,6 +94,8 @@ pub struct NewReview {
     pub release: ReleaseMode,
     /// See [`ReviewRecord::small_group_anonymity`].
     pub small_group_anonymity: bool,
+    /// The team (validated).
+    pub team: Option<String>,
 }
 
 /// A review just created, with the only copies of its invite tokens.
@@ -232,6 +245,9 @@ impl Reviews {
             created_at: now_ms(),
             release: new.release,
             small_group_anonymity: new.small_group_anonymity,
+            team: new.team,
+            factors: Vec::new(),
+            closed_at: None,
             invites: tokens
                 .iter()
                 .map(|(r, t)| (*r, hex::encode(hash(t))))
@@ -447,12 +463,69 @@ impl Reviews {
             }
             let mut updated = review.clone();
             updated.phase = to;
+            if to == Phase::Closed {
+                updated.closed_at = Some(now_ms());
+            }
             self.put_review(&updated)?;
             *review = updated.clone();
             updated
         };
         self.store.durable().await?;
         Ok((review, true))
+    }
+
+    /// Changes a review's record with `change` and stores it; durable when this returns.
+    async fn update(
+        &self,
+        review: &str,
+        change: impl FnOnce(&mut ReviewRecord),
+    ) -> Result<ReviewRecord, Problem> {
+        let updated = {
+            let mut state = self.lock();
+            let record = state
+                .reviews
+                .get_mut(review)
+                .ok_or_else(|| unknown_review(review))?;
+            let mut updated = record.clone();
+            change(&mut updated);
+            self.put_review(&updated)?;
+            *record = updated.clone();
+            updated
+        };
+        self.store.durable().await?;
+        Ok(updated)
+    }
+
+    /// Sets the team of a review (`None` takes it out of every team); the caller must be its
+    /// facilitator. Durable when this returns.
+    pub async fn set_team(
+        &self,
+        session: &SessionRecord,
+        team: Option<String>,
+    ) -> Result<ReviewRecord, Problem> {
+        policy::may_facilitate(session.role)?;
+        self.update(&session.review, |r| r.team = team).await
+    }
+
+    /// Replaces the contributing factors of a review (already validated); the caller must be
+    /// its facilitator or an author. Durable when this returns.
+    pub async fn set_factors(
+        &self,
+        session: &SessionRecord,
+        factors: Vec<String>,
+    ) -> Result<ReviewRecord, Problem> {
+        policy::may_tag_factors(session.role)?;
+        self.update(&session.review, |r| r.factors = factors).await
+    }
+
+    /// Every review of `team`.
+    pub fn of_team(&self, team: &str) -> Vec<ReviewRecord> {
+        self.lock()
+            .reviews
+            .values()
+            .filter(|r| r.team.as_deref() == Some(team))
+            .cloned()
+            .collect()
     }
 
     /// Replaces a role's invite link; with `revoke`, also ends every session of that role except
@@ -642,6 +715,7 @@ mod tests {
             severity: None,
             release: ReleaseMode::Batch,
             small_group_anonymity: false,
+            team: None,
         };
         let created = reviews
             .insert(Reviews::new_id(), new)
