@@ -322,7 +322,7 @@ pub async fn deliver_loop(webhooks: Arc<Webhooks>, shutdown: CancellationToken) 
             Some(done) = running.join_next(), if !running.is_empty() => {
                 if let Ok((seq, lane, outcome)) = done {
                     lanes.retain(|l| *l != lane);
-                    webhooks.finished(seq, outcome);
+                    webhooks.finished(seq, &lane, outcome);
                 }
             }
             () = sleep_or_forever(wait) => {}

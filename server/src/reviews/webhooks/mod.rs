@@ -110,8 +110,9 @@ pub enum Format {
 }
 
 /// A hook as stored. The secret is kept to sign deliveries; it leaves the server only in the
-/// answer that created the hook.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// answer that created the hook. (Its `Debug` shows neither the secret nor the URL, which for
+/// Slack is a secret too.)
+#[derive(Clone, Serialize, Deserialize)]
 pub struct HookRecord {
     /// `wh_` and 128 random bits, hex.
     pub id: String,
@@ -125,6 +126,16 @@ pub struct HookRecord {
     pub secret: String,
     /// Creation time, ms since the Unix epoch.
     pub created_at: u64,
+}
+
+impl std::fmt::Debug for HookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookRecord")
+            .field("id", &self.id)
+            .field("review", &self.review)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What happened, as the event's `type` says it.
@@ -592,10 +603,11 @@ impl Webhooks {
 
     /// Records the outcome of an attempt at delivery `seq`: done (delivered or given up) leaves
     /// the outbox, otherwise it waits for its next try.
-    fn finished(&self, seq: u64, outcome: Result<u16, String>) {
+    fn finished(&self, seq: u64, lane: &(String, String), outcome: Result<u16, String>) {
         let mut inner = self.lock();
         let Some(mut delivery) = inner.outbox.get(&seq).cloned() else {
             // The hook was removed meanwhile.
+            inner.in_flight.remove(lane);
             return;
         };
         inner
