@@ -390,3 +390,185 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
     );
     assert!(line_time("2026-12-06T09:30:00.250000Z  INFO x").is_some_and(|t| t % 1000 == 250));
 }
+
+/// Reviews and people of the pulse attack: each of [`PULSE_PEOPLE`] people answers each review's
+/// pulse once, in an order the attacker knows (who was active when).
+const PULSE_REVIEWS: usize = 4;
+const PULSE_PEOPLE: usize = 6;
+
+/// One pulse answer and who gave it.
+#[derive(Debug, Clone)]
+struct PulseAnswer {
+    review: usize,
+    author: usize,
+    /// The review's answerers in the order they answered.
+    order: Vec<usize>,
+    /// The scores as the server writes them (`[a,b,c,d,e]`), distinct across the test.
+    scores: String,
+    /// `SHA-256("pulse" ‖ session token ‖ review)`: what refuses a second answer.
+    voter: String,
+}
+
+#[tokio::test]
+async fn pulse_answers_cannot_be_linked_to_who_gave_them() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("server.log");
+    // Nothing is released while people answer: every copy taken meanwhile holds every answer.
+    let server =
+        ChildServer::start_with(&data, &["--anonymous-cadence-secs", "86400"], Some(&log)).await;
+    let held_file = data.join("held").join("slots");
+    let mut rng = rand::thread_rng();
+    let mut used = std::collections::HashSet::new();
+    let mut answers: Vec<PulseAnswer> = Vec::new();
+    let mut during: Vec<Vec<(PathBuf, Vec<u8>)>> = Vec::new();
+    let mut reviews = Vec::new();
+    for r in 0..PULSE_REVIEWS {
+        let review = Review::create(server.addr, &format!("Pulse {r}")).await;
+        let mut people = Vec::new();
+        for i in 0..PULSE_PEOPLE {
+            people.push(review.join("participant", &format!("Person {i}")).await);
+        }
+        for phase in ["review", "meeting", "closed"] {
+            review.move_to(phase).await;
+        }
+        let mut order: Vec<usize> = (0..PULSE_PEOPLE).collect();
+        order.shuffle(&mut rng);
+        for &person in &order {
+            let scores: Vec<u8> = loop {
+                let s: Vec<u8> = (0..5)
+                    .map(|_| rand::Rng::gen_range(&mut rng, 1..=7))
+                    .collect();
+                if used.insert(s.clone()) {
+                    break s;
+                }
+            };
+            let text = serde_json::to_string(&scores).expect("scores");
+            let before = snapshot(&data);
+            let held = post(
+                &review,
+                &people[person],
+                "/pulse",
+                json!({ "answers": scores }),
+            )
+            .await;
+            assert_eq!(held.status, 202, "{}", held.body);
+            let after = snapshot(&data);
+            // The answer lands in the held file only, in one slot, and nowhere else.
+            let (_, file) = locate(&after, &text).expect("the held answer is on disk");
+            assert_eq!(file, held_file, "a pulse answer outside the held file");
+            assert!(locate(&before, &text).is_none());
+            let new = &after.iter().find(|(p, _)| *p == held_file).expect("held").1;
+            if let Some((_, old)) = before.iter().find(|(p, _)| *p == held_file) {
+                let changed = old
+                    .chunks(SLOT_BYTES)
+                    .zip(new.chunks(SLOT_BYTES))
+                    .filter(|(a, b)| a != b)
+                    .count();
+                assert_eq!(changed, 1, "one answer changes one slot");
+            }
+            let voter = hex::encode(sha2::Sha256::digest(
+                format!("pulse\0{}\0{}", people[person], review.id).as_bytes(),
+            ));
+            answers.push(PulseAnswer {
+                review: r,
+                author: person,
+                order: order.clone(),
+                scores: text,
+                voter,
+            });
+        }
+        during.push(snapshot(&data));
+        reviews.push((review, people));
+    }
+    server.terminate().await;
+    // Released after a restart: who answered is not known any more (it never was stored), so the
+    // batch goes out after its ten boundaries.
+    let log_after = dir.path().join("server-after.log");
+    let server =
+        ChildServer::start_with(&data, &["--anonymous-cadence-secs", "1"], Some(&log_after)).await;
+    debrief_tests::within_for(
+        std::time::Duration::from_secs(40),
+        "every pulse answer released",
+        async {
+            while !std::fs::read(&held_file).is_ok_and(|b| b.iter().all(|x| *x == 0)) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await;
+    let after_release = snapshot(&data);
+    let (review, people) = &reviews[0];
+    let path = format!("/api/reviews/{}/pulse", review.id);
+    let shown = request(server.addr, "GET", &path, Some(&people[0]), None).await;
+    assert_eq!(
+        shown.body["results"]["answers"], PULSE_PEOPLE,
+        "{}",
+        shown.body
+    );
+    server.terminate().await;
+    let after_stop = snapshot(&data);
+
+    // The on-disk order attack, in copies during the hold, after the release and after a stop:
+    // the k-th answer of a review by position is given to the k-th person who answered it.
+    let by_position = |snap: &[(PathBuf, Vec<u8>)], a: &PulseAnswer| -> usize {
+        let mut placed: Vec<(u64, &PulseAnswer)> = answers
+            .iter()
+            .filter(|o| o.review == a.review)
+            .filter_map(|o| locate(snap, &o.scores).map(|(at, _)| (at, o)))
+            .collect();
+        placed.sort_by_key(|(at, _)| *at);
+        match placed.iter().position(|(_, o)| o.scores == a.scores) {
+            Some(rank) => a.order[rank.min(a.order.len() - 1)],
+            None => a.order[0],
+        }
+    };
+    let bound = |attack: &str, correct: usize| {
+        let n = answers.len() as f64;
+        let p = 1.0 / PULSE_PEOPLE as f64;
+        let bound = n * p + 4.0 * (n * p * (1.0 - p)).sqrt();
+        assert!(
+            (correct as f64) <= bound,
+            "{attack}: named {correct} of {n} answerers (bound {bound:.1})"
+        );
+    };
+    let correct = |snap: &dyn Fn(&PulseAnswer) -> usize| {
+        answers.iter().filter(|a| snap(a) == a.author).count()
+    };
+    bound(
+        "pulse order during the hold",
+        correct(&|a| by_position(&during[a.review], a)),
+    );
+    bound(
+        "pulse order after the release",
+        correct(&|a| by_position(&after_release, a)),
+    );
+    bound(
+        "pulse order after a clean stop",
+        correct(&|a| by_position(&after_stop, a)),
+    );
+    // The answers and the records that refuse a second answer are in no log line, in any
+    // encoding, and no session token is stored.
+    let mut lines = std::fs::read_to_string(&log).expect("read the log");
+    lines.push_str(&std::fs::read_to_string(&log_after).expect("read the second log"));
+    assert!(lines.lines().count() > 50, "trace logging was on");
+    for a in &answers {
+        for secret in [&a.scores, &a.voter] {
+            for e in encodings(secret) {
+                assert!(
+                    !lines.contains(&e),
+                    "{e:?} (a pulse answer's) is in the log"
+                );
+            }
+        }
+    }
+    for (_, people) in &reviews {
+        for token in people {
+            assert!(
+                locate(&after_stop, token).is_none(),
+                "a session token is stored"
+            );
+        }
+    }
+}
