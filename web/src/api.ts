@@ -35,6 +35,8 @@ export type ActionSearch = Schemas['ActionSearch']
 export type Webhook = Schemas['Webhook']
 export type WebhookAttempt = Schemas['WebhookAttempt']
 export type WebhookFormat = Schemas['WebhookFormat']
+export type ActionKinds = Schemas['ActionKinds']
+export type Aggregate = Schemas['Aggregate']
 
 export const ROLES: readonly Role[] = ['facilitator', 'author', 'participant', 'observer']
 export const PHASES: readonly Phase[] = ['draft', 'review', 'meeting', 'closed']
@@ -91,6 +93,15 @@ export const api = {
     } satisfies Schemas['CreateReviewRequest']),
   library: (q: string) => call<Schemas['LibraryList']>('GET', `/api/library?q=${encodeURIComponent(q)}`),
   libraryEntry: (id: string) => call<Schemas['PublishedReview']>('GET', `/api/library/${encodeURIComponent(id)}`),
+  libraryFactors: () => call<Schemas['FactorTrend']>('GET', '/api/library/factors'),
+  setFactors: (id: string, session: string, factors: string[]) =>
+    call<Review>('POST', `${at(id)}/factors`, { factors } satisfies Schemas['FactorsRequest'], session),
+  setTeam: (id: string, session: string, team: string | null) =>
+    call<Review>('POST', `${at(id)}/team`, { team } satisfies Schemas['TeamRequest'], session),
+  pulse: (id: string, session: string) => call<Schemas['PulseView']>('GET', `${at(id)}/pulse`, undefined, session),
+  pulseTrend: (id: string, session: string) => call<Schemas['PulseTrend']>('GET', `${at(id)}/pulse/trend`, undefined, session),
+  answerPulse: (id: string, session: string, answers: number[]) =>
+    call<Schemas['PulseHeld']>('POST', `${at(id)}/pulse`, { answers } satisfies Schemas['PulseRequest'], session),
   invite: (invite: string) => call<Schemas['InviteView']>('POST', '/api/invite', { invite } satisfies Schemas['InviteRequest']),
   join: (invite: string, name: string) => call<Joined>('POST', '/api/join', { invite, name } satisfies Schemas['JoinRequest']),
   review: (id: string, session: string) => call<Review>('GET', at(id), undefined, session),

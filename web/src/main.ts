@@ -7,6 +7,7 @@ import { h, notice, replace } from './dom'
 import { openReview } from './review'
 import { actionsScreen } from './actions-page'
 import { publicationView } from './publication'
+import { factorChips, factorsScreen, kindsText } from './learning'
 import { ROLE_HELP, PHASE_HELP } from './rules'
 import { memory } from './store'
 
@@ -106,12 +107,15 @@ function librarySection (): HTMLElement {
     api.library(q.value).then((r) => {
       replace(list, ...(r.reviews.length === 0
         ? [h('li', { class: 'muted' }, 'Nothing published matches.')]
-        : r.reviews.map((x) => h('li', {}, h('a', { href: `/library/${x.id}` }, x.title), ' ', h('span', { class: 'muted' }, x.incident_date ?? '')))))
+        : r.reviews.map((x) => h('li', { class: 'library-entry' }, h('a', { href: `/library/${x.id}` }, x.title), ' ', h('span', { class: 'muted' }, x.incident_date ?? ''),
+          x.factors.length > 0 ? factorChips(x.factors) : null,
+          h('span', { class: 'muted kinds' }, kindsText(x.action_kinds))))))
     }, (err: unknown) => { replace(list, notice(message(err), 'error')) })
   }
   q.addEventListener('input', search)
   search()
-  return h('section', { class: 'card', 'aria-labelledby': 'lib-h' }, h('h2', { id: 'lib-h' }, 'Library'), q, list)
+  return h('section', { class: 'card', 'aria-labelledby': 'lib-h' }, h('h2', { id: 'lib-h' }, 'Library'), q, list,
+    h('p', {}, h('a', { href: '/library/factors', id: 'factors-link' }, 'Recurring contributing factors')))
 }
 
 function libraryScreen (id: string): void {
@@ -206,6 +210,8 @@ function route (): void {
   const published = /^\/library\/([0-9a-f]{1,64})\/?$/.exec(path)
   if (path === '/join') {
     joinScreen()
+  } else if (path === '/library/factors' || path === '/library/factors/') {
+    factorsScreen(app, header)
   } else if (published?.[1]) {
     libraryScreen(published[1])
   } else if (path === '/actions' || path === '/actions/') {

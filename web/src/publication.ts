@@ -3,8 +3,9 @@
 // formatted from the server's HTML. The facilitator's preview before publishing is this same
 // view, so what they read is what the library will show.
 
-import type { Names } from './api'
+import type { ActionKinds, Names } from './api'
 import { h } from './dom'
+import { factorChips, kindsText } from './learning'
 
 export interface Publication {
   title: string
@@ -16,6 +17,9 @@ export interface Publication {
    * web and mail links only, images as links): `reviews/markdown/html.rs`. */
   html: string
   names: Names
+  /** Contributing factors and action kinds; a preview has none to show yet. */
+  factors?: string[]
+  action_kinds?: ActionKinds
 }
 
 /** A `YYYY-MM-DD` day as people read it, in no time zone. */
@@ -39,6 +43,8 @@ export function publicationView (p: Publication): HTMLElement {
         ...(p.incident_date ? fact('Incident', day(p.incident_date)) : []),
         ...(p.severity ? fact('Severity', p.severity, 'severity') : []),
         ...fact('Published', p.published_at === null ? 'Not yet' : new Date(p.published_at).toLocaleDateString(undefined, { dateStyle: 'long' })),
-        ...fact('Names', p.names === 'roles' ? 'Replaced by roles' : 'As written'))),
+        ...fact('Names', p.names === 'roles' ? 'Replaced by roles' : 'As written'),
+        ...(p.action_kinds ? fact('Action items', kindsText(p.action_kinds), 'kinds') : [])),
+      p.factors && p.factors.length > 0 ? factorChips(p.factors) : null),
     body)
 }

@@ -17,6 +17,7 @@ import { flagReview, undismissed } from './hints'
 import { abilities, nextStep, PHASE_HELP, PHASE_NAMES, phaseMeaning, reportExplanation, ROLE_HELP } from './rules'
 import { memory, type Membership } from './store'
 import { count } from './debug'
+import { factorsSection, pulseSection } from './learning'
 
 const COLORS = ['#b4541a', '#1f6feb', '#8250df', '#1a7f37', '#bf3989', '#9a6700', '#0a7ea4', '#cf222e']
 
@@ -105,6 +106,8 @@ class ReviewScreen {
   /** "3 of 5 actions done", linking to the action items page; live from the discussion. */
   private readonly actionsEl = h('a', { href: '/actions', class: 'actions-count', id: 'actions-count' })
   private readonly banner = h('div', { class: 'banner', hidden: true })
+  /** The culture pulse, once the review is closed. */
+  private readonly pulseSlot = h('div', {})
   private readonly controls = h('div', { class: 'controls' })
   private poll: number | null = null
   private readonly user: { name: string, color: string }
@@ -161,7 +164,11 @@ class ReviewScreen {
     this.showActions(this.review.actions.done, this.review.actions.total)
     replace(this.app, this.header(), head,
       h('div', { class: 'review-info' }, this.phaseBar, this.nextStepEl, this.controls),
+      h('div', { class: 'review-learning' },
+        factorsSection(this.m, () => this.review, (r) => { this.review = { ...this.review, team: r.team, factors: r.factors } }),
+        this.pulseSlot),
       this.banner, layout)
+    if (this.phase === 'closed') replace(this.pulseSlot, pulseSection(this.m, () => this.review))
     // What sticks below the head (the editor's toolbar) sits below it, however tall it wraps.
     this.headObserver = new ResizeObserver(() => {
       document.documentElement.style.setProperty('--head-h', `${head.offsetHeight}px`)
@@ -377,6 +384,7 @@ class ReviewScreen {
       return
     }
     this.present(false)
+    if (phase === 'closed') replace(this.pulseSlot, pulseSection(this.m, () => this.review))
     this.renderPhase()
     this.applyScope()
     if (this.commentButton) this.commentButton.hidden = !abilities(this.review).comment
