@@ -264,6 +264,16 @@ async fn every_event_of_a_review_arrives_signed_in_order() {
     let review = Review::create(server.addr, "Checkout outage").await;
     let secret = secret_of(&hook_for(&review, &receiver.url(), None).await);
     review.move_to("review").await;
+    // Anonymous items are told to nobody: not even their count, here.
+    let concern = review
+        .call(
+            "participant",
+            "POST",
+            "/concerns",
+            Some(json!({ "body": "nobody reads the runbook" })),
+        )
+        .await;
+    assert_eq!(concern.status, 202, "{}", concern.body);
     review.move_to("meeting").await;
     let action = add_action(&review, "Alert on queue depth", Some("2030-01-31")).await;
     let done = review
@@ -291,6 +301,11 @@ async fn every_event_of_a_review_arrives_signed_in_order() {
             json!({"id": review.id, "title": "Checkout outage"})
         );
         assert!(ids.insert(got.id()), "each event has its own id");
+        let text = String::from_utf8_lossy(&got.body).into_owned();
+        assert!(
+            !text.contains("runbook") && !text.contains("participant person"),
+            "{text}"
+        );
         seen.push((got.kind(), event["data"].clone()));
     }
     let kinds: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
