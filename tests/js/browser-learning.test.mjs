@@ -47,6 +47,14 @@ test('factors tagged in two reviews, published, counted per month; the pulse sho
     await openAs(a.page, base, november.fay.membership)
     await tag(a.page, ['alerting gap'])
     await waitText(a.page, '#factors .factors-now', 'alerting gap')
+    // …and names its team; a name with a control character is refused in plain words.
+    await a.page.locator('#factors summary', { hasText: 'Team' }).click()
+    await a.page.locator('#team').fill('Pay\u0007ments')
+    await a.page.locator('#team-save').click()
+    await waitText(a.page, '.team-form .notice', 'A team name is 1 to 60 characters.')
+    await a.page.locator('#team').fill('  Payments ')
+    await a.page.locator('#team-save').click()
+    await waitText(a.page, '#factors .team', 'Team: Payments')
 
     // Action items of each kind, then both closed and published.
     for (const r of [october, november]) await r.phase('review')

@@ -82,9 +82,10 @@ async function call<T> (method: string, path: string, body?: unknown, token?: st
 const at = (id: string): string => `/api/reviews/${encodeURIComponent(id)}`
 
 export const api = {
-  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: ReleaseMode, smallGroups: boolean) =>
+  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: ReleaseMode, smallGroups: boolean, team: string | null = null) =>
     call<Created>('POST', '/api/reviews', {
       title,
+      ...(team ? { team } : {}),
       anonymous_release: release,
       ...(smallGroups ? { small_group_anonymity: true } : {}),
       ...(incidentDate ? { incident_date: incidentDate } : {}),

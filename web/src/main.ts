@@ -35,6 +35,7 @@ function startScreen (): void {
     h('option', { value: '' }, 'Not set'),
     ...['SEV1', 'SEV2', 'SEV3', 'SEV4'].map((s) => h('option', { value: s }, s)))
   const name = h('input', { id: 'name', name: 'name', required: true, maxlength: 60, value: memory.name(), autocomplete: 'nickname' })
+  const team = h('input', { id: 'team-new', name: 'team', maxlength: 60, autocomplete: 'off', placeholder: 'Optional, e.g. Payments' })
   const release = h('select', { id: 'release' },
     h('option', { value: 'batch' }, 'in batches while people read (recommended)'),
     h('option', { value: 'meeting' }, 'all at once when the meeting starts'))
@@ -48,6 +49,7 @@ function startScreen (): void {
     h('div', { class: 'row' },
       h('div', {}, h('label', { for: 'date' }, 'Incident date'), date),
       h('div', {}, h('label', { for: 'severity' }, 'Severity'), severity)),
+    h('label', { for: 'team-new' }, 'Team'), team,
     h('label', { for: 'name' }, 'Your name'), name,
     h('label', { for: 'release' }, 'Anonymous comments appear'), release,
     h('label', { class: 'check', for: 'small-groups' }, smallGroups, ' Allow anonymous comments in a small group'),
@@ -61,7 +63,7 @@ function startScreen (): void {
     replace(status, notice('Creating…'))
     void (async () => {
       try {
-        const created = await api.create(title.value.trim(), date.value || null, severity.value || null, markdown.value.trim() || null, release.value === 'meeting' ? 'meeting' : 'batch', smallGroups.checked)
+        const created = await api.create(title.value.trim(), date.value || null, severity.value || null, markdown.value.trim() || null, release.value === 'meeting' ? 'meeting' : 'batch', smallGroups.checked, team.value.trim() || null)
         memory.setName(name.value.trim())
         const joined = await api.join(created.invites.facilitator.token, name.value.trim())
         const you = joined.review.you
