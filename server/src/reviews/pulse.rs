@@ -5,7 +5,7 @@
 //! per review, and per month across a team's reviews. This file holds the statements, who may
 //! answer, and the aggregates; nothing here knows a session's token.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::policy::{Phase, Role};
 use super::problem::{Problem, ProblemKind};
@@ -111,41 +111,98 @@ pub struct Aggregate {
     pub statements: Vec<StatementResult>,
 }
 
+/// The results as they were last shown: how many answered, and per statement how many gave each
+/// score. Stored per review (`meta.pulse_shown`); it moves on only in steps of at least
+/// [`MIN_ANSWERS`] answers ([`next_shown`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shown {
+    /// How many answers it holds.
+    pub answers: u32,
+    /// Per statement, the count of each score from 1 to 7.
+    pub distributions: Vec<Vec<u32>>,
+}
+
+impl Shown {
+    /// The distributions of `answers` (score lists read from the store; a list of the wrong
+    /// length or with a score out of range is left out).
+    pub fn of(answers: &[Vec<u8>]) -> Shown {
+        let mut distributions = vec![vec![0u32; usize::from(MAX_SCORE)]; STATEMENTS.len()];
+        let mut count = 0;
+        for answer in answers {
+            let valid = answer.len() == STATEMENTS.len()
+                && answer.iter().all(|s| (MIN_SCORE..=MAX_SCORE).contains(s));
+            if !valid {
+                continue;
+            }
+            count += 1;
+            for (i, score) in answer.iter().enumerate() {
+                distributions[i][usize::from(score - MIN_SCORE)] += 1;
+            }
+        }
+        Shown {
+            answers: count,
+            distributions,
+        }
+    }
+
+    /// Several reviews' results together (a month of a team's trend).
+    fn add(&mut self, other: &Shown) {
+        self.answers += other.answers;
+        for (mine, theirs) in self.distributions.iter_mut().zip(&other.distributions) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+    }
+}
+
+/// What a review's pulse shows now, from what it showed last (`shown`) and every released answer:
+/// nothing below [`MIN_ANSWERS`]; then the first results; then the same results until at least
+/// [`MIN_ANSWERS`] more answers were released, when they move on to all of them. Answers are
+/// never taken back, so two results anyone sees differ by at least five people's answers: a
+/// batch released alone (one person's answer, after waiting ten boundaries) cannot be read off
+/// the difference.
+pub fn next_shown(shown: Option<Shown>, answers: &[Vec<u8>]) -> Option<Shown> {
+    let now = Shown::of(answers);
+    let needed = shown.as_ref().map_or(0, |s| s.answers) + MIN_ANSWERS as u32;
+    if now.answers >= needed {
+        Some(now)
+    } else {
+        shown
+    }
+}
+
 impl Aggregate {
-    /// The aggregate of `answers` (score lists, read from the store; a list of the wrong length
-    /// or with a score out of range is left out), or `None` with fewer than [`MIN_ANSWERS`].
+    /// The aggregate of `answers` taken together, or `None` with fewer than [`MIN_ANSWERS`].
     pub fn of(answers: &[Vec<u8>]) -> Option<Aggregate> {
-        let valid: Vec<&Vec<u8>> = answers
-            .iter()
-            .filter(|a| {
-                a.len() == STATEMENTS.len() && a.iter().all(|s| (MIN_SCORE..=MAX_SCORE).contains(s))
-            })
-            .collect();
-        if valid.len() < MIN_ANSWERS {
+        Aggregate::from_shown(&Shown::of(answers))
+    }
+
+    /// The results `shown` holds, or `None` with fewer than [`MIN_ANSWERS`] answers.
+    pub fn from_shown(shown: &Shown) -> Option<Aggregate> {
+        if (shown.answers as usize) < MIN_ANSWERS || shown.distributions.len() != STATEMENTS.len() {
             return None;
         }
         let statements = STATEMENTS
             .iter()
-            .enumerate()
-            .map(|(i, statement)| {
-                let mut distribution = vec![0u32; usize::from(MAX_SCORE)];
-                let mut sum = 0u64;
-                for answer in &valid {
-                    let score = answer[i];
-                    distribution[usize::from(score - MIN_SCORE)] += 1;
-                    sum += u64::from(score);
-                }
-                let mean = sum as f64 / valid.len() as f64;
+            .zip(&shown.distributions)
+            .map(|(statement, distribution)| {
+                let sum: u64 = distribution
+                    .iter()
+                    .zip(u64::from(MIN_SCORE)..)
+                    .map(|(n, score)| u64::from(*n) * score)
+                    .sum();
+                let mean = sum as f64 / f64::from(shown.answers);
                 StatementResult {
                     statement,
-                    count: valid.len() as u32,
+                    count: shown.answers,
                     mean: (mean * 100.0).round() / 100.0,
-                    distribution,
+                    distribution: distribution.clone(),
                 }
             })
             .collect();
         Some(Aggregate {
-            answers: valid.len() as u32,
+            answers: shown.answers,
             statements,
         })
     }
@@ -162,27 +219,28 @@ pub struct TrendMonth {
     pub aggregate: Aggregate,
 }
 
-/// A team's trend from its reviews' months and answers, oldest month first. Only reviews whose
-/// own pulse is shown count: a month that mixed in a review with fewer than five answers would
-/// give away that review's answers beside the ones shown for the others.
-pub fn trend(reviews: Vec<(String, Vec<Vec<u8>>)>) -> Vec<TrendMonth> {
-    let mut months: std::collections::BTreeMap<String, (u32, Vec<Vec<u8>>)> =
+/// A team's trend from its reviews' months and what each review's pulse shows
+/// ([`next_shown`]), oldest month first. A review whose pulse shows nothing does not count, and
+/// a month adds up what its reviews show, not their answers as they are now: a month cannot be
+/// set against a review's own results to give away answers released since.
+pub fn trend(reviews: Vec<(String, Option<Shown>)>) -> Vec<TrendMonth> {
+    let mut months: std::collections::BTreeMap<String, (u32, Shown)> =
         std::collections::BTreeMap::new();
-    for (month, answers) in reviews {
-        if Aggregate::of(&answers).is_none() {
+    for (month, shown) in reviews {
+        let Some(shown) = shown.filter(|s| Aggregate::from_shown(s).is_some()) else {
             continue;
-        }
-        let entry = months.entry(month).or_default();
+        };
+        let entry = months.entry(month).or_insert_with(|| (0, Shown::of(&[])));
         entry.0 += 1;
-        entry.1.extend(answers);
+        entry.1.add(&shown);
     }
     months
         .into_iter()
-        .filter_map(|(month, (reviews, answers))| {
+        .filter_map(|(month, (reviews, shown))| {
             Some(TrendMonth {
                 month,
                 reviews,
-                aggregate: Aggregate::of(&answers)?,
+                aggregate: Aggregate::from_shown(&shown)?,
             })
         })
         .collect()
@@ -192,11 +250,12 @@ pub fn trend(reviews: Vec<(String, Vec<Vec<u8>>)>) -> Vec<TrendMonth> {
 mod tests {
     #[test]
     fn the_trend_leaves_out_reviews_below_five_answers() {
+        let shown = |answers: Vec<Vec<u8>>| next_shown(None, &answers);
         let months = trend(vec![
-            ("2026-10".into(), vec![vec![7, 7, 7, 7, 7]; 5]),
-            ("2026-10".into(), vec![vec![1, 1, 1, 1, 1]; 4]),
-            ("2026-09".into(), vec![vec![4, 4, 4, 4, 4]; 6]),
-            ("2026-10".into(), vec![vec![3, 3, 3, 3, 3]; 5]),
+            ("2026-10".into(), shown(vec![vec![7, 7, 7, 7, 7]; 5])),
+            ("2026-10".into(), shown(vec![vec![1, 1, 1, 1, 1]; 4])),
+            ("2026-09".into(), shown(vec![vec![4, 4, 4, 4, 4]; 6])),
+            ("2026-10".into(), shown(vec![vec![3, 3, 3, 3, 3]; 5])),
         ]);
         assert_eq!(months.len(), 2);
         assert_eq!(months[0].month, "2026-09");
@@ -224,6 +283,30 @@ mod tests {
         let mut damaged = four;
         damaged.push(vec![9, 9, 9, 9, 9]);
         assert_eq!(Aggregate::of(&damaged), None);
+    }
+
+    /// Results move on only in steps of five answers: no two results differ by one person.
+    #[test]
+    fn results_move_on_in_steps_of_five() {
+        let mut answers = vec![vec![4, 4, 4, 4, 4]; 4];
+        assert_eq!(next_shown(None, &answers), None);
+        answers.push(vec![7, 7, 7, 7, 7]);
+        let first = next_shown(None, &answers).expect("shown from five");
+        assert_eq!(first.answers, 5);
+        for n in 6..10 {
+            answers.push(vec![1, 1, 1, 1, 1]);
+            assert_eq!(
+                next_shown(Some(first.clone()), &answers),
+                Some(first.clone()),
+                "{n} answers still show the first five"
+            );
+        }
+        answers.push(vec![1, 1, 1, 1, 1]);
+        let second = next_shown(Some(first.clone()), &answers).expect("shown");
+        assert_eq!(second.answers, 10);
+        let shown = Aggregate::from_shown(&second).expect("results");
+        assert_eq!(shown.statements[0].distribution, [5, 0, 0, 4, 0, 0, 1]);
+        assert_eq!(shown.statements[0].mean, 2.8);
     }
 
     #[test]

@@ -86,7 +86,7 @@ async fn the_pulse_is_answered_once_by_those_who_took_part_and_shown_from_five()
         review.sessions["author"].clone(),
         review.sessions["participant"].clone(),
     ];
-    for i in 0..3 {
+    for i in 0..7 {
         people.push(review.join("participant", &format!("Person {i}")).await);
     }
 
@@ -204,12 +204,32 @@ async fn the_pulse_is_answered_once_by_those_who_took_part_and_shown_from_five()
         results["statements"][4]["distribution"],
         json!([1, 0, 3, 0, 0, 0, 1])
     );
+    // A sixth answer released alone does not change what is shown: set against the five, it
+    // would be one person's scores. Results move on once five more answers are in.
     let held = answer(&review, &people[5], json!(scores[5])).await;
     assert_eq!(held.status, 202);
     wait_released(&data, Duration::from_secs(10)).await;
     let six = pulse_of(&review, &people[0], "").await;
-    assert_eq!(six.body["results"]["answers"], 6);
-    assert_eq!(six.body["results"]["statements"][3]["mean"], 4.5);
+    assert_eq!(six.body["results"], five.body["results"]);
+    for person in &people[6..9] {
+        let held = answer(&review, person, json!([1, 1, 1, 1, 1])).await;
+        assert_eq!(held.status, 202);
+    }
+    wait_released(&data, Duration::from_secs(10)).await;
+    let nine = pulse_of(&review, &people[1], "").await;
+    assert_eq!(
+        nine.body["results"], five.body["results"],
+        "nine answers still show the five"
+    );
+    let held = answer(&review, &people[9], json!([1, 1, 1, 1, 1])).await;
+    assert_eq!(held.status, 202);
+    wait_released(&data, Duration::from_secs(10)).await;
+    let ten = pulse_of(&review, &people[1], "").await;
+    assert_eq!(ten.body["results"]["answers"], 10);
+    assert_eq!(
+        ten.body["results"]["statements"][0]["distribution"],
+        json!([5, 0, 0, 1, 1, 1, 2])
+    );
 
     // The team's trend: this review's month; another of the team's reviews with four answers
     // adds nothing; a review without a team has no trend.
@@ -236,8 +256,8 @@ async fn the_pulse_is_answered_once_by_those_who_took_part_and_shown_from_five()
     assert_eq!(months.len(), 1);
     assert_eq!(months[0]["month"], "2026-10");
     assert_eq!(months[0]["reviews"], 1);
-    assert_eq!(months[0]["results"]["answers"], 6);
-    assert_eq!(months[0]["results"], six.body["results"]);
+    assert_eq!(months[0]["results"]["answers"], 10);
+    assert_eq!(months[0]["results"], ten.body["results"]);
     let alone = Review::create(server.addr, "No team").await;
     let trend = pulse_of(&alone, &alone.sessions["participant"], "/trend").await;
     assert_eq!(trend.body, json!({ "team": null, "months": [] }));

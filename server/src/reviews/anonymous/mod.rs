@@ -184,6 +184,11 @@ pub struct Anonymity {
     votes: MetaTree,
     /// Released pulse answers: review ‖ 0 ‖ random answer id → the scores.
     pulses: MetaTree,
+    /// What each review's pulse showed last: review → the results (`reviews::pulse::Shown`).
+    pulse_shown: MetaTree,
+    /// Serialises deciding what a pulse shows, so that two readers cannot move it on by less
+    /// than the step between them.
+    pulse_showing: tokio::sync::Mutex<()>,
     store: Store,
     cadence: Duration,
     rates: Mutex<HashMap<[u8; 32], (Instant, u32)>>,
@@ -246,6 +251,8 @@ impl Anonymity {
             keys: store.meta_tree("anon_keys")?,
             votes: store.meta_tree("votes")?,
             pulses: store.meta_tree("pulses")?,
+            pulse_shown: store.meta_tree("pulse_shown")?,
+            pulse_showing: tokio::sync::Mutex::new(()),
             store: store.clone(),
             cadence: cadence.max(Duration::from_millis(100)),
             rates: Mutex::new(HashMap::new()),
@@ -459,6 +466,34 @@ impl Anonymity {
             }
         }
         Ok(out)
+    }
+
+    /// What the pulse of `review` shows: `next` decides it from what it showed last and the
+    /// released answers (`reviews::pulse::next_shown`). A change is stored and durable before it
+    /// is returned: results shown and then forgotten in a crash could otherwise be followed by
+    /// results that differ from them by one answer.
+    pub async fn shown_pulse<T>(
+        &self,
+        review: &str,
+        next: impl FnOnce(Option<T>, &[Vec<u8>]) -> Option<T>,
+    ) -> Result<Option<T>, Problem>
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + Clone,
+    {
+        let _one_at_a_time = self.pulse_showing.lock().await;
+        // An unreadable record shows nothing until enough answers make new results.
+        let shown: Option<T> = self
+            .pulse_shown
+            .get(review.as_bytes())?
+            .and_then(|raw| serde_json::from_slice(&raw).ok());
+        let now = next(shown.clone(), &self.pulse_answers(review)?);
+        if now != shown {
+            if let Some(now) = &now {
+                self.pulse_shown.put(review.as_bytes(), &to_json(now))?;
+                self.store.durable().await?;
+            }
+        }
+        Ok(now)
     }
 
     /// Holds new text for an item (replacing any edit still held). Durable when this returns.

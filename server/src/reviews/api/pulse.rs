@@ -181,7 +181,12 @@ pub(super) async fn read(
 ) -> Result<Json<PulseView>, ApiError> {
     let id = &you.review.id;
     let answered = state.anonymity.answered_pulse(id, &you.token)?;
-    let results = Aggregate::of(&state.anonymity.pulse_answers(id)?);
+    let results = state
+        .anonymity
+        .shown_pulse(id, pulse::next_shown)
+        .await?
+        .as_ref()
+        .and_then(Aggregate::from_shown);
     Ok(Json(PulseView {
         statements: STATEMENTS.to_vec(),
         min_answers: MIN_ANSWERS,
@@ -228,7 +233,11 @@ pub(super) async fn trend(
     let mut reviews = Vec::new();
     for review in state.reviews.of_team(&team) {
         let month = review_month(review.incident_date.as_deref(), review.created_at);
-        reviews.push((month, state.anonymity.pulse_answers(&review.id)?));
+        let shown = state
+            .anonymity
+            .shown_pulse(&review.id, pulse::next_shown)
+            .await?;
+        reviews.push((month, shown));
     }
     let months = pulse::trend(reviews)
         .into_iter()
