@@ -730,6 +730,20 @@ async fn the_admin_hears_of_every_review_and_only_the_admin_sets_that_up() {
         assert_eq!(got.json()["review"]["title"], title);
         assert_eq!(got.json()["data"], json!({"phase": "draft"}));
     }
+    // For one review, the admin's secret is checked too, and a review must exist.
+    let missing = "0".repeat(32);
+    let none = request(
+        server.addr,
+        "POST",
+        "/api/webhooks",
+        Some(ADMIN),
+        Some(&json!({ "url": receiver.url(), "review": missing })),
+    )
+    .await;
+    assert_eq!(
+        none.assert_error(404, "unknown_review"),
+        format!("no review has the id {missing:?}")
+    );
     let listed = request(server.addr, "GET", "/api/webhooks", Some(ADMIN), None).await;
     assert_eq!(listed.status, 200, "{}", listed.body);
     assert_eq!(listed.body["webhooks"].as_array().map(Vec::len), Some(1));
@@ -754,6 +768,28 @@ async fn the_admin_hears_of_every_review_and_only_the_admin_sets_that_up() {
     assert_eq!(removed.status, 204, "{}", removed.body);
     let listed = request(server.addr, "GET", "/api/webhooks", Some(ADMIN), None).await;
     assert_eq!(listed.body["webhooks"], json!([]));
+    // Guessing the secret through a review's hooks meets the same limit as anywhere else.
+    let mut limited = None;
+    for _ in 0..50 {
+        let guess = request(
+            server.addr,
+            "GET",
+            &format!("/api/webhooks?review={missing}"),
+            Some("a guess"),
+            None,
+        )
+        .await;
+        if guess.status == 429 {
+            limited = Some(guess);
+            break;
+        }
+        guess.assert_error(401, "invalid_token");
+    }
+    let limited = limited.expect("guesses of the secret are limited");
+    assert_eq!(
+        limited.assert_error(429, "rate_limited"),
+        "too many wrong creation secrets from this address; wait before trying again"
+    );
     server.stop().await;
 }
 

@@ -644,7 +644,8 @@ fn invalid_invite() -> Problem {
     )
 }
 
-fn unknown_review(id: &str) -> Problem {
+/// The answer when no review has `id`.
+pub fn unknown_review(id: &str) -> Problem {
     Problem::new(
         ProblemKind::NotFound,
         "unknown_review",
