@@ -531,8 +531,9 @@ pub(super) async fn publish(
             action_kinds: ActionKinds::count(discussion.get("actions")),
         })
         .await;
-    if published.is_err() {
-        state.webhooks.unstage(&staged);
+    match &published {
+        Ok(_) => state.webhooks.commit(&staged),
+        Err(_) => state.webhooks.unstage(&staged),
     }
     published?;
     tracing::info!(review = %id, names = ?req.names, "review published");

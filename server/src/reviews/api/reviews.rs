@@ -601,7 +601,10 @@ pub(super) async fn create(
     );
     let staged = state.webhooks.stage(event).map_err(Problem::from)?;
     let created = match state.reviews.insert(id, new).await {
-        Ok(created) => created,
+        Ok(created) => {
+            state.webhooks.commit(&staged);
+            created
+        }
         Err(e) => {
             state.webhooks.unstage(&staged);
             return Err(e.into());
@@ -911,6 +914,10 @@ pub(super) async fn move_phase(
     };
     if !happened {
         state.webhooks.unstage(&staged);
+    } else if moved.is_ok() {
+        // Durable: the receivers may hear of it. (A move whose flush failed keeps its events
+        // in the outbox unsent; they go out after a restart if the move survived it.)
+        state.webhooks.commit(&staged);
     }
     // Once the phase changed in memory (even if making it durable failed), open sockets follow
     // it at once; deciding again is harmless when nothing changed.

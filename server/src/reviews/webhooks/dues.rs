@@ -119,14 +119,16 @@ impl Webhooks {
     pub async fn scan_dues(&self) -> Result<usize, StoreError> {
         let found = scan(&self.dues.tree, self.clock.today())?;
         let n = found.len();
+        let mut staged = Vec::new();
         for (k, item, kind) in found {
             let data = serde_json::json!({ "action": item.action });
             let event = Event::new(&self.clock, kind, &item.review, &item.title, data);
-            self.stage(event)?;
+            staged.extend(self.stage(event)?);
             self.dues.tree.put(&k, &to_json(&item))?;
         }
         if n > 0 {
             self.store.durable().await?;
+            self.commit(&staged);
         }
         Ok(n)
     }

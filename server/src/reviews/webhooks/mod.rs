@@ -287,6 +287,9 @@ struct Inner {
     next_attempt: u64,
     /// Lanes (hook, review) with a delivery under way.
     in_flight: HashSet<(String, String)>,
+    /// Deliveries staged whose cause is not durable yet ([`Webhooks::commit`]): not sent, and
+    /// the later deliveries of their lane wait behind them.
+    staged: HashSet<u64>,
 }
 
 /// Every hook, the outbox and the recent attempts: in memory, written through to the store.
@@ -521,6 +524,7 @@ impl Webhooks {
         inner.next_seq += added.len() as u64;
         let seqs: Vec<u64> = added.iter().map(|(s, _)| *s).collect();
         inner.outbox.extend(added);
+        inner.staged.extend(seqs.iter().copied());
         for hook in dropped {
             tracing::warn!(hook = %hook, event = event.kind.as_str(), "webhook outbox full: event dropped");
             let attempt = Attempt {
@@ -534,11 +538,21 @@ impl Webhooks {
             };
             self.record_attempt(&mut inner, &hook, attempt)?;
         }
-        drop(inner);
-        if !seqs.is_empty() {
-            self.added.notify_one();
-        }
         Ok(seqs)
+    }
+
+    /// Lets deliveries [`Webhooks::stage`] wrote go out, once what caused them is durable: a
+    /// receiver is never told of something a crash or a failure could still undo.
+    pub fn commit(&self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        for s in seqs {
+            inner.staged.remove(s);
+        }
+        drop(inner);
+        self.added.notify_one();
     }
 
     /// Takes back deliveries [`Webhooks::stage`] wrote, when what caused them did not happen.
@@ -553,14 +567,17 @@ impl Webhooks {
         }
         for s in seqs {
             inner.outbox.remove(s);
+            inner.staged.remove(s);
         }
     }
 
     /// [`Webhooks::stage`], then waits until the outbox is durable: for causes that became
     /// durable on their own (the documents' changes).
     pub async fn emit(&self, event: Event) -> Result<(), StoreError> {
-        if !self.stage(event)?.is_empty() {
+        let seqs = self.stage(event)?;
+        if !seqs.is_empty() {
             self.store.durable().await?;
+            self.commit(&seqs);
         }
         Ok(())
     }
@@ -580,7 +597,10 @@ impl Webhooks {
         let mut next: Option<u64> = None;
         for (seq, d) in &inner.outbox {
             let lane = (d.hook.clone(), d.event.review.id.clone());
-            if !seen.insert(lane.clone()) || inner.in_flight.contains(&lane) {
+            if !seen.insert(lane.clone())
+                || inner.in_flight.contains(&lane)
+                || inner.staged.contains(seq)
+            {
                 continue;
             }
             if d.next_at > now {
@@ -800,5 +820,43 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
         assert!(validate_url(&long).is_err());
+    }
+
+    /// A delivery staged for a cause that is not durable yet is not sent, and holds back the
+    /// later ones of its lane; committed, it goes out first.
+    #[tokio::test]
+    async fn staged_deliveries_wait_for_their_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, flusher) = Store::open(dir.path()).expect("open");
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let hooks =
+            Webhooks::open(&store, WebhookSettings::default(), Clock::system()).expect("webhooks");
+        hooks
+            .create(Some("r".into()), "http://127.0.0.1:9/".into(), Format::Json)
+            .await
+            .expect("hook");
+        let event = |title: &str| {
+            Event::new(
+                &hooks.clock,
+                EventType::PhaseChanged,
+                "r",
+                title,
+                serde_json::json!({}),
+            )
+        };
+        let first = hooks.stage(event("first")).expect("staged");
+        hooks.emit(event("second")).await.expect("emitted");
+        let (start, _) = hooks.due(u64::MAX, 10);
+        assert!(start.is_empty(), "nothing goes out before the first commit");
+        hooks.commit(&first);
+        let (start, _) = hooks.due(u64::MAX, 10);
+        let titles: Vec<&str> = start
+            .iter()
+            .map(|(_, d, _)| d.event.review.title.as_str())
+            .collect();
+        assert_eq!(titles, ["first"]);
+        drop(hooks);
+        drop(store);
+        flusher.await.expect("flusher");
     }
 }
