@@ -247,9 +247,11 @@ where
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| format!("HTTP failed: {e}"))?;
-    let driving = tokio::spawn(async move {
+    // The connection's task ends with this exchange however it ends: answered, failed, timed
+    // out (the caller drops this future) or cut short by shutdown.
+    let _driving = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
-    });
+    }));
     let mut request = hyper::Request::post(target.path.as_str())
         .header(hyper::header::HOST, target.authority.as_str())
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -278,8 +280,16 @@ where
         Ok(status)
     }
     .await;
-    driving.abort();
     result
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Posts one delivery, signed with its hook's secret.
