@@ -37,22 +37,50 @@ pub async fn within_for<T>(patience: Duration, what: &str, fut: impl Future<Outp
     }
 }
 
-/// Large awareness states sent by [`flood_presence`]; 400 × 60 KB = 24 MB, far beyond what
-/// loopback socket buffers hold, so a connection that does not read fills its outbox.
-pub const FLOOD_STATES: u64 = 400;
+/// Most large awareness states [`flood_presence`] sends: 4,000 × 60 KB = 240 MB, far beyond what
+/// loopback socket buffers hold.
+pub const FLOOD_STATES: u64 = 4_000;
 
-/// Publishes [`FLOOD_STATES`] large awareness states (client 77) from `writer`, with a round trip
-/// after each so that a healthy reader's queue stays short, and waits until `reader` holds the
-/// last one. Presence is relayed to every connection of the document, so any connection that
-/// stops reading is closed as a slow consumer meanwhile.
-pub async fn flood_presence(writer: &mut Client, reader: &mut Client) {
+/// Publishes large awareness states (client 77) from `writer`, with a round trip after each so
+/// that a healthy reader's queue stays short, until the server at `addr` counts a slow consumer
+/// (a connection of the document that stops reading fills its outbox and is closed), then waits
+/// until `reader` holds the last state. Presence is coalesced per tick (issue 21): superseded
+/// states are dropped, so how many states fill a stalled connection's socket buffers and outbox
+/// depends on timing, and the flood goes on until the server says so rather than for a count.
+pub async fn flood_presence(addr: std::net::SocketAddr, writer: &mut Client, reader: &mut Client) {
     let blob = "s".repeat(60 * 1024);
     let state = |n: u64| format!(r#"{{"n":{n},"pad":"{blob}"}}"#);
-    for clock in 1..=FLOOD_STATES {
-        writer.set_awareness(77, clock, &state(clock));
-        writer.round_trip().await;
-    }
-    reader.wait_awareness(77, Some(&state(FLOOD_STATES))).await;
+    let slow_consumers = || async {
+        let body = client::http_get(addr, "/metrics").await.1;
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix("debrief_slow_consumers_total ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let last = within_for(
+        Duration::from_secs(60),
+        "a slow consumer to be closed",
+        async {
+            let mut clock = 0;
+            while clock < FLOOD_STATES {
+                for _ in 0..20 {
+                    clock += 1;
+                    writer.set_awareness(77, clock, &state(clock));
+                    writer.round_trip().await;
+                }
+                if slow_consumers().await > 0 {
+                    break;
+                }
+            }
+            clock
+        },
+    )
+    .await;
+    reader.wait_awareness(77, Some(&state(last))).await;
 }
 
 /// Waits until a raw socket's incoming side ends (the server closed it), whatever was buffered.

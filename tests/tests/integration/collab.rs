@@ -381,7 +381,7 @@ async fn a_slow_collab_reader_does_not_stall_the_others() {
     let mut reader = Client::connect_collab(&url, "slow", "t").await;
     writer.wait_synced().await;
     reader.wait_synced().await;
-    flood_presence(&mut writer, &mut reader).await;
+    flood_presence(server.addr, &mut writer, &mut reader).await;
     assert_eq!(server.metric("debrief_slow_consumers_total").await, 1);
     let (_, incoming) = slow.split();
     wait_socket_end(incoming).await;

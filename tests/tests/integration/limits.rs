@@ -117,7 +117,7 @@ async fn a_client_that_does_not_read_cannot_stall_the_others() {
     let mut reader = Client::connect(&url).await;
     writer.wait_synced().await;
     reader.wait_synced().await;
-    flood_presence(&mut writer, &mut reader).await;
+    flood_presence(server.addr, &mut writer, &mut reader).await;
     assert_eq!(server.metric("debrief_slow_consumers_total").await, 1);
     // The slow socket is closed by the server: reading it now ends, whatever was buffered.
     let (_, incoming) = slow.split();
