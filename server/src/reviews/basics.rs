@@ -32,9 +32,14 @@ pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// The calendar day (UTC) of `ms` milliseconds since the Unix epoch, written YYYY-MM-DD.
 pub fn day_of(ms: u64) -> String {
+    date_of((ms / 86_400_000) as i64)
+}
+
+/// The calendar day (`YYYY-MM-DD`) of a day number (days since 1970-01-01).
+pub fn date_of(day: i64) -> String {
     // Days counted from 0000-03-01 in 400-year cycles of 146,097 days, so that the leap day
     // ends each year of the count.
-    let days = (ms / 86_400_000) as i64 + 719_468;
+    let days = day + 719_468;
     let cycle = days.div_euclid(146_097);
     let in_cycle = days.rem_euclid(146_097);
     let year_in_cycle =

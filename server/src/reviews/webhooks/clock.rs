@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+pub use crate::reviews::basics::date_of;
+
 /// Where "now" comes from for webhook events and due dates.
 #[derive(Debug, Clone)]
 pub struct Clock {
@@ -97,25 +99,6 @@ pub fn day_number(date: &str) -> Option<i64> {
     let day_of_year = (153 * month_from_march + 2) / 5 + d - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     Some(era * 146_097 + day_of_era - 719_468)
-}
-
-/// The calendar day (`YYYY-MM-DD`) of a day number.
-pub fn date_of(day: i64) -> String {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let d = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let m = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let y = year_of_era + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// An instant as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
