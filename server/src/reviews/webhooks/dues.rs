@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::day_number;
 use super::{trees, Event, EventType, Webhooks};
-use crate::reviews::basics::to_json;
+use crate::reviews::basics::{locked, to_json};
 use crate::storage::store::{MetaTree, Store, StoreError};
 
 /// An item is "due soon" this many days before its due day (the day itself included).
@@ -42,6 +42,10 @@ pub struct DueItem {
 #[derive(Debug)]
 pub struct Dues {
     tree: MetaTree,
+    /// Held by every read-modify-write of the tree: an update and a scan of the same item never
+    /// interleave (a scan writing back its stale copy would undo a status just set to done, and
+    /// an update writing back its stale flags would tell "due soon" twice).
+    writing: std::sync::Mutex<()>,
 }
 
 fn key(review: &str, action: &str) -> Vec<u8> {
@@ -52,6 +56,7 @@ impl Dues {
     pub(super) fn open(store: &Store) -> Result<Dues, StoreError> {
         Ok(Dues {
             tree: store.meta_tree(trees::DUES)?,
+            writing: std::sync::Mutex::new(()),
         })
     }
 
@@ -67,6 +72,7 @@ impl Dues {
             return Ok(());
         };
         let k = key(review, id);
+        let _one_at_a_time = locked(&self.writing);
         let old: Option<DueItem> = self
             .tree
             .get(&k)?
@@ -117,15 +123,19 @@ impl Webhooks {
     /// Tells what is due soon or overdue on the clock's day, once per item and kind: each event
     /// goes into the outbox together with the mark that it was told, then both are made durable.
     pub async fn scan_dues(&self) -> Result<usize, StoreError> {
-        let found = scan(&self.dues.tree, self.clock.today())?;
-        let n = found.len();
         let mut staged = Vec::new();
-        for (k, item, kind) in found {
-            let data = serde_json::json!({ "action": item.action });
-            let event = Event::new(&self.clock, kind, &item.review, &item.title, data);
-            staged.extend(self.stage(event)?);
-            self.dues.tree.put(&k, &to_json(&item))?;
-        }
+        let n = {
+            let _one_at_a_time = locked(&self.dues.writing);
+            let found = scan(&self.dues.tree, self.clock.today())?;
+            let n = found.len();
+            for (k, item, kind) in found {
+                let data = serde_json::json!({ "action": item.action });
+                let event = Event::new(&self.clock, kind, &item.review, &item.title, data);
+                staged.extend(self.stage(event)?);
+                self.dues.tree.put(&k, &to_json(&item))?;
+            }
+            n
+        };
         if n > 0 {
             self.store.durable().await?;
             self.commit(&staged);
