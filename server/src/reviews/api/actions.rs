@@ -622,17 +622,20 @@ pub(super) async fn move_status(
     let index = state.actions.clone();
     let by = you.session.name.clone();
     let review = id.clone();
-    let (before, item) = in_phase(&state, &id, statuses_open, move |doc| {
+    let staged = webhooks::Staged::default();
+    let (st, record, job_staged) = (state.clone(), you.review.clone(), staged.clone());
+    let moved = in_phase(&state, &id, statuses_open, move |doc| {
         let before = meeting::action(doc, &action);
         let (moved, update) = indexed(
             &index,
             &review,
             meeting::set_status(doc, &action, req.status, &by),
         );
-        (moved.map(|item| (before, item)), update)
+        let outcome = (moved.map(|item| (before, item)), update);
+        webhooks::record_action(&st, &record, &job_staged, outcome, |(b, i)| (b.as_ref(), i))
     })
-    .await?;
-    webhooks::told(&state, &you.review, before.as_ref(), &item).await;
+    .await;
+    let (_, item) = webhooks::settle_action(&state, &staged, moved)?;
     Ok(Json(item))
 }
 

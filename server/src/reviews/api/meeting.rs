@@ -213,11 +213,14 @@ pub(super) async fn add_action(
     let index = state.actions.clone();
     let review = you.review.id.clone();
     let by = you.session.name.clone();
-    let item = in_phase(&state, &you.review.id, actions_open, move |doc| {
-        indexed(&index, &review, meeting::add_action(doc, &input, &by))
+    let staged = webhooks::Staged::default();
+    let (st, record, job_staged) = (state.clone(), you.review.clone(), staged.clone());
+    let added = in_phase(&state, &you.review.id, actions_open, move |doc| {
+        let outcome = indexed(&index, &review, meeting::add_action(doc, &input, &by));
+        webhooks::record_action(&st, &record, &job_staged, outcome, |item| (None, item))
     })
-    .await?;
-    webhooks::told(&state, &you.review, None, &item).await;
+    .await;
+    let item = webhooks::settle_action(&state, &staged, added)?;
     Ok((StatusCode::CREATED, Json(item)).into_response())
 }
 
@@ -259,17 +262,20 @@ pub(super) async fn update_action(
     let index = state.actions.clone();
     let review = id.clone();
     let by = you.session.name.clone();
-    let (before, item) = in_phase(&state, &id, actions_open, move |doc| {
+    let staged = webhooks::Staged::default();
+    let (st, record, job_staged) = (state.clone(), you.review.clone(), staged.clone());
+    let changed = in_phase(&state, &id, actions_open, move |doc| {
         let before = meeting::action(doc, &action);
         let (changed, update) = indexed(
             &index,
             &review,
             meeting::update_action(doc, &action, &input, &by),
         );
-        (changed.map(|item| (before, item)), update)
+        let outcome = (changed.map(|item| (before, item)), update);
+        webhooks::record_action(&st, &record, &job_staged, outcome, |(b, i)| (b.as_ref(), i))
     })
-    .await?;
-    webhooks::told(&state, &you.review, before.as_ref(), &item).await;
+    .await;
+    let (_, item) = webhooks::settle_action(&state, &staged, changed)?;
     Ok(Json(item))
 }
 

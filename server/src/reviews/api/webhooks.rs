@@ -20,6 +20,7 @@ use super::request::{bearer, ApiPath, ClientAddr, JsonBody};
 use super::state::ApiState;
 use crate::documents::access::same_secret;
 use crate::error::{ApiError, ErrorBody};
+use crate::reviews::basics::locked;
 use crate::reviews::policy::{self, Phase};
 use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{unknown_review, ReviewRecord};
@@ -430,22 +431,33 @@ fn action_data(item: &serde_json::Value) -> serde_json::Value {
     })
 }
 
-/// Tells the hooks of `review` that action item `item` was added (`before` is `None`) or
-/// changed (it was `before`), and keeps its due day for the scan. Durable before it returns:
-/// the caller answers after it. A failure is logged; the change itself stands.
-pub(super) async fn told(
+/// The deliveries an action item's job staged, shared between the job and the handler that
+/// waits for it.
+pub(super) type Staged = Arc<std::sync::Mutex<Vec<u64>>>;
+
+/// Inside the job that added action item `item` (`before` is `None`) or changed it (it was
+/// `before`): keeps its due day for the scan and stages its event in the outbox, so that the
+/// flush that makes the change durable makes them durable too, in the order the document took
+/// the changes. `outcome` is the job's; when staging fails, the change is refused (503) and not
+/// applied.
+pub(super) fn record_action<T>(
     state: &ApiState,
     review: &ReviewRecord,
-    before: Option<&serde_json::Value>,
-    item: &serde_json::Value,
-) {
+    staged: &Staged,
+    outcome: crate::reviews::threads::Outcome<T>,
+    item_of: impl FnOnce(&T) -> (Option<&serde_json::Value>, &serde_json::Value),
+) -> crate::reviews::threads::Outcome<T> {
+    let (Ok(done), update) = outcome else {
+        return outcome;
+    };
+    let (before, item) = item_of(&done);
     let data = action_data(item);
     let kind = match before {
         None => Some(EventType::ActionCreated),
         Some(b) if b["status"] != "done" && item["status"] == "done" => Some(EventType::ActionDone),
         Some(_) => None,
     };
-    let result = async {
+    let stored = (|| {
         state
             .webhooks
             .dues
@@ -453,13 +465,31 @@ pub(super) async fn told(
         match kind {
             Some(kind) => {
                 let event = event(state, kind, review, serde_json::json!({ "action": data }));
-                state.webhooks.emit(event).await
+                state.webhooks.stage(event)
             }
-            None => state.webhooks.durable().await,
+            None => Ok(Vec::new()),
         }
+    })();
+    match stored {
+        Ok(seqs) => {
+            locked(staged).extend(seqs);
+            (Ok(done), update)
+        }
+        Err(e) => (Err(Problem::from(e)), None),
     }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(review = %review.id, error = %e, "an action item's event could not be stored");
+}
+
+/// After an action item's job: lets the deliveries it staged go out once the change is durable
+/// (`in_phase` answered), or takes them back when it was refused.
+pub(super) fn settle_action<T>(
+    state: &ApiState,
+    staged: &Staged,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let seqs = std::mem::take(&mut *locked(staged));
+    match &result {
+        Ok(_) => state.webhooks.commit(&seqs),
+        Err(_) => state.webhooks.unstage(&seqs),
     }
+    result
 }
