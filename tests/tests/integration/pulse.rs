@@ -275,11 +275,11 @@ async fn a_crash_keeps_held_answers_and_the_once_only_guard() {
         review.sessions["author"].clone(),
         review.sessions["participant"].clone(),
     ];
-    for i in 0..2 {
+    for i in 0..3 {
         people.push(review.join("participant", &format!("Person {i}")).await);
     }
     close(&review).await;
-    for (i, person) in people.iter().enumerate() {
+    for (i, person) in people.iter().take(5).enumerate() {
         let s = i as u8 + 1;
         let held = answer(&review, person, json!([s, s, s, s, s])).await;
         assert_eq!(held.status, 202, "{}", held.body);
@@ -307,5 +307,20 @@ async fn a_crash_keeps_held_answers_and_the_once_only_guard() {
     }
     let again = answer(&review, &people[2], json!([7, 7, 7, 7, 7])).await;
     again.assert_error(409, "already_answered");
+
+    // A sixth answer, released alone: what is shown stays the five, and so it does after a
+    // kill -9 (what was shown is stored, not worked out again from the six).
+    let held = answer(&review, &people[5], json!([7, 7, 7, 7, 7])).await;
+    assert_eq!(held.status, 202, "{}", held.body);
+    wait_released(&data, Duration::from_secs(30)).await;
+    assert_eq!(pulse_of(&review, &people[0], "").await.body, shown.body);
+    server.kill9().await;
+    let server = ChildServer::start_with(&data, &["--anonymous-cadence-secs", "1"], None).await;
+    let review = Review {
+        addr: server.addr,
+        ..review
+    };
+    let after = pulse_of(&review, &people[1], "").await;
+    assert_eq!(after.body["results"], shown.body["results"]);
     server.terminate().await;
 }

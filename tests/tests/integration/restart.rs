@@ -697,6 +697,37 @@ async fn a_full_review_survives_a_restart_between_every_step() {
     let entry = review.library_entry().await;
     assert_eq!(entry.status, 200, "{}", entry.body);
     assert_eq!(entry.body["markdown"], md.as_str());
+
+    // Published again with names replaced by roles (issue 17): what the preview showed is what
+    // the library holds after a kill -9 and after a clean stop, with the choice kept.
+    let preview = review
+        .call("facilitator", "GET", "/publish?names=roles", None)
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    let roles = preview.body["markdown"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        roles.contains("- **Participant 2**: Which alert fired?"),
+        "{roles}"
+    );
+    let published = review
+        .call(
+            "facilitator",
+            "POST",
+            "/publish",
+            Some(json!({ "published": true, "names": "roles" })),
+        )
+        .await;
+    assert_eq!(published.status, 200, "{}", published.body);
+    for stop in [Stop::Kill9, Stop::Clean] {
+        run.restart(stop, &mut review).await;
+        let entry = review.library_entry().await;
+        assert_eq!(entry.body["names"], "roles", "{}", entry.body);
+        assert_eq!(entry.body["markdown"], roles.as_str());
+        assert_eq!(entry.body["html"], preview.body["html"]);
+    }
     run.terminate().await;
 }
 
