@@ -615,28 +615,44 @@ pub(super) struct StatusRequest {
 )]
 pub(super) async fn move_status(
     State(state): State<Arc<ApiState>>,
-    ApiPath((id, action)): ApiPath<(String, String)>,
+    ApiPath((_, action)): ApiPath<(String, String)>,
     you: Session<MovesActions>,
     JsonBody(req): JsonBody<StatusRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let index = state.actions.clone();
     let by = you.session.name.clone();
-    let review = id.clone();
-    let staged = webhooks::Staged::default();
-    let (st, record, job_staged) = (state.clone(), you.review.clone(), staged.clone());
-    let moved = in_phase(&state, &id, statuses_open, move |doc| {
+    let item = change_action(&state, &you.review, statuses_open, move |doc| {
         let before = meeting::action(doc, &action);
-        let (moved, update) = indexed(
-            &index,
-            &review,
-            meeting::set_status(doc, &action, req.status, &by),
-        );
-        let outcome = (moved.map(|item| (before, item)), update);
-        webhooks::record_action(&st, &record, &job_staged, outcome, |(b, i)| (b.as_ref(), i))
+        (before, meeting::set_status(doc, &action, req.status, &by))
+    })
+    .await?;
+    Ok(Json(item))
+}
+
+/// Adds or changes an action item in the discussion's job: `f` changes it and returns what the
+/// item was before (`None` for a new one) and the job's outcome. In the same job the item goes
+/// into the index and its due day and event are staged, so they are durable with the change and
+/// in the document's order; the event goes out once the change is durable.
+pub(super) async fn change_action<A, F>(
+    state: &Arc<ApiState>,
+    review: &ReviewRecord,
+    allowed: A,
+    f: F,
+) -> Result<Value, ApiError>
+where
+    A: FnOnce(Phase) -> Result<(), crate::reviews::problem::Problem> + Send + 'static,
+    F: FnOnce(&yrs::Doc) -> (Option<Value>, crate::reviews::threads::Outcome<Value>)
+        + Send
+        + 'static,
+{
+    let staged = webhooks::Staged::default();
+    let (st, record, job_staged) = (state.clone(), review.clone(), staged.clone());
+    let changed = in_phase(state, &review.id, allowed, move |doc| {
+        let (before, outcome) = f(doc);
+        let outcome = indexed(&st.actions, &record.id, outcome);
+        webhooks::record_action(&st, &record, &job_staged, before.as_ref(), outcome)
     })
     .await;
-    let (_, item) = webhooks::settle_action(&state, &staged, moved)?;
-    Ok(Json(item))
+    webhooks::settle_action(state, &staged, changed)
 }
 
 /// Puts an item a job wrote into the index (inside that job: see `reviews::actions`).

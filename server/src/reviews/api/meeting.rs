@@ -12,14 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::actions::indexed;
+use super::actions::change_action;
 use super::documents::{in_phase, on_discussion};
 use super::openapi::{self, said, ActionItem};
 use super::request::{
     ApiPath, ChairsMeeting, Facilitates, JsonBody, ReadsReport, Session, WritesActions,
 };
 use super::state::ApiState;
-use super::webhooks;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::basics::now_ms;
 use crate::reviews::meeting::{
@@ -210,17 +209,11 @@ pub(super) async fn add_action(
     JsonBody(input): JsonBody<ActionInput>,
 ) -> Result<Response, ApiError> {
     let input = input.validate(&state.trackers)?;
-    let index = state.actions.clone();
-    let review = you.review.id.clone();
     let by = you.session.name.clone();
-    let staged = webhooks::Staged::default();
-    let (st, record, job_staged) = (state.clone(), you.review.clone(), staged.clone());
-    let added = in_phase(&state, &you.review.id, actions_open, move |doc| {
-        let outcome = indexed(&index, &review, meeting::add_action(doc, &input, &by));
-        webhooks::record_action(&st, &record, &job_staged, outcome, |item| (None, item))
+    let item = change_action(&state, &you.review, actions_open, move |doc| {
+        (None, meeting::add_action(doc, &input, &by))
     })
-    .await;
-    let item = webhooks::settle_action(&state, &staged, added)?;
+    .await?;
     Ok((StatusCode::CREATED, Json(item)).into_response())
 }
 
@@ -254,28 +247,17 @@ pub(super) async fn add_action(
 )]
 pub(super) async fn update_action(
     State(state): State<Arc<ApiState>>,
-    ApiPath((id, action)): ApiPath<(String, String)>,
+    ApiPath((_, action)): ApiPath<(String, String)>,
     you: Session<WritesActions>,
     JsonBody(input): JsonBody<ActionInput>,
 ) -> Result<Json<Value>, ApiError> {
     let input = input.validate(&state.trackers)?;
-    let index = state.actions.clone();
-    let review = id.clone();
     let by = you.session.name.clone();
-    let staged = webhooks::Staged::default();
-    let (st, record, job_staged) = (state.clone(), you.review.clone(), staged.clone());
-    let changed = in_phase(&state, &id, actions_open, move |doc| {
+    let item = change_action(&state, &you.review, actions_open, move |doc| {
         let before = meeting::action(doc, &action);
-        let (changed, update) = indexed(
-            &index,
-            &review,
-            meeting::update_action(doc, &action, &input, &by),
-        );
-        let outcome = (changed.map(|item| (before, item)), update);
-        webhooks::record_action(&st, &record, &job_staged, outcome, |(b, i)| (b.as_ref(), i))
+        (before, meeting::update_action(doc, &action, &input, &by))
     })
-    .await;
-    let (_, item) = webhooks::settle_action(&state, &staged, changed)?;
+    .await?;
     Ok(Json(item))
 }
 

@@ -435,23 +435,22 @@ fn action_data(item: &serde_json::Value) -> serde_json::Value {
 /// waits for it.
 pub(super) type Staged = Arc<std::sync::Mutex<Vec<u64>>>;
 
-/// Inside the job that added action item `item` (`before` is `None`) or changed it (it was
+/// Inside the job that added an action item (`before` is `None`) or changed it (it was
 /// `before`): keeps its due day for the scan and stages its event in the outbox, so that the
 /// flush that makes the change durable makes them durable too, in the order the document took
 /// the changes. `outcome` is the job's; when staging fails, the change is refused (503) and not
 /// applied.
-pub(super) fn record_action<T>(
+pub(super) fn record_action(
     state: &ApiState,
     review: &ReviewRecord,
     staged: &Staged,
-    outcome: crate::reviews::threads::Outcome<T>,
-    item_of: impl FnOnce(&T) -> (Option<&serde_json::Value>, &serde_json::Value),
-) -> crate::reviews::threads::Outcome<T> {
-    let (Ok(done), update) = outcome else {
+    before: Option<&serde_json::Value>,
+    outcome: crate::reviews::threads::Outcome<serde_json::Value>,
+) -> crate::reviews::threads::Outcome<serde_json::Value> {
+    let (Ok(item), update) = outcome else {
         return outcome;
     };
-    let (before, item) = item_of(&done);
-    let data = action_data(item);
+    let data = action_data(&item);
     let kind = match before {
         None => Some(EventType::ActionCreated),
         Some(b) if b["status"] != "done" && item["status"] == "done" => Some(EventType::ActionDone),
@@ -473,7 +472,7 @@ pub(super) fn record_action<T>(
     match stored {
         Ok(seqs) => {
             locked(staged).extend(seqs);
-            (Ok(done), update)
+            (Ok(item), update)
         }
         Err(e) => (Err(Problem::from(e)), None),
     }
@@ -481,11 +480,11 @@ pub(super) fn record_action<T>(
 
 /// After an action item's job: lets the deliveries it staged go out once the change is durable
 /// (`in_phase` answered), or takes them back when it was refused.
-pub(super) fn settle_action<T>(
+pub(super) fn settle_action(
     state: &ApiState,
     staged: &Staged,
-    result: Result<T, ApiError>,
-) -> Result<T, ApiError> {
+    result: Result<serde_json::Value, ApiError>,
+) -> Result<serde_json::Value, ApiError> {
     let seqs = std::mem::take(&mut *locked(staged));
     match &result {
         Ok(_) => state.webhooks.commit(&seqs),
