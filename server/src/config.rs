@@ -94,6 +94,13 @@ pub struct Cli {
     #[arg(long = "tracker-pattern", env = "DEBRIEF_TRACKER_PATTERN", action = clap::ArgAction::Append)]
     pub tracker_patterns: Vec<String>,
 
+    /// Lets webhooks target this machine or a private network (loopback, private, link-local and
+    /// other non-public addresses, and `localhost`). Off by default: whoever may add a webhook
+    /// could otherwise make the server reach services only it can reach. Turn it on when the
+    /// receivers are on the same network (a chat server inside the company).
+    #[arg(long, env = "DEBRIEF_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
+
     /// Offline and administrative commands; without one, the server runs.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -248,6 +255,10 @@ impl From<&Cli> for Config {
                 Config::new(&cli.data_dir).factor_tags
             } else {
                 cli.factor_tags.clone()
+            },
+            webhooks: WebhookSettings {
+                allow_private: cli.webhooks_allow_private,
+                ..WebhookSettings::default()
             },
             ..Config::new(cli.data_dir.clone())
         }

@@ -41,7 +41,7 @@ async function receiver () {
 }
 
 test('a facilitator adds a webhook, reads its secret once, sees its deliveries and removes it', opts, scenario(async (h) => {
-  const server = await h.startServer()
+  const server = await h.startServer({ args: ['--webhooks-allow-private'] })
   const base = `http://127.0.0.1:${server.port}`
   const review = await restReview(base, 'Webhook review')
   const ana = await review.join('author', 'Ana')

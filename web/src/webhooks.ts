@@ -10,6 +10,7 @@ function said (err: unknown): string {
   if (!(err instanceof ApiError)) return 'Something went wrong; try again.'
   switch (err.code) {
     case 'invalid_url': return 'Give a web address starting with https:// (or http://), without a user name or password.'
+    case 'private_url': return 'This server does not send to its own machine or a private network. Give the receiver\'s public address, or ask the operator to allow private addresses (--webhooks-allow-private).'
     case 'too_many_webhooks': return 'This review already has 5 webhooks: remove one first.'
     default: return err.message
   }

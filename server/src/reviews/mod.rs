@@ -11,7 +11,8 @@
 //!   held-items file);
 //! - the meeting: [`meeting`] (timebox, agenda, action items, read count, hints);
 //! - following action items through: [`actions`] (every review's items in memory, for the
-//!   action items page) and [`trackers`] (tracker links and the server's patterns);
+//!   action items page) and [`trackers`] (tracker links and the server's patterns), with
+//!   [`urls`] (the one reading of a web address, for tracker links and webhooks);
 //! - records and export: [`records`] (pinned versions, read marks, the library), [`export`]
 //!   and [`markdown`] (the one Markdown reader and writer of exports, versions and the library),
 //!   [`renaming`] (people's names replaced by roles, for publishing without them);
@@ -40,6 +41,7 @@ pub mod report;
 pub mod sessions;
 pub mod threads;
 pub mod trackers;
+pub mod urls;
 pub mod webhooks;
 
 pub use policy::{Phase, ReleaseMode, Role};

@@ -9,10 +9,10 @@
 use regex_automata::meta::Regex;
 use serde::Serialize;
 
+use super::urls::WebUrl;
+
 /// Most patterns a server takes.
 pub const MAX_PATTERNS: usize = 32;
-/// Longest link, in bytes.
-pub const MAX_LINK_BYTES: usize = 2000;
 /// Most references found in one text.
 pub const MAX_REFERENCES: usize = 10;
 
@@ -62,66 +62,10 @@ pub struct Reference {
     pub name: String,
 }
 
-/// The host of an `http`/`https` URL without user information, lower-cased; `None` when `url` is
-/// not one: a scheme, `//`, then a host of letters, digits, dots and hyphens (or an IPv6 address
-/// in brackets), an optional port, then `/`, `?`, `#` or the end; no whitespace or control
-/// characters anywhere, at most [`MAX_LINK_BYTES`].
+/// The host of an `http`/`https` URL (see [`WebUrl::parse`]), lower-cased, an IPv6 address in
+/// brackets; `None` when `url` is not one.
 pub fn link_host(url: &str) -> Option<String> {
-    if url.len() > MAX_LINK_BYTES || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return None;
-    }
-    let lower = url
-        .get(..8)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let rest = if lower.starts_with("https://") {
-        &url[8..]
-    } else if lower.starts_with("http://") {
-        &url[7..]
-    } else {
-        return None;
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    if authority.contains('@') {
-        return None;
-    }
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        let close = v6.find(']')?;
-        let port = &v6[close + 1..];
-        if !(port.is_empty() || valid_port(port.strip_prefix(':')?)) {
-            return None;
-        }
-        let addr = &v6[..close];
-        addr.parse::<std::net::Ipv6Addr>().ok()?;
-        format!("[{addr}]")
-    } else {
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        };
-        if port.is_some_and(|p| !valid_port(p)) {
-            return None;
-        }
-        let labels_ok = !host.is_empty()
-            && host.len() <= 253
-            && host.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        if !labels_ok {
-            return None;
-        }
-        host.to_ascii_lowercase()
-    };
-    Some(host)
-}
-
-fn valid_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+    WebUrl::parse(url).map(|u| u.host_in_url())
 }
 
 /// The name people know a tracker by, from its host.

@@ -180,6 +180,8 @@ fn quick() -> WebhookSettings {
         max_retry: Duration::from_millis(400),
         max_attempts: 100,
         timeout: Duration::from_secs(5),
+        // The receivers of these tests are on loopback.
+        allow_private: true,
         ..WebhookSettings::default()
     }
 }
@@ -553,6 +555,62 @@ async fn due_soon_and_overdue_are_told_once_when_the_clock_says_so() {
     server.stop().await;
 }
 
+/// By default a webhook may not point at the server's own machine or a private network: whoever
+/// may add one could otherwise make the server reach what only it can reach.
+#[tokio::test]
+async fn private_targets_need_the_operators_consent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = TestServer::start_with(dir, Config::new("")).await;
+    let review = Review::create(server.addr, "Private").await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://192.168.0.10/",
+    ] {
+        let refused = request(
+            server.addr,
+            "POST",
+            "/api/webhooks",
+            Some(&review.sessions["facilitator"]),
+            Some(&json!({"review": review.id, "url": url})),
+        )
+        .await;
+        assert_eq!(
+            refused.assert_error(400, "private_url"),
+            "the webhook URL points at this machine or a private network, which this server does not send to (its operator can allow it with --webhooks-allow-private)",
+            "{url}"
+        );
+    }
+    // A public one is taken; its path, a Slack URL's secret, is shown once, then shortened.
+    let slack = "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXX";
+    let created = request(
+        server.addr,
+        "POST",
+        "/api/webhooks",
+        Some(&review.sessions["facilitator"]),
+        Some(&json!({"review": review.id, "url": slack, "format": "slack"})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["webhook"]["url"], slack);
+    let listed = request(
+        server.addr,
+        "GET",
+        &format!("/api/webhooks?review={}", review.id),
+        Some(&review.sessions["facilitator"]),
+        None,
+    )
+    .await;
+    let urls: Vec<&Value> = listed.body["webhooks"]
+        .as_array()
+        .map(|l| l.iter().map(|h| &h["url"]).collect())
+        .unwrap_or_default();
+    assert_eq!(urls, [&json!("https://hooks.slack.com/services/…")]);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bad_requests_get_their_exact_errors() {
     let mut server = start(None, Clock::system()).await;
@@ -797,7 +855,7 @@ async fn the_admin_hears_of_every_review_and_only_the_admin_sets_that_up() {
 async fn an_event_is_delivered_again_after_kill_9_with_the_same_id() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let server = ChildServer::start_with(&data, &[], None).await;
+    let server = ChildServer::start_with(&data, &["--webhooks-allow-private"], None).await;
     let mut receiver = Receiver::start().await;
     // The receiver takes the first delivery and never answers it.
     receiver.answer(|_| None);
@@ -808,7 +866,7 @@ async fn an_event_is_delivered_again_after_kill_9_with_the_same_id() {
     assert_eq!(first.kind(), "review.phase_changed");
     server.kill9().await;
     receiver.answer(|_| Some(200));
-    let server = ChildServer::start_with(&data, &[], None).await;
+    let server = ChildServer::start_with(&data, &["--webhooks-allow-private"], None).await;
     review.addr = server.addr;
     let again = receiver.next().await;
     again.verify(&secret);

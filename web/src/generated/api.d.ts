@@ -1843,7 +1843,7 @@ export interface components {
             id: string;
             /** @description Its review; null: every review. */
             review: string | null;
-            /** @description Where deliveries are posted. */
+            /** @description Where deliveries are posted: in full when it was just set up; in lists only its scheme, host, port and a short first path segment, then `…` (a Slack or Mattermost URL's path is its secret). */
             url: string;
             /** @description Deliveries waiting (not yet delivered or given up). */
             waiting: number;
@@ -5795,7 +5795,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedWebhook"];
                 };
             };
-            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_url`: the URL is not an http or https URL with a host, at most 2,000 bytes, without credentials or spaces; `invalid_format`: `format` is neither `json` nor `slack`. */
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `invalid_url`: the URL is not an http or https URL with a host, at most 2,000 bytes, without credentials or spaces; `private_url`: it points at this machine or a private network and the server was not started with `--webhooks-allow-private`; `invalid_format`: `format` is neither `json` nor `slack`. */
             400: {
                 headers: {
                     [name: string]: unknown;

@@ -24,6 +24,7 @@ use crate::reviews::basics::locked;
 use crate::reviews::policy::{self, Phase};
 use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{unknown_review, ReviewRecord};
+use crate::reviews::urls::WebUrl;
 use crate::reviews::webhooks::{
     parse_format, unknown_webhook, validate_url, Attempt, Event, EventType, Format, HookRecord,
 };
@@ -133,7 +134,9 @@ pub(super) struct WebhookView {
     /// Its review; null: every review.
     #[schema(required = true, pattern = "^[0-9a-f]{32}$")]
     review: Option<String>,
-    /// Where deliveries are posted.
+    /// Where deliveries are posted: in full when it was just set up; in lists only its scheme,
+    /// host, port and a short first path segment, then `…` (a Slack or Mattermost URL's path is
+    /// its secret).
     url: String,
     format: Format,
     /// When it was set up, milliseconds since the Unix epoch.
@@ -149,7 +152,7 @@ impl WebhookView {
         WebhookView {
             id: hook.id,
             review: hook.review,
-            url: hook.url,
+            url: WebUrl::parse(&hook.url).map_or_else(String::new, |u| u.shown()),
             format: hook.format,
             created_at: hook.created_at,
             waiting,
@@ -190,8 +193,9 @@ pub(super) struct CreatedView {
             status = 400,
             description = "`invalid_json`: the body is not JSON of the documented shape (syntax, \
             types, a missing or unknown field); `invalid_url`: the URL is not an http or https \
-            URL with a host, at most 2,000 bytes, without credentials or spaces; \
-            `invalid_format`: `format` is neither `json` nor `slack`.",
+            URL with a host, at most 2,000 bytes, without credentials or spaces; `private_url`: \
+            it points at this machine or a private network and the server was not started with \
+            `--webhooks-allow-private`; `invalid_format`: `format` is neither `json` nor `slack`.",
             body = ErrorBody,
         ),
         (
@@ -233,13 +237,17 @@ pub(super) async fn create(
     JsonBody(req): JsonBody<CreateRequest>,
 ) -> Result<Response, ApiError> {
     caller(&state, &headers, addr, req.review.as_deref())?;
-    let url = validate_url(&req.url)?;
+    let url = validate_url(&req.url, state.webhooks.settings.allow_private)?;
     let format = parse_format(req.format.as_deref())?;
     let created = state.webhooks.create(req.review, url, format).await?;
     tracing::info!(webhook = %created.hook.id, review = ?created.hook.review, "webhook set up");
     let secret = created.hook.secret.clone();
     let body = CreatedView {
-        webhook: WebhookView::new(created.hook, Vec::new(), 0),
+        webhook: WebhookView {
+            // Its owner just gave it; lists shorten it.
+            url: created.hook.url.clone(),
+            ..WebhookView::new(created.hook, Vec::new(), 0)
+        },
         secret,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())

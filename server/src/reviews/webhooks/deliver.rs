@@ -5,6 +5,7 @@
 //! the hex is HMAC-SHA256, keyed with the hook's secret (the whole `whsec_…` string), over
 //! `<t>.<body>`. A receiver recomputes it over the raw body and refuses an old `t`.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -20,87 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, Event, EventType, Format, HookRecord, Webhooks};
 use crate::reviews::basics::now_ms;
+use crate::reviews::urls::{self, WebUrl};
 
 /// Most bytes of a receiver's answer that are read (and dropped).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// Where a URL points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Over TLS.
-    pub tls: bool,
-    /// Host name or address (IPv6 without brackets).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Path and query, at least `/`.
-    pub path: String,
-    /// `Host` header value.
-    pub authority: String,
-}
-
-impl Target {
-    /// Parses an `http://` or `https://` URL without credentials; `None` otherwise.
-    pub fn parse(url: &str) -> Option<Target> {
-        let (tls, rest) = if let Some(r) = strip_prefix_ci(url, "https://") {
-            (true, r)
-        } else {
-            (false, strip_prefix_ci(url, "http://")?)
-        };
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(end);
-        let path = path.split('#').next().unwrap_or("");
-        if authority.is_empty() || authority.contains('@') {
-            return None;
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']')?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return None,
-            };
-            (host, port)
-        } else {
-            match authority.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            Some(p) => p.parse().ok().filter(|p| *p != 0)?,
-            None if tls => 443,
-            None => 80,
-        };
-        if host.is_empty()
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
-        {
-            return None;
-        }
-        let path = if path.is_empty() {
-            "/".to_owned()
-        } else if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_owned()
-        };
-        Some(Target {
-            tls,
-            host: host.to_ascii_lowercase(),
-            port,
-            path,
-            authority: authority.to_ascii_lowercase(),
-        })
-    }
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
-}
 
 /// The `X-Debrief-Signature` value for `body` sent at `t` (unix seconds).
 pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
@@ -193,15 +117,19 @@ static TLS: LazyLock<Option<Arc<rustls::ClientConfig>>> = LazyLock::new(|| {
 });
 
 /// Posts `body` to `url` with `headers`; the answer's status, or why there is none. Reads at
-/// most [`MAX_ANSWER_BYTES`] of the answer and follows no redirect.
+/// most [`MAX_ANSWER_BYTES`] of the answer and follows no redirect. Unless `private` allows it,
+/// sends only to public addresses: a name is looked up here and the connection goes to the
+/// address that was checked, so a name that changes its answer between a check and a connection
+/// cannot lead elsewhere.
 pub async fn post(
     url: &str,
     headers: &[(&str, String)],
     body: Vec<u8>,
     timeout: Duration,
+    private: bool,
 ) -> Result<u16, String> {
-    let target = Target::parse(url).ok_or_else(|| "the URL is not valid".to_owned())?;
-    match tokio::time::timeout(timeout, post_to(&target, headers, body)).await {
+    let target = WebUrl::parse(url).ok_or_else(|| "the URL is not valid".to_owned())?;
+    match tokio::time::timeout(timeout, post_to(&target, headers, body, private)).await {
         Ok(result) => result,
         Err(_) => Err(format!(
             "no answer within {} seconds",
@@ -210,14 +138,52 @@ pub async fn post(
     }
 }
 
+/// The addresses `target` may be sent to, in the order the lookup gave them.
+async fn addresses(target: &WebUrl, private: bool) -> Result<Vec<SocketAddr>, String> {
+    if !private && urls::local_name(&target.host) {
+        return Err(PRIVATE_TARGET.to_owned());
+    }
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|_| format!("the host {} could not be looked up", target.host))?
+        .collect();
+    let allowed: Vec<SocketAddr> = found
+        .iter()
+        .copied()
+        .filter(|a| private || urls::public_address(a.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(if found.is_empty() {
+            format!("the host {} has no address", target.host)
+        } else {
+            PRIVATE_TARGET.to_owned()
+        });
+    }
+    Ok(allowed)
+}
+
+/// Why a delivery to this machine or a private network was not sent.
+const PRIVATE_TARGET: &str = "not sent: the host is this machine or on a private network, which \
+     this server does not send to (its operator can allow it with --webhooks-allow-private)";
+
 async fn post_to(
-    target: &Target,
+    target: &WebUrl,
     headers: &[(&str, String)],
     body: Vec<u8>,
+    private: bool,
 ) -> Result<u16, String> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| format!("could not connect: {}", e.kind()))?;
+    let mut last = String::new();
+    let mut connected = None;
+    for addr in addresses(target, private).await? {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                connected = Some(tcp);
+                break;
+            }
+            Err(e) => last = format!("could not connect: {}", e.kind()),
+        }
+    }
+    let tcp = connected.ok_or(last)?;
     let _ = tcp.set_nodelay(true);
     if target.tls {
         let config = TLS
@@ -237,7 +203,7 @@ async fn post_to(
 
 async fn exchange<IO>(
     io: IO,
-    target: &Target,
+    target: &WebUrl,
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> Result<u16, String>
@@ -293,7 +259,12 @@ impl Drop for AbortOnDrop {
 }
 
 /// Posts one delivery, signed with its hook's secret.
-async fn attempt(delivery: &Delivery, hook: &HookRecord, timeout: Duration) -> Result<u16, String> {
+async fn attempt(
+    delivery: &Delivery,
+    hook: &HookRecord,
+    timeout: Duration,
+    private: bool,
+) -> Result<u16, String> {
     let body = body(&delivery.event, hook.format);
     let t = now_ms() / 1000;
     let headers = [
@@ -301,7 +272,7 @@ async fn attempt(delivery: &Delivery, hook: &HookRecord, timeout: Duration) -> R
         ("X-Debrief-Event-Id", delivery.event.id.clone()),
         ("X-Debrief-Event", delivery.event.kind.as_str().to_owned()),
     ];
-    post(&hook.url, &headers, body, timeout).await
+    post(&hook.url, &headers, body, timeout, private).await
 }
 
 /// A lane (hook and review), and what became of its delivery `u64`.
@@ -318,10 +289,11 @@ pub async fn deliver_loop(webhooks: Arc<Webhooks>, shutdown: CancellationToken) 
         let (start, next) = webhooks.due(now_ms(), room);
         for (seq, delivery, hook) in start {
             let timeout = webhooks.settings.timeout;
+            let private = webhooks.settings.allow_private;
             let lane = (delivery.hook.clone(), delivery.event.review.id.clone());
             lanes.push(lane.clone());
             running.spawn(async move {
-                let outcome = attempt(&delivery, &hook, timeout).await;
+                let outcome = attempt(&delivery, &hook, timeout, private).await;
                 (seq, lane, outcome)
             });
         }
@@ -354,23 +326,6 @@ async fn sleep_or_forever(wait: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_parse() {
-        let t = Target::parse("https://Hooks.example.com/services/x?y=1#frag").expect("parses");
-        assert_eq!(
-            (t.tls, t.host.as_str(), t.port, t.path.as_str()),
-            (true, "hooks.example.com", 443, "/services/x?y=1")
-        );
-        let t = Target::parse("http://[::1]:8080").expect("parses");
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("::1", 8080, "/")
-        );
-        assert_eq!(Target::parse("http://a:0/"), None);
-        assert_eq!(Target::parse("http://u@a/"), None);
-        assert_eq!(Target::parse("gopher://a/"), None);
-    }
 
     #[test]
     fn the_signature_is_hmac_sha256_over_time_and_body() {

@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 
 use crate::reviews::basics::{locked, now_ms, random_hex, to_json};
 use crate::reviews::problem::{Problem, ProblemKind};
+use crate::reviews::urls::{self, WebUrl, MAX_URL_BYTES};
 use crate::storage::store::{MetaTree, Store, StoreError};
 
 pub use clock::Clock;
@@ -44,8 +45,6 @@ pub mod trees {
     pub const DUES: &str = "webhook_dues";
 }
 
-/// Longest target URL, in bytes.
-pub const MAX_URL_BYTES: usize = 2_000;
 /// Most hooks of one review: a chat channel or two and a tracker, with room to spare.
 pub const MAX_HOOKS_PER_REVIEW: usize = 5;
 /// Most hooks for every review (the admin's).
@@ -74,6 +73,10 @@ pub struct WebhookSettings {
     pub scan_every: Duration,
     /// Deliveries under way at once, all hooks together.
     pub concurrency: usize,
+    /// Whether a hook may target this machine or a private network (`--webhooks-allow-private`);
+    /// off by default, so that whoever may add a hook cannot make the server reach what only it
+    /// can reach (an internal service, a cloud's metadata address).
+    pub allow_private: bool,
 }
 
 impl Default for WebhookSettings {
@@ -86,6 +89,7 @@ impl Default for WebhookSettings {
             timeout: Duration::from_secs(10),
             scan_every: Duration::from_secs(60),
             concurrency: 8,
+            allow_private: false,
         }
     }
 }
@@ -742,10 +746,12 @@ pub fn unknown_webhook() -> Problem {
     )
 }
 
-/// Checks a target URL: trimmed, `http://` or `https://` with a host, at most
-/// [`MAX_URL_BYTES`], without credentials, whitespace or control characters.
-pub fn validate_url(url: &str) -> Result<String, Problem> {
-    let bad = || {
+/// Checks a target URL: trimmed, an `http://` or `https://` URL with a host (see
+/// [`WebUrl::parse`]); unless `private` allows it, not a name of this machine or an address
+/// that is not public (a name is checked again, looked up, at each delivery).
+pub fn validate_url(url: &str, private: bool) -> Result<String, Problem> {
+    let url = url.trim();
+    let target = WebUrl::parse(url).ok_or_else(|| {
         Problem::new(
             ProblemKind::BadInput,
             "invalid_url",
@@ -753,14 +759,15 @@ pub fn validate_url(url: &str) -> Result<String, Problem> {
                 "the webhook URL is an http or https URL with a host, at most {MAX_URL_BYTES} bytes, without credentials or spaces"
             ),
         )
-    };
-    let url = url.trim();
-    if url.len() > MAX_URL_BYTES || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    let target = deliver::Target::parse(url).ok_or_else(bad)?;
-    if target.host.is_empty() {
-        return Err(bad());
+    })?;
+    let local = urls::local_name(&target.host)
+        || target.address().is_some_and(|ip| !urls::public_address(ip));
+    if local && !private {
+        return Err(Problem::new(
+            ProblemKind::BadInput,
+            "private_url",
+            "the webhook URL points at this machine or a private network, which this server does not send to (its operator can allow it with --webhooks-allow-private)",
+        ));
     }
     Ok(url.to_owned())
 }
@@ -799,27 +806,60 @@ mod tests {
     fn urls_are_checked() {
         for good in [
             "https://hooks.slack.com/services/T0/B0/xyz",
-            "http://127.0.0.1:8080/hook?x=1",
-            "http://[::1]:9/",
+            " https://8.8.8.8/hook ",
+            "http://[2606:4700::1]:9/",
         ] {
-            assert!(validate_url(good).is_ok(), "{good}");
+            assert_eq!(validate_url(good, false), Ok(good.trim().to_owned()));
         }
-        for bad in [
-            "ftp://example.com/",
-            "https://",
-            "https://user:pw@example.com/",
-            "https://exa mple.com/",
-            "example.com/hook",
-            "",
-        ] {
+        for bad in ["ftp://example.com/", "https://user:pw@example.com/", ""] {
             assert_eq!(
-                validate_url(bad).map_err(|p| p.code),
+                validate_url(bad, true).map_err(|p| p.code),
                 Err("invalid_url"),
                 "{bad}"
             );
         }
-        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
-        assert!(validate_url(&long).is_err());
+        for local in [
+            "http://127.0.0.1:8080/hook?x=1",
+            "http://[::1]:9/",
+            "http://localhost/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.7/",
+        ] {
+            assert_eq!(
+                validate_url(local, false).map_err(|p| p.code),
+                Err("private_url"),
+                "{local}"
+            );
+            assert!(validate_url(local, true).is_ok(), "{local}");
+        }
+    }
+
+    /// Unless allowed, a delivery is not sent to a name that looks up to this machine.
+    #[tokio::test]
+    async fn deliveries_to_private_addresses_are_refused_unless_allowed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let url = format!("http://localhost:{port}/hook");
+        let refused = deliver::post(&url, &[], Vec::new(), Duration::from_secs(5), false).await;
+        assert_eq!(
+            refused,
+            Err("not sent: the host is this machine or on a private network, which this server does not send to (its operator can allow it with --webhooks-allow-private)".to_owned())
+        );
+        let answering = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let sent = deliver::post(&url, &[], Vec::new(), Duration::from_secs(5), true).await;
+        assert_eq!(sent, Ok(204));
+        answering.await.expect("receiver");
     }
 
     /// A delivery staged for a cause that is not durable yet is not sent, and holds back the
