@@ -60,6 +60,18 @@ pub struct ActionCounts {
     pub total: usize,
 }
 
+impl ActionCounts {
+    /// The counts of `items`.
+    pub fn of<'a>(items: impl IntoIterator<Item = &'a Indexed>) -> ActionCounts {
+        items
+            .into_iter()
+            .fold(ActionCounts::default(), |c, i| ActionCounts {
+                done: c.done + usize::from(i.status == ActionStatus::Done),
+                total: c.total + 1,
+            })
+    }
+}
+
 /// Review id → its action items by id; a review is present once filled.
 #[derive(Debug, Default)]
 pub struct ActionIndex {
@@ -111,13 +123,9 @@ impl ActionIndex {
 
     /// How many of a filled review's items are done.
     pub fn counts(&self, review: &str) -> Option<ActionCounts> {
-        locked(&self.reviews).get(review).map(|items| ActionCounts {
-            done: items
-                .values()
-                .filter(|i| i.status == ActionStatus::Done)
-                .count(),
-            total: items.len(),
-        })
+        locked(&self.reviews)
+            .get(review)
+            .map(|items| ActionCounts::of(items.values()))
     }
 }
 

@@ -972,6 +972,8 @@ export interface components {
             today: string;
             /** @description How many items match (`items` holds the first `limit` of them). */
             total: number;
+            /** @description Reviews in scope whose items cannot be read right now (the store or the review's document is busy or damaged), left out of `items` and `reviews`; asking again may find them. */
+            unavailable: string[];
         };
         /** @description The sessions a browser holds and the filters, for `POST /api/actions/search`. */
         ActionSearch: {

@@ -194,6 +194,9 @@ pub(super) struct ActionList {
     reviews: Vec<ListedReview>,
     /// Sessions sent that are no session (revoked, or of a review that is gone), left out.
     ignored_sessions: usize,
+    /// Reviews in scope whose items cannot be read right now (the store or the review's document
+    /// is busy or damaged), left out of `items` and `reviews`; asking again may find them.
+    unavailable: Vec<String>,
 }
 
 /// One review in the scope of a request.
@@ -396,18 +399,18 @@ async fn list(
     let now = now_ms();
     let mut items = Vec::new();
     let mut reviews = Vec::new();
+    let mut unavailable = Vec::new();
     for scope in &scopes {
-        ensure_indexed(state, &scope.review.id).await?;
+        // One review that cannot be read now (its document busy or damaged) leaves the others
+        // listed, and is named.
+        if ensure_indexed(state, &scope.review.id).await.is_err() {
+            unavailable.push(scope.review.id.clone());
+            continue;
+        }
         let Some(all) = state.actions.items(&scope.review.id) else {
             continue;
         };
-        let counts = ActionCounts {
-            done: all
-                .iter()
-                .filter(|i| i.status == ActionStatus::Done)
-                .count(),
-            total: all.len(),
-        };
+        let counts = ActionCounts::of(&all);
         if reviews.len() < MAX_REVIEWS && (scope.session.is_some() || counts.total > 0) {
             reviews.push(ListedReview {
                 id: scope.review.id.clone(),
@@ -462,6 +465,7 @@ async fn list(
         total,
         reviews,
         ignored_sessions,
+        unavailable,
     })
 }
 
