@@ -100,7 +100,8 @@ export const api = {
   setTeam: (id: string, session: string, team: string | null) =>
     call<Review>('POST', `${at(id)}/team`, { team } satisfies Schemas['TeamRequest'], session),
   pulse: (id: string, session: string) => call<Schemas['PulseView']>('GET', `${at(id)}/pulse`, undefined, session),
-  pulseTrend: (id: string, session: string) => call<Schemas['PulseTrend']>('GET', `${at(id)}/pulse/trend`, undefined, session),
+  /** The team's trend over this review and those of `others` (the browser's other sessions). */
+  pulseTrend: (id: string, session: string, others: string[]) => call<Schemas['PulseTrend']>('POST', `${at(id)}/pulse/trend`, { sessions: others.slice(0, 100) }, session),
   answerPulse: (id: string, session: string, answers: number[]) =>
     call<Schemas['PulseHeld']>('POST', `${at(id)}/pulse`, { answers } satisfies Schemas['PulseRequest'], session),
   invite: (invite: string) => call<Schemas['InviteView']>('POST', '/api/invite', { invite } satisfies Schemas['InviteRequest']),

@@ -6,7 +6,7 @@
 
 import { api, ApiError, type ActionKinds, type Aggregate, type Review } from './api'
 import { h, notice, replace } from './dom'
-import type { Membership } from './store'
+import { memory, type Membership } from './store'
 
 /** What went wrong, in plain words. */
 function said (err: unknown): string {
@@ -89,7 +89,7 @@ export function factorsSection (m: Membership, review: () => Review, changed: (r
           save.disabled = false
         })
       })
-      parts.push(h('details', {}, h('summary', {}, 'Team'), h('p', { class: 'hint' }, 'The culture pulse of reviews of the same team is shown as a trend.'), form))
+      parts.push(h('details', {}, h('summary', {}, 'Team'), h('p', { class: 'hint' }, 'The culture pulse of the reviews of the same team that you took part in is shown as a trend.'), form))
     }
     replace(root, ...parts)
   }
@@ -154,7 +154,7 @@ export function pulseSection (m: Membership, review: () => Review): HTMLElement 
         : h('p', { class: 'muted', id: 'pulse-waiting' }, `Fewer than ${p.min_answers} answers so far: nothing is shown yet.`))
       replace(root, ...parts)
       if (review().team) {
-        api.pulseTrend(m.review, m.session).then((t) => {
+        api.pulseTrend(m.review, m.session, memory.memberships().filter((o) => o.review !== m.review).map((o) => o.session)).then((t) => {
           if (t.months.length === 0) return
           root.append(h('h3', {}, `Trend of ${t.team ?? 'the team'}`),
             ...t.months.map((month) => resultsTable(month.results, `${month.month}: ${month.reviews} review${month.reviews === 1 ? '' : 's'}, ${month.results.answers} answers`)))

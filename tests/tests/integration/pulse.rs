@@ -61,6 +61,16 @@ async fn pulse_of(review: &Review, token: &str, path: &str) -> Reply {
     reply
 }
 
+/// The team's trend as `token` reads it, with the asker's `others` sessions.
+async fn trend_of(review: &Review, token: &str, others: &[&str]) -> Reply {
+    let path = format!("/api/reviews/{}/pulse/trend", review.id);
+    let body = json!({ "sessions": others });
+    let reply =
+        debrief_tests::api::request(review.addr, "POST", &path, Some(token), Some(&body)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply
+}
+
 async fn close(review: &Review) {
     for phase in ["review", "meeting", "closed"] {
         review.move_to(phase).await;
@@ -250,17 +260,51 @@ async fn the_pulse_is_answered_once_by_those_who_took_part_and_shown_from_five()
         assert_eq!(held.status, 202);
     }
     wait_released(&data, Duration::from_secs(10)).await;
-    let trend = pulse_of(&other, &other.sessions["observer"], "/trend").await;
-    assert_eq!(trend.body["team"], "Core");
-    let months = trend.body["months"].as_array().expect("months");
+    // Someone in both reviews sees the first one's results in the trend; someone only in the
+    // second sees nothing more than its own results (none yet), whatever team they name.
+    let both = trend_of(&other, &other.sessions["observer"], &[people[0].as_str()]).await;
+    assert_eq!(both.body["team"], "Core");
+    let months = both.body["months"].as_array().expect("months");
     assert_eq!(months.len(), 1);
     assert_eq!(months[0]["month"], "2026-10");
     assert_eq!(months[0]["reviews"], 1);
     assert_eq!(months[0]["results"]["answers"], 10);
     assert_eq!(months[0]["results"], ten.body["results"]);
+    let only_second = trend_of(&other, &other.sessions["observer"], &[]).await;
+    assert_eq!(only_second.body, json!({ "team": "Core", "months": [] }));
+    let outsider = Review::create_with(
+        server.addr,
+        json!({ "title": "Not Core's", "team": "Core" }),
+    )
+    .await;
+    let outside = trend_of(
+        &outsider,
+        &outsider.sessions["facilitator"],
+        &["not a session", other.sessions["author"].as_str()],
+    )
+    .await;
+    assert_eq!(outside.body, json!({ "team": "Core", "months": [] }));
     let alone = Review::create(server.addr, "No team").await;
-    let trend = pulse_of(&alone, &alone.sessions["participant"], "/trend").await;
+    let trend = trend_of(
+        &alone,
+        &alone.sessions["participant"],
+        &[people[0].as_str()],
+    )
+    .await;
     assert_eq!(trend.body, json!({ "team": null, "months": [] }));
+    let many: Vec<String> = (0..101).map(|i| format!("s{i}")).collect();
+    let too_many = debrief_tests::api::request(
+        review.addr,
+        "POST",
+        &format!("/api/reviews/{}/pulse/trend", review.id),
+        Some(&people[0]),
+        Some(&json!({ "sessions": many })),
+    )
+    .await;
+    assert_eq!(
+        too_many.assert_error(400, "too_many_sessions"),
+        "send at most 100 sessions"
+    );
 }
 
 #[tokio::test]

@@ -593,13 +593,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /**
-         * Read the culture pulse across the reviews of this review's team, per month (everyone in the review).
-         * @description Not public like the library: it covers the team's reviews whether they were published or not, so it is read through a session of one of them. A month holds only the reviews whose own pulse is shown (at least 5 answers), so no review's answers are shown before its own results are.
-         */
-        get: operations["getPulseTrend"];
+        get?: never;
         put?: never;
-        post?: never;
+        /**
+         * Read the culture pulse across the reviews of this review's team that the asker took part in, per month (everyone in the review).
+         * @description A team is a name a facilitator types, so anyone who creates a review could name any team: the trend therefore shows only reviews whose own results the asker may read (this one, and the team's reviews a session in the body belongs to), never more. A month holds only the reviews whose own pulse is shown (at least 5 answers), so no review's answers are shown before its own results are. POST because the sessions are in the body.
+         */
+        post: operations["getPulseTrend"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1562,6 +1562,11 @@ export interface components {
             months: components["schemas"]["PulseMonth"][];
             /** @description The review's team; null when it has none (then `months` is empty). */
             team: string | null;
+        };
+        /** @description Which of the team's other reviews a trend may include: those the asker is in. */
+        PulseTrendRequest: {
+            /** @description Other sessions the asker holds (a browser's remembered ones), at most 100; the trend includes a review of the team only when one of them, or the bearer, belongs to it. Unknown ones and those of other teams' reviews are left out. */
+            sessions?: string[];
         };
         /** @description A review's pulse: the statements, and the results once at least five people answered. */
         PulseView: {
@@ -4581,7 +4586,11 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PulseTrendRequest"];
+            };
+        };
         responses: {
             /** @description The team's trend. */
             200: {
@@ -4592,7 +4601,7 @@ export interface operations {
                     "application/json": components["schemas"]["PulseTrend"];
                 };
             };
-            /** @description `invalid_path`: a path parameter is not valid (for example, not UTF-8 once percent-decoded). */
+            /** @description `invalid_path`: the review id is not 32 lowercase hexadecimal digits; `invalid_json`: the body is not JSON of the documented shape; `too_many_sessions`: over 100 sessions. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4621,6 +4630,15 @@ export interface operations {
             };
             /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -125,7 +125,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
             "/api/reviews/{id}/pulse",
             post(pulse::answer).get(pulse::read),
         )
-        .route("/api/reviews/{id}/pulse/trend", get(pulse::trend))
+        .route("/api/reviews/{id}/pulse/trend", post(pulse::trend))
         .route("/api/reviews/{id}/versions", get(records::versions))
         .route("/api/reviews/{id}/versions/{phase}", get(records::version))
         .route("/api/reviews/{id}/export.md", get(records::export_md))

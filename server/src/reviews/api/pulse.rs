@@ -4,6 +4,7 @@
 //! the session that answers is checked and counted, never stored with the answer, logged or sent
 //! (`docs/anonymity.md`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -13,6 +14,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::actions::MAX_SESSIONS;
 use super::openapi::{self, said};
 use super::request::{JsonBody, Member, Session};
 use super::state::ApiState;
@@ -198,40 +200,83 @@ pub(super) async fn read(
     }))
 }
 
-/// `GET /api/reviews/{id}/pulse/trend`: the pulse across the reviews of this review's team.
+/// Which of the team's other reviews a trend may include: those the asker is in.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PulseTrendRequest)]
+pub(super) struct TrendRequest {
+    /// Other sessions the asker holds (a browser's remembered ones), at most 100; the trend
+    /// includes a review of the team only when one of them, or the bearer, belongs to it.
+    /// Unknown ones and those of other teams' reviews are left out.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    sessions: Vec<String>,
+}
+
+/// `POST /api/reviews/{id}/pulse/trend`: the pulse across the reviews of this review's team that
+/// the asker is in.
 #[utoipa::path(
-    get,
+    post,
     path = "/api/reviews/{id}/pulse/trend",
     operation_id = "getPulseTrend",
     tag = "pulse",
-    summary = "Read the culture pulse across the reviews of this review's team, per month \
-    (everyone in the review).",
-    description = "Not public like the library: it covers the team's reviews whether they were \
-    published or not, so it is read through a session of one of them. A month holds only the \
-    reviews whose own pulse is shown (at least 5 answers), so no review's answers are shown \
-    before its own results are.",
+    summary = "Read the culture pulse across the reviews of this review's team that the asker \
+    took part in, per month (everyone in the review).",
+    description = "A team is a name a facilitator types, so anyone who creates a review could \
+    name any team: the trend therefore shows only reviews whose own results the asker may read \
+    (this one, and the team's reviews a session in the body belongs to), never more. A month \
+    holds only the reviews whose own pulse is shown (at least 5 answers), so no review's answers \
+    are shown before its own results are. POST because the sessions are in the body.",
     params(openapi::ReviewIdParam),
+    request_body = TrendRequest,
     responses(
         (status = 200, description = "The team's trend.", body = PulseTrend),
-        (status = 400, description = said::BAD_PATH, body = ErrorBody),
+        (
+            status = 400,
+            description = "`invalid_path`: the review id is not 32 lowercase hexadecimal digits; \
+            `invalid_json`: the body is not JSON of the documented shape; `too_many_sessions`: \
+            over 100 sessions.",
+            body = ErrorBody,
+        ),
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
         (status = 403, description = said::OTHER_REVIEW, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (status = 415, description = said::NOT_JSON, body = ErrorBody),
         (status = 503, description = said::STORE_UNREADABLE, body = ErrorBody),
     ),
 )]
 pub(super) async fn trend(
     State(state): State<Arc<ApiState>>,
     you: Session<Member>,
+    JsonBody(req): JsonBody<TrendRequest>,
 ) -> Result<Json<PulseTrend>, ApiError> {
+    if req.sessions.len() > MAX_SESSIONS {
+        return Err(ApiError::bad_request(
+            "too_many_sessions",
+            format!("send at most {MAX_SESSIONS} sessions"),
+        ));
+    }
     let Some(team) = you.review.team.clone() else {
         return Ok(Json(PulseTrend {
             team: None,
             months: Vec::new(),
         }));
     };
+    // The reviews the asker is in: this one and those of the sessions sent.
+    let mut joined: HashSet<String> = req
+        .sessions
+        .iter()
+        .filter_map(|t| state.reviews.by_token(t))
+        .map(|(_, review)| review.id)
+        .collect();
+    joined.insert(you.review.id.clone());
     let mut reviews = Vec::new();
-    for review in state.reviews.of_team(&team) {
+    for review in state
+        .reviews
+        .of_team(&team)
+        .into_iter()
+        .filter(|r| joined.contains(&r.id))
+    {
         let month = review_month(review.incident_date.as_deref(), review.created_at);
         let shown = state
             .anonymity
