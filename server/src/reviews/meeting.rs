@@ -466,13 +466,32 @@ fn read_history<T: yrs::ReadTxn>(txn: &T, map: &MapRef) -> Vec<StatusChange> {
 }
 
 /// Appends to an item's history, keeping its first entry and the latest ones.
-fn record_status(txn: &mut yrs::TransactionMut, map: &MapRef, change: StatusChange) {
-    let mut history = read_history(txn, map);
-    history.push(change);
+/// Puts `status`, set by `by` at `at`, at the end of the item's history (bounded), and returns
+/// the item as JSON with the transaction's update.
+fn record_status(
+    mut txn: yrs::TransactionMut,
+    map: &MapRef,
+    status: ActionStatus,
+    by: &str,
+    at: f64,
+) -> Outcome<serde_json::Value> {
+    let mut history = read_history(&txn, map);
+    history.push(StatusChange {
+        status,
+        by: by.to_owned(),
+        at,
+    });
     if history.len() > MAX_HISTORY {
         history.drain(1..history.len() + 1 - MAX_HISTORY);
     }
-    map.insert(txn, "history", to_any(&history));
+    map.insert(&mut txn, "history", to_any(&history));
+    written(txn, map)
+}
+
+/// The item as JSON with the transaction's update.
+fn written(txn: yrs::TransactionMut, map: &MapRef) -> Outcome<serde_json::Value> {
+    let view = yrs::types::ToJson::to_json(map, &txn);
+    (Ok(any_json(view)), Some(txn.encode_update_v1()))
 }
 
 fn read_status<T: yrs::ReadTxn>(txn: &T, map: &MapRef) -> Option<ActionStatus> {
@@ -517,17 +536,7 @@ pub fn add_action(doc: &Doc, a: &ActionInput, by: &str) -> Outcome<serde_json::V
     map.insert(&mut txn, "id", id.as_str());
     map.insert(&mut txn, "createdAt", now);
     write_action(&mut txn, &map, a, now);
-    record_status(
-        &mut txn,
-        &map,
-        StatusChange {
-            status: a.status,
-            by: by.to_owned(),
-            at: now,
-        },
-    );
-    let view = yrs::types::ToJson::to_json(&map, &txn);
-    (Ok(any_json(view)), Some(txn.encode_update_v1()))
+    record_status(txn, &map, a.status, by, now)
 }
 
 fn unknown_action() -> Problem {
@@ -556,19 +565,10 @@ pub fn update_action(doc: &Doc, id: &str, a: &ActionInput, by: &str) -> Outcome<
     let now = now_ms() as f64;
     let before = read_status(&txn, &map);
     write_action(&mut txn, &map, a, now);
-    if before != Some(a.status) {
-        record_status(
-            &mut txn,
-            &map,
-            StatusChange {
-                status: a.status,
-                by: by.to_owned(),
-                at: now,
-            },
-        );
+    if before == Some(a.status) {
+        return written(txn, &map);
     }
-    let view = yrs::types::ToJson::to_json(&map, &txn);
-    (Ok(any_json(view)), Some(txn.encode_update_v1()))
+    record_status(txn, &map, a.status, by, now)
 }
 
 /// Moves an action item to `status`, recorded in its history as set by `by`; the same status
@@ -591,17 +591,7 @@ pub fn set_status(
     let now = now_ms() as f64;
     map.insert(&mut txn, "status", to_any(&status));
     map.insert(&mut txn, "updatedAt", now);
-    record_status(
-        &mut txn,
-        &map,
-        StatusChange {
-            status,
-            by: by.to_owned(),
-            at: now,
-        },
-    );
-    let view = yrs::types::ToJson::to_json(&map, &txn);
-    (Ok(any_json(view)), Some(txn.encode_update_v1()))
+    record_status(txn, &map, status, by, now)
 }
 
 fn any_json(any: Any) -> serde_json::Value {
