@@ -606,12 +606,7 @@ pub(super) struct StatusRequest {
             observers cannot move action items, and a review in draft has none.",
             body = ErrorBody,
         ),
-        (
-            status = 404,
-            description = "`unknown_review`: no review has this id; `not_found`: the path matches \
-            no route; `unknown_action`: the review has no such action item.",
-            body = ErrorBody,
-        ),
+        (status = 404, description = said::NO_ACTION, body = ErrorBody),
         (status = 413, description = said::DISCUSSION_FULL_OR_BODY, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
         (status = 503, description = said::DOCUMENT_BUSY, body = ErrorBody),

@@ -162,6 +162,9 @@ pub(super) mod said {
     /// 404 for a review that does not exist.
     pub const NO_REVIEW: &str =
         "`unknown_review`: no review has this id; `not_found`: the path matches no route.";
+    /// 404 on an action item's path.
+    pub const NO_ACTION: &str = "`unknown_review`: no review has this id; `not_found`: the path \
+        matches no route; `unknown_action`: the review has no such action item.";
     /// 503 when the review's document is busy.
     pub const DOCUMENT_BUSY: &str =
         "`document_unavailable`: the review's document cannot be changed right now; try again.";
