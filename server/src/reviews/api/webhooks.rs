@@ -171,6 +171,14 @@ pub(super) struct CreatedView {
     secret: String,
 }
 
+/// 401 for a caller who sets up or lists hooks without a valid credential.
+const NOT_OWNER_401: &str = "`missing_token`, `invalid_token`: for one review, no valid session \
+    token; `not_admin`: for every review, the bearer is not the server's creation secret.";
+/// 403 for a caller who may not set up or list hooks.
+const NOT_OWNER_403: &str = "`other_review`: the session belongs to another review; \
+    `not_allowed`: only the facilitator can do this; `admin_not_configured`: for every review, \
+    and the server has no creation secret.";
+
 /// `POST /api/webhooks`.
 #[utoipa::path(
     post,
@@ -198,19 +206,8 @@ pub(super) struct CreatedView {
             `--webhooks-allow-private`; `invalid_format`: `format` is neither `json` nor `slack`.",
             body = ErrorBody,
         ),
-        (
-            status = 401,
-            description = "`missing_token`, `invalid_token`: for one review, no valid session \
-            token; `not_admin`: for every review, the bearer is not the server's creation secret.",
-            body = ErrorBody,
-        ),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review; `not_allowed`: \
-            only the facilitator can do this; `admin_not_configured`: for every review, and the \
-            server has no creation secret.",
-            body = ErrorBody,
-        ),
+        (status = 401, description = NOT_OWNER_401, body = ErrorBody),
+        (status = 403, description = NOT_OWNER_403, body = ErrorBody),
         (status = 404, description = "`unknown_review`: no review has this id.", body = ErrorBody),
         (
             status = 409,
@@ -288,19 +285,8 @@ pub(super) struct ListView {
             given twice.",
             body = ErrorBody,
         ),
-        (
-            status = 401,
-            description = "`missing_token`, `invalid_token`: for one review, no valid session \
-            token; `not_admin`: for every review, the bearer is not the server's creation secret.",
-            body = ErrorBody,
-        ),
-        (
-            status = 403,
-            description = "`other_review`: the session belongs to another review; `not_allowed`: \
-            only the facilitator can do this; `admin_not_configured`: for every review, and the \
-            server has no creation secret.",
-            body = ErrorBody,
-        ),
+        (status = 401, description = NOT_OWNER_401, body = ErrorBody),
+        (status = 403, description = NOT_OWNER_403, body = ErrorBody),
         (status = 404, description = "`unknown_review`: no review has this id.", body = ErrorBody),
         (
             status = 429,
