@@ -13,6 +13,7 @@ mod integration {
     mod failures;
     mod guessing;
     mod hardening;
+    mod home;
     mod learning;
     mod limits;
     mod malformed;

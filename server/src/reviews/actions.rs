@@ -72,6 +72,21 @@ impl ActionCounts {
     }
 }
 
+/// Whether an action item's owner is `who`, compared as people type a team: without regard to
+/// case or the spaces around it.
+pub fn owned_by(owner: &str, who: &str) -> bool {
+    let who = who.trim();
+    !who.is_empty() && owner.trim().to_lowercase() == who.to_lowercase()
+}
+
+/// How many of `items` are not done yet and owned by one of `owners` (see [`owned_by`]).
+pub fn open_owned_by<'a>(items: impl IntoIterator<Item = &'a Indexed>, owners: &[&str]) -> usize {
+    items
+        .into_iter()
+        .filter(|i| i.status != ActionStatus::Done && owners.iter().any(|o| owned_by(&i.owner, o)))
+        .count()
+}
+
 /// Review id → its action items by id; a review is present once filled.
 #[derive(Debug, Default)]
 pub struct ActionIndex {

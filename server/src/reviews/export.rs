@@ -393,6 +393,7 @@ mod tests {
             team: None,
             factors: Vec::new(),
             closed_at: None,
+            phase_changed_at: None,
             invites: Default::default(),
         }
     }

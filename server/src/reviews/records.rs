@@ -228,6 +228,12 @@ pub struct Records {
     heads: Mutex<Option<Vec<(String, Names)>>>,
 }
 
+/// The read mark of the session with token `session`: a hash, so the store does not hold the
+/// token, the same for marking and for asking whether it is there.
+fn read_mark(session: &str) -> String {
+    hex::encode(Sha256::digest(format!("read\0{session}").as_bytes()))
+}
+
 fn key(review: &str, rest: &str) -> Vec<u8> {
     let mut k = review.as_bytes().to_vec();
     k.push(0);
@@ -299,12 +305,17 @@ impl Records {
     pub async fn mark_read(&self, review: &str, session: &str) -> Result<u64, Problem> {
         // What is shown is settled before the mark exists, so it cannot include it.
         let shown = self.published_read_count(review);
-        let mark = hex::encode(Sha256::digest(format!("read\0{session}").as_bytes()));
-        if self.reads.put_new(&key(review, &mark), &[])? {
+        if self.reads.put_new(&key(review, &read_mark(session)), &[])? {
             locked(&self.unshown).insert(review.to_owned());
         }
         self.store.durable().await?;
         Ok(shown)
+    }
+
+    /// Whether the session with token `session` marked `review`'s report read (its own mark,
+    /// for its own home page; nobody learns from it whether someone else read).
+    pub fn has_read(&self, review: &str, session: &str) -> Result<bool, Problem> {
+        Ok(self.reads.get(&key(review, &read_mark(session)))?.is_some())
     }
 
     /// The reviews whose count changed since it was last shown, with their new counts; the

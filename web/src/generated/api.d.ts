@@ -42,6 +42,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/home": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * List the reviews a browser joined (its sessions in the body), last changed first, each with the session's role and name and what waits for it: the report unread, its open action items, and for the facilitator the next step.
+         * @description Needs no `Authorization`: the sessions are in the body. Tokens that are no session are not an error: they come back in `unknown_sessions`. My action items are the ones not done whose owner is my display name or the review's team. Nothing about anonymous items, concerns or votes is counted here.
+         */
+        post: operations["home"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/invite": {
         parameters: {
             query?: never;
@@ -1222,6 +1242,17 @@ export interface components {
             quote: string | null;
             resolved: boolean;
         };
+        /** @description What a review waits on its facilitator for; present only for the reviews one facilitates. */
+        Facilitation: {
+            next: null | components["schemas"]["NextStep"];
+            /** @description How many sessions the review has (everyone who joined, the facilitator included). */
+            people: number;
+            /**
+             * Format: int64
+             * @description How many sessions marked the report read, as everyone sees it (it changes only at the server's release boundaries, so it does not tell who just read).
+             */
+            read_count: number;
+        };
         /** @description One contributing factor over time. */
         FactorRow: {
             /** @description Published reviews tagged with it in each month of `months`, in the same order. */
@@ -1285,6 +1316,55 @@ export interface components {
              * @description The latest it appears: a batch only one person contributed to waits for someone else's items for up to ten boundaries (equal to `release_after` in a review that allows small groups). Null like `release_after`.
              */
             release_by: number | null;
+        };
+        /** @description The home page's list. */
+        Home: {
+            /** @description How many reviews the sessions belong to, whatever the search. */
+            joined: number;
+            /** @description The reviews the sessions belong to that match the search, last changed first (at most 100: one per session). */
+            reviews: components["schemas"]["HomeReview"][];
+            /** @description The tokens sent that are no session (revoked, or of a review that is gone): the browser may forget them. */
+            unknown_sessions: string[];
+        };
+        /** @description The sessions a browser holds, for `POST /api/home`. */
+        HomeRequest: {
+            /** @description Only the reviews whose title contains this text, without regard to case (at most 200 characters; spaces around it are ignored; empty lists every review). */
+            search?: string | null;
+            /** @description The session tokens this browser holds, one per review it joined (at most 100). Tokens that are no session (revoked, or of a review that is gone) are answered back in `unknown_sessions`. */
+            sessions: string[];
+        };
+        /** @description One review a session belongs to. */
+        HomeReview: {
+            /** @description How many of its action items are done (0 of 0 for a session that cannot read the discussion in this phase). */
+            actions: components["schemas"]["ActionCounts"];
+            /**
+             * Format: int64
+             * @description Its last change the server keeps a time of, milliseconds since the Unix epoch: the latest of its creation, its last phase move and its action items' last changes (edits of the report, notes and comments do not count).
+             */
+            changed_at: number;
+            /**
+             * Format: int64
+             * @description When the review was created, milliseconds since the Unix epoch.
+             */
+            created_at: number;
+            facilitator: null | components["schemas"]["Facilitation"];
+            id: string;
+            /** @description The day of the incident, YYYY-MM-DD; null when not given. */
+            incident_date: string | null;
+            phase: components["schemas"]["Phase"];
+            /** @description The severity label; null when not given. */
+            severity: string | null;
+            /** @description The review's team; null when none. */
+            team: string | null;
+            title: string;
+            waiting: components["schemas"]["Waiting"];
+            you: components["schemas"]["HomeYou"];
+        };
+        /** @description The session a listed review is seen through. */
+        HomeYou: {
+            /** @description The display name given when joining. */
+            name: string;
+            role: components["schemas"]["Role"];
         };
         /** @description An invite link for one role. */
         Invite: {
@@ -1423,6 +1503,11 @@ export interface components {
          * @enum {string}
          */
         Names: "kept" | "roles";
+        /**
+         * @description What the review waits on its facilitator for next.
+         * @enum {string}
+         */
+        NextStep: "send_for_review" | "start_meeting" | "close" | "publish";
         /** @description Number of sessions of each role. */
         Participants: {
             author: number;
@@ -1836,6 +1921,13 @@ export interface components {
             label: components["schemas"]["VersionLabel"];
             phase: components["schemas"]["Phase"];
         };
+        /** @description What waits for the person in a review. */
+        Waiting: {
+            /** @description Action items not done yet (open or in progress) whose owner is the session's display name or the review's team, compared without regard to case or the spaces around them. */
+            my_actions: number;
+            /** @description The report is out for reading (review or meeting), the session may read it, and it has not marked it read. */
+            unread_report: boolean;
+        };
         /** @description A webhook, as its owner sees it (never its secret). */
         Webhook: {
             /** @description The last 20 attempts, newest first. */
@@ -1998,6 +2090,66 @@ export interface operations {
                 };
             };
             /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field, an unknown status or kind); `too_many_sessions`: over 100 sessions; `invalid_team`: `team` is empty once trimmed or over 100 characters; `invalid_review`: `review` is not 32 lowercase hexadecimal digits; `invalid_limit`: `limit` is outside 1 to 500. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `body_too_large`: the request body is over 65,536 bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unsupported_media_type`: the request has a body that is not declared `Content-Type: application/json` (a form or plain text, as a cross-site form would send). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `store_unavailable`: the store cannot be read; try again; `document_unavailable`: a review's discussion cannot be read right now; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    home: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HomeRequest"];
+            };
+        };
+        responses: {
+            /** @description The reviews, and the tokens that are no session. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Home"];
+                };
+            };
+            /** @description `invalid_json`: the body is not JSON of the documented shape (syntax, types, a missing or unknown field); `too_many_sessions`: over 100 sessions; `invalid_search`: the search text is over 200 characters. */
             400: {
                 headers: {
                     [name: string]: unknown;

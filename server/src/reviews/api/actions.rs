@@ -29,7 +29,7 @@ use super::request::{bearer, ApiPath, JsonBody, MovesActions, Session};
 use super::state::ApiState;
 use super::webhooks;
 use crate::error::{ApiError, ErrorBody};
-use crate::reviews::actions::{ActionCounts, Indexed};
+use crate::reviews::actions::{owned_by, ActionCounts, Indexed};
 use crate::reviews::basics::{day_of, now_ms};
 use crate::reviews::meeting::{self, statuses_open, ActionKind, ActionStatus, StatusChange};
 use crate::reviews::policy::{self, Phase};
@@ -435,7 +435,7 @@ async fn list(
                 && filters
                     .team
                     .as_ref()
-                    .is_none_or(|t| item.owner.trim().to_lowercase() == *t);
+                    .is_none_or(|t| owned_by(&item.owner, t));
             if keep {
                 items.push(item);
             }

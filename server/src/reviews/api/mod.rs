@@ -23,6 +23,7 @@ pub mod actions;
 pub mod anonymous;
 pub mod documents;
 pub mod errors;
+pub mod home;
 pub mod learning;
 pub mod meeting;
 pub mod openapi;
@@ -117,6 +118,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         )
         .route("/api/actions", get(actions::list_actions))
         .route("/api/actions/search", post(actions::search_actions))
+        .route("/api/home", post(home::home))
         .route("/api/reviews/{id}/read", post(meeting::mark_read))
         .route("/api/reviews/{id}/settings", post(meeting::settings))
         .route("/api/reviews/{id}/factors", post(learning::set_factors))

@@ -15,7 +15,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use super::{actions, anonymous, learning, meeting, pulse, records, reviews, threads, webhooks};
+use super::{
+    actions, anonymous, home, learning, meeting, pulse, records, reviews, threads, webhooks,
+};
 use crate::reviews::meeting::{ActionKind, ActionStatus, StatusChange};
 use crate::reviews::policy::{Phase, Role};
 
@@ -70,6 +72,7 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
         actions::list_actions,
         actions::search_actions,
         actions::move_status,
+        home::home,
         records::versions,
         records::version,
         records::export_md,
@@ -112,6 +115,10 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
             name = "actions",
             description = "Action items across reviews: the list behind the action items page, \
             and moving an item's status, recorded with who and when."
+        ),
+        (
+            name = "home",
+            description = "The reviews a person is in, with what waits for them: the start page."
         ),
         (
             name = "records",
@@ -876,6 +883,7 @@ mod tests {
                 team: None,
                 factors: Vec::new(),
                 closed_at: None,
+                phase_changed_at: None,
                 invites: Default::default(),
             },
             report: "# Report".into(),
@@ -913,6 +921,6 @@ mod tests {
             .values()
             .map(|path| path.as_object().map_or(0, |methods| methods.len()))
             .sum();
-        assert_eq!(operations, 48);
+        assert_eq!(operations, 49);
     }
 }

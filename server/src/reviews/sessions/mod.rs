@@ -62,6 +62,10 @@ pub struct ReviewRecord {
     /// and is not asked the pulse. Absent for reviews closed before it was kept.
     #[serde(default)]
     pub closed_at: Option<u64>,
+    /// When the review last moved its phase, ms since the Unix epoch (for "last changed" on the
+    /// home page). Absent until its first move, and for reviews moved before it was kept.
+    #[serde(default)]
+    pub phase_changed_at: Option<u64>,
     /// Hex SHA-256 of each role's current invite token.
     pub(super) invites: HashMap<Role, String>,
 }
@@ -248,6 +252,7 @@ impl Reviews {
             team: new.team,
             factors: Vec::new(),
             closed_at: None,
+            phase_changed_at: None,
             invites: tokens
                 .iter()
                 .map(|(r, t)| (*r, hex::encode(hash(t))))
@@ -462,9 +467,11 @@ impl Reviews {
                 ));
             }
             let mut updated = review.clone();
+            let now = now_ms();
             updated.phase = to;
+            updated.phase_changed_at = Some(now);
             if to == Phase::Closed {
-                updated.closed_at = Some(now_ms());
+                updated.closed_at = Some(now);
             }
             self.put_review(&updated)?;
             *review = updated.clone();
