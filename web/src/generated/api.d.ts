@@ -1323,6 +1323,8 @@ export interface components {
             joined: number;
             /** @description The reviews the sessions belong to that match the search, last changed first (at most 100: one per session). */
             reviews: components["schemas"]["HomeReview"][];
+            /** @description Listed reviews whose action items cannot be read right now (the store or the review's discussion is busy or damaged): their `actions` and `my_actions` show 0; asking again may find them. */
+            unavailable: string[];
             /** @description The tokens sent that are no session (revoked, or of a review that is gone): the browser may forget them. */
             unknown_sessions: string[];
         };
@@ -2176,7 +2178,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `store_unavailable`: the store cannot be read; try again; `document_unavailable`: a review's discussion cannot be read right now; try again. */
+            /** @description `store_unavailable`: the store cannot be read (the library's list or a read mark); try again. */
             503: {
                 headers: {
                     [name: string]: unknown;
