@@ -378,27 +378,35 @@ impl Anonymity {
         let voter = hex::encode(Sha256::digest(
             format!("vote\0{session}\0{concern}").as_bytes(),
         ));
-        let already = || {
-            Problem::new(
-                ProblemKind::Conflict,
-                "already_supported",
-                "you already support this concern",
-            )
-        };
-        if self.votes.get(voter.as_bytes())?.is_some() {
-            return Err(already());
-        }
         let op = AnonOp::Vote {
             concern: concern.to_owned(),
             vote: random_hex(8),
         };
+        let already = Problem::new(
+            ProblemKind::Conflict,
+            "already_supported",
+            "you already support this concern",
+        );
+        self.hold_once(review, session, voter, op, already).await
+    }
+
+    /// Holds `op` for `session` unless `voter` (what stands for the session's one chance) was
+    /// already held or released; then `already`.
+    async fn hold_once(
+        &self,
+        review: &str,
+        session: &str,
+        voter: String,
+        op: AnonOp,
+        already: Problem,
+    ) -> Result<Receipt, Problem> {
+        if self.voted(&voter)? {
+            return Err(already);
+        }
+        // Again under the lock that releases: a second request may have been held meanwhile.
         let _one_at_a_time = self.releasing.lock().await;
-        if locked(&self.queue)
-            .slots
-            .values()
-            .any(|r| r.voter.as_deref() == Some(voter.as_str()))
-        {
-            return Err(already());
+        if self.voted(&voter)? {
+            return Err(already);
         }
         self.hold_locked(review, session, op, |r| r.voter = Some(voter), &[])
             .await
@@ -415,43 +423,33 @@ impl Anonymity {
         scores: Vec<u8>,
     ) -> Result<Receipt, Problem> {
         let voter = pulse_voter(review, session);
-        let already = || {
-            Problem::new(
-                ProblemKind::Conflict,
-                "already_answered",
-                "you already answered this review's pulse",
-            )
-        };
-        if self.votes.get(voter.as_bytes())?.is_some() {
-            return Err(already());
-        }
         let op = AnonOp::Pulse {
             answer: random_hex(16),
             scores,
         };
-        let _one_at_a_time = self.releasing.lock().await;
-        if locked(&self.queue)
-            .slots
-            .values()
-            .any(|r| r.voter.as_deref() == Some(voter.as_str()))
-        {
-            return Err(already());
-        }
-        self.hold_locked(review, session, op, |r| r.voter = Some(voter), &[])
-            .await
+        let already = Problem::new(
+            ProblemKind::Conflict,
+            "already_answered",
+            "you already answered this review's pulse",
+        );
+        self.hold_once(review, session, voter, op, already).await
     }
 
     /// Whether the session with token `session` answered the pulse of `review` (held or
     /// released). Only that session is told.
     pub fn answered_pulse(&self, review: &str, session: &str) -> Result<bool, Problem> {
-        let voter = pulse_voter(review, session);
+        self.voted(&pulse_voter(review, session))
+    }
+
+    /// Whether `voter` was released (recorded with the votes) or is held.
+    fn voted(&self, voter: &str) -> Result<bool, Problem> {
         if self.votes.get(voter.as_bytes())?.is_some() {
             return Ok(true);
         }
         Ok(locked(&self.queue)
             .slots
             .values()
-            .any(|r| r.voter.as_deref() == Some(voter.as_str())))
+            .any(|r| r.voter.as_deref() == Some(voter)))
     }
 
     /// The released pulse answers of a review, in the order of their random ids.
