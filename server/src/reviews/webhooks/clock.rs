@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 pub use crate::reviews::basics::date_of;
 
@@ -16,6 +16,9 @@ pub struct Clock {
     manual: Option<Arc<AtomicU64>>,
     /// Woken when a manual clock moves.
     moved: Arc<Notify>,
+    /// The clock's time when the last scan of due days began (for tests: a scan at a time they
+    /// set has finished).
+    scanned: Arc<watch::Sender<u64>>,
 }
 
 impl Default for Clock {
@@ -30,6 +33,7 @@ impl Clock {
         Clock {
             manual: None,
             moved: Arc::new(Notify::new()),
+            scanned: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -38,6 +42,7 @@ impl Clock {
         Clock {
             manual: Some(Arc::new(AtomicU64::new(start_ms))),
             moved: Arc::new(Notify::new()),
+            scanned: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -74,6 +79,22 @@ impl Clock {
         } else {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Records that a scan of due days that began at `at_ms` (this clock's time) has finished.
+    pub fn scanned(&self, at_ms: u64) {
+        self.scanned.send_if_modified(|last| {
+            let later = at_ms > *last;
+            *last = (*last).max(at_ms);
+            later
+        });
+    }
+
+    /// Completes once a scan that began at `at_ms` or later has finished: what it found is in
+    /// the outbox.
+    pub async fn scanned_since(&self, at_ms: u64) {
+        let mut seen = self.scanned.subscribe();
+        let _ = seen.wait_for(|last| *last >= at_ms).await;
     }
 
     /// Today's day number (days since 1970-01-01), in UTC.

@@ -148,8 +148,10 @@ impl Webhooks {
 pub async fn scan_loop(webhooks: Arc<Webhooks>, shutdown: CancellationToken) {
     let clock = webhooks.clock.clone();
     loop {
-        if let Err(e) = webhooks.scan_dues().await {
-            tracing::warn!(error = %e, "action items' due days could not be scanned");
+        let at = clock.now_ms();
+        match webhooks.scan_dues().await {
+            Ok(_) => clock.scanned(at),
+            Err(e) => tracing::warn!(error = %e, "action items' due days could not be scanned"),
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
