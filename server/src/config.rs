@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::documents::access::{Authorizer, ReviewsOnly, StaticTokens};
 use crate::documents::peer::Credential;
 use crate::limits::Limits;
+use crate::reviews::identity::{Cidr, SignIn, TrustedHeaders};
 use crate::reviews::trackers::Trackers;
 use crate::reviews::webhooks::{Clock, WebhookSettings};
 use crate::storage::integrity::OnDamage;
@@ -101,6 +102,42 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_WEBHOOKS_ALLOW_PRIVATE")]
     pub webhooks_allow_private: bool,
 
+    /// Behind an authenticating proxy (oauth2-proxy, Pomerium, Cloudflare Access): the request
+    /// header that names the signed-in person by a stable id (`X-Forwarded-User`,
+    /// `X-Auth-Request-User`, …). Honoured only on connections from a `--trusted-proxy` range;
+    /// from anywhere else it is ignored. Turns sign-in on: creating a review then needs a person.
+    #[arg(long, env = "DEBRIEF_TRUSTED_IDENTITY_HEADER")]
+    pub trusted_identity_header: Option<String>,
+
+    /// The proxy's header with the person's display name (`X-Forwarded-Preferred-Username`);
+    /// without it, the e-mail address or the id is shown.
+    #[arg(long, env = "DEBRIEF_TRUSTED_NAME_HEADER")]
+    pub trusted_name_header: Option<String>,
+
+    /// The proxy's header with the person's e-mail address (`X-Forwarded-Email`).
+    #[arg(long, env = "DEBRIEF_TRUSTED_EMAIL_HEADER")]
+    pub trusted_email_header: Option<String>,
+
+    /// The proxy's header with the person's groups, comma-separated (`X-Forwarded-Groups`).
+    #[arg(long, env = "DEBRIEF_TRUSTED_GROUPS_HEADER")]
+    pub trusted_groups_header: Option<String>,
+
+    /// An address range (`10.0.0.0/8`, `::1/128`, or one address) of the authenticating proxy:
+    /// its identity headers are honoured only on connections from these ranges. Repeat the flag
+    /// or separate ranges with commas.
+    #[arg(long = "trusted-proxy", env = "DEBRIEF_TRUSTED_PROXY", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub trusted_proxies: Vec<String>,
+
+    /// With sign-in: creating a review needs an e-mail address in this domain (repeat the flag
+    /// or separate domains with commas for several).
+    #[arg(long = "allowed-email-domain", env = "DEBRIEF_ALLOWED_EMAIL_DOMAIN", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub allowed_email_domains: Vec<String>,
+
+    /// With sign-in: creating a review needs membership of this group (from the proxy's groups
+    /// header, or the provider's `groups` claim).
+    #[arg(long, env = "DEBRIEF_REQUIRED_GROUP")]
+    pub required_group: Option<String>,
+
     /// Offline and administrative commands; without one, the server runs.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -171,6 +208,57 @@ impl Cli {
         Trackers::parse(&self.tracker_patterns)
     }
 
+    /// How people sign in, checked: the error names the first bad flag.
+    pub fn sign_in(&self) -> Result<SignIn, String> {
+        let header = |flag: &str, name: &Option<String>| -> Result<Option<String>, String> {
+            match name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+                None => Ok(None),
+                Some(n) => axum::http::HeaderName::from_bytes(n.as_bytes())
+                    .map(|h| Some(h.as_str().to_owned()))
+                    .map_err(|_| format!("--{flag}: {n:?} is not a header name")),
+            }
+        };
+        let identity = header("trusted-identity-header", &self.trusted_identity_header)?;
+        let name = header("trusted-name-header", &self.trusted_name_header)?;
+        let email = header("trusted-email-header", &self.trusted_email_header)?;
+        let groups = header("trusted-groups-header", &self.trusted_groups_header)?;
+        if identity.is_none() && (name.is_some() || email.is_some() || groups.is_some()) {
+            return Err(
+                "--trusted-name-header, --trusted-email-header and --trusted-groups-header need \
+                 --trusted-identity-header"
+                    .to_owned(),
+            );
+        }
+        let proxies = self
+            .trusted_proxies
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| Cidr::parse(p).map_err(|e| format!("--trusted-proxy: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SignIn {
+            trusted: identity.map(|identity| TrustedHeaders {
+                identity,
+                name,
+                email,
+                groups,
+            }),
+            proxies,
+            allowed_email_domains: self
+                .allowed_email_domains
+                .iter()
+                .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+                .filter(|d| !d.is_empty())
+                .collect(),
+            required_group: self
+                .required_group
+                .as_deref()
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned),
+            oidc: false,
+        })
+    }
+
     /// Whether documents outside reviews are served at all (open access or a shared token).
     pub fn serves_other_documents(&self) -> bool {
         self.open_access
@@ -207,6 +295,9 @@ pub struct Config {
     /// The contributing factors offered for tagging (normalised as the review domain normalises
     /// a factor; one it refuses is left out: the binary refuses to start with it).
     pub factor_tags: Vec<String>,
+    /// How people sign in, and what it allows (off by default: everyone is anonymous to the
+    /// server until they join with a name).
+    pub sign_in: SignIn,
 }
 
 impl Config {
@@ -225,6 +316,7 @@ impl Config {
             webhooks: WebhookSettings::default(),
             clock: Clock::system(),
             factor_tags: DEFAULT_FACTOR_TAGS.map(String::from).to_vec(),
+            sign_in: SignIn::default(),
         }
     }
 }
@@ -251,6 +343,8 @@ impl From<&Cli> for Config {
             on_damage: cli.on_damage,
             // Checked before the server starts (`main`): a bad pattern stops it with its reason.
             trackers: Arc::new(cli.trackers().unwrap_or_default()),
+            // Checked before the server starts, like the tracker patterns.
+            sign_in: cli.sign_in().unwrap_or_default(),
             factor_tags: if cli.factor_tags.is_empty() {
                 Config::new(&cli.data_dir).factor_tags
             } else {

@@ -153,6 +153,13 @@ impl Server {
         )?;
         let records = Records::open(&store)?;
         let webhooks = Webhooks::open(&store, config.webhooks.clone(), config.clock.clone())?;
+        let people = reviews::people::People::open(&store)?;
+        if config.sign_in.trusted.is_some() && config.sign_in.proxies.is_empty() {
+            tracing::warn!(
+                "--trusted-identity-header is set without --trusted-proxy: the header is ignored \
+                 on every connection, so nobody can sign in through the proxy"
+            );
+        }
         let mut authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
             reviews: reviews.clone(),
             others: config.authorizer.clone(),
@@ -190,6 +197,8 @@ impl Server {
                     }
                     tags
                 }),
+            sign_in: config.sign_in.clone(),
+            people,
         });
         if !config.trackers.is_empty() {
             tracing::info!(patterns = ?config.trackers.describe(), "tracker patterns");

@@ -29,6 +29,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
+    if let Err(e) = cli.sign_in() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.workers())
         .enable_all()
@@ -284,6 +288,54 @@ mod tests {
             let normal = debrief_server::reviews::fields::validate_factor(tag).expect("valid");
             assert_eq!(normal, tag);
         }
+    }
+
+    /// The sign-in flags: header names in lower case, ranges parsed, a bad one named.
+    #[test]
+    fn sign_in_flags_are_checked_at_start_up() {
+        use clap::Parser;
+        let cli = debrief_server::config::Cli::parse_from([
+            "debrief",
+            "--trusted-identity-header",
+            "X-Forwarded-User",
+            "--trusted-email-header",
+            "X-Forwarded-Email",
+            "--trusted-proxy",
+            "10.0.0.0/8,::1",
+            "--trusted-proxy",
+            "192.168.1.4",
+            "--allowed-email-domain",
+            "@Example.com",
+        ]);
+        let sign_in = cli.sign_in().expect("valid");
+        let trusted = sign_in.trusted.as_ref().expect("proxy mode");
+        assert_eq!(trusted.identity, "x-forwarded-user");
+        assert_eq!(trusted.email.as_deref(), Some("x-forwarded-email"));
+        assert_eq!(sign_in.proxies.len(), 3);
+        assert_eq!(sign_in.allowed_email_domains, ["example.com"]);
+        assert!(sign_in.enabled());
+        let bad = debrief_server::config::Cli::parse_from([
+            "debrief",
+            "--trusted-identity-header",
+            "X-Forwarded-User",
+            "--trusted-proxy",
+            "10.0.0.0/40",
+        ]);
+        assert_eq!(
+            bad.sign_in().expect_err("bad range"),
+            "--trusted-proxy: \"10.0.0.0/40\": the prefix length is 0 to 32"
+        );
+        let bad = debrief_server::config::Cli::parse_from([
+            "debrief",
+            "--trusted-identity-header",
+            "X Forwarded",
+        ]);
+        assert_eq!(
+            bad.sign_in().expect_err("bad header"),
+            "--trusted-identity-header: \"X Forwarded\" is not a header name"
+        );
+        let off = debrief_server::config::Cli::parse_from(["debrief"]);
+        assert!(!off.sign_in().expect("valid").enabled());
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub struct Raw<'a> {
     pub content_type: Option<&'a str>,
     /// Local address to connect from, e.g. `127.0.0.2`.
     pub from: Option<std::net::IpAddr>,
+    /// More header lines, as (name, value).
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 impl Default for Raw<'_> {
@@ -117,6 +119,7 @@ impl Default for Raw<'_> {
             body: None,
             content_type: Some("application/json"),
             from: None,
+            headers: &[],
         }
     }
 }
@@ -158,6 +161,9 @@ impl Raw<'_> {
         }
         if let Some(t) = self.content_type {
             head.push_str(&format!("Content-Type: {t}\r\n"));
+        }
+        for (name, value) in self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         let body = self.body.unwrap_or("");
         head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));

@@ -14,6 +14,7 @@ mod integration {
     mod guessing;
     mod hardening;
     mod home;
+    mod identity;
     mod learning;
     mod limits;
     mod malformed;

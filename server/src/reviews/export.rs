@@ -395,6 +395,7 @@ mod tests {
             closed_at: None,
             phase_changed_at: None,
             invites: Default::default(),
+            sign_in_invites: Vec::new(),
         }
     }
 

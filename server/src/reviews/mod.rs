@@ -18,6 +18,9 @@
 //!   [`renaming`] (people's names replaced by roles, for publishing without them);
 //! - [`webhooks`]: events told to other systems (the outbox, signed deliveries with retries,
 //!   due days of action items);
+//! - signing in: [`identity`] (who is signed in, through a trusted proxy's headers or OpenID
+//!   Connect, and whom that lets create reviews) and [`people`] (signed-in people and the
+//!   sessions they joined, in trees of their own);
 //! - [`api`]: the REST routes over all of the above;
 //! - shared by all: [`policy`] (the phase table: roles, phases, release modes), [`problem`]
 //!   (why a request is refused) and [`basics`] (clock, ids, locks).
@@ -30,8 +33,10 @@ pub mod api;
 pub mod basics;
 pub mod export;
 pub mod fields;
+pub mod identity;
 pub mod markdown;
 pub mod meeting;
+pub mod people;
 pub mod policy;
 pub mod problem;
 pub mod pulse;

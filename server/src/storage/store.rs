@@ -194,6 +194,18 @@ impl MetaTree {
             .collect()
     }
 
+    /// The first `max` entries whose key starts with `prefix`, in key order.
+    pub fn entries_with_prefix(&self, prefix: &[u8], max: usize) -> Result<Vec<Entry>, StoreError> {
+        self.0
+            .scan_prefix(prefix)
+            .take(max)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     /// Every entry, in key order.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
         self.0

@@ -172,6 +172,7 @@ async fn state_changing_requests_take_json_bodies_only() {
                 body: Some(r#"{"title":"Cross-site","body":"x"}"#),
                 content_type,
                 from: None,
+                headers: &[],
             }
             .reply(server.addr)
             .await;

@@ -150,6 +150,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who is signed in, and the review sessions they joined while signed in. */
+        get: operations["getMe"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/openapi.json": {
         parameters: {
             query?: never;
@@ -178,7 +195,7 @@ export interface paths {
         put?: never;
         /**
          * Create a review, seed its report and discussion, and return its four invite links.
-         * @description Open to anyone who reaches the server, unless it was started with a creation secret: then the secret must be sent as `Authorization: Bearer <secret>` (the same bearer scheme as session tokens, with the secret in place of a token).
+         * @description Open to anyone who reaches the server, unless it was started with a creation secret: then the secret must be sent as `Authorization: Bearer <secret>` (the same bearer scheme as session tokens, with the secret in place of a token). On a server with sign-in, the person must be signed in (and allowed by the server's e-mail domains and group, when set); that is checked first.
          */
         post: operations["createReview"];
         delete?: never;
@@ -1130,6 +1147,8 @@ export interface components {
             report_markdown?: string | null;
             /** @description 1 to 32 characters once trimmed, without control characters (`SEV1`, `critical`, …). */
             severity?: string | null;
+            /** @description The roles whose invite links need the person joining to be signed in (their name is then the one their sign-in gives); absent or null: none. Only on a server with sign-in. */
+            sign_in_required?: components["schemas"]["Role"][] | null;
             /** @description Allow anonymous items in a small group (absent or null: false). Without it, a review refuses anonymous items while fewer than three people may post them (409 `too_few_for_anonymity`), and holds a batch only one person contributed to until someone else's items join it (for up to ten release boundaries). */
             small_group_anonymity?: boolean | null;
             /** @description The team the review belongs to: 1 to 60 characters once trimmed (inner whitespace collapsed), without control characters; absent or null: none. */
@@ -1372,6 +1391,8 @@ export interface components {
         Invite: {
             /** @description The join page's path, with the token in its fragment. */
             link: string;
+            /** @description Present and true when joining through this link needs the person to be signed in (their name is then the one their sign-in gives); absent otherwise. */
+            sign_in_required?: boolean;
             /** @description The invite token: `dbi_` and 256 random bits as hex. */
             token: string;
         };
@@ -1385,6 +1406,8 @@ export interface components {
             phase: components["schemas"]["Phase"];
             /** @description The role the link joins with. */
             role: components["schemas"]["Role"];
+            /** @description Present and true when joining through the link needs the person to be signed in (the name is then the one their sign-in gives, and a typed name is ignored); absent otherwise. */
+            sign_in_required?: boolean;
             /** @description The review's title. */
             title: string;
         };
@@ -1419,7 +1442,7 @@ export interface components {
         JoinRequest: {
             /** @description An invite token (`dbi_…`); whitespace around it is ignored. */
             invite: string;
-            /** @description The display name: 1 to 60 characters once trimmed, without control characters. */
+            /** @description The display name: 1 to 60 characters once trimmed, without control characters. Ignored when the invite link needs sign-in: the name is then the one the sign-in gives. */
             name: string;
         };
         /** @description The answer to `POST /api/join`: the session token (the only copy) and the review, with `you`. */
@@ -1498,6 +1521,34 @@ export interface components {
             /** @description Whether one of the sessions sent belongs to it (else it is published). */
             joined: boolean;
             phase: components["schemas"]["Phase"];
+            title: string;
+        };
+        /** @description The signed-in person. */
+        Me: {
+            /** @description Their e-mail address; null when the sign-in gives none. */
+            email: string | null;
+            /** @description Their groups, as the sign-in gives them (at most 64). */
+            groups: string[];
+            /** @description The display name their sign-in gives. */
+            name: string;
+            /** @description The review sessions they joined while signed in, newest first. */
+            reviews: components["schemas"]["MyReview"][];
+            source: components["schemas"]["SignInSource"];
+        };
+        /** @description A review session the person joined while signed in. */
+        MyReview: {
+            /** @description The review's id. */
+            id: string;
+            /**
+             * Format: int64
+             * @description When the session was opened, milliseconds since the Unix epoch.
+             */
+            joined_at: number;
+            /** @description The name the session shows. */
+            name: string;
+            phase: components["schemas"]["Phase"];
+            /** @description The role of the session. */
+            role: components["schemas"]["Role"];
             title: string;
         };
         /**
@@ -1755,6 +1806,8 @@ export interface components {
              * @default false
              */
             revoke_sessions: boolean;
+            /** @description Whether the new link needs the person joining to be signed in; absent or null: as the old link did. Only on a server with sign-in. */
+            sign_in_required?: boolean | null;
         };
         /** @description The answer to rotating an invite link. */
         RotateResponse: {
@@ -1766,6 +1819,11 @@ export interface components {
             /** @description Blameless-language hints on (true) or off (false) for everyone in the review. */
             hints: boolean;
         };
+        /**
+         * @description How the person signed in.
+         * @enum {string}
+         */
+        SignInSource: "proxy" | "oidc";
         /** @description What the answers say about one statement. */
         StatementResult: {
             /**
@@ -2298,7 +2356,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `invalid_invite`: the invite token is not valid (it may have been rotated). */
+            /** @description `invalid_invite`: the invite token is unknown or was rotated; `sign_in_required`: the invite link needs the person to be signed in, and nobody is signed in on the request. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2483,6 +2541,35 @@ export interface operations {
             };
         };
     };
+    getMe: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The signed-in person. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Me"];
+                };
+            };
+            /** @description `not_signed_in`: nobody is signed in on this request (also on a server without sign-in). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     getOpenApi: {
         parameters: {
             query?: never;
@@ -2534,8 +2621,26 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `creation_not_allowed`: the server was started with a creation secret (`--creation-secret`) and the request does not carry it as `Authorization: Bearer <secret>`. Checked before the body is read. */
+            /** @description `sign_in_required`: the server has sign-in set up and nobody is signed in on the request; `creation_not_allowed`: the server was started with a creation secret (`--creation-secret`) and the request does not carry it as `Authorization: Bearer <secret>`. Checked before the body is read. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `email_domain_not_allowed`: the server allows creating reviews only to e-mail addresses in some domains (`--allowed-email-domain`), and the signed-in person's is not in one; `group_required`: the server allows it only to members of a group (`--required-group`), and the signed-in person is not one. Checked before the body is read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `sign_in_not_configured`: `sign_in_required` names a role, but the server has no sign-in set up. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4161,6 +4266,15 @@ export interface operations {
             };
             /** @description `unknown_review`: no review has this id; `not_found`: the path matches no route. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `sign_in_not_configured`: `sign_in_required` is true, but the server has no sign-in set up (checked after the caller is known to be the facilitator). */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -11,7 +11,8 @@
 //! - [`records`]: pinned versions, exports, publishing and the library;
 //! - [`webhooks`]: setting up webhooks, and the events the other handlers tell them;
 //! - [`learning`]: contributing factors and teams, read across reviews;
-//! - [`pulse`]: the anonymous culture pulse of a closed review, and its team's trend.
+//! - [`pulse`]: the anonymous culture pulse of a closed review, and its team's trend;
+//! - [`me`]: who is signed in, and the review sessions they joined.
 //!
 //! Beside them: [`openapi`] assembles the document, [`request`] takes every request apart once
 //! (path, JSON body, session and what its role may do), [`documents`] runs jobs on a review's documents, [`errors`] maps the
@@ -25,6 +26,7 @@ pub mod documents;
 pub mod errors;
 pub mod home;
 pub mod learning;
+pub mod me;
 pub mod meeting;
 pub mod openapi;
 pub mod pulse;
@@ -141,6 +143,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .route("/api/library/{id}", get(records::library_entry))
         .route("/api/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/webhooks/{webhook}", delete(webhooks::delete))
+        .route("/api/me", get(me::me))
         .layer(axum::middleware::from_fn(request::json_bodies_only))
         .with_state(state)
 }

@@ -16,7 +16,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::{
-    actions, anonymous, home, learning, meeting, pulse, records, reviews, threads, webhooks,
+    actions, anonymous, home, learning, me, meeting, pulse, records, reviews, threads, webhooks,
 };
 use crate::reviews::meeting::{ActionKind, ActionStatus, StatusChange};
 use crate::reviews::policy::{Phase, Role};
@@ -90,6 +90,7 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
         pulse::answer,
         pulse::read,
         pulse::trend,
+        me::me,
     ),
     modifiers(&Bearer, &Closed),
     security(("bearer" = [])),
@@ -140,6 +141,11 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
             description = "The culture pulse of a closed review: answered anonymously, once, by \
             those who took part; shown only as aggregates of at least five answers, per review and \
             per month across a team's reviews."
+        ),
+        (
+            name = "sign-in",
+            description = "Who is signed in, when the server has sign-in set up (an \
+            authenticating proxy's headers, or OpenID Connect)."
         ),
         (name = "meta", description = "This document."),
     )
@@ -885,6 +891,7 @@ mod tests {
                 closed_at: None,
                 phase_changed_at: None,
                 invites: Default::default(),
+                sign_in_invites: Vec::new(),
             },
             report: "# Report".into(),
             notes: String::new(),

@@ -20,6 +20,7 @@ use crate::documents::access::same_secret;
 use crate::error::ApiError;
 use crate::limits::MAX_BODY_BYTES;
 use crate::reviews::anonymous::Anonymity;
+use crate::reviews::identity::Person;
 use crate::reviews::meeting;
 use crate::reviews::policy;
 use crate::reviews::problem::Problem;
@@ -165,8 +166,32 @@ pub async fn json_bodies_only(request: Request, next: axum::middleware::Next) ->
     next.run(request).await
 }
 
+/// The person signed in on a request, if any: named by a trusted proxy's header (honoured only
+/// on a connection from a `--trusted-proxy` range). Never logged.
+#[derive(Debug, Clone)]
+pub struct SignedIn(pub Option<Person>);
+
+impl FromRequestParts<Arc<ApiState>> for SignedIn {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Ok(ClientAddr(peer)) = ClientAddr::from_request_parts(parts, state).await;
+        let headers = &parts.headers;
+        let person = state.sign_in.from_proxy(peer, |name| {
+            headers
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        });
+        Ok(SignedIn(person))
+    }
+}
+
 /// The right to create a review: the server's creation secret, when it has one, from an
-/// address that has not sent too many wrong ones lately.
+/// address that has not sent too many wrong ones lately; and when sign-in is set up, a
+/// signed-in person the server's rules allow (`--allowed-email-domain`, `--required-group`).
 #[derive(Debug, Clone, Copy)]
 pub struct MayCreate;
 
@@ -177,6 +202,8 @@ impl FromRequestParts<Arc<ApiState>> for MayCreate {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
+        let Ok(SignedIn(person)) = SignedIn::from_request_parts(parts, state).await;
+        state.sign_in.may_create(person.as_ref())?;
         let Some(secret) = &state.creation_secret else {
             return Ok(MayCreate);
         };

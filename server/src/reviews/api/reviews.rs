@@ -16,7 +16,9 @@ use super::actions::counts as action_counts;
 use super::documents::{on_discussion, reauthorize};
 use super::openapi::{self, said};
 use super::records::pin_version;
-use super::request::{ApiPath, ClientAddr, JsonBody, JsonOrEmpty, MayCreate, Member, Session};
+use super::request::{
+    ApiPath, ClientAddr, JsonBody, JsonOrEmpty, MayCreate, Member, Session, SignedIn,
+};
 use super::state::ApiState;
 use super::webhooks;
 use crate::error::{ApiError, ErrorBody};
@@ -24,6 +26,7 @@ use crate::reviews::actions::ActionCounts;
 use crate::reviews::anonymous::{release, Anonymity};
 use crate::reviews::basics::now_ms;
 use crate::reviews::fields::{validate_date, validate_severity, validate_team, validate_title};
+use crate::reviews::identity::sign_in_not_configured;
 use crate::reviews::policy::{self, Phase, ReleaseMode, Role};
 use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{NewReview, ReviewRecord, Reviews, SessionRecord};
@@ -353,6 +356,11 @@ pub(super) struct Invite {
     /// The join page's path, with the token in its fragment.
     #[schema(pattern = "^/join#dbi_[0-9a-f]{64}$")]
     link: String,
+    /// Present and true when joining through this link needs the person to be signed in (their
+    /// name is then the one their sign-in gives); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    sign_in_required: bool,
 }
 
 /// One invite link per role: the only copies (the server keeps their hashes).
@@ -365,7 +373,7 @@ pub(super) struct Invites {
 }
 
 impl Invites {
-    fn new(tokens: &[(Role, String)]) -> Self {
+    fn new(tokens: &[(Role, String)], review: &ReviewRecord) -> Self {
         let mut invites = Invites::default();
         for (role, token) in tokens {
             let slot = match role {
@@ -374,17 +382,18 @@ impl Invites {
                 Role::Observer => &mut invites.observer,
                 Role::Participant => &mut invites.participant,
             };
-            *slot = Invite::new(token);
+            *slot = Invite::new(token, review.invite_needs_sign_in(*role));
         }
         invites
     }
 }
 
 impl Invite {
-    fn new(token: &str) -> Self {
+    fn new(token: &str, sign_in_required: bool) -> Self {
         Invite {
             token: token.to_owned(),
             link: format!("/join#{token}"),
+            sign_in_required,
         }
     }
 }
@@ -455,6 +464,10 @@ pub(super) struct CreateRequest {
     /// A report to import, in Markdown (at most 524,288 bytes, nested at most 32 levels deep);
     /// absent or null: the report starts from the server's template.
     report_markdown: Option<String>,
+    /// The roles whose invite links need the person joining to be signed in (their name is
+    /// then the one their sign-in gives); absent or null: none. Only on a server with sign-in.
+    #[schema(max_items = 4)]
+    sign_in_required: Option<Vec<Role>>,
 }
 
 /// `POST /api/reviews`: creates a review, seeds its documents, returns the invite links.
@@ -466,7 +479,9 @@ pub(super) struct CreateRequest {
     summary = "Create a review, seed its report and discussion, and return its four invite links.",
     description = "Open to anyone who reaches the server, unless it was started with a creation \
     secret: then the secret must be sent as `Authorization: Bearer <secret>` (the same bearer \
-    scheme as session tokens, with the secret in place of a token).",
+    scheme as session tokens, with the secret in place of a token). On a server with sign-in, the \
+    person must be signed in (and allowed by the server's e-mail domains and group, when set); \
+    that is checked first.",
     request_body = CreateRequest,
     responses(
         (
@@ -489,9 +504,25 @@ pub(super) struct CreateRequest {
         ),
         (
             status = 401,
-            description = "`creation_not_allowed`: the server was started with a creation secret \
-            (`--creation-secret`) and the request does not carry it as `Authorization: Bearer \
-            <secret>`. Checked before the body is read.",
+            description = "`sign_in_required`: the server has sign-in set up and nobody is signed \
+            in on the request; `creation_not_allowed`: the server was started with a creation \
+            secret (`--creation-secret`) and the request does not carry it as `Authorization: \
+            Bearer <secret>`. Checked before the body is read.",
+            body = ErrorBody,
+        ),
+        (
+            status = 403,
+            description = "`email_domain_not_allowed`: the server allows creating reviews only to \
+            e-mail addresses in some domains (`--allowed-email-domain`), and the signed-in person's \
+            is not in one; `group_required`: the server allows it only to members of a group \
+            (`--required-group`), and the signed-in person is not one. Checked before the body is \
+            read.",
+            body = ErrorBody,
+        ),
+        (
+            status = 409,
+            description = "`sign_in_not_configured`: `sign_in_required` names a role, but the \
+            server has no sign-in set up.",
             body = ErrorBody,
         ),
         (
@@ -546,7 +577,14 @@ pub(super) async fn create(
         },
         small_group_anonymity: req.small_group_anonymity.unwrap_or(false),
         team: req.team.as_deref().map(validate_team).transpose()?,
+        sign_in_invites: Role::ALL
+            .into_iter()
+            .filter(|r| req.sign_in_required.as_ref().is_some_and(|s| s.contains(r)))
+            .collect(),
     };
+    if !new.sign_in_invites.is_empty() && !state.sign_in.enabled() {
+        return Err(sign_in_not_configured().into());
+    }
     if req
         .report_markdown
         .as_ref()
@@ -614,7 +652,7 @@ pub(super) async fn create(
     state.actions.fill_empty(&created.review.id);
     let body = CreateResponse {
         review: ReviewView::new(&state, &created.review, None, ActionCounts::default()),
-        invites: Invites::new(&created.invites),
+        invites: Invites::new(&created.invites, &created.review),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -641,6 +679,11 @@ pub(super) struct InviteView {
     phase: Phase,
     /// The role the link joins with.
     role: Role,
+    /// Present and true when joining through the link needs the person to be signed in (the
+    /// name is then the one their sign-in gives, and a typed name is ignored); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    sign_in_required: bool,
 }
 
 /// `POST /api/invite`: the review and role an invite token joins, without joining. Wrong
@@ -684,6 +727,7 @@ pub(super) async fn look_up_invite(
     }
     let (review, role) = found?;
     Ok(Json(InviteView {
+        sign_in_required: review.invite_needs_sign_in(role),
         title: review.title,
         phase: review.phase,
         role,
@@ -696,7 +740,8 @@ pub(super) async fn look_up_invite(
 pub(super) struct JoinRequest {
     /// An invite token (`dbi_…`); whitespace around it is ignored.
     invite: String,
-    /// The display name: 1 to 60 characters once trimmed, without control characters.
+    /// The display name: 1 to 60 characters once trimmed, without control characters. Ignored
+    /// when the invite link needs sign-in: the name is then the one the sign-in gives.
     #[schema(
         min_length = 1,
         max_length = 60,
@@ -731,7 +776,13 @@ pub(super) struct JoinRequest {
             (checked before the invite).",
             body = ErrorBody,
         ),
-        (status = 401, description = said::BAD_INVITE, body = ErrorBody),
+        (
+            status = 401,
+            description = "`invalid_invite`: the invite token is unknown or was rotated; \
+            `sign_in_required`: the invite link needs the person to be signed in, and nobody is \
+            signed in on the request.",
+            body = ErrorBody,
+        ),
         (status = 404, description = said::INVITE_REVIEW_GONE, body = ErrorBody),
         (
             status = 409,
@@ -757,17 +808,26 @@ pub(super) struct JoinRequest {
 pub(super) async fn join(
     State(state): State<Arc<ApiState>>,
     ClientAddr(addr): ClientAddr,
+    SignedIn(person): SignedIn,
     body: Result<JsonBody<JoinRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     state.reviews.guards.may_join(addr)?;
     let JsonBody(req) = body?;
-    let joined = state.reviews.join(req.invite.trim(), &req.name).await;
+    let signed_in = person.as_ref().map(|p| p.name.as_str());
+    let joined = state
+        .reviews
+        .join(req.invite.trim(), &req.name, signed_in)
+        .await;
     if joined.as_ref().is_err_and(|p| p.code == "invalid_invite") {
         if let Some(limited) = state.reviews.guards.wrong_invite(addr) {
             return Err(limited.into());
         }
     }
     let (session, review, token) = joined?;
+    if let Some(person) = &person {
+        // The person finds the review again from any browser they sign in with.
+        state.people.link(person, &token, &review.id).await?;
+    }
     tracing::info!(review = %review.id, role = session.role.as_str(), "joined");
     let people: usize = state.reviews.counts(&review.id).values().sum();
     // The live headcount others see (read count "7 of 9"); the join stands even if this fails.
@@ -959,6 +1019,9 @@ pub(super) struct RotateRequest {
     #[serde(default)]
     #[schema(default = false)]
     revoke_sessions: bool,
+    /// Whether the new link needs the person joining to be signed in; absent or null: as the
+    /// old link did. Only on a server with sign-in.
+    sign_in_required: Option<bool>,
 }
 
 /// `POST /api/reviews/{id}/invites/{role}`: replaces a role's invite link. The role is checked
@@ -989,6 +1052,12 @@ pub(super) struct RotateRequest {
         (status = 401, description = said::NO_SESSION, body = ErrorBody),
         (status = 403, description = said::NOT_FACILITATOR, body = ErrorBody),
         (status = 404, description = said::NO_REVIEW, body = ErrorBody),
+        (
+            status = 409,
+            description = "`sign_in_not_configured`: `sign_in_required` is true, but the server \
+            has no sign-in set up (checked after the caller is known to be the facilitator).",
+            body = ErrorBody,
+        ),
         (status = 413, description = said::BODY_TOO_LARGE, body = ErrorBody),
         (status = 415, description = said::NOT_JSON, body = ErrorBody),
         (status = 503, description = said::STORE_UNWRITABLE, body = ErrorBody),
@@ -1007,17 +1076,26 @@ pub(super) async fn rotate(
         ));
     };
     let JsonOrEmpty(req) = body?;
+    if req.sign_in_required == Some(true) && !state.sign_in.enabled() {
+        policy::may_facilitate(you.session.role).map_err(Problem::from)?;
+        return Err(sign_in_not_configured().into());
+    }
     let rotated = state
         .reviews
-        .rotate(&you.session, role, req.revoke_sessions)
+        .rotate(
+            &you.session,
+            role,
+            req.revoke_sessions,
+            req.sign_in_required,
+        )
         .await;
     if req.revoke_sessions {
         reauthorize(&state, &id).await;
     }
-    let token = rotated?;
+    let (token, sign_in_required) = rotated?;
     tracing::info!(review = %id, role = role.as_str(), "invite link rotated");
     Ok(Json(RotateResponse {
         role,
-        invite: Invite::new(&token),
+        invite: Invite::new(&token, sign_in_required),
     }))
 }

@@ -8,6 +8,8 @@ use crate::documents::registry::Registry;
 use crate::reviews::actions::ActionIndex;
 use crate::reviews::anonymous::release::Releases;
 use crate::reviews::anonymous::Anonymity;
+use crate::reviews::identity::SignIn;
+use crate::reviews::people::People;
 use crate::reviews::records::Records;
 use crate::reviews::sessions::Reviews;
 use crate::reviews::trackers::Trackers;
@@ -34,6 +36,10 @@ pub struct ApiState {
     pub webhooks: Arc<Webhooks>,
     /// The contributing factors the server offers for tagging (`--factor-tags`).
     pub factor_tags: Vec<String>,
+    /// How people sign in, and what it allows.
+    pub sign_in: SignIn,
+    /// Signed-in people and the sessions they joined.
+    pub people: People,
 }
 
 impl ApiState {

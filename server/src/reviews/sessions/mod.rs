@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::documents::access::{Access, Authorizer, Denied};
 use crate::reviews::basics::{locked, now_ms, random_hex, to_json};
 use crate::reviews::fields::validate_name;
+use crate::reviews::identity::sign_in_required;
 use crate::reviews::policy::{self, Phase, ReleaseMode, Role};
 use crate::reviews::problem::{Problem, ProblemKind};
 use crate::reviews::sessions::guards::Guards;
@@ -68,6 +69,17 @@ pub struct ReviewRecord {
     pub phase_changed_at: Option<u64>,
     /// Hex SHA-256 of each role's current invite token.
     pub(super) invites: HashMap<Role, String>,
+    /// The roles whose current invite link needs the person joining to be signed in (their name
+    /// is then the one their sign-in gives).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sign_in_invites: Vec<Role>,
+}
+
+impl ReviewRecord {
+    /// Whether joining through `role`'s invite link needs a signed-in person.
+    pub fn invite_needs_sign_in(&self, role: Role) -> bool {
+        self.sign_in_invites.contains(&role)
+    }
 }
 
 /// A person's session in a review, as stored (keyed by the hash of its token).
@@ -100,6 +112,9 @@ pub struct NewReview {
     pub small_group_anonymity: bool,
     /// The team (validated).
     pub team: Option<String>,
+    /// The roles whose invite links need a signed-in person (the caller checked that sign-in is
+    /// configured).
+    pub sign_in_invites: Vec<Role>,
 }
 
 /// A review just created, with the only copies of its invite tokens.
@@ -253,6 +268,7 @@ impl Reviews {
             factors: Vec::new(),
             closed_at: None,
             phase_changed_at: None,
+            sign_in_invites: new.sign_in_invites,
             invites: tokens
                 .iter()
                 .map(|(r, t)| (*r, hex::encode(hash(t))))
@@ -278,18 +294,33 @@ impl Reviews {
         self.lock().invite(invite)
     }
 
-    /// Joins the review an invite token belongs to; returns the session and its token (the only
-    /// copy). Durable when this returns.
+    /// Joins the review an invite token belongs to as `name`, or, through a link that needs
+    /// sign-in, as the signed-in person's name (`signed_in`; the typed name is then ignored);
+    /// returns the session and its token (the only copy). Durable when this returns.
     pub async fn join(
         &self,
         invite: &str,
         name: &str,
+        signed_in: Option<&str>,
     ) -> Result<(SessionRecord, ReviewRecord, String), Problem> {
-        let name = validate_name(name)?;
+        let needs_sign_in = |state: &State| {
+            state
+                .invite(invite)
+                .is_ok_and(|(review, role)| review.invite_needs_sign_in(role))
+        };
+        let name = if needs_sign_in(&self.lock()) {
+            validate_name(signed_in.ok_or_else(sign_in_to_join)?)?
+        } else {
+            validate_name(name)?
+        };
         let token = format!("dbs_{}", random_hex(32));
         let (session, review) = {
             let mut state = self.lock();
             let (review, role) = state.invite(invite)?;
+            if review.invite_needs_sign_in(role) && signed_in.is_none() {
+                // The link was replaced by one that needs sign-in meanwhile.
+                return Err(sign_in_to_join());
+            }
             let review_id = review.id.clone();
             self.guards.may_join_through(&hash(invite))?;
             let session = SessionRecord {
@@ -367,6 +398,15 @@ impl Reviews {
             .cloned()
             .ok_or_else(|| unknown_review(review_id))?;
         Ok((session, review))
+    }
+
+    /// The session whose token hashes to `hash` and its review (a signed-in person's linked
+    /// sessions are known by their hashes); `None` when it ended.
+    pub fn by_hash(&self, hash: &[u8; 32]) -> Option<(SessionRecord, ReviewRecord)> {
+        let state = self.lock();
+        let session = state.sessions.get(hash)?.clone();
+        let review = state.reviews.get(&session.review)?.clone();
+        Some((session, review))
     }
 
     /// The session of `token` and its review, whichever review it is (the action items page asks
@@ -536,15 +576,19 @@ impl Reviews {
     }
 
     /// Replaces a role's invite link; with `revoke`, also ends every session of that role except
-    /// the caller's. Returns the new token. Durable when this returns.
+    /// the caller's; with `sign_in`, sets whether the new link needs a signed-in person (`None`:
+    /// as the old one did; the caller checked that sign-in is configured). Returns the new token
+    /// and whether it needs sign-in. Durable when this returns.
     pub async fn rotate(
         &self,
         session: &SessionRecord,
         role: Role,
         revoke: bool,
-    ) -> Result<String, Problem> {
+        sign_in: Option<bool>,
+    ) -> Result<(String, bool), Problem> {
         policy::may_facilitate(session.role)?;
         let token = format!("dbi_{}", random_hex(32));
+        let needs_sign_in;
         {
             let mut state = self.lock();
             let review = state
@@ -553,6 +597,14 @@ impl Reviews {
                 .ok_or_else(|| unknown_review(&session.review))?;
             let mut updated = review.clone();
             let old = updated.invites.insert(role, hex::encode(hash(&token)));
+            match sign_in {
+                Some(true) if !updated.sign_in_invites.contains(&role) => {
+                    updated.sign_in_invites.push(role);
+                }
+                Some(false) => updated.sign_in_invites.retain(|r| *r != role),
+                _ => {}
+            }
+            needs_sign_in = updated.invite_needs_sign_in(role);
             self.put_review(&updated)?;
             *review = updated;
             if let Some(old) = old.as_deref().and_then(parse_hash) {
@@ -579,7 +631,7 @@ impl Reviews {
             }
         }
         self.store.durable().await?;
-        Ok(token)
+        Ok((token, needs_sign_in))
     }
 
     /// The access of session `token` to review document `name`.
@@ -660,6 +712,12 @@ pub fn unknown_review(id: &str) -> Problem {
     )
 }
 
+fn sign_in_to_join() -> Problem {
+    sign_in_required(
+        "this invite link needs you to sign in first; your name is then the one your sign-in gives",
+    )
+}
+
 fn invalid_session() -> Problem {
     Problem::new(
         ProblemKind::Unauthenticated,
@@ -724,6 +782,7 @@ mod tests {
             release: ReleaseMode::Batch,
             small_group_anonymity: false,
             team: None,
+            sign_in_invites: Vec::new(),
         };
         let created = reviews
             .insert(Reviews::new_id(), new)
@@ -745,12 +804,12 @@ mod tests {
                 Role::Participant
             };
             reviews
-                .join(&invite(role), &format!("bot {i}"))
+                .join(&invite(role), &format!("bot {i}"), None)
                 .await
                 .expect("room");
         }
         let full = reviews
-            .join(&invite(Role::Observer), "one more bot")
+            .join(&invite(Role::Observer), "one more bot", None)
             .await
             .expect_err("full for readers");
         assert_eq!(full.code, "review_full");
@@ -759,7 +818,7 @@ mod tests {
             "a review holds at most 950 participants and observers; the other 50 places are kept for its facilitators and authors"
         );
         reviews
-            .join(&invite(Role::Author), "Ana")
+            .join(&invite(Role::Author), "Ana", None)
             .await
             .expect("a writer still joins");
         drop(reviews);

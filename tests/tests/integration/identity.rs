@@ -1,0 +1,454 @@
+//! Signing in behind an authenticating proxy (issue 19): the proxy's identity headers are
+//! honoured only on connections from a trusted range; with sign-in set up, creating a review
+//! needs a person (of an allowed e-mail domain and group, when set), an invite link can require
+//! sign-in and joining through it takes the signed-in name, and the sessions a person joins are
+//! theirs to find again (`GET /api/me`). Without sign-in, nothing changes. Another client is
+//! another loopback address (`127.0.0.2`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use debrief_server::reviews::identity::{Cidr, SignIn, TrustedHeaders};
+use debrief_server::Config;
+use debrief_tests::api::{Raw, Reply};
+use debrief_tests::TestServer;
+use serde_json::{json, Value};
+
+/// The trusted proxy's address in these tests.
+const PROXY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+/// Another client on the same machine, not a proxy.
+const ELSEWHERE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// oauth2-proxy's header names (`--pass-user-headers`).
+fn proxy_headers() -> TrustedHeaders {
+    TrustedHeaders {
+        identity: "x-forwarded-user".into(),
+        name: Some("x-forwarded-preferred-username".into()),
+        email: Some("x-forwarded-email".into()),
+        groups: Some("x-forwarded-groups".into()),
+    }
+}
+
+async fn server_trusting(ranges: &[&str], rules: impl FnOnce(&mut SignIn)) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sign_in = SignIn {
+        trusted: Some(proxy_headers()),
+        proxies: ranges
+            .iter()
+            .map(|r| Cidr::parse(r).expect("range"))
+            .collect(),
+        ..SignIn::default()
+    };
+    rules(&mut sign_in);
+    let config = Config {
+        sign_in,
+        ..Config::new(dir.path().join("data"))
+    };
+    TestServer::start_with(dir, config).await
+}
+
+/// A person as the proxy names them.
+struct As<'a> {
+    user: &'a str,
+    name: &'a str,
+    email: &'a str,
+    groups: &'a str,
+}
+
+const ANA: As = As {
+    user: "u-ana",
+    name: "Ana Lima",
+    email: "ana@example.com",
+    groups: "sre,platform",
+};
+const BO: As = As {
+    user: "u-bo",
+    name: "Bo Berg",
+    email: "bo@example.com",
+    groups: "",
+};
+
+async fn call(
+    addr: SocketAddr,
+    from: IpAddr,
+    person: Option<&As<'_>>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    call_with(addr, from, person, None, method, path, body).await
+}
+
+async fn call_with(
+    addr: SocketAddr,
+    from: IpAddr,
+    person: Option<&As<'_>>,
+    bearer: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    let headers: Vec<(&str, &str)> = match person {
+        Some(p) => vec![
+            ("X-Forwarded-User", p.user),
+            ("X-Forwarded-Preferred-Username", p.name),
+            ("X-Forwarded-Email", p.email),
+            ("X-Forwarded-Groups", p.groups),
+        ],
+        None => Vec::new(),
+    };
+    let body = body.map(|b| b.to_string());
+    let (reply, _) = Raw {
+        method,
+        path,
+        bearer,
+        body: body.as_deref(),
+        from: Some(from),
+        headers: &headers,
+        ..Raw::default()
+    }
+    .reply(addr)
+    .await;
+    reply
+}
+
+#[tokio::test]
+async fn the_proxys_header_is_honoured_only_from_a_trusted_address() {
+    let server = server_trusting(&["127.0.0.1/32"], |_| {}).await;
+    let addr = server.addr;
+    let create = json!({ "title": "Queue outage", "sign_in_required": ["participant"] });
+
+    // Nobody signed in: creating needs a person.
+    let r = call(
+        addr,
+        PROXY,
+        None,
+        "POST",
+        "/api/reviews",
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(
+        r.assert_error(401, "sign_in_required"),
+        "creating a review on this server needs you to sign in"
+    );
+    // The same header from an address that is not the proxy is ignored.
+    let r = call(
+        addr,
+        ELSEWHERE,
+        Some(&ANA),
+        "POST",
+        "/api/reviews",
+        Some(create.clone()),
+    )
+    .await;
+    r.assert_error(401, "sign_in_required");
+    let r = call(addr, ELSEWHERE, Some(&ANA), "GET", "/api/me", None).await;
+    assert_eq!(
+        r.assert_error(401, "not_signed_in"),
+        "nobody is signed in on this request"
+    );
+
+    // Through the proxy, Ana creates a review whose participant link needs sign-in.
+    let created = call(
+        addr,
+        PROXY,
+        Some(&ANA),
+        "POST",
+        "/api/reviews",
+        Some(create),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["review"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let invites = &created.body["invites"];
+    assert_eq!(invites["participant"]["sign_in_required"], true);
+    for role in ["facilitator", "author", "observer"] {
+        assert_eq!(invites[role].get("sign_in_required"), None, "{role}");
+    }
+    let invite = |role: &str| invites[role]["token"].as_str().expect("token").to_owned();
+
+    // The join page learns that the link needs sign-in.
+    let looked = call(
+        addr,
+        ELSEWHERE,
+        None,
+        "POST",
+        "/api/invite",
+        Some(json!({ "invite": invite("participant") })),
+    )
+    .await;
+    assert_eq!(looked.status, 200, "{}", looked.body);
+    assert_eq!(looked.body["sign_in_required"], true);
+
+    // Joining through it needs a person: not without one, not with a header from elsewhere.
+    let join = json!({ "invite": invite("participant"), "name": "Someone Else" });
+    let expected =
+        "this invite link needs you to sign in first; your name is then the one your sign-in gives";
+    let r = call(addr, PROXY, None, "POST", "/api/join", Some(join.clone())).await;
+    assert_eq!(r.assert_error(401, "sign_in_required"), expected);
+    let r = call(
+        addr,
+        ELSEWHERE,
+        Some(&ANA),
+        "POST",
+        "/api/join",
+        Some(join.clone()),
+    )
+    .await;
+    assert_eq!(r.assert_error(401, "sign_in_required"), expected);
+
+    // Signed in, the typed name is ignored: the session carries the provider's name.
+    let joined = call(addr, PROXY, Some(&ANA), "POST", "/api/join", Some(join)).await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    assert_eq!(joined.body["review"]["you"]["name"], "Ana Lima");
+    assert_eq!(joined.body["review"]["you"]["role"], "participant");
+
+    // Bo joins through the facilitator's link, which needs no sign-in: his typed name stays,
+    // and the session is his to find again since he was signed in.
+    let joined = call(
+        addr,
+        PROXY,
+        Some(&BO),
+        "POST",
+        "/api/join",
+        Some(json!({ "invite": invite("facilitator"), "name": "Bo (facilitating)" })),
+    )
+    .await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    assert_eq!(joined.body["review"]["you"]["name"], "Bo (facilitating)");
+    let bo_session = joined.body["session"].as_str().expect("session").to_owned();
+
+    // Each person's sessions, from any browser: the proxy names them again.
+    let me = call(addr, PROXY, Some(&ANA), "GET", "/api/me", None).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.body["source"], "proxy");
+    assert_eq!(me.body["name"], "Ana Lima");
+    assert_eq!(me.body["email"], "ana@example.com");
+    assert_eq!(me.body["groups"], json!(["sre", "platform"]));
+    let reviews = me.body["reviews"].as_array().expect("reviews");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(reviews[0]["id"], id.as_str());
+    assert_eq!(reviews[0]["title"], "Queue outage");
+    assert_eq!(reviews[0]["role"], "participant");
+    assert_eq!(reviews[0]["name"], "Ana Lima");
+    let me = call(addr, PROXY, Some(&BO), "GET", "/api/me", None).await;
+    let reviews = me.body["reviews"].as_array().expect("reviews");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(reviews[0]["role"], "facilitator");
+    assert_eq!(me.body["groups"], json!([]));
+
+    // The facilitator replaces the participant link with one that needs no sign-in; then anyone
+    // joins with a typed name, as without sign-in.
+    let path = format!("/api/reviews/{id}/invites/participant");
+    let rotated = call_with(
+        addr,
+        ELSEWHERE,
+        None,
+        Some(&bo_session),
+        "POST",
+        &path,
+        Some(json!({ "sign_in_required": false })),
+    )
+    .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_eq!(rotated.body["invite"].get("sign_in_required"), None);
+    let open = rotated.body["invite"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let joined = call(
+        addr,
+        ELSEWHERE,
+        None,
+        "POST",
+        "/api/join",
+        Some(json!({ "invite": open, "name": "Cy" })),
+    )
+    .await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    assert_eq!(joined.body["review"]["you"]["name"], "Cy");
+    // …and back: a rotation without the field keeps what the link required.
+    let rotated = call_with(
+        addr,
+        ELSEWHERE,
+        None,
+        Some(&bo_session),
+        "POST",
+        &format!("/api/reviews/{id}/invites/observer"),
+        Some(json!({ "sign_in_required": true })),
+    )
+    .await;
+    assert_eq!(rotated.body["invite"]["sign_in_required"], true);
+    let rotated = call_with(
+        addr,
+        ELSEWHERE,
+        None,
+        Some(&bo_session),
+        "POST",
+        &format!("/api/reviews/{id}/invites/observer"),
+        None,
+    )
+    .await;
+    assert_eq!(rotated.body["invite"]["sign_in_required"], true);
+
+    // A restart keeps the links' requirement and the people's sessions.
+    let server = server.restart().await;
+    let me = call(server.addr, PROXY, Some(&ANA), "GET", "/api/me", None).await;
+    assert_eq!(me.body["reviews"].as_array().map(Vec::len), Some(1));
+    let observer = rotated.body["invite"]["token"].as_str().expect("token");
+    let r = call(
+        server.addr,
+        PROXY,
+        None,
+        "POST",
+        "/api/join",
+        Some(json!({ "invite": observer, "name": "Dee" })),
+    )
+    .await;
+    r.assert_error(401, "sign_in_required");
+}
+
+#[tokio::test]
+async fn loopback_is_no_proxy_unless_it_is_trusted() {
+    let server = server_trusting(&["10.0.0.0/8"], |_| {}).await;
+    let r = call(
+        server.addr,
+        PROXY,
+        Some(&ANA),
+        "POST",
+        "/api/reviews",
+        Some(json!({ "title": "Not from the proxy" })),
+    )
+    .await;
+    r.assert_error(401, "sign_in_required");
+    let r = call(server.addr, PROXY, Some(&ANA), "GET", "/api/me", None).await;
+    r.assert_error(401, "not_signed_in");
+}
+
+#[tokio::test]
+async fn creating_needs_an_allowed_email_domain_and_the_required_group() {
+    let server = server_trusting(&["127.0.0.0/8"], |s| {
+        s.allowed_email_domains = vec!["example.com".into()];
+        s.required_group = Some("sre".into());
+    })
+    .await;
+    let create = Some(json!({ "title": "Rules" }));
+    let outsider = As {
+        email: "ana@elsewhere.org",
+        ..ANA
+    };
+    let r = call(
+        server.addr,
+        PROXY,
+        Some(&outsider),
+        "POST",
+        "/api/reviews",
+        create.clone(),
+    )
+    .await;
+    assert_eq!(
+        r.assert_error(403, "email_domain_not_allowed"),
+        "creating a review on this server needs an e-mail address in one of its allowed domains"
+    );
+    // A look-alike domain is not the domain.
+    let look_alike = As {
+        email: "ana@example.com.evil.org",
+        ..ANA
+    };
+    let r = call(
+        server.addr,
+        PROXY,
+        Some(&look_alike),
+        "POST",
+        "/api/reviews",
+        create.clone(),
+    )
+    .await;
+    r.assert_error(403, "email_domain_not_allowed");
+    let r = call(
+        server.addr,
+        PROXY,
+        Some(&BO),
+        "POST",
+        "/api/reviews",
+        create.clone(),
+    )
+    .await;
+    assert_eq!(
+        r.assert_error(403, "group_required"),
+        "creating a review on this server needs membership of the group \"sre\""
+    );
+    let r = call(
+        server.addr,
+        PROXY,
+        Some(&ANA),
+        "POST",
+        "/api/reviews",
+        create,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[tokio::test]
+async fn without_sign_in_nothing_changes_and_no_link_can_require_it() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    // The proxy's headers mean nothing to a server without sign-in.
+    let r = call(addr, PROXY, Some(&ANA), "GET", "/api/me", None).await;
+    r.assert_error(401, "not_signed_in");
+    let r = call(
+        addr,
+        PROXY,
+        None,
+        "POST",
+        "/api/reviews",
+        Some(json!({ "title": "Locked", "sign_in_required": ["author"] })),
+    )
+    .await;
+    let expected = "this server has no sign-in set up (--oidc-issuer or --trusted-identity-header), so no invite link can require it";
+    assert_eq!(r.assert_error(409, "sign_in_not_configured"), expected);
+    let created = call(
+        addr,
+        PROXY,
+        None,
+        "POST",
+        "/api/reviews",
+        Some(json!({ "title": "Open" })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(
+        created.body["invites"]["author"].get("sign_in_required"),
+        None
+    );
+    let facilitator = created.body["invites"]["facilitator"]["token"]
+        .as_str()
+        .expect("token");
+    let joined = call(
+        addr,
+        PROXY,
+        Some(&ANA),
+        "POST",
+        "/api/join",
+        Some(json!({ "invite": facilitator, "name": "Typed" })),
+    )
+    .await;
+    assert_eq!(joined.body["review"]["you"]["name"], "Typed");
+    let session = joined.body["session"].as_str().expect("session");
+    let id = created.body["review"]["id"].as_str().expect("id");
+    let r = call_with(
+        addr,
+        PROXY,
+        None,
+        Some(session),
+        "POST",
+        &format!("/api/reviews/{id}/invites/author"),
+        Some(json!({ "sign_in_required": true })),
+    )
+    .await;
+    assert_eq!(r.assert_error(409, "sign_in_not_configured"), expected);
+}
