@@ -928,6 +928,6 @@ mod tests {
             .values()
             .map(|path| path.as_object().map_or(0, |methods| methods.len()))
             .sum();
-        assert_eq!(operations, 49);
+        assert_eq!(operations, 50);
     }
 }
