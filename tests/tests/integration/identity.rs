@@ -240,6 +240,47 @@ async fn the_proxys_header_is_honoured_only_from_a_trusted_address() {
     assert_eq!(reviews[0]["role"], "facilitator");
     assert_eq!(me.body["groups"], json!([]));
 
+    // The home page of a browser that holds no session lists each person's reviews.
+    let home = call(
+        addr,
+        PROXY,
+        Some(&ANA),
+        "POST",
+        "/api/home",
+        Some(json!({ "sessions": [] })),
+    )
+    .await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    let listed = home.body["reviews"].as_array().expect("reviews");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["you"]["role"], "participant");
+    assert_eq!(listed[0]["you"]["name"], "Ana Lima");
+    // Not from an address that is not the proxy.
+    let home = call(
+        addr,
+        ELSEWHERE,
+        Some(&ANA),
+        "POST",
+        "/api/home",
+        Some(json!({ "sessions": [] })),
+    )
+    .await;
+    assert_eq!(home.body["reviews"], json!([]));
+    // A session the browser holds and the person's link to it are one review.
+    let home = call(
+        addr,
+        PROXY,
+        Some(&BO),
+        "POST",
+        "/api/home",
+        Some(json!({ "sessions": [bo_session] })),
+    )
+    .await;
+    let listed = home.body["reviews"].as_array().expect("reviews");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["you"]["role"], "facilitator");
+
     // The facilitator replaces the participant link with one that needs no sign-in; then anyone
     // joins with a typed name, as without sign-in.
     let path = format!("/api/reviews/{id}/invites/participant");

@@ -53,7 +53,7 @@ export interface paths {
         put?: never;
         /**
          * List the reviews a browser joined (its sessions in the body), last changed first, each with the session's role and name and what waits for it: the report unread, its open action items, and for the facilitator the next step.
-         * @description Needs no `Authorization`: the sessions are in the body. Tokens that are no session are not an error: they come back in `unknown_sessions`. My action items are the ones not done whose owner is my display name or the review's team. Nothing about anonymous items, concerns or votes is counted here.
+         * @description Needs no `Authorization`: the sessions are in the body. Tokens that are no session are not an error: they come back in `unknown_sessions`. My action items are the ones not done whose owner is my display name or the review's team. Nothing about anonymous items, concerns or votes is counted here. On a server with sign-in, the review sessions the signed-in person joined (from any browser) are listed too; for one whose token the body does not carry, `waiting.unread_report` is false (read marks are kept under the session's token).
          */
         post: operations["home"];
         delete?: never;

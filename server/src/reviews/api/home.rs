@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::actions::{ensure_indexed, MAX_SESSIONS};
+use super::me::linked_sessions;
 use super::openapi::said;
-use super::request::JsonBody;
+use super::request::{JsonBody, SignedIn};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::actions::{open_owned_by, ActionCounts};
@@ -161,9 +162,10 @@ fn sessions_to_look_at(sent: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// One review a token belongs to.
+/// One review a token belongs to, or a session the signed-in person joined (whose token this
+/// browser may not hold: `None`).
 struct Membership {
-    token: String,
+    token: Option<String>,
     session: SessionRecord,
     review: ReviewRecord,
 }
@@ -171,15 +173,31 @@ struct Membership {
 /// The review of each token, one membership per review (of two sessions in one review, the
 /// one with the role listed first: facilitator, author, participant, observer), and the tokens
 /// that are no session.
-fn memberships(state: &ApiState, tokens: Vec<String>) -> (Vec<Membership>, Vec<String>) {
+///
+/// With sign-in, the sessions the signed-in person joined (`linked`, from any browser) are
+/// added; a session this browser sent the token of is seen through that token.
+fn memberships(
+    state: &ApiState,
+    tokens: Vec<String>,
+    linked: Vec<(SessionRecord, ReviewRecord)>,
+) -> (Vec<Membership>, Vec<String>) {
     let rank = |r: Role| Role::ALL.iter().position(|x| *x == r).unwrap_or(usize::MAX);
     let mut by_review: HashMap<String, Membership> = HashMap::new();
     let mut unknown = Vec::new();
-    for token in tokens {
-        let Some((session, review)) = state.reviews.by_token(&token) else {
-            unknown.push(token);
-            continue;
-        };
+    let sent = tokens
+        .into_iter()
+        .filter_map(|token| match state.reviews.by_token(&token) {
+            Some((session, review)) => Some((Some(token), session, review)),
+            None => {
+                unknown.push(token);
+                None
+            }
+        });
+    let sent: Vec<_> = sent.collect();
+    let linked = linked
+        .into_iter()
+        .map(|(session, review)| (None, session, review));
+    for (token, session, review) in sent.into_iter().chain(linked) {
         let better = by_review
             .get(&review.id)
             .is_none_or(|m| rank(session.role) < rank(m.session.role));
@@ -256,7 +274,12 @@ async fn listed(
     let reads = policy::document_access(session.role, phase, DocKind::Report).is_ok();
     let unread_report = reads
         && matches!(phase, Phase::Review | Phase::Meeting)
-        && !state.records.has_read(&review.id, &token)?;
+        && match &token {
+            Some(token) => !state.records.has_read(&review.id, token)?,
+            // Read marks are kept under the session's token, which only the browser that
+            // joined holds: from another browser, the report is not said to wait.
+            None => false,
+        };
     let facilitator = (session.role == Role::Facilitator).then(|| Facilitation {
         next: next_step(phase, published.contains(&review.id)),
         read_count: state.records.published_read_count(&review.id),
@@ -296,7 +319,9 @@ async fn listed(
     description = "Needs no `Authorization`: the sessions are in the body. Tokens that are no \
     session are not an error: they come back in `unknown_sessions`. My action items are the \
     ones not done whose owner is my display name or the review's team. Nothing about anonymous \
-    items, concerns or votes is counted here.",
+    items, concerns or votes is counted here. On a server with sign-in, the review sessions the \
+    signed-in person joined (from any browser) are listed too; for one whose token the body does \
+    not carry, `waiting.unread_report` is false (read marks are kept under the session's token).",
     request_body = HomeRequest,
     responses(
         (status = 200, description = "The reviews, and the tokens that are no session.", body = Home),
@@ -320,6 +345,7 @@ async fn listed(
 )]
 pub(super) async fn home(
     State(state): State<Arc<ApiState>>,
+    SignedIn(person): SignedIn,
     JsonBody(req): JsonBody<HomeRequest>,
 ) -> Result<Json<Home>, ApiError> {
     if req.sessions.len() > MAX_SESSIONS {
@@ -329,7 +355,11 @@ pub(super) async fn home(
         ));
     }
     let search = search_text(req.search)?;
-    let (joined, unknown_sessions) = memberships(&state, sessions_to_look_at(req.sessions));
+    let linked = person
+        .as_ref()
+        .map(|p| linked_sessions(&state, p))
+        .unwrap_or_default();
+    let (joined, unknown_sessions) = memberships(&state, sessions_to_look_at(req.sessions), linked);
     let published: HashSet<String> = state
         .records
         .published_names()?
