@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url'
 import * as Y from 'yjs'
 
 import {
-  WAIT, WRITTEN_REPORT, caretAfter, caretInSection, createReview, editable, joinAs, launch, movePhase, openAs, person, restReview, scenario, selectText,
+  WAIT, WRITTEN_REPORT, caretAfter, caretInSection, createReview, editable, joinAs, launch, movePhase, openAs, openCreateForm, person, restReview, scenario, selectText,
   status, until, useReference, waitEditable, waitStatus, waitText
 } from './harness.mjs'
 
@@ -259,6 +259,7 @@ test('bad links, unknown reviews and a server that is down get clear messages', 
 
     // The server goes away: creating a review says so and keeps what was typed.
     await eve.page.goto(`${base}/`)
+    await openCreateForm(eve.page)
     await eve.page.fill('#title', 'Typed before the outage')
     await h.stopServer(server)
     await eve.page.fill('#name', 'Eve')

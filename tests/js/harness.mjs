@@ -488,9 +488,20 @@ export async function caretInSection (page, heading) {
 /** A report that already has a written Summary, for `report_markdown` (the template has none). */
 export const WRITTEN_REPORT = '## Summary\n\nTwo or three sentences a reader outside the team understands.\n\n## Impact\n\n'
 
+/**
+ * Shows the form that starts a post-mortem on the start page: a browser that joined reviews
+ * sees it folded behind the "Start a post-mortem" button.
+ */
+export async function openCreateForm (page) {
+  const start = page.locator('#start-new')
+  if (await start.isVisible()) await start.click()
+  await page.locator('#title').waitFor()
+}
+
 export async function createReview (page, base, title) {
   const response = await page.goto(`${base}/`)
   assert.match(response.headers()['content-security-policy'] ?? '', /script-src 'self'/)
+  await openCreateForm(page)
   await page.fill('#title', title)
   await page.fill('#name', 'Fay')
   await page.getByRole('button', { name: 'Create review' }).click()

@@ -31,6 +31,7 @@ export type ActionStatus = Schemas['ActionStatus']
 export type ActionList = Schemas['ActionList']
 export type ListedAction = Schemas['ListedAction']
 export type ActionSearch = Schemas['ActionSearch']
+export type HomeReview = Schemas['HomeReview']
 
 export type Webhook = Schemas['Webhook']
 export type WebhookAttempt = Schemas['WebhookAttempt']
@@ -45,6 +46,18 @@ export class ApiError extends Error {
   constructor (readonly status: number, readonly code: string, message: string) {
     super(message)
   }
+}
+
+/** What to tell a person about a failed request. */
+export function errorMessage (err: unknown): string {
+  if (err instanceof ApiError) {
+    switch (err.code) {
+      case 'invalid_invite': return 'This invite link is not valid: it may have been replaced by a new one. Ask the facilitator for the current link.'
+      case 'server_unreachable': return 'The Debrief server cannot be reached. Check your connection and try again; what you typed is kept.'
+      default: return err.message
+    }
+  }
+  return 'Something went wrong. Try again.'
 }
 
 async function send (method: string, path: string, body?: unknown, token?: string): Promise<Response> {
@@ -147,6 +160,9 @@ export const api = {
     call<Schemas['ActionItem']>('PATCH', `${at(id)}/actions/${encodeURIComponent(action)}`, input, session),
   /** Action items across every review these sessions belong to, and the published ones. */
   searchActions: (search: ActionSearch) => call<ActionList>('POST', '/api/actions/search', search),
+  /** The reviews these sessions belong to, last changed first, with what waits for the person. */
+  home: (sessions: string[], search: string) =>
+    call<Schemas['Home']>('POST', '/api/home', { sessions, ...(search ? { search } : {}) } satisfies Schemas['HomeRequest']),
   moveAction: (id: string, session: string, action: string, status: Schemas['ActionStatus']) =>
     call<Schemas['ActionItem']>('POST', `${at(id)}/actions/${encodeURIComponent(action)}/status`, { status } satisfies Schemas['StatusRequest'], session),
   markRead: (id: string, session: string) =>

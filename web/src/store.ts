@@ -46,6 +46,12 @@ export const memory = {
     all[m.review] = m
     localStorage.setItem(SESSIONS, JSON.stringify(all))
   },
+  /** Forgets the memberships of these session tokens (the server no longer knows them). */
+  forgetSessions: (sessions: string[]): void => {
+    const gone = new Set(sessions)
+    const rest = Object.fromEntries(Object.entries(read()).filter(([, m]) => !gone.has(m.session)))
+    localStorage.setItem(SESSIONS, JSON.stringify(rest))
+  },
   /** The key of an anonymous item this browser wrote (kept only here; the server has its hash). */
   key: (item: string): string | undefined => readKeys()[item],
   rememberKey: (item: string, key: string): void => {
