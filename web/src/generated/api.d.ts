@@ -1692,8 +1692,10 @@ export interface components {
         /** @description One person's answers. */
         PulseRequest: {
             /** @description One whole number per statement, in the order of `statements` in `GET …/pulse`: from 1 (strongly disagree) to 7 (strongly agree). */
-            answers: number[];
+            answers: components["schemas"]["PulseScore"][];
         };
+        /** @description 1 (strongly disagree) to 7 (strongly agree). */
+        PulseScore: number;
         /** @description The culture pulse across the reviews of a team, month by month. */
         PulseTrend: {
             /** @description Oldest first; only months with a review whose own pulse is shown (at least 5 answers), and only such reviews count in them. */

@@ -28,9 +28,28 @@ use crate::reviews::pulse::{self, Aggregate, MIN_ANSWERS, STATEMENTS};
 pub(super) struct PulseRequest {
     /// One whole number per statement, in the order of `statements` in `GET …/pulse`: from 1
     /// (strongly disagree) to 7 (strongly agree).
-    #[schema(min_items = 5, max_items = 5, value_type = Vec<u8>)]
+    #[schema(min_items = 5, max_items = 5, value_type = Vec<PulseScore>)]
     answers: Vec<i64>,
 }
+
+/// One statement's score: 1 (strongly disagree) to 7 (strongly agree). Only in the API's
+/// description: answers are read as whole numbers and checked by `pulse::validate_scores`, so
+/// that a wrong one gets `invalid_answers` rather than a JSON error.
+pub(super) struct PulseScore;
+
+impl utoipa::PartialSchema for PulseScore {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(7))
+            .description(Some("1 (strongly disagree) to 7 (strongly agree)."))
+            .into()
+    }
+}
+
+impl ToSchema for PulseScore {}
 
 /// An answer held until its release.
 #[derive(Debug, Serialize, ToSchema)]
