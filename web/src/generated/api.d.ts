@@ -1705,7 +1705,7 @@ export interface components {
         };
         /** @description Which of the team's other reviews a trend may include: those the asker is in. */
         PulseTrendRequest: {
-            /** @description Other sessions the asker holds (a browser's remembered ones), at most 100; the trend includes a review of the team only when one of them, or the bearer, belongs to it. Unknown ones and those of other teams' reviews are left out. */
+            /** @description Other sessions the asker holds (a browser's remembered ones), at most 100; the trend includes a review of the team only when one of them, the bearer, or (with sign-in) a session the signed-in person joined belongs to it. Unknown ones and those of other teams' reviews are left out. */
             sessions?: string[];
         };
         /** @description A review's pulse: the statements, and the results once at least five people answered. */

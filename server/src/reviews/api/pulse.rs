@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::actions::MAX_SESSIONS;
+use super::me::linked_sessions;
 use super::openapi::{self, said};
-use super::request::{JsonBody, Member, Session};
+use super::request::{JsonBody, Member, Session, SignedIn};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::basics::review_month;
@@ -225,8 +226,9 @@ pub(super) async fn read(
 #[schema(as = PulseTrendRequest)]
 pub(super) struct TrendRequest {
     /// Other sessions the asker holds (a browser's remembered ones), at most 100; the trend
-    /// includes a review of the team only when one of them, or the bearer, belongs to it.
-    /// Unknown ones and those of other teams' reviews are left out.
+    /// includes a review of the team only when one of them, the bearer, or (with sign-in) a
+    /// session the signed-in person joined belongs to it. Unknown ones and those of other
+    /// teams' reviews are left out.
     #[serde(default)]
     #[schema(max_items = 100)]
     sessions: Vec<String>,
@@ -267,6 +269,7 @@ pub(super) struct TrendRequest {
 pub(super) async fn trend(
     State(state): State<Arc<ApiState>>,
     you: Session<Member>,
+    SignedIn(person): SignedIn,
     JsonBody(req): JsonBody<TrendRequest>,
 ) -> Result<Json<PulseTrend>, ApiError> {
     if req.sessions.len() > MAX_SESSIONS {
@@ -281,11 +284,16 @@ pub(super) async fn trend(
             months: Vec::new(),
         }));
     };
-    // The reviews the asker is in: this one and those of the sessions sent.
+    // The reviews the asker is in: this one, those of the sessions sent, and with sign-in those
+    // the signed-in person joined from any browser.
+    let linked = person
+        .map(|p| linked_sessions(&state, &p))
+        .unwrap_or_default();
     let mut joined: HashSet<String> = req
         .sessions
         .iter()
         .filter_map(|t| state.reviews.by_token(t))
+        .chain(linked)
         .map(|(_, review)| review.id)
         .collect();
     joined.insert(you.review.id.clone());
