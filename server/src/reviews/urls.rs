@@ -55,7 +55,16 @@ impl WebUrl {
                 Some((h, p)) => (h, Some(p)),
                 None => (authority, None),
             };
-            (valid_host_name(host)?, port)
+            let host = valid_host_name(host)?;
+            // A last label that is a number makes the host an IPv4 address in one of the forms
+            // browsers and resolvers accept (`127.1`, `2130706433`, `0x7f.0.0.1`): written out
+            // in dotted decimal, so it is checked as the address it is.
+            let host = if host.rsplit('.').next().is_some_and(numeric_label) {
+                ipv4_number_form(&host)?.to_string()
+            } else {
+                host
+            };
+            (host, port)
         };
         let port = match port {
             Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
@@ -131,6 +140,48 @@ fn valid_host_name(host: &str) -> Option<String> {
     ok.then(|| host.to_ascii_lowercase())
 }
 
+/// Whether a label is a number: decimal digits, or `0x` and hexadecimal digits.
+fn numeric_label(label: &str) -> bool {
+    match label.strip_prefix("0x") {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// Reads an IPv4 address written as one to four numbers (decimal, `0x` hexadecimal or
+/// `0`-led octal), the last one filling the remaining bytes, as the WHATWG URL standard and
+/// `inet_aton` do; `None` when a part is not a number or too large.
+fn ipv4_number_form(host: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut numbers = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let n = if let Some(hex) = part.strip_prefix("0x") {
+            if hex.is_empty() {
+                0
+            } else {
+                u64::from_str_radix(hex, 16).ok()?
+            }
+        } else if part.len() > 1 && part.starts_with('0') {
+            u64::from_str_radix(&part[1..], 8).ok()?
+        } else {
+            part.parse::<u64>().ok()?
+        };
+        numbers.push(n);
+    }
+    let (last, leading) = numbers.split_last()?;
+    if leading.iter().any(|n| *n > 255) || *last >= 1u64 << (8 * (5 - numbers.len())) {
+        return None;
+    }
+    let mut value = *last;
+    for (i, n) in leading.iter().enumerate() {
+        value += n << (8 * (3 - i));
+    }
+    u32::try_from(value).ok().map(Ipv4Addr::from)
+}
+
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
@@ -155,9 +206,14 @@ pub fn public_address(ip: IpAddr) -> bool {
                 return public_v4(v4);
             }
             let s = v6.segments();
-            // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                return public_v4(Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7])));
+            let v4_at = |i: usize| Ipv4Addr::from((u32::from(s[i]) << 16) | u32::from(s[i + 1]));
+            // NAT64 (64:ff9b::/96) and IPv4-translated (::ffff:0:0:0/96) addresses carry an IPv4
+            // address in their last 32 bits, 6to4 (2002::/16) in the 32 after the first 16.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+                return public_v4(v4_at(6));
+            }
+            if s[0] == 0x2002 {
+                return public_v4(v4_at(1));
             }
             !(v6.is_loopback()
                 || v6.is_unspecified()
@@ -166,6 +222,8 @@ pub fn public_address(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
                 || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo: a tunnel to an address it hides
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64, RFC 8215
                 || s[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible, deprecated
         }
     }
@@ -242,6 +300,28 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
         assert_eq!(WebUrl::parse(&long), None);
+        // IPv4 addresses in the forms resolvers accept are read as the address they are.
+        let host = |u: &str| WebUrl::parse(u).map(|u| u.host);
+        for (written, address) in [
+            ("http://127.1/", "127.0.0.1"),
+            ("http://2130706433/", "127.0.0.1"),
+            ("http://0x7f.0.0.1/", "127.0.0.1"),
+            ("http://0177.0.0.1/", "127.0.0.1"),
+            ("http://0/", "0.0.0.0"),
+            ("http://10.0.258/", "10.0.1.2"),
+            ("http://8.8.8.8/", "8.8.8.8"),
+        ] {
+            assert_eq!(host(written).as_deref(), Some(address), "{written}");
+        }
+        for bad in [
+            "http://256.1.1.1/",
+            "http://1.2.3.4.5/",
+            "http://4294967296/",
+            "http://09.1/",
+        ] {
+            assert_eq!(host(bad), None, "{bad}");
+        }
+        assert_eq!(host("http://1a.example/").as_deref(), Some("1a.example"));
         let shown = |u: &str| WebUrl::parse(u).map(|u| u.shown());
         assert_eq!(
             shown("https://hooks.slack.com/services/T000/B000/XXXXsecret").as_deref(),
@@ -284,6 +364,10 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "::ffff:0:7f00:1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378::1",
             "2001:db8::1",
         ] {
             let ip: IpAddr = private.parse().expect("address");
@@ -296,6 +380,7 @@ mod tests {
             "100.128.0.1",
             "2606:4700:4700::1111",
             "::ffff:1.1.1.1",
+            "2002:808:808::1",
         ] {
             let ip: IpAddr = public.parse().expect("address");
             assert!(public_address(ip), "{public}");

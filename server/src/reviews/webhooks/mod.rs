@@ -824,6 +824,8 @@ mod tests {
             "http://localhost/",
             "http://169.254.169.254/latest/meta-data",
             "http://10.0.0.7/",
+            "http://2130706433/",
+            "http://0x7f.1/",
         ] {
             assert_eq!(
                 validate_url(local, false).map_err(|p| p.code),
@@ -841,12 +843,16 @@ mod tests {
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let url = format!("http://localhost:{port}/hook");
-        let refused = deliver::post(&url, &[], Vec::new(), Duration::from_secs(5), false).await;
-        assert_eq!(
-            refused,
-            Err("not sent: the host is this machine or on a private network, which this server does not send to (its operator can allow it with --webhooks-allow-private)".to_owned())
-        );
+        // By name before any lookup, and by the address a lookup gives.
+        for host in ["localhost", "127.0.0.1", "127.1", "[::ffff:127.0.0.1]"] {
+            let url = format!("http://{host}:{port}/hook");
+            let refused = deliver::post(&url, &[], Vec::new(), Duration::from_secs(5), false).await;
+            assert_eq!(
+                refused,
+                Err("not sent: the host is this machine or on a private network, which this server does not send to (its operator can allow it with --webhooks-allow-private)".to_owned()),
+                "{host}"
+            );
+        }
         let answering = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let (mut socket, _) = listener.accept().await.expect("accept");
