@@ -62,7 +62,8 @@ function entry (r: HomeReview): HTMLElement {
     h('div', { class: 'muted home-meta' },
       h('span', { class: 'home-role' }, `as ${r.you.role}, ${r.you.name}`),
       r.severity ? ` · ${r.severity}` : '',
-      r.incident_date ? ` · incident ${r.incident_date}` : '',
+      r.incident_date ? ' · ' : '',
+      r.incident_date ? h('span', { class: 'home-date' }, `incident ${r.incident_date}`) : '',
       h('span', { class: 'action-count', 'data-review': r.id }, r.actions.total > 0 ? ` · ${r.actions.done} of ${r.actions.total} actions done` : ''),
       ' · changed ', h('time', { datetime: new Date(r.changed_at).toISOString() }, day(r.changed_at))),
     waiting.length > 0
