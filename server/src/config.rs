@@ -9,6 +9,7 @@ use crate::documents::access::{Authorizer, ReviewsOnly, StaticTokens};
 use crate::documents::peer::Credential;
 use crate::limits::Limits;
 use crate::reviews::identity::{Cidr, SignIn, TrustedHeaders};
+use crate::reviews::oidc::OidcSettings;
 use crate::reviews::trackers::Trackers;
 use crate::reviews::webhooks::{Clock, WebhookSettings};
 use crate::storage::integrity::OnDamage;
@@ -138,6 +139,31 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_REQUIRED_GROUP")]
     pub required_group: Option<String>,
 
+    /// OpenID Connect sign-in: the provider's issuer URL (discovery reads
+    /// `/.well-known/openid-configuration` under it at start-up). Needs `--oidc-client-id` and
+    /// `--public-url`. Turns sign-in on: creating a review then needs a person.
+    #[arg(long, env = "DEBRIEF_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// The client id registered at the OpenID provider.
+    #[arg(long, env = "DEBRIEF_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// The client secret registered at the OpenID provider (none for a public client).
+    #[arg(long, env = "DEBRIEF_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+
+    /// The server's address as browsers reach it (`https://debrief.example.com`): the redirect
+    /// URL to register at the provider is this with `/auth/callback`, and `https` makes the
+    /// sign-in cookie `Secure`.
+    #[arg(long, env = "DEBRIEF_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// For tests only: allows an `http` issuer on this machine (a loopback address or
+    /// `localhost`); refused for any other host.
+    #[arg(long, env = "DEBRIEF_OIDC_ALLOW_INSECURE_HTTP")]
+    pub oidc_allow_insecure_http: bool,
+
     /// Offline and administrative commands; without one, the server runs.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -208,6 +234,38 @@ impl Cli {
         Trackers::parse(&self.tracker_patterns)
     }
 
+    /// The OpenID Connect settings, checked, when an issuer is given.
+    pub fn oidc(&self) -> Result<Option<OidcSettings>, String> {
+        let given = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let Some(issuer) = given(&self.oidc_issuer) else {
+            if self.oidc_client_id.is_some() || self.oidc_client_secret.is_some() {
+                return Err("--oidc-client-id and --oidc-client-secret need --oidc-issuer".into());
+            }
+            return Ok(None);
+        };
+        let client_id =
+            given(&self.oidc_client_id).ok_or("--oidc-issuer needs --oidc-client-id")?;
+        let public_url = given(&self.public_url).ok_or(
+            "--oidc-issuer needs --public-url (the server's address as browsers reach it)",
+        )?;
+        let settings = OidcSettings {
+            issuer,
+            client_id,
+            client_secret: given(&self.oidc_client_secret),
+            public_url,
+            allow_insecure_http: self.oidc_allow_insecure_http,
+            idle: crate::reviews::oidc::DEFAULT_IDLE,
+            absolute: crate::reviews::oidc::DEFAULT_ABSOLUTE,
+        };
+        settings.check()?;
+        Ok(Some(settings))
+    }
+
     /// How people sign in, checked: the error names the first bad flag.
     pub fn sign_in(&self) -> Result<SignIn, String> {
         let header = |flag: &str, name: &Option<String>| -> Result<Option<String>, String> {
@@ -255,7 +313,7 @@ impl Cli {
                 .map(str::trim)
                 .filter(|g| !g.is_empty())
                 .map(str::to_owned),
-            oidc: false,
+            oidc: self.oidc()?.is_some(),
         })
     }
 
@@ -298,6 +356,8 @@ pub struct Config {
     /// How people sign in, and what it allows (off by default: everyone is anonymous to the
     /// server until they join with a name).
     pub sign_in: SignIn,
+    /// OpenID Connect sign-in, when set up (`sign_in.oidc` must say so too).
+    pub oidc: Option<OidcSettings>,
 }
 
 impl Config {
@@ -317,6 +377,7 @@ impl Config {
             clock: Clock::system(),
             factor_tags: DEFAULT_FACTOR_TAGS.map(String::from).to_vec(),
             sign_in: SignIn::default(),
+            oidc: None,
         }
     }
 }
@@ -345,6 +406,7 @@ impl From<&Cli> for Config {
             trackers: Arc::new(cli.trackers().unwrap_or_default()),
             // Checked before the server starts, like the tracker patterns.
             sign_in: cli.sign_in().unwrap_or_default(),
+            oidc: cli.oidc().ok().flatten(),
             factor_tags: if cli.factor_tags.is_empty() {
                 Config::new(&cli.data_dir).factor_tags
             } else {

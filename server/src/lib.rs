@@ -54,6 +54,10 @@ use storage::store::{Damage, Store, StoreError};
 pub use transport::state::AppState;
 use transport::{admission, http};
 
+/// How long start-up waits for an OpenID provider that cannot be reached yet (it may be
+/// starting beside the server) before giving up.
+pub const OIDC_DISCOVERY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -63,6 +67,9 @@ pub enum ServerError {
     /// Serving HTTP failed.
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
+    /// OpenID Connect sign-in could not be set up (discovery failed).
+    #[error("sign-in: {0}")]
+    SignIn(String),
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting, closes every socket with
@@ -98,6 +105,15 @@ impl Server {
     /// are only accepted by [`Server::serve`], so a caller can announce that it is listening
     /// once this returns.
     pub async fn open(config: Config, shutdown: CancellationToken) -> Result<Server, ServerError> {
+        // The provider is asked first: a server that cannot sign anyone in does not start.
+        let oidc = match &config.oidc {
+            Some(settings) => Some(Arc::new(
+                reviews::oidc::Oidc::discover(settings.clone(), OIDC_DISCOVERY_PATIENCE)
+                    .await
+                    .map_err(ServerError::SignIn)?,
+            )),
+            None => None,
+        };
         let started = std::time::Instant::now();
         let data_dir = config.data_dir.clone();
         let data_dir_for_admin = data_dir.clone();
@@ -119,7 +135,7 @@ impl Server {
             "store opened"
         );
         let flusher = tokio::task::spawn_blocking(move || flusher.run());
-        match Server::load(config, shutdown, store.clone(), damage) {
+        match Server::load(config, shutdown, store.clone(), damage, oidc) {
             Ok((state, api)) => Ok(Server {
                 state,
                 api,
@@ -142,6 +158,7 @@ impl Server {
         shutdown: CancellationToken,
         store: Store,
         damage: Option<Damage>,
+        oidc: Option<Arc<reviews::oidc::Oidc>>,
     ) -> Result<(Arc<AppState>, Arc<ApiState>), ServerError> {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
@@ -197,8 +214,12 @@ impl Server {
                     }
                     tags
                 }),
-            sign_in: config.sign_in.clone(),
+            sign_in: reviews::identity::SignIn {
+                oidc: oidc.is_some(),
+                ..config.sign_in.clone()
+            },
             people,
+            oidc,
         });
         if !config.trackers.is_empty() {
             tracing::info!(patterns = ?config.trackers.describe(), "tracker patterns");

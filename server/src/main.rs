@@ -48,6 +48,10 @@ fn main() -> anyhow::Result<()> {
             eprintln!("error: {damage}");
             std::process::exit(1);
         }
+        if let Some(ServerError::SignIn(why)) = e.downcast_ref() {
+            eprintln!("error: {why}");
+            std::process::exit(1);
+        }
     }
     result
 }

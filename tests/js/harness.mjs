@@ -142,7 +142,10 @@ class ServerProcess {
       // Stock clients here name arbitrary documents; review documents are tested with sessions.
       args = this.extraArgs.includes('--token') ? [] : ['--open-access']
     }
-    args.push('--listen', '127.0.0.1:0', '--data-dir', this.dataDir, ...this.extraArgs)
+    // A test that must know the port before the server starts (a redirect URL registered at a
+    // provider) passes its own --listen.
+    if (!this.extraArgs.includes('--listen')) args.push('--listen', '127.0.0.1:0')
+    args.push('--data-dir', this.dataDir, ...this.extraArgs)
     const child = spawn(command, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { RUST_BACKTRACE: '1', NO_COLOR: '1', ...process.env }

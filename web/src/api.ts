@@ -54,16 +54,26 @@ export function errorMessage (err: unknown): string {
     switch (err.code) {
       case 'invalid_invite': return 'This invite link is not valid: it may have been replaced by a new one. Ask the facilitator for the current link.'
       case 'server_unreachable': return 'The Debrief server cannot be reached. Check your connection and try again; what you typed is kept.'
+      case 'sign_in_required': return `${err.message.charAt(0).toUpperCase()}${err.message.slice(1)}: use “Sign in” at the top of the page.`
       default: return err.message
     }
   }
   return 'Something went wrong. Try again.'
 }
 
+/** The signed-in browser session's CSRF token (from GET /api/me), sent on every request that
+ * changes something: the server refuses those signed in by the cookie without it. */
+let csrfToken: string | undefined
+
+export function setCsrfToken (token: string | undefined): void {
+  csrfToken = token
+}
+
 async function send (method: string, path: string, body?: unknown, token?: string): Promise<Response> {
   const headers: Record<string, string> = {}
   if (body !== undefined) headers['Content-Type'] = 'application/json'
   if (token !== undefined) headers.Authorization = `Bearer ${token}`
+  if (csrfToken !== undefined && method !== 'GET' && method !== 'HEAD') headers['X-Debrief-CSRF'] = csrfToken
   let res: Response
   try {
     res = await fetch(path, {
@@ -119,11 +129,14 @@ export const api = {
     call<Schemas['PulseHeld']>('POST', `${at(id)}/pulse`, { answers } satisfies Schemas['PulseRequest'], session),
   invite: (invite: string) => call<Schemas['InviteView']>('POST', '/api/invite', { invite } satisfies Schemas['InviteRequest']),
   join: (invite: string, name: string) => call<Joined>('POST', '/api/join', { invite, name } satisfies Schemas['JoinRequest']),
+  signInOffer: () => call<Schemas['SignInOffer']>('GET', '/api/sign-in'),
+  me: () => call<Schemas['Me']>('GET', '/api/me'),
+  signOut: () => call<undefined>('POST', '/auth/logout'),
   review: (id: string, session: string) => call<Review>('GET', at(id), undefined, session),
   movePhase: (id: string, session: string, phase: Phase) =>
     call<Review>('POST', `${at(id)}/phase`, { phase } satisfies Schemas['PhaseRequest'], session),
-  rotate: (id: string, session: string, role: Role) =>
-    call<Schemas['RotateResponse']>('POST', `${at(id)}/invites/${role}`, {}, session),
+  rotate: (id: string, session: string, role: Role, signIn?: boolean) =>
+    call<Schemas['RotateResponse']>('POST', `${at(id)}/invites/${role}`, signIn === undefined ? {} : { sign_in_required: signIn }, session),
   addThread: (id: string, session: string, body: string, anchor: Anchor) =>
     call<ThreadView>('POST', `${at(id)}/threads`, (anchor ? { body, anchor } : { body }) satisfies Schemas['ThreadRequest'], session),
   reply: (id: string, session: string, thread: string, body: string) =>

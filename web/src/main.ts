@@ -11,11 +11,12 @@ import { factorsScreen } from './learning'
 import { startScreen } from './home'
 import { ROLE_HELP, PHASE_HELP } from './rules'
 import { memory } from './store'
+import { signedIn, signInControl, signInHref } from './signin'
 
 const app = document.getElementById('app') as HTMLElement
 
 function header (): HTMLElement {
-  return h('header', { class: 'top' }, h('a', { href: '/', class: 'brand' }, 'Debrief'))
+  return h('header', { class: 'top' }, h('a', { href: '/', class: 'brand' }, 'Debrief'), signInControl())
 }
 
 function libraryScreen (id: string): void {
@@ -40,9 +41,10 @@ function joinScreen (): void {
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Join')
   const heading = h('h2', { id: 'join-h' }, 'Join a post-mortem')
   const about = h('p', { class: 'join-about' })
+  const nameLabel = h('label', { for: 'name' }, 'Your name, as others will see it')
   const form = h('form', { class: 'card', 'aria-labelledby': 'join-h' },
     heading, about,
-    h('label', { for: 'name' }, 'Your name, as others will see it'), name,
+    nameLabel, name,
     submit, status)
   if (!invite) {
     replace(status, notice('This link has no invite in it. Open the full link you were sent.', 'error'))
@@ -54,9 +56,26 @@ function joinScreen (): void {
       replace(about, 'You join as ', h('strong', { class: 'join-role' }, found.role), `: the ${found.role} ${ROLE_HELP[found.role]}. `,
         h('span', { class: 'muted' }, `Now in ${found.phase}: ${PHASE_HELP[found.phase]}`))
       submit.textContent = `Join as ${found.role}`
+      if (found.sign_in_required === true) void needsSignIn()
     }, (err: unknown) => {
       replace(status, notice(errorMessage(err), 'error'))
     })
+  }
+  // A link that needs sign-in joins with the name the sign-in gives: the name field goes, and
+  // someone not signed in is sent to sign in first.
+  async function needsSignIn (): Promise<void> {
+    nameLabel.hidden = true
+    name.hidden = true
+    name.required = false
+    const { me } = await signedIn().catch(() => ({ me: null }))
+    if (me) {
+      name.value = me.name
+      replace(status, h('p', { class: 'join-signed-in' }, 'You join as ', h('strong', {}, me.name), ', the name your sign-in gives.'))
+    } else {
+      submit.disabled = true
+      replace(status, h('p', { class: 'join-needs-sign-in' }, 'This link needs you to sign in first. ',
+        h('a', { href: signInHref(), class: 'signin-link' }, 'Sign in')))
+    }
   }
   form.addEventListener('submit', (e) => {
     e.preventDefault()

@@ -16,6 +16,7 @@ import { createEditor, setWritable, toolbar } from './editor'
 import { flagReview, undismissed } from './hints'
 import { abilities, nextStep, PHASE_HELP, PHASE_NAMES, phaseMeaning, reportExplanation, ROLE_HELP } from './rules'
 import { memory, type Membership } from './store'
+import { signedIn } from './signin'
 import { count } from './debug'
 import { factorsSection, pulseSection } from './learning'
 
@@ -460,18 +461,29 @@ class ReviewScreen {
       h('p', { class: 'hint' }, 'Replacing a link stops the old one from working; people who already joined stay.'),
       h('ul', {}, ...ROLES.map((role) => {
         const out = h('span', { class: 'muted' })
-        const rotate = h('button', { type: 'button', 'data-rotate': role }, `New ${role} link`)
-        rotate.addEventListener('click', () => {
-          api.rotate(this.m.review, this.m.session, role).then((r) => {
+        const replaceLink = (signIn?: boolean): void => {
+          api.rotate(this.m.review, this.m.session, role, signIn).then((r) => {
             const link = new URL(r.invite.link, location.origin).href
-            replace(out, h('input', { readonly: true, value: link, 'aria-label': `new ${role} invite link` }))
+            replace(out, h('input', { readonly: true, value: link, 'aria-label': `new ${role} invite link` }),
+              r.invite.sign_in_required === true ? ' (needs sign-in)' : '')
           }, (err: unknown) => {
             replace(out, notice(err instanceof ApiError && err.code === 'server_unreachable'
               ? 'The server cannot be reached, so the link was not replaced. Try again in a moment.'
               : 'The link could not be replaced. Try again.', 'error'))
           })
-        })
-        return h('li', {}, h('strong', {}, role), ` — ${ROLE_HELP[role]} `, rotate, out)
+        }
+        const rotate = h('button', { type: 'button', 'data-rotate': role }, `New ${role} link`)
+        rotate.addEventListener('click', () => { replaceLink() })
+        // On a server with sign-in, a link can ask the people joining to sign in first; they then
+        // join with the name their sign-in gives.
+        const signInSlot = h('span', {})
+        void signedIn().then(({ offer }) => {
+          if (!offer.required_to_create) return
+          const needing = h('button', { type: 'button', 'data-rotate-sign-in': role }, `New ${role} link that needs sign-in`)
+          needing.addEventListener('click', () => { replaceLink(true) })
+          replace(signInSlot, ' ', needing)
+        }, () => {})
+        return h('li', {}, h('strong', {}, role), ` — ${ROLE_HELP[role]} `, rotate, signInSlot, out)
       })))
     replace(this.controls, move ?? null, links, status)
   }

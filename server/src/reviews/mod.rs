@@ -36,6 +36,7 @@ pub mod fields;
 pub mod identity;
 pub mod markdown;
 pub mod meeting;
+pub mod oidc;
 pub mod people;
 pub mod policy;
 pub mod problem;

@@ -858,6 +858,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/sign-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Which sign-in the server offers, for the app's header. */
+        get: operations["getSignInOffer"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/webhooks": {
         parameters: {
             query?: never;
@@ -894,6 +911,63 @@ export interface paths {
          * @description Takes no request body (any body is ignored).
          */
         delete: operations["deleteWebhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Where the provider sends the browser back: opens a browser session.
+         * @description The redirect URL to register at the provider is the server's public URL with this path. Checks the login's state, that it was begun in this browser and within ten minutes, exchanges the code with its PKCE verifier, and checks the ID token (signature, issuer, audience, expiry, nonce). A new session id is made at every sign-in; the one the browser had ends.
+         */
+        get: operations["signInCallback"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Begin signing in with the OpenID provider: sends the browser there. */
+        get: operations["signIn"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sign out: ends the browser session on the server and removes its cookie.
+         * @description Signed in by the cookie, the request must carry the session's CSRF token in `X-Debrief-CSRF`. Without a session it changes nothing and succeeds.
+         */
+        post: operations["signOut"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -1525,6 +1599,8 @@ export interface components {
         };
         /** @description The signed-in person. */
         Me: {
+            /** @description Signed in with OpenID Connect (a cookie): the token every state-changing request must carry in `X-Debrief-CSRF`. Absent behind a proxy. */
+            csrf_token?: string;
             /** @description Their e-mail address; null when the sign-in gives none. */
             email: string | null;
             /** @description Their groups, as the sign-in gives them (at most 64). */
@@ -1820,6 +1896,15 @@ export interface components {
         SettingsRequest: {
             /** @description Blameless-language hints on (true) or off (false) for everyone in the review. */
             hints: boolean;
+        };
+        /** @description Which sign-in the server offers. */
+        SignInOffer: {
+            /** @description Whether `/auth/login` signs people in with OpenID Connect. */
+            oidc: boolean;
+            /** @description Whether an authenticating proxy in front of the server signs people in. */
+            proxy: boolean;
+            /** @description Whether creating a review needs a signed-in person (true with either sign-in). */
+            required_to_create: boolean;
         };
         /**
          * @description How the person signed in.
@@ -5995,6 +6080,26 @@ export interface operations {
             };
         };
     };
+    getSignInOffer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The sign-in the server offers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignInOffer"];
+                };
+            };
+        };
+    };
     listWebhooks: {
         parameters: {
             query?: {
@@ -6234,6 +6339,124 @@ export interface operations {
             };
             /** @description `store_unavailable`: the store cannot be written; try again. */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    signInCallback: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The authorization code. */
+                code: string | null;
+                /** @description The login's `state`. */
+                state: string | null;
+                /** @description The provider's error code, when it did not sign the person in. */
+                error: string | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Back to the path the login began with, with the session cookie (`HttpOnly`, `SameSite=Lax`, `Secure` when the public URL is https). */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `invalid_query`: the query does not decode; `sign_in_failed`: the provider refused the sign-in, or the login is unknown, expired or from another browser, or the code or ID token did not pass the checks. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `oidc_not_configured`: the server has no OpenID Connect sign-in. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    signIn: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A path on this server to return to once signed in (`/review/…`); anything else (another host, `//host`) returns to `/`. */
+                return: string | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description To the provider's authorization endpoint (the authorization code flow with PKCE), with a short-lived cookie that ties the login to this browser. */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `invalid_query`: the query does not decode. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `oidc_not_configured`: the server has no OpenID Connect sign-in. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    signOut: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Signed out (or was not signed in). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `csrf_token_invalid`: the request is signed in by the cookie and does not carry its CSRF token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `oidc_not_configured`: the server has no OpenID Connect sign-in. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

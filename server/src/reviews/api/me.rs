@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::request::SignedIn;
+use super::request::{browser_session, SignedIn};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::identity::{Person, TRUSTED_HEADER_ISSUER};
@@ -84,6 +84,11 @@ pub(super) struct Me {
     groups: Vec<String>,
     /// The review sessions they joined while signed in, newest first.
     reviews: Vec<MyReview>,
+    /// Signed in with OpenID Connect (a cookie): the token every state-changing request must
+    /// carry in `X-Debrief-CSRF`. Absent behind a proxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9a-f]{64}$", nullable = false)]
+    csrf_token: Option<String>,
 }
 
 /// `GET /api/me`.
@@ -106,6 +111,7 @@ pub(super) struct Me {
 )]
 pub(super) async fn me(
     State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
     SignedIn(person): SignedIn,
 ) -> Result<Json<Me>, ApiError> {
     let Some(person) = person else {
@@ -126,8 +132,15 @@ pub(super) async fn me(
             joined_at: session.created_at,
         })
         .collect();
+    let proxy = person.issuer == TRUSTED_HEADER_ISSUER;
+    let csrf_token = if proxy {
+        None
+    } else {
+        browser_session(&state, &headers).map(|(_, csrf)| csrf)
+    };
     Ok(Json(Me {
-        source: if person.issuer == TRUSTED_HEADER_ISSUER {
+        csrf_token,
+        source: if proxy {
             SignInSource::Proxy
         } else {
             SignInSource::Oidc

@@ -12,7 +12,8 @@
 //! - [`webhooks`]: setting up webhooks, and the events the other handlers tell them;
 //! - [`learning`]: contributing factors and teams, read across reviews;
 //! - [`pulse`]: the anonymous culture pulse of a closed review, and its team's trend;
-//! - [`me`]: who is signed in, and the review sessions they joined.
+//! - [`me`]: who is signed in, and the review sessions they joined;
+//! - [`auth`]: OpenID Connect sign-in in the browser (`/auth/…`) and which sign-in is offered.
 //!
 //! Beside them: [`openapi`] assembles the document, [`request`] takes every request apart once
 //! (path, JSON body, session and what its role may do), [`documents`] runs jobs on a review's documents, [`errors`] maps the
@@ -22,6 +23,7 @@
 
 pub mod actions;
 pub mod anonymous;
+pub mod auth;
 pub mod documents;
 pub mod errors;
 pub mod home;
@@ -144,6 +146,10 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .route("/api/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/webhooks/{webhook}", delete(webhooks::delete))
         .route("/api/me", get(me::me))
+        .route("/api/sign-in", get(auth::offer))
+        .route("/auth/login", get(auth::login))
+        .route("/auth/callback", get(auth::callback))
+        .route("/auth/logout", post(auth::logout))
         .layer(axum::middleware::from_fn(request::json_bodies_only))
         .with_state(state)
 }

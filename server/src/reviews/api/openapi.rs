@@ -16,7 +16,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::{
-    actions, anonymous, home, learning, me, meeting, pulse, records, reviews, threads, webhooks,
+    actions, anonymous, auth, home, learning, me, meeting, pulse, records, reviews, threads,
+    webhooks,
 };
 use crate::reviews::meeting::{ActionKind, ActionStatus, StatusChange};
 use crate::reviews::policy::{Phase, Role};
@@ -91,6 +92,10 @@ const INTRO: &str = "The REST API of reviews: creating, joining and reading revi
         pulse::read,
         pulse::trend,
         me::me,
+        auth::offer,
+        auth::login,
+        auth::callback,
+        auth::logout,
     ),
     modifiers(&Bearer, &Closed),
     security(("bearer" = [])),
@@ -928,6 +933,6 @@ mod tests {
             .values()
             .map(|path| path.as_object().map_or(0, |methods| methods.len()))
             .sum();
-        assert_eq!(operations, 50);
+        assert_eq!(operations, 54);
     }
 }

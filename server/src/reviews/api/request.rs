@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -22,6 +22,7 @@ use crate::limits::MAX_BODY_BYTES;
 use crate::reviews::anonymous::Anonymity;
 use crate::reviews::identity::Person;
 use crate::reviews::meeting;
+use crate::reviews::oidc::{CSRF_HEADER, SESSION_COOKIE};
 use crate::reviews::policy;
 use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{ReviewRecord, SessionRecord};
@@ -167,17 +168,20 @@ pub async fn json_bodies_only(request: Request, next: axum::middleware::Next) ->
 }
 
 /// The person signed in on a request, if any: named by a trusted proxy's header (honoured only
-/// on a connection from a `--trusted-proxy` range). Never logged.
+/// on a connection from a `--trusted-proxy` range), or by the browser session cookie of
+/// OpenID Connect sign-in. A request that changes something (any method but GET and HEAD) and
+/// is signed in by the cookie must carry the session's CSRF token in `X-Debrief-CSRF`, or it is
+/// refused (403 `csrf_token_invalid`). Never logged.
 #[derive(Debug, Clone)]
 pub struct SignedIn(pub Option<Person>);
 
 impl FromRequestParts<Arc<ApiState>> for SignedIn {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<ApiState>,
-    ) -> Result<Self, Self::Rejection> {
+    ) -> Result<Self, ApiError> {
         let Ok(ClientAddr(peer)) = ClientAddr::from_request_parts(parts, state).await;
         let headers = &parts.headers;
         let person = state.sign_in.from_proxy(peer, |name| {
@@ -185,8 +189,54 @@ impl FromRequestParts<Arc<ApiState>> for SignedIn {
                 .get(name)
                 .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         });
-        Ok(SignedIn(person))
+        if person.is_some() {
+            return Ok(SignedIn(person));
+        }
+        let Some((person, csrf)) = browser_session(state, headers) else {
+            return Ok(SignedIn(None));
+        };
+        let safe = matches!(parts.method, Method::GET | Method::HEAD);
+        if !safe {
+            let sent = headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !same_secret(&csrf, sent) {
+                return Err(csrf_refused());
+            }
+        }
+        Ok(SignedIn(Some(person)))
     }
+}
+
+/// 403 `csrf_token_invalid`.
+pub fn csrf_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf_token_invalid",
+        "this request is signed in by the sign-in cookie, so it must carry the page's CSRF token \
+         in the X-Debrief-CSRF header (GET /api/me gives it)",
+    )
+}
+
+/// The value of cookie `name`, if the request sends it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// The person and CSRF token of the request's browser session, when OpenID sign-in is set up
+/// and the cookie names an open session.
+pub fn browser_session(state: &ApiState, headers: &HeaderMap) -> Option<(Person, String)> {
+    let oidc = state.oidc.as_ref()?;
+    oidc.session(cookie(headers, SESSION_COOKIE)?)
 }
 
 /// The right to create a review: the server's creation secret, when it has one, from an
@@ -202,7 +252,7 @@ impl FromRequestParts<Arc<ApiState>> for MayCreate {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
-        let Ok(SignedIn(person)) = SignedIn::from_request_parts(parts, state).await;
+        let SignedIn(person) = SignedIn::from_request_parts(parts, state).await?;
         state.sign_in.may_create(person.as_ref())?;
         let Some(secret) = &state.creation_secret else {
             return Ok(MayCreate);

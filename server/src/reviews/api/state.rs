@@ -9,6 +9,7 @@ use crate::reviews::actions::ActionIndex;
 use crate::reviews::anonymous::release::Releases;
 use crate::reviews::anonymous::Anonymity;
 use crate::reviews::identity::SignIn;
+use crate::reviews::oidc::Oidc;
 use crate::reviews::people::People;
 use crate::reviews::records::Records;
 use crate::reviews::sessions::Reviews;
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub sign_in: SignIn,
     /// Signed-in people and the sessions they joined.
     pub people: People,
+    /// OpenID Connect sign-in, when set up.
+    pub oidc: Option<Arc<Oidc>>,
 }
 
 impl ApiState {

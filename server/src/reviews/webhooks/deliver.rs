@@ -102,7 +102,7 @@ fn escape(s: &str) -> String {
 }
 
 /// TLS settings for every delivery: Mozilla's root certificates, built in.
-static TLS: LazyLock<Option<Arc<rustls::ClientConfig>>> = LazyLock::new(|| {
+pub(crate) static TLS: LazyLock<Option<Arc<rustls::ClientConfig>>> = LazyLock::new(|| {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

@@ -1,0 +1,591 @@
+//! OpenID Connect sign-in: the provider found by discovery at start-up, the authorization code
+//! flow with PKCE, and the browser sessions it opens.
+//!
+//! - **Logins under way** are kept in memory, keyed by their `state`, each with its nonce, its
+//!   PKCE verifier, the local path to return to, and the hash of a random value set as a
+//!   short-lived cookie in the browser that began it (so that a callback from another browser,
+//!   a login someone else started, is refused). Bounded in number and in age.
+//! - **Browser sessions** are kept in memory too, keyed by the SHA-256 of the cookie's random
+//!   value: the person, a CSRF token, and the times that expire them (idle and absolute). A new
+//!   session id is made at every sign-in (the one the browser had is ended), and signing out
+//!   ends it on the server. A restart signs everyone out. Bounded in number.
+//!
+//! Nothing here is logged but failures without values: no token, code, cookie or claim.
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, TokenResponse,
+};
+use sha2::{Digest, Sha256};
+
+use crate::reviews::basics::{locked, now_ms, random_hex};
+use crate::reviews::identity::Person;
+use crate::reviews::problem::{Problem, ProblemKind};
+use crate::reviews::urls::WebUrl;
+
+/// Name of the browser session's cookie.
+pub const SESSION_COOKIE: &str = "debrief_session";
+/// Name of the cookie that ties a login under way to the browser that began it.
+pub const LOGIN_COOKIE: &str = "debrief_login";
+/// The header that carries a browser session's CSRF token on every state-changing request.
+pub const CSRF_HEADER: &str = "x-debrief-csrf";
+/// How long a login may take at the provider.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Most logins under way at once: a flood of `/auth/login` cannot grow memory without bound
+/// (the oldest is forgotten).
+pub const MAX_PENDING_LOGINS: usize = 10_000;
+/// Most browser sessions at once (the one unused longest is ended first).
+pub const MAX_BROWSER_SESSIONS: usize = 100_000;
+/// Idle expiry of a browser session by default: a working day.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(12 * 3600);
+/// Absolute expiry of a browser session by default: a week, whatever its use.
+pub const DEFAULT_ABSOLUTE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest local path a login returns to.
+const MAX_RETURN_PATH: usize = 512;
+
+/// How the server signs people in with OpenID Connect.
+#[derive(Clone)]
+pub struct OidcSettings {
+    /// The issuer's URL (discovery reads `/.well-known/openid-configuration` under it).
+    pub issuer: String,
+    /// The client id registered at the provider.
+    pub client_id: String,
+    /// The client secret, if the client has one (a confidential client).
+    pub client_secret: Option<String>,
+    /// The server's public URL, as browsers reach it: the redirect URL registered at the
+    /// provider is this with `/auth/callback`; `https` makes the cookies `Secure`.
+    pub public_url: String,
+    /// Allows an `http` issuer on a loopback host, for tests.
+    pub allow_insecure_http: bool,
+    /// Idle expiry of a browser session.
+    pub idle: Duration,
+    /// Absolute expiry of a browser session.
+    pub absolute: Duration,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    // The client secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcSettings {
+    /// Checks the URLs: the error says what is wrong. An `http` issuer is refused unless it is
+    /// on this machine and `allow_insecure_http` is set.
+    pub fn check(&self) -> Result<(), String> {
+        let issuer = WebUrl::parse(&self.issuer)
+            .ok_or_else(|| format!("--oidc-issuer: {:?} is not a web address", self.issuer))?;
+        if !issuer.tls {
+            if !self.allow_insecure_http {
+                return Err(format!(
+                    "--oidc-issuer: {} is not https; a provider is only reached over TLS \
+                     (--oidc-allow-insecure-http allows http to a loopback provider, for testing)",
+                    self.issuer
+                ));
+            }
+            if !http::loopback(&issuer.host) {
+                return Err(format!(
+                    "--oidc-allow-insecure-http: {} is not on this machine; plain http is allowed \
+                     only to a loopback provider",
+                    self.issuer
+                ));
+            }
+        }
+        let public = WebUrl::parse(&self.public_url)
+            .ok_or_else(|| format!("--public-url: {:?} is not a web address", self.public_url))?;
+        if public.path != "/" {
+            return Err(format!(
+                "--public-url: {:?} must be the server's root (no path)",
+                self.public_url
+            ));
+        }
+        Ok(())
+    }
+
+    fn redirect_url(&self) -> String {
+        format!("{}/auth/callback", self.public_url.trim_end_matches('/'))
+    }
+
+    fn secure_cookies(&self) -> bool {
+        self.public_url.to_ascii_lowercase().starts_with("https://")
+    }
+}
+
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+struct Pending {
+    nonce: Nonce,
+    verifier: PkceCodeVerifier,
+    return_to: String,
+    browser: [u8; 32],
+    started: u64,
+}
+
+struct BrowserSession {
+    person: Person,
+    csrf: String,
+    created: u64,
+    last_seen: u64,
+}
+
+/// The provider and the sign-in state.
+pub struct Oidc {
+    settings: OidcSettings,
+    client: Client,
+    http: http::Client,
+    pending: Mutex<HashMap<String, Pending>>,
+    sessions: Mutex<HashMap<[u8; 32], BrowserSession>>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login begun: where to send the browser, and the cookie that ties the login to it.
+pub struct Begun {
+    /// The provider's authorization URL.
+    pub redirect: String,
+    /// The value of [`LOGIN_COOKIE`].
+    pub browser: String,
+}
+
+impl std::fmt::Debug for Begun {
+    // The URL carries the state; the cookie is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Begun").finish_non_exhaustive()
+    }
+}
+
+/// A browser session opened at sign-in.
+pub struct Opened {
+    /// The value of [`SESSION_COOKIE`].
+    pub cookie: String,
+    /// The local path to return to.
+    pub return_to: String,
+}
+
+impl std::fmt::Debug for Opened {
+    // The cookie is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("return_to", &self.return_to)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Oidc {
+    /// Reads the provider's configuration and keys (discovery). A provider that cannot be
+    /// reached is tried again for up to `patience` (it may be starting beside the server); one
+    /// that answers with a broken configuration is not. The error says what failed.
+    pub async fn discover(settings: OidcSettings, patience: Duration) -> Result<Oidc, String> {
+        settings.check()?;
+        let http = http::Client {
+            insecure_loopback: settings.allow_insecure_http,
+        };
+        let issuer =
+            IssuerUrl::new(settings.issuer.clone()).map_err(|e| format!("--oidc-issuer: {e}"))?;
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut wait = Duration::from_millis(250);
+        let metadata = loop {
+            let call = |request| http.call(request);
+            match CoreProviderMetadata::discover_async(issuer.clone(), &call).await {
+                Ok(m) => break m,
+                Err(openidconnect::DiscoveryError::Request(e))
+                    if tokio::time::Instant::now() + wait < deadline =>
+                {
+                    tracing::warn!(error = %e, "the OpenID provider cannot be reached yet; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "OpenID Connect discovery at {} failed: {}",
+                        settings.issuer,
+                        describe(&e)
+                    ))
+                }
+            }
+        };
+        let redirect =
+            RedirectUrl::new(settings.redirect_url()).map_err(|e| format!("--public-url: {e}"))?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(settings.client_id.clone()),
+            settings.client_secret.clone().map(ClientSecret::new),
+        )
+        .set_redirect_uri(redirect);
+        Ok(Oidc {
+            settings,
+            client,
+            http,
+            pending: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The issuer's URL, as people signed in through it are recorded.
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    /// Begins a login that returns to `return_to` (a local path; anything else returns home).
+    pub fn begin(&self, return_to: Option<&str>) -> Begun {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = self
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("profile".to_owned()))
+            .add_scope(Scope::new("email".to_owned()))
+            .set_pkce_challenge(challenge)
+            .url();
+        let browser = random_hex(32);
+        let now = now_ms();
+        let mut pending = locked(&self.pending);
+        let timeout = LOGIN_TIMEOUT.as_millis() as u64;
+        pending.retain(|_, p| now.saturating_sub(p.started) < timeout);
+        if pending.len() >= MAX_PENDING_LOGINS {
+            let oldest = pending
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                pending.remove(&oldest);
+            }
+        }
+        pending.insert(
+            state.secret().clone(),
+            Pending {
+                nonce,
+                verifier,
+                return_to: local_path(return_to),
+                browser: digest(&browser),
+                started: now,
+            },
+        );
+        Begun {
+            redirect: url.to_string(),
+            browser,
+        }
+    }
+
+    /// Completes a login: the provider's `state` and `code`, from the browser whose login
+    /// cookie is `browser`. Exchanges the code (with the PKCE verifier), checks the ID token
+    /// (signature, issuer, audience, expiry, nonce), and opens a browser session for the person,
+    /// ending `previous` (the session cookie the browser had, if any).
+    pub async fn finish(
+        &self,
+        state: &str,
+        code: &str,
+        browser: Option<&str>,
+        previous: Option<&str>,
+    ) -> Result<Opened, Problem> {
+        let pending = locked(&self.pending).remove(state);
+        let Some(pending) = pending else {
+            return Err(login_failed(
+                "this sign-in is unknown or took longer than ten minutes; sign in again",
+            ));
+        };
+        if now_ms().saturating_sub(pending.started) >= LOGIN_TIMEOUT.as_millis() as u64 {
+            return Err(login_failed(
+                "this sign-in is unknown or took longer than ten minutes; sign in again",
+            ));
+        }
+        if browser.map(digest) != Some(pending.browser) {
+            return Err(login_failed(
+                "this sign-in was begun in another browser; sign in again from this one",
+            ));
+        }
+        let call = |request| self.http.call(request);
+        let exchange = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|_| login_failed("the provider has no token endpoint"))?
+            .set_pkce_verifier(pending.verifier);
+        let tokens = exchange.request_async(&call).await.map_err(|e| {
+            tracing::warn!(error = %token_error(&e), "an OpenID sign-in's code exchange failed");
+            login_failed("the provider did not accept this sign-in; sign in again")
+        })?;
+        let _ = tokens.access_token();
+        let Some(id_token) = tokens.id_token() else {
+            return Err(login_failed("the provider sent no ID token"));
+        };
+        let verifier = self.client.id_token_verifier();
+        let claims = id_token.claims(&verifier, &pending.nonce).map_err(|e| {
+            tracing::warn!(error = %e, "an OpenID sign-in's ID token was refused");
+            login_failed("the provider's ID token did not pass its checks; sign in again")
+        })?;
+        let name = claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_owned())
+            .or_else(|| claims.preferred_username().map(|u| u.as_str().to_owned()));
+        let email = claims
+            .email()
+            .filter(|_| claims.email_verified() != Some(false))
+            .map(|e| e.as_str().to_owned());
+        let groups = groups_of(&id_token.to_string());
+        let person = Person::new(
+            &self.settings.issuer,
+            claims.subject().as_str(),
+            name.as_deref(),
+            email.as_deref(),
+            groups,
+        )
+        .ok_or_else(|| login_failed("the provider's ID token names nobody usable"))?;
+        let cookie = self.open(person, previous);
+        Ok(Opened {
+            cookie,
+            return_to: pending.return_to,
+        })
+    }
+
+    /// Opens a browser session for `person` with a new id, ending `previous`.
+    fn open(&self, person: Person, previous: Option<&str>) -> String {
+        let cookie = random_hex(32);
+        let now = now_ms();
+        let mut sessions = locked(&self.sessions);
+        if let Some(previous) = previous {
+            sessions.remove(&digest(previous));
+        }
+        self.expire(&mut sessions, now);
+        if sessions.len() >= MAX_BROWSER_SESSIONS {
+            let idlest = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| *k);
+            if let Some(idlest) = idlest {
+                sessions.remove(&idlest);
+            }
+        }
+        sessions.insert(
+            digest(&cookie),
+            BrowserSession {
+                person,
+                csrf: random_hex(32),
+                created: now,
+                last_seen: now,
+            },
+        );
+        cookie
+    }
+
+    fn expire(&self, sessions: &mut HashMap<[u8; 32], BrowserSession>, now: u64) {
+        let idle = self.settings.idle.as_millis() as u64;
+        let absolute = self.settings.absolute.as_millis() as u64;
+        sessions.retain(|_, s| {
+            now.saturating_sub(s.last_seen) < idle && now.saturating_sub(s.created) < absolute
+        });
+    }
+
+    /// The person and CSRF token of the browser session `cookie`, if it is open and not
+    /// expired; using it renews its idle time.
+    pub fn session(&self, cookie: &str) -> Option<(Person, String)> {
+        let now = now_ms();
+        let mut sessions = locked(&self.sessions);
+        let key = digest(cookie);
+        let session = sessions.get_mut(&key)?;
+        let idle = self.settings.idle.as_millis() as u64;
+        let absolute = self.settings.absolute.as_millis() as u64;
+        if now.saturating_sub(session.last_seen) >= idle
+            || now.saturating_sub(session.created) >= absolute
+        {
+            sessions.remove(&key);
+            return None;
+        }
+        session.last_seen = now;
+        Some((session.person.clone(), session.csrf.clone()))
+    }
+
+    /// Ends the browser session `cookie` on the server.
+    pub fn end(&self, cookie: &str) {
+        locked(&self.sessions).remove(&digest(cookie));
+    }
+
+    /// The `Set-Cookie` value that stores `value` under `name` for `max_age`.
+    pub fn set_cookie(&self, name: &str, value: &str, max_age: Duration, path: &str) -> String {
+        let secure = if self.settings.secure_cookies() {
+            "; Secure"
+        } else {
+            ""
+        };
+        format!(
+            "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            max_age.as_secs()
+        )
+    }
+
+    /// The `Set-Cookie` value of the browser session cookie.
+    pub fn session_cookie(&self, value: &str) -> String {
+        self.set_cookie(SESSION_COOKIE, value, self.settings.absolute, "/")
+    }
+
+    /// The `Set-Cookie` value that removes cookie `name`.
+    pub fn clear_cookie(&self, name: &str, path: &str) -> String {
+        self.set_cookie(name, "", Duration::ZERO, path)
+    }
+}
+
+/// `return_to` when it is a path on this server; `/` for anything else (another host, a
+/// scheme, `//host`, backslashes, control characters, too long).
+pub fn local_path(return_to: Option<&str>) -> String {
+    match return_to {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && p.len() <= MAX_RETURN_PATH
+                && !p.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            p.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+/// The `groups` claim of a verified ID token (a JSON array of strings), read from its payload.
+fn groups_of(jwt: &str) -> Vec<String> {
+    let Some(payload) = jwt.split('.').nth(1) else {
+        return Vec::new();
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return Vec::new();
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Vec::new();
+    };
+    value["groups"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn digest(value: &str) -> [u8; 32] {
+    Sha256::digest(value.as_bytes()).into()
+}
+
+/// 400 `sign_in_failed`, with why.
+fn login_failed(message: &str) -> Problem {
+    Problem::new(ProblemKind::BadInput, "sign_in_failed", message)
+}
+
+fn describe<E: std::error::Error>(e: &openidconnect::DiscoveryError<E>) -> String {
+    use openidconnect::DiscoveryError as D;
+    match e {
+        D::Request(e) => format!("the provider cannot be reached: {e}"),
+        D::Response(status, _, _) => format!("the provider answered HTTP {status}"),
+        D::Parse(e) => format!("its configuration is not valid: {e}"),
+        D::Validation(e) => format!("its configuration does not match: {e}"),
+        D::UrlParse(e) => format!("the URL is not valid: {e}"),
+        D::Other(e) => e.clone(),
+        _ => "unknown error".to_owned(),
+    }
+}
+
+fn token_error<RE: std::error::Error + 'static, T: openidconnect::ErrorResponse + 'static>(
+    e: &openidconnect::RequestTokenError<RE, T>,
+) -> String {
+    use openidconnect::RequestTokenError as R;
+    match e {
+        R::ServerResponse(r) => format!("the provider refused: {r}"),
+        R::Request(e) => format!("the provider cannot be reached: {e}"),
+        R::Parse(e, _) => format!("the provider's answer is not valid: {e}"),
+        R::Other(e) => e.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_returns_only_to_a_path_of_this_server() {
+        assert_eq!(local_path(Some("/review/abc?x=1#y")), "/review/abc?x=1#y");
+        for outside in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+            "evil",
+            "/a b",
+            "/\u{7}",
+            "",
+        ] {
+            assert_eq!(local_path(Some(outside)), "/", "{outside:?}");
+        }
+        assert_eq!(local_path(None), "/");
+        assert_eq!(local_path(Some(&format!("/{}", "a".repeat(600)))), "/");
+    }
+
+    #[test]
+    fn an_http_issuer_needs_the_flag_and_a_loopback_host() {
+        let settings = |issuer: &str, allow: bool| OidcSettings {
+            issuer: issuer.to_owned(),
+            client_id: "c".into(),
+            client_secret: None,
+            public_url: "https://debrief.example".into(),
+            allow_insecure_http: allow,
+            idle: DEFAULT_IDLE,
+            absolute: DEFAULT_ABSOLUTE,
+        };
+        assert!(settings("https://id.example", false).check().is_ok());
+        assert_eq!(
+            settings("http://id.example", false)
+                .check()
+                .expect_err("http"),
+            "--oidc-issuer: http://id.example is not https; a provider is only reached over TLS \
+             (--oidc-allow-insecure-http allows http to a loopback provider, for testing)"
+        );
+        assert_eq!(
+            settings("http://id.example", true)
+                .check()
+                .expect_err("not loopback"),
+            "--oidc-allow-insecure-http: http://id.example is not on this machine; plain http is \
+             allowed only to a loopback provider"
+        );
+        assert!(settings("http://127.0.0.1:9000", true).check().is_ok());
+        assert!(settings("http://localhost:9000/oidc", true).check().is_ok());
+        let mut with_path = settings("https://id.example", false);
+        with_path.public_url = "https://debrief.example/app".into();
+        assert!(with_path.check().is_err());
+    }
+
+    #[test]
+    fn groups_come_from_the_id_tokens_payload() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"1","groups":["sre","ops",3]}"#);
+        assert_eq!(groups_of(&format!("h.{payload}.s")), ["sre", "ops"]);
+        assert!(groups_of("not a token").is_empty());
+    }
+}

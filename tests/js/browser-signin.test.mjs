@@ -1,0 +1,176 @@
+// Browser test of OpenID Connect sign-in (issue 19) against a real provider on loopback
+// (oidc-provider.mjs, the certified `oidc-provider` package with its own login form): creating a
+// review needs sign-in; Ana signs in and creates one, replaces the participant link with one that
+// needs sign-in; Bo, in his own browser, is sent to sign in first and joins with the provider's
+// name; each of them, in a fresh browser, finds the review on the home list; a request signed in
+// by the cookie without its CSRF token is refused; signing in again gives a new session id;
+// signing out ends the session on the server (the API then says 401). No cookie value, claim or
+// code appears in the server's log.
+//
+//   cd tests/js && node --test browser-signin.test.mjs
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createServer } from 'node:net'
+
+import { launch, person, scenario, useReference, waitText } from './harness.mjs'
+import { CLIENT_ID, CLIENT_SECRET, startProvider, USERS } from './oidc-provider.mjs'
+
+const opts = { timeout: 180_000, skip: useReference && 'Debrief only' }
+
+/** A free loopback port (the redirect URL registered at the provider names it). */
+async function freePort () {
+  const server = createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/** Signs in at the provider's form, from a page that was sent there. */
+async function providerLogin (page, user) {
+  await page.locator('#login').waitFor()
+  await page.fill('#login', user)
+  await page.fill('#password', USERS[user].password)
+  await page.locator('#sign-in').click()
+}
+
+/** The browser's session cookie. */
+async function sessionCookie (context) {
+  return (await context.cookies()).find((c) => c.name === 'debrief_session')
+}
+
+/** An API request from the page itself (its cookies, its origin), with or without the CSRF token. */
+function fromPage (page, method, path, body, { csrf = true } = {}) {
+  return page.evaluate(async ([method, path, body, csrf]) => {
+    const headers = { 'Content-Type': 'application/json' }
+    if (csrf) {
+      const me = await fetch('/api/me').then((r) => r.json())
+      headers['X-Debrief-CSRF'] = me.csrf_token
+    }
+    const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+    return { status: res.status, body: await res.json().catch(() => null) }
+  }, [method, path, body, csrf])
+}
+
+test('sign in with a real OpenID provider: create, invite a colleague who must sign in, home lists it for both, sign out', opts, scenario(async (h) => {
+    const port = await freePort()
+    const base = `http://127.0.0.1:${port}`
+    const provider = await startProvider({ redirectUri: `${base}/auth/callback` })
+    try {
+      const server = await h.startServer({
+        args: [
+          '--listen', `127.0.0.1:${port}`,
+          '--oidc-issuer', provider.issuer,
+          '--oidc-client-id', CLIENT_ID,
+          '--oidc-client-secret', CLIENT_SECRET,
+          '--public-url', base,
+          '--oidc-allow-insecure-http'
+        ]
+      })
+      const browser = await launch()
+      try {
+        // Not signed in: the header offers sign-in, and creating a review is refused.
+        const ana = await person(browser)
+        await ana.page.goto(`${base}/`)
+        await waitText(ana.page, '.signin', 'Sign in')
+        await ana.page.fill('#title', 'Queue outage')
+        await ana.page.fill('#name', 'Ana')
+        await ana.page.getByRole('button', { name: 'Create review' }).click()
+        await waitText(ana.page, '.form-status', 'Creating a review on this server needs you to sign in: use “Sign in” at the top of the page.')
+
+        // Ana signs in at the provider and comes back to the start page, signed in.
+        await ana.page.locator('.signin-link').click()
+        await providerLogin(ana.page, 'ana')
+        await ana.page.waitForURL(`${base}/`)
+        await waitText(ana.page, '.signin', 'Signed in as Ana Lima')
+        const cookie = await sessionCookie(ana.context)
+        assert.ok(cookie, 'a session cookie')
+        assert.equal(cookie.httpOnly, true)
+        assert.equal(cookie.sameSite, 'Lax')
+        assert.equal(cookie.secure, false, 'Secure only when the public URL is https')
+        assert.match(cookie.value, /^[0-9a-f]{64}$/)
+
+        // She creates the review, then replaces the participant link with one that needs sign-in.
+        await ana.page.fill('#title', 'Queue outage')
+        await ana.page.fill('#name', 'Ana')
+        await ana.page.getByRole('button', { name: 'Create review' }).click()
+        await ana.page.locator('#invite-author').waitFor()
+        await ana.page.getByRole('link', { name: 'Open the review' }).click()
+        await ana.page.locator('.review-head h1').waitFor()
+        const reviewId = new URL(ana.page.url()).pathname.split('/')[2]
+        await ana.page.locator('details.links summary').click()
+        await ana.page.locator('[data-rotate-sign-in="participant"]').click()
+        const newLink = ana.page.locator('input[aria-label="new participant invite link"]')
+        await newLink.waitFor()
+        const invite = await newLink.inputValue()
+        await waitText(ana.page, 'details.links', '(needs sign-in)')
+
+        // Bo, in his own browser, must sign in before joining, and joins with the provider's name.
+        const bo = await person(browser)
+        await bo.page.goto(invite)
+        await waitText(bo.page, '.join-needs-sign-in', 'This link needs you to sign in first.')
+        assert.equal(await bo.page.locator('#name').isHidden(), true, 'no name to type')
+        await bo.page.locator('.join-needs-sign-in .signin-link').click()
+        await providerLogin(bo.page, 'bo')
+        await bo.page.waitForURL(invite)
+        await waitText(bo.page, '.join-signed-in', 'You join as Bo Berg, the name your sign-in gives.')
+        await bo.page.getByRole('button', { name: 'Join as participant' }).click()
+        await bo.page.locator('.review-head h1').waitFor()
+        const joined = await bo.page.evaluate((id) => JSON.parse(localStorage.getItem('debrief.sessions'))[id], reviewId)
+        assert.equal(joined.name, 'Bo Berg')
+        assert.equal(joined.role, 'participant')
+
+        // A request signed in by the cookie without the page's CSRF token is refused.
+        const refused = await fromPage(bo.page, 'POST', '/api/reviews', { title: 'Forged' }, { csrf: false })
+        assert.equal(refused.status, 403)
+        assert.deepEqual(refused.body, {
+          code: 'csrf_token_invalid',
+          message: 'this request is signed in by the sign-in cookie, so it must carry the page\'s CSRF token in the X-Debrief-CSRF header (GET /api/me gives it)'
+        })
+
+        // Each of them, in a fresh browser that holds no session, finds the review once signed in.
+        for (const [user, role, name] of [['ana', 'facilitator', 'Ana'], ['bo', 'participant', 'Bo Berg']]) {
+          const fresh = await person(browser)
+          await fresh.page.goto(`${base}/auth/login?return=/`)
+          await providerLogin(fresh.page, user)
+          await fresh.page.waitForURL(`${base}/`)
+          await waitText(fresh.page, '.signin', `Signed in as ${USERS[user].claims.name}`)
+          const home = await fromPage(fresh.page, 'POST', '/api/home', { sessions: [] })
+          assert.equal(home.status, 200, JSON.stringify(home.body))
+          assert.deepEqual(home.body.reviews.map((r) => [r.id, r.title, r.you.role, r.you.name]), [[reviewId, 'Queue outage', role, name]])
+          await fresh.context.close()
+        }
+
+        // Signing in again gives a new session id; the old one no longer opens anything.
+        const before = (await sessionCookie(ana.context)).value
+        await ana.page.goto(`${base}/auth/login?return=/`)
+        await ana.page.waitForURL(`${base}/`)
+        await waitText(ana.page, '.signin', 'Signed in as Ana Lima')
+        const after = (await sessionCookie(ana.context)).value
+        assert.notEqual(after, before, 'a new session id at sign-in')
+        const stale = await fetch(`${base}/api/me`, { headers: { Cookie: `debrief_session=${before}` } })
+        assert.equal(stale.status, 401)
+
+        // Signing out ends the session on the server: the cookie's value says 401 afterwards.
+        await ana.page.getByRole('button', { name: 'Sign out' }).click()
+        await ana.page.waitForURL(`${base}/`)
+        await waitText(ana.page, '.signin', 'Sign in')
+        assert.equal(await sessionCookie(ana.context), undefined, 'the cookie is removed')
+        const me = await fetch(`${base}/api/me`, { headers: { Cookie: `debrief_session=${after}` } })
+        assert.equal(me.status, 401)
+        assert.equal((await me.json()).code, 'not_signed_in')
+        assert.deepEqual([...ana.errors, ...bo.errors], [])
+
+        // Nothing of the people or their cookies in the server's log.
+        const log = server.lines.join('\n')
+        for (const secret of [before, after, 'Ana Lima', 'Bo Berg', 'ana@example.com', 'bo@example.com']) {
+          assert.ok(!log.includes(secret), `the log holds ${secret}`)
+        }
+      } finally {
+        await browser.close()
+      }
+    } finally {
+      await provider.close()
+    }
+}))

@@ -1,0 +1,61 @@
+// Sign-in in the header: "Sign in" when the server offers OpenID Connect sign-in and nobody is
+// signed in, "Signed in as … · Sign out" when someone is. Who is signed in is asked once per page
+// load (GET /api/me), which also gives the CSRF token every changing request then carries.
+
+import { api, ApiError, setCsrfToken } from './api'
+import type { components } from './generated/api'
+import { h, replace } from './dom'
+
+type Me = components['schemas']['Me']
+type Offer = components['schemas']['SignInOffer']
+
+export interface SignedIn {
+  offer: Offer
+  me: Me | null
+}
+
+let asked: Promise<SignedIn> | undefined
+
+/** Who is signed in, asked once per page load. */
+export function signedIn (): Promise<SignedIn> {
+  asked ??= (async () => {
+    const offer = await api.signInOffer().catch(() => ({ oidc: false, proxy: false, required_to_create: false }))
+    if (!offer.oidc && !offer.proxy) return { offer, me: null }
+    try {
+      const me = await api.me()
+      setCsrfToken(me.csrf_token)
+      return { offer, me }
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) return { offer, me: null }
+      throw err
+    }
+  })()
+  return asked
+}
+
+/** Where "Sign in" goes: the provider, then back to this page. */
+export function signInHref (): string {
+  return `/auth/login?return=${encodeURIComponent(location.pathname + location.search + location.hash)}`
+}
+
+/** The header's sign-in control (empty while asking, and on a server without sign-in). */
+export function signInControl (): HTMLElement {
+  const slot = h('div', { class: 'signin' })
+  signedIn().then(({ offer, me }) => {
+    if (me) {
+      const out = h('button', { type: 'button', class: 'link signout' }, 'Sign out')
+      out.addEventListener('click', () => {
+        out.disabled = true
+        api.signOut().then(() => {
+          setCsrfToken(undefined)
+          location.assign('/')
+        }, () => { out.disabled = false })
+      })
+      replace(slot, h('span', { class: 'signed-in' }, 'Signed in as ', h('strong', {}, me.name)),
+        ...(me.source === 'oidc' ? [' · ', out] : []))
+    } else if (offer.oidc) {
+      replace(slot, h('a', { href: signInHref(), class: 'signin-link' }, 'Sign in'))
+    }
+  }, () => {})
+  return slot
+}
