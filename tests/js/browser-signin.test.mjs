@@ -136,9 +136,16 @@ test('sign in with a real OpenID provider: create, invite a colleague who must s
           await providerLogin(fresh.page, user)
           await fresh.page.waitForURL(`${base}/`)
           await waitText(fresh.page, '.signin', `Signed in as ${USERS[user].claims.name}`)
+          // The home page lists it, though this browser never joined it.
+          const line = fresh.page.locator(`#home-list .home-review[data-review="${reviewId}"]`)
+          await line.waitFor()
+          assert.equal(await line.locator('.home-title').textContent(), 'Queue outage')
+          assert.equal(await line.locator('.home-role').textContent(), `as ${role}, ${name}`)
+          assert.equal(await fresh.page.locator('#home-list .home-review').count(), 1)
           const home = await fromPage(fresh.page, 'POST', '/api/home', { sessions: [] })
           assert.equal(home.status, 200, JSON.stringify(home.body))
           assert.deepEqual(home.body.reviews.map((r) => [r.id, r.title, r.you.role, r.you.name]), [[reviewId, 'Queue outage', role, name]])
+          assert.deepEqual(fresh.errors, [])
           await fresh.context.close()
         }
 

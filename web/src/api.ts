@@ -61,19 +61,36 @@ export function errorMessage (err: unknown): string {
   return 'Something went wrong. Try again.'
 }
 
-/** The signed-in browser session's CSRF token (from GET /api/me), sent on every request that
- * changes something: the server refuses those signed in by the cookie without it. */
-let csrfToken: string | undefined
+let offered: Promise<Schemas['SignInOffer']> | undefined
+let signedInAs: Promise<Schemas['Me'] | null> | undefined
 
-export function setCsrfToken (token: string | undefined): void {
-  csrfToken = token
+/** Which sign-in the server offers (GET /api/sign-in), asked once per page load. */
+export function signInOffer (): Promise<Schemas['SignInOffer']> {
+  const none = { oidc: false, proxy: false, required_to_create: false }
+  offered ??= fetch('/api/sign-in').then(async (res) => res.ok ? await res.json() as Schemas['SignInOffer'] : none, () => none)
+  return offered
+}
+
+/** Who is signed in (GET /api/me, asked once per page load, and only when the server offers
+ * sign-in); null for nobody. Its CSRF token is sent on every request that changes something:
+ * the server refuses those signed in by the cookie without it. */
+export function whoAmI (): Promise<Schemas['Me'] | null> {
+  signedInAs ??= signInOffer().then(async (offer) => {
+    if (!offer.oidc && !offer.proxy) return null
+    const res = await fetch('/api/me')
+    return res.ok ? await res.json() as Schemas['Me'] : null
+  }).catch(() => null)
+  return signedInAs
 }
 
 async function send (method: string, path: string, body?: unknown, token?: string): Promise<Response> {
   const headers: Record<string, string> = {}
   if (body !== undefined) headers['Content-Type'] = 'application/json'
   if (token !== undefined) headers.Authorization = `Bearer ${token}`
-  if (csrfToken !== undefined && method !== 'GET' && method !== 'HEAD') headers['X-Debrief-CSRF'] = csrfToken
+  if (method !== 'GET' && method !== 'HEAD') {
+    const csrf = (await whoAmI())?.csrf_token
+    if (csrf !== undefined) headers['X-Debrief-CSRF'] = csrf
+  }
   let res: Response
   try {
     res = await fetch(path, {
@@ -129,8 +146,6 @@ export const api = {
     call<Schemas['PulseHeld']>('POST', `${at(id)}/pulse`, { answers } satisfies Schemas['PulseRequest'], session),
   invite: (invite: string) => call<Schemas['InviteView']>('POST', '/api/invite', { invite } satisfies Schemas['InviteRequest']),
   join: (invite: string, name: string) => call<Joined>('POST', '/api/join', { invite, name } satisfies Schemas['JoinRequest']),
-  signInOffer: () => call<Schemas['SignInOffer']>('GET', '/api/sign-in'),
-  me: () => call<Schemas['Me']>('GET', '/api/me'),
   signOut: () => call<undefined>('POST', '/auth/logout'),
   review: (id: string, session: string) => call<Review>('GET', at(id), undefined, session),
   movePhase: (id: string, session: string, phase: Phase) =>

@@ -4,7 +4,7 @@
 // The server answers for every session this browser remembers (`POST /api/home`); sessions it
 // no longer knows are forgotten here.
 
-import { api, errorMessage, ROLES, type Created, type HomeReview, type Role } from './api'
+import { api, errorMessage, ROLES, whoAmI, type Created, type HomeReview, type Role } from './api'
 import { append, h, notice, replace } from './dom'
 import { factorChips, kindsText } from './learning'
 import { ROLE_HELP, PHASE_HELP } from './rules'
@@ -18,6 +18,10 @@ export function startScreen (app: HTMLElement, header: Header): void {
   const main = h('main', { class: 'narrow' }, h('h1', {}, 'Blameless post-mortems, written together'))
   if (joined.length === 0) {
     append(main, create.form)
+    // Signed in, the reviews the person joined from any browser are theirs here too.
+    void whoAmI().then((me) => {
+      if (me && me.reviews.length > 0) create.form.before(...homeSections([], create.open))
+    })
   } else {
     append(main, ...homeSections(joined.map((m) => m.session), create.open), create.collapse())
   }

@@ -1,8 +1,8 @@
 // Sign-in in the header: "Sign in" when the server offers OpenID Connect sign-in and nobody is
 // signed in, "Signed in as … · Sign out" when someone is. Who is signed in is asked once per page
-// load (GET /api/me), which also gives the CSRF token every changing request then carries.
+// load (GET /api/me, `whoAmI`), which also gives the CSRF token every changing request carries.
 
-import { api, ApiError, setCsrfToken } from './api'
+import { api, signInOffer, whoAmI } from './api'
 import type { components } from './generated/api'
 import { h, replace } from './dom'
 
@@ -19,16 +19,9 @@ let asked: Promise<SignedIn> | undefined
 /** Who is signed in, asked once per page load. */
 export function signedIn (): Promise<SignedIn> {
   asked ??= (async () => {
-    const offer = await api.signInOffer().catch(() => ({ oidc: false, proxy: false, required_to_create: false }))
+    const offer = await signInOffer()
     if (!offer.oidc && !offer.proxy) return { offer, me: null }
-    try {
-      const me = await api.me()
-      setCsrfToken(me.csrf_token)
-      return { offer, me }
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 401) return { offer, me: null }
-      throw err
-    }
+    return { offer, me: await whoAmI() }
   })()
   return asked
 }
@@ -47,7 +40,6 @@ export function signInControl (): HTMLElement {
       out.addEventListener('click', () => {
         out.disabled = true
         api.signOut().then(() => {
-          setCsrfToken(undefined)
           location.assign('/')
         }, () => { out.disabled = false })
       })
