@@ -3,13 +3,19 @@
 //! named comment when) tries to name the author of each anonymous item from what the server
 //! leaves behind — its trace-level log and copies of its data directory taken during the hold,
 //! after the release and after a clean stop. Each attack must guess no better than chance.
+//!
+//! The people of the first attack are signed in, through an authenticating proxy's headers
+//! (issue 19): they join with the name their sign-in gives, their sessions are linked to their
+//! person records, and every request they make, anonymous submissions included, carries their
+//! identity as a proxy sends it. The person records and claims must not bring the attacker any
+//! closer to an author.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use debrief_tests::api::{request, Reply, Review};
+use debrief_tests::api::{request, Raw, Reply, Review, ROLES};
 use debrief_tests::{ChildServer, Client};
 use rand::seq::SliceRandom;
 use serde_json::{json, Value};
@@ -167,6 +173,69 @@ async fn post(review: &Review, token: &str, path: &str, body: Value) -> Reply {
     request(review.addr, "POST", &path, Some(token), Some(&body)).await
 }
 
+/// A person as the authenticating proxy names them (oauth2-proxy's headers).
+#[derive(Debug, Clone)]
+struct SignedIn {
+    subject: String,
+    name: String,
+    email: String,
+}
+
+impl SignedIn {
+    fn new(i: usize) -> SignedIn {
+        SignedIn {
+            subject: format!("subject-{i}-5f0c2a9e"),
+            name: format!("Signed In Person {i}"),
+            email: format!("adversary-person-{i}@example.org"),
+        }
+    }
+
+    /// Every claim, as the attacker would look for it.
+    fn claims(&self) -> [&str; 3] {
+        [&self.subject, &self.name, &self.email]
+    }
+}
+
+/// The proxy's flags: the identity headers are honoured from loopback, where the test runs.
+const PROXY_FLAGS: [&str; 8] = [
+    "--trusted-identity-header",
+    "X-Forwarded-User",
+    "--trusted-name-header",
+    "X-Forwarded-Preferred-Username",
+    "--trusted-email-header",
+    "X-Forwarded-Email",
+    "--trusted-proxy",
+    "127.0.0.1",
+];
+
+/// A request through the proxy: with the person's identity headers (and a session token, when
+/// given), as the proxy forwards every request of a signed-in person.
+async fn as_person(
+    addr: std::net::SocketAddr,
+    person: &SignedIn,
+    path: &str,
+    bearer: Option<&str>,
+    body: Value,
+) -> Reply {
+    let body = body.to_string();
+    let headers = [
+        ("X-Forwarded-User", person.subject.as_str()),
+        ("X-Forwarded-Preferred-Username", person.name.as_str()),
+        ("X-Forwarded-Email", person.email.as_str()),
+    ];
+    Raw {
+        method: "POST",
+        path,
+        bearer,
+        body: Some(&body),
+        headers: &headers,
+        ..Raw::default()
+    }
+    .reply(addr)
+    .await
+    .0
+}
+
 /// The texts of every comment and concern the reader's discussion holds.
 fn released_texts(client: &Client) -> Vec<String> {
     let txn = client.doc.transact();
@@ -197,12 +266,53 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
     let log = dir.path().join("server.log");
     // Nothing is released while the windows run (so every copy taken during them holds every
     // item so far); closing the review releases them all.
-    let server =
-        ChildServer::start_with(&data, &["--anonymous-cadence-secs", "86400"], Some(&log)).await;
-    let review = Review::create(server.addr, "Queue backlog").await;
+    let mut args = vec!["--anonymous-cadence-secs", "86400"];
+    args.extend(PROXY_FLAGS);
+    let server = ChildServer::start_with(&data, &args, Some(&log)).await;
+    // A signed-in facilitator creates the review; its participant link needs sign-in.
+    let creator = SignedIn::new(99);
+    let created = as_person(
+        server.addr,
+        &creator,
+        "/api/reviews",
+        None,
+        json!({ "title": "Queue backlog", "sign_in_required": ["participant"] }),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let mut review = Review {
+        addr: server.addr,
+        id: created.body["review"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned(),
+        invites: ROLES
+            .iter()
+            .map(|r| {
+                let token = created.body["invites"][r]["token"].as_str().expect("token");
+                (r.to_string(), token.to_owned())
+            })
+            .collect(),
+        sessions: HashMap::new(),
+    };
+    for role in ["facilitator", "author", "observer"] {
+        let session = review.join(role, &format!("{role} person")).await;
+        review.sessions.insert(role.to_owned(), session);
+    }
+    let signed: Vec<SignedIn> = (0..PEOPLE).map(SignedIn::new).collect();
     let mut people = Vec::new();
-    for i in 0..PEOPLE {
-        people.push(review.join("participant", &format!("Person {i}")).await);
+    for person in &signed {
+        let joined = as_person(
+            server.addr,
+            person,
+            "/api/join",
+            None,
+            json!({ "invite": review.invites["participant"], "name": "typed, ignored" }),
+        )
+        .await;
+        assert_eq!(joined.status, 201, "{}", joined.body);
+        assert_eq!(joined.body["review"]["you"]["name"], person.name.as_str());
+        people.push(joined.body["session"].as_str().expect("session").to_owned());
     }
     review.move_to("review").await;
     let mut observer = Client::connect_collab(
@@ -247,7 +357,15 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
             } else {
                 ("/concerns", json!({ "body": text }))
             };
-            let r = post(&review, &people[person], path, body).await;
+            let path = format!("/api/reviews/{}{path}", review.id);
+            let r = as_person(
+                review.addr,
+                &signed[person],
+                &path,
+                Some(&people[person]),
+                body,
+            )
+            .await;
             assert_eq!(r.status, 202, "{}", r.body);
             let item = &r.body["item"];
             let id = item["comment"]
@@ -348,6 +466,41 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
     let correct = hits(&subs, |s| nearest_note(&during[s.window], s));
     assert_chance("nearest named write on disk", correct, subs.len());
 
+    // Attack 2b, beside the person records: every signed-in person is on disk (their record and
+    // their session's link); give each item to the person whose claims are stored nearest to it.
+    for person in &signed {
+        assert!(
+            locate(&after_stop, &person.email).is_some(),
+            "the person record of {} is stored",
+            person.name
+        );
+    }
+    let nearest_person = |snap: &[(PathBuf, Vec<u8>)], s: &Submission| -> usize {
+        let Some((at, _)) = locate(snap, &s.text).or_else(|| locate(snap, &s.id)) else {
+            return s.order[0];
+        };
+        s.order
+            .iter()
+            .filter_map(|&p| {
+                signed[p]
+                    .claims()
+                    .iter()
+                    .filter_map(|c| locate(snap, c).map(|(q, _)| q.abs_diff(at)))
+                    .min()
+                    .map(|d| (d, p))
+            })
+            .min()
+            .map_or(s.order[0], |(_, p)| p)
+    };
+    let correct = hits(&subs, |s| nearest_person(&during[s.window], s));
+    assert_chance("nearest person record during the hold", correct, subs.len());
+    let correct = hits(&subs, |s| nearest_person(&after_stop, s));
+    assert_chance(
+        "nearest person record after a clean stop",
+        correct,
+        subs.len(),
+    );
+
     // Attack 3, the trace log: any line that carries an item's text, id or key in any encoding,
     // and the named activity nearest to it in time.
     let lines = std::fs::read_to_string(&log).expect("read the log");
@@ -387,6 +540,22 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
         leaks.is_empty(),
         "the log carries anonymous texts, ids or keys: {:?}",
         &leaks[..leaks.len().min(5)]
+    );
+    // Nor any claim of a signed-in person, in any encoding.
+    let claims: Vec<String> = signed
+        .iter()
+        .chain([&creator])
+        .flat_map(|p| p.claims().map(encodings))
+        .flatten()
+        .collect();
+    let told: Vec<&str> = lines
+        .lines()
+        .filter(|l| claims.iter().any(|c| l.contains(c.as_str())))
+        .collect();
+    assert!(
+        told.is_empty(),
+        "the log carries claims: {:?}",
+        &told[..told.len().min(5)]
     );
     assert!(line_time("2026-12-06T09:30:00.250000Z  INFO x").is_some_and(|t| t % 1000 == 250));
 }
