@@ -493,3 +493,133 @@ async fn without_sign_in_nothing_changes_and_no_link_can_require_it() {
     .await;
     assert_eq!(r.assert_error(409, "sign_in_not_configured"), expected);
 }
+
+/// Runs the binary with `args` until it exits (it must, within the patience): its status and
+/// what it wrote on stderr.
+async fn exits_with(args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = tokio::process::Command::new(debrief_tests::server::binary_path());
+    command
+        .args(args)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let output = debrief_tests::within("the server to exit", command.output())
+        .await
+        .expect("run the binary");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_provider_that_is_not_one_stops_the_server_at_start_up() {
+    // Debrief itself is no OpenID provider: its discovery document is not there.
+    let other = TestServer::start().await;
+    let issuer = format!("http://{}", other.addr);
+    let (status, stderr) = exits_with(&[
+        "--oidc-issuer",
+        &issuer,
+        "--oidc-client-id",
+        "debrief",
+        "--public-url",
+        "http://127.0.0.1:4000",
+        "--oidc-allow-insecure-http",
+    ])
+    .await;
+    assert_eq!(status, Some(1), "{stderr}");
+    let said = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert_eq!(
+        said,
+        format!("error: OpenID Connect discovery at {issuer} failed: the provider answered HTTP 404 Not Found")
+    );
+    // Plain http to a provider elsewhere is refused, flag or not, before anything starts.
+    let (status, stderr) = exits_with(&[
+        "--oidc-issuer",
+        "http://id.example.com",
+        "--oidc-client-id",
+        "debrief",
+        "--public-url",
+        "https://debrief.example.com",
+        "--oidc-allow-insecure-http",
+    ])
+    .await;
+    assert_eq!(status, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: --oidc-allow-insecure-http: http://id.example.com is not on this machine; plain http is allowed only to a loopback provider"
+    );
+    let (status, stderr) = exits_with(&[
+        "--oidc-issuer",
+        "http://127.0.0.1:9",
+        "--oidc-client-id",
+        "debrief",
+        "--public-url",
+        "https://debrief.example.com",
+    ])
+    .await;
+    assert_eq!(status, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: --oidc-issuer: http://127.0.0.1:9 is not https; a provider is only reached over TLS (--oidc-allow-insecure-http allows http to a loopback provider, for testing)"
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_header_without_a_trusted_proxy_is_warned_about_at_start_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("server.log");
+    let server = debrief_tests::ChildServer::start_with(
+        &dir.path().join("data"),
+        &["--trusted-identity-header", "X-Forwarded-User"],
+        Some(&log),
+    )
+    .await;
+    let logged = std::fs::read_to_string(&log).expect("read the log");
+    let warnings: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("--trusted-identity-header is set without --trusted-proxy"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logged}");
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    // And the header is ignored indeed, even from loopback.
+    let r = call(server.addr, PROXY, Some(&ANA), "GET", "/api/me", None).await;
+    r.assert_error(401, "not_signed_in");
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn without_openid_connect_the_sign_in_routes_say_so() {
+    let server = TestServer::start().await;
+    let offer = call(server.addr, PROXY, None, "GET", "/api/sign-in", None).await;
+    assert_eq!(
+        offer.body,
+        json!({ "oidc": false, "proxy": false, "required_to_create": false })
+    );
+    for (method, path) in [
+        ("GET", "/auth/login?return=/"),
+        ("GET", "/auth/callback?code=x&state=y"),
+        ("POST", "/auth/logout"),
+    ] {
+        let r = call(server.addr, PROXY, None, method, path, None).await;
+        assert_eq!(
+            r.assert_error(404, "oidc_not_configured"),
+            "this server has no OpenID Connect sign-in set up",
+            "{method} {path}"
+        );
+    }
+    let proxied = server_trusting(&["127.0.0.1"], |_| {}).await;
+    let offer = call(proxied.addr, PROXY, None, "GET", "/api/sign-in", None).await;
+    assert_eq!(
+        offer.body,
+        json!({ "oidc": false, "proxy": true, "required_to_create": true })
+    );
+}

@@ -155,7 +155,81 @@ pub struct Oidc {
     client: Client,
     http: http::Client,
     pending: Mutex<HashMap<String, Pending>>,
-    sessions: Mutex<HashMap<[u8; 32], BrowserSession>>,
+    sessions: Mutex<BrowserSessions>,
+}
+
+/// The open browser sessions, with their expiry; times are passed in (ms since the epoch).
+struct BrowserSessions {
+    open: HashMap<[u8; 32], BrowserSession>,
+    idle: u64,
+    absolute: u64,
+    max: usize,
+}
+
+impl BrowserSessions {
+    fn new(idle: Duration, absolute: Duration, max: usize) -> Self {
+        BrowserSessions {
+            open: HashMap::new(),
+            idle: idle.as_millis() as u64,
+            absolute: absolute.as_millis() as u64,
+            max,
+        }
+    }
+
+    fn live(&self, s: &BrowserSession, now: u64) -> bool {
+        now.saturating_sub(s.last_seen) < self.idle && now.saturating_sub(s.created) < self.absolute
+    }
+
+    /// Opens a session for `person` under a new id, ending `previous`; returns the id.
+    fn open(&mut self, person: Person, previous: Option<&str>, now: u64) -> String {
+        if let Some(previous) = previous {
+            self.open.remove(&digest(previous));
+        }
+        let idle = self.idle;
+        let absolute = self.absolute;
+        self.open.retain(|_, s| {
+            now.saturating_sub(s.last_seen) < idle && now.saturating_sub(s.created) < absolute
+        });
+        if self.open.len() >= self.max {
+            let idlest = self
+                .open
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| *k);
+            if let Some(idlest) = idlest {
+                self.open.remove(&idlest);
+            }
+        }
+        let cookie = random_hex(32);
+        self.open.insert(
+            digest(&cookie),
+            BrowserSession {
+                person,
+                csrf: random_hex(32),
+                created: now,
+                last_seen: now,
+            },
+        );
+        cookie
+    }
+
+    /// The person and CSRF token of `cookie`'s session, if it is open and not expired; using it
+    /// renews its idle time.
+    fn get(&mut self, cookie: &str, now: u64) -> Option<(Person, String)> {
+        let key = digest(cookie);
+        let live = self.live(self.open.get(&key)?, now);
+        if !live {
+            self.open.remove(&key);
+            return None;
+        }
+        let session = self.open.get_mut(&key)?;
+        session.last_seen = now;
+        Some((session.person.clone(), session.csrf.clone()))
+    }
+
+    fn end(&mut self, cookie: &str) {
+        self.open.remove(&digest(cookie));
+    }
 }
 
 impl std::fmt::Debug for Oidc {
@@ -240,11 +314,15 @@ impl Oidc {
         )
         .set_redirect_uri(redirect);
         Ok(Oidc {
+            sessions: Mutex::new(BrowserSessions::new(
+                settings.idle,
+                settings.absolute,
+                MAX_BROWSER_SESSIONS,
+            )),
             settings,
             client,
             http,
             pending: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -370,64 +448,18 @@ impl Oidc {
 
     /// Opens a browser session for `person` with a new id, ending `previous`.
     fn open(&self, person: Person, previous: Option<&str>) -> String {
-        let cookie = random_hex(32);
-        let now = now_ms();
-        let mut sessions = locked(&self.sessions);
-        if let Some(previous) = previous {
-            sessions.remove(&digest(previous));
-        }
-        self.expire(&mut sessions, now);
-        if sessions.len() >= MAX_BROWSER_SESSIONS {
-            let idlest = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(k, _)| *k);
-            if let Some(idlest) = idlest {
-                sessions.remove(&idlest);
-            }
-        }
-        sessions.insert(
-            digest(&cookie),
-            BrowserSession {
-                person,
-                csrf: random_hex(32),
-                created: now,
-                last_seen: now,
-            },
-        );
-        cookie
-    }
-
-    fn expire(&self, sessions: &mut HashMap<[u8; 32], BrowserSession>, now: u64) {
-        let idle = self.settings.idle.as_millis() as u64;
-        let absolute = self.settings.absolute.as_millis() as u64;
-        sessions.retain(|_, s| {
-            now.saturating_sub(s.last_seen) < idle && now.saturating_sub(s.created) < absolute
-        });
+        locked(&self.sessions).open(person, previous, now_ms())
     }
 
     /// The person and CSRF token of the browser session `cookie`, if it is open and not
     /// expired; using it renews its idle time.
     pub fn session(&self, cookie: &str) -> Option<(Person, String)> {
-        let now = now_ms();
-        let mut sessions = locked(&self.sessions);
-        let key = digest(cookie);
-        let session = sessions.get_mut(&key)?;
-        let idle = self.settings.idle.as_millis() as u64;
-        let absolute = self.settings.absolute.as_millis() as u64;
-        if now.saturating_sub(session.last_seen) >= idle
-            || now.saturating_sub(session.created) >= absolute
-        {
-            sessions.remove(&key);
-            return None;
-        }
-        session.last_seen = now;
-        Some((session.person.clone(), session.csrf.clone()))
+        locked(&self.sessions).get(cookie, now_ms())
     }
 
     /// Ends the browser session `cookie` on the server.
     pub fn end(&self, cookie: &str) {
-        locked(&self.sessions).remove(&digest(cookie));
+        locked(&self.sessions).end(cookie);
     }
 
     /// The `Set-Cookie` value that stores `value` under `name` for `max_age`.
@@ -579,6 +611,46 @@ mod tests {
         let mut with_path = settings("https://id.example", false);
         with_path.public_url = "https://debrief.example/app".into();
         assert!(with_path.check().is_err());
+    }
+
+    #[test]
+    fn browser_sessions_expire_idle_and_absolute_and_a_sign_in_ends_the_previous_one() {
+        let hour = 3_600_000;
+        let person =
+            || Person::new("https://id.example", "u1", Some("Ana"), None, vec![]).expect("person");
+        let mut sessions = BrowserSessions::new(
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(5 * 3600),
+            3,
+        );
+        let a = sessions.open(person(), None, 0);
+        let (who, csrf) = sessions.get(&a, hour).expect("open");
+        assert_eq!(who.name, "Ana");
+        assert_eq!(csrf.len(), 64);
+        // Used every 1.5 hours it stays open, until five hours after sign-in whatever its use.
+        assert!(sessions.get(&a, 2 * hour + hour / 2).is_some());
+        assert!(sessions.get(&a, 4 * hour).is_some());
+        assert!(sessions.get(&a, 5 * hour).is_none(), "absolute expiry");
+        // Two idle hours end it.
+        let b = sessions.open(person(), None, 10 * hour);
+        assert!(sessions.get(&b, 12 * hour).is_none(), "idle expiry");
+        // Signing in again makes a new id and ends the one the browser had.
+        let c = sessions.open(person(), None, 20 * hour);
+        let d = sessions.open(person(), Some(&c), 20 * hour);
+        assert_ne!(c, d);
+        assert!(sessions.get(&c, 20 * hour).is_none());
+        assert!(sessions.get(&d, 20 * hour).is_some());
+        sessions.end(&d);
+        assert!(sessions.get(&d, 20 * hour).is_none(), "signed out");
+        // Bounded: the one unused longest goes first.
+        let e = sessions.open(person(), None, 30 * hour);
+        let f = sessions.open(person(), None, 30 * hour + 1);
+        let g = sessions.open(person(), None, 30 * hour + 2);
+        let h = sessions.open(person(), None, 30 * hour + 3);
+        assert!(sessions.get(&e, 30 * hour + 4).is_none());
+        for x in [&f, &g, &h] {
+            assert!(sessions.get(x, 30 * hour + 4).is_some());
+        }
     }
 
     #[test]
