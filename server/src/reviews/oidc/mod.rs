@@ -418,7 +418,10 @@ impl Oidc {
         };
         let verifier = self.client.id_token_verifier();
         let claims = id_token.claims(&verifier, &pending.nonce).map_err(|e| {
-            tracing::warn!(error = %e, "an OpenID sign-in's ID token was refused");
+            // Only the kind of failure: the message may quote the token's claims.
+            let kind = format!("{e:?}");
+            let kind = kind.split('(').next().unwrap_or("");
+            tracing::warn!(error = kind, "an OpenID sign-in's ID token was refused");
             login_failed("the provider's ID token did not pass its checks; sign in again")
         })?;
         let name = claims
@@ -546,14 +549,18 @@ fn describe<E: std::error::Error>(e: &openidconnect::DiscoveryError<E>) -> Strin
     }
 }
 
-fn token_error<RE: std::error::Error + 'static, T: openidconnect::ErrorResponse + 'static>(
-    e: &openidconnect::RequestTokenError<RE, T>,
+fn token_error<RE: std::error::Error + 'static>(
+    e: &openidconnect::RequestTokenError<
+        RE,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
 ) -> String {
     use openidconnect::RequestTokenError as R;
     match e {
-        R::ServerResponse(r) => format!("the provider refused: {r}"),
+        // The error code only: a description may quote what was sent.
+        R::ServerResponse(r) => format!("the provider refused: {:?}", r.error()),
         R::Request(e) => format!("the provider cannot be reached: {e}"),
-        R::Parse(e, _) => format!("the provider's answer is not valid: {e}"),
+        R::Parse(_, _) => "the provider's answer is not valid".to_owned(),
         R::Other(e) => e.clone(),
     }
 }
