@@ -91,11 +91,15 @@ test('sign in with a real OpenID provider: create, invite a colleague who must s
         assert.equal(cookie.secure, false, 'Secure only when the public URL is https')
         assert.match(cookie.value, /^[0-9a-f]{64}$/)
 
-        // She creates the review, then replaces the participant link with one that needs sign-in.
+        // She creates the review with links that need sign-in: she joins through hers with the
+        // provider's name, whatever she typed. Then she replaces the participant link (again
+        // with one that needs sign-in).
         await ana.page.fill('#title', 'Queue outage')
         await ana.page.fill('#name', 'Ana')
+        await ana.page.check('#sign-in-links')
         await ana.page.getByRole('button', { name: 'Create review' }).click()
         await ana.page.locator('#invite-author').waitFor()
+        assert.equal(await ana.page.locator('.invite .needs-sign-in').count(), 4)
         await ana.page.getByRole('link', { name: 'Open the review' }).click()
         await ana.page.locator('.review-head h1').waitFor()
         const reviewId = new URL(ana.page.url()).pathname.split('/')[2]
@@ -130,7 +134,7 @@ test('sign in with a real OpenID provider: create, invite a colleague who must s
         })
 
         // Each of them, in a fresh browser that holds no session, finds the review once signed in.
-        for (const [user, role, name] of [['ana', 'facilitator', 'Ana'], ['bo', 'participant', 'Bo Berg']]) {
+        for (const [user, role, name] of [['ana', 'facilitator', 'Ana Lima'], ['bo', 'participant', 'Bo Berg']]) {
           const fresh = await person(browser)
           await fresh.page.goto(`${base}/auth/login?return=/`)
           await providerLogin(fresh.page, user)

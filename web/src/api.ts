@@ -122,7 +122,7 @@ async function call<T> (method: string, path: string, body?: unknown, token?: st
 const at = (id: string): string => `/api/reviews/${encodeURIComponent(id)}`
 
 export const api = {
-  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: ReleaseMode, smallGroups: boolean, team: string | null = null) =>
+  create: (title: string, incidentDate: string | null, severity: string | null, markdown: string | null, release: ReleaseMode, smallGroups: boolean, team: string | null = null, signInRoles: Role[] = []) =>
     call<Created>('POST', '/api/reviews', {
       title,
       ...(team ? { team } : {}),
@@ -130,7 +130,8 @@ export const api = {
       ...(smallGroups ? { small_group_anonymity: true } : {}),
       ...(incidentDate ? { incident_date: incidentDate } : {}),
       ...(severity ? { severity } : {}),
-      ...(markdown ? { report_markdown: markdown } : {})
+      ...(markdown ? { report_markdown: markdown } : {}),
+      ...(signInRoles.length > 0 ? { sign_in_required: signInRoles } : {})
     } satisfies Schemas['CreateReviewRequest']),
   library: (q: string) => call<Schemas['LibraryList']>('GET', `/api/library?q=${encodeURIComponent(q)}`),
   libraryEntry: (id: string) => call<Schemas['PublishedReview']>('GET', `/api/library/${encodeURIComponent(id)}`),

@@ -4,7 +4,7 @@
 // The server answers for every session this browser remembers (`POST /api/home`); sessions it
 // no longer knows are forgotten here.
 
-import { api, errorMessage, ROLES, whoAmI, type Created, type HomeReview, type Role } from './api'
+import { api, errorMessage, ROLES, signInOffer, whoAmI, type Created, type HomeReview, type Role } from './api'
 import { append, h, notice, replace } from './dom'
 import { factorChips, kindsText } from './learning'
 import { ROLE_HELP, PHASE_HELP } from './rules'
@@ -162,6 +162,10 @@ function createForm (app: HTMLElement, header: Header): CreateForm {
     h('option', { value: 'batch' }, 'in batches while people read (recommended)'),
     h('option', { value: 'meeting' }, 'all at once when the meeting starts'))
   const smallGroups = h('input', { id: 'small-groups', type: 'checkbox' })
+  // On a server with sign-in, the links can ask everyone who joins to sign in first.
+  const signInLinks = h('input', { id: 'sign-in-links', type: 'checkbox' })
+  const signInChoice = h('label', { class: 'check', for: 'sign-in-links', hidden: true }, signInLinks, ' Everyone who joins signs in first (their name is the one their sign-in gives)')
+  void signInOffer().then((offer) => { signInChoice.hidden = !offer.required_to_create })
   const markdown = h('textarea', { id: 'markdown', rows: 4, placeholder: 'Optional: paste a report drafted elsewhere, in Markdown, instead of the template' })
   const status = h('div', { class: 'form-status' })
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Create review')
@@ -177,6 +181,7 @@ function createForm (app: HTMLElement, header: Header): CreateForm {
     h('label', { class: 'check', for: 'small-groups' }, smallGroups, ' Allow anonymous comments in a small group'),
     h('p', { class: 'hint' }, 'Without this, anonymous comments open once three people who can comment have joined, and one person\'s comments wait for someone else\'s before they appear, so nobody can tell who wrote them. With it, they work with any number of people, but in a group of two or three the others may guess.'),
     h('details', {}, h('summary', {}, 'Start from a Markdown report'), h('label', { for: 'markdown' }, 'Report in Markdown'), markdown),
+    signInChoice,
     h('p', { class: 'hint' }, 'You become the facilitator. You get one invite link per role to share.'),
     submit, status)
   form.addEventListener('submit', (e) => {
@@ -185,7 +190,7 @@ function createForm (app: HTMLElement, header: Header): CreateForm {
     replace(status, notice('Creating…'))
     void (async () => {
       try {
-        const created = await api.create(title.value.trim(), date.value || null, severity.value || null, markdown.value.trim() || null, release.value === 'meeting' ? 'meeting' : 'batch', smallGroups.checked, team.value.trim() || null)
+        const created = await api.create(title.value.trim(), date.value || null, severity.value || null, markdown.value.trim() || null, release.value === 'meeting' ? 'meeting' : 'batch', smallGroups.checked, team.value.trim() || null, signInLinks.checked ? [...ROLES] : [])
         memory.setName(name.value.trim())
         const joined = await api.join(created.invites.facilitator.token, name.value.trim())
         const you = joined.review.you
@@ -250,6 +255,7 @@ function invitesScreen (app: HTMLElement, header: Header, created: Created): voi
     })
     return h('li', { class: 'invite' },
       h('strong', {}, role), h('span', { class: 'muted' }, ` — ${ROLE_HELP[role]}`),
+      created.invites[role].sign_in_required === true ? h('span', { class: 'needs-sign-in' }, ' (needs sign-in)') : '',
       h('div', { class: 'row' }, input, copy))
   })
   replace(app, header(), h('main', { class: 'narrow' },
