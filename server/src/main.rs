@@ -338,6 +338,19 @@ mod tests {
             bad.sign_in().expect_err("bad header"),
             "--trusted-identity-header: \"X Forwarded\" is not a header name"
         );
+        let bad = debrief_server::config::Cli::parse_from([
+            "debrief",
+            "--trusted-identity-header",
+            "X-Forwarded-User",
+            "--trusted-proxy",
+            "::ffff:10.0.0.0/64",
+        ]);
+        assert_eq!(
+            bad.sign_in()
+                .expect_err("mapped range shorter than the mapping"),
+            "--trusted-proxy: \"::ffff:10.0.0.0/64\": an IPv4 range written as IPv6 (::ffff:…) \
+             needs a prefix length of 96 to 128; write it as IPv4 (10.0.0.0/8)"
+        );
         let off = debrief_server::config::Cli::parse_from(["debrief"]);
         assert!(!off.sign_in().expect("valid").enabled());
     }

@@ -110,7 +110,9 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Parses `10.0.0.0/8`, `::1/128`, `127.0.0.1`; the error says what is wrong.
+    /// Parses `10.0.0.0/8`, `::1/128`, `127.0.0.1`; the error says what is wrong. An IPv4
+    /// address written as IPv6 (`::ffff:10.0.0.0/104`) is the IPv4 range it maps (`10.0.0.0/8`),
+    /// so its prefix length must cover the 96 bits of the `::ffff:` part.
     pub fn parse(text: &str) -> Result<Cidr, String> {
         let text = text.trim();
         let (addr, prefix) = match text.split_once('/') {
@@ -129,10 +131,19 @@ impl Cidr {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| format!("{text:?}: the prefix length is 0 to {max}"))?,
         };
-        Ok(Cidr {
-            addr: canonical(addr),
-            prefix,
-        })
+        let (addr, prefix) = match canonical(addr) {
+            IpAddr::V4(v4) if addr.is_ipv6() => {
+                let prefix = prefix.checked_sub(MAPPED_PREFIX).ok_or_else(|| {
+                    format!(
+                        "{text:?}: an IPv4 range written as IPv6 (::ffff:…) needs a prefix \
+                         length of {MAPPED_PREFIX} to 128; write it as IPv4 (10.0.0.0/8)"
+                    )
+                })?;
+                (IpAddr::V4(v4), prefix)
+            }
+            same => (same, prefix),
+        };
+        Ok(Cidr { addr, prefix })
     }
 
     /// Whether `addr` lies in the range (an IPv4 address mapped into IPv6 counts as IPv4).
@@ -156,17 +167,26 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// The bits of `::ffff:` in front of an IPv4 address mapped into IPv6.
+const MAPPED_PREFIX: u8 = 96;
+
+/// Whether the first `prefix` bits of `net` and `addr` agree; a prefix longer than the shorter
+/// of the two compares what they have (never past their end).
 fn prefix_match(net: &[u8], addr: &[u8], prefix: u8) -> bool {
-    let prefix = usize::from(prefix);
+    let len = net.len().min(addr.len());
+    let prefix = usize::from(prefix).min(len * 8);
     let (whole, rest) = (prefix / 8, prefix % 8);
-    if net[..whole] != addr[..whole] {
+    if net.get(..whole) != addr.get(..whole) {
         return false;
     }
     if rest == 0 {
         return true;
     }
     let mask = 0xffu8 << (8 - rest);
-    net[whole] & mask == addr[whole] & mask
+    match (net.get(whole), addr.get(whole)) {
+        (Some(n), Some(a)) => n & mask == a & mask,
+        _ => false,
+    }
 }
 
 /// The request headers an authenticating proxy names the person in (lower-case names).
@@ -318,6 +338,45 @@ mod tests {
             Cidr::parse("example.com").expect_err("no address"),
             "\"example.com\" is not an address range such as 10.0.0.0/8"
         );
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn an_ipv4_range_written_as_ipv6_is_that_ipv4_range() {
+        let range = Cidr::parse("::ffff:10.0.0.0/104").expect("mapped range");
+        assert_eq!(range, Cidr::parse("10.0.0.0/8").expect("range"));
+        assert!(range.contains(ip("10.200.3.4")));
+        assert!(range.contains(ip("::ffff:10.200.3.4")));
+        assert!(!range.contains(ip("11.0.0.1")));
+        let one = Cidr::parse("::ffff:127.0.0.1").expect("mapped address");
+        assert_eq!(one, Cidr::parse("127.0.0.1/32").expect("address"));
+        assert!(one.contains(ip("127.0.0.1")));
+        assert!(!one.contains(ip("127.0.0.2")));
+        assert!(Cidr::parse("::ffff:0.0.0.0/96")
+            .expect("all of IPv4")
+            .contains(ip("8.8.8.8")));
+        // A peer that comes as IPv4 mapped into IPv6 (a dual-stack listener) is its IPv4
+        // address for an IPv4 range.
+        let net = Cidr::parse("192.168.4.0/22").expect("range");
+        assert!(net.contains(ip("::ffff:192.168.7.1")));
+        assert!(!net.contains(ip("::ffff:192.168.8.1")));
+        assert_eq!(
+            Cidr::parse("::ffff:10.0.0.0/80").expect_err("shorter than the mapping"),
+            "\"::ffff:10.0.0.0/80\": an IPv4 range written as IPv6 (::ffff:…) needs a prefix \
+             length of 96 to 128; write it as IPv4 (10.0.0.0/8)"
+        );
+    }
+
+    #[test]
+    fn a_prefix_longer_than_the_address_compares_the_whole_address() {
+        assert!(prefix_match(&[10, 0, 0, 1], &[10, 0, 0, 1], 104));
+        assert!(!prefix_match(&[10, 0, 0, 1], &[10, 0, 0, 2], 104));
+        assert!(prefix_match(&[10, 0, 0, 1], &[10, 0, 0, 1, 7], 36));
+        assert!(!prefix_match(&[10, 0, 0, 1], &[10, 0, 0, 2, 7], 255));
+        assert!(prefix_match(&[], &[1], 8));
     }
 
     #[test]

@@ -370,6 +370,19 @@ async fn loopback_is_no_proxy_unless_it_is_trusted() {
 }
 
 #[tokio::test]
+async fn an_ipv4_proxy_may_be_written_as_ipv6() {
+    for range in ["::ffff:127.0.0.1", "::ffff:127.0.0.0/104"] {
+        let server = server_trusting(&[range], |_| {}).await;
+        let me = call(server.addr, PROXY, Some(&ANA), "GET", "/api/me", None).await;
+        assert_eq!(me.status, 200, "{range}: {}", me.body);
+        assert_eq!(me.body["name"], "Ana Lima", "{range}");
+    }
+    let server = server_trusting(&["::ffff:127.0.0.1"], |_| {}).await;
+    let r = call(server.addr, ELSEWHERE, Some(&ANA), "GET", "/api/me", None).await;
+    r.assert_error(401, "not_signed_in");
+}
+
+#[tokio::test]
 async fn creating_needs_an_allowed_email_domain_and_the_required_group() {
     let server = server_trusting(&["127.0.0.0/8"], |s| {
         s.allowed_email_domains = vec!["example.com".into()];
