@@ -124,7 +124,8 @@ pub struct Cli {
     pub trusted_groups_header: Option<String>,
 
     /// An address range (`10.0.0.0/8`, `::1/128`, or one address) of the authenticating proxy:
-    /// its identity headers are honoured only on connections from these ranges. An IPv4 range
+    /// its identity headers, and `X-Forwarded-For` for the client's address (which the limits on
+    /// guessing count by), are honoured only on connections from these ranges. An IPv4 range
     /// written as IPv6 (`::ffff:10.0.0.0/104`) needs a prefix length of at least 96. Repeat the
     /// flag or separate ranges with commas.
     #[arg(long = "trusted-proxy", env = "DEBRIEF_TRUSTED_PROXY", value_delimiter = ',', action = clap::ArgAction::Append)]

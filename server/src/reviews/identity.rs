@@ -210,7 +210,8 @@ pub const TRUSTED_HEADER_ISSUER: &str = "trusted-header";
 pub struct SignIn {
     /// The headers of an authenticating proxy, if one is set up.
     pub trusted: Option<TrustedHeaders>,
-    /// The addresses the proxy's headers are honoured from; from any other they are ignored.
+    /// The addresses the proxy's headers (identity, and `X-Forwarded-For` for the client's
+    /// address) are honoured from; from any other they are ignored.
     pub proxies: Vec<Cidr>,
     /// When not empty: creating a review needs an e-mail address in one of these domains
     /// (lower case).
@@ -228,6 +229,43 @@ impl SignIn {
         self.trusted.is_some() || self.oidc
     }
 
+    /// Whether `peer` is in one of the `--trusted-proxy` ranges.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        self.proxies.iter().any(|range| range.contains(peer))
+    }
+
+    /// The address of the client a request comes from, for the per-address limits: the
+    /// connection's `peer`, except when that is a trusted proxy; then the right-most address of
+    /// `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the address it
+    /// was reached from, so what lies to the left of the first untrusted one may be made up).
+    /// `forwarded` gives the header's values in the order they were sent (a proxy may send one
+    /// line with commas or several lines). An entry that is not a bare address (`unknown`, a
+    /// port, an empty one, text that is not UTF-8 as `None`) ends the walk, and so does a header
+    /// of trusted addresses only: then the peer is the client.
+    pub fn client_addr<'a, I>(&self, peer: IpAddr, forwarded: I) -> IpAddr
+    where
+        I: IntoIterator<Item = Option<&'a str>>,
+        I::IntoIter: DoubleEndedIterator,
+    {
+        if !self.is_trusted_proxy(peer) {
+            return peer;
+        }
+        for value in forwarded.into_iter().rev() {
+            let Some(value) = value else {
+                return peer;
+            };
+            for entry in value.rsplit(',') {
+                let Ok(addr) = entry.trim().parse::<IpAddr>() else {
+                    return peer;
+                };
+                if !self.is_trusted_proxy(addr) {
+                    return canonical(addr);
+                }
+            }
+        }
+        peer
+    }
+
     /// The person a proxy names in the request's headers, when the connection comes from a
     /// trusted proxy (`peer`); `header` reads one header by its lower-case name as text.
     pub fn from_proxy<'a>(
@@ -236,7 +274,7 @@ impl SignIn {
         header: impl Fn(&str) -> Option<&'a str>,
     ) -> Option<Person> {
         let trusted = self.trusted.as_ref()?;
-        if !self.proxies.iter().any(|range| range.contains(peer)) {
+        if !self.is_trusted_proxy(peer) {
             return None;
         }
         let subject = header(&trusted.identity)?;
@@ -377,6 +415,57 @@ mod tests {
         assert!(prefix_match(&[10, 0, 0, 1], &[10, 0, 0, 1, 7], 36));
         assert!(!prefix_match(&[10, 0, 0, 1], &[10, 0, 0, 2, 7], 255));
         assert!(prefix_match(&[], &[1], 8));
+    }
+
+    fn behind(proxies: &[&str]) -> SignIn {
+        SignIn {
+            proxies: proxies
+                .iter()
+                .map(|p| Cidr::parse(p).expect("range"))
+                .collect(),
+            ..SignIn::default()
+        }
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_forwarded_address_that_is_not_a_proxy() {
+        let sign_in = behind(&["10.0.0.0/8", "::1"]);
+        let proxy = ip("10.0.0.5");
+        let client = |values: &[Option<&str>]| sign_in.client_addr(proxy, values.iter().copied());
+        assert_eq!(client(&[Some("203.0.113.9")]), ip("203.0.113.9"));
+        // What a client sent itself lies to the left of what the proxies appended.
+        assert_eq!(
+            client(&[Some("6.6.6.6, 203.0.113.9, 10.0.0.7")]),
+            ip("203.0.113.9")
+        );
+        // Several header lines read as one list, in order.
+        assert_eq!(
+            client(&[Some("6.6.6.6"), Some("203.0.113.9 , 10.1.1.1"), Some("::1")]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client(&[Some("::ffff:198.51.100.2")]), ip("198.51.100.2"));
+        assert_eq!(client(&[Some("2001:db8::7")]), ip("2001:db8::7"));
+        // No header, only proxies, or an entry that is not a bare address: the proxy.
+        assert_eq!(client(&[]), proxy);
+        assert_eq!(client(&[Some("10.9.9.9, 10.0.0.7")]), proxy);
+        for odd in ["unknown", "203.0.113.9:443", "", "203.0.113.9,", "_hidden"] {
+            assert_eq!(client(&[Some(odd)]), proxy, "{odd:?}");
+        }
+        assert_eq!(
+            client(&[Some("203.0.113.9"), Some("junk, 10.0.0.7")]),
+            proxy
+        );
+        assert_eq!(client(&[Some("203.0.113.9"), None]), proxy);
+        // From anywhere but a proxy the header is the client's own word: ignored.
+        let elsewhere = ip("192.0.2.1");
+        assert_eq!(
+            sign_in.client_addr(elsewhere, [Some("203.0.113.9")]),
+            elsewhere
+        );
+        assert_eq!(
+            SignIn::default().client_addr(proxy, [Some("203.0.113.9")]),
+            proxy
+        );
     }
 
     #[test]

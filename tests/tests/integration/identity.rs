@@ -87,15 +87,30 @@ async fn call_with(
     path: &str,
     body: Option<Value>,
 ) -> Reply {
-    let headers: Vec<(&str, &str)> = match person {
-        Some(p) => vec![
-            ("X-Forwarded-User", p.user),
-            ("X-Forwarded-Preferred-Username", p.name),
-            ("X-Forwarded-Email", p.email),
-            ("X-Forwarded-Groups", p.groups),
-        ],
-        None => Vec::new(),
-    };
+    let headers = person.map(identity_headers).unwrap_or_default();
+    send(addr, from, &headers, bearer, method, path, body).await
+}
+
+/// The headers the proxy names `p` in.
+fn identity_headers<'a>(p: &As<'a>) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("X-Forwarded-User", p.user),
+        ("X-Forwarded-Preferred-Username", p.name),
+        ("X-Forwarded-Email", p.email),
+        ("X-Forwarded-Groups", p.groups),
+    ]
+}
+
+/// One request from `from` with these header lines.
+async fn send(
+    addr: SocketAddr,
+    from: IpAddr,
+    headers: &[(&str, &str)],
+    bearer: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
     let body = body.map(|b| b.to_string());
     let (reply, _) = Raw {
         method,
@@ -103,7 +118,7 @@ async fn call_with(
         bearer,
         body: body.as_deref(),
         from: Some(from),
-        headers: &headers,
+        headers,
         ..Raw::default()
     }
     .reply(addr)
@@ -380,6 +395,63 @@ async fn an_ipv4_proxy_may_be_written_as_ipv6() {
     let server = server_trusting(&["::ffff:127.0.0.1"], |_| {}).await;
     let r = call(server.addr, ELSEWHERE, Some(&ANA), "GET", "/api/me", None).await;
     r.assert_error(401, "not_signed_in");
+}
+
+#[tokio::test]
+async fn behind_the_proxy_each_client_has_its_own_limits() {
+    let server = server_trusting(&["127.0.0.1"], |_| {}).await;
+    let addr = server.addr;
+    let created = call(
+        addr,
+        PROXY,
+        Some(&ANA),
+        "POST",
+        "/api/reviews",
+        Some(json!({ "title": "Shared proxy" })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let invite = created.body["invites"]["participant"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let wrong = json!({ "invite": format!("dbi_{}", "0".repeat(64)), "name": "Eve" });
+    let right = json!({ "invite": invite, "name": "Pat" });
+    let limited =
+        "too many joins or wrong invite links from this address; wait before trying again";
+    let join = |from: IpAddr, forwarded: &'static str, body: &Value| {
+        let body = body.clone();
+        async move {
+            let headers = [("X-Forwarded-For", forwarded)];
+            send(addr, from, &headers, None, "POST", "/api/join", Some(body)).await
+        }
+    };
+
+    // Through the proxy, one person guessing invites is held back...
+    for _ in 0..10 {
+        join(PROXY, "203.0.113.1", &wrong)
+            .await
+            .assert_error(401, "invalid_invite");
+    }
+    let r = join(PROXY, "203.0.113.1", &wrong).await;
+    assert_eq!(r.assert_error(429, "rate_limited"), limited);
+    // ...also when they put another address in front of what the proxy appends...
+    let r = join(PROXY, "198.51.100.7, 203.0.113.1", &right).await;
+    assert_eq!(r.assert_error(429, "rate_limited"), limited);
+    // ...while a colleague behind the same proxy joins.
+    let r = join(PROXY, "203.0.113.2", &right).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Straight from a client, the header is its own word: ignored, so both share a limit.
+    for _ in 0..10 {
+        join(ELSEWHERE, "203.0.113.3", &wrong)
+            .await
+            .assert_error(401, "invalid_invite");
+    }
+    let r = join(ELSEWHERE, "203.0.113.3", &wrong).await;
+    assert_eq!(r.assert_error(429, "rate_limited"), limited);
+    let r = join(ELSEWHERE, "203.0.113.4", &right).await;
+    assert_eq!(r.assert_error(429, "rate_limited"), limited);
 }
 
 #[tokio::test]

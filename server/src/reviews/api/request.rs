@@ -28,17 +28,43 @@ use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{ReviewRecord, SessionRecord};
 use debrief_proto::schema::DocKind;
 
-/// The address a request came from (the proxy's, behind a proxy), for the limits on guessing
-/// and flooding; unspecified when the server runs without connection info. Never stored or
-/// logged.
+/// The address of the client a request comes from, for the limits on guessing and flooding:
+/// the connection's address ([`PeerAddr`]), or behind a `--trusted-proxy` the client's as the
+/// proxies name it in `X-Forwarded-For` ([`crate::reviews::identity::SignIn::client_addr`]).
+/// Never stored or logged.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<Arc<ApiState>> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Ok(PeerAddr(peer)) = PeerAddr::from_request_parts(parts, state).await;
+        let forwarded = parts
+            .headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.to_str().ok());
+        Ok(ClientAddr(state.sign_in.client_addr(peer, forwarded)))
+    }
+}
+
+/// `X-Forwarded-For`, where each proxy appends the address it was reached from.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The address of the connection a request came on (the proxy's, behind a proxy);
+/// unspecified when the server runs without connection info. Never stored or logged.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
+        Ok(PeerAddr(
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -182,7 +208,7 @@ impl FromRequestParts<Arc<ApiState>> for SignedIn {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
-        let Ok(ClientAddr(peer)) = ClientAddr::from_request_parts(parts, state).await;
+        let Ok(PeerAddr(peer)) = PeerAddr::from_request_parts(parts, state).await;
         let headers = &parts.headers;
         let person = state.sign_in.from_proxy(peer, |name| {
             headers
