@@ -111,7 +111,8 @@ pub struct Cli {
     pub trusted_identity_header: Option<String>,
 
     /// The proxy's header with the person's display name (`X-Forwarded-Preferred-Username`);
-    /// without it, the e-mail address or the id is shown.
+    /// without it, the e-mail address or the id is shown. Like every identity header, set it
+    /// only if the proxy overwrites it on every request.
     #[arg(long, env = "DEBRIEF_TRUSTED_NAME_HEADER")]
     pub trusted_name_header: Option<String>,
 

@@ -202,6 +202,21 @@ pub struct TrustedHeaders {
     pub groups: Option<String>,
 }
 
+/// One request header as a request carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header<'a> {
+    /// Not sent, or not text.
+    Absent,
+    /// Sent once, with this value.
+    Once(&'a str),
+    /// Sent more than once.
+    Repeated,
+}
+
+/// A configured identity header (its lower-case name) that a request sends more than once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatedHeader(pub String);
+
 /// The issuer recorded for people named by a proxy's header.
 pub const TRUSTED_HEADER_ISSUER: &str = "trusted-header";
 
@@ -267,28 +282,48 @@ impl SignIn {
     }
 
     /// The person a proxy names in the request's headers, when the connection comes from a
-    /// trusted proxy (`peer`); `header` reads one header by its lower-case name as text.
+    /// trusted proxy (`peer`); `header` reads one header by its lower-case name. A request on
+    /// which any configured header comes more than once names nobody ([`RepeatedHeader`]): a
+    /// proxy that appends to what the browser sent, instead of replacing it, would otherwise
+    /// let the browser's value through.
     pub fn from_proxy<'a>(
         &self,
         peer: IpAddr,
-        header: impl Fn(&str) -> Option<&'a str>,
-    ) -> Option<Person> {
-        let trusted = self.trusted.as_ref()?;
+        header: impl Fn(&str) -> Header<'a>,
+    ) -> Result<Option<Person>, RepeatedHeader> {
+        let Some(trusted) = self.trusted.as_ref() else {
+            return Ok(None);
+        };
         if !self.is_trusted_proxy(peer) {
-            return None;
+            return Ok(None);
         }
-        let subject = header(&trusted.identity)?;
-        let read = |name: &Option<String>| name.as_deref().and_then(&header);
-        let groups = read(&trusted.groups)
+        let configured = std::iter::once(&trusted.identity)
+            .chain(&trusted.name)
+            .chain(&trusted.email)
+            .chain(&trusted.groups);
+        for name in configured {
+            if header(name) == Header::Repeated {
+                return Err(RepeatedHeader(name.clone()));
+            }
+        }
+        let read = |name: &str| match header(name) {
+            Header::Once(value) => Some(value),
+            Header::Absent | Header::Repeated => None,
+        };
+        let Some(subject) = read(&trusted.identity) else {
+            return Ok(None);
+        };
+        let optional = |name: &Option<String>| name.as_deref().and_then(&read);
+        let groups = optional(&trusted.groups)
             .map(|g| g.split(',').map(str::to_owned).collect())
             .unwrap_or_default();
-        Person::new(
+        Ok(Person::new(
             TRUSTED_HEADER_ISSUER,
             subject,
-            read(&trusted.name),
-            read(&trusted.email),
+            optional(&trusted.name),
+            optional(&trusted.email),
             groups,
-        )
+        ))
     }
 
     /// Whether `person` may create a review: anyone when sign-in is not configured; otherwise a
@@ -465,6 +500,54 @@ mod tests {
         assert_eq!(
             SignIn::default().client_addr(proxy, [Some("203.0.113.9")]),
             proxy
+        );
+    }
+
+    #[test]
+    fn a_repeated_identity_header_names_nobody() {
+        let sign_in = SignIn {
+            trusted: Some(TrustedHeaders {
+                identity: "x-user".into(),
+                name: None,
+                email: Some("x-email".into()),
+                groups: None,
+            }),
+            ..behind(&["127.0.0.1"])
+        };
+        let proxy = ip("127.0.0.1");
+        let once = |name: &str| match name {
+            "x-user" => Header::Once("u1"),
+            "x-email" => Header::Once("ana@example.com"),
+            _ => Header::Absent,
+        };
+        let person = sign_in.from_proxy(proxy, once).expect("one of each");
+        assert_eq!(
+            person.and_then(|p| p.email).as_deref(),
+            Some("ana@example.com")
+        );
+        let repeated = |which: &'static str| {
+            move |name: &str| {
+                if name == which {
+                    Header::Repeated
+                } else {
+                    once(name)
+                }
+            }
+        };
+        for which in ["x-user", "x-email"] {
+            assert_eq!(
+                sign_in.from_proxy(proxy, repeated(which)),
+                Err(RepeatedHeader(which.to_owned()))
+            );
+        }
+        // A header that is not configured may come twice; from elsewhere nothing is read.
+        assert!(matches!(
+            sign_in.from_proxy(proxy, repeated("x-groups")),
+            Ok(Some(_))
+        ));
+        assert_eq!(
+            sign_in.from_proxy(ip("127.0.0.2"), repeated("x-user")),
+            Ok(None)
         );
     }
 

@@ -455,6 +455,47 @@ async fn behind_the_proxy_each_client_has_its_own_limits() {
 }
 
 #[tokio::test]
+async fn an_identity_header_sent_twice_signs_nobody_in() {
+    let server = server_trusting(&["127.0.0.1"], |_| {}).await;
+    let addr = server.addr;
+    let nobody = "nobody is signed in on this request";
+    // A proxy that appends to the browser's own header.
+    let mut appended = identity_headers(&BO);
+    appended.push(("X-Forwarded-User", ANA.user));
+    let r = send(addr, PROXY, &appended, None, "GET", "/api/me", None).await;
+    assert_eq!(r.assert_error(401, "not_signed_in"), nobody);
+    let r = send(
+        addr,
+        PROXY,
+        &appended,
+        None,
+        "POST",
+        "/api/reviews",
+        Some(json!({ "title": "Smuggled" })),
+    )
+    .await;
+    r.assert_error(401, "sign_in_required");
+    // An optional header the browser adds beside the proxy's.
+    let mut extra = identity_headers(&BO);
+    extra.push(("X-Forwarded-Groups", "sre"));
+    let r = send(addr, PROXY, &extra, None, "GET", "/api/me", None).await;
+    assert_eq!(r.assert_error(401, "not_signed_in"), nobody);
+    // Each header once: Bo, as the proxy says.
+    let r = send(
+        addr,
+        PROXY,
+        &identity_headers(&BO),
+        None,
+        "GET",
+        "/api/me",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["name"], "Bo Berg");
+}
+
+#[tokio::test]
 async fn creating_needs_an_allowed_email_domain_and_the_required_group() {
     let server = server_trusting(&["127.0.0.0/8"], |s| {
         s.allowed_email_domains = vec!["example.com".into()];

@@ -20,7 +20,7 @@ use crate::documents::access::same_secret;
 use crate::error::ApiError;
 use crate::limits::MAX_BODY_BYTES;
 use crate::reviews::anonymous::Anonymity;
-use crate::reviews::identity::Person;
+use crate::reviews::identity::{Header, Person, RepeatedHeader};
 use crate::reviews::meeting;
 use crate::reviews::oidc::{CSRF_HEADER, SESSION_COOKIE};
 use crate::reviews::policy;
@@ -194,8 +194,9 @@ pub async fn json_bodies_only(request: Request, next: axum::middleware::Next) ->
 }
 
 /// The person signed in on a request, if any: named by a trusted proxy's header (honoured only
-/// on a connection from a `--trusted-proxy` range), or by the browser session cookie of
-/// OpenID Connect sign-in. A request that changes something (any method but GET and HEAD) and
+/// on a connection from a `--trusted-proxy` range; a request from there that carries one of the
+/// configured identity headers more than once is not signed in at all), or by the browser
+/// session cookie of OpenID Connect sign-in. A request that changes something (any method but GET and HEAD) and
 /// is signed in by the cookie must carry the session's CSRF token in `X-Debrief-CSRF`, or it is
 /// refused (403 `csrf_token_invalid`). Never logged.
 #[derive(Debug, Clone)]
@@ -210,13 +211,28 @@ impl FromRequestParts<Arc<ApiState>> for SignedIn {
     ) -> Result<Self, ApiError> {
         let Ok(PeerAddr(peer)) = PeerAddr::from_request_parts(parts, state).await;
         let headers = &parts.headers;
-        let person = state.sign_in.from_proxy(peer, |name| {
-            headers
-                .get(name)
-                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        let from_proxy = state.sign_in.from_proxy(peer, |name| {
+            let mut values = headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (None, _) => Header::Absent,
+                (Some(_), Some(_)) => Header::Repeated,
+                (Some(v), None) => {
+                    std::str::from_utf8(v.as_bytes()).map_or(Header::Absent, Header::Once)
+                }
+            }
         });
-        if person.is_some() {
-            return Ok(SignedIn(person));
+        match from_proxy {
+            Ok(Some(person)) => return Ok(SignedIn(Some(person))),
+            Ok(None) => {}
+            Err(RepeatedHeader(name)) => {
+                // The name is the operator's configuration; the values are never logged.
+                tracing::debug!(
+                    header = %name,
+                    "an identity header came more than once from the proxy; the request is \
+                     not signed in"
+                );
+                return Ok(SignedIn(None));
+            }
         }
         let Some((person, csrf)) = browser_session(state, headers) else {
             return Ok(SignedIn(None));
