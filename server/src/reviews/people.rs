@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::reviews::basics::{now_ms, to_json};
+use std::sync::Mutex;
+
+use crate::reviews::basics::{locked, now_ms, to_json};
 use crate::reviews::identity::Person;
 use crate::reviews::problem::Problem;
 use crate::storage::store::{MetaTree, Store, StoreError};
@@ -23,8 +25,9 @@ pub mod trees {
     pub const LINKS: &str = "person_sessions";
 }
 
-/// Most sessions linked to one person that are read back: far more reviews than one person
-/// takes part in, while a person who joined without end cannot make a read unbounded.
+/// Most sessions linked to one person: far more reviews than one person takes part in, while a
+/// person who joined without end cannot make a read unbounded. Linking one more first forgets
+/// the links of sessions that ended, then the oldest.
 pub const MAX_LINKS_PER_PERSON: usize = 2_000;
 
 /// A person as stored.
@@ -59,6 +62,10 @@ pub struct People {
     people: MetaTree,
     links: MetaTree,
     store: Store,
+    /// One link written at a time, so the bound holds.
+    linking: Mutex<()>,
+    /// Most links per person ([`MAX_LINKS_PER_PERSON`]; smaller in tests).
+    max_links: usize,
 }
 
 impl People {
@@ -68,12 +75,21 @@ impl People {
             people: store.meta_tree(trees::PEOPLE)?,
             links: store.meta_tree(trees::LINKS)?,
             store: store.clone(),
+            linking: Mutex::new(()),
+            max_links: MAX_LINKS_PER_PERSON,
         })
     }
 
     /// Links the session of `token` in `review` to `person`, and keeps what the provider says of
-    /// them now. Durable when this returns.
-    pub async fn link(&self, person: &Person, token: &str, review: &str) -> Result<(), Problem> {
+    /// them now; at [`MAX_LINKS_PER_PERSON`], first forgets links whose session is not `live`,
+    /// then the oldest. Durable when this returns.
+    pub async fn link(
+        &self,
+        person: &Person,
+        token: &str,
+        review: &str,
+        live: impl Fn(&[u8; 32]) -> bool,
+    ) -> Result<(), Problem> {
         let key = hex::decode(person.key()).unwrap_or_default();
         let record = PersonRecord {
             issuer: person.issuer.clone(),
@@ -90,17 +106,40 @@ impl People {
             review: review.to_owned(),
             linked_at: now_ms(),
         };
-        self.links.put(&link_key, &to_json(&link))?;
+        {
+            let _one_at_a_time = locked(&self.linking);
+            let key = &link_key[..link_key.len() - 32];
+            let mut linked = self.links_of(key)?;
+            if linked.len() >= self.max_links {
+                linked.retain(|(_, hash)| {
+                    let keep = live(hash);
+                    if !keep {
+                        let mut k = key.to_vec();
+                        k.extend_from_slice(hash);
+                        let _ = self.links.remove(&k);
+                    }
+                    keep
+                });
+                // Oldest last: forget from the end until there is room for one more.
+                while linked.len() >= self.max_links {
+                    let Some((_, hash)) = linked.pop() else {
+                        break;
+                    };
+                    let mut k = key.to_vec();
+                    k.extend_from_slice(&hash);
+                    self.links.remove(&k)?;
+                }
+            }
+            self.links.put(&link_key, &to_json(&link))?;
+        }
         self.store.durable().await?;
         Ok(())
     }
 
-    /// The hashes of the session tokens linked to `person`, newest link first (at most
-    /// [`MAX_LINKS_PER_PERSON`]).
-    pub fn sessions_of(&self, person: &Person) -> Result<Vec<[u8; 32]>, StoreError> {
-        let key = hex::decode(person.key()).unwrap_or_default();
+    /// The links under a person's key: (when linked, session hash), newest first.
+    fn links_of(&self, key: &[u8]) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
         let mut found: Vec<(u64, [u8; 32])> = Vec::new();
-        for (k, v) in self.links.entries_with_prefix(&key, MAX_LINKS_PER_PERSON)? {
+        for (k, v) in self.links.entries_with_prefix(key, self.max_links + 1)? {
             let Some(hash) = k
                 .get(key.len()..)
                 .and_then(|h| <[u8; 32]>::try_from(h).ok())
@@ -111,11 +150,80 @@ impl People {
             found.push((at, hash));
         }
         found.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-        Ok(found.into_iter().map(|(_, h)| h).collect())
+        Ok(found)
+    }
+
+    /// The hashes of the session tokens linked to `person`, newest link first (at most
+    /// [`MAX_LINKS_PER_PERSON`]).
+    pub fn sessions_of(&self, person: &Person) -> Result<Vec<[u8; 32]>, StoreError> {
+        let key = hex::decode(person.key()).unwrap_or_default();
+        Ok(self.links_of(&key)?.into_iter().map(|(_, h)| h).collect())
     }
 }
 
 /// SHA-256 of a session token: how `meta.sessions` and the links name a session.
 pub fn session_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At the bound, linking one more forgets the links of ended sessions first, then the
+    /// oldest; reading gives the newest first.
+    #[tokio::test]
+    async fn links_stay_bounded_forgetting_ended_sessions_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, flusher) = Store::open(dir.path()).expect("open");
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let people = People {
+            max_links: 3,
+            ..People::open(&store).expect("trees")
+        };
+        let person = Person {
+            issuer: "trusted-header".into(),
+            subject: "ana".into(),
+            name: "Ana".into(),
+            email: None,
+            groups: Vec::new(),
+        };
+        let everything_live = |_: &[u8; 32]| true;
+        for token in ["t1", "t2", "t3"] {
+            people
+                .link(&person, token, "r", everything_live)
+                .await
+                .expect("link");
+            // Links are ordered by the millisecond they were made.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let hashes = |tokens: &[&str]| tokens.iter().map(|t| session_hash(t)).collect::<Vec<_>>();
+        assert_eq!(
+            people.sessions_of(&person).expect("read"),
+            hashes(&["t3", "t2", "t1"])
+        );
+        // t2's session ended: it goes, though t1 is older.
+        let ended = session_hash("t2");
+        people
+            .link(&person, "t4", "r", |h| *h != ended)
+            .await
+            .expect("link");
+        assert_eq!(
+            people.sessions_of(&person).expect("read"),
+            hashes(&["t4", "t3", "t1"])
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        // All live: the oldest goes.
+        people
+            .link(&person, "t5", "r", everything_live)
+            .await
+            .expect("link");
+        assert_eq!(
+            people.sessions_of(&person).expect("read"),
+            hashes(&["t5", "t4", "t3"])
+        );
+        drop(people);
+        drop(store);
+        flusher.await.expect("flusher");
+    }
 }

@@ -174,8 +174,9 @@ struct Membership {
 /// one with the role listed first: facilitator, author, participant, observer), and the tokens
 /// that are no session.
 ///
-/// With sign-in, the sessions the signed-in person joined (`linked`, from any browser) are
-/// added; a session this browser sent the token of is seen through that token.
+/// With sign-in, the sessions the signed-in person joined (`linked`, from any browser, newest
+/// first) are added; a session this browser sent the token of is seen through that token. At
+/// most [`MAX_SESSIONS`] reviews: those of the tokens sent first, then the newest links.
 fn memberships(
     state: &ApiState,
     tokens: Vec<String>,
@@ -198,6 +199,9 @@ fn memberships(
         .into_iter()
         .map(|(session, review)| (None, session, review));
     for (token, session, review) in sent.into_iter().chain(linked) {
+        if by_review.len() >= MAX_SESSIONS && !by_review.contains_key(&review.id) {
+            continue;
+        }
         let better = by_review
             .get(&review.id)
             .is_none_or(|m| rank(session.role) < rank(m.session.role));

@@ -825,8 +825,12 @@ pub(super) async fn join(
     }
     let (session, review, token) = joined?;
     if let Some(person) = &person {
-        // The person finds the review again from any browser they sign in with.
-        state.people.link(person, &token, &review.id).await?;
+        // The person finds the review again from any browser they sign in with. The session
+        // stands without it (the browser that joined holds it), so a failure is only logged.
+        let live = |hash: &[u8; 32]| state.reviews.by_hash(hash).is_some();
+        if let Err(e) = state.people.link(person, &token, &review.id, live).await {
+            tracing::warn!(review = %review.id, error = e.code, "could not link a session to its person");
+        }
     }
     tracing::info!(review = %review.id, role = session.role.as_str(), "joined");
     let people: usize = state.reviews.counts(&review.id).values().sum();
