@@ -5,7 +5,8 @@
 // name; each of them, in a fresh browser, finds the review on the home list; a request signed in
 // by the cookie without its CSRF token is refused; signing in again gives a new session id;
 // signing out ends the session on the server (the API then says 401). No cookie value, claim or
-// code appears in the server's log.
+// code appears in the server's log. Then the same server mode behind an authenticating proxy:
+// people signed in by the proxy's headers, and a browser the proxy did not sign in.
 //
 //   cd tests/js && node --test browser-signin.test.mjs
 
@@ -184,4 +185,74 @@ test('sign in with a real OpenID provider: create, invite a colleague who must s
     } finally {
       await provider.close()
     }
+}))
+
+// Behind an authenticating proxy (oauth2-proxy's headers): the browser's requests carry what the
+// proxy would add, and the server trusts it from loopback. Ana is signed in without a sign-in
+// page, creates a review whose links need sign-in; Bo joins with the proxy's name; a browser the
+// proxy did not sign in is told to go through the company's sign-in and cannot create; Bo finds
+// the review from another browser.
+test('behind an authenticating proxy: signed in by its headers, create, join with the proxy\'s name, home from another browser', opts, scenario(async (h) => {
+  const server = await h.startServer({
+    args: [
+      '--trusted-identity-header', 'X-Forwarded-User',
+      '--trusted-name-header', 'X-Forwarded-Preferred-Username',
+      '--trusted-email-header', 'X-Forwarded-Email',
+      '--trusted-proxy', '127.0.0.1'
+    ]
+  })
+  const base = `http://127.0.0.1:${server.port}`
+  const through = (user, name) => ({ 'X-Forwarded-User': user, 'X-Forwarded-Preferred-Username': name, 'X-Forwarded-Email': `${user}@example.com` })
+  const browser = await launch()
+  try {
+    const ana = await person(browser)
+    await ana.context.setExtraHTTPHeaders(through('ana', 'Ana Lima'))
+    await ana.page.goto(`${base}/`)
+    await waitText(ana.page, '.signin', 'Signed in as Ana Lima')
+    assert.equal(await ana.page.locator('.signin .signout').count(), 0, 'the proxy signs out, not Debrief')
+    await ana.page.fill('#title', 'Disk full on the build farm')
+    await ana.page.fill('#name', 'Whatever she types')
+    await ana.page.check('#sign-in-links')
+    await ana.page.getByRole('button', { name: 'Create review' }).click()
+    const link = ana.page.locator('#invite-participant')
+    await link.waitFor()
+    const invite = await link.inputValue()
+    await ana.page.getByRole('link', { name: 'Open the review' }).click()
+    await ana.page.locator('.review-head h1').waitFor()
+    const reviewId = new URL(ana.page.url()).pathname.split('/')[2]
+    const fay = await ana.page.evaluate((id) => JSON.parse(localStorage.getItem('debrief.sessions'))[id], reviewId)
+    assert.equal(fay.name, 'Ana Lima', 'the proxy\'s name, not the typed one')
+
+    // A browser without the proxy's headers is not signed in: it is told how to sign in, and
+    // cannot create a review.
+    const outside = await person(browser)
+    await outside.page.goto(invite)
+    await waitText(outside.page, '.join-needs-sign-in', 'This link needs you to sign in first. Open this link through your company\'s sign-in.')
+    assert.equal(await outside.page.locator('.join-needs-sign-in .signin-link').count(), 0)
+    await outside.page.goto(`${base}/`)
+    await outside.page.fill('#title', 'Forged')
+    await outside.page.fill('#name', 'Eve')
+    await outside.page.getByRole('button', { name: 'Create review' }).click()
+    await waitText(outside.page, '.form-status', 'Creating a review on this server needs you to sign in: open Debrief through your company\'s sign-in.')
+
+    // Bo joins through the link with the proxy's name.
+    const bo = await person(browser)
+    await bo.context.setExtraHTTPHeaders(through('bo', 'Bo Berg'))
+    await bo.page.goto(invite)
+    await waitText(bo.page, '.join-signed-in', 'You join as Bo Berg, the name your sign-in gives.')
+    await bo.page.getByRole('button', { name: 'Join as participant' }).click()
+    await bo.page.locator('.review-head h1').waitFor()
+
+    // From another browser (no session of its own), Bo's home page lists the review.
+    const again = await person(browser)
+    await again.context.setExtraHTTPHeaders(through('bo', 'Bo Berg'))
+    await again.page.goto(`${base}/`)
+    const line = again.page.locator(`#home-list .home-review[data-review="${reviewId}"]`)
+    await line.waitFor()
+    assert.equal(await line.locator('.home-title').textContent(), 'Disk full on the build farm')
+    assert.equal(await line.locator('.home-role').textContent(), 'as participant, Bo Berg')
+    assert.deepEqual([...ana.errors, ...outside.errors, ...bo.errors, ...again.errors], [])
+  } finally {
+    await browser.close()
+  }
 }))

@@ -54,7 +54,7 @@ export function errorMessage (err: unknown): string {
     switch (err.code) {
       case 'invalid_invite': return 'This invite link is not valid: it may have been replaced by a new one. Ask the facilitator for the current link.'
       case 'server_unreachable': return 'The Debrief server cannot be reached. Check your connection and try again; what you typed is kept.'
-      case 'sign_in_required': return `${err.message.charAt(0).toUpperCase()}${err.message.slice(1)}: use “Sign in” at the top of the page.`
+      case 'sign_in_required': return `${err.message.charAt(0).toUpperCase()}${err.message.slice(1)}: ${signInHint()}.`
       default: return err.message
     }
   }
@@ -62,12 +62,21 @@ export function errorMessage (err: unknown): string {
 }
 
 let offered: Promise<Schemas['SignInOffer']> | undefined
+let offerKnown: Schemas['SignInOffer'] | undefined
+
+/** How to sign in on this server: its own sign-in, or the company's in front of it (a proxy). */
+export function signInHint (): string {
+  return offerKnown?.oidc === false && offerKnown.proxy
+    ? 'open Debrief through your company\'s sign-in'
+    : 'use “Sign in” at the top of the page'
+}
 let signedInAs: Promise<Schemas['Me'] | null> | undefined
 
 /** Which sign-in the server offers (GET /api/sign-in), asked once per page load. */
 export function signInOffer (): Promise<Schemas['SignInOffer']> {
   const none = { oidc: false, proxy: false, required_to_create: false }
   offered ??= fetch('/api/sign-in').then(async (res) => res.ok ? await res.json() as Schemas['SignInOffer'] : none, () => none)
+    .then((offer) => { offerKnown = offer; return offer })
   return offered
 }
 

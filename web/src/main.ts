@@ -67,14 +67,16 @@ function joinScreen (): void {
     nameLabel.hidden = true
     name.hidden = true
     name.required = false
-    const { me } = await signedIn().catch(() => ({ me: null }))
+    const { offer, me } = await signedIn().catch(() => ({ offer: null, me: null }))
     if (me) {
       name.value = me.name
       replace(status, h('p', { class: 'join-signed-in' }, 'You join as ', h('strong', {}, me.name), ', the name your sign-in gives.'))
     } else {
       submit.disabled = true
       replace(status, h('p', { class: 'join-needs-sign-in' }, 'This link needs you to sign in first. ',
-        h('a', { href: signInHref(), class: 'signin-link' }, 'Sign in')))
+        offer?.oidc === true
+          ? h('a', { href: signInHref(), class: 'signin-link' }, 'Sign in')
+          : 'Open this link through your company\'s sign-in.'))
     }
   }
   form.addEventListener('submit', (e) => {
