@@ -12,11 +12,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::request::{browser_session, cookie, csrf_refused};
+use super::request::{browser_session, check_csrf, cookie};
 use super::state::ApiState;
-use crate::documents::access::same_secret;
 use crate::error::{ApiError, ErrorBody};
-use crate::reviews::oidc::{Oidc, CSRF_HEADER, LOGIN_COOKIE, LOGIN_TIMEOUT, SESSION_COOKIE};
+use crate::reviews::oidc::{Oidc, LOGIN_COOKIE, LOGIN_TIMEOUT, SESSION_COOKIE};
 
 /// Where a login returns to.
 #[derive(Deserialize, IntoParams)]
@@ -84,6 +83,9 @@ fn see_other(location: &str) -> Response {
     response
 }
 
+/// 404 on the sign-in routes of a server without OpenID Connect.
+const NO_OIDC: &str = "`oidc_not_configured`: the server has no OpenID Connect sign-in.";
+
 /// `GET /auth/login`.
 #[utoipa::path(
     get,
@@ -99,11 +101,7 @@ fn see_other(location: &str) -> Response {
             with PKCE), with a short-lived cookie that ties the login to this browser.",
         ),
         (status = 400, description = "`invalid_query`: the query does not decode.", body = ErrorBody),
-        (
-            status = 404,
-            description = "`oidc_not_configured`: the server has no OpenID Connect sign-in.",
-            body = ErrorBody,
-        ),
+        (status = 404, description = NO_OIDC, body = ErrorBody),
     ),
     security(),
 )]
@@ -144,11 +142,7 @@ pub(super) async fn login(
             browser, or the code or ID token did not pass the checks.",
             body = ErrorBody,
         ),
-        (
-            status = 404,
-            description = "`oidc_not_configured`: the server has no OpenID Connect sign-in.",
-            body = ErrorBody,
-        ),
+        (status = 404, description = NO_OIDC, body = ErrorBody),
     ),
     security(),
 )]
@@ -207,11 +201,7 @@ pub(super) async fn callback(
             not carry its CSRF token.",
             body = ErrorBody,
         ),
-        (
-            status = 404,
-            description = "`oidc_not_configured`: the server has no OpenID Connect sign-in.",
-            body = ErrorBody,
-        ),
+        (status = 404, description = NO_OIDC, body = ErrorBody),
     ),
     security(),
 )]
@@ -221,13 +211,7 @@ pub(super) async fn logout(
 ) -> Result<Response, ApiError> {
     let oidc = oidc_of(&state)?;
     if let Some((_, csrf)) = browser_session(&state, &headers) {
-        let sent = headers
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !same_secret(&csrf, sent) {
-            return Err(csrf_refused());
-        }
+        check_csrf(&headers, &csrf)?;
         if let Some(value) = cookie(&headers, SESSION_COOKIE) {
             oidc.end(value);
         }

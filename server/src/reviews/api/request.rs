@@ -239,15 +239,24 @@ impl FromRequestParts<Arc<ApiState>> for SignedIn {
         };
         let safe = matches!(parts.method, Method::GET | Method::HEAD);
         if !safe {
-            let sent = headers
-                .get(CSRF_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !same_secret(&csrf, sent) {
-                return Err(csrf_refused());
-            }
+            check_csrf(headers, &csrf)?;
         }
         Ok(SignedIn(Some(person)))
+    }
+}
+
+/// 403 `csrf_token_invalid`.
+/// Refuses a request signed in by the cookie whose `X-Debrief-CSRF` header is not the browser
+/// session's token `csrf` (compared in constant time).
+pub fn check_csrf(headers: &HeaderMap, csrf: &str) -> Result<(), ApiError> {
+    let sent = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if same_secret(csrf, sent) {
+        Ok(())
+    } else {
+        Err(csrf_refused())
     }
 }
 
