@@ -113,6 +113,8 @@ test('sign in with a real OpenID provider: create, invite a colleague who must s
 
         // Bo, in his own browser, must sign in before joining, and joins with the provider's name.
         const bo = await person(browser)
+        const requested = []
+        bo.page.on('request', (r) => requested.push(r.url()))
         await bo.page.goto(invite)
         await waitText(bo.page, '.join-needs-sign-in', 'This link needs you to sign in first.')
         assert.equal(await bo.page.locator('#name').isHidden(), true, 'no name to type')
@@ -125,6 +127,13 @@ test('sign in with a real OpenID provider: create, invite a colleague who must s
         const joined = await bo.page.evaluate((id) => JSON.parse(localStorage.getItem('debrief.sessions'))[id], reviewId)
         assert.equal(joined.name, 'Bo Berg')
         assert.equal(joined.role, 'participant')
+        // The invite's secret (after `#`) went to the provider and back without ever being in a
+        // request's address, where proxies would log it.
+        const secret = new URL(invite).hash.slice(1)
+        assert.ok(secret.length > 20)
+        const leaked = requested.filter((u) => u.includes(secret) || u.includes(encodeURIComponent(secret)))
+        assert.deepEqual(leaked, [])
+        assert.ok(requested.some((u) => u.startsWith(`${base}/auth/callback`)), 'Bo went through the provider')
 
         // A request signed in by the cookie without the page's CSRF token is refused.
         const refused = await fromPage(bo.page, 'POST', '/api/reviews', { title: 'Forged' }, { csrf: false })
@@ -173,6 +182,15 @@ test('sign in with a real OpenID provider: create, invite a colleague who must s
         assert.equal(me.status, 401)
         assert.equal((await me.json()).code, 'not_signed_in')
         assert.deepEqual([...ana.errors, ...bo.errors], [])
+
+        // Beginning sign-ins is limited per address (each holds a login in progress).
+        let limited
+        for (let i = 0; i < 40 && limited === undefined; i++) {
+          const res = await fetch(`${base}/auth/login?return=/`, { redirect: 'manual' })
+          if (res.status === 429) limited = await res.json()
+          else assert.equal(res.status, 303)
+        }
+        assert.deepEqual(limited, { code: 'rate_limited', message: 'this address began 30 sign-ins in the last minute; try again shortly' })
 
         // Nothing of the people or their cookies in the server's log.
         const log = server.lines.join('\n')

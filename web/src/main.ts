@@ -11,7 +11,7 @@ import { factorsScreen } from './learning'
 import { startScreen } from './home'
 import { ROLE_HELP, PHASE_HELP } from './rules'
 import { memory } from './store'
-import { signedIn, signInControl, signInHref } from './signin'
+import { restoreReturnHash, signedIn, signInControl, signInHref } from './signin'
 
 const app = document.getElementById('app') as HTMLElement
 
@@ -123,4 +123,5 @@ function route (): void {
 }
 
 window.addEventListener('popstate', route)
+restoreReturnHash()
 route()

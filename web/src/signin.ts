@@ -26,9 +26,33 @@ export function signedIn (): Promise<SignedIn> {
   return asked
 }
 
-/** Where "Sign in" goes: the provider, then back to this page. */
+const RETURN_HASH = 'debrief.return-hash'
+
+/** Where "Sign in" goes: the provider, then back to this page. The part after `#` (an invite
+ * link's secret, which browsers never send to a server) stays out of the return address, where
+ * it would travel in a request line that proxies log: this tab keeps it, and
+ * [`restoreReturnHash`] puts it back on the way back. */
 export function signInHref (): string {
-  return `/auth/login?return=${encodeURIComponent(location.pathname + location.search + location.hash)}`
+  const back = location.pathname + location.search
+  if (location.hash !== '') {
+    try {
+      sessionStorage.setItem(RETURN_HASH, JSON.stringify({ back, hash: location.hash }))
+    } catch { /* storage refused: the page comes back without it */ }
+  }
+  return `/auth/login?return=${encodeURIComponent(back)}`
+}
+
+/** After coming back from sign-in: the `#` part the page had when "Sign in" was shown. */
+export function restoreReturnHash (): void {
+  let kept: { back?: unknown, hash?: unknown } | null = null
+  try {
+    kept = JSON.parse(sessionStorage.getItem(RETURN_HASH) ?? 'null') as { back?: unknown, hash?: unknown } | null
+    sessionStorage.removeItem(RETURN_HASH)
+  } catch { return }
+  if (kept === null || location.hash !== '' || typeof kept.hash !== 'string') return
+  if (kept.back === location.pathname + location.search) {
+    history.replaceState(null, '', kept.back + kept.hash)
+  }
 }
 
 /** The header's sign-in control (empty while asking, and on a server without sign-in). */

@@ -12,7 +12,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::request::{browser_session, check_csrf, cookie};
+use super::request::{browser_session, check_csrf, cookie, ClientAddr};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
 use crate::reviews::oidc::{Oidc, LOGIN_COOKIE, LOGIN_TIMEOUT, SESSION_COOKIE};
@@ -102,15 +102,23 @@ const NO_OIDC: &str = "`oidc_not_configured`: the server has no OpenID Connect s
         ),
         (status = 400, description = "`invalid_query`: the query does not decode.", body = ErrorBody),
         (status = 404, description = NO_OIDC, body = ErrorBody),
+        (
+            status = 429,
+            description = "`rate_limited`: this address began 30 sign-ins in the last minute \
+            (`Retry-After` says when to try again).",
+            body = ErrorBody,
+        ),
     ),
     security(),
 )]
 pub(super) async fn login(
     State(state): State<Arc<ApiState>>,
+    ClientAddr(addr): ClientAddr,
     query: Result<Query<LoginQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let oidc = oidc_of(&state)?;
     let Query(query) = query.map_err(bad_query)?;
+    state.reviews.guards.may_begin_sign_in(addr)?;
     let begun = oidc.begin(query.return_to.as_deref());
     let cookie = oidc.set_cookie(LOGIN_COOKIE, &begun.browser, LOGIN_TIMEOUT, "/auth");
     Ok(with_cookies(see_other(&begun.redirect), &[cookie]))
@@ -216,6 +224,11 @@ pub(super) async fn logout(
             oidc.end(value);
         }
         tracing::info!("signed out");
+    }
+    // The cookie is cleared only where it came with the request: a cross-site form, which the
+    // SameSite cookie does not come with, cannot make a browser drop its sign-in.
+    if cookie(&headers, SESSION_COOKIE).is_none() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let clear = oidc.clear_cookie(SESSION_COOKIE, "/");
     Ok(with_cookies(

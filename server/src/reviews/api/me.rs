@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -113,7 +114,7 @@ pub(super) async fn me(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     SignedIn(person): SignedIn,
-) -> Result<Json<Me>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let Some(person) = person else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -138,16 +139,24 @@ pub(super) async fn me(
     } else {
         browser_session(&state, &headers).map(|(_, csrf)| csrf)
     };
-    Ok(Json(Me {
-        csrf_token,
-        source: if proxy {
-            SignInSource::Proxy
-        } else {
-            SignInSource::Oidc
-        },
-        name: person.name,
-        email: person.email,
-        groups: person.groups,
-        reviews,
-    }))
+    // The CSRF token and the claims are this browser's: no cache keeps them.
+    let private = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::VARY, "Cookie"),
+    ];
+    Ok((
+        private,
+        Json(Me {
+            csrf_token,
+            source: if proxy {
+                SignInSource::Proxy
+            } else {
+                SignInSource::Oidc
+            },
+            name: person.name,
+            email: person.email,
+            groups: person.groups,
+            reviews,
+        }),
+    ))
 }

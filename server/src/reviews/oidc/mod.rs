@@ -113,6 +113,13 @@ impl OidcSettings {
                 self.public_url
             ));
         }
+        if !public.tls && !http::loopback(&public.host) {
+            tracing::warn!(
+                public_url = %self.public_url,
+                "--public-url is plain http on a host other than this machine: the sign-in \
+                 cookie then travels unencrypted and without Secure; serve Debrief over https"
+            );
+        }
         Ok(())
     }
 
@@ -498,7 +505,13 @@ pub fn local_path(return_to: Option<&str>) -> String {
                 && !p.starts_with("//")
                 && !p.contains('\\')
                 && p.len() <= MAX_RETURN_PATH
-                && !p.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+                && p.bytes().all(|b| b.is_ascii_graphic())
+                && !p
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or("")
+                    .split('/')
+                    .any(|segment| segment == "." || segment == "..") =>
         {
             p.to_owned()
         }
@@ -584,6 +597,10 @@ mod tests {
             assert_eq!(local_path(Some(outside)), "/", "{outside:?}");
         }
         assert_eq!(local_path(None), "/");
+        for outside in ["/..//evil.example", "/a/../b", "/./x", "/café"] {
+            assert_eq!(local_path(Some(outside)), "/", "{outside:?}");
+        }
+        assert_eq!(local_path(Some("/join?x=..")), "/join?x=..");
         assert_eq!(local_path(Some(&format!("/{}", "a".repeat(600)))), "/");
     }
 

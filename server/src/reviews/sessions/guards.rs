@@ -17,6 +17,9 @@ pub const WRONG_INVITES_PER_ADDRESS: u32 = 10;
 /// Sessions one invite link may create per minute: a whole team joining at the start of a
 /// meeting fits; a script filling the review with sessions does not.
 pub const JOINS_PER_INVITE: u32 = 30;
+/// Sign-ins begun from one address in a minute: a person needs a few; each holds a login in
+/// progress on the server (bounded in all), so one address cannot push out everyone else's.
+pub const SIGN_INS_PER_ADDRESS: u32 = 30;
 
 /// The in-memory limits on guessing and flooding ([`throttle`]).
 #[derive(Debug)]
@@ -26,6 +29,7 @@ pub struct Guards {
     joins: throttle::Throttle<std::net::IpAddr>,
     wrong_invites: throttle::Throttle<std::net::IpAddr>,
     invites: throttle::Throttle<[u8; 32]>,
+    sign_ins: throttle::Throttle<std::net::IpAddr>,
 }
 
 impl Default for Guards {
@@ -37,6 +41,7 @@ impl Default for Guards {
             joins: throttle::Throttle::new(JOINS_PER_ADDRESS, minute),
             wrong_invites: throttle::Throttle::new(WRONG_INVITES_PER_ADDRESS, minute),
             invites: throttle::Throttle::new(JOINS_PER_INVITE, minute),
+            sign_ins: throttle::Throttle::new(SIGN_INS_PER_ADDRESS, minute),
         }
     }
 }
@@ -119,6 +124,19 @@ impl Guards {
     }
 
     /// Guards that never refuse, for tests that flood on purpose.
+    /// Counts a sign-in begun from `addr`; refused past [`SIGN_INS_PER_ADDRESS`] a minute.
+    pub fn may_begin_sign_in(&self, addr: std::net::IpAddr) -> Result<(), Problem> {
+        self.sign_ins.hit(&addr).map_err(|wait| {
+            Problem::rate_limited(
+                format!(
+                    "this address began {SIGN_INS_PER_ADDRESS} sign-ins in the last minute; try \
+                     again shortly"
+                ),
+                wait,
+            )
+        })
+    }
+
     #[cfg(test)]
     pub fn unlimited() -> Guards {
         let minute = std::time::Duration::from_secs(60);
@@ -128,6 +146,7 @@ impl Guards {
             joins: throttle::Throttle::new(u32::MAX, minute),
             wrong_invites: throttle::Throttle::new(u32::MAX, minute),
             invites: throttle::Throttle::new(u32::MAX, minute),
+            sign_ins: throttle::Throttle::new(u32::MAX, minute),
         }
     }
 
