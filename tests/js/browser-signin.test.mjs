@@ -57,7 +57,7 @@ function fromPage (page, method, path, body, { csrf = true } = {}) {
 test('sign in with a real OpenID provider: create, invite a colleague who must sign in, home lists it for both, sign out', opts, scenario(async (h) => {
     const port = await freePort()
     const base = `http://127.0.0.1:${port}`
-    const provider = await startProvider({ redirectUri: `${base}/auth/callback` })
+    let provider = await startProvider({ redirectUri: `${base}/auth/callback` })
     try {
       const server = await h.startServer({
         args: [
@@ -163,9 +163,16 @@ test('sign in with a real OpenID provider: create, invite a colleague who must s
           await fresh.context.close()
         }
 
+        // The provider rotates its signing key (started again on its port with a new one): the
+        // next sign-in works, the server reading the new key when the token's does not match.
+        await provider.close()
+        provider = await startProvider({ port: new URL(provider.issuer).port, redirectUri: `${base}/auth/callback` })
+
         // Signing in again gives a new session id; the old one no longer opens anything.
         const before = (await sessionCookie(ana.context)).value
         await ana.page.goto(`${base}/auth/login?return=/`)
+        // The new provider holds no session of hers: she signs in at its form again.
+        await providerLogin(ana.page, 'ana')
         await ana.page.waitForURL(`${base}/`)
         await waitText(ana.page, '.signin', 'Signed in as Ana Lima')
         const after = (await sessionCookie(ana.context)).value

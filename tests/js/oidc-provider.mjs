@@ -7,7 +7,7 @@
 //   node oidc-provider.mjs 9400 http://127.0.0.1:4000/auth/callback
 
 import { createServer } from 'node:http'
-import { randomBytes } from 'node:crypto'
+import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import Provider from 'oidc-provider'
 
 /** The test users: user name → password and claims. */
@@ -68,6 +68,8 @@ export async function startProvider ({ port = 0, redirectUri }) {
     features: { devInteractions: { enabled: false } },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     cookies: { keys: [randomBytes(32).toString('hex')] },
+    // A signing key of its own for each start: a provider started again has rotated its key.
+    jwks: { keys: [{ ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }), kid: randomBytes(8).toString('hex'), use: 'sig', alg: 'RS256' }] },
     // The test client is the company's own app: consent is given for it.
     async loadExistingGrant (ctx) {
       const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId)

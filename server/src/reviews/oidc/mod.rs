@@ -15,7 +15,7 @@
 pub mod http;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -45,6 +45,8 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const MAX_PENDING_LOGINS: usize = 10_000;
 /// Most browser sessions at once (the one unused longest is ended first).
 pub const MAX_BROWSER_SESSIONS: usize = 100_000;
+/// The least time between two readings of the provider's keys after a refused ID token.
+pub const KEYS_READ_AGAIN_AFTER: Duration = Duration::from_secs(60);
 /// Idle expiry of a browser session by default: a working day.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(12 * 3600);
 /// Absolute expiry of a browser session by default: a week, whatever its use.
@@ -159,7 +161,11 @@ struct BrowserSession {
 /// The provider and the sign-in state.
 pub struct Oidc {
     settings: OidcSettings,
-    client: Client,
+    /// The client made from the provider's discovery document and keys; replaced when the keys
+    /// are read again ([`Oidc::read_keys_again`]).
+    client: Mutex<Arc<Client>>,
+    /// When the provider's configuration and keys were last read (ms since the epoch).
+    read_at: Mutex<u64>,
     http: http::Client,
     pending: Mutex<HashMap<String, Pending>>,
     sessions: Mutex<BrowserSessions>,
@@ -312,14 +318,7 @@ impl Oidc {
                 }
             }
         };
-        let redirect =
-            RedirectUrl::new(settings.redirect_url()).map_err(|e| format!("--public-url: {e}"))?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(settings.client_id.clone()),
-            settings.client_secret.clone().map(ClientSecret::new),
-        )
-        .set_redirect_uri(redirect);
+        let client = client_of(&settings, metadata)?;
         Ok(Oidc {
             sessions: Mutex::new(BrowserSessions::new(
                 settings.idle,
@@ -327,10 +326,44 @@ impl Oidc {
                 MAX_BROWSER_SESSIONS,
             )),
             settings,
-            client,
+            client: Mutex::new(Arc::new(client)),
+            // The first refused token may read them at once.
+            read_at: Mutex::new(0),
             http,
             pending: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The client as it stands.
+    fn client(&self) -> Arc<Client> {
+        locked(&self.client).clone()
+    }
+
+    /// Reads the provider's configuration and keys again, at most once a minute, after an ID
+    /// token did not pass its checks: providers rotate their signing keys, and a token signed
+    /// with a new key must not fail until the server restarts. The new client, if read.
+    async fn read_keys_again(&self) -> Option<Arc<Client>> {
+        {
+            let mut read_at = locked(&self.read_at);
+            let now = now_ms();
+            if now.saturating_sub(*read_at) < KEYS_READ_AGAIN_AFTER.as_millis() as u64 {
+                return None;
+            }
+            *read_at = now;
+        }
+        let issuer = IssuerUrl::new(self.settings.issuer.clone()).ok()?;
+        let call = |request| self.http.call(request);
+        let metadata = match CoreProviderMetadata::discover_async(issuer, &call).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "the OpenID provider's keys could not be read again");
+                return None;
+            }
+        };
+        let client = Arc::new(client_of(&self.settings, metadata).ok()?);
+        *locked(&self.client) = client.clone();
+        tracing::info!("the OpenID provider's configuration and keys were read again");
+        Some(client)
     }
 
     /// The issuer's URL, as people signed in through it are recorded.
@@ -342,7 +375,7 @@ impl Oidc {
     pub fn begin(&self, return_to: Option<&str>) -> Begun {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = self
-            .client
+            .client()
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 CsrfToken::new_random,
@@ -410,8 +443,8 @@ impl Oidc {
             ));
         }
         let call = |request| self.http.call(request);
-        let exchange = self
-            .client
+        let client = self.client();
+        let exchange = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|_| login_failed("the provider has no token endpoint"))?
             .set_pkce_verifier(pending.verifier);
@@ -423,14 +456,27 @@ impl Oidc {
         let Some(id_token) = tokens.id_token() else {
             return Err(login_failed("the provider sent no ID token"));
         };
-        let verifier = self.client.id_token_verifier();
-        let claims = id_token.claims(&verifier, &pending.nonce).map_err(|e| {
+        let refused = |e: openidconnect::ClaimsVerificationError| {
             // Only the kind of failure: the message may quote the token's claims.
             let kind = format!("{e:?}");
-            let kind = kind.split('(').next().unwrap_or("");
+            let kind = kind.split('(').next().unwrap_or("").to_owned();
             tracing::warn!(error = kind, "an OpenID sign-in's ID token was refused");
             login_failed("the provider's ID token did not pass its checks; sign in again")
-        })?;
+        };
+        let checked = id_token
+            .claims(&client.id_token_verifier(), &pending.nonce)
+            .cloned();
+        let claims = match checked {
+            Ok(claims) => claims,
+            // Perhaps signed with a key the provider has rotated in since the keys were read.
+            Err(e) => match self.read_keys_again().await {
+                Some(fresh) => id_token
+                    .claims(&fresh.id_token_verifier(), &pending.nonce)
+                    .cloned()
+                    .map_err(refused)?,
+                None => return Err(refused(e)),
+            },
+        };
         let name = claims
             .name()
             .and_then(|n| n.get(None))
@@ -498,6 +544,18 @@ impl Oidc {
 
 /// `return_to` when it is a path on this server; `/` for anything else (another host, a
 /// scheme, `//host`, backslashes, control characters, too long).
+/// The client for `metadata` (the provider's discovery document and keys).
+fn client_of(settings: &OidcSettings, metadata: CoreProviderMetadata) -> Result<Client, String> {
+    let redirect =
+        RedirectUrl::new(settings.redirect_url()).map_err(|e| format!("--public-url: {e}"))?;
+    Ok(CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(settings.client_id.clone()),
+        settings.client_secret.clone().map(ClientSecret::new),
+    )
+    .set_redirect_uri(redirect))
+}
+
 pub fn local_path(return_to: Option<&str>) -> String {
     match return_to {
         Some(p)
