@@ -45,6 +45,8 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const MAX_PENDING_LOGINS: usize = 10_000;
 /// Most browser sessions at once (the one unused longest is ended first).
 pub const MAX_BROWSER_SESSIONS: usize = 100_000;
+/// Browser sessions one person may have open at once (phones, laptops, browsers).
+pub const MAX_SESSIONS_PER_PERSON: usize = 20;
 /// The least time between two readings of the provider's keys after a refused ID token.
 pub const KEYS_READ_AGAIN_AFTER: Duration = Duration::from_secs(60);
 /// Idle expiry of a browser session by default: a working day.
@@ -203,15 +205,16 @@ impl BrowserSessions {
         self.open.retain(|_, s| {
             now.saturating_sub(s.last_seen) < idle && now.saturating_sub(s.created) < absolute
         });
+        // One person (who may sign in without end through the provider) cannot push out
+        // everyone else's sessions: past their own bound, their own idlest one ends.
+        let theirs = |s: &BrowserSession| {
+            s.person.issuer == person.issuer && s.person.subject == person.subject
+        };
+        if self.open.values().filter(|s| theirs(s)).count() >= MAX_SESSIONS_PER_PERSON {
+            self.end_idlest(theirs);
+        }
         if self.open.len() >= self.max {
-            let idlest = self
-                .open
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(k, _)| *k);
-            if let Some(idlest) = idlest {
-                self.open.remove(&idlest);
-            }
+            self.end_idlest(|_| true);
         }
         let cookie = random_hex(32);
         self.open.insert(
@@ -242,6 +245,19 @@ impl BrowserSessions {
 
     fn end(&mut self, cookie: &str) {
         self.open.remove(&digest(cookie));
+    }
+
+    /// Ends the least recently used session of those `which` picks.
+    fn end_idlest(&mut self, which: impl Fn(&BrowserSession) -> bool) {
+        let idlest = self
+            .open
+            .iter()
+            .filter(|(_, s)| which(s))
+            .min_by_key(|(_, s)| s.last_seen)
+            .map(|(k, _)| *k);
+        if let Some(idlest) = idlest {
+            self.open.remove(&idlest);
+        }
     }
 }
 
@@ -733,6 +749,31 @@ mod tests {
         for x in [&f, &g, &h] {
             assert!(sessions.get(x, 30 * hour + 4).is_some());
         }
+    }
+
+    /// One person signing in again and again ends their own idlest session, not others'.
+    #[test]
+    fn one_person_cannot_push_out_everyone_elses_sessions() {
+        let who =
+            |sub: &str| Person::new("https://id.example", sub, None, None, vec![]).expect("person");
+        let mut sessions =
+            BrowserSessions::new(Duration::from_secs(3600), Duration::from_secs(3600), 1000);
+        let other = sessions.open(who("bo"), None, 0);
+        let first = sessions.open(who("eve"), None, 1);
+        let mut theirs = vec![first.clone()];
+        for t in 2..(MAX_SESSIONS_PER_PERSON as u64 + 5) {
+            theirs.push(sessions.open(who("eve"), None, t));
+        }
+        assert!(
+            sessions.get(&other, 100).is_some(),
+            "another person's session stays"
+        );
+        assert!(sessions.get(&first, 100).is_none(), "their idlest ended");
+        let open = theirs
+            .iter()
+            .filter(|c| sessions.get(c, 100).is_some())
+            .count();
+        assert_eq!(open, MAX_SESSIONS_PER_PERSON);
     }
 
     #[test]
