@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::request::{browser_session, check_csrf, cookie, ClientAddr};
 use super::state::ApiState;
 use crate::error::{ApiError, ErrorBody};
-use crate::reviews::oidc::{Oidc, LOGIN_COOKIE, LOGIN_TIMEOUT, SESSION_COOKIE};
+use crate::reviews::oidc::{Oidc, LOGIN_TIMEOUT};
 
 /// Where a login returns to.
 #[derive(Deserialize, IntoParams)]
@@ -120,7 +120,12 @@ pub(super) async fn login(
     let Query(query) = query.map_err(bad_query)?;
     state.reviews.guards.may_begin_sign_in(addr)?;
     let begun = oidc.begin(query.return_to.as_deref());
-    let cookie = oidc.set_cookie(LOGIN_COOKIE, &begun.browser, LOGIN_TIMEOUT, "/auth");
+    let cookie = oidc.set_cookie(
+        oidc.login_cookie_name(),
+        &begun.browser,
+        LOGIN_TIMEOUT,
+        "/auth",
+    );
     Ok(with_cookies(see_other(&begun.redirect), &[cookie]))
 }
 
@@ -180,14 +185,14 @@ pub(super) async fn callback(
         .finish(
             login,
             code,
-            cookie(&headers, LOGIN_COOKIE),
-            cookie(&headers, SESSION_COOKIE),
+            cookie(&headers, oidc.login_cookie_name()),
+            cookie(&headers, oidc.session_cookie_name()),
         )
         .await?;
     tracing::info!("signed in");
     let cookies = [
         oidc.session_cookie(&opened.cookie),
-        oidc.clear_cookie(LOGIN_COOKIE, "/auth"),
+        oidc.clear_cookie(oidc.login_cookie_name(), "/auth"),
     ];
     Ok(with_cookies(see_other(&opened.return_to), &cookies))
 }
@@ -220,17 +225,17 @@ pub(super) async fn logout(
     let oidc = oidc_of(&state)?;
     if let Some((_, csrf)) = browser_session(&state, &headers) {
         check_csrf(&headers, &csrf)?;
-        if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+        if let Some(value) = cookie(&headers, oidc.session_cookie_name()) {
             oidc.end(value);
         }
         tracing::info!("signed out");
     }
     // The cookie is cleared only where it came with the request: a cross-site form, which the
     // SameSite cookie does not come with, cannot make a browser drop its sign-in.
-    if cookie(&headers, SESSION_COOKIE).is_none() {
+    if cookie(&headers, oidc.session_cookie_name()).is_none() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let clear = oidc.clear_cookie(SESSION_COOKIE, "/");
+    let clear = oidc.clear_cookie(oidc.session_cookie_name(), "/");
     Ok(with_cookies(
         StatusCode::NO_CONTENT.into_response(),
         &[clear],

@@ -22,7 +22,7 @@ use crate::limits::MAX_BODY_BYTES;
 use crate::reviews::anonymous::Anonymity;
 use crate::reviews::identity::{Header, Person, RepeatedHeader};
 use crate::reviews::meeting;
-use crate::reviews::oidc::{CSRF_HEADER, SESSION_COOKIE};
+use crate::reviews::oidc::CSRF_HEADER;
 use crate::reviews::policy;
 use crate::reviews::problem::Problem;
 use crate::reviews::sessions::{ReviewRecord, SessionRecord};
@@ -271,23 +271,30 @@ pub fn csrf_refused() -> ApiError {
 }
 
 /// The value of cookie `name`, if the request sends it.
+///
+/// A cookie sent more than once (one set for a parent domain or a longer path beside this
+/// server's own) counts as absent: which of them is this server's cannot be told.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim());
+    let first = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    Some(first).filter(|v| !v.is_empty())
 }
 
 /// The person and CSRF token of the request's browser session, when OpenID sign-in is set up
 /// and the cookie names an open session.
 pub fn browser_session(state: &ApiState, headers: &HeaderMap) -> Option<(Person, String)> {
     let oidc = state.oidc.as_ref()?;
-    oidc.session(cookie(headers, SESSION_COOKIE)?)
+    oidc.session(cookie(headers, oidc.session_cookie_name())?)
 }
 
 /// The right to create a review: the server's creation secret, when it has one, from an
@@ -473,5 +480,27 @@ impl<R: Requirement> FromRequestParts<Arc<ApiState>> for Session<R> {
         };
         R::check(state, &you)?;
         Ok(you)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cookie_sent_twice_counts_as_none() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; debrief_session=abc; b=2".parse().expect("header"),
+        );
+        assert_eq!(cookie(&headers, "debrief_session"), Some("abc"));
+        assert_eq!(cookie(&headers, "debrief"), None);
+        headers.append(
+            header::COOKIE,
+            "debrief_session=planted".parse().expect("header"),
+        );
+        assert_eq!(cookie(&headers, "debrief_session"), None);
+        assert_eq!(cookie(&headers, "a"), Some("1"));
     }
 }

@@ -549,7 +549,33 @@ impl Oidc {
 
     /// The `Set-Cookie` value of the browser session cookie.
     pub fn session_cookie(&self, value: &str) -> String {
-        self.set_cookie(SESSION_COOKIE, value, self.settings.absolute, "/")
+        self.set_cookie(
+            self.session_cookie_name(),
+            value,
+            self.settings.absolute,
+            "/",
+        )
+    }
+
+    /// The name of the browser session cookie: over https `__Host-` before [`SESSION_COOKIE`],
+    /// which browsers accept only from this host, `Secure`, for `/`, so that a neighbouring
+    /// subdomain cannot set one for it (and sign the browser in as someone else).
+    pub fn session_cookie_name(&self) -> &'static str {
+        if self.settings.secure_cookies() {
+            "__Host-debrief_session"
+        } else {
+            SESSION_COOKIE
+        }
+    }
+
+    /// The name of the login cookie: over https `__Secure-` before [`LOGIN_COOKIE`] (it is for
+    /// `/auth` only, which `__Host-` does not allow).
+    pub fn login_cookie_name(&self) -> &'static str {
+        if self.settings.secure_cookies() {
+            "__Secure-debrief_login"
+        } else {
+            LOGIN_COOKIE
+        }
     }
 
     /// The `Set-Cookie` value that removes cookie `name`.
@@ -558,8 +584,6 @@ impl Oidc {
     }
 }
 
-/// `return_to` when it is a path on this server; `/` for anything else (another host, a
-/// scheme, `//host`, backslashes, control characters, too long).
 /// The client for `metadata` (the provider's discovery document and keys).
 fn client_of(settings: &OidcSettings, metadata: CoreProviderMetadata) -> Result<Client, String> {
     let redirect =
@@ -572,6 +596,9 @@ fn client_of(settings: &OidcSettings, metadata: CoreProviderMetadata) -> Result<
     .set_redirect_uri(redirect))
 }
 
+/// `return_to` when it is a path on this server; `/` for anything else (another host, a
+/// scheme, `//host`, backslashes, control or non-ASCII characters, `.` or `..` segments, too
+/// long).
 pub fn local_path(return_to: Option<&str>) -> String {
     match return_to {
         Some(p)
