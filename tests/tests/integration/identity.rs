@@ -749,3 +749,78 @@ async fn without_openid_connect_the_sign_in_routes_say_so() {
         json!({ "oidc": false, "proxy": true, "required_to_create": true })
     );
 }
+
+/// What a join through the proxy links to the person is on disk when the join answers: after
+/// `kill -9`, the person still finds the review (and the link still needs sign-in).
+#[tokio::test]
+async fn a_persons_reviews_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let args = [
+        "--trusted-identity-header",
+        "X-Forwarded-User",
+        "--trusted-name-header",
+        "X-Forwarded-Preferred-Username",
+        "--trusted-email-header",
+        "X-Forwarded-Email",
+        "--trusted-groups-header",
+        "X-Forwarded-Groups",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ];
+    let server = debrief_tests::ChildServer::start_with(&data, &args, None).await;
+    let created = call(
+        server.addr,
+        PROXY,
+        Some(&ANA),
+        "POST",
+        "/api/reviews",
+        Some(json!({ "title": "Killed", "sign_in_required": ["participant"] })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["review"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let joined = call(
+        server.addr,
+        PROXY,
+        Some(&BO),
+        "POST",
+        "/api/join",
+        Some(json!({
+            "invite": created.body["invites"]["participant"]["token"],
+            "name": "typed"
+        })),
+    )
+    .await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    server.kill9().await;
+    let server = debrief_tests::ChildServer::start_with(&data, &args, None).await;
+    let me = call(server.addr, PROXY, Some(&BO), "GET", "/api/me", None).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let reviews: Vec<(&Value, &Value, &Value)> = me.body["reviews"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|r| (&r["id"], &r["role"], &r["name"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        reviews,
+        [(&json!(id), &json!("participant"), &json!("Bo Berg"))]
+    );
+    let again = call(
+        server.addr,
+        PROXY,
+        None,
+        "POST",
+        "/api/join",
+        Some(json!({ "invite": created.body["invites"]["participant"]["token"], "name": "Dee" })),
+    )
+    .await;
+    again.assert_error(401, "sign_in_required");
+    server.terminate().await;
+}
