@@ -30,7 +30,16 @@ pub struct Presence {
     changed: Vec<u64>,
     /// Clients that left since then, with the clock of their removal.
     gone: Vec<(u64, u64)>,
+    /// Clients that left and are not back, with the clock of their removal, oldest first (at
+    /// most [`MAX_DEPARTED`]): a state of theirs at an older clock that arrives later is stale,
+    /// as y-protocols' awareness keeps a removed client's clock. Stock y-websocket clients send
+    /// back every state they are told of, so without this a client that left could come back
+    /// through another client's echo, and its removal never reach anyone.
+    departed: Vec<(u64, u64)>,
 }
+
+/// Most departed clients whose removal clock a document keeps.
+pub const MAX_DEPARTED: usize = 4096;
 
 impl Presence {
     /// Applies entries received from `conn`, following the y-protocols rule: a newer clock wins,
@@ -40,7 +49,13 @@ impl Presence {
         for e in entries {
             let index = self.clients.iter().position(|c| c.id == e.client);
             let newer = match index {
-                None => true,
+                None => self
+                    .departed
+                    .iter()
+                    .find(|(c, _)| *c == e.client)
+                    .is_none_or(|(_, clock)| {
+                        e.clock > *clock || (e.clock == *clock && e.is_removal())
+                    }),
                 Some(i) => {
                     let clock = self.clients[i].clock;
                     e.clock > clock || (e.clock == clock && e.is_removal())
@@ -66,15 +81,20 @@ impl Presence {
                     client.state = e.state.into();
                     client.conn = conn;
                 }
-                (None, false) => compact::push(
-                    &mut self.clients,
-                    Client {
-                        id: e.client,
-                        clock: e.clock,
-                        state: e.state.into(),
-                        conn,
-                    },
-                ),
+                (None, false) => {
+                    if let Some(i) = self.departed.iter().position(|(c, _)| *c == e.client) {
+                        self.departed.remove(i);
+                    }
+                    compact::push(
+                        &mut self.clients,
+                        Client {
+                            id: e.client,
+                            clock: e.clock,
+                            state: e.state.into(),
+                            conn,
+                        },
+                    )
+                }
             }
         }
         changed
@@ -104,6 +124,18 @@ impl Presence {
         match self.gone.iter_mut().find(|(c, _)| *c == client) {
             Some(entry) => entry.1 = entry.1.max(clock),
             None => compact::push(&mut self.gone, (client, clock)),
+        }
+        match self.departed.iter().position(|(c, _)| *c == client) {
+            Some(i) => {
+                let (_, before) = self.departed.remove(i);
+                self.departed.push((client, before.max(clock)));
+            }
+            None => {
+                if self.departed.len() >= MAX_DEPARTED {
+                    self.departed.remove(0);
+                }
+                self.departed.push((client, clock));
+            }
         }
     }
 
@@ -273,6 +305,31 @@ mod tests {
             vec![removed(3, 5)],
             "joined and left within one tick"
         );
+    }
+
+    /// A state of a client that left, echoed back later by another client at its old clock (as
+    /// stock y-websocket clients do with every state they are told of), does not bring it back:
+    /// its removal is relayed. A newer state does.
+    #[test]
+    fn an_echo_of_a_departed_client_does_not_bring_it_back() {
+        let mut p = Presence::default();
+        p.apply(ConnId(1), &[entry(1001, 4, r#"{"n":"Ada"}"#)]);
+        p.apply(ConnId(2), &[entry(2002, 1, r#"{"n":"Bob"}"#)]);
+        changes(&mut p);
+        assert!(p.remove_conn(ConnId(1)));
+        assert_eq!(
+            p.apply(ConnId(2), &[entry(1001, 4, r#"{"n":"Ada"}"#)]),
+            0,
+            "a stale echo"
+        );
+        assert_eq!(changes(&mut p), vec![removed(1001, 5)]);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.apply(ConnId(3), &[entry(1001, 6, r#"{"n":"Ada"}"#)]), 1);
+        assert_eq!(
+            changes(&mut p),
+            vec![(1001, 6, r#"{"n":"Ada"}"#.to_owned())]
+        );
+        assert!(p.remove_conn(ConnId(3)), "it speaks for Ada again");
     }
 
     #[test]
