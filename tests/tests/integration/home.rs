@@ -273,3 +273,52 @@ async fn the_reviews_a_browser_joined_with_what_waits_for_each() {
         "the request body is not valid: missing field `sessions` at line 1 column 14"
     );
 }
+
+/// What the home page shows of a review (its phase and when it last changed, stamped by the
+/// phase move) is the same after `kill -9` and after a clean stop (SIGTERM).
+#[tokio::test]
+async fn the_home_page_is_the_same_after_kill_9_and_a_clean_stop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let server = debrief_tests::ChildServer::start_with(&data, &[], None).await;
+    let mut review = Review::create(server.addr, "Restarted").await;
+    let created = home(
+        server.addr,
+        json!({ "sessions": [review.sessions["author"]] }),
+    )
+    .await;
+    past(
+        listed(&created, "Restarted")["created_at"]
+            .as_u64()
+            .expect("created_at"),
+    )
+    .await;
+    review.move_to("review").await;
+    let before = home(
+        server.addr,
+        json!({ "sessions": [review.sessions["author"]] }),
+    )
+    .await;
+    let seen = listed(&before, "Restarted").clone();
+    assert_eq!(seen["phase"], "review");
+    assert!(seen["changed_at"].as_u64() > seen["created_at"].as_u64());
+    server.kill9().await;
+    let server = debrief_tests::ChildServer::start_with(&data, &[], None).await;
+    let after = home(
+        server.addr,
+        json!({ "sessions": [review.sessions["author"]] }),
+    )
+    .await;
+    assert_eq!(listed(&after, "Restarted"), &seen, "after kill -9");
+    let status = server.terminate().await;
+    assert!(status.success(), "{status:?}");
+    let server = debrief_tests::ChildServer::start_with(&data, &[], None).await;
+    review.addr = server.addr;
+    let after = home(
+        server.addr,
+        json!({ "sessions": [review.sessions["author"]] }),
+    )
+    .await;
+    assert_eq!(listed(&after, "Restarted"), &seen, "after a clean stop");
+    server.terminate().await;
+}
