@@ -138,6 +138,7 @@ async fn write(
     let mut src = rng.gen_range(0..chars.len().max(1));
     let mut caret: Option<u32> = None;
     let mut next_tick: Option<Instant> = None;
+    let mut window = c.counters.writer();
     loop {
         let phase = *ctl.borrow_and_update();
         let (start, stop) = match phase {
@@ -163,6 +164,7 @@ async fn write(
             .get_or_insert_with(|| start + Duration::from_secs_f64(rng.gen_range(0.0..interval)));
         let due = c.awareness_sent_at + renew;
         if tick >= stop {
+            window.done();
             tokio::select! {
                 f = c.recv_frame() => {
                     if c.process(f).await? == Event::Closed { bail!("server closed the connection"); }

@@ -75,6 +75,30 @@ pub struct Counters {
     pub progress: Notify,
     /// When the latest delivery happened, as nanoseconds since [`epoch`].
     pub last_delivery_ns: AtomicU64,
+    /// Writers that may still send in the measured window (see [`Counters::writer`]).
+    pub writers_in_window: AtomicU64,
+}
+
+/// A writer that may still send in the measured window, until [`InWindow::done`] or drop. The
+/// drain after the window waits for every writer to be done: a writer whose last tick fell just
+/// before the window's end may send after the controller woke, and that update's deliveries
+/// must be waited for, not counted as undelivered.
+#[derive(Debug)]
+pub struct InWindow(Option<Arc<Counters>>);
+
+impl InWindow {
+    /// This writer sends nothing more in the window.
+    pub fn done(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.writers_in_window.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for InWindow {
+    fn drop(&mut self) {
+        self.done();
+    }
 }
 
 /// A fixed instant that delivery times are measured from.
@@ -90,6 +114,12 @@ impl Counters {
             0 => None,
             ns => Some(epoch() + Duration::from_nanos(ns)),
         }
+    }
+
+    /// Registers a writer that may still send in the measured window.
+    pub fn writer(self: &Arc<Self>) -> InWindow {
+        self.writers_in_window.fetch_add(1, Ordering::SeqCst);
+        InWindow(Some(self.clone()))
     }
 
     pub fn outstanding(&self) -> u64 {
@@ -173,7 +203,7 @@ pub struct YClient {
     client_id: u64,
     synced: bool,
     log: Arc<SentLog>,
-    counters: Arc<Counters>,
+    pub counters: Arc<Counters>,
     /// Peers expected to receive each of this client's updates.
     peers: u64,
     own_del_keys: HashSet<Key>,

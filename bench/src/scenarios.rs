@@ -209,7 +209,6 @@ pub fn fill_window(
 /// the server's transaction for the second deletes nothing and may not be relayed.)
 const STALL: Duration = Duration::from_secs(2);
 
-/// Waits until every expected delivery arrived, deliveries stalled, or `max` passed.
 /// Receives and applies frames until the controller says the scenario is done.
 async fn listen_until_done(c: &mut YClient, ctl: &mut watch::Receiver<Phase>) -> Result<()> {
     loop {
@@ -225,11 +224,13 @@ async fn listen_until_done(c: &mut YClient, ctl: &mut watch::Receiver<Phase>) ->
     }
 }
 
+/// Waits until every writer is done with the window and every expected delivery arrived,
+/// deliveries stalled, or `max` passed.
 pub async fn drain(counters: &Counters, max: Duration) -> bool {
     let started = Instant::now();
     let deadline = started + max;
     loop {
-        if counters.outstanding() == 0 {
+        if counters.outstanding() == 0 && counters.writers_in_window.load(Ordering::SeqCst) == 0 {
             return true;
         }
         let now = Instant::now();
@@ -418,6 +419,7 @@ async fn typing_client(
     let mut cursor: Option<RelativeCursor> = None;
     let mut next_tick: Option<Instant> = None;
     let mut edits: u32 = 0;
+    let mut window = writes.then(|| c.counters.writer());
     loop {
         let phase = *ctl.borrow_and_update();
         match phase {
@@ -462,6 +464,9 @@ async fn typing_client(
                         r = ctl.changed() => { r?; }
                     }
                 } else {
+                    if let Some(w) = window.as_mut() {
+                        w.done();
+                    }
                     let due = c.awareness_sent_at + renew;
                     tokio::select! {
                         f = c.recv_frame() => {
