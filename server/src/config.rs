@@ -13,6 +13,7 @@ use crate::reviews::oidc::OidcSettings;
 use crate::reviews::trackers::Trackers;
 use crate::reviews::webhooks::{Clock, WebhookSettings};
 use crate::storage::integrity::OnDamage;
+use crate::storage::postgres::PgSettings;
 use crate::transport::stateless::{NoCommands, StatelessHandler};
 
 /// How log lines are written.
@@ -36,9 +37,22 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_LISTEN", default_value = "127.0.0.1:4000")]
     pub listen: SocketAddr,
 
-    /// Directory of the embedded sled store; created when missing.
+    /// Directory of the embedded sled store; created when missing. With `--postgres`, it keeps
+    /// only what stays on local disk (held anonymous items, the administration socket).
     #[arg(long, env = "DEBRIEF_DATA_DIR", default_value = "./debrief-data")]
     pub data_dir: PathBuf,
+
+    /// Keep documents and metadata in PostgreSQL (15 or later) instead of sled: a libpq
+    /// connection string, `postgres://user:password@host:5432/debrief` or
+    /// `host=/run/postgresql dbname=debrief`. The tables are created when missing. A database
+    /// that cannot be reached at start-up is retried for 30 s, then the server exits with
+    /// status 1.
+    #[arg(long, env = "DEBRIEF_POSTGRES_URL", hide_env_values = true)]
+    pub postgres: Option<String>,
+
+    /// How long start-up retries a PostgreSQL it cannot reach, in seconds (for tests).
+    #[arg(long, env = "DEBRIEF_POSTGRES_PATIENCE_SECS", hide = true, default_value_t = crate::storage::postgres::DEFAULT_PATIENCE.as_secs())]
+    pub postgres_patience_secs: u64,
 
     /// Log output format; the level is set with RUST_LOG (default `info`).
     #[arg(long, env = "DEBRIEF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -361,6 +375,8 @@ pub struct Config {
     pub sign_in: SignIn,
     /// OpenID Connect sign-in, when set up (`sign_in.oidc` must say so too).
     pub oidc: Option<OidcSettings>,
+    /// Documents and metadata in PostgreSQL instead of sled, when set.
+    pub postgres: Option<PgSettings>,
 }
 
 impl Config {
@@ -381,6 +397,7 @@ impl Config {
             factor_tags: DEFAULT_FACTOR_TAGS.map(String::from).to_vec(),
             sign_in: SignIn::default(),
             oidc: None,
+            postgres: None,
         }
     }
 }
@@ -419,6 +436,14 @@ impl From<&Cli> for Config {
                 allow_private: cli.webhooks_allow_private,
                 ..WebhookSettings::default()
             },
+            postgres: cli
+                .postgres
+                .clone()
+                .filter(|u| !u.trim().is_empty())
+                .map(|url| PgSettings {
+                    url,
+                    patience: std::time::Duration::from_secs(cli.postgres_patience_secs),
+                }),
             ..Config::new(cli.data_dir.clone())
         }
     }

@@ -11,7 +11,8 @@
 //! - [`documents`]: one owner per open document — a Sans-IO core that decides (apply, hold until
 //!   durable, relay, acknowledge) and a task that does its I/O — who may open what, presence,
 //!   the bounded queues.
-//! - [`storage`]: sled, the write-ahead file, the integrity manifest.
+//! - [`storage`]: the storage interface over sled (with its write-ahead file and integrity
+//!   manifest) or PostgreSQL.
 //! - [`ops`]: `debrief check`, `backup` and `restore`, and the administration socket.
 //! - Beside them, imported by any room: [`config`] (the command line), [`limits`] (the bounds of
 //!   transport, documents and storage, each with its reason), [`metrics`] (counters) and
@@ -118,9 +119,13 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let data_dir_for_admin = data_dir.clone();
         let on_damage = config.on_damage;
-        let opened = tokio::task::spawn_blocking(move || Store::open_checked(&data_dir, on_damage))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let postgres = config.postgres.clone();
+        let opened = tokio::task::spawn_blocking(move || match postgres {
+            Some(settings) => Store::open_postgres(&settings, &data_dir),
+            None => Store::open_checked(&data_dir, on_damage),
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
         let (store, flusher, damage) = (opened.store, opened.flusher, opened.damage);
         if let Some(d) = &damage {
             tracing::error!(
@@ -270,7 +275,7 @@ impl Server {
         if let Some(admin) = admin {
             tracker.spawn(admin::serve(
                 admin,
-                state.store.db().clone(),
+                state.store.db().cloned(),
                 tracker.clone(),
                 data_dir,
                 shutdown.clone(),

@@ -23,6 +23,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(command) = cli.command.clone() {
+        if cli
+            .postgres
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+        {
+            // Said in one line: the tools below read and write sled's files only.
+            eprintln!("error: {}", debrief_server::ops::admin::POSTGRES_BACKUP);
+            std::process::exit(2);
+        }
         std::process::exit(admin_command(command));
     }
     if let Err(e) = cli.trackers() {
@@ -46,6 +55,11 @@ fn main() -> anyhow::Result<()> {
         if let Some(ServerError::Store(StoreError::Damaged(damage))) = e.downcast_ref() {
             // Said once, plainly, one damaged thing per line.
             eprintln!("error: {damage}");
+            std::process::exit(1);
+        }
+        if let Some(ServerError::Store(refused @ StoreError::Postgres(_))) = e.downcast_ref() {
+            // The database could not be reached or refused us: one line saying why.
+            eprintln!("error: {refused}");
             std::process::exit(1);
         }
         if let Some(ServerError::SignIn(why)) = e.downcast_ref() {
@@ -115,7 +129,10 @@ fn backup(data_dir: &std::path::Path, to: &std::path::Path) -> anyhow::Result<St
     }
     let (store, flusher) = debrief_server::storage::store::Store::open(data_dir)
         .with_context(|| format!("opening {} (no server answers on it)", data_dir.display()))?;
-    let written = debrief_server::ops::backup::write(store.db(), data_dir, &to);
+    let written = match store.db() {
+        Some(db) => debrief_server::ops::backup::write(db, data_dir, &to),
+        None => anyhow::bail!("{}", debrief_server::ops::admin::POSTGRES_BACKUP),
+    };
     drop(store);
     flusher.run();
     Ok(written?.to_string())

@@ -325,7 +325,7 @@ impl Owner {
                 return;
             }
         }
-        match self.ctx.store.request_flush().await {
+        match self.ctx.store.request_flush(&self.name).await {
             Ok(rx) => {
                 self.core.flush_requested();
                 self.flushes.push_back(rx);

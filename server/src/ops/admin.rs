@@ -28,6 +28,11 @@ pub use crate::storage::integrity::ADMIN_SOCKET as SOCKET;
 /// Longest request line: a path, with room to spare.
 const MAX_REQUEST: u64 = 8 * 1024;
 
+/// Why `debrief backup`, `restore` and `check` refuse a server whose data lives in PostgreSQL.
+pub const POSTGRES_BACKUP: &str = "this server keeps its data in PostgreSQL (--postgres): back it \
+     up with pg_dump or PostgreSQL's own backups; debrief backup, restore and check work on the \
+     embedded sled store only";
+
 /// How long a client may take to send its request: a stuck client must not hold a backup slot.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,11 +51,12 @@ pub fn bind(data_dir: &Path) -> Option<UnixListener> {
     }
 }
 
-/// Serves the socket bound by [`bind`] until `shutdown`, backing up `db`; answers run on
-/// `tracker`. Removes the socket when done.
+/// Serves the socket bound by [`bind`] until `shutdown`, backing up `db` (`None` when the data
+/// lives in PostgreSQL: backups are then refused); answers run on `tracker`. Removes the socket
+/// when done.
 pub async fn serve(
     listener: UnixListener,
-    db: sled::Db,
+    db: Option<sled::Db>,
     tracker: TaskTracker,
     data_dir: PathBuf,
     shutdown: CancellationToken,
@@ -66,7 +72,7 @@ pub async fn serve(
                     let busy = busy.clone();
                     let data_dir = data_dir.clone();
                     tracker.spawn(async move {
-                        if let Err(e) = answer(stream, &db, &data_dir, &busy).await {
+                        if let Err(e) = answer(stream, db.as_ref(), &data_dir, &busy).await {
                             tracing::warn!(error = %e, "administration request failed");
                         }
                     });
@@ -90,7 +96,7 @@ fn bind_at(path: &Path) -> std::io::Result<UnixListener> {
 
 async fn answer(
     stream: UnixStream,
-    db: &sled::Db,
+    db: Option<&sled::Db>,
     data_dir: &Path,
     busy: &tokio::sync::Mutex<()>,
 ) -> std::io::Result<()> {
@@ -109,9 +115,12 @@ async fn answer(
         return Ok(());
     }
     let reply = match line.trim_end().split_once(' ') {
+        Some(("backup", _)) if db.is_none() => format!("error {POSTGRES_BACKUP}\n"),
         Some(("backup", to)) if Path::new(to).is_absolute() => {
             let _one_at_a_time = busy.lock().await;
-            let db = db.clone();
+            let Some(db) = db.cloned() else {
+                return Ok(());
+            };
             let data_dir = data_dir.to_path_buf();
             let to = PathBuf::from(to);
             let started = std::time::Instant::now();

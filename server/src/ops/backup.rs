@@ -394,7 +394,8 @@ mod tests {
             let (mut held, _) = crate::reviews::anonymous::held::HeldFile::open(&data.join("held"))
                 .expect("held file");
             held.write(&[b"held item".to_vec()]).expect("hold");
-            let summary = write(store.db(), &data, &dir.path().join("backup")).expect("backup");
+            let summary = write(store.db().expect("sled"), &data, &dir.path().join("backup"))
+                .expect("backup");
             assert_eq!(summary.keys, 6);
             drop((store, meta));
             flusher.run();

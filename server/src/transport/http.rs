@@ -105,10 +105,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             Err(e) => tracing::warn!(error = %e, "measuring the data directory failed"),
         }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut body = state.metrics.render();
+    body.push_str(&state.store.render_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {

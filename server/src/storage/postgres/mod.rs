@@ -1,0 +1,667 @@
+//! The PostgreSQL backend (`--postgres URL`): documents and metadata in tables of a database the
+//! operator provides (`schema.sql`), behind the same interface as sled
+//! ([`crate::storage::store`]).
+//!
+//! **One database thread.** tokio-postgres is asynchronous, and most of the store's methods are
+//! synchronous and called from the server's async workers, where blocking on a future is not
+//! allowed. So one thread of its own (`debrief-postgres`) runs a small current-thread runtime
+//! with the one connection, and everything that needs the database is handed to it: group
+//! commits through a bounded queue (an owner that finds it full waits, as with sled), and the
+//! few synchronous calls that must read the database (loading a document, a compaction, a
+//! document's size the first time it is asked for, a metadata tree the first time it is opened)
+//! through a queue on which each caller waits for its own answer, so it holds at most one call
+//! per thread. Statements run one after the other on that connection.
+//!
+//! **Group commit.** [`PgStore::append`] puts the record in the pending batch in memory. The
+//! database thread takes every waiting flush request, then every pending record and metadata
+//! write, and commits them in one transaction; only then does it answer the requests, so
+//! nothing is relayed or acknowledged before COMMIT returned (with `synchronous_commit` on, the
+//! commit is on the database's disk, and on a synchronous standby's when one is configured).
+//!
+//! **Fencing.** The `documents` table records each document's owner and epoch. [`PgStore::load`]
+//! claims the document for this store (a new epoch; phase 2 replaces this single-node claim with
+//! a lease-aware one) and remembers the epoch. Every commit that carries records of a document
+//! first updates its row where owner and epoch are still this store's and that epoch; a document
+//! whose row does not match is dropped from the transaction, which is retried without it, and its
+//! owner's flush fails with [`StoreError::Fenced`] (counted in `/metrics`). A compaction runs the
+//! same check in its own transaction.
+//!
+//! **Failures.** A commit that fails drops the records it carried: their documents are marked
+//! failed, so their owners' flushes fail and the owners stop (their clients reconnect and load
+//! the document afresh, as after a sled error), and appends to them are refused until they are
+//! loaded again. Metadata writes of a failed commit go back into the pending batch and are
+//! committed by the next one. A lost connection is reconnected with backoff; while it is down,
+//! commits and loads fail at once and [`PgStore::probe`] fails (`/readyz` answers 503).
+//!
+//! **Metadata trees** are read whole into memory the first time they are opened and served from
+//! there; a write changes memory at once (visible to every read on this node, as in sled) and
+//! goes into the pending batch, durable with the next commit. `put_new` checks and writes under
+//! the tree's lock, so it is atomic against every other write of this node, pending ones
+//! included. This holds for one node; phase 2 must read trees that several nodes write from the
+//! database.
+//!
+//! **Anonymity** (`docs/anonymity.md`). This module writes exactly what the sled backend writes,
+//! nothing more: held anonymous items stay in `held/slots` on the local disk, never in a table.
+//! The keys and vote records of a release reach the pending batch in one `apply`, so they are
+//! written in one transaction, and within it in key order (the batch is ordered by tree and key,
+//! and each statement inserts its rows in that order), as sled writes them: the rows' physical
+//! order, their transaction id and their place in the write-ahead log say nothing about when each
+//! item arrived.
+
+mod worker;
+
+#[cfg(test)]
+pub(crate) mod testdb;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::types::{encode_record, updates_of, Compacted, Entry, StoreError, StoredDoc};
+
+/// Flush requests waiting for the database thread. Owners wait when it is full, which only
+/// happens when the database cannot keep up; that is the back-pressure we want.
+const FLUSH_QUEUE_CAPACITY: usize = 4096;
+
+/// Sizes kept at most by [`PgStore::stored_bytes`]; all are forgotten past it.
+const SIZE_CACHE_ENTRIES: usize = 4096;
+
+/// How long start-up waits for a database that cannot be reached yet (it may be starting beside
+/// the server) before giving up.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Upper bounds of the commit latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// A libpq connection string: `postgres://user:password@host/db` or `host=… dbname=…`.
+    pub url: String,
+    /// How long start-up retries a database it cannot reach.
+    pub patience: Duration,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The string may hold a password.
+        f.debug_struct("PgSettings")
+            .field("patience", &self.patience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Handle to the PostgreSQL store; cheap to clone. The database thread ends once every handle is
+/// dropped (after committing what is pending).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    shared: Arc<Shared>,
+    calls: mpsc::UnboundedSender<Call>,
+    flushes: mpsc::Sender<FlushWaiter>,
+    dir: Arc<Path>,
+}
+
+/// The database thread, returned by [`PgStore::open`] so the caller owns and awaits it.
+#[derive(Debug)]
+pub struct PgFlusher {
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// A metadata tree kept in memory over the `meta` table (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct PgTree {
+    shared: Arc<Shared>,
+    tree: Arc<TreeData>,
+}
+
+#[derive(Debug)]
+struct TreeData {
+    name: String,
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+/// What the handles and the database thread share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// This store's id in the `documents` table (random per start; phase 2 gives it the node's).
+    node: String,
+    state: Mutex<State>,
+    trees: Mutex<HashMap<String, Arc<TreeData>>>,
+    sizes: Mutex<HashMap<String, u64>>,
+    /// Whether the connection is up (for the readiness probe).
+    up: AtomicBool,
+    stats: Stats,
+}
+
+/// Everything written and not yet committed, and what this store holds of each document.
+#[derive(Debug, Default)]
+struct State {
+    /// Pending log records per document, by sequence.
+    records: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
+    /// Pending metadata writes per tree, by key (`None` removes).
+    meta: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// The epoch each document was loaded with.
+    claims: HashMap<String, i64>,
+    /// Documents whose records were dropped (fenced, or their commit failed), with why: their
+    /// flushes and appends fail until they are loaded again.
+    failed: HashMap<String, StoreError>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Stats {
+    commits: AtomicU64,
+    failed_commits: AtomicU64,
+    fenced: AtomicU64,
+    reconnects: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Stats {
+    fn commit_took(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if secs <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A request for a commit.
+#[derive(Debug)]
+struct FlushWaiter {
+    done: oneshot::Sender<Result<(), StoreError>>,
+    /// The document asking (its records must have been committed); `None` for metadata.
+    doc: Option<Arc<str>>,
+}
+
+/// What a compaction reads: the snapshot and the records it folds.
+#[derive(Debug, Default)]
+struct CompactInput {
+    snapshot: Option<Vec<u8>>,
+    records: Vec<(u64, Vec<u8>)>,
+}
+
+type Reply<T> = std::sync::mpsc::SyncSender<Result<T, StoreError>>;
+
+/// A synchronous call to the database thread; the caller waits for the reply.
+#[derive(Debug)]
+enum Call {
+    /// Claims and reads a document.
+    Load {
+        name: String,
+        reply: Reply<StoredDoc>,
+    },
+    /// Reads a metadata tree.
+    Tree {
+        name: String,
+        reply: Reply<BTreeMap<Vec<u8>, Vec<u8>>>,
+    },
+    /// Commits what is pending, then reads what a compaction below `upto` folds.
+    CompactRead {
+        name: String,
+        upto: u64,
+        reply: Reply<CompactInput>,
+    },
+    /// Writes a compacted snapshot and deletes the records it covers, behind the fence.
+    CompactWrite {
+        name: String,
+        covers_below: u64,
+        snapshot: Vec<u8>,
+        reply: Reply<()>,
+    },
+    /// The bytes of a document's snapshot and records in the database.
+    Size { name: String, reply: Reply<u64> },
+    /// How many records of a document are in the database.
+    Count { name: String, reply: Reply<u64> },
+    /// Commits what is pending.
+    Flush { reply: Reply<()> },
+}
+
+impl PgStore {
+    /// Connects (retrying for `settings.patience`), creates the tables when missing, and starts
+    /// the database thread. Blocking.
+    pub fn open(settings: &PgSettings, dir: &Path) -> Result<(PgStore, PgFlusher), StoreError> {
+        let config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
+            StoreError::Postgres(format!("the connection string does not parse: {e}"))
+        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Integrity(format!("{}: {e}", dir.display())))?;
+        let shared = Arc::new(Shared {
+            node: format!("{:016x}", rand::random::<u64>()),
+            state: Mutex::new(State::default()),
+            trees: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
+            up: AtomicBool::new(false),
+            stats: Stats::default(),
+        });
+        let (calls, calls_rx) = mpsc::unbounded_channel();
+        let (flushes, flushes_rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
+        let thread = worker::spawn(
+            shared.clone(),
+            config,
+            settings.patience,
+            calls_rx,
+            flushes_rx,
+        )?;
+        Ok((
+            PgStore {
+                shared,
+                calls,
+                flushes,
+                dir: Arc::from(dir),
+            },
+            PgFlusher { thread },
+        ))
+    }
+
+    /// This store's id in the `documents` table.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// The data directory (what stays on local disk).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.to_path_buf()
+    }
+
+    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Call) -> Result<T, StoreError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.calls
+            .send(make(reply))
+            .map_err(|_| StoreError::FlusherGone)?;
+        answer.recv().map_err(|_| StoreError::FlusherGone)?
+    }
+
+    /// Claims the document for this store and reads its snapshot and log, with the records
+    /// appended here and not committed yet. Blocking.
+    pub fn load(&self, name: &str) -> Result<StoredDoc, StoreError> {
+        self.call(|reply| Call::Load {
+            name: name.to_owned(),
+            reply,
+        })
+    }
+
+    /// Puts one record into the pending batch; its size. Refused for a document this store has
+    /// not loaded, or whose records were dropped since (see the module documentation).
+    pub fn append<U: AsRef<[u8]>>(
+        &self,
+        name: &str,
+        seq: u64,
+        updates: &[U],
+    ) -> Result<u64, StoreError> {
+        let record = encode_record(updates);
+        let len = record.len() as u64;
+        {
+            let mut state = lock(&self.shared.state);
+            if let Some(e) = state.failed.get(name) {
+                return Err(e.clone());
+            }
+            if !state.claims.contains_key(name) {
+                return Err(StoreError::Postgres(format!(
+                    "{name}: appended before this node loaded it"
+                )));
+            }
+            state
+                .records
+                .entry(name.to_owned())
+                .or_default()
+                .insert(seq, record);
+        }
+        if let Some(size) = lock(&self.shared.sizes).get_mut(name) {
+            *size += len;
+        }
+        Ok(len)
+    }
+
+    /// Asks for a commit; the receiver completes once it is done (see
+    /// [`crate::storage::store::Store::request_flush`]).
+    pub async fn request_flush(
+        &self,
+        doc: Option<Arc<str>>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.flushes
+            .send(FlushWaiter { done, doc })
+            .await
+            .map_err(|_| StoreError::FlusherGone)?;
+        Ok(rx)
+    }
+
+    /// Waits until everything written so far is committed.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.request_flush(None)
+            .await?
+            .await
+            .map_err(|_| StoreError::FlusherGone)?
+    }
+
+    /// Commits everything pending now. Blocking; used at shutdown.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.call(|reply| Call::Flush { reply })
+    }
+
+    /// A metadata tree, read from the database the first time it is opened.
+    pub fn meta_tree(&self, name: &str) -> Result<PgTree, StoreError> {
+        let mut trees = lock(&self.shared.trees);
+        if let Some(tree) = trees.get(name) {
+            return Ok(PgTree {
+                shared: self.shared.clone(),
+                tree: tree.clone(),
+            });
+        }
+        // Read under the lock: a tree is read once, and opening trees happens at start-up.
+        let map = self.call(|reply| Call::Tree {
+            name: name.to_owned(),
+            reply,
+        })?;
+        let tree = Arc::new(TreeData {
+            name: name.to_owned(),
+            map: RwLock::new(map),
+        });
+        trees.insert(name.to_owned(), tree.clone());
+        Ok(PgTree {
+            shared: self.shared.clone(),
+            tree,
+        })
+    }
+
+    /// Folds the committed records below `upto` into the snapshot (the fold runs on the
+    /// caller's thread), then writes the snapshot and deletes those records in one transaction
+    /// behind the document's fence. Blocking.
+    pub fn compact(
+        &self,
+        name: &str,
+        upto: u64,
+        fold: impl FnOnce(Option<&[u8]>, &[&[u8]]) -> Result<Vec<u8>, String>,
+    ) -> Result<Compacted, StoreError> {
+        let input = self.call(|reply| Call::CompactRead {
+            name: name.to_owned(),
+            upto,
+            reply,
+        })?;
+        let Some(last) = input.records.last().map(|(seq, _)| *seq) else {
+            return Ok(Compacted {
+                entries: 0,
+                entry_bytes: 0,
+                snapshot_bytes: input.snapshot.as_ref().map_or(0, |s| s.len() as u64),
+            });
+        };
+        let updates = updates_of(input.records.iter().map(|(_, r)| &r[..]))?;
+        let snapshot = fold(input.snapshot.as_deref(), &updates).map_err(StoreError::Compaction)?;
+        let snapshot_bytes = snapshot.len() as u64;
+        self.call(|reply| Call::CompactWrite {
+            name: name.to_owned(),
+            covers_below: last + 1,
+            snapshot,
+            reply,
+        })?;
+        lock(&self.shared.sizes).remove(name);
+        Ok(Compacted {
+            entries: input.records.len() as u64,
+            entry_bytes: input.records.iter().map(|(_, r)| r.len() as u64).sum(),
+            snapshot_bytes,
+        })
+    }
+
+    /// Bytes of a document's snapshot and records, committed or pending. Read from the
+    /// database once, then kept up to date by appends (forgotten at a compaction).
+    pub fn stored_bytes(&self, name: &str) -> Result<u64, StoreError> {
+        if let Some(bytes) = lock(&self.shared.sizes).get(name) {
+            return Ok(*bytes);
+        }
+        let stored = self.call(|reply| Call::Size {
+            name: name.to_owned(),
+            reply,
+        })?;
+        // A commit between the two reads may count a record twice or not at all; the quota
+        // this serves is a bound, not an invoice, and the next compaction reads it again.
+        let pending: u64 = lock(&self.shared.state)
+            .records
+            .get(name)
+            .map_or(0, |r| r.values().map(|v| v.len() as u64).sum());
+        let bytes = stored + pending;
+        let mut sizes = lock(&self.shared.sizes);
+        if sizes.len() >= SIZE_CACHE_ENTRIES {
+            sizes.clear();
+        }
+        sizes.insert(name.to_owned(), bytes);
+        Ok(bytes)
+    }
+
+    /// Records of a document, committed or pending (for metrics and tests).
+    pub fn log_len(&self, name: &str) -> usize {
+        let stored = self
+            .call(|reply| Call::Count {
+                name: name.to_owned(),
+                reply,
+            })
+            .unwrap_or(0);
+        let pending = lock(&self.shared.state)
+            .records
+            .get(name)
+            .map_or(0, BTreeMap::len);
+        stored as usize + pending
+    }
+
+    /// Fails while the connection to the database is down.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        if self.shared.up.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::Postgres(
+                "the database cannot be reached".to_owned(),
+            ))
+        }
+    }
+
+    /// The backend's lines for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        let s = &self.shared.stats;
+        let mut out = String::new();
+        let counters = [
+            (
+                "debrief_postgres_commits_total",
+                "Group commits to PostgreSQL.",
+                &s.commits,
+            ),
+            (
+                "debrief_postgres_failed_commits_total",
+                "Group commits that failed (their documents' owners stopped).",
+                &s.failed_commits,
+            ),
+            (
+                "debrief_postgres_fenced_commits_total",
+                "Documents whose records were refused by the fence: another node claimed them.",
+                &s.fenced,
+            ),
+            (
+                "debrief_postgres_reconnects_total",
+                "Connections to PostgreSQL made again after one was lost.",
+                &s.reconnects,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP debrief_postgres_up Whether the connection to PostgreSQL is up."
+        );
+        let _ = writeln!(out, "# TYPE debrief_postgres_up gauge");
+        let _ = writeln!(
+            out,
+            "debrief_postgres_up {}",
+            u8::from(self.shared.up.load(Ordering::Relaxed))
+        );
+        let name = "debrief_postgres_commit_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from BEGIN to the end of COMMIT of each group commit."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&s.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let count = s.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = s.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}
+
+impl PgFlusher {
+    /// Waits until the database thread ends (every [`PgStore`] handle is gone and what was
+    /// pending is committed). Blocking.
+    pub fn run(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("the PostgreSQL thread panicked");
+        }
+    }
+}
+
+impl PgTree {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        match self.tree.map.read() {
+            Ok(guard) => guard,
+            // Every write below is whole before the lock is released.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        match self.tree.map.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Records writes in the pending batch. Called with the tree's write lock held, so the batch
+    /// receives a tree's writes in the order memory took them.
+    fn stage(&self, writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) {
+        let mut state = lock(&self.shared.state);
+        let pending = state.meta.entry(self.tree.name.clone()).or_default();
+        for (key, value) in writes {
+            pending.insert(key, value);
+        }
+    }
+
+    /// Stores `value` under `key`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut map = self.write();
+        map.insert(key.to_vec(), value.to_vec());
+        self.stage([(key.to_vec(), Some(value.to_vec()))]);
+        Ok(())
+    }
+
+    /// Stores `value` under `key` unless the key exists; `false` when it did (atomic).
+    pub fn put_new(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
+        let mut map = self.write();
+        if map.contains_key(key) {
+            return Ok(false);
+        }
+        map.insert(key.to_vec(), value.to_vec());
+        self.stage([(key.to_vec(), Some(value.to_vec()))]);
+        Ok(true)
+    }
+
+    /// How many keys start with `prefix`.
+    pub fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
+        Ok(prefixed(&self.read(), prefix).count())
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read().get(key).cloned())
+    }
+
+    /// Removes `key`.
+    pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        let mut map = self.write();
+        map.remove(key);
+        self.stage([(key.to_vec(), None)]);
+        Ok(())
+    }
+
+    /// Writes (`Some`) and removes (`None`) several keys atomically, in key order: one commit
+    /// carries all of them.
+    pub fn apply(&self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<(), StoreError> {
+        let mut map = self.write();
+        for (key, value) in &writes {
+            match value {
+                Some(v) => map.insert(key.clone(), v.clone()),
+                None => map.remove(key),
+            };
+        }
+        self.stage(writes);
+        Ok(())
+    }
+
+    /// Every key, in order.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self.read().keys().cloned().collect())
+    }
+
+    /// The values of every key that starts with `prefix`, in key order.
+    pub fn values_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(prefixed(&self.read(), prefix)
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    /// The first `max` entries whose key starts with `prefix`, in key order.
+    pub fn entries_with_prefix(&self, prefix: &[u8], max: usize) -> Result<Vec<Entry>, StoreError> {
+        Ok(prefixed(&self.read(), prefix)
+            .take(max)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    /// Every entry, in key order.
+    pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+fn prefixed<'a>(
+    map: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
+    map.range(prefix.to_vec()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        // Every change under these locks is whole before the lock is released.
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

@@ -1,0 +1,113 @@
+//! A fresh database per test, on the PostgreSQL that `scripts/test` (or `scripts/postgres`)
+//! started: `DEBRIEF_TEST_POSTGRES` holds a libpq keyword connection string for a superuser.
+//! Each test creates its own database (`t_<random hex>`) and drops it at the end, so tests run in
+//! parallel.
+
+use tokio_postgres::NoTls;
+
+/// The variable that says where the test PostgreSQL listens.
+pub(crate) const VARIABLE: &str = "DEBRIEF_TEST_POSTGRES";
+
+/// A database that exists while this value lives.
+#[derive(Debug)]
+pub(crate) struct TestDb {
+    admin: String,
+    name: String,
+}
+
+/// The superuser connection string; a test that needs PostgreSQL fails without it.
+pub(crate) fn admin() -> String {
+    match std::env::var(VARIABLE) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "{VARIABLE} is not set: this test needs PostgreSQL. Run the tests through \
+             scripts/test, or start one with `scripts/postgres start` and export the \
+             {VARIABLE} value it prints"
+        ),
+    }
+}
+
+/// Runs `sql` on a connection made from `conn` (on a thread of its own, so that it works from
+/// synchronous tests, async tests and `Drop` alike).
+pub(crate) fn execute(conn: &str, sql: &str) -> Result<(), String> {
+    let (conn, sql) = (conn.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            let task = tokio::spawn(connection);
+            let result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+            drop(client);
+            let _ = task.await;
+            result
+        })
+    })
+    .join()
+    .map_err(|_| "the SQL thread panicked".to_owned())?
+}
+
+/// Runs `query` and returns the first column of its rows as text.
+pub(crate) fn query_text(conn: &str, query: &str) -> Result<Vec<String>, String> {
+    let (conn, query) = (conn.to_owned(), query.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            let task = tokio::spawn(connection);
+            let rows = client
+                .simple_query(&query)
+                .await
+                .map_err(|e| e.to_string())?;
+            drop(client);
+            let _ = task.await;
+            Ok(rows
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        Some(row.get(0).unwrap_or_default().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect())
+        })
+    })
+    .join()
+    .map_err(|_| "the SQL thread panicked".to_owned())?
+}
+
+impl TestDb {
+    /// Creates a fresh database.
+    pub(crate) fn create() -> TestDb {
+        let admin = admin();
+        let name = format!("t_{:016x}", rand::random::<u64>());
+        execute(&admin, &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("creating database {name} on {VARIABLE}: {e}"));
+        TestDb { admin, name }
+    }
+
+    /// The connection string of this database.
+    pub(crate) fn url(&self) -> String {
+        format!("{} dbname={}", self.admin, self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Err(e) = execute(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        ) {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The PostgreSQL backend against a real PostgreSQL (see `testdb.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::testdb::{execute, query_text, TestDb};
+use super::{PgFlusher, PgSettings, PgStore};
+use crate::storage::types::StoreError;
+
+fn open(db: &TestDb) -> (PgStore, PgFlusher) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    PgStore::open(
+        &PgSettings {
+            url: db.url(),
+            patience: Duration::from_secs(5),
+        },
+        dir.path(),
+    )
+    .expect("open the PostgreSQL store")
+}
+
+fn close(store: PgStore, flusher: PgFlusher) {
+    drop(store);
+    flusher.run();
+}
+
+async fn flush(store: &PgStore, doc: &str) -> Result<(), StoreError> {
+    store
+        .request_flush(Some(Arc::from(doc)))
+        .await
+        .expect("queued")
+        .await
+        .expect("answered")
+}
+
+fn one(db: &TestDb, query: &str) -> String {
+    let rows = query_text(&db.url(), query).expect("query");
+    assert_eq!(rows.len(), 1, "{query}: {rows:?}");
+    rows[0].clone()
+}
+
+/// Waits (polling, bounded) until `cond` holds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn appended_records_are_committed_by_a_flush_and_loaded_again() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    let fresh = store.load("a").expect("load");
+    assert!(fresh.snapshot.is_none() && fresh.log.is_empty());
+    assert_eq!(fresh.next_seq, 0);
+    store.append("a", 0, &[b"one"]).expect("append");
+    store
+        .append("a", 1, &[&b"two"[..], &b"three"[..]])
+        .expect("append");
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM records"),
+        "0",
+        "nothing is written before the flush"
+    );
+    assert_eq!(store.log_len("a"), 2, "pending records count");
+    flush(&store, "a").await.expect("committed");
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM records WHERE name = 'a'"),
+        "2"
+    );
+    assert_eq!(store.stored_bytes("a").expect("size"), 4 + 10);
+    close(store, flusher);
+
+    let (store, flusher) = open(&db);
+    let loaded = store.load("a").expect("load");
+    assert_eq!(
+        loaded.updates().expect("decode"),
+        vec![&b"one"[..], &b"two"[..], &b"three"[..]]
+    );
+    assert_eq!(loaded.next_seq, 2);
+    assert_eq!(
+        one(&db, "SELECT epoch FROM documents WHERE name = 'a'"),
+        "2",
+        "each load claims the document with a higher epoch"
+    );
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn a_load_includes_records_appended_here_and_not_committed_yet() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    store.load("r").expect("load");
+    store.append("r", 0, &[b"kept"]).expect("append");
+    flush(&store, "r").await.expect("committed");
+    store.append("r", 1, &[b"pending"]).expect("append");
+    // A rebuild after a failed update loads the document again before the next flush.
+    let again = store.load("r").expect("load");
+    assert_eq!(
+        again.updates().expect("decode"),
+        vec![&b"kept"[..], &b"pending"[..]]
+    );
+    assert_eq!(again.next_seq, 2);
+    flush(&store, "r")
+        .await
+        .expect("committed under the new epoch");
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM records WHERE name = 'r'"),
+        "2"
+    );
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn compaction_writes_the_snapshot_and_deletes_the_records_it_covers() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    store.load("c").expect("load");
+    for seq in 0..5u64 {
+        store.append("c", seq, &[[seq as u8]]).expect("append");
+    }
+    flush(&store, "c").await.expect("committed");
+    let compacted = store
+        .compact("c", 3, |snapshot, updates| {
+            assert!(snapshot.is_none());
+            Ok(updates.concat())
+        })
+        .expect("compact");
+    assert_eq!(
+        (compacted.entries, compacted.snapshot_bytes),
+        (3, 3),
+        "three records folded into three bytes"
+    );
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM records WHERE name = 'c'"),
+        "2"
+    );
+    let loaded = store.load("c").expect("load");
+    assert_eq!(loaded.snapshot.as_deref(), Some(&[0u8, 1, 2][..]));
+    assert_eq!(
+        loaded.log.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert_eq!(loaded.next_seq, 5);
+    // Records appended and not flushed yet are committed before they are folded.
+    store.append("c", 5, &[[5u8]]).expect("append");
+    store
+        .compact("c", 6, |snapshot, updates| {
+            Ok([snapshot.unwrap_or_default(), &updates.concat()].concat())
+        })
+        .expect("compact");
+    let loaded = store.load("c").expect("load");
+    assert_eq!(loaded.snapshot.as_deref(), Some(&[0u8, 1, 2, 3, 4, 5][..]));
+    assert!(loaded.log.is_empty());
+    assert_eq!(loaded.next_seq, 6);
+    assert_eq!(store.stored_bytes("c").expect("size"), 6);
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn meta_writes_are_visible_at_once_and_durable_after_the_next_flush() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    let tree = store.meta_tree("reviews").expect("tree");
+    tree.put(b"a/1", b"first").expect("put");
+    tree.put(b"a/2", b"second").expect("put");
+    tree.put(b"b/1", b"other").expect("put");
+    tree.put(b"a/3", b"gone").expect("put");
+    tree.remove(b"a/3").expect("remove");
+    assert_eq!(
+        tree.get(b"a/1").expect("get").as_deref(),
+        Some(&b"first"[..])
+    );
+    assert_eq!(tree.get(b"a/3").expect("get"), None);
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM meta"),
+        "0",
+        "not committed yet"
+    );
+    assert_eq!(tree.count_prefix(b"a/").expect("count"), 2);
+    assert_eq!(
+        tree.values_with_prefix(b"a/").expect("values"),
+        vec![b"first".to_vec(), b"second".to_vec()]
+    );
+    assert_eq!(
+        tree.entries_with_prefix(b"a/", 1).expect("entries"),
+        vec![(b"a/1".to_vec(), b"first".to_vec())]
+    );
+    assert_eq!(tree.keys().expect("keys").len(), 3);
+    // Another tree's keys are not this one's.
+    let other = store.meta_tree("sessions").expect("tree");
+    assert!(other.entries().expect("entries").is_empty());
+
+    // put_new is atomic against pending writes too.
+    assert!(!tree.put_new(b"a/1", b"again").expect("put_new"));
+    assert!(tree.put_new(b"c/1", b"new").expect("put_new"));
+    let racers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let tree = tree.clone();
+            std::thread::spawn(move || tree.put_new(b"race", &[i]).expect("put_new"))
+        })
+        .collect();
+    let winners = racers
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .filter(|won| *won)
+        .count();
+    assert_eq!(winners, 1, "exactly one put_new of the same key wins");
+
+    let mut batch = BTreeMap::new();
+    batch.insert(b"b/1".to_vec(), None);
+    batch.insert(b"b/2".to_vec(), Some(b"two".to_vec()));
+    tree.apply(batch).expect("apply");
+    store.durable().await.expect("durable");
+    assert_eq!(
+        one(&db, "SELECT string_agg(convert_from(key, 'UTF8'), ',' ORDER BY key) FROM meta WHERE tree = 'reviews'"),
+        "a/1,a/2,b/2,c/1,race"
+    );
+    close(store, flusher);
+
+    let (store, flusher) = open(&db);
+    let tree = store.meta_tree("reviews").expect("tree");
+    assert_eq!(
+        tree.entries()
+            .expect("entries")
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k).expect("utf-8"))
+            .collect::<Vec<_>>(),
+        vec!["a/1", "a/2", "b/2", "c/1", "race"]
+    );
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn a_commit_behind_a_changed_epoch_is_fenced_and_writes_nothing() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    store.load("d").expect("load");
+    store.load("e").expect("load");
+    store.append("d", 0, &[b"mine"]).expect("append");
+    flush(&store, "d").await.expect("committed");
+
+    // Another node takes the document over.
+    execute(
+        &db.url(),
+        "UPDATE documents SET owner = 'someone else', epoch = epoch + 1 WHERE name = 'd'",
+    )
+    .expect("take over");
+    store.append("d", 1, &[b"too late"]).expect("append");
+    store.append("e", 0, &[b"innocent"]).expect("append");
+    let fenced = flush(&store, "d").await;
+    assert!(
+        matches!(&fenced, Err(StoreError::Fenced { name }) if name == "d"),
+        "{fenced:?}"
+    );
+    flush(&store, "e")
+        .await
+        .expect("another document's records in the same commit are written");
+    assert_eq!(
+        one(
+            &db,
+            "SELECT string_agg(seq::text, ',') FROM records WHERE name = 'd'"
+        ),
+        "0",
+        "nothing of the fenced commit is in the table"
+    );
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM records WHERE name = 'e'"),
+        "1"
+    );
+    assert!(
+        matches!(
+            store.append("d", 2, &[b"more"]),
+            Err(StoreError::Fenced { .. })
+        ),
+        "a fenced document takes no more appends until it is loaded again"
+    );
+    let metrics = store.render_metrics();
+    assert!(
+        metrics.contains("debrief_postgres_fenced_commits_total 1"),
+        "{metrics}"
+    );
+    // A compaction is behind the fence too.
+    store.load("e").expect("load");
+    execute(
+        &db.url(),
+        "UPDATE documents SET epoch = epoch + 1 WHERE name = 'e'",
+    )
+    .expect("take over");
+    let compacted = store.compact("e", 1, |_, u| Ok(u.concat()));
+    assert!(
+        matches!(&compacted, Err(StoreError::Fenced { name }) if name == "e"),
+        "{compacted:?}"
+    );
+    assert_eq!(one(&db, "SELECT count(*) FROM snapshots"), "0");
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn the_store_connects_again_after_its_connection_is_killed() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    store.load("k").expect("load");
+    store.append("k", 0, &[b"before"]).expect("append");
+    flush(&store, "k").await.expect("committed");
+    let killed = query_text(
+        &db.url(),
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'debrief {}'",
+            store.node()
+        ),
+    )
+    .expect("terminate");
+    assert_eq!(killed, vec!["t"], "the store's one connection was killed");
+    wait_until("the store to connect again", || {
+        store
+            .render_metrics()
+            .contains("debrief_postgres_reconnects_total 1")
+    });
+    store.probe().expect("ready again");
+    let loaded = store.load("k").expect("load after reconnecting");
+    store
+        .append("k", loaded.next_seq, &[b"after"])
+        .expect("append");
+    flush(&store, "k")
+        .await
+        .expect("committed after reconnecting");
+    let loaded = store.load("k").expect("load");
+    assert_eq!(
+        loaded.updates().expect("decode"),
+        vec![&b"before"[..], &b"after"[..]]
+    );
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn while_the_database_is_gone_probes_and_commits_fail() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    store.load("g").expect("load");
+    store.probe().expect("ready");
+    let tree = store.meta_tree("t").expect("tree");
+    execute(
+        &super::testdb::admin(),
+        &format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            db.url().rsplit('=').next().expect("name")
+        ),
+    )
+    .expect("drop the database under the store");
+    wait_until("the probe to fail", || store.probe().is_err());
+    store.append("g", 0, &[b"lost"]).expect("append");
+    let failed = flush(&store, "g").await;
+    assert!(matches!(failed, Err(StoreError::Postgres(_))), "{failed:?}");
+    tree.put(b"k", b"v").expect("a write is kept in memory");
+    assert!(store.durable().await.is_err(), "but it is not durable");
+    assert!(store.load("g").is_err(), "no document loads");
+    close(store, flusher);
+}
+
+#[test]
+fn an_unreachable_database_is_given_up_after_the_patience() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    let refused = PgStore::open(
+        &PgSettings {
+            url: format!("host={} user=nobody dbname=none", dir.path().display()),
+            patience: Duration::from_millis(600),
+        },
+        &dir.path().join("data"),
+    )
+    .map(|_| ())
+    .expect_err("nothing listens there");
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    let line = refused.to_string();
+    assert!(
+        line.starts_with(&format!(
+            "postgres: cannot reach PostgreSQL at {} database none as nobody (tried for 0.6 s): ",
+            dir.path().display()
+        )),
+        "{line}"
+    );
+    assert!(!line.contains('\n'), "one line: {line}");
+    let bad = PgStore::open(
+        &PgSettings {
+            url: "postgres://localhost:notaport/debrief".to_owned(),
+            patience: Duration::from_secs(5),
+        },
+        &dir.path().join("data"),
+    )
+    .map(|_| ())
+    .expect_err("does not parse");
+    assert!(
+        bad.to_string()
+            .starts_with("postgres: the connection string does not parse: "),
+        "{bad}"
+    );
+}

@@ -1,0 +1,850 @@
+//! The database thread: one connection, group commits, the synchronous calls, reconnection.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{lock, Call, CompactInput, FlushWaiter, Shared};
+use crate::storage::types::{StoreError, StoredDoc};
+
+/// The tables, created when missing (see `schema.sql`).
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Serialises schema changes between nodes starting at once (any constant both sides agree on).
+const SCHEMA_LOCK: i64 = 0x6465_6272_6965_6601;
+
+/// A commit slower than this is logged: it delays every relay and acknowledgement it covers.
+const SLOW_COMMIT: Duration = Duration::from_millis(50);
+
+/// The first wait before connecting again after a connection was lost; doubled after each
+/// failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How often an idle connection is checked, so that the readiness probe notices a database
+/// that went away while nothing was written.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+
+/// Updates each document's row in the batch where it still names this node and the epoch it
+/// was loaded with; the documents it returns hold their fence, the others are fenced.
+const FENCE: &str = "UPDATE documents AS d SET epoch = d.epoch \
+     FROM unnest($1::text[], $2::bigint[]) AS f(name, epoch) \
+     WHERE d.name = f.name AND d.epoch = f.epoch AND d.owner = $3 \
+     RETURNING d.name";
+
+const INSERT_RECORDS: &str = "INSERT INTO records (name, seq, record) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) \
+     ON CONFLICT (name, seq) DO UPDATE SET record = EXCLUDED.record";
+
+const UPSERT_META: &str = "INSERT INTO meta (tree, key, value) \
+     SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[]) \
+     ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
+
+const DELETE_META: &str = "DELETE FROM meta \
+     WHERE (tree, key) IN (SELECT * FROM unnest($1::text[], $2::bytea[]))";
+
+/// The single-node claim (phase 2 replaces it with a lease-aware one): this node becomes the
+/// owner with a higher epoch.
+const CLAIM: &str = "INSERT INTO documents (name, owner, epoch, claimed_at) \
+     VALUES ($1, $2, 1, now()) \
+     ON CONFLICT (name) DO UPDATE \
+     SET owner = EXCLUDED.owner, epoch = documents.epoch + 1, claimed_at = now() \
+     RETURNING epoch";
+
+struct Conn {
+    client: Client,
+    task: JoinHandle<()>,
+    fence: Statement,
+    insert_records: Statement,
+    upsert_meta: Statement,
+    delete_meta: Statement,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    config: tokio_postgres::Config,
+    conn: Option<Conn>,
+    /// When to try connecting again while the connection is down.
+    next_try: Instant,
+    backoff: Duration,
+}
+
+/// What one commit carries.
+#[derive(Default)]
+struct Batch {
+    records: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
+    meta: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+/// Starts the database thread once it has connected and created the tables; an error (said in
+/// one line) when it could not within `patience`.
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    mut config: tokio_postgres::Config,
+    patience: Duration,
+    calls: mpsc::UnboundedReceiver<Call>,
+    flushes: mpsc::Receiver<FlushWaiter>,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    config.application_name(format!("debrief {}", shared.node));
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("debrief-postgres".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(StoreError::Postgres(format!(
+                        "starting the database thread: {e}"
+                    ))));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let mut worker = Worker {
+                    shared,
+                    config,
+                    conn: None,
+                    next_try: Instant::now(),
+                    backoff: FIRST_BACKOFF,
+                };
+                match worker.first_connect(patience).await {
+                    Ok(()) => {
+                        let _ = ready_tx.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+                worker.serve(calls, flushes).await;
+            });
+        })
+        .map_err(|e| StoreError::Postgres(format!("starting the database thread: {e}")))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(StoreError::Postgres(
+                "the database thread stopped while connecting".to_owned(),
+            ))
+        }
+    }
+}
+
+/// Where the connection string points, without its password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let mut out = if hosts.is_empty() {
+        "the default host".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    if let Some(port) = config.get_ports().first() {
+        out.push_str(&format!(" port {port}"));
+    }
+    if let Some(db) = config.get_dbname() {
+        out.push_str(&format!(" database {db}"));
+    }
+    if let Some(user) = config.get_user() {
+        out.push_str(&format!(" as {user}"));
+    }
+    out
+}
+
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Postgres(why(&e))
+}
+
+fn unreachable_error() -> StoreError {
+    StoreError::Postgres("the database cannot be reached".to_owned())
+}
+
+fn to_i64(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
+}
+
+fn to_u64(seq: i64) -> Result<u64, StoreError> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
+}
+
+/// Connects; the connection's task runs on this thread's runtime.
+async fn open_client(
+    config: &tokio_postgres::Config,
+) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %why(&e), "the connection to PostgreSQL failed");
+        }
+    });
+    Ok((client, task))
+}
+
+/// Creates the tables when missing (idempotent, under an advisory lock) and prepares the
+/// statements of a group commit.
+async fn set_up(client: Client, task: JoinHandle<()>) -> Result<Conn, tokio_postgres::Error> {
+    let locked = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
+    let prepared = async {
+        client.batch_execute(&locked).await?;
+        Ok::<_, tokio_postgres::Error>((
+            client.prepare(FENCE).await?,
+            client.prepare(INSERT_RECORDS).await?,
+            client.prepare(UPSERT_META).await?,
+            client.prepare(DELETE_META).await?,
+        ))
+    };
+    match prepared.await {
+        Ok((fence, insert_records, upsert_meta, delete_meta)) => Ok(Conn {
+            client,
+            task,
+            fence,
+            insert_records,
+            upsert_meta,
+            delete_meta,
+        }),
+        Err(e) => {
+            task.abort();
+            Err(e)
+        }
+    }
+}
+
+/// An error of tokio-postgres in one line, with what the server said (its `Display` says only
+/// "db error" for those).
+fn why(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out.replace('\n', " ")
+}
+
+impl Worker {
+    /// Connects and creates the tables, retrying for `patience`.
+    async fn first_connect(&mut self, patience: Duration) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut warned = false;
+        loop {
+            match open_client(&self.config).await {
+                Ok((client, task)) => {
+                    let conn = set_up(client, task).await.map_err(|e| {
+                        StoreError::Postgres(format!(
+                            "cannot create Debrief's tables in PostgreSQL at {}: {}",
+                            describe(&self.config),
+                            why(&e)
+                        ))
+                    })?;
+                    self.conn = Some(conn);
+                    self.shared.up.store(true, Ordering::Release);
+                    tracing::info!(database = %describe(&self.config), node = %self.shared.node, "connected to PostgreSQL");
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() < patience => {
+                    if !warned {
+                        tracing::warn!(database = %describe(&self.config), error = %why(&e), "cannot reach PostgreSQL yet; retrying");
+                        warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Postgres(format!(
+                        "cannot reach PostgreSQL at {} (tried for {} s): {}",
+                        describe(&self.config),
+                        patience.as_secs_f64(),
+                        why(&e)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Serves commits and calls until every handle is gone, then commits what is pending.
+    async fn serve(
+        mut self,
+        mut calls: mpsc::UnboundedReceiver<Call>,
+        mut flushes: mpsc::Receiver<FlushWaiter>,
+    ) {
+        let mut calls_open = true;
+        let mut flushes_open = true;
+        let mut last_used = Instant::now();
+        while calls_open || flushes_open {
+            let next_try = tokio::time::Instant::from_std(self.next_try);
+            let idle_check = tokio::time::Instant::from_std(last_used + IDLE_CHECK);
+            let connected = self.conn.is_some();
+            tokio::select! {
+                biased;
+                first = flushes.recv(), if flushes_open => match first {
+                    Some(first) => {
+                        let mut waiters = vec![first];
+                        while let Ok(more) = flushes.try_recv() {
+                            waiters.push(more);
+                        }
+                        self.round(waiters).await;
+                        last_used = Instant::now();
+                    }
+                    None => flushes_open = false,
+                },
+                call = calls.recv(), if calls_open => match call {
+                    Some(call) => {
+                        self.call(call).await;
+                        last_used = Instant::now();
+                    }
+                    None => calls_open = false,
+                },
+                () = async {
+                    if let Some(conn) = self.conn.as_mut() {
+                        let _ = (&mut conn.task).await;
+                    }
+                }, if connected => {
+                    self.lost("the connection ended");
+                }
+                () = tokio::time::sleep_until(next_try), if !connected => {
+                    let _ = self.connected().await;
+                }
+                () = tokio::time::sleep_until(idle_check), if connected => {
+                    if let Some(conn) = self.conn.as_ref() {
+                        if let Err(e) = conn.client.simple_query("SELECT 1").await {
+                            tracing::warn!(error = %why(&e), "PostgreSQL does not answer");
+                            self.lost("the connection check failed");
+                        }
+                    }
+                    last_used = Instant::now();
+                }
+            }
+        }
+        // Every handle is gone: what metadata is still pending goes in one last commit.
+        self.round(Vec::new()).await;
+    }
+
+    /// Forgets a connection that failed; the next try is after the backoff.
+    fn lost(&mut self, why: &str) {
+        if let Some(conn) = self.conn.take() {
+            conn.task.abort();
+            tracing::error!(
+                why,
+                "lost the connection to PostgreSQL; commits fail until it is back"
+            );
+        }
+        self.shared.up.store(false, Ordering::Release);
+        self.next_try = Instant::now() + self.backoff;
+    }
+
+    /// The connection, made again if it is down and the backoff has passed.
+    async fn connected(&mut self) -> Result<&mut Conn, StoreError> {
+        if self.conn.is_none() {
+            if Instant::now() < self.next_try {
+                return Err(unreachable_error());
+            }
+            let made = match open_client(&self.config).await {
+                Ok((client, task)) => set_up(client, task).await,
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(conn) => {
+                    self.conn = Some(conn);
+                    self.backoff = FIRST_BACKOFF;
+                    self.shared.up.store(true, Ordering::Release);
+                    self.shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("connected to PostgreSQL again");
+                }
+                Err(e) => {
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.next_try = Instant::now() + self.backoff;
+                    tracing::warn!(error = %why(&e), retry_ms = self.backoff.as_millis() as u64, "cannot reach PostgreSQL");
+                    return Err(unreachable_error());
+                }
+            }
+        }
+        self.conn.as_mut().ok_or_else(unreachable_error)
+    }
+
+    /// After a statement failed: a connection that is gone is forgotten (and made again later).
+    fn after_error(&mut self) {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.lost("the connection closed during a statement");
+        }
+    }
+
+    async fn call(&mut self, call: Call) {
+        match call {
+            Call::Load { name, reply } => {
+                let result = self.load(&name).await;
+                let _ = reply.send(result);
+            }
+            Call::Tree { name, reply } => {
+                let result = self.tree(&name).await;
+                let _ = reply.send(result);
+            }
+            Call::CompactRead { name, upto, reply } => {
+                let pending_below = lock(&self.shared.state)
+                    .records
+                    .get(&name)
+                    .is_some_and(|r| r.range(..upto).next().is_some());
+                if pending_below {
+                    // The records to fold must be committed first (no one waits on this one:
+                    // the owner's own flush request answers for them).
+                    self.round(Vec::new()).await;
+                }
+                let result = self.compact_read(&name, upto).await;
+                let _ = reply.send(result);
+            }
+            Call::CompactWrite {
+                name,
+                covers_below,
+                snapshot,
+                reply,
+            } => {
+                let result = self.compact_write(&name, covers_below, &snapshot).await;
+                let _ = reply.send(result);
+            }
+            Call::Size { name, reply } => {
+                let result = self.size(&name).await;
+                let _ = reply.send(result);
+            }
+            Call::Count { name, reply } => {
+                let result = self.count(&name).await;
+                let _ = reply.send(result);
+            }
+            Call::Flush { reply } => {
+                let (done, answer) = tokio::sync::oneshot::channel();
+                self.round(vec![FlushWaiter { done, doc: None }]).await;
+                let result = answer.await.unwrap_or(Err(StoreError::FlusherGone));
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn load(&mut self, name: &str) -> Result<StoredDoc, StoreError> {
+        let node = self.shared.node.clone();
+        let read = async {
+            let conn = self.connected().await?;
+            let tx = conn.client.transaction().await.map_err(pg_error)?;
+            let epoch: i64 = tx
+                .query_one(CLAIM, &[&name, &node])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            let snapshot = tx
+                .query_opt(
+                    "SELECT covers_below, snapshot FROM snapshots WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(pg_error)?;
+            let (covers_below, snapshot) = match snapshot {
+                Some(row) => (row.get::<_, i64>(0), Some(row.get::<_, Vec<u8>>(1))),
+                None => (0, None),
+            };
+            let rows = tx
+                .query(
+                    "SELECT seq, record FROM records WHERE name = $1 AND seq >= $2 ORDER BY seq",
+                    &[&name, &covers_below],
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            let mut log = BTreeMap::new();
+            for row in rows {
+                log.insert(to_u64(row.get::<_, i64>(0))?, row.get::<_, Vec<u8>>(1));
+            }
+            Ok::<_, StoreError>((epoch, to_u64(covers_below)?, snapshot, log))
+        };
+        let (epoch, covers_below, snapshot, mut log) = match read.await {
+            Ok(read) => read,
+            Err(e) => {
+                self.after_error();
+                return Err(e);
+            }
+        };
+        {
+            let mut state = lock(&self.shared.state);
+            state.claims.insert(name.to_owned(), epoch);
+            if state.failed.remove(name).is_some() {
+                // Written by an owner that stopped when its records were dropped.
+                state.records.remove(name);
+            } else if let Some(pending) = state.records.get(name) {
+                // Appended by this node and not committed yet (a document rebuilt after a
+                // failed update): they are part of the document.
+                for (seq, record) in pending.range(covers_below..) {
+                    log.insert(*seq, record.clone());
+                }
+            }
+        }
+        let next_seq = log.keys().next_back().map_or(covers_below, |last| last + 1);
+        Ok(StoredDoc {
+            snapshot: snapshot.map(sled::IVec::from),
+            log: log
+                .into_iter()
+                .map(|(seq, record)| (seq, sled::IVec::from(record)))
+                .collect(),
+            next_seq,
+        })
+    }
+
+    async fn tree(&mut self, name: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let read = async {
+            let conn = self.connected().await?;
+            let rows = conn
+                .client
+                .query("SELECT key, value FROM meta WHERE tree = $1", &[&name])
+                .await
+                .map_err(pg_error)?;
+            Ok::<_, StoreError>(
+                rows.into_iter()
+                    .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                    .collect(),
+            )
+        };
+        let result = read.await;
+        if result.is_err() {
+            self.after_error();
+        }
+        result
+    }
+
+    async fn compact_read(&mut self, name: &str, upto: u64) -> Result<CompactInput, StoreError> {
+        let upto = to_i64(upto)?;
+        let read = async {
+            let conn = self.connected().await?;
+            let tx = conn.client.transaction().await.map_err(pg_error)?;
+            let snapshot = tx
+                .query_opt(
+                    "SELECT covers_below, snapshot FROM snapshots WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(pg_error)?;
+            let (covers_below, snapshot) = match snapshot {
+                Some(row) => (row.get::<_, i64>(0), Some(row.get::<_, Vec<u8>>(1))),
+                None => (0, None),
+            };
+            let rows = tx
+                .query(
+                    "SELECT seq, record FROM records \
+                     WHERE name = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+                    &[&name, &covers_below, &upto],
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in rows {
+                records.push((to_u64(row.get::<_, i64>(0))?, row.get::<_, Vec<u8>>(1)));
+            }
+            Ok::<_, StoreError>(CompactInput { snapshot, records })
+        };
+        let result = read.await;
+        if result.is_err() {
+            self.after_error();
+        }
+        result
+    }
+
+    async fn compact_write(
+        &mut self,
+        name: &str,
+        covers_below: u64,
+        snapshot: &[u8],
+    ) -> Result<(), StoreError> {
+        let covers_below = to_i64(covers_below)?;
+        let epoch = lock(&self.shared.state).claims.get(name).copied();
+        let Some(epoch) = epoch else {
+            return Err(StoreError::Postgres(format!(
+                "{name}: compacted before this node loaded it"
+            )));
+        };
+        let node = self.shared.node.clone();
+        let write = async {
+            let conn = self.connected().await?;
+            let tx = conn.client.transaction().await.map_err(pg_error)?;
+            let held = tx
+                .query(&conn.fence, &[&vec![name], &vec![epoch], &node])
+                .await
+                .map_err(pg_error)?;
+            if held.is_empty() {
+                tx.rollback().await.map_err(pg_error)?;
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO snapshots (name, covers_below, snapshot) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE \
+                 SET covers_below = EXCLUDED.covers_below, snapshot = EXCLUDED.snapshot",
+                &[&name, &covers_below, &snapshot],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.execute(
+                "DELETE FROM records WHERE name = $1 AND seq < $2",
+                &[&name, &covers_below],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            Ok::<_, StoreError>(true)
+        };
+        match write.await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let fenced = StoreError::Fenced {
+                    name: name.to_owned(),
+                };
+                self.fenced(name, &fenced);
+                Err(fenced)
+            }
+            Err(e) => {
+                self.after_error();
+                Err(e)
+            }
+        }
+    }
+
+    async fn size(&mut self, name: &str) -> Result<u64, StoreError> {
+        let read = async {
+            let conn = self.connected().await?;
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT coalesce((SELECT length(snapshot)::bigint FROM snapshots WHERE name = $1), 0) \
+                     + coalesce((SELECT sum(length(record))::bigint FROM records WHERE name = $1 \
+                        AND seq >= coalesce((SELECT covers_below FROM snapshots WHERE name = $1), 0)), 0)",
+                    &[&name],
+                )
+                .await
+                .map_err(pg_error)?;
+            to_u64(row.get::<_, i64>(0))
+        };
+        let result = read.await;
+        if result.is_err() {
+            self.after_error();
+        }
+        result
+    }
+
+    async fn count(&mut self, name: &str) -> Result<u64, StoreError> {
+        let read = async {
+            let conn = self.connected().await?;
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT count(*) FROM records WHERE name = $1 \
+                     AND seq >= coalesce((SELECT covers_below FROM snapshots WHERE name = $1), 0)",
+                    &[&name],
+                )
+                .await
+                .map_err(pg_error)?;
+            to_u64(row.get::<_, i64>(0))
+        };
+        let result = read.await;
+        if result.is_err() {
+            self.after_error();
+        }
+        result
+    }
+
+    /// Marks a document fenced: its pending records are dropped and its owner stops.
+    fn fenced(&self, name: &str, why: &StoreError) {
+        let mut state = lock(&self.shared.state);
+        state.records.remove(name);
+        state.failed.insert(name.to_owned(), why.clone());
+        self.shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(doc = %name, "fenced: another node claimed the document; its records were not written");
+    }
+
+    /// One group commit: every pending record and metadata write in one transaction, then the
+    /// answers to `waiters` (taken before the batch, so each covers what was appended before it).
+    async fn round(&mut self, waiters: Vec<FlushWaiter>) {
+        let (mut batch, epochs) = {
+            let mut state = lock(&self.shared.state);
+            let batch = Batch {
+                records: std::mem::take(&mut state.records),
+                meta: std::mem::take(&mut state.meta),
+            };
+            let epochs: BTreeMap<String, i64> = batch
+                .records
+                .keys()
+                .filter_map(|name| Some((name.clone(), *state.claims.get(name)?)))
+                .collect();
+            (batch, epochs)
+        };
+        let mut outcome = Ok(());
+        if !batch.records.is_empty() || !batch.meta.is_empty() {
+            let started = Instant::now();
+            let committed = self.commit(&mut batch, &epochs).await;
+            let elapsed = started.elapsed();
+            match committed {
+                Ok(fenced) => {
+                    self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.commit_took(elapsed);
+                    for name in fenced {
+                        self.fenced(&name, &StoreError::Fenced { name: name.clone() });
+                    }
+                    if elapsed >= SLOW_COMMIT {
+                        tracing::warn!(
+                            elapsed_ms = elapsed.as_millis() as u64,
+                            requests = waiters.len(),
+                            "slow group commit"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "group commit failed");
+                    self.shared
+                        .stats
+                        .failed_commits
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.after_error();
+                    self.failed(batch, &e);
+                    outcome = Err(e);
+                }
+            }
+        }
+        let state = lock(&self.shared.state);
+        for w in waiters {
+            let answer = match (&w.doc, &outcome) {
+                (Some(doc), _) => state.failed.get(&**doc).cloned().map_or(Ok(()), Err),
+                (None, Err(e)) => Err(e.clone()),
+                (None, Ok(())) => Ok(()),
+            };
+            // A waiter that went away (its document closed) needs no answer.
+            let _ = w.done.send(answer);
+        }
+    }
+
+    /// After a failed commit: the records it carried are dropped and their documents marked
+    /// failed; the metadata writes go back into the pending batch under any newer ones.
+    fn failed(&self, batch: Batch, why: &StoreError) {
+        let mut state = lock(&self.shared.state);
+        for name in batch.records.into_keys() {
+            state.failed.insert(name, why.clone());
+        }
+        for (tree, writes) in batch.meta {
+            let pending = state.meta.entry(tree).or_default();
+            for (key, value) in writes {
+                pending.entry(key).or_insert(value);
+            }
+        }
+    }
+
+    /// Commits `batch`; the documents that were fenced (left out of it).
+    async fn commit(
+        &mut self,
+        batch: &mut Batch,
+        epochs: &BTreeMap<String, i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let node = self.shared.node.clone();
+        let mut fenced = Vec::new();
+        // Documents without a claim (never loaded here) cannot pass the fence.
+        batch.records.retain(|name, _| {
+            let claimed = epochs.contains_key(name);
+            if !claimed {
+                fenced.push(name.clone());
+            }
+            claimed
+        });
+        let conn = self.connected().await?;
+        loop {
+            let tx = conn.client.transaction().await.map_err(pg_error)?;
+            if !batch.records.is_empty() {
+                let names: Vec<&str> = batch.records.keys().map(String::as_str).collect();
+                let wanted: Vec<i64> = names
+                    .iter()
+                    .map(|n| epochs.get(*n).copied().unwrap_or(-1))
+                    .collect();
+                let held: HashSet<String> = tx
+                    .query(&conn.fence, &[&names, &wanted, &node])
+                    .await
+                    .map_err(pg_error)?
+                    .into_iter()
+                    .map(|row| row.get::<_, String>(0))
+                    .collect();
+                if held.len() < names.len() {
+                    tx.rollback().await.map_err(pg_error)?;
+                    let lost: Vec<String> = names
+                        .iter()
+                        .filter(|n| !held.contains(**n))
+                        .map(|n| (*n).to_owned())
+                        .collect();
+                    for name in lost {
+                        batch.records.remove(&name);
+                        fenced.push(name);
+                    }
+                    continue;
+                }
+                let mut rec_names = Vec::new();
+                let mut seqs = Vec::new();
+                let mut records: Vec<&[u8]> = Vec::new();
+                for (name, recs) in &batch.records {
+                    for (seq, record) in recs {
+                        rec_names.push(name.as_str());
+                        seqs.push(to_i64(*seq)?);
+                        records.push(record);
+                    }
+                }
+                tx.execute(&conn.insert_records, &[&rec_names, &seqs, &records])
+                    .await
+                    .map_err(pg_error)?;
+            }
+            // In tree and key order (see the module documentation on anonymity).
+            let mut put_trees = Vec::new();
+            let mut put_keys: Vec<&[u8]> = Vec::new();
+            let mut put_values: Vec<&[u8]> = Vec::new();
+            let mut del_trees = Vec::new();
+            let mut del_keys: Vec<&[u8]> = Vec::new();
+            for (tree, writes) in &batch.meta {
+                for (key, value) in writes {
+                    match value {
+                        Some(v) => {
+                            put_trees.push(tree.as_str());
+                            put_keys.push(key);
+                            put_values.push(v);
+                        }
+                        None => {
+                            del_trees.push(tree.as_str());
+                            del_keys.push(key);
+                        }
+                    }
+                }
+            }
+            if !del_trees.is_empty() {
+                tx.execute(&conn.delete_meta, &[&del_trees, &del_keys])
+                    .await
+                    .map_err(pg_error)?;
+            }
+            if !put_trees.is_empty() {
+                tx.execute(&conn.upsert_meta, &[&put_trees, &put_keys, &put_values])
+                    .await
+                    .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)?;
+            return Ok(fenced);
+        }
+    }
+}
