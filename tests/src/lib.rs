@@ -1,9 +1,11 @@
 //! Test support for the integration tests: the real server started in-process on port 0 with a
 //! fresh data directory ([`TestServer`]), the real binary as a child process ([`ChildServer`]),
-//! and a y-websocket client built on yrs and tokio-tungstenite ([`Client`]).
+//! a y-websocket client built on yrs and tokio-tungstenite ([`Client`]), and a fresh PostgreSQL
+//! database per test ([`postgres::TestDb`]).
 
 pub mod api;
 pub mod client;
+pub mod postgres;
 pub mod raw;
 pub mod server;
 

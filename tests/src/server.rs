@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use debrief_server::documents::access::{Authorizer, StaticTokens};
 use debrief_server::limits::{Limits, SHUTDOWN_GRACE};
+use debrief_server::storage::postgres::PgSettings;
 use debrief_server::Config;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -37,6 +38,21 @@ impl TestServer {
     pub async fn with_limits(limits: Limits) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         TestServer::start_in(dir, limits, Arc::new(StaticTokens::open())).await
+    }
+
+    /// Starts with default limits and open access, documents and metadata in PostgreSQL at
+    /// `url` (a fresh database: [`crate::postgres::TestDb`]), and a fresh data directory for what
+    /// stays on disk.
+    pub async fn with_postgres(url: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            postgres: Some(PgSettings {
+                url: url.to_owned(),
+                patience: crate::WAIT,
+            }),
+            ..Config::new(dir.path().join("data"))
+        };
+        TestServer::start_with(dir, config).await
     }
 
     /// Starts with shared tokens instead of open access: [`WRITER_TOKEN`] reads and writes,

@@ -19,6 +19,7 @@ mod integration {
     mod limits;
     mod malformed;
     mod meeting;
+    mod postgres;
     mod pulse;
     mod restart;
     mod reviews;

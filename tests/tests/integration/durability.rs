@@ -102,8 +102,15 @@ async fn graceful_shutdown_closes_sockets_with_going_away() {
 /// flush that contains them.
 #[tokio::test]
 async fn kill_9_loses_nothing_any_client_has_seen() {
+    kill_9_mid_burst(&["--open-access"]).await;
+}
+
+/// Starts the binary with `args` (sled, or `--postgres` for the PostgreSQL backend), kills it
+/// with SIGKILL while a burst of 400 updates is being relayed, starts it again, and checks that
+/// everything an observer had received is there.
+pub(super) async fn kill_9_mid_burst(args: &[&str]) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = ChildServer::start(dir.path()).await;
+    let server = ChildServer::start_with(dir.path(), args, None).await;
     let url = server.ws_url("crash");
     let mut writer = Client::connect(&url).await;
     let mut observer = Client::connect(&url).await;
@@ -118,7 +125,7 @@ async fn kill_9_loses_nothing_any_client_has_seen() {
     let seen = observer.text("t");
     assert!(seen.len() >= 150, "observer saw {} characters", seen.len());
 
-    let server = ChildServer::start(dir.path()).await;
+    let server = ChildServer::start_with(dir.path(), args, None).await;
     let mut reader = Client::connect(&server.ws_url("crash")).await;
     reader.wait_synced().await;
     let recovered = reader.text("t");

@@ -30,19 +30,19 @@ enum Stop {
 struct Restarting {
     _dir: TempDir,
     data: PathBuf,
-    args: Vec<&'static str>,
+    args: Vec<String>,
     server: Option<ChildServer>,
 }
 
 impl Restarting {
-    async fn start(args: &[&'static str]) -> Restarting {
+    async fn start(args: &[&str]) -> Restarting {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let server = ChildServer::start_with(&data, args, None).await;
         Restarting {
             _dir: dir,
             data,
-            args: args.to_vec(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             server: Some(server),
         }
     }
@@ -62,7 +62,8 @@ impl Restarting {
             }
             Stop::Kill9 => server.kill9().await,
         }
-        let server = ChildServer::start_with(&self.data, &self.args, None).await;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let server = ChildServer::start_with(&self.data, &args, None).await;
         review.addr = server.addr;
         self.server = Some(server);
     }
@@ -157,7 +158,26 @@ async fn comment_on(review: &Review, role: &str, anchor: &Value, body: &str) -> 
 /// known as XML to the anchor check).
 #[tokio::test]
 async fn anchored_comments_work_after_a_clean_stop_and_after_kill_9() {
-    let mut run = Restarting::start(&[]).await;
+    anchored_comments_across_restarts(&[]).await;
+}
+
+/// The same review on PostgreSQL (issue 18): created, joined, commented on and moved to the
+/// review phase, then stopped cleanly and killed, and everything still there each time.
+#[tokio::test]
+async fn a_review_in_postgres_survives_clean_stops_and_kill_9() {
+    let db = debrief_tests::postgres::TestDb::create().await;
+    let url = db.url();
+    anchored_comments_across_restarts(&["--postgres", &url]).await;
+    let stored = db
+        .query("SELECT count(*) FROM meta WHERE tree = 'reviews'")
+        .await;
+    assert_eq!(stored, vec!["2"], "both reviews are rows of the database");
+}
+
+/// Comments, anchored and general, in a review that the server restarts under (started with
+/// `args`); after every restart the phase and every comment made before are still there.
+async fn anchored_comments_across_restarts(args: &[&str]) {
+    let mut run = Restarting::start(args).await;
     let mut review = Review::create(run.server().addr, "Anchors after restarts").await;
     append_paragraph(&review, "report", "author", "Two or three causes.").await;
     review.move_to("review").await;
@@ -165,8 +185,16 @@ async fn anchored_comments_work_after_a_clean_stop_and_after_kill_9() {
     let made = comment_on(&review, "participant", &before, "Before any restart").await;
     assert_eq!(made.status, 201, "{}", made.body);
 
+    let mut made_so_far = 1;
     for stop in [Stop::Clean, Stop::Kill9, Stop::Clean] {
         run.restart(stop, &mut review).await;
+        assert_eq!(phase(&review).await, "review", "after {stop:?}");
+        let kept = comments(&discussion(&review).await);
+        assert_eq!(
+            kept.len(),
+            made_so_far,
+            "every comment is still there after {stop:?}"
+        );
         // From a page loaded after the restart, on text nobody touched, for every commenter;
         // and an anchor made before the restart still points into the same report.
         let fresh = anchor_on(&review, "participant", "Two or three").await;
@@ -174,6 +202,7 @@ async fn anchored_comments_work_after_a_clean_stop_and_after_kill_9() {
         for role in ["facilitator", "author", "participant"] {
             let made = comment_on(&review, role, &fresh, &format!("{role} after {stop:?}")).await;
             assert_eq!(made.status, 201, "{role} after {stop:?}: {}", made.body);
+            made_so_far += 1;
         }
     }
     // A general comment worked all along, and still does; an anchor into another review's

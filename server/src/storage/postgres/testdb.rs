@@ -21,8 +21,8 @@ pub(crate) fn admin() -> String {
         Ok(v) if !v.trim().is_empty() => v,
         _ => panic!(
             "{VARIABLE} is not set: this test needs PostgreSQL. Run the tests through \
-             scripts/test, or start one with `scripts/postgres start` and export the \
-             {VARIABLE} value it prints"
+             scripts/test, or start one with `dir=$(scripts/postgres start)` and \
+             `export {VARIABLE}=$(scripts/postgres env \"$dir\")`"
         ),
     }
 }
