@@ -14,6 +14,9 @@
 //! - [`storage`]: the storage interface over sled (with its write-ahead file and integrity
 //!   manifest) or PostgreSQL.
 //! - [`ops`]: `debrief check`, `backup` and `restore`, and the administration socket.
+//! - [`cluster`]: cluster mode on PostgreSQL (issue 18), phase 1: node leases, document
+//!   ownership with epochs, takeover, handover and the fence of a commit. Library API only so
+//!   far: nothing in the running server uses it yet (`docs/cluster.md`).
 //! - Beside them, imported by any room: [`config`] (the command line), [`limits`] (the bounds of
 //!   transport, documents and storage, each with its reason), [`metrics`] (counters) and
 //!   [`error`] (HTTP errors as one JSON shape).
@@ -23,6 +26,7 @@
 //! This file composes them: it opens the store, builds the state each room is given, merges the
 //! review API's routes into the transport's router, and owns every task.
 
+pub mod cluster;
 pub mod config;
 pub mod documents;
 pub mod error;

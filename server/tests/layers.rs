@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "documents",
             "storage",
             "ops",
+            "cluster",
         ],
     ),
     // Storage only for the readiness probe, which reports the store's health.
@@ -35,6 +36,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("documents", &["limits", "metrics", "storage"]),
     ("storage", &["limits"]),
     ("ops", &["storage", "reviews"]),
+    // Cluster mode (issue 18): leases and document ownership in PostgreSQL. Documents will use
+    // it through a trait of their own (phase 2), never by name.
+    ("cluster", &["storage"]),
     // Reviews for the settings and the clock of webhooks.
     (
         "config",
