@@ -14,6 +14,9 @@ pub struct ClusterMetrics {
     pub renewals_failed: AtomicU64,
     /// Documents taken from a node whose lease had lapsed.
     pub takeovers: AtomicU64,
+    /// Claims that found a document held by another node with a live lease (contention, or a
+    /// claimer waiting for a lease to lapse).
+    pub claims_held: AtomicU64,
     /// Documents this node handed over (released one by one or all at shutdown).
     pub handed_over: AtomicU64,
 }

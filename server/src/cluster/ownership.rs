@@ -216,6 +216,7 @@ impl Node {
                     .find(|(_, o, _)| o.as_deref() == Some(owner.as_str()))
                     .map(|(name, _, epoch)| (name, epoch))
                     .unwrap_or_default();
+                ClusterMetrics::add(&inner.metrics.claims_held, 1);
                 return Ok(Claims::Held(Held {
                     name,
                     owner,

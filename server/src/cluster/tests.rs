@@ -651,3 +651,42 @@ async fn documents_claimed_together_are_taken_all_or_none() {
         assert_eq!(winners, 1, "round {round}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_claimer_takes_a_handed_over_document_within_one_renewal_interval() {
+    let db = TestDb::create().await;
+    // A long lease: the claimer must not wait for it to lapse.
+    let owner = register(&db, settings(10_000, 200)).await;
+    let claimer = Arc::new(register(&db, settings(10_000, 200)).await);
+    assert_eq!(won(&owner, "review.1.report").await.epoch, 1);
+
+    let waiting = tokio::spawn({
+        let claimer = claimer.clone();
+        async move {
+            claimer
+                .claim_within("review.1.report", Duration::from_secs(8))
+                .await
+        }
+    });
+    // The claimer has looked and found the document held: it is waiting.
+    let metrics = claimer.metrics();
+    until("the claimer found the document held", || async move {
+        ClusterMetrics::read(&metrics.claims_held) >= 1
+    })
+    .await;
+    let released = Instant::now();
+    assert!(owner.release("review.1.report", 1).await.expect("release"));
+    let won = waiting.await.expect("join").expect("claimed");
+    let took = released.elapsed();
+    assert_eq!(
+        won,
+        Won {
+            epoch: 2,
+            from: Previous::Unowned
+        }
+    );
+    assert!(
+        took < Duration::from_millis(200 + 800),
+        "took {took:?} after the handover, with a 10 s lease and 200 ms renewals"
+    );
+}
