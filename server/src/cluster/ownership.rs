@@ -228,7 +228,7 @@ impl Node {
         }
         let epochs: HashMap<String, i64> = tx
             .query(
-                "UPDATE documents SET owner = $2, epoch = epoch + 1 WHERE name = ANY($1) \
+                "UPDATE documents SET owner = $2, epoch = epoch + 1, claimed_at = now() WHERE name = ANY($1) \
                  RETURNING name, epoch",
                 &[&sorted, &me],
             )

@@ -1,14 +1,14 @@
-//! A fresh PostgreSQL database for each unit test of the cluster room, on the server that
-//! `DEBRIEF_TEST_POSTGRES` names (`scripts/test` starts one and sets it).
+//! A fresh PostgreSQL database for each unit test of the cluster room: the storage backend's
+//! test database (`storage/postgres/testdb.rs`, on the server that `DEBRIEF_TEST_POSTGRES` names)
+//! with the storage schema applied, since ownership lives in its `documents` table.
 
 use tokio_postgres::{Client, Config};
 
 use super::db;
+use crate::storage::postgres::testdb;
 
-/// The `documents` table as far as ownership reads it. The storage backend's schema creates the
-/// full table in a running server; these tests need only its name, owner and epoch.
-const DOCUMENTS: &str = "CREATE TABLE documents (\
-     name text PRIMARY KEY, owner text, epoch bigint NOT NULL DEFAULT 0)";
+/// The storage backend's tables, `documents` among them.
+const STORAGE_SCHEMA: &str = include_str!("../storage/postgres/schema.sql");
 
 /// A database of its own, dropped (with every connection to it closed) when this is dropped.
 #[derive(Debug)]
@@ -16,46 +16,39 @@ pub(crate) struct TestDb {
     admin: Config,
     name: String,
     config: Config,
+    // Dropped last: it drops the database.
+    _db: testdb::TestDb,
 }
 
-fn admin_config() -> Config {
-    let Ok(conninfo) = std::env::var("DEBRIEF_TEST_POSTGRES") else {
-        panic!(
-            "DEBRIEF_TEST_POSTGRES is not set: these tests need PostgreSQL. Run them through \
-             scripts/test, or start PostgreSQL with scripts/postgres and export the connection \
-             string it prints as DEBRIEF_TEST_POSTGRES"
-        );
-    };
+fn parse(conninfo: &str) -> Config {
     match conninfo.parse() {
         Ok(config) => config,
-        Err(e) => panic!("DEBRIEF_TEST_POSTGRES is not a libpq connection string: {e}"),
+        Err(e) => panic!("{} is not a libpq connection string: {e}", testdb::VARIABLE),
     }
 }
 
 impl TestDb {
-    /// Creates `t_<random hex>` with a `documents` table.
+    /// Creates `t_<random hex>` with the storage schema.
     pub(crate) async fn create() -> TestDb {
-        let admin = admin_config();
-        let name = format!("t_{}", hex::encode(rand::random::<[u8; 8]>()));
-        let client = db::connect(&admin)
-            .await
-            .expect("connect to DEBRIEF_TEST_POSTGRES");
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+        let created = tokio::task::spawn_blocking(testdb::TestDb::create)
             .await
             .expect("create the test database");
-        let mut config = admin.clone();
-        config.dbname(&name);
+        let config = parse(&created.url());
+        let name = config
+            .get_dbname()
+            .expect("the test database's name")
+            .to_owned();
         let db = TestDb {
-            admin,
+            admin: parse(&testdb::admin()),
             name,
             config,
+            _db: created,
         };
         db.client()
             .await
-            .batch_execute(DOCUMENTS)
+            .batch_execute(STORAGE_SCHEMA)
             .await
-            .expect("create the documents table");
+            .expect("apply the storage schema");
         db
     }
 
@@ -82,33 +75,5 @@ impl TestDb {
         db::connect(&self.admin)
             .await
             .expect("connect to DEBRIEF_TEST_POSTGRES")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which cannot be blocked on: drop the database
-        // from a thread with a runtime of its own.
-        let admin = self.admin.clone();
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let client = db::connect(&admin).await?;
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!(
-                "could not drop the test database {}: {dropped:?}",
-                self.name
-            );
-        }
     }
 }
