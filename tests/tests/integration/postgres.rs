@@ -81,6 +81,64 @@ async fn kill_9_loses_nothing_any_client_has_seen() {
     assert_eq!(stored, vec!["t"], "the document is in the database");
 }
 
+/// Another node taking a document over (its epoch raised in the `documents` table, as a takeover
+/// does) fences this node: its next commit of the document writes nothing, the document's
+/// connections are closed, and a client that connects again gets the document loaded afresh,
+/// with what was committed before.
+#[tokio::test]
+async fn a_document_taken_over_in_the_database_is_fenced() {
+    let db = TestDb::create().await;
+    let server = TestServer::with_postgres(&db.url()).await;
+    let mut writer = Client::connect(&server.ws_url("fenced")).await;
+    let mut reader = Client::connect(&server.ws_url("fenced")).await;
+    writer.wait_synced().await;
+    reader.wait_synced().await;
+    writer.insert("t", 0, "committed. ");
+    reader.wait_text("t", "committed. ").await;
+
+    db.query("UPDATE documents SET owner = 'another node', epoch = epoch + 1 WHERE name = 'fenced' RETURNING epoch")
+        .await;
+    writer.insert("t", 11, "after the takeover");
+    let closed = writer.wait_closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1011, "storage_error")
+    );
+    let closed = reader.wait_closed().await;
+    assert_eq!(
+        closed.code, 1011,
+        "every connection of the document is closed"
+    );
+    assert_eq!(
+        reader.text("t"),
+        "committed. ",
+        "nothing of the fenced commit was relayed"
+    );
+    assert_eq!(
+        server.metric("debrief_postgres_fenced_commits_total").await,
+        1
+    );
+    let rows = db
+        .query("SELECT count(*) FROM records WHERE name = 'fenced'")
+        .await;
+    assert_eq!(
+        rows,
+        vec!["1"],
+        "only the commit before the takeover is stored"
+    );
+
+    let mut again = Client::connect(&server.ws_url("fenced")).await;
+    again.wait_text("t", "committed. ").await;
+    again.insert("t", 11, "served again");
+    again.round_trip().await;
+    let mut check = Client::connect(&server.ws_url("fenced")).await;
+    check.wait_text("t", "committed. served again").await;
+    let owner = db
+        .query("SELECT owner <> 'another node' FROM documents WHERE name = 'fenced'")
+        .await;
+    assert_eq!(owner, vec!["t"], "loading claimed it back (single node)");
+}
+
 /// `kill -9` cannot show that a commit reached the disk; PostgreSQL's settings say it does.
 #[tokio::test]
 async fn the_test_database_syncs_every_commit() {
