@@ -299,8 +299,9 @@ impl Worker {
             let next_try = tokio::time::Instant::from_std(self.next_try);
             let idle_check = tokio::time::Instant::from_std(last_used + IDLE_CHECK);
             let connected = self.conn.is_some();
+            // Not biased: under a steady stream of commits a document waiting to be loaded
+            // must still get its turn.
             tokio::select! {
-                biased;
                 first = flushes.recv(), if flushes_open => match first {
                     Some(first) => {
                         let mut waiters = vec![first];
