@@ -111,3 +111,82 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// A transaction another session keeps open (holding the locks its statements took) until
+/// [`Holder::release`] or drop, on a thread of its own.
+#[derive(Debug)]
+pub(crate) struct Holder {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Holder {
+    /// Runs `BEGIN` and `sql` on a new connection; returns once they ran. The transaction is
+    /// rolled back at release.
+    pub(crate) fn begin(conn: &str, sql: &str) -> Holder {
+        let (conn, shown, sql) = (conn.to_owned(), sql.to_owned(), sql.to_owned());
+        let (began_tx, began) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = began_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async {
+                let (client, connection) = match tokio_postgres::connect(&conn, NoTls).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = began_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let task = tokio::spawn(connection);
+                let ran = client
+                    .batch_execute(&format!("BEGIN; {sql}"))
+                    .await
+                    .map_err(|e| e.to_string());
+                let ok = ran.is_ok();
+                let _ = began_tx.send(ran);
+                if ok {
+                    // Until released (or the test's end drops the sender).
+                    let _ = tokio::task::spawn_blocking(move || released.recv()).await;
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+                drop(client);
+                let _ = task.await;
+            });
+        });
+        match began.recv() {
+            Ok(Ok(())) => Holder {
+                release: Some(release),
+                thread: Some(thread),
+            },
+            Ok(Err(e)) => panic!("holding {shown}: {e}"),
+            Err(_) => panic!("holding {shown}: the thread stopped"),
+        }
+    }
+
+    /// Ends the transaction and waits until it has.
+    pub(crate) fn release(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.end();
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::testdb::{execute, query_text, TestDb};
+use super::testdb::{execute, query_text, Holder, TestDb};
 use super::{PgFlusher, PgSettings, PgStore};
 use crate::storage::types::StoreError;
 
@@ -337,6 +337,88 @@ async fn the_store_connects_again_after_its_connection_is_killed() {
         loaded.updates().expect("decode"),
         vec![&b"before"[..], &b"after"[..]]
     );
+    close(store, flusher);
+}
+
+/// Waits until the store's connection waits for a lock another session holds.
+fn wait_for_lock_wait(db: &TestDb, store: &PgStore) {
+    wait_until("the store's statement to wait for the lock", || {
+        query_text(
+            &db.url(),
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'debrief {}' \
+                 AND wait_event_type = 'Lock'",
+                store.node()
+            ),
+        )
+        .expect("query")
+            == vec!["1"]
+    });
+}
+
+fn kill_connection(db: &TestDb, store: &PgStore) {
+    let killed = query_text(
+        &db.url(),
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'debrief {}'",
+            store.node()
+        ),
+    )
+    .expect("terminate");
+    assert_eq!(killed, vec!["t"], "the store's one connection was killed");
+}
+
+#[tokio::test]
+async fn records_appended_during_a_failed_commit_are_never_written() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    store.load("f").expect("load");
+    store.append("f", 0, &[b"kept"]).expect("append");
+    flush(&store, "f").await.expect("committed");
+
+    // The next commit waits for the document's row, and dies while it waits.
+    let holder = Holder::begin(
+        &db.url(),
+        "SELECT 1 FROM documents WHERE name = 'f' FOR UPDATE",
+    );
+    store
+        .append("f", 1, &[b"in the failed commit"])
+        .expect("append");
+    let first = store
+        .request_flush(Some(Arc::from("f")))
+        .await
+        .expect("queued");
+    wait_for_lock_wait(&db, &store);
+    store
+        .append("f", 2, &[b"appended while it ran"])
+        .expect("append");
+    kill_connection(&db, &store);
+    let failed = first.await.expect("answered");
+    assert!(matches!(failed, Err(StoreError::Postgres(_))), "{failed:?}");
+    holder.release();
+    wait_until("the store to connect again", || {
+        store
+            .render_metrics()
+            .contains("debrief_postgres_reconnects_total 1")
+    });
+    // Another commit (metadata) must not carry record 2 without record 1.
+    store.durable().await.expect("the next commit");
+    assert_eq!(
+        one(
+            &db,
+            "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM records WHERE name = 'f'"
+        ),
+        "0",
+        "no record after the failed ones is in the table"
+    );
+    assert!(
+        store.append("f", 3, &[b"more"]).is_err(),
+        "the document takes no appends until it is loaded again"
+    );
+    let loaded = store.load("f").expect("load");
+    assert_eq!(loaded.updates().expect("decode"), vec![&b"kept"[..]]);
+    assert_eq!(loaded.next_seq, 1);
     close(store, flusher);
 }
 

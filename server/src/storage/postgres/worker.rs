@@ -740,10 +740,13 @@ impl Worker {
     }
 
     /// After a failed commit: the records it carried are dropped and their documents marked
-    /// failed; the metadata writes go back into the pending batch under any newer ones.
+    /// failed, and so are the records appended to them while it ran (they follow the dropped
+    /// ones: written alone they would leave a gap in the log); the metadata writes go back into
+    /// the pending batch under any newer ones.
     fn failed(&self, batch: Batch, why: &StoreError) {
         let mut state = lock(&self.shared.state);
         for name in batch.records.into_keys() {
+            state.records.remove(&name);
             state.failed.insert(name, why.clone());
         }
         for (tree, writes) in batch.meta {
