@@ -218,11 +218,14 @@ fn raise_open_file_limit() {
 ///   dropped at every level.
 const OURS: [&str; 3] = ["debrief", "debrief_server", "debrief_proto"];
 
-/// Library targets dropped at every level: the store's (keys and values), and the transport's
-/// (client addresses, raw frames, tokens).
-const NEVER_LOGGED: [&str; 8] = [
+/// Library targets dropped at every level: the stores' (keys and values; tokio-postgres prints
+/// statement parameters at debug level), and the transport's (client addresses, raw frames,
+/// tokens).
+const NEVER_LOGGED: [&str; 10] = [
     "sled",
     "pagecache",
+    "tokio_postgres",
+    "postgres_protocol",
     "axum::serve",
     "hyper",
     "hyper_util",
@@ -381,6 +384,8 @@ mod tests {
         assert!(!loggable("sled::tree", Level::TRACE));
         assert!(!loggable("sled", Level::ERROR));
         assert!(!loggable("pagecache::iobuf", Level::WARN));
+        assert!(!loggable("tokio_postgres::query", Level::ERROR));
+        assert!(!loggable("postgres_protocol::message", Level::WARN));
         assert!(!loggable("tungstenite::protocol", Level::ERROR));
         assert!(!loggable("axum::serve", Level::WARN));
         assert!(!loggable("hyper_util::client", Level::ERROR));
