@@ -19,6 +19,10 @@ pub struct ClusterMetrics {
     pub claims_held: AtomicU64,
     /// Documents this node handed over (released one by one or all at shutdown).
     pub handed_over: AtomicU64,
+    /// Claims and handovers that PostgreSQL chose as the victim of a deadlock and that were run
+    /// again. Claims and handovers lock rows in name order, so this stays zero unless something
+    /// else locks the same rows in another order.
+    pub deadlocks: AtomicU64,
 }
 
 impl ClusterMetrics {

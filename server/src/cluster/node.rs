@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::db::{self, Session};
 use super::metrics::ClusterMetrics;
+use super::ownership::{is_deadlock, DEADLOCK_RETRIES};
 use super::{ClusterError, Fenced, NodeId, Settings, SCHEMA};
 
 /// Whether a node may still commit and serve its documents.
@@ -171,23 +172,24 @@ impl Node {
     /// at once without waiting for the lease) and leaves the cluster (its row is removed). The
     /// node is fenced first, so its owners stop committing before their documents change hands.
     /// Answers how many documents were handed over.
+    ///
+    /// The rows are locked in name order, the order in which claims lock them, so a handover and
+    /// a claim of the same documents cannot deadlock; a handover that PostgreSQL aborted to
+    /// break a deadlock all the same is run again, up to [`DEADLOCK_RETRIES`] times.
     pub async fn shut_down(self) -> Result<u64, ClusterError> {
         self.stop.cancel();
         self.inner.fence(Fenced::Left);
-        let mut client = self.inner.session.client().await?;
-        let tx = client.transaction().await?;
-        let handed = tx
-            .execute(
-                "UPDATE documents SET owner = NULL WHERE owner = $1",
-                &[&self.inner.id.as_str()],
-            )
-            .await?;
-        tx.execute(
-            "DELETE FROM nodes WHERE id = $1",
-            &[&self.inner.id.as_str()],
-        )
-        .await?;
-        tx.commit().await?;
+        let mut retries = 0;
+        let handed = loop {
+            match self.inner.hand_over_all().await {
+                Err(e) if is_deadlock(&e) && retries < DEADLOCK_RETRIES => {
+                    retries += 1;
+                    ClusterMetrics::add(&self.inner.metrics.deadlocks, 1);
+                    tracing::warn!(node = %self.inner.id, "cluster: the handover was a deadlock's victim; handing over again");
+                }
+                outcome => break outcome?,
+            }
+        };
         ClusterMetrics::add(&self.inner.metrics.handed_over, handed);
         Ok(handed)
     }
@@ -219,6 +221,27 @@ impl Inner {
             owned.clear();
             self.count_owned(&owned);
         }
+    }
+
+    /// One try of [`Node::shut_down`]'s transaction: every document of this node set unowned,
+    /// and its row removed. Answers how many documents it handed over.
+    async fn hand_over_all(&self) -> Result<u64, ClusterError> {
+        let me = self.id.as_str();
+        let mut client = self.session.client().await?;
+        let tx = client.transaction().await?;
+        // Not `WHERE owner = $1` alone: that locks rows in the order it finds them in the
+        // table, while claims lock them in name order.
+        let handed = tx
+            .execute(
+                "UPDATE documents SET owner = NULL WHERE owner = $1 AND name IN \
+                 (SELECT name FROM documents WHERE owner = $1 ORDER BY name FOR UPDATE)",
+                &[&me],
+            )
+            .await?;
+        tx.execute("DELETE FROM nodes WHERE id = $1", &[&me])
+            .await?;
+        tx.commit().await?;
+        Ok(handed)
     }
 
     pub(super) fn is_fenced(&self) -> Option<Fenced> {

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Transaction;
 
 use super::metrics::ClusterMetrics;
@@ -103,6 +104,15 @@ pub enum Ownership {
     },
 }
 
+/// How many times a claim or a handover that PostgreSQL aborted to break a deadlock is run
+/// again before the error is returned.
+pub(super) const DEADLOCK_RETRIES: u32 = 3;
+
+/// Whether PostgreSQL aborted the transaction to break a deadlock (SQLSTATE 40P01).
+pub(super) fn is_deadlock(e: &ClusterError) -> bool {
+    matches!(e, ClusterError::Db(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED))
+}
+
 /// The shortest wait between two tries of a waiting claim.
 const MIN_CLAIM_POLL: Duration = Duration::from_millis(5);
 
@@ -124,7 +134,24 @@ impl Node {
     /// review keeps on one node. Each is taken on the terms of [`Node::claim`] and its epoch
     /// rises; if any is held by another node with a live lease, none is taken. Rows are locked
     /// in name order, so claimers of overlapping sets cannot deadlock. Answers in name order.
+    ///
+    /// A claim that PostgreSQL chose as the victim of a deadlock (with something that locks the
+    /// same rows in another order) is run again, up to [`DEADLOCK_RETRIES`] times.
     pub async fn claim_all(&self, names: &[&str]) -> Result<Claims, ClusterError> {
+        let mut retries = 0;
+        loop {
+            match self.claim_all_once(names).await {
+                Err(e) if is_deadlock(&e) && retries < DEADLOCK_RETRIES => {
+                    retries += 1;
+                    ClusterMetrics::add(&self.inner.metrics.deadlocks, 1);
+                    tracing::warn!(node = %self.inner.id, "cluster: a claim was a deadlock's victim; claiming again");
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn claim_all_once(&self, names: &[&str]) -> Result<Claims, ClusterError> {
         let inner = &self.inner;
         if let Some(why) = inner.is_fenced() {
             return Err(ClusterError::Fenced(why));

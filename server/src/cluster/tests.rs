@@ -25,6 +25,16 @@ fn settings(lease_ms: u64, renew_ms: u64) -> Settings {
     .expect("valid settings")
 }
 
+/// Rounds of the deadlock test, and the documents handed over and claimed in each.
+const ROUNDS: usize = 3;
+const DOCUMENTS: usize = 40;
+
+/// Settings for a node that must stay live throughout a test, on a loaded machine too: it may
+/// miss every renewal for ten seconds before it fences itself.
+fn steady() -> Settings {
+    settings(10_000, 250)
+}
+
 async fn register(db: &TestDb, settings: Settings) -> Node {
     Node::register(
         db.config(),
@@ -689,4 +699,103 @@ async fn a_waiting_claimer_takes_a_handed_over_document_within_one_renewal_inter
         took < Duration::from_millis(200 + 800),
         "took {took:?} after the handover, with a 10 s lease and 200 ms renewals"
     );
+}
+
+/// How many sessions of the test database wait on a row lock.
+async fn lock_waiters(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handover_and_a_claim_of_the_same_documents_do_not_deadlock() {
+    let db = TestDb::create().await;
+    // PostgreSQL looks for a deadlock only after a lock wait of deadlock_timeout (1 s by
+    // default); sooner here.
+    db.admin()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET deadlock_timeout = '20ms'",
+            db.name()
+        ))
+        .await
+        .expect("set deadlock_timeout");
+    let mut observer = db.client().await;
+    let claimer = Arc::new(register(&db, steady()).await);
+    for round in 0..ROUNDS {
+        let leaving = register(&db, steady()).await;
+        let leaving_metrics = leaving.metrics().clone();
+        let names: Vec<String> = (0..DOCUMENTS)
+            .map(|i| format!("review.h{round}.{i:03}"))
+            .collect();
+        // Claimed one at a time in reverse name order: the rows' current versions lie in the
+        // table in that order, so a statement that locks rows as it scans the table takes them
+        // in the reverse of a claim's order.
+        for name in names.iter().rev() {
+            assert_eq!(won(&leaving, name).await.epoch, 1);
+        }
+
+        // The claim is caught halfway through locking its rows (a session holds the middle
+        // one), and the handover starts while it waits: the moment at which locking in two
+        // different orders deadlocks.
+        let middle = &names[DOCUMENTS / 2];
+        let pause = observer.transaction().await.expect("begin");
+        pause
+            .execute(
+                "SELECT 1 FROM documents WHERE name = $1 FOR UPDATE",
+                &[middle],
+            )
+            .await
+            .expect("lock the middle row");
+        let claim = tokio::spawn({
+            let claimer = claimer.clone();
+            let names = names.clone();
+            async move {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                claimer.claim_all_within(&names, PATIENCE).await
+            }
+        });
+        let looking = db.client().await;
+        let looking = &looking;
+        until("the claim waits on the middle row", || async move {
+            lock_waiters(looking).await == 1
+        })
+        .await;
+        let handover = tokio::spawn(leaving.shut_down());
+        until("the handover waits too", || async move {
+            lock_waiters(looking).await == 2
+        })
+        .await;
+        pause.commit().await.expect("let the claim go on");
+
+        let handed = handover.await.expect("join");
+        let claimed = claim.await.expect("join");
+        assert_eq!(
+            handed.map_err(|e| format!("{e:?}")).expect("the handover"),
+            DOCUMENTS as u64,
+            "round {round}"
+        );
+        let claimed = claimed.map_err(|e| format!("{e:?}")).expect("the claim");
+        assert_eq!(claimed.len(), DOCUMENTS, "round {round}");
+        for (name, won) in &claimed {
+            assert_eq!(
+                won,
+                &Won {
+                    epoch: 2,
+                    from: Previous::Unowned
+                },
+                "round {round}: {name}"
+            );
+        }
+        // Both lock in name order: neither was a deadlock's victim (and saved by a retry).
+        assert_eq!(ClusterMetrics::read(&leaving_metrics.deadlocks), 0);
+    }
+    assert_eq!(ClusterMetrics::read(&claimer.metrics().deadlocks), 0);
 }
