@@ -2,8 +2,8 @@
 //!
 //! The lease is judged by the database's clock only: the database sets
 //! `lease_until = now() + lease` at every renewal, every other node compares it with the
-//! database's `now()`, and a renewal is refused once the lease has ended, so a lapsed lease
-//! stays lapsed. The node itself never reads `lease_until` against its own wall clock. It
+//! database's clock, and a renewal is refused once the lease has ended (by `clock_timestamp()`
+//! when the renewal reaches the row), so a lapsed lease stays lapsed. The node itself never reads `lease_until` against its own wall clock. It
 //! starts a monotonic timer *before* sending each renewal; the database's `now()` for that
 //! renewal is later, so the lease the database granted ends no earlier than the timer. When no
 //! renewal succeeded before the timer runs out, the node considers itself fenced at a moment
@@ -327,6 +327,13 @@ async fn renew(
 
 /// One renewal, on the renewal connection (opened again if the server closed it). Refused
 /// once the lease has ended by the database's clock: a lapsed node cannot come back.
+///
+/// The lease is compared with `clock_timestamp()`, the moment the row is looked at, not with
+/// `now()`, the moment the statement began: a renewal that waited on the row's lock (a claimer
+/// reading the lease holds it in share mode) until after the lease ended would otherwise revive
+/// a lease that another node has already seen lapse. The new lease does count from `now()`, no
+/// later than the moment the node's timer started, so the node's own reckoning stays the more
+/// cautious one.
 async fn renew_once(
     inner: &Inner,
     client: &mut Option<Client>,
@@ -338,7 +345,7 @@ async fn renew_once(
     let renewed = connection
         .execute(
             "UPDATE nodes SET lease_until = now() + make_interval(secs => $2), renewed_at = now() \
-             WHERE id = $1 AND lease_until > now()",
+             WHERE id = $1 AND lease_until > clock_timestamp()",
             &[&inner.id.as_str(), &inner.settings.lease().as_secs_f64()],
         )
         .await;

@@ -799,3 +799,61 @@ async fn a_handover_and_a_claim_of_the_same_documents_do_not_deadlock() {
     }
     assert_eq!(ClusterMetrics::read(&claimer.metrics().deadlocks), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_waited_on_a_lock_past_the_lease_does_not_revive_it() {
+    let db = TestDb::create().await;
+    let node = register(&db, steady()).await;
+    let metrics = node.metrics();
+    until("a first renewal", || async move {
+        ClusterMetrics::read(&metrics.lease_renewals) >= 1
+    })
+    .await;
+
+    // Another session holds the node's row, so the next renewal waits on its lock.
+    let blocker = db.client().await;
+    blocker.batch_execute("BEGIN").await.expect("begin");
+    blocker
+        .execute(
+            "UPDATE nodes SET lease_until = lease_until WHERE id = $1",
+            &[&node.id().as_str()],
+        )
+        .await
+        .expect("lock the node's row");
+    let looking = db.client().await;
+    let looking = &looking;
+    until("a renewal waits on the row", || async move {
+        lock_waiters(looking).await == 1
+    })
+    .await;
+    let renewals = ClusterMetrics::read(&node.metrics().lease_renewals);
+
+    // While the renewal waits, the lease ends (by the database's clock, after the renewal's
+    // statement began): another node would now see it lapsed and take the node's documents.
+    blocker
+        .execute(
+            "UPDATE nodes SET lease_until = clock_timestamp() WHERE id = $1",
+            &[&node.id().as_str()],
+        )
+        .await
+        .expect("end the lease");
+    blocker.batch_execute("COMMIT").await.expect("commit");
+
+    let why = tokio::time::timeout(PATIENCE, node.fenced())
+        .await
+        .expect("the renewal was refused");
+    assert_eq!(why, Fenced::LeaseExpired);
+    assert_eq!(
+        ClusterMetrics::read(&node.metrics().lease_renewals),
+        renewals
+    );
+    let lapsed: bool = looking
+        .query_one(
+            "SELECT lease_until <= clock_timestamp() FROM nodes WHERE id = $1",
+            &[&node.id().as_str()],
+        )
+        .await
+        .expect("the node's row")
+        .get(0);
+    assert!(lapsed, "the lapsed lease was renewed");
+}
