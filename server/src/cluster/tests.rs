@@ -869,3 +869,127 @@ async fn a_renewal_that_waited_on_a_lock_past_the_lease_does_not_revive_it() {
         .get(0);
     assert!(lapsed, "the lapsed lease was renewed");
 }
+
+/// Runs `operation`, which locks the rows of `names` in name order, so that PostgreSQL aborts
+/// it to break a deadlock: one session holds the second row, so the operation takes the first
+/// and waits; another holds the third and asks for the first; the second is let go, and the
+/// operation, asking for the third, closes the cycle and is the one PostgreSQL aborts (the other
+/// session looks for deadlocks only after a minute). The other session gets the first row and
+/// ends; answers the operation's outcome.
+async fn as_a_deadlock_victim<T, F>(db: &TestDb, names: [&str; 3], operation: F) -> T
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let [first, second, third] = names.map(str::to_owned);
+    let lock = "SELECT 1 FROM documents WHERE name = $1 FOR UPDATE";
+    let holds_second = db.client().await;
+    holds_second.batch_execute("BEGIN").await.expect("begin");
+    holds_second
+        .execute(lock, &[&second])
+        .await
+        .expect("lock the second row");
+    let holds_third = Arc::new(db.client().await);
+    holds_third
+        .batch_execute("BEGIN; SET LOCAL deadlock_timeout = '1min'")
+        .await
+        .expect("begin");
+    holds_third
+        .execute(lock, &[&third])
+        .await
+        .expect("lock the third row");
+
+    let running = tokio::spawn(operation);
+    let looking = db.client().await;
+    let looking = &looking;
+    until(
+        "the operation holds the first row and waits",
+        || async move { lock_waiters(looking).await == 1 },
+    )
+    .await;
+    let asks_first = tokio::spawn({
+        let holds_third = holds_third.clone();
+        async move { holds_third.execute(lock, &[&first]).await }
+    });
+    until("the other session waits for the first row", || async move {
+        lock_waiters(looking).await == 2
+    })
+    .await;
+    holds_second
+        .batch_execute("COMMIT")
+        .await
+        .expect("let the second row go");
+    // The operation was aborted, which let the other session have the first row.
+    asks_first
+        .await
+        .expect("join")
+        .expect("the other session locks the first row");
+    holds_third.batch_execute("COMMIT").await.expect("commit");
+    running.await.expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_and_a_handover_chosen_as_a_deadlocks_victim_run_again() {
+    let db = TestDb::create().await;
+    db.admin()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET deadlock_timeout = '20ms'",
+            db.name()
+        ))
+        .await
+        .expect("set deadlock_timeout");
+    let names = ["review.1.discussion", "review.1.notes", "review.1.report"];
+
+    // A claim.
+    let claimer = Arc::new(register(&db, steady()).await);
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO documents (name, owner, epoch) SELECT unnest($1::text[]), NULL, 0",
+            &[&names.to_vec()],
+        )
+        .await
+        .expect("the documents' rows");
+    let claimed = as_a_deadlock_victim(&db, names, {
+        let claimer = claimer.clone();
+        async move { claimer.claim_all(&names).await }
+    })
+    .await;
+    match claimed.map_err(|e| format!("{e:?}")).expect("the claim") {
+        Claims::Won(won) => assert_eq!(
+            won.iter()
+                .map(|(name, won)| (name.as_str(), won.epoch, won.from.clone()))
+                .collect::<Vec<_>>(),
+            names
+                .iter()
+                .map(|name| (*name, 1, Previous::Unowned))
+                .collect::<Vec<_>>()
+        ),
+        Claims::Held(held) => panic!("held: {held:?}"),
+    }
+    assert!(ClusterMetrics::read(&claimer.metrics().deadlocks) >= 1);
+
+    // A handover.
+    let metrics = claimer.metrics().clone();
+    let handed = as_a_deadlock_victim(&db, names, async move {
+        match Arc::try_unwrap(claimer) {
+            Ok(node) => node.shut_down().await,
+            Err(_) => panic!("the node is shared"),
+        }
+    })
+    .await;
+    assert_eq!(
+        handed.map_err(|e| format!("{e:?}")).expect("the handover"),
+        3
+    );
+    let deadlocks = ClusterMetrics::read(&metrics.deadlocks);
+    assert!(deadlocks >= 2, "{deadlocks} deadlocks");
+    let observer = register(&db, steady()).await;
+    for name in names {
+        assert_eq!(
+            observer.owner_of(name).await.expect("owner"),
+            Ownership::Unowned { epoch: 1 }
+        );
+    }
+}
