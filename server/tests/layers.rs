@@ -37,8 +37,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("storage", &["limits"]),
     ("ops", &["storage", "reviews"]),
     // Cluster mode (issue 18): leases and document ownership in PostgreSQL. Documents will use
-    // it through a trait of their own (phase 2), never by name.
-    ("cluster", &["storage"]),
+    // it through a trait of their own (phase 2), never by name. Limits for the link's frame size.
+    ("cluster", &["storage", "limits"]),
     // Reviews for the settings and the clock of webhooks.
     (
         "config",

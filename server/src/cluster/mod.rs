@@ -11,11 +11,14 @@
 //!   lapsed, or its owner handed it over, always raising its epoch), looking up its owner,
 //!   handing documents over, and [`ownership::fence`], the check a commit runs inside its own
 //!   transaction.
+//! - [`link`]: the authenticated internal link between two nodes, with a sub-stream per
+//!   document, bounded queues and a heartbeat (not used for forwarding yet).
 //! - [`metrics`]: counters of leases and ownership, for `/metrics` in phase 2.
 //!
-//! The room refers to nothing else of the server: it is given a connection configuration and
+//! The room refers to nothing else of the server but `limits` (the link's frame size): it is given a connection configuration and
 //! the address of the node's internal link, and answers in its own types.
 
+pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod ownership;

@@ -1,0 +1,1074 @@
+//! The internal link between two nodes (`docs/cluster.md`, "Routing: the internal link" and
+//! "Authentication between nodes"). Not wired into serving yet: forwarding sockets and REST
+//! requests over it comes later in phase 2.
+//!
+//! - **Authentication.** TLS 1.3 with a certificate each node makes for itself at start
+//!   ([`Endpoint::new`]), then a mutual challenge inside the encrypted channel: each side sends
+//!   its node id and a 32-byte nonce, and proves it holds the cluster secret with an HMAC over
+//!   both ids, both nonces and the TLS exporter value of this very session ([`proof`]). The key
+//!   of that HMAC is derived from the [`ClusterSecret`] for this purpose only. The whole
+//!   handshake has a time limit and every handshake message a size limit.
+//! - **Sub-streams.** A [`Link`] carries many [`SubStream`]s, one per document a node forwards,
+//!   in the frames of `debrief_proto::link`. Each sub-stream has a bounded queue; a sub-stream
+//!   whose reader does not keep up is closed (both sides learn why), never waited for, so one
+//!   slow document cannot hold up the link's other documents.
+//! - **Liveness.** Each side sends a heartbeat; a link silent for longer than
+//!   [`LinkSettings::silent_after`] (or whose writes stall that long) is closed, and every
+//!   sub-stream on it observes why.
+//! - **Tasks.** Each link's reader and writer run on the endpoint's `TaskTracker` and end when
+//!   the link closes or the shutdown token is cancelled.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use debrief_proto::link::{self as wire, Frame, FrameError, Kind};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::CryptoProvider;
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::NodeId;
+use crate::limits;
+
+/// The environment variable [`ClusterSecret::read`] falls back to.
+pub const SECRET_ENV: &str = "DEBRIEF_CLUSTER_SECRET";
+/// The shortest cluster secret accepted.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// HKDF's info string: `K_link` is derived from the cluster secret for the link only.
+const KEY_INFO: &[u8] = b"debrief cluster link key v1";
+/// The label of the TLS exporter value the proofs are bound to (RFC 5705, RFC 8446 7.5).
+const EXPORTER_LABEL: &[u8] = b"EXPORTER-debrief-link";
+/// What every proof starts with.
+const PROOF_DOMAIN: &[u8] = b"debrief link";
+/// The name the dialer asks for in TLS; no certificate is checked against it (see
+/// [`ProofFollows`]).
+const TLS_NAME: &str = "debrief-link";
+/// The largest node id a hello may carry (ids are 32 hex digits).
+const MAX_NODE_ID_BYTES: usize = 64;
+/// The largest body of a handshake message: a hello with the longest id and a nonce.
+const HANDSHAKE_MAX_BODY: usize = wire::BODY_HEADER_BYTES + MAX_NODE_ID_BYTES + 32;
+/// Close frames and refusals the reader sends wait here; a link that lets this fill is stuck.
+const CONTROL_QUEUE: usize = 1024;
+/// Frames waiting for the writer, from every sub-stream of the link.
+const DATA_QUEUE: usize = 256;
+/// Incoming sub-streams not yet taken by [`Link::accept_stream`].
+const INCOMING_QUEUE: usize = 256;
+
+/// The cluster secret every node of a cluster is given (never stored in the database).
+pub struct ClusterSecret(Vec<u8>);
+
+impl fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClusterSecret({} bytes)", self.0.len())
+    }
+}
+
+/// Why no cluster secret could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Neither a file nor the environment variable gave one.
+    #[error(
+        "no cluster secret: give a secret file or set {SECRET_ENV} (at least 32 random bytes)"
+    )]
+    Missing,
+    /// The file could not be read.
+    #[error("cannot read the cluster secret file {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Too short to resist guessing.
+    #[error("the cluster secret is {0} bytes; it must be at least 32 random bytes")]
+    TooShort(usize),
+}
+
+impl ClusterSecret {
+    /// A secret of these bytes, refused when shorter than [`MIN_SECRET_BYTES`].
+    pub fn new(bytes: Vec<u8>) -> Result<ClusterSecret, SecretError> {
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(SecretError::TooShort(bytes.len()));
+        }
+        Ok(ClusterSecret(bytes))
+    }
+
+    /// The secret from `file` when given, else from [`SECRET_ENV`]. A file's one trailing
+    /// newline (as editors and `echo` leave) is not part of the secret.
+    pub fn read(file: Option<&Path>) -> Result<ClusterSecret, SecretError> {
+        ClusterSecret::read_from(file, std::env::var_os(SECRET_ENV))
+    }
+
+    /// [`ClusterSecret::read`] with the environment variable's value given.
+    pub fn read_from(
+        file: Option<&Path>,
+        env: Option<OsString>,
+    ) -> Result<ClusterSecret, SecretError> {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = match (file, env) {
+            (Some(path), _) => {
+                let mut bytes = std::fs::read(path).map_err(|source| SecretError::Unreadable {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                    if bytes.last() == Some(&b'\r') {
+                        bytes.pop();
+                    }
+                }
+                bytes
+            }
+            (None, Some(value)) if !value.is_empty() => value.into_vec(),
+            (None, _) => return Err(SecretError::Missing),
+        };
+        ClusterSecret::new(bytes)
+    }
+
+    /// `K_link`: HKDF-SHA256 (RFC 5869) of the secret, without salt, with [`KEY_INFO`].
+    fn link_key(&self) -> [u8; 32] {
+        hkdf_sha256(&self.0, KEY_INFO)
+    }
+}
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length")
+}
+
+/// HKDF-SHA256 with an absent salt, one block of output.
+fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut extract = mac(&[0; 32]);
+    extract.update(ikm);
+    let prk = extract.finalize().into_bytes();
+    let mut expand = mac(&prk);
+    expand.update(info);
+    expand.update(&[1]);
+    expand.finalize().into_bytes().into()
+}
+
+/// Which end of a link a node is: the one that opened the TCP connection or the one that
+/// accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Dialer,
+    Acceptor,
+}
+
+impl Role {
+    fn name(self) -> &'static [u8] {
+        match self {
+            Role::Dialer => b"dialer",
+            Role::Acceptor => b"acceptor",
+        }
+    }
+
+    fn other(self) -> Role {
+        match self {
+            Role::Dialer => Role::Acceptor,
+            Role::Acceptor => Role::Dialer,
+        }
+    }
+}
+
+/// What both sides of one handshake know: the ids and nonces (dialer's first) and the exporter.
+struct Transcript<'a> {
+    dialer: &'a str,
+    acceptor: &'a str,
+    dialer_nonce: &'a [u8; 32],
+    acceptor_nonce: &'a [u8; 32],
+    exporter: &'a [u8; 32],
+}
+
+/// The proof the side playing `role` sends:
+/// `HMAC-SHA256(K_link, "debrief link" ‖ role ‖ dialer id ‖ acceptor id ‖ dialer nonce ‖
+/// acceptor nonce ‖ exporter)`, each variable-length field behind its 2-byte length.
+fn proof(key: &[u8; 32], role: Role, t: &Transcript<'_>) -> Hmac<Sha256> {
+    let mut m = mac(key);
+    m.update(PROOF_DOMAIN);
+    for field in [role.name(), t.dialer.as_bytes(), t.acceptor.as_bytes()] {
+        // Fits: role names and ids are at most MAX_NODE_ID_BYTES.
+        m.update(&(field.len() as u16).to_be_bytes());
+        m.update(field);
+    }
+    m.update(t.dialer_nonce);
+    m.update(t.acceptor_nonce);
+    m.update(t.exporter);
+    m
+}
+
+/// Time limits and queue sizes of links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// The TLS handshake and the challenge together must finish within this.
+    pub handshake_limit: Duration,
+    /// How often each side sends a heartbeat.
+    pub heartbeat_every: Duration,
+    /// A link on which nothing arrives for this long, or whose write stalls this long, is
+    /// closed. Also the time a frame has to arrive in full once its first byte has.
+    pub silent_after: Duration,
+    /// Messages waiting for a sub-stream's reader; one more closes the sub-stream.
+    pub stream_queue: usize,
+    /// The largest payload of one frame.
+    pub max_payload: usize,
+}
+
+impl Default for LinkSettings {
+    /// A 5 s handshake; a heartbeat every second and silence judged after the default lease
+    /// (3 s); payloads up to the document message limit, [`limits::MAX_FRAME_BYTES`].
+    fn default() -> LinkSettings {
+        LinkSettings {
+            handshake_limit: Duration::from_secs(5),
+            heartbeat_every: Duration::from_secs(1),
+            silent_after: super::Settings::default().lease(),
+            stream_queue: 256,
+            max_payload: limits::MAX_FRAME_BYTES,
+        }
+    }
+}
+
+impl LinkSettings {
+    /// The largest frame body a reader accepts: the payload limit plus the body's header and the
+    /// longest document name.
+    pub fn max_body(&self) -> usize {
+        self.max_payload + wire::BODY_HEADER_BYTES + wire::MAX_NAME_BYTES
+    }
+}
+
+/// Why a link could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// TCP or TLS failed.
+    #[error("link I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The certificate or TLS configuration could not be made.
+    #[error("link TLS set-up: {0}")]
+    Setup(String),
+    /// The handshake took longer than allowed.
+    #[error("link handshake did not finish within {} ms", .0.as_millis())]
+    HandshakeTimeout(Duration),
+    /// A frame could not be decoded or was too large.
+    #[error("link frame: {0}")]
+    Frame(#[from] FrameError),
+    /// A handshake message was not the one expected.
+    #[error("link handshake: {0}")]
+    BadHandshake(&'static str),
+    /// The peer's proof did not match: it does not hold this cluster's secret, or someone is in
+    /// the middle.
+    #[error("link handshake: the peer's proof is wrong (it does not hold this cluster's secret)")]
+    WrongProof,
+    /// The link is closed.
+    #[error("the link is closed: {0}")]
+    LinkClosed(LinkClosed),
+    /// The sub-stream is closed.
+    #[error("the sub-stream is closed: {0}")]
+    StreamClosed(StreamClosed),
+    /// A payload larger than [`LinkSettings::max_payload`].
+    #[error("a payload of {size} bytes exceeds the link's limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Why a link closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkClosed {
+    /// This node is shutting down.
+    Shutdown,
+    /// [`Link::close`] or the `Link` was dropped.
+    Local,
+    /// The peer closed the connection.
+    PeerClosed,
+    /// Nothing arrived (or a write stalled) for this long.
+    Silent(Duration),
+    /// The connection failed.
+    Io(String),
+    /// The peer sent something this format does not allow.
+    Protocol(String),
+    /// Control frames could not be queued: the peer does not read.
+    Stuck,
+}
+
+impl fmt::Display for LinkClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkClosed::Shutdown => f.write_str("this node is shutting down"),
+            LinkClosed::Local => f.write_str("closed by this node"),
+            LinkClosed::PeerClosed => f.write_str("the peer closed the connection"),
+            LinkClosed::Silent(d) => write!(f, "the peer was silent for {} ms", d.as_millis()),
+            LinkClosed::Io(e) => write!(f, "connection failed: {e}"),
+            LinkClosed::Protocol(e) => write!(f, "protocol error: {e}"),
+            LinkClosed::Stuck => f.write_str("the peer does not read its control frames"),
+        }
+    }
+}
+
+/// Why a sub-stream closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamClosed {
+    /// Closed on this side.
+    Local,
+    /// The peer closed it.
+    ByPeer,
+    /// This side's reader did not keep up; the peer was told.
+    SlowReader,
+    /// The peer's reader did not keep up.
+    PeerSlowReader,
+    /// The peer had no room for another sub-stream.
+    Refused,
+    /// The whole link closed.
+    Link(LinkClosed),
+}
+
+impl fmt::Display for StreamClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamClosed::Local => f.write_str("closed by this node"),
+            StreamClosed::ByPeer => f.write_str("closed by the peer"),
+            StreamClosed::SlowReader => f.write_str("its reader here did not keep up"),
+            StreamClosed::PeerSlowReader => f.write_str("its reader on the peer did not keep up"),
+            StreamClosed::Refused => f.write_str("the peer refused it (too many sub-streams)"),
+            StreamClosed::Link(why) => write!(f, "the link closed: {why}"),
+        }
+    }
+}
+
+/// Accepts any certificate, and this is safe only because of what follows it: the certificate is
+/// one the peer made for itself at start, so no authority could vouch for it anyway. What
+/// authenticates the peer is the HMAC proof exchanged right after the TLS handshake, which only a
+/// holder of the cluster secret can compute and which is bound to this TLS session's exporter
+/// value, so a machine in the middle (two TLS sessions, two exporters) cannot relay it. A link is
+/// used for nothing before both proofs are checked. The handshake signature is still verified, so
+/// the peer holds the key of the certificate it showed.
+#[derive(Debug)]
+struct ProofFollows(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for ProofFollows {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(
+            "the link speaks TLS 1.3 only".to_owned(),
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn setup_error(e: impl fmt::Display) -> LinkError {
+    LinkError::Setup(e.to_string())
+}
+
+/// One node's end of all its links: its id, `K_link`, its TLS configurations (with the
+/// certificate it made at start), and the tracker and token its links' tasks run under.
+pub struct Endpoint {
+    id: NodeId,
+    key: [u8; 32],
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+    settings: LinkSettings,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint for node `id`, with a certificate made now. Links' tasks run on `tracker` and
+    /// end when `shutdown` is cancelled.
+    pub fn new(
+        id: NodeId,
+        secret: &ClusterSecret,
+        settings: LinkSettings,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Endpoint, LinkError> {
+        // ring, as for webhooks (`reviews/webhooks/deliver.rs`); deprecated only for lacking a
+        // post-quantum key exchange.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certified =
+            rcgen::generate_simple_self_signed(vec![TLS_NAME.to_owned()]).map_err(setup_error)?;
+        let cert = certified.cert.der().clone();
+        let key =
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(setup_error)?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .map_err(setup_error)?;
+        let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(setup_error)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ProofFollows(provider)))
+            .with_no_client_auth();
+        Ok(Endpoint {
+            id,
+            key: secret.link_key(),
+            server: Arc::new(server),
+            client: Arc::new(client),
+            settings,
+            tracker,
+            shutdown,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// Opens a link to the node listening at `addr`.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Link, LinkError> {
+        let (tls, peer) = self.dial(addr).await?;
+        Ok(self.start(tls, peer, Role::Dialer))
+    }
+
+    /// Runs the handshake on a connection this node's listener accepted.
+    pub async fn accept(&self, tcp: TcpStream) -> Result<Link, LinkError> {
+        let (tls, peer) = self.answer(tcp).await?;
+        Ok(self.start(tls, peer, Role::Acceptor))
+    }
+
+    /// TLS and the challenge as the dialer, within the handshake limit.
+    async fn dial(&self, addr: SocketAddr) -> Result<(TlsStream<TcpStream>, NodeId), LinkError> {
+        self.limited(async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(TLS_NAME).map_err(setup_error)?;
+            let mut tls = TlsConnector::from(self.client.clone())
+                .connect(name, tcp)
+                .await?;
+            let exporter = tls
+                .get_ref()
+                .1
+                .export_keying_material([0; 32], EXPORTER_LABEL, None)
+                .map_err(setup_error)?;
+            let peer = self.challenge(&mut tls, Role::Dialer, &exporter).await?;
+            Ok((TlsStream::from(tls), peer))
+        })
+        .await
+    }
+
+    /// TLS and the challenge as the acceptor, within the handshake limit.
+    async fn answer(&self, tcp: TcpStream) -> Result<(TlsStream<TcpStream>, NodeId), LinkError> {
+        self.limited(async {
+            tcp.set_nodelay(true)?;
+            let mut tls = TlsAcceptor::from(self.server.clone()).accept(tcp).await?;
+            let exporter = tls
+                .get_ref()
+                .1
+                .export_keying_material([0; 32], EXPORTER_LABEL, None)
+                .map_err(setup_error)?;
+            let peer = self.challenge(&mut tls, Role::Acceptor, &exporter).await?;
+            Ok((TlsStream::from(tls), peer))
+        })
+        .await
+    }
+
+    async fn limited<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, LinkError>>,
+    ) -> Result<T, LinkError> {
+        let limit = self.settings.handshake_limit;
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(LinkError::LinkClosed(LinkClosed::Shutdown)),
+            r = tokio::time::timeout(limit, work) => match r {
+                Ok(r) => r,
+                Err(_) => Err(LinkError::HandshakeTimeout(limit)),
+            },
+        }
+    }
+
+    /// The mutual challenge inside TLS: hellos (id and nonce) both ways, then proofs both ways.
+    /// Both sides send their proof before checking the peer's, so a wrong secret is refused on
+    /// both sides with the same error.
+    async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: &mut S,
+        role: Role,
+        exporter: &[u8; 32],
+    ) -> Result<NodeId, LinkError> {
+        let nonce: [u8; 32] = rand::random();
+        write_frame(
+            io,
+            &Frame {
+                kind: Kind::Hello,
+                stream: 0,
+                name: self.id.as_str().to_owned(),
+                payload: nonce.to_vec(),
+            },
+        )
+        .await?;
+        let hello = read_frame(io, HANDSHAKE_MAX_BODY).await?;
+        if hello.kind != Kind::Hello {
+            return Err(LinkError::BadHandshake("expected a hello"));
+        }
+        let Ok(peer_nonce) = <[u8; 32]>::try_from(hello.payload.as_slice()) else {
+            return Err(LinkError::BadHandshake("a hello's nonce is not 32 bytes"));
+        };
+        if hello.name.is_empty() || hello.name.len() > MAX_NODE_ID_BYTES {
+            return Err(LinkError::BadHandshake(
+                "a hello's node id is empty or too long",
+            ));
+        }
+        if hello.name == self.id.as_str() {
+            return Err(LinkError::BadHandshake("the peer has this node's id"));
+        }
+        let peer = NodeId(hello.name);
+        let (dialer, acceptor, dialer_nonce, acceptor_nonce) = match role {
+            Role::Dialer => (&self.id, &peer, &nonce, &peer_nonce),
+            Role::Acceptor => (&peer, &self.id, &peer_nonce, &nonce),
+        };
+        let transcript = Transcript {
+            dialer: dialer.as_str(),
+            acceptor: acceptor.as_str(),
+            dialer_nonce,
+            acceptor_nonce,
+            exporter,
+        };
+        let mine = proof(&self.key, role, &transcript).finalize().into_bytes();
+        write_frame(
+            io,
+            &Frame {
+                kind: Kind::Proof,
+                stream: 0,
+                name: String::new(),
+                payload: mine.to_vec(),
+            },
+        )
+        .await?;
+        let theirs = read_frame(io, HANDSHAKE_MAX_BODY).await?;
+        if theirs.kind != Kind::Proof {
+            return Err(LinkError::BadHandshake("expected a proof"));
+        }
+        // Constant-time comparison (`verify_slice`); any difference ends the connection.
+        proof(&self.key, role.other(), &transcript)
+            .verify_slice(&theirs.payload)
+            .map_err(|_| LinkError::WrongProof)?;
+        Ok(peer)
+    }
+
+    /// Starts the reader and writer of an authenticated connection.
+    fn start(&self, tls: TlsStream<TcpStream>, peer: NodeId, role: Role) -> Link {
+        let (read, write) = tokio::io::split(tls);
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
+        let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
+        let shared = Arc::new(Shared {
+            streams: Mutex::new(HashMap::new()),
+            closed: OnceLock::new(),
+            control: control_tx,
+            data: data_tx,
+            cancel: self.shutdown.child_token(),
+            // The dialer's sub-streams are odd, the acceptor's even: ids never collide.
+            next_id: AtomicU32::new(match role {
+                Role::Dialer => 1,
+                Role::Acceptor => 2,
+            }),
+            peer_parity: match role {
+                Role::Dialer => 0,
+                Role::Acceptor => 1,
+            },
+            settings: self.settings,
+        });
+        self.tracker
+            .spawn(reader(read, shared.clone(), incoming_tx));
+        self.tracker
+            .spawn(writer(write, shared.clone(), control_rx, data_rx));
+        Link {
+            shared,
+            peer,
+            incoming: incoming_rx,
+        }
+    }
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, frame: &Frame) -> Result<(), LinkError> {
+    let mut buf = Vec::with_capacity(wire::LENGTH_BYTES + frame.body_len());
+    frame.encode(&mut buf)?;
+    io.write_all(&buf).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame, refusing a length prefix above `max_body` before reading the body.
+async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max_body: usize) -> Result<Frame, LinkError> {
+    let mut prefix = [0; wire::LENGTH_BYTES];
+    io.read_exact(&mut prefix).await?;
+    let len = wire::body_length(prefix, max_body)?;
+    let mut body = vec![0; len];
+    io.read_exact(&mut body).await?;
+    Ok(Frame::decode_body(&body)?)
+}
+
+/// A sub-stream's receiving end, as the reader task sees it.
+struct Entry {
+    tx: mpsc::Sender<Vec<u8>>,
+    reason: Arc<OnceLock<StreamClosed>>,
+}
+
+/// What a link's handle, its sub-streams and its two tasks share.
+struct Shared {
+    streams: Mutex<HashMap<u32, Entry>>,
+    closed: OnceLock<LinkClosed>,
+    control: mpsc::Sender<Frame>,
+    data: mpsc::Sender<Frame>,
+    cancel: CancellationToken,
+    next_id: AtomicU32,
+    peer_parity: u32,
+    settings: LinkSettings,
+}
+
+impl Shared {
+    fn streams(&self) -> MutexGuard<'_, HashMap<u32, Entry>> {
+        // A panic while holding this lock leaves the map consistent (every change is one call).
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the link (the first reason stays) and every sub-stream on it.
+    fn close_link(&self, why: LinkClosed) {
+        let drained: Vec<Entry> = {
+            let mut streams = self.streams();
+            if self.closed.set(why).is_err() {
+                Vec::new()
+            } else {
+                streams.drain().map(|(_, e)| e).collect()
+            }
+        };
+        if let Some(why) = self.closed.get() {
+            for entry in drained {
+                let _ = entry.reason.set(StreamClosed::Link(why.clone()));
+            }
+        }
+        self.cancel.cancel();
+    }
+
+    fn closed_because(&self) -> LinkClosed {
+        self.closed.get().cloned().unwrap_or(LinkClosed::Shutdown)
+    }
+
+    /// A new sub-stream's entry, unless the link is closed.
+    fn register(
+        &self,
+        id: u32,
+        reason: Arc<OnceLock<StreamClosed>>,
+    ) -> Result<mpsc::Receiver<Vec<u8>>, LinkClosed> {
+        let (tx, rx) = mpsc::channel(self.settings.stream_queue.max(1));
+        let mut streams = self.streams();
+        if let Some(why) = self.closed.get() {
+            return Err(why.clone());
+        }
+        if self.cancel.is_cancelled() {
+            return Err(LinkClosed::Shutdown);
+        }
+        streams.insert(id, Entry { tx, reason });
+        Ok(rx)
+    }
+
+    /// Closes one sub-stream if it is open, telling the peer `code` through the control queue.
+    /// Returns whether it was open.
+    fn close_stream(&self, id: u32, why: StreamClosed, code: Option<u16>) -> bool {
+        let Some(entry) = self.streams().remove(&id) else {
+            return false;
+        };
+        let _ = entry.reason.set(why);
+        if let Some(code) = code {
+            if self.control.try_send(Frame::close(id, code)).is_err() {
+                self.close_link(LinkClosed::Stuck);
+            }
+        }
+        true
+    }
+}
+
+/// An authenticated link to one peer node. Dropping it closes the link.
+pub struct Link {
+    shared: Arc<Shared>,
+    peer: NodeId,
+    incoming: mpsc::Receiver<SubStream>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("peer", &self.peer)
+            .field("closed", &self.shared.closed.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// The peer's node id, as it proved with the cluster secret.
+    pub fn peer(&self) -> &NodeId {
+        &self.peer
+    }
+
+    /// Opens a sub-stream for `document`.
+    pub async fn open(&self, document: &str) -> Result<SubStream, LinkError> {
+        if document.is_empty() || document.len() > wire::MAX_NAME_BYTES {
+            return Err(LinkError::Frame(FrameError::BadName));
+        }
+        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        let reason = Arc::new(OnceLock::new());
+        let rx = self
+            .shared
+            .register(id, reason.clone())
+            .map_err(LinkError::LinkClosed)?;
+        let stream = SubStream {
+            id,
+            document: document.to_owned(),
+            rx,
+            reason,
+            shared: self.shared.clone(),
+        };
+        let open = Frame {
+            kind: Kind::Open,
+            stream: id,
+            name: document.to_owned(),
+            payload: Vec::new(),
+        };
+        stream.enqueue(open).await?;
+        Ok(stream)
+    }
+
+    /// The next sub-stream the peer opened; `Err` with the reason once the link is closed.
+    pub async fn accept_stream(&mut self) -> Result<SubStream, LinkClosed> {
+        tokio::select! {
+            biased;
+            Some(s) = self.incoming.recv() => Ok(s),
+            _ = self.shared.cancel.cancelled() => Err(self.shared.closed_because()),
+        }
+    }
+
+    /// Resolves when the link is closed, with why.
+    pub async fn closed(&self) -> LinkClosed {
+        self.shared.cancel.cancelled().await;
+        self.shared.closed_because()
+    }
+
+    /// Closes the link and every sub-stream on it.
+    pub fn close(&self) {
+        self.shared.close_link(LinkClosed::Local);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// One document's sub-stream on a link: bytes both ways, a bounded queue of what arrived.
+/// Dropping it closes it.
+pub struct SubStream {
+    id: u32,
+    document: String,
+    rx: mpsc::Receiver<Vec<u8>>,
+    reason: Arc<OnceLock<StreamClosed>>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SubStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubStream")
+            .field("id", &self.id)
+            .field("document", &self.document)
+            .field("closed", &self.reason.get())
+            .finish()
+    }
+}
+
+impl SubStream {
+    /// The sub-stream's id on its link.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The document it is for.
+    pub fn document(&self) -> &str {
+        &self.document
+    }
+
+    /// Why it is closed, once it is.
+    pub fn closed_because(&self) -> Option<StreamClosed> {
+        self.reason.get().cloned()
+    }
+
+    /// Queues `bytes` for the peer. Waits while the link's writer is behind, never longer than
+    /// the link stays open (a writer stalled for [`LinkSettings::silent_after`] closes it).
+    pub async fn send(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
+        let limit = self.shared.settings.max_payload;
+        if bytes.len() > limit {
+            return Err(LinkError::PayloadTooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        if let Some(why) = self.reason.get() {
+            return Err(LinkError::StreamClosed(why.clone()));
+        }
+        self.enqueue(Frame {
+            kind: Kind::Data,
+            stream: self.id,
+            name: String::new(),
+            payload: bytes,
+        })
+        .await
+    }
+
+    async fn enqueue(&self, frame: Frame) -> Result<(), LinkError> {
+        tokio::select! {
+            r = self.shared.data.send(frame) => {
+                r.map_err(|_| LinkError::LinkClosed(self.shared.closed_because()))
+            }
+            _ = self.shared.cancel.cancelled() => {
+                Err(LinkError::LinkClosed(self.shared.closed_because()))
+            }
+        }
+    }
+
+    /// The next message from the peer. After the sub-stream closed, what had arrived before is
+    /// still returned, then `Err` with why it closed.
+    pub async fn recv(&mut self) -> Result<Vec<u8>, StreamClosed> {
+        match self.rx.recv().await {
+            Some(bytes) => Ok(bytes),
+            None => Err(self.reason.get().cloned().unwrap_or(StreamClosed::Local)),
+        }
+    }
+
+    /// Closes the sub-stream. The close frame follows what was sent on it before, in order.
+    pub async fn close(&mut self) {
+        if self.shared.close_stream(self.id, StreamClosed::Local, None) {
+            let _ = self
+                .enqueue(Frame::close(self.id, wire::CLOSE_NORMAL))
+                .await;
+        }
+    }
+}
+
+impl Drop for SubStream {
+    fn drop(&mut self) {
+        // Dropped without `close`: the close frame may overtake data still queued for the peer.
+        self.shared
+            .close_stream(self.id, StreamClosed::Local, Some(wire::CLOSE_NORMAL));
+    }
+}
+
+/// Reads frames until the link closes: a frame must arrive within `silent_after`.
+async fn reader(
+    mut io: ReadHalf<TlsStream<TcpStream>>,
+    shared: Arc<Shared>,
+    incoming: mpsc::Sender<SubStream>,
+) {
+    let silent_after = shared.settings.silent_after;
+    let max_body = shared.settings.max_body();
+    loop {
+        let read = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            r = tokio::time::timeout(silent_after, read_frame(&mut io, max_body)) => r,
+        };
+        let frame = match read {
+            Err(_) => {
+                shared.close_link(LinkClosed::Silent(silent_after));
+                break;
+            }
+            Ok(Err(LinkError::Io(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                shared.close_link(LinkClosed::PeerClosed);
+                break;
+            }
+            Ok(Err(LinkError::Io(e))) => {
+                shared.close_link(LinkClosed::Io(e.to_string()));
+                break;
+            }
+            Ok(Err(e)) => {
+                shared.close_link(LinkClosed::Protocol(e.to_string()));
+                break;
+            }
+            Ok(Ok(frame)) => frame,
+        };
+        if let Err(e) = dispatch(&shared, &incoming, frame) {
+            shared.close_link(LinkClosed::Protocol(e.to_owned()));
+            break;
+        }
+    }
+    // Ended by the shutdown token: the sub-streams learn it (a reason set before stays).
+    shared.close_link(LinkClosed::Shutdown);
+}
+
+/// Handles one frame that arrived; `Err` names a breach of the protocol, which closes the link.
+fn dispatch(
+    shared: &Arc<Shared>,
+    incoming: &mpsc::Sender<SubStream>,
+    frame: Frame,
+) -> Result<(), &'static str> {
+    match frame.kind {
+        Kind::Heartbeat => Ok(()),
+        Kind::Hello | Kind::Proof => Err("a handshake message after the handshake"),
+        Kind::Open => {
+            let id = frame.stream;
+            if id % 2 != shared.peer_parity {
+                return Err("the peer opened a sub-stream with one of this node's ids");
+            }
+            if frame.name.is_empty() {
+                return Err("a sub-stream opened without a document name");
+            }
+            if shared.streams().contains_key(&id) {
+                return Err("the peer opened a sub-stream that is open");
+            }
+            let reason = Arc::new(OnceLock::new());
+            let Ok(rx) = shared.register(id, reason.clone()) else {
+                return Ok(());
+            };
+            let stream = SubStream {
+                id,
+                document: frame.name,
+                rx,
+                reason,
+                shared: shared.clone(),
+            };
+            if let Err(
+                mpsc::error::TrySendError::Full(stream) | mpsc::error::TrySendError::Closed(stream),
+            ) = incoming.try_send(stream)
+            {
+                // Nobody takes new sub-streams fast enough: refuse this one (its drop then finds
+                // it closed and sends nothing more).
+                shared.close_stream(stream.id, StreamClosed::Refused, Some(wire::CLOSE_BUSY));
+            }
+            Ok(())
+        }
+        Kind::Data => {
+            let full = {
+                let streams = shared.streams();
+                // Data for a sub-stream closed here meanwhile is dropped.
+                match streams.get(&frame.stream) {
+                    Some(entry) => entry.tx.try_send(frame.payload).is_err(),
+                    None => false,
+                }
+            };
+            if full {
+                shared.close_stream(
+                    frame.stream,
+                    StreamClosed::SlowReader,
+                    Some(wire::CLOSE_SLOW_READER),
+                );
+            }
+            Ok(())
+        }
+        Kind::Close => {
+            let why = match frame.close_reason() {
+                Ok(wire::CLOSE_SLOW_READER) => StreamClosed::PeerSlowReader,
+                Ok(wire::CLOSE_BUSY) => StreamClosed::Refused,
+                _ => StreamClosed::ByPeer,
+            };
+            shared.close_stream(frame.stream, why, None);
+            Ok(())
+        }
+    }
+}
+
+/// Writes queued frames (control first) and a heartbeat every `heartbeat_every`, each write
+/// within `silent_after`.
+async fn writer(
+    mut io: WriteHalf<TlsStream<TcpStream>>,
+    shared: Arc<Shared>,
+    mut control: mpsc::Receiver<Frame>,
+    mut data: mpsc::Receiver<Frame>,
+) {
+    let settings = shared.settings;
+    let mut beat = tokio::time::interval(settings.heartbeat_every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => break,
+            Some(f) = control.recv() => f,
+            Some(f) = data.recv() => f,
+            _ = beat.tick() => Frame::bare(Kind::Heartbeat, 0),
+        };
+        let write = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            r = tokio::time::timeout(settings.silent_after, write_frame(&mut io, &frame)) => r,
+        };
+        match write {
+            Ok(Ok(())) => {}
+            Err(_) => {
+                shared.close_link(LinkClosed::Silent(settings.silent_after));
+                break;
+            }
+            Ok(Err(e)) => {
+                shared.close_link(LinkClosed::Io(e.to_string()));
+                break;
+            }
+        }
+    }
+    shared.close_link(LinkClosed::Shutdown);
+    // Best effort: tell the peer with a TLS close, without waiting on a peer that does not read.
+    let _ = tokio::time::timeout(Duration::from_millis(100), io.shutdown()).await;
+}
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;

@@ -1,0 +1,531 @@
+//! The link over real TCP on loopback: the handshake, sub-streams, a slow reader, a silent peer,
+//! broken peers and shutdown. Every wait is on an event, bounded by [`WAIT`].
+
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// The longest any event is waited for.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn settings() -> LinkSettings {
+    LinkSettings {
+        handshake_limit: Duration::from_millis(500),
+        heartbeat_every: Duration::from_millis(50),
+        silent_after: Duration::from_millis(400),
+        stream_queue: 4,
+        max_payload: 1024,
+    }
+}
+
+struct Cluster {
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn node(&self, secret: u8) -> Endpoint {
+        Endpoint::new(
+            NodeId::random(),
+            &ClusterSecret::new(vec![secret; 32]).expect("long enough"),
+            settings(),
+            self.tracker.clone(),
+            self.shutdown.clone(),
+        )
+        .expect("endpoint")
+    }
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, f).await {
+        Ok(t) => t,
+        Err(_) => panic!("{what} did not happen within {WAIT:?}"),
+    }
+}
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    (listener, addr)
+}
+
+/// `b` accepts what `dial` does against its listener; both results.
+async fn with_acceptor<T, F: std::future::Future<Output = T>>(
+    b: &Endpoint,
+    dial: impl FnOnce(SocketAddr) -> F,
+) -> (T, Result<Link, LinkError>) {
+    let (listener, addr) = listener().await;
+    let accept = async {
+        let (tcp, _) = listener.accept().await?;
+        b.accept(tcp).await
+    };
+    within("the handshake", async { tokio::join!(dial(addr), accept) }).await
+}
+
+async fn pair(a: &Endpoint, b: &Endpoint) -> (Result<Link, LinkError>, Result<Link, LinkError>) {
+    with_acceptor(b, |addr| Box::pin(a.connect(addr))).await
+}
+
+async fn linked(a: &Endpoint, b: &Endpoint) -> (Link, Link) {
+    let (la, lb) = pair(a, b).await;
+    (la.expect("a's link"), lb.expect("b's link"))
+}
+
+async fn recv(s: &mut SubStream) -> Result<Vec<u8>, StreamClosed> {
+    within("a message", s.recv()).await
+}
+
+#[tokio::test]
+async fn two_nodes_exchange_on_several_sub_streams_both_ways() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(7), cluster.node(7));
+    let (mut la, mut lb) = linked(&a, &b).await;
+    assert_eq!(la.peer(), b.id());
+    assert_eq!(lb.peer(), a.id());
+
+    let documents = ["r1/body", "r1/discussion", "r2/body"];
+    let mut from_a = Vec::new();
+    for d in documents {
+        from_a.push(la.open(d).await.expect("open"));
+    }
+    let mut at_b = Vec::new();
+    for _ in documents {
+        at_b.push(
+            within("an incoming sub-stream", lb.accept_stream())
+                .await
+                .expect("accepted"),
+        );
+    }
+    let names: Vec<&str> = at_b.iter().map(SubStream::document).collect();
+    assert_eq!(names, documents);
+    let mut from_b = lb.open("r3/body").await.expect("open");
+    let mut at_a = within("an incoming sub-stream", la.accept_stream())
+        .await
+        .expect("accepted");
+    assert_eq!(at_a.document(), "r3/body");
+
+    for n in 0..3 {
+        for (s, d) in from_a.iter().zip(documents) {
+            s.send(format!("{d} #{n}").into_bytes())
+                .await
+                .expect("send");
+        }
+    }
+    for (s, d) in at_b.iter_mut().zip(documents) {
+        for n in 0..3 {
+            assert_eq!(recv(s).await, Ok(format!("{d} #{n}").into_bytes()));
+        }
+    }
+    // Answers on the same sub-streams, and a sub-stream B opened.
+    at_b[1].send(b"answer".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut from_a[1]).await, Ok(b"answer".to_vec()));
+    from_b.send(b"from b".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut at_a).await, Ok(b"from b".to_vec()));
+    at_a.send(b"back".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut from_b).await, Ok(b"back".to_vec()));
+
+    // Closing from either side: what was sent before the close still arrives.
+    from_a[0].send(b"last".to_vec()).await.expect("send");
+    from_a[0].close().await;
+    assert_eq!(recv(&mut at_b[0]).await, Ok(b"last".to_vec()));
+    assert_eq!(recv(&mut at_b[0]).await, Err(StreamClosed::ByPeer));
+    assert_eq!(
+        at_b[0]
+            .send(b"late".to_vec())
+            .await
+            .expect_err("closed")
+            .to_string(),
+        "the sub-stream is closed: closed by the peer"
+    );
+    at_b[2].close().await;
+    assert_eq!(recv(&mut from_a[2]).await, Err(StreamClosed::ByPeer));
+    assert_eq!(recv(&mut at_b[2]).await, Err(StreamClosed::Local));
+
+    // The others still flow.
+    from_a[1].send(b"still".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut at_b[1]).await, Ok(b"still".to_vec()));
+    assert_eq!(
+        from_a[1]
+            .send(vec![0; 1025])
+            .await
+            .expect_err("too large")
+            .to_string(),
+        "a payload of 1025 bytes exceeds the link's limit of 1024 bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_on_both_sides() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(1), cluster.node(2));
+    let (ra, rb) = pair(&a, &b).await;
+    let wrong =
+        "link handshake: the peer's proof is wrong (it does not hold this cluster's secret)";
+    assert_eq!(ra.expect_err("refused").to_string(), wrong);
+    assert_eq!(rb.expect_err("refused").to_string(), wrong);
+}
+
+/// What an acceptor makes of a dialer that does `act` on plain TCP, and how long it took.
+async fn accepting_raw_tcp(
+    b: &Endpoint,
+    act: impl FnOnce(TcpStream) -> std::pin::Pin<Box<dyn std::future::Future<Output = TcpStream>>>,
+) -> (LinkError, Duration) {
+    let started = Instant::now();
+    let (_held, rb) = with_acceptor(b, |addr| {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            act(tcp).await
+        })
+    })
+    .await;
+    (rb.expect_err("refused"), started.elapsed())
+}
+
+/// The same after a TLS handshake with the acceptor (as the dialer would make it).
+async fn accepting_raw_tls(a: &Endpoint, b: &Endpoint, bytes: Vec<u8>) -> (LinkError, Duration) {
+    let started = Instant::now();
+    let client = a.client.clone();
+    let (_held, rb) = with_acceptor(b, move |addr| {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            let name = ServerName::try_from(TLS_NAME).expect("name");
+            let mut tls = TlsConnector::from(client)
+                .connect(name, tcp)
+                .await
+                .expect("TLS");
+            tls.write_all(&bytes).await.expect("write");
+            tls.flush().await.expect("flush");
+            tls
+        })
+    })
+    .await;
+    (rb.expect_err("refused"), started.elapsed())
+}
+
+#[tokio::test]
+async fn broken_peers_are_closed_within_the_handshake_limit() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(3), cluster.node(3));
+    let limit = settings().handshake_limit;
+
+    // Garbage instead of TLS.
+    let (e, took) = accepting_raw_tcp(&b, |mut tcp| {
+        Box::pin(async move {
+            tcp.write_all(b"GET / HTTP/1.1\r\n\r\n")
+                .await
+                .expect("write");
+            tcp
+        })
+    })
+    .await;
+    assert!(
+        matches!(&e, LinkError::Io(io) if io.kind() == io::ErrorKind::InvalidData),
+        "{e}"
+    );
+    assert!(took < limit, "refused after {took:?}");
+
+    // A dialer that connects and says nothing.
+    let (e, took) = accepting_raw_tcp(&b, |tcp| Box::pin(async move { tcp })).await;
+    assert_eq!(e.to_string(), "link handshake did not finish within 500 ms");
+    assert!(
+        took >= limit && took < limit + Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    // TLS, then nothing.
+    let (e, took) = accepting_raw_tls(&a, &b, Vec::new()).await;
+    assert_eq!(e.to_string(), "link handshake did not finish within 500 ms");
+    assert!(
+        took >= limit && took < limit + Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    // TLS, then a hello announcing more than a handshake message may hold.
+    let (e, took) = accepting_raw_tls(&a, &b, vec![0, 0, 1, 0]).await;
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "link frame: link frame of 256 bytes exceeds the limit of {HANDSHAKE_MAX_BODY} bytes"
+        )
+    );
+    assert!(took < limit, "refused after {took:?}");
+
+    // TLS, then a frame of no known kind.
+    let (e, _) = accepting_raw_tls(&a, &b, vec![0, 0, 0, 7, 99, 0, 0, 0, 0, 0, 0]).await;
+    assert_eq!(e.to_string(), "link frame: unknown link frame kind 99");
+
+    // TLS, then a data frame where the hello belongs.
+    let mut data = Vec::new();
+    Frame::bare(Kind::Data, 1)
+        .encode(&mut data)
+        .expect("encodes");
+    let (e, _) = accepting_raw_tls(&a, &b, data).await;
+    assert_eq!(e.to_string(), "link handshake: expected a hello");
+}
+
+/// A link at `b` whose other end is `a`'s raw authenticated stream, which the test drives.
+async fn raw_peer(a: &Endpoint, b: &Endpoint) -> (TlsStream<TcpStream>, Link) {
+    let (raw, lb) = with_acceptor(b, |addr| Box::pin(a.dial(addr))).await;
+    let (raw, peer) = raw.expect("handshake");
+    assert_eq!(&peer, b.id());
+    (raw, lb.expect("b's link"))
+}
+
+#[tokio::test]
+async fn oversized_or_garbage_frames_close_the_link_and_its_sub_streams() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(5), cluster.node(5));
+    let max_body = settings().max_body();
+
+    for (bytes, why) in [
+        (
+            (max_body as u32 + 1).to_be_bytes().to_vec(),
+            format!(
+                "link frame: link frame of {} bytes exceeds the limit of {max_body} bytes",
+                max_body + 1
+            ),
+        ),
+        (
+            vec![0, 0, 0, 7, 99, 0, 0, 0, 0, 0, 0],
+            "link frame: unknown link frame kind 99".to_owned(),
+        ),
+        (
+            {
+                let mut v = Vec::new();
+                Frame::bare(Kind::Proof, 0).encode(&mut v).expect("encodes");
+                v
+            },
+            "a handshake message after the handshake".to_owned(),
+        ),
+    ] {
+        let (mut raw, mut lb) = raw_peer(&a, &b).await;
+        let mut open = Vec::new();
+        Frame {
+            kind: Kind::Open,
+            stream: 1,
+            name: "r1/body".to_owned(),
+            payload: Vec::new(),
+        }
+        .encode(&mut open)
+        .expect("encodes");
+        raw.write_all(&open).await.expect("write");
+        raw.flush().await.expect("flush");
+        let mut theirs = within("the raw peer's sub-stream", lb.accept_stream())
+            .await
+            .expect("accepted");
+        let mut mine = lb.open("r2/body").await.expect("open");
+
+        raw.write_all(&bytes).await.expect("write");
+        raw.flush().await.expect("flush");
+        let closed = LinkClosed::Protocol(why);
+        assert_eq!(within("the link's close", lb.closed()).await, closed);
+        assert_eq!(
+            recv(&mut theirs).await,
+            Err(StreamClosed::Link(closed.clone()))
+        );
+        assert_eq!(
+            recv(&mut mine).await,
+            Err(StreamClosed::Link(closed.clone()))
+        );
+        assert_eq!(
+            mine.send(b"x".to_vec())
+                .await
+                .expect_err("closed")
+                .to_string(),
+            format!("the sub-stream is closed: the link closed: {closed}")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_reader_loses_its_sub_stream_while_another_keeps_flowing() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(9), cluster.node(9));
+    let (la, mut lb) = linked(&a, &b).await;
+    let mut slow_out = la.open("slow").await.expect("open");
+    let fast_out = la.open("fast").await.expect("open");
+    let mut slow_in = within("a sub-stream", lb.accept_stream())
+        .await
+        .expect("accepted");
+    let mut fast_in = within("a sub-stream", lb.accept_stream())
+        .await
+        .expect("accepted");
+    assert_eq!(slow_in.document(), "slow");
+
+    // The queues hold 4; the fifth message finds the slow one full. Nobody reads `slow_in`,
+    // while `fast_in` is read as messages come.
+    for n in 0..5u8 {
+        slow_out.send(vec![n]).await.expect("send");
+        fast_out.send(vec![n]).await.expect("send");
+        assert_eq!(recv(&mut fast_in).await, Ok(vec![n]));
+    }
+    assert_eq!(recv(&mut slow_out).await, Err(StreamClosed::PeerSlowReader));
+    assert_eq!(
+        slow_out
+            .send(vec![9])
+            .await
+            .expect_err("closed")
+            .to_string(),
+        "the sub-stream is closed: its reader on the peer did not keep up"
+    );
+    fast_out.send(b"after".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut fast_in).await, Ok(b"after".to_vec()));
+    // What had been queued is still read, then why it closed.
+    for n in 0..4u8 {
+        assert_eq!(recv(&mut slow_in).await, Ok(vec![n]));
+    }
+    assert_eq!(recv(&mut slow_in).await, Err(StreamClosed::SlowReader));
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_detected_by_the_heartbeat_timeout() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(4), cluster.node(4));
+    // The raw peer completed the handshake and then neither reads nor writes.
+    let (_raw, lb) = raw_peer(&a, &b).await;
+    let started = Instant::now();
+    let mut s1 = lb.open("r1/body").await.expect("open");
+    let mut s2 = lb.open("r1/discussion").await.expect("open");
+    let silent = LinkClosed::Silent(settings().silent_after);
+    assert_eq!(recv(&mut s1).await, Err(StreamClosed::Link(silent.clone())));
+    assert_eq!(recv(&mut s2).await, Err(StreamClosed::Link(silent.clone())));
+    let took = started.elapsed();
+    assert!(
+        took >= settings().silent_after && took < settings().silent_after + Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+    assert_eq!(lb.closed().await, silent);
+    assert_eq!(silent.to_string(), "the peer was silent for 400 ms");
+
+    // Heartbeats keep an idle link that both ends serve open past the same time.
+    let (la, lb) = linked(&a, &b).await;
+    let idle = tokio::time::timeout(settings().silent_after * 3, la.closed()).await;
+    assert!(idle.is_err(), "an idle link closed: {idle:?}");
+    drop(lb);
+    assert_eq!(
+        within("the peer's close", la.closed()).await,
+        LinkClosed::PeerClosed
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_task() {
+    let cluster = Cluster::new();
+    let (a, b, c) = (cluster.node(6), cluster.node(6), cluster.node(6));
+    let (lab, mut lba) = linked(&a, &b).await;
+    let (lac, _lca) = linked(&a, &c).await;
+    let mut s1 = lab.open("r1/body").await.expect("open");
+    let mut s1_at_b = within("a sub-stream", lba.accept_stream())
+        .await
+        .expect("accepted");
+    let mut s2 = lac.open("r2/body").await.expect("open");
+    assert!(cluster.tracker.len() >= 8, "reader and writer per link end");
+
+    cluster.shutdown.cancel();
+    cluster.tracker.close();
+    within("every link task to end", cluster.tracker.wait()).await;
+    let shut = StreamClosed::Link(LinkClosed::Shutdown);
+    assert_eq!(recv(&mut s1).await, Err(shut.clone()));
+    assert_eq!(recv(&mut s1_at_b).await, Err(shut.clone()));
+    assert_eq!(recv(&mut s2).await, Err(shut));
+    assert_eq!(
+        lba.accept_stream().await.expect_err("closed"),
+        LinkClosed::Shutdown
+    );
+    assert_eq!(
+        a.connect(SocketAddr::from(([127, 0, 0, 1], 9)))
+            .await
+            .expect_err("shut down")
+            .to_string(),
+        "the link is closed: this node is shutting down"
+    );
+}
+
+#[test]
+fn the_secret_is_read_from_a_file_or_the_environment_and_must_be_long() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{}\n", "k".repeat(32))).expect("write");
+    let secret = ClusterSecret::read_from(Some(&file), None).expect("read");
+    assert_eq!(
+        secret.0,
+        vec![b'k'; 32],
+        "the trailing newline is not part of it"
+    );
+    assert_eq!(format!("{secret:?}"), "ClusterSecret(32 bytes)");
+
+    std::fs::write(&file, "short\n").expect("write");
+    assert_eq!(
+        ClusterSecret::read_from(Some(&file), None)
+            .expect_err("short")
+            .to_string(),
+        "the cluster secret is 5 bytes; it must be at least 32 random bytes"
+    );
+    let env = OsString::from("e".repeat(40));
+    assert_eq!(
+        ClusterSecret::read_from(None, Some(env))
+            .expect("from the environment")
+            .0
+            .len(),
+        40
+    );
+    assert_eq!(
+        ClusterSecret::read_from(None, None).expect_err("missing").to_string(),
+        "no cluster secret: give a secret file or set DEBRIEF_CLUSTER_SECRET (at least 32 random bytes)"
+    );
+    assert_eq!(
+        ClusterSecret::read_from(None, Some(OsString::new())).expect_err("empty").to_string(),
+        "no cluster secret: give a secret file or set DEBRIEF_CLUSTER_SECRET (at least 32 random bytes)"
+    );
+    let gone = dir.path().join("gone");
+    assert!(ClusterSecret::read_from(Some(&gone), None)
+        .expect_err("unreadable")
+        .to_string()
+        .starts_with(&format!(
+            "cannot read the cluster secret file {}: ",
+            gone.display()
+        )));
+}
+
+#[test]
+fn the_link_key_is_hkdf_sha256() {
+    // RFC 5869, test case 3 (no salt, no info): the first 32 bytes of its output.
+    let okm = hkdf_sha256(&[0x0b; 22], b"");
+    assert_eq!(
+        hex::encode(okm),
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+    );
+}
+
+#[test]
+fn proofs_differ_by_role_secret_and_session() {
+    let key = ClusterSecret::new(vec![1; 32]).expect("secret").link_key();
+    let other = ClusterSecret::new(vec![2; 32]).expect("secret").link_key();
+    let (n1, n2, x1, x2) = ([1; 32], [2; 32], [3; 32], [4; 32]);
+    let t = |exporter| Transcript {
+        dialer: "a",
+        acceptor: "b",
+        dialer_nonce: &n1,
+        acceptor_nonce: &n2,
+        exporter,
+    };
+    let p = |key, role, exporter| proof(key, role, &t(exporter)).finalize().into_bytes();
+    let base = p(&key, Role::Dialer, &x1);
+    assert_eq!(base, p(&key, Role::Dialer, &x1));
+    assert_ne!(
+        base,
+        p(&key, Role::Acceptor, &x1),
+        "a proof cannot be reflected"
+    );
+    assert_ne!(base, p(&other, Role::Dialer, &x1));
+    assert_ne!(base, p(&key, Role::Dialer, &x2), "bound to the TLS session");
+}
