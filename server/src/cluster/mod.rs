@@ -131,6 +131,16 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// How many times a claim or a handover that PostgreSQL aborted to break a deadlock is run
+/// again before the error is returned.
+pub(crate) const DEADLOCK_RETRIES: u32 = 3;
+
+/// Whether PostgreSQL aborted the transaction to break a deadlock (SQLSTATE 40P01).
+pub(crate) fn is_deadlock(e: &ClusterError) -> bool {
+    matches!(e, ClusterError::Db(e)
+        if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED))
+}
+
 /// Why a cluster operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

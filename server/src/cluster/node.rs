@@ -23,8 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::db::{self, Session};
 use super::metrics::ClusterMetrics;
-use super::ownership::{is_deadlock, DEADLOCK_RETRIES};
-use super::{ClusterError, Fenced, NodeId, Settings, SCHEMA};
+use super::{is_deadlock, ClusterError, Fenced, NodeId, Settings, DEADLOCK_RETRIES, SCHEMA};
 
 /// Whether a node may still commit and serve its documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,12 +12,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Transaction;
 
 use super::metrics::ClusterMetrics;
 use super::node::Node;
-use super::{ClusterError, Fenced, NodeId};
+use super::{is_deadlock, ClusterError, Fenced, NodeId, DEADLOCK_RETRIES};
 
 /// The outcome of a claim of several documents together.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,15 +101,6 @@ pub enum Ownership {
         /// The epoch it held the document at.
         epoch: i64,
     },
-}
-
-/// How many times a claim or a handover that PostgreSQL aborted to break a deadlock is run
-/// again before the error is returned.
-pub(super) const DEADLOCK_RETRIES: u32 = 3;
-
-/// Whether PostgreSQL aborted the transaction to break a deadlock (SQLSTATE 40P01).
-pub(super) fn is_deadlock(e: &ClusterError) -> bool {
-    matches!(e, ClusterError::Db(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED))
 }
 
 /// The shortest wait between two tries of a waiting claim.
