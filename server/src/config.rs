@@ -54,6 +54,11 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_POSTGRES_PATIENCE_SECS", hide = true, default_value_t = crate::storage::postgres::DEFAULT_PATIENCE.as_secs())]
     pub postgres_patience_secs: u64,
 
+    /// How long a commit or read on PostgreSQL may take before the connection is dropped as
+    /// hung, in seconds (for tests).
+    #[arg(long, env = "DEBRIEF_POSTGRES_TIMEOUT_SECS", hide = true, default_value_t = crate::storage::postgres::DEFAULT_TIMEOUT.as_secs())]
+    pub postgres_timeout_secs: u64,
+
     /// Log output format; the level is set with RUST_LOG (default `info`).
     #[arg(long, env = "DEBRIEF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -443,6 +448,7 @@ impl From<&Cli> for Config {
                 .map(|url| PgSettings {
                     url,
                     patience: std::time::Duration::from_secs(cli.postgres_patience_secs),
+                    timeout: std::time::Duration::from_secs(cli.postgres_timeout_secs.max(1)),
                 }),
             ..Config::new(cli.data_dir.clone())
         }

@@ -49,6 +49,7 @@ impl TestServer {
             postgres: Some(PgSettings {
                 url: url.to_owned(),
                 patience: crate::WAIT,
+                timeout: debrief_server::storage::postgres::DEFAULT_TIMEOUT,
             }),
             ..Config::new(dir.path().join("data"))
         };

@@ -76,6 +76,12 @@ const SIZE_CACHE_ENTRIES: usize = 4096;
 /// the server) before giving up.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long a group commit, a read, a connection attempt or a connection check may take before
+/// the connection is dropped as hung (a silent partition, a stuck server): what was being
+/// committed fails with an error saying its outcome is unknown, and the readiness probe fails
+/// until a new connection is made.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Upper bounds of the commit latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 11] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -88,6 +94,8 @@ pub struct PgSettings {
     pub url: String,
     /// How long start-up retries a database it cannot reach.
     pub patience: Duration,
+    /// How long one statement round may take (see [`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -95,6 +103,7 @@ impl std::fmt::Debug for PgSettings {
         // The string may hold a password.
         f.debug_struct("PgSettings")
             .field("patience", &self.patience)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -255,6 +264,7 @@ impl PgStore {
             shared.clone(),
             config,
             settings.patience,
+            settings.timeout,
             calls_rx,
             flushes_rx,
         )?;

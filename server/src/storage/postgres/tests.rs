@@ -9,15 +9,23 @@ use super::{PgFlusher, PgSettings, PgStore};
 use crate::storage::types::StoreError;
 
 fn open(db: &TestDb) -> (PgStore, PgFlusher) {
+    open_with(db, super::DEFAULT_TIMEOUT)
+}
+
+fn open_with(db: &TestDb, timeout: Duration) -> (PgStore, PgFlusher) {
+    try_open(db, timeout).expect("open the PostgreSQL store")
+}
+
+fn try_open(db: &TestDb, timeout: Duration) -> Result<(PgStore, PgFlusher), StoreError> {
     let dir = tempfile::tempdir().expect("temp dir");
     PgStore::open(
         &PgSettings {
             url: db.url(),
             patience: Duration::from_secs(5),
+            timeout,
         },
         dir.path(),
     )
-    .expect("open the PostgreSQL store")
 }
 
 fn close(store: PgStore, flusher: PgFlusher) {
@@ -455,6 +463,7 @@ fn an_unreachable_database_is_given_up_after_the_patience() {
         &PgSettings {
             url: format!("host={} user=nobody dbname=none", dir.path().display()),
             patience: Duration::from_millis(600),
+            timeout: super::DEFAULT_TIMEOUT,
         },
         &dir.path().join("data"),
     )
@@ -474,6 +483,7 @@ fn an_unreachable_database_is_given_up_after_the_patience() {
         &PgSettings {
             url: "postgres://localhost:notaport/debrief".to_owned(),
             patience: Duration::from_secs(5),
+            timeout: super::DEFAULT_TIMEOUT,
         },
         &dir.path().join("data"),
     )
@@ -484,4 +494,104 @@ fn an_unreachable_database_is_given_up_after_the_patience() {
             .starts_with("postgres: the connection string does not parse: "),
         "{bad}"
     );
+}
+
+#[tokio::test]
+async fn a_hung_commit_fails_after_the_timeout_and_the_store_connects_again() {
+    let db = TestDb::create();
+    let (store, flusher) = open_with(&db, Duration::from_secs(1));
+    store.load("h").expect("load");
+    let tree = store.meta_tree("t").expect("tree");
+    // The database stops answering the commit (its row is locked by a session that never ends
+    // while the commit waits).
+    let holder = Holder::begin(
+        &db.url(),
+        "SELECT 1 FROM documents WHERE name = 'h' FOR UPDATE",
+    );
+    store.append("h", 0, &[b"stuck"]).expect("append");
+    tree.put(b"k", b"v").expect("put");
+    let hung = flush(&store, "h").await;
+    assert_eq!(
+        hung.map_err(|e| e.to_string()),
+        Err(
+            "postgres: the database did not answer within 1 s; the connection was dropped and \
+             what it was writing may or may not have been stored"
+                .to_owned()
+        )
+    );
+    assert!(store.probe().is_err(), "not ready once a commit is overdue");
+    holder.release();
+    wait_until("the store to connect again", || store.probe().is_ok());
+    // The metadata write was re-queued: its outcome was unknown, and now it is stored.
+    store.durable().await.expect("committed after reconnecting");
+    assert_eq!(one(&db, "SELECT count(*) FROM meta WHERE tree = 't'"), "1");
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM records WHERE name = 'h'"),
+        "0",
+        "the record of the hung commit was not written (its owner stopped)"
+    );
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn a_second_store_on_the_same_database_refuses_to_start() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    let second = try_open(&db, super::DEFAULT_TIMEOUT).map(|_| ());
+    let line = second.expect_err("the database is in use").to_string();
+    assert!(
+        line.starts_with("postgres: another Debrief uses this database (PostgreSQL at "),
+        "{line}"
+    );
+    assert!(line.ends_with("); stop it first"), "{line}");
+    close(store, flusher);
+    let (store, flusher) = open(&db);
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_take_the_lock_again_after_a_reconnect_stops_writing() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    store.load("s").expect("load");
+    store.append("s", 0, &[b"before"]).expect("append");
+    flush(&store, "s").await.expect("committed");
+    // Another server waits for the database, and takes it while this one's connection is down.
+    let url = db.url();
+    let other = std::thread::spawn(move || {
+        Holder::begin(
+            &url,
+            &format!("SELECT pg_advisory_lock({})", 0x6465_6272_6965_6602_i64),
+        )
+    });
+    wait_until("the other server to wait for the lock", || {
+        one(
+            &db,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        ) == "1"
+    });
+    kill_connection(&db, &store);
+    let other = other.join().expect("the other server took the lock");
+    store.append("s", 1, &[b"after"]).expect("append");
+    let refused = flush(&store, "s").await;
+    assert!(refused.is_err(), "{refused:?}");
+    wait_until("the store to give up", || {
+        store.load("s").is_err_and(|e| {
+            e.to_string()
+                == "postgres: another Debrief uses this database; this server stopped writing to \
+                    it (restart it once the other one is stopped)"
+        })
+    });
+    drop(other);
+    assert!(store.probe().is_err(), "never ready again");
+    store
+        .meta_tree("m")
+        .map(|_| ())
+        .expect_err("no tree is read");
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM records WHERE name = 's'"),
+        "1",
+        "nothing more was written"
+    );
+    close(store, flusher);
 }

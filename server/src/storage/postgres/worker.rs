@@ -18,6 +18,19 @@ const SCHEMA: &str = include_str!("schema.sql");
 /// Serialises schema changes between nodes starting at once (any constant both sides agree on).
 const SCHEMA_LOCK: i64 = 0x6465_6272_6965_6601;
 
+/// Held (session-level) by the one Debrief that uses a database in single-node mode, on every
+/// connection it makes: a second server started on the same database by mistake refuses to
+/// start instead of taking its documents and overwriting its metadata.
+const SINGLE_NODE_LOCK: i64 = 0x6465_6272_6965_6602;
+
+/// How long a first connection waits for [`SINGLE_NODE_LOCK`] before refusing to start: a
+/// server restarted at once after a crash may find the old session not yet ended.
+const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The one-line reason a server does not start (or stops serving) when another holds
+/// [`SINGLE_NODE_LOCK`].
+const ANOTHER_DEBRIEF: &str = "another Debrief uses this database";
+
 /// A commit slower than this is logged: it delays every relay and acknowledgement it covers.
 const SLOW_COMMIT: Duration = Duration::from_millis(50);
 
@@ -68,7 +81,12 @@ struct Conn {
 struct Worker {
     shared: Arc<Shared>,
     config: tokio_postgres::Config,
+    /// How long one round, call, connection or check may take before the connection is dropped.
+    timeout: Duration,
     conn: Option<Conn>,
+    /// Set when the single-node lock could not be taken again after a reconnect: another server
+    /// may have written since, so this one writes nothing more (and does not reconnect).
+    stopped: Option<StoreError>,
     /// When to try connecting again while the connection is down.
     next_try: Instant,
     backoff: Duration,
@@ -87,10 +105,23 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     mut config: tokio_postgres::Config,
     patience: Duration,
+    timeout: Duration,
     calls: mpsc::UnboundedReceiver<Call>,
     flushes: mpsc::Receiver<FlushWaiter>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     config.application_name(format!("debrief {}", shared.node));
+    // A silent network partition must not stall the server: connecting, and data the database
+    // does not acknowledge, are bounded (unless the connection string says otherwise); each
+    // round is bounded by `timeout` besides.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(timeout);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(timeout);
+    }
+    if config.get_keepalives_idle() > timeout {
+        config.keepalives_idle(timeout);
+    }
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("debrief-postgres".to_owned())
@@ -111,7 +142,9 @@ pub(super) fn spawn(
                 let mut worker = Worker {
                     shared,
                     config,
+                    timeout,
                     conn: None,
+                    stopped: None,
                     next_try: Instant::now(),
                     backoff: FIRST_BACKOFF,
                 };
@@ -178,6 +211,47 @@ fn unreachable_error() -> StoreError {
     StoreError::Postgres("the database cannot be reached".to_owned())
 }
 
+fn overdue_error(timeout: Duration) -> StoreError {
+    StoreError::Postgres(format!(
+        "the database did not answer within {} s; the connection was dropped and what it was \
+         writing may or may not have been stored",
+        timeout.as_secs_f64()
+    ))
+}
+
+/// Why setting up a connection failed.
+enum SetUpError {
+    Pg(tokio_postgres::Error),
+    /// The database does not keep what it acknowledges (fsync off), said in one line.
+    Unsafe(String),
+    /// Another Debrief holds the single-node lock.
+    Taken,
+    /// An earlier session of this server held it; it was ended.
+    Stale,
+    /// Setting up took longer than the timeout.
+    Overdue,
+}
+
+impl From<tokio_postgres::Error> for SetUpError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        SetUpError::Pg(e)
+    }
+}
+
+impl SetUpError {
+    fn line(&self) -> String {
+        match self {
+            SetUpError::Pg(e) => why(e),
+            SetUpError::Unsafe(line) => line.clone(),
+            SetUpError::Taken => ANOTHER_DEBRIEF.to_owned(),
+            SetUpError::Stale => "an earlier session of this server still held the database; \
+                                  it was ended"
+                .to_owned(),
+            SetUpError::Overdue => "the database did not answer in time".to_owned(),
+        }
+    }
+}
+
 fn to_i64(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
 }
@@ -199,13 +273,48 @@ async fn open_client(
     Ok((client, task))
 }
 
-/// Creates the tables when missing (idempotent, under an advisory lock) and prepares the
-/// statements of a group commit.
-async fn set_up(client: Client, task: JoinHandle<()>) -> Result<Conn, tokio_postgres::Error> {
+/// Takes the single-node lock, makes sure commits are durable, creates the tables when missing
+/// (idempotent, under an advisory lock) and prepares the statements of a group commit.
+async fn set_up(client: Client, task: JoinHandle<()>) -> Result<Conn, SetUpError> {
     let locked = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
     let prepared = async {
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SINGLE_NODE_LOCK])
+            .await?
+            .get(0);
+        if !taken {
+            // A session of this server's that hung (dropped by us, still alive on the server)
+            // keeps the lock until it ends: end it, and try again after the backoff.
+            let own: i64 = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE application_name = current_setting('application_name') \
+                     AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await?
+                .get(0);
+            return Err(if own > 0 {
+                SetUpError::Stale
+            } else {
+                SetUpError::Taken
+            });
+        }
+        // "Acknowledged" means "on disk": a role or database default of `off` must not apply.
+        client.batch_execute("SET synchronous_commit = on").await?;
+        let fsync = client
+            .query_one("SELECT current_setting('fsync')", &[])
+            .await?
+            .get::<_, String>(0);
+        if fsync != "on" {
+            return Err(SetUpError::Unsafe(
+                "PostgreSQL runs with fsync off, so a commit it acknowledges can be lost in a \
+                 crash; turn fsync on"
+                    .to_owned(),
+            ));
+        }
         client.batch_execute(&locked).await?;
-        Ok::<_, tokio_postgres::Error>((
+        Ok::<_, SetUpError>((
             client.prepare(FENCE).await?,
             client.prepare(INSERT_RECORDS).await?,
             client.prepare(UPSERT_META).await?,
@@ -247,7 +356,35 @@ fn why(e: &tokio_postgres::Error) -> String {
     out.replace('\n', " ")
 }
 
+/// Awaits `$work` (a method of the worker) for at most the worker's timeout; past it the
+/// connection is dropped (whatever the statement was doing is rolled back or not, unknown) and
+/// the result is an error saying so.
+macro_rules! bounded {
+    ($worker:ident, $work:expr) => {{
+        let timeout = $worker.timeout;
+        match tokio::time::timeout(timeout, $work).await {
+            Ok(result) => result,
+            Err(_) => {
+                $worker.lost("a statement took longer than the timeout");
+                Err(overdue_error(timeout))
+            }
+        }
+    }};
+}
+
 impl Worker {
+    /// [`set_up`], bounded by the timeout.
+    async fn set_up(&self, client: Client, task: JoinHandle<()>) -> Result<Conn, SetUpError> {
+        let abort = task.abort_handle();
+        match tokio::time::timeout(self.timeout, set_up(client, task)).await {
+            Ok(made) => made,
+            Err(_) => {
+                abort.abort();
+                Err(SetUpError::Overdue)
+            }
+        }
+    }
+
     /// Connects and creates the tables, retrying for `patience`.
     async fn first_connect(&mut self, patience: Duration) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -255,13 +392,29 @@ impl Worker {
         loop {
             match open_client(&self.config).await {
                 Ok((client, task)) => {
-                    let conn = set_up(client, task).await.map_err(|e| {
-                        StoreError::Postgres(format!(
-                            "cannot create Debrief's tables in PostgreSQL at {}: {}",
-                            describe(&self.config),
-                            why(&e)
-                        ))
-                    })?;
+                    let conn = match self.set_up(client, task).await {
+                        Ok(conn) => conn,
+                        Err(SetUpError::Taken | SetUpError::Stale)
+                            if started.elapsed() < LOCK_PATIENCE =>
+                        {
+                            // Perhaps this server's own previous session, not ended yet.
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                            continue;
+                        }
+                        Err(SetUpError::Taken) => {
+                            return Err(StoreError::Postgres(format!(
+                                "{ANOTHER_DEBRIEF} (PostgreSQL at {}); stop it first",
+                                describe(&self.config)
+                            )))
+                        }
+                        Err(e) => {
+                            return Err(StoreError::Postgres(format!(
+                                "cannot set up Debrief's tables in PostgreSQL at {}: {}",
+                                describe(&self.config),
+                                e.line()
+                            )))
+                        }
+                    };
                     self.conn = Some(conn);
                     self.shared.up.store(true, Ordering::Release);
                     tracing::info!(database = %describe(&self.config), node = %self.shared.node, "connected to PostgreSQL");
@@ -327,14 +480,21 @@ impl Worker {
                 }, if connected => {
                     self.lost("the connection ended");
                 }
-                () = tokio::time::sleep_until(next_try), if !connected => {
+                () = tokio::time::sleep_until(next_try), if !connected && self.stopped.is_none() => {
                     let _ = self.connected().await;
                 }
                 () = tokio::time::sleep_until(idle_check), if connected => {
                     if let Some(conn) = self.conn.as_ref() {
-                        if let Err(e) = conn.client.simple_query("SELECT 1").await {
-                            tracing::warn!(error = %why(&e), "PostgreSQL does not answer");
-                            self.lost("the connection check failed");
+                        let checked =
+                            tokio::time::timeout(self.timeout, conn.client.simple_query("SELECT 1"))
+                                .await;
+                        match checked {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %why(&e), "PostgreSQL does not answer");
+                                self.lost("the connection check failed");
+                            }
+                            Err(_) => self.lost("the connection check took too long"),
                         }
                     }
                     last_used = Instant::now();
@@ -360,13 +520,16 @@ impl Worker {
 
     /// The connection, made again if it is down and the backoff has passed.
     async fn connected(&mut self) -> Result<&mut Conn, StoreError> {
+        if let Some(stopped) = &self.stopped {
+            return Err(stopped.clone());
+        }
         if self.conn.is_none() {
             if Instant::now() < self.next_try {
                 return Err(unreachable_error());
             }
             let made = match open_client(&self.config).await {
-                Ok((client, task)) => set_up(client, task).await,
-                Err(e) => Err(e),
+                Ok((client, task)) => self.set_up(client, task).await,
+                Err(e) => Err(SetUpError::Pg(e)),
             };
             match made {
                 Ok(conn) => {
@@ -376,15 +539,40 @@ impl Worker {
                     self.shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("connected to PostgreSQL again");
                 }
+                Err(SetUpError::Taken) => {
+                    self.stop();
+                    return Err(StoreError::Postgres(ANOTHER_DEBRIEF.to_owned()));
+                }
                 Err(e) => {
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                     self.next_try = Instant::now() + self.backoff;
-                    tracing::warn!(error = %why(&e), retry_ms = self.backoff.as_millis() as u64, "cannot reach PostgreSQL");
+                    tracing::warn!(error = %e.line(), retry_ms = self.backoff.as_millis() as u64, "cannot reach PostgreSQL");
                     return Err(unreachable_error());
                 }
             }
         }
         self.conn.as_mut().ok_or_else(unreachable_error)
+    }
+
+    /// After a reconnect found the single-node lock taken: another server may have claimed this
+    /// one's documents and written its metadata since, so this one writes nothing more. Every
+    /// document it holds fails (its owner stops), and so does everything after.
+    fn stop(&mut self) {
+        let why = StoreError::Postgres(format!(
+            "{ANOTHER_DEBRIEF}; this server stopped writing to it (restart it once the other one \
+             is stopped)"
+        ));
+        tracing::error!("{ANOTHER_DEBRIEF}: this server writes nothing more to it; restart it once the other one is stopped");
+        {
+            let mut state = lock(&self.shared.state);
+            let claimed: Vec<String> = state.claims.keys().cloned().collect();
+            for name in claimed {
+                state.records.remove(&name);
+                state.failed.insert(name, why.clone());
+            }
+        }
+        self.stopped = Some(why);
+        self.shared.up.store(false, Ordering::Release);
     }
 
     /// After a statement failed: a connection that is gone is forgotten (and made again later).
@@ -397,11 +585,11 @@ impl Worker {
     async fn call(&mut self, call: Call) {
         match call {
             Call::Load { name, reply } => {
-                let result = self.load(&name).await;
+                let result = bounded!(self, self.load(&name));
                 let _ = reply.send(result);
             }
             Call::Tree { name, reply } => {
-                let result = self.tree(&name).await;
+                let result = bounded!(self, self.tree(&name));
                 let _ = reply.send(result);
             }
             Call::CompactRead { name, upto, reply } => {
@@ -414,7 +602,7 @@ impl Worker {
                     // the owner's own flush request answers for them).
                     self.round(Vec::new()).await;
                 }
-                let result = self.compact_read(&name, upto).await;
+                let result = bounded!(self, self.compact_read(&name, upto));
                 let _ = reply.send(result);
             }
             Call::CompactWrite {
@@ -423,15 +611,15 @@ impl Worker {
                 snapshot,
                 reply,
             } => {
-                let result = self.compact_write(&name, covers_below, &snapshot).await;
+                let result = bounded!(self, self.compact_write(&name, covers_below, &snapshot));
                 let _ = reply.send(result);
             }
             Call::Size { name, reply } => {
-                let result = self.size(&name).await;
+                let result = bounded!(self, self.size(&name));
                 let _ = reply.send(result);
             }
             Call::Count { name, reply } => {
-                let result = self.count(&name).await;
+                let result = bounded!(self, self.count(&name));
                 let _ = reply.send(result);
             }
             Call::Flush { reply } => {
@@ -698,7 +886,7 @@ impl Worker {
         let mut outcome = Ok(());
         if !batch.records.is_empty() || !batch.meta.is_empty() {
             let started = Instant::now();
-            let committed = self.commit(&mut batch, &epochs).await;
+            let committed = bounded!(self, self.commit(&mut batch, &epochs));
             let elapsed = started.elapsed();
             match committed {
                 Ok(fenced) => {
