@@ -315,6 +315,27 @@ impl MetaTree {
         }
     }
 
+    /// [`MetaTree::apply`] to several trees of one store at once. On PostgreSQL all of them
+    /// reach the pending batch together (one commit carries all or none); on sled each tree's
+    /// writes are atomic and the next flush makes them all durable.
+    pub fn apply_together(
+        parts: Vec<(&MetaTree, crate::storage::types::TreeWrites)>,
+    ) -> Result<(), StoreError> {
+        let mut pg = Vec::with_capacity(parts.len());
+        let mut sled = Vec::new();
+        for (tree, writes) in parts {
+            match &tree.0 {
+                TreeBackend::Postgres(t) => pg.push((t, writes)),
+                TreeBackend::Sled(t) => sled.push((t, writes)),
+            }
+        }
+        PgTree::apply_together(pg);
+        for (tree, writes) in sled {
+            tree.apply(writes)?;
+        }
+        Ok(())
+    }
+
     /// Every key, in order.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         match &self.0 {

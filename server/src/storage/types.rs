@@ -143,3 +143,6 @@ pub(crate) fn encode_record<U: AsRef<[u8]>>(updates: &[U]) -> Vec<u8> {
     }
     record
 }
+
+/// Writes (`Some`) and removes (`None`) of a metadata tree, by key.
+pub type TreeWrites = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;

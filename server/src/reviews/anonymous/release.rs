@@ -17,6 +17,7 @@ use crate::reviews::basics::{locked, now_ms, to_json};
 use crate::reviews::records::Records;
 use crate::reviews::sessions::Reviews;
 use crate::reviews::threads::{self, AnonOp};
+use crate::storage::store::MetaTree;
 
 /// What a release of held items needs: the queue, the reviews (whose phase and mode decide what
 /// may go out) and the documents it is written to.
@@ -161,11 +162,12 @@ async fn release_review(
         tracing::warn!(review = %review, "anonymous release postponed: discussion unavailable");
         return Err(());
     }
-    let recorded = anonymity
-        .keys
-        .apply(keys)
-        .and_then(|()| anonymity.votes.apply(votes))
-        .and_then(|()| anonymity.pulses.apply(pulses));
+    // Together: on PostgreSQL one commit carries all three or none (docs/anonymity.md).
+    let recorded = MetaTree::apply_together(vec![
+        (&anonymity.keys, keys),
+        (&anonymity.votes, votes),
+        (&anonymity.pulses, pulses),
+    ]);
     if let Err(e) = recorded {
         tracing::error!(error = %e, "cannot record the keys and votes of released anonymous items");
         failed(&slots);

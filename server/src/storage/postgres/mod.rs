@@ -29,9 +29,19 @@
 //! **Failures.** A commit that fails drops the records it carried: their documents are marked
 //! failed, so their owners' flushes fail and the owners stop (their clients reconnect and load
 //! the document afresh, as after a sled error), and appends to them are refused until they are
-//! loaded again. Metadata writes of a failed commit go back into the pending batch and are
-//! committed by the next one. A lost connection is reconnected with backoff; while it is down,
-//! commits and loads fail at once and [`PgStore::probe`] fails (`/readyz` answers 503).
+//! loaded again; records appended to them while the failed commit ran are dropped too (written
+//! alone they would leave a gap in the log). Metadata writes of a failed commit go back into the
+//! pending batch and are committed by the next one: a [`PgStore::durable`] that failed has an
+//! **unknown outcome** (its writes are visible at once and may be stored later), never "nothing
+//! was stored". Every round, read, connection attempt and connection check is bounded by
+//! [`PgSettings::timeout`]: past it the connection is dropped (the outcome is unknown, as above).
+//! A lost connection is reconnected with backoff; while it is down, commits and loads fail at
+//! once and [`PgStore::probe`] fails (`/readyz` answers 503).
+//!
+//! **One server per database.** Every session first takes a session-level advisory lock: a
+//! second server on the same database refuses to start, and a server that cannot take it again
+//! after a reconnect stops writing for good (its documents fail, the probe fails). Every
+//! session also sets `synchronous_commit` on, and a database with `fsync` off is refused.
 //!
 //! **Metadata trees** are read whole into memory the first time they are opened and served from
 //! there; a write changes memory at once (visible to every read on this node, as in sled) and
@@ -42,8 +52,9 @@
 //!
 //! **Anonymity** (`docs/anonymity.md`). This module writes exactly what the sled backend writes,
 //! nothing more: held anonymous items stay in `held/slots` on the local disk, never in a table.
-//! The keys and vote records of a release reach the pending batch in one `apply`, so they are
-//! written in one transaction, and within it in key order (the batch is ordered by tree and key,
+//! The keys, vote records and pulse answers of a release reach the pending batch together (one
+//! `MetaTree::apply_together`, under one lock of the batch), so they are written in one
+//! transaction, and within it in key order (the batch is ordered by tree and key,
 //! and each statement inserts its rows in that order), as sled writes them: the rows' physical
 //! order, their transaction id and their place in the write-ahead log say nothing about when each
 //! item arrived.
@@ -63,7 +74,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::types::{encode_record, updates_of, Compacted, Entry, StoreError, StoredDoc};
+use crate::storage::types::{
+    encode_record, updates_of, Compacted, Entry, StoreError, StoredDoc, TreeWrites,
+};
 
 /// Flush requests waiting for the database thread. Owners wait when it is full, which only
 /// happens when the database cannot keep up; that is the back-pressure we want.
@@ -420,7 +433,11 @@ impl PgStore {
             snapshot,
             reply,
         })?;
-        lock(&self.shared.sizes).remove(name);
+        let folded: u64 = input.records.iter().map(|(_, r)| r.len() as u64).sum();
+        let old_snapshot = input.snapshot.as_ref().map_or(0, |s| s.len() as u64);
+        if let Some(size) = lock(&self.shared.sizes).get_mut(name) {
+            *size = size.saturating_sub(folded + old_snapshot) + snapshot_bytes;
+        }
         Ok(Compacted {
             entries: input.records.len() as u64,
             entry_bytes: input.records.iter().map(|(_, r)| r.len() as u64).sum(),
@@ -428,8 +445,9 @@ impl PgStore {
         })
     }
 
-    /// Bytes of a document's snapshot and records, committed or pending. Read from the
-    /// database once, then kept up to date by appends (forgotten at a compaction).
+    /// Bytes of a document's snapshot and records, committed or pending. Known from its load
+    /// (or read from the database the first time for a document not loaded here), then kept up
+    /// to date by appends and compactions.
     pub fn stored_bytes(&self, name: &str) -> Result<u64, StoreError> {
         if let Some(bytes) = lock(&self.shared.sizes).get(name) {
             return Ok(*bytes);
@@ -445,11 +463,7 @@ impl PgStore {
             .get(name)
             .map_or(0, |r| r.values().map(|v| v.len() as u64).sum());
         let bytes = stored + pending;
-        let mut sizes = lock(&self.shared.sizes);
-        if sizes.len() >= SIZE_CACHE_ENTRIES {
-            sizes.clear();
-        }
-        sizes.insert(name.to_owned(), bytes);
+        remember_size(&self.shared, name, bytes);
         Ok(bytes)
     }
 
@@ -630,6 +644,35 @@ impl PgTree {
         Ok(())
     }
 
+    /// [`PgTree::apply`] to several trees at once: every tree's lock is held while the writes
+    /// are staged under one lock of the pending batch, so one commit carries all of them or none.
+    pub fn apply_together(parts: Vec<(&PgTree, TreeWrites)>) {
+        // Locks taken in name order (no other caller holds two trees' locks).
+        let mut parts = parts;
+        parts.sort_by(|a, b| a.0.tree.name.cmp(&b.0.tree.name));
+        let mut maps: Vec<_> = parts.iter().map(|(tree, _)| tree.write()).collect();
+        for ((_, writes), map) in parts.iter().zip(maps.iter_mut()) {
+            for (key, value) in writes {
+                match value {
+                    Some(v) => map.insert(key.clone(), v.clone()),
+                    None => map.remove(key),
+                };
+            }
+        }
+        let Some(shared) = parts.first().map(|(tree, _)| tree.shared.clone()) else {
+            return;
+        };
+        let mut state = lock(&shared.state);
+        for (tree, writes) in parts {
+            let pending = state.meta.entry(tree.tree.name.clone()).or_default();
+            for (key, value) in writes {
+                pending.insert(key, value);
+            }
+        }
+        drop(state);
+        drop(maps);
+    }
+
     /// Every key, in order.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(self.read().keys().cloned().collect())
@@ -666,6 +709,15 @@ fn prefixed<'a>(
 ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
     map.range(prefix.to_vec()..)
         .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+/// Keeps a document's size for [`PgStore::stored_bytes`] (known from a load or a read).
+fn remember_size(shared: &Shared, name: &str, bytes: u64) {
+    let mut sizes = lock(&shared.sizes);
+    if sizes.len() >= SIZE_CACHE_ENTRIES {
+        sizes.clear();
+    }
+    sizes.insert(name.to_owned(), bytes);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

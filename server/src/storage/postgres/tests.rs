@@ -446,6 +446,12 @@ async fn while_the_database_is_gone_probes_and_commits_fail() {
     )
     .expect("drop the database under the store");
     wait_until("the probe to fail", || store.probe().is_err());
+    assert_eq!(
+        store
+            .stored_bytes("g")
+            .expect("known from the load, no round trip"),
+        0
+    );
     store.append("g", 0, &[b"lost"]).expect("append");
     let failed = flush(&store, "g").await;
     assert!(matches!(failed, Err(StoreError::Postgres(_))), "{failed:?}");
@@ -593,5 +599,85 @@ async fn a_store_that_cannot_take_the_lock_again_after_a_reconnect_stops_writing
         "1",
         "nothing more was written"
     );
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn writes_to_several_trees_applied_together_are_one_commit() {
+    let db = TestDb::create();
+    let (store, flusher) = open(&db);
+    let keys = store.meta_tree("anon_keys").expect("tree");
+    let votes = store.meta_tree("votes").expect("tree");
+    let mut k = BTreeMap::new();
+    k.insert(b"k1".to_vec(), Some(b"key".to_vec()));
+    let mut v = BTreeMap::new();
+    v.insert(b"v1".to_vec(), Some(b"vote".to_vec()));
+    v.insert(b"v0".to_vec(), None);
+    super::PgTree::apply_together(vec![(&votes, v), (&keys, k)]);
+    assert_eq!(keys.get(b"k1").expect("get").as_deref(), Some(&b"key"[..]));
+    assert_eq!(
+        votes.get(b"v1").expect("get").as_deref(),
+        Some(&b"vote"[..])
+    );
+    store.durable().await.expect("durable");
+    assert_eq!(
+        one(
+            &db,
+            "SELECT count(DISTINCT xmin::text) || ' ' || count(*) FROM meta"
+        ),
+        "1 2",
+        "both trees' rows were written by one transaction"
+    );
+    close(store, flusher);
+}
+
+#[tokio::test]
+async fn a_load_waiting_when_a_commit_is_due_is_served_before_it() {
+    let db = TestDb::create();
+    let (store, flusher) = open_with(&db, Duration::from_secs(120));
+    for name in ["w", "x", "v"] {
+        store.load(name).expect("load");
+    }
+    // The first commit waits for a lock; meanwhile a second commit (which will wait for
+    // another lock) and a load are queued.
+    let first_lock = Holder::begin(
+        &db.url(),
+        "SELECT 1 FROM documents WHERE name = 'w' FOR UPDATE",
+    );
+    store.append("w", 0, &[b"w"]).expect("append");
+    let first = store
+        .request_flush(Some(Arc::from("w")))
+        .await
+        .expect("queued");
+    wait_for_lock_wait(&db, &store);
+    let second_lock = Holder::begin(
+        &db.url(),
+        "SELECT 1 FROM documents WHERE name = 'v' FOR UPDATE",
+    );
+    store.append("v", 0, &[b"v"]).expect("append");
+    let second = store
+        .request_flush(Some(Arc::from("v")))
+        .await
+        .expect("queued");
+    let (reply, loaded) = std::sync::mpsc::sync_channel(1);
+    store
+        .calls
+        .send(super::Call::Load {
+            name: "x".to_owned(),
+            reply,
+        })
+        .expect("queued");
+    first_lock.release();
+    first.await.expect("answered").expect("committed");
+    // The load is answered while the second commit would still wait for its lock.
+    let loaded = tokio::task::spawn_blocking(move || loaded.recv_timeout(Duration::from_secs(60)))
+        .await
+        .expect("thread");
+    assert!(
+        matches!(loaded, Ok(Ok(_))),
+        "the load was served before the next commit: {loaded:?}"
+    );
+    second_lock.release();
+    second.await.expect("answered").expect("committed");
     close(store, flusher);
 }

@@ -453,10 +453,14 @@ impl Worker {
             let idle_check = tokio::time::Instant::from_std(last_used + IDLE_CHECK);
             let connected = self.conn.is_some();
             // Not biased: under a steady stream of commits a document waiting to be loaded
-            // must still get its turn.
+            // must still get its turn. And the calls waiting when a round is due are served
+            // first: each caller has at most one, so they are few and short.
             tokio::select! {
                 first = flushes.recv(), if flushes_open => match first {
                     Some(first) => {
+                        while let Ok(call) = calls.try_recv() {
+                            self.call(call).await;
+                        }
                         let mut waiters = vec![first];
                         while let Ok(more) = flushes.try_recv() {
                             waiters.push(more);
@@ -688,6 +692,10 @@ impl Worker {
             }
         }
         let next_seq = log.keys().next_back().map_or(covers_below, |last| last + 1);
+        // Its size is known now: the quota checks of its review read it without a round trip.
+        let bytes = snapshot.as_ref().map_or(0, |s| s.len() as u64)
+            + log.values().map(|r| r.len() as u64).sum::<u64>();
+        super::remember_size(&self.shared, name, bytes);
         Ok(StoredDoc {
             snapshot: snapshot.map(sled::IVec::from),
             log: log
