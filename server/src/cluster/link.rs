@@ -63,6 +63,9 @@ const PROOF_DOMAIN: &[u8] = b"debrief link";
 /// The name the dialer asks for in TLS; no certificate is checked against it (see
 /// [`ProofFollows`]).
 const TLS_NAME: &str = "debrief-link";
+/// The ALPN protocol both sides must agree on; a TLS peer that does not offer it is not a node
+/// of this version.
+pub const ALPN: &[u8] = b"debrief-link/1";
 /// The largest node id a hello may carry (ids are 32 hex digits).
 const MAX_NODE_ID_BYTES: usize = 64;
 /// The largest body of a handshake message: a hello with the longest id and a nonce.
@@ -407,6 +410,18 @@ impl ServerCertVerifier for ProofFollows {
     }
 }
 
+/// Refuses a TLS session in which the peer did not agree on [`ALPN`] (a peer offering another
+/// protocol is refused by TLS itself; one offering none gets this far).
+fn agreed_alpn(protocol: Option<&[u8]>) -> Result<(), LinkError> {
+    if protocol == Some(ALPN) {
+        Ok(())
+    } else {
+        Err(LinkError::BadHandshake(
+            "the peer did not agree on the ALPN protocol debrief-link/1",
+        ))
+    }
+}
+
 fn setup_error(e: impl fmt::Display) -> LinkError {
     LinkError::Setup(e.to_string())
 }
@@ -451,18 +466,25 @@ impl Endpoint {
         let cert = certified.cert.der().clone();
         let key =
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(setup_error)?
             .with_no_client_auth()
             .with_single_cert(vec![cert], key)
             .map_err(setup_error)?;
-        let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+        // No resumption: every link runs a full handshake with fresh keys, so a proof is always
+        // bound to a session both sides just made, never to one carried over from a ticket.
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.alpn_protocols = vec![ALPN.to_vec()];
+        let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(setup_error)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ProofFollows(provider)))
             .with_no_client_auth();
+        client.resumption = rustls::client::Resumption::disabled();
+        client.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Endpoint {
             id,
             key: secret.link_key(),
@@ -500,6 +522,7 @@ impl Endpoint {
             let mut tls = TlsConnector::from(self.client.clone())
                 .connect(name, tcp)
                 .await?;
+            agreed_alpn(tls.get_ref().1.alpn_protocol())?;
             let exporter = tls
                 .get_ref()
                 .1
@@ -516,6 +539,7 @@ impl Endpoint {
         self.limited(async {
             tcp.set_nodelay(true)?;
             let mut tls = TlsAcceptor::from(self.server.clone()).accept(tcp).await?;
+            agreed_alpn(tls.get_ref().1.alpn_protocol())?;
             let exporter = tls
                 .get_ref()
                 .1

@@ -192,8 +192,16 @@ async fn accepting_raw_tcp(
 
 /// The same after a TLS handshake with the acceptor (as the dialer would make it).
 async fn accepting_raw_tls(a: &Endpoint, b: &Endpoint, bytes: Vec<u8>) -> (LinkError, Duration) {
+    accepting_tls_as(a.client.clone(), b, bytes).await
+}
+
+/// The same with a TLS client of this configuration.
+async fn accepting_tls_as(
+    client: Arc<rustls::ClientConfig>,
+    b: &Endpoint,
+    bytes: Vec<u8>,
+) -> (LinkError, Duration) {
     let started = Instant::now();
-    let client = a.client.clone();
     let (_held, rb) = with_acceptor(b, move |addr| {
         Box::pin(async move {
             let tcp = TcpStream::connect(addr).await.expect("connect");
@@ -270,6 +278,62 @@ async fn broken_peers_are_closed_within_the_handshake_limit() {
         .expect("encodes");
     let (e, _) = accepting_raw_tls(&a, &b, data).await;
     assert_eq!(e.to_string(), "link handshake: expected a hello");
+}
+
+#[tokio::test]
+async fn a_tls_peer_without_the_link_alpn_is_refused() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(3), cluster.node(3));
+    let mut client = (*a.client).clone();
+    client.alpn_protocols.clear();
+    let (e, _) = accepting_tls_as(Arc::new(client), &b, Vec::new()).await;
+    assert_eq!(
+        e.to_string(),
+        "link handshake: the peer did not agree on the ALPN protocol debrief-link/1"
+    );
+    // Another protocol is refused by TLS itself.
+    let mut client = (*a.client).clone();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    let (listener, addr) = listener().await;
+    let (dialled, accepted) = within("the handshake", async {
+        tokio::join!(
+            async {
+                let tcp = TcpStream::connect(addr).await.expect("connect");
+                let name = ServerName::try_from(TLS_NAME).expect("name");
+                TlsConnector::from(Arc::new(client))
+                    .connect(name, tcp)
+                    .await
+            },
+            async {
+                let (tcp, _) = listener.accept().await.expect("accept");
+                b.accept(tcp).await
+            }
+        )
+    })
+    .await;
+    assert!(dialled.is_err(), "TLS went through with ALPN h2");
+    assert!(accepted.is_err(), "the acceptor took a peer with ALPN h2");
+}
+
+#[tokio::test]
+async fn every_link_runs_a_full_tls_handshake() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(3), cluster.node(3));
+    assert_eq!(b.server.send_tls13_tickets, 0);
+    for n in 0..3 {
+        let (raw, lb) = with_acceptor(&b, |addr| Box::pin(a.dial(addr))).await;
+        let (raw, _) = raw.expect("handshake");
+        let _lb = lb.expect("b's link");
+        let TlsStream::Client(raw) = raw else {
+            panic!("the dialer's stream is a client's");
+        };
+        assert_eq!(
+            raw.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "link {n}"
+        );
+        assert_eq!(raw.get_ref().1.alpn_protocol(), Some(ALPN));
+    }
 }
 
 /// A link at `b` whose other end is `a`'s raw authenticated stream, which the test drives.
