@@ -66,10 +66,10 @@ const TLS_NAME: &str = "debrief-link";
 /// The ALPN protocol both sides must agree on; a TLS peer that does not offer it is not a node
 /// of this version.
 pub const ALPN: &[u8] = b"debrief-link/1";
-/// The largest node id a hello may carry (ids are 32 hex digits).
-const MAX_NODE_ID_BYTES: usize = 64;
+/// A node id's length: 32 lowercase hex digits ([`NodeId::random`]).
+const NODE_ID_BYTES: usize = 32;
 /// The largest body of a handshake message: a hello with the longest id and a nonce.
-const HANDSHAKE_MAX_BODY: usize = wire::BODY_HEADER_BYTES + MAX_NODE_ID_BYTES + 32;
+const HANDSHAKE_MAX_BODY: usize = wire::BODY_HEADER_BYTES + NODE_ID_BYTES + 32;
 /// Close frames and refusals the reader sends wait here; a link that lets this fill is stuck.
 const CONTROL_QUEUE: usize = 1024;
 /// Frames waiting for the writer, from every sub-stream of the link.
@@ -209,7 +209,7 @@ fn proof(key: &[u8; 32], role: Role, t: &Transcript<'_>) -> Hmac<Sha256> {
     let mut m = mac(key);
     m.update(PROOF_DOMAIN);
     for field in [role.name(), t.dialer.as_bytes(), t.acceptor.as_bytes()] {
-        // Fits: role names and ids are at most MAX_NODE_ID_BYTES.
+        // Fits: role names and ids are at most NODE_ID_BYTES.
         m.update(&(field.len() as u16).to_be_bytes());
         m.update(field);
     }
@@ -285,6 +285,17 @@ pub enum LinkError {
     /// The sub-stream is closed.
     #[error("the sub-stream is closed: {0}")]
     StreamClosed(StreamClosed),
+    /// The node at the address dialled is not the one expected there.
+    #[error("link handshake: the node at this address is {found}, not {expected}")]
+    WrongPeer {
+        /// The node the dialer meant to reach.
+        expected: NodeId,
+        /// The node that answered (and would have had to prove it).
+        found: NodeId,
+    },
+    /// A node id that is not 32 lowercase hex digits.
+    #[error("a node id must be 32 lowercase hex digits")]
+    BadNodeId,
     /// A payload larger than [`LinkSettings::max_payload`].
     #[error("a payload of {size} bytes exceeds the link's limit of {limit} bytes")]
     PayloadTooLarge {
@@ -422,6 +433,11 @@ fn agreed_alpn(protocol: Option<&[u8]>) -> Result<(), LinkError> {
     }
 }
 
+/// Whether `id` has the form of a node id: 32 lowercase hex digits.
+fn valid_node_id(id: &str) -> bool {
+    id.len() == NODE_ID_BYTES && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn setup_error(e: impl fmt::Display) -> LinkError {
     LinkError::Setup(e.to_string())
 }
@@ -457,6 +473,9 @@ impl Endpoint {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Endpoint, LinkError> {
+        if !valid_node_id(id.as_str()) {
+            return Err(LinkError::BadNodeId);
+        }
         // ring, as for webhooks (`reviews/webhooks/deliver.rs`); deprecated only for lacking a
         // post-quantum key exchange.
         #[allow(deprecated)]
@@ -501,9 +520,10 @@ impl Endpoint {
         &self.id
     }
 
-    /// Opens a link to the node listening at `addr`.
-    pub async fn connect(&self, addr: SocketAddr) -> Result<Link, LinkError> {
-        let (tls, peer) = self.dial(addr).await?;
+    /// Opens a link to node `expected`, listening at `addr`; fails before sending a proof if
+    /// another node answers there.
+    pub async fn connect(&self, addr: SocketAddr, expected: &NodeId) -> Result<Link, LinkError> {
+        let (tls, peer) = self.dial(addr, expected).await?;
         Ok(self.start(tls, peer, Role::Dialer))
     }
 
@@ -514,7 +534,11 @@ impl Endpoint {
     }
 
     /// TLS and the challenge as the dialer, within the handshake limit.
-    async fn dial(&self, addr: SocketAddr) -> Result<(TlsStream<TcpStream>, NodeId), LinkError> {
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        expected: &NodeId,
+    ) -> Result<(TlsStream<TcpStream>, NodeId), LinkError> {
         self.limited(async {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
@@ -528,7 +552,9 @@ impl Endpoint {
                 .1
                 .export_keying_material([0; 32], EXPORTER_LABEL, None)
                 .map_err(setup_error)?;
-            let peer = self.challenge(&mut tls, Role::Dialer, &exporter).await?;
+            let peer = self
+                .challenge(&mut tls, Role::Dialer, &exporter, Some(expected))
+                .await?;
             Ok((TlsStream::from(tls), peer))
         })
         .await
@@ -545,7 +571,9 @@ impl Endpoint {
                 .1
                 .export_keying_material([0; 32], EXPORTER_LABEL, None)
                 .map_err(setup_error)?;
-            let peer = self.challenge(&mut tls, Role::Acceptor, &exporter).await?;
+            let peer = self
+                .challenge(&mut tls, Role::Acceptor, &exporter, None)
+                .await?;
             Ok((TlsStream::from(tls), peer))
         })
         .await
@@ -574,6 +602,7 @@ impl Endpoint {
         io: &mut S,
         role: Role,
         exporter: &[u8; 32],
+        expected: Option<&NodeId>,
     ) -> Result<NodeId, LinkError> {
         let nonce: [u8; 32] = rand::random();
         write_frame(
@@ -593,15 +622,21 @@ impl Endpoint {
         let Ok(peer_nonce) = <[u8; 32]>::try_from(hello.payload.as_slice()) else {
             return Err(LinkError::BadHandshake("a hello's nonce is not 32 bytes"));
         };
-        if hello.name.is_empty() || hello.name.len() > MAX_NODE_ID_BYTES {
-            return Err(LinkError::BadHandshake(
-                "a hello's node id is empty or too long",
-            ));
+        if !valid_node_id(&hello.name) {
+            return Err(LinkError::BadNodeId);
         }
         if hello.name == self.id.as_str() {
             return Err(LinkError::BadHandshake("the peer has this node's id"));
         }
         let peer = NodeId(hello.name);
+        if let Some(expected) = expected {
+            if &peer != expected {
+                return Err(LinkError::WrongPeer {
+                    expected: expected.clone(),
+                    found: peer,
+                });
+            }
+        }
         let (dialer, acceptor, dialer_nonce, acceptor_nonce) = match role {
             Role::Dialer => (&self.id, &peer, &nonce, &peer_nonce),
             Role::Acceptor => (&peer, &self.id, &peer_nonce, &nonce),

@@ -72,7 +72,7 @@ async fn with_acceptor<T, F: std::future::Future<Output = T>>(
 }
 
 async fn pair(a: &Endpoint, b: &Endpoint) -> (Result<Link, LinkError>, Result<Link, LinkError>) {
-    with_acceptor(b, |addr| Box::pin(a.connect(addr))).await
+    with_acceptor(b, |addr| Box::pin(a.connect(addr, b.id()))).await
 }
 
 async fn linked(a: &Endpoint, b: &Endpoint) -> (Link, Link) {
@@ -172,6 +172,47 @@ async fn a_wrong_secret_is_refused_on_both_sides() {
         "link handshake: the peer's proof is wrong (it does not hold this cluster's secret)";
     assert_eq!(ra.expect_err("refused").to_string(), wrong);
     assert_eq!(rb.expect_err("refused").to_string(), wrong);
+}
+
+#[tokio::test]
+async fn the_dialer_refuses_a_node_other_than_the_one_it_expects() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(4), cluster.node(4));
+    let someone = NodeId::random();
+    let (ra, rb) = with_acceptor(&b, |addr| Box::pin(a.connect(addr, &someone))).await;
+    assert_eq!(
+        ra.expect_err("another node").to_string(),
+        format!(
+            "link handshake: the node at this address is {}, not {someone}",
+            b.id()
+        )
+    );
+    // The dialer left before proving anything.
+    assert!(rb.is_err(), "the acceptor linked to a dialer that left");
+}
+
+#[test]
+fn node_ids_are_32_lowercase_hex_digits() {
+    assert!(valid_node_id(NodeId::random().as_str()));
+    for bad in [
+        "",
+        "0123456789abcdef0123456789abcde",
+        "0123456789abcdef0123456789abcdef0",
+        "0123456789ABCDEF0123456789abcdef",
+        "0123456789abcdef0123456789abcdeg",
+        "../../../../../../../../etc/pass",
+    ] {
+        assert!(!valid_node_id(bad), "{bad:?}");
+    }
+    let e = Endpoint::new(
+        NodeId("node-1".to_owned()),
+        &ClusterSecret::new(vec![1; 32]).expect("long enough"),
+        settings(),
+        TaskTracker::new(),
+        CancellationToken::new(),
+    )
+    .expect_err("a bad id");
+    assert_eq!(e.to_string(), "a node id must be 32 lowercase hex digits");
 }
 
 /// What an acceptor makes of a dialer that does `act` on plain TCP, and how long it took.
@@ -321,7 +362,7 @@ async fn every_link_runs_a_full_tls_handshake() {
     let (a, b) = (cluster.node(3), cluster.node(3));
     assert_eq!(b.server.send_tls13_tickets, 0);
     for n in 0..3 {
-        let (raw, lb) = with_acceptor(&b, |addr| Box::pin(a.dial(addr))).await;
+        let (raw, lb) = with_acceptor(&b, |addr| Box::pin(a.dial(addr, b.id()))).await;
         let (raw, _) = raw.expect("handshake");
         let _lb = lb.expect("b's link");
         let TlsStream::Client(raw) = raw else {
@@ -338,7 +379,7 @@ async fn every_link_runs_a_full_tls_handshake() {
 
 /// A link at `b` whose other end is `a`'s raw authenticated stream, which the test drives.
 async fn raw_peer(a: &Endpoint, b: &Endpoint) -> (TlsStream<TcpStream>, Link) {
-    let (raw, lb) = with_acceptor(b, |addr| Box::pin(a.dial(addr))).await;
+    let (raw, lb) = with_acceptor(b, |addr| Box::pin(a.dial(addr, b.id()))).await;
     let (raw, peer) = raw.expect("handshake");
     assert_eq!(&peer, b.id());
     (raw, lb.expect("b's link"))
@@ -506,7 +547,7 @@ async fn shutdown_ends_every_task() {
         LinkClosed::Shutdown
     );
     assert_eq!(
-        a.connect(SocketAddr::from(([127, 0, 0, 1], 9)))
+        a.connect(SocketAddr::from(([127, 0, 0, 1], 9)), &NodeId::random())
             .await
             .expect_err("shut down")
             .to_string(),
