@@ -152,6 +152,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Summary, BackupError> {
         .map_err(BackupError::Damaged)?
         .ok_or_else(|| BackupError::Damaged(format!("{} has no manifest", from.display())))?;
     let mut summary = verify(from, &manifest)?;
+    crate::storage::postgres::refuse_marked(data_dir)?;
     empty_target(data_dir)?;
     std::fs::create_dir_all(data_dir)?;
     {

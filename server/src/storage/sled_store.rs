@@ -238,6 +238,7 @@ impl SledStore {
         dir: &Path,
         on_damage: OnDamage,
     ) -> Result<(SledStore, SledFlusher, Option<Damage>), StoreError> {
+        crate::storage::postgres::refuse_marked(dir)?;
         std::fs::create_dir_all(dir).map_err(integrity_error)?;
         let wal_dir = dir.join("wal");
         let inspected = inspect(dir, &wal_dir)?;

@@ -78,6 +78,22 @@ use crate::storage::types::{
     encode_record, updates_of, Compacted, Entry, StoreError, StoredDoc, TreeWrites,
 };
 
+/// The file that marks a data directory as a PostgreSQL server's (written at every open): sled,
+/// its tools (`check`, `backup`, `restore`) and the server without `--postgres` refuse it.
+pub const MARKER: &str = "postgres-backend";
+
+/// Refuses (one line) a data directory marked as a PostgreSQL server's, for sled and its tools.
+pub fn refuse_marked(dir: &Path) -> Result<(), StoreError> {
+    if dir.join(MARKER).exists() {
+        return Err(StoreError::Postgres(format!(
+            "{} is the data directory of a server that keeps its data in PostgreSQL: start it \
+             with --postgres, and back it up with PostgreSQL's tools",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Flush requests waiting for the database thread. Owners wait when it is full, which only
 /// happens when the database cannot keep up; that is the back-pressure we want.
 const FLUSH_QUEUE_CAPACITY: usize = 4096;
@@ -263,6 +279,18 @@ impl PgStore {
         })?;
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Integrity(format!("{}: {e}", dir.display())))?;
+        // sled keeps `conf` and `db` in the directory: a sled server's data would be left behind.
+        if dir.join("conf").exists() || dir.join("db").exists() {
+            return Err(StoreError::Postgres(format!(
+                "{} holds a sled store: give --postgres a data directory of its own",
+                dir.display()
+            )));
+        }
+        std::fs::write(
+            dir.join(MARKER),
+            "This data directory belongs to a Debrief server that keeps its data in PostgreSQL.\n",
+        )
+        .map_err(|e| StoreError::Integrity(format!("{}: {e}", dir.display())))?;
         let shared = Arc::new(Shared {
             node: format!("{:016x}", rand::random::<u64>()),
             state: Mutex::new(State::default()),

@@ -681,3 +681,45 @@ async fn a_load_waiting_when_a_commit_is_due_is_served_before_it() {
     second.await.expect("answered").expect("committed");
     close(store, flusher);
 }
+
+#[test]
+fn a_data_directory_belongs_to_one_backend() {
+    let db = TestDb::create();
+    let sled_dir = tempfile::tempdir().expect("temp dir");
+    let (sled, sled_flusher) =
+        crate::storage::sled_store::SledStore::open(sled_dir.path()).expect("sled");
+    drop(sled);
+    sled_flusher.run();
+    let settings = PgSettings {
+        url: db.url(),
+        patience: Duration::from_secs(5),
+        timeout: super::DEFAULT_TIMEOUT,
+    };
+    let refused = PgStore::open(&settings, sled_dir.path())
+        .map(|_| ())
+        .expect_err("a sled store is there");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "postgres: {} holds a sled store: give --postgres a data directory of its own",
+            sled_dir.path().display()
+        )
+    );
+
+    let pg_dir = tempfile::tempdir().expect("temp dir");
+    let (store, flusher) = PgStore::open(&settings, pg_dir.path()).expect("open");
+    close(store, flusher);
+    let refused = crate::storage::sled_store::SledStore::open(pg_dir.path())
+        .map(|_| ())
+        .expect_err("marked for PostgreSQL");
+    let line = format!(
+        "postgres: {} is the data directory of a server that keeps its data in PostgreSQL: start \
+         it with --postgres, and back it up with PostgreSQL's tools",
+        pg_dir.path().display()
+    );
+    assert_eq!(refused.to_string(), line);
+    assert!(
+        !pg_dir.path().join("conf").exists(),
+        "sled created nothing there"
+    );
+}
