@@ -24,7 +24,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -296,6 +296,12 @@ pub enum LinkError {
     /// A node id that is not 32 lowercase hex digits.
     #[error("a node id must be 32 lowercase hex digits")]
     BadNodeId,
+    /// This side has opened every sub-stream id it has on this link; a new link is needed.
+    #[error("the link has no sub-stream ids left; open a new link")]
+    NoStreamIds,
+    /// A sub-stream id that is already open (never reused while open).
+    #[error("sub-stream id {0} is already open on this link")]
+    StreamIdInUse(u32),
     /// A payload larger than [`LinkSettings::max_payload`].
     #[error("a payload of {size} bytes exceeds the link's limit of {limit} bytes")]
     PayloadTooLarge {
@@ -683,7 +689,7 @@ impl Endpoint {
             data: data_tx,
             cancel: self.shutdown.child_token(),
             // The dialer's sub-streams are odd, the acceptor's even: ids never collide.
-            next_id: AtomicU32::new(match role {
+            next_id: AtomicU64::new(match role {
                 Role::Dialer => 1,
                 Role::Acceptor => 2,
             }),
@@ -736,7 +742,9 @@ struct Shared {
     control: mpsc::Sender<Frame>,
     data: mpsc::Sender<Frame>,
     cancel: CancellationToken,
-    next_id: AtomicU32,
+    /// The next id this side opens; counted in 64 bits so running past `u32::MAX` is seen
+    /// rather than wrapping onto an id that may still be open.
+    next_id: AtomicU64,
     peer_parity: u32,
     settings: LinkSettings,
 }
@@ -774,17 +782,23 @@ impl Shared {
         &self,
         id: u32,
         reason: Arc<OnceLock<StreamClosed>>,
-    ) -> Result<mpsc::Receiver<Vec<u8>>, LinkClosed> {
+    ) -> Result<mpsc::Receiver<Vec<u8>>, LinkError> {
         let (tx, rx) = mpsc::channel(self.settings.stream_queue.max(1));
         let mut streams = self.streams();
         if let Some(why) = self.closed.get() {
-            return Err(why.clone());
+            return Err(LinkError::LinkClosed(why.clone()));
         }
         if self.cancel.is_cancelled() {
-            return Err(LinkClosed::Shutdown);
+            return Err(LinkError::LinkClosed(LinkClosed::Shutdown));
         }
-        streams.insert(id, Entry { tx, reason });
-        Ok(rx)
+        match streams.entry(id) {
+            // Never replace a live sub-stream's entry.
+            std::collections::hash_map::Entry::Occupied(_) => Err(LinkError::StreamIdInUse(id)),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Entry { tx, reason });
+                Ok(rx)
+            }
+        }
     }
 
     /// Closes one sub-stream if it is open, telling the peer `code` through the control queue.
@@ -830,12 +844,12 @@ impl Link {
         if document.is_empty() || document.len() > wire::MAX_NAME_BYTES {
             return Err(LinkError::Frame(FrameError::BadName));
         }
-        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        let next = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        let Ok(id) = u32::try_from(next) else {
+            return Err(LinkError::NoStreamIds);
+        };
         let reason = Arc::new(OnceLock::new());
-        let rx = self
-            .shared
-            .register(id, reason.clone())
-            .map_err(LinkError::LinkClosed)?;
+        let rx = self.shared.register(id, reason.clone())?;
         let stream = SubStream {
             id,
             document: document.to_owned(),
@@ -1034,12 +1048,13 @@ fn dispatch(
             if frame.name.is_empty() {
                 return Err("a sub-stream opened without a document name");
             }
-            if shared.streams().contains_key(&id) {
-                return Err("the peer opened a sub-stream that is open");
-            }
             let reason = Arc::new(OnceLock::new());
-            let Ok(rx) = shared.register(id, reason.clone()) else {
-                return Ok(());
+            let rx = match shared.register(id, reason.clone()) {
+                Ok(rx) => rx,
+                Err(LinkError::StreamIdInUse(_)) => {
+                    return Err("the peer opened a sub-stream that is open")
+                }
+                Err(_) => return Ok(()),
             };
             let stream = SubStream {
                 id,

@@ -215,6 +215,44 @@ fn node_ids_are_32_lowercase_hex_digits() {
     assert_eq!(e.to_string(), "a node id must be 32 lowercase hex digits");
 }
 
+#[tokio::test]
+async fn sub_stream_ids_never_wrap_onto_an_open_one() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(6), cluster.node(6));
+    let (la, mut lb) = linked(&a, &b).await;
+    let first = la.open("r1/body").await.expect("open");
+    let mut first_b = within("an incoming sub-stream", lb.accept_stream())
+        .await
+        .expect("accepted");
+    assert_eq!(first.id(), 1);
+    // The dialer's last odd id.
+    la.shared
+        .next_id
+        .store(u64::from(u32::MAX), Ordering::Relaxed);
+    let last = la.open("r2/body").await.expect("open");
+    assert_eq!(last.id(), u32::MAX);
+    for _ in 0..2 {
+        assert_eq!(
+            la.open("r3/body").await.expect_err("no ids").to_string(),
+            "the link has no sub-stream ids left; open a new link"
+        );
+    }
+    // The first sub-stream still works both ways.
+    first.send(b"still here".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut first_b).await, Ok(b"still here".to_vec()));
+    first_b.send(b"yes".to_vec()).await.expect("send");
+    let mut first = first;
+    assert_eq!(recv(&mut first).await, Ok(b"yes".to_vec()));
+    // And an id already open is never registered again.
+    assert_eq!(
+        la.shared
+            .register(1, Arc::new(OnceLock::new()))
+            .expect_err("in use")
+            .to_string(),
+        "sub-stream id 1 is already open on this link"
+    );
+}
+
 /// What an acceptor makes of a dialer that does `act` on plain TCP, and how long it took.
 async fn accepting_raw_tcp(
     b: &Endpoint,
