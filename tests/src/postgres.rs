@@ -3,6 +3,8 @@
 //! for a superuser on its Unix socket. Each test creates a fresh database of its own
 //! ([`TestDb::create`]) and drops it at the end, so tests run in parallel.
 
+use std::path::{Path, PathBuf};
+
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 /// The variable that says where the test PostgreSQL listens.
@@ -49,6 +51,214 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("{query}: {e}"))
     }
+}
+
+/// Where a part of a [`TestDb::copy`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// One row of a table, as `pg_dump` would write it.
+    Row,
+    /// A file PostgreSQL keeps for this database alone (its tables and indexes).
+    DatabaseFile,
+    /// A segment of the cluster's write-ahead log (shared with every database of the cluster).
+    Wal,
+}
+
+impl Part {
+    /// The [`Part`] of a path named by [`TestDb::copy`].
+    pub fn of(path: &Path) -> Option<Part> {
+        let first = path.components().nth(1)?.as_os_str().to_str()?;
+        match (path.starts_with("postgres"), first) {
+            (true, "rows") => Some(Part::Row),
+            (true, "base") => Some(Part::DatabaseFile),
+            (true, "wal") => Some(Part::Wal),
+            _ => None,
+        }
+    }
+}
+
+impl TestDb {
+    /// What a copy of this database shows whoever holds it, as named byte strings:
+    /// - every row of every table, in the order its table keeps them on disk (`ctid`, the order
+    ///   `pg_dump` writes them in), each column's bytes (binary columns as they are, the others
+    ///   as text), named `postgres/rows/<table>/<n>`;
+    /// - after a checkpoint, the raw files of this database (`postgres/base/…`: heap, indexes,
+    ///   visibility maps) and the segments of the write-ahead log written so far
+    ///   (`postgres/wal/…`; they hold every change of the cluster in commit order, as an archive
+    ///   or a standby would), in name order.
+    ///
+    /// Reading PostgreSQL's files needs the test to run as root or as the database's owner, as
+    /// `scripts/test` does; a copy that cannot read them fails the test.
+    pub async fn copy(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let url = self.url();
+        let (client, connection) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name));
+        let task = tokio::spawn(connection);
+        let mut out = Vec::new();
+        let tables = client
+            .query(
+                "SELECT c.oid::bigint, c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY c.relname",
+                &[],
+            )
+            .await
+            .expect("list tables");
+        for table in tables {
+            let (oid, name): (i64, String) = (table.get(0), table.get(1));
+            let columns = client
+                .query(
+                    "SELECT quote_ident(attname::text), atttypid = 'bytea'::regtype \
+                     FROM pg_attribute WHERE attrelid = $1::bigint::oid AND attnum > 0 \
+                     AND NOT attisdropped ORDER BY attnum",
+                    &[&oid],
+                )
+                .await
+                .expect("list columns");
+            let select: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    let (column, binary): (String, bool) = (c.get(0), c.get(1));
+                    if binary {
+                        column
+                    } else {
+                        format!("convert_to({column}::text, 'UTF8')")
+                    }
+                })
+                .collect();
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {} FROM {} ORDER BY ctid",
+                        select.join(", "),
+                        quote(&name)
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("reading {name}: {e}"));
+            for (n, row) in rows.iter().enumerate() {
+                let mut bytes = Vec::new();
+                for i in 0..row.len() {
+                    bytes.extend(row.get::<_, Option<Vec<u8>>>(i).unwrap_or_default());
+                    bytes.push(b'|');
+                }
+                out.push((PathBuf::from(format!("postgres/rows/{name}/{n:08}")), bytes));
+            }
+        }
+        client
+            .batch_execute("CHECKPOINT")
+            .await
+            .expect("checkpoint");
+        let place = client
+            .query_one(
+                "SELECT current_setting('data_directory'), \
+                 (SELECT oid::bigint FROM pg_database WHERE datname = current_database()), \
+                 pg_walfile_name(pg_current_wal_insert_lsn())",
+                &[],
+            )
+            .await
+            .expect("where the database keeps its files");
+        let (root, oid, last_wal): (String, i64, String) =
+            (place.get(0), place.get(1), place.get(2));
+        drop(client);
+        let _ = task.await;
+        let root = PathBuf::from(root);
+        for (from, to, keep) in [
+            (root.join("base").join(oid.to_string()), "base", None),
+            (root.join("pg_wal"), "wal", Some(last_wal)),
+        ] {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&from)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "reading {}: {e} (run the tests as root or as PostgreSQL's owner)",
+                        from.display()
+                    )
+                })
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            for file in files {
+                let Some(leaf) = file.file_name().and_then(|n| n.to_str()).map(str::to_owned)
+                else {
+                    continue;
+                };
+                // Write-ahead segments past the one being written are recycled old ones.
+                if let Some(last) = &keep {
+                    if leaf.len() != last.len() || leaf.as_str() > last.as_str() {
+                        continue;
+                    }
+                }
+                let bytes = std::fs::read(&file)
+                    .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+                out.push((PathBuf::from("postgres").join(to).join(leaf), bytes));
+            }
+        }
+        out
+    }
+}
+
+/// Where a server started by a test keeps its data, for tests that run on both backends.
+#[derive(Debug)]
+pub enum Backend {
+    /// sled, in the server's data directory (the default).
+    Sled,
+    /// A fresh database of the test PostgreSQL (`--postgres`).
+    Postgres(TestDb),
+}
+
+impl Backend {
+    /// A fresh database of the test PostgreSQL.
+    pub async fn postgres() -> Backend {
+        Backend::Postgres(TestDb::create().await)
+    }
+
+    /// The flags that start a server on this backend.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Backend::Sled => Vec::new(),
+            Backend::Postgres(db) => vec!["--postgres".to_owned(), db.url()],
+        }
+    }
+
+    /// What a copy of everything the server stored shows: the files of its data directory
+    /// ([`files_under`]), then, on PostgreSQL, the copy of its database ([`TestDb::copy`]).
+    pub async fn copy(&self, data: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = files_under(data);
+        if let Backend::Postgres(db) = self {
+            out.extend(db.copy().await);
+        }
+        out
+    }
+}
+
+/// Every file under `dir` with its bytes, in path order.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// `name` as an SQL identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl Drop for TestDb {

@@ -2,7 +2,9 @@
 //! items in the same windows, and an attacker who knows everyone's named activity (who posted a
 //! named comment when) tries to name the author of each anonymous item from what the server
 //! leaves behind — its trace-level log and copies of its data directory taken during the hold,
-//! after the release and after a clean stop. Each attack must guess no better than chance.
+//! after the release and after a clean stop. Each attack must guess no better than chance. Both
+//! tests run on sled and on PostgreSQL, where a copy is also the database: its rows in their order
+//! on disk, its files and the write-ahead log.
 //!
 //! The people of the first attack are signed in, through an authenticating proxy's headers
 //! (issue 19): they join with the name their sign-in gives, their sessions are linked to their
@@ -11,11 +13,12 @@
 //! closer to an author.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use debrief_tests::api::{request, Raw, Reply, Review, ROLES};
+use debrief_tests::postgres::{files_under, Backend};
 use debrief_tests::{ChildServer, Client};
 use rand::seq::SliceRandom;
 use serde_json::{json, Value};
@@ -57,27 +60,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Every file under `dir`, in path order.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                out.push((path, bytes));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -261,13 +243,34 @@ fn released_texts(client: &Client) -> Vec<String> {
 
 #[tokio::test]
 async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
+    statistical_adversary(Backend::Sled).await;
+}
+
+/// The same on PostgreSQL (issue 18): each copy is the data directory and the database (its
+/// rows in their order on disk, its files and the write-ahead log).
+#[tokio::test]
+async fn the_statistical_adversary_guesses_authors_no_better_than_chance_on_postgres() {
+    statistical_adversary(Backend::postgres().await).await;
+}
+
+/// Where `needle` is stored in `copy`: every file or row holding it.
+fn holders<'a>(copy: &'a [(PathBuf, Vec<u8>)], needle: &str) -> Vec<&'a PathBuf> {
+    copy.iter()
+        .filter(|(_, bytes)| find(bytes, needle.as_bytes()).is_some())
+        .map(|(path, _)| path)
+        .collect()
+}
+
+async fn statistical_adversary(backend: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
     // Nothing is released while the windows run (so every copy taken during them holds every
     // item so far); closing the review releases them all.
+    let flags = backend.args();
     let mut args = vec!["--anonymous-cadence-secs", "86400"];
     args.extend(PROXY_FLAGS);
+    args.extend(flags.iter().map(String::as_str));
     let server = ChildServer::start_with(&data, &args, Some(&log)).await;
     // A signed-in facilitator creates the review; its participant link needs sign-in.
     let creator = SignedIn::new(99);
@@ -350,7 +353,7 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
                 at_ms: now_ms(),
                 text,
             });
-            let before = snapshot(&data);
+            let before = files_under(&data);
             let text = format!("Anonymous worry number {window}-{rank}: the pager rota is thin");
             let (path, body) = if rank % 2 == 0 {
                 ("/anonymous/threads", json!({ "body": text }))
@@ -373,11 +376,15 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
                 .or(item["concern"].as_str())
                 .expect("item id")
                 .to_owned();
-            let after = snapshot(&data);
-            // The byte-level comparison: the text is held in the held-items file only, and one
-            // slot of it is all that changed there.
-            let (_, file) = locate(&after, &text).expect("the held item is on disk");
-            assert_eq!(file, held_file, "an anonymous text outside the held file");
+            let after = backend.copy(&data).await;
+            // The byte-level comparison: the text is held in the held-items file only (in no
+            // table, row or log of the database either), and one slot of it is all that changed
+            // there.
+            assert_eq!(
+                holders(&after, &text),
+                vec![&held_file],
+                "an anonymous text outside the held file"
+            );
             assert!(locate(&before, &text).is_none());
             let old = before
                 .iter()
@@ -402,7 +409,7 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
                 key: r.body["key"].as_str().expect("key").to_owned(),
             });
         }
-        during.push(snapshot(&data));
+        during.push(backend.copy(&data).await);
     }
     // Closing releases whatever still waits for other people's items.
     review.move_to("meeting").await;
@@ -418,7 +425,7 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
         }
     })
     .await;
-    let after_release = snapshot(&data);
+    let after_release = backend.copy(&data).await;
     assert!(
         after_release
             .iter()
@@ -428,7 +435,28 @@ async fn the_statistical_adversary_guesses_authors_no_better_than_chance() {
     );
     drop(observer);
     server.terminate().await;
-    let after_stop = snapshot(&data);
+    let after_stop = backend.copy(&data).await;
+
+    // The attacks have their material: every item is in each copy.
+    for (copy, when) in [
+        (&after_release, "after the release"),
+        (&after_stop, "after a stop"),
+    ] {
+        for s in &subs {
+            assert!(
+                locate(copy, &s.text).is_some(),
+                "{} is not stored {when}",
+                s.text
+            );
+        }
+    }
+    for s in &subs {
+        assert!(
+            locate(&during[s.window], &s.text).is_some(),
+            "{} is held",
+            s.text
+        );
+    }
 
     // Attack 1, on-disk order: in a copy taken during the hold, order the window's items by
     // where they lie, and give the k-th to the k-th poster of the window.
@@ -580,13 +608,27 @@ struct PulseAnswer {
 
 #[tokio::test]
 async fn pulse_answers_cannot_be_linked_to_who_gave_them() {
+    pulse_answers_unlinkable(Backend::Sled).await;
+}
+
+#[tokio::test]
+async fn pulse_answers_cannot_be_linked_to_who_gave_them_on_postgres() {
+    pulse_answers_unlinkable(Backend::postgres().await).await;
+}
+
+async fn pulse_answers_unlinkable(backend: Backend) {
     use sha2::Digest;
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
+    let flags = backend.args();
+    let args = |cadence: &'static str| {
+        let mut args = vec!["--anonymous-cadence-secs", cadence];
+        args.extend(flags.iter().map(String::as_str));
+        args
+    };
     // Nothing is released while people answer: every copy taken meanwhile holds every answer.
-    let server =
-        ChildServer::start_with(&data, &["--anonymous-cadence-secs", "86400"], Some(&log)).await;
+    let server = ChildServer::start_with(&data, &args("86400"), Some(&log)).await;
     let held_file = data.join("held").join("slots");
     let mut rng = rand::thread_rng();
     let mut used = std::collections::HashSet::new();
@@ -614,7 +656,7 @@ async fn pulse_answers_cannot_be_linked_to_who_gave_them() {
                 }
             };
             let text = serde_json::to_string(&scores).expect("scores");
-            let before = snapshot(&data);
+            let before = files_under(&data);
             let held = post(
                 &review,
                 &people[person],
@@ -623,10 +665,13 @@ async fn pulse_answers_cannot_be_linked_to_who_gave_them() {
             )
             .await;
             assert_eq!(held.status, 202, "{}", held.body);
-            let after = snapshot(&data);
+            let after = backend.copy(&data).await;
             // The answer lands in the held file only, in one slot, and nowhere else.
-            let (_, file) = locate(&after, &text).expect("the held answer is on disk");
-            assert_eq!(file, held_file, "a pulse answer outside the held file");
+            assert_eq!(
+                holders(&after, &text),
+                vec![&held_file],
+                "a pulse answer outside the held file"
+            );
             assert!(locate(&before, &text).is_none());
             let new = &after.iter().find(|(p, _)| *p == held_file).expect("held").1;
             if let Some((_, old)) = before.iter().find(|(p, _)| *p == held_file) {
@@ -648,15 +693,14 @@ async fn pulse_answers_cannot_be_linked_to_who_gave_them() {
                 voter,
             });
         }
-        during.push(snapshot(&data));
+        during.push(backend.copy(&data).await);
         reviews.push((review, people));
     }
     server.terminate().await;
     // Released after a restart: who answered is not known any more (it never was stored), so the
     // batch goes out after its ten boundaries.
     let log_after = dir.path().join("server-after.log");
-    let server =
-        ChildServer::start_with(&data, &["--anonymous-cadence-secs", "1"], Some(&log_after)).await;
+    let server = ChildServer::start_with(&data, &args("1"), Some(&log_after)).await;
     debrief_tests::within_for(
         std::time::Duration::from_secs(40),
         "every pulse answer released",
@@ -667,7 +711,7 @@ async fn pulse_answers_cannot_be_linked_to_who_gave_them() {
         },
     )
     .await;
-    let after_release = snapshot(&data);
+    let after_release = backend.copy(&data).await;
     let (review, people) = &reviews[0];
     let path = format!("/api/reviews/{}/pulse", review.id);
     let shown = request(server.addr, "GET", &path, Some(&people[0]), None).await;
@@ -677,7 +721,7 @@ async fn pulse_answers_cannot_be_linked_to_who_gave_them() {
         shown.body
     );
     server.terminate().await;
-    let after_stop = snapshot(&data);
+    let after_stop = backend.copy(&data).await;
 
     // The on-disk order attack, in copies during the hold, after the release and after a stop:
     // the k-th answer of a review by position is given to the k-th person who answered it.

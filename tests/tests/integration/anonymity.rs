@@ -1,11 +1,12 @@
 //! Anonymous comments, replies, concerns and votes (`docs/anonymity.md`): the adversary test
 //! that records everything others receive and reads the store and the trace-level logs, keys
 //! that edit and retract, moderation, rate limits, release modes, and a crash in a batch window.
+//! The adversary and the crash run on sled and on PostgreSQL.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use debrief_tests::api::{request, Reply, Review};
+use debrief_tests::postgres::{Backend, Part};
 use debrief_tests::{ChildServer, Client, TestServer};
 use serde_json::{json, Value};
 use yrs::types::ToJson;
@@ -67,32 +68,31 @@ async fn post(review: &Review, token: &str, path: &str, body: Value) -> Reply {
 }
 
 /// Every file under `dir`, concatenated.
-fn read_tree(dir: &Path, out: &mut Vec<u8>) {
-    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            read_tree(&path, out);
-        } else {
-            out.extend(std::fs::read(&path).expect("read file"));
-        }
-    }
-}
-
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    !needle.is_empty()
-        && haystack
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
+    !needle.is_empty() && memchr::memmem::find(haystack, needle.as_bytes()).is_some()
 }
 
 #[tokio::test]
 async fn the_adversary_cannot_link_anonymous_items_to_their_author() {
+    adversary_cannot_link(Backend::Sled).await;
+}
+
+/// The same on PostgreSQL (issue 18): the database's rows, its files and the write-ahead log
+/// are read as the data directory is.
+#[tokio::test]
+async fn the_adversary_cannot_link_anonymous_items_to_their_author_on_postgres() {
+    adversary_cannot_link(Backend::postgres().await).await;
+}
+
+async fn adversary_cannot_link(backend: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let log = dir.path().join("server.log");
     const CADENCE_MS: u64 = 3000;
-    let server =
-        ChildServer::start_with(&data, &["--anonymous-cadence-secs", "3"], Some(&log)).await;
+    let flags = backend.args();
+    let mut args = vec!["--anonymous-cadence-secs", "3"];
+    args.extend(flags.iter().map(String::as_str));
+    let server = ChildServer::start_with(&data, &args, Some(&log)).await;
     let mut review = Review::create(server.addr, "Database failover").await;
     let url = server.collab_url();
 
@@ -400,41 +400,83 @@ async fn the_adversary_cannot_link_anonymous_items_to_their_author() {
     // The store and the logs, read after the server stopped.
     drop(watchers);
     server.terminate().await;
-    let mut raw = Vec::new();
-    read_tree(&data, &mut raw);
-    for secret in [
-        &zelda,
-        &review.invites["participant"],
-        &keys[0],
-        &keys[1],
-        &keys[2],
-    ] {
-        assert!(!contains(&raw, secret), "a token or key is stored in clear");
+    let copy = backend.copy(&data).await;
+    // The copy sees what was stored: named writes, in the write-ahead log too.
+    for part in [None, Some(Part::Row), Some(Part::Wal)] {
+        if part.is_some() && matches!(backend, Backend::Sled) {
+            continue;
+        }
+        assert!(
+            copy.iter()
+                .any(|(path, bytes)| (part.is_none() || Part::of(path) == part)
+                    && contains(bytes, "Named: why a manual failover?")),
+            "the copy ({part:?}) holds the named comment"
+        );
     }
-    assert!(!contains(&raw, "127.0.0.1"), "an address is stored");
-    let db = sled::open(&data).expect("open the store after the server stopped");
+    for (path, bytes) in &copy {
+        for secret in [
+            &zelda,
+            &review.invites["participant"],
+            &keys[0],
+            &keys[1],
+            &keys[2],
+        ] {
+            assert!(
+                !contains(bytes, secret),
+                "a token or key is stored in clear in {}",
+                path.display()
+            );
+        }
+        // The write-ahead log is the whole PostgreSQL cluster's, other tests' data included.
+        if Part::of(path) != Some(Part::Wal) {
+            assert!(
+                !contains(bytes, "127.0.0.1"),
+                "an address is stored in {}",
+                path.display()
+            );
+        }
+    }
+    // Every stored record (a sled entry, a table's row) that is about an anonymous item.
+    let records: Vec<Vec<u8>> = match &backend {
+        Backend::Sled => {
+            let db = sled::open(&data).expect("open the store after the server stopped");
+            let mut records = Vec::new();
+            for name in db.tree_names() {
+                let tree = db.open_tree(&name).expect("tree");
+                for kv in tree.iter() {
+                    let (k, v) = kv.expect("entry");
+                    let mut record = k.to_vec();
+                    record.extend_from_slice(&v);
+                    records.push(record);
+                }
+            }
+            records
+        }
+        Backend::Postgres(_) => copy
+            .iter()
+            .filter(|(path, _)| Part::of(path) == Some(Part::Row))
+            .map(|(_, row)| row.clone())
+            .collect(),
+    };
     let zelda_hash = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(zelda.as_bytes()))
     };
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name).expect("tree");
-        for kv in tree.iter() {
-            let (k, v) = kv.expect("entry");
-            let mut record = k.to_vec();
-            record.extend_from_slice(&v);
-            let about_anonymous = secret_texts.iter().any(|t| contains(&record, t))
-                || item_ids.iter().any(|id| contains(&record, id));
-            if about_anonymous {
-                for mark in zelda_marks.iter().chain([&zelda_hash]) {
-                    assert!(
-                        !contains(&record, mark),
-                        "a stored record links an anonymous item to {mark}"
-                    );
-                }
+    let mut about_anonymous = 0;
+    for record in &records {
+        if secret_texts.iter().any(|t| contains(record, t))
+            || item_ids.iter().any(|id| contains(record, id))
+        {
+            about_anonymous += 1;
+            for mark in zelda_marks.iter().chain([&zelda_hash]) {
+                assert!(
+                    !contains(record, mark),
+                    "a stored record links an anonymous item to {mark}"
+                );
             }
         }
     }
+    assert!(about_anonymous > 0, "the released items are stored");
     let logs = std::fs::read_to_string(&log).expect("read the log");
     assert!(logs.lines().count() > 20, "trace logging was on");
     for line in logs.lines() {
@@ -705,10 +747,25 @@ async fn meeting_mode_holds_items_until_the_meeting_starts() {
 
 #[tokio::test]
 async fn a_crash_in_a_batch_window_releases_every_held_item_exactly_once() {
+    crash_in_a_batch_window(Backend::Sled).await;
+}
+
+#[tokio::test]
+async fn a_crash_in_a_batch_window_releases_every_held_item_exactly_once_on_postgres() {
+    crash_in_a_batch_window(Backend::postgres().await).await;
+}
+
+async fn crash_in_a_batch_window(backend: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
+    let flags = backend.args();
+    let args = |cadence: &'static str| {
+        let mut args = vec!["--anonymous-cadence-secs", cadence];
+        args.extend(flags.iter().map(String::as_str));
+        args
+    };
     // A window far longer than the test: nothing is released before the crash.
-    let server = ChildServer::start_with(&data, &["--anonymous-cadence-secs", "86400"], None).await;
+    let server = ChildServer::start_with(&data, &args("86400"), None).await;
     let review = Review::create(server.addr, "Crash").await;
     review.move_to("review").await;
     let bodies: Vec<String> = (0..5).map(|i| format!("held item {i}")).collect();
@@ -732,7 +789,7 @@ async fn a_crash_in_a_batch_window_releases_every_held_item_exactly_once() {
     }
     server.kill9().await;
 
-    let server = ChildServer::start_with(&data, &["--anonymous-cadence-secs", "1"], None).await;
+    let server = ChildServer::start_with(&data, &args("1"), None).await;
     let review = Review {
         addr: server.addr,
         ..review
