@@ -40,7 +40,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
     scenarios: Vec<u32>,
     /// Targets, in order: debrief (y-websocket at /ws), reference (@y/websocket-server),
-    /// debrief-collab (Hocuspocus dialect at /collab), hocuspocus (@hocuspocus/server).
+    /// debrief-collab (Hocuspocus dialect at /collab), hocuspocus (@hocuspocus/server),
+    /// debrief-pg and debrief-pg-collab (Debrief's two dialects on PostgreSQL; need --postgres).
     #[arg(
         long,
         value_delimiter = ',',
@@ -64,6 +65,11 @@ struct Cli {
     /// process's, which is raised to its hard limit). Debrief raises it itself.
     #[arg(long, default_value_t = 1024)]
     debrief_nofile: u64,
+    /// A superuser's connection string to a PostgreSQL cluster for the `debrief-pg` targets;
+    /// each run gets a fresh database in it (`scripts/postgres start` makes a throwaway
+    /// cluster; `scripts/postgres env DIR` prints this string).
+    #[arg(long, env = "DEBRIEF_BENCH_POSTGRES")]
+    postgres: Option<String>,
     /// Node.js executable for the reference server.
     #[arg(long, default_value = "node")]
     node: PathBuf,
@@ -237,6 +243,7 @@ async fn run(cli: Cli) -> Result<()> {
             .clone()
             .unwrap_or_else(|| workspace.join("bench/js/hocuspocus-server.mjs")),
         debrief_nofile: (cli.debrief_nofile > 0).then_some(cli.debrief_nofile),
+        postgres: cli.postgres.clone(),
     };
     let results_dir = cli
         .results_dir
@@ -669,9 +676,7 @@ async fn run_one(
         }
     }
     if m.error.is_some() {
-        if let (Some(n), TargetKind::Debrief | TargetKind::DebriefCollab) =
-            (programs.debrief_nofile, kind)
-        {
+        if let (Some(n), true) = (programs.debrief_nofile, kind.is_debrief()) {
             m.notes.push(format!(
                 "Debrief was started with a soft RLIMIT_NOFILE of {n} (--debrief-nofile) and \
                  must raise it itself to what its connections need"

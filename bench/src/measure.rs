@@ -58,6 +58,10 @@ pub struct Measurement {
     /// Server utime+stime over the measured window.
     pub server_cpu_s: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// CPU of the server's PostgreSQL cluster in the window (`debrief-pg` targets).
+    pub database_cpu_s: Option<f64>,
+    /// The same per delivered update.
+    pub database_cpu_us_per_delivery: Option<f64>,
     /// The kernel's part of it (stime): system calls, and the loopback delivery they run.
     pub server_kernel_us_per_delivery: Option<f64>,
     /// Load generator (this process) utime+stime over the window.

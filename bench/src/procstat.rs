@@ -37,8 +37,8 @@ impl CpuTime {
     }
 }
 
-/// utime and stime of a process, from /proc/<pid>/stat.
-pub fn cpu_time(pid: u32) -> Result<CpuTime> {
+/// The fields of /proc/<pid>/stat after the command name, from field 3 (state) on.
+fn stat_fields(pid: u32) -> Result<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may contain spaces.
@@ -46,16 +46,83 @@ pub fn cpu_time(pid: u32) -> Result<CpuTime> {
         .rsplit_once(')')
         .map(|(_, r)| r)
         .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    let utime: u64 = fields.get(11).ok_or_else(|| anyhow!("no utime"))?.parse()?;
-    let stime: u64 = fields.get(12).ok_or_else(|| anyhow!("no stime"))?.parse()?;
-    let hz = clock_ticks_per_sec();
-    let ticks = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
+    Ok(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Field `n` (1-based, as proc(5) numbers them; 3 or more) of `fields`.
+fn stat_field(fields: &[String], n: usize) -> Result<u64> {
+    fields
+        .get(n - 3)
+        .ok_or_else(|| anyhow!("no field {n} in /proc/<pid>/stat"))?
+        .parse()
+        .with_context(|| format!("field {n} of /proc/<pid>/stat"))
+}
+
+fn ticks(t: u64) -> Duration {
+    Duration::from_nanos(t * 1_000_000_000 / clock_ticks_per_sec())
+}
+
+/// utime and stime of a process, from /proc/<pid>/stat.
+pub fn cpu_time(pid: u32) -> Result<CpuTime> {
+    let fields = stat_fields(pid)?;
     Ok(CpuTime {
-        user: ticks(utime),
-        kernel: ticks(stime),
+        user: ticks(stat_field(&fields, 14)?),
+        kernel: ticks(stat_field(&fields, 15)?),
     })
+}
+
+/// CPU time of a process and of its children: the living ones' own time, and the time of
+/// those that ended, which the kernel adds to the parent's cutime and cstime once it has
+/// waited for them. For a PostgreSQL cluster from its postmaster: every backend (one per
+/// connection, ended or not), the WAL writer and the checkpointer.
+pub fn tree_cpu_time(root: u32) -> Result<CpuTime> {
+    let fields = stat_fields(root)?;
+    let mut total = CpuTime {
+        user: ticks(stat_field(&fields, 14)? + stat_field(&fields, 16)?),
+        kernel: ticks(stat_field(&fields, 15)? + stat_field(&fields, 17)?),
+    };
+    for entry in std::fs::read_dir("/proc")
+        .context("reading /proc")?
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between the listing and the read: it is then in cutime/cstime.
+        let Ok(child) = stat_fields(pid) else {
+            continue;
+        };
+        if pid != root && stat_field(&child, 4).ok() == Some(u64::from(root)) {
+            total.user += ticks(stat_field(&child, 14)?);
+            total.kernel += ticks(stat_field(&child, 15)?);
+        }
+    }
+    Ok(total)
+}
+
+/// The postmaster of the PostgreSQL cluster the target being measured keeps its data in
+/// (0: none). Set by [`crate::target::Target::start`] for the `debrief-pg` targets, so that
+/// every CPU mark also counts the database's CPU.
+static DATABASE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Counts `postmaster`'s cluster as the database of the target now measured (None: no database).
+pub fn measure_database(postmaster: Option<u32>) {
+    DATABASE.store(
+        postmaster.unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// CPU time of the database of the target now measured, if it has one.
+pub fn database_cpu_time() -> Result<Option<CpuTime>> {
+    match DATABASE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => Ok(None),
+        pid => tree_cpu_time(pid).map(Some),
+    }
 }
 
 fn status_kib(pid: u32, key: &str) -> Result<u64> {
@@ -150,6 +217,51 @@ mod tests {
         assert!(
             spent.user > spent.kernel,
             "a computing loop should be mostly user time: {spent:?}"
+        );
+    }
+
+    #[test]
+    fn tree_cpu_time_counts_children_living_and_ended() {
+        let me = std::process::id();
+        // The children's part: the tree's time less this process's own (other tests' threads
+        // burn CPU in this process meanwhile).
+        let children = || {
+            let tree = tree_cpu_time(me).expect("tree").total();
+            tree.saturating_sub(cpu_time(me).expect("own stat").total())
+        };
+        let burn = "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done";
+        let before = children();
+        // An ended child: waited for, so in this process's cutime and cstime.
+        let ended = std::process::Command::new("sh")
+            .args(["-c", burn])
+            .status()
+            .expect("sh");
+        assert!(ended.success());
+        let after_ended = children();
+        // A living child, read while it runs.
+        let mut living = std::process::Command::new("sh")
+            .args(["-c", &format!("{burn}; sleep 30")])
+            .spawn()
+            .expect("sh");
+        let child = living.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while cpu_time(child).expect("child stat").total() < Duration::from_millis(100) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child used no CPU"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let with_living = children();
+        let _ = living.kill();
+        let _ = living.wait();
+        assert!(
+            after_ended >= before + Duration::from_millis(100),
+            "an ended child's CPU is counted: {after_ended:?} after {before:?}"
+        );
+        assert!(
+            with_living >= after_ended + Duration::from_millis(100),
+            "a living child's CPU is counted: {with_living:?} after {after_ended:?}"
         );
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! One column per target, then one ratio column per pair that ran: `deb/ref` is
 //! `debrief` (y-websocket dialect) over `reference` (@y/websocket-server), `collab/hp` is
-//! `debrief-collab` (Hocuspocus dialect) over `hocuspocus` (@hocuspocus/server).
+//! `debrief-collab` (Hocuspocus dialect) over `hocuspocus` (@hocuspocus/server); `pg/sled` and
+//! `pgc/sledc` are Debrief on PostgreSQL (`debrief-pg`, `debrief-pg-collab`) over Debrief on
+//! sled in the same dialect.
 
 use std::fmt::Write;
 
@@ -39,6 +41,10 @@ fn rows() -> Vec<(&'static str, Get)> {
         }),
         ("  of which in the kernel (us)", |m| {
             m.server_kernel_us_per_delivery
+        }),
+        ("database CPU in window (s)", |m| m.database_cpu_s),
+        ("database CPU per delivery (us)", |m| {
+            m.database_cpu_us_per_delivery
         }),
         ("load generator CPU (s)", |m| m.loadgen_cpu_s),
         ("server peak RSS (MiB)", |m| {
@@ -174,9 +180,11 @@ fn kill(run: &Option<KillRun>, f: fn(&KillRun) -> f64) -> Option<f64> {
 }
 
 /// Ratio columns: (numerator target, denominator target, header).
-const RATIOS: [(&str, &str, &str); 2] = [
+const RATIOS: [(&str, &str, &str); 4] = [
     ("debrief", "reference", "deb/ref"),
     ("debrief-collab", "hocuspocus", "collab/hp"),
+    ("debrief-pg", "debrief", "pg/sled"),
+    ("debrief-pg-collab", "debrief-collab", "pgc/sledc"),
 ];
 
 fn num(v: Option<f64>) -> String {

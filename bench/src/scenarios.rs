@@ -141,6 +141,8 @@ fn secs(d: Duration) -> f64 {
 pub struct CpuMark {
     server: procstat::CpuTime,
     me: procstat::CpuTime,
+    /// The server's PostgreSQL cluster, for the `debrief-pg` targets.
+    database: Option<procstat::CpuTime>,
     pub at: Instant,
 }
 
@@ -149,6 +151,7 @@ impl CpuMark {
         Ok(CpuMark {
             server: procstat::cpu_time(pid)?,
             me: procstat::cpu_time(std::process::id())?,
+            database: procstat::database_cpu_time()?,
             at: Instant::now(),
         })
     }
@@ -195,6 +198,15 @@ pub fn fill_window(
     }
     let cpu = c1.server.since(c0.server);
     m.server_cpu_s = Some(secs(cpu.total()));
+    let database = match (c0.database, c1.database) {
+        (Some(a), Some(b)) => Some(b.since(a).total()),
+        _ => None,
+    };
+    m.database_cpu_s = database.map(secs);
+    if m.delivered > 0 {
+        m.database_cpu_us_per_delivery =
+            database.map(|d| d.as_secs_f64() * 1e6 / m.delivered as f64);
+    }
     if m.delivered > 0 {
         let per_delivery = |d: Duration| d.as_secs_f64() * 1e6 / m.delivered as f64;
         m.server_cpu_us_per_delivery = Some(per_delivery(cpu.total()));

@@ -6,7 +6,10 @@
 //! - `reference`: `@y/websocket-server`, y-websocket dialect, in memory only;
 //! - `debrief-collab`: the same Debrief binary, Hocuspocus dialect at `/collab`;
 //! - `hocuspocus`: `@hocuspocus/server` with `@hocuspocus/extension-sqlite`
-//!   (`js/hocuspocus-server.mjs`), Hocuspocus dialect.
+//!   (`js/hocuspocus-server.mjs`), Hocuspocus dialect;
+//! - `debrief-pg`, `debrief-pg-collab`: Debrief in each dialect with its data in PostgreSQL
+//!   (`--postgres`), a fresh database of the cluster `--postgres` names for each run, dropped
+//!   afterwards; the cluster's CPU is measured beside the server's.
 //!
 //! Adding a server kind means: a [`TargetKind`] variant, its command line and "ready" line
 //! in [`Target::spawn`], its address in [`Target::addr`], and, if it speaks another framing
@@ -49,6 +52,8 @@ pub enum TargetKind {
     Reference,
     DebriefCollab,
     Hocuspocus,
+    DebriefPg,
+    DebriefPgCollab,
 }
 
 impl TargetKind {
@@ -58,6 +63,8 @@ impl TargetKind {
             TargetKind::Reference => "reference",
             TargetKind::DebriefCollab => "debrief-collab",
             TargetKind::Hocuspocus => "hocuspocus",
+            TargetKind::DebriefPg => "debrief-pg",
+            TargetKind::DebriefPgCollab => "debrief-pg-collab",
         }
     }
 
@@ -67,17 +74,40 @@ impl TargetKind {
             "reference" | "ref" | "y-websocket" => Ok(TargetKind::Reference),
             "debrief-collab" | "collab" => Ok(TargetKind::DebriefCollab),
             "hocuspocus" | "hp" => Ok(TargetKind::Hocuspocus),
+            "debrief-pg" | "pg" => Ok(TargetKind::DebriefPg),
+            "debrief-pg-collab" | "pg-collab" => Ok(TargetKind::DebriefPgCollab),
             other => bail!(
-                "unknown target {other:?} (known: debrief, reference, debrief-collab, hocuspocus)"
+                "unknown target {other:?} (known: debrief, reference, debrief-collab, hocuspocus, \
+                 debrief-pg, debrief-pg-collab)"
             ),
         }
     }
 
     pub fn dialect(self) -> Dialect {
         match self {
-            TargetKind::Debrief | TargetKind::Reference => Dialect::YWebsocket,
-            TargetKind::DebriefCollab | TargetKind::Hocuspocus => Dialect::Hocuspocus,
+            TargetKind::Debrief | TargetKind::Reference | TargetKind::DebriefPg => {
+                Dialect::YWebsocket
+            }
+            TargetKind::DebriefCollab | TargetKind::Hocuspocus | TargetKind::DebriefPgCollab => {
+                Dialect::Hocuspocus
+            }
         }
+    }
+
+    /// Whether this is the Debrief binary (on either backend).
+    pub fn is_debrief(self) -> bool {
+        matches!(
+            self,
+            TargetKind::Debrief
+                | TargetKind::DebriefCollab
+                | TargetKind::DebriefPg
+                | TargetKind::DebriefPgCollab
+        )
+    }
+
+    /// Whether the server keeps its data in PostgreSQL.
+    pub fn on_postgres(self) -> bool {
+        matches!(self, TargetKind::DebriefPg | TargetKind::DebriefPgCollab)
     }
 
     /// Whether the server keeps documents across a restart.
@@ -96,6 +126,8 @@ pub struct Programs {
     /// Soft RLIMIT_NOFILE Debrief is started with (None: this process's, as the node
     /// servers get it). Debrief must raise it itself to what its connections need.
     pub debrief_nofile: Option<u64>,
+    /// A superuser's connection string to the PostgreSQL cluster of the `debrief-pg` targets.
+    pub postgres: Option<String>,
 }
 
 #[derive(Debug)]
@@ -115,6 +147,9 @@ pub struct Target {
     running: Option<Running>,
     /// Debrief is started with `--read-only-token` [`crate::wire::READ_ONLY_TOKEN`].
     pub read_only_token: bool,
+    /// The `debrief-pg` targets' database, made at the first start, kept across restarts and
+    /// dropped with the target.
+    database: Option<Database>,
 }
 
 /// What a stop observed.
@@ -137,6 +172,7 @@ impl Target {
             log_path: work_dir.join(format!("{}.log", kind.name())),
             running: None,
             read_only_token: false,
+            database: None,
         })
     }
 
@@ -205,6 +241,18 @@ impl Target {
         if let Some(d) = &self.data_dir {
             std::fs::create_dir_all(d)?;
         }
+        if self.kind.on_postgres() && self.database.is_none() {
+            let admin = self.programs.postgres.as_deref().ok_or_else(|| {
+                anyhow!(
+                    "{} needs a PostgreSQL: pass --postgres (a superuser's connection string; \
+                     `scripts/postgres start` makes a throwaway one)",
+                    self.kind.name()
+                )
+            })?;
+            let database = Database::create(admin).await?;
+            crate::procstat::measure_database(Some(database.postmaster));
+            self.database = Some(database);
+        }
         let t0 = Instant::now();
         let running = self.spawn().await?;
         let took = t0.elapsed();
@@ -222,7 +270,10 @@ impl Target {
         let ready_prefix: &str;
         let mut fixed_addr = None;
         match self.kind {
-            TargetKind::Debrief | TargetKind::DebriefCollab => {
+            TargetKind::Debrief
+            | TargetKind::DebriefCollab
+            | TargetKind::DebriefPg
+            | TargetKind::DebriefPgCollab => {
                 let bin = &self.programs.debrief_bin;
                 if !bin.exists() {
                     bail!(
@@ -239,6 +290,9 @@ impl Target {
                 if self.read_only_token {
                     cmd.arg("--read-only-token")
                         .arg(crate::wire::READ_ONLY_TOKEN);
+                }
+                if let Some(db) = &self.database {
+                    cmd.arg("--postgres").arg(db.url());
                 }
                 ready_prefix = "debrief listening on ";
             }
@@ -294,9 +348,9 @@ impl Target {
             .kill_on_drop(true);
         // Debrief starts with the soft open-file limit an operator's shell would give it (the
         // child inherits this process's limits at spawn, so they are lowered around it).
-        let nofile = match self.kind {
-            TargetKind::Debrief | TargetKind::DebriefCollab => self.programs.debrief_nofile,
-            _ => None,
+        let nofile = match self.kind.is_debrief() {
+            true => self.programs.debrief_nofile,
+            false => None,
         };
         let restore = match nofile {
             Some(n) => Some(crate::procstat::set_soft_nofile(n)?),
@@ -405,6 +459,89 @@ impl Target {
 
     pub fn is_running(&self) -> bool {
         self.running.is_some()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(db) = self.database.take() {
+            crate::procstat::measure_database(None);
+            db.drop_now();
+        }
+    }
+}
+
+/// A database of its own for one `debrief-pg` target.
+#[derive(Debug)]
+struct Database {
+    admin: String,
+    name: String,
+    /// The cluster's postmaster, whose processes' CPU is the database's.
+    postmaster: u32,
+}
+
+impl Database {
+    async fn create(admin: &str) -> Result<Database> {
+        let name = format!("bench_{:016x}", rand::random::<u64>());
+        let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+            .await
+            .context("connecting to --postgres")?;
+        let task = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        let dir: String = client
+            .query_one("SELECT current_setting('data_directory')", &[])
+            .await
+            .context("reading the cluster's data directory (needs a superuser)")?
+            .get(0);
+        drop(client);
+        let _ = task.await;
+        let pid_file = Path::new(&dir).join("postmaster.pid");
+        let postmaster = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("the postmaster's pid in {}", pid_file.display()))?;
+        Ok(Database {
+            admin: admin.to_owned(),
+            name,
+            postmaster,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("{} dbname={}", self.admin, self.name)
+    }
+
+    /// Drops the database, on a thread with a runtime of its own (a drop may run inside or
+    /// outside the bench's runtime).
+    fn drop_now(self) {
+        let Database { admin, name, .. } = self;
+        let dropped = std::thread::spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
+                let task = tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+                drop(client);
+                let _ = task.await;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop a benchmark database: {dropped:?}");
+        }
     }
 }
 
