@@ -3,18 +3,28 @@
 //! requests over it comes later in phase 2.
 //!
 //! - **Authentication.** TLS 1.3 with a certificate each node makes for itself at start
-//!   ([`Endpoint::new`]), then a mutual challenge inside the encrypted channel: each side sends
-//!   its node id and a 32-byte nonce, and proves it holds the cluster secret with an HMAC over
-//!   both ids, both nonces and the TLS exporter value of this very session ([`proof`]). The key
-//!   of that HMAC is derived from the [`ClusterSecret`] for this purpose only. The whole
-//!   handshake has a time limit and every handshake message a size limit.
+//!   ([`Endpoint::new`]), then a challenge inside the encrypted channel: each side sends its node
+//!   id and a 32-byte nonce, and proves it holds the cluster secret with an HMAC over both ids,
+//!   both nonces and the TLS exporter value of this very session ([`proof`]). The dialer proves
+//!   first; the acceptor, which faces whoever connects, checks that proof before it sends its
+//!   own, so it never hands a proof to a peer that has not proved itself. The key of that HMAC
+//!   is derived from the [`ClusterSecret`] for this purpose only. The whole handshake has a time
+//!   limit, every handshake message a size limit, and an endpoint runs at most
+//!   [`LinkSettings::max_handshakes`] as the acceptor at once.
+//! - **The secret.** Read as hex or base64 text from a file only its owner may read, or from
+//!   [`SECRET_ENV`]; it and the key derived from it are wiped from memory when dropped and never
+//!   shown by `Debug`.
 //! - **Sub-streams.** A [`Link`] carries many [`SubStream`]s, one per document a node forwards,
-//!   in the frames of `debrief_proto::link`. Each sub-stream has a bounded queue; a sub-stream
-//!   whose reader does not keep up is closed (both sides learn why), never waited for, so one
-//!   slow document cannot hold up the link's other documents.
-//! - **Liveness.** Each side sends a heartbeat; a link silent for longer than
-//!   [`LinkSettings::silent_after`] (or whose writes stall that long) is closed, and every
-//!   sub-stream on it observes why.
+//!   in the frames of `debrief_proto::link`. Each sub-stream's queue is bounded in messages and
+//!   bytes, the queues of a link together in bytes, and the bytes waiting for sub-streams not yet
+//!   accepted too; a sub-stream whose message would pass a bound is closed as a slow reader
+//!   (both sides learn why), never waited for, so one slow document cannot hold up the link's
+//!   other documents. Each side may have [`LinkSettings::max_streams`] open at once; the peer's
+//!   one more is refused and the link goes on.
+//! - **Liveness.** Each side sends a heartbeat; a link on which no frame begins for longer than
+//!   [`LinkSettings::silent_after`] (or whose writes stall that long), or on which a frame does
+//!   not arrive in full that long after its first byte, is closed, and every sub-stream on it
+//!   observes why.
 //! - **Tasks.** Each link's reader and writer run on the endpoint's `TaskTracker` and end when
 //!   the link closes or the shutdown token is cancelled.
 
@@ -24,7 +34,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -33,7 +43,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
@@ -45,6 +55,7 @@ use tokio_rustls::rustls::pki_types::{
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use zeroize::Zeroizing;
 
 use super::NodeId;
 use crate::limits;
@@ -77,8 +88,9 @@ const DATA_QUEUE: usize = 256;
 /// Incoming sub-streams not yet taken by [`Link::accept_stream`].
 const INCOMING_QUEUE: usize = 256;
 
-/// The cluster secret every node of a cluster is given (never stored in the database).
-pub struct ClusterSecret(Vec<u8>);
+/// The cluster secret every node of a cluster is given (never stored in the database). Its bytes
+/// are wiped from memory when it is dropped, and its `Debug` shows their number only.
+pub struct ClusterSecret(Zeroizing<Vec<u8>>);
 
 impl fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -86,12 +98,31 @@ impl fmt::Debug for ClusterSecret {
     }
 }
 
-/// Why no cluster secret could be had.
+/// Where a secret came from, as an error names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// A secret file.
+    File(PathBuf),
+    /// The environment variable [`SECRET_ENV`].
+    Env,
+}
+
+impl fmt::Display for SecretOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretOrigin::File(path) => write!(f, "the cluster secret file {}", path.display()),
+            SecretOrigin::Env => f.write_str(SECRET_ENV),
+        }
+    }
+}
+
+/// Why no cluster secret could be had. Every message is one line naming where the secret came
+/// from and what it must be.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// Neither a file nor the environment variable gave one.
     #[error(
-        "no cluster secret: give a secret file or set {SECRET_ENV} (at least 32 random bytes)"
+        "no cluster secret: give a secret file or set {SECRET_ENV} (at least 32 random bytes as hex or base64)"
     )]
     Missing,
     /// The file could not be read.
@@ -102,22 +133,59 @@ pub enum SecretError {
         /// Why.
         source: io::Error,
     },
-    /// Too short to resist guessing.
+    /// The file may be read or written by its group or by others.
+    #[error(
+        "the cluster secret file {path} has mode {mode:04o}, open to its group or others: it must be readable by its owner only (chmod 600 {path})"
+    )]
+    OpenMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Neither hex nor base64 once surrounding whitespace is trimmed.
+    #[error(
+        "{0} is neither hex nor base64: it must hold at least 32 random bytes as hex or base64 (such as `openssl rand -hex 32` prints)"
+    )]
+    NotEncoded(SecretOrigin),
+    /// Decoded, fewer bytes than [`MIN_SECRET_BYTES`].
+    #[error(
+        "{origin} holds {len} bytes once decoded; it must hold at least 32 random bytes (64 hex digits or 44 base64 characters)"
+    )]
+    Short {
+        /// Where it came from.
+        origin: SecretOrigin,
+        /// Its decoded length.
+        len: usize,
+    },
+    /// Too short to resist guessing (bytes given directly to [`ClusterSecret::new`]).
     #[error("the cluster secret is {0} bytes; it must be at least 32 random bytes")]
     TooShort(usize),
 }
 
+/// Permission bits of a secret file that let its group or others in; any of them refuses it.
+const OPEN_MODE_BITS: u32 = 0o077;
+
+/// Base64 of the standard alphabet, with or without its padding: `openssl rand -base64` pads,
+/// other tools do not, and both are the same secret.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 impl ClusterSecret {
     /// A secret of these bytes, refused when shorter than [`MIN_SECRET_BYTES`].
     pub fn new(bytes: Vec<u8>) -> Result<ClusterSecret, SecretError> {
+        let bytes = Zeroizing::new(bytes);
         if bytes.len() < MIN_SECRET_BYTES {
             return Err(SecretError::TooShort(bytes.len()));
         }
         Ok(ClusterSecret(bytes))
     }
 
-    /// The secret from `file` when given, else from [`SECRET_ENV`]. A file's one trailing
-    /// newline (as editors and `echo` leave) is not part of the secret.
+    /// The secret from `file` when given, else from [`SECRET_ENV`]: hex or base64 text, padded
+    /// or not, whitespace around it trimmed. A file must not be open to its group or others.
     pub fn read(file: Option<&Path>) -> Result<ClusterSecret, SecretError> {
         ClusterSecret::read_from(file, std::env::var_os(SECRET_ENV))
     }
@@ -128,29 +196,79 @@ impl ClusterSecret {
         env: Option<OsString>,
     ) -> Result<ClusterSecret, SecretError> {
         use std::os::unix::ffi::OsStringExt;
-        let bytes = match (file, env) {
+        match (file, env) {
             (Some(path), _) => {
-                let mut bytes = std::fs::read(path).map_err(|source| SecretError::Unreadable {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                if bytes.last() == Some(&b'\n') {
-                    bytes.pop();
-                    if bytes.last() == Some(&b'\r') {
-                        bytes.pop();
-                    }
-                }
-                bytes
+                let text = read_private(path)?;
+                ClusterSecret::decode(&text, SecretOrigin::File(path.to_owned()))
             }
-            (None, Some(value)) if !value.is_empty() => value.into_vec(),
-            (None, _) => return Err(SecretError::Missing),
+            (None, Some(value)) if !value.is_empty() => {
+                let text = Zeroizing::new(value.into_vec());
+                ClusterSecret::decode(&text, SecretOrigin::Env)
+            }
+            (None, _) => Err(SecretError::Missing),
+        }
+    }
+
+    /// The secret written as `text`: hex when it is an even number of hex digits, else base64 of
+    /// the standard alphabet (padded or not), whitespace around it trimmed. The two forms are
+    /// told apart by their characters only; base64 of random bytes made of hex digits alone is
+    /// too unlikely to matter. Anything else is refused rather than taken as raw bytes, so a
+    /// secret has one meaning on every node whatever tool wrote it.
+    fn decode(text: &[u8], origin: SecretOrigin) -> Result<ClusterSecret, SecretError> {
+        use base64::Engine as _;
+        let text = text.trim_ascii();
+        let hex_digits = text.len() % 2 == 0 && text.iter().all(u8::is_ascii_hexdigit);
+        let decoded = if hex_digits {
+            hex::decode(text).ok()
+        } else {
+            BASE64.decode(text).ok()
         };
-        ClusterSecret::new(bytes)
+        let Some(bytes) = decoded.map(Zeroizing::new) else {
+            return Err(SecretError::NotEncoded(origin));
+        };
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(SecretError::Short {
+                origin,
+                len: bytes.len(),
+            });
+        }
+        Ok(ClusterSecret(bytes))
     }
 
     /// `K_link`: HKDF-SHA256 (RFC 5869) of the secret, without salt, with [`KEY_INFO`].
-    fn link_key(&self) -> [u8; 32] {
-        hkdf_sha256(&self.0, KEY_INFO)
+    fn link_key(&self) -> LinkKey {
+        LinkKey(hkdf_sha256(&self.0, KEY_INFO))
+    }
+}
+
+/// The bytes of a secret file, refused when its mode lets its group or others read or write it
+/// (checked on the open file, so a file swapped after the check is not read instead).
+fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let unreadable = |source| SecretError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o7777;
+    if mode & OPEN_MODE_BITS != 0 {
+        return Err(SecretError::OpenMode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut text = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut text).map_err(unreadable)?;
+    Ok(text)
+}
+
+/// `K_link`, wiped from memory when dropped; its `Debug` shows no byte of it.
+struct LinkKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for LinkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkKey(..)")
     }
 }
 
@@ -158,15 +276,15 @@ fn mac(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length")
 }
 
-/// HKDF-SHA256 with an absent salt, one block of output.
-fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> [u8; 32] {
+/// HKDF-SHA256 with an absent salt, one block of output. The intermediate key is wiped too.
+fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut extract = mac(&[0; 32]);
     extract.update(ikm);
-    let prk = extract.finalize().into_bytes();
-    let mut expand = mac(&prk);
+    let prk = Zeroizing::new(<[u8; 32]>::from(extract.finalize().into_bytes()));
+    let mut expand = mac(prk.as_slice());
     expand.update(info);
     expand.update(&[1]);
-    expand.finalize().into_bytes().into()
+    Zeroizing::new(expand.finalize().into_bytes().into())
 }
 
 /// Which end of a link a node is: the one that opened the TCP connection or the one that
@@ -205,8 +323,8 @@ struct Transcript<'a> {
 /// The proof the side playing `role` sends:
 /// `HMAC-SHA256(K_link, "debrief link" ‖ role ‖ dialer id ‖ acceptor id ‖ dialer nonce ‖
 /// acceptor nonce ‖ exporter)`, each variable-length field behind its 2-byte length.
-fn proof(key: &[u8; 32], role: Role, t: &Transcript<'_>) -> Hmac<Sha256> {
-    let mut m = mac(key);
+fn proof(key: &LinkKey, role: Role, t: &Transcript<'_>) -> Hmac<Sha256> {
+    let mut m = mac(key.0.as_slice());
     m.update(PROOF_DOMAIN);
     for field in [role.name(), t.dialer.as_bytes(), t.acceptor.as_bytes()] {
         // Fits: role names and ids are at most NODE_ID_BYTES.
@@ -219,6 +337,34 @@ fn proof(key: &[u8; 32], role: Role, t: &Transcript<'_>) -> Hmac<Sha256> {
     m
 }
 
+/// Messages waiting for one sub-stream's reader. Its reader forwards each message to a socket
+/// or a document at once, so a queue this long means it has stopped keeping up.
+pub const STREAM_QUEUE: usize = 256;
+/// Bytes waiting for one sub-stream's reader: two messages of the largest size
+/// ([`limits::MAX_FRAME_BYTES`], 4 MiB), so a reader one large message behind is not yet slow,
+/// while 256 large messages (1 GiB) can never pile up behind one sub-stream.
+pub const STREAM_QUEUE_BYTES: usize = 2 * limits::MAX_FRAME_BYTES;
+/// Bytes waiting for the readers of all sub-streams of one link together (16 messages of the
+/// largest size). The per-sub-stream budget alone would let a peer that opens thousands of
+/// sub-streams make a node hold gigabytes; with this, a node holds at most this much per peer
+/// (a cluster has a handful of nodes). Readers that keep up hold next to nothing, so a link
+/// that reaches it has slow readers, and a sub-stream a frame arrives for then is closed as a
+/// slow reader.
+pub const LINK_QUEUE_BYTES: usize = 16 * limits::MAX_FRAME_BYTES;
+/// Bytes that may arrive for sub-streams the peer opened and this node has not yet taken with
+/// [`Link::accept_stream`] (two messages of the largest size): a peer cannot park data in
+/// sub-streams nobody reads, beyond the little a new sub-stream's first message needs.
+pub const INCOMING_QUEUE_BYTES: usize = 2 * limits::MAX_FRAME_BYTES;
+/// Sub-streams each side may have open at once on a link. One per forwarded socket and
+/// document, so a node forwarding a few thousand clients' documents to one owner fits, while a
+/// peer opening sub-streams without end is refused (each costs a queue and a map entry).
+pub const MAX_STREAMS: usize = 4096;
+/// Handshakes an endpoint runs at once as the acceptor. A cluster has a handful of nodes, each
+/// dialling a node at most once at a time (all of them together after a restart), so 64 leaves
+/// room for reconnects while a flood of connections that never finish their handshake holds at
+/// most 64 TLS sessions and tasks, each for at most the handshake limit.
+pub const MAX_HANDSHAKES: usize = 64;
+
 /// Time limits and queue sizes of links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkSettings {
@@ -226,24 +372,43 @@ pub struct LinkSettings {
     pub handshake_limit: Duration,
     /// How often each side sends a heartbeat.
     pub heartbeat_every: Duration,
-    /// A link on which nothing arrives for this long, or whose write stalls this long, is
+    /// A link on which no frame begins for this long, or whose write stalls this long, is
     /// closed. Also the time a frame has to arrive in full once its first byte has.
     pub silent_after: Duration,
     /// Messages waiting for a sub-stream's reader; one more closes the sub-stream.
     pub stream_queue: usize,
+    /// Bytes waiting for a sub-stream's reader; a message that would pass it closes the
+    /// sub-stream.
+    pub stream_queue_bytes: usize,
+    /// Bytes waiting for all sub-streams' readers of a link; a message that would pass it closes
+    /// the sub-stream it is for.
+    pub link_queue_bytes: usize,
+    /// Bytes waiting in sub-streams not yet accepted; a message that would pass it closes the
+    /// sub-stream it is for.
+    pub incoming_queue_bytes: usize,
+    /// Sub-streams each side may have open at once on a link.
+    pub max_streams: usize,
+    /// Handshakes the acceptor runs at once; one more connection is closed at once.
+    pub max_handshakes: usize,
     /// The largest payload of one frame.
     pub max_payload: usize,
 }
 
 impl Default for LinkSettings {
     /// A 5 s handshake; a heartbeat every second and silence judged after the default lease
-    /// (3 s); payloads up to the document message limit, [`limits::MAX_FRAME_BYTES`].
+    /// (3 s); payloads up to the document message limit, [`limits::MAX_FRAME_BYTES`]; the
+    /// queue and count limits of the constants above.
     fn default() -> LinkSettings {
         LinkSettings {
             handshake_limit: Duration::from_secs(5),
             heartbeat_every: Duration::from_secs(1),
             silent_after: super::Settings::default().lease(),
-            stream_queue: 256,
+            stream_queue: STREAM_QUEUE,
+            stream_queue_bytes: STREAM_QUEUE_BYTES,
+            link_queue_bytes: LINK_QUEUE_BYTES,
+            incoming_queue_bytes: INCOMING_QUEUE_BYTES,
+            max_streams: MAX_STREAMS,
+            max_handshakes: MAX_HANDSHAKES,
             max_payload: limits::MAX_FRAME_BYTES,
         }
     }
@@ -272,6 +437,19 @@ pub enum LinkError {
     /// A frame could not be decoded or was too large.
     #[error("link frame: {0}")]
     Frame(#[from] FrameError),
+    /// The acceptor closed the connection after this dialer's proof instead of proving itself:
+    /// it found the proof wrong, so the two nodes do not hold the same cluster secret.
+    #[error(
+        "link handshake: the peer closed the connection after this node's proof (the two nodes do not hold the same cluster secret)"
+    )]
+    ProofRefused,
+    /// The acceptor has as many handshakes in progress as it allows; the connection was closed
+    /// at once.
+    #[error("link: {0} handshakes are in progress already; the connection was refused")]
+    Busy(usize),
+    /// This side has as many sub-streams open on the link as it allows.
+    #[error("the link has {0} sub-streams of this node open already; close one first")]
+    TooManyStreams(usize),
     /// A handshake message was not the one expected.
     #[error("link handshake: {0}")]
     BadHandshake(&'static str),
@@ -321,8 +499,10 @@ pub enum LinkClosed {
     Local,
     /// The peer closed the connection.
     PeerClosed,
-    /// Nothing arrived (or a write stalled) for this long.
+    /// No frame began (or a write stalled) for this long.
     Silent(Duration),
+    /// A frame began but did not arrive in full within this long.
+    SlowFrame(Duration),
     /// The connection failed.
     Io(String),
     /// The peer sent something this format does not allow.
@@ -338,6 +518,11 @@ impl fmt::Display for LinkClosed {
             LinkClosed::Local => f.write_str("closed by this node"),
             LinkClosed::PeerClosed => f.write_str("the peer closed the connection"),
             LinkClosed::Silent(d) => write!(f, "the peer was silent for {} ms", d.as_millis()),
+            LinkClosed::SlowFrame(d) => write!(
+                f,
+                "a frame from the peer did not arrive in full within {} ms of its first byte",
+                d.as_millis()
+            ),
             LinkClosed::Io(e) => write!(f, "connection failed: {e}"),
             LinkClosed::Protocol(e) => write!(f, "protocol error: {e}"),
             LinkClosed::Stuck => f.write_str("the peer does not read its control frames"),
@@ -452,10 +637,12 @@ fn setup_error(e: impl fmt::Display) -> LinkError {
 /// certificate it made at start), and the tracker and token its links' tasks run under.
 pub struct Endpoint {
     id: NodeId,
-    key: [u8; 32],
+    key: LinkKey,
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
     settings: LinkSettings,
+    /// Permits for handshakes in progress as the acceptor ([`LinkSettings::max_handshakes`]).
+    handshakes: Semaphore,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -516,6 +703,7 @@ impl Endpoint {
             server: Arc::new(server),
             client: Arc::new(client),
             settings,
+            handshakes: Semaphore::new(settings.max_handshakes),
             tracker,
             shutdown,
         })
@@ -533,8 +721,14 @@ impl Endpoint {
         Ok(self.start(tls, peer, Role::Dialer))
     }
 
-    /// Runs the handshake on a connection this node's listener accepted.
+    /// Runs the handshake on a connection this node's listener accepted. With
+    /// [`LinkSettings::max_handshakes`] handshakes in progress already, the connection is closed
+    /// at once ([`LinkError::Busy`]): connections that never finish cannot pile up.
     pub async fn accept(&self, tcp: TcpStream) -> Result<Link, LinkError> {
+        let Ok(_permit) = self.handshakes.try_acquire() else {
+            drop(tcp);
+            return Err(LinkError::Busy(self.settings.max_handshakes));
+        };
         let (tls, peer) = self.answer(tcp).await?;
         Ok(self.start(tls, peer, Role::Acceptor))
     }
@@ -600,9 +794,11 @@ impl Endpoint {
         }
     }
 
-    /// The mutual challenge inside TLS: hellos (id and nonce) both ways, then proofs both ways.
-    /// Both sides send their proof before checking the peer's, so a wrong secret is refused on
-    /// both sides with the same error.
+    /// The mutual challenge inside TLS: hellos (id and nonce) both ways, then the dialer's proof,
+    /// which the acceptor checks before it sends its own. The acceptor faces whoever connects,
+    /// so it hands a proof made with `K_link` only to a peer that has proved it holds the secret
+    /// (a wrong secret on the dialer's side gets the connection closed, never a proof); the
+    /// dialer checks the acceptor's proof in turn.
     async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         io: &mut S,
@@ -654,7 +850,39 @@ impl Endpoint {
             acceptor_nonce,
             exporter,
         };
-        let mine = proof(&self.key, role, &transcript).finalize().into_bytes();
+        match role {
+            Role::Dialer => {
+                self.send_proof(io, role, &transcript).await?;
+                match read_frame(io, HANDSHAKE_MAX_BODY).await {
+                    Err(LinkError::Io(e))
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                        ) =>
+                    {
+                        Err(LinkError::ProofRefused)
+                    }
+                    Err(e) => Err(e),
+                    Ok(theirs) => self.check_proof(&theirs, role, &transcript),
+                }?;
+            }
+            Role::Acceptor => {
+                let theirs = read_frame(io, HANDSHAKE_MAX_BODY).await?;
+                self.check_proof(&theirs, role, &transcript)?;
+                self.send_proof(io, role, &transcript).await?;
+            }
+        }
+        Ok(peer)
+    }
+
+    /// Sends the proof of the side playing `role`.
+    async fn send_proof<S: AsyncWrite + Unpin>(
+        &self,
+        io: &mut S,
+        role: Role,
+        transcript: &Transcript<'_>,
+    ) -> Result<(), LinkError> {
+        let mine = proof(&self.key, role, transcript).finalize().into_bytes();
         write_frame(
             io,
             &Frame {
@@ -664,16 +892,23 @@ impl Endpoint {
                 payload: mine.to_vec(),
             },
         )
-        .await?;
-        let theirs = read_frame(io, HANDSHAKE_MAX_BODY).await?;
+        .await
+    }
+
+    /// Checks the proof the peer of the side playing `role` sent, in constant time
+    /// (`verify_slice`); any difference ends the connection.
+    fn check_proof(
+        &self,
+        theirs: &Frame,
+        role: Role,
+        transcript: &Transcript<'_>,
+    ) -> Result<(), LinkError> {
         if theirs.kind != Kind::Proof {
             return Err(LinkError::BadHandshake("expected a proof"));
         }
-        // Constant-time comparison (`verify_slice`); any difference ends the connection.
-        proof(&self.key, role.other(), &transcript)
+        proof(&self.key, role.other(), transcript)
             .verify_slice(&theirs.payload)
-            .map_err(|_| LinkError::WrongProof)?;
-        Ok(peer)
+            .map_err(|_| LinkError::WrongProof)
     }
 
     /// Starts the reader and writer of an authenticated connection.
@@ -683,7 +918,8 @@ impl Endpoint {
         let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
         let shared = Arc::new(Shared {
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Streams::default()),
+            queued: AtomicUsize::new(0),
             closed: OnceLock::new(),
             control: control_tx,
             data: data_tx,
@@ -733,11 +969,46 @@ async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max_body: usize) -> Result
 struct Entry {
     tx: mpsc::Sender<Vec<u8>>,
     reason: Arc<OnceLock<StreamClosed>>,
+    /// Bytes in this sub-stream's queue: added by the reader (under the map's lock) before a
+    /// message is queued, taken off by the sub-stream as it reads or drops them.
+    queued: Arc<AtomicUsize>,
+    /// Opened by the peer and not yet taken by [`Link::accept_stream`].
+    pending: bool,
+}
+
+/// A link's open sub-streams and what they hold, behind one lock.
+#[derive(Default)]
+struct Streams {
+    map: HashMap<u32, Entry>,
+    /// How many of `map` this node opened, and how many the peer did.
+    opened_here: usize,
+    opened_by_peer: usize,
+    /// Bytes queued in sub-streams that are `pending`.
+    pending_bytes: usize,
+}
+
+impl Streams {
+    /// Removes a sub-stream's entry, keeping the counts.
+    fn remove(&mut self, id: u32, peer_parity: u32) -> Option<Entry> {
+        let entry = self.map.remove(&id)?;
+        if id % 2 == peer_parity {
+            self.opened_by_peer -= 1;
+        } else {
+            self.opened_here -= 1;
+        }
+        if entry.pending {
+            self.pending_bytes -= entry.queued.load(Ordering::Relaxed);
+        }
+        Some(entry)
+    }
 }
 
 /// What a link's handle, its sub-streams and its two tasks share.
 struct Shared {
-    streams: Mutex<HashMap<u32, Entry>>,
+    streams: Mutex<Streams>,
+    /// Bytes waiting in all sub-stream queues of the link, accepted or not
+    /// ([`LinkSettings::link_queue_bytes`]).
+    queued: AtomicUsize,
     closed: OnceLock<LinkClosed>,
     control: mpsc::Sender<Frame>,
     data: mpsc::Sender<Frame>,
@@ -750,7 +1021,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn streams(&self) -> MutexGuard<'_, HashMap<u32, Entry>> {
+    fn streams(&self) -> MutexGuard<'_, Streams> {
         // A panic while holding this lock leaves the map consistent (every change is one call).
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -762,7 +1033,9 @@ impl Shared {
             if self.closed.set(why).is_err() {
                 Vec::new()
             } else {
-                streams.drain().map(|(_, e)| e).collect()
+                let drained = streams.map.drain().map(|(_, e)| e).collect();
+                *streams = Streams::default();
+                drained
             }
         };
         if let Some(why) = self.closed.get() {
@@ -777,13 +1050,11 @@ impl Shared {
         self.closed.get().cloned().unwrap_or(LinkClosed::Shutdown)
     }
 
-    /// A new sub-stream's entry, unless the link is closed.
-    fn register(
-        &self,
-        id: u32,
-        reason: Arc<OnceLock<StreamClosed>>,
-    ) -> Result<mpsc::Receiver<Vec<u8>>, LinkError> {
+    /// A new sub-stream's entry, unless the link is closed or the side that opens it has
+    /// [`LinkSettings::max_streams`] open already.
+    fn register(&self, id: u32, reason: Arc<OnceLock<StreamClosed>>) -> Result<Queue, LinkError> {
         let (tx, rx) = mpsc::channel(self.settings.stream_queue.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut streams = self.streams();
         if let Some(why) = self.closed.get() {
             return Err(LinkError::LinkClosed(why.clone()));
@@ -791,30 +1062,118 @@ impl Shared {
         if self.cancel.is_cancelled() {
             return Err(LinkError::LinkClosed(LinkClosed::Shutdown));
         }
-        match streams.entry(id) {
+        let by_peer = id % 2 == self.peer_parity;
+        let opened = if by_peer {
+            streams.opened_by_peer
+        } else {
+            streams.opened_here
+        };
+        if streams.map.contains_key(&id) {
             // Never replace a live sub-stream's entry.
-            std::collections::hash_map::Entry::Occupied(_) => Err(LinkError::StreamIdInUse(id)),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Entry { tx, reason });
-                Ok(rx)
-            }
+            return Err(LinkError::StreamIdInUse(id));
         }
+        if opened >= self.settings.max_streams {
+            return Err(LinkError::TooManyStreams(self.settings.max_streams));
+        }
+        if by_peer {
+            streams.opened_by_peer += 1;
+        } else {
+            streams.opened_here += 1;
+        }
+        streams.map.insert(
+            id,
+            Entry {
+                tx,
+                reason,
+                queued: queued.clone(),
+                pending: by_peer,
+            },
+        );
+        Ok(Queue { rx, queued })
     }
 
     /// Closes one sub-stream if it is open, telling the peer `code` through the control queue.
     /// Returns whether it was open.
     fn close_stream(&self, id: u32, why: StreamClosed, code: Option<u16>) -> bool {
-        let Some(entry) = self.streams().remove(&id) else {
+        let Some(entry) = self.streams().remove(id, self.peer_parity) else {
             return false;
         };
         let _ = entry.reason.set(why);
         if let Some(code) = code {
-            if self.control.try_send(Frame::close(id, code)).is_err() {
-                self.close_link(LinkClosed::Stuck);
-            }
+            self.tell(id, code);
         }
         true
     }
+
+    /// Queues a close frame for the peer; a control queue that is full means the peer does not
+    /// read, and closes the link.
+    fn tell(&self, id: u32, code: u16) {
+        if self.control.try_send(Frame::close(id, code)).is_err() {
+            self.close_link(LinkClosed::Stuck);
+        }
+    }
+
+    /// Queues a message that arrived for sub-stream `id` unless that would pass one of the
+    /// budgets: its queue's messages or bytes, the link's bytes, or, while nobody has accepted
+    /// the sub-stream, the bytes of sub-streams waiting to be accepted. Returns whether the
+    /// sub-stream must be closed as a slow reader. A message for a sub-stream that is not open
+    /// (closed here meanwhile) is dropped.
+    fn deliver(&self, id: u32, payload: Vec<u8>) -> bool {
+        let settings = &self.settings;
+        let len = payload.len();
+        let mut streams = self.streams();
+        let streams = &mut *streams;
+        let Some(entry) = streams.map.get_mut(&id) else {
+            return false;
+        };
+        let fits = entry.queued.load(Ordering::Relaxed) + len <= settings.stream_queue_bytes
+            && self.queued.load(Ordering::Relaxed) + len <= settings.link_queue_bytes
+            && (!entry.pending || streams.pending_bytes + len <= settings.incoming_queue_bytes);
+        if !fits {
+            return true;
+        }
+        // Counted before it is queued, so the reader never takes off more than was added.
+        entry.queued.fetch_add(len, Ordering::Relaxed);
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        match entry.tx.try_send(payload) {
+            Ok(()) => {
+                if entry.pending {
+                    streams.pending_bytes += len;
+                }
+                false
+            }
+            Err(e) => {
+                entry.queued.fetch_sub(len, Ordering::Relaxed);
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                matches!(e, mpsc::error::TrySendError::Full(_))
+            }
+        }
+    }
+
+    /// Marks an incoming sub-stream as taken: what it holds no longer counts as waiting.
+    fn accepted(&self, id: u32) {
+        let mut streams = self.streams();
+        let streams = &mut *streams;
+        if let Some(entry) = streams.map.get_mut(&id) {
+            if entry.pending {
+                entry.pending = false;
+                streams.pending_bytes -= entry.queued.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes `len` bytes that a sub-stream read or dropped off the link's count.
+    fn drained(&self, queued: &AtomicUsize, len: usize) {
+        queued.fetch_sub(len, Ordering::Relaxed);
+        self.queued.fetch_sub(len, Ordering::Relaxed);
+    }
+}
+
+/// A sub-stream's queue and the count of the bytes in it.
+#[derive(Debug)]
+struct Queue {
+    rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// An authenticated link to one peer node. Dropping it closes the link.
@@ -849,11 +1208,11 @@ impl Link {
             return Err(LinkError::NoStreamIds);
         };
         let reason = Arc::new(OnceLock::new());
-        let rx = self.shared.register(id, reason.clone())?;
+        let queue = self.shared.register(id, reason.clone())?;
         let stream = SubStream {
             id,
             document: document.to_owned(),
-            rx,
+            queue,
             reason,
             shared: self.shared.clone(),
         };
@@ -871,7 +1230,10 @@ impl Link {
     pub async fn accept_stream(&mut self) -> Result<SubStream, LinkClosed> {
         tokio::select! {
             biased;
-            Some(s) = self.incoming.recv() => Ok(s),
+            Some(s) = self.incoming.recv() => {
+                s.shared.accepted(s.id);
+                Ok(s)
+            }
             _ = self.shared.cancel.cancelled() => Err(self.shared.closed_because()),
         }
     }
@@ -899,7 +1261,7 @@ impl Drop for Link {
 pub struct SubStream {
     id: u32,
     document: String,
-    rx: mpsc::Receiver<Vec<u8>>,
+    queue: Queue,
     reason: Arc<OnceLock<StreamClosed>>,
     shared: Arc<Shared>,
 }
@@ -966,8 +1328,11 @@ impl SubStream {
     /// The next message from the peer. After the sub-stream closed, what had arrived before is
     /// still returned, then `Err` with why it closed.
     pub async fn recv(&mut self) -> Result<Vec<u8>, StreamClosed> {
-        match self.rx.recv().await {
-            Some(bytes) => Ok(bytes),
+        match self.queue.rx.recv().await {
+            Some(bytes) => {
+                self.shared.drained(&self.queue.queued, bytes.len());
+                Ok(bytes)
+            }
             None => Err(self.reason.get().cloned().unwrap_or(StreamClosed::Local)),
         }
     }
@@ -987,10 +1352,16 @@ impl Drop for SubStream {
         // Dropped without `close`: the close frame may overtake data still queued for the peer.
         self.shared
             .close_stream(self.id, StreamClosed::Local, Some(wire::CLOSE_NORMAL));
+        // What is still queued goes with the queue; the reader adds no more once the entry is
+        // gone.
+        let left = self.queue.queued.load(Ordering::Relaxed);
+        self.shared.drained(&self.queue.queued, left);
     }
 }
 
-/// Reads frames until the link closes: a frame must arrive within `silent_after`.
+/// Reads frames until the link closes. A frame must begin within `silent_after` (heartbeats
+/// see to that on a live link), and once its first byte is in, arrive in full within
+/// `silent_after` too: a peer trickling a frame's bytes keeps nothing open.
 async fn reader(
     mut io: ReadHalf<TlsStream<TcpStream>>,
     shared: Arc<Shared>,
@@ -999,28 +1370,31 @@ async fn reader(
     let silent_after = shared.settings.silent_after;
     let max_body = shared.settings.max_body();
     loop {
-        let read = tokio::select! {
+        let first = tokio::select! {
             _ = shared.cancel.cancelled() => break,
-            r = tokio::time::timeout(silent_after, read_frame(&mut io, max_body)) => r,
+            r = tokio::time::timeout(silent_after, io.read_u8()) => r,
+        };
+        let read = match first {
+            Err(_) => Err(LinkClosed::Silent(silent_after)),
+            Ok(Err(e)) => Err(io_closed(e)),
+            Ok(Ok(first)) => tokio::select! {
+                _ = shared.cancel.cancelled() => break,
+                r = tokio::time::timeout(silent_after, read_rest(&mut io, first, max_body)) => {
+                    match r {
+                        Err(_) => Err(LinkClosed::SlowFrame(silent_after)),
+                        Ok(Err(LinkError::Io(e))) => Err(io_closed(e)),
+                        Ok(Err(e)) => Err(LinkClosed::Protocol(e.to_string())),
+                        Ok(Ok(frame)) => Ok(frame),
+                    }
+                }
+            },
         };
         let frame = match read {
-            Err(_) => {
-                shared.close_link(LinkClosed::Silent(silent_after));
+            Ok(frame) => frame,
+            Err(why) => {
+                shared.close_link(why);
                 break;
             }
-            Ok(Err(LinkError::Io(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                shared.close_link(LinkClosed::PeerClosed);
-                break;
-            }
-            Ok(Err(LinkError::Io(e))) => {
-                shared.close_link(LinkClosed::Io(e.to_string()));
-                break;
-            }
-            Ok(Err(e)) => {
-                shared.close_link(LinkClosed::Protocol(e.to_string()));
-                break;
-            }
-            Ok(Ok(frame)) => frame,
         };
         if let Err(e) = dispatch(&shared, &incoming, frame) {
             shared.close_link(LinkClosed::Protocol(e.to_owned()));
@@ -1029,6 +1403,30 @@ async fn reader(
     }
     // Ended by the shutdown token: the sub-streams learn it (a reason set before stays).
     shared.close_link(LinkClosed::Shutdown);
+}
+
+/// Why a link whose read failed with `e` closed.
+fn io_closed(e: io::Error) -> LinkClosed {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        LinkClosed::PeerClosed
+    } else {
+        LinkClosed::Io(e.to_string())
+    }
+}
+
+/// The rest of a frame whose first byte is `first`, refusing a length prefix above `max_body`
+/// before reading the body.
+async fn read_rest<R: AsyncRead + Unpin>(
+    io: &mut R,
+    first: u8,
+    max_body: usize,
+) -> Result<Frame, LinkError> {
+    let mut prefix = [first; wire::LENGTH_BYTES];
+    io.read_exact(&mut prefix[1..]).await?;
+    let len = wire::body_length(prefix, max_body)?;
+    let mut body = vec![0; len];
+    io.read_exact(&mut body).await?;
+    Ok(Frame::decode_body(&body)?)
 }
 
 /// Handles one frame that arrived; `Err` names a breach of the protocol, which closes the link.
@@ -1049,17 +1447,22 @@ fn dispatch(
                 return Err("a sub-stream opened without a document name");
             }
             let reason = Arc::new(OnceLock::new());
-            let rx = match shared.register(id, reason.clone()) {
-                Ok(rx) => rx,
+            let queue = match shared.register(id, reason.clone()) {
+                Ok(queue) => queue,
                 Err(LinkError::StreamIdInUse(_)) => {
                     return Err("the peer opened a sub-stream that is open")
+                }
+                Err(LinkError::TooManyStreams(_)) => {
+                    // One past the cap: refused, the link and its other sub-streams go on.
+                    shared.tell(id, wire::CLOSE_BUSY);
+                    return Ok(());
                 }
                 Err(_) => return Ok(()),
             };
             let stream = SubStream {
                 id,
                 document: frame.name,
-                rx,
+                queue,
                 reason,
                 shared: shared.clone(),
             };
@@ -1074,15 +1477,7 @@ fn dispatch(
             Ok(())
         }
         Kind::Data => {
-            let full = {
-                let streams = shared.streams();
-                // Data for a sub-stream closed here meanwhile is dropped.
-                match streams.get(&frame.stream) {
-                    Some(entry) => entry.tx.try_send(frame.payload).is_err(),
-                    None => false,
-                }
-            };
-            if full {
+            if shared.deliver(frame.stream, frame.payload) {
                 shared.close_stream(
                     frame.stream,
                     StreamClosed::SlowReader,

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use base64::Engine as _;
+
 use tokio::net::TcpListener;
 
 use super::*;
@@ -16,6 +18,11 @@ fn settings() -> LinkSettings {
         heartbeat_every: Duration::from_millis(50),
         silent_after: Duration::from_millis(400),
         stream_queue: 4,
+        stream_queue_bytes: 4096,
+        link_queue_bytes: 16384,
+        incoming_queue_bytes: 4096,
+        max_streams: 64,
+        max_handshakes: 8,
         max_payload: 1024,
     }
 }
@@ -34,10 +41,14 @@ impl Cluster {
     }
 
     fn node(&self, secret: u8) -> Endpoint {
+        self.node_with(secret, settings())
+    }
+
+    fn node_with(&self, secret: u8, settings: LinkSettings) -> Endpoint {
         Endpoint::new(
             NodeId::random(),
             &ClusterSecret::new(vec![secret; 32]).expect("long enough"),
-            settings(),
+            settings,
             self.tracker.clone(),
             self.shutdown.clone(),
         )
@@ -168,10 +179,15 @@ async fn a_wrong_secret_is_refused_on_both_sides() {
     let cluster = Cluster::new();
     let (a, b) = (cluster.node(1), cluster.node(2));
     let (ra, rb) = pair(&a, &b).await;
-    let wrong =
-        "link handshake: the peer's proof is wrong (it does not hold this cluster's secret)";
-    assert_eq!(ra.expect_err("refused").to_string(), wrong);
-    assert_eq!(rb.expect_err("refused").to_string(), wrong);
+    // The acceptor finds the dialer's proof wrong and closes without proving itself.
+    assert_eq!(
+        ra.expect_err("refused").to_string(),
+        "link handshake: the peer closed the connection after this node's proof (the two nodes do not hold the same cluster secret)"
+    );
+    assert_eq!(
+        rb.expect_err("refused").to_string(),
+        "link handshake: the peer's proof is wrong (it does not hold this cluster's secret)"
+    );
 }
 
 #[tokio::test]
@@ -593,50 +609,144 @@ async fn shutdown_ends_every_task() {
     );
 }
 
-#[test]
-fn the_secret_is_read_from_a_file_or_the_environment_and_must_be_long() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let file = dir.path().join("secret");
-    std::fs::write(&file, format!("{}\n", "k".repeat(32))).expect("write");
-    let secret = ClusterSecret::read_from(Some(&file), None).expect("read");
-    assert_eq!(
-        secret.0,
-        vec![b'k'; 32],
-        "the trailing newline is not part of it"
-    );
-    assert_eq!(format!("{secret:?}"), "ClusterSecret(32 bytes)");
+/// Writes a secret file with this mode.
+fn secret_file(dir: &Path, text: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = dir.join("secret");
+    std::fs::write(&file, text).expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    file
+}
 
-    std::fs::write(&file, "short\n").expect("write");
+fn read_err(file: Option<&Path>, env: Option<&str>) -> String {
+    ClusterSecret::read_from(file, env.map(OsString::from))
+        .expect_err("refused")
+        .to_string()
+}
+
+#[test]
+fn the_secret_is_hex_or_base64_from_a_file_or_the_environment_and_must_be_long() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let bytes: Vec<u8> = (0..40).map(|n| n * 5 + 1).collect();
+    let hex_text = hex::encode(&bytes);
+    let padded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    assert!(padded.ends_with('='), "the test's base64 is padded");
+    // Hex (either case) and base64 (padded or not), whitespace around them trimmed.
+    for text in [
+        format!("{hex_text}\n"),
+        format!("  {}\r\n", hex_text.to_uppercase()),
+        format!("{padded}\n"),
+        format!("\t{}\n\n", padded.trim_end_matches('=')),
+    ] {
+        let file = secret_file(dir.path(), &text, 0o600);
+        let secret = ClusterSecret::read_from(Some(&file), None).expect("read");
+        assert_eq!(*secret.0, bytes, "{text:?}");
+    }
+    let file = secret_file(dir.path(), &hex_text, 0o400);
     assert_eq!(
-        ClusterSecret::read_from(Some(&file), None)
+        *ClusterSecret::read_from(Some(&file), None).expect("read").0,
+        bytes
+    );
+    let from_env = ClusterSecret::read_from(None, Some(OsString::from(format!("{padded}\n"))));
+    assert_eq!(*from_env.expect("from the environment").0, bytes);
+    // The file wins over the environment.
+    let file = secret_file(dir.path(), &hex_text, 0o600);
+    let both = ClusterSecret::read_from(Some(&file), Some(OsString::from("not a secret")));
+    assert_eq!(*both.expect("from the file").0, bytes);
+
+    // Neither form, as a passphrase or raw bytes would be.
+    let file = secret_file(
+        dir.path(),
+        "correct horse battery staple, 32+ bytes\n",
+        0o600,
+    );
+    assert_eq!(
+        read_err(Some(&file), None),
+        format!(
+            "the cluster secret file {} is neither hex nor base64: it must hold at least 32 random bytes as hex or base64 (such as `openssl rand -hex 32` prints)",
+            file.display()
+        )
+    );
+    let file = secret_file(dir.path(), &format!("{hex_text}0\n"), 0o600);
+    assert!(
+        read_err(Some(&file), None).ends_with(" is neither hex nor base64: it must hold at least 32 random bytes as hex or base64 (such as `openssl rand -hex 32` prints)"),
+        "an odd number of hex digits is not base64 either"
+    );
+    assert_eq!(
+        read_err(None, Some("ab cd")),
+        "DEBRIEF_CLUSTER_SECRET is neither hex nor base64: it must hold at least 32 random bytes as hex or base64 (such as `openssl rand -hex 32` prints)"
+    );
+    // Too short once decoded.
+    let file = secret_file(dir.path(), &format!("{}\n", hex::encode([7; 31])), 0o600);
+    assert_eq!(
+        read_err(Some(&file), None),
+        format!(
+            "the cluster secret file {} holds 31 bytes once decoded; it must hold at least 32 random bytes (64 hex digits or 44 base64 characters)",
+            file.display()
+        )
+    );
+    let file = secret_file(dir.path(), " \n", 0o600);
+    assert!(read_err(Some(&file), None).ends_with(" holds 0 bytes once decoded; it must hold at least 32 random bytes (64 hex digits or 44 base64 characters)"));
+    assert_eq!(
+        read_err(None, Some("c2hvcnQ")),
+        "DEBRIEF_CLUSTER_SECRET holds 5 bytes once decoded; it must hold at least 32 random bytes (64 hex digits or 44 base64 characters)"
+    );
+    assert_eq!(
+        ClusterSecret::new(vec![1; 5])
             .expect_err("short")
             .to_string(),
         "the cluster secret is 5 bytes; it must be at least 32 random bytes"
     );
-    let env = OsString::from("e".repeat(40));
-    assert_eq!(
-        ClusterSecret::read_from(None, Some(env))
-            .expect("from the environment")
-            .0
-            .len(),
-        40
-    );
-    assert_eq!(
-        ClusterSecret::read_from(None, None).expect_err("missing").to_string(),
-        "no cluster secret: give a secret file or set DEBRIEF_CLUSTER_SECRET (at least 32 random bytes)"
-    );
-    assert_eq!(
-        ClusterSecret::read_from(None, Some(OsString::new())).expect_err("empty").to_string(),
-        "no cluster secret: give a secret file or set DEBRIEF_CLUSTER_SECRET (at least 32 random bytes)"
-    );
+
+    // A file its group or others may read or write is refused, whatever it holds.
+    for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+        let file = secret_file(dir.path(), &hex_text, mode);
+        assert_eq!(
+            read_err(Some(&file), None),
+            format!(
+                "the cluster secret file {path} has mode {mode:04o}, open to its group or others: it must be readable by its owner only (chmod 600 {path})",
+                path = file.display()
+            )
+        );
+    }
+
+    let missing = "no cluster secret: give a secret file or set DEBRIEF_CLUSTER_SECRET (at least 32 random bytes as hex or base64)";
+    assert_eq!(read_err(None, None), missing);
+    assert_eq!(read_err(None, Some("")), missing);
     let gone = dir.path().join("gone");
-    assert!(ClusterSecret::read_from(Some(&gone), None)
-        .expect_err("unreadable")
-        .to_string()
-        .starts_with(&format!(
-            "cannot read the cluster secret file {}: ",
-            gone.display()
-        )));
+    assert!(read_err(Some(&gone), None).starts_with(&format!(
+        "cannot read the cluster secret file {}: ",
+        gone.display()
+    )));
+}
+
+#[test]
+fn secrets_and_keys_never_show_their_bytes() {
+    let secret = ClusterSecret::new(vec![0xab; 32]).expect("secret");
+    let key = secret.link_key();
+    let shown = [
+        format!("{secret:?}"),
+        format!("{key:?}"),
+        format!("{:?}", SecretError::TooShort(3)),
+    ];
+    assert_eq!(shown[0], "ClusterSecret(32 bytes)");
+    assert_eq!(shown[1], "LinkKey(..)");
+    let endpoint = Endpoint::new(
+        NodeId::random(),
+        &secret,
+        settings(),
+        TaskTracker::new(),
+        CancellationToken::new(),
+    )
+    .expect("endpoint");
+    let endpoint = format!("{endpoint:?}");
+    let key_hex = hex::encode(*key.0);
+    let key_list = format!("{:?}", *key.0);
+    for text in shown.iter().chain([&endpoint]) {
+        for bytes in ["171, 171", "abab", "ABAB", &key_hex, &key_list[1..12]] {
+            assert!(!text.contains(bytes), "{text} shows {bytes}");
+        }
+    }
 }
 
 #[test]
@@ -671,4 +781,415 @@ fn proofs_differ_by_role_secret_and_session() {
     );
     assert_ne!(base, p(&other, Role::Dialer, &x1));
     assert_ne!(base, p(&key, Role::Dialer, &x2), "bound to the TLS session");
+}
+
+/// Hello frame of node `id` with `nonce`.
+fn hello(id: &NodeId, nonce: [u8; 32]) -> Frame {
+    Frame {
+        kind: Kind::Hello,
+        stream: 0,
+        name: id.as_str().to_owned(),
+        payload: nonce.to_vec(),
+    }
+}
+
+/// A proof frame made with `key` for `role`.
+fn proof_frame(key: &LinkKey, role: Role, t: &Transcript<'_>) -> Frame {
+    Frame {
+        kind: Kind::Proof,
+        stream: 0,
+        name: String::new(),
+        payload: proof(key, role, t).finalize().into_bytes().to_vec(),
+    }
+}
+
+/// Every byte the stream yields until it ends (or fails).
+async fn read_to_close<R: AsyncRead + Unpin>(io: &mut R) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0; 256];
+    while let Ok(n @ 1..) = io.read(&mut buf).await {
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[tokio::test]
+async fn the_acceptor_proves_itself_only_to_a_dialer_that_proved_first() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(1), cluster.node(2));
+    // A dialer with a wrong secret, by hand: hellos, then its proof, then whatever comes back.
+    let dialer = &a;
+    let (after_proof, rb) = with_acceptor(&b, |addr| {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            let name = ServerName::try_from(TLS_NAME).expect("name");
+            let mut tls = TlsConnector::from(dialer.client.clone())
+                .connect(name, tcp)
+                .await
+                .expect("TLS");
+            let mut exporter = [0; 32];
+            tls.get_ref()
+                .1
+                .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
+                .expect("exporter");
+            let nonce = [9; 32];
+            write_frame(&mut tls, &hello(dialer.id(), nonce))
+                .await
+                .expect("hello");
+            let theirs = read_frame(&mut tls, HANDSHAKE_MAX_BODY)
+                .await
+                .expect("b's hello");
+            let their_nonce = <[u8; 32]>::try_from(theirs.payload.as_slice()).expect("nonce");
+            let t = Transcript {
+                dialer: dialer.id().as_str(),
+                acceptor: &theirs.name,
+                dialer_nonce: &nonce,
+                acceptor_nonce: &their_nonce,
+                exporter: &exporter,
+            };
+            write_frame(&mut tls, &proof_frame(&dialer.key, Role::Dialer, &t))
+                .await
+                .expect("proof");
+            read_to_close(&mut tls).await
+        })
+    })
+    .await;
+    assert_eq!(
+        rb.expect_err("refused").to_string(),
+        "link handshake: the peer's proof is wrong (it does not hold this cluster's secret)"
+    );
+    assert!(
+        after_proof.is_empty(),
+        "the acceptor sent {} bytes after a wrong proof",
+        after_proof.len()
+    );
+
+    // An acceptor that takes any proof and answers with one made from another secret: the
+    // dialer still refuses it.
+    let impostor = cluster.node(2);
+    let (listener, addr) = listener().await;
+    let (ra, ()) = within("the handshake", async {
+        tokio::join!(a.connect(addr, impostor.id()), async {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut tls = TlsAcceptor::from(impostor.server.clone())
+                .accept(tcp)
+                .await
+                .expect("TLS");
+            let mut exporter = [0; 32];
+            tls.get_ref()
+                .1
+                .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
+                .expect("exporter");
+            let nonce = [8; 32];
+            write_frame(&mut tls, &hello(impostor.id(), nonce))
+                .await
+                .expect("hello");
+            let theirs = read_frame(&mut tls, HANDSHAKE_MAX_BODY)
+                .await
+                .expect("hello");
+            let _ = read_frame(&mut tls, HANDSHAKE_MAX_BODY)
+                .await
+                .expect("the dialer's proof");
+            let their_nonce = <[u8; 32]>::try_from(theirs.payload.as_slice()).expect("nonce");
+            let t = Transcript {
+                dialer: &theirs.name,
+                acceptor: impostor.id().as_str(),
+                dialer_nonce: &their_nonce,
+                acceptor_nonce: &nonce,
+                exporter: &exporter,
+            };
+            write_frame(&mut tls, &proof_frame(&impostor.key, Role::Acceptor, &t))
+                .await
+                .expect("proof");
+            let _ = read_to_close(&mut tls).await;
+        })
+    })
+    .await;
+    assert_eq!(
+        ra.expect_err("refused").to_string(),
+        "link handshake: the peer's proof is wrong (it does not hold this cluster's secret)"
+    );
+}
+
+#[tokio::test]
+async fn a_frame_trickled_byte_by_byte_closes_the_link() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.node(4), cluster.node(4));
+    let (mut raw, lb) = raw_peer(&a, &b).await;
+    let mut frame = Vec::new();
+    Frame {
+        kind: Kind::Data,
+        stream: 1,
+        name: String::new(),
+        payload: vec![0; 100],
+    }
+    .encode(&mut frame)
+    .expect("encodes");
+    // A byte four times per silence limit: bytes keep arriving, the frame never completes
+    // (it would take 27 limits).
+    let limit = settings().silent_after;
+    let mut every = tokio::time::interval(limit / 4);
+    let started = Instant::now();
+    let mut bytes = frame.iter();
+    let closed = within("the link's close", async {
+        loop {
+            tokio::select! {
+                why = lb.closed() => break why,
+                _ = every.tick() => {
+                    let byte = *bytes.next().expect("closed before the frame was complete");
+                    raw.write_all(&[byte]).await.expect("write");
+                    raw.flush().await.expect("flush");
+                }
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(closed, LinkClosed::SlowFrame(limit));
+    assert_eq!(
+        closed.to_string(),
+        "a frame from the peer did not arrive in full within 400 ms of its first byte"
+    );
+    assert!(
+        took >= limit && took < limit + Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn handshakes_past_the_bound_are_refused_at_once() {
+    let cluster = Cluster::new();
+    let a = cluster.node(3);
+    let b = cluster.node_with(
+        3,
+        LinkSettings {
+            max_handshakes: 2,
+            ..settings()
+        },
+    );
+    let (listener, addr) = listener().await;
+    // Two connections that never say anything hold both permits.
+    let mut silent = Vec::new();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(addr).await.expect("connect"));
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut accept = Box::pin(b.accept(tcp));
+        assert!(futures_util::poll!(&mut accept).is_pending());
+        stalled.push(accept);
+    }
+    let started = Instant::now();
+    for _ in 0..3 {
+        let mut dialer = TcpStream::connect(addr).await.expect("connect");
+        let (tcp, _) = listener.accept().await.expect("accept");
+        assert_eq!(
+            within("the refusal", b.accept(tcp))
+                .await
+                .expect_err("refused")
+                .to_string(),
+            "link: 2 handshakes are in progress already; the connection was refused"
+        );
+        let mut buf = [0; 16];
+        let read = within("the refused connection's end", dialer.read(&mut buf)).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    let took = started.elapsed();
+    assert!(took < settings().handshake_limit, "refused after {took:?}");
+    // The stalled ones end at the handshake limit and give their permits back.
+    for accept in stalled {
+        assert_eq!(
+            within("the stalled handshake's end", accept)
+                .await
+                .expect_err("timed out")
+                .to_string(),
+            "link handshake did not finish within 500 ms"
+        );
+    }
+    drop(silent);
+    let (la, lb) = pair(&a, &b).await;
+    assert_eq!(la.expect("a's link").peer(), b.id());
+    assert_eq!(lb.expect("b's link").peer(), a.id());
+}
+
+/// A link from `a` to `b` and the sub-streams `documents` opened by `a`, as both sides see them.
+async fn streams_from_a(
+    la: &Link,
+    lb: &mut Link,
+    documents: &[&str],
+) -> (Vec<SubStream>, Vec<SubStream>) {
+    let mut out = Vec::new();
+    let mut ins = Vec::new();
+    for d in documents {
+        out.push(la.open(d).await.expect("open"));
+        let s = within("a sub-stream", lb.accept_stream())
+            .await
+            .expect("accepted");
+        assert_eq!(s.document(), *d);
+        ins.push(s);
+    }
+    (out, ins)
+}
+
+/// 1,000 bytes starting with `n`.
+fn kilo(n: u8) -> Vec<u8> {
+    let mut v = vec![0; 1000];
+    v[0] = n;
+    v
+}
+
+#[tokio::test]
+async fn a_sub_stream_whose_queued_bytes_would_pass_its_budget_is_closed() {
+    let cluster = Cluster::new();
+    // Queues of 64 messages, but 2,500 bytes: the third message of 1,000 bytes does not fit.
+    let s = LinkSettings {
+        stream_queue: 64,
+        stream_queue_bytes: 2500,
+        ..settings()
+    };
+    let (a, b) = (cluster.node_with(9, s), cluster.node_with(9, s));
+    let (la, mut lb) = linked(&a, &b).await;
+    let (mut out, mut ins) = streams_from_a(&la, &mut lb, &["slow", "fast"]).await;
+    for n in 0..3 {
+        out[0].send(kilo(n)).await.expect("send");
+        out[1].send(kilo(n)).await.expect("send");
+        assert_eq!(recv(&mut ins[1]).await, Ok(kilo(n)));
+    }
+    assert_eq!(recv(&mut out[0]).await, Err(StreamClosed::PeerSlowReader));
+    for n in 0..2 {
+        assert_eq!(recv(&mut ins[0]).await, Ok(kilo(n)));
+    }
+    assert_eq!(recv(&mut ins[0]).await, Err(StreamClosed::SlowReader));
+    // The fast one goes on, and its reader keeps its budget free.
+    for n in 3..8 {
+        out[1].send(kilo(n)).await.expect("send");
+        assert_eq!(recv(&mut ins[1]).await, Ok(kilo(n)));
+    }
+    assert_eq!(b_queued(&lb), 0, "read and closed queues count nothing");
+}
+
+fn b_queued(link: &Link) -> usize {
+    link.shared.queued.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_link_whose_queued_bytes_would_pass_its_budget_closes_the_sub_stream_it_is_for() {
+    let cluster = Cluster::new();
+    // Each sub-stream may hold 2,500 bytes, all of them together 4,500.
+    let s = LinkSettings {
+        stream_queue: 64,
+        stream_queue_bytes: 2500,
+        link_queue_bytes: 4500,
+        ..settings()
+    };
+    let (a, b) = (cluster.node_with(9, s), cluster.node_with(9, s));
+    let (la, mut lb) = linked(&a, &b).await;
+    let (mut out, mut ins) = streams_from_a(&la, &mut lb, &["r1", "r2", "r3"]).await;
+    for n in 0..2 {
+        out[0].send(kilo(n)).await.expect("send");
+        out[1].send(kilo(n)).await.expect("send");
+    }
+    // 4,000 bytes wait at B; 1,000 more for the third would make 5,000.
+    out[2].send(kilo(9)).await.expect("send");
+    assert_eq!(recv(&mut out[2]).await, Err(StreamClosed::PeerSlowReader));
+    assert_eq!(recv(&mut ins[2]).await, Err(StreamClosed::SlowReader));
+    assert_eq!(b_queued(&lb), 4000);
+    // Reading frees the link's budget: the first sub-stream takes more again.
+    for n in 0..2 {
+        assert_eq!(recv(&mut ins[0]).await, Ok(kilo(n)));
+    }
+    out[0].send(kilo(5)).await.expect("send");
+    assert_eq!(recv(&mut ins[0]).await, Ok(kilo(5)));
+    // Dropping a sub-stream with messages queued frees them too.
+    drop(ins.remove(1));
+    assert_eq!(recv(&mut out[1]).await, Err(StreamClosed::ByPeer));
+    assert_eq!(b_queued(&lb), 0);
+}
+
+#[tokio::test]
+async fn a_sub_stream_past_the_cap_is_refused_and_the_link_goes_on() {
+    let cluster = Cluster::new();
+    let a = cluster.node_with(
+        5,
+        LinkSettings {
+            max_streams: 10,
+            ..settings()
+        },
+    );
+    let b = cluster.node_with(
+        5,
+        LinkSettings {
+            max_streams: 3,
+            ..settings()
+        },
+    );
+    let (la, mut lb) = linked(&a, &b).await;
+    let (out, mut ins) = streams_from_a(&la, &mut lb, &["r1", "r2", "r3"]).await;
+    // The fourth is one more than B lets A have open.
+    let mut fourth = la.open("r4").await.expect("opened here");
+    assert_eq!(recv(&mut fourth).await, Err(StreamClosed::Refused));
+    assert_eq!(
+        StreamClosed::Refused.to_string(),
+        "the peer refused it (too many sub-streams)"
+    );
+    // The link and its sub-streams go on.
+    out[0].send(b"still".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut ins[0]).await, Ok(b"still".to_vec()));
+    // B's own sub-streams are counted apart, under the same cap.
+    let mine: Vec<SubStream> = {
+        let mut v = Vec::new();
+        for d in ["b1", "b2", "b3"] {
+            v.push(lb.open(d).await.expect("open"));
+        }
+        v
+    };
+    assert_eq!(
+        lb.open("b4").await.expect_err("capped").to_string(),
+        "the link has 3 sub-streams of this node open already; close one first"
+    );
+    drop(mine);
+    // One closed makes room for another; the refused one never reached B's accept.
+    ins[2].close().await;
+    let mut fifth = la.open("r5").await.expect("open");
+    let at_b = within("a sub-stream", lb.accept_stream())
+        .await
+        .expect("accepted");
+    assert_eq!(at_b.document(), "r5");
+    at_b.send(b"welcome".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut fifth).await, Ok(b"welcome".to_vec()));
+}
+
+#[tokio::test]
+async fn data_for_sub_streams_not_yet_accepted_has_a_budget_of_its_own() {
+    let cluster = Cluster::new();
+    let s = LinkSettings {
+        stream_queue: 64,
+        incoming_queue_bytes: 1500,
+        ..settings()
+    };
+    let (a, b) = (cluster.node_with(2, s), cluster.node_with(2, s));
+    let (la, mut lb) = linked(&a, &b).await;
+    // Nobody at B has taken this one: its second 1,000 bytes would make 2,000 waiting.
+    let mut parked = la.open("parked").await.expect("open");
+    parked.send(kilo(0)).await.expect("send");
+    parked.send(kilo(1)).await.expect("send");
+    assert_eq!(recv(&mut parked).await, Err(StreamClosed::PeerSlowReader));
+    let mut parked_at_b = within("a sub-stream", lb.accept_stream())
+        .await
+        .expect("accepted");
+    assert_eq!(recv(&mut parked_at_b).await, Ok(kilo(0)));
+    assert_eq!(recv(&mut parked_at_b).await, Err(StreamClosed::SlowReader));
+    // Once taken, a sub-stream has its own budget (4,096 bytes) instead.
+    let mut taken = la.open("taken").await.expect("open");
+    taken.send(kilo(2)).await.expect("send");
+    let mut taken_at_b = within("a sub-stream", lb.accept_stream())
+        .await
+        .expect("accepted");
+    for n in 3..6 {
+        taken.send(kilo(n)).await.expect("send");
+    }
+    for n in 2..6 {
+        assert_eq!(recv(&mut taken_at_b).await, Ok(kilo(n)));
+    }
+    taken_at_b.send(b"ok".to_vec()).await.expect("send");
+    assert_eq!(recv(&mut taken).await, Ok(b"ok".to_vec()));
 }
