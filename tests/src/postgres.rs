@@ -256,6 +256,138 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// A PostgreSQL primary with a synchronous standby, both of this test's own (the shared test
+/// cluster must not be killed), made by `scripts/postgres start` and `scripts/postgres standby`
+/// on Unix sockets in temporary directories, and removed when this value is dropped. Every
+/// commit on the primary waits until the standby has it on disk.
+#[derive(Debug)]
+pub struct PrimaryAndStandby {
+    primary: PathBuf,
+    standby: PathBuf,
+}
+
+/// `scripts/postgres` of this checkout.
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scripts")
+        .join("postgres")
+}
+
+/// Runs `scripts/postgres args`; what it printed.
+fn run_script(args: &[&str]) -> String {
+    let out = std::process::Command::new(script())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/postgres {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/postgres {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl PrimaryAndStandby {
+    /// Starts both and waits until the primary counts the standby as synchronous.
+    pub fn start() -> PrimaryAndStandby {
+        let primary = PathBuf::from(run_script(&["start"]));
+        let standby = run_script(&["standby", &primary.to_string_lossy()]);
+        PrimaryAndStandby {
+            primary,
+            standby: PathBuf::from(standby),
+        }
+    }
+
+    /// A connection string to database `db` on whichever of the two accepts writes: libpq's
+    /// list of hosts, tried in order, with `target_session_attrs=read-write`, so that a client
+    /// reconnecting after the primary died reaches the standby once it is promoted.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "host={},{} user=postgres dbname={db} target_session_attrs=read-write",
+            self.primary.display(),
+            self.standby.display()
+        )
+    }
+
+    fn socket(dir: &Path, db: &str) -> String {
+        format!("host={} user=postgres dbname={db}", dir.display())
+    }
+
+    /// Runs `sql` on the primary's database `db`.
+    pub async fn execute_on_primary(&self, db: &str, sql: &str) {
+        execute(&Self::socket(&self.primary, db), sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Runs `query` on the primary's database `db`; the first column of each row.
+    pub async fn query_primary(&self, db: &str, query: &str) -> Vec<String> {
+        query_text(&Self::socket(&self.primary, db), query)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
+    /// Kills the primary as a power cut would: its postmaster and every process of it are
+    /// stopped at once (SIGSTOP, so none can finish a commit while the others die), then
+    /// killed (SIGKILL).
+    pub fn kill_primary(&self) {
+        let pid_file = self.primary.join("data").join("postmaster.pid");
+        let postmaster = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", pid_file.display()));
+        let postmaster = postmaster.lines().next().unwrap_or("").trim().to_owned();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Field 4, the parent, follows the command name in parentheses.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if parent == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        for signal in ["-STOP", "-KILL"] {
+            let status = std::process::Command::new("kill")
+                .arg(signal)
+                .args(&pids)
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} {pids:?} failed");
+        }
+    }
+
+    /// Promotes the standby to primary and waits until it accepts writes.
+    pub async fn promote(&self) {
+        let promoted = query_text(
+            &Self::socket(&self.standby, "postgres"),
+            "SELECT pg_promote(true, 60)",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("promoting the standby: {e}"));
+        assert_eq!(promoted, vec!["t"], "the standby was promoted");
+    }
+}
+
+impl Drop for PrimaryAndStandby {
+    fn drop(&mut self) {
+        for dir in [&self.standby, &self.primary] {
+            let stopped = std::process::Command::new(script())
+                .arg("stop")
+                .arg(dir)
+                .status();
+            if !matches!(stopped, Ok(s) if s.success()) {
+                eprintln!(
+                    "could not stop the PostgreSQL in {}: {stopped:?}",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
 /// `name` as an SQL identifier.
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

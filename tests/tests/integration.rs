@@ -20,6 +20,7 @@ mod integration {
     mod malformed;
     mod meeting;
     mod postgres;
+    mod postgres_failover;
     mod pulse;
     mod restart;
     mod reviews;
