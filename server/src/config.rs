@@ -59,6 +59,23 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_POSTGRES_TIMEOUT_SECS", hide = true, default_value_t = crate::storage::postgres::DEFAULT_TIMEOUT.as_secs())]
     pub postgres_timeout_secs: u64,
 
+    /// With `--postgres`, the server is a node of a cluster (`docs/cluster.md`): how long its
+    /// lease lasts after each renewal, in milliseconds (default 3000). A node that cannot renew
+    /// within it stops writing; another node takes a dead node's documents once it lapsed.
+    #[arg(long, env = "DEBRIEF_CLUSTER_LEASE_MS")]
+    pub cluster_lease_ms: Option<u64>,
+
+    /// With `--postgres`: how often the node renews its lease, in milliseconds (default 1000;
+    /// less than the lease).
+    #[arg(long, env = "DEBRIEF_CLUSTER_RENEW_MS")]
+    pub cluster_renew_ms: Option<u64>,
+
+    /// With `--postgres`: the `HOST:PORT` other nodes will reach this node's internal link at,
+    /// recorded in the database. Not used yet (nodes do not forward to each other); empty when
+    /// not given.
+    #[arg(long, env = "DEBRIEF_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+
     /// Log output format; the level is set with RUST_LOG (default `info`).
     #[arg(long, env = "DEBRIEF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -240,6 +257,47 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The cluster flags, checked: they need `--postgres`, and the advertised address must be
+    /// `HOST:PORT`. The lease settings themselves are checked by the cluster
+    /// (`debrief_server::cluster_settings`).
+    pub fn cluster(&self) -> Result<ClusterOptions, String> {
+        let postgres = self
+            .postgres
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty());
+        let given = self.cluster_lease_ms.is_some()
+            || self.cluster_renew_ms.is_some()
+            || self.cluster_advertise.is_some();
+        if given && !postgres {
+            return Err(
+                "--cluster-lease-ms, --cluster-renew-ms and --cluster-advertise need --postgres"
+                    .to_owned(),
+            );
+        }
+        let advertise = match &self.cluster_advertise {
+            Some(address) => {
+                let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && !host.chars().any(char::is_whitespace)
+                        && port.parse::<u16>().is_ok_and(|p| p != 0)
+                });
+                if !valid {
+                    return Err(format!(
+                        "--cluster-advertise: {address:?} is not HOST:PORT (a host name or \
+                         address, a colon and a port from 1 to 65535)"
+                    ));
+                }
+                address.clone()
+            }
+            None => String::new(),
+        };
+        Ok(ClusterOptions {
+            lease: self.cluster_lease_ms.map(std::time::Duration::from_millis),
+            renew_every: self.cluster_renew_ms.map(std::time::Duration::from_millis),
+            advertise,
+        })
+    }
+
     /// The worker threads to start: as configured, or one fewer than the cores the process may
     /// use (at least one).
     pub fn workers(&self) -> usize {
@@ -382,6 +440,19 @@ pub struct Config {
     pub oidc: Option<OidcSettings>,
     /// Documents and metadata in PostgreSQL instead of sled, when set.
     pub postgres: Option<PgSettings>,
+    /// With `postgres`, the node's lease and advertised address.
+    pub cluster: ClusterOptions,
+}
+
+/// How a server with `--postgres` runs as a cluster node; `None` takes the cluster's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// How long the lease lasts after each renewal.
+    pub lease: Option<std::time::Duration>,
+    /// How often it is renewed.
+    pub renew_every: Option<std::time::Duration>,
+    /// Where other nodes reach this node's internal link (`HOST:PORT`), or empty.
+    pub advertise: String,
 }
 
 impl Config {
@@ -403,6 +474,7 @@ impl Config {
             sign_in: SignIn::default(),
             oidc: None,
             postgres: None,
+            cluster: ClusterOptions::default(),
         }
     }
 }
@@ -450,6 +522,8 @@ impl From<&Cli> for Config {
                     patience: std::time::Duration::from_secs(cli.postgres_patience_secs),
                     timeout: std::time::Duration::from_secs(cli.postgres_timeout_secs.max(1)),
                 }),
+            // Checked before the server starts, like the tracker patterns.
+            cluster: cli.cluster().unwrap_or_default(),
             ..Config::new(cli.data_dir.clone())
         }
     }

@@ -14,9 +14,10 @@
 //! - [`storage`]: the storage interface over sled (with its write-ahead file and integrity
 //!   manifest) or PostgreSQL.
 //! - [`ops`]: `debrief check`, `backup` and `restore`, and the administration socket.
-//! - [`cluster`]: cluster mode on PostgreSQL (issue 18), phase 1: node leases, document
-//!   ownership with epochs, takeover, handover and the fence of a commit. Library API only so
-//!   far: nothing in the running server uses it yet (`docs/cluster.md`).
+//! - [`cluster`]: cluster mode on PostgreSQL (issue 18): node leases, document ownership with
+//!   epochs, takeover, handover and the fence of a commit. A server with `--postgres` is a node:
+//!   it registers at start, its store claims and fences through it, and it hands its documents
+//!   over at shutdown (`docs/cluster.md`); forwarding between nodes is not wired yet.
 //! - Beside them, imported by any room: [`config`] (the command line), [`limits`] (the bounds of
 //!   transport, documents and storage, each with its reason), [`metrics`] (counters) and
 //!   [`error`] (HTTP errors as one JSON shape).
@@ -75,6 +76,21 @@ pub enum ServerError {
     /// OpenID Connect sign-in could not be set up (discovery failed).
     #[error("sign-in: {0}")]
     SignIn(String),
+    /// The node could not join the cluster (its settings were refused, or registering failed).
+    #[error("cluster: {0}")]
+    Cluster(String),
+}
+
+/// The lease settings of `options`, the cluster's defaults for what is not given; refused with
+/// the cluster's own words (the binary prints them as its one-line start-up error).
+pub fn cluster_settings(
+    options: &config::ClusterOptions,
+) -> Result<cluster::Settings, cluster::SettingsError> {
+    let defaults = cluster::Settings::default();
+    cluster::Settings::new(
+        options.lease.unwrap_or(defaults.lease()),
+        options.renew_every.unwrap_or(defaults.renew_every()),
+    )
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting, closes every socket with
@@ -97,6 +113,9 @@ pub struct Server {
     /// The administration socket, bound before the server says it is listening, so that
     /// `debrief check` and `debrief backup` see a running server from then on.
     admin: Option<tokio::net::UnixListener>,
+    /// With PostgreSQL, this server as a cluster node, and the tracker owning its lease
+    /// renewals (waited for after the node handed its documents over at shutdown).
+    node: Option<(cluster::node::Node, TaskTracker)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -124,13 +143,50 @@ impl Server {
         let data_dir_for_admin = data_dir.clone();
         let on_damage = config.on_damage;
         let postgres = config.postgres.clone();
-        let opened = tokio::task::spawn_blocking(move || match postgres {
-            Some(settings) => Store::open_postgres(&settings, &data_dir),
-            None => Store::open_checked(&data_dir, on_damage),
+        // With PostgreSQL the server is a cluster node: the store is opened for a node id that
+        // registers once the store has connected and made its tables.
+        let joining = match &postgres {
+            Some(_) => {
+                let settings = cluster_settings(&config.cluster)
+                    .map_err(|e| ServerError::Cluster(e.to_string()))?;
+                let id = cluster::NodeId::random();
+                let slot = Arc::new(cluster::member::MemberSlot::new(id.clone()));
+                Some((settings, id, slot))
+            }
+            None => None,
+        };
+        let ownership = joining
+            .as_ref()
+            .map(|(_, _, slot)| storage::postgres::owner::Ownership {
+                owner: slot.clone(),
+                group: reviews::claim_group,
+            });
+        let opened = tokio::task::spawn_blocking(move || match (postgres, ownership) {
+            (Some(settings), Some(ownership)) => {
+                Store::open_postgres(&settings, &data_dir, ownership)
+            }
+            _ => Store::open_checked(&data_dir, on_damage),
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         let (store, flusher, damage) = (opened.store, opened.flusher, opened.damage);
+        let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        let node = match (joining, &config.postgres) {
+            (Some((settings, id, slot)), Some(pg)) => {
+                match Server::join(pg, &config.cluster.advertise, settings, id).await {
+                    Ok((node, tasks)) => {
+                        slot.fill(node.member());
+                        Some((node, tasks))
+                    }
+                    Err(e) => {
+                        drop(store);
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, flusher).await;
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
         if let Some(d) = &damage {
             tracing::error!(
                 kept = %d.kept.display(),
@@ -143,7 +199,6 @@ impl Server {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
-        let flusher = tokio::task::spawn_blocking(move || flusher.run());
         match Server::load(config, shutdown, store.clone(), damage, oidc) {
             Ok((state, api)) => Ok(Server {
                 state,
@@ -152,6 +207,7 @@ impl Server {
                 flusher,
                 admin: admin::bind(&data_dir_for_admin),
                 data_dir: data_dir_for_admin,
+                node,
             }),
             Err(e) => {
                 // Stop the flusher: it ends once every handle to the store is gone.
@@ -159,6 +215,44 @@ impl Server {
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, flusher).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Registers this server as a cluster node in the database of `pg`, its lease renewals on a
+    /// tracker of their own.
+    async fn join(
+        pg: &storage::postgres::PgSettings,
+        advertise: &str,
+        settings: cluster::Settings,
+        id: cluster::NodeId,
+    ) -> Result<(cluster::node::Node, TaskTracker), ServerError> {
+        let db: tokio_postgres::Config = pg.url.parse().map_err(|e| {
+            ServerError::Store(StoreError::Postgres(format!(
+                "the connection string does not parse: {e}"
+            )))
+        })?;
+        let tasks = TaskTracker::new();
+        let joined = tokio::time::timeout(
+            pg.timeout,
+            cluster::node::Node::join(cluster::node::Joining {
+                config: db,
+                id,
+                address: advertise,
+                settings,
+                metrics: Arc::new(cluster::metrics::ClusterMetrics::default()),
+                tracker: Some(&tasks),
+            }),
+        )
+        .await;
+        match joined {
+            Ok(Ok(node)) => {
+                tracing::info!(node = %node.id(), lease_ms = settings.lease().as_millis() as u64, "joined the cluster");
+                Ok((node, tasks))
+            }
+            Ok(Err(e)) => Err(ServerError::Cluster(format!("registering the node: {e}"))),
+            Err(_) => Err(ServerError::Cluster(
+                "registering the node: the database did not answer in time".to_owned(),
+            )),
         }
     }
 
@@ -258,6 +352,7 @@ impl Server {
             flusher,
             data_dir,
             admin,
+            node,
         } = self;
         let shutdown = state.shutdown.clone();
         let tracker = state.tracker.clone();
@@ -320,6 +415,22 @@ impl Server {
         drop(store);
         if tokio::time::timeout(SHUTDOWN_GRACE, flusher).await.is_err() {
             tracing::warn!("the flusher did not stop in time");
+        }
+        // Everything is committed and the store has let go of the database: the node hands its
+        // documents over, so another node claims them at once instead of waiting for the lease.
+        if let Some((node, tasks)) = node {
+            match tokio::time::timeout(SHUTDOWN_GRACE, node.shut_down()).await {
+                Ok(Ok(handed)) => tracing::info!(documents = handed, "handed the documents over"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not hand the documents over; they are taken once the lease lapses"),
+                Err(_) => tracing::warn!("the handover did not finish in time; the documents are taken once the lease lapses"),
+            }
+            tasks.close();
+            if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the lease renewals did not stop in time");
+            }
         }
         served?;
         flushed?;

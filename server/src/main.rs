@@ -42,6 +42,19 @@ fn main() -> anyhow::Result<()> {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
+    match cli.cluster() {
+        Ok(options) => {
+            // Said in the cluster's own words (the lease and the renewal interval are named).
+            if let Err(e) = debrief_server::cluster_settings(&options) {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.workers())
         .enable_all()
@@ -60,6 +73,10 @@ fn main() -> anyhow::Result<()> {
         if let Some(ServerError::Store(refused @ StoreError::Postgres(_))) = e.downcast_ref() {
             // The database could not be reached or refused us: one line saying why.
             eprintln!("error: {refused}");
+            std::process::exit(1);
+        }
+        if let Some(ServerError::Cluster(why)) = e.downcast_ref() {
+            eprintln!("error: {why}");
             std::process::exit(1);
         }
         if let Some(ServerError::SignIn(why)) = e.downcast_ref() {

@@ -1,5 +1,5 @@
-//! Counters of leases and ownership, one set per node. Plain atomics: `/metrics` reads them in
-//! phase 2 (`docs/cluster.md`, "Readiness and metrics").
+//! Counters of leases and ownership, one set per node. Plain atomics, rendered into `/metrics`
+//! (`docs/cluster.md`, "Readiness and metrics").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,9 +26,72 @@ pub struct ClusterMetrics {
 }
 
 impl ClusterMetrics {
-    /// Reads one counter (for tests and, in phase 2, `/metrics`).
+    /// Reads one counter (for tests and `/metrics`).
     pub fn read(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// The node's lines for `/metrics`, in the Prometheus text format the server's other lines
+    /// use; `live` says whether the lease is live (a gauge, 0 once the node is fenced).
+    pub fn render(&self, live: bool) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let lines = [
+            (
+                "debrief_cluster_lease_live",
+                "gauge",
+                "Whether this node's lease is live (0 once it is fenced: it writes nothing more).",
+                u64::from(live),
+            ),
+            (
+                "debrief_cluster_owned_documents",
+                "gauge",
+                "Documents this node owns in the database.",
+                Self::read(&self.owned_documents),
+            ),
+            (
+                "debrief_cluster_lease_renewals_total",
+                "counter",
+                "Lease renewals that succeeded.",
+                Self::read(&self.lease_renewals),
+            ),
+            (
+                "debrief_cluster_renewals_failed_total",
+                "counter",
+                "Lease renewals that failed (the database could not be reached, or refused).",
+                Self::read(&self.renewals_failed),
+            ),
+            (
+                "debrief_cluster_takeovers_total",
+                "counter",
+                "Documents taken from a node whose lease had lapsed.",
+                Self::read(&self.takeovers),
+            ),
+            (
+                "debrief_cluster_claims_held_total",
+                "counter",
+                "Claims that found a document held by another node with a live lease.",
+                Self::read(&self.claims_held),
+            ),
+            (
+                "debrief_cluster_handed_over_total",
+                "counter",
+                "Documents this node handed over.",
+                Self::read(&self.handed_over),
+            ),
+            (
+                "debrief_cluster_deadlocks_total",
+                "counter",
+                "Claims and handovers run again after PostgreSQL aborted them to break a deadlock.",
+                Self::read(&self.deadlocks),
+            ),
+        ];
+        for (name, kind, help, value) in lines {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

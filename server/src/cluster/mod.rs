@@ -1,7 +1,9 @@
-//! Cluster mode on PostgreSQL, phase 1 (issue 18): which node owns which document.
+//! Cluster mode on PostgreSQL (issue 18): which node owns which document.
 //!
-//! `docs/cluster.md` is the design of the whole cluster mode; this room is its foundation and is
-//! not wired into the running server yet (phase 2 does that):
+//! `docs/cluster.md` is the design of the whole cluster mode. A server with `--postgres` runs
+//! as a node of it: it registers at start, its storage backend claims and fences through
+//! [`member::Member`], and it hands its documents over at shutdown. Forwarding between nodes is
+//! not wired yet:
 //!
 //! - [`node`]: a node registers in the `nodes` table (`schema.sql`) and renews its lease on a
 //!   timer. The lease's expiry is judged only by the database's clock. A node that cannot renew
@@ -13,12 +15,17 @@
 //!   transaction.
 //! - [`link`]: the authenticated internal link between two nodes, with a sub-stream per
 //!   document, bounded queues and a heartbeat (not used for forwarding yet).
-//! - [`metrics`]: counters of leases and ownership, for `/metrics` in phase 2.
+//! - [`member`]: the node as the owner the PostgreSQL backend writes for: the backend claims a
+//!   document's group and fences each commit with this room's SQL, on its own connection.
+//! - [`metrics`]: counters of leases and ownership, rendered into `/metrics`.
 //!
-//! The room refers to nothing else of the server but `limits` (the link's frame size): it is given a connection configuration and
-//! the address of the node's internal link, and answers in its own types.
+//! The room refers to nothing else of the server but `limits` (the link's frame size) and the
+//! storage backend's [`crate::storage::postgres::owner::Owner`], which it implements: it is given
+//! a connection configuration and the address of the node's internal link, and answers in its
+//! own types.
 
 pub mod link;
+pub mod member;
 pub mod metrics;
 pub mod node;
 pub mod ownership;

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::{Client, Config};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::db::{self, Session};
 use super::metrics::ClusterMetrics;
@@ -61,6 +62,26 @@ pub(super) struct Inner {
     owned: Mutex<HashMap<String, i64>>,
 }
 
+/// What a node registers with ([`Node::join`]).
+#[derive(Debug)]
+pub struct Joining<'a> {
+    /// How to reach the database.
+    pub config: Config,
+    /// The node's id, new for this process ([`NodeId::random`]; known before registering so a
+    /// storage backend opened first can name its sessions after it).
+    pub id: NodeId,
+    /// Where other nodes reach this node's internal link (`host:port`; empty while the node
+    /// does not listen for links).
+    pub address: &'a str,
+    /// The lease.
+    pub settings: Settings,
+    /// Where the node counts.
+    pub metrics: Arc<ClusterMetrics>,
+    /// Owns the renewal task (the server's tracker, waited for at shutdown); without one it is
+    /// spawned on the runtime. The task ends when the node shuts down or is dropped.
+    pub tracker: Option<&'a TaskTracker>,
+}
+
 impl Node {
     /// Applies the schema, registers a new node reachable at `address` (its internal link),
     /// with a lease of `settings`, and starts renewing it.
@@ -70,9 +91,29 @@ impl Node {
         settings: Settings,
         metrics: Arc<ClusterMetrics>,
     ) -> Result<Node, ClusterError> {
+        Node::join(Joining {
+            config,
+            id: NodeId::random(),
+            address,
+            settings,
+            metrics,
+            tracker: None,
+        })
+        .await
+    }
+
+    /// [`Node::register`], its renewal task owned by `joining.tracker` when one is given.
+    pub async fn join(joining: Joining<'_>) -> Result<Node, ClusterError> {
+        let Joining {
+            config,
+            id,
+            address,
+            settings,
+            metrics,
+            tracker,
+        } = joining;
         let session = Session::open(config, settings.lease()).await?;
         let renewals = db::connect(session.config()).await?;
-        let id = NodeId::random();
         let sent = {
             let client = session.client().await?;
             client.batch_execute(SCHEMA).await?;
@@ -105,12 +146,16 @@ impl Node {
             owned: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
-        tokio::spawn(renew(
+        let renewing = renew(
             inner.clone(),
             Some(renewals),
             stop.clone(),
             sent + settings.lease(),
-        ));
+        );
+        match tracker {
+            Some(tracker) => tracker.spawn(renewing),
+            None => tokio::spawn(renewing),
+        };
         Ok(Node { inner, stop })
     }
 
@@ -241,6 +286,15 @@ impl Inner {
             .await?;
         tx.commit().await?;
         Ok(handed)
+    }
+
+    /// Forgets `name` at `epoch` after a commit found it fenced (another node took it).
+    pub(super) fn lost(&self, name: &str, epoch: i64) {
+        let mut owned = self.owned();
+        if owned.get(name) == Some(&epoch) {
+            owned.remove(name);
+            self.count_owned(&owned);
+        }
     }
 
     pub(super) fn is_fenced(&self) -> Option<Fenced> {

@@ -12,10 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_postgres::Transaction;
+use tokio_postgres::{Client, Transaction};
 
 use super::metrics::ClusterMetrics;
-use super::node::Node;
+use super::node::{Inner, Node};
 use super::{is_deadlock, ClusterError, Fenced, NodeId, DEADLOCK_RETRIES};
 
 /// The outcome of a claim of several documents together.
@@ -128,161 +128,11 @@ impl Node {
     /// A claim that PostgreSQL chose as the victim of a deadlock (with something that locks the
     /// same rows in another order) is run again, up to [`DEADLOCK_RETRIES`] times.
     pub async fn claim_all(&self, names: &[&str]) -> Result<Claims, ClusterError> {
-        let mut retries = 0;
-        loop {
-            match self.claim_all_once(names).await {
-                Err(e) if is_deadlock(&e) && retries < DEADLOCK_RETRIES => {
-                    retries += 1;
-                    ClusterMetrics::add(&self.inner.metrics.deadlocks, 1);
-                    tracing::warn!(node = %self.inner.id, "cluster: a claim was a deadlock's victim; claiming again");
-                }
-                outcome => return outcome,
-            }
-        }
-    }
-
-    async fn claim_all_once(&self, names: &[&str]) -> Result<Claims, ClusterError> {
-        let inner = &self.inner;
-        if let Some(why) = inner.is_fenced() {
+        if let Some(why) = self.inner.is_fenced() {
             return Err(ClusterError::Fenced(why));
         }
-        let mut sorted: Vec<&str> = names.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let me = inner.id.as_str();
-        let mut client = inner.session.client().await?;
-        let tx = client.transaction().await?;
-        let live: Option<bool> = tx
-            .query_opt(
-                "SELECT lease_until > clock_timestamp() FROM nodes WHERE id = $1",
-                &[&me],
-            )
-            .await?
-            .map(|row| row.get(0));
-        if live != Some(true) {
-            drop(tx);
-            drop(client);
-            inner.fence(Fenced::LeaseExpired);
-            return Err(ClusterError::Fenced(Fenced::LeaseExpired));
-        }
-        // Create the rows that are missing (nobody's, epoch 0). A concurrent claimer inserting
-        // the same name waits for this transaction and then finds the row.
-        let created: HashSet<String> = tx
-            .query(
-                "INSERT INTO documents (name, owner, epoch) \
-                 SELECT name, NULL, 0 FROM unnest($1::text[]) AS name ORDER BY name \
-                 ON CONFLICT (name) DO NOTHING RETURNING name",
-                &[&sorted],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        // Lock every row, in name order, and see who holds each.
-        let rows = tx
-            .query(
-                "SELECT name, owner, epoch FROM documents WHERE name = ANY($1) \
-                 ORDER BY name FOR UPDATE",
-                &[&sorted],
-            )
-            .await?;
-        let mut from: Vec<(String, Previous)> = Vec::with_capacity(rows.len());
-        let mut others: Vec<String> = Vec::new();
-        for row in &rows {
-            let name: String = row.get(0);
-            let owner: Option<String> = row.get(1);
-            let previous = match owner {
-                None if created.contains(&name) => Previous::New,
-                None => Previous::Unowned,
-                Some(owner) if owner == me => Previous::Myself,
-                Some(owner) => {
-                    others.push(owner.clone());
-                    Previous::Lapsed(owner)
-                }
-            };
-            from.push((name, previous));
-        }
-        if rows.len() != sorted.len() {
-            // Only a document deleted between the insert and the lock can be missing.
-            return Err(ClusterError::Vanished(
-                sorted.iter().map(|n| n.to_string()).collect(),
-            ));
-        }
-        if !others.is_empty() {
-            // A fresh snapshot (a new statement), share-locked so that a renewal in flight
-            // finishes first and is seen.
-            let leases = tx
-                .query(
-                    "SELECT id, address, greatest(extract(epoch FROM lease_until - clock_timestamp()), 0)::float8 \
-                     FROM nodes WHERE id = ANY($1) AND lease_until > clock_timestamp() \
-                     ORDER BY id FOR SHARE",
-                    &[&others],
-                )
-                .await?;
-            if let Some(lease) = leases.first() {
-                let owner: String = lease.get(0);
-                let (name, epoch) = rows
-                    .iter()
-                    .map(|row| {
-                        (
-                            row.get::<_, String>(0),
-                            row.get::<_, Option<String>>(1),
-                            row.get::<_, i64>(2),
-                        )
-                    })
-                    .find(|(_, o, _)| o.as_deref() == Some(owner.as_str()))
-                    .map(|(name, _, epoch)| (name, epoch))
-                    .unwrap_or_default();
-                ClusterMetrics::add(&inner.metrics.claims_held, 1);
-                return Ok(Claims::Held(Held {
-                    name,
-                    owner,
-                    address: lease.get(1),
-                    epoch,
-                    lease_left: Duration::from_secs_f64(lease.get::<_, f64>(2)),
-                }));
-            }
-        }
-        let epochs: HashMap<String, i64> = tx
-            .query(
-                "UPDATE documents SET owner = $2, epoch = epoch + 1, claimed_at = now() WHERE name = ANY($1) \
-                 RETURNING name, epoch",
-                &[&sorted, &me],
-            )
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        if epochs.len() != sorted.len() {
-            return Err(ClusterError::Vanished(
-                sorted.iter().map(|n| n.to_string()).collect(),
-            ));
-        }
-        tx.commit().await?;
-        drop(client);
-
-        let mut won = Vec::with_capacity(from.len());
-        let mut owned = inner.owned();
-        // A node fenced while the claim committed owns nothing: its commits are refused.
-        let keep = inner.is_fenced().is_none();
-        for (name, previous) in from {
-            let epoch = epochs.get(&name).copied().unwrap_or_default(); // all present, checked above
-            if matches!(previous, Previous::Lapsed(_)) {
-                ClusterMetrics::add(&inner.metrics.takeovers, 1);
-            }
-            if keep {
-                owned.insert(name.clone(), epoch);
-            }
-            won.push((
-                name,
-                Won {
-                    epoch,
-                    from: previous,
-                },
-            ));
-        }
-        inner.count_owned(&owned);
-        Ok(Claims::Won(won))
+        let mut client = self.inner.session.client().await?;
+        claim_on(&self.inner, &mut client, names).await
     }
 
     /// Claims `name`, waiting up to `patience` for a live owner's lease to lapse (or for it to
@@ -383,11 +233,7 @@ impl Node {
 
     /// Forgets `name` at `epoch` after a commit found it fenced (another node took it).
     pub fn lost(&self, name: &str, epoch: i64) {
-        let mut owned = self.inner.owned();
-        if owned.get(name) == Some(&epoch) {
-            owned.remove(name);
-            self.inner.count_owned(&owned);
-        }
+        self.inner.lost(name, epoch);
     }
 
     /// [`fence`] for this node; false at once when the node knows it is fenced.
@@ -402,6 +248,173 @@ impl Node {
         }
         fence(tx, name, &self.inner.id, epoch).await
     }
+}
+
+/// Claims `names` on `client` (the node's session, or the storage backend's connection: one
+/// piece of SQL for both; `docs/cluster.md`, "Leases, epochs and the fence"), and keeps the
+/// node's view of what it owns and its counters. A claim that PostgreSQL chose as the victim of
+/// a deadlock is run again, up to [`DEADLOCK_RETRIES`] times.
+pub(super) async fn claim_on(
+    inner: &Inner,
+    client: &mut Client,
+    names: &[&str],
+) -> Result<Claims, ClusterError> {
+    let mut retries = 0;
+    loop {
+        match claim_once(inner, client, names).await {
+            Err(e) if is_deadlock(&e) && retries < DEADLOCK_RETRIES => {
+                retries += 1;
+                ClusterMetrics::add(&inner.metrics.deadlocks, 1);
+                tracing::warn!(node = %inner.id, "cluster: a claim was a deadlock's victim; claiming again");
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// One try of [`claim_on`], in one transaction.
+async fn claim_once(
+    inner: &Inner,
+    client: &mut Client,
+    names: &[&str],
+) -> Result<Claims, ClusterError> {
+    if let Some(why) = inner.is_fenced() {
+        return Err(ClusterError::Fenced(why));
+    }
+    let mut sorted: Vec<&str> = names.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let me = inner.id.as_str();
+    let tx = client.transaction().await?;
+    let live: Option<bool> = tx
+        .query_opt(
+            "SELECT lease_until > clock_timestamp() FROM nodes WHERE id = $1",
+            &[&me],
+        )
+        .await?
+        .map(|row| row.get(0));
+    if live != Some(true) {
+        drop(tx);
+        inner.fence(Fenced::LeaseExpired);
+        return Err(ClusterError::Fenced(Fenced::LeaseExpired));
+    }
+    // Create the rows that are missing (nobody's, epoch 0). A concurrent claimer inserting
+    // the same name waits for this transaction and then finds the row.
+    let created: HashSet<String> = tx
+        .query(
+            "INSERT INTO documents (name, owner, epoch) \
+             SELECT name, NULL, 0 FROM unnest($1::text[]) AS name ORDER BY name \
+             ON CONFLICT (name) DO NOTHING RETURNING name",
+            &[&sorted],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    // Lock every row, in name order, and see who holds each.
+    let rows = tx
+        .query(
+            "SELECT name, owner, epoch FROM documents WHERE name = ANY($1) \
+             ORDER BY name FOR UPDATE",
+            &[&sorted],
+        )
+        .await?;
+    let mut from: Vec<(String, Previous)> = Vec::with_capacity(rows.len());
+    let mut others: Vec<String> = Vec::new();
+    for row in &rows {
+        let name: String = row.get(0);
+        let owner: Option<String> = row.get(1);
+        let previous = match owner {
+            None if created.contains(&name) => Previous::New,
+            None => Previous::Unowned,
+            Some(owner) if owner == me => Previous::Myself,
+            Some(owner) => {
+                others.push(owner.clone());
+                Previous::Lapsed(owner)
+            }
+        };
+        from.push((name, previous));
+    }
+    if rows.len() != sorted.len() {
+        // Only a document deleted between the insert and the lock can be missing.
+        return Err(ClusterError::Vanished(
+            sorted.iter().map(|n| n.to_string()).collect(),
+        ));
+    }
+    if !others.is_empty() {
+        // A fresh snapshot (a new statement), share-locked so that a renewal in flight
+        // finishes first and is seen.
+        let leases = tx
+            .query(
+                "SELECT id, address, greatest(extract(epoch FROM lease_until - clock_timestamp()), 0)::float8 \
+                 FROM nodes WHERE id = ANY($1) AND lease_until > clock_timestamp() \
+                 ORDER BY id FOR SHARE",
+                &[&others],
+            )
+            .await?;
+        if let Some(lease) = leases.first() {
+            let owner: String = lease.get(0);
+            let (name, epoch) = rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.get::<_, String>(0),
+                        row.get::<_, Option<String>>(1),
+                        row.get::<_, i64>(2),
+                    )
+                })
+                .find(|(_, o, _)| o.as_deref() == Some(owner.as_str()))
+                .map(|(name, _, epoch)| (name, epoch))
+                .unwrap_or_default();
+            ClusterMetrics::add(&inner.metrics.claims_held, 1);
+            return Ok(Claims::Held(Held {
+                name,
+                owner,
+                address: lease.get(1),
+                epoch,
+                lease_left: Duration::from_secs_f64(lease.get::<_, f64>(2)),
+            }));
+        }
+    }
+    let epochs: HashMap<String, i64> = tx
+        .query(
+            "UPDATE documents SET owner = $2, epoch = epoch + 1, claimed_at = now() WHERE name = ANY($1) \
+             RETURNING name, epoch",
+            &[&sorted, &me],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    if epochs.len() != sorted.len() {
+        return Err(ClusterError::Vanished(
+            sorted.iter().map(|n| n.to_string()).collect(),
+        ));
+    }
+    tx.commit().await?;
+
+    let mut won = Vec::with_capacity(from.len());
+    let mut owned = inner.owned();
+    // A node fenced while the claim committed owns nothing: its commits are refused.
+    let keep = inner.is_fenced().is_none();
+    for (name, previous) in from {
+        let epoch = epochs.get(&name).copied().unwrap_or_default(); // all present, checked above
+        if matches!(previous, Previous::Lapsed(_)) {
+            ClusterMetrics::add(&inner.metrics.takeovers, 1);
+        }
+        if keep {
+            owned.insert(name.clone(), epoch);
+        }
+        won.push((
+            name,
+            Won {
+                epoch,
+                from: previous,
+            },
+        ));
+    }
+    inner.count_owned(&owned);
+    Ok(Claims::Won(won))
 }
 
 /// The fence of a commit, run inside the committing transaction before it commits: true while

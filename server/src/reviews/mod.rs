@@ -53,3 +53,42 @@ pub mod webhooks;
 pub use policy::{Phase, ReleaseMode, Role};
 pub use problem::{Problem, ProblemKind};
 pub use sessions::{ReviewAuthorizer, ReviewRecord, Reviews, SessionRecord};
+
+/// The documents a node claims together with `name` when it loads it: a review's three
+/// (`docs/schema.md`), in name order, since the review is the unit one node owns
+/// (`docs/cluster.md`, "One owner per review"); any other document alone. Given to the
+/// PostgreSQL backend, which does not know document names.
+pub fn claim_group(name: &str) -> Vec<String> {
+    use debrief_proto::schema::{document_name, parse_document_name, DocKind};
+    match parse_document_name(name) {
+        Some((review, _)) => {
+            let mut group: Vec<String> = DocKind::ALL
+                .into_iter()
+                .map(|kind| document_name(review, kind))
+                .collect();
+            group.sort();
+            group
+        }
+        None => vec![name.to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod claim_group_tests {
+    #[test]
+    fn a_review_document_is_claimed_with_its_two_siblings_and_any_other_alone() {
+        assert_eq!(
+            crate::reviews::claim_group("review.r1.notes"),
+            [
+                "review.r1.discussion",
+                "review.r1.notes",
+                "review.r1.report"
+            ]
+        );
+        assert_eq!(crate::reviews::claim_group("scratch"), ["scratch"]);
+        assert_eq!(
+            crate::reviews::claim_group("review.r1.other"),
+            ["review.r1.other"]
+        );
+    }
+}

@@ -92,9 +92,13 @@ impl Store {
 
     /// Opens the PostgreSQL store (see [`crate::storage::postgres`]): connects, retrying for
     /// `settings.patience`, and creates the tables when missing. Blocking. `dir` keeps what stays
-    /// on local disk.
-    pub fn open_postgres(settings: &PgSettings, dir: &Path) -> Result<Opened, StoreError> {
-        let (store, flusher) = PgStore::open(settings, dir)?;
+    /// on local disk; `ownership` is the node the store writes for, which claims and fences.
+    pub fn open_postgres(
+        settings: &PgSettings,
+        dir: &Path,
+        ownership: crate::storage::postgres::owner::Ownership,
+    ) -> Result<Opened, StoreError> {
+        let (store, flusher) = PgStore::open(settings, dir, ownership)?;
         Ok(Opened {
             store: Store(Backend::Postgres(store)),
             flusher: Flusher(FlusherBackend::Postgres(flusher)),
@@ -133,7 +137,8 @@ impl Store {
     }
 
     /// Reads a document's snapshot and log. Blocking: run it on a blocking thread. With
-    /// PostgreSQL this also claims the document for this node (see [`crate::storage::postgres`]).
+    /// PostgreSQL this also claims the document's group for this node, waiting while another
+    /// node's live lease holds it (see [`crate::storage::postgres`]).
     pub fn load(&self, name: &str) -> Result<StoredDoc, StoreError> {
         match &self.0 {
             Backend::Sled(s) => s.load(name),

@@ -45,6 +45,21 @@ pub enum StoreError {
         /// The document.
         name: String,
     },
+    /// This node lost its cluster lease (or left): it writes nothing more, and loads nothing,
+    /// until it is restarted as a new node. PostgreSQL only.
+    #[error("this node is fenced ({0}); it writes nothing more until it is restarted")]
+    NodeFenced(String),
+    /// Another node held a document of the group being loaded, and its lease stayed live for
+    /// as long as the load waited. PostgreSQL only.
+    #[error("document {name:?} is held by node {owner}, whose lease stayed live for the {} ms this node waited", .waited.as_millis())]
+    Held {
+        /// The document held.
+        name: String,
+        /// The node holding it.
+        owner: String,
+        /// How long the load waited.
+        waited: std::time::Duration,
+    },
     /// PostgreSQL refused a statement, or cannot be reached. PostgreSQL only.
     #[error("postgres: {0}")]
     Postgres(String),

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 
 use crate::error::ApiError;
 use crate::limits::MAX_BODY_BYTES;
+use crate::storage::store::StoreError;
 use crate::transport::state::AppState;
 
 /// The whole HTTP surface of the server: the transport's own routes, and `api` (the review
@@ -75,7 +76,8 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// The store is open and answers reads. A damaged store served read-only
-/// (`--on-damage read-only`) answers 200 with status `read-only` and what is damaged.
+/// (`--on-damage read-only`) answers 200 with status `read-only` and what is damaged. A cluster
+/// node (`--postgres`) that lost its lease answers 503 `node_fenced` with the reason.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     match state.store.probe() {
         Ok(()) if state.damage.is_some() => Ok(Json(serde_json::json!({
@@ -83,6 +85,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::V
             "damaged": state.damage.as_ref().map(|d| d.lines.clone()),
         }))),
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" }))),
+        Err(StoreError::NodeFenced(why)) => {
+            // Said to the load balancer and the operator: this node will not serve again until
+            // it is restarted as a new node (docs/cluster.md, "Readiness and metrics").
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_fenced",
+                format!("this node lost its cluster lease ({why}); restart it"),
+            ))
+        }
         Err(e) => {
             tracing::error!(error = %e, "readiness probe failed");
             Err(ApiError::new(

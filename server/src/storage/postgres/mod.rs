@@ -18,13 +18,20 @@
 //! nothing is relayed or acknowledged before COMMIT returned (with `synchronous_commit` on, the
 //! commit is on the database's disk, and on a synchronous standby's when one is configured).
 //!
-//! **Fencing.** The `documents` table records each document's owner and epoch. [`PgStore::load`]
-//! claims the document for this store (a new epoch; phase 2 replaces this single-node claim with
-//! a lease-aware one) and remembers the epoch. Every commit that carries records of a document
-//! first updates its row where owner and epoch are still this store's and that epoch; a document
-//! whose row does not match is dropped from the transaction, which is retried without it, and its
+//! **Claims and the fence** are the cluster's ([`owner::Owner`], given at open; `docs/cluster.md`,
+//! "Leases, epochs and the fence"). The `documents` table records each document's owner (the
+//! node's id) and epoch. [`PgStore::load`] claims the document's group (a review's three
+//! documents; [`owner::Ownership::group`]) in one short transaction on the database thread: it
+//! takes them only when nobody holds them, this node does, they were handed over, or their
+//! owner's lease lapsed by the database's clock, each epoch rising. A group held by another node
+//! with a live lease is tried again from the loading thread (the database thread serves others
+//! meanwhile) until that lease could have lapsed and one renewal more, then the load fails with
+//! [`StoreError::Held`]. Every group commit runs the fence for each of its documents, in name
+//! order, inside its transaction: owner and epoch still this node's, and its lease live; a
+//! document that fails it is dropped from the transaction, which is retried without it, and its
 //! owner's flush fails with [`StoreError::Fenced`] (counted in `/metrics`). A compaction runs the
-//! same check in its own transaction.
+//! same check in its own transaction. Once the node itself is fenced (its lease lost), every
+//! document it held is fenced at the next commit and nothing more is written.
 //!
 //! **Failures.** A commit that fails drops the records it carried: their documents are marked
 //! failed, so their owners' flushes fail and the owners stop (their clients reconnect and load
@@ -59,6 +66,7 @@
 //! order, their transaction id and their place in the write-ahead log say nothing about when each
 //! item arrived.
 
+pub mod owner;
 mod worker;
 
 #[cfg(test)]
@@ -77,6 +85,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::storage::types::{
     encode_record, updates_of, Compacted, Entry, StoreError, StoredDoc, TreeWrites,
 };
+use owner::Ownership;
 
 /// The file that marks a data directory as a PostgreSQL server's (written at every open): sled,
 /// its tools (`check`, `backup`, `restore`) and the server without `--postgres` refuse it.
@@ -166,11 +175,14 @@ struct TreeData {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
+/// The shortest wait between two tries of a load whose group another node holds.
+const MIN_CLAIM_POLL: Duration = Duration::from_millis(5);
+
 /// What the handles and the database thread share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// This store's id in the `documents` table (random per start; phase 2 gives it the node's).
-    node: String,
+    /// The node this store writes for: its id is `documents.owner`, and it claims and fences.
+    ownership: Ownership,
     state: Mutex<State>,
     trees: Mutex<HashMap<String, Arc<TreeData>>>,
     sizes: Mutex<HashMap<String, u64>>,
@@ -186,7 +198,7 @@ struct State {
     records: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
     /// Pending metadata writes per tree, by key (`None` removes).
     meta: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
-    /// The epoch each document was loaded with.
+    /// The epoch each document was claimed with (loaded, or claimed with its group).
     claims: HashMap<String, i64>,
     /// Documents whose records were dropped (fenced, or their commit failed), with why: their
     /// flushes and appends fail until they are loaded again.
@@ -236,14 +248,24 @@ struct CompactInput {
 
 type Reply<T> = std::sync::mpsc::SyncSender<Result<T, StoreError>>;
 
+/// What one try of a load found.
+#[derive(Debug)]
+enum Loaded {
+    /// The document's group is this node's; the document as stored.
+    Doc(StoredDoc),
+    /// Another node holds the group with a live lease (for this long, unless it renews).
+    Held {
+        name: String,
+        owner: String,
+        lease_left: Duration,
+    },
+}
+
 /// A synchronous call to the database thread; the caller waits for the reply.
 #[derive(Debug)]
 enum Call {
-    /// Claims and reads a document.
-    Load {
-        name: String,
-        reply: Reply<StoredDoc>,
-    },
+    /// Claims a document's group and reads the document.
+    Load { name: String, reply: Reply<Loaded> },
     /// Reads a metadata tree.
     Tree {
         name: String,
@@ -272,8 +294,12 @@ enum Call {
 
 impl PgStore {
     /// Connects (retrying for `settings.patience`), creates the tables when missing, and starts
-    /// the database thread. Blocking.
-    pub fn open(settings: &PgSettings, dir: &Path) -> Result<(PgStore, PgFlusher), StoreError> {
+    /// the database thread, writing for the node of `ownership`. Blocking.
+    pub fn open(
+        settings: &PgSettings,
+        dir: &Path,
+        ownership: Ownership,
+    ) -> Result<(PgStore, PgFlusher), StoreError> {
         let config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
             StoreError::Postgres(format!("the connection string does not parse: {e}"))
         })?;
@@ -292,7 +318,7 @@ impl PgStore {
         )
         .map_err(|e| StoreError::Integrity(format!("{}: {e}", dir.display())))?;
         let shared = Arc::new(Shared {
-            node: format!("{:016x}", rand::random::<u64>()),
+            ownership,
             state: Mutex::new(State::default()),
             trees: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
@@ -320,9 +346,9 @@ impl PgStore {
         ))
     }
 
-    /// This store's id in the `documents` table.
+    /// This store's id in the `documents` table: its node's.
     pub fn node(&self) -> &str {
-        &self.shared.node
+        self.shared.ownership.owner.node()
     }
 
     /// The data directory (what stays on local disk).
@@ -338,13 +364,45 @@ impl PgStore {
         answer.recv().map_err(|_| StoreError::FlusherGone)?
     }
 
-    /// Claims the document for this store and reads its snapshot and log, with the records
-    /// appended here and not committed yet. Blocking.
+    /// Claims the document's group for this node and reads its snapshot and log, with the
+    /// records appended here and not committed yet. Blocking: while another node holds the group
+    /// with a live lease, this thread waits and tries again (each try is one short transaction on
+    /// the database thread, which serves other calls in between), for at most the owner's
+    /// patience (a lease and a renewal), then fails with [`StoreError::Held`].
     pub fn load(&self, name: &str) -> Result<StoredDoc, StoreError> {
-        self.call(|reply| Call::Load {
-            name: name.to_owned(),
-            reply,
-        })
+        let owner = &self.shared.ownership.owner;
+        let started = std::time::Instant::now();
+        let deadline = started + owner.patience();
+        loop {
+            let tried = self.call(|reply| Call::Load {
+                name: name.to_owned(),
+                reply,
+            })?;
+            let (held, holder, lease_left) = match tried {
+                Loaded::Doc(doc) => return Ok(doc),
+                Loaded::Held {
+                    name,
+                    owner,
+                    lease_left,
+                } => (name, owner, lease_left),
+            };
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(StoreError::Held {
+                    name: held,
+                    owner: holder,
+                    waited: now - started,
+                });
+            }
+            tracing::debug!(doc = %name, held = %held, owner = %holder, "the document's group is held by another node; waiting");
+            // Looked at again when the lease would end, and at least once a renewal interval.
+            std::thread::sleep(
+                lease_left
+                    .max(MIN_CLAIM_POLL)
+                    .min(owner.poll())
+                    .min(deadline - now),
+            );
+        }
     }
 
     /// Puts one record into the pending batch; its size. Refused for a document this store has
@@ -510,8 +568,11 @@ impl PgStore {
         stored as usize + pending
     }
 
-    /// Fails while the connection to the database is down.
+    /// Fails while the connection to the database is down, or once the node is fenced.
     pub fn probe(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.shared.ownership.owner.fenced() {
+            return Err(StoreError::NodeFenced(why));
+        }
         if self.shared.up.load(Ordering::Acquire) {
             Ok(())
         } else {
@@ -581,6 +642,7 @@ impl PgStore {
         let sum = s.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
+        out.push_str(&self.shared.ownership.owner.render_metrics());
         out
     }
 }

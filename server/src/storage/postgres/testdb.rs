@@ -190,3 +190,85 @@ impl Drop for Holder {
         self.end();
     }
 }
+
+/// The owner of a store under test: the only node there is, so it takes every document it
+/// claims (epoch raised) and holds it while owner and epoch are still its own. The cluster's
+/// lease-aware claim and fence (`cluster::member::Member`) replace it in the server; this layer's
+/// tests only need a node that never loses a claim to another.
+#[derive(Debug)]
+pub(crate) struct TestOwner {
+    id: String,
+}
+
+impl TestOwner {
+    pub(crate) fn ownership() -> super::owner::Ownership {
+        super::owner::Ownership {
+            owner: std::sync::Arc::new(TestOwner {
+                id: format!("{:016x}", rand::random::<u64>()),
+            }),
+            group: |name| vec![name.to_owned()],
+        }
+    }
+}
+
+impl super::owner::Owner for TestOwner {
+    fn node(&self) -> &str {
+        &self.id
+    }
+
+    fn fenced(&self) -> Option<String> {
+        None
+    }
+
+    fn patience(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    fn poll(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    fn claim<'a>(
+        &'a self,
+        client: &'a mut tokio_postgres::Client,
+        names: &'a [&'a str],
+    ) -> super::owner::Local<'a, Result<super::owner::Claimed, super::owner::ClaimError>> {
+        Box::pin(async move {
+            let rows = client
+                .query(
+                    "INSERT INTO documents (name, owner, epoch) SELECT n, $2, 1 FROM unnest($1::text[]) AS n \
+                     ON CONFLICT (name) DO UPDATE SET owner = $2, epoch = documents.epoch + 1 \
+                     RETURNING name, epoch",
+                    &[&names, &self.id],
+                )
+                .await
+                .map_err(super::owner::ClaimError::Db)?;
+            Ok(super::owner::Claimed::Won(
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            ))
+        })
+    }
+
+    fn fence<'a>(
+        &'a self,
+        tx: &'a tokio_postgres::Transaction<'_>,
+        name: &'a str,
+        epoch: i64,
+    ) -> super::owner::Local<'a, Result<bool, tokio_postgres::Error>> {
+        Box::pin(async move {
+            let row = tx
+                .query_opt(
+                    "SELECT 1 FROM documents WHERE name = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
+                    &[&name, &self.id, &epoch],
+                )
+                .await?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn lost(&self, _name: &str, _epoch: i64) {}
+
+    fn render_metrics(&self) -> String {
+        String::new()
+    }
+}

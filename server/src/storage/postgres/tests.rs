@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::testdb::{execute, query_text, Holder, TestDb};
+use super::testdb::{execute, query_text, Holder, TestDb, TestOwner};
 use super::{PgFlusher, PgSettings, PgStore};
 use crate::storage::types::StoreError;
 
@@ -25,6 +25,7 @@ fn try_open(db: &TestDb, timeout: Duration) -> Result<(PgStore, PgFlusher), Stor
             timeout,
         },
         dir.path(),
+        TestOwner::ownership(),
     )
 }
 
@@ -472,6 +473,7 @@ fn an_unreachable_database_is_given_up_after_the_patience() {
             timeout: super::DEFAULT_TIMEOUT,
         },
         &dir.path().join("data"),
+        TestOwner::ownership(),
     )
     .map(|_| ())
     .expect_err("nothing listens there");
@@ -492,6 +494,7 @@ fn an_unreachable_database_is_given_up_after_the_patience() {
             timeout: super::DEFAULT_TIMEOUT,
         },
         &dir.path().join("data"),
+        TestOwner::ownership(),
     )
     .map(|_| ())
     .expect_err("does not parse");
@@ -695,7 +698,7 @@ fn a_data_directory_belongs_to_one_backend() {
         patience: Duration::from_secs(5),
         timeout: super::DEFAULT_TIMEOUT,
     };
-    let refused = PgStore::open(&settings, sled_dir.path())
+    let refused = PgStore::open(&settings, sled_dir.path(), TestOwner::ownership())
         .map(|_| ())
         .expect_err("a sled store is there");
     assert_eq!(
@@ -707,7 +710,8 @@ fn a_data_directory_belongs_to_one_backend() {
     );
 
     let pg_dir = tempfile::tempdir().expect("temp dir");
-    let (store, flusher) = PgStore::open(&settings, pg_dir.path()).expect("open");
+    let (store, flusher) =
+        PgStore::open(&settings, pg_dir.path(), TestOwner::ownership()).expect("open");
     close(store, flusher);
     let refused = crate::storage::sled_store::SledStore::open(pg_dir.path())
         .map(|_| ())

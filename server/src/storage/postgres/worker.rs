@@ -1,6 +1,6 @@
 //! The database thread: one connection, group commits, the synchronous calls, reconnection.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{lock, Call, CompactInput, FlushWaiter, Shared};
+use super::owner::{ClaimError, Claimed};
+use super::{lock, Call, CompactInput, FlushWaiter, Loaded, Shared};
 use crate::storage::types::{StoreError, StoredDoc};
 
 /// The tables, created when missing (see `schema.sql`).
@@ -43,13 +44,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// that went away while nothing was written.
 const IDLE_CHECK: Duration = Duration::from_secs(2);
 
-/// Updates each document's row in the batch where it still names this node and the epoch it
-/// was loaded with; the documents it returns hold their fence, the others are fenced.
-const FENCE: &str = "UPDATE documents AS d SET epoch = d.epoch \
-     FROM unnest($1::text[], $2::bigint[]) AS f(name, epoch) \
-     WHERE d.name = f.name AND d.epoch = f.epoch AND d.owner = $3 \
-     RETURNING d.name";
-
 const INSERT_RECORDS: &str = "INSERT INTO records (name, seq, record) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) \
      ON CONFLICT (name, seq) DO UPDATE SET record = EXCLUDED.record";
@@ -61,18 +55,9 @@ const UPSERT_META: &str = "INSERT INTO meta (tree, key, value) \
 const DELETE_META: &str = "DELETE FROM meta \
      WHERE (tree, key) IN (SELECT * FROM unnest($1::text[], $2::bytea[]))";
 
-/// The single-node claim (phase 2 replaces it with a lease-aware one): this node becomes the
-/// owner with a higher epoch.
-const CLAIM: &str = "INSERT INTO documents (name, owner, epoch, claimed_at) \
-     VALUES ($1, $2, 1, now()) \
-     ON CONFLICT (name) DO UPDATE \
-     SET owner = EXCLUDED.owner, epoch = documents.epoch + 1, claimed_at = now() \
-     RETURNING epoch";
-
 struct Conn {
     client: Client,
     task: JoinHandle<()>,
-    fence: Statement,
     insert_records: Statement,
     upsert_meta: Statement,
     delete_meta: Statement,
@@ -109,7 +94,7 @@ pub(super) fn spawn(
     calls: mpsc::UnboundedReceiver<Call>,
     flushes: mpsc::Receiver<FlushWaiter>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    config.application_name(format!("debrief {}", shared.node));
+    config.application_name(format!("debrief {}", shared.ownership.owner.node()));
     // A silent network partition must not stall the server: connecting, and data the database
     // does not acknowledge, are bounded (unless the connection string says otherwise); each
     // round is bounded by `timeout` besides.
@@ -315,17 +300,15 @@ async fn set_up(client: Client, task: JoinHandle<()>) -> Result<Conn, SetUpError
         }
         client.batch_execute(&locked).await?;
         Ok::<_, SetUpError>((
-            client.prepare(FENCE).await?,
             client.prepare(INSERT_RECORDS).await?,
             client.prepare(UPSERT_META).await?,
             client.prepare(DELETE_META).await?,
         ))
     };
     match prepared.await {
-        Ok((fence, insert_records, upsert_meta, delete_meta)) => Ok(Conn {
+        Ok((insert_records, upsert_meta, delete_meta)) => Ok(Conn {
             client,
             task,
-            fence,
             insert_records,
             upsert_meta,
             delete_meta,
@@ -417,7 +400,7 @@ impl Worker {
                     };
                     self.conn = Some(conn);
                     self.shared.up.store(true, Ordering::Release);
-                    tracing::info!(database = %describe(&self.config), node = %self.shared.node, "connected to PostgreSQL");
+                    tracing::info!(database = %describe(&self.config), node = %self.shared.ownership.owner.node(), "connected to PostgreSQL");
                     return Ok(());
                 }
                 Err(e) if started.elapsed() < patience => {
@@ -635,16 +618,80 @@ impl Worker {
         }
     }
 
-    async fn load(&mut self, name: &str) -> Result<StoredDoc, StoreError> {
-        let node = self.shared.node.clone();
+    /// One try of a load: claims the document's group (see [`Worker::claim_group`]), then reads
+    /// the document.
+    async fn load(&mut self, name: &str) -> Result<Loaded, StoreError> {
+        match self.claim_group(name).await? {
+            Claimed::Won(_) => {}
+            Claimed::Held {
+                name,
+                owner,
+                lease_left,
+            } => {
+                return Ok(Loaded::Held {
+                    name,
+                    owner,
+                    lease_left,
+                })
+            }
+        }
+        self.read_claimed(name).await.map(Loaded::Doc)
+    }
+
+    /// Claims `name` with the documents of its group that this node does not hold yet (or whose
+    /// records were dropped): a sibling this node holds may be open here, and claiming it again
+    /// would raise its epoch under its owner. `name` itself is claimed every time, as a document
+    /// is loaded only when nothing here serves it, so commits of an older load are fenced.
+    async fn claim_group(&mut self, name: &str) -> Result<Claimed, StoreError> {
+        let owner = self.shared.ownership.owner.clone();
+        if let Some(why) = owner.fenced() {
+            return Err(StoreError::NodeFenced(why));
+        }
+        let group = (self.shared.ownership.group)(name);
+        let names: Vec<&str> = {
+            let state = lock(&self.shared.state);
+            let mut names: Vec<&str> = group
+                .iter()
+                .map(String::as_str)
+                .filter(|g| {
+                    *g != name && (!state.claims.contains_key(*g) || state.failed.contains_key(*g))
+                })
+                .collect();
+            names.push(name);
+            names
+        };
+        let claimed = async {
+            let conn = self.connected().await?;
+            owner
+                .claim(&mut conn.client, &names)
+                .await
+                .map_err(|e| match e {
+                    ClaimError::Db(e) => pg_error(e),
+                    ClaimError::Fenced(why) => StoreError::NodeFenced(why),
+                    ClaimError::Other(line) => StoreError::Postgres(line),
+                })
+        };
+        let claimed = match claimed.await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.after_error();
+                return Err(e);
+            }
+        };
+        if let Claimed::Won(epochs) = &claimed {
+            let mut state = lock(&self.shared.state);
+            for (name, epoch) in epochs {
+                state.claims.insert(name.clone(), *epoch);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Reads a document this node has just claimed.
+    async fn read_claimed(&mut self, name: &str) -> Result<StoredDoc, StoreError> {
         let read = async {
             let conn = self.connected().await?;
             let tx = conn.client.transaction().await.map_err(pg_error)?;
-            let epoch: i64 = tx
-                .query_one(CLAIM, &[&name, &node])
-                .await
-                .map_err(pg_error)?
-                .get(0);
             let snapshot = tx
                 .query_opt(
                     "SELECT covers_below, snapshot FROM snapshots WHERE name = $1",
@@ -668,9 +715,9 @@ impl Worker {
             for row in rows {
                 log.insert(to_u64(row.get::<_, i64>(0))?, row.get::<_, Vec<u8>>(1));
             }
-            Ok::<_, StoreError>((epoch, to_u64(covers_below)?, snapshot, log))
+            Ok::<_, StoreError>((to_u64(covers_below)?, snapshot, log))
         };
-        let (epoch, covers_below, snapshot, mut log) = match read.await {
+        let (covers_below, snapshot, mut log) = match read.await {
             Ok(read) => read,
             Err(e) => {
                 self.after_error();
@@ -679,7 +726,6 @@ impl Worker {
         };
         {
             let mut state = lock(&self.shared.state);
-            state.claims.insert(name.to_owned(), epoch);
             if state.failed.remove(name).is_some() {
                 // Written by an owner that stopped when its records were dropped.
                 state.records.remove(name);
@@ -778,15 +824,16 @@ impl Worker {
                 "{name}: compacted before this node loaded it"
             )));
         };
-        let node = self.shared.node.clone();
+        let owner = self.shared.ownership.owner.clone();
+        if let Some(why) = owner.fenced() {
+            self.fence_all();
+            return Err(StoreError::NodeFenced(why));
+        }
         let write = async {
             let conn = self.connected().await?;
             let tx = conn.client.transaction().await.map_err(pg_error)?;
-            let held = tx
-                .query(&conn.fence, &[&vec![name], &vec![epoch], &node])
-                .await
-                .map_err(pg_error)?;
-            if held.is_empty() {
+            let held = owner.fence(&tx, name, epoch).await.map_err(pg_error)?;
+            if !held {
                 tx.rollback().await.map_err(pg_error)?;
                 return Ok(false);
             }
@@ -814,6 +861,7 @@ impl Worker {
                     name: name.to_owned(),
                 };
                 self.fenced(name, &fenced);
+                owner.lost(name, epoch);
                 Err(fenced)
             }
             Err(e) => {
@@ -866,6 +914,20 @@ impl Worker {
         result
     }
 
+    /// Once the node is fenced: every document it held is fenced (its pending records dropped,
+    /// its owner's next flush failing), and it holds nothing more.
+    fn fence_all(&self) {
+        let mut state = lock(&self.shared.state);
+        let held: Vec<String> = state.claims.drain().map(|(name, _)| name).collect();
+        for name in held {
+            state.records.remove(&name);
+            state
+                .failed
+                .insert(name.clone(), StoreError::Fenced { name });
+            self.shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Marks a document fenced: its pending records are dropped and its owner stops.
     fn fenced(&self, name: &str, why: &StoreError) {
         let mut state = lock(&self.shared.state);
@@ -878,6 +940,10 @@ impl Worker {
     /// One group commit: every pending record and metadata write in one transaction, then the
     /// answers to `waiters` (taken before the batch, so each covers what was appended before it).
     async fn round(&mut self, waiters: Vec<FlushWaiter>) {
+        let node_fenced = self.shared.ownership.owner.fenced();
+        if node_fenced.is_some() {
+            self.fence_all();
+        }
         let (mut batch, epochs) = {
             let mut state = lock(&self.shared.state);
             let batch = Batch {
@@ -892,7 +958,13 @@ impl Worker {
             (batch, epochs)
         };
         let mut outcome = Ok(());
-        if !batch.records.is_empty() || !batch.meta.is_empty() {
+        if let Some(why) = node_fenced {
+            // Nothing more is written: the metadata stays pending, and whoever waits for it is
+            // told why.
+            let e = StoreError::NodeFenced(why);
+            self.failed(batch, &e);
+            outcome = Err(e);
+        } else if !batch.records.is_empty() || !batch.meta.is_empty() {
             let started = Instant::now();
             let committed = bounded!(self, self.commit(&mut batch, &epochs));
             let elapsed = started.elapsed();
@@ -901,6 +973,9 @@ impl Worker {
                     self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.commit_took(elapsed);
                     for name in fenced {
+                        if let Some(epoch) = epochs.get(&name) {
+                            self.shared.ownership.owner.lost(&name, *epoch);
+                        }
                         self.fenced(&name, &StoreError::Fenced { name: name.clone() });
                     }
                     if elapsed >= SLOW_COMMIT {
@@ -959,7 +1034,7 @@ impl Worker {
         batch: &mut Batch,
         epochs: &BTreeMap<String, i64>,
     ) -> Result<Vec<String>, StoreError> {
-        let node = self.shared.node.clone();
+        let owner = self.shared.ownership.owner.clone();
         let mut fenced = Vec::new();
         // Documents without a claim (never loaded here) cannot pass the fence.
         batch.records.retain(|name, _| {
@@ -973,25 +1048,17 @@ impl Worker {
         loop {
             let tx = conn.client.transaction().await.map_err(pg_error)?;
             if !batch.records.is_empty() {
-                let names: Vec<&str> = batch.records.keys().map(String::as_str).collect();
-                let wanted: Vec<i64> = names
-                    .iter()
-                    .map(|n| epochs.get(*n).copied().unwrap_or(-1))
-                    .collect();
-                let held: HashSet<String> = tx
-                    .query(&conn.fence, &[&names, &wanted, &node])
-                    .await
-                    .map_err(pg_error)?
-                    .into_iter()
-                    .map(|row| row.get::<_, String>(0))
-                    .collect();
-                if held.len() < names.len() {
+                // One fence per document, in name order (the batch's order), the order in which
+                // claims lock rows, so a commit and a claim cannot deadlock.
+                let mut lost = Vec::new();
+                for name in batch.records.keys() {
+                    let epoch = epochs.get(name).copied().unwrap_or(-1);
+                    if !owner.fence(&tx, name, epoch).await.map_err(pg_error)? {
+                        lost.push(name.clone());
+                    }
+                }
+                if !lost.is_empty() {
                     tx.rollback().await.map_err(pg_error)?;
-                    let lost: Vec<String> = names
-                        .iter()
-                        .filter(|n| !held.contains(**n))
-                        .map(|n| (*n).to_owned())
-                        .collect();
                     for name in lost {
                         batch.records.remove(&name);
                         fenced.push(name);

@@ -1,0 +1,104 @@
+//! What the PostgreSQL backend asks of the node it writes for: claiming documents and fencing a
+//! commit, both run on the backend's own connection, and whether the node may still write.
+//!
+//! The cluster room implements [`Owner`] (`cluster::member::Member`) and the composition root
+//! hands it in, so the claim and the fence are one piece of SQL that the node and this backend
+//! both run (`docs/cluster.md`, "Leases, epochs and the fence"). Storage never names the cluster
+//! (`server/tests/layers.rs`), and never learns how documents group: which documents are claimed
+//! together is the [`Ownership::group`] function it is given.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::{Client, Transaction};
+
+/// A future run on the database thread (never sent to another thread).
+pub type Local<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The outcome of a claim of a group of documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// Every document claimed is this node's now: each name with the epoch its commits are
+    /// fenced with.
+    Won(Vec<(String, i64)>),
+    /// Another node holds one of them with a live lease; none was taken.
+    Held {
+        /// The document that is held.
+        name: String,
+        /// The node holding it.
+        owner: String,
+        /// How long its lease lasts unless it renews, by the database's clock.
+        lease_left: Duration,
+    },
+}
+
+/// Why a claim failed.
+#[derive(Debug)]
+pub enum ClaimError {
+    /// A statement failed (the connection may be gone).
+    Db(tokio_postgres::Error),
+    /// This node is fenced (its lease lapsed or it left): said in words.
+    Fenced(String),
+    /// Anything else, said in one line.
+    Other(String),
+}
+
+/// The node this backend writes for.
+pub trait Owner: Send + Sync + fmt::Debug {
+    /// The node's id: `documents.owner` of what it claims.
+    fn node(&self) -> &str;
+
+    /// Why the node may no longer write, once it may not; `None` while its lease is live.
+    fn fenced(&self) -> Option<String>;
+
+    /// How long a load waits for another node's live lease to lapse or be handed over before
+    /// it gives up.
+    fn patience(&self) -> Duration;
+
+    /// The longest wait between two tries of a waiting load (a handover is seen within it).
+    fn poll(&self) -> Duration;
+
+    /// Claims `names` together, in one short transaction on `client`: all or none.
+    fn claim<'a>(
+        &'a self,
+        client: &'a mut Client,
+        names: &'a [&'a str],
+    ) -> Local<'a, Result<Claimed, ClaimError>>;
+
+    /// Inside a commit's transaction: true while this node still holds `name` at `epoch` with a
+    /// live lease. The row stays share-locked until the transaction ends.
+    fn fence<'a>(
+        &'a self,
+        tx: &'a Transaction<'_>,
+        name: &'a str,
+        epoch: i64,
+    ) -> Local<'a, Result<bool, tokio_postgres::Error>>;
+
+    /// A commit found `name` fenced at `epoch`: the node no longer holds it.
+    fn lost(&self, name: &str, epoch: i64);
+
+    /// The node's lines for `/metrics`.
+    fn render_metrics(&self) -> String;
+}
+
+/// Who the backend writes for, and which documents are claimed together.
+#[derive(Clone)]
+pub struct Ownership {
+    /// The node.
+    pub owner: Arc<dyn Owner>,
+    /// The documents claimed together with a document that is loaded (the document itself
+    /// among them): a review's three documents go to one node (`docs/cluster.md`, "One owner per
+    /// review"). Given by the layer that knows document names.
+    pub group: fn(&str) -> Vec<String>,
+}
+
+impl fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ownership")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
