@@ -44,6 +44,27 @@ impl TestServer {
     /// `url` (a fresh database: [`crate::postgres::TestDb`]), and a fresh data directory for what
     /// stays on disk.
     pub async fn with_postgres(url: &str) -> TestServer {
+        TestServer::with_postgres_node(url, debrief_server::config::ClusterOptions::default()).await
+    }
+
+    /// [`TestServer::with_postgres`], its node's lease and renewal interval set (`docs/cluster.md`).
+    pub async fn with_postgres_lease(
+        url: &str,
+        lease: std::time::Duration,
+        renew_every: std::time::Duration,
+    ) -> TestServer {
+        let cluster = debrief_server::config::ClusterOptions {
+            lease: Some(lease),
+            renew_every: Some(renew_every),
+            advertise: String::new(),
+        };
+        TestServer::with_postgres_node(url, cluster).await
+    }
+
+    async fn with_postgres_node(
+        url: &str,
+        cluster: debrief_server::config::ClusterOptions,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = Config {
             postgres: Some(PgSettings {
@@ -51,6 +72,7 @@ impl TestServer {
                 patience: crate::WAIT,
                 timeout: debrief_server::storage::postgres::DEFAULT_TIMEOUT,
             }),
+            cluster,
             ..Config::new(dir.path().join("data"))
         };
         TestServer::start_with(dir, config).await

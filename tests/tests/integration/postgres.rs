@@ -3,6 +3,8 @@
 //! a client saw, the database's own durability settings are on, and start-up, `/readyz` and the
 //! sled-only commands say plainly what is wrong.
 
+mod node;
+
 use debrief_tests::postgres::TestDb;
 use debrief_tests::server::run_binary;
 use debrief_tests::{client, within, Client, TestServer};

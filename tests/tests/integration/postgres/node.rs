@@ -1,0 +1,344 @@
+//! A server with `--postgres` is a cluster node (issue 18, `docs/cluster.md`): its lease settings
+//! are checked at start-up, `/metrics` shows its lease and what it owns, a review's documents
+//! are claimed together, a lost lease stops every write and makes it not ready, a `kill -9`'d
+//! node's documents are taken only once its lease lapsed, and SIGTERM hands them over at once.
+
+use std::time::{Duration, Instant};
+
+use debrief_tests::api::Review;
+use debrief_tests::postgres::TestDb;
+use debrief_tests::server::run_binary;
+use debrief_tests::{client, within, within_for, ChildServer, Client, TestServer};
+
+/// Runs the binary with `args` after `--postgres URL`, expecting it to refuse to start.
+async fn refused(url: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data").to_string_lossy().into_owned();
+    let mut all = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--postgres",
+        url,
+    ];
+    all.extend_from_slice(args);
+    let finished = run_binary(&all).await;
+    (finished.code, finished.stderr)
+}
+
+/// A server on `db` whose node renews its 3 s lease every 200 ms (a lost lease is seen fast).
+async fn renewing_often(db: &TestDb) -> TestServer {
+    TestServer::with_postgres_lease(
+        &db.url(),
+        Duration::from_secs(3),
+        Duration::from_millis(200),
+    )
+    .await
+}
+
+/// Bad lease settings stop the server before it serves, with the cluster's own words.
+#[tokio::test]
+async fn bad_lease_settings_are_refused_at_start_up() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    assert_eq!(
+        refused(&url, &["--cluster-lease-ms", "50"]).await,
+        (
+            Some(2),
+            "error: the lease must be at least 100 ms, not 50 ms\n".to_owned()
+        )
+    );
+    assert_eq!(
+        refused(
+            &url,
+            &["--cluster-lease-ms", "1000", "--cluster-renew-ms", "1000"]
+        )
+        .await,
+        (
+            Some(2),
+            "error: the lease must be renewed more often than it lasts: every 1000 ms is not \
+             less than the lease of 1000 ms\n"
+                .to_owned()
+        )
+    );
+    assert_eq!(
+        refused(&url, &["--cluster-renew-ms", "0"]).await,
+        (
+            Some(2),
+            "error: the renewal interval must be more than zero\n".to_owned()
+        )
+    );
+    assert_eq!(
+        refused(&url, &["--cluster-advertise", "node-a"]).await,
+        (
+            Some(2),
+            "error: --cluster-advertise: \"node-a\" is not HOST:PORT (a host name or address, \
+             a colon and a port from 1 to 65535)\n"
+                .to_owned()
+        )
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_string_lossy().into_owned();
+    let without = run_binary(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--cluster-lease-ms",
+        "3000",
+    ])
+    .await;
+    assert_eq!(
+        (without.code, without.stderr.as_str()),
+        (
+            Some(2),
+            "error: --cluster-lease-ms, --cluster-renew-ms and --cluster-advertise need --postgres\n"
+        )
+    );
+    assert_eq!(
+        db.query("SELECT count(*) FROM pg_tables WHERE tablename = 'nodes'")
+            .await,
+        vec!["0"],
+        "nothing was registered"
+    );
+}
+
+/// `/metrics` shows the node's lease and counters, and the documents it owns: a plain document
+/// alone, a review's three together as soon as one of them is loaded.
+#[tokio::test]
+async fn metrics_show_the_lease_and_the_documents_owned() {
+    let db = TestDb::create().await;
+    let server = renewing_often(&db).await;
+    let mut writer = Client::connect(&server.ws_url("plain")).await;
+    writer.insert("t", 0, "Impact: none");
+    writer.round_trip().await;
+    assert_eq!(server.metric("debrief_cluster_lease_live").await, 1);
+    assert_eq!(server.metric("debrief_cluster_owned_documents").await, 1);
+    server
+        .wait_metric("debrief_cluster_lease_renewals_total", |n| n >= 2)
+        .await;
+    for name in [
+        "debrief_cluster_renewals_failed_total",
+        "debrief_cluster_takeovers_total",
+        "debrief_cluster_claims_held_total",
+        "debrief_cluster_handed_over_total",
+        "debrief_cluster_deadlocks_total",
+    ] {
+        assert_eq!(server.metric(name).await, 0, "{name}");
+    }
+
+    let review = Review::create(server.addr, "Queue outage").await;
+    let mut report = Client::connect_collab(
+        &server.collab_url(),
+        &review.doc("report"),
+        &review.sessions["author"],
+    )
+    .await;
+    report.wait_synced().await;
+    let owned = db
+        .query(
+            "SELECT d.name FROM documents d JOIN nodes n ON n.id = d.owner \
+             WHERE d.name LIKE 'review.%' ORDER BY d.name",
+        )
+        .await;
+    assert_eq!(
+        owned,
+        vec![
+            review.doc("discussion"),
+            review.doc("notes"),
+            review.doc("report")
+        ],
+        "the review's three documents belong to this node"
+    );
+    assert_eq!(server.metric("debrief_cluster_owned_documents").await, 4);
+}
+
+/// A node whose lease the database says has ended is fenced: `/readyz` answers 503 with the
+/// reason, its clients are closed with `storage_error` at their next write, and nothing it was
+/// sent after that reaches the database.
+#[tokio::test]
+async fn a_node_whose_lease_expired_in_the_database_stops_writing() {
+    let db = TestDb::create().await;
+    let server = renewing_often(&db).await;
+    let mut writer = Client::connect_collab(&server.collab_url(), "fenced-node", "any").await;
+    writer.wait_synced().await;
+    let before = writer.acks();
+    writer.insert("t", 0, "committed. ");
+    writer.wait_acks(before + 1).await;
+    let (status, _) = client::http_get(server.addr, "/readyz").await;
+    assert_eq!(status, 200);
+
+    db.query("UPDATE nodes SET lease_until = now() - interval '1 s' RETURNING id")
+        .await;
+    let body = within("/readyz to fail", async {
+        loop {
+            let (status, body) = client::http_get(server.addr, "/readyz").await;
+            if status == 503 {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(body.contains("\"node_fenced\""), "{body}");
+    assert!(
+        body.contains(
+            "this node lost its cluster lease (the database says the lease has ended); restart it"
+        ),
+        "{body}"
+    );
+    assert_eq!(server.metric("debrief_cluster_lease_live").await, 0);
+    // From here on (the node has seen its lease end) nothing more may be committed.
+    let stored = db
+        .query("SELECT count(*) FROM records WHERE name = 'fenced-node'")
+        .await;
+
+    writer.insert("t", 11, "after the lease ended");
+    let closed = writer.wait_closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1011, "storage_error")
+    );
+    assert_eq!(
+        db.query("SELECT count(*) FROM records WHERE name = 'fenced-node'")
+            .await,
+        stored,
+        "nothing written after the lease ended reached the database"
+    );
+    let mut again = Client::connect_collab(&server.collab_url(), "fenced-node", "any").await;
+    let closed = again.wait_closed().await;
+    assert_eq!(closed.code, 1011, "a fenced node serves nothing more");
+    let (status, _) = client::http_get(server.addr, "/readyz").await;
+    assert_eq!(status, 503, "and stays not ready");
+}
+
+/// The flags of a child server on `url` with a lease of `lease_ms`, renewed every `renew_ms`.
+fn node_args<'a>(url: &'a str, lease_ms: &'a str, renew_ms: &'a str) -> Vec<&'a str> {
+    vec![
+        "--open-access",
+        "--postgres",
+        url,
+        "--cluster-lease-ms",
+        lease_ms,
+        "--cluster-renew-ms",
+        renew_ms,
+    ]
+}
+
+/// Writes and has acknowledged (committed) a line to `doc` on `server`.
+async fn write_acknowledged(server: &ChildServer, doc: &str, text: &str) -> Client {
+    let mut writer = Client::connect_collab(&server.collab_url(), doc, "any").await;
+    writer.wait_synced().await;
+    // The acknowledgement of this update, not of the client's first sync answer.
+    let before = writer.acks();
+    writer.insert("t", 0, text);
+    writer.wait_acks(before + 1).await;
+    writer
+}
+
+/// `kill -9` of a node with a 2 s lease: a second node on the same database serves the
+/// document only once the first's lease lapsed (it waits for it), with everything acknowledged.
+#[tokio::test]
+async fn a_killed_nodes_documents_are_served_after_its_lease_lapsed() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let lease = Duration::from_secs(2);
+    let first = ChildServer::start_with(&data, &node_args(&url, "2000", "200"), None).await;
+    let writer = write_acknowledged(&first, "crashed", "Impact: 40 minutes").await;
+    let owner = db
+        .query("SELECT owner FROM documents WHERE name = 'crashed'")
+        .await;
+    first.kill9().await;
+    let killed = Instant::now();
+    drop(writer);
+
+    let second = ChildServer::start_with(&data, &node_args(&url, "2000", "200"), None).await;
+    let mut reader = Client::connect_collab(&second.collab_url(), "crashed", "any").await;
+    within_for(
+        4 * lease + debrief_tests::WAIT,
+        "the document to be served",
+        reader.wait_synced(),
+    )
+    .await;
+    let served = killed.elapsed();
+    println!(
+        "a killed node's document was served {} ms after kill -9 (lease {} ms)",
+        served.as_millis(),
+        lease.as_millis()
+    );
+    // Everything acknowledged is there (the synced answer may come before the content).
+    reader.wait_text("t", "Impact: 40 minutes").await;
+    // Its last renewal was at most one interval (200 ms) before the kill, so its lease lasted at
+    // least 1.8 s after it; half a lease is a bound no loaded machine makes flaky.
+    assert!(
+        served >= lease / 2,
+        "served {served:?} after the kill, before the lease could lapse"
+    );
+    let took = db
+        .query("SELECT owner FROM documents WHERE name = 'crashed'")
+        .await;
+    assert_ne!(took, owner, "the second node owns it now");
+    let metrics = client::http_get(second.addr, "/metrics").await.1;
+    assert!(
+        metrics.contains("debrief_cluster_takeovers_total 1"),
+        "taken from a lapsed node: {metrics}"
+    );
+    assert!(
+        !metrics.contains("debrief_cluster_claims_held_total 0"),
+        "the claim found the first node's lease live and waited: {metrics}"
+    );
+    second.kill9().await;
+}
+
+/// SIGTERM of a node with a 30 s lease hands its documents over: a second node serves them
+/// within a small fraction of the lease, with everything acknowledged.
+#[tokio::test]
+async fn a_terminated_node_hands_its_documents_over() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let lease = Duration::from_secs(30);
+    let first = ChildServer::start_with(&data, &node_args(&url, "30000", "1000"), None).await;
+    let mut writer = write_acknowledged(&first, "handed", "Detection: 3 minutes").await;
+    let stopping = Instant::now();
+    let status = first.terminate().await;
+    assert!(status.success(), "{status:?}");
+    writer.wait_closed().await;
+    assert_eq!(
+        db.query("SELECT count(*) FROM documents WHERE owner IS NOT NULL")
+            .await,
+        vec!["0"],
+        "every document was handed over"
+    );
+    assert_eq!(
+        db.query("SELECT count(*) FROM nodes").await,
+        vec!["0"],
+        "the node left"
+    );
+
+    let second = ChildServer::start_with(&data, &node_args(&url, "30000", "1000"), None).await;
+    let mut reader = Client::connect_collab(&second.collab_url(), "handed", "any").await;
+    within("the document to be served", reader.wait_synced()).await;
+    let served = stopping.elapsed();
+    println!(
+        "a handed-over document was served {} ms after SIGTERM (lease {} ms)",
+        served.as_millis(),
+        lease.as_millis()
+    );
+    // Everything acknowledged is there (the synced answer may come before the content).
+    reader.wait_text("t", "Detection: 3 minutes").await;
+    assert!(
+        served < lease / 3,
+        "served {served:?} after SIGTERM: the lease was waited for"
+    );
+    let metrics = client::http_get(second.addr, "/metrics").await.1;
+    assert!(
+        metrics.contains("debrief_cluster_claims_held_total 0"),
+        "nothing was held: {metrics}"
+    );
+    second.kill9().await;
+}
