@@ -150,7 +150,7 @@ impl Server {
                 let settings = cluster_settings(&config.cluster)
                     .map_err(|e| ServerError::Cluster(e.to_string()))?;
                 let id = cluster::NodeId::random();
-                let slot = Arc::new(cluster::member::MemberSlot::new(id.clone()));
+                let slot = Arc::new(cluster::member::MemberSlot::new(id.clone(), settings));
                 Some((settings, id, slot))
             }
             None => None,

@@ -51,6 +51,10 @@ impl Owner for Member {
         self.inner.settings.renew_every()
     }
 
+    fn idle_limit(&self) -> Option<Duration> {
+        Some(self.inner.settings.lease())
+    }
+
     fn claim<'a>(
         &'a self,
         client: &'a mut Client,
@@ -105,6 +109,7 @@ impl Owner for Member {
 #[derive(Debug)]
 pub struct MemberSlot {
     id: super::NodeId,
+    settings: super::Settings,
     member: std::sync::OnceLock<Member>,
 }
 
@@ -112,10 +117,11 @@ pub struct MemberSlot {
 const NOT_REGISTERED: &str = "the node has not registered yet";
 
 impl MemberSlot {
-    /// A slot for the node that will register as `id`.
-    pub fn new(id: super::NodeId) -> MemberSlot {
+    /// A slot for the node that will register as `id` with a lease of `settings`.
+    pub fn new(id: super::NodeId, settings: super::Settings) -> MemberSlot {
         MemberSlot {
             id,
+            settings,
             member: std::sync::OnceLock::new(),
         }
     }
@@ -140,11 +146,16 @@ impl Owner for MemberSlot {
     }
 
     fn patience(&self) -> Duration {
-        self.member.get().map_or(Duration::ZERO, Owner::patience)
+        self.settings.lease() + self.settings.renew_every()
     }
 
     fn poll(&self) -> Duration {
-        self.member.get().map_or(Duration::ZERO, Owner::poll)
+        self.settings.renew_every()
+    }
+
+    /// Known before the node registers: the store's first session is set up before it.
+    fn idle_limit(&self) -> Option<Duration> {
+        Some(self.settings.lease())
     }
 
     fn claim<'a>(

@@ -33,6 +33,8 @@ pub mod ownership;
 mod db;
 
 #[cfg(test)]
+mod member_tests;
+#[cfg(test)]
 mod testdb;
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,11 @@ impl TestDb {
         self.config.clone()
     }
 
+    /// The libpq connection string of this database (for a storage backend under test).
+    pub(crate) fn url(&self) -> String {
+        self._db.url()
+    }
+
     /// The database's name.
     pub(crate) fn name(&self) -> &str {
         &self.name

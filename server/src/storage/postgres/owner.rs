@@ -61,6 +61,11 @@ pub trait Owner: Send + Sync + fmt::Debug {
     /// The longest wait between two tries of a waiting load (a handover is seen within it).
     fn poll(&self) -> Duration;
 
+    /// How long a transaction of the store may stay idle before PostgreSQL ends it (the node's
+    /// lease: a node paused mid-commit must not keep its row locks from a claimer for longer);
+    /// `None` leaves the server's setting.
+    fn idle_limit(&self) -> Option<Duration>;
+
     /// Claims `names` together, in one short transaction on `client`: all or none.
     fn claim<'a>(
         &'a self,

@@ -228,6 +228,10 @@ impl super::owner::Owner for TestOwner {
         std::time::Duration::ZERO
     }
 
+    fn idle_limit(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     fn claim<'a>(
         &'a self,
         client: &'a mut tokio_postgres::Client,

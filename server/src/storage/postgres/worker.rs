@@ -258,9 +258,14 @@ async fn open_client(
     Ok((client, task))
 }
 
-/// Takes the single-node lock, makes sure commits are durable, creates the tables when missing
-/// (idempotent, under an advisory lock) and prepares the statements of a group commit.
-async fn set_up(client: Client, task: JoinHandle<()>) -> Result<Conn, SetUpError> {
+/// Takes the single-node lock, makes sure commits are durable, bounds how long a transaction may
+/// stay idle (`idle_limit`, the node's lease), creates the tables when missing (idempotent, under
+/// an advisory lock) and prepares the statements of a group commit.
+async fn set_up(
+    client: Client,
+    task: JoinHandle<()>,
+    idle_limit: Option<Duration>,
+) -> Result<Conn, SetUpError> {
     let locked = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
     let prepared = async {
         let taken: bool = client
@@ -287,6 +292,16 @@ async fn set_up(client: Client, task: JoinHandle<()>) -> Result<Conn, SetUpError
         }
         // "Acknowledged" means "on disk": a role or database default of `off` must not apply.
         client.batch_execute("SET synchronous_commit = on").await?;
+        if let Some(limit) = idle_limit {
+            // A node paused in the middle of a commit holds its fences' row locks: PostgreSQL
+            // ends such a transaction after a lease, so no claimer waits longer than that.
+            client
+                .batch_execute(&format!(
+                    "SET idle_in_transaction_session_timeout = {}",
+                    limit.as_millis().max(1)
+                ))
+                .await?;
+        }
         let fsync = client
             .query_one("SELECT current_setting('fsync')", &[])
             .await?
@@ -359,7 +374,8 @@ impl Worker {
     /// [`set_up`], bounded by the timeout.
     async fn set_up(&self, client: Client, task: JoinHandle<()>) -> Result<Conn, SetUpError> {
         let abort = task.abort_handle();
-        match tokio::time::timeout(self.timeout, set_up(client, task)).await {
+        let idle_limit = self.shared.ownership.owner.idle_limit();
+        match tokio::time::timeout(self.timeout, set_up(client, task, idle_limit)).await {
             Ok(made) => made,
             Err(_) => {
                 abort.abort();
