@@ -113,9 +113,105 @@ pub struct Server {
     /// The administration socket, bound before the server says it is listening, so that
     /// `debrief check` and `debrief backup` see a running server from then on.
     admin: Option<tokio::net::UnixListener>,
-    /// With PostgreSQL, this server as a cluster node, and the tracker owning its lease
-    /// renewals (waited for after the node handed its documents over at shutdown).
-    node: Option<(cluster::node::Node, TaskTracker)>,
+    /// With PostgreSQL, this server as a cluster node.
+    node: Option<Membership>,
+}
+
+/// This server as a cluster node (with PostgreSQL): the node registered now, and what it takes
+/// to register again once it lost its lease.
+struct Membership {
+    /// The node registered now and the tracker owning its lease renewals (waited for after
+    /// the node handed its documents over at shutdown); replaced when the server registers
+    /// again, taken at shutdown.
+    current: Arc<tokio::sync::Mutex<Option<(cluster::node::Node, TaskTracker)>>>,
+    /// The owner the store claims and fences as: filled with each new node.
+    slot: Arc<cluster::member::MemberSlot>,
+    pg: storage::postgres::PgSettings,
+    advertise: String,
+    settings: cluster::Settings,
+    metrics: Arc<cluster::metrics::ClusterMetrics>,
+}
+
+/// The longest wait between two tries to register again after the node lost its lease.
+const REJOIN_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Membership {
+    /// Registers a new node whenever the current one is fenced (its lease lapsed: the database
+    /// could not be reached for a lease, or ended the lease), until `shutdown`.
+    ///
+    /// A fenced node stays fenced: the store has let go of its documents (their clients were
+    /// closed and reconnect), and nothing is committed in its name. The server then registers
+    /// as a new node, retrying with a growing pause while the database cannot be reached, and
+    /// the store claims each document again, at a higher epoch, as its clients come back. So a
+    /// database outage longer than a lease costs a reconnect, never a restart by hand.
+    async fn rejoin(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let state = match self.current.lock().await.as_ref() {
+                Some((node, _)) => node.state(),
+                None => return,
+            };
+            let why = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                why = fenced(state) => match why {
+                    Some(why) => why,
+                    None => return,
+                },
+            };
+            tracing::warn!(why = %why, "this node lost its lease; its documents were let go, and it registers again as a new node");
+            let mut pause = self.settings.renew_every();
+            let (node, tasks) = loop {
+                let joined = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    joined = Server::join(
+                        &self.pg,
+                        &self.advertise,
+                        self.settings,
+                        cluster::NodeId::random(),
+                        self.metrics.clone(),
+                    ) => joined,
+                };
+                match joined {
+                    Ok(joined) => break joined,
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_ms = pause.as_millis() as u64, "could not register again yet");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(REJOIN_BACKOFF_MAX);
+                    }
+                }
+            };
+            self.slot.fill(node.member());
+            let old = self.current.lock().await.replace((node, tasks));
+            if let Some((old, old_tasks)) = old {
+                // Dropping a fenced node ends its renewals; it holds nothing to hand over.
+                drop(old);
+                old_tasks.close();
+                if tokio::time::timeout(SHUTDOWN_GRACE, old_tasks.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("the old node's lease renewals did not stop in time");
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the node watched by `state` is fenced, and says why; `None` when the node is
+/// gone (the server is stopping).
+async fn fenced(
+    mut state: tokio::sync::watch::Receiver<cluster::node::LeaseState>,
+) -> Option<cluster::Fenced> {
+    loop {
+        if let cluster::node::LeaseState::Fenced(why) = *state.borrow_and_update() {
+            return Some(why);
+        }
+        if state.changed().await.is_err() {
+            return None;
+        }
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -173,10 +269,20 @@ impl Server {
         let flusher = tokio::task::spawn_blocking(move || flusher.run());
         let node = match (joining, &config.postgres) {
             (Some((settings, id, slot)), Some(pg)) => {
-                match Server::join(pg, &config.cluster.advertise, settings, id).await {
+                let metrics = Arc::new(cluster::metrics::ClusterMetrics::default());
+                match Server::join(pg, &config.cluster.advertise, settings, id, metrics.clone())
+                    .await
+                {
                     Ok((node, tasks)) => {
                         slot.fill(node.member());
-                        Some((node, tasks))
+                        Some(Membership {
+                            current: Arc::new(tokio::sync::Mutex::new(Some((node, tasks)))),
+                            slot,
+                            pg: pg.clone(),
+                            advertise: config.cluster.advertise.clone(),
+                            settings,
+                            metrics,
+                        })
                     }
                     Err(e) => {
                         drop(store);
@@ -219,12 +325,13 @@ impl Server {
     }
 
     /// Registers this server as a cluster node in the database of `pg`, its lease renewals on a
-    /// tracker of their own.
+    /// tracker of their own, counting in `metrics` (kept across registrations).
     async fn join(
         pg: &storage::postgres::PgSettings,
         advertise: &str,
         settings: cluster::Settings,
         id: cluster::NodeId,
+        metrics: Arc<cluster::metrics::ClusterMetrics>,
     ) -> Result<(cluster::node::Node, TaskTracker), ServerError> {
         let db: tokio_postgres::Config = pg.url.parse().map_err(|e| {
             ServerError::Store(StoreError::Postgres(format!(
@@ -239,7 +346,7 @@ impl Server {
                 id,
                 address: advertise,
                 settings,
-                metrics: Arc::new(cluster::metrics::ClusterMetrics::default()),
+                metrics: metrics.clone(),
                 tracker: Some(&tasks),
             }),
         )
@@ -247,6 +354,11 @@ impl Server {
         match joined {
             Ok(Ok(node)) => {
                 tracing::info!(node = %node.id(), lease_ms = settings.lease().as_millis() as u64, "joined the cluster");
+                // What an earlier node of this server owned was let go when it was fenced.
+                metrics
+                    .owned_documents
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                cluster::metrics::ClusterMetrics::add(&metrics.registrations, 1);
                 Ok((node, tasks))
             }
             Ok(Err(e)) => Err(ServerError::Cluster(format!("registering the node: {e}"))),
@@ -371,6 +483,10 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let node = node.map(Arc::new);
+        if let Some(node) = &node {
+            tracker.spawn(node.clone().rejoin(shutdown.clone()));
+        }
         if let Some(admin) = admin {
             tracker.spawn(admin::serve(
                 admin,
@@ -418,7 +534,11 @@ impl Server {
         }
         // Everything is committed and the store has let go of the database: the node hands its
         // documents over, so another node claims them at once instead of waiting for the lease.
-        if let Some((node, tasks)) = node {
+        let current = match node {
+            Some(node) => node.current.lock().await.take(),
+            None => None,
+        };
+        if let Some((node, tasks)) = current {
             match tokio::time::timeout(SHUTDOWN_GRACE, node.shut_down()).await {
                 Ok(Ok(handed)) => tracing::info!(documents = handed, "handed the documents over"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not hand the documents over; they are taken once the lease lapses"),

@@ -33,8 +33,8 @@ impl Node {
 }
 
 impl Owner for Member {
-    fn node(&self) -> &str {
-        self.inner.id.as_str()
+    fn node(&self) -> String {
+        self.inner.id.as_str().to_owned()
     }
 
     fn fenced(&self) -> Option<String> {
@@ -106,11 +106,24 @@ impl Owner for Member {
 /// takes its locks and creates its tables first (so a database that cannot be used is reported
 /// as the store reports it), then the node registers in it and [`MemberSlot::fill`] hands the
 /// node over. Until then it claims nothing and the store is not ready.
+///
+/// A node that lost its lease stays fenced for good; the server registers a new one and fills
+/// the slot again, and from then on the store claims and fences as the new node. Documents the
+/// old node held were let go when it was fenced, so each is claimed again (at a higher epoch)
+/// before anything more of it is committed.
 #[derive(Debug)]
 pub struct MemberSlot {
-    id: super::NodeId,
     settings: super::Settings,
-    member: std::sync::OnceLock<Member>,
+    current: std::sync::RwLock<Current>,
+}
+
+/// The node a slot stands for now.
+#[derive(Debug)]
+struct Current {
+    /// Its id (known before it registers).
+    id: super::NodeId,
+    /// The registered node; `None` until it registered.
+    member: Option<Member>,
 }
 
 /// Why a slot refuses before its node registered.
@@ -120,26 +133,41 @@ impl MemberSlot {
     /// A slot for the node that will register as `id` with a lease of `settings`.
     pub fn new(id: super::NodeId, settings: super::Settings) -> MemberSlot {
         MemberSlot {
-            id,
             settings,
-            member: std::sync::OnceLock::new(),
+            current: std::sync::RwLock::new(Current { id, member: None }),
         }
     }
 
-    /// The node registered: from now on the slot is this member. Filled once; a second member
-    /// is ignored.
+    /// A node registered: from now on the slot is this member (at start, and again each time
+    /// the server registered anew after losing its lease).
     pub fn fill(&self, member: Member) {
-        let _ = self.member.set(member);
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        current.id = member.inner.id.clone();
+        current.member = Some(member);
+    }
+
+    /// The member now, if one registered.
+    fn member(&self) -> Option<Member> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .member
+            .clone()
     }
 }
 
 impl Owner for MemberSlot {
-    fn node(&self) -> &str {
-        self.id.as_str()
+    fn node(&self) -> String {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .id
+            .as_str()
+            .to_owned()
     }
 
     fn fenced(&self) -> Option<String> {
-        match self.member.get() {
+        match self.member() {
             Some(member) => member.fenced(),
             None => Some(NOT_REGISTERED.to_owned()),
         }
@@ -163,8 +191,8 @@ impl Owner for MemberSlot {
         client: &'a mut Client,
         names: &'a [&'a str],
     ) -> Local<'a, Result<Claimed, ClaimError>> {
-        match self.member.get() {
-            Some(member) => member.claim(client, names),
+        match self.member() {
+            Some(member) => Box::pin(async move { member.claim(client, names).await }),
             None => Box::pin(async { Err(ClaimError::Fenced(NOT_REGISTERED.to_owned())) }),
         }
     }
@@ -175,21 +203,20 @@ impl Owner for MemberSlot {
         name: &'a str,
         epoch: i64,
     ) -> Local<'a, Result<bool, tokio_postgres::Error>> {
-        match self.member.get() {
-            Some(member) => member.fence(tx, name, epoch),
+        match self.member() {
+            Some(member) => Box::pin(async move { member.fence(tx, name, epoch).await }),
             None => Box::pin(async { Ok(false) }),
         }
     }
 
     fn lost(&self, name: &str, epoch: i64) {
-        if let Some(member) = self.member.get() {
+        if let Some(member) = self.member() {
             member.lost(name, epoch);
         }
     }
 
     fn render_metrics(&self) -> String {
-        self.member
-            .get()
-            .map_or_else(String::new, Owner::render_metrics)
+        self.member()
+            .map_or_else(String::new, |member| member.render_metrics())
     }
 }

@@ -23,6 +23,9 @@ pub struct ClusterMetrics {
     /// again. Claims and handovers lock rows in name order, so this stays zero unless something
     /// else locks the same rows in another order.
     pub deadlocks: AtomicU64,
+    /// Times this server registered as a node: once at start, and once more each time it lost
+    /// its lease and registered again under a new id.
+    pub registrations: AtomicU64,
 }
 
 impl ClusterMetrics {
@@ -84,6 +87,12 @@ impl ClusterMetrics {
                 "counter",
                 "Claims and handovers run again after PostgreSQL aborted them to break a deadlock.",
                 Self::read(&self.deadlocks),
+            ),
+            (
+                "debrief_cluster_registrations_total",
+                "counter",
+                "Times this server registered as a node (at start, and again after losing its lease).",
+                Self::read(&self.registrations),
             ),
         ];
         for (name, kind, help, value) in lines {

@@ -86,12 +86,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::V
         }))),
         Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" }))),
         Err(StoreError::NodeFenced(why)) => {
-            // Said to the load balancer and the operator: this node will not serve again until
-            // it is restarted as a new node (docs/cluster.md, "Readiness and metrics").
+            // Said to the load balancer and the operator: this node serves nothing until it
+            // has registered again as a new node (docs/cluster.md, "Readiness and metrics").
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "node_fenced",
-                format!("this node lost its cluster lease ({why}); restart it"),
+                format!(
+                    "this node lost its cluster lease ({why}); it registers again as a new node \
+                     as soon as the database lets it"
+                ),
             ))
         }
         Err(e) => {

@@ -347,7 +347,7 @@ impl PgStore {
     }
 
     /// This store's id in the `documents` table: its node's.
-    pub fn node(&self) -> &str {
+    pub fn node(&self) -> String {
         self.shared.ownership.owner.node()
     }
 

@@ -48,8 +48,9 @@ pub enum ClaimError {
 
 /// The node this backend writes for.
 pub trait Owner: Send + Sync + fmt::Debug {
-    /// The node's id: `documents.owner` of what it claims.
-    fn node(&self) -> &str;
+    /// The node's id: `documents.owner` of what it claims. It may change while the store runs:
+    /// a node that lost its lease registers again under a new id.
+    fn node(&self) -> String;
 
     /// Why the node may no longer write, once it may not; `None` while its lease is live.
     fn fenced(&self) -> Option<String>;

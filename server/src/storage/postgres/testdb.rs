@@ -212,8 +212,8 @@ impl TestOwner {
 }
 
 impl super::owner::Owner for TestOwner {
-    fn node(&self) -> &str {
-        &self.id
+    fn node(&self) -> String {
+        self.id.clone()
     }
 
     fn fenced(&self) -> Option<String> {
