@@ -437,10 +437,11 @@ pub enum LinkError {
     /// A frame could not be decoded or was too large.
     #[error("link frame: {0}")]
     Frame(#[from] FrameError),
-    /// The acceptor closed the connection after this dialer's proof instead of proving itself:
-    /// it found the proof wrong, so the two nodes do not hold the same cluster secret.
+    /// The acceptor closed the connection after this dialer's proof instead of proving itself.
+    /// An acceptor that finds the proof wrong does so, but so does one that stops, crashes or
+    /// reaches its handshake limit at that moment: the secret is only the likeliest cause.
     #[error(
-        "link handshake: the peer closed the connection after this node's proof (the two nodes do not hold the same cluster secret)"
+        "link handshake: the peer closed the connection after this node's proof (most likely a different cluster secret)"
     )]
     ProofRefused,
     /// The acceptor has as many handshakes in progress as it allows; the connection was closed

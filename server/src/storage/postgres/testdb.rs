@@ -198,16 +198,29 @@ impl Drop for Holder {
 #[derive(Debug)]
 pub(crate) struct TestOwner {
     id: String,
+    /// Why the node is fenced, once a test fences it.
+    fenced: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
+
+/// Fences a [`TestOwner`]'s node: set to the reason.
+pub(crate) type Fence = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 
 impl TestOwner {
     pub(crate) fn ownership() -> super::owner::Ownership {
-        super::owner::Ownership {
+        Self::fenceable().0
+    }
+
+    /// An ownership whose node the test can fence.
+    pub(crate) fn fenceable() -> (super::owner::Ownership, Fence) {
+        let fence = Fence::default();
+        let ownership = super::owner::Ownership {
             owner: std::sync::Arc::new(TestOwner {
                 id: format!("{:016x}", rand::random::<u64>()),
+                fenced: fence.clone(),
             }),
             group: |name| vec![name.to_owned()],
-        }
+        };
+        (ownership, fence)
     }
 }
 
@@ -217,7 +230,10 @@ impl super::owner::Owner for TestOwner {
     }
 
     fn fenced(&self) -> Option<String> {
-        None
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn patience(&self) -> std::time::Duration {

@@ -312,6 +312,44 @@ async fn a_commit_behind_a_changed_epoch_is_fenced_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_fenced_node_fails_its_documents_with_its_own_reason() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ownership, fence) = TestOwner::fenceable();
+    let settings = PgSettings {
+        url: db.url(),
+        patience: Duration::from_secs(5),
+        timeout: super::DEFAULT_TIMEOUT,
+    };
+    let (store, flusher) = PgStore::open(&settings, dir.path(), ownership).expect("open");
+    store.load("n").expect("load");
+    store.append("n", 0, &[b"mine"]).expect("append");
+    flush(&store, "n").await.expect("committed");
+
+    store.append("n", 1, &[b"after the lease"]).expect("append");
+    *fence.lock().expect("not poisoned") = Some("its lease ended".to_owned());
+    let refused = flush(&store, "n").await;
+    assert_eq!(
+        refused.map_err(|e| e.to_string()),
+        Err(
+            "this node is fenced (its lease ended); it writes nothing more until it is restarted"
+                .to_owned()
+        ),
+        "the node's reason, not another node's claim"
+    );
+    assert_eq!(
+        one(&db, "SELECT count(*) FROM records WHERE name = 'n'"),
+        "1"
+    );
+    let metrics = store.render_metrics();
+    assert!(
+        metrics.contains("debrief_postgres_fenced_commits_total 0"),
+        "no other node claimed it: {metrics}"
+    );
+    close(store, flusher);
+}
+
+#[tokio::test]
 async fn the_store_connects_again_after_its_connection_is_killed() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);

@@ -188,6 +188,19 @@ fn describe(config: &tokio_postgres::Config) -> String {
     out
 }
 
+/// Why the fence refused `name`: the node's own reason once it knows it is fenced (its lease
+/// ended), or else the document's claim moved on. The fence cannot tell a lease that ended by
+/// the database's clock before the node noticed from another node's claim; the node's next
+/// renewal tells.
+fn fence_refused(owner: &dyn super::owner::Owner, name: &str) -> StoreError {
+    match owner.fenced() {
+        Some(why) => StoreError::NodeFenced(why),
+        None => StoreError::Fenced {
+            name: name.to_owned(),
+        },
+    }
+}
+
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
     StoreError::Postgres(why(&e))
 }
@@ -842,7 +855,7 @@ impl Worker {
         };
         let owner = self.shared.ownership.owner.clone();
         if let Some(why) = owner.fenced() {
-            self.fence_all();
+            self.fence_all(&why);
             return Err(StoreError::NodeFenced(why));
         }
         let write = async {
@@ -873,11 +886,11 @@ impl Worker {
         match write.await {
             Ok(true) => Ok(()),
             Ok(false) => {
-                let fenced = StoreError::Fenced {
-                    name: name.to_owned(),
-                };
+                let fenced = fence_refused(owner.as_ref(), name);
+                if matches!(fenced, StoreError::Fenced { .. }) {
+                    owner.lost(name, epoch);
+                }
                 self.fenced(name, &fenced);
-                owner.lost(name, epoch);
                 Err(fenced)
             }
             Err(e) => {
@@ -931,34 +944,55 @@ impl Worker {
     }
 
     /// Once the node is fenced: every document it held is fenced (its pending records dropped,
-    /// its owner's next flush failing), and it holds nothing more.
-    fn fence_all(&self) {
+    /// its owner's next flush failing with the node's reason), and it holds nothing more. Not
+    /// counted as fenced commits: no other node claimed these documents.
+    fn fence_all(&self, why: &str) {
         let mut state = lock(&self.shared.state);
         let held: Vec<String> = state.claims.drain().map(|(name, _)| name).collect();
+        if !held.is_empty() {
+            tracing::warn!(
+                documents = held.len(),
+                reason = %why,
+                "this node is fenced: the documents it held are dropped, their pending records not written"
+            );
+        }
         for name in held {
             state.records.remove(&name);
             state
                 .failed
-                .insert(name.clone(), StoreError::Fenced { name });
-            self.shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                .insert(name, StoreError::NodeFenced(why.to_owned()));
         }
     }
 
-    /// Marks a document fenced: its pending records are dropped and its owner stops.
+    /// Marks a document fenced: its pending records are dropped and its owner stops. Only a
+    /// document whose claim the fence refused while the node itself was live counts as a fenced
+    /// commit; one refused because the node is fenced is logged with the node's reason.
     fn fenced(&self, name: &str, why: &StoreError) {
         let mut state = lock(&self.shared.state);
         state.records.remove(name);
         state.failed.insert(name.to_owned(), why.clone());
-        self.shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(doc = %name, "fenced: another node claimed the document; its records were not written");
+        match why {
+            StoreError::NodeFenced(reason) => tracing::warn!(
+                doc = %name,
+                reason = %reason,
+                "fenced: this node is fenced; the document's records were not written"
+            ),
+            _ => {
+                self.shared.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    doc = %name,
+                    "fenced: another node claimed the document (or this node's lease ended by the database's clock); its records were not written"
+                );
+            }
+        }
     }
 
     /// One group commit: every pending record and metadata write in one transaction, then the
     /// answers to `waiters` (taken before the batch, so each covers what was appended before it).
     async fn round(&mut self, waiters: Vec<FlushWaiter>) {
         let node_fenced = self.shared.ownership.owner.fenced();
-        if node_fenced.is_some() {
-            self.fence_all();
+        if let Some(why) = &node_fenced {
+            self.fence_all(why);
         }
         let (mut batch, epochs) = {
             let mut state = lock(&self.shared.state);
@@ -988,11 +1022,12 @@ impl Worker {
                 Ok(fenced) => {
                     self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.commit_took(elapsed);
-                    for name in fenced {
-                        if let Some(epoch) = epochs.get(&name) {
+                    for (name, why) in fenced {
+                        if let (StoreError::Fenced { .. }, Some(epoch)) = (&why, epochs.get(&name))
+                        {
                             self.shared.ownership.owner.lost(&name, *epoch);
                         }
-                        self.fenced(&name, &StoreError::Fenced { name: name.clone() });
+                        self.fenced(&name, &why);
                     }
                     if elapsed >= SLOW_COMMIT {
                         tracing::warn!(
@@ -1044,19 +1079,19 @@ impl Worker {
         }
     }
 
-    /// Commits `batch`; the documents that were fenced (left out of it).
+    /// Commits `batch`; the documents that were fenced (left out of it), each with why.
     async fn commit(
         &mut self,
         batch: &mut Batch,
         epochs: &BTreeMap<String, i64>,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<(String, StoreError)>, StoreError> {
         let owner = self.shared.ownership.owner.clone();
         let mut fenced = Vec::new();
         // Documents without a claim (never loaded here) cannot pass the fence.
         batch.records.retain(|name, _| {
             let claimed = epochs.contains_key(name);
             if !claimed {
-                fenced.push(name.clone());
+                fenced.push((name.clone(), StoreError::Fenced { name: name.clone() }));
             }
             claimed
         });
@@ -1077,7 +1112,8 @@ impl Worker {
                     tx.rollback().await.map_err(pg_error)?;
                     for name in lost {
                         batch.records.remove(&name);
-                        fenced.push(name);
+                        let why = fence_refused(owner.as_ref(), &name);
+                        fenced.push((name, why));
                     }
                     continue;
                 }
