@@ -167,10 +167,7 @@ impl TestServer {
 
     /// Reads one metric from `GET /metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
-        let body = crate::client::http_get(self.addr, "/metrics").await.1;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} missing from {body}"))
+        metric_at(self.addr, name).await
     }
 
     /// Waits until a metric satisfies `pred`, polling the endpoint.
@@ -186,6 +183,15 @@ impl TestServer {
         })
         .await
     }
+}
+
+/// Reads the metric `name` from `GET /metrics` of the server at `addr`; a metric that is missing
+/// or not a whole number fails the test.
+async fn metric_at(addr: SocketAddr, name: &str) -> u64 {
+    let body = crate::client::http_get(addr, "/metrics").await.1;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing from {body}"))
 }
 
 /// The read-write token of [`TestServer::with_tokens`].
@@ -215,6 +221,11 @@ pub fn binary_path() -> PathBuf {
 }
 
 impl ChildServer {
+    /// Reads one metric from `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        metric_at(self.addr, name).await
+    }
+
     /// Starts the binary on port 0 with `data_dir` and waits for its "listening" line.
     pub async fn start(data_dir: &Path) -> ChildServer {
         ChildServer::start_with(data_dir, &["--open-access"], None).await

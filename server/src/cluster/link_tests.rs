@@ -12,11 +12,13 @@ use super::*;
 /// The longest any event is waited for.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Small bounds, with time limits long enough that a loaded 2-core machine never closes a link
+/// for silence or a slow handshake in a test that is not about them.
 fn settings() -> LinkSettings {
     LinkSettings {
-        handshake_limit: Duration::from_millis(500),
+        handshake_limit: Duration::from_secs(5),
         heartbeat_every: Duration::from_millis(50),
-        silent_after: Duration::from_millis(400),
+        silent_after: Duration::from_secs(5),
         stream_queue: 4,
         stream_queue_bytes: 4096,
         link_queue_bytes: 16384,
@@ -24,6 +26,16 @@ fn settings() -> LinkSettings {
         max_streams: 64,
         max_handshakes: 8,
         max_payload: 1024,
+    }
+}
+
+/// The settings of the tests about the handshake limit and silence, short so that they are
+/// waited for quickly: a handshake must finish within 500 ms, a peer is silent after 400 ms.
+fn quick() -> LinkSettings {
+    LinkSettings {
+        handshake_limit: Duration::from_millis(500),
+        silent_after: Duration::from_millis(400),
+        ..settings()
     }
 }
 
@@ -317,8 +329,8 @@ async fn accepting_tls_as(
 #[tokio::test]
 async fn broken_peers_are_closed_within_the_handshake_limit() {
     let cluster = Cluster::new();
-    let (a, b) = (cluster.node(3), cluster.node(3));
-    let limit = settings().handshake_limit;
+    let (a, b) = (cluster.node_with(3, quick()), cluster.node_with(3, quick()));
+    let limit = quick().handshake_limit;
 
     // Garbage instead of TLS.
     let (e, took) = accepting_raw_tcp(&b, |mut tcp| {
@@ -548,7 +560,7 @@ async fn a_slow_reader_loses_its_sub_stream_while_another_keeps_flowing() {
 #[tokio::test]
 async fn a_silent_peer_is_detected_by_the_heartbeat_timeout() {
     let cluster = Cluster::new();
-    let (a, b) = (cluster.node(4), cluster.node(4));
+    let (a, b) = (cluster.node_with(4, quick()), cluster.node_with(4, quick()));
     // The raw peer completed the handshake and then neither reads nor writes. The silence is
     // counted from when the link's reader starts, inside the handshake, so the time is taken
     // before it.
@@ -556,13 +568,13 @@ async fn a_silent_peer_is_detected_by_the_heartbeat_timeout() {
     let (_raw, lb) = raw_peer(&a, &b).await;
     let mut s1 = lb.open("r1/body").await.expect("open");
     let mut s2 = lb.open("r1/discussion").await.expect("open");
-    let silent = LinkClosed::Silent(settings().silent_after);
+    let silent = LinkClosed::Silent(quick().silent_after);
     assert_eq!(recv(&mut s1).await, Err(StreamClosed::Link(silent.clone())));
     assert_eq!(recv(&mut s2).await, Err(StreamClosed::Link(silent.clone())));
     let took = started.elapsed();
-    let at_most = settings().silent_after + settings().handshake_limit + Duration::from_secs(2);
+    let at_most = quick().silent_after + quick().handshake_limit + Duration::from_secs(2);
     assert!(
-        took >= settings().silent_after && took < at_most,
+        took >= quick().silent_after && took < at_most,
         "closed after {took:?}"
     );
     assert_eq!(lb.closed().await, silent);
@@ -570,7 +582,7 @@ async fn a_silent_peer_is_detected_by_the_heartbeat_timeout() {
 
     // Heartbeats keep an idle link that both ends serve open past the same time.
     let (la, lb) = linked(&a, &b).await;
-    let idle = tokio::time::timeout(settings().silent_after * 3, la.closed()).await;
+    let idle = tokio::time::timeout(quick().silent_after * 3, la.closed()).await;
     assert!(idle.is_err(), "an idle link closed: {idle:?}");
     drop(lb);
     assert_eq!(
@@ -967,12 +979,12 @@ async fn a_frame_trickled_byte_by_byte_closes_the_link() {
 #[tokio::test]
 async fn handshakes_past_the_bound_are_refused_at_once() {
     let cluster = Cluster::new();
-    let a = cluster.node(3);
+    let a = cluster.node_with(3, quick());
     let b = cluster.node_with(
         3,
         LinkSettings {
             max_handshakes: 2,
-            ..settings()
+            ..quick()
         },
     );
     let (listener, addr) = listener().await;
@@ -1002,7 +1014,7 @@ async fn handshakes_past_the_bound_are_refused_at_once() {
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
     let took = started.elapsed();
-    assert!(took < settings().handshake_limit, "refused after {took:?}");
+    assert!(took < quick().handshake_limit, "refused after {took:?}");
     // The stalled ones end at the handshake limit and give their permits back.
     for accept in stalled {
         assert_eq!(

@@ -81,7 +81,16 @@ async fn a_load_of_a_held_group_waits_aside_then_fails_naming_the_holder() {
         let store = store.clone();
         move || store.load("review.r.report")
     });
-    // Another document is loaded while that load waits: the database thread is not held.
+    // Once its claim found the group held, that load is waiting; another document is loaded
+    // meanwhile: the database thread is not held.
+    let counted = tokio::time::Instant::now() + PATIENCE;
+    while ClusterMetrics::read(&me.metrics().claims_held) < 1 {
+        assert!(
+            tokio::time::Instant::now() < counted,
+            "the held load's claim was not counted as held within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let free = blocking({
         let store = store.clone();
         move || store.load("free")
