@@ -452,6 +452,12 @@ impl Client {
         lock(&self.seen).acks
     }
 
+    /// Waits until the client receives anything more; false once its connection has ended (a
+    /// writer that must outlive its server's end waits with this, not with a `wait_…`).
+    pub async fn changed(&mut self) -> bool {
+        self.changes.changed().await.is_ok()
+    }
+
     /// Hocuspocus: waits until at least `n` SyncStatus(1) arrived.
     pub async fn wait_acks(&mut self, n: u64) {
         self.wait_for(&format!("{n} acknowledgements"), move |s| s.acks >= n)

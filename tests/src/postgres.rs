@@ -262,8 +262,29 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// commit on the primary waits until the standby has it on disk.
 #[derive(Debug)]
 pub struct PrimaryAndStandby {
-    primary: PathBuf,
-    standby: PathBuf,
+    // Stopped in this order when dropped: the standby, then the primary.
+    standby: Started,
+    primary: Started,
+}
+
+/// A PostgreSQL made by `scripts/postgres`, stopped (and its directory removed) when dropped,
+/// so one started before a later step fails is not left running.
+#[derive(Debug)]
+struct Started(PathBuf);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let stopped = std::process::Command::new(script())
+            .arg("stop")
+            .arg(&self.0)
+            .status();
+        if !matches!(stopped, Ok(s) if s.success()) {
+            eprintln!(
+                "could not stop the PostgreSQL in {}: {stopped:?}",
+                self.0.display()
+            );
+        }
+    }
 }
 
 /// `scripts/postgres` of this checkout.
@@ -291,12 +312,12 @@ fn run_script(args: &[&str]) -> String {
 impl PrimaryAndStandby {
     /// Starts both and waits until the primary counts the standby as synchronous.
     pub fn start() -> PrimaryAndStandby {
-        let primary = PathBuf::from(run_script(&["start"]));
-        let standby = run_script(&["standby", &primary.to_string_lossy()]);
-        PrimaryAndStandby {
-            primary,
-            standby: PathBuf::from(standby),
-        }
+        let primary = Started(PathBuf::from(run_script(&["start"])));
+        let standby = Started(PathBuf::from(run_script(&[
+            "standby",
+            &primary.0.to_string_lossy(),
+        ])));
+        PrimaryAndStandby { standby, primary }
     }
 
     /// A connection string to database `db` on whichever of the two accepts writes: libpq's
@@ -305,8 +326,8 @@ impl PrimaryAndStandby {
     pub fn url(&self, db: &str) -> String {
         format!(
             "host={},{} user=postgres dbname={db} target_session_attrs=read-write",
-            self.primary.display(),
-            self.standby.display()
+            self.primary.0.display(),
+            self.standby.0.display()
         )
     }
 
@@ -316,14 +337,14 @@ impl PrimaryAndStandby {
 
     /// Runs `sql` on the primary's database `db`.
     pub async fn execute_on_primary(&self, db: &str, sql: &str) {
-        execute(&Self::socket(&self.primary, db), sql)
+        execute(&Self::socket(&self.primary.0, db), sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Runs `query` on the primary's database `db`; the first column of each row.
     pub async fn query_primary(&self, db: &str, query: &str) -> Vec<String> {
-        query_text(&Self::socket(&self.primary, db), query)
+        query_text(&Self::socket(&self.primary.0, db), query)
             .await
             .unwrap_or_else(|e| panic!("{query}: {e}"))
     }
@@ -332,7 +353,7 @@ impl PrimaryAndStandby {
     /// stopped at once (SIGSTOP, so none can finish a commit while the others die), then
     /// killed (SIGKILL).
     pub fn kill_primary(&self) {
-        let pid_file = self.primary.join("data").join("postmaster.pid");
+        let pid_file = self.primary.0.join("data").join("postmaster.pid");
         let postmaster = std::fs::read_to_string(&pid_file)
             .unwrap_or_else(|e| panic!("reading {}: {e}", pid_file.display()));
         let postmaster = postmaster.lines().next().unwrap_or("").trim().to_owned();
@@ -350,41 +371,33 @@ impl PrimaryAndStandby {
             }
         }
         for signal in ["-STOP", "-KILL"] {
-            let status = std::process::Command::new("kill")
-                .arg(signal)
-                .args(&pids)
-                .status()
-                .expect("run kill");
-            assert!(status.success(), "kill {signal} {pids:?} failed");
+            for pid in &pids {
+                let out = std::process::Command::new("kill")
+                    .arg(signal)
+                    .arg(pid)
+                    .output()
+                    .expect("run kill");
+                // A child may have exited since the list was made (an autovacuum worker, a
+                // session's backend): it needs no signal. The postmaster must get both.
+                let gone = pid != &postmaster && !Path::new("/proc").join(pid).exists();
+                assert!(
+                    out.status.success() || gone,
+                    "kill {signal} {pid} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
     }
 
     /// Promotes the standby to primary and waits until it accepts writes.
     pub async fn promote(&self) {
         let promoted = query_text(
-            &Self::socket(&self.standby, "postgres"),
+            &Self::socket(&self.standby.0, "postgres"),
             "SELECT pg_promote(true, 60)",
         )
         .await
         .unwrap_or_else(|e| panic!("promoting the standby: {e}"));
         assert_eq!(promoted, vec!["t"], "the standby was promoted");
-    }
-}
-
-impl Drop for PrimaryAndStandby {
-    fn drop(&mut self) {
-        for dir in [&self.standby, &self.primary] {
-            let stopped = std::process::Command::new(script())
-                .arg("stop")
-                .arg(dir)
-                .status();
-            if !matches!(stopped, Ok(s) if s.success()) {
-                eprintln!(
-                    "could not stop the PostgreSQL in {}: {stopped:?}",
-                    dir.display()
-                );
-            }
-        }
     }
 }
 

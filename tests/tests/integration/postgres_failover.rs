@@ -6,8 +6,14 @@
 
 use debrief_tests::postgres::PrimaryAndStandby;
 use debrief_tests::{ChildServer, Client};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-#[tokio::test]
+/// How many updates a writer may have sent that are not acknowledged yet: enough that the
+/// primary always has commits in flight, few enough that the stream keeps pace with them.
+const AHEAD: u64 = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_was_acknowledged_survives_losing_the_primary_and_the_node() {
     let pair = tokio::task::spawn_blocking(PrimaryAndStandby::start)
         .await
@@ -45,21 +51,56 @@ async fn what_was_acknowledged_survives_losing_the_primary_and_the_node() {
     collab.round_trip().await;
     let before = collab.acks();
     // Each insert is an update of its own, and Hocuspocus acknowledges each once committed, in
-    // order: the first k acknowledgements are the first k characters.
-    const BURST: u32 = 2000;
-    for i in 0..BURST {
-        writer.insert("t", i, "x");
-        collab.insert("t", i, "y");
-    }
-    // The primary dies in the middle of the burst, then the node.
+    // order: the first k acknowledgements are the first k characters. The writers write from a
+    // task of their own until they are told to stop, after the primary is killed, and once more
+    // then: the primary always dies mid-stream, however fast the machine commits.
+    let stop = CancellationToken::new();
+    let (acked_tx, mut acked_rx) = watch::channel(0u64);
+    let writing = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut written: u32 = 0;
+            loop {
+                writer.insert("t", written, "x");
+                collab.insert("t", written, "y");
+                written += 1;
+                let acked = collab.acks() - before;
+                acked_tx.send_replace(acked);
+                if stop.is_cancelled() {
+                    break;
+                }
+                if u64::from(written) >= acked + AHEAD {
+                    // The connection ends once the node finds the primary gone: the writers
+                    // wait for the stop then.
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        alive = collab.changed() => if !alive { stop.cancelled().await },
+                    }
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+            (writer, collab, written)
+        }
+    });
+    // The primary dies in the middle of the stream (the writers go on writing on the other
+    // worker thread while it is killed), then the node.
     observer.wait_updates(120).await;
-    collab.wait_acks(before + 60).await;
+    debrief_tests::within("60 acknowledgements", acked_rx.wait_for(|a| *a >= 60))
+        .await
+        .expect("the writers are writing");
     pair.kill_primary();
+    stop.cancel();
+    let (_writer, collab, written) = debrief_tests::within("the writers to stop", writing)
+        .await
+        .expect("the writers' task ran");
     let seen = observer.text("t").len();
     let acked = (collab.acks() - before) as usize;
+    // Both writers' characters reach the observer; each acknowledgement is one of collab's.
     assert!(
-        seen < BURST as usize && acked < BURST as usize,
-        "the primary was killed after the burst ended (seen {seen}, acknowledged {acked})"
+        seen < 2 * written as usize && acked < written as usize,
+        "the primary was killed after the last update was committed (written {written} by each \
+         writer, seen {seen}, acknowledged {acked})"
     );
     server.kill9().await;
 
@@ -81,7 +122,8 @@ async fn what_was_acknowledged_survives_losing_the_primary_and_the_node() {
         "{acked} updates were acknowledged, only {recovered} survived the primary"
     );
     eprintln!(
-        "primary lost mid-burst: seen {seen} and acknowledged {acked} of {BURST}; all of them survived"
+        "primary lost mid-stream: seen {seen} of {} and acknowledged {acked} of {written}; all of them survived",
+        2 * written
     );
     let status = debrief_tests::within("exit after SIGTERM", server.terminate()).await;
     assert!(status.success(), "exit status {status}");
