@@ -27,6 +27,9 @@ pub fn admin() -> String {
 pub struct TestDb {
     admin: String,
     name: String,
+    /// The write-ahead segment being written when the database was made: none before it holds
+    /// anything of it.
+    first_wal: String,
 }
 
 impl TestDb {
@@ -34,10 +37,21 @@ impl TestDb {
     pub async fn create() -> TestDb {
         let admin = admin();
         let name = format!("t_{:016x}", rand::random::<u64>());
+        let first_wal = query_text(
+            &admin,
+            "SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the write-ahead position of {VARIABLE}: {e}"))
+        .concat();
         execute(&admin, &format!("CREATE DATABASE {name}"))
             .await
             .unwrap_or_else(|e| panic!("creating database {name} on {VARIABLE}: {e}"));
-        TestDb { admin, name }
+        TestDb {
+            admin,
+            name,
+            first_wal,
+        }
     }
 
     /// The connection string of this database (what the server is given with `--postgres`).
@@ -83,12 +97,16 @@ impl TestDb {
     ///   `pg_dump` writes them in), each column's bytes (binary columns as they are, the others
     ///   as text), named `postgres/rows/<table>/<n>`;
     /// - after a checkpoint, the raw files of this database (`postgres/base/…`: heap, indexes,
-    ///   visibility maps) and the segments of the write-ahead log written so far
-    ///   (`postgres/wal/…`; they hold every change of the cluster in commit order, as an archive
-    ///   or a standby would), in name order.
+    ///   visibility maps) and every segment of the write-ahead log from the one being written
+    ///   when the database was made to the one being written now (`postgres/wal/…`, in name
+    ///   order; they hold every change of the cluster in commit order, as an archive or a
+    ///   standby would). A checkpoint recycles the segments before it, so the finished ones
+    ///   come from the archive `scripts/postgres` keeps next to the data directory, and those
+    ///   not archived yet (the current one among them) from `pg_wal`.
     ///
     /// Reading PostgreSQL's files needs the test to run as root or as the database's owner, as
-    /// `scripts/test` does; a copy that cannot read them fails the test.
+    /// `scripts/test` does; a copy that cannot read them, or a PostgreSQL that does not archive
+    /// its log (not started by `scripts/postgres`), fails the test.
     pub async fn copy(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let url = self.url();
         let (client, connection) = tokio_postgres::connect(&url, NoTls)
@@ -155,50 +173,69 @@ impl TestDb {
             .query_one(
                 "SELECT current_setting('data_directory'), \
                  (SELECT oid::bigint FROM pg_database WHERE datname = current_database()), \
-                 pg_walfile_name(pg_current_wal_insert_lsn())",
+                 pg_walfile_name(pg_current_wal_insert_lsn()), current_setting('archive_mode')",
                 &[],
             )
             .await
             .expect("where the database keeps its files");
-        let (root, oid, last_wal): (String, i64, String) =
-            (place.get(0), place.get(1), place.get(2));
+        let (root, oid, last_wal, archiving): (String, i64, String, String) =
+            (place.get(0), place.get(1), place.get(2), place.get(3));
         drop(client);
         let _ = task.await;
+        assert_eq!(
+            archiving, "on",
+            "{VARIABLE} does not archive its write-ahead log: start it with scripts/postgres"
+        );
         let root = PathBuf::from(root);
-        for (from, to, keep) in [
-            (root.join("base").join(oid.to_string()), "base", None),
-            (root.join("pg_wal"), "wal", Some(last_wal)),
-        ] {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&from)
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "reading {}: {e} (run the tests as root or as PostgreSQL's owner)",
-                        from.display()
-                    )
-                })
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
-            for file in files {
-                let Some(leaf) = file.file_name().and_then(|n| n.to_str()).map(str::to_owned)
-                else {
-                    continue;
-                };
-                // Write-ahead segments past the one being written are recycled old ones.
-                if let Some(last) = &keep {
-                    if leaf.len() != last.len() || leaf.as_str() > last.as_str() {
-                        continue;
-                    }
-                }
-                let bytes = std::fs::read(&file)
-                    .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
-                out.push((PathBuf::from("postgres").join(to).join(leaf), bytes));
-            }
+        for file in files_in(&root.join("base").join(oid.to_string())) {
+            let bytes =
+                std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+            let leaf = file.file_name().unwrap_or_default();
+            out.push((PathBuf::from("postgres/base").join(leaf), bytes));
+        }
+        let pg_wal = root.join("pg_wal");
+        let archive = root.parent().unwrap_or(&root).join("wal-archive");
+        // Segment names sort in the order they were written (one timeline here); names past the
+        // one being written are recycled segments, not yet written again.
+        let mut segments: Vec<String> = files_in(&pg_wal)
+            .into_iter()
+            .chain(files_in(&archive))
+            .filter_map(|p| Some(p.file_name()?.to_str()?.to_owned()))
+            .filter(|n| {
+                n.len() == last_wal.len()
+                    && n.bytes().all(|b| b.is_ascii_hexdigit())
+                    && *n >= self.first_wal
+                    && *n <= last_wal
+            })
+            .collect();
+        segments.sort();
+        segments.dedup();
+        for segment in segments {
+            // A segment may be archived and removed from pg_wal between the listing and here.
+            let bytes = std::fs::read(pg_wal.join(&segment))
+                .or_else(|_| std::fs::read(archive.join(&segment)))
+                .unwrap_or_else(|e| panic!("reading write-ahead segment {segment}: {e}"));
+            out.push((PathBuf::from("postgres/wal").join(segment), bytes));
         }
         out
     }
+}
+
+/// The files directly in `dir`, in name order; a directory that cannot be read fails the test.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "reading {}: {e} (run the tests as root or as PostgreSQL's owner)",
+                dir.display()
+            )
+        })
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
 }
 
 /// Where a server started by a test keeps its data, for tests that run on both backends.
