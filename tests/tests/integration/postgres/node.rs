@@ -251,7 +251,9 @@ fn node_args<'a>(url: &'a str, lease_ms: &'a str, renew_ms: &'a str) -> Vec<&'a 
 async fn write_acknowledged(server: &ChildServer, doc: &str, text: &str) -> Client {
     let mut writer = Client::connect_collab(&server.collab_url(), doc, "any").await;
     writer.wait_synced().await;
-    // The acknowledgement of this update, not of the client's first sync answer.
+    // The acknowledgement of this update, not of the client's first sync answer: that one may
+    // arrive after the synced answer, but is in once a later question is answered.
+    writer.round_trip().await;
     let before = writer.acks();
     writer.insert("t", 0, text);
     writer.wait_acks(before + 1).await;
