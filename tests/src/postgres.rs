@@ -324,6 +324,81 @@ impl Drop for Started {
     }
 }
 
+impl Started {
+    /// Sends each of `signals` in turn to the postmaster and every process of it.
+    fn signal(&self, signals: &[&str]) {
+        let pid_file = self.0.join("data").join("postmaster.pid");
+        let postmaster = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", pid_file.display()));
+        let postmaster = postmaster.lines().next().unwrap_or("").trim().to_owned();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Field 4, the parent, follows the command name in parentheses.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if parent == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        for signal in signals {
+            for pid in &pids {
+                let out = std::process::Command::new("kill")
+                    .arg(signal)
+                    .arg(pid)
+                    .output()
+                    .expect("run kill");
+                // A child may have exited since the list was made (an autovacuum worker, a
+                // session's backend): it needs no signal. The postmaster must get each.
+                let gone = pid != &postmaster && !Path::new("/proc").join(pid).exists();
+                assert!(
+                    out.status.success() || gone,
+                    "kill {signal} {pid} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// A PostgreSQL of this test's own (the shared test cluster must keep answering the other
+/// tests), made by `scripts/postgres start` and removed when this value is dropped; it can be
+/// frozen, as a hung host or a network partition would leave it.
+#[derive(Debug)]
+pub struct OwnPostgres(Started);
+
+impl OwnPostgres {
+    /// Starts it.
+    pub fn start() -> OwnPostgres {
+        OwnPostgres(Started(PathBuf::from(run_script(&["start"]))))
+    }
+
+    /// A connection string to its database `db`.
+    pub fn url(&self, db: &str) -> String {
+        format!("host={} user=postgres dbname={db}", self.0 .0.display())
+    }
+
+    /// Runs `sql` on its database `db`.
+    pub async fn execute(&self, db: &str, sql: &str) {
+        execute(&self.url(db), sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Stops every process of it (SIGSTOP): connections stay open and nothing answers.
+    pub fn freeze(&self) {
+        self.0.signal(&["-STOP"]);
+    }
+
+    /// Lets it run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.0.signal(&["-CONT"]);
+    }
+}
+
 /// `scripts/postgres` of this checkout.
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -390,40 +465,7 @@ impl PrimaryAndStandby {
     /// stopped at once (SIGSTOP, so none can finish a commit while the others die), then
     /// killed (SIGKILL).
     pub fn kill_primary(&self) {
-        let pid_file = self.primary.0.join("data").join("postmaster.pid");
-        let postmaster = std::fs::read_to_string(&pid_file)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", pid_file.display()));
-        let postmaster = postmaster.lines().next().unwrap_or("").trim().to_owned();
-        let mut pids = vec![postmaster.clone()];
-        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // Field 4, the parent, follows the command name in parentheses.
-            let parent = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
-            if parent == Some(postmaster.as_str()) {
-                pids.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-        for signal in ["-STOP", "-KILL"] {
-            for pid in &pids {
-                let out = std::process::Command::new("kill")
-                    .arg(signal)
-                    .arg(pid)
-                    .output()
-                    .expect("run kill");
-                // A child may have exited since the list was made (an autovacuum worker, a
-                // session's backend): it needs no signal. The postmaster must get both.
-                let gone = pid != &postmaster && !Path::new("/proc").join(pid).exists();
-                assert!(
-                    out.status.success() || gone,
-                    "kill {signal} {pid} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        self.primary.signal(&["-STOP", "-KILL"]);
     }
 
     /// Promotes the standby to primary and waits until it accepts writes.

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use debrief_tests::api::Review;
-use debrief_tests::postgres::TestDb;
+use debrief_tests::postgres::{OwnPostgres, TestDb};
 use debrief_tests::server::run_binary;
 use debrief_tests::{client, within, within_for, ChildServer, Client, TestServer};
 
@@ -380,4 +380,74 @@ async fn a_terminated_node_hands_its_documents_over() {
         "nothing was held"
     );
     second.kill9().await;
+}
+
+/// The database stops answering for longer than the lease (its processes are frozen, as in a
+/// hung host or a partition): the node misses its renewals and is fenced, and `/readyz` says so.
+/// Once the database answers again the server registers as a new node by itself. A client of a
+/// document open during the outage has its next write refused and is closed, so it reconnects;
+/// then what was committed is served and new writes are committed.
+#[tokio::test]
+async fn a_node_fenced_by_a_database_outage_registers_again_when_it_is_back() {
+    let pg = tokio::task::spawn_blocking(OwnPostgres::start)
+        .await
+        .expect("start PostgreSQL");
+    pg.execute("postgres", "CREATE DATABASE outage").await;
+    let url = pg.url("outage");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("server.log");
+    let server = ChildServer::start_with(
+        &dir.path().join("data"),
+        &node_args(&url, "1000", "200"),
+        Some(&log),
+    )
+    .await;
+    let mut writer = Client::connect_collab(&server.collab_url(), "outage", "any").await;
+    writer.wait_synced().await;
+    let before = writer.acks();
+    writer.insert("t", 0, "before the outage. ");
+    writer.wait_acks(before + 1).await;
+
+    pg.freeze();
+    let body = within("/readyz to say the node is fenced", async {
+        loop {
+            let (status, body) = client::http_get(server.addr, "/readyz").await;
+            if status == 503 && body.contains("\"node_fenced\"") {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        body.contains("no lease renewal succeeded before the lease ended"),
+        "{body}"
+    );
+    pg.thaw();
+
+    within("the server to register again", async {
+        while server.metric("debrief_cluster_registrations_total").await < 2
+            || client::http_get(server.addr, "/readyz").await.0 != 200
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // The document open during the outage was let go with the old node: the client's next
+    // write is refused and the client closed, so that it reconnects.
+    writer.insert("t", 19, "sent during the outage");
+    let closed = writer.wait_closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1011, "storage_error")
+    );
+    let mut again = Client::connect_collab(&server.collab_url(), "outage", "any").await;
+    again.wait_text("t", "before the outage. ").await;
+    // Acknowledgements from here on are the insert's (the sync's own is in before a round trip).
+    again.round_trip().await;
+    let before = again.acks();
+    again.insert("t", 19, "after it.");
+    again.wait_acks(before + 1).await;
+    let mut reader = Client::connect(&server.ws_url("outage")).await;
+    reader.wait_text("t", "before the outage. after it.").await;
 }
