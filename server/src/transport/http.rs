@@ -120,6 +120,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         }
     }
     let mut body = state.metrics.render();
+    // What sockets that have not authenticated yet hold (issue 16's budgets bound it).
+    body.push_str(&format!(
+        "# HELP debrief_unauthenticated_bytes Bytes held for sockets that have not authenticated yet.\n\
+         # TYPE debrief_unauthenticated_bytes gauge\n\
+         debrief_unauthenticated_bytes {}\n",
+        state.budget.total()
+    ));
     body.push_str(&state.store.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -154,6 +154,12 @@ async fn issue_16_past_a_budget_sockets_are_refused_with_4503() {
     let mut head = frame_head(2, true, 4 * MIB);
     head.resize(head.len() + 3 * MIB / 2, 0);
     let held_one = attack(addr, loopback(1), head).await.expect("held");
+    // Written is not yet read: the second socket's bytes must be counted after the first's.
+    server
+        .wait_metric("debrief_unauthenticated_bytes", |held| {
+            held >= (3 * MIB / 2) as u64
+        })
+        .await;
     let mut second = websocket(addr, loopback(1), "/collab")
         .await
         .expect("upgrade");
