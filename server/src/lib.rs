@@ -152,7 +152,7 @@ impl Membership {
             };
             let why = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                why = fenced(state) => match why {
+                why = cluster::node::until_fenced(state) => match why {
                     Some(why) => why,
                     None => return,
                 },
@@ -195,21 +195,6 @@ impl Membership {
                     tracing::warn!("the old node's lease renewals did not stop in time");
                 }
             }
-        }
-    }
-}
-
-/// Waits until the node watched by `state` is fenced, and says why; `None` when the node is
-/// gone (the server is stopping).
-async fn fenced(
-    mut state: tokio::sync::watch::Receiver<cluster::node::LeaseState>,
-) -> Option<cluster::Fenced> {
-    loop {
-        if let cluster::node::LeaseState::Fenced(why) = *state.borrow_and_update() {
-            return Some(why);
-        }
-        if state.changed().await.is_err() {
-            return None;
         }
     }
 }

@@ -325,6 +325,18 @@ impl Drop for Started {
 }
 
 impl Started {
+    /// A connection string to its database `db`, on its socket.
+    fn url(&self, db: &str) -> String {
+        format!("host={} user=postgres dbname={db}", self.0.display())
+    }
+
+    /// Runs `sql` on its database `db`.
+    async fn execute(&self, db: &str, sql: &str) {
+        execute(&self.url(db), sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Sends each of `signals` in turn to the postmaster and every process of it.
     fn signal(&self, signals: &[&str]) {
         let pid_file = self.0.join("data").join("postmaster.pid");
@@ -378,14 +390,12 @@ impl OwnPostgres {
 
     /// A connection string to its database `db`.
     pub fn url(&self, db: &str) -> String {
-        format!("host={} user=postgres dbname={db}", self.0 .0.display())
+        self.0.url(db)
     }
 
     /// Runs `sql` on its database `db`.
     pub async fn execute(&self, db: &str, sql: &str) {
-        execute(&self.url(db), sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.0.execute(db, sql).await;
     }
 
     /// Stops every process of it (SIGSTOP): connections stay open and nothing answers.
@@ -443,20 +453,14 @@ impl PrimaryAndStandby {
         )
     }
 
-    fn socket(dir: &Path, db: &str) -> String {
-        format!("host={} user=postgres dbname={db}", dir.display())
-    }
-
     /// Runs `sql` on the primary's database `db`.
     pub async fn execute_on_primary(&self, db: &str, sql: &str) {
-        execute(&Self::socket(&self.primary.0, db), sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.primary.execute(db, sql).await;
     }
 
     /// Runs `query` on the primary's database `db`; the first column of each row.
     pub async fn query_primary(&self, db: &str, query: &str) -> Vec<String> {
-        query_text(&Self::socket(&self.primary.0, db), query)
+        query_text(&self.primary.url(db), query)
             .await
             .unwrap_or_else(|e| panic!("{query}: {e}"))
     }
@@ -470,12 +474,9 @@ impl PrimaryAndStandby {
 
     /// Promotes the standby to primary and waits until it accepts writes.
     pub async fn promote(&self) {
-        let promoted = query_text(
-            &Self::socket(&self.standby.0, "postgres"),
-            "SELECT pg_promote(true, 60)",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("promoting the standby: {e}"));
+        let promoted = query_text(&self.standby.url("postgres"), "SELECT pg_promote(true, 60)")
+            .await
+            .unwrap_or_else(|e| panic!("promoting the standby: {e}"));
         assert_eq!(promoted, vec!["t"], "the standby was promoted");
     }
 }

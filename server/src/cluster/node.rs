@@ -195,16 +195,8 @@ impl Node {
 
     /// Waits until the node is fenced, and says why.
     pub async fn fenced(&self) -> Fenced {
-        let mut state = self.state();
-        loop {
-            if let LeaseState::Fenced(why) = *state.borrow_and_update() {
-                return why;
-            }
-            if state.changed().await.is_err() {
-                // The sender lives in `inner`, which `self` holds: not reached.
-                return Fenced::Left;
-            }
-        }
+        // The sender lives in `inner`, which `self` holds: `None` is not reached.
+        until_fenced(self.state()).await.unwrap_or(Fenced::Left)
     }
 
     /// The epoch this node holds `name` at, if it holds it.
@@ -313,6 +305,19 @@ impl Inner {
         self.metrics
             .owned_documents
             .store(owned.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Waits until the node watched by `state` ([`Node::state`]) is fenced, and says why; `None`
+/// once the node is gone (dropped without being fenced first).
+pub async fn until_fenced(mut state: watch::Receiver<LeaseState>) -> Option<Fenced> {
+    loop {
+        if let LeaseState::Fenced(why) = *state.borrow_and_update() {
+            return Some(why);
+        }
+        if state.changed().await.is_err() {
+            return None;
+        }
     }
 }
 
