@@ -304,7 +304,7 @@ pub async fn all_hands(
     m.rss_loaded_bytes = procstat::rss_bytes(pid).ok();
 
     let (c0, c1) = measured_window(
-        pid,
+        target.processes()?,
         &ctl_tx,
         &counters,
         (cfg.duration_s, cfg.max_drain_s),
@@ -632,7 +632,7 @@ async fn storm_once(
     }
     let rss0 = procstat::rss_bytes(pid)?;
     run.rss_before_bytes = Some(rss0);
-    let c0 = CpuMark::take(pid)?;
+    let c0 = CpuMark::take(target.processes()?)?;
 
     // ---- the storm
     let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
@@ -701,7 +701,7 @@ async fn storm_once(
         .wait(storm.joiners, wait + spread + Duration::from_secs(5))
         .await;
     run.storm_s = Some(secs(t0.elapsed()));
-    let c1 = CpuMark::take(pid)?;
+    let c1 = CpuMark::take(target.processes()?)?;
     run.server_cpu_s = Some(secs(c1.server_since(&c0)));
     run.loadgen_cpu_s = Some(secs(c1.me_since(&c0)));
     run.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();

@@ -104,27 +104,6 @@ pub fn tree_cpu_time(root: u32) -> Result<CpuTime> {
     Ok(total)
 }
 
-/// The postmaster of the PostgreSQL cluster the target being measured keeps its data in
-/// (0: none). Set by [`crate::target::Target::start`] for the `debrief-pg` targets, so that
-/// every CPU mark also counts the database's CPU.
-static DATABASE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Counts `postmaster`'s cluster as the database of the target now measured (None: no database).
-pub fn measure_database(postmaster: Option<u32>) {
-    DATABASE.store(
-        postmaster.unwrap_or(0),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-}
-
-/// CPU time of the database of the target now measured, if it has one.
-pub fn database_cpu_time() -> Result<Option<CpuTime>> {
-    match DATABASE.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => Ok(None),
-        pid => tree_cpu_time(pid).map(Some),
-    }
-}
-
 fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::client::{ClientConfig, ClientStats, Counters, Event, SentLog, YClient};
 use crate::measure::{KillRun, Latency, Measurement};
 use crate::procstat;
-use crate::target::{Dialect, DocAddr, Target};
+use crate::target::{Dialect, DocAddr, Processes, Target};
 use crate::trace::{LocalEdit, RelativeCursor, Trace};
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -147,11 +147,11 @@ pub struct CpuMark {
 }
 
 impl CpuMark {
-    pub fn take(pid: u32) -> Result<Self> {
+    pub fn take(procs: Processes) -> Result<Self> {
         Ok(CpuMark {
-            server: procstat::cpu_time(pid)?,
+            server: procstat::cpu_time(procs.server)?,
             me: procstat::cpu_time(std::process::id())?,
-            database: procstat::database_cpu_time()?,
+            database: procs.database.map(procstat::tree_cpu_time).transpose()?,
             at: Instant::now(),
         })
     }
@@ -297,26 +297,26 @@ pub async fn join_all(set: &mut JoinSet<Result<ClientStats>>, m: &mut Measuremen
 /// the deliveries that did not arrive and the server's peak RSS, and ends the scenario: the
 /// server's CPU marks at the window's start and after the drain.
 pub async fn measured_window(
-    pid: u32,
+    procs: Processes,
     ctl: &watch::Sender<Phase>,
     counters: &Counters,
     (duration_s, max_drain_s): (f64, f64),
     m: &mut Measurement,
 ) -> Result<(CpuMark, CpuMark)> {
-    let c0 = CpuMark::take(pid)?;
+    let c0 = CpuMark::take(procs)?;
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(duration_s);
     ctl.send(Phase::Run { start, stop })?;
     tokio::time::sleep_until(stop.into()).await;
     let complete = drain(counters, Duration::from_secs_f64(max_drain_s)).await;
-    let c1 = CpuMark::take(pid)?;
+    let c1 = CpuMark::take(procs)?;
     if !complete {
         m.notes.push(format!(
             "drain ended with {} deliveries outstanding",
             counters.outstanding()
         ));
     }
-    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
+    m.peak_rss_bytes = procstat::peak_rss_bytes(procs.server).ok();
     ctl.send(Phase::Done)?;
     Ok((c0, c1))
 }
@@ -404,7 +404,7 @@ pub async fn typing(
     }
 
     let (c0, c1) = measured_window(
-        pid,
+        target.processes()?,
         &ctl_tx,
         &counters,
         (cfg.duration_s, cfg.max_drain_s),
@@ -572,9 +572,9 @@ pub async fn idle(
     m.connect_s = Some(secs(t0.elapsed()));
     // settle: let writes land and allocations stop
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let c0 = CpuMark::take(pid)?;
+    let c0 = CpuMark::take(target.processes()?)?;
     tokio::time::sleep(Duration::from_secs_f64(cfg.hold_s)).await;
-    let c1 = CpuMark::take(pid)?;
+    let c1 = CpuMark::take(target.processes()?)?;
     let rss1 = procstat::rss_bytes(pid)?;
     m.rss_loaded_bytes = Some(rss1);
     m.rss_per_idle_conn_bytes = Some((rss1 as f64 - rss0 as f64) / cfg.connections as f64);
@@ -647,7 +647,7 @@ pub async fn replay(
     writer.recording = true;
     let limit = cfg.window * cfg.observers.max(1) as u64;
     let max_wait = Duration::from_secs_f64(cfg.max_wait_s);
-    let c0 = CpuMark::take(pid)?;
+    let c0 = CpuMark::take(target.processes()?)?;
     let stalled = |since: Instant| {
         let last = counters.last_delivery().unwrap_or(since).max(since);
         last.elapsed() > max_wait
@@ -686,7 +686,7 @@ pub async fn replay(
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
     }
-    let c1 = CpuMark::take(pid)?;
+    let c1 = CpuMark::take(target.processes()?)?;
     if counters.outstanding() > 0 {
         m.notes.push(format!(
             "{} deliveries still outstanding after {max_wait:?} without one",

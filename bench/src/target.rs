@@ -152,6 +152,14 @@ pub struct Target {
     database: Option<Database>,
 }
 
+/// The processes a measurement counts: the server, and for the `debrief-pg` targets the
+/// postmaster of its PostgreSQL cluster (whose processes' CPU is the database's).
+#[derive(Debug, Clone, Copy)]
+pub struct Processes {
+    pub server: u32,
+    pub database: Option<u32>,
+}
+
 /// What a stop observed.
 #[derive(Debug, Clone)]
 pub struct StopInfo {
@@ -249,9 +257,7 @@ impl Target {
                     self.kind.name()
                 )
             })?;
-            let database = Database::create(admin).await?;
-            crate::procstat::measure_database(Some(database.postmaster));
-            self.database = Some(database);
+            self.database = Some(Database::create(admin).await?);
         }
         let t0 = Instant::now();
         let running = self.spawn().await?;
@@ -457,6 +463,14 @@ impl Target {
         Ok(at)
     }
 
+    /// The processes whose CPU a measurement of this target counts.
+    pub fn processes(&self) -> Result<Processes> {
+        Ok(Processes {
+            server: self.pid()?,
+            database: self.database.as_ref().map(|db| db.postmaster),
+        })
+    }
+
     pub fn is_running(&self) -> bool {
         self.running.is_some()
     }
@@ -465,7 +479,6 @@ impl Target {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(db) = self.database.take() {
-            crate::procstat::measure_database(None);
             db.drop_now();
         }
     }
