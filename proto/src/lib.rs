@@ -1,5 +1,6 @@
 //! Wire formats of Debrief, and nothing else: lib0 primitives, the y-protocols messages spoken by
-//! stock `y-websocket` clients, the Hocuspocus dialect's framing, the frames of the cluster's internal link ([`link`]), awareness payloads, the close codes the server uses, and the
+//! stock `y-websocket` clients, the Hocuspocus dialect's framing, the frames of the cluster's internal link ([`link`]) and of a
+//! connection forwarded over it ([`forward`]), awareness payloads, the close codes the server uses, and the
 //! document schema contract ([`schema`]) the browser editor shares.
 //!
 //! This crate never performs I/O and has no async runtime, storage or HTTP dependency, so that
@@ -9,6 +10,7 @@
 pub mod awareness;
 pub mod close;
 pub mod error;
+pub mod forward;
 pub mod hocuspocus;
 pub mod lib0;
 pub mod link;

@@ -392,6 +392,7 @@ impl Server {
                 shutdown: shutdown.clone(),
                 authorizer: authorizer.clone(),
                 reloads: Arc::new(reloads::ReloadLimiter::new(&config.limits)),
+                router: None,
             },
             tracker.clone(),
         );

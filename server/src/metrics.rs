@@ -19,6 +19,8 @@ pub const STORE_SIZE_MAX_AGE: Duration = Duration::from_secs(1);
 pub struct Metrics {
     /// Documents currently loaded in memory.
     pub documents_loaded: AtomicU64,
+    /// Documents another node owns that this node's connections are attached to.
+    pub documents_forwarded: AtomicU64,
     /// WebSocket connections currently open.
     pub connections_open: AtomicU64,
     /// Updates that changed a document.
@@ -41,6 +43,8 @@ pub struct Metrics {
     pub collab_documents_open: AtomicU64,
     /// Writes refused because their review was at its storage quota.
     pub review_quota_refusals: AtomicU64,
+    /// Attachments of clients of other nodes, forwarded to documents this node owns.
+    pub forwarded_open: AtomicU64,
     /// The data directory's size, as last measured.
     store_size: Mutex<Option<(Instant, StoreSize)>>,
 }
@@ -126,7 +130,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
             (
                 "debrief_documents_loaded",
                 "gauge",
@@ -198,6 +202,18 @@ impl Metrics {
                 "counter",
                 "Writes refused because their review was at its storage quota.",
                 &self.review_quota_refusals,
+            ),
+            (
+                "debrief_forwarded_attachments_open",
+                "gauge",
+                "Attachments forwarded by other nodes to documents this node owns.",
+                &self.forwarded_open,
+            ),
+            (
+                "debrief_documents_forwarded",
+                "gauge",
+                "Documents another node owns that this node's connections are attached to.",
+                &self.documents_forwarded,
             ),
         ];
         let mut out = String::new();

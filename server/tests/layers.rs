@@ -24,10 +24,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cluster",
         ],
     ),
-    // Storage only for the readiness probe, which reports the store's health.
+    // Storage only for the readiness probe, which reports the store's health; the cluster for
+    // the link's sub-streams that carry forwarded clients.
     (
         "transport",
-        &["error", "limits", "metrics", "documents", "storage"],
+        &[
+            "error",
+            "limits",
+            "metrics",
+            "documents",
+            "storage",
+            "cluster",
+        ],
     ),
     (
         "reviews",

@@ -329,6 +329,19 @@ impl Client {
         self.wait_for("the initial sync", |s| s.synced).await;
     }
 
+    /// Waits until the server answered the client's SyncStep1 (`None`) or closed the connection
+    /// (how, when it did).
+    pub async fn synced_or_closed(&mut self) -> Option<Closed> {
+        self.wait_for("the initial sync or a close", |s| s.synced || s.closed)
+            .await;
+        let synced = lock(&self.seen).step2_received > 0;
+        if synced {
+            None
+        } else {
+            self.closed()
+        }
+    }
+
     /// Sends SyncStep1 again and waits for the answer. The server handles a connection's
     /// messages in order and answers only after flushing, so once this returns every edit this
     /// client sent before is applied and durable on the server.

@@ -1,10 +1,12 @@
 //! Test support for the integration tests: the real server started in-process on port 0 with a
 //! fresh data directory ([`TestServer`]), the real binary as a child process ([`ChildServer`]),
 //! a y-websocket client built on yrs and tokio-tungstenite ([`Client`]), and a fresh PostgreSQL
-//! database per test ([`postgres::TestDb`]).
+//! database per test ([`postgres::TestDb`]), and several nodes on one database
+//! ([`cluster::Cluster`]).
 
 pub mod api;
 pub mod client;
+pub mod cluster;
 pub mod postgres;
 pub mod raw;
 pub mod server;

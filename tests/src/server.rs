@@ -204,6 +204,9 @@ pub const READER_TOKEN: &str = "reader-secret";
 pub struct ChildServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its cluster link listener listens (`--cluster-listen`), as it printed before its
+    /// listening line.
+    pub links: Option<SocketAddr>,
     child: Child,
 }
 
@@ -283,6 +286,7 @@ impl ChildServer {
         });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut links = None;
         let addr = crate::within("the listening line", async {
             loop {
                 let line = lines
@@ -290,13 +294,16 @@ impl ChildServer {
                     .await
                     .expect("read stdout")
                     .expect("server exited before listening");
+                if let Some(addr) = line.strip_prefix("debrief links on ") {
+                    links = Some(addr.parse().expect("socket address"));
+                }
                 if let Some(addr) = line.strip_prefix("debrief listening on ") {
                     return addr.parse().expect("socket address");
                 }
             }
         })
         .await;
-        ChildServer { addr, child }
+        ChildServer { addr, links, child }
     }
 
     /// `ws://…/ws/{doc}`.
@@ -328,6 +335,17 @@ impl ChildServer {
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("{field} missing from the status"))
+    }
+
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// SIGKILL, and wait for the process to be gone.

@@ -220,3 +220,20 @@ impl Owner for MemberSlot {
             .map_or_else(String::new, |member| member.render_metrics())
     }
 }
+
+impl MemberSlot {
+    /// Who owns `name` now, by the database's clock, asked on the registered node's session;
+    /// `Ok(None)` before a node registered. The routing of a document another node owns asks
+    /// this before loading it.
+    pub async fn owner_of(
+        &self,
+        name: &str,
+    ) -> Result<Option<super::ownership::Ownership>, ClusterError> {
+        match self.member() {
+            Some(member) => super::ownership::owner_of(&member.inner, name)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+}

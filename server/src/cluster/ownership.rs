@@ -180,30 +180,7 @@ impl Node {
 
     /// Who owns `name` now, by the database's clock.
     pub async fn owner_of(&self, name: &str) -> Result<Ownership, ClusterError> {
-        let client = self.inner.session.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT d.owner, d.epoch, n.address, coalesce(n.lease_until > clock_timestamp(), false) \
-                 FROM documents d LEFT JOIN nodes n ON n.id = d.owner WHERE d.name = $1",
-                &[&name],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(Ownership::Absent);
-        };
-        let owner: Option<String> = row.get(0);
-        let epoch: i64 = row.get(1);
-        let address: Option<String> = row.get(2);
-        let live: bool = row.get(3);
-        Ok(match (owner, address) {
-            (None, _) => Ownership::Unowned { epoch },
-            (Some(node), Some(address)) if live => Ownership::Live {
-                node,
-                address,
-                epoch,
-            },
-            (Some(node), _) => Ownership::Lapsed { node, epoch },
-        })
+        owner_of(&self.inner, name).await
     }
 
     /// Hands `name` over if this node still holds it at `epoch` (owner set to NULL, so the
@@ -441,4 +418,32 @@ pub async fn fence(
         )
         .await?;
     Ok(row.is_some())
+}
+
+/// Who owns `name` now, by the database's clock, asked on `inner`'s session.
+pub(super) async fn owner_of(inner: &Inner, name: &str) -> Result<Ownership, ClusterError> {
+    let client = inner.session.client().await?;
+    let row = client
+        .query_opt(
+            "SELECT d.owner, d.epoch, n.address, coalesce(n.lease_until > clock_timestamp(), false) \
+             FROM documents d LEFT JOIN nodes n ON n.id = d.owner WHERE d.name = $1",
+            &[&name],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Ownership::Absent);
+    };
+    let owner: Option<String> = row.get(0);
+    let epoch: i64 = row.get(1);
+    let address: Option<String> = row.get(2);
+    let live: bool = row.get(3);
+    Ok(match (owner, address) {
+        (None, _) => Ownership::Unowned { epoch },
+        (Some(node), Some(address)) if live => Ownership::Live {
+            node,
+            address,
+            epoch,
+        },
+        (Some(node), _) => Ownership::Lapsed { node, epoch },
+    })
 }

@@ -29,7 +29,8 @@ impl Access {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
     /// Stable name of the refusal, e.g. `invalid_token`.
-    pub code: &'static str,
+    /// Borrowed for the server's own refusals; owned when it came from another node's.
+    pub code: std::borrow::Cow<'static, str>,
     /// One human sentence.
     pub message: String,
 }
@@ -97,7 +98,7 @@ impl Authorizer for StaticTokens {
             return Ok(Access::ReadWrite);
         }
         Err(Denied {
-            code: "invalid_token",
+            code: "invalid_token".into(),
             message: "the token does not grant access to this document".to_owned(),
         })
     }
@@ -111,7 +112,7 @@ pub struct ReviewsOnly;
 impl Authorizer for ReviewsOnly {
     fn authorize(&self, _token: &str, _document: &str) -> Result<Access, Denied> {
         Err(Denied {
-            code: "unknown_document",
+            code: "unknown_document".into(),
             message:
                 "this server serves only review documents (start it with --open-access for others)"
                     .to_owned(),
@@ -139,8 +140,10 @@ mod tests {
         assert_eq!(closed.authorize("rw", "d"), Ok(Access::ReadWrite));
         assert_eq!(closed.authorize("ro", "d"), Ok(Access::ReadOnly));
         assert_eq!(
-            closed.authorize("nope", "d").map_err(|d| d.code),
-            Err("invalid_token")
+            closed
+                .authorize("nope", "d")
+                .map_err(|d| d.code.into_owned()),
+            Err("invalid_token".to_owned())
         );
         assert!(closed.authorize("", "d").is_err());
         assert!(closed.authorize("r", "d").is_err());

@@ -673,7 +673,7 @@ fn access_withdrawn_on_an_open_connection_detaches_it() {
     let closed = h.join(2, Access::ReadWrite, Arc::new(Closing));
     let mut stays = h.join(3, Access::ReadWrite, Arc::new(Telling));
     let denied = Denied {
-        code: "session_revoked",
+        code: "session_revoked".into(),
         message: "gone".to_owned(),
     };
     h.tokens.set("token-1", Err(denied.clone()));

@@ -30,6 +30,7 @@ use crate::documents::crdt;
 use crate::documents::queue;
 use crate::documents::quota;
 use crate::documents::reloads::ReloadLimiter;
+use crate::documents::route::Router;
 use crate::limits::{Limits, PRESENCE_TICK};
 use crate::metrics::Metrics;
 use crate::storage::store::{Compacted, Store, StoreError, StoredDoc};
@@ -53,6 +54,9 @@ pub struct DocContext {
     pub authorizer: Arc<dyn Authorizer>,
     /// The reloads each token caused lately; a token past its allowance may not write.
     pub reloads: Arc<ReloadLimiter>,
+    /// In a cluster, where each document is served (asked before loading one); `None` on a
+    /// single node, where every document is served here.
+    pub router: Option<Arc<dyn Router>>,
 }
 
 impl DocContext {

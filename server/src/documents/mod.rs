@@ -5,8 +5,9 @@
 //! to it with [`command`]s. Also who may open what ([`access`]), the peers attached to a document
 //! and the [`peer::Framing`] through which each transport encodes what the owner says (no dialect
 //! bytes live here), presence, and the bounded queues. The [`registry`] spawns owners and hears
-//! when one leaves memory ([`doc::Unload`]). Depends on storage (and the shared limits and
-//! metrics) only.
+//! when one leaves memory ([`doc::Unload`]). In a cluster, the [`route`] decides where a document is served,
+//! and one another node owns is served through it ([`remote`]), behind the same handle. Depends on storage (and the shared
+//! limits and metrics) only.
 
 pub mod access;
 pub mod command;
@@ -21,3 +22,5 @@ pub mod queue;
 pub mod quota;
 pub mod registry;
 pub mod reloads;
+pub mod remote;
+pub mod route;

@@ -5,7 +5,9 @@
 //! while their joins wait in its queue).
 //!
 //! The registry spawns owners ([`crate::documents::doc`]) and learns that one left memory through
-//! the [`Unload`] notice it implements; owners never name the registry.
+//! the [`Unload`] notice it implements; owners never name the registry. In a cluster it asks the
+//! router first, and a document another node owns is served through it
+//! ([`crate::documents::remote`]) behind the same kind of handle.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,8 @@ use crate::documents::command::DocHandle;
 use crate::documents::core::Shared;
 use crate::documents::doc::{DocContext, Owner, Start, Unload};
 use crate::documents::queue;
+use crate::documents::remote::{self, RemoteStart};
+use crate::documents::route::Route;
 use crate::limits::DOC_COMMAND_CAPACITY;
 
 #[derive(Debug)]
@@ -76,7 +80,36 @@ impl Registry {
             ctx: self.ctx.clone(),
             shared: self.shared.clone(),
         };
-        self.tracker.spawn(Owner::run(start, rx));
+        match self.ctx.router.clone() {
+            None => {
+                self.tracker.spawn(Owner::run(start, rx));
+            }
+            // In a cluster the document may be another node's: ask first, on the task.
+            Some(router) => {
+                self.tracker.spawn(async move {
+                    match router.route(&start.name).await {
+                        Route::Here => Owner::run(start, rx).await,
+                        Route::There(remote) => {
+                            let Start {
+                                name,
+                                generation,
+                                unload,
+                                ctx,
+                                shared: _,
+                            } = start;
+                            let start = RemoteStart {
+                                name,
+                                generation,
+                                unload,
+                                ctx,
+                                remote,
+                            };
+                            remote::serve(start, rx).await
+                        }
+                    }
+                });
+            }
+        }
         handle
     }
 

@@ -377,7 +377,7 @@ impl Session {
             self.state.authorizer.authorize(token, document)
         } else {
             Err(crate::documents::access::Denied {
-                code: "invalid_document_name",
+                code: "invalid_document_name".into(),
                 message: format!(
                     "document names are 1 to {MAX_DOCUMENT_NAME_LEN} characters from A-Z a-z 0-9 . _ : -"
                 ),
@@ -392,7 +392,7 @@ impl Session {
             }
             Err(denied) => {
                 Metrics::inc(&self.state.metrics.permission_denied);
-                tracing::debug!(code = denied.code, "permission denied");
+                tracing::debug!(code = %denied.code, "permission denied");
                 self.forget(&queue);
                 self.entries.insert(key.to_owned(), Entry::Denied);
                 let reason = denied.reason();

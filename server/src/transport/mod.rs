@@ -4,10 +4,13 @@
 //! routes are handed to it by the composition root, and nothing below imports it.
 //!
 //! The two dialects stand side by side: [`ws`] (y-websocket) and [`collab`] (Hocuspocus) share
-//! the socket machinery of [`socket`] and never import each other.
+//! the socket machinery of [`socket`] and never import each other. [`forwarded`] serves, on a
+//! document this node owns, clients whose sockets another cluster node holds (their dialect is
+//! that node's business), over a sub-stream of the cluster's internal link.
 
 pub mod admission;
 pub mod collab;
+pub mod forwarded;
 pub mod http;
 pub mod socket;
 pub mod state;

@@ -145,7 +145,7 @@ async fn connection(
         Ok(access) => access,
         Err(denied) => {
             Metrics::inc(&state.metrics.permission_denied);
-            tracing::debug!(code = denied.code, "permission denied");
+            tracing::debug!(code = %denied.code, "permission denied");
             kick.kick(close::PERMISSION_DENIED, denied.reason());
             writer(&mut sink, outbox_rx, kick, done, &state).await;
             Metrics::dec(&state.metrics.connections_open);

@@ -644,24 +644,24 @@ impl Reviews {
         let state = self.lock();
         let Some(review) = state.reviews.get(review_id) else {
             return Err(Denied {
-                code: "unknown_review",
+                code: "unknown_review".into(),
                 message: "no review has this id".to_owned(),
             });
         };
         let Some(session) = state.sessions.get(&hash(token)) else {
             return Err(Denied {
-                code: "invalid_token",
+                code: "invalid_token".into(),
                 message: "the session token is not valid (unknown or revoked)".to_owned(),
             });
         };
         if session.review != review_id {
             return Err(Denied {
-                code: "other_review",
+                code: "other_review".into(),
                 message: "this session belongs to another review".to_owned(),
             });
         }
         policy::document_access(session.role, review.phase, kind).map_err(|r| Denied {
-            code: r.code,
+            code: r.code.into(),
             message: r.message,
         })
     }

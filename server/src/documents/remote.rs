@@ -1,0 +1,385 @@
+//! A document another cluster node owns, as this node's connections see it (`docs/cluster.md`,
+//! "Routing: the internal link"). The registry hands out the same [`DocHandle`] as for a
+//! document served here, so both dialects attach to it unchanged; behind the handle this task
+//! carries each attachment to the owner over an [`Attachment`] (a sub-stream of the link) and
+//! brings back what the owner says: y-protocols messages, framed in the connection's dialect,
+//! and notices, which its [`crate::documents::peer::Framing`] turns into a message or a close
+//! exactly as for a local document. Nothing is applied, stored or decided here: the owner
+//! relays and acknowledges only after its commit, so a client of this node hears of an update
+//! only once it is durable, as on the owner.
+//!
+//! The documents room does not know the cluster: the composition root gives a
+//! [`crate::documents::route::Router`] that says where a document is served, and [`Remote`]s
+//! that open attachments.
+//!
+//! Server code (jobs) cannot run here; they are answered [`JobError::Unavailable`]. The task
+//! leaves memory once its last attachment ended, so the next connection is routed again (to
+//! a new owner after a failover).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use debrief_proto::close;
+use debrief_proto::forward::{self, FromOwner, JoinFailure, WireAccess};
+use debrief_proto::ywire::{Message, SyncMessage};
+use tokio::task::JoinSet;
+
+use crate::documents::access::{Access, Denied};
+use crate::documents::command::{DocCommand, Incoming, JobError, JoinError, JoinRequest};
+use crate::documents::doc::{DocContext, Unload};
+use crate::documents::peer::{ConnId, Delivery, Notice, Peer};
+use crate::documents::queue;
+use crate::documents::route::Remote;
+use crate::metrics::Metrics;
+
+/// What a remote document starts from (the registry's registration of it).
+pub(crate) struct RemoteStart {
+    pub name: Arc<str>,
+    pub generation: u64,
+    pub unload: std::sync::Weak<dyn Unload>,
+    pub ctx: Arc<DocContext>,
+    pub remote: Arc<dyn Remote>,
+}
+
+/// How many messages of one connection wait for its attachment; a socket's reader waits when
+/// they are full, as it does for a local document's queue.
+const PER_ATTACHMENT_QUEUE: usize = 64;
+
+/// Serves the document's commands through `start.remote` until its last attachment ended or the
+/// server shuts down.
+pub(crate) async fn serve(start: RemoteStart, mut rx: queue::Receiver<DocCommand>) {
+    let RemoteStart {
+        name,
+        generation,
+        unload,
+        ctx,
+        remote,
+    } = start;
+    tracing::debug!(doc = %name, node = remote.node(), "document served by another node");
+    Metrics::inc(&ctx.metrics.documents_forwarded);
+    let mut attachments: HashMap<ConnId, queue::Sender<Incoming>> = HashMap::new();
+    // Each attachment ends with its connection and whether the owner could be reached.
+    let mut running: JoinSet<(ConnId, bool)> = JoinSet::new();
+    let shutdown = ctx.shutdown.clone();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(ended) = running.join_next() => {
+                let reached = match ended {
+                    Ok((conn, reached)) => {
+                        attachments.remove(&conn);
+                        reached
+                    }
+                    Err(_) => false,
+                };
+                if !reached {
+                    // Leave memory, so that the next connection is routed again: the owner may
+                    // have died, and another node takes its documents once its lease lapsed.
+                    break;
+                }
+                if running.is_empty() {
+                    if let Some(unload) = unload.upgrade() {
+                        if unload.unload_if_idle(&name, generation, &|| rx.is_empty()) {
+                            break;
+                        }
+                    }
+                }
+            }
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                match cmd {
+                    DocCommand::Join(join) => {
+                        let JoinRequest { peer, reply } = *join;
+                        let conn = peer.conn;
+                        let (tx, incoming) = queue::channel(PER_ATTACHMENT_QUEUE);
+                        attachments.insert(conn, tx);
+                        let attach = Attach {
+                            doc: name.clone(),
+                            remote: remote.clone(),
+                            ctx: ctx.clone(),
+                        };
+                        running.spawn(async move { (conn, attach.run(peer, reply, incoming).await) });
+                    }
+                    DocCommand::Message { conn, msg } => {
+                        if let Some(tx) = attachments.get(&conn) {
+                            // Waits while the attachment is behind: only this connection's reader waits.
+                            if tx.send(msg).await.is_err() {
+                                attachments.remove(&conn);
+                            }
+                        }
+                    }
+                    DocCommand::Leave { conn } => {
+                        // Its attachment sees its queue close and ends.
+                        attachments.remove(&conn);
+                    }
+                    // The owner decides access again for its attachments itself.
+                    DocCommand::Reauthorize => {}
+                    DocCommand::Job(job) => {
+                        let _ = job.done.send(Err(JobError::Unavailable));
+                    }
+                }
+            }
+        }
+    }
+    rx.close();
+    while let Ok(cmd) = rx.try_recv() {
+        match cmd {
+            DocCommand::Join(join) => {
+                let _ = join.reply.send(Err(JoinError::Unloading));
+            }
+            DocCommand::Job(job) => {
+                let _ = job.done.send(Err(JobError::Unavailable));
+            }
+            _ => {}
+        }
+    }
+    drop(attachments);
+    // Each attachment closes its connection "going away" at shutdown, or sees its queue close.
+    while running.join_next().await.is_some() {}
+    Metrics::dec(&ctx.metrics.documents_forwarded);
+    if let Some(unload) = unload.upgrade() {
+        unload.stopped(&name, generation);
+    }
+}
+
+/// One connection's attachment through the owner.
+struct Attach {
+    doc: Arc<str>,
+    remote: Arc<dyn Remote>,
+    ctx: Arc<DocContext>,
+}
+
+impl Attach {
+    /// Serves the attachment until it ends; `false` when the owner could not be reached (or
+    /// went away), so that the document is routed again.
+    async fn run(
+        self,
+        peer: Peer,
+        reply: tokio::sync::oneshot::Sender<Result<(), JoinError>>,
+        mut incoming: queue::Receiver<Incoming>,
+    ) -> bool {
+        let mut att = match self.remote.open(&self.doc).await {
+            Ok(att) => att,
+            Err(e) => {
+                tracing::debug!(doc = %self.doc, node = self.remote.node(), error = %e, "could not reach the owner");
+                let _ = reply.send(Err(JoinError::Unloading));
+                return false;
+            }
+        };
+        if att
+            .send(forward::encode_join(peer.credential.expose()))
+            .await
+            .is_err()
+        {
+            let _ = reply.send(Err(JoinError::Unloading));
+            return false;
+        }
+        // The owner's first word decides the join.
+        let first = tokio::select! {
+            first = tokio::time::timeout(self.ctx.limits.first_token_deadline, att.recv()) => first,
+            () = self.ctx.shutdown.cancelled() => {
+                let _ = reply.send(Err(JoinError::ShuttingDown));
+                return true;
+            }
+        };
+        let Ok(Some(first)) = first else {
+            let _ = reply.send(Err(JoinError::Unloading));
+            return false;
+        };
+        match forward::decode_from_owner(&first) {
+            Ok(FromOwner::JoinFailed(f)) => {
+                let _ = reply.send(Err(join_error(f)));
+                // An owner that is unloading or shutting down: route again.
+                return !matches!(f, JoinFailure::Unloading | JoinFailure::ShuttingDown);
+            }
+            Ok(decoded) => {
+                let _ = reply.send(Ok(()));
+                if !deliver(&peer, decoded, &self.ctx) {
+                    att.close().await;
+                    return true;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(doc = %self.doc, error = %e, "undecodable message from the owner");
+                let _ = reply.send(Err(JoinError::Unloading));
+                return false;
+            }
+        }
+        loop {
+            enum Next {
+                FromOwner(Option<Vec<u8>>),
+                FromClient(Option<Incoming>),
+                Stopping,
+            }
+            let next = tokio::select! {
+                biased;
+                () = self.ctx.shutdown.cancelled() => Next::Stopping,
+                m = att.recv() => Next::FromOwner(m),
+                m = incoming.recv() => Next::FromClient(m),
+            };
+            match next {
+                Next::Stopping => {
+                    peer.kick.kick(close::GOING_AWAY, "server_shutting_down");
+                    break;
+                }
+                Next::FromOwner(None) => {
+                    // The owner or the link went away: the client reconnects and is routed again.
+                    peer.kick.kick(
+                        close::GOING_AWAY,
+                        "owner_gone: the node serving this document went away; reconnect",
+                    );
+                    return false;
+                }
+                Next::FromOwner(Some(bytes)) => match forward::decode_from_owner(&bytes) {
+                    Ok(decoded) => {
+                        if !deliver(&peer, decoded, &self.ctx) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(doc = %self.doc, error = %e, "undecodable message from the owner");
+                        peer.kick
+                            .kick(close::INTERNAL_ERROR, "owner_protocol_error");
+                        break;
+                    }
+                },
+                // The connection left.
+                Next::FromClient(None) => break,
+                Next::FromClient(Some(msg)) => {
+                    if att.send(encode_incoming(&msg)).await.is_err() {
+                        peer.kick.kick(
+                            close::GOING_AWAY,
+                            "owner_gone: the node serving this document went away; reconnect",
+                        );
+                        return false;
+                    }
+                }
+            }
+        }
+        att.close().await;
+        true
+    }
+}
+
+/// Hands what the owner said to the connection; `false` once the connection is to be closed.
+fn deliver(peer: &Peer, decoded: FromOwner<'_>, ctx: &DocContext) -> bool {
+    match decoded {
+        FromOwner::Message(message) => {
+            push(peer, peer.frame(&Bytes::copy_from_slice(message)), ctx)
+        }
+        FromOwner::Notice(wire) => {
+            let notice = notice_of(wire);
+            match &notice {
+                Notice::Opened(a) | Notice::Access(a) => peer.grant.set(Some(*a)),
+                Notice::Withdrawn(_) => peer.grant.set(None),
+                Notice::Applied | Notice::Refused => {}
+            }
+            let withdrawn = matches!(notice, Notice::Withdrawn(_));
+            match peer.notice(&notice) {
+                Delivery::Nothing => !withdrawn,
+                Delivery::Message(m) => push(peer, peer.frame(&m), ctx) && !withdrawn,
+                Delivery::Close(code, reason) => {
+                    peer.kick.kick(code, reason);
+                    false
+                }
+            }
+        }
+        FromOwner::JoinFailed(_) => {
+            peer.kick
+                .kick(close::INTERNAL_ERROR, "owner_protocol_error");
+            false
+        }
+        FromOwner::Close { code, reason } => {
+            peer.kick.kick(code, reason);
+            false
+        }
+    }
+}
+
+/// Puts a frame in the connection's outbox; a full outbox closes it as a slow consumer, as a
+/// local document does.
+fn push(peer: &Peer, frame: Bytes, ctx: &DocContext) -> bool {
+    match peer.outbox.try_send(frame) {
+        Ok(()) => true,
+        Err(queue::TrySendError::Full(_)) => {
+            Metrics::inc(&ctx.metrics.slow_consumers);
+            peer.kick.kick(
+                close::SLOW_CONSUMER,
+                "slow_consumer: reconnect to resynchronise",
+            );
+            false
+        }
+        Err(queue::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// The y-protocols message that carries `msg` to the owner.
+fn encode_incoming(msg: &Incoming) -> Vec<u8> {
+    match msg {
+        Incoming::Step1(sv) => Message::Sync(SyncMessage::Step1(sv)).encode(),
+        Incoming::Update(update) => Message::Sync(SyncMessage::Update(update)).encode(),
+        Incoming::Awareness(a) => Message::Awareness(a).encode(),
+        Incoming::QueryAwareness => Message::QueryAwareness.encode(),
+    }
+}
+
+/// A notice as the owner said it.
+pub fn notice_of(notice: forward::Notice<'_>) -> Notice {
+    let access = |a: WireAccess| match a {
+        WireAccess::ReadWrite => Access::ReadWrite,
+        WireAccess::ReadOnly => Access::ReadOnly,
+    };
+    match notice {
+        forward::Notice::Opened(a) => Notice::Opened(access(a)),
+        forward::Notice::Access(a) => Notice::Access(access(a)),
+        forward::Notice::Withdrawn { code, message } => Notice::Withdrawn(Denied {
+            code: code.to_owned().into(),
+            message: message.to_owned(),
+        }),
+        forward::Notice::Applied => Notice::Applied,
+        forward::Notice::Refused => Notice::Refused,
+    }
+}
+
+/// The wire form of `notice`.
+pub fn encode_notice(notice: &Notice) -> Vec<u8> {
+    let access = |a: &Access| match a {
+        Access::ReadWrite => WireAccess::ReadWrite,
+        Access::ReadOnly => WireAccess::ReadOnly,
+    };
+    let wire = match notice {
+        Notice::Opened(a) => forward::Notice::Opened(access(a)),
+        Notice::Access(a) => forward::Notice::Access(access(a)),
+        Notice::Withdrawn(denied) => forward::Notice::Withdrawn {
+            code: &denied.code,
+            message: &denied.message,
+        },
+        Notice::Applied => forward::Notice::Applied,
+        Notice::Refused => forward::Notice::Refused,
+    };
+    forward::encode_notice(&wire)
+}
+
+/// The wire form of a join refusal.
+pub fn join_failure(e: JoinError) -> JoinFailure {
+    match e {
+        JoinError::Unloading => JoinFailure::Unloading,
+        JoinError::Full => JoinFailure::Full,
+        JoinError::FullForReaders => JoinFailure::FullForReaders,
+        JoinError::TooManyForSession => JoinFailure::TooManyForSession,
+        JoinError::ShuttingDown => JoinFailure::ShuttingDown,
+    }
+}
+
+/// A join refusal from its wire form.
+pub fn join_error(f: JoinFailure) -> JoinError {
+    match f {
+        JoinFailure::Unloading => JoinError::Unloading,
+        JoinFailure::Full => JoinError::Full,
+        JoinFailure::FullForReaders => JoinError::FullForReaders,
+        JoinFailure::TooManyForSession => JoinError::TooManyForSession,
+        JoinFailure::ShuttingDown => JoinError::ShuttingDown,
+    }
+}

@@ -1,0 +1,204 @@
+//! The owner's side of a forwarded attachment: a client connected to another node (its entry
+//! node) and attached, through a sub-stream of the internal link, to a document this node owns
+//! (`docs/cluster.md`, "Routing: the internal link"; the messages are
+//! [`debrief_proto::forward`]'s).
+//!
+//! To the document's owner task a forwarded attachment is a peer like a socket's, with a
+//! [`Framing`] of its own, [`Forwarded`]: every message goes out as it is, and every notice as a
+//! link message that the entry node turns into its client's dialect. The entry node has decoded
+//! the client's dialect already; this side reads y-protocols frames and the token.
+//!
+//! The token is decided here, by this node's [`crate::documents::access::Authorizer`], since only
+//! the owner knows the review's sessions and phase. A refusal is told as a withdrawal
+//! ([`Notice::Withdrawn`]), a document that cannot take the attachment as a join failure, and
+//! the sub-stream then closes.
+//!
+//! One task serves an attachment, alternating between what the entry sends and what the
+//! document sends; neither waits on the other for long: the document never waits on its
+//! outboxes (a full one is a slow consumer, closed), and the entry node's messages wait only for
+//! the document's queue, as a socket's do.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use debrief_proto::close;
+use debrief_proto::forward;
+use debrief_proto::ywire::{decode_frame, Message};
+use tokio::time::Instant;
+
+use crate::cluster::link::SubStream;
+use crate::documents::command::{DocHandle, Incoming};
+use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
+use crate::documents::presence::QueryGate;
+use crate::documents::queue;
+use crate::documents::remote::{encode_notice, join_failure};
+use crate::metrics::Metrics;
+use crate::transport::socket::join;
+use crate::transport::state::AppState;
+
+/// The [`Framing`] of a forwarded attachment: messages as they are, notices as
+/// [`forward::MSG_NOTICE`] messages. It never closes on its own account: the entry node decides
+/// what a notice means for its client's dialect (a y-websocket client is closed when it becomes
+/// read-only, a Hocuspocus client is told).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Forwarded;
+
+impl Framing for Forwarded {
+    fn prefix(&self) -> &[u8] {
+        &[]
+    }
+
+    fn notice(&self, notice: &Notice) -> Delivery {
+        Delivery::Message(Bytes::from(encode_notice(notice)))
+    }
+}
+
+/// Serves one forwarded attachment until either side ends it or the server shuts down. Runs on
+/// the server's task tracker (the composition root spawns it for every sub-stream a link
+/// brings).
+pub async fn serve(state: Arc<AppState>, mut sub: SubStream) {
+    let doc = sub.document().to_owned();
+    let first = tokio::select! {
+        first = tokio::time::timeout(state.limits.first_token_deadline, sub.recv()) => first,
+        () = state.shutdown.cancelled() => return,
+    };
+    let token = match first {
+        Ok(Ok(payload)) => match forward::decode_join(&payload) {
+            Ok(token) => token.to_owned(),
+            Err(e) => {
+                tracing::debug!(doc = %doc, error = %e, "forwarded attachment began without a join");
+                finish(&mut sub, close::PROTOCOL_ERROR, e.code()).await;
+                return;
+            }
+        },
+        Ok(Err(_)) => return,
+        Err(_) => {
+            finish(
+                &mut sub,
+                close::AUTHENTICATION_TIMEOUT,
+                "authentication_timeout",
+            )
+            .await;
+            return;
+        }
+    };
+    let access = match state.authorizer.authorize(&token, &doc) {
+        Ok(access) => access,
+        Err(denied) => {
+            Metrics::inc(&state.metrics.permission_denied);
+            let _ = sub.send(encode_notice(&Notice::Withdrawn(denied))).await;
+            sub.close().await;
+            return;
+        }
+    };
+    let (outbox, mut outbox_rx) = queue::channel(state.limits.outbox_capacity);
+    let kick = Kick::default();
+    let conn = state.conn_id();
+    let peer = Peer {
+        conn,
+        outbox,
+        kick: kick.clone(),
+        framing: Arc::new(Forwarded),
+        grant: Grant::new(access),
+        credential: Credential::new(&token),
+    };
+    drop(token);
+    let handle = match join(&state, &doc, peer).await {
+        Ok(handle) => handle,
+        Err(e) => {
+            let _ = sub.send(forward::encode_join_failed(join_failure(e))).await;
+            sub.close().await;
+            return;
+        }
+    };
+    Metrics::inc(&state.metrics.forwarded_open);
+    let end = pump(&state, &mut sub, (&handle, conn), &mut outbox_rx, &kick).await;
+    handle.leave(conn).await;
+    Metrics::dec(&state.metrics.forwarded_open);
+    match end {
+        End::Close(code, reason) => finish(&mut sub, code, &reason).await,
+        End::Gone => {}
+    }
+}
+
+/// How an attachment ended.
+enum End {
+    /// This side closes it with a code and reason the entry node passes on.
+    Close(u16, String),
+    /// The entry node closed it, or the link is gone.
+    Gone,
+}
+
+/// Carries messages both ways until one side ends the attachment.
+async fn pump(
+    state: &AppState,
+    sub: &mut SubStream,
+    (handle, conn): (&DocHandle, ConnId),
+    outbox: &mut queue::Receiver<Bytes>,
+    kick: &Kick,
+) -> End {
+    let mut queries = QueryGate::default();
+    let max = state.limits.max_frame_bytes;
+    loop {
+        enum Next {
+            Out(Option<Bytes>),
+            In(Result<Vec<u8>, crate::cluster::link::StreamClosed>),
+            Kicked(u16, String),
+            Stopping,
+        }
+        let next = tokio::select! {
+            biased;
+            (code, reason) = kick.kicked() => Next::Kicked(code, reason),
+            () = state.shutdown.cancelled() => Next::Stopping,
+            frame = outbox.recv() => Next::Out(frame),
+            payload = sub.recv() => Next::In(payload),
+        };
+        match next {
+            Next::Kicked(code, reason) => return End::Close(code, reason),
+            Next::Stopping => {
+                return End::Close(close::GOING_AWAY, "server_shutting_down".to_owned())
+            }
+            Next::Out(None) => {
+                return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned())
+            }
+            Next::Out(Some(frame)) => {
+                if sub.send(frame.to_vec()).await.is_err() {
+                    return End::Gone;
+                }
+            }
+            Next::In(Err(_)) => return End::Gone,
+            Next::In(Ok(payload)) => {
+                if payload.len() > max {
+                    return End::Close(
+                        close::MESSAGE_TOO_BIG,
+                        format!("frame_too_large: limit is {max} bytes"),
+                    );
+                }
+                let bytes = Bytes::from(payload);
+                let messages = match decode_frame(&bytes) {
+                    Ok(messages) => messages,
+                    Err(e) => return End::Close(close::PROTOCOL_ERROR, e.code().to_owned()),
+                };
+                for message in messages {
+                    let incoming = match message {
+                        Message::Sync(sync) => Incoming::from_sync(&bytes, sync),
+                        Message::Awareness(a) => Incoming::Awareness(bytes.slice_ref(a)),
+                        Message::QueryAwareness if queries.admit(Instant::now()) => {
+                            Incoming::QueryAwareness
+                        }
+                        Message::QueryAwareness | Message::Auth(_) => continue,
+                    };
+                    if !handle.send(conn, incoming).await {
+                        return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tells the entry node why the attachment ends, then closes the sub-stream.
+async fn finish(sub: &mut SubStream, code: u16, reason: &str) {
+    let _ = sub.send(forward::encode_close(code, reason)).await;
+    sub.close().await;
+}

@@ -1,0 +1,164 @@
+//! Several Debrief nodes on one PostgreSQL database (issue 18, `docs/cluster.md`): each node is
+//! the real binary in a child process, with a data directory of its own, a link listener on
+//! loopback port 0, the same cluster secret, and short test leases, so that tests can `kill -9`,
+//! stop and terminate them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::client::{Client, Closed};
+use crate::postgres::TestDb;
+use crate::server::ChildServer;
+
+/// How long a client waits before it connects again after the server closed it.
+const RECONNECT_DELAY: Duration = Duration::from_millis(50);
+
+/// A cluster of nodes on one fresh database.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The database every node shares.
+    pub db: TestDb,
+    dir: tempfile::TempDir,
+    secret: PathBuf,
+    lease: Duration,
+    renew: Duration,
+    /// The nodes, by index; `None` once a test stopped one.
+    pub nodes: Vec<Option<ChildServer>>,
+    started: usize,
+}
+
+impl Cluster {
+    /// Starts `n` nodes on a fresh database, with a lease of `lease` renewed every `renew`.
+    pub async fn start(n: usize, lease: Duration, renew: Duration) -> Cluster {
+        let db = TestDb::create().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = dir.path().join("cluster-secret");
+        std::fs::write(&secret, hex::encode(rand::random::<[u8; 32]>())).expect("write secret");
+        set_owner_only(&secret);
+        let mut cluster = Cluster {
+            db,
+            dir,
+            secret,
+            lease,
+            renew,
+            nodes: Vec::new(),
+            started: 0,
+        };
+        for _ in 0..n {
+            let node = cluster.start_node().await;
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
+    /// The lease the nodes hold.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Starts one more node process (with a data directory of its own) and returns it.
+    pub async fn start_node(&mut self) -> ChildServer {
+        self.started += 1;
+        let data = self.dir.path().join(format!("node-{}", self.started));
+        let url = self.db.url();
+        let lease = self.lease.as_millis().to_string();
+        let renew = self.renew.as_millis().to_string();
+        let secret = self.secret.to_string_lossy().into_owned();
+        let args = [
+            "--open-access",
+            "--postgres",
+            &url,
+            "--cluster-lease-ms",
+            &lease,
+            "--cluster-renew-ms",
+            &renew,
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--cluster-secret-file",
+            &secret,
+        ];
+        ChildServer::start_with(&data, &args, None).await
+    }
+
+    /// Node `i`, which must be running.
+    pub fn node(&self, i: usize) -> &ChildServer {
+        self.nodes[i].as_ref().expect("the node is running")
+    }
+
+    /// Takes node `i` out of the cluster's hands (to kill or stop it).
+    pub fn take(&mut self, i: usize) -> ChildServer {
+        self.nodes[i].take().expect("the node is running")
+    }
+
+    /// The node id that owns `doc` in the database, if any.
+    pub async fn owner_of(&self, doc: &str) -> Option<String> {
+        let rows = self
+            .db
+            .query(&format!(
+                "SELECT coalesce(owner, '') FROM documents WHERE name = '{doc}'"
+            ))
+            .await;
+        rows.into_iter().next().filter(|o| !o.is_empty())
+    }
+
+    /// The index of the running node registered as `id` (a node registers again under a new
+    /// id after losing its lease; its link listener stays, and `nodes` records its address).
+    pub async fn index_of(&self, id: &str) -> Option<usize> {
+        let address = self
+            .db
+            .query(&format!("SELECT address FROM nodes WHERE id = '{id}'"))
+            .await
+            .into_iter()
+            .next()?;
+        self.nodes.iter().position(|node| {
+            node.as_ref()
+                .and_then(|n| n.links)
+                .is_some_and(|links| links.to_string() == address)
+        })
+    }
+
+    /// The index of the node that owns `doc`.
+    pub async fn owner_index(&self, doc: &str) -> Option<usize> {
+        let owner = self.owner_of(doc).await?;
+        self.index_of(&owner).await
+    }
+}
+
+/// Connects a Hocuspocus client for `doc` to `node` and waits until it is synced, connecting
+/// again while the node closes it (a document whose owner died is served again once its lease
+/// lapsed; until then its sockets are closed and stock clients reconnect).
+pub async fn synced_collab(node: &ChildServer, doc: &str) -> Client {
+    crate::within("a synced connection", async {
+        loop {
+            let mut client = Client::connect_collab(&node.collab_url(), doc, "any").await;
+            match client.synced_or_closed().await {
+                None => return client,
+                // A stock client's reconnect delay, so that the wait does not spin.
+                Some(Closed { .. }) => tokio::time::sleep(RECONNECT_DELAY).await,
+            }
+        }
+    })
+    .await
+}
+
+/// Connects a y-websocket client for `doc` to `node` and waits until it is synced, connecting
+/// again while the node closes it.
+pub async fn synced_ws(node: &ChildServer, doc: &str) -> Client {
+    crate::within("a synced connection", async {
+        loop {
+            let mut client = Client::connect(&node.ws_url(doc)).await;
+            match client.synced_or_closed().await {
+                None => return client,
+                // A stock client's reconnect delay, so that the wait does not spin.
+                Some(Closed { .. }) => tokio::time::sleep(RECONNECT_DELAY).await,
+            }
+        }
+    })
+    .await
+}
+
+fn set_owner_only(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the secret");
+}
