@@ -1,6 +1,6 @@
 //! The internal link between two nodes (`docs/cluster.md`, "Routing: the internal link" and
-//! "Authentication between nodes"). Not wired into serving yet: forwarding sockets and REST
-//! requests over it comes later in phase 2.
+//! "Authentication between nodes"). The server listens and dials through `links.rs`; forwarding
+//! sockets and REST requests over it comes later in phase 2.
 //!
 //! - **Authentication.** TLS 1.3 with a certificate each node makes for itself at start
 //!   ([`Endpoint::new`]), then a challenge inside the encrypted channel: each side sends its node
@@ -626,7 +626,7 @@ fn agreed_alpn(protocol: Option<&[u8]>) -> Result<(), LinkError> {
 }
 
 /// Whether `id` has the form of a node id: 32 lowercase hex digits.
-fn valid_node_id(id: &str) -> bool {
+pub(super) fn valid_node_id(id: &str) -> bool {
     id.len() == NODE_ID_BYTES && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -1239,6 +1239,23 @@ impl Link {
         }
     }
 
+    /// Takes the sub-streams the peer opens off the link, so that one task can accept them
+    /// while others share the link behind an `Arc` to open their own (the registry of dialled
+    /// links, `links.rs`). From then on [`Link::accept_stream`] only waits for the link to close.
+    pub fn take_incoming(&mut self) -> Incoming {
+        let (_, closed) = mpsc::channel(1);
+        Incoming {
+            shared: self.shared.clone(),
+            rx: std::mem::replace(&mut self.incoming, closed),
+        }
+    }
+
+    /// Whether the link is closed (or closing): a registry drops such a link instead of
+    /// handing it out.
+    pub fn is_closed(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
     /// Resolves when the link is closed, with why.
     pub async fn closed(&self) -> LinkClosed {
         self.shared.cancel.cancelled().await;
@@ -1254,6 +1271,36 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// The sub-streams a peer opens on a link, taken off it with [`Link::take_incoming`]. It does
+/// not keep the link open: the link closes when its last `Link` handle is dropped.
+pub struct Incoming {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<SubStream>,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("closed", &self.shared.closed.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Incoming {
+    /// The next sub-stream the peer opened; `Err` with the reason once the link is closed (as
+    /// [`Link::accept_stream`]).
+    pub async fn accept(&mut self) -> Result<SubStream, LinkClosed> {
+        tokio::select! {
+            biased;
+            Some(s) = self.rx.recv() => {
+                s.shared.accepted(s.id);
+                Ok(s)
+            }
+            _ = self.shared.cancel.cancelled() => Err(self.shared.closed_because()),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Counters of leases and ownership, one set per node. Plain atomics, rendered into `/metrics`
+//! Counters of leases, ownership and links, one set per node. Plain atomics, rendered into `/metrics`
 //! (`docs/cluster.md`, "Readiness and metrics").
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,11 @@ pub struct ClusterMetrics {
     /// Times this server registered as a node: once at start, and once more each time it lost
     /// its lease and registered again under a new id.
     pub registrations: AtomicU64,
+    /// Internal links open now, both those this node dialled and those it accepted (a gauge).
+    pub links: AtomicU64,
+    /// Connections to the link listener refused in the handshake (a wrong cluster secret,
+    /// something that is not a node, a handshake too slow, or too many at once).
+    pub link_refusals: AtomicU64,
 }
 
 impl ClusterMetrics {
@@ -94,6 +99,18 @@ impl ClusterMetrics {
                 "Times this server registered as a node (at start, and again after losing its lease).",
                 Self::read(&self.registrations),
             ),
+            (
+                "debrief_cluster_links",
+                "gauge",
+                "Internal links to other nodes open now (dialled and accepted).",
+                Self::read(&self.links),
+            ),
+            (
+                "debrief_cluster_link_refusals_total",
+                "counter",
+                "Connections to the link listener refused in the handshake.",
+                Self::read(&self.link_refusals),
+            ),
         ];
         for (name, kind, help, value) in lines {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -105,5 +122,10 @@ impl ClusterMetrics {
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes one from a gauge that was raised by one before (never below zero).
+    pub(crate) fn sub_one(gauge: &AtomicU64) {
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 }

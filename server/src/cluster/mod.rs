@@ -14,7 +14,10 @@
 //!   handing documents over, and [`ownership::fence`], the check a commit runs inside its own
 //!   transaction.
 //! - [`link`]: the authenticated internal link between two nodes, with a sub-stream per
-//!   document, bounded queues and a heartbeat (not used for forwarding yet).
+//!   document, bounded queues and a heartbeat.
+//! - [`links`]: a node's links: the listener's accept loop, and the registry of links this node
+//!   dialled (one per peer, dialled at the address `nodes` holds). Sub-streams peers open go to a
+//!   handler the server gives (nothing forwards over them yet).
 //! - [`member`]: the node as the owner the PostgreSQL backend writes for: the backend claims a
 //!   document's group and fences each commit with this room's SQL, on its own connection.
 //! - [`metrics`]: counters of leases and ownership, rendered into `/metrics`.
@@ -25,6 +28,7 @@
 //! own types.
 
 pub mod link;
+pub mod links;
 pub mod member;
 pub mod metrics;
 pub mod node;
@@ -32,6 +36,8 @@ pub mod ownership;
 
 mod db;
 
+#[cfg(test)]
+mod links_tests;
 #[cfg(test)]
 mod member_tests;
 #[cfg(test)]
@@ -126,6 +132,12 @@ impl NodeId {
     /// A fresh random id (128 bits, hex).
     pub fn random() -> NodeId {
         NodeId(hex::encode(rand::random::<[u8; 16]>()))
+    }
+
+    /// An id read back from `nodes.id` (to dial that node), when it has the form every node's
+    /// id has: 32 lowercase hex digits. Anything else is no node's id, and a link would refuse it.
+    pub fn parse(id: &str) -> Option<NodeId> {
+        link::valid_node_id(id).then(|| NodeId(id.to_owned()))
     }
 
     /// The id as stored in `nodes.id` and `documents.owner`.
