@@ -76,6 +76,20 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_CLUSTER_ADVERTISE")]
     pub cluster_advertise: Option<String>,
 
+    /// With `--postgres`: the `IP:PORT` this node's internal link listens on, for other nodes
+    /// of the cluster (port 0 picks a free port). Needs the cluster secret
+    /// (`--cluster-secret-file` or `DEBRIEF_CLUSTER_SECRET`). Without `--cluster-advertise`, the
+    /// node advertises the address it bound, which must then not be 0.0.0.0 or ::. Without this
+    /// flag the node has no link.
+    #[arg(long, env = "DEBRIEF_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+
+    /// With `--postgres`: a file holding the cluster secret every node is given (at least 32
+    /// random bytes as hex or base64, such as `openssl rand -hex 32` prints), readable by its
+    /// owner only. Without it, the secret is read from `DEBRIEF_CLUSTER_SECRET`.
+    #[arg(long, env = "DEBRIEF_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
     /// Log output format; the level is set with RUST_LOG (default `info`).
     #[arg(long, env = "DEBRIEF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -274,6 +288,34 @@ impl Cli {
                     .to_owned(),
             );
         }
+        if (self.cluster_listen.is_some() || self.cluster_secret_file.is_some()) && !postgres {
+            return Err("--cluster-listen and --cluster-secret-file need --postgres".to_owned());
+        }
+        let listen = match &self.cluster_listen {
+            Some(address) => Some(address.trim().parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "--cluster-listen: {address:?} is not IP:PORT (an IP address, a colon and a \
+                     port; port 0 picks a free one)"
+                )
+            })?),
+            None => None,
+        };
+        if let Some(listen) = listen {
+            // The variable the cluster reads the secret from (`cluster::link::SECRET_ENV`;
+            // this room may not name the cluster's).
+            let from_env =
+                std::env::var_os("DEBRIEF_CLUSTER_SECRET").is_some_and(|v| !v.is_empty());
+            if self.cluster_secret_file.is_none() && !from_env {
+                return Err(
+                    "--cluster-listen needs the cluster secret: give --cluster-secret-file or set \
+                     DEBRIEF_CLUSTER_SECRET"
+                        .to_owned(),
+                );
+            }
+            if self.cluster_advertise.is_none() && listen.ip().is_unspecified() {
+                return Err(unspecified_listen(listen));
+            }
+        }
         let advertise = match &self.cluster_advertise {
             Some(address) => {
                 let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
@@ -295,6 +337,8 @@ impl Cli {
             lease: self.cluster_lease_ms.map(std::time::Duration::from_millis),
             renew_every: self.cluster_renew_ms.map(std::time::Duration::from_millis),
             advertise,
+            listen,
+            secret_file: self.cluster_secret_file.clone(),
         })
     }
 
@@ -451,8 +495,36 @@ pub struct ClusterOptions {
     pub lease: Option<std::time::Duration>,
     /// How often it is renewed.
     pub renew_every: Option<std::time::Duration>,
-    /// Where other nodes reach this node's internal link (`HOST:PORT`), or empty.
+    /// Where other nodes reach this node's internal link (`HOST:PORT`), or empty: then the
+    /// listener's bound address when there is a listener.
     pub advertise: String,
+    /// The address the link listener binds; `None`: the node has no link.
+    pub listen: Option<SocketAddr>,
+    /// The file the cluster secret is read from; `None`: `DEBRIEF_CLUSTER_SECRET`.
+    pub secret_file: Option<PathBuf>,
+}
+
+impl ClusterOptions {
+    /// The address to register for a link listener bound at `bound`: `advertise` when given,
+    /// else the bound address (with the real port when port 0 was asked), which other nodes can
+    /// dial only if it names one interface.
+    pub fn advertised(&self, bound: SocketAddr) -> Result<String, String> {
+        if !self.advertise.is_empty() {
+            return Ok(self.advertise.clone());
+        }
+        if bound.ip().is_unspecified() {
+            return Err(unspecified_listen(bound));
+        }
+        Ok(bound.to_string())
+    }
+}
+
+/// Why a listener on every interface needs `--cluster-advertise`.
+fn unspecified_listen(listen: SocketAddr) -> String {
+    format!(
+        "--cluster-listen {listen} listens on every interface, an address other nodes cannot dial: \
+         give --cluster-advertise HOST:PORT, where they reach this node"
+    )
 }
 
 impl Config {

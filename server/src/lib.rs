@@ -17,7 +17,8 @@
 //! - [`cluster`]: cluster mode on PostgreSQL (issue 18): node leases, document ownership with
 //!   epochs, takeover, handover and the fence of a commit. A server with `--postgres` is a node:
 //!   it registers at start, its store claims and fences through it, and it hands its documents
-//!   over at shutdown (`docs/cluster.md`); forwarding between nodes is not wired yet.
+//!   over at shutdown (`docs/cluster.md`); with `--cluster-listen` it accepts and dials
+//!   internal links, though nothing is forwarded over them yet.
 //! - Beside them, imported by any room: [`config`] (the command line), [`limits`] (the bounds of
 //!   transport, documents and storage, each with its reason), [`metrics`] (counters) and
 //!   [`error`] (HTTP errors as one JSON shape).
@@ -115,6 +116,9 @@ pub struct Server {
     admin: Option<tokio::net::UnixListener>,
     /// With PostgreSQL, this server as a cluster node.
     node: Option<Membership>,
+    /// With `--cluster-listen`, the link listener, bound before the node registered (so that
+    /// the address it registered has the real port), accepting from [`Server::serve`] on.
+    link_listener: Option<TcpListener>,
 }
 
 /// This server as a cluster node (with PostgreSQL): the node registered now, and what it takes
@@ -130,6 +134,117 @@ struct Membership {
     advertise: String,
     settings: cluster::Settings,
     metrics: Arc<cluster::metrics::ClusterMetrics>,
+    /// With `--cluster-listen`, the node's internal links.
+    links: Option<LinkHost>,
+}
+
+/// The internal links of whichever node this server is registered as now (`docs/cluster.md`,
+/// "Routing: the internal link"): a registry per node, since a link proves the node's id, made
+/// again when the server registers again.
+struct LinkHost {
+    secret: cluster::link::ClusterSecret,
+    /// What sub-streams peers open go to.
+    handler: cluster::links::StreamHandler,
+    /// The registry the listener hands connections to.
+    current: Arc<cluster::links::CurrentLinks>,
+    /// Every link's tasks. Not the server's tracker: links stay up while documents flush (the
+    /// acknowledgements of forwarded clients will cross them), and end after.
+    tracker: TaskTracker,
+    /// Cancelled after the documents are flushed; each registry closes with a child of it.
+    shutdown: CancellationToken,
+}
+
+impl LinkHost {
+    /// Reads the cluster secret and binds the link listener at `listen`; answers the address to
+    /// register (`--cluster-advertise`, or the address bound). Before the node registers, so a
+    /// node never advertises a port it does not hold.
+    async fn bind(
+        options: &config::ClusterOptions,
+        listen: std::net::SocketAddr,
+    ) -> Result<(LinkHost, TcpListener, String), ServerError> {
+        let secret = cluster::link::ClusterSecret::read(options.secret_file.as_deref())
+            .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            ServerError::Cluster(format!("binding the link listener {listen}: {e}"))
+        })?;
+        let bound = listener.local_addr().map_err(|e| {
+            ServerError::Cluster(format!("reading the link listener's address: {e}"))
+        })?;
+        let advertise = options.advertised(bound).map_err(ServerError::Cluster)?;
+        tracing::info!(listen = %bound, advertise = %advertise, "cluster: listening for links");
+        let host = LinkHost {
+            secret,
+            handler: Arc::new(close_forwarded),
+            current: Arc::new(cluster::links::CurrentLinks::default()),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        };
+        Ok((host, listener, advertise))
+    }
+
+    /// Makes the links of `node` the current ones, closing those of the node before it.
+    async fn start(
+        &self,
+        node: &cluster::node::Node,
+        pg: &storage::postgres::PgSettings,
+        metrics: Arc<cluster::metrics::ClusterMetrics>,
+    ) -> Result<(), ServerError> {
+        let db = pg_config(pg)?;
+        let lease = node.settings().lease();
+        let defaults = cluster::link::LinkSettings::default();
+        let links = cluster::links::Links::open(cluster::links::LinksSetup {
+            id: node.id().clone(),
+            secret: &self.secret,
+            // Silence is judged after a lease, as the design says; the heartbeat beats well
+            // within it even for a short lease.
+            link: cluster::link::LinkSettings {
+                silent_after: lease,
+                heartbeat_every: defaults.heartbeat_every.min(lease / 3),
+                ..defaults
+            },
+            config: db,
+            lease,
+            handler: self.handler.clone(),
+            metrics,
+            tracker: self.tracker.clone(),
+            shutdown: self.shutdown.clone(),
+        })
+        .await
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        if let Some(old) = self.current.replace(Some(links)) {
+            old.close();
+        }
+        Ok(())
+    }
+
+    /// Closes every link and waits for their tasks (after the documents were flushed).
+    async fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.current.replace(None);
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some internal links did not stop in time");
+        }
+    }
+}
+
+/// What a sub-stream a peer opens gets until the owner side of forwarded connections lands
+/// (its home will be `transport/forwarded.rs`): it is closed at once, so the peer learns at
+/// once that this node serves nothing over links yet, instead of waiting on a silent stream.
+fn close_forwarded(stream: cluster::link::SubStream) {
+    drop(stream);
+}
+
+/// The connection configuration of `pg`'s URL.
+fn pg_config(pg: &storage::postgres::PgSettings) -> Result<tokio_postgres::Config, ServerError> {
+    pg.url.parse().map_err(|e| {
+        ServerError::Store(StoreError::Postgres(format!(
+            "the connection string does not parse: {e}"
+        )))
+    })
 }
 
 /// The longest wait between two tries to register again after the node lost its lease.
@@ -158,6 +273,13 @@ impl Membership {
                 },
             };
             tracing::warn!(why = %why, "this node lost its lease; its documents were let go, and it registers again as a new node");
+            // Its links prove an id that is no node's any more: closed now, not once a new node
+            // registered (which takes as long as the database stays away).
+            if let Some(links) = &self.links {
+                if let Some(old) = links.current.replace(None) {
+                    old.close();
+                }
+            }
             let mut pause = self.settings.renew_every();
             let (node, tasks) = loop {
                 let joined = tokio::select! {
@@ -169,6 +291,21 @@ impl Membership {
                         cluster::NodeId::random(),
                         self.metrics.clone(),
                     ) => joined,
+                };
+                let joined = match (joined, &self.links) {
+                    (Ok((node, tasks)), Some(links)) => {
+                        match links.start(&node, &self.pg, self.metrics.clone()).await {
+                            Ok(()) => Ok((node, tasks)),
+                            Err(e) => {
+                                // Registered but unreachable for links: leave, and try again.
+                                let _ =
+                                    tokio::time::timeout(SHUTDOWN_GRACE, node.shut_down()).await;
+                                tasks.close();
+                                Err(e)
+                            }
+                        }
+                    }
+                    (joined, _) => joined,
                 };
                 match joined {
                     Ok(joined) => break joined,
@@ -219,6 +356,16 @@ impl Server {
             )),
             None => None,
         };
+        // The link listener is bound first: a port or secret that cannot be had stops the server
+        // before anything is opened, and the node registers the port it really holds.
+        let (link_host, link_listener, advertise) = match (&config.postgres, config.cluster.listen)
+        {
+            (Some(_), Some(listen)) => {
+                let (host, listener, advertise) = LinkHost::bind(&config.cluster, listen).await?;
+                (Some(host), Some(listener), advertise)
+            }
+            _ => (None, None, config.cluster.advertise.clone()),
+        };
         let started = std::time::Instant::now();
         let data_dir = config.data_dir.clone();
         let data_dir_for_admin = data_dir.clone();
@@ -255,18 +402,33 @@ impl Server {
         let node = match (joining, &config.postgres) {
             (Some((settings, id, slot)), Some(pg)) => {
                 let metrics = Arc::new(cluster::metrics::ClusterMetrics::default());
-                match Server::join(pg, &config.cluster.advertise, settings, id, metrics.clone())
-                    .await
+                let joined = match Server::join(pg, &advertise, settings, id, metrics.clone()).await
                 {
+                    Ok((node, tasks)) => match &link_host {
+                        Some(host) => match host.start(&node, pg, metrics.clone()).await {
+                            Ok(()) => Ok((node, tasks)),
+                            Err(e) => {
+                                let _ =
+                                    tokio::time::timeout(SHUTDOWN_GRACE, node.shut_down()).await;
+                                tasks.close();
+                                Err(e)
+                            }
+                        },
+                        None => Ok((node, tasks)),
+                    },
+                    Err(e) => Err(e),
+                };
+                match joined {
                     Ok((node, tasks)) => {
                         slot.fill(node.member());
                         Some(Membership {
                             current: Arc::new(tokio::sync::Mutex::new(Some((node, tasks)))),
                             slot,
                             pg: pg.clone(),
-                            advertise: config.cluster.advertise.clone(),
+                            advertise,
                             settings,
                             metrics,
+                            links: link_host,
                         })
                     }
                     Err(e) => {
@@ -299,6 +461,7 @@ impl Server {
                 admin: admin::bind(&data_dir_for_admin),
                 data_dir: data_dir_for_admin,
                 node,
+                link_listener,
             }),
             Err(e) => {
                 // Stop the flusher: it ends once every handle to the store is gone.
@@ -318,11 +481,7 @@ impl Server {
         id: cluster::NodeId,
         metrics: Arc<cluster::metrics::ClusterMetrics>,
     ) -> Result<(cluster::node::Node, TaskTracker), ServerError> {
-        let db: tokio_postgres::Config = pg.url.parse().map_err(|e| {
-            ServerError::Store(StoreError::Postgres(format!(
-                "the connection string does not parse: {e}"
-            )))
-        })?;
+        let db = pg_config(pg)?;
         let tasks = TaskTracker::new();
         let joined = tokio::time::timeout(
             pg.timeout,
@@ -451,6 +610,7 @@ impl Server {
             data_dir,
             admin,
             node,
+            link_listener,
         } = self;
         let shutdown = state.shutdown.clone();
         let tracker = state.tracker.clone();
@@ -472,6 +632,14 @@ impl Server {
         let node = node.map(Arc::new);
         if let Some(node) = &node {
             tracker.spawn(node.clone().rejoin(shutdown.clone()));
+            // The listener stops accepting at shutdown; the links it made end after the flush.
+            if let (Some(listener), Some(links)) = (link_listener, &node.links) {
+                tracker.spawn(cluster::links::listen(
+                    listener,
+                    links.current.clone(),
+                    shutdown.clone(),
+                ));
+            }
         }
         if let Some(admin) = admin {
             tracker.spawn(admin::serve(
@@ -517,6 +685,10 @@ impl Server {
         drop(store);
         if tokio::time::timeout(SHUTDOWN_GRACE, flusher).await.is_err() {
             tracing::warn!("the flusher did not stop in time");
+        }
+        // Documents are flushed: the links have nothing more to carry.
+        if let Some(links) = node.as_ref().and_then(|n| n.links.as_ref()) {
+            links.shut_down().await;
         }
         // Everything is committed and the store has let go of the database: the node hands its
         // documents over, so another node claims them at once instead of waiting for the lease.

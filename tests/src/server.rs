@@ -56,7 +56,7 @@ impl TestServer {
         let cluster = debrief_server::config::ClusterOptions {
             lease: Some(lease),
             renew_every: Some(renew_every),
-            advertise: String::new(),
+            ..Default::default()
         };
         TestServer::with_postgres_node(url, cluster).await
     }

@@ -3,6 +3,7 @@
 //! a client saw, the database's own durability settings are on, and start-up, `/readyz` and the
 //! sled-only commands say plainly what is wrong.
 
+mod links;
 mod node;
 
 use debrief_tests::postgres::TestDb;
