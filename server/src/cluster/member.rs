@@ -1,8 +1,10 @@
 //! The node as the owner the PostgreSQL backend writes for
-//! ([`crate::storage::postgres::owner::Owner`]): the backend's database thread runs this room's
-//! claim ([`super::ownership::claim_on`]) and fence ([`super::ownership::fence`]) on its own
-//! connection, so a document is claimed and a commit fenced by one piece of SQL, whoever runs
-//! it, and the node's view of what it owns and its counters stay whole.
+//! ([`crate::storage::postgres::owner::Owner`]): the backend runs this room's claim
+//! ([`super::ownership::claim_on`]) on its claim session and its fence
+//! ([`super::ownership::fence`]) on its commit connection, so a document is claimed and a commit
+//! fenced by one piece of SQL, whoever runs it, and the node's view of what it owns and its
+//! counters stay whole. The backend's documents watch the node's lease through it
+//! ([`Owner::until_fenced`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +13,8 @@ use tokio_postgres::{Client, Transaction};
 
 use super::node::{Inner, Node};
 use super::ownership::{claim_on, fence, Claims};
-use super::ClusterError;
-use crate::storage::postgres::owner::{ClaimError, Claimed, Local, Owner};
+use super::{ClusterError, Fenced};
+use crate::storage::postgres::owner::{ClaimError, Claimed, Local, Owner, Sent};
 
 /// A handle on a registered node for the storage backend; cheap to clone. It does not keep the
 /// node registered: once the [`super::node::Node`] shuts down or is dropped, the handle sees it
@@ -55,11 +57,26 @@ impl Owner for Member {
         Some(self.inner.settings.lease())
     }
 
+    fn lock_limit(&self) -> Option<Duration> {
+        Some(lock_limit(&self.inner.settings))
+    }
+
+    fn until_fenced(&self) -> Sent<'static, String> {
+        let state = self.inner.watch();
+        Box::pin(async move {
+            // The node lives as long as this watch's sender: `None` only once it is gone.
+            super::node::until_fenced(state)
+                .await
+                .unwrap_or(Fenced::Left)
+                .to_string()
+        })
+    }
+
     fn claim<'a>(
         &'a self,
         client: &'a mut Client,
         names: &'a [&'a str],
-    ) -> Local<'a, Result<Claimed, ClaimError>> {
+    ) -> Sent<'a, Result<Claimed, ClaimError>> {
         Box::pin(async move {
             match claim_on(&self.inner, client, names).await {
                 Ok(Claims::Won(won)) => Ok(Claimed::Won(
@@ -129,6 +146,14 @@ struct Current {
 /// Why a slot refuses before its node registered.
 const NOT_REGISTERED: &str = "the node has not registered yet";
 
+/// How long the store's claim may wait for a row lock: a quarter of the lease. Any commit or
+/// claim that is not stuck holds a row for milliseconds; one that holds it longer belongs to a
+/// paused node (PostgreSQL ends its transaction within a lease), and the claim session, which
+/// serves every load of the store one claim at a time, must not wait that long for it.
+fn lock_limit(settings: &super::Settings) -> Duration {
+    settings.lease() / 4
+}
+
 impl MemberSlot {
     /// A slot for the node that will register as `id` with a lease of `settings`.
     pub fn new(id: super::NodeId, settings: super::Settings) -> MemberSlot {
@@ -186,11 +211,23 @@ impl Owner for MemberSlot {
         Some(self.settings.lease())
     }
 
+    fn lock_limit(&self) -> Option<Duration> {
+        Some(lock_limit(&self.settings))
+    }
+
+    /// The node registered now; one not registered yet counts as fenced.
+    fn until_fenced(&self) -> Sent<'static, String> {
+        match self.member() {
+            Some(member) => member.until_fenced(),
+            None => Box::pin(std::future::ready(NOT_REGISTERED.to_owned())),
+        }
+    }
+
     fn claim<'a>(
         &'a self,
         client: &'a mut Client,
         names: &'a [&'a str],
-    ) -> Local<'a, Result<Claimed, ClaimError>> {
+    ) -> Sent<'a, Result<Claimed, ClaimError>> {
         match self.member() {
             Some(member) => Box::pin(async move { member.claim(client, names).await }),
             None => Box::pin(async { Err(ClaimError::Fenced(NOT_REGISTERED.to_owned())) }),

@@ -182,7 +182,7 @@ impl Node {
     /// Whether the node may still commit; document owners watch this and stop when it turns
     /// [`LeaseState::Fenced`].
     pub fn state(&self) -> watch::Receiver<LeaseState> {
-        self.inner.state.subscribe()
+        self.inner.watch()
     }
 
     /// Why the node is fenced, if it is.
@@ -287,6 +287,11 @@ impl Inner {
             owned.remove(name);
             self.count_owned(&owned);
         }
+    }
+
+    /// A watch of the node's state (see [`Node::state`]).
+    pub(super) fn watch(&self) -> watch::Receiver<LeaseState> {
+        self.state.subscribe()
     }
 
     pub(super) fn is_fenced(&self) -> Option<Fenced> {

@@ -1,7 +1,8 @@
 //! The task of one open document: it runs the document's [`Core`] and does only the I/O the core
-//! asks for ([`Effect`]): reading and building the document on blocking threads, appending to the
-//! log, requesting group-commit flushes and waiting for them, compacting the log, the idle timer,
-//! shutdown, and leaving the registry. Every decision (what to apply, when a frame may leave:
+//! asks for ([`Effect`]): reading the document (a load that waits for another node's lease waits
+//! on a timer, and ends at shutdown) and building it on a blocking thread, appending to the log,
+//! requesting group-commit flushes and waiting for them, compacting the log, the idle timer,
+//! shutdown, the node's fence (its clients are closed at once), and leaving the registry. Every decision (what to apply, when a frame may leave:
 //! only after the flush that makes its content durable) is the core's.
 //!
 //! It never holds a yrs transaction across `.await` and never touches a socket: frames reach
@@ -10,6 +11,8 @@
 //! registry that spawns it.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use debrief_proto::close;
@@ -104,6 +107,13 @@ pub(crate) struct Start {
     pub shared: Arc<Shared>,
 }
 
+/// A document being read and built: polled by the owner's task, the building itself on a
+/// blocking thread.
+type Building = Pin<Box<dyn Future<Output = Result<Doc, StoreError>> + Send>>;
+
+/// Resolves, with why, once the node the store writes for is fenced ([`Store::until_fenced`]).
+type NodeFenced = Pin<Box<dyn Future<Output = String> + Send>>;
+
 pub(crate) struct Owner {
     name: Arc<str>,
     generation: u64,
@@ -112,8 +122,8 @@ pub(crate) struct Owner {
     core: Core,
     /// The requested flushes, oldest first: one per [`Core::flushes_in_flight`].
     flushes: VecDeque<oneshot::Receiver<Result<(), StoreError>>>,
-    /// The document being built (first load, or [`Effect::Rebuild`]).
-    loading: Option<JoinHandle<Result<Doc, StoreError>>>,
+    /// The document being built (first load), or read again and built ([`Effect::Rebuild`]).
+    loading: Option<Building>,
     /// The running compaction ([`Effect::Compact`]).
     compaction: Option<JoinHandle<Result<Compacted, StoreError>>>,
     /// When presence changes are next relayed, while the core relays them in ticks.
@@ -137,19 +147,37 @@ impl Owner {
     }
 
     async fn start(start: Box<Start>, rx: queue::Receiver<DocCommand>) {
-        let loaded = Box::pin(Owner::load(&start)).await;
+        // Asked before the load claims the document: if the node that claims it is fenced from
+        // here on (or already was), the document lets its clients go at once.
+        let fenced = start.ctx.store.until_fenced();
+        let shutdown = start.ctx.shutdown.clone();
+        // A load may wait up to a lease and a renewal for another node's lease (PostgreSQL):
+        // shutdown does not wait for it.
+        let loaded = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => None,
+            loaded = Box::pin(Owner::load(&start)) => Some(loaded),
+        };
         match loaded {
-            Ok(owner) => {
+            Some(Ok(owner)) => {
                 drop(start);
-                owner.serve(rx).await;
+                owner.serve(rx, fenced).await;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::error!(doc = %start.name, error = %e, "could not load document");
                 if let Some(unload) = start.unload.upgrade() {
                     unload.stopped(&start.name, start.generation);
                 }
                 drop(start);
-                Owner::refuse_all(rx).await;
+                Owner::refuse_all(rx, false).await;
+            }
+            None => {
+                tracing::debug!("the server is shutting down; the document's load is abandoned");
+                if let Some(unload) = start.unload.upgrade() {
+                    unload.stopped(&start.name, start.generation);
+                }
+                drop(start);
+                Owner::refuse_all(rx, true).await;
             }
         }
     }
@@ -163,7 +191,7 @@ impl Owner {
             shared,
         } = start;
         let started = std::time::Instant::now();
-        let (stored, meta) = read_blocking(ctx.store.clone(), name.clone()).await?;
+        let (stored, meta) = read(&ctx.store, name).await?;
         Metrics::inc(&ctx.metrics.documents_loaded);
         tracing::debug!(
             log_entries = meta.log_entries,
@@ -185,7 +213,11 @@ impl Owner {
         }))
     }
 
-    async fn serve(mut self: Box<Self>, mut rx: queue::Receiver<DocCommand>) {
+    async fn serve(
+        mut self: Box<Self>,
+        mut rx: queue::Receiver<DocCommand>,
+        mut fenced: NodeFenced,
+    ) {
         let shutdown = self.ctx.shutdown.clone();
         loop {
             while let Some(effect) = self.core.poll_effect() {
@@ -234,17 +266,19 @@ impl Owner {
                 built = async { self.loading.as_mut().expect("guarded by the branch condition").await }, if self.loading.is_some() => {
                     self.loading = None;
                     let doc = match built {
-                        Ok(Ok(doc)) => Some(doc),
-                        Ok(Err(e)) => {
-                            tracing::error!(doc = %self.name, error = %e, "could not build the document");
-                            None
-                        }
+                        Ok(doc) => Some(doc),
                         Err(e) => {
-                            tracing::error!(doc = %self.name, error = %e, "the build task failed");
+                            tracing::error!(doc = %self.name, error = %e, "could not build the document");
                             None
                         }
                     };
                     self.core.built(doc);
+                }
+                why = &mut fenced, if !self.core.shutting_down() => {
+                    // Every write would be refused from now on: the clients are closed as a
+                    // refused commit closes them, so they reconnect to whoever serves next.
+                    tracing::warn!(doc = %self.name, reason = %why, "this node is fenced: the document's clients are closed and it leaves memory");
+                    self.core.storage_failed();
                 }
                 cmd = rx.recv(), if self.core.accepts_commands() => {
                     let Some(cmd) = cmd else { break };
@@ -306,10 +340,11 @@ impl Owner {
                 // worker serves (issue 16). The damaged document is freed there too.
                 let store = self.ctx.store.clone();
                 let name = self.name.clone();
-                self.loading = Some(tokio::task::spawn_blocking(move || {
-                    drop(damaged);
-                    let stored = store.load(&name)?;
-                    build(&name, stored)
+                self.loading = Some(Box::pin(async move {
+                    // Freed on a blocking thread too: a large document takes long to free.
+                    let _ = tokio::task::spawn_blocking(move || drop(damaged)).await;
+                    let stored = store.load(&name).await?;
+                    build_blocking(name, stored).await
                 }));
             }
             Effect::Unload => return self.try_unload(rx),
@@ -360,12 +395,18 @@ impl Owner {
         true
     }
 
-    /// Answers every queued join with a refusal when the document could not be loaded.
-    async fn refuse_all(mut rx: queue::Receiver<DocCommand>) {
+    /// Answers every queued join with a refusal when the document could not be loaded, or
+    /// (`shutting_down`) when the server stopped while it was loading: those connections close
+    /// "going away", as every other does at shutdown.
+    async fn refuse_all(mut rx: queue::Receiver<DocCommand>, shutting_down: bool) {
         rx.close();
         while let Some(cmd) = rx.recv().await {
             if let DocCommand::Join(join) = cmd {
                 let JoinRequest { peer, reply } = *join;
+                if shutting_down {
+                    let _ = reply.send(Err(JoinError::ShuttingDown));
+                    continue;
+                }
                 peer.kick
                     .kick(close::INTERNAL_ERROR, "document could not be loaded");
                 let _ = reply.send(Err(JoinError::Unloading));
@@ -374,13 +415,11 @@ impl Owner {
     }
 }
 
-/// Reads a document's stored bytes (no yrs work), on a blocking thread.
-async fn read_blocking(
-    store: Store,
-    name: Arc<str>,
-) -> Result<(StoredDoc, StoredMeta), StoreError> {
+/// Reads a document's stored bytes (no yrs work; see [`Store::load`]).
+async fn read(store: &Store, name: &Arc<str>) -> Result<(StoredDoc, StoredMeta), StoreError> {
+    let stored = store.load(name).await?;
+    // The sync answer copies the snapshot: done on a blocking thread, like the read it follows.
     tokio::task::spawn_blocking(move || {
-        let stored = store.load(&name)?;
         let fresh_sync = match (&stored.snapshot, stored.log.is_empty()) {
             (Some(snapshot), true) => Some(sync_frame(SyncMessage::Step2(snapshot))),
             _ => None,
@@ -392,15 +431,20 @@ async fn read_blocking(
             log_bytes: stored.log_bytes(),
             snapshot_bytes: stored.snapshot_bytes(),
         };
-        Ok((stored, meta))
+        (stored, meta)
     })
     .await
-    .map_err(|e| StoreError::Compaction(format!("load task failed: {e}")))?
+    .map_err(|e| StoreError::Compaction(format!("load task failed: {e}")))
 }
 
 /// Builds the in-memory document from its stored bytes, on a blocking thread.
-fn build_blocking(name: Arc<str>, stored: StoredDoc) -> JoinHandle<Result<Doc, StoreError>> {
-    tokio::task::spawn_blocking(move || build(&name, stored))
+fn build_blocking(name: Arc<str>, stored: StoredDoc) -> Building {
+    let building = tokio::task::spawn_blocking(move || build(&name, stored));
+    Box::pin(async move {
+        building
+            .await
+            .map_err(|e| StoreError::Compaction(format!("the build task failed: {e}")))?
+    })
 }
 
 /// Builds the in-memory document from its stored bytes (slow for a large document: call it on a

@@ -406,7 +406,14 @@ mod tests {
         let (store, flusher) =
             crate::storage::store::Store::open(&restored).expect("open restored");
         assert_eq!(
-            store.load("doc").expect("load").updates().expect("decode"),
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(store.load(&std::sync::Arc::from("doc")))
+                .expect("load")
+                .updates()
+                .expect("decode"),
             vec![&b"hello"[..]]
         );
         assert_eq!(

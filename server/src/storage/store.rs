@@ -136,13 +136,31 @@ impl Store {
         }
     }
 
-    /// Reads a document's snapshot and log. Blocking: run it on a blocking thread. With
-    /// PostgreSQL this also claims the document's group for this node, waiting while another
-    /// node's live lease holds it (see [`crate::storage::postgres`]).
-    pub fn load(&self, name: &str) -> Result<StoredDoc, StoreError> {
+    /// Reads a document's snapshot and log: sled's read runs on a blocking thread. With
+    /// PostgreSQL this first claims the document's group for this node, waiting on a timer while
+    /// another node's live lease holds it (no thread is held meanwhile), and dropping the future
+    /// ends the wait (see [`crate::storage::postgres`]).
+    pub async fn load(&self, name: &Arc<str>) -> Result<StoredDoc, StoreError> {
         match &self.0 {
-            Backend::Sled(s) => s.load(name),
-            Backend::Postgres(p) => p.load(name),
+            Backend::Sled(s) => {
+                let (s, name) = (s.clone(), name.clone());
+                tokio::task::spawn_blocking(move || s.load(&name))
+                    .await
+                    .map_err(|e| StoreError::Compaction(format!("load task failed: {e}")))?
+            }
+            Backend::Postgres(p) => p.load(name).await,
+        }
+    }
+
+    /// Resolves, with why, once the node this store writes for is fenced (PostgreSQL; never
+    /// with sled). A document asks before it is loaded and, when this resolves, closes its
+    /// clients and leaves memory without waiting for its next commit to be refused.
+    pub fn until_fenced(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> {
+        match &self.0 {
+            Backend::Sled(_) => Box::pin(std::future::pending()),
+            Backend::Postgres(p) => p.until_fenced(),
         }
     }
 

@@ -60,6 +60,16 @@ pub enum StoreError {
         /// How long the load waited.
         waited: std::time::Duration,
     },
+    /// A row of the group being loaded stayed locked by another database session (a commit
+    /// or claim of another node that does not end) through every try of the load. PostgreSQL
+    /// only.
+    #[error("document {name:?} stayed locked by another database session for the {} ms this node waited", .waited.as_millis())]
+    Locked {
+        /// The document being loaded.
+        name: String,
+        /// How long the load waited.
+        waited: std::time::Duration,
+    },
     /// PostgreSQL refused a statement, or cannot be reached. PostgreSQL only.
     #[error("postgres: {0}")]
     Postgres(String),

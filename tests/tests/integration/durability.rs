@@ -48,7 +48,10 @@ async fn compaction_trims_the_log_and_keeps_the_content() {
     server.stop().await;
     {
         let (store, _flusher) = Store::open(&server.data_dir()).expect("open the store");
-        let stored = store.load("compact").expect("load");
+        let stored = store
+            .load(&std::sync::Arc::from("compact"))
+            .await
+            .expect("load");
         assert!(stored.snapshot.is_some(), "a snapshot was written");
         assert!(
             stored.log.len() < 10,

@@ -7,10 +7,11 @@
 //! allowed. So one thread of its own (`debrief-postgres`) runs a small current-thread runtime
 //! with the one connection, and everything that needs the database is handed to it: group
 //! commits through a bounded queue (an owner that finds it full waits, as with sled), and the
-//! few synchronous calls that must read the database (loading a document, a compaction, a
+//! few calls that must read the database (reading a document just claimed, a compaction, a
 //! document's size the first time it is asked for, a metadata tree the first time it is opened)
 //! through a queue on which each caller waits for its own answer, so it holds at most one call
-//! per thread. Statements run one after the other on that connection.
+//! per thread. Statements run one after the other on that connection. Claims do not: they run
+//! on a claim session of their own (below).
 //!
 //! **Group commit.** [`PgStore::append`] puts the record in the pending batch in memory. The
 //! database thread takes every waiting flush request, then every pending record and metadata
@@ -20,18 +21,22 @@
 //!
 //! **Claims and the fence** are the cluster's ([`owner::Owner`], given at open; `docs/cluster.md`,
 //! "Leases, epochs and the fence"). The `documents` table records each document's owner (the
-//! node's id) and epoch. [`PgStore::load`] claims the document's group (a review's three
-//! documents; [`owner::Ownership::group`]) in one short transaction on the database thread: it
-//! takes them only when nobody holds them, this node does, they were handed over, or their
-//! owner's lease lapsed by the database's clock, each epoch rising. A group held by another node
-//! with a live lease is tried again from the loading thread (the database thread serves others
-//! meanwhile) until that lease could have lapsed and one renewal more, then the load fails with
-//! [`StoreError::Held`]. Every group commit runs the fence for each of its documents, in name
+//! node's id) and epoch. [`PgStore::load`] (async) claims the document's group (a review's three
+//! documents; [`owner::Ownership::group`]) in one short transaction on the store's claim session
+//! (`claims.rs`), never on the commit connection, whose commits must not wait on a row lock a
+//! claim waits for; the claim gives up on a lock after [`owner::Owner::lock_limit`]. It takes
+//! the group only when nobody holds it, this node does, it was handed over, or its owner's lease
+//! lapsed by the database's clock, each epoch rising. A group held by another node with a live
+//! lease (or locked past the limit) is tried again on a timer of the loading task, which holds
+//! no thread meanwhile, until that lease could have lapsed and one renewal more, then the load
+//! fails with [`StoreError::Held`] (or [`StoreError::Locked`]). Every group commit runs the fence for each of its documents, in name
 //! order, inside its transaction: owner and epoch still this node's, and its lease live; a
 //! document that fails it is dropped from the transaction, which is retried without it, and its
 //! owner's flush fails with [`StoreError::Fenced`] (counted in `/metrics`). A compaction runs the
 //! same check in its own transaction. Once the node itself is fenced (its lease lost), every
-//! document it held is fenced at the next commit and nothing more is written.
+//! document it held is fenced at the next commit (or at the first claim or commit under the
+//! node the server registers next) and nothing more is written; documents that asked
+//! [`PgStore::until_fenced`] close their clients at once.
 //!
 //! **Failures.** A commit that fails drops the records it carried: their documents are marked
 //! failed, so their owners' flushes fail and the owners stop (their clients reconnect and load
@@ -66,6 +71,7 @@
 //! order, their transaction id and their place in the write-ahead log say nothing about when each
 //! item arrived.
 
+mod claims;
 pub mod owner;
 mod worker;
 
@@ -183,11 +189,18 @@ const MIN_CLAIM_POLL: Duration = Duration::from_millis(5);
 pub(crate) struct Shared {
     /// The node this store writes for: its id is `documents.owner`, and it claims and fences.
     ownership: Ownership,
+    /// Where loads claim their groups (never the commit connection).
+    claims: claims::ClaimSession,
+    /// How long one round, claim or read may take (see [`PgSettings::timeout`]).
+    timeout: Duration,
     state: Mutex<State>,
     trees: Mutex<HashMap<String, Arc<TreeData>>>,
     sizes: Mutex<HashMap<String, u64>>,
     /// Whether the connection is up (for the readiness probe).
     up: AtomicBool,
+    /// Set once the store stopped writing for good (another Debrief took the database): loads
+    /// claim nothing more either.
+    stopped: std::sync::OnceLock<StoreError>,
     stats: Stats,
 }
 
@@ -200,6 +213,10 @@ struct State {
     meta: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     /// The epoch each document was claimed with (loaded, or claimed with its group).
     claims: HashMap<String, i64>,
+    /// The node `claims` were made by. A node that lost its lease is followed by a new one
+    /// (the server registers again); what the earlier one claimed is let go as soon as the
+    /// store sees the new id, whether or not a commit ran in between.
+    claimed_by: String,
     /// Documents whose records were dropped (fenced, or their commit failed), with why: their
     /// flushes and appends fail until they are loaded again.
     failed: HashMap<String, StoreError>,
@@ -248,24 +265,14 @@ struct CompactInput {
 
 type Reply<T> = std::sync::mpsc::SyncSender<Result<T, StoreError>>;
 
-/// What one try of a load found.
-#[derive(Debug)]
-enum Loaded {
-    /// The document's group is this node's; the document as stored.
-    Doc(StoredDoc),
-    /// Another node holds the group with a live lease (for this long, unless it renews).
-    Held {
-        name: String,
-        owner: String,
-        lease_left: Duration,
-    },
-}
-
 /// A synchronous call to the database thread; the caller waits for the reply.
 #[derive(Debug)]
 enum Call {
-    /// Claims a document's group and reads the document.
-    Load { name: String, reply: Reply<Loaded> },
+    /// Reads a document just claimed (see [`PgStore::load`]); answered to an async caller.
+    Read {
+        name: String,
+        reply: oneshot::Sender<Result<StoredDoc, StoreError>>,
+    },
     /// Reads a metadata tree.
     Tree {
         name: String,
@@ -317,12 +324,21 @@ impl PgStore {
             "This data directory belongs to a Debrief server that keeps its data in PostgreSQL.\n",
         )
         .map_err(|e| StoreError::Integrity(format!("{}: {e}", dir.display())))?;
+        let mut config = config;
+        worker::configure(&mut config, &ownership.owner.node(), settings.timeout);
+        let claimed_by = ownership.owner.node();
         let shared = Arc::new(Shared {
+            claims: claims::ClaimSession::new(config.clone()),
+            timeout: settings.timeout,
             ownership,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                claimed_by,
+                ..State::default()
+            }),
             trees: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
             up: AtomicBool::new(false),
+            stopped: std::sync::OnceLock::new(),
             stats: Stats::default(),
         });
         let (calls, calls_rx) = mpsc::unbounded_channel();
@@ -331,7 +347,6 @@ impl PgStore {
             shared.clone(),
             config,
             settings.patience,
-            settings.timeout,
             calls_rx,
             flushes_rx,
         )?;
@@ -364,45 +379,11 @@ impl PgStore {
         answer.recv().map_err(|_| StoreError::FlusherGone)?
     }
 
-    /// Claims the document's group for this node and reads its snapshot and log, with the
-    /// records appended here and not committed yet. Blocking: while another node holds the group
-    /// with a live lease, this thread waits and tries again (each try is one short transaction on
-    /// the database thread, which serves other calls in between), for at most the owner's
-    /// patience (a lease and a renewal), then fails with [`StoreError::Held`].
-    pub fn load(&self, name: &str) -> Result<StoredDoc, StoreError> {
-        let owner = &self.shared.ownership.owner;
-        let started = std::time::Instant::now();
-        let deadline = started + owner.patience();
-        loop {
-            let tried = self.call(|reply| Call::Load {
-                name: name.to_owned(),
-                reply,
-            })?;
-            let (held, holder, lease_left) = match tried {
-                Loaded::Doc(doc) => return Ok(doc),
-                Loaded::Held {
-                    name,
-                    owner,
-                    lease_left,
-                } => (name, owner, lease_left),
-            };
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Held {
-                    name: held,
-                    owner: holder,
-                    waited: now - started,
-                });
-            }
-            tracing::debug!(doc = %name, held = %held, owner = %holder, "the document's group is held by another node; waiting");
-            // Looked at again when the lease would end, and at least once a renewal interval.
-            std::thread::sleep(
-                lease_left
-                    .max(MIN_CLAIM_POLL)
-                    .min(owner.poll())
-                    .min(deadline - now),
-            );
-        }
+    /// Resolves, with why, once the node claiming for this store now is fenced (see
+    /// [`owner::Owner::until_fenced`]): an open document asks before it is loaded, and closes
+    /// its clients when it resolves.
+    pub fn until_fenced(&self) -> owner::Sent<'static, String> {
+        self.shared.ownership.owner.until_fenced()
     }
 
     /// Puts one record into the pending batch; its size. Refused for a document this store has
@@ -799,6 +780,43 @@ fn prefixed<'a>(
 ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
     map.range(prefix.to_vec()..)
         .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+impl Shared {
+    /// Once the node the store writes for has a new id (the server registered again after its
+    /// node lost its lease), every document the earlier node claimed is let go: its pending
+    /// records are dropped and its owner's next flush or append fails, as when the node was
+    /// fenced. Called before every claim and every group commit.
+    fn let_go_of_earlier_node(&self, node: &str) {
+        let mut state = lock(&self.state);
+        if state.claimed_by == node {
+            return;
+        }
+        state.claimed_by = node.to_owned();
+        fence_all(
+            &mut state,
+            "the node that claimed them lost its lease; this server registered again as a new node",
+        );
+    }
+}
+
+/// Every document of `state` is let go because its node is fenced: pending records dropped,
+/// the owner's next flush or append failing with the node's reason, nothing held any more.
+fn fence_all(state: &mut State, why: &str) {
+    let held: Vec<String> = state.claims.drain().map(|(name, _)| name).collect();
+    if !held.is_empty() {
+        tracing::warn!(
+            documents = held.len(),
+            reason = %why,
+            "this node is fenced: the documents it held are dropped, their pending records not written"
+        );
+    }
+    for name in held {
+        state.records.remove(&name);
+        state
+            .failed
+            .insert(name, StoreError::NodeFenced(why.to_owned()));
+    }
 }
 
 /// Keeps a document's size for [`PgStore::stored_bytes`] (known from a load or a read).

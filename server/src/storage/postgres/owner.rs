@@ -1,5 +1,6 @@
-//! What the PostgreSQL backend asks of the node it writes for: claiming documents and fencing a
-//! commit, both run on the backend's own connection, and whether the node may still write.
+//! What the PostgreSQL backend asks of the node it writes for: claiming documents (on the
+//! backend's claim session) and fencing a commit (on its commit connection, inside the commit's
+//! transaction), whether the node may still write, and a wait for the moment it may not.
 //!
 //! The cluster room implements [`Owner`] (`cluster::member::Member`) and the composition root
 //! hands it in, so the claim and the fence are one piece of SQL that the node and this backend
@@ -17,6 +18,9 @@ use tokio_postgres::{Client, Transaction};
 
 /// A future run on the database thread (never sent to another thread).
 pub type Local<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// A future run on the server's runtime, by the task that loads a document.
+pub type Sent<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The outcome of a claim of a group of documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,12 +71,26 @@ pub trait Owner: Send + Sync + fmt::Debug {
     /// `None` leaves the server's setting.
     fn idle_limit(&self) -> Option<Duration>;
 
-    /// Claims `names` together, in one short transaction on `client`: all or none.
+    /// How long a claim may wait for a row lock another session holds before PostgreSQL
+    /// ends it (`lock_timeout` of the claim session); `None` leaves the server's setting. The
+    /// claim session serves every load of the store one claim at a time, so a claim stuck
+    /// behind a paused node's transaction must give up well within a lease and try again.
+    fn lock_limit(&self) -> Option<Duration>;
+
+    /// Claims `names` together, in one short transaction on `client` (the store's claim
+    /// session): all or none.
     fn claim<'a>(
         &'a self,
         client: &'a mut Client,
         names: &'a [&'a str],
-    ) -> Local<'a, Result<Claimed, ClaimError>>;
+    ) -> Sent<'a, Result<Claimed, ClaimError>>;
+
+    /// Resolves, with why, once the node claiming now is fenced (at once if it is already):
+    /// the documents it claimed are let go then, without waiting for their next commit to be
+    /// refused. A document that asks before its claim and is claimed by a later node (the
+    /// server registered again in between) hears of the earlier node's fence, which only
+    /// closes it early.
+    fn until_fenced(&self) -> Sent<'static, String>;
 
     /// Inside a commit's transaction: true while this node still holds `name` at `epoch` with a
     /// live lease. The row stays share-locked until the transaction ends.

@@ -248,11 +248,28 @@ impl super::owner::Owner for TestOwner {
         None
     }
 
+    fn lock_limit(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Resolves once a test fences the node (looked at every few milliseconds).
+    fn until_fenced(&self) -> super::owner::Sent<'static, String> {
+        let fenced = self.fenced.clone();
+        Box::pin(async move {
+            loop {
+                if let Some(why) = fenced.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                    return why;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    }
+
     fn claim<'a>(
         &'a self,
         client: &'a mut tokio_postgres::Client,
         names: &'a [&'a str],
-    ) -> super::owner::Local<'a, Result<super::owner::Claimed, super::owner::ClaimError>> {
+    ) -> super::owner::Sent<'a, Result<super::owner::Claimed, super::owner::ClaimError>> {
         Box::pin(async move {
             let rows = client
                 .query(

@@ -65,7 +65,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 async fn appended_records_are_committed_by_a_flush_and_loaded_again() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);
-    let fresh = store.load("a").expect("load");
+    let fresh = store.load("a").await.expect("load");
     assert!(fresh.snapshot.is_none() && fresh.log.is_empty());
     assert_eq!(fresh.next_seq, 0);
     store.append("a", 0, &[b"one"]).expect("append");
@@ -87,7 +87,7 @@ async fn appended_records_are_committed_by_a_flush_and_loaded_again() {
     close(store, flusher);
 
     let (store, flusher) = open(&db);
-    let loaded = store.load("a").expect("load");
+    let loaded = store.load("a").await.expect("load");
     assert_eq!(
         loaded.updates().expect("decode"),
         vec![&b"one"[..], &b"two"[..], &b"three"[..]]
@@ -105,12 +105,12 @@ async fn appended_records_are_committed_by_a_flush_and_loaded_again() {
 async fn a_load_includes_records_appended_here_and_not_committed_yet() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);
-    store.load("r").expect("load");
+    store.load("r").await.expect("load");
     store.append("r", 0, &[b"kept"]).expect("append");
     flush(&store, "r").await.expect("committed");
     store.append("r", 1, &[b"pending"]).expect("append");
     // A rebuild after a failed update loads the document again before the next flush.
-    let again = store.load("r").expect("load");
+    let again = store.load("r").await.expect("load");
     assert_eq!(
         again.updates().expect("decode"),
         vec![&b"kept"[..], &b"pending"[..]]
@@ -130,7 +130,7 @@ async fn a_load_includes_records_appended_here_and_not_committed_yet() {
 async fn compaction_writes_the_snapshot_and_deletes_the_records_it_covers() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);
-    store.load("c").expect("load");
+    store.load("c").await.expect("load");
     for seq in 0..5u64 {
         store.append("c", seq, &[[seq as u8]]).expect("append");
     }
@@ -150,7 +150,7 @@ async fn compaction_writes_the_snapshot_and_deletes_the_records_it_covers() {
         one(&db, "SELECT count(*) FROM records WHERE name = 'c'"),
         "2"
     );
-    let loaded = store.load("c").expect("load");
+    let loaded = store.load("c").await.expect("load");
     assert_eq!(loaded.snapshot.as_deref(), Some(&[0u8, 1, 2][..]));
     assert_eq!(
         loaded.log.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
@@ -164,7 +164,7 @@ async fn compaction_writes_the_snapshot_and_deletes_the_records_it_covers() {
             Ok([snapshot.unwrap_or_default(), &updates.concat()].concat())
         })
         .expect("compact");
-    let loaded = store.load("c").expect("load");
+    let loaded = store.load("c").await.expect("load");
     assert_eq!(loaded.snapshot.as_deref(), Some(&[0u8, 1, 2, 3, 4, 5][..]));
     assert!(loaded.log.is_empty());
     assert_eq!(loaded.next_seq, 6);
@@ -250,8 +250,8 @@ async fn meta_writes_are_visible_at_once_and_durable_after_the_next_flush() {
 async fn a_commit_behind_a_changed_epoch_is_fenced_and_writes_nothing() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);
-    store.load("d").expect("load");
-    store.load("e").expect("load");
+    store.load("d").await.expect("load");
+    store.load("e").await.expect("load");
     store.append("d", 0, &[b"mine"]).expect("append");
     flush(&store, "d").await.expect("committed");
 
@@ -296,7 +296,7 @@ async fn a_commit_behind_a_changed_epoch_is_fenced_and_writes_nothing() {
         "{metrics}"
     );
     // A compaction is behind the fence too.
-    store.load("e").expect("load");
+    store.load("e").await.expect("load");
     execute(
         &db.url(),
         "UPDATE documents SET epoch = epoch + 1 WHERE name = 'e'",
@@ -322,7 +322,7 @@ async fn a_fenced_node_fails_its_documents_with_its_own_reason() {
         timeout: super::DEFAULT_TIMEOUT,
     };
     let (store, flusher) = PgStore::open(&settings, dir.path(), ownership).expect("open");
-    store.load("n").expect("load");
+    store.load("n").await.expect("load");
     store.append("n", 0, &[b"mine"]).expect("append");
     flush(&store, "n").await.expect("committed");
 
@@ -353,7 +353,7 @@ async fn a_fenced_node_fails_its_documents_with_its_own_reason() {
 async fn the_store_connects_again_after_its_connection_is_killed() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);
-    store.load("k").expect("load");
+    store.load("k").await.expect("load");
     store.append("k", 0, &[b"before"]).expect("append");
     flush(&store, "k").await.expect("committed");
     let killed = query_text(
@@ -372,14 +372,14 @@ async fn the_store_connects_again_after_its_connection_is_killed() {
             .contains("debrief_postgres_reconnects_total 1")
     });
     store.probe().expect("ready again");
-    let loaded = store.load("k").expect("load after reconnecting");
+    let loaded = store.load("k").await.expect("load after reconnecting");
     store
         .append("k", loaded.next_seq, &[b"after"])
         .expect("append");
     flush(&store, "k")
         .await
         .expect("committed after reconnecting");
-    let loaded = store.load("k").expect("load");
+    let loaded = store.load("k").await.expect("load");
     assert_eq!(
         loaded.updates().expect("decode"),
         vec![&b"before"[..], &b"after"[..]]
@@ -420,7 +420,7 @@ fn kill_connection(db: &TestDb, store: &PgStore) {
 async fn records_appended_during_a_failed_commit_are_never_written() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);
-    store.load("f").expect("load");
+    store.load("f").await.expect("load");
     store.append("f", 0, &[b"kept"]).expect("append");
     flush(&store, "f").await.expect("committed");
 
@@ -463,7 +463,7 @@ async fn records_appended_during_a_failed_commit_are_never_written() {
         store.append("f", 3, &[b"more"]).is_err(),
         "the document takes no appends until it is loaded again"
     );
-    let loaded = store.load("f").expect("load");
+    let loaded = store.load("f").await.expect("load");
     assert_eq!(loaded.updates().expect("decode"), vec![&b"kept"[..]]);
     assert_eq!(loaded.next_seq, 1);
     close(store, flusher);
@@ -473,7 +473,7 @@ async fn records_appended_during_a_failed_commit_are_never_written() {
 async fn while_the_database_is_gone_probes_and_commits_fail() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);
-    store.load("g").expect("load");
+    store.load("g").await.expect("load");
     store.probe().expect("ready");
     let tree = store.meta_tree("t").expect("tree");
     execute(
@@ -496,7 +496,7 @@ async fn while_the_database_is_gone_probes_and_commits_fail() {
     assert!(matches!(failed, Err(StoreError::Postgres(_))), "{failed:?}");
     tree.put(b"k", b"v").expect("a write is kept in memory");
     assert!(store.durable().await.is_err(), "but it is not durable");
-    assert!(store.load("g").is_err(), "no document loads");
+    assert!(store.load("g").await.is_err(), "no document loads");
     close(store, flusher);
 }
 
@@ -547,7 +547,7 @@ fn an_unreachable_database_is_given_up_after_the_patience() {
 async fn a_hung_commit_fails_after_the_timeout_and_the_store_connects_again() {
     let db = TestDb::create();
     let (store, flusher) = open_with(&db, Duration::from_secs(1));
-    store.load("h").expect("load");
+    store.load("h").await.expect("load");
     let tree = store.meta_tree("t").expect("tree");
     // The database stops answering the commit (its row is locked by a session that never ends
     // while the commit waits).
@@ -600,7 +600,7 @@ async fn a_second_store_on_the_same_database_refuses_to_start() {
 async fn a_store_that_cannot_take_the_lock_again_after_a_reconnect_stops_writing() {
     let db = TestDb::create();
     let (store, flusher) = open(&db);
-    store.load("s").expect("load");
+    store.load("s").await.expect("load");
     store.append("s", 0, &[b"before"]).expect("append");
     flush(&store, "s").await.expect("committed");
     // Another server waits for the database, and takes it while this one's connection is down.
@@ -622,13 +622,22 @@ async fn a_store_that_cannot_take_the_lock_again_after_a_reconnect_stops_writing
     store.append("s", 1, &[b"after"]).expect("append");
     let refused = flush(&store, "s").await;
     assert!(refused.is_err(), "{refused:?}");
-    wait_until("the store to give up", || {
-        store.load("s").is_err_and(|e| {
+    let started = Instant::now();
+    loop {
+        let loaded = store.load("s").await;
+        if loaded.as_ref().is_err_and(|e| {
             e.to_string()
                 == "postgres: another Debrief uses this database; this server stopped writing to \
                     it (restart it once the other one is stopped)"
-        })
-    });
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for the store to give up: {loaded:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(other);
     assert!(store.probe().is_err(), "never ready again");
     store
@@ -677,7 +686,7 @@ async fn a_load_waiting_when_a_commit_is_due_is_served_before_it() {
     let db = TestDb::create();
     let (store, flusher) = open_with(&db, Duration::from_secs(120));
     for name in ["w", "x", "v"] {
-        store.load(name).expect("load");
+        store.load(name).await.expect("load");
     }
     // The first commit waits for a lock; meanwhile a second commit (which will wait for
     // another lock) and a load are queued.
@@ -700,23 +709,21 @@ async fn a_load_waiting_when_a_commit_is_due_is_served_before_it() {
         .request_flush(Some(Arc::from("v")))
         .await
         .expect("queued");
-    let (reply, loaded) = std::sync::mpsc::sync_channel(1);
+    let (reply, loaded) = tokio::sync::oneshot::channel();
     store
         .calls
-        .send(super::Call::Load {
+        .send(super::Call::Read {
             name: "x".to_owned(),
             reply,
         })
         .expect("queued");
     first_lock.release();
     first.await.expect("answered").expect("committed");
-    // The load is answered while the second commit would still wait for its lock.
-    let loaded = tokio::task::spawn_blocking(move || loaded.recv_timeout(Duration::from_secs(60)))
-        .await
-        .expect("thread");
+    // The read is answered while the second commit would still wait for its lock.
+    let loaded = tokio::time::timeout(Duration::from_secs(60), loaded).await;
     assert!(
-        matches!(loaded, Ok(Ok(_))),
-        "the load was served before the next commit: {loaded:?}"
+        matches!(loaded, Ok(Ok(Ok(_)))),
+        "the read was served before the next commit: {loaded:?}"
     );
     second_lock.release();
     second.await.expect("answered").expect("committed");

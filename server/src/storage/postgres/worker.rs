@@ -9,8 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::owner::{ClaimError, Claimed};
-use super::{lock, Call, CompactInput, FlushWaiter, Loaded, Shared};
+use super::{lock, Call, CompactInput, FlushWaiter, Shared};
 use crate::storage::types::{StoreError, StoredDoc};
 
 /// The tables, created when missing (see `schema.sql`).
@@ -84,17 +83,10 @@ struct Batch {
     meta: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
-/// Starts the database thread once it has connected and created the tables; an error (said in
-/// one line) when it could not within `patience`.
-pub(super) fn spawn(
-    shared: Arc<Shared>,
-    mut config: tokio_postgres::Config,
-    patience: Duration,
-    timeout: Duration,
-    calls: mpsc::UnboundedReceiver<Call>,
-    flushes: mpsc::Receiver<FlushWaiter>,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    config.application_name(format!("debrief {}", shared.ownership.owner.node()));
+/// Names the store's sessions after `node` and bounds connecting and unacknowledged data by
+/// `timeout` (for the commit connection and the claim session alike).
+pub(super) fn configure(config: &mut tokio_postgres::Config, node: &str, timeout: Duration) {
+    config.application_name(format!("debrief {node}"));
     // A silent network partition must not stall the server: connecting, and data the database
     // does not acknowledge, are bounded (unless the connection string says otherwise); each
     // round is bounded by `timeout` besides.
@@ -107,6 +99,18 @@ pub(super) fn spawn(
     if config.get_keepalives_idle() > timeout {
         config.keepalives_idle(timeout);
     }
+}
+
+/// Starts the database thread once it has connected and created the tables; an error (said in
+/// one line) when it could not within `patience`.
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    config: tokio_postgres::Config,
+    patience: Duration,
+    calls: mpsc::UnboundedReceiver<Call>,
+    flushes: mpsc::Receiver<FlushWaiter>,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let timeout = shared.timeout;
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("debrief-postgres".to_owned())
@@ -209,7 +213,7 @@ fn unreachable_error() -> StoreError {
     StoreError::Postgres("the database cannot be reached".to_owned())
 }
 
-fn overdue_error(timeout: Duration) -> StoreError {
+pub(super) fn overdue_error(timeout: Duration) -> StoreError {
     StoreError::Postgres(format!(
         "the database did not answer within {} s; the connection was dropped and what it was \
          writing may or may not have been stored",
@@ -350,7 +354,7 @@ async fn set_up(
 
 /// An error of tokio-postgres in one line, with what the server said (its `Display` says only
 /// "db error" for those).
-fn why(e: &tokio_postgres::Error) -> String {
+pub(super) fn why(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{}: {}", db.severity(), db.message());
     }
@@ -587,6 +591,7 @@ impl Worker {
                 state.failed.insert(name, why.clone());
             }
         }
+        let _ = self.shared.stopped.set(why.clone());
         self.stopped = Some(why);
         self.shared.up.store(false, Ordering::Release);
     }
@@ -600,8 +605,8 @@ impl Worker {
 
     async fn call(&mut self, call: Call) {
         match call {
-            Call::Load { name, reply } => {
-                let result = bounded!(self, self.load(&name));
+            Call::Read { name, reply } => {
+                let result = bounded!(self, self.read_claimed(&name));
                 let _ = reply.send(result);
             }
             Call::Tree { name, reply } => {
@@ -645,75 +650,6 @@ impl Worker {
                 let _ = reply.send(result);
             }
         }
-    }
-
-    /// One try of a load: claims the document's group (see [`Worker::claim_group`]), then reads
-    /// the document.
-    async fn load(&mut self, name: &str) -> Result<Loaded, StoreError> {
-        match self.claim_group(name).await? {
-            Claimed::Won(_) => {}
-            Claimed::Held {
-                name,
-                owner,
-                lease_left,
-            } => {
-                return Ok(Loaded::Held {
-                    name,
-                    owner,
-                    lease_left,
-                })
-            }
-        }
-        self.read_claimed(name).await.map(Loaded::Doc)
-    }
-
-    /// Claims `name` with the documents of its group that this node does not hold yet (or whose
-    /// records were dropped): a sibling this node holds may be open here, and claiming it again
-    /// would raise its epoch under its owner. `name` itself is claimed every time, as a document
-    /// is loaded only when nothing here serves it, so commits of an older load are fenced.
-    async fn claim_group(&mut self, name: &str) -> Result<Claimed, StoreError> {
-        let owner = self.shared.ownership.owner.clone();
-        if let Some(why) = owner.fenced() {
-            return Err(StoreError::NodeFenced(why));
-        }
-        let group = (self.shared.ownership.group)(name);
-        let names: Vec<&str> = {
-            let state = lock(&self.shared.state);
-            let mut names: Vec<&str> = group
-                .iter()
-                .map(String::as_str)
-                .filter(|g| {
-                    *g != name && (!state.claims.contains_key(*g) || state.failed.contains_key(*g))
-                })
-                .collect();
-            names.push(name);
-            names
-        };
-        let claimed = async {
-            let conn = self.connected().await?;
-            owner
-                .claim(&mut conn.client, &names)
-                .await
-                .map_err(|e| match e {
-                    ClaimError::Db(e) => pg_error(e),
-                    ClaimError::Fenced(why) => StoreError::NodeFenced(why),
-                    ClaimError::Other(line) => StoreError::Postgres(line),
-                })
-        };
-        let claimed = match claimed.await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                self.after_error();
-                return Err(e);
-            }
-        };
-        if let Claimed::Won(epochs) = &claimed {
-            let mut state = lock(&self.shared.state);
-            for (name, epoch) in epochs {
-                state.claims.insert(name.clone(), *epoch);
-            }
-        }
-        Ok(claimed)
     }
 
     /// Reads a document this node has just claimed.
@@ -847,6 +783,8 @@ impl Worker {
         snapshot: &[u8],
     ) -> Result<(), StoreError> {
         let covers_below = to_i64(covers_below)?;
+        self.shared
+            .let_go_of_earlier_node(&self.shared.ownership.owner.node());
         let epoch = lock(&self.shared.state).claims.get(name).copied();
         let Some(epoch) = epoch else {
             return Err(StoreError::Postgres(format!(
@@ -947,21 +885,7 @@ impl Worker {
     /// its owner's next flush failing with the node's reason), and it holds nothing more. Not
     /// counted as fenced commits: no other node claimed these documents.
     fn fence_all(&self, why: &str) {
-        let mut state = lock(&self.shared.state);
-        let held: Vec<String> = state.claims.drain().map(|(name, _)| name).collect();
-        if !held.is_empty() {
-            tracing::warn!(
-                documents = held.len(),
-                reason = %why,
-                "this node is fenced: the documents it held are dropped, their pending records not written"
-            );
-        }
-        for name in held {
-            state.records.remove(&name);
-            state
-                .failed
-                .insert(name, StoreError::NodeFenced(why.to_owned()));
-        }
+        super::fence_all(&mut lock(&self.shared.state), why);
     }
 
     /// Marks a document fenced: its pending records are dropped and its owner stops. Only a
@@ -990,6 +914,8 @@ impl Worker {
     /// One group commit: every pending record and metadata write in one transaction, then the
     /// answers to `waiters` (taken before the batch, so each covers what was appended before it).
     async fn round(&mut self, waiters: Vec<FlushWaiter>) {
+        self.shared
+            .let_go_of_earlier_node(&self.shared.ownership.owner.node());
         let node_fenced = self.shared.ownership.owner.fenced();
         if let Some(why) = &node_fenced {
             self.fence_all(why);
