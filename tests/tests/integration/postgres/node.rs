@@ -1,7 +1,9 @@
 //! A server with `--postgres` is a cluster node (issue 18, `docs/cluster.md`): its lease settings
 //! are checked at start-up, `/metrics` shows its lease and what it owns, a review's documents
-//! are claimed together, a lost lease stops every write and makes it not ready, a `kill -9`'d
-//! node's documents are taken only once its lease lapsed, and SIGTERM hands them over at once.
+//! are claimed together, a lost lease stops every write, closes every open document's clients at
+//! once and makes it not ready, a `kill -9`'d node's documents are taken only once its lease
+//! lapsed, SIGTERM hands them over at once, and SIGTERM during a load waiting for another node's
+//! lease stops the server at once.
 
 use std::time::{Duration, Instant};
 
@@ -155,7 +157,7 @@ async fn metrics_show_the_lease_and_the_documents_owned() {
 }
 
 /// A node whose lease the database says has ended is fenced: its clients are closed with
-/// `storage_error` at their next write and nothing it was sent after that reaches the database.
+/// `storage_error` and nothing it was sent after that reaches the database.
 /// The server then registers again as a new node (a database outage longer than a lease ends
 /// the same way) and serves again: a client that reconnects has what was committed, and its
 /// writes are committed under the new node.
@@ -195,8 +197,8 @@ async fn a_node_whose_lease_expired_in_the_database_stops_writing_and_registers_
     assert_eq!(nodes.len(), 1, "one live node: {nodes:?}");
     assert_ne!(nodes, first, "it registered under a new id");
 
-    // The old node's document was let go: the open client's next write is not committed, and
-    // the client is closed so that it reconnects.
+    // The old node's document was let go: the open client is closed so that it reconnects (at
+    // once, see the next test), and what it sends is not committed.
     writer.insert("t", 11, "sent to the old node");
     let closed = writer.wait_closed().await;
     assert_eq!(
@@ -232,6 +234,47 @@ async fn a_node_whose_lease_expired_in_the_database_stops_writing_and_registers_
     reader
         .wait_text("t", "committed. written to the new node")
         .await;
+}
+
+/// An open document lets its clients go as soon as the node is fenced, not at their next write:
+/// a client that only reads is closed with `storage_error` within a lease of the lease ending in
+/// the database, and nothing is written for it.
+#[tokio::test]
+async fn a_reading_client_is_closed_as_soon_as_the_node_is_fenced() {
+    let db = TestDb::create().await;
+    let server = renewing_often(&db).await;
+    let mut writer = Client::connect_collab(&server.collab_url(), "read-only", "any").await;
+    writer.wait_synced().await;
+    writer.round_trip().await;
+    let before = writer.acks();
+    writer.insert("t", 0, "Timeline: 09:14 alert");
+    writer.wait_acks(before + 1).await;
+    writer.close().await;
+    let mut reader = Client::connect(&server.ws_url("read-only")).await;
+    reader.wait_text("t", "Timeline: 09:14 alert").await;
+    let stored = db
+        .query("SELECT count(*) FROM records WHERE name = 'read-only'")
+        .await;
+
+    let lease = Duration::from_secs(3);
+    db.query("UPDATE nodes SET lease_until = now() - interval '1 s' RETURNING id")
+        .await;
+    let ended = Instant::now();
+    let closed = within_for(lease, "the reader to be closed", reader.wait_closed()).await;
+    println!(
+        "a reading client was closed {} ms after its node's lease ended (renewals every 200 ms)",
+        ended.elapsed().as_millis()
+    );
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1011, "storage_error")
+    );
+    assert_eq!(
+        db.query("SELECT count(*) FROM records WHERE name = 'read-only'")
+            .await,
+        stored,
+        "nothing was written for the reader"
+    );
 }
 
 /// The flags of a child server on `url` with a lease of `lease_ms`, renewed every `renew_ms`.
@@ -450,4 +493,45 @@ async fn a_node_fenced_by_a_database_outage_registers_again_when_it_is_back() {
     again.wait_acks(before + 1).await;
     let mut reader = Client::connect(&server.ws_url("outage")).await;
     reader.wait_text("t", "before the outage. after it.").await;
+}
+
+/// A load waiting for another node's lease (here a `kill -9`'d node's 30 s lease) ends at once
+/// when the server is told to stop: SIGTERM stops it well within the shutdown grace (10 s), and
+/// the waiting client is closed "going away", as every client is at shutdown.
+#[tokio::test]
+async fn sigterm_during_a_load_waiting_for_a_held_document_stops_at_once() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let first = ChildServer::start_with(&data, &node_args(&url, "30000", "1000"), None).await;
+    let writer = write_acknowledged(&first, "held", "Trigger: a config push").await;
+    first.kill9().await;
+    drop(writer);
+
+    let second = ChildServer::start_with(&data, &node_args(&url, "30000", "1000"), None).await;
+    let mut waiting = Client::connect(&second.ws_url("held")).await;
+    within("the load to find the document held", async {
+        while second.metric("debrief_cluster_claims_held_total").await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let stopping = Instant::now();
+    let status = within("the server to stop", second.terminate()).await;
+    let took = stopping.elapsed();
+    println!(
+        "a server whose load waited for a 30 s lease stopped {} ms after SIGTERM",
+        took.as_millis()
+    );
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after SIGTERM: the load's wait held it up"
+    );
+    let closed = waiting.wait_closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1001, "server_shutting_down")
+    );
 }
