@@ -590,6 +590,8 @@ impl From<&Cli> for Config {
                 .clone()
                 .filter(|u| !u.trim().is_empty())
                 .map(|url| PgSettings {
+                    // Decided by the server from the cluster options.
+                    shared: false,
                     url,
                     patience: std::time::Duration::from_secs(cli.postgres_patience_secs),
                     timeout: std::time::Duration::from_secs(cli.postgres_timeout_secs.max(1)),

@@ -145,6 +145,9 @@ struct LinkHost {
     secret: cluster::link::ClusterSecret,
     /// What sub-streams peers open go to.
     handler: cluster::links::StreamHandler,
+    /// The server's state once it is loaded: forwarded attachments are served from then on.
+    /// Weak: the state holds the store, which must be let go at shutdown while links live on.
+    serving: Arc<std::sync::OnceLock<std::sync::Weak<AppState>>>,
     /// The registry the listener hands connections to.
     current: Arc<cluster::links::CurrentLinks>,
     /// Every link's tasks. Not the server's tracker: links stay up while documents flush (the
@@ -172,9 +175,11 @@ impl LinkHost {
         })?;
         let advertise = options.advertised(bound).map_err(ServerError::Cluster)?;
         tracing::info!(listen = %bound, advertise = %advertise, "cluster: listening for links");
+        let serving = Arc::new(std::sync::OnceLock::<std::sync::Weak<AppState>>::new());
         let host = LinkHost {
             secret,
-            handler: Arc::new(close_forwarded),
+            handler: forwarded_handler(serving.clone()),
+            serving,
             current: Arc::new(cluster::links::CurrentLinks::default()),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -231,11 +236,18 @@ impl LinkHost {
     }
 }
 
-/// What a sub-stream a peer opens gets until the owner side of forwarded connections lands
-/// (its home will be `transport/forwarded.rs`): it is closed at once, so the peer learns at
-/// once that this node serves nothing over links yet, instead of waiting on a silent stream.
-fn close_forwarded(stream: cluster::link::SubStream) {
-    drop(stream);
+/// Serves each sub-stream a peer opens as a forwarded attachment (`transport::forwarded`) on
+/// the server's task tracker, once the server's state is loaded; one that comes earlier is
+/// closed at once (the peer's client reconnects).
+fn forwarded_handler(
+    serving: Arc<std::sync::OnceLock<std::sync::Weak<AppState>>>,
+) -> cluster::links::StreamHandler {
+    Arc::new(move |stream: cluster::link::SubStream| {
+        if let Some(state) = serving.get().and_then(std::sync::Weak::upgrade) {
+            let tracker = state.tracker.clone();
+            tracker.spawn(transport::forwarded::serve(state, stream));
+        }
+    })
 }
 
 /// The connection configuration of `pg`'s URL.
@@ -370,7 +382,11 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let data_dir_for_admin = data_dir.clone();
         let on_damage = config.on_damage;
-        let postgres = config.postgres.clone();
+        // A node with links shares its database with other nodes.
+        let postgres = config.postgres.clone().map(|mut pg| {
+            pg.shared = link_host.is_some();
+            pg
+        });
         // With PostgreSQL the server is a cluster node: the store is opened for a node id that
         // registers once the store has connected and made its tables.
         let joining = match &postgres {
@@ -452,17 +468,31 @@ impl Server {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
-        match Server::load(config, shutdown, store.clone(), damage, oidc) {
-            Ok((state, api)) => Ok(Server {
-                state,
-                api,
-                store,
-                flusher,
-                admin: admin::bind(&data_dir_for_admin),
-                data_dir: data_dir_for_admin,
-                node,
-                link_listener,
-            }),
+        // With links, a document another node owns is served through it.
+        let router = node.as_ref().and_then(|n| {
+            n.links.as_ref().map(|links| {
+                Arc::new(transport::forwarded::ClusterRouter::new(
+                    n.slot.clone(),
+                    links.current.clone(),
+                )) as Arc<dyn documents::route::Router>
+            })
+        });
+        match Server::load(config, shutdown, store.clone(), damage, oidc, router) {
+            Ok((state, api)) => {
+                if let Some(links) = node.as_ref().and_then(|n| n.links.as_ref()) {
+                    let _ = links.serving.set(Arc::downgrade(&state));
+                }
+                Ok(Server {
+                    state,
+                    api,
+                    store,
+                    flusher,
+                    admin: admin::bind(&data_dir_for_admin),
+                    data_dir: data_dir_for_admin,
+                    node,
+                    link_listener,
+                })
+            }
             Err(e) => {
                 // Stop the flusher: it ends once every handle to the store is gone.
                 drop(store);
@@ -470,6 +500,13 @@ impl Server {
                 Err(e)
             }
         }
+    }
+
+    /// Where the cluster link listener listens, with `--cluster-listen`.
+    pub fn link_address(&self) -> Option<std::net::SocketAddr> {
+        self.link_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Registers this server as a cluster node in the database of `pg`, its lease renewals on a
@@ -518,6 +555,7 @@ impl Server {
         store: Store,
         damage: Option<Damage>,
         oidc: Option<Arc<reviews::oidc::Oidc>>,
+        router: Option<Arc<dyn documents::route::Router>>,
     ) -> Result<(Arc<AppState>, Arc<ApiState>), ServerError> {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
@@ -543,6 +581,14 @@ impl Server {
         if damage.is_some() {
             authorizer = Arc::new(ReadOnlyAccess(authorizer));
         }
+        if !store.serves_reviews() {
+            tracing::warn!(
+                "another node of the cluster serves reviews (it took the database's single-node \
+                 lock first); this node serves documents other than reviews' and answers the \
+                 review API with 503 reviews_elsewhere"
+            );
+            authorizer = Arc::new(NoReviewsHere(authorizer));
+        }
         let registry = Registry::new(
             doc::DocContext {
                 store: store.clone(),
@@ -551,7 +597,7 @@ impl Server {
                 shutdown: shutdown.clone(),
                 authorizer: authorizer.clone(),
                 reloads: Arc::new(reloads::ReloadLimiter::new(&config.limits)),
-                router: None,
+                router,
             },
             tracker.clone(),
         );
@@ -614,7 +660,8 @@ impl Server {
         } = self;
         let shutdown = state.shutdown.clone();
         let tracker = state.tracker.clone();
-        if state.damage.is_none() {
+        // Reviews' own work runs where reviews are served.
+        if state.damage.is_none() && state.store.serves_reviews() {
             tracker.spawn(anonymous::release::release_loop(
                 api.releases(),
                 api.records.clone(),
@@ -657,6 +704,9 @@ impl Server {
         let mut router = http::router(state.clone(), reviews::api::routes(api));
         if state.damage.is_some() {
             router = router.layer(axum::middleware::from_fn(refuse_changes));
+        }
+        if !state.store.serves_reviews() {
+            router = router.layer(axum::middleware::from_fn(reviews_elsewhere));
         }
         // Connection info gives the WebSocket transports the connection's meter, and the REST
         // limits on guessing and flooding the client's address (as `ConnectInfo<SocketAddr>`).
@@ -727,6 +777,48 @@ impl access::Authorizer for ReadOnlyAccess {
             .authorize(token, document)
             .map(|_| access::Access::ReadOnly)
     }
+}
+
+/// On a node that does not serve reviews (another node of the cluster does, `docs/cluster.md`),
+/// a review's documents are refused, whatever the token: only the review node may load them.
+#[derive(Debug)]
+struct NoReviewsHere(Arc<dyn access::Authorizer>);
+
+impl access::Authorizer for NoReviewsHere {
+    fn authorize(&self, token: &str, document: &str) -> Result<access::Access, access::Denied> {
+        if reviews::claim_group(document).len() > 1 {
+            return Err(access::Denied {
+                code: REVIEWS_ELSEWHERE.into(),
+                message: REVIEWS_ELSEWHERE_MESSAGE.to_owned(),
+            });
+        }
+        self.0.authorize(token, document)
+    }
+}
+
+/// The code of a refusal on a node that does not serve reviews.
+const REVIEWS_ELSEWHERE: &str = "reviews_elsewhere";
+/// Its sentence.
+const REVIEWS_ELSEWHERE_MESSAGE: &str = "reviews are served by another node of this cluster (the \
+     first to start); this node serves other documents only";
+
+/// On a node that does not serve reviews, every request of the review API (`/api/…`) and of
+/// sign-in (`/auth/…`, which records people) is answered 503 `reviews_elsewhere`.
+async fn reviews_elsewhere(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    if !path.starts_with("/api/") && !path.starts_with("/auth/") {
+        return next.run(request).await;
+    }
+    error::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        REVIEWS_ELSEWHERE,
+        REVIEWS_ELSEWHERE_MESSAGE,
+    )
+    .into_response()
 }
 
 /// While the store is damaged and served read-only, every request that could change something

@@ -169,9 +169,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let server = debrief_server::Server::open(Config::from(&cli), shutdown)
         .await
         .context("opening the server")?;
-    // Tests and scripts read this line to learn the port when listening on port 0.
+    // Tests and scripts read these lines to learn the ports when listening on port 0.
     {
         let mut out = std::io::stdout().lock();
+        if let Some(links) = server.link_address() {
+            writeln!(out, "debrief links on {links}").context("writing to stdout")?;
+        }
         writeln!(out, "debrief listening on {addr}").context("writing to stdout")?;
         out.flush().context("flushing stdout")?;
     }

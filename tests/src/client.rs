@@ -329,16 +329,20 @@ impl Client {
         self.wait_for("the initial sync", |s| s.synced).await;
     }
 
-    /// Waits until the server answered the client's SyncStep1 (`None`) or closed the connection
-    /// (how, when it did).
-    pub async fn synced_or_closed(&mut self) -> Option<Closed> {
-        self.wait_for("the initial sync or a close", |s| s.synced || s.closed)
-            .await;
-        let synced = lock(&self.seen).step2_received > 0;
-        if synced {
+    /// Waits until the server answered the client's SyncStep1 (`None`), or closed the connection
+    /// or (Hocuspocus) the document: then why, in words.
+    pub async fn synced_or_closed(&mut self) -> Option<String> {
+        self.wait_for("the initial sync or a close", |s| {
+            s.synced || s.closed || s.doc_closed
+        })
+        .await;
+        let seen = lock(&self.seen);
+        if seen.step2_received > 0 {
             None
+        } else if let Some(closed) = &seen.closed {
+            Some(format!("closed {}: {}", closed.code, closed.reason))
         } else {
-            self.closed()
+            Some(format!("document closed: {:?}", seen.doc_closed))
         }
     }
 

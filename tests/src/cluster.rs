@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client::{Client, Closed};
+use crate::client::Client;
 use crate::postgres::TestDb;
 use crate::server::ChildServer;
 
@@ -134,7 +134,7 @@ pub async fn synced_collab(node: &ChildServer, doc: &str) -> Client {
             match client.synced_or_closed().await {
                 None => return client,
                 // A stock client's reconnect delay, so that the wait does not spin.
-                Some(Closed { .. }) => tokio::time::sleep(RECONNECT_DELAY).await,
+                Some(_) => tokio::time::sleep(RECONNECT_DELAY).await,
             }
         }
     })
@@ -150,7 +150,7 @@ pub async fn synced_ws(node: &ChildServer, doc: &str) -> Client {
             match client.synced_or_closed().await {
                 None => return client,
                 // A stock client's reconnect delay, so that the wait does not spin.
-                Some(Closed { .. }) => tokio::time::sleep(RECONNECT_DELAY).await,
+                Some(_) => tokio::time::sleep(RECONNECT_DELAY).await,
             }
         }
     })

@@ -68,6 +68,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = Config {
             postgres: Some(PgSettings {
+                shared: false,
                 url: url.to_owned(),
                 patience: crate::WAIT,
                 timeout: debrief_server::storage::postgres::DEFAULT_TIMEOUT,

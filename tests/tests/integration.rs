@@ -6,6 +6,7 @@ mod integration {
     mod adversary;
     mod anonymity;
     mod attachments;
+    mod cluster;
     mod collab;
     mod damage;
     mod diskspace;

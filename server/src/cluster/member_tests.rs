@@ -63,6 +63,7 @@ async fn open_store(db: &TestDb, node: &Node) -> (PgStore, PgFlusher, tempfile::
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = PgSettings {
+        shared: false,
         url: db.url(),
         patience: Duration::from_secs(5),
         timeout: DEFAULT_TIMEOUT,
@@ -298,6 +299,7 @@ fn loads_waiting_for_a_held_group_hold_no_blocking_thread() {
         };
         let dir = tempfile::tempdir().expect("temp dir");
         let settings = PgSettings {
+            shared: false,
             url: db.url(),
             patience: Duration::from_secs(5),
             timeout: DEFAULT_TIMEOUT,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio_util::task::TaskTracker;
 
-use crate::documents::command::DocHandle;
+use crate::documents::command::{DocCommand, DocHandle, JobError, JoinError};
 use crate::documents::core::Shared;
 use crate::documents::doc::{DocContext, Owner, Start, Unload};
 use crate::documents::queue;
@@ -87,7 +87,15 @@ impl Registry {
             // In a cluster the document may be another node's: ask first, on the task.
             Some(router) => {
                 self.tracker.spawn(async move {
-                    match router.route(&start.name).await {
+                    let route = tokio::select! {
+                        route = router.route(&start.name) => route,
+                        // The connections waiting for it are answered "shutting down".
+                        () = start.ctx.shutdown.cancelled() => {
+                            refuse_all(rx).await;
+                            return;
+                        }
+                    };
+                    match route {
                         Route::Here => Owner::run(start, rx).await,
                         Route::There(remote) => {
                             let Start {
@@ -135,6 +143,22 @@ impl Registry {
         // The map stays consistent even if a holder panicked: every update is a single insert
         // or remove.
         self.docs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Answers every queued join "shutting down" and every job "unavailable", and closes the queue.
+async fn refuse_all(mut rx: queue::Receiver<DocCommand>) {
+    rx.close();
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            DocCommand::Join(join) => {
+                let _ = join.reply.send(Err(JoinError::ShuttingDown));
+            }
+            DocCommand::Job(job) => {
+                let _ = job.done.send(Err(JobError::Unavailable));
+            }
+            _ => {}
+        }
     }
 }
 

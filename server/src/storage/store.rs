@@ -114,6 +114,16 @@ impl Store {
         }
     }
 
+    /// Whether this server serves reviews: always with sled; with PostgreSQL shared by several
+    /// nodes, only on the node that holds the single-node lock (see
+    /// [`crate::storage::postgres::PgStore::serves_reviews`]).
+    pub fn serves_reviews(&self) -> bool {
+        match &self.0 {
+            Backend::Sled(_) => true,
+            Backend::Postgres(p) => p.serves_reviews(),
+        }
+    }
+
     /// Whether documents and metadata live in PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         matches!(self.0, Backend::Postgres(_))

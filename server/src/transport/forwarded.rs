@@ -26,13 +26,21 @@ use debrief_proto::forward;
 use debrief_proto::ywire::{decode_frame, Message};
 use tokio::time::Instant;
 
+use futures_util::future::BoxFuture;
+
 use crate::cluster::link::SubStream;
+use crate::cluster::links::CurrentLinks;
+use crate::cluster::member::MemberSlot;
+use crate::cluster::ownership::Ownership;
+use crate::cluster::NodeId;
 use crate::documents::command::{DocHandle, Incoming};
 use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
 use crate::documents::presence::QueryGate;
 use crate::documents::queue;
 use crate::documents::remote::{encode_notice, join_failure};
+use crate::documents::route::{Attachment, Remote, Route, Router};
 use crate::metrics::Metrics;
+use crate::storage::postgres::owner::Owner;
 use crate::transport::socket::join;
 use crate::transport::state::AppState;
 
@@ -201,4 +209,117 @@ async fn pump(
 async fn finish(sub: &mut SubStream, code: u16, reason: &str) {
     let _ = sub.send(forward::encode_close(code, reason)).await;
     sub.close().await;
+}
+
+/// Routes documents in a cluster: one whose owner of record is another node with a live lease
+/// is served through that node; any other is served here (loading it claims it, and takes it
+/// over from a node whose lease lapsed). A document with no row yet is served by the first node
+/// that opens it.
+#[derive(Debug)]
+pub struct ClusterRouter {
+    /// This node as the store's owner: its id now, and look-ups of owners.
+    slot: Arc<MemberSlot>,
+    /// The node's links now.
+    links: Arc<CurrentLinks>,
+}
+
+impl ClusterRouter {
+    /// A router for the node of `slot`, reaching others through `links`.
+    pub fn new(slot: Arc<MemberSlot>, links: Arc<CurrentLinks>) -> ClusterRouter {
+        ClusterRouter { slot, links }
+    }
+}
+
+impl Router for ClusterRouter {
+    /// An owner that cannot be reached (it died, and its lease has not lapsed yet) is looked up
+    /// again every renewal interval, for as long as a claim would wait for it: the document is
+    /// then served here (taken over) as soon as the lease lapsed, and the connections that wait
+    /// for it are served then instead of being refused.
+    fn route<'a>(&'a self, doc: &'a str) -> BoxFuture<'a, Route> {
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                let me = self.slot.node();
+                let node = match self.slot.owner_of(doc).await {
+                    Ok(Some(Ownership::Live { node, .. })) if node != me => node,
+                    Ok(_) => return Route::Here,
+                    Err(e) => {
+                        // Served here: loading claims it, and waits while another node holds it.
+                        tracing::warn!(doc = %doc, error = %e, "could not look the document's owner up");
+                        return Route::Here;
+                    }
+                };
+                let Some(node) = NodeId::parse(&node) else {
+                    return Route::Here;
+                };
+                let reached = match self.links.get() {
+                    Some(links) => links
+                        .get(&node)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Err("this node has no links now (it is registering again)".to_owned()),
+                };
+                match reached {
+                    Ok(()) => {
+                        return Route::There(Arc::new(LinkRemote {
+                            node,
+                            links: self.links.clone(),
+                        }))
+                    }
+                    Err(e) if started.elapsed() < self.slot.patience() => {
+                        tracing::debug!(doc = %doc, node = %node, error = %e, "the document's owner cannot be reached; looking again");
+                        tokio::time::sleep(self.slot.poll()).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(doc = %doc, node = %node, error = %e, "the document's owner cannot be reached; loading it here");
+                        return Route::Here;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Another node, reached over this node's link to it.
+#[derive(Debug)]
+struct LinkRemote {
+    node: NodeId,
+    links: Arc<CurrentLinks>,
+}
+
+impl Remote for LinkRemote {
+    fn node(&self) -> &str {
+        self.node.as_str()
+    }
+
+    fn open<'a>(&'a self, doc: &'a str) -> BoxFuture<'a, Result<Box<dyn Attachment>, String>> {
+        Box::pin(async move {
+            let links = self
+                .links
+                .get()
+                .ok_or_else(|| "this node has no links now (it is registering again)".to_owned())?;
+            let link = links.get(&self.node).await.map_err(|e| e.to_string())?;
+            let stream = link.open(doc).await.map_err(|e| e.to_string())?;
+            Ok(Box::new(LinkAttachment(stream)) as Box<dyn Attachment>)
+        })
+    }
+}
+
+/// An attachment carried by a link sub-stream.
+#[derive(Debug)]
+struct LinkAttachment(SubStream);
+
+impl Attachment for LinkAttachment {
+    fn send(&self, message: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.send(message).await.map_err(|e| e.to_string()) })
+    }
+
+    fn recv(&mut self) -> BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move { self.0.recv().await.ok() })
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.0.close())
+    }
 }

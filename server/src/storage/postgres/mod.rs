@@ -140,6 +140,10 @@ pub struct PgSettings {
     pub patience: Duration,
     /// How long one statement round may take (see [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
+    /// Several nodes share the database (a cluster with internal links, `docs/cluster.md`):
+    /// the single-node lock then decides only which node serves reviews, and a node that finds
+    /// it taken at start serves documents without it ([`PgStore::serves_reviews`]).
+    pub shared: bool,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -198,6 +202,11 @@ pub(crate) struct Shared {
     sizes: Mutex<HashMap<String, u64>>,
     /// Whether the connection is up (for the readiness probe).
     up: AtomicBool,
+    /// Whether nodes share the database ([`PgSettings::shared`]).
+    shared: bool,
+    /// Whether this store holds the single-node lock, so that this node serves reviews (always,
+    /// once connected, when the database is not shared).
+    serves_reviews: AtomicBool,
     /// Set once the store stopped writing for good (another Debrief took the database): loads
     /// claim nothing more either.
     stopped: std::sync::OnceLock<StoreError>,
@@ -338,6 +347,8 @@ impl PgStore {
             trees: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
             up: AtomicBool::new(false),
+            shared: settings.shared,
+            serves_reviews: AtomicBool::new(false),
             stopped: std::sync::OnceLock::new(),
             stats: Stats::default(),
         });
@@ -547,6 +558,14 @@ impl PgStore {
             .get(name)
             .map_or(0, BTreeMap::len);
         stored as usize + pending
+    }
+
+    /// Whether this node serves reviews: it holds the single-node lock. Always true when the
+    /// database is not shared (a store that cannot take the lock does not open); in a cluster,
+    /// true on the node that got the lock first (`docs/cluster.md`, "Reviews on one node, for
+    /// now").
+    pub fn serves_reviews(&self) -> bool {
+        !self.shared.shared || self.shared.serves_reviews.load(Ordering::Acquire)
     }
 
     /// Fails while the connection to the database is down, or once the node is fenced.

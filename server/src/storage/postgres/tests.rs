@@ -20,6 +20,7 @@ fn try_open(db: &TestDb, timeout: Duration) -> Result<(PgStore, PgFlusher), Stor
     let dir = tempfile::tempdir().expect("temp dir");
     PgStore::open(
         &PgSettings {
+            shared: false,
             url: db.url(),
             patience: Duration::from_secs(5),
             timeout,
@@ -317,6 +318,7 @@ async fn a_fenced_node_fails_its_documents_with_its_own_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (ownership, fence) = TestOwner::fenceable();
     let settings = PgSettings {
+        shared: false,
         url: db.url(),
         patience: Duration::from_secs(5),
         timeout: super::DEFAULT_TIMEOUT,
@@ -506,6 +508,7 @@ fn an_unreachable_database_is_given_up_after_the_patience() {
     let started = Instant::now();
     let refused = PgStore::open(
         &PgSettings {
+            shared: false,
             url: format!("host={} user=nobody dbname=none", dir.path().display()),
             patience: Duration::from_millis(600),
             timeout: super::DEFAULT_TIMEOUT,
@@ -527,6 +530,7 @@ fn an_unreachable_database_is_given_up_after_the_patience() {
     assert!(!line.contains('\n'), "one line: {line}");
     let bad = PgStore::open(
         &PgSettings {
+            shared: false,
             url: "postgres://localhost:notaport/debrief".to_owned(),
             patience: Duration::from_secs(5),
             timeout: super::DEFAULT_TIMEOUT,
@@ -739,6 +743,7 @@ fn a_data_directory_belongs_to_one_backend() {
     drop(sled);
     sled_flusher.run();
     let settings = PgSettings {
+        shared: false,
         url: db.url(),
         patience: Duration::from_secs(5),
         timeout: super::DEFAULT_TIMEOUT,

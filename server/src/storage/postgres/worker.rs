@@ -27,6 +27,19 @@ const SINGLE_NODE_LOCK: i64 = 0x6465_6272_6965_6602;
 /// server restarted at once after a crash may find the old session not yet ended.
 const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
+/// Whether a new connection takes [`SINGLE_NODE_LOCK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// It must (one server per database, or the node of a cluster that serves reviews): a
+    /// lock another server holds is an error.
+    Required,
+    /// It tries (a cluster node's first connection): the node that gets it serves reviews,
+    /// any other serves documents without it.
+    Try,
+    /// It does not (a cluster node that serves documents only).
+    Skip,
+}
+
 /// The one-line reason a server does not start (or stops serving) when another holds
 /// [`SINGLE_NODE_LOCK`].
 const ANOTHER_DEBRIEF: &str = "another Debrief uses this database";
@@ -282,14 +295,18 @@ async fn set_up(
     client: Client,
     task: JoinHandle<()>,
     idle_limit: Option<Duration>,
-) -> Result<Conn, SetUpError> {
+    lock: Lock,
+) -> Result<(Conn, bool), SetUpError> {
     let locked = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
     let prepared = async {
-        let taken: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SINGLE_NODE_LOCK])
-            .await?
-            .get(0);
-        if !taken {
+        let taken: bool = match lock {
+            Lock::Skip => false,
+            Lock::Required | Lock::Try => client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&SINGLE_NODE_LOCK])
+                .await?
+                .get(0),
+        };
+        if !taken && lock != Lock::Skip {
             // A session of this server's that hung (dropped by us, still alive on the server)
             // keeps the lock until it ends: end it, and try again after the backoff.
             let own: i64 = client
@@ -301,11 +318,12 @@ async fn set_up(
                 )
                 .await?
                 .get(0);
-            return Err(if own > 0 {
-                SetUpError::Stale
-            } else {
-                SetUpError::Taken
-            });
+            if own > 0 {
+                return Err(SetUpError::Stale);
+            }
+            if lock == Lock::Required {
+                return Err(SetUpError::Taken);
+            }
         }
         // "Acknowledged" means "on disk": a role or database default of `off` must not apply.
         client.batch_execute("SET synchronous_commit = on").await?;
@@ -335,16 +353,20 @@ async fn set_up(
             client.prepare(INSERT_RECORDS).await?,
             client.prepare(UPSERT_META).await?,
             client.prepare(DELETE_META).await?,
+            taken,
         ))
     };
     match prepared.await {
-        Ok((insert_records, upsert_meta, delete_meta)) => Ok(Conn {
-            client,
-            task,
-            insert_records,
-            upsert_meta,
-            delete_meta,
-        }),
+        Ok((insert_records, upsert_meta, delete_meta, taken)) => Ok((
+            Conn {
+                client,
+                task,
+                insert_records,
+                upsert_meta,
+                delete_meta,
+            },
+            taken,
+        )),
         Err(e) => {
             task.abort();
             Err(e)
@@ -388,12 +410,32 @@ macro_rules! bounded {
 }
 
 impl Worker {
-    /// [`set_up`], bounded by the timeout.
-    async fn set_up(&self, client: Client, task: JoinHandle<()>) -> Result<Conn, SetUpError> {
+    /// [`set_up`], bounded by the timeout. The first connection of a store shared by several
+    /// nodes tries the single-node lock, and whether it got it decides for good whether this
+    /// node serves reviews; later connections of a node that serves reviews must take it again,
+    /// and those of one that does not never try.
+    async fn set_up(
+        &self,
+        client: Client,
+        task: JoinHandle<()>,
+        first: bool,
+    ) -> Result<Conn, SetUpError> {
         let abort = task.abort_handle();
         let idle_limit = self.shared.ownership.owner.idle_limit();
-        match tokio::time::timeout(self.timeout, set_up(client, task, idle_limit)).await {
-            Ok(made) => made,
+        let lock = match (self.shared.shared, first) {
+            (false, _) => Lock::Required,
+            (true, true) => Lock::Try,
+            (true, false) if self.shared.serves_reviews.load(Ordering::Acquire) => Lock::Required,
+            (true, false) => Lock::Skip,
+        };
+        match tokio::time::timeout(self.timeout, set_up(client, task, idle_limit, lock)).await {
+            Ok(Ok((conn, taken))) => {
+                if first {
+                    self.shared.serves_reviews.store(taken, Ordering::Release);
+                }
+                Ok(conn)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => {
                 abort.abort();
                 Err(SetUpError::Overdue)
@@ -408,7 +450,7 @@ impl Worker {
         loop {
             match open_client(&self.config).await {
                 Ok((client, task)) => {
-                    let conn = match self.set_up(client, task).await {
+                    let conn = match self.set_up(client, task, true).await {
                         Ok(conn) => conn,
                         Err(SetUpError::Taken | SetUpError::Stale)
                             if started.elapsed() < LOCK_PATIENCE =>
@@ -548,7 +590,7 @@ impl Worker {
                 return Err(unreachable_error());
             }
             let made = match open_client(&self.config).await {
-                Ok((client, task)) => self.set_up(client, task).await,
+                Ok((client, task)) => self.set_up(client, task, false).await,
                 Err(e) => Err(SetUpError::Pg(e)),
             };
             match made {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use debrief_server::cluster::link::{
-    ClusterSecret, Endpoint, LinkClosed, LinkError, LinkSettings, StreamClosed,
+    ClusterSecret, Endpoint, Link, LinkClosed, LinkError, LinkSettings, StreamClosed, SubStream,
 };
 use debrief_server::cluster::NodeId;
 use debrief_server::limits::SHUTDOWN_GRACE;
@@ -163,7 +163,7 @@ async fn bad_link_flags_are_refused_at_start_up() {
 
 /// A node started with `--cluster-listen 127.0.0.1:0` registers the port it bound; a peer with
 /// the cluster secret that dials it by the id in `nodes` gets a link (`debrief_cluster_links`
-/// 1), whose sub-streams the node closes for now (it forwards nothing yet); a peer with another
+/// 1), whose sub-streams the node serves as forwarded attachments; a peer with another
 /// secret is refused and counted; and SIGTERM closes the link and the server exits well within
 /// its grace.
 #[tokio::test]
@@ -215,15 +215,8 @@ async fn a_listening_node_registers_its_bound_address_and_links_only_with_the_se
     assert_eq!(link.peer(), &id);
     metric_reaches(&server, "debrief_cluster_links", 1).await;
 
-    // The node takes the sub-stream and, forwarding nothing yet, closes it.
-    let mut stream = link
-        .open("review.r1.report")
-        .await
-        .expect("open a sub-stream");
-    assert_eq!(
-        within("the node to close the sub-stream", stream.recv()).await,
-        Err(StreamClosed::ByPeer)
-    );
+    // A sub-stream is one forwarded attachment, served by the node as the document's owner.
+    forwarded_attachment(&link, &server).await;
 
     let stranger = endpoint(0x11, &tracker, &shutdown);
     let refused = within("the refusal", stranger.connect(address, &id))
@@ -267,4 +260,100 @@ async fn a_listening_node_registers_its_bound_address_and_links_only_with_the_se
     shutdown.cancel();
     tracker.close();
     within("the test's link tasks to end", tracker.wait()).await;
+}
+
+/// The next message the owner sends on `stream`, decoded.
+async fn next_from_owner(stream: &mut SubStream) -> Vec<u8> {
+    within("a message from the owner", stream.recv())
+        .await
+        .expect("the sub-stream is open")
+}
+
+/// What the owner side of forwarding does with sub-streams (`transport/forwarded.rs`): a join
+/// with the token, then y-protocols messages both ways, notices behind the commit, a join that
+/// is refused, and a first message that is not a join.
+async fn forwarded_attachment(link: &Link, server: &ChildServer) {
+    use debrief_proto::forward::{self, FromOwner, Notice, WireAccess};
+    use debrief_proto::ywire::{Message, SyncMessage};
+    use yrs::updates::encoder::Encode;
+    use yrs::{ReadTxn, Text, Transact};
+
+    let mut stream = link.open("forwarded").await.expect("open a sub-stream");
+    stream
+        .send(forward::encode_join(""))
+        .await
+        .expect("send the join");
+    let opened = next_from_owner(&mut stream).await;
+    assert_eq!(
+        forward::decode_from_owner(&opened),
+        Ok(FromOwner::Notice(Notice::Opened(WireAccess::ReadWrite)))
+    );
+    // The owner's SyncStep1 follows, as to any client.
+    let step1 = next_from_owner(&mut stream).await;
+    assert!(
+        matches!(forward::decode_from_owner(&step1), Ok(FromOwner::Message(m)) if m.starts_with(&[0, 0])),
+        "{step1:?}"
+    );
+    metric_reaches(server, "debrief_forwarded_attachments_open", 1).await;
+    // An update is acknowledged behind its commit; a client of the node itself receives it.
+    let mut local = debrief_tests::Client::connect(&server.ws_url("forwarded")).await;
+    local.wait_synced().await;
+    let doc = yrs::Doc::new();
+    doc.get_or_insert_text("t")
+        .insert(&mut doc.transact_mut(), 0, "forwarded and committed");
+    let update = doc
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    stream
+        .send(Message::Sync(SyncMessage::Update(&update)).encode())
+        .await
+        .expect("send the update");
+    loop {
+        let message = next_from_owner(&mut stream).await;
+        match forward::decode_from_owner(&message).expect("a message the owner may send") {
+            FromOwner::Notice(Notice::Applied) => break,
+            // The owner's awareness or its answer to nothing in particular may come first.
+            FromOwner::Message(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    local.wait_text("t", "forwarded and committed").await;
+    stream.close().await;
+    metric_reaches(server, "debrief_forwarded_attachments_open", 0).await;
+
+    // A first message that is not a join ends the attachment with a protocol error.
+    let mut stream = link.open("forwarded").await.expect("open a sub-stream");
+    stream
+        .send(Message::Sync(SyncMessage::Step1(&[0])).encode())
+        .await
+        .expect("send");
+    let refusal = next_from_owner(&mut stream).await;
+    assert_eq!(
+        forward::decode_from_owner(&refusal),
+        Ok(FromOwner::Close {
+            code: 1002,
+            reason: "unknown_message_type"
+        })
+    );
+    assert_eq!(
+        within("the close", stream.recv()).await,
+        Err(StreamClosed::ByPeer)
+    );
+
+    // A review's document with a token of no session is refused, as a client would be.
+    let mut stream = link
+        .open("review.r1.report")
+        .await
+        .expect("open a sub-stream");
+    stream
+        .send(forward::encode_join("dbs_nobody"))
+        .await
+        .expect("send the join");
+    let refusal = next_from_owner(&mut stream).await;
+    match forward::decode_from_owner(&refusal) {
+        Ok(FromOwner::Notice(Notice::Withdrawn { code, .. })) => {
+            assert_eq!(code, "unknown_review")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }

@@ -1,0 +1,130 @@
+// Stock clients on a cluster of three Debrief nodes sharing one PostgreSQL database (issue 18,
+// docs/cluster.md): y-websocket providers and Hocuspocus providers spread over the nodes edit one
+// document and converge through its single owner; when the owner is killed with SIGKILL, the
+// providers on the other nodes reconnect by themselves, another node takes the document over
+// once the owner's lease lapsed, and everything converges again with nothing any provider had
+// been acknowledged (Hocuspocus) or had received lost.
+//
+// Needs DEBRIEF_TEST_POSTGRES (scripts/test starts PostgreSQL and exports it); each test makes a
+// database of its own with psql.
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { chmodSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+
+import { scenario, until, waitSynced, useReference } from './harness.mjs'
+
+const TEST_TIMEOUT = 60_000
+const LEASE_MS = 2000
+const RENEW_MS = 200
+
+const admin = process.env.DEBRIEF_TEST_POSTGRES
+
+/** A fresh database on the test PostgreSQL; its connection string. */
+const createDatabase = () => {
+  const name = `js_${randomBytes(8).toString('hex')}`
+  execFileSync('psql', [admin, '-q', '-c', `CREATE DATABASE ${name}`], { stdio: ['ignore', 'ignore', 'inherit'] })
+  return `${admin} dbname=${name}`
+}
+
+/** Three nodes on one database, sharing a cluster secret. */
+const startCluster = async (h, n = 3) => {
+  const url = createDatabase()
+  const secret = join(h.tempDir(), 'cluster-secret')
+  writeFileSync(secret, randomBytes(32).toString('hex'))
+  chmodSync(secret, 0o600)
+  const args = [
+    '--postgres', url,
+    '--cluster-lease-ms', String(LEASE_MS),
+    '--cluster-renew-ms', String(RENEW_MS),
+    '--cluster-listen', '127.0.0.1:0',
+    '--cluster-secret-file', secret
+  ]
+  const nodes = []
+  // One after another: the first node started serves reviews (docs/cluster.md), and each
+  // node's start-up is short.
+  for (let i = 0; i < n; i++) nodes.push(await h.startServer({ args }))
+  return nodes
+}
+
+const text = (client) => client.doc.getText('t').toString()
+
+/** Waits until every client's text is `expected`. */
+const converged = (clients, expected, what) =>
+  until(what, () => clients.every((c) => text(c) === expected),
+    clients.map((c) => [c.doc, 'update']),
+    { ms: 20_000, describe: () => clients.map((c, i) => `client ${i}: ${JSON.stringify(text(c))}`).join('\n') })
+
+const skip = useReference || !admin ? 'needs Debrief and DEBRIEF_TEST_POSTGRES' : false
+
+test('stock clients of both dialects on three nodes converge through one owner', { timeout: TEST_TIMEOUT, skip }, scenario(async (h) => {
+  const nodes = await startCluster(h)
+  const doc = 'cluster-converge'
+  // The first provider's node loads the document and owns it.
+  const a = h.client(nodes[0], doc)
+  await waitSynced(a)
+  const b = h.client(nodes[1], doc)
+  const c = h.hocusClient(h.hocusSocket(nodes[2]), doc)
+  const d = h.hocusClient(h.hocusSocket(nodes[1]), doc)
+  await waitSynced(b)
+  await until('the Hocuspocus providers to sync', () => c.provider.isAuthenticated && c.provider.synced && d.provider.isAuthenticated && d.provider.synced,
+    [[c.provider, 'synced'], [d.provider, 'synced']])
+  a.doc.getText('t').insert(0, 'A')
+  b.doc.getText('t').insert(0, 'B')
+  c.doc.getText('t').insert(0, 'C')
+  d.doc.getText('t').insert(0, 'D')
+  const all = [a, b, c, d]
+  await until('every change to reach every client', () => all.every((x) => text(x).length === 4),
+    all.map((x) => [x.doc, 'update']), { describe: () => all.map((x) => text(x)).join(' | ') })
+  const first = text(a)
+  assert.deepEqual(new Set(first), new Set('ABCD'))
+  await converged(all, first, 'the clients to agree')
+  // Hocuspocus providers hear that their changes are saved, from the owner through their node.
+  await until('the Hocuspocus changes to be acknowledged', () => !c.provider.hasUnsyncedChanges && !d.provider.hasUnsyncedChanges,
+    [[c.provider, 'unsyncedChanges'], [d.provider, 'unsyncedChanges']])
+}))
+
+test('after the owner is killed, providers on the other nodes reconnect and lose nothing acknowledged', { timeout: TEST_TIMEOUT, skip }, scenario(async (h) => {
+  const nodes = await startCluster(h)
+  const doc = 'cluster-failover'
+  const opener = h.client(nodes[0], doc)
+  await waitSynced(opener)
+  const ws = h.client(nodes[1], doc)
+  const hocus = h.hocusClient(h.hocusSocket(nodes[2]), doc)
+  await waitSynced(ws)
+  await until('the Hocuspocus provider to sync', () => hocus.provider.isAuthenticated && hocus.provider.synced, [[hocus.provider, 'synced']])
+  // A first round everyone has, acknowledged to the Hocuspocus provider.
+  ws.doc.getText('t').insert(0, 'before the kill; ')
+  hocus.doc.getText('t').insert(0, 'acknowledged; ')
+  const firstRound = [opener, ws, hocus]
+  await until('the first round to spread', () => firstRound.every((x) => text(x).length === 31 && text(x) === text(ws)),
+    firstRound.map((x) => [x.doc, 'update']), { describe: () => firstRound.map((x) => JSON.stringify(text(x))).join('\n') })
+  await until('the acknowledgement', () => !hocus.provider.hasUnsyncedChanges, [[hocus.provider, 'unsyncedChanges']])
+  const acknowledged = text(hocus)
+
+  // The owner dies; the providers of nodes 1 and 2 go on editing while it is gone.
+  opener.destroy()
+  nodes[0].child.kill('SIGKILL')
+  await nodes[0].exited
+  const killed = Date.now()
+  ws.doc.getText('t').insert(0, 'during the outage (ws); ')
+  hocus.doc.getText('t').insert(0, 'during the outage (hocuspocus); ')
+  // Their providers reconnect by themselves and resend what the new owner lacks.
+  const expectedLength = acknowledged.length + 'during the outage (ws); '.length + 'during the outage (hocuspocus); '.length
+  const reader = h.client(nodes[1], doc)
+  await until('the document to be served again with every change', () =>
+    [ws, hocus, reader].every((x) => text(x).length === expectedLength && text(x) === text(ws)),
+  [ws, hocus, reader].map((x) => [x.doc, 'update']),
+  { ms: 30_000, describe: () => [ws, hocus, reader].map((x) => JSON.stringify(text(x))).join('\n') })
+  const served = Date.now() - killed
+  for (const part of ['before the kill; ', 'acknowledged; ', 'during the outage (ws); ', 'during the outage (hocuspocus); ']) {
+    assert.ok(text(reader).includes(part), `${JSON.stringify(part)} is in ${JSON.stringify(text(reader))}`)
+  }
+  await until('the outage change to be acknowledged', () => !hocus.provider.hasUnsyncedChanges, [[hocus.provider, 'unsyncedChanges']])
+  console.log(`owner killed: every change served again ${served} ms after the kill (lease ${LEASE_MS} ms)`)
+  // The killed node's exit is not a clean one; the harness must not count it as a failure.
+  h.checkedExits.add(nodes[0])
+}))
