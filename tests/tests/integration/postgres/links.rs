@@ -275,7 +275,6 @@ async fn next_from_owner(stream: &mut SubStream) -> Vec<u8> {
 async fn forwarded_attachment(link: &Link, server: &ChildServer) {
     use debrief_proto::forward::{self, FromOwner, Notice, WireAccess};
     use debrief_proto::ywire::{Message, SyncMessage};
-    use yrs::updates::encoder::Encode;
     use yrs::{ReadTxn, Text, Transact};
 
     let mut stream = link.open("forwarded").await.expect("open a sub-stream");
