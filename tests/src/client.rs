@@ -147,6 +147,32 @@ impl Client {
         collab_doc: Option<&str>,
         from: Option<std::net::IpAddr>,
     ) -> Client {
+        Client::try_connect_via(url, handshake, collab_doc, from)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Connects to `url` in the y-websocket dialect, as [`Client::connect`]; `Err` when the server
+    /// cannot be reached (a node that is stopping).
+    pub async fn try_connect(url: &str) -> Result<Client, String> {
+        Client::try_connect_via(url, true, None, None).await
+    }
+
+    /// Connects to a `/collab` URL and opens `doc` with `token`, as [`Client::connect_collab`];
+    /// `Err` when the server cannot be reached (a node that is stopping).
+    pub async fn try_connect_collab(url: &str, doc: &str, token: &str) -> Result<Client, String> {
+        let client = Client::try_connect_via(url, false, Some(doc), None).await?;
+        client.send_token(token);
+        client.send_step1();
+        Ok(client)
+    }
+
+    async fn try_connect_via(
+        url: &str,
+        handshake: bool,
+        collab_doc: Option<&str>,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Client, String> {
         let prefix: Arc<[u8]> = collab_doc
             .map(hocuspocus::name_prefix)
             .unwrap_or_default()
@@ -176,7 +202,7 @@ impl Client {
             }
         })
         .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        .map_err(|e| format!("connect {url}: {e}"))?;
         let (mut sink, mut stream) = ws.split();
         let doc = Doc::with_options(Options {
             offset_kind: OffsetKind::Utf16,
@@ -260,7 +286,7 @@ impl Client {
         if handshake {
             client.send_step1();
         }
-        client
+        Ok(client)
     }
 
     /// Sends raw bytes as one binary frame.
@@ -327,6 +353,12 @@ impl Client {
     /// Waits until the server answered the client's SyncStep1.
     pub async fn wait_synced(&mut self) {
         self.wait_for("the initial sync", |s| s.synced).await;
+    }
+
+    /// Whether the server closed the connection or (Hocuspocus) the document.
+    pub fn ended(&self) -> bool {
+        let seen = lock(&self.seen);
+        seen.closed.is_some() || seen.doc_closed.is_some()
     }
 
     /// Waits until the server answered the client's SyncStep1 (`None`), or closed the connection

@@ -128,14 +128,20 @@ impl Cluster {
 /// again while the node closes it (a document whose owner died is served again once its lease
 /// lapsed; until then its sockets are closed and stock clients reconnect).
 pub async fn synced_collab(node: &ChildServer, doc: &str) -> Client {
+    synced_collab_at(&node.collab_url(), doc).await
+}
+
+/// [`synced_collab`] by the node's `/collab` URL.
+pub async fn synced_collab_at(url: &str, doc: &str) -> Client {
     crate::within("a synced connection", async {
         loop {
-            let mut client = Client::connect_collab(&node.collab_url(), doc, "any").await;
-            match client.synced_or_closed().await {
-                None => return client,
-                // A stock client's reconnect delay, so that the wait does not spin.
-                Some(_) => tokio::time::sleep(RECONNECT_DELAY).await,
+            if let Ok(mut client) = Client::try_connect_collab(url, doc, "any").await {
+                if client.synced_or_closed().await.is_none() {
+                    return client;
+                }
             }
+            // A stock client's reconnect delay, so that the wait does not spin.
+            tokio::time::sleep(RECONNECT_DELAY).await;
         }
     })
     .await

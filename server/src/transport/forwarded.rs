@@ -242,7 +242,10 @@ impl Router for ClusterRouter {
                 let me = self.slot.node();
                 let node = match self.slot.owner_of(doc).await {
                     Ok(Some(Ownership::Live { node, .. })) if node != me => node,
-                    Ok(_) => return Route::Here,
+                    Ok(owner) => {
+                        tracing::debug!(doc = %doc, ?owner, "served here");
+                        return Route::Here;
+                    }
                     Err(e) => {
                         // Served here: loading claims it, and waits while another node holds it.
                         tracing::warn!(doc = %doc, error = %e, "could not look the document's owner up");

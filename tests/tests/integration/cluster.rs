@@ -215,3 +215,295 @@ fn write_until_stopped(
     });
     (stop, acked_rx, writing)
 }
+
+/// Every node in turn is stopped with SIGTERM (and a new one started) while clients of both
+/// nodes' documents write without pause: nothing is lost, and no client waits anything like a
+/// lease to be served again, since a terminated node hands its documents over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_sigterm_of_every_node_loses_nothing_and_never_waits_a_lease() {
+    // A long lease: a client that had to wait for one would stand out.
+    let lease = Duration::from_secs(10);
+    let mut cluster = Cluster::start(3, lease, Duration::from_secs(1)).await;
+    let docs = ["rolling-a", "rolling-b", "rolling-c"];
+    // Each document is first opened, and so owned, by a different node.
+    for (i, doc) in docs.iter().enumerate() {
+        let opener = synced_ws(cluster.node(i), doc).await;
+        assert_eq!(cluster.owner_index(doc).await, Some(i));
+        drop(opener);
+    }
+    let (urls_tx, urls) = watch::channel(
+        (0..3)
+            .map(|i| cluster.node(i).collab_url())
+            .collect::<Vec<_>>(),
+    );
+    let stop = CancellationToken::new();
+    let (progress_tx, mut progress) = watch::channel(0u64);
+    let progress_tx = std::sync::Arc::new(progress_tx);
+    let mut writers = tokio::task::JoinSet::new();
+    // Two writers per document, starting on different nodes (some forwarded, some not).
+    for (w, doc) in docs.iter().chain(docs.iter()).enumerate() {
+        writers.spawn(reconnecting_writer(
+            doc.to_string(),
+            format!("w{w}"),
+            w,
+            urls.clone(),
+            stop.clone(),
+            progress_tx.clone(),
+        ));
+    }
+    for round in 0..3 {
+        // Every round happens while the writers write.
+        let now = *progress.borrow();
+        within(
+            "the writers to make progress",
+            progress.wait_for(|p| *p >= now + 60),
+        )
+        .await
+        .expect("writers are running");
+        let replacement = cluster.start_node().await;
+        let mut list: Vec<String> = urls.borrow().clone();
+        list.retain(|u| *u != cluster.node(round).collab_url());
+        list.push(replacement.collab_url());
+        urls_tx.send_replace(list);
+        let leaving = cluster.take(round);
+        cluster.nodes.push(Some(replacement));
+        let status = within("the node to stop", leaving.terminate()).await;
+        assert!(status.success(), "node {round} exits cleanly: {status}");
+    }
+    let now = *progress.borrow();
+    within(
+        "the writers to make progress",
+        progress.wait_for(|p| *p >= now + 60),
+    )
+    .await
+    .expect("writers are running");
+    stop.cancel();
+    let mut results = Vec::new();
+    while let Some(done) = writers.join_next().await {
+        results.push(done.expect("a writer ran"));
+    }
+    let survivor = cluster.nodes.iter().flatten().next().expect("a node runs");
+    for doc in docs {
+        let mut reader = synced_collab(survivor, doc).await;
+        for (writer_doc, name, written, _) in &results {
+            if writer_doc == doc {
+                let n = *written;
+                reader
+                    .wait_doc("every character each writer wrote", |d| {
+                        use yrs::{GetString, Transact};
+                        d.get_or_insert_text(name.as_str())
+                            .get_string(&d.transact())
+                            .len()
+                            == n as usize
+                    })
+                    .await;
+            }
+        }
+    }
+    let longest = results
+        .iter()
+        .map(|(_, _, _, stall)| *stall)
+        .max()
+        .unwrap_or_default();
+    let reconnects: usize = results.len();
+    eprintln!(
+        "rolling SIGTERM of 3 nodes under {reconnects} writers: the longest wait to be served \
+         again was {} ms (lease {} ms)",
+        longest.as_millis(),
+        lease.as_millis()
+    );
+    assert!(
+        longest < lease / 2,
+        "a writer waited {longest:?} to be served again: as long as a lease ({lease:?})"
+    );
+}
+
+/// A writer that writes to its own text of `doc` until `stop`, through whichever node of `urls`
+/// it reaches (starting at `first`), and connects again elsewhere when its connection ends,
+/// carrying over everything it wrote (a stock client resends what the server lacks). Answers
+/// the document, its text's name, how many characters it wrote, and the longest it waited to
+/// be served again.
+async fn reconnecting_writer(
+    doc: String,
+    name: String,
+    first: usize,
+    urls: watch::Receiver<Vec<String>>,
+    stop: CancellationToken,
+    progress: std::sync::Arc<watch::Sender<u64>>,
+) -> (String, String, u32, Duration) {
+    use yrs::updates::decoder::Decode;
+    use yrs::{ReadTxn, Transact};
+    let mut attempt = first;
+    // Each try goes to the next node of those running now: a node that is stopping refuses.
+    let connect = |attempt: &mut usize| {
+        let urls = urls.clone();
+        let doc = doc.clone();
+        let start = *attempt;
+        *attempt += 1;
+        async move {
+            within("a synced connection", async move {
+                for n in start.. {
+                    let url = {
+                        let list = urls.borrow();
+                        list[n % list.len()].clone()
+                    };
+                    if let Ok(mut client) = Client::try_connect_collab(&url, &doc, "any").await {
+                        if client.synced_or_closed().await.is_none() {
+                            return client;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                unreachable!("the loop above ends only by returning")
+            })
+            .await
+        }
+    };
+    let mut client = connect(&mut attempt).await;
+    let mut written = 0u32;
+    let mut longest = Duration::ZERO;
+    // Written on the current connection, and its acknowledgements before the first of them.
+    let mut written_here = 0u64;
+    let mut acked_before = client.acks();
+    loop {
+        if client.ended() {
+            let since = Instant::now();
+            let state = client
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&yrs::StateVector::default());
+            client = connect(&mut attempt).await;
+            // What the server lacks is sent from here (the client's own changes).
+            let update = yrs::Update::decode_v1(&state).expect("its own state");
+            client
+                .doc
+                .transact_mut()
+                .apply_update(update)
+                .expect("apply its own state");
+            longest = longest.max(since.elapsed());
+            written_here = 0;
+            acked_before = client.acks();
+            continue;
+        }
+        if stop.is_cancelled() {
+            // Everything written is acknowledged before the writer reports.
+            client.round_trip().await;
+            if !client.ended() {
+                break;
+            }
+            continue;
+        }
+        client.insert(&name, 0, "x");
+        written += 1;
+        written_here += 1;
+        progress.send_modify(|p| *p += 1);
+        // At most a few dozen unacknowledged, so that the burst keeps pace with commits.
+        if written_here > client.acks() - acked_before + 40 {
+            tokio::select! {
+                _ = client.changed() => {}
+                () = stop.cancelled() => {}
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    (doc, name, written, longest)
+}
+
+/// The reconnect storm after a failover: clients of both dialects on the two surviving nodes,
+/// on documents the killed node owned, all connect again at once; every one is served with
+/// what was acknowledged before, and the time each took to be synced again is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconnect_storm_after_a_failover_is_served() {
+    const DOCS: usize = 4;
+    const PER_DOC: usize = 20;
+    let mut cluster = Cluster::start(3, SHORT_LEASE, RENEW).await;
+    let docs: Vec<String> = (0..DOCS).map(|d| format!("storm-{d}")).collect();
+    let mut openers = Vec::new();
+    for doc in &docs {
+        let mut opener = synced_collab(cluster.node(0), doc).await;
+        opener.round_trip().await;
+        let before = opener.acks();
+        opener.insert("t", 0, "acknowledged before the kill");
+        opener.wait_acks(before + 1).await;
+        openers.push(opener);
+    }
+    let mut clients = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        for c in 0..PER_DOC {
+            let node = cluster.node(1 + (d + c) % 2);
+            let client = if c % 2 == 0 {
+                synced_ws(node, doc).await
+            } else {
+                synced_collab(node, doc).await
+            };
+            clients.push((
+                doc.clone(),
+                c % 2 == 0,
+                node.ws_url(doc),
+                node.collab_url(),
+                client,
+            ));
+        }
+    }
+    let owner = cluster.take(0);
+    owner.kill9().await;
+    let killed = Instant::now();
+    drop(openers);
+    let mut storm = tokio::task::JoinSet::new();
+    for (doc, ws, ws_url, collab_url, mut client) in clients {
+        storm.spawn(async move {
+            // The owner's going is told to every client (its node closes it).
+            within("the client to be closed", async {
+                while !client.ended() {
+                    if !client.changed().await {
+                        break;
+                    }
+                }
+            })
+            .await;
+            let mut last_try;
+            let mut client = loop {
+                last_try = Instant::now();
+                let attempt = if ws {
+                    Client::try_connect(&ws_url).await
+                } else {
+                    Client::try_connect_collab(&collab_url, &doc, "any").await
+                };
+                if let Ok(mut client) = attempt {
+                    if client.synced_or_closed().await.is_none() {
+                        break client;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let served = killed.elapsed();
+            let sync = last_try.elapsed();
+            client.wait_text("t", "acknowledged before the kill").await;
+            (served, sync)
+        });
+    }
+    let mut served = Vec::new();
+    let mut syncs = Vec::new();
+    while let Some(done) = within("the storm to be served", storm.join_next()).await {
+        let (s, y) = done.expect("a client was served again");
+        served.push(s);
+        syncs.push(y);
+    }
+    served.sort();
+    syncs.sort();
+    let pct = |v: &[Duration], p: usize| v[(v.len() * p / 100).min(v.len() - 1)].as_millis();
+    eprintln!(
+        "reconnect storm of {} clients after kill -9 of the owner (lease {} ms): served again \
+         p50 {} ms, p99 {} ms, last {} ms after the kill; the successful sync took p50 {} ms, \
+         p99 {} ms",
+        served.len(),
+        SHORT_LEASE.as_millis(),
+        pct(&served, 50),
+        pct(&served, 99),
+        served.last().map(|d| d.as_millis()).unwrap_or_default(),
+        pct(&syncs, 50),
+        pct(&syncs, 99)
+    );
+    assert_eq!(served.len(), DOCS * PER_DOC);
+}
