@@ -17,8 +17,9 @@
 //! - [`cluster`]: cluster mode on PostgreSQL (issue 18): node leases, document ownership with
 //!   epochs, takeover, handover and the fence of a commit. A server with `--postgres` is a node:
 //!   it registers at start, its store claims and fences through it, and it hands its documents
-//!   over at shutdown (`docs/cluster.md`); with `--cluster-listen` it accepts and dials
-//!   internal links, though nothing is forwarded over them yet.
+//!   over at shutdown (`docs/cluster.md`); with `--cluster-listen` it shares the database with
+//!   other nodes and serves each document through its owner over the internal links (one node
+//!   serves reviews, for now).
 //! - Beside them, imported by any room: [`config`] (the command line), [`limits`] (the bounds of
 //!   transport, documents and storage, each with its reason), [`metrics`] (counters) and
 //!   [`error`] (HTTP errors as one JSON shape).

@@ -2,8 +2,9 @@
 //!
 //! `docs/cluster.md` is the design of the whole cluster mode. A server with `--postgres` runs
 //! as a node of it: it registers at start, its storage backend claims and fences through
-//! [`member::Member`], and it hands its documents over at shutdown. Forwarding between nodes is
-//! not wired yet:
+//! [`member::Member`], and it hands its documents over at shutdown. With links, documents
+//! another node owns are served through it (the transport's `forwarded` and the documents'
+//! `remote`, routed by [`member::MemberSlot::owner_of`] and [`links::Links::get`]):
 //!
 //! - [`node`]: a node registers in the `nodes` table (`schema.sql`) and renews its lease on a
 //!   timer. The lease's expiry is judged only by the database's clock. A node that cannot renew
@@ -17,7 +18,7 @@
 //!   document, bounded queues and a heartbeat.
 //! - [`links`]: a node's links: the listener's accept loop, and the registry of links this node
 //!   dialled (one per peer, dialled at the address `nodes` holds). Sub-streams peers open go to a
-//!   handler the server gives (nothing forwards over them yet).
+//!   handler the server gives (the owner side of forwarded attachments).
 //! - [`member`]: the node as the owner the PostgreSQL backend writes for: the backend claims a
 //!   document's group and fences each commit with this room's SQL, on its own connection.
 //! - [`metrics`]: counters of leases and ownership, rendered into `/metrics`.
