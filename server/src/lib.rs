@@ -475,6 +475,7 @@ impl Server {
                 Arc::new(transport::forwarded::ClusterRouter::new(
                     n.slot.clone(),
                     links.current.clone(),
+                    reviews::claim_group,
                 )) as Arc<dyn documents::route::Router>
             })
         });

@@ -273,4 +273,20 @@ impl MemberSlot {
             None => Ok(None),
         }
     }
+
+    /// Claims `names` together now, as the registered node (see
+    /// [`super::node::Node::claim_all`]); `Ok(None)` before a node registered. The routing of a
+    /// document nobody serves claims it before loading it, so that of two nodes taking it over at
+    /// once the loser forwards to the winner at once instead of waiting for its lease.
+    pub async fn claim_all(
+        &self,
+        names: &[&str],
+    ) -> Result<Option<super::ownership::Claims>, ClusterError> {
+        match self.member() {
+            Some(member) => super::ownership::claim_all(&member.inner, names)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
 }

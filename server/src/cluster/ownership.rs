@@ -128,11 +128,7 @@ impl Node {
     /// A claim that PostgreSQL chose as the victim of a deadlock (with something that locks the
     /// same rows in another order) is run again, up to [`DEADLOCK_RETRIES`] times.
     pub async fn claim_all(&self, names: &[&str]) -> Result<Claims, ClusterError> {
-        if let Some(why) = self.inner.is_fenced() {
-            return Err(ClusterError::Fenced(why));
-        }
-        let mut client = self.inner.session.client().await?;
-        claim_on(&self.inner, &mut client, names).await
+        claim_all(&self.inner, names).await
     }
 
     /// Claims `name`, waiting up to `patience` for a live owner's lease to lapse (or for it to
@@ -446,4 +442,13 @@ pub(super) async fn owner_of(inner: &Inner, name: &str) -> Result<Ownership, Clu
         },
         (Some(node), _) => Ownership::Lapsed { node, epoch },
     })
+}
+
+/// [`Node::claim_all`] for `inner`'s node, on its session.
+pub(super) async fn claim_all(inner: &Inner, names: &[&str]) -> Result<Claims, ClusterError> {
+    if let Some(why) = inner.is_fenced() {
+        return Err(ClusterError::Fenced(why));
+    }
+    let mut client = inner.session.client().await?;
+    claim_on(inner, &mut client, names).await
 }

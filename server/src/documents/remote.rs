@@ -1,7 +1,7 @@
 //! A document another cluster node owns, as this node's connections see it (`docs/cluster.md`,
-//! "Routing: the internal link"). The registry hands out the same [`DocHandle`] as for a
+//! "Routing: the internal link"). The registry hands out the same [`crate::documents::command::DocHandle`] as for a
 //! document served here, so both dialects attach to it unchanged; behind the handle this task
-//! carries each attachment to the owner over an [`Attachment`] (a sub-stream of the link) and
+//! carries each attachment to the owner over an [`crate::documents::route::Attachment`] (a sub-stream of the link) and
 //! brings back what the owner says: y-protocols messages, framed in the connection's dialect,
 //! and notices, which its [`crate::documents::peer::Framing`] turns into a message or a close
 //! exactly as for a local document. Nothing is applied, stored or decided here: the owner

@@ -31,7 +31,7 @@ use futures_util::future::BoxFuture;
 use crate::cluster::link::SubStream;
 use crate::cluster::links::CurrentLinks;
 use crate::cluster::member::MemberSlot;
-use crate::cluster::ownership::Ownership;
+use crate::cluster::ownership::{Claims, Ownership};
 use crate::cluster::NodeId;
 use crate::documents::command::{DocHandle, Incoming};
 use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
@@ -212,21 +212,28 @@ async fn finish(sub: &mut SubStream, code: u16, reason: &str) {
 }
 
 /// Routes documents in a cluster: one whose owner of record is another node with a live lease
-/// is served through that node; any other is served here (loading it claims it, and takes it
-/// over from a node whose lease lapsed). A document with no row yet is served by the first node
-/// that opens it.
+/// is served through that node; one nobody serves (no row yet, handed over, or its owner's
+/// lease lapsed) is claimed by this node and served here, or, if another node claimed it first,
+/// served through that one.
 #[derive(Debug)]
 pub struct ClusterRouter {
     /// This node as the store's owner: its id now, and look-ups of owners.
     slot: Arc<MemberSlot>,
     /// The node's links now.
     links: Arc<CurrentLinks>,
+    /// The documents claimed together with one (a review's three).
+    group: fn(&str) -> Vec<String>,
 }
 
 impl ClusterRouter {
-    /// A router for the node of `slot`, reaching others through `links`.
-    pub fn new(slot: Arc<MemberSlot>, links: Arc<CurrentLinks>) -> ClusterRouter {
-        ClusterRouter { slot, links }
+    /// A router for the node of `slot`, reaching others through `links`, claiming each document
+    /// with the others of its `group`.
+    pub fn new(
+        slot: Arc<MemberSlot>,
+        links: Arc<CurrentLinks>,
+        group: fn(&str) -> Vec<String>,
+    ) -> ClusterRouter {
+        ClusterRouter { slot, links, group }
     }
 }
 
@@ -242,9 +249,20 @@ impl Router for ClusterRouter {
                 let me = self.slot.node();
                 let node = match self.slot.owner_of(doc).await {
                     Ok(Some(Ownership::Live { node, .. })) if node != me => node,
-                    Ok(owner) => {
-                        tracing::debug!(doc = %doc, ?owner, "served here");
-                        return Route::Here;
+                    Ok(Some(Ownership::Live { .. }) | None) => return Route::Here,
+                    // Nobody serves it: claimed now, so that of two nodes taking it over at once
+                    // the loser forwards to the winner instead of waiting for a lease.
+                    Ok(Some(_)) => {
+                        let group = (self.group)(doc);
+                        let names: Vec<&str> = group.iter().map(String::as_str).collect();
+                        match self.slot.claim_all(&names).await {
+                            Ok(Some(Claims::Held(held))) => held.owner,
+                            Ok(_) => return Route::Here,
+                            Err(e) => {
+                                tracing::debug!(doc = %doc, error = %e, "could not claim the document before loading it");
+                                return Route::Here;
+                            }
+                        }
                     }
                     Err(e) => {
                         // Served here: loading claims it, and waits while another node holds it.
