@@ -19,7 +19,6 @@ use yrs::{Doc, GetString, OffsetKind, Options, Transact, Update};
 
 use crate::client::{ClientConfig, ClientStats, Counters, Event, SentLog, YClient, TEXT_NAME};
 use crate::measure::{Latency, Measurement, StormRun};
-use crate::procstat;
 use crate::scenarios::{fill_window, join_all, measured_window, CpuMark, Phase};
 use crate::target::{DocAddr, Target};
 use crate::trace::LocalEdit;
@@ -206,7 +205,7 @@ pub async fn all_hands(
     let mut m = Measurement::new(target.kind.name());
     m.docs = 1;
     m.clients = (cfg.writers + cfg.observers) as u64;
-    let pid = target.pid()?;
+    let procs = target.processes()?;
     let counters = Arc::new(Counters::default());
     let ccfg = ClientConfig {
         dialect: target.dialect(),
@@ -217,7 +216,7 @@ pub async fn all_hands(
     let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
     let peers = Arc::new(AtomicU64::new(0));
     let renew = Duration::from_secs_f64(cfg.renew_s);
-    let rss0 = procstat::rss_bytes(pid)?;
+    let rss0 = procs.rss_bytes()?;
     m.rss_before_bytes = Some(rss0);
     let t0 = Instant::now();
 
@@ -301,7 +300,7 @@ pub async fn all_hands(
     peers.store((cfg.writers - 1 + connected) as u64, Ordering::SeqCst);
     // let the initial content and the joiners' presence settle
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    m.rss_loaded_bytes = procstat::rss_bytes(pid).ok();
+    m.rss_loaded_bytes = procs.rss_bytes().ok();
 
     let (c0, c1) = measured_window(
         target.processes()?,
@@ -591,7 +590,7 @@ async fn storm_once(
         run.build_s = Some(secs(t0.elapsed()));
     }
     run.restarted = restart(target).await?;
-    let pid = target.pid()?;
+    let procs = target.processes()?;
     // warm: one client makes a change, and a second one sees it, before the storm
     let mut warm_clients = Vec::new();
     if warm {
@@ -630,9 +629,9 @@ async fn storm_once(
         warm_clients.push(confirmer);
         warm_clients.push(writer);
     }
-    let rss0 = procstat::rss_bytes(pid)?;
+    let rss0 = procs.rss_bytes()?;
     run.rss_before_bytes = Some(rss0);
-    let c0 = CpuMark::take(target.processes()?)?;
+    let c0 = CpuMark::take(&target.processes()?)?;
 
     // ---- the storm
     let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
@@ -701,11 +700,11 @@ async fn storm_once(
         .wait(storm.joiners, wait + spread + Duration::from_secs(5))
         .await;
     run.storm_s = Some(secs(t0.elapsed()));
-    let c1 = CpuMark::take(target.processes()?)?;
+    let c1 = CpuMark::take(&target.processes()?)?;
     run.server_cpu_s = Some(secs(c1.server_since(&c0)));
     run.loadgen_cpu_s = Some(secs(c1.me_since(&c0)));
-    run.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
-    run.rss_after_bytes = procstat::rss_bytes(pid).ok();
+    run.peak_rss_bytes = procs.peak_rss_bytes().ok();
+    run.rss_after_bytes = procs.rss_bytes().ok();
     ctl_tx.send(Phase::Done)?;
     let mut took = Vec::new();
     let mut hashes = Vec::new();

@@ -4,6 +4,7 @@
 
 mod audience;
 mod client;
+mod failover;
 mod measure;
 mod procstat;
 mod report;
@@ -22,6 +23,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::audience::{AllHandsCfg, BuiltDoc, Storm, StormCfg};
+use crate::failover::FailoverCfg;
 use crate::measure::Measurement;
 use crate::scenarios::{IdleCfg, KillCfg, ReplayCfg, TypingCfg};
 use crate::target::{Programs, Target, TargetKind};
@@ -36,12 +38,15 @@ struct Cli {
     quick: bool,
     /// Scenarios to run, e.g. "1,2,5" (1 one doc/many clients, 2 200 docs×5, 3 1000 docs×2,
     /// 4 idle connections, 5 cold load of a 100k-edit doc, 6 automerge-paper replay,
-    /// 7 kill -9 after confirmed updates, 8 all-hands, 9 join storm, 10 ten thousand sockets).
+    /// 7 kill -9 after confirmed updates, 8 all-hands, 9 join storm, 10 ten thousand sockets,
+    /// 11 failover: kill -9 of a cluster node owning the documents; cluster targets only).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
     scenarios: Vec<u32>,
     /// Targets, in order: debrief (y-websocket at /ws), reference (@y/websocket-server),
     /// debrief-collab (Hocuspocus dialect at /collab), hocuspocus (@hocuspocus/server),
-    /// debrief-pg and debrief-pg-collab (Debrief's two dialects on PostgreSQL; need --postgres).
+    /// debrief-pg and debrief-pg-collab (Debrief's two dialects on PostgreSQL; need --postgres),
+    /// debrief-cluster and debrief-cluster-collab (three Debrief nodes on one PostgreSQL
+    /// database, clients spread over them round-robin; need --postgres).
     #[arg(
         long,
         value_delimiter = ',',
@@ -184,6 +189,22 @@ struct Cli {
     /// Scenario 10: seconds measured [30, quick 10].
     #[arg(long)]
     s10_duration: Option<f64>,
+    /// Scenario 11: clients, spread over the nodes that survive [300, quick 60].
+    #[arg(long)]
+    s11_clients: Option<usize>,
+    /// Scenario 11: documents, all owned by the node that is killed [6].
+    #[arg(long, default_value_t = 6)]
+    s11_docs: usize,
+    /// Scenario 11: updates per second per client [0.5].
+    #[arg(long, default_value_t = 0.5)]
+    s11_rate: f64,
+    /// Scenario 11: seconds of writing before the kill [5, quick 3].
+    #[arg(long)]
+    s11_write: Option<f64>,
+    /// Scenario 11: milliseconds a client waits before each reconnect, plus up to as much
+    /// again at random [50].
+    #[arg(long, default_value_t = 50)]
+    s11_reconnect_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -529,6 +550,33 @@ async fn run(cli: Cli) -> Result<()> {
                         Runner::Typing(cfg),
                     )
                 }
+                11 => {
+                    let cfg = FailoverCfg {
+                        clients: cli.s11_clients.unwrap_or(if q { 60 } else { 300 }),
+                        docs: cli.s11_docs.max(1),
+                        rate: cli.s11_rate,
+                        write_s: cli.s11_write.unwrap_or(if q { 3.0 } else { 5.0 }),
+                        reconnect_ms: cli.s11_reconnect_ms,
+                        max_wait_s: 60.0,
+                    };
+                    let desc = format!(
+                        "{} clients on {} docs owned by one node, on the other nodes, writing at \
+                         {}/s; kill -9 of the owner after {} s; clients reconnect after {}-{} ms \
+                         until synced",
+                        cfg.clients,
+                        cfg.docs,
+                        cfg.rate,
+                        cfg.write_s,
+                        cfg.reconnect_ms,
+                        2 * cfg.reconnect_ms
+                    );
+                    (
+                        "failover",
+                        desc,
+                        serde_json::to_value(&cfg)?,
+                        Runner::Failover(cfg),
+                    )
+                }
                 other => bail!("unknown scenario {other}"),
             };
         eprintln!("\n== scenario {id}: {name}: {description}");
@@ -601,6 +649,7 @@ enum Runner {
     Typing(TypingCfg),
     Idle(IdleCfg),
     Kill(KillCfg),
+    Failover(FailoverCfg),
     AllHands {
         cfg: AllHandsCfg,
         text: Arc<str>,
@@ -638,6 +687,7 @@ async fn run_one(
         Runner::Typing(cfg) => scenarios::typing(&mut target, trace, cfg, seed).await,
         Runner::Idle(cfg) => scenarios::idle(&mut target, trace, cfg, seed).await,
         Runner::Kill(cfg) => scenarios::kill9(&mut target, cfg, seed).await,
+        Runner::Failover(cfg) => failover::failover(&mut target, cfg, seed).await,
         Runner::AllHands { cfg, text } => {
             audience::all_hands(&mut target, text.clone(), cfg, seed).await
         }
@@ -682,8 +732,9 @@ async fn run_one(
                  must raise it itself to what its connections need"
             ));
         }
-        m.notes
-            .push(format!("server log: {}", target.log_path().display()));
+        for log in target.log_paths() {
+            m.notes.push(format!("server log: {}", log.display()));
+        }
     }
     m
 }

@@ -120,6 +120,8 @@ pub struct Measurement {
     pub rss_per_conn_bytes: Option<f64>,
     /// Scenario 9: one run per storm and variant.
     pub storms: Vec<StormRun>,
+    /// Scenario 11: the owner of the documents killed with SIGKILL, its clients reconnecting.
+    pub failover: Option<FailoverRun>,
     pub notes: Vec<String>,
 }
 
@@ -186,6 +188,38 @@ pub struct KillRun {
     pub notes: Vec<String>,
     /// The run failed; its figures are not reported.
     pub error: Option<String>,
+}
+
+/// Scenario 11 (issue 18): kill -9 of the node owning the documents while clients on the other
+/// nodes write, and their reconnect storm.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FailoverRun {
+    /// What confirmed an update: the server's SyncStatus(1) acknowledgement (Hocuspocus
+    /// dialect) or another client receiving it (y-websocket dialect).
+    pub confirmed_by: String,
+    pub sent: u64,
+    /// Updates confirmed before the confirming connection ended.
+    pub confirmed: u64,
+    /// Confirmed updates missing from the documents after the failover (must be 0).
+    pub lost: u64,
+    /// Updates never confirmed that are in the documents anyway.
+    pub unconfirmed_present: u64,
+    /// Clients whose connection the owner's death closed.
+    pub closed: u64,
+    /// Clients synced again, and those that gave up or were never closed.
+    pub synced_again: u64,
+    pub failed: u64,
+    /// Connection attempts of the reconnecting clients, in all.
+    pub attempts: u64,
+    /// Clients whose first reconnect attempt failed, and why the first of them did.
+    pub retried: u64,
+    pub first_retry_reason: Option<String>,
+    /// From the SIGKILL to the first and to the last client synced again.
+    pub first_synced_ms: Option<f64>,
+    pub last_synced_ms: Option<f64>,
+    /// From each client's first reconnect attempt to its sync.
+    pub resync: Option<Latency>,
+    pub first_error: Option<String>,
 }
 
 impl Measurement {

@@ -4,7 +4,9 @@
 //! `debrief` (y-websocket dialect) over `reference` (@y/websocket-server), `collab/hp` is
 //! `debrief-collab` (Hocuspocus dialect) over `hocuspocus` (@hocuspocus/server); `pg/sled` and
 //! `pgc/sledc` are Debrief on PostgreSQL (`debrief-pg`, `debrief-pg-collab`) over Debrief on
-//! sled in the same dialect.
+//! sled in the same dialect; `3n/1n-pg` and `3nc/1nc-pg` are three Debrief nodes on one
+//! database (`debrief-cluster`, `debrief-cluster-collab`) over one node on PostgreSQL in the same
+//! dialect.
 
 use std::fmt::Write;
 
@@ -130,6 +132,33 @@ fn rows() -> Vec<(&'static str, Get)> {
         ("paced: LOST (confirmed, gone)", |m| {
             kill(&m.kill_paced, |k| k.lost as f64)
         }),
+        ("failover: clients closed", |m| {
+            m.failover.as_ref().map(|f| f.closed as f64)
+        }),
+        ("failover: clients synced again", |m| {
+            m.failover.as_ref().map(|f| f.synced_again as f64)
+        }),
+        ("failover: kill to 1st sync (ms)", |m| {
+            m.failover.as_ref().and_then(|f| f.first_synced_ms)
+        }),
+        ("failover: kill to last sync (ms)", |m| {
+            m.failover.as_ref().and_then(|f| f.last_synced_ms)
+        }),
+        ("failover: resync p50 (ms)", |m| {
+            m.failover.as_ref().and_then(|f| f.resync).map(|l| l.p50_ms)
+        }),
+        ("failover: resync p99 (ms)", |m| {
+            m.failover.as_ref().and_then(|f| f.resync).map(|l| l.p99_ms)
+        }),
+        ("failover: connect attempts", |m| {
+            m.failover.as_ref().map(|f| f.attempts as f64)
+        }),
+        ("failover: updates confirmed", |m| {
+            m.failover.as_ref().map(|f| f.confirmed as f64)
+        }),
+        ("failover: LOST (confirmed, gone)", |m| {
+            m.failover.as_ref().map(|f| f.lost as f64)
+        }),
     ]
 }
 
@@ -180,11 +209,13 @@ fn kill(run: &Option<KillRun>, f: fn(&KillRun) -> f64) -> Option<f64> {
 }
 
 /// Ratio columns: (numerator target, denominator target, header).
-const RATIOS: [(&str, &str, &str); 4] = [
+const RATIOS: [(&str, &str, &str); 6] = [
     ("debrief", "reference", "deb/ref"),
     ("debrief-collab", "hocuspocus", "collab/hp"),
     ("debrief-pg", "debrief", "pg/sled"),
     ("debrief-pg-collab", "debrief-collab", "pgc/sledc"),
+    ("debrief-cluster", "debrief-pg", "3n/1n-pg"),
+    ("debrief-cluster-collab", "debrief-pg-collab", "3nc/1nc-pg"),
 ];
 
 fn num(v: Option<f64>) -> String {
@@ -279,6 +310,26 @@ pub fn table(scenarios: &[ScenarioView<'_>]) -> String {
                         "  {}: {} MB × {} {}: {n}",
                         m.target, r.mb, r.joiners, r.variant
                     );
+                }
+            }
+        }
+        for m in s.results {
+            if let Some(f) = &m.failover {
+                let _ = writeln!(
+                    out,
+                    "  {}: failover: sent {}, confirmed {} (by {}), lost {}, unconfirmed but \
+                     present {}",
+                    m.target, f.sent, f.confirmed, f.confirmed_by, f.lost, f.unconfirmed_present
+                );
+                if let Some(e) = &f.first_retry_reason {
+                    let _ = writeln!(
+                        out,
+                        "  {}: failover: {} clients tried again; the first one's failure: {e}",
+                        m.target, f.retried
+                    );
+                }
+                if let Some(e) = &f.first_error {
+                    let _ = writeln!(out, "  {}: failover: first client error: {e}", m.target);
                 }
             }
         }

@@ -69,33 +69,34 @@ pub enum Phase {
     Done,
 }
 
-struct Ready {
+/// Counts clients connected and synced (or failed doing so), for a controller to wait on.
+pub struct Ready {
     count: AtomicUsize,
     failed: AtomicUsize,
     notify: Notify,
 }
 
 impl Ready {
-    fn new() -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         Arc::new(Ready {
             count: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             notify: Notify::new(),
         })
     }
-    fn done(&self) {
+    pub fn done(&self) {
         self.count.fetch_add(1, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
     /// Passes `r` through, counting an error as a failed client.
-    fn check<T>(&self, r: Result<T>) -> Result<T> {
+    pub fn check<T>(&self, r: Result<T>) -> Result<T> {
         if r.is_err() {
             self.failed.fetch_add(1, Ordering::SeqCst);
             self.notify.notify_waiters();
         }
         r
     }
-    async fn wait_for<T: 'static>(
+    pub async fn wait_for<T: 'static>(
         &self,
         n: usize,
         timeout: Duration,
@@ -141,15 +142,22 @@ fn secs(d: Duration) -> f64 {
 pub struct CpuMark {
     server: procstat::CpuTime,
     me: procstat::CpuTime,
-    /// The server's PostgreSQL cluster, for the `debrief-pg` targets.
+    /// The server's PostgreSQL cluster, for the targets on PostgreSQL.
     database: Option<procstat::CpuTime>,
     pub at: Instant,
 }
 
 impl CpuMark {
-    pub fn take(procs: Processes) -> Result<Self> {
+    /// A cluster target's server time is its nodes' sum.
+    pub fn take(procs: &Processes) -> Result<Self> {
+        let mut server = procstat::CpuTime::default();
+        for pid in &procs.servers {
+            let t = procstat::cpu_time(*pid)?;
+            server.user += t.user;
+            server.kernel += t.kernel;
+        }
         Ok(CpuMark {
-            server: procstat::cpu_time(procs.server)?,
+            server,
             me: procstat::cpu_time(std::process::id())?,
             database: procs.database.map(procstat::tree_cpu_time).transpose()?,
             at: Instant::now(),
@@ -303,20 +311,20 @@ pub async fn measured_window(
     (duration_s, max_drain_s): (f64, f64),
     m: &mut Measurement,
 ) -> Result<(CpuMark, CpuMark)> {
-    let c0 = CpuMark::take(procs)?;
+    let c0 = CpuMark::take(&procs)?;
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(duration_s);
     ctl.send(Phase::Run { start, stop })?;
     tokio::time::sleep_until(stop.into()).await;
     let complete = drain(counters, Duration::from_secs_f64(max_drain_s)).await;
-    let c1 = CpuMark::take(procs)?;
+    let c1 = CpuMark::take(&procs)?;
     if !complete {
         m.notes.push(format!(
             "drain ended with {} deliveries outstanding",
             counters.outstanding()
         ));
     }
-    m.peak_rss_bytes = procstat::peak_rss_bytes(procs.server).ok();
+    m.peak_rss_bytes = procs.peak_rss_bytes().ok();
     ctl.send(Phase::Done)?;
     Ok((c0, c1))
 }
@@ -331,7 +339,7 @@ pub async fn typing(
     let mut m = Measurement::new(target.kind.name());
     m.docs = cfg.docs as u64;
     m.clients = (cfg.docs * cfg.clients_per_doc) as u64;
-    let pid = target.pid()?;
+    let procs = target.processes()?;
     let counters = Arc::new(Counters::default());
     let ccfg = ClientConfig {
         dialect: target.dialect(),
@@ -340,7 +348,7 @@ pub async fn typing(
     let (ctl_tx, ctl_rx) = watch::channel(Phase::Setup);
     let ready = Ready::new();
     let connect_gate = Arc::new(Semaphore::new(cfg.connect_concurrency.max(1)));
-    let rss0 = procstat::rss_bytes(pid)?;
+    let rss0 = procs.rss_bytes()?;
     let initial: Arc<str> = trace
         .end_content
         .chars()
@@ -397,7 +405,7 @@ pub async fn typing(
     // let the initial content reach everybody
     tokio::time::sleep(Duration::from_millis(500 + (n as u64) / 4)).await;
     if cfg.measure_rss {
-        let rss1 = procstat::rss_bytes(pid)?;
+        let rss1 = procs.rss_bytes()?;
         m.rss_before_bytes = Some(rss0);
         m.rss_loaded_bytes = Some(rss1);
         m.rss_per_conn_bytes = Some((rss1 as f64 - rss0 as f64) / n as f64);
@@ -509,9 +517,9 @@ pub async fn idle(
     let mut m = Measurement::new(target.kind.name());
     m.docs = cfg.connections as u64;
     m.clients = cfg.connections as u64;
-    let pid = target.pid()?;
+    let procs = target.processes()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss0 = procstat::rss_bytes(pid)?;
+    let rss0 = procs.rss_bytes()?;
     m.rss_before_bytes = Some(rss0);
     let counters = Arc::new(Counters::default());
     let ccfg = ClientConfig {
@@ -572,10 +580,10 @@ pub async fn idle(
     m.connect_s = Some(secs(t0.elapsed()));
     // settle: let writes land and allocations stop
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let c0 = CpuMark::take(target.processes()?)?;
+    let c0 = CpuMark::take(&target.processes()?)?;
     tokio::time::sleep(Duration::from_secs_f64(cfg.hold_s)).await;
-    let c1 = CpuMark::take(target.processes()?)?;
-    let rss1 = procstat::rss_bytes(pid)?;
+    let c1 = CpuMark::take(&target.processes()?)?;
+    let rss1 = procs.rss_bytes()?;
     m.rss_loaded_bytes = Some(rss1);
     m.rss_per_idle_conn_bytes = Some((rss1 as f64 - rss0 as f64) / cfg.connections as f64);
     let idle_cpu = c1.server.since(c0.server).total();
@@ -583,7 +591,7 @@ pub async fn idle(
     m.window_s = Some(secs(c1.at - c0.at));
     m.server_cpu_s = Some(secs(idle_cpu));
     m.loadgen_cpu_s = Some(secs(c1.me.since(c0.me).total()));
-    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
+    m.peak_rss_bytes = procs.peak_rss_bytes().ok();
     ctl_tx.send(Phase::Done)?;
     let stats = join_all(&mut set, &mut m).await;
     m.awareness_rx = stats.awareness_rx;
@@ -605,7 +613,7 @@ pub async fn replay(
     let mut m = Measurement::new(target.kind.name());
     m.docs = 1;
     m.clients = 1 + cfg.observers as u64;
-    let pid = target.pid()?;
+    let procs = target.processes()?;
     let counters = Arc::new(Counters::default());
     let ccfg = ClientConfig {
         dialect: target.dialect(),
@@ -647,7 +655,7 @@ pub async fn replay(
     writer.recording = true;
     let limit = cfg.window * cfg.observers.max(1) as u64;
     let max_wait = Duration::from_secs_f64(cfg.max_wait_s);
-    let c0 = CpuMark::take(target.processes()?)?;
+    let c0 = CpuMark::take(&target.processes()?)?;
     let stalled = |since: Instant| {
         let last = counters.last_delivery().unwrap_or(since).max(since);
         last.elapsed() > max_wait
@@ -686,14 +694,14 @@ pub async fn replay(
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
     }
-    let c1 = CpuMark::take(target.processes()?)?;
+    let c1 = CpuMark::take(&target.processes()?)?;
     if counters.outstanding() > 0 {
         m.notes.push(format!(
             "{} deliveries still outstanding after {max_wait:?} without one",
             counters.outstanding()
         ));
     }
-    m.peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
+    m.peak_rss_bytes = procs.peak_rss_bytes().ok();
     ctl_tx.send(Phase::Done)?;
     let writer_text = expect_text;
     m.doc_chars = Some(writer_text.chars().count() as u64);
@@ -759,8 +767,8 @@ pub async fn replay(
     m.cold_load_ms = Some(cold.as_secs_f64() * 1e3);
     let warm = load_once(&url, &ccfg).await.context("warm load")?;
     m.warm_load_ms = Some(warm.applied.as_secs_f64() * 1e3);
-    if let Ok(pid) = target.pid() {
-        if let Ok(p) = procstat::peak_rss_bytes(pid) {
+    if let Ok(procs) = target.processes() {
+        if let Ok(p) = procs.peak_rss_bytes() {
             m.peak_rss_bytes = Some(m.peak_rss_bytes.unwrap_or(0).max(p));
         }
     }
@@ -920,7 +928,7 @@ async fn kill_once(
     by_ack: bool,
     run: &mut KillRun,
 ) -> Result<Option<u64>> {
-    let pid = target.pid()?;
+    let procs = target.processes()?;
     let counters = Arc::new(Counters::default());
     let ccfg = ClientConfig {
         dialect: target.dialect(),
@@ -1051,7 +1059,7 @@ async fn kill_once(
         counters.last_delivery()
     };
     run.confirmed = seen.min(run.sent);
-    let peak = procstat::peak_rss_bytes(pid).ok();
+    let peak = procs.peak_rss_bytes().ok();
     // ---- kill -9, right after the last confirmation
     let killed_at = target.kill().await?;
     if let Some(t) = last_at {
