@@ -19,6 +19,16 @@
 //! - [`MSG_CLOSE`]: `u16 BE code, varString(reason)`: the owner closes the attachment, and the
 //!   entry closes its client the way its dialect does for that code.
 //!
+//! Both ways:
+//! - a message longer than a link message may be goes as [`MSG_PART`]s, the last of them a
+//!   [`MSG_PART_LAST`], each with a piece of it ([`split`]; reassembled by [`Reassembly`]): a new
+//!   client of a large document gets the whole state in one sync message;
+//! - [`MSG_CREDIT`] (owner → entry): `varUint(messages), varUint(bytes)`, what the owner took of
+//!   the entry's messages since its last credit: at most [`WINDOW_MESSAGES`] messages and
+//!   [`WINDOW_BYTES`] bytes (and one message more) are on their way at once, so the owner's
+//!   sub-stream queue never overflows and a client whose owner is behind waits as it would on
+//!   the owner's own node.
+//!
 //! The sub-stream's end (its close frame) is the attachment's end, in either direction.
 
 use crate::lib0::{write_var_string, write_var_uint, Reader};
@@ -33,6 +43,109 @@ pub const MSG_NOTICE: u64 = 101;
 pub const MSG_JOIN_FAILED: u64 = 102;
 /// Owner → entry: the owner closes the attachment with a code and reason.
 pub const MSG_CLOSE: u64 = 103;
+/// Either way: a piece of a message, more follow.
+pub const MSG_PART: u64 = 104;
+/// Either way: the last piece of a message.
+pub const MSG_PART_LAST: u64 = 105;
+/// Owner → entry: what the owner took of the entry's messages.
+pub const MSG_CREDIT: u64 = 106;
+
+/// The longest piece the nodes cut a message into ([`split`]): well within a link message, and
+/// several fit a sub-stream's queue.
+pub const PART_BYTES: usize = 1 << 20;
+
+/// How many of its messages the entry node may have on their way to the owner.
+pub const WINDOW_MESSAGES: u64 = 128;
+/// How many bytes of its messages the entry node may have on their way before it waits (one
+/// message may pass it): with the largest message, well within a sub-stream's byte budget.
+pub const WINDOW_BYTES: u64 = 2 << 20;
+
+/// The pieces that carry `message` when a link message holds at most `max` bytes (`max` above
+/// 1): the message itself when it fits, else parts of `max - 1` bytes behind their type.
+pub fn split(message: Vec<u8>, max: usize) -> Vec<Vec<u8>> {
+    if message.len() <= max {
+        return vec![message];
+    }
+    let piece = max.saturating_sub(1).max(1);
+    let count = message.len().div_ceil(piece);
+    message
+        .chunks(piece)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let kind = if i + 1 == count {
+                MSG_PART_LAST
+            } else {
+                MSG_PART
+            };
+            let mut out = Vec::with_capacity(chunk.len() + 1);
+            write_var_uint(&mut out, kind);
+            out.extend_from_slice(chunk);
+            out
+        })
+        .collect()
+}
+
+/// Why a message could not be reassembled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartError {
+    /// The pieces passed the receiver's limit.
+    #[error("a message in parts passed {limit} bytes")]
+    TooLarge {
+        /// The receiver's limit.
+        limit: usize,
+    },
+    /// A whole message came between the parts of another.
+    #[error("a message came in the middle of another one's parts")]
+    Interleaved,
+}
+
+/// Puts messages sent in parts together again, up to a limit.
+#[derive(Debug)]
+pub struct Reassembly {
+    parts: Vec<u8>,
+    started: bool,
+    limit: usize,
+}
+
+impl Reassembly {
+    /// A reassembly of messages of at most `limit` bytes.
+    pub fn new(limit: usize) -> Reassembly {
+        Reassembly {
+            parts: Vec::new(),
+            started: false,
+            limit,
+        }
+    }
+
+    /// Takes one link message: the whole message once it is complete (the payload itself when
+    /// it was not in parts), `None` while parts are missing.
+    pub fn feed(&mut self, payload: Vec<u8>) -> Result<Option<Vec<u8>>, PartError> {
+        let kind = match payload.first() {
+            Some(&b) if u64::from(b) == MSG_PART || u64::from(b) == MSG_PART_LAST => u64::from(b),
+            _ if self.started => return Err(PartError::Interleaved),
+            _ => return Ok(Some(payload)),
+        };
+        if self.parts.len() + payload.len() - 1 > self.limit {
+            return Err(PartError::TooLarge { limit: self.limit });
+        }
+        self.parts.extend_from_slice(&payload[1..]);
+        self.started = true;
+        if kind == MSG_PART_LAST {
+            self.started = false;
+            return Ok(Some(std::mem::take(&mut self.parts)));
+        }
+        Ok(None)
+    }
+}
+
+/// The [`MSG_CREDIT`] message for `messages` taken, of `bytes` together.
+pub fn encode_credit(messages: u64, bytes: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8);
+    write_var_uint(&mut out, MSG_CREDIT);
+    write_var_uint(&mut out, messages);
+    write_var_uint(&mut out, bytes);
+    out
+}
 
 /// Access to a document as the link says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +305,13 @@ pub enum FromOwner<'a> {
     Notice(Notice<'a>),
     /// The join was refused.
     JoinFailed(JoinFailure),
+    /// The owner took this many more of the entry's messages.
+    Credit {
+        /// Messages taken.
+        messages: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
     /// The owner closes the attachment.
     Close {
         /// The close code (`debrief_proto::close`).
@@ -223,6 +343,10 @@ pub fn decode_from_owner(payload: &[u8]) -> Result<FromOwner<'_>, DecodeError> {
             other => return Err(DecodeError::UnknownMessageType(other)),
         }),
         MSG_JOIN_FAILED => FromOwner::JoinFailed(JoinFailure::from_byte(r.read_var_uint()?)?),
+        MSG_CREDIT => FromOwner::Credit {
+            messages: r.read_var_uint()?,
+            bytes: r.read_var_uint()?,
+        },
         MSG_CLOSE => {
             let code = r.read_bytes(2)?;
             let code = u16::from_be_bytes([code[0], code[1]]);
@@ -304,6 +428,47 @@ mod tests {
         // A sync message passes as it is.
         let sync = [0u8, 1, 2, 0, 0];
         assert_eq!(decode_from_owner(&sync), Ok(FromOwner::Message(&sync[..])));
+    }
+
+    #[test]
+    fn a_long_message_goes_in_parts_and_comes_back_whole() {
+        let message: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let parts = split(message.clone(), 1000);
+        assert_eq!(parts.len(), 11);
+        assert!(parts.iter().all(|p| p.len() <= 1000));
+        let mut whole = Reassembly::new(10_000);
+        let mut got = None;
+        for (i, part) in parts.into_iter().enumerate() {
+            let fed = whole.feed(part).expect("within the limit");
+            assert_eq!(fed.is_some(), i == 10);
+            got = got.or(fed);
+        }
+        assert_eq!(got, Some(message));
+        // Short messages pass as they are, before and after.
+        assert_eq!(split(vec![0, 1, 2], 1000), vec![vec![0, 1, 2]]);
+        assert_eq!(whole.feed(vec![0, 1, 2]), Ok(Some(vec![0, 1, 2])));
+        // Past the limit, or a whole message between parts: errors.
+        let mut small = Reassembly::new(100);
+        let mut parts = split(vec![7; 300], 60).into_iter();
+        let mut result = Ok(None);
+        for part in parts.by_ref() {
+            result = small.feed(part);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(PartError::TooLarge { limit: 100 }));
+        let mut mixed = Reassembly::new(1000);
+        let parts = split(vec![7; 300], 60);
+        assert_eq!(mixed.feed(parts[0].clone()), Ok(None));
+        assert_eq!(mixed.feed(vec![0, 1]), Err(PartError::Interleaved));
+        assert_eq!(
+            decode_from_owner(&encode_credit(32, 4000)),
+            Ok(FromOwner::Credit {
+                messages: 32,
+                bytes: 4000
+            })
+        );
     }
 
     #[test]

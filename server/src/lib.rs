@@ -151,8 +151,9 @@ struct LinkHost {
     serving: Arc<std::sync::OnceLock<std::sync::Weak<AppState>>>,
     /// The registry the listener hands connections to.
     current: Arc<cluster::links::CurrentLinks>,
-    /// Every link's tasks. Not the server's tracker: links stay up while documents flush (the
-    /// acknowledgements of forwarded clients will cross them), and end after.
+    /// Every link's tasks. Not the server's tracker: links stay up while documents flush and end
+    /// after. (Forwarded attachments end at the shutdown signal, before that flush: their
+    /// clients resend what was not acknowledged to the next owner.)
     tracker: TaskTracker,
     /// Cancelled after the documents are flushed; each registry closes with a child of it.
     shutdown: CancellationToken,

@@ -1343,6 +1343,64 @@ impl SubStream {
     /// Queues `bytes` for the peer. Waits while the link's writer is behind, never longer than
     /// the link stays open (a writer stalled for [`LinkSettings::silent_after`] closes it).
     pub async fn send(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
+        self.sender().send(bytes).await
+    }
+
+    /// A handle that sends on this sub-stream, so that one task can send while another
+    /// receives. It does not keep the sub-stream open: once it is closed, sends fail.
+    pub fn sender(&self) -> StreamSender {
+        StreamSender {
+            id: self.id,
+            reason: self.reason.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn enqueue(&self, frame: Frame) -> Result<(), LinkError> {
+        self.sender().enqueue(frame).await
+    }
+
+    /// The next message from the peer. After the sub-stream closed, what had arrived before is
+    /// still returned, then `Err` with why it closed.
+    pub async fn recv(&mut self) -> Result<Vec<u8>, StreamClosed> {
+        match self.queue.rx.recv().await {
+            Some(bytes) => {
+                self.shared.drained(&self.queue.queued, bytes.len());
+                Ok(bytes)
+            }
+            None => Err(self.reason.get().cloned().unwrap_or(StreamClosed::Local)),
+        }
+    }
+
+    /// Closes the sub-stream. The close frame follows what was sent on it before, in order.
+    pub async fn close(&mut self) {
+        if self.shared.close_stream(self.id, StreamClosed::Local, None) {
+            let _ = self
+                .enqueue(Frame::close(self.id, wire::CLOSE_NORMAL))
+                .await;
+        }
+    }
+}
+
+/// Sends on a sub-stream ([`SubStream::sender`]).
+#[derive(Clone)]
+pub struct StreamSender {
+    id: u32,
+    reason: Arc<OnceLock<StreamClosed>>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for StreamSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSender")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl StreamSender {
+    /// Queues `bytes` for the peer, as [`SubStream::send`].
+    pub async fn send(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
         let limit = self.shared.settings.max_payload;
         if bytes.len() > limit {
             return Err(LinkError::PayloadTooLarge {
@@ -1370,27 +1428,6 @@ impl SubStream {
             _ = self.shared.cancel.cancelled() => {
                 Err(LinkError::LinkClosed(self.shared.closed_because()))
             }
-        }
-    }
-
-    /// The next message from the peer. After the sub-stream closed, what had arrived before is
-    /// still returned, then `Err` with why it closed.
-    pub async fn recv(&mut self) -> Result<Vec<u8>, StreamClosed> {
-        match self.queue.rx.recv().await {
-            Some(bytes) => {
-                self.shared.drained(&self.queue.queued, bytes.len());
-                Ok(bytes)
-            }
-            None => Err(self.reason.get().cloned().unwrap_or(StreamClosed::Local)),
-        }
-    }
-
-    /// Closes the sub-stream. The close frame follows what was sent on it before, in order.
-    pub async fn close(&mut self) {
-        if self.shared.close_stream(self.id, StreamClosed::Local, None) {
-            let _ = self
-                .enqueue(Frame::close(self.id, wire::CLOSE_NORMAL))
-                .await;
         }
     }
 }

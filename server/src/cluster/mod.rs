@@ -175,6 +175,9 @@ pub enum ClusterError {
     /// A document's row disappeared while it was being claimed.
     #[error("a document was removed while it was being claimed (one of {0:?})")]
     Vanished(Vec<String>),
+    /// The database did not answer within the time the caller gave it.
+    #[error("the database did not answer in time")]
+    Overdue,
     /// A claim waited as long as it was allowed to while another node's lease stayed live.
     #[error("document {name} is still held by node {owner} after waiting {} ms", .waited.as_millis())]
     StillHeld {

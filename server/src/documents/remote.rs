@@ -30,7 +30,7 @@ use crate::documents::command::{DocCommand, Incoming, JobError, JoinError, JoinR
 use crate::documents::doc::{DocContext, Unload};
 use crate::documents::peer::{ConnId, Delivery, Notice, Peer};
 use crate::documents::queue;
-use crate::documents::route::Remote;
+use crate::documents::route::{Attachment, Remote};
 use crate::metrics::Metrics;
 
 /// What a remote document starts from (the registry's registration of it).
@@ -42,9 +42,10 @@ pub(crate) struct RemoteStart {
     pub remote: Arc<dyn Remote>,
 }
 
-/// How many messages of one connection wait for its attachment; a socket's reader waits when
-/// they are full, as it does for a local document's queue.
-const PER_ATTACHMENT_QUEUE: usize = 64;
+/// How many messages of one connection wait for its attachment while the owner is behind (on
+/// top of those on their way, [`forward::WINDOW_MESSAGES`]); one more closes the connection as
+/// a slow one.
+const PER_ATTACHMENT_QUEUE: usize = 256;
 
 /// Serves the document's commands through `start.remote` until its last attachment ended or the
 /// server shuts down.
@@ -58,9 +59,12 @@ pub(crate) async fn serve(start: RemoteStart, mut rx: queue::Receiver<DocCommand
     } = start;
     tracing::debug!(doc = %name, node = remote.node(), "document served by another node");
     Metrics::inc(&ctx.metrics.documents_forwarded);
-    let mut attachments: HashMap<ConnId, queue::Sender<Incoming>> = HashMap::new();
+    let mut attachments: HashMap<ConnId, (queue::Sender<Incoming>, Peer)> = HashMap::new();
     // Each attachment ends with its connection and whether the owner could be reached.
     let mut running: JoinSet<(ConnId, bool)> = JoinSet::new();
+    // Set once an attachment found the owner unreachable: the registry forgets this task, so
+    // that new connections are routed again, while those attached go on until they end.
+    let mut forgotten = false;
     let shutdown = ctx.shutdown.clone();
     loop {
         tokio::select! {
@@ -74,12 +78,18 @@ pub(crate) async fn serve(start: RemoteStart, mut rx: queue::Receiver<DocCommand
                     }
                     Err(_) => false,
                 };
-                if !reached {
-                    // Leave memory, so that the next connection is routed again: the owner may
-                    // have died, and another node takes its documents once its lease lapsed.
-                    break;
+                if !reached && !forgotten {
+                    // The owner may have died: another node takes its documents once its lease
+                    // lapsed, and the next connection is routed there.
+                    if let Some(unload) = unload.upgrade() {
+                        unload.stopped(&name, generation);
+                    }
+                    forgotten = true;
                 }
                 if running.is_empty() {
+                    if forgotten {
+                        break;
+                    }
                     if let Some(unload) = unload.upgrade() {
                         if unload.unload_if_idle(&name, generation, &|| rx.is_empty()) {
                             break;
@@ -94,7 +104,7 @@ pub(crate) async fn serve(start: RemoteStart, mut rx: queue::Receiver<DocCommand
                         let JoinRequest { peer, reply } = *join;
                         let conn = peer.conn;
                         let (tx, incoming) = queue::channel(PER_ATTACHMENT_QUEUE);
-                        attachments.insert(conn, tx);
+                        attachments.insert(conn, (tx, peer.clone()));
                         let attach = Attach {
                             doc: name.clone(),
                             remote: remote.clone(),
@@ -103,10 +113,20 @@ pub(crate) async fn serve(start: RemoteStart, mut rx: queue::Receiver<DocCommand
                         running.spawn(async move { (conn, attach.run(peer, reply, incoming).await) });
                     }
                     DocCommand::Message { conn, msg } => {
-                        if let Some(tx) = attachments.get(&conn) {
-                            // Waits while the attachment is behind: only this connection's reader waits.
-                            if tx.send(msg).await.is_err() {
-                                attachments.remove(&conn);
+                        let full = match attachments.get(&conn) {
+                            Some((tx, _)) => tx.try_send(msg).is_err(),
+                            None => false,
+                        };
+                        if full {
+                            // Never waited for here: one attachment behind would hold up every
+                            // other connection of the document. Its connection is closed as a
+                            // slow one (it resynchronises when it comes back).
+                            if let Some((_, peer)) = attachments.remove(&conn) {
+                                Metrics::inc(&ctx.metrics.slow_consumers);
+                                peer.kick.kick(
+                                    close::SLOW_CONSUMER,
+                                    "slow_consumer: the document's owner is behind; reconnect",
+                                );
                             }
                         }
                     }
@@ -139,8 +159,10 @@ pub(crate) async fn serve(start: RemoteStart, mut rx: queue::Receiver<DocCommand
     // Each attachment closes its connection "going away" at shutdown, or sees its queue close.
     while running.join_next().await.is_some() {}
     Metrics::dec(&ctx.metrics.documents_forwarded);
-    if let Some(unload) = unload.upgrade() {
-        unload.stopped(&name, generation);
+    if !forgotten {
+        if let Some(unload) = unload.upgrade() {
+            unload.stopped(&name, generation);
+        }
     }
 }
 
@@ -176,9 +198,16 @@ impl Attach {
             let _ = reply.send(Err(JoinError::Unloading));
             return false;
         }
-        // The owner's first word decides the join.
+        // A whole state of the largest document, with room for its message header.
+        let limits = &self.ctx.limits;
+        let limit = usize::try_from(limits.max_document_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(limits.max_frame_bytes);
+        let mut parts = forward::Reassembly::new(limit);
+        // The owner's first word decides the join. The owner may take a while (it loads the
+        // document, perhaps waiting for another node's lease): bounded, but generously.
         let first = tokio::select! {
-            first = tokio::time::timeout(self.ctx.limits.first_token_deadline, att.recv()) => first,
+            first = tokio::time::timeout(JOIN_PATIENCE, next_whole(&mut *att, &mut parts)) => first,
             () = self.ctx.shutdown.cancelled() => {
                 let _ = reply.send(Err(JoinError::ShuttingDown));
                 return true;
@@ -207,6 +236,8 @@ impl Attach {
                 return false;
             }
         }
+        // Messages and bytes on their way to the owner (it says what it took).
+        let mut in_flight = (0u64, 0u64);
         loop {
             enum Next {
                 FromOwner(Option<Vec<u8>>),
@@ -216,8 +247,8 @@ impl Attach {
             let next = tokio::select! {
                 biased;
                 () = self.ctx.shutdown.cancelled() => Next::Stopping,
-                m = att.recv() => Next::FromOwner(m),
-                m = incoming.recv() => Next::FromClient(m),
+                m = next_whole(&mut *att, &mut parts) => Next::FromOwner(m),
+                m = incoming.recv(), if in_flight.0 < forward::WINDOW_MESSAGES && in_flight.1 < forward::WINDOW_BYTES => Next::FromClient(m),
             };
             match next {
                 Next::Stopping => {
@@ -226,13 +257,16 @@ impl Attach {
                 }
                 Next::FromOwner(None) => {
                     // The owner or the link went away: the client reconnects and is routed again.
-                    peer.kick.kick(
-                        close::GOING_AWAY,
-                        "owner_gone: the node serving this document went away; reconnect",
-                    );
+                    peer.kick.kick(close::GOING_AWAY, OWNER_GONE);
                     return false;
                 }
                 Next::FromOwner(Some(bytes)) => match forward::decode_from_owner(&bytes) {
+                    Ok(FromOwner::Credit { messages, bytes }) => {
+                        in_flight = (
+                            in_flight.0.saturating_sub(messages),
+                            in_flight.1.saturating_sub(bytes),
+                        );
+                    }
                     Ok(decoded) => {
                         if !deliver(&peer, decoded, &self.ctx) {
                             break;
@@ -248,12 +282,13 @@ impl Attach {
                 // The connection left.
                 Next::FromClient(None) => break,
                 Next::FromClient(Some(msg)) => {
-                    if att.send(encode_incoming(&msg)).await.is_err() {
-                        peer.kick.kick(
-                            close::GOING_AWAY,
-                            "owner_gone: the node serving this document went away; reconnect",
-                        );
-                        return false;
+                    let message = encode_incoming(&msg);
+                    in_flight = (in_flight.0 + 1, in_flight.1 + message.len() as u64);
+                    for piece in forward::split(message, forward::PART_BYTES) {
+                        if att.send(piece).await.is_err() {
+                            peer.kick.kick(close::GOING_AWAY, OWNER_GONE);
+                            return false;
+                        }
                     }
                 }
             }
@@ -262,6 +297,29 @@ impl Attach {
         true
     }
 }
+
+/// The next whole message from the owner (put together from its parts); `None` once the
+/// attachment ended or the owner sent parts that do not make a message.
+async fn next_whole(att: &mut dyn Attachment, parts: &mut forward::Reassembly) -> Option<Vec<u8>> {
+    loop {
+        let payload = att.recv().await?;
+        match parts.feed(payload) {
+            Ok(Some(whole)) => return Some(whole),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "the owner's message could not be put together");
+                return None;
+            }
+        }
+    }
+}
+
+/// Why a client of a document served through another node is closed when that node went.
+const OWNER_GONE: &str = "owner_gone: the node serving this document went away; reconnect";
+
+/// How long an entry node waits for the owner to answer a join: a load that waits for a lapsed
+/// lease and builds a large document, with room to spare.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Hands what the owner said to the connection; `false` once the connection is to be closed.
 fn deliver(peer: &Peer, decoded: FromOwner<'_>, ctx: &DocContext) -> bool {
@@ -291,6 +349,8 @@ fn deliver(peer: &Peer, decoded: FromOwner<'_>, ctx: &DocContext) -> bool {
                 .kick(close::INTERNAL_ERROR, "owner_protocol_error");
             false
         }
+        // Taken by the attachment's loop; harmless anywhere else.
+        FromOwner::Credit { .. } => true,
         FromOwner::Close { code, reason } => {
             peer.kick.kick(code, reason);
             false

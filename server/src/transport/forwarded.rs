@@ -137,7 +137,10 @@ enum End {
     Gone,
 }
 
-/// Carries messages both ways until one side ends the attachment.
+/// Carries messages both ways until one side ends the attachment: what the document sends
+/// goes out as it comes (in parts when it is longer than a link message), and what the entry
+/// sends is taken by the document as fast as it takes it, with a credit back for each half
+/// window taken, so that neither direction waits on the other.
 async fn pump(
     state: &AppState,
     sub: &mut SubStream,
@@ -145,44 +148,35 @@ async fn pump(
     outbox: &mut queue::Receiver<Bytes>,
     kick: &Kick,
 ) -> End {
-    let mut queries = QueryGate::default();
+    let sender = sub.sender();
     let max = state.limits.max_frame_bytes;
-    loop {
-        enum Next {
-            Out(Option<Bytes>),
-            In(Result<Vec<u8>, crate::cluster::link::StreamClosed>),
-            Kicked(u16, String),
-            Stopping,
-        }
-        let next = tokio::select! {
-            biased;
-            (code, reason) = kick.kicked() => Next::Kicked(code, reason),
-            () = state.shutdown.cancelled() => Next::Stopping,
-            frame = outbox.recv() => Next::Out(frame),
-            payload = sub.recv() => Next::In(payload),
-        };
-        match next {
-            Next::Kicked(code, reason) => return End::Close(code, reason),
-            Next::Stopping => {
-                return End::Close(close::GOING_AWAY, "server_shutting_down".to_owned())
-            }
-            Next::Out(None) => {
-                return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned())
-            }
-            Next::Out(Some(frame)) => {
-                if sub.send(frame.to_vec()).await.is_err() {
+    let reader = {
+        let sender = sender.clone();
+        async move {
+            let mut queries = QueryGate::default();
+            // A client's frame, re-encoded by its entry node, with room for the message header.
+            let mut parts = forward::Reassembly::new(max + 64);
+            // Taken since the last credit: messages, bytes.
+            let mut taken = (0u64, 0u64);
+            loop {
+                let Ok(payload) = sub.recv().await else {
                     return End::Gone;
-                }
-            }
-            Next::In(Err(_)) => return End::Gone,
-            Next::In(Ok(payload)) => {
-                if payload.len() > max {
+                };
+                let whole = match parts.feed(payload) {
+                    Ok(Some(whole)) => whole,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        return End::Close(close::MESSAGE_TOO_BIG, format!("frame_too_large: {e}"))
+                    }
+                };
+                let len = whole.len() as u64;
+                let bytes = Bytes::from(whole);
+                if bytes.len() > max {
                     return End::Close(
                         close::MESSAGE_TOO_BIG,
                         format!("frame_too_large: limit is {max} bytes"),
                     );
                 }
-                let bytes = Bytes::from(payload);
                 let messages = match decode_frame(&bytes) {
                     Ok(messages) => messages,
                     Err(e) => return End::Close(close::PROTOCOL_ERROR, e.code().to_owned()),
@@ -196,12 +190,45 @@ async fn pump(
                         }
                         Message::QueryAwareness | Message::Auth(_) => continue,
                     };
+                    // Waits while the document is busy, as a socket's reader does.
                     if !handle.send(conn, incoming).await {
                         return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned());
                     }
                 }
+                taken = (taken.0 + 1, taken.1 + len);
+                if taken.0 >= forward::WINDOW_MESSAGES / 4 || taken.1 >= forward::WINDOW_BYTES / 4 {
+                    if sender
+                        .send(forward::encode_credit(taken.0, taken.1))
+                        .await
+                        .is_err()
+                    {
+                        return End::Gone;
+                    }
+                    taken = (0, 0);
+                }
             }
         }
+    };
+    let writer = async {
+        loop {
+            let Some(frame) = outbox.recv().await else {
+                return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned());
+            };
+            for piece in forward::split(frame.to_vec(), forward::PART_BYTES) {
+                if sender.send(piece).await.is_err() {
+                    return End::Gone;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        (code, reason) = kick.kicked() => End::Close(code, reason),
+        () = state.shutdown.cancelled() => {
+            End::Close(close::GOING_AWAY, "server_shutting_down".to_owned())
+        }
+        end = reader => end,
+        end = writer => end,
     }
 }
 
@@ -247,7 +274,10 @@ impl Router for ClusterRouter {
             let started = tokio::time::Instant::now();
             loop {
                 let me = self.slot.node();
-                let node = match self.slot.owner_of(doc).await {
+                let looked_up = tokio::time::timeout(self.slot.patience(), self.slot.owner_of(doc))
+                    .await
+                    .unwrap_or_else(|_| Err(overdue()));
+                let node = match looked_up {
                     Ok(Some(Ownership::Live { node, .. })) if node != me => node,
                     Ok(Some(Ownership::Live { .. }) | None) => return Route::Here,
                     // Nobody serves it: claimed now, so that of two nodes taking it over at once
@@ -255,7 +285,11 @@ impl Router for ClusterRouter {
                     Ok(Some(_)) => {
                         let group = (self.group)(doc);
                         let names: Vec<&str> = group.iter().map(String::as_str).collect();
-                        match self.slot.claim_all(&names).await {
+                        let claimed =
+                            tokio::time::timeout(self.slot.patience(), self.slot.claim_all(&names))
+                                .await
+                                .unwrap_or_else(|_| Err(overdue()));
+                        match claimed {
                             Ok(Some(Claims::Held(held))) => held.owner,
                             Ok(_) => return Route::Here,
                             Err(e) => {
@@ -273,12 +307,14 @@ impl Router for ClusterRouter {
                 let Some(node) = NodeId::parse(&node) else {
                     return Route::Here;
                 };
+                // A dial waits no longer than a renewal interval (at least a second): a node that
+                // stopped (SIGSTOP) accepts the connection but never finishes the handshake.
+                let dial_limit = self.slot.poll().max(std::time::Duration::from_secs(1));
                 let reached = match self.links.get() {
-                    Some(links) => links
-                        .get(&node)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+                    Some(links) => match tokio::time::timeout(dial_limit, links.get(&node)).await {
+                        Ok(linked) => linked.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(_) => Err("the dial did not finish in time".to_owned()),
+                    },
                     None => Err("this node has no links now (it is registering again)".to_owned()),
                 };
                 match reached {
@@ -300,6 +336,13 @@ impl Router for ClusterRouter {
             }
         })
     }
+}
+
+/// A look-up or claim of the router that did not finish within a claim's patience (a database
+/// that does not answer): the document is then served here, where loading it fails or waits
+/// with the store's own bounds.
+fn overdue() -> crate::cluster::ClusterError {
+    crate::cluster::ClusterError::Overdue
 }
 
 /// Another node, reached over this node's link to it.

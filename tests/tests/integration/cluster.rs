@@ -86,13 +86,15 @@ async fn killing_an_owner_mid_burst_loses_nothing_acknowledged() {
     let mut observer = synced_ws(cluster.node(2), doc).await;
     writer.round_trip().await;
     let before = writer.acks();
-    let (stop, acked_rx, writing) = write_until_stopped(writer, before);
+    let (stop, progress, writing) = write_until_stopped(writer, before);
     observer.wait_updates(100).await;
-    let mut acked_rx = acked_rx;
-    within("50 acknowledgements", acked_rx.wait_for(|a| *a >= 50))
+    let mut progress = progress;
+    within("50 acknowledgements", progress.wait_for(|(_, a)| *a >= 50))
         .await
         .expect("the writer is writing");
     let owner = cluster.take(0);
+    // Written and acknowledged just before the kill: updates were on their way.
+    let (written_then, acked_then) = *progress.borrow();
     owner.kill9().await;
     let killed = Instant::now();
     drop(opener);
@@ -103,9 +105,9 @@ async fn killing_an_owner_mid_burst_loses_nothing_acknowledged() {
     let acked = (writer.acks() - before) as usize;
     let seen = observer.text("t").len();
     assert!(
-        acked < written as usize,
-        "the owner was killed after the last update was committed (written {written}, \
-         acknowledged {acked})"
+        acked_then < u64::from(written_then),
+        "the owner was killed after the last update was committed (written {written_then}, \
+         acknowledged {acked_then})"
     );
     // Clients reconnect; the document is served again once the lease lapsed.
     let reader = synced_collab(cluster.node(1), doc).await;
@@ -175,20 +177,20 @@ async fn a_paused_owner_is_fenced_once_another_node_took_over() {
 }
 
 /// Writes one character at a time from a task of its own until `stop` (and once more after),
-/// keeping at most a few hundred updates unacknowledged; answers the writer and how many it
-/// wrote.
+/// keeping at most a few hundred updates unacknowledged, telling how many it wrote and how many
+/// were acknowledged after each; answers the writer and how many it wrote.
 #[allow(clippy::type_complexity)]
 fn write_until_stopped(
     mut writer: Client,
     before: u64,
 ) -> (
     CancellationToken,
-    watch::Receiver<u64>,
+    watch::Receiver<(u32, u64)>,
     tokio::task::JoinHandle<(Client, u32)>,
 ) {
     const AHEAD: u64 = 200;
     let stop = CancellationToken::new();
-    let (acked_tx, acked_rx) = watch::channel(0u64);
+    let (acked_tx, acked_rx) = watch::channel((0u32, 0u64));
     let writing = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -197,7 +199,7 @@ fn write_until_stopped(
                 writer.insert("t", written, "y");
                 written += 1;
                 let acked = writer.acks() - before;
-                acked_tx.send_replace(acked);
+                acked_tx.send_replace((written, acked));
                 if stop.is_cancelled() {
                     break;
                 }
@@ -506,4 +508,36 @@ async fn the_reconnect_storm_after_a_failover_is_served() {
         pct(&syncs, 99)
     );
     assert_eq!(served.len(), DOCS * PER_DOC);
+}
+
+/// A document larger than a link message (4 MiB) reaches new clients of both dialects on other
+/// nodes whole: its state goes over the link in parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_larger_than_a_link_message_is_served_through_another_node() {
+    let cluster = Cluster::start(3, Duration::from_secs(3), Duration::from_secs(1)).await;
+    let doc = "large";
+    let mut writer = synced_collab(cluster.node(0), doc).await;
+    writer.round_trip().await;
+    let before = writer.acks();
+    // Two updates of 2.5 MiB each (a frame may hold 4 MiB): a 5 MiB document.
+    let half = "x".repeat(5 << 19);
+    writer.insert("t", 0, &half);
+    writer.insert("t", 0, &half);
+    writer.wait_acks(before + 2).await;
+    let expected = 2 * half.len();
+    let mut ws = synced_ws(cluster.node(1), doc).await;
+    let mut collab = synced_collab(cluster.node(2), doc).await;
+    for client in [&mut ws, &mut collab] {
+        client
+            .wait_doc("the whole document", |d| {
+                use yrs::{GetString, Transact};
+                d.get_or_insert_text("t").get_string(&d.transact()).len() == expected
+            })
+            .await;
+    }
+    assert_eq!(cluster.owner_index(doc).await, Some(0));
+    assert_eq!(
+        cluster.node(1).metric("debrief_documents_forwarded").await,
+        1
+    );
 }
