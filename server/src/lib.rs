@@ -682,6 +682,12 @@ impl Server {
         let node = node.map(Arc::new);
         if let Some(node) = &node {
             tracker.spawn(node.clone().rejoin(shutdown.clone()));
+            if node.links.is_some() {
+                tracker.spawn(stop_when_the_store_stops(
+                    state.store.clone(),
+                    shutdown.clone(),
+                ));
+            }
             // The listener stops accepting at shutdown; the links it made end after the flush.
             if let (Some(listener), Some(links)) = (link_listener, &node.links) {
                 tracker.spawn(cluster::links::listen(
@@ -735,6 +741,9 @@ impl Server {
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+        // A store that stopped writing for good makes the exit an error, though nothing was
+        // left to flush.
+        let stopped = store.stopped();
         drop(store);
         if tokio::time::timeout(SHUTDOWN_GRACE, flusher).await.is_err() {
             tracing::warn!("the flusher did not stop in time");
@@ -765,6 +774,9 @@ impl Server {
         }
         served?;
         flushed?;
+        if let Some(why) = stopped {
+            return Err(ServerError::Store(why));
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -779,6 +791,25 @@ impl access::Authorizer for ReadOnlyAccess {
         self.0
             .authorize(token, document)
             .map(|_| access::Access::ReadOnly)
+    }
+}
+
+/// In a cluster, a node whose store stopped writing for good (another node took the database's
+/// single-node lock while this one, which served reviews, was reconnecting) could serve nothing
+/// while it still held a lease that routes documents to it: it shuts down instead (handing its
+/// documents over; its exit status is an error, so a supervisor starts it again, and it comes
+/// back serving documents).
+async fn stop_when_the_store_stops(store: Store, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        if let Some(why) = store.stopped() {
+            tracing::error!(error = %why, "the store stopped writing; this node shuts down");
+            shutdown.cancel();
+            return;
+        }
     }
 }
 

@@ -25,11 +25,32 @@ pub struct Cluster {
     /// The nodes, by index; `None` once a test stopped one.
     pub nodes: Vec<Option<ChildServer>>,
     started: usize,
+    /// Who may open documents outside reviews.
+    access: Vec<String>,
 }
 
+/// The read-write token of [`Cluster::start_with_tokens`].
+pub const WRITER: &str = "cluster-writer";
+/// Its read-only token.
+pub const READER: &str = "cluster-reader";
+
 impl Cluster {
-    /// Starts `n` nodes on a fresh database, with a lease of `lease` renewed every `renew`.
+    /// Starts `n` nodes on a fresh database, with a lease of `lease` renewed every `renew`, open
+    /// to anyone (`--open-access`).
     pub async fn start(n: usize, lease: Duration, renew: Duration) -> Cluster {
+        Cluster::start_as(n, lease, renew, vec!["--open-access".to_owned()]).await
+    }
+
+    /// [`Cluster::start`] with the shared tokens [`WRITER`] (read-write) and [`READER`]
+    /// (read-only) instead of open access.
+    pub async fn start_with_tokens(n: usize, lease: Duration, renew: Duration) -> Cluster {
+        let access = ["--token", WRITER, "--read-only-token", READER]
+            .map(str::to_owned)
+            .to_vec();
+        Cluster::start_as(n, lease, renew, access).await
+    }
+
+    async fn start_as(n: usize, lease: Duration, renew: Duration, access: Vec<String>) -> Cluster {
         let db = TestDb::create().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = dir.path().join("cluster-secret");
@@ -43,6 +64,7 @@ impl Cluster {
             renew,
             nodes: Vec::new(),
             started: 0,
+            access,
         };
         for _ in 0..n {
             let node = cluster.start_node().await;
@@ -64,8 +86,8 @@ impl Cluster {
         let lease = self.lease.as_millis().to_string();
         let renew = self.renew.as_millis().to_string();
         let secret = self.secret.to_string_lossy().into_owned();
-        let args = [
-            "--open-access",
+        let mut args: Vec<&str> = self.access.iter().map(String::as_str).collect();
+        args.extend([
             "--postgres",
             &url,
             "--cluster-lease-ms",
@@ -76,7 +98,7 @@ impl Cluster {
             "127.0.0.1:0",
             "--cluster-secret-file",
             &secret,
-        ];
+        ]);
         ChildServer::start_with(&data, &args, None).await
     }
 

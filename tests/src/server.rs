@@ -349,6 +349,13 @@ impl ChildServer {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// Waits for the process to exit by itself, and returns its status.
+    pub async fn exited(mut self) -> std::process::ExitStatus {
+        crate::within("the server to exit by itself", self.child.wait())
+            .await
+            .expect("wait")
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub async fn kill9(mut self) {
         self.child.start_kill().expect("kill -9");

@@ -114,6 +114,15 @@ impl Store {
         }
     }
 
+    /// Why the store stopped writing for good, once it has (PostgreSQL: another Debrief took the
+    /// database's single-node lock after a reconnect); never with sled.
+    pub fn stopped(&self) -> Option<StoreError> {
+        match &self.0 {
+            Backend::Sled(_) => None,
+            Backend::Postgres(p) => p.stopped(),
+        }
+    }
+
     /// Whether this server serves reviews: always with sled; with PostgreSQL shared by several
     /// nodes, only on the node that holds the single-node lock (see
     /// [`crate::storage::postgres::PgStore::serves_reviews`]).

@@ -541,3 +541,108 @@ async fn a_document_larger_than_a_link_message_is_served_through_another_node() 
         1
     );
 }
+
+/// The node that serves reviews loses its database connection, and by the time it reconnects
+/// another session holds the single-node lock: it cannot serve reviews any more, so it shuts
+/// down (handing its documents over, exiting with an error for its supervisor to start it
+/// again) instead of staying up with a lease that routes documents to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_node_that_loses_the_lock_shuts_down_and_hands_over() {
+    let mut cluster = Cluster::start(2, Duration::from_secs(3), Duration::from_secs(1)).await;
+    let doc = "lock-lost";
+    let mut writer = synced_collab(cluster.node(0), doc).await;
+    writer.round_trip().await;
+    let before = writer.acks();
+    writer.insert("t", 0, "committed before the lock was lost");
+    writer.wait_acks(before + 1).await;
+    let node = cluster.owner_of(doc).await.expect("an owner");
+    // Ends the review node's commit connection, and takes the lock before it reconnects.
+    let (db, connection) = tokio_postgres::connect(&cluster.db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let connection = tokio::spawn(connection);
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        &[&format!("debrief {node}")],
+    )
+    .await
+    .expect("end the node's commit connection");
+    db.execute("SELECT pg_advisory_lock($1)", &[&0x6465_6272_6965_6602_i64])
+        .await
+        .expect("take the single-node lock");
+    let lost = cluster.take(0);
+    let status = lost.exited().await;
+    assert!(!status.success(), "it exits with an error: {status}");
+    assert_eq!(
+        cluster
+            .db
+            .query(&format!("SELECT count(*) FROM nodes WHERE id = '{node}'"))
+            .await,
+        vec!["0"],
+        "the node left"
+    );
+    // Its document is served by the other node, with what was committed.
+    let mut reader = synced_ws(cluster.node(1), doc).await;
+    reader
+        .wait_text("t", "committed before the lock was lost")
+        .await;
+    drop(db);
+    let _ = connection.await;
+}
+
+/// What the owner decides reaches clients of other nodes in their own dialect: a y-websocket
+/// client with the read-only token is closed 4403 when it tries to change the document, a
+/// Hocuspocus one hears `Authenticated(readonly)` and a refusal, and a bad token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_decisions_reach_clients_of_other_nodes_in_their_dialect() {
+    use debrief_tests::cluster::{READER, WRITER};
+    let cluster =
+        Cluster::start_with_tokens(3, Duration::from_secs(3), Duration::from_secs(1)).await;
+    let doc = "decided";
+    let mut writer = Client::connect_collab(&cluster.node(0).collab_url(), doc, WRITER).await;
+    writer.wait_synced().await;
+    assert_eq!(cluster.owner_index(doc).await, Some(0));
+
+    let mut ws_reader =
+        Client::connect(&format!("{}?token={READER}", cluster.node(1).ws_url(doc))).await;
+    ws_reader.wait_synced().await;
+    ws_reader.insert("t", 0, "not allowed");
+    let closed = ws_reader.wait_closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (
+            4403,
+            "read_only: this connection may not change the document"
+        )
+    );
+
+    let mut collab_reader =
+        Client::connect_collab(&cluster.node(2).collab_url(), doc, READER).await;
+    assert_eq!(collab_reader.wait_authenticated().await, "readonly");
+    collab_reader.wait_synced().await;
+    collab_reader.insert("t", 0, "not allowed either");
+    collab_reader.wait_refusals(1).await;
+
+    let mut stranger = Client::connect_collab(&cluster.node(1).collab_url(), doc, "nope").await;
+    let denials = stranger.wait_denials(1).await;
+    assert!(
+        denials[0].starts_with("invalid_token"),
+        "refused with {denials:?}"
+    );
+
+    // The writer's change reaches the readers (whose own refused change stays theirs alone);
+    // theirs never reached the document.
+    writer.insert("t", 0, "written");
+    collab_reader
+        .wait_doc("the writer's change", |d| {
+            use yrs::{GetString, Transact};
+            d.get_or_insert_text("t")
+                .get_string(&d.transact())
+                .contains("written")
+        })
+        .await;
+    let mut check =
+        Client::connect(&format!("{}?token={WRITER}", cluster.node(2).ws_url(doc))).await;
+    check.wait_synced().await;
+    check.wait_text("t", "written").await;
+}

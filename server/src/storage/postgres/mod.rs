@@ -560,6 +560,12 @@ impl PgStore {
         stored as usize + pending
     }
 
+    /// Why the store stopped writing for good (another Debrief took the database's single-node
+    /// lock after a reconnect), once it has.
+    pub fn stopped(&self) -> Option<StoreError> {
+        self.shared.stopped.get().cloned()
+    }
+
     /// Whether this node serves reviews: it holds the single-node lock. Always true when the
     /// database is not shared (a store that cannot take the lock does not open); in a cluster,
     /// true on the node that got the lock first (`docs/cluster.md`, "Reviews on one node, for
