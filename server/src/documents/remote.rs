@@ -1,20 +1,22 @@
 //! A document another cluster node owns, as this node's connections see it (`docs/cluster.md`,
-//! "Routing: the internal link"). The registry hands out the same [`crate::documents::command::DocHandle`] as for a
-//! document served here, so both dialects attach to it unchanged; behind the handle this task
-//! carries each attachment to the owner over an [`crate::documents::route::Attachment`] (a sub-stream of the link) and
-//! brings back what the owner says: y-protocols messages, framed in the connection's dialect,
-//! and notices, which its [`crate::documents::peer::Framing`] turns into a message or a close
-//! exactly as for a local document. Nothing is applied, stored or decided here: the owner
-//! relays and acknowledges only after its commit, so a client of this node hears of an update
-//! only once it is durable, as on the owner.
+//! "Routing: the internal link"). The registry hands out the same
+//! [`crate::documents::command::DocHandle`] as for a document served here, so both dialects
+//! attach to it unchanged; behind the handle this task carries each attachment to the owner
+//! over an [`Attachment`] (a sub-stream of the link) and brings back what the owner says:
+//! y-protocols messages, framed in the connection's dialect, and notices, which its
+//! [`crate::documents::peer::Framing`] turns into a message or a close exactly as for a local
+//! document. Nothing is applied, stored or decided here: the owner relays and acknowledges only
+//! after its commit, so a client of this node hears of an update only once it is durable, as on
+//! the owner.
 //!
 //! The documents room does not know the cluster: the composition root gives a
 //! [`crate::documents::route::Router`] that says where a document is served, and [`Remote`]s
 //! that open attachments.
 //!
 //! Server code (jobs) cannot run here; they are answered [`JobError::Unavailable`]. The task
-//! leaves memory once its last attachment ended, so the next connection is routed again (to
-//! a new owner after a failover).
+//! leaves memory once its last attachment ended, and the registry forgets it as soon as an
+//! attachment could not reach the owner, so the next connection is routed again (to a new owner
+//! after a failover).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -13,10 +13,13 @@
 //! ([`Notice::Withdrawn`]), a document that cannot take the attachment as a join failure, and
 //! the sub-stream then closes.
 //!
-//! One task serves an attachment, alternating between what the entry sends and what the
-//! document sends; neither waits on the other for long: the document never waits on its
-//! outboxes (a full one is a slow consumer, closed), and the entry node's messages wait only for
-//! the document's queue, as a socket's do.
+//! One task serves an attachment, reading and writing at once: what the document sends goes
+//! out as it comes (the document never waits on an outbox: a full one is a slow consumer,
+//! closed), and what the entry sends waits only for the document's queue, as a socket's reader
+//! does, with credits back to the entry node for what was taken ([`forward::MSG_CREDIT`]).
+//!
+//! This module also routes: [`ClusterRouter`] tells the registry where a document is served,
+//! and reaches other nodes' documents over the links.
 
 use std::sync::Arc;
 
@@ -24,9 +27,8 @@ use bytes::Bytes;
 use debrief_proto::close;
 use debrief_proto::forward;
 use debrief_proto::ywire::{decode_frame, Message};
-use tokio::time::Instant;
-
 use futures_util::future::BoxFuture;
+use tokio::time::Instant;
 
 use crate::cluster::link::SubStream;
 use crate::cluster::links::CurrentLinks;
