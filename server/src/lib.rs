@@ -252,6 +252,28 @@ fn forwarded_handler(
     })
 }
 
+/// A node that `joined`, with its links started when it has any (`links`); a node whose links
+/// cannot start leaves again (handing over what it holds) and the error is returned.
+async fn with_links(
+    joined: Result<(cluster::node::Node, TaskTracker), ServerError>,
+    links: Option<&LinkHost>,
+    pg: &storage::postgres::PgSettings,
+    metrics: &Arc<cluster::metrics::ClusterMetrics>,
+) -> Result<(cluster::node::Node, TaskTracker), ServerError> {
+    let (node, tasks) = joined?;
+    let Some(links) = links else {
+        return Ok((node, tasks));
+    };
+    match links.start(&node, pg, metrics.clone()).await {
+        Ok(()) => Ok((node, tasks)),
+        Err(e) => {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, node.shut_down()).await;
+            tasks.close();
+            Err(e)
+        }
+    }
+}
+
 /// The connection configuration of `pg`'s URL.
 fn pg_config(pg: &storage::postgres::PgSettings) -> Result<tokio_postgres::Config, ServerError> {
     pg.url.parse().map_err(|e| {
@@ -306,21 +328,8 @@ impl Membership {
                         self.metrics.clone(),
                     ) => joined,
                 };
-                let joined = match (joined, &self.links) {
-                    (Ok((node, tasks)), Some(links)) => {
-                        match links.start(&node, &self.pg, self.metrics.clone()).await {
-                            Ok(()) => Ok((node, tasks)),
-                            Err(e) => {
-                                // Registered but unreachable for links: leave, and try again.
-                                let _ =
-                                    tokio::time::timeout(SHUTDOWN_GRACE, node.shut_down()).await;
-                                tasks.close();
-                                Err(e)
-                            }
-                        }
-                    }
-                    (joined, _) => joined,
-                };
+                // Registered but unreachable for links: it left, and tries again.
+                let joined = with_links(joined, self.links.as_ref(), &self.pg, &self.metrics).await;
                 match joined {
                     Ok(joined) => break joined,
                     Err(e) => {
@@ -420,22 +429,8 @@ impl Server {
         let node = match (joining, &config.postgres) {
             (Some((settings, id, slot)), Some(pg)) => {
                 let metrics = Arc::new(cluster::metrics::ClusterMetrics::default());
-                let joined = match Server::join(pg, &advertise, settings, id, metrics.clone()).await
-                {
-                    Ok((node, tasks)) => match &link_host {
-                        Some(host) => match host.start(&node, pg, metrics.clone()).await {
-                            Ok(()) => Ok((node, tasks)),
-                            Err(e) => {
-                                let _ =
-                                    tokio::time::timeout(SHUTDOWN_GRACE, node.shut_down()).await;
-                                tasks.close();
-                                Err(e)
-                            }
-                        },
-                        None => Ok((node, tasks)),
-                    },
-                    Err(e) => Err(e),
-                };
+                let joined = Server::join(pg, &advertise, settings, id, metrics.clone()).await;
+                let joined = with_links(joined, link_host.as_ref(), pg, &metrics).await;
                 match joined {
                     Ok((node, tasks)) => {
                         slot.fill(node.member());

@@ -173,17 +173,23 @@ impl TestServer {
 
     /// Waits until a metric satisfies `pred`, polling the endpoint.
     pub async fn wait_metric(&self, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
-        crate::within(&format!("metric {name}"), async {
-            loop {
-                let v = self.metric(name).await;
-                if pred(v) {
-                    return v;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await
+        wait_metric_at(self.addr, name, pred).await
     }
+}
+
+/// Waits until the metric `name` of the server at `addr` satisfies `pred`, polling its
+/// endpoint (a metric has no event to wait on).
+async fn wait_metric_at(addr: SocketAddr, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
+    crate::within(&format!("metric {name}"), async {
+        loop {
+            let v = metric_at(addr, name).await;
+            if pred(v) {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
 }
 
 /// Reads the metric `name` from `GET /metrics` of the server at `addr`; a metric that is missing
@@ -228,6 +234,11 @@ impl ChildServer {
     /// Reads one metric from `GET /metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
         metric_at(self.addr, name).await
+    }
+
+    /// Waits until a metric satisfies `pred`, polling the endpoint.
+    pub async fn wait_metric(&self, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
+        wait_metric_at(self.addr, name, pred).await
     }
 
     /// Starts the binary on port 0 with `data_dir` and waits for its "listening" line.

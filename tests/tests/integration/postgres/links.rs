@@ -59,12 +59,7 @@ fn endpoint(secret: u8, tracker: &TaskTracker, shutdown: &CancellationToken) -> 
 
 /// Waits until `/metrics` of `server` shows `name` at `value`.
 async fn metric_reaches(server: &ChildServer, name: &str, value: u64) {
-    within(&format!("{name} to be {value}"), async {
-        while server.metric(name).await != value {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    server.wait_metric(name, |v| v == value).await;
 }
 
 /// Bad link flags stop the server before it serves, each with its own one-line error, and
