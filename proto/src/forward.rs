@@ -94,9 +94,6 @@ pub enum PartError {
         /// The receiver's limit.
         limit: usize,
     },
-    /// A whole message came between the parts of another.
-    #[error("a message came in the middle of another one's parts")]
-    Interleaved,
 }
 
 /// Puts messages sent in parts together again, up to a limit.
@@ -118,12 +115,17 @@ impl Reassembly {
     }
 
     /// Takes one link message: the whole message once it is complete (the payload itself when
-    /// it was not in parts), `None` while parts are missing.
+    /// it was not in parts), `None` while parts are missing. Each side sends its messages one
+    /// after another, so a whole message between parts means the sender gave the one in parts
+    /// up (it closes the attachment): its parts are dropped.
     pub fn feed(&mut self, payload: Vec<u8>) -> Result<Option<Vec<u8>>, PartError> {
         let kind = match payload.first() {
             Some(&b) if u64::from(b) == MSG_PART || u64::from(b) == MSG_PART_LAST => u64::from(b),
-            _ if self.started => return Err(PartError::Interleaved),
-            _ => return Ok(Some(payload)),
+            _ => {
+                self.parts = Vec::new();
+                self.started = false;
+                return Ok(Some(payload));
+            }
         };
         if self.parts.len() + payload.len() - 1 > self.limit {
             return Err(PartError::TooLarge { limit: self.limit });
@@ -458,10 +460,15 @@ mod tests {
             }
         }
         assert_eq!(result, Err(PartError::TooLarge { limit: 100 }));
+        // A whole message between parts: the sender gave the message in parts up.
         let mut mixed = Reassembly::new(1000);
         let parts = split(vec![7; 300], 60);
         assert_eq!(mixed.feed(parts[0].clone()), Ok(None));
-        assert_eq!(mixed.feed(vec![0, 1]), Err(PartError::Interleaved));
+        assert_eq!(mixed.feed(vec![0, 1]), Ok(Some(vec![0, 1])));
+        let again = split(vec![9; 120], 60);
+        assert_eq!(mixed.feed(again[0].clone()), Ok(None));
+        assert_eq!(mixed.feed(again[1].clone()), Ok(None));
+        assert_eq!(mixed.feed(again[2].clone()), Ok(Some(vec![9; 120])));
         assert_eq!(
             decode_from_owner(&encode_credit(32, 4000)),
             Ok(FromOwner::Credit {

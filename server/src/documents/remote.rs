@@ -19,6 +19,7 @@
 //! after a failover).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -61,7 +62,11 @@ pub(crate) async fn serve(start: RemoteStart, mut rx: queue::Receiver<DocCommand
     } = start;
     tracing::debug!(doc = %name, node = remote.node(), "document served by another node");
     Metrics::inc(&ctx.metrics.documents_forwarded);
-    let mut attachments: HashMap<ConnId, (queue::Sender<Incoming>, Peer)> = HashMap::new();
+    // Each attachment's queue, its connection, and the bytes waiting in the queue.
+    let mut attachments: HashMap<ConnId, (queue::Sender<Incoming>, Peer, Arc<AtomicUsize>)> =
+        HashMap::new();
+    // What one connection's messages may hold on this node while its owner is behind.
+    let budget = 2 * ctx.limits.max_frame_bytes;
     // Each attachment ends with its connection and whether the owner could be reached.
     let mut running: JoinSet<(ConnId, bool)> = JoinSet::new();
     // Set once an attachment found the owner unreachable: the registry forgets this task, so
@@ -106,24 +111,34 @@ pub(crate) async fn serve(start: RemoteStart, mut rx: queue::Receiver<DocCommand
                         let JoinRequest { peer, reply } = *join;
                         let conn = peer.conn;
                         let (tx, incoming) = queue::channel(PER_ATTACHMENT_QUEUE);
-                        attachments.insert(conn, (tx, peer.clone()));
+                        let queued = Arc::new(AtomicUsize::new(0));
+                        attachments.insert(conn, (tx, peer.clone(), queued.clone()));
                         let attach = Attach {
                             doc: name.clone(),
                             remote: remote.clone(),
                             ctx: ctx.clone(),
+                            queued,
                         };
                         running.spawn(async move { (conn, attach.run(peer, reply, incoming).await) });
                     }
                     DocCommand::Message { conn, msg } => {
                         let full = match attachments.get(&conn) {
-                            Some((tx, _)) => tx.try_send(msg).is_err(),
+                            Some((tx, _, queued)) => {
+                                let len = incoming_len(&msg);
+                                if queued.load(Ordering::Acquire) + len > budget {
+                                    true
+                                } else {
+                                    queued.fetch_add(len, Ordering::AcqRel);
+                                    tx.try_send(msg).is_err()
+                                }
+                            }
                             None => false,
                         };
                         if full {
                             // Never waited for here: one attachment behind would hold up every
                             // other connection of the document. Its connection is closed as a
                             // slow one (it resynchronises when it comes back).
-                            if let Some((_, peer)) = attachments.remove(&conn) {
+                            if let Some((_, peer, _)) = attachments.remove(&conn) {
                                 Metrics::inc(&ctx.metrics.slow_consumers);
                                 peer.kick.kick(
                                     close::SLOW_CONSUMER,
@@ -173,6 +188,16 @@ struct Attach {
     doc: Arc<str>,
     remote: Arc<dyn Remote>,
     ctx: Arc<DocContext>,
+    /// Bytes of the connection's messages waiting in its queue.
+    queued: Arc<AtomicUsize>,
+}
+
+/// The bytes a client's message holds (what its queue counts).
+fn incoming_len(msg: &Incoming) -> usize {
+    match msg {
+        Incoming::Step1(b) | Incoming::Update(b) | Incoming::Awareness(b) => b.len(),
+        Incoming::QueryAwareness => 0,
+    }
 }
 
 impl Attach {
@@ -238,65 +263,110 @@ impl Attach {
                 return false;
             }
         }
-        // Messages and bytes on their way to the owner (it says what it took).
-        let mut in_flight = (0u64, 0u64);
-        loop {
-            enum Next {
-                FromOwner(Option<Vec<u8>>),
-                FromClient(Option<Incoming>),
-                Stopping,
-            }
-            let next = tokio::select! {
-                biased;
-                () = self.ctx.shutdown.cancelled() => Next::Stopping,
-                m = next_whole(&mut *att, &mut parts) => Next::FromOwner(m),
-                m = incoming.recv(), if in_flight.0 < forward::WINDOW_MESSAGES && in_flight.1 < forward::WINDOW_BYTES => Next::FromClient(m),
-            };
-            match next {
-                Next::Stopping => {
-                    peer.kick.kick(close::GOING_AWAY, "server_shutting_down");
-                    break;
-                }
-                Next::FromOwner(None) => {
-                    // The owner or the link went away: the client reconnects and is routed again.
+        // Read and written at once: what the owner sends is handed on while the client's
+        // messages wait for the owner's credit.
+        let sender = att.sender();
+        let window = Window::default();
+        let reader = async {
+            loop {
+                let Some(bytes) = next_whole(&mut *att, &mut parts).await else {
+                    // The owner or the link went away: the client reconnects, routed again.
                     peer.kick.kick(close::GOING_AWAY, OWNER_GONE);
                     return false;
-                }
-                Next::FromOwner(Some(bytes)) => match forward::decode_from_owner(&bytes) {
-                    Ok(FromOwner::Credit { messages, bytes }) => {
-                        in_flight = (
-                            in_flight.0.saturating_sub(messages),
-                            in_flight.1.saturating_sub(bytes),
-                        );
-                    }
+                };
+                match forward::decode_from_owner(&bytes) {
+                    Ok(FromOwner::Credit { messages, bytes }) => window.credit(messages, bytes),
                     Ok(decoded) => {
                         if !deliver(&peer, decoded, &self.ctx) {
-                            break;
+                            return true;
                         }
                     }
                     Err(e) => {
                         tracing::debug!(doc = %self.doc, error = %e, "undecodable message from the owner");
                         peer.kick
                             .kick(close::INTERNAL_ERROR, "owner_protocol_error");
-                        break;
-                    }
-                },
-                // The connection left.
-                Next::FromClient(None) => break,
-                Next::FromClient(Some(msg)) => {
-                    let message = encode_incoming(&msg);
-                    in_flight = (in_flight.0 + 1, in_flight.1 + message.len() as u64);
-                    for piece in forward::split(message, forward::PART_BYTES) {
-                        if att.send(piece).await.is_err() {
-                            peer.kick.kick(close::GOING_AWAY, OWNER_GONE);
-                            return false;
-                        }
+                        return true;
                     }
                 }
             }
+        };
+        let writer = async {
+            loop {
+                window.open().await;
+                // The connection left: the attachment ends.
+                let Some(msg) = incoming.recv().await else {
+                    return true;
+                };
+                self.queued.fetch_sub(incoming_len(&msg), Ordering::AcqRel);
+                let message = encode_incoming(&msg);
+                window.sent(message.len() as u64);
+                for piece in forward::split(message, forward::PART_BYTES) {
+                    if sender.send(piece).await.is_err() {
+                        peer.kick.kick(close::GOING_AWAY, OWNER_GONE);
+                        return false;
+                    }
+                }
+            }
+        };
+        let reached = tokio::select! {
+            biased;
+            () = self.ctx.shutdown.cancelled() => {
+                peer.kick.kick(close::GOING_AWAY, "server_shutting_down");
+                true
+            }
+            reached = reader => reached,
+            reached = writer => reached,
+        };
+        if reached {
+            att.close().await;
         }
-        att.close().await;
-        true
+        reached
+    }
+}
+
+/// What of a connection's messages is on its way to the owner (messages, bytes), within
+/// [`forward::WINDOW_MESSAGES`] and [`forward::WINDOW_BYTES`]; the owner's credits take it back.
+#[derive(Debug, Default)]
+struct Window {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    credited: tokio::sync::Notify,
+}
+
+impl Window {
+    /// Waits until another message may go.
+    async fn open(&self) {
+        loop {
+            let credited = self.credited.notified();
+            if self.messages.load(Ordering::Acquire) < forward::WINDOW_MESSAGES
+                && self.bytes.load(Ordering::Acquire) < forward::WINDOW_BYTES
+            {
+                return;
+            }
+            credited.await;
+        }
+    }
+
+    /// A message of `len` bytes went.
+    fn sent(&self, len: u64) {
+        self.messages.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// The owner took `messages` of `bytes`.
+    fn credit(&self, messages: u64, bytes: u64) {
+        let less = |n: u64, by: u64| n.saturating_sub(by);
+        let _ = self
+            .messages
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(less(n, messages))
+            });
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(less(n, bytes))
+            });
+        self.credited.notify_waiters();
     }
 }
 

@@ -38,9 +38,18 @@ pub trait Attachment: Send + fmt::Debug {
     /// Sends one message; `Err` once the attachment or its link is gone.
     fn send(&self, message: Vec<u8>) -> BoxFuture<'_, Result<(), String>>;
 
+    /// Something that sends on the attachment while its receiving goes on elsewhere.
+    fn sender(&self) -> Arc<dyn AttachmentSender>;
+
     /// The next message from the owner; `None` once the attachment ended.
     fn recv(&mut self) -> BoxFuture<'_, Option<Vec<u8>>>;
 
     /// Ends the attachment after what was sent on it.
     fn close(&mut self) -> BoxFuture<'_, ()>;
+}
+
+/// Sends on an attachment ([`Attachment::sender`]).
+pub trait AttachmentSender: Send + Sync + fmt::Debug {
+    /// Sends one message; `Err` once the attachment or its link is gone.
+    fn send(&self, message: Vec<u8>) -> BoxFuture<'_, Result<(), String>>;
 }

@@ -30,7 +30,7 @@ use debrief_proto::ywire::{decode_frame, Message};
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::cluster::link::SubStream;
+use crate::cluster::link::{StreamSender, SubStream};
 use crate::cluster::links::CurrentLinks;
 use crate::cluster::member::MemberSlot;
 use crate::cluster::ownership::{Claims, Ownership};
@@ -40,7 +40,7 @@ use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick,
 use crate::documents::presence::QueryGate;
 use crate::documents::queue;
 use crate::documents::remote::{encode_notice, join_failure};
-use crate::documents::route::{Attachment, Remote, Route, Router};
+use crate::documents::route::{Attachment, AttachmentSender, Remote, Route, Router};
 use crate::metrics::Metrics;
 use crate::storage::postgres::owner::Owner;
 use crate::transport::socket::join;
@@ -152,73 +152,83 @@ async fn pump(
 ) -> End {
     let sender = sub.sender();
     let max = state.limits.max_frame_bytes;
-    let reader = {
-        let sender = sender.clone();
-        async move {
-            let mut queries = QueryGate::default();
-            // A client's frame, re-encoded by its entry node, with room for the message header.
-            let mut parts = forward::Reassembly::new(max + 64);
-            // Taken since the last credit: messages, bytes.
-            let mut taken = (0u64, 0u64);
-            loop {
-                let Ok(payload) = sub.recv().await else {
+    // What the reader took, for the writer to credit: the writer is the only one to send, so a
+    // credit never lands between the parts of a message.
+    let (grants, mut granted) = tokio::sync::mpsc::channel::<(u64, u64)>(8);
+    let reader = async move {
+        let mut queries = QueryGate::default();
+        // A client's frame, re-encoded by its entry node, with room for the message header.
+        let mut parts = forward::Reassembly::new(max + 64);
+        // Taken since the last credit: messages, bytes.
+        let mut taken = (0u64, 0u64);
+        loop {
+            let Ok(payload) = sub.recv().await else {
+                return End::Gone;
+            };
+            let whole = match parts.feed(payload) {
+                Ok(Some(whole)) => whole,
+                Ok(None) => continue,
+                Err(e) => {
+                    return End::Close(close::MESSAGE_TOO_BIG, format!("frame_too_large: {e}"))
+                }
+            };
+            let len = whole.len() as u64;
+            let bytes = Bytes::from(whole);
+            if bytes.len() > max {
+                return End::Close(
+                    close::MESSAGE_TOO_BIG,
+                    format!("frame_too_large: limit is {max} bytes"),
+                );
+            }
+            let messages = match decode_frame(&bytes) {
+                Ok(messages) => messages,
+                Err(e) => return End::Close(close::PROTOCOL_ERROR, e.code().to_owned()),
+            };
+            for message in messages {
+                let incoming = match message {
+                    Message::Sync(sync) => Incoming::from_sync(&bytes, sync),
+                    Message::Awareness(a) => Incoming::Awareness(bytes.slice_ref(a)),
+                    Message::QueryAwareness if queries.admit(Instant::now()) => {
+                        Incoming::QueryAwareness
+                    }
+                    Message::QueryAwareness | Message::Auth(_) => continue,
+                };
+                // Waits while the document is busy, as a socket's reader does.
+                if !handle.send(conn, incoming).await {
+                    return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned());
+                }
+            }
+            taken = (taken.0 + 1, taken.1 + len);
+            if taken.0 >= forward::WINDOW_MESSAGES / 4 || taken.1 >= forward::WINDOW_BYTES / 4 {
+                if grants.send(taken).await.is_err() {
                     return End::Gone;
-                };
-                let whole = match parts.feed(payload) {
-                    Ok(Some(whole)) => whole,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        return End::Close(close::MESSAGE_TOO_BIG, format!("frame_too_large: {e}"))
-                    }
-                };
-                let len = whole.len() as u64;
-                let bytes = Bytes::from(whole);
-                if bytes.len() > max {
-                    return End::Close(
-                        close::MESSAGE_TOO_BIG,
-                        format!("frame_too_large: limit is {max} bytes"),
-                    );
                 }
-                let messages = match decode_frame(&bytes) {
-                    Ok(messages) => messages,
-                    Err(e) => return End::Close(close::PROTOCOL_ERROR, e.code().to_owned()),
-                };
-                for message in messages {
-                    let incoming = match message {
-                        Message::Sync(sync) => Incoming::from_sync(&bytes, sync),
-                        Message::Awareness(a) => Incoming::Awareness(bytes.slice_ref(a)),
-                        Message::QueryAwareness if queries.admit(Instant::now()) => {
-                            Incoming::QueryAwareness
-                        }
-                        Message::QueryAwareness | Message::Auth(_) => continue,
-                    };
-                    // Waits while the document is busy, as a socket's reader does.
-                    if !handle.send(conn, incoming).await {
-                        return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned());
-                    }
-                }
-                taken = (taken.0 + 1, taken.1 + len);
-                if taken.0 >= forward::WINDOW_MESSAGES / 4 || taken.1 >= forward::WINDOW_BYTES / 4 {
-                    if sender
-                        .send(forward::encode_credit(taken.0, taken.1))
-                        .await
-                        .is_err()
-                    {
-                        return End::Gone;
-                    }
-                    taken = (0, 0);
-                }
+                taken = (0, 0);
             }
         }
     };
     let writer = async {
         loop {
-            let Some(frame) = outbox.recv().await else {
-                return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned());
-            };
-            for piece in forward::split(frame.to_vec(), forward::PART_BYTES) {
-                if sender.send(piece).await.is_err() {
-                    return End::Gone;
+            // Whole messages, one after another; credits between them.
+            tokio::select! {
+                biased;
+                grant = granted.recv() => {
+                    let Some((messages, bytes)) = grant else {
+                        return End::Gone;
+                    };
+                    if sender.send(forward::encode_credit(messages, bytes)).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+                frame = outbox.recv() => {
+                    let Some(frame) = frame else {
+                        return End::Close(close::INTERNAL_ERROR, "document_closed".to_owned());
+                    };
+                    for piece in forward::split(frame.to_vec(), forward::PART_BYTES) {
+                        if sender.send(piece).await.is_err() {
+                            return End::Gone;
+                        }
+                    }
                 }
             }
         }
@@ -372,6 +382,16 @@ impl Remote for LinkRemote {
     }
 }
 
+/// Sends on an attachment's sub-stream.
+#[derive(Debug)]
+struct LinkSender(StreamSender);
+
+impl AttachmentSender for LinkSender {
+    fn send(&self, message: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.send(message).await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// An attachment carried by a link sub-stream.
 #[derive(Debug)]
 struct LinkAttachment(SubStream);
@@ -379,6 +399,10 @@ struct LinkAttachment(SubStream);
 impl Attachment for LinkAttachment {
     fn send(&self, message: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.0.send(message).await.map_err(|e| e.to_string()) })
+    }
+
+    fn sender(&self) -> Arc<dyn AttachmentSender> {
+        Arc::new(LinkSender(self.0.sender()))
     }
 
     fn recv(&mut self) -> BoxFuture<'_, Option<Vec<u8>>> {

@@ -104,10 +104,11 @@ async fn killing_an_owner_mid_burst_loses_nothing_acknowledged() {
         .expect("the writer's task ran");
     let acked = (writer.acks() - before) as usize;
     let seen = observer.text("t").len();
+    // Some of what was written before the kill was never acknowledged: it died mid-stream.
     assert!(
-        acked_then < u64::from(written_then),
-        "the owner was killed after the last update was committed (written {written_then}, \
-         acknowledged {acked_then})"
+        (acked as u64) < u64::from(written_then),
+        "the owner was killed after the last update was committed (written before the kill \
+         {written_then}, acknowledged {acked} of them at most; {acked_then} just before)"
     );
     // Clients reconnect; the document is served again once the lease lapsed.
     let reader = synced_collab(cluster.node(1), doc).await;
@@ -509,7 +510,7 @@ async fn the_reconnect_storm_after_a_failover_is_served() {
 }
 
 /// A document larger than a link message (4 MiB) reaches new clients of both dialects on other
-/// nodes whole: its state goes over the link in parts.
+/// nodes whole: its state goes over the link in parts, and so do large changes both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_larger_than_a_link_message_is_served_through_another_node() {
     let cluster = Cluster::start(3, Duration::from_secs(3), Duration::from_secs(1)).await;
@@ -538,6 +539,26 @@ async fn a_document_larger_than_a_link_message_is_served_through_another_node() 
         cluster.node(1).metric("debrief_documents_forwarded").await,
         1
     );
+
+    // A large change from a client of another node crosses in parts too, while a client of the
+    // third node types: its acknowledgements and credits pass between the parts going to it.
+    collab.round_trip().await;
+    let typed_before = collab.acks();
+    let pasted = "y".repeat(3 << 20);
+    ws.insert("p", 0, &pasted);
+    for i in 0..40 {
+        collab.insert("typed", i, "z");
+    }
+    collab.wait_acks(typed_before + 40).await;
+    for client in [&mut writer, &mut collab] {
+        client
+            .wait_doc("the paste and the typing", |d| {
+                use yrs::{GetString, Transact};
+                let text = |name| d.get_or_insert_text(name).get_string(&d.transact());
+                text("p").len() == pasted.len() && text("typed").len() == 40
+            })
+            .await;
+    }
 }
 
 /// The node that serves reviews loses its database connection, and by the time it reconnects
@@ -554,20 +575,39 @@ async fn a_review_node_that_loses_the_lock_shuts_down_and_hands_over() {
     writer.insert("t", 0, "committed before the lock was lost");
     writer.wait_acks(before + 1).await;
     let node = cluster.owner_of(doc).await.expect("an owner");
-    // Ends the review node's commit connection, and takes the lock before it reconnects.
+    // Another session waits for the lock first; then the review node's commit connection is
+    // ended, so the waiting session has the lock before the node reconnects.
     let (db, connection) = tokio_postgres::connect(&cluster.db.url(), tokio_postgres::NoTls)
         .await
         .expect("connect");
     let connection = tokio::spawn(connection);
-    db.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-        &[&format!("debrief {node}")],
-    )
-    .await
-    .expect("end the node's commit connection");
-    db.execute("SELECT pg_advisory_lock($1)", &[&0x6465_6272_6965_6602_i64])
+    let waiting = tokio::spawn(async move {
+        db.execute("SELECT pg_advisory_lock($1)", &[&0x6465_6272_6965_6602_i64])
+            .await
+            .expect("take the single-node lock");
+        db
+    });
+    within("the other session to wait for the lock", async {
+        while cluster
+            .db
+            .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .await
+            != vec!["1"]
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    cluster
+        .db
+        .query(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'debrief {node}'"
+        ))
+        .await;
+    let db = within("the lock", waiting)
         .await
-        .expect("take the single-node lock");
+        .expect("the lock was taken");
     let lost = cluster.take(0);
     let status = lost.exited().await;
     assert!(!status.success(), "it exits with an error: {status}");
