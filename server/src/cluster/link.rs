@@ -510,6 +510,8 @@ pub enum LinkClosed {
     Protocol(String),
     /// Control frames could not be queued: the peer does not read.
     Stuck,
+    /// This node opened every sub-stream id the link has (2^31 of them): a new link is needed.
+    OutOfIds,
 }
 
 impl fmt::Display for LinkClosed {
@@ -518,6 +520,7 @@ impl fmt::Display for LinkClosed {
             LinkClosed::Shutdown => f.write_str("this node is shutting down"),
             LinkClosed::Local => f.write_str("closed by this node"),
             LinkClosed::PeerClosed => f.write_str("the peer closed the connection"),
+            LinkClosed::OutOfIds => f.write_str("this node used every sub-stream id of the link"),
             LinkClosed::Silent(d) => write!(f, "the peer was silent for {} ms", d.as_millis()),
             LinkClosed::SlowFrame(d) => write!(
                 f,
@@ -1206,6 +1209,9 @@ impl Link {
         }
         let next = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
         let Ok(id) = u32::try_from(next) else {
+            // Closed, so that whoever needs this peer (`Links::get`) dials a new link; the
+            // sub-streams still open on this one end with it, and their clients reconnect.
+            self.shared.close_link(LinkClosed::OutOfIds);
             return Err(LinkError::NoStreamIds);
         };
         let reason = Arc::new(OnceLock::new());

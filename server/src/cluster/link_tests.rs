@@ -259,25 +259,32 @@ async fn sub_stream_ids_never_wrap_onto_an_open_one() {
         .store(u64::from(u32::MAX), Ordering::Relaxed);
     let last = la.open("r2/body").await.expect("open");
     assert_eq!(last.id(), u32::MAX);
-    for _ in 0..2 {
-        assert_eq!(
-            la.open("r3/body").await.expect_err("no ids").to_string(),
-            "the link has no sub-stream ids left; open a new link"
-        );
-    }
-    // The first sub-stream still works both ways.
+    // The first sub-stream still works both ways while ids are left.
     first.send(b"still here".to_vec()).await.expect("send");
     assert_eq!(recv(&mut first_b).await, Ok(b"still here".to_vec()));
     first_b.send(b"yes".to_vec()).await.expect("send");
     let mut first = first;
     assert_eq!(recv(&mut first).await, Ok(b"yes".to_vec()));
-    // And an id already open is never registered again.
+    // An id already open is never registered again.
     assert_eq!(
         la.shared
             .register(1, Arc::new(OnceLock::new()))
             .expect_err("in use")
             .to_string(),
         "sub-stream id 1 is already open on this link"
+    );
+    // With no id left the link closes, so that a new one is dialled.
+    assert_eq!(
+        la.open("r3/body").await.expect_err("no ids").to_string(),
+        "the link has no sub-stream ids left; open a new link"
+    );
+    assert_eq!(
+        within("the link to close", la.closed()).await,
+        LinkClosed::OutOfIds
+    );
+    assert!(
+        la.open("r4/body").await.is_err(),
+        "a closed link opens nothing"
     );
 }
 
