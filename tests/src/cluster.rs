@@ -3,8 +3,11 @@
 //! loopback port 0, the same cluster secret, and short test leases, so that tests can `kill -9`,
 //! stop and terminate them.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::postgres::TestDb;
@@ -146,43 +149,47 @@ impl Cluster {
     }
 }
 
-/// Connects a Hocuspocus client for `doc` to `node` and waits until it is synced, connecting
-/// again while the node closes it (a document whose owner died is served again once its lease
-/// lapsed; until then its sockets are closed and stock clients reconnect).
-pub async fn synced_collab(node: &ChildServer, doc: &str) -> Client {
-    synced_collab_at(&node.collab_url(), doc).await
-}
-
-/// [`synced_collab`] by the node's `/collab` URL.
-pub async fn synced_collab_at(url: &str, doc: &str) -> Client {
+/// Connects with `attempt(n)`, for n = 0, 1, …, until a connection is synced, waiting a stock
+/// client's reconnect delay between tries (a document whose owner died is served again once its
+/// lease lapsed; until then its connections are closed and stock clients reconnect). Answers the
+/// synced client and when its try began.
+pub async fn synced_after_tries<F, Fut>(mut attempt: F) -> (Client, Instant)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<Client, String>>,
+{
     crate::within("a synced connection", async {
+        let mut n = 0;
         loop {
-            if let Ok(mut client) = Client::try_connect_collab(url, doc, "any").await {
+            let began = Instant::now();
+            if let Ok(mut client) = attempt(n).await {
                 if client.synced_or_closed().await.is_none() {
-                    return client;
+                    return (client, began);
                 }
             }
-            // A stock client's reconnect delay, so that the wait does not spin.
+            n += 1;
             tokio::time::sleep(RECONNECT_DELAY).await;
         }
     })
     .await
 }
 
-/// Connects a y-websocket client for `doc` to `node` and waits until it is synced, connecting
-/// again while the node closes it.
+/// A Hocuspocus client of `doc` on `node`, synced (see [`synced_after_tries`]).
+pub async fn synced_collab(node: &ChildServer, doc: &str) -> Client {
+    synced_collab_at(&node.collab_url(), doc).await
+}
+
+/// [`synced_collab`] by the node's `/collab` URL.
+pub async fn synced_collab_at(url: &str, doc: &str) -> Client {
+    synced_after_tries(|_| Client::try_connect_collab(url, doc, "any"))
+        .await
+        .0
+}
+
+/// A y-websocket client of `doc` on `node`, synced (see [`synced_after_tries`]).
 pub async fn synced_ws(node: &ChildServer, doc: &str) -> Client {
-    crate::within("a synced connection", async {
-        loop {
-            let mut client = Client::connect(&node.ws_url(doc)).await;
-            match client.synced_or_closed().await {
-                None => return client,
-                // A stock client's reconnect delay, so that the wait does not spin.
-                Some(_) => tokio::time::sleep(RECONNECT_DELAY).await,
-            }
-        }
-    })
-    .await
+    let url = node.ws_url(doc);
+    synced_after_tries(|_| Client::try_connect(&url)).await.0
 }
 
 fn set_owner_only(path: &std::path::Path) {

@@ -420,6 +420,17 @@ pub async fn run_binary(args: &[&str]) -> Finished {
     }
 }
 
+/// Starts the binary as a server with `args` on a fresh data directory (port 0), expecting it to
+/// refuse to start: its exit code and what it wrote on stderr.
+pub async fn refused_with(args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data").to_string_lossy().into_owned();
+    let mut all = vec!["--listen", "127.0.0.1:0", "--data-dir", &data];
+    all.extend_from_slice(args);
+    let finished = run_binary(&all).await;
+    (finished.code, finished.stderr)
+}
+
 /// Starts the binary as a server on `data_dir` (port 0) and expects it to exit without serving.
 pub async fn refused_start(data_dir: &Path) -> Finished {
     let dir = data_dir.to_string_lossy().into_owned();

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use debrief_tests::cluster::{synced_collab, synced_ws, Cluster};
+use debrief_tests::cluster::{synced_after_tries, synced_collab, synced_ws, Cluster};
 use debrief_tests::{within, Client};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -334,33 +334,24 @@ async fn reconnecting_writer(
 ) -> (String, String, u32, Duration) {
     use yrs::updates::decoder::Decode;
     use yrs::{ReadTxn, Transact};
-    let mut attempt = first;
     // Each try goes to the next node of those running now: a node that is stopping refuses.
-    let connect = |attempt: &mut usize| {
-        let urls = urls.clone();
-        let doc = doc.clone();
-        let start = *attempt;
-        *attempt += 1;
+    let connect = |start: usize| {
+        let (urls, doc) = (urls.clone(), doc.clone());
         async move {
-            within("a synced connection", async move {
-                for n in start.. {
-                    let url = {
-                        let list = urls.borrow();
-                        list[n % list.len()].clone()
-                    };
-                    if let Ok(mut client) = Client::try_connect_collab(&url, &doc, "any").await {
-                        if client.synced_or_closed().await.is_none() {
-                            return client;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                unreachable!("the loop above ends only by returning")
+            let (client, _) = synced_after_tries(|n| {
+                let url = {
+                    let list = urls.borrow();
+                    list[(start + n) % list.len()].clone()
+                };
+                let doc = doc.clone();
+                async move { Client::try_connect_collab(&url, &doc, "any").await }
             })
-            .await
+            .await;
+            client
         }
     };
-    let mut client = connect(&mut attempt).await;
+    let mut tries = first;
+    let mut client = connect(tries).await;
     let mut written = 0u32;
     let mut longest = Duration::ZERO;
     // Written on the current connection, and its acknowledgements before the first of them.
@@ -373,7 +364,8 @@ async fn reconnecting_writer(
                 .doc
                 .transact()
                 .encode_state_as_update_v1(&yrs::StateVector::default());
-            client = connect(&mut attempt).await;
+            tries += 1;
+            client = connect(tries).await;
             // What the server lacks is sent from here (the client's own changes).
             let update = yrs::Update::decode_v1(&state).expect("its own state");
             client
@@ -463,21 +455,14 @@ async fn the_reconnect_storm_after_a_failover_is_served() {
                 }
             })
             .await;
-            let mut last_try;
-            let mut client = loop {
-                last_try = Instant::now();
-                let attempt = if ws {
+            let (mut client, last_try) = synced_after_tries(|_| async {
+                if ws {
                     Client::try_connect(&ws_url).await
                 } else {
                     Client::try_connect_collab(&collab_url, &doc, "any").await
-                };
-                if let Ok(mut client) = attempt {
-                    if client.synced_or_closed().await.is_none() {
-                        break client;
-                    }
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
+            })
+            .await;
             let served = killed.elapsed();
             let sync = last_try.elapsed();
             client.wait_text("t", "acknowledged before the kill").await;

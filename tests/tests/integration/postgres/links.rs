@@ -13,7 +13,7 @@ use debrief_server::cluster::link::{
 use debrief_server::cluster::NodeId;
 use debrief_server::limits::SHUTDOWN_GRACE;
 use debrief_tests::postgres::TestDb;
-use debrief_tests::server::run_binary;
+use debrief_tests::server::refused_with as refused;
 use debrief_tests::{within, ChildServer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,16 +28,6 @@ fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     std::fs::write(&path, text).expect("write the secret file");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     path
-}
-
-/// Runs the binary with `args` on a fresh data directory, expecting it to refuse to start.
-async fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data").to_string_lossy().into_owned();
-    let mut all = vec!["--listen", "127.0.0.1:0", "--data-dir", &data];
-    all.extend_from_slice(args);
-    let finished = run_binary(&all).await;
-    (finished.code, finished.stderr)
 }
 
 /// An endpoint of a node this test plays, holding `secret` (32 bytes of it).

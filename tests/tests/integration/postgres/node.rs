@@ -9,24 +9,12 @@ use std::time::{Duration, Instant};
 
 use debrief_tests::api::Review;
 use debrief_tests::postgres::{OwnPostgres, TestDb};
-use debrief_tests::server::run_binary;
+use debrief_tests::server::{refused_with, run_binary};
 use debrief_tests::{client, within, within_for, ChildServer, Client, TestServer};
 
 /// Runs the binary with `args` after `--postgres URL`, expecting it to refuse to start.
 async fn refused(url: &str, args: &[&str]) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data").to_string_lossy().into_owned();
-    let mut all = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data,
-        "--postgres",
-        url,
-    ];
-    all.extend_from_slice(args);
-    let finished = run_binary(&all).await;
-    (finished.code, finished.stderr)
+    refused_with(&[&["--postgres", url], args].concat()).await
 }
 
 /// A server on `db` whose node renews its 3 s lease every 200 ms (a lost lease is seen fast).
