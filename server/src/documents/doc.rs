@@ -398,7 +398,7 @@ impl Owner {
     /// Answers every queued join with a refusal when the document could not be loaded, or
     /// (`shutting_down`) when the server stopped while it was loading: those connections close
     /// "going away", as every other does at shutdown.
-    async fn refuse_all(mut rx: queue::Receiver<DocCommand>, shutting_down: bool) {
+    pub(crate) async fn refuse_all(mut rx: queue::Receiver<DocCommand>, shutting_down: bool) {
         rx.close();
         while let Some(cmd) = rx.recv().await {
             if let DocCommand::Join(join) = cmd {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio_util::task::TaskTracker;
 
-use crate::documents::command::{DocCommand, DocHandle, JobError, JoinError};
+use crate::documents::command::DocHandle;
 use crate::documents::core::Shared;
 use crate::documents::doc::{DocContext, Owner, Start, Unload};
 use crate::documents::queue;
@@ -91,7 +91,7 @@ impl Registry {
                         route = router.route(&start.name) => route,
                         // The connections waiting for it are answered "shutting down".
                         () = start.ctx.shutdown.cancelled() => {
-                            refuse_all(rx).await;
+                            Owner::refuse_all(rx, true).await;
                             return;
                         }
                     };
@@ -143,22 +143,6 @@ impl Registry {
         // The map stays consistent even if a holder panicked: every update is a single insert
         // or remove.
         self.docs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Answers every queued join "shutting down" and every job "unavailable", and closes the queue.
-async fn refuse_all(mut rx: queue::Receiver<DocCommand>) {
-    rx.close();
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            DocCommand::Join(join) => {
-                let _ = join.reply.send(Err(JoinError::ShuttingDown));
-            }
-            DocCommand::Job(job) => {
-                let _ = job.done.send(Err(JobError::Unavailable));
-            }
-            _ => {}
-        }
     }
 }
 

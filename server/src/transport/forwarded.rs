@@ -34,7 +34,7 @@ use crate::cluster::link::{StreamSender, SubStream};
 use crate::cluster::links::CurrentLinks;
 use crate::cluster::member::MemberSlot;
 use crate::cluster::ownership::{Claims, Ownership};
-use crate::cluster::NodeId;
+use crate::cluster::{ClusterError, NodeId};
 use crate::documents::command::{DocHandle, Incoming};
 use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
 use crate::documents::presence::QueryGate;
@@ -286,9 +286,11 @@ impl Router for ClusterRouter {
             let started = tokio::time::Instant::now();
             loop {
                 let me = self.slot.node();
+                // A database that does not answer within a claim's patience: the document is
+                // served here, where loading it fails or waits within the store's own bounds.
                 let looked_up = tokio::time::timeout(self.slot.patience(), self.slot.owner_of(doc))
                     .await
-                    .unwrap_or_else(|_| Err(overdue()));
+                    .unwrap_or_else(|_| Err(ClusterError::Overdue));
                 let node = match looked_up {
                     Ok(Some(Ownership::Live { node, .. })) if node != me => node,
                     Ok(Some(Ownership::Live { .. }) | None) => return Route::Here,
@@ -300,7 +302,7 @@ impl Router for ClusterRouter {
                         let claimed =
                             tokio::time::timeout(self.slot.patience(), self.slot.claim_all(&names))
                                 .await
-                                .unwrap_or_else(|_| Err(overdue()));
+                                .unwrap_or_else(|_| Err(ClusterError::Overdue));
                         match claimed {
                             Ok(Some(Claims::Held(held))) => held.owner,
                             Ok(_) => return Route::Here,
@@ -348,13 +350,6 @@ impl Router for ClusterRouter {
             }
         })
     }
-}
-
-/// A look-up or claim of the router that did not finish within a claim's patience (a database
-/// that does not answer): the document is then served here, where loading it fails or waits
-/// with the store's own bounds.
-fn overdue() -> crate::cluster::ClusterError {
-    crate::cluster::ClusterError::Overdue
 }
 
 /// Another node, reached over this node's link to it.
