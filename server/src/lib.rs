@@ -108,7 +108,7 @@ pub async fn run(
 /// A server whose store is open and whose state is loaded, ready to serve.
 pub struct Server {
     state: Arc<AppState>,
-    api: Arc<ApiState>,
+    reviewing: Reviewing,
     store: Store,
     flusher: tokio::task::JoinHandle<()>,
     data_dir: std::path::PathBuf,
@@ -475,14 +475,26 @@ impl Server {
                 )) as Arc<dyn documents::route::Router>
             })
         });
+        // A node of a cluster serves reviews if it can take the review role now; otherwise it
+        // tries again while it runs (`take_reviews_over`).
+        if store.is_shared() {
+            match tokio::time::timeout(TAKE_REVIEWS_PATIENCE, store.take_reviews()).await {
+                Ok(Ok(true)) => {
+                    tracing::info!("this node holds the review role and serves reviews")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not try the review role"),
+                Err(_) => tracing::warn!("trying the review role took too long"),
+            }
+        }
         match Server::load(config, shutdown, store.clone(), damage, oidc, router) {
-            Ok((state, api)) => {
+            Ok((state, reviewing)) => {
                 if let Some(links) = node.as_ref().and_then(|n| n.links.as_ref()) {
                     let _ = links.serving.set(Arc::downgrade(&state));
                 }
                 Ok(Server {
                     state,
-                    api,
+                    reviewing,
                     store,
                     flusher,
                     admin: admin::bind(&data_dir_for_admin),
@@ -554,38 +566,29 @@ impl Server {
         damage: Option<Damage>,
         oidc: Option<Arc<reviews::oidc::Oidc>>,
         router: Option<Arc<dyn documents::route::Router>>,
-    ) -> Result<(Arc<AppState>, Arc<ApiState>), ServerError> {
+    ) -> Result<(Arc<AppState>, Reviewing), ServerError> {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
-        let reviews = reviews::Reviews::open(&store)?;
-        let anonymity = Anonymity::open(
-            &store,
-            &config.data_dir.join("held"),
-            config.anonymous_cadence,
-        )?;
-        let records = Records::open(&store)?;
-        let webhooks = Webhooks::open(&store, config.webhooks.clone(), config.clock.clone())?;
-        let people = reviews::people::People::open(&store)?;
         if config.sign_in.trusted.is_some() && config.sign_in.proxies.is_empty() {
             tracing::warn!(
                 "--trusted-identity-header is set without --trusted-proxy: the header is ignored \
                  on every connection, so nobody can sign in through the proxy"
             );
         }
-        let mut authorizer: Arc<dyn access::Authorizer> = Arc::new(reviews::ReviewAuthorizer {
-            reviews: reviews.clone(),
-            others: config.authorizer.clone(),
-        });
+        // A cluster node that does not serve reviews now may take them over later: its
+        // authorizer is switched then (`ReviewSwitch`).
+        let serving = store.serves_reviews();
+        if !serving {
+            tracing::warn!(
+                "another node of the cluster serves reviews (it holds the review role); this \
+                 node serves documents other than reviews' and answers the review API with 503 \
+                 reviews_elsewhere until it takes the role over"
+            );
+        }
+        let switch = Arc::new(ReviewSwitch::new(config.authorizer.clone()));
+        let mut authorizer: Arc<dyn access::Authorizer> = switch.clone();
         if damage.is_some() {
             authorizer = Arc::new(ReadOnlyAccess(authorizer));
-        }
-        if !store.serves_reviews() {
-            tracing::warn!(
-                "another node of the cluster serves reviews (it took the database's single-node \
-                 lock first); this node serves documents other than reviews' and answers the \
-                 review API with 503 reviews_elsewhere"
-            );
-            authorizer = Arc::new(NoReviewsHere(authorizer));
         }
         let registry = Registry::new(
             doc::DocContext {
@@ -599,32 +602,13 @@ impl Server {
             },
             tracker.clone(),
         );
-        let api = Arc::new(ApiState {
-            registry: registry.clone(),
-            reviews,
-            anonymity,
-            records,
-            creation_secret: config.creation_secret.clone(),
-            actions: Arc::new(reviews::actions::ActionIndex::default()),
-            trackers: config.trackers.clone(),
-            webhooks,
-            factor_tags: config
-                .factor_tags
-                .iter()
-                .filter_map(|t| crate::reviews::fields::validate_factor(t).ok())
-                .fold(Vec::new(), |mut tags, t| {
-                    if !tags.contains(&t) {
-                        tags.push(t);
-                    }
-                    tags
-                }),
-            sign_in: reviews::identity::SignIn {
-                oidc: oidc.is_some(),
-                ..config.sign_in.clone()
-            },
-            people,
-            oidc,
-        });
+        let api = if serving {
+            let api = review_api(&config, &store, registry.clone(), oidc.clone())?;
+            switch.serve(&api, &config);
+            Some(api)
+        } else {
+            None
+        };
         if !config.trackers.is_empty() {
             tracing::info!(patterns = ?config.trackers.describe(), "tracker patterns");
         }
@@ -641,14 +625,20 @@ impl Server {
             damage,
             budget: admission::Budget::new(&config.limits),
         });
-        Ok((state, api))
+        let reviewing = Reviewing {
+            api,
+            switch,
+            config,
+            oidc,
+        };
+        Ok((state, reviewing))
     }
 
     /// Serves on `listener` until the shutdown token is cancelled (see [`run`]).
     pub async fn serve(self, listener: TcpListener) -> Result<(), ServerError> {
         let Server {
             state,
-            api,
+            reviewing,
             store,
             flusher,
             data_dir,
@@ -658,22 +648,6 @@ impl Server {
         } = self;
         let shutdown = state.shutdown.clone();
         let tracker = state.tracker.clone();
-        // Reviews' own work runs where reviews are served.
-        if state.damage.is_none() && state.store.serves_reviews() {
-            tracker.spawn(anonymous::release::release_loop(
-                api.releases(),
-                api.records.clone(),
-                shutdown.clone(),
-            ));
-            tracker.spawn(webhooks::deliver::deliver_loop(
-                api.webhooks.clone(),
-                shutdown.clone(),
-            ));
-            tracker.spawn(webhooks::dues::scan_loop(
-                api.webhooks.clone(),
-                shutdown.clone(),
-            ));
-        }
         let node = node.map(Arc::new);
         if let Some(node) = &node {
             tracker.spawn(node.clone().rejoin(shutdown.clone()));
@@ -705,13 +679,44 @@ impl Server {
         // which also sets TCP_NODELAY.
         let listener =
             admission::MeteredListener::new(listener, state.budget.clone(), state.limits.clone());
-        let mut router = http::router(state.clone(), reviews::api::routes(api));
-        if state.damage.is_some() {
-            router = router.layer(axum::middleware::from_fn(refuse_changes));
-        }
-        if !state.store.serves_reviews() {
-            router = router.layer(axum::middleware::from_fn(reviews_elsewhere));
-        }
+        let mut reviewing = reviewing;
+        let router = match reviewing.api.take() {
+            // Reviews are served here from the start (always, but for a cluster node that found
+            // another node holding the review role).
+            Some(api) => {
+                // Nothing of the review domain may outlive the router: the store's handles in
+                // it keep the flusher from ending at shutdown.
+                drop(reviewing);
+                if state.damage.is_none() {
+                    review_work(&state, &api);
+                }
+                let mut router = http::router(state.clone(), reviews::api::routes(api));
+                if state.damage.is_some() {
+                    router = router.layer(axum::middleware::from_fn(refuse_changes));
+                }
+                router
+            }
+            // A cluster node that does not serve reviews (yet): every request goes through a
+            // switch that takes the review API in once this node took the role over.
+            None => {
+                let switch = RouterSwitch::new(
+                    http::router(state.clone(), axum::Router::new())
+                        .layer(axum::middleware::from_fn(reviews_elsewhere)),
+                );
+                let poll = node
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(1), |n| {
+                        n.settings.renew_every()
+                    });
+                tracker.spawn(take_reviews_over(
+                    state.clone(),
+                    reviewing,
+                    switch.clone(),
+                    poll,
+                ));
+                axum::Router::new().fallback_service(switch)
+            }
+        };
         // Connection info gives the WebSocket transports the connection's meter, and the REST
         // limits on guessing and flooding the client's address (as `ConnectInfo<SocketAddr>`).
         let app = router
@@ -789,11 +794,10 @@ impl access::Authorizer for ReadOnlyAccess {
     }
 }
 
-/// In a cluster, a node whose store stopped writing for good (another node took the database's
-/// single-node lock while this one, which served reviews, was reconnecting) could serve nothing
-/// while it still held a lease that routes documents to it: it shuts down instead (handing its
-/// documents over; its exit status is an error, so a supervisor starts it again, and it comes
-/// back serving documents).
+/// In a cluster, a node whose store stopped writing for good (it lost the review role while
+/// serving reviews) could serve nothing while it still held a lease that routes documents to
+/// it: it shuts down instead (handing its documents over; its exit status is an error, so a
+/// supervisor starts it again, and it comes back as a node like the others).
 async fn stop_when_the_store_stops(store: Store, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -805,6 +809,212 @@ async fn stop_when_the_store_stops(store: Store, shutdown: CancellationToken) {
             shutdown.cancel();
             return;
         }
+    }
+}
+
+/// What serving reviews takes, kept by a cluster node that does not serve them yet so that it
+/// can take them over while it runs (`take_reviews_over`).
+struct Reviewing {
+    /// The review domain, once this node serves reviews.
+    api: Option<Arc<ApiState>>,
+    /// The authorizer documents and sockets ask, switched when reviews are taken over.
+    switch: Arc<ReviewSwitch>,
+    config: Config,
+    oidc: Option<Arc<reviews::oidc::Oidc>>,
+}
+
+/// The review domain over what `store` holds now: reviews, sessions, the anonymous queue,
+/// records, webhooks and people, read from the store's trees.
+fn review_api(
+    config: &Config,
+    store: &Store,
+    registry: Arc<Registry>,
+    oidc: Option<Arc<reviews::oidc::Oidc>>,
+) -> Result<Arc<ApiState>, ServerError> {
+    let reviews = reviews::Reviews::open(store)?;
+    let anonymity = Anonymity::open(
+        store,
+        &config.data_dir.join("held"),
+        config.anonymous_cadence,
+    )?;
+    let records = Records::open(store)?;
+    let webhooks = Webhooks::open(store, config.webhooks.clone(), config.clock.clone())?;
+    let people = reviews::people::People::open(store)?;
+    Ok(Arc::new(ApiState {
+        registry,
+        reviews,
+        anonymity,
+        records,
+        creation_secret: config.creation_secret.clone(),
+        actions: Arc::new(reviews::actions::ActionIndex::default()),
+        trackers: config.trackers.clone(),
+        webhooks,
+        factor_tags: config
+            .factor_tags
+            .iter()
+            .filter_map(|t| crate::reviews::fields::validate_factor(t).ok())
+            .fold(Vec::new(), |mut tags, t| {
+                if !tags.contains(&t) {
+                    tags.push(t);
+                }
+                tags
+            }),
+        sign_in: reviews::identity::SignIn {
+            oidc: oidc.is_some(),
+            ..config.sign_in.clone()
+        },
+        people,
+        oidc,
+    }))
+}
+
+/// The review domain's own work, run where reviews are served: anonymous releases, webhook
+/// deliveries, due dates. A cluster node that serves reviews also stops writing once it is
+/// fenced: the trees in its memory may hold what the next holder of the role never sees, and a
+/// node registering again must not commit them (`stop_when_the_store_stops` then shuts it down).
+fn review_work(state: &Arc<AppState>, api: &Arc<ApiState>) {
+    let (tracker, shutdown) = (&state.tracker, &state.shutdown);
+    tracker.spawn(anonymous::release::release_loop(
+        api.releases(),
+        api.records.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(webhooks::deliver::deliver_loop(
+        api.webhooks.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(webhooks::dues::scan_loop(
+        api.webhooks.clone(),
+        shutdown.clone(),
+    ));
+    if state.store.is_shared() {
+        let store = state.store.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                why = store.until_fenced() => store.stop_writing(format!(
+                    "this node lost its lease while serving reviews ({why})"
+                )),
+            }
+        });
+    }
+}
+
+/// On a cluster node that does not serve reviews: tries the review role every renewal interval
+/// (it is free once its holder handed it over or its lease lapsed) and, once it is this node's,
+/// opens the review domain from what the database holds and serves it.
+async fn take_reviews_over(
+    state: Arc<AppState>,
+    reviewing: Reviewing,
+    switch: RouterSwitch,
+    poll: std::time::Duration,
+) {
+    let shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+        if state.store.stopped().is_some() {
+            return;
+        }
+        match tokio::time::timeout(TAKE_REVIEWS_PATIENCE, state.store.take_reviews()).await {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not try the review role"),
+            Err(_) => tracing::warn!("trying the review role took too long"),
+        }
+    }
+    let opened = review_api(
+        &reviewing.config,
+        &state.store,
+        state.registry.clone(),
+        reviewing.oidc.clone(),
+    );
+    let api = match opened {
+        Ok(api) => api,
+        Err(e) => {
+            // The role is held and cannot be served: the node stops, handing it over.
+            tracing::error!(error = %e, "took the review role over but cannot open the review domain");
+            state
+                .store
+                .stop_writing(format!("opening the review domain: {e}"));
+            return;
+        }
+    };
+    reviewing.switch.serve(&api, &reviewing.config);
+    switch.set(http::router(
+        state.clone(),
+        reviews::api::routes(api.clone()),
+    ));
+    review_work(&state, &api);
+    tracing::info!("this node took the review role over and serves reviews now");
+}
+
+/// How long one try of the review role may take.
+const TAKE_REVIEWS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The authorizer of a node: every document as `config.authorizer` and the reviews say while
+/// this node serves reviews; before that (a cluster node another node serves reviews for), a
+/// review's documents are refused (`NoReviewsHere`).
+#[derive(Debug)]
+struct ReviewSwitch(std::sync::RwLock<Arc<dyn access::Authorizer>>);
+
+impl ReviewSwitch {
+    /// Not serving reviews yet: `others` decides every other document.
+    fn new(others: Arc<dyn access::Authorizer>) -> ReviewSwitch {
+        ReviewSwitch(std::sync::RwLock::new(Arc::new(NoReviewsHere(others))))
+    }
+
+    /// Authorizes with the review domain `api` from now on.
+    fn serve(&self, api: &Arc<ApiState>, config: &Config) {
+        let authorizer = Arc::new(reviews::ReviewAuthorizer {
+            reviews: api.reviews.clone(),
+            others: config.authorizer.clone(),
+        });
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = authorizer;
+    }
+}
+
+impl access::Authorizer for ReviewSwitch {
+    fn authorize(&self, token: &str, document: &str) -> Result<access::Access, access::Denied> {
+        let inner = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        inner.authorize(token, document)
+    }
+}
+
+/// The whole HTTP router of a node that may take reviews over while it runs: each request goes
+/// to the router set last.
+#[derive(Clone)]
+struct RouterSwitch(Arc<std::sync::RwLock<axum::Router>>);
+
+impl RouterSwitch {
+    fn new(router: axum::Router) -> RouterSwitch {
+        RouterSwitch(Arc::new(std::sync::RwLock::new(router)))
+    }
+
+    fn set(&self, router: axum::Router) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = router;
+    }
+}
+
+impl tower::Service<axum::extract::Request> for RouterSwitch {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        use tower::ServiceExt;
+        let router = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        Box::pin(router.oneshot(request))
     }
 }
 
@@ -829,7 +1039,7 @@ impl access::Authorizer for NoReviewsHere {
 const REVIEWS_ELSEWHERE: &str = "reviews_elsewhere";
 /// Its sentence.
 const REVIEWS_ELSEWHERE_MESSAGE: &str = "reviews are served by another node of this cluster (the \
-     first to start); this node serves other documents only";
+     one holding the review role); this node serves other documents only";
 
 /// On a node that does not serve reviews, every request of the review API (`/api/…`) and of
 /// sign-in (`/auth/…`, which records people) is answered 503 `reviews_elsewhere`.

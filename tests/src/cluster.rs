@@ -44,6 +44,18 @@ impl Cluster {
         Cluster::start_as(n, lease, renew, vec!["--open-access".to_owned()]).await
     }
 
+    /// [`Cluster::start`] with more flags for every node (`extra`).
+    pub async fn start_with_args(
+        n: usize,
+        lease: Duration,
+        renew: Duration,
+        extra: &[&str],
+    ) -> Cluster {
+        let mut args = vec!["--open-access".to_owned()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Cluster::start_as(n, lease, renew, args).await
+    }
+
     /// [`Cluster::start`] with the shared tokens [`WRITER`] (read-write) and [`READER`]
     /// (read-only) instead of open access.
     pub async fn start_with_tokens(n: usize, lease: Duration, renew: Duration) -> Cluster {
@@ -85,24 +97,35 @@ impl Cluster {
     pub async fn start_node(&mut self) -> ChildServer {
         self.started += 1;
         let data = self.dir.path().join(format!("node-{}", self.started));
-        let url = self.db.url();
-        let lease = self.lease.as_millis().to_string();
-        let renew = self.renew.as_millis().to_string();
-        let secret = self.secret.to_string_lossy().into_owned();
-        let mut args: Vec<&str> = self.access.iter().map(String::as_str).collect();
-        args.extend([
-            "--postgres",
-            &url,
-            "--cluster-lease-ms",
-            &lease,
-            "--cluster-renew-ms",
-            &renew,
-            "--cluster-listen",
-            "127.0.0.1:0",
-            "--cluster-secret-file",
-            &secret,
-        ]);
+        let args = self.node_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ChildServer::start_with(&data, &args, None).await
+    }
+
+    /// The flags of a node of this cluster.
+    fn node_args(&self) -> Vec<String> {
+        let mut args = self.access.clone();
+        args.extend([
+            "--postgres".to_owned(),
+            self.db.url(),
+            "--cluster-lease-ms".to_owned(),
+            self.lease.as_millis().to_string(),
+            "--cluster-renew-ms".to_owned(),
+            self.renew.as_millis().to_string(),
+            "--cluster-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--cluster-secret-file".to_owned(),
+            self.secret.to_string_lossy().into_owned(),
+        ]);
+        args
+    }
+
+    /// Starts one more node expecting it to refuse to start: its exit code and what it wrote on
+    /// stderr.
+    pub async fn refused_node(&mut self) -> (Option<i32>, String) {
+        let args = self.node_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::server::refused_with(&args).await
     }
 
     /// Node `i`, which must be running.
@@ -140,6 +163,25 @@ impl Cluster {
                 .and_then(|n| n.links)
                 .is_some_and(|links| links.to_string() == address)
         })
+    }
+
+    /// The index of the running node that serves reviews (`debrief_serves_reviews 1`), waited
+    /// for: after its holder went, another node takes the review role within a lease and a
+    /// renewal.
+    pub async fn review_node(&self) -> usize {
+        crate::within("a node to serve reviews", async {
+            loop {
+                for (i, node) in self.nodes.iter().enumerate() {
+                    if let Some(node) = node {
+                        if node.metric("debrief_serves_reviews").await == 1 {
+                            return i;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
     }
 
     /// The index of the node that owns `doc`.

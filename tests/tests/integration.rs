@@ -7,6 +7,7 @@ mod integration {
     mod anonymity;
     mod attachments;
     mod cluster;
+    mod cluster_reviews;
     mod collab;
     mod damage;
     mod diskspace;

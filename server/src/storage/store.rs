@@ -115,7 +115,8 @@ impl Store {
     }
 
     /// Why the store stopped writing for good, once it has (PostgreSQL: another Debrief took the
-    /// database's single-node lock after a reconnect); never with sled.
+    /// database's single-node lock after a reconnect, or this node lost the review role); never
+    /// with sled.
     pub fn stopped(&self) -> Option<StoreError> {
         match &self.0 {
             Backend::Sled(_) => None,
@@ -124,12 +125,38 @@ impl Store {
     }
 
     /// Whether this server serves reviews: always with sled; with PostgreSQL shared by several
-    /// nodes, only on the node that holds the single-node lock (see
+    /// nodes, only on the node that holds the review role (see
     /// [`crate::storage::postgres::PgStore::serves_reviews`]).
     pub fn serves_reviews(&self) -> bool {
         match &self.0 {
             Backend::Sled(_) => true,
             Backend::Postgres(p) => p.serves_reviews(),
+        }
+    }
+
+    /// Takes the review role of a cluster if nobody holds it (see
+    /// [`crate::storage::postgres::PgStore::take_reviews`]); true once this server serves
+    /// reviews (at once with sled or a database of its own).
+    pub async fn take_reviews(&self) -> Result<bool, StoreError> {
+        match &self.0 {
+            Backend::Sled(_) => Ok(true),
+            Backend::Postgres(p) => p.take_reviews().await,
+        }
+    }
+
+    /// Stops writing for good (see [`crate::storage::postgres::PgStore::stop_writing`]);
+    /// nothing with sled, where no other node takes reviews over.
+    pub fn stop_writing(&self, why: String) {
+        if let Backend::Postgres(p) = &self.0 {
+            p.stop_writing(why);
+        }
+    }
+
+    /// Whether several nodes share the database (a cluster with internal links).
+    pub fn is_shared(&self) -> bool {
+        match &self.0 {
+            Backend::Sled(_) => false,
+            Backend::Postgres(p) => p.is_shared(),
         }
     }
 

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use debrief_tests::cluster::{synced_after_tries, synced_collab, synced_ws, Cluster};
-use debrief_tests::{within, Client};
+use debrief_tests::server::refused_with;
+use debrief_tests::{within, ChildServer, Client};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -138,10 +139,13 @@ async fn killing_an_owner_mid_burst_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_is_fenced_once_another_node_took_over() {
     let mut cluster = Cluster::start(3, SHORT_LEASE, RENEW).await;
+    // The owner paused is not the node serving reviews (the first one): that one, resumed, would
+    // stop for having lost the review role (`cluster_reviews.rs`).
+    assert_eq!(cluster.review_node().await, 0);
     let doc = "owner-paused";
-    let mut writer = synced_collab(cluster.node(0), doc).await;
-    assert_eq!(cluster.owner_index(doc).await, Some(0));
-    let mut observer = synced_ws(cluster.node(1), doc).await;
+    let mut writer = synced_collab(cluster.node(1), doc).await;
+    assert_eq!(cluster.owner_index(doc).await, Some(1));
+    let mut observer = synced_ws(cluster.node(2), doc).await;
     writer.round_trip().await;
     let before = writer.acks();
     writer.insert("t", 0, "relayed before the pause; ");
@@ -149,14 +153,14 @@ async fn a_paused_owner_is_fenced_once_another_node_took_over() {
     observer.wait_text("t", "relayed before the pause; ").await;
     let owner_id = cluster.owner_of(doc).await.expect("an owner");
 
-    let paused = cluster.take(0);
+    let paused = cluster.take(1);
     paused.signal("STOP");
     // Written while the owner is paused: it reaches the owner's socket, not its database.
     writer.insert("t", 0, "written during the pause; ");
     // The observer's link to the paused node falls silent; it is closed and reconnects.
     let closed = observer.wait_closed().await;
     assert_eq!(closed.code, 1001, "{closed:?}");
-    let reader = synced_ws(cluster.node(1), doc).await;
+    let reader = synced_ws(cluster.node(2), doc).await;
     assert_eq!(reader.text("t"), "relayed before the pause; ");
     let taker = cluster.owner_of(doc).await.expect("an owner");
     assert_ne!(taker, owner_id, "another node took the document over");
@@ -166,7 +170,7 @@ async fn a_paused_owner_is_fenced_once_another_node_took_over() {
     let closed = writer.wait_closed().await;
     assert_eq!(writer.acks(), before + 1, "closed with {closed:?}");
     // Nothing the paused node held was committed after the takeover.
-    let mut check = synced_ws(cluster.node(2), doc).await;
+    let mut check = synced_ws(cluster.node(0), doc).await;
     check.round_trip().await;
     assert_eq!(check.text("t"), "relayed before the pause; ");
     assert_eq!(cluster.owner_of(doc).await, Some(taker));
@@ -546,71 +550,40 @@ async fn a_document_larger_than_a_link_message_is_served_through_another_node() 
     }
 }
 
-/// The node that serves reviews loses its database connection, and by the time it reconnects
-/// another session holds the single-node lock: it cannot serve reviews any more, so it shuts
-/// down (handing its documents over, exiting with an error for its supervisor to start it
-/// again) instead of staying up with a lease that routes documents to it.
+/// The nodes of a cluster take the single-node lock shared: a server without links (one server
+/// per database) refuses to start beside them, and once they are gone a cluster node refuses to
+/// start beside such a server, so that neither writes what the other believes it alone writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_review_node_that_loses_the_lock_shuts_down_and_hands_over() {
-    let mut cluster = Cluster::start(2, Duration::from_secs(3), Duration::from_secs(1)).await;
-    let doc = "lock-lost";
-    let mut writer = synced_collab(cluster.node(0), doc).await;
-    writer.round_trip().await;
-    let before = writer.acks();
-    writer.insert("t", 0, "committed before the lock was lost");
-    writer.wait_acks(before + 1).await;
-    let node = cluster.owner_of(doc).await.expect("an owner");
-    // Another session waits for the lock first; then the review node's commit connection is
-    // ended, so the waiting session has the lock before the node reconnects.
-    let (db, connection) = tokio_postgres::connect(&cluster.db.url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    let connection = tokio::spawn(connection);
-    let waiting = tokio::spawn(async move {
-        db.execute("SELECT pg_advisory_lock($1)", &[&0x6465_6272_6965_6602_i64])
-            .await
-            .expect("take the single-node lock");
-        db
-    });
-    within("the other session to wait for the lock", async {
-        while cluster
-            .db
-            .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            .await
-            != vec!["1"]
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    cluster
-        .db
-        .query(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'debrief {node}'"
-        ))
-        .await;
-    let db = within("the lock", waiting)
-        .await
-        .expect("the lock was taken");
-    let lost = cluster.take(0);
-    let status = lost.exited().await;
-    assert!(!status.success(), "it exits with an error: {status}");
-    assert_eq!(
-        cluster
-            .db
-            .query(&format!("SELECT count(*) FROM nodes WHERE id = '{node}'"))
-            .await,
-        vec!["0"],
-        "the node left"
+async fn a_single_server_and_a_cluster_refuse_each_other() {
+    let mut cluster = Cluster::start(1, Duration::from_secs(3), Duration::from_secs(1)).await;
+    let url = cluster.db.url();
+    let (code, stderr) = refused_with(&["--open-access", "--postgres", &url]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("error: postgres: another Debrief uses this database (PostgreSQL at ")
+            && line.ends_with("); stop it first"),
+        "{stderr}"
     );
-    // Its document is served by the other node, with what was committed.
-    let mut reader = synced_ws(cluster.node(1), doc).await;
-    reader
-        .wait_text("t", "committed before the lock was lost")
-        .await;
-    drop(db);
-    let _ = connection.await;
+    let status = cluster.take(0).terminate().await;
+    assert!(status.success(), "{status}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let single = ChildServer::start_with(
+        &dir.path().join("data"),
+        &["--open-access", "--postgres", &url],
+        None,
+    )
+    .await;
+    let (code, stderr) = cluster.refused_node().await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("error: postgres: another Debrief uses this database (PostgreSQL at ")
+            && line.ends_with("); stop it first"),
+        "{stderr}"
+    );
+    assert!(single.terminate().await.success());
 }
 
 /// What the owner decides reaches clients of other nodes in their own dialect: a y-websocket

@@ -174,48 +174,10 @@ async fn a_review_in_postgres_survives_clean_stops_and_kill_9() {
     assert_eq!(stored, vec!["2"], "both reviews are rows of the database");
 }
 
-/// The same review on a node of a cluster (issue 18): the node that serves reviews is stopped
-/// cleanly and killed while another node of the cluster runs beside it; each time it starts
-/// again it serves the review again (the other node never takes reviews over), with every
-/// comment and the phase.
-#[tokio::test]
-async fn a_review_on_a_cluster_node_survives_clean_stops_and_kill_9_beside_another_node() {
-    use std::os::unix::fs::PermissionsExt;
-    let db = debrief_tests::postgres::TestDb::create().await;
-    let url = db.url();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let secret = dir.path().join("cluster-secret");
-    std::fs::write(&secret, "5a".repeat(32)).expect("write the secret");
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let secret = secret.to_string_lossy().into_owned();
-    let args = [
-        "--postgres",
-        &url,
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--cluster-secret-file",
-        &secret,
-    ];
-    anchored_comments_beside(&args, Some(&args)).await;
-}
-
 /// Comments, anchored and general, in a review that the server restarts under (started with
 /// `args`); after every restart the phase and every comment made before are still there.
 async fn anchored_comments_across_restarts(args: &[&str]) {
-    anchored_comments_beside(args, None).await;
-}
-
-/// [`anchored_comments_across_restarts`], with another server started once the first runs
-/// (with `beside`, on a data directory of its own) and running until the end: in a cluster, a
-/// node that does not serve reviews.
-async fn anchored_comments_beside(args: &[&str], beside: Option<&[&str]>) {
     let mut run = Restarting::start(args).await;
-    let other_dir = tempfile::tempdir().expect("temp dir");
-    let mut neighbour = None;
-    if let Some(beside) = beside {
-        neighbour =
-            Some(ChildServer::start_with(&other_dir.path().join("data"), beside, None).await);
-    }
     let mut review = Review::create(run.server().addr, "Anchors after restarts").await;
     append_paragraph(&review, "report", "author", "Two or three causes.").await;
     review.move_to("review").await;
@@ -261,12 +223,6 @@ async fn anchored_comments_beside(args: &[&str], beside: Option<&[&str]>) {
         .await
         .assert_error(422, "anchor_not_in_report");
     run.terminate().await;
-    if let Some(neighbour) = neighbour {
-        assert!(
-            neighbour.terminate().await.success(),
-            "the other server exits 0"
-        );
-    }
 }
 
 /// The discussion document's roots as `role` sees them: threads, concerns, actions, meeting.

@@ -132,6 +132,30 @@ impl PgStore {
         }
     }
 
+    /// Takes the review role ([`super::REVIEWS_ROLE`]) if nobody holds it (never claimed, handed
+    /// over, or its holder's lease lapsed), in one try, and then reads every metadata tree
+    /// again, so this node serves reviews from what the node before it committed. True once
+    /// this node serves reviews; false while another node's live lease holds the role. A tree
+    /// that cannot be read again leaves the role taken but not served: the next call claims it
+    /// again (a higher epoch) and reads again.
+    pub async fn take_reviews(&self) -> Result<bool, StoreError> {
+        if self.serves_reviews() {
+            return Ok(true);
+        }
+        match claim_group(&self.shared, super::REVIEWS_ROLE).await? {
+            Tried::Won => {}
+            Tried::Held { .. } | Tried::Locked => return Ok(false),
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.reload_trees())
+            .await
+            .map_err(|e| StoreError::Postgres(format!("reading the metadata again: {e}")))??;
+        self.shared
+            .serves_reviews
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(true)
+    }
+
     /// Reads a document this node has just claimed, on the database thread.
     async fn read(&self, name: &str) -> Result<StoredDoc, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();

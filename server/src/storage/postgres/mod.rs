@@ -52,15 +52,20 @@
 //!
 //! **One server per database.** Every session first takes a session-level advisory lock: a
 //! second server on the same database refuses to start, and a server that cannot take it again
-//! after a reconnect stops writing for good (its documents fail, the probe fails). Every
-//! session also sets `synchronous_commit` on, and a database with `fsync` off is refused.
+//! after a reconnect stops writing for good (its documents fail, the probe fails). The nodes of
+//! a cluster ([`PgSettings::shared`]) take it shared, so they run together and refuse a
+//! single-node server beside them, as it refuses them. Every session also sets
+//! `synchronous_commit` on, and a database with `fsync` off is refused.
 //!
 //! **Metadata trees** are read whole into memory the first time they are opened and served from
 //! there; a write changes memory at once (visible to every read on this node, as in sled) and
 //! goes into the pending batch, durable with the next commit. `put_new` checks and writes under
 //! the tree's lock, so it is atomic against every other write of this node, pending ones
-//! included. This holds for one node; phase 2 must read trees that several nodes write from the
-//! database.
+//! included. In a cluster one node at a time writes the trees: the one holding the review role
+//! ([`REVIEWS_ROLE`], claimed like a document by [`PgStore::take_reviews`], which reads every
+//! tree again from the database). Every commit that writes a tree passes the role's fence in
+//! the same transaction, so a node that lost the role (paused past its lease, or handed it over)
+//! writes none; it stops writing for good instead ([`PgStore::stopped`]).
 //!
 //! **Anonymity** (`docs/anonymity.md`). This module writes exactly what the sled backend writes,
 //! nothing more: held anonymous items stay in `held/slots` on the local disk, never in a table.
@@ -140,9 +145,9 @@ pub struct PgSettings {
     pub patience: Duration,
     /// How long one statement round may take (see [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
-    /// Several nodes share the database (a cluster with internal links, `docs/cluster.md`):
-    /// the single-node lock then decides only which node serves reviews, and a node that finds
-    /// it taken at start serves documents without it ([`PgStore::serves_reviews`]).
+    /// Several nodes share the database (a cluster with internal links, `docs/cluster.md`): the
+    /// single-node lock is then taken shared, and the node holding the review role
+    /// ([`REVIEWS_ROLE`]) serves reviews ([`PgStore::serves_reviews`]).
     pub shared: bool,
 }
 
@@ -185,6 +190,11 @@ struct TreeData {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
+/// The review role of a cluster: a row of `documents` no client can name (document names are
+/// `A–Z a–z 0–9 . _ : -`), claimed, leased, handed over and fenced like a document. The node
+/// that holds it serves reviews and alone writes the metadata trees.
+pub const REVIEWS_ROLE: &str = "#reviews";
+
 /// The shortest wait between two tries of a load whose group another node holds.
 const MIN_CLAIM_POLL: Duration = Duration::from_millis(5);
 
@@ -204,8 +214,8 @@ pub(crate) struct Shared {
     up: AtomicBool,
     /// Whether nodes share the database ([`PgSettings::shared`]).
     shared: bool,
-    /// Whether this store holds the single-node lock, so that this node serves reviews (always,
-    /// once connected, when the database is not shared).
+    /// Whether this store took the review role, so that this node serves reviews (a store whose
+    /// database is not shared always does, whatever this says).
     serves_reviews: AtomicBool,
     /// Set once the store stopped writing for good (another Debrief took the database): loads
     /// claim nothing more either.
@@ -306,6 +316,8 @@ enum Call {
     Count { name: String, reply: Reply<u64> },
     /// Commits what is pending.
     Flush { reply: Reply<()> },
+    /// Stops writing for good, saying why (the node serving reviews lost its lease).
+    Stop { why: String },
 }
 
 impl PgStore {
@@ -456,6 +468,21 @@ impl PgStore {
         self.call(|reply| Call::Flush { reply })
     }
 
+    /// Reads every metadata tree opened so far again from the database, replacing what memory
+    /// held: a node taking the review role over sees what the node before it committed.
+    /// Blocking. Nothing writes the trees meanwhile (only the role's holder does).
+    fn reload_trees(&self) -> Result<(), StoreError> {
+        let trees: Vec<Arc<TreeData>> = lock(&self.shared.trees).values().cloned().collect();
+        for tree in trees {
+            let map = self.call(|reply| Call::Tree {
+                name: tree.name.clone(),
+                reply,
+            })?;
+            *tree.map.write().unwrap_or_else(|e| e.into_inner()) = map;
+        }
+        Ok(())
+    }
+
     /// A metadata tree, read from the database the first time it is opened.
     pub fn meta_tree(&self, name: &str) -> Result<PgTree, StoreError> {
         let mut trees = lock(&self.shared.trees);
@@ -560,16 +587,29 @@ impl PgStore {
         stored as usize + pending
     }
 
+    /// Whether several nodes share the database ([`PgSettings::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared.shared
+    }
+
+    /// Stops writing for good, for `why`: what is pending is dropped, every document fails, and
+    /// [`PgStore::stopped`] says why. For a node serving reviews that lost its lease: the trees
+    /// in its memory may hold writes the next holder of the review role will never see, so it
+    /// must not commit any of them under a new registration.
+    pub fn stop_writing(&self, why: String) {
+        let _ = self.calls.send(Call::Stop { why });
+    }
+
     /// Why the store stopped writing for good (another Debrief took the database's single-node
-    /// lock after a reconnect), once it has.
+    /// lock after a reconnect, or this node lost the review role), once it has.
     pub fn stopped(&self) -> Option<StoreError> {
         self.shared.stopped.get().cloned()
     }
 
-    /// Whether this node serves reviews: it holds the single-node lock. Always true when the
-    /// database is not shared (a store that cannot take the lock does not open); in a cluster,
-    /// true on the node that got the lock first (`docs/cluster.md`, "Reviews on one node, for
-    /// now").
+    /// Whether this node serves reviews. Always true when the database is not shared (a store
+    /// that cannot take the single-node lock does not open); in a cluster, true once this node
+    /// took the review role ([`PgStore::take_reviews`]) and until it stops (`docs/cluster.md`,
+    /// "Reviews on one node at a time").
     pub fn serves_reviews(&self) -> bool {
         !self.shared.shared || self.shared.serves_reviews.load(Ordering::Acquire)
     }
@@ -629,6 +669,17 @@ impl PgStore {
             out,
             "debrief_postgres_up {}",
             u8::from(self.shared.up.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP debrief_serves_reviews Whether this node serves reviews (it holds the review \
+             role of the cluster, or the database is its own)."
+        );
+        let _ = writeln!(out, "# TYPE debrief_serves_reviews gauge");
+        let _ = writeln!(
+            out,
+            "debrief_serves_reviews {}",
+            u8::from(self.serves_reviews())
         );
         let name = "debrief_postgres_commit_seconds";
         let _ = writeln!(

@@ -27,17 +27,15 @@ const SINGLE_NODE_LOCK: i64 = 0x6465_6272_6965_6602;
 /// server restarted at once after a crash may find the old session not yet ended.
 const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Whether a new connection takes [`SINGLE_NODE_LOCK`].
+/// How a new connection takes [`SINGLE_NODE_LOCK`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lock {
-    /// It must (one server per database, or the node of a cluster that serves reviews): a
-    /// lock another server holds is an error.
-    Required,
-    /// It tries (a cluster node's first connection): the node that gets it serves reviews,
-    /// any other serves documents without it.
-    Try,
-    /// It does not (a cluster node that serves documents only).
-    Skip,
+    /// Alone (one server per database): any other holder is an error.
+    Exclusive,
+    /// Shared with the other nodes of a cluster: a single-node server that holds it alone is an
+    /// error, and so the cluster's nodes refuse such a server as it refuses them. Which node
+    /// serves reviews is decided by the review role (`PgStore::take_reviews`), not by the lock.
+    Shared,
 }
 
 /// The one-line reason a server does not start (or stops serving) when another holds
@@ -296,17 +294,23 @@ async fn set_up(
     task: JoinHandle<()>,
     idle_limit: Option<Duration>,
     lock: Lock,
-) -> Result<(Conn, bool), SetUpError> {
+) -> Result<Conn, SetUpError> {
     let locked = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
     let prepared = async {
         let taken: bool = match lock {
-            Lock::Skip => false,
-            Lock::Required | Lock::Try => client
+            Lock::Exclusive => client
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&SINGLE_NODE_LOCK])
                 .await?
                 .get(0),
+            Lock::Shared => client
+                .query_one(
+                    "SELECT pg_try_advisory_lock_shared($1)",
+                    &[&SINGLE_NODE_LOCK],
+                )
+                .await?
+                .get(0),
         };
-        if !taken && lock != Lock::Skip {
+        if !taken {
             // A session of this server's that hung (dropped by us, still alive on the server)
             // keeps the lock until it ends: end it, and try again after the backoff.
             let own: i64 = client
@@ -321,9 +325,7 @@ async fn set_up(
             if own > 0 {
                 return Err(SetUpError::Stale);
             }
-            if lock == Lock::Required {
-                return Err(SetUpError::Taken);
-            }
+            return Err(SetUpError::Taken);
         }
         // "Acknowledged" means "on disk": a role or database default of `off` must not apply.
         client.batch_execute("SET synchronous_commit = on").await?;
@@ -353,20 +355,16 @@ async fn set_up(
             client.prepare(INSERT_RECORDS).await?,
             client.prepare(UPSERT_META).await?,
             client.prepare(DELETE_META).await?,
-            taken,
         ))
     };
     match prepared.await {
-        Ok((insert_records, upsert_meta, delete_meta, taken)) => Ok((
-            Conn {
-                client,
-                task,
-                insert_records,
-                upsert_meta,
-                delete_meta,
-            },
-            taken,
-        )),
+        Ok((insert_records, upsert_meta, delete_meta)) => Ok(Conn {
+            client,
+            task,
+            insert_records,
+            upsert_meta,
+            delete_meta,
+        }),
         Err(e) => {
             task.abort();
             Err(e)
@@ -410,32 +408,18 @@ macro_rules! bounded {
 }
 
 impl Worker {
-    /// [`set_up`], bounded by the timeout. The first connection of a store shared by several
-    /// nodes tries the single-node lock, and whether it got it decides for good whether this
-    /// node serves reviews; later connections of a node that serves reviews must take it again,
-    /// and those of one that does not never try.
-    async fn set_up(
-        &self,
-        client: Client,
-        task: JoinHandle<()>,
-        first: bool,
-    ) -> Result<Conn, SetUpError> {
+    /// [`set_up`], bounded by the timeout: the single-node lock alone, or shared with the
+    /// other nodes when several share the database.
+    async fn set_up(&self, client: Client, task: JoinHandle<()>) -> Result<Conn, SetUpError> {
         let abort = task.abort_handle();
         let idle_limit = self.shared.ownership.owner.idle_limit();
-        let lock = match (self.shared.shared, first) {
-            (false, _) => Lock::Required,
-            (true, true) => Lock::Try,
-            (true, false) if self.shared.serves_reviews.load(Ordering::Acquire) => Lock::Required,
-            (true, false) => Lock::Skip,
+        let lock = if self.shared.shared {
+            Lock::Shared
+        } else {
+            Lock::Exclusive
         };
         match tokio::time::timeout(self.timeout, set_up(client, task, idle_limit, lock)).await {
-            Ok(Ok((conn, taken))) => {
-                if first {
-                    self.shared.serves_reviews.store(taken, Ordering::Release);
-                }
-                Ok(conn)
-            }
-            Ok(Err(e)) => Err(e),
+            Ok(result) => result,
             Err(_) => {
                 abort.abort();
                 Err(SetUpError::Overdue)
@@ -450,7 +434,7 @@ impl Worker {
         loop {
             match open_client(&self.config).await {
                 Ok((client, task)) => {
-                    let conn = match self.set_up(client, task, true).await {
+                    let conn = match self.set_up(client, task).await {
                         Ok(conn) => conn,
                         Err(SetUpError::Taken | SetUpError::Stale)
                             if started.elapsed() < LOCK_PATIENCE =>
@@ -590,7 +574,7 @@ impl Worker {
                 return Err(unreachable_error());
             }
             let made = match open_client(&self.config).await {
-                Ok((client, task)) => self.set_up(client, task, false).await,
+                Ok((client, task)) => self.set_up(client, task).await,
                 Err(e) => Err(SetUpError::Pg(e)),
             };
             match made {
@@ -602,7 +586,10 @@ impl Worker {
                     tracing::info!("connected to PostgreSQL again");
                 }
                 Err(SetUpError::Taken) => {
-                    self.stop();
+                    self.stop(&format!(
+                        "{ANOTHER_DEBRIEF}; this server stopped writing to it (restart it once \
+                         the other one is stopped)"
+                    ));
                     return Err(StoreError::Postgres(ANOTHER_DEBRIEF.to_owned()));
                 }
                 Err(e) => {
@@ -616,15 +603,13 @@ impl Worker {
         self.conn.as_mut().ok_or_else(unreachable_error)
     }
 
-    /// After a reconnect found the single-node lock taken: another server may have claimed this
-    /// one's documents and written its metadata since, so this one writes nothing more. Every
-    /// document it holds fails (its owner stops), and so does everything after.
-    fn stop(&mut self) {
-        let why = StoreError::Postgres(format!(
-            "{ANOTHER_DEBRIEF}; this server stopped writing to it (restart it once the other one \
-             is stopped)"
-        ));
-        tracing::error!("{ANOTHER_DEBRIEF}: this server writes nothing more to it; restart it once the other one is stopped");
+    /// After a reconnect found the single-node lock taken (another server may have claimed this
+    /// one's documents and written its metadata since), or a commit found that another node took
+    /// the review role over: this one writes nothing more. Every document it holds fails (its
+    /// owner stops), and so does everything after.
+    fn stop(&mut self, why: &str) {
+        let why = StoreError::Postgres(why.to_owned());
+        tracing::error!(reason = %why, "this server writes nothing more to the database");
         {
             let mut state = lock(&self.shared.state);
             let claimed: Vec<String> = state.claims.keys().cloned().collect();
@@ -633,6 +618,7 @@ impl Worker {
                 state.failed.insert(name, why.clone());
             }
         }
+        self.shared.serves_reviews.store(false, Ordering::Release);
         let _ = self.shared.stopped.set(why.clone());
         self.stopped = Some(why);
         self.shared.up.store(false, Ordering::Release);
@@ -685,6 +671,7 @@ impl Worker {
                 let result = bounded!(self, self.count(&name));
                 let _ = reply.send(result);
             }
+            Call::Stop { why } => self.stop(&why),
             Call::Flush { reply } => {
                 let (done, answer) = tokio::sync::oneshot::channel();
                 self.round(vec![FlushWaiter { done, doc: None }]).await;
@@ -968,11 +955,14 @@ impl Worker {
                 records: std::mem::take(&mut state.records),
                 meta: std::mem::take(&mut state.meta),
             };
-            let epochs: BTreeMap<String, i64> = batch
+            let mut epochs: BTreeMap<String, i64> = batch
                 .records
                 .keys()
                 .filter_map(|name| Some((name.clone(), *state.claims.get(name)?)))
                 .collect();
+            if let Some(epoch) = state.claims.get(super::REVIEWS_ROLE) {
+                epochs.insert(super::REVIEWS_ROLE.to_owned(), *epoch);
+            }
             (batch, epochs)
         };
         let mut outcome = Ok(());
@@ -987,7 +977,10 @@ impl Worker {
             let committed = bounded!(self, self.commit(&mut batch, &epochs));
             let elapsed = started.elapsed();
             match committed {
-                Ok(fenced) => {
+                Ok(Committed { fenced, meta }) => {
+                    if let Err(e) = meta {
+                        outcome = Err(e);
+                    }
                     self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.shared.stats.commit_took(elapsed);
                     for (name, why) in fenced {
@@ -1047,14 +1040,25 @@ impl Worker {
         }
     }
 
-    /// Commits `batch`; the documents that were fenced (left out of it), each with why.
+    /// Commits `batch`; the documents that were fenced (left out of it), each with why, and
+    /// whether its metadata writes were refused (left out of it too).
     async fn commit(
         &mut self,
         batch: &mut Batch,
         epochs: &BTreeMap<String, i64>,
-    ) -> Result<Vec<(String, StoreError)>, StoreError> {
+    ) -> Result<Committed, StoreError> {
         let owner = self.shared.ownership.owner.clone();
         let mut fenced = Vec::new();
+        let mut meta = Ok(());
+        // In a shared database only the review role's holder writes the metadata trees.
+        if self.shared.shared && !batch.meta.is_empty() && !epochs.contains_key(super::REVIEWS_ROLE)
+        {
+            batch.meta.clear();
+            tracing::error!(
+                "metadata written on a node that does not serve reviews was not stored"
+            );
+            meta = Err(StoreError::Postgres(NOT_THE_REVIEW_NODE.to_owned()));
+        }
         // Documents without a claim (never loaded here) cannot pass the fence.
         batch.records.retain(|name, _| {
             let claimed = epochs.contains_key(name);
@@ -1063,9 +1067,26 @@ impl Worker {
             }
             claimed
         });
-        let conn = self.connected().await?;
+        let mut role_lost = false;
+        let shared_db = self.shared.shared;
         loop {
+            let conn = self.connected().await?;
             let tx = conn.client.transaction().await.map_err(pg_error)?;
+            // The role first: its name sorts before every document's, so the fences still lock
+            // rows in name order, as claims do.
+            if shared_db && !batch.meta.is_empty() {
+                let epoch = epochs.get(super::REVIEWS_ROLE).copied().unwrap_or(-1);
+                if !owner
+                    .fence(&tx, super::REVIEWS_ROLE, epoch)
+                    .await
+                    .map_err(pg_error)?
+                {
+                    tx.rollback().await.map_err(pg_error)?;
+                    batch.meta.clear();
+                    role_lost = true;
+                    continue;
+                }
+            }
             if !batch.records.is_empty() {
                 // One fence per document, in name order (the batch's order), the order in which
                 // claims lock rows, so a commit and a claim cannot deadlock.
@@ -1131,7 +1152,27 @@ impl Worker {
                     .map_err(pg_error)?;
             }
             tx.commit().await.map_err(pg_error)?;
-            return Ok(fenced);
+            if role_lost {
+                // The trees in memory hold writes no commit will take: this node serves reviews
+                // no more, and stops writing (the server shuts down and hands over).
+                let why = fence_refused(owner.as_ref(), super::REVIEWS_ROLE);
+                let why = format!("this node no longer holds the review role ({why})");
+                self.stop(&why);
+                meta = Err(StoreError::Postgres(why));
+            }
+            return Ok(Committed { fenced, meta });
         }
     }
 }
+
+/// What a commit did besides committing.
+struct Committed {
+    /// Documents left out because their fence refused them, each with why.
+    fenced: Vec<(String, StoreError)>,
+    /// Why the metadata writes were left out, if they were.
+    meta: Result<(), StoreError>,
+}
+
+/// Why metadata writes of a cluster node that does not hold the review role are refused.
+const NOT_THE_REVIEW_NODE: &str =
+    "this node does not serve reviews, so it writes no review metadata";
