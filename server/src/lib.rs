@@ -468,10 +468,16 @@ impl Server {
         // With links, a document another node owns is served through it.
         let router = node.as_ref().and_then(|n| {
             n.links.as_ref().map(|links| {
+                let store = store.clone();
                 Arc::new(transport::forwarded::ClusterRouter::new(
                     n.slot.clone(),
                     links.current.clone(),
                     reviews::claim_group,
+                    transport::forwarded::ReviewRouting {
+                        is_review: is_review_document,
+                        role: storage::postgres::REVIEWS_ROLE,
+                        here: Box::new(move || store.serves_reviews()),
+                    },
                 )) as Arc<dyn documents::route::Router>
             })
         });
@@ -585,10 +591,23 @@ impl Server {
                  reviews_elsewhere until it takes the role over"
             );
         }
+        // Two views of the same switch: the sockets' (with links, a review's document is let
+        // through to be forwarded to the node serving reviews, which decides the token) and the
+        // documents' own (a review's document is never served here by a node that does not
+        // serve reviews).
+        let forwards = router.is_some();
         let switch = Arc::new(ReviewSwitch::new(config.authorizer.clone()));
-        let mut authorizer: Arc<dyn access::Authorizer> = switch.clone();
+        let mut authorizer: Arc<dyn access::Authorizer> = Arc::new(SwitchView {
+            switch: switch.clone(),
+            forwards,
+        });
+        let mut owning: Arc<dyn access::Authorizer> = Arc::new(SwitchView {
+            switch: switch.clone(),
+            forwards: false,
+        });
         if damage.is_some() {
             authorizer = Arc::new(ReadOnlyAccess(authorizer));
+            owning = Arc::new(ReadOnlyAccess(owning));
         }
         let registry = Registry::new(
             doc::DocContext {
@@ -596,7 +615,7 @@ impl Server {
                 limits: config.limits.clone(),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
-                authorizer: authorizer.clone(),
+                authorizer: owning,
                 reloads: Arc::new(reloads::ReloadLimiter::new(&config.limits)),
                 router,
             },
@@ -957,14 +976,17 @@ const TAKE_REVIEWS_PATIENCE: std::time::Duration = std::time::Duration::from_sec
 
 /// The authorizer of a node: every document as `config.authorizer` and the reviews say while
 /// this node serves reviews; before that (a cluster node another node serves reviews for), a
-/// review's documents are refused (`NoReviewsHere`).
+/// review's documents are not this node's to decide (`SwitchView`).
 #[derive(Debug)]
-struct ReviewSwitch(std::sync::RwLock<Arc<dyn access::Authorizer>>);
+struct ReviewSwitch(
+    std::sync::RwLock<Option<Arc<dyn access::Authorizer>>>,
+    Arc<dyn access::Authorizer>,
+);
 
 impl ReviewSwitch {
     /// Not serving reviews yet: `others` decides every other document.
     fn new(others: Arc<dyn access::Authorizer>) -> ReviewSwitch {
-        ReviewSwitch(std::sync::RwLock::new(Arc::new(NoReviewsHere(others))))
+        ReviewSwitch(std::sync::RwLock::new(None), others)
     }
 
     /// Authorizes with the review domain `api` from now on.
@@ -973,15 +995,44 @@ impl ReviewSwitch {
             reviews: api.reviews.clone(),
             others: config.authorizer.clone(),
         });
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = authorizer;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(authorizer);
     }
 }
 
-impl access::Authorizer for ReviewSwitch {
+/// One view of a [`ReviewSwitch`]. While this node does not serve reviews, a review's document
+/// is refused (4401 `reviews_elsewhere`), or, for the sockets of a node that forwards
+/// (`forwards`), let through read-only for now: the node serving reviews decides the token
+/// when the connection is forwarded to it, and its decision replaces this one. Such a
+/// connection counts as authenticated for this node's budgets until that node answers.
+#[derive(Debug)]
+struct SwitchView {
+    switch: Arc<ReviewSwitch>,
+    forwards: bool,
+}
+
+impl access::Authorizer for SwitchView {
     fn authorize(&self, token: &str, document: &str) -> Result<access::Access, access::Denied> {
-        let inner = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
-        inner.authorize(token, document)
+        let serving = self
+            .switch
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match serving {
+            Some(reviews) => reviews.authorize(token, document),
+            None if !is_review_document(document) => self.switch.1.authorize(token, document),
+            None if self.forwards => Ok(access::Access::ReadOnly),
+            None => Err(access::Denied {
+                code: REVIEWS_ELSEWHERE.into(),
+                message: REVIEWS_ELSEWHERE_MESSAGE.to_owned(),
+            }),
+        }
     }
+}
+
+/// Whether `document` is one of a review's (served only where reviews are).
+fn is_review_document(document: &str) -> bool {
+    reviews::claim_group(document).len() > 1
 }
 
 /// The whole HTTP router of a node that may take reviews over while it runs: each request goes
@@ -1015,23 +1066,6 @@ impl tower::Service<axum::extract::Request> for RouterSwitch {
         use tower::ServiceExt;
         let router = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         Box::pin(router.oneshot(request))
-    }
-}
-
-/// On a node that does not serve reviews (another node of the cluster does, `docs/cluster.md`),
-/// a review's documents are refused, whatever the token: only the review node may load them.
-#[derive(Debug)]
-struct NoReviewsHere(Arc<dyn access::Authorizer>);
-
-impl access::Authorizer for NoReviewsHere {
-    fn authorize(&self, token: &str, document: &str) -> Result<access::Access, access::Denied> {
-        if reviews::claim_group(document).len() > 1 {
-            return Err(access::Denied {
-                code: REVIEWS_ELSEWHERE.into(),
-                message: REVIEWS_ELSEWHERE_MESSAGE.to_owned(),
-            });
-        }
-        self.0.authorize(token, document)
     }
 }
 

@@ -169,7 +169,7 @@ impl Owner {
                     unload.stopped(&start.name, start.generation);
                 }
                 drop(start);
-                Owner::refuse_all(rx, false).await;
+                Owner::refuse_all(rx, Refusal::NotLoaded).await;
             }
             None => {
                 tracing::debug!("the server is shutting down; the document's load is abandoned");
@@ -177,7 +177,7 @@ impl Owner {
                     unload.stopped(&start.name, start.generation);
                 }
                 drop(start);
-                Owner::refuse_all(rx, true).await;
+                Owner::refuse_all(rx, Refusal::ShuttingDown).await;
             }
         }
     }
@@ -398,21 +398,35 @@ impl Owner {
     /// Answers every queued join with a refusal when the document could not be loaded, or
     /// (`shutting_down`) when the server stopped while it was loading: those connections close
     /// "going away", as every other does at shutdown.
-    pub(crate) async fn refuse_all(mut rx: queue::Receiver<DocCommand>, shutting_down: bool) {
+    pub(crate) async fn refuse_all(mut rx: queue::Receiver<DocCommand>, why: Refusal) {
         rx.close();
         while let Some(cmd) = rx.recv().await {
             if let DocCommand::Join(join) = cmd {
                 let JoinRequest { peer, reply } = *join;
-                if shutting_down {
-                    let _ = reply.send(Err(JoinError::ShuttingDown));
-                    continue;
-                }
-                peer.kick
-                    .kick(close::INTERNAL_ERROR, "document could not be loaded");
+                let (code, reason) = match &why {
+                    Refusal::ShuttingDown => {
+                        let _ = reply.send(Err(JoinError::ShuttingDown));
+                        continue;
+                    }
+                    Refusal::NotLoaded => (close::INTERNAL_ERROR, "document could not be loaded"),
+                    Refusal::Unavailable(reason) => (close::TRY_AGAIN_LATER, reason.as_str()),
+                };
+                peer.kick.kick(code, reason);
                 let _ = reply.send(Err(JoinError::Unloading));
             }
         }
     }
+}
+
+/// Why the joins of a document that is not served are refused ([`Owner::refuse_all`]).
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Loading it failed.
+    NotLoaded,
+    /// It is served nowhere this node can reach now, for the reason given (sent to clients).
+    Unavailable(String),
 }
 
 /// Reads a document's stored bytes (no yrs work; see [`Store::load`]).

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::documents::command::DocHandle;
 use crate::documents::core::Shared;
-use crate::documents::doc::{DocContext, Owner, Start, Unload};
+use crate::documents::doc::{DocContext, Owner, Refusal, Start, Unload};
 use crate::documents::queue;
 use crate::documents::remote::{self, RemoteStart};
 use crate::documents::route::Route;
@@ -91,12 +91,19 @@ impl Registry {
                         route = router.route(&start.name) => route,
                         // The connections waiting for it are answered "shutting down".
                         () = start.ctx.shutdown.cancelled() => {
-                            Owner::refuse_all(rx, true).await;
+                            Owner::refuse_all(rx, Refusal::ShuttingDown).await;
                             return;
                         }
                     };
                     match route {
                         Route::Here => Owner::run(start, rx).await,
+                        Route::Unavailable(reason) => {
+                            // Forgotten, so that the next connection is routed again.
+                            if let Some(unload) = start.unload.upgrade() {
+                                unload.stopped(&start.name, start.generation);
+                            }
+                            Owner::refuse_all(rx, Refusal::Unavailable(reason)).await;
+                        }
                         Route::There(remote) => {
                             let Start {
                                 name,
@@ -119,6 +126,12 @@ impl Registry {
             }
         }
         handle
+    }
+
+    /// The authorizer the documents this node owns decide with (in a cluster, stricter than the
+    /// sockets': a review's document is not this node's to serve unless it serves reviews).
+    pub fn authorizer(&self) -> &Arc<dyn crate::documents::access::Authorizer> {
+        &self.ctx.authorizer
     }
 
     /// The owner of `name` if it is in memory; never loads it.

@@ -21,6 +21,9 @@ pub enum Route {
     Here,
     /// By another node, reached through this.
     There(Arc<dyn Remote>),
+    /// Neither here nor by a node this one can reach now (in a cluster, a review's document
+    /// while no node serves reviews): the connections are asked to come back later.
+    Unavailable(String),
 }
 
 /// Another node that owns documents.

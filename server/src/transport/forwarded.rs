@@ -92,7 +92,9 @@ pub async fn serve(state: Arc<AppState>, mut sub: SubStream) {
             return;
         }
     };
-    let access = match state.authorizer.authorize(&token, &doc) {
+    // As the owner decides: the sockets' authorizer would let a review's document through to
+    // be forwarded, and this node is where it was forwarded to.
+    let access = match state.registry.authorizer().authorize(&token, &doc) {
         Ok(access) => access,
         Err(denied) => {
             Metrics::inc(&state.metrics.permission_denied);
@@ -262,93 +264,165 @@ pub struct ClusterRouter {
     links: Arc<CurrentLinks>,
     /// The documents claimed together with one (a review's three).
     group: fn(&str) -> Vec<String>,
+    /// Where reviews are served: their documents go to the node holding the review role.
+    reviews: ReviewRouting,
+}
+
+/// How a cluster router sends a review's documents to the node that serves reviews.
+pub struct ReviewRouting {
+    /// Whether a document is a review's.
+    pub is_review: fn(&str) -> bool,
+    /// The review role's row in `documents` (its owner serves reviews).
+    pub role: &'static str,
+    /// Whether this node serves reviews now.
+    pub here: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for ReviewRouting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReviewRouting")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClusterRouter {
     /// A router for the node of `slot`, reaching others through `links`, claiming each document
-    /// with the others of its `group`.
+    /// with the others of its `group`, and sending a review's documents where `reviews` says.
     pub fn new(
         slot: Arc<MemberSlot>,
         links: Arc<CurrentLinks>,
         group: fn(&str) -> Vec<String>,
+        reviews: ReviewRouting,
     ) -> ClusterRouter {
-        ClusterRouter { slot, links, group }
+        ClusterRouter {
+            slot,
+            links,
+            group,
+            reviews,
+        }
     }
+
+    /// Where `doc` is served by the database's records: here, or by which node. A review's
+    /// document on a node that does not serve reviews goes to the holder of the review role,
+    /// and waits while nobody holds it.
+    async fn target(&self, doc: &str) -> Target {
+        let me = self.slot.node();
+        let patience = self.slot.patience();
+        if (self.reviews.is_review)(doc) && !(self.reviews.here)() {
+            let looked_up = tokio::time::timeout(patience, self.slot.owner_of(self.reviews.role))
+                .await
+                .unwrap_or_else(|_| Err(ClusterError::Overdue));
+            return match looked_up {
+                Ok(Some(Ownership::Live { node, .. })) if node != me => Target::Node(node),
+                // This node holds the role and is about to serve reviews; anything else means
+                // nobody does now.
+                Ok(_) => Target::Wait("no node of the cluster serves reviews now".to_owned()),
+                Err(e) => Target::Wait(format!("looking up the node serving reviews: {e}")),
+            };
+        }
+        // A database that does not answer within a claim's patience: the document is served
+        // here, where loading it fails or waits within the store's own bounds.
+        let looked_up = tokio::time::timeout(patience, self.slot.owner_of(doc))
+            .await
+            .unwrap_or_else(|_| Err(ClusterError::Overdue));
+        match looked_up {
+            Ok(Some(Ownership::Live { node, .. })) if node != me => Target::Node(node),
+            Ok(Some(Ownership::Live { .. }) | None) => Target::Here,
+            // Nobody serves it: claimed now, so that of two nodes taking it over at once the
+            // loser forwards to the winner instead of waiting for a lease.
+            Ok(Some(_)) => {
+                let group = (self.group)(doc);
+                let names: Vec<&str> = group.iter().map(String::as_str).collect();
+                let claimed = tokio::time::timeout(patience, self.slot.claim_all(&names))
+                    .await
+                    .unwrap_or_else(|_| Err(ClusterError::Overdue));
+                match claimed {
+                    Ok(Some(Claims::Held(held))) => Target::Node(held.owner),
+                    Ok(_) => Target::Here,
+                    Err(e) => {
+                        tracing::debug!(doc = %doc, error = %e, "could not claim the document before loading it");
+                        Target::Here
+                    }
+                }
+            }
+            Err(e) => {
+                // Served here: loading claims it, and waits while another node holds it.
+                tracing::warn!(doc = %doc, error = %e, "could not look the document's owner up");
+                Target::Here
+            }
+        }
+    }
+}
+
+/// Where the records say a document is served.
+enum Target {
+    Here,
+    Node(String),
+    /// Nowhere yet (a review's document while no node serves reviews): looked at again.
+    Wait(String),
 }
 
 impl Router for ClusterRouter {
     /// An owner that cannot be reached (it died, and its lease has not lapsed yet) is looked up
     /// again every renewal interval, for as long as a claim would wait for it: the document is
     /// then served here (taken over) as soon as the lease lapsed, and the connections that wait
-    /// for it are served then instead of being refused.
+    /// for it are served then instead of being refused. A review's document is never served
+    /// here by a node that does not serve reviews: past that patience it is unavailable.
     fn route<'a>(&'a self, doc: &'a str) -> BoxFuture<'a, Route> {
         Box::pin(async move {
             let started = tokio::time::Instant::now();
+            let review = (self.reviews.is_review)(doc);
             loop {
-                let me = self.slot.node();
-                // A database that does not answer within a claim's patience: the document is
-                // served here, where loading it fails or waits within the store's own bounds.
-                let looked_up = tokio::time::timeout(self.slot.patience(), self.slot.owner_of(doc))
-                    .await
-                    .unwrap_or_else(|_| Err(ClusterError::Overdue));
-                let node = match looked_up {
-                    Ok(Some(Ownership::Live { node, .. })) if node != me => node,
-                    Ok(Some(Ownership::Live { .. }) | None) => return Route::Here,
-                    // Nobody serves it: claimed now, so that of two nodes taking it over at once
-                    // the loser forwards to the winner instead of waiting for a lease.
-                    Ok(Some(_)) => {
-                        let group = (self.group)(doc);
-                        let names: Vec<&str> = group.iter().map(String::as_str).collect();
-                        let claimed =
-                            tokio::time::timeout(self.slot.patience(), self.slot.claim_all(&names))
-                                .await
-                                .unwrap_or_else(|_| Err(ClusterError::Overdue));
-                        match claimed {
-                            Ok(Some(Claims::Held(held))) => held.owner,
-                            Ok(_) => return Route::Here,
-                            Err(e) => {
-                                tracing::debug!(doc = %doc, error = %e, "could not claim the document before loading it");
-                                return Route::Here;
+                let why = match self.target(doc).await {
+                    Target::Here => return Route::Here,
+                    Target::Wait(why) => why,
+                    Target::Node(node) => match NodeId::parse(&node) {
+                        None if review => format!("the node serving reviews has a bad id {node:?}"),
+                        None => return Route::Here,
+                        Some(node) => match self.reach(&node).await {
+                            Ok(()) => {
+                                return Route::There(Arc::new(LinkRemote {
+                                    node,
+                                    links: self.links.clone(),
+                                }))
                             }
-                        }
-                    }
-                    Err(e) => {
-                        // Served here: loading claims it, and waits while another node holds it.
-                        tracing::warn!(doc = %doc, error = %e, "could not look the document's owner up");
-                        return Route::Here;
-                    }
-                };
-                let Some(node) = NodeId::parse(&node) else {
-                    return Route::Here;
-                };
-                // A dial waits no longer than a renewal interval (at least a second): a node that
-                // stopped (SIGSTOP) accepts the connection but never finishes the handshake.
-                let dial_limit = self.slot.poll().max(std::time::Duration::from_secs(1));
-                let reached = match self.links.get() {
-                    Some(links) => match tokio::time::timeout(dial_limit, links.get(&node)).await {
-                        Ok(linked) => linked.map(|_| ()).map_err(|e| e.to_string()),
-                        Err(_) => Err("the dial did not finish in time".to_owned()),
+                            Err(e) => format!("node {node} cannot be reached: {e}"),
+                        },
                     },
-                    None => Err("this node has no links now (it is registering again)".to_owned()),
                 };
-                match reached {
-                    Ok(()) => {
-                        return Route::There(Arc::new(LinkRemote {
-                            node,
-                            links: self.links.clone(),
-                        }))
-                    }
-                    Err(e) if started.elapsed() < self.slot.patience() => {
-                        tracing::debug!(doc = %doc, node = %node, error = %e, "the document's owner cannot be reached; looking again");
-                        tokio::time::sleep(self.slot.poll()).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(doc = %doc, node = %node, error = %e, "the document's owner cannot be reached; loading it here");
-                        return Route::Here;
-                    }
+                if started.elapsed() < self.slot.patience() {
+                    tracing::debug!(doc = %doc, why = %why, "the document's owner cannot be reached; looking again");
+                    tokio::time::sleep(self.slot.poll()).await;
+                } else if review {
+                    tracing::warn!(doc = %doc, why = %why, "a review's document cannot be served from this node now");
+                    return Route::Unavailable(REVIEWS_UNAVAILABLE.to_owned());
+                } else {
+                    tracing::warn!(doc = %doc, why = %why, "the document's owner cannot be reached; loading it here");
+                    return Route::Here;
                 }
             }
         })
+    }
+}
+
+/// Why a client of a review's document is asked to come back later on a node that cannot reach
+/// the node serving reviews.
+const REVIEWS_UNAVAILABLE: &str =
+    "reviews_unavailable: no node of this cluster can serve reviews now; try again";
+
+impl ClusterRouter {
+    /// Dials `node` (or finds its link), within a renewal interval and at least a second: a
+    /// node that stopped (SIGSTOP) accepts the connection but never finishes the handshake.
+    async fn reach(&self, node: &NodeId) -> Result<(), String> {
+        let dial_limit = self.slot.poll().max(std::time::Duration::from_secs(1));
+        match self.links.get() {
+            Some(links) => match tokio::time::timeout(dial_limit, links.get(node)).await {
+                Ok(linked) => linked.map(|_| ()).map_err(|e| e.to_string()),
+                Err(_) => Err("the dial did not finish in time".to_owned()),
+            },
+            None => Err("this node has no links now (it is registering again)".to_owned()),
+        }
     }
 }
 

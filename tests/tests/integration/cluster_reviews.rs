@@ -3,6 +3,7 @@
 //! lease, and the review goes on there — its phase, sessions, comments, and anonymous batches
 //! released exactly once.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use debrief_tests::api::{request, Review};
@@ -24,16 +25,17 @@ enum Going {
     Paused,
 }
 
-/// The discussion (threads and concerns) as `token` reads it on the node at `review.addr`, once
+/// The discussion (threads and concerns) as `token` reads it through the node at `addr`, once
 /// it satisfies `cond` (a client that just synced may still be receiving the updates that
 /// follow the state it was sent first).
 async fn discussion(
     review: &Review,
+    addr: SocketAddr,
     token: &str,
     what: &str,
     cond: impl Fn(&Value) -> bool,
 ) -> Value {
-    let url = format!("ws://{}/collab", review.addr);
+    let url = format!("ws://{addr}/collab");
     let mut client = Client::connect_collab(&url, &review.doc("discussion"), token).await;
     client.wait_synced().await;
     let doc = client.doc.clone();
@@ -73,7 +75,7 @@ fn comments_saying(d: &Value, body: &str) -> usize {
 
 /// Two people raise a concern each (a batch needs more than one poster), and both are
 /// released: waited for on the discussion.
-async fn concerns_released(review: &Review, round: usize) -> [String; 2] {
+async fn concerns_released(review: &Review, via: SocketAddr, round: usize) -> [String; 2] {
     let bodies = [
         format!("Concern {round}: the pager went to one person"),
         format!("Concern {round}: nobody owned the runbook"),
@@ -86,6 +88,7 @@ async fn concerns_released(review: &Review, round: usize) -> [String; 2] {
     }
     discussion(
         review,
+        via,
         &review.sessions["observer"],
         "the concerns to be released",
         |d| bodies.iter().all(|b| concerns_saying(d, b) >= 1),
@@ -109,7 +112,9 @@ async fn the_review_domain_survives_failovers_of_the_review_node() {
     let mut review = Review::create(cluster.node(first).addr, "Failover of the review node").await;
     review.move_to("review").await;
     let mut said = Vec::new();
-    let mut raised = concerns_released(&review, 0).await.to_vec();
+    let mut raised = concerns_released(&review, other_than(&cluster, first), 0)
+        .await
+        .to_vec();
     let mut phase = "review";
 
     for (round, going) in [Going::Sigterm, Going::Kill9, Going::Paused]
@@ -177,8 +182,11 @@ async fn the_review_domain_survives_failovers_of_the_review_node() {
                 "after {going:?}"
             );
         }
+        // Read through another node: a review's documents are forwarded to the node serving
+        // reviews.
         let d = discussion(
             &review,
+            other_than(&cluster, next),
             &review.sessions["facilitator"],
             "every comment",
             |d| said.iter().all(|c| comments_saying(d, c) >= 1),
@@ -214,7 +222,7 @@ async fn the_review_domain_survives_failovers_of_the_review_node() {
             review.move_to("meeting").await;
             phase = "meeting";
         }
-        raised.extend(concerns_released(&review, round + 1).await);
+        raised.extend(concerns_released(&review, other_than(&cluster, next), round + 1).await);
         // A node started in place of the one that went.
         let replacement = cluster.start_node().await;
         cluster.nodes.push(Some(replacement));
@@ -222,10 +230,18 @@ async fn the_review_domain_survives_failovers_of_the_review_node() {
 
     // Every concern was released exactly once, across three holders of the review role, and
     // every named comment is there once.
-    let d = discussion(&review, &review.sessions["observer"], "everything", |d| {
-        raised.iter().all(|b| concerns_saying(d, b) >= 1)
-            && said.iter().all(|c| comments_saying(d, c) >= 1)
-    })
+    let serving = cluster.review_node().await;
+    let via = other_than(&cluster, serving);
+    let d = discussion(
+        &review,
+        via,
+        &review.sessions["observer"],
+        "everything",
+        |d| {
+            raised.iter().all(|b| concerns_saying(d, b) >= 1)
+                && said.iter().all(|c| comments_saying(d, c) >= 1)
+        },
+    )
     .await;
     for body in &raised {
         assert_eq!(concerns_saying(&d, body), 1, "{body}");
@@ -233,5 +249,23 @@ async fn the_review_domain_survives_failovers_of_the_review_node() {
     for comment in &said {
         assert_eq!(comments_saying(&d, comment), 1, "{comment}");
     }
+    // The node serving reviews decides the token of a connection forwarded to it.
+    let url = format!("ws://{via}/collab");
+    let mut stranger =
+        Client::connect_collab(&url, &review.doc("discussion"), "no-such-session").await;
+    assert_eq!(
+        stranger.wait_denials(1).await,
+        vec!["invalid_token: the session token is not valid (unknown or revoked)"]
+    );
     review.move_to("closed").await;
+}
+
+/// The address of a running node other than `serving`.
+fn other_than(cluster: &Cluster, serving: usize) -> SocketAddr {
+    cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .find_map(|(i, n)| n.as_ref().filter(|_| i != serving).map(|n| n.addr))
+        .expect("another running node")
 }
