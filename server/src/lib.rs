@@ -483,7 +483,9 @@ impl Server {
         });
         // A node of a cluster serves reviews if it can take the review role now; otherwise it
         // tries again while it runs (`take_reviews_over`).
+        let mut fenced = None;
         if store.is_shared() {
+            fenced = Some(store.until_fenced());
             match tokio::time::timeout(TAKE_REVIEWS_PATIENCE, store.take_reviews()).await {
                 Ok(Ok(true)) => {
                     tracing::info!("this node holds the review role and serves reviews")
@@ -494,7 +496,8 @@ impl Server {
             }
         }
         match Server::load(config, shutdown, store.clone(), damage, oidc, router) {
-            Ok((state, reviewing)) => {
+            Ok((state, mut reviewing)) => {
+                reviewing.fenced = fenced.filter(|_| reviewing.api.is_some());
                 if let Some(links) = node.as_ref().and_then(|n| n.links.as_ref()) {
                     let _ = links.serving.set(Arc::downgrade(&state));
                 }
@@ -649,6 +652,7 @@ impl Server {
             switch,
             config,
             oidc,
+            fenced: None,
         };
         Ok((state, reviewing))
     }
@@ -705,10 +709,12 @@ impl Server {
             Some(api) => {
                 // Nothing of the review domain may outlive the router: the store's handles in
                 // it keep the flusher from ending at shutdown.
+                let fenced = reviewing.fenced.take();
                 drop(reviewing);
                 if state.damage.is_none() {
-                    review_work(&state, &api);
+                    review_work(&state, &api, fenced);
                 }
+                state.store.reviews_served();
                 let mut router = http::router(state.clone(), reviews::api::routes(api));
                 if state.damage.is_some() {
                     router = router.layer(axum::middleware::from_fn(refuse_changes));
@@ -722,17 +728,14 @@ impl Server {
                     http::router(state.clone(), axum::Router::new())
                         .layer(axum::middleware::from_fn(reviews_elsewhere)),
                 );
-                let poll = node
-                    .as_ref()
-                    .map_or(std::time::Duration::from_secs(1), |n| {
-                        n.settings.renew_every()
-                    });
-                tracker.spawn(take_reviews_over(
-                    state.clone(),
-                    reviewing,
-                    switch.clone(),
-                    poll,
-                ));
+                if let Some(node) = &node {
+                    tracker.spawn(take_reviews_over(
+                        state.clone(),
+                        reviewing,
+                        switch.clone(),
+                        node.slot.clone(),
+                    ));
+                }
                 axum::Router::new().fallback_service(switch)
             }
         };
@@ -840,6 +843,8 @@ struct Reviewing {
     switch: Arc<ReviewSwitch>,
     config: Config,
     oidc: Option<Arc<reviews::oidc::Oidc>>,
+    /// In a cluster, the fence of the node that took the review role at start.
+    fenced: Option<FenceWatch>,
 }
 
 /// The review domain over what `store` holds now: reviews, sessions, the anonymous queue,
@@ -891,7 +896,7 @@ fn review_api(
 /// deliveries, due dates. A cluster node that serves reviews also stops writing once it is
 /// fenced: the trees in its memory may hold what the next holder of the role never sees, and a
 /// node registering again must not commit them (`stop_when_the_store_stops` then shuts it down).
-fn review_work(state: &Arc<AppState>, api: &Arc<ApiState>) {
+fn review_work(state: &Arc<AppState>, api: &Arc<ApiState>, fenced: Option<FenceWatch>) {
     let (tracker, shutdown) = (&state.tracker, &state.shutdown);
     tracker.spawn(anonymous::release::release_loop(
         api.releases(),
@@ -906,13 +911,13 @@ fn review_work(state: &Arc<AppState>, api: &Arc<ApiState>) {
         api.webhooks.clone(),
         shutdown.clone(),
     ));
-    if state.store.is_shared() {
+    if let Some(fenced) = fenced {
         let store = state.store.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                why = store.until_fenced() => store.stop_writing(format!(
+                why = fenced => store.stop_writing(format!(
                     "this node lost its lease while serving reviews ({why})"
                 )),
             }
@@ -920,17 +925,25 @@ fn review_work(state: &Arc<AppState>, api: &Arc<ApiState>) {
     }
 }
 
+/// Resolves once the node that took the review role is fenced (made before the role is tried,
+/// so that it is that node's fence, even if the server registers again in between).
+type FenceWatch = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
 /// On a cluster node that does not serve reviews: tries the review role every renewal interval
-/// (it is free once its holder handed it over or its lease lapsed) and, once it is this node's,
-/// opens the review domain from what the database holds and serves it.
+/// once the database says nobody holds it (its holder handed it over, or its lease lapsed) and,
+/// once it is this node's, opens the review domain from what the database holds and serves it.
+/// A review domain that cannot be opened (the database is slow or away) is tried again: the
+/// node keeps the role meanwhile, as it would if its requests failed.
 async fn take_reviews_over(
     state: Arc<AppState>,
     reviewing: Reviewing,
     switch: RouterSwitch,
-    poll: std::time::Duration,
+    slot: Arc<cluster::member::MemberSlot>,
 ) {
+    use storage::postgres::owner::Owner;
     let shutdown = state.shutdown.clone();
-    loop {
+    let poll = slot.poll();
+    let fenced = loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(poll) => {}
@@ -938,36 +951,66 @@ async fn take_reviews_over(
         if state.store.stopped().is_some() {
             return;
         }
-        match tokio::time::timeout(TAKE_REVIEWS_PATIENCE, state.store.take_reviews()).await {
-            Ok(Ok(true)) => break,
+        // A read first: a claim is a write, and the holder's commits fence on the same row.
+        let held = tokio::time::timeout(poll, slot.owner_of(storage::postgres::REVIEWS_ROLE)).await;
+        if matches!(held, Ok(Ok(Some(cluster::ownership::Ownership::Live { node, .. }))) if node != slot.node())
+        {
+            continue;
+        }
+        let fenced = state.store.until_fenced();
+        let taken = tokio::select! {
+            () = shutdown.cancelled() => return,
+            taken = tokio::time::timeout(TAKE_REVIEWS_PATIENCE, state.store.take_reviews()) => taken,
+        };
+        match taken {
+            Ok(Ok(true)) => break fenced,
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not try the review role"),
             Err(_) => tracing::warn!("trying the review role took too long"),
         }
-    }
-    let opened = review_api(
-        &reviewing.config,
-        &state.store,
-        state.registry.clone(),
-        reviewing.oidc.clone(),
-    );
-    let api = match opened {
-        Ok(api) => api,
-        Err(e) => {
-            // The role is held and cannot be served: the node stops, handing it over.
-            tracing::error!(error = %e, "took the review role over but cannot open the review domain");
-            state
-                .store
-                .stop_writing(format!("opening the review domain: {e}"));
+    };
+    let mut pause = poll;
+    let api = loop {
+        let opened = tokio::task::spawn_blocking({
+            let (config, store, registry, oidc) = (
+                reviewing.config.clone(),
+                state.store.clone(),
+                state.registry.clone(),
+                reviewing.oidc.clone(),
+            );
+            move || review_api(&config, &store, registry, oidc)
+        });
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => return,
+            opened = opened => opened,
+        };
+        match opened {
+            Ok(Ok(api)) => break api,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, retry_ms = pause.as_millis() as u64, "took the review role over but cannot open the review domain yet")
+            }
+            Err(e) => tracing::error!(error = %e, "opening the review domain failed"),
+        }
+        if state.store.stopped().is_some() {
             return;
         }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(REJOIN_BACKOFF_MAX);
     };
+    if shutdown.is_cancelled() {
+        return;
+    }
     reviewing.switch.serve(&api, &reviewing.config);
     switch.set(http::router(
         state.clone(),
         reviews::api::routes(api.clone()),
     ));
-    review_work(&state, &api);
+    review_work(&state, &api, Some(fenced));
+    // Said once everything above serves reviews: operators route review traffic by it.
+    state.store.reviews_served();
     tracing::info!("this node took the review role over and serves reviews now");
 }
 

@@ -144,6 +144,14 @@ impl Store {
         }
     }
 
+    /// The server serves reviews from this store now (see
+    /// [`crate::storage::postgres::PgStore::reviews_served`]); nothing with sled.
+    pub fn reviews_served(&self) {
+        if let Backend::Postgres(p) = &self.0 {
+            p.reviews_served();
+        }
+    }
+
     /// Stops writing for good (see [`crate::storage::postgres::PgStore::stop_writing`]);
     /// nothing with sled, where no other node takes reviews over.
     pub fn stop_writing(&self, why: String) {

@@ -146,6 +146,14 @@ impl PgStore {
             Tried::Won => {}
             Tried::Held { .. } | Tried::Locked => return Ok(false),
         }
+        // Recorded only if the node that claimed is still the one the store writes for (it may
+        // have registered again meanwhile).
+        if !lock(&self.shared.state)
+            .claims
+            .contains_key(super::REVIEWS_ROLE)
+        {
+            return Ok(false);
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.reload_trees())
             .await

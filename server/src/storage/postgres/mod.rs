@@ -217,6 +217,9 @@ pub(crate) struct Shared {
     /// Whether this store took the review role, so that this node serves reviews (a store whose
     /// database is not shared always does, whatever this says).
     serves_reviews: AtomicBool,
+    /// Whether the server serves reviews from this store now: set once it switched to them
+    /// after taking the role ([`PgStore::reviews_served`]), for `/metrics`.
+    reviews_served: AtomicBool,
     /// Set once the store stopped writing for good (another Debrief took the database): loads
     /// claim nothing more either.
     stopped: std::sync::OnceLock<StoreError>,
@@ -361,6 +364,7 @@ impl PgStore {
             up: AtomicBool::new(false),
             shared: settings.shared,
             serves_reviews: AtomicBool::new(false),
+            reviews_served: AtomicBool::new(false),
             stopped: std::sync::OnceLock::new(),
             stats: Stats::default(),
         });
@@ -587,6 +591,14 @@ impl PgStore {
         stored as usize + pending
     }
 
+    /// The server serves reviews from this store now (it took the role and switched to the
+    /// review domain): `/metrics` says so from now on, until the store stops.
+    pub fn reviews_served(&self) {
+        if self.serves_reviews() && self.shared.stopped.get().is_none() {
+            self.shared.reviews_served.store(true, Ordering::Release);
+        }
+    }
+
     /// Whether several nodes share the database ([`PgSettings::shared`]).
     pub fn is_shared(&self) -> bool {
         self.shared.shared
@@ -679,7 +691,7 @@ impl PgStore {
         let _ = writeln!(
             out,
             "debrief_serves_reviews {}",
-            u8::from(self.serves_reviews())
+            u8::from(!self.shared.shared || self.shared.reviews_served.load(Ordering::Acquire))
         );
         let name = "debrief_postgres_commit_seconds";
         let _ = writeln!(
@@ -869,10 +881,26 @@ impl Shared {
             return;
         }
         state.claimed_by = node.to_owned();
+        let held_the_role = state.claims.contains_key(REVIEWS_ROLE);
         fence_all(
             &mut state,
             "the node that claimed them lost its lease; this server registered again as a new node",
         );
+        drop(state);
+        if held_the_role {
+            // The trees in memory may hold writes the next holder of the role never sees.
+            self.lose_reviews(
+                "this node lost its lease while serving reviews; it registered again as a new node",
+            );
+        }
+    }
+
+    /// This node no longer holds the review role: it serves reviews no more and stops writing
+    /// for good (the worker sees [`Shared::stopped`] at its next call or round).
+    fn lose_reviews(&self, why: &str) {
+        self.serves_reviews.store(false, Ordering::Release);
+        self.reviews_served.store(false, Ordering::Release);
+        let _ = self.stopped.set(StoreError::Postgres(why.to_owned()));
     }
 }
 

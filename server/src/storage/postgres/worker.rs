@@ -566,6 +566,12 @@ impl Worker {
 
     /// The connection, made again if it is down and the backoff has passed.
     async fn connected(&mut self) -> Result<&mut Conn, StoreError> {
+        if self.stopped.is_none() {
+            // Stopped from a handle (the review role was let go): the same as from here.
+            if let Some(why) = self.shared.stopped.get().cloned() {
+                self.stop_with(why);
+            }
+        }
         if let Some(stopped) = &self.stopped {
             return Err(stopped.clone());
         }
@@ -608,7 +614,11 @@ impl Worker {
     /// the review role over: this one writes nothing more. Every document it holds fails (its
     /// owner stops), and so does everything after.
     fn stop(&mut self, why: &str) {
-        let why = StoreError::Postgres(why.to_owned());
+        self.stop_with(StoreError::Postgres(why.to_owned()));
+    }
+
+    /// [`Worker::stop`] with the error every later call fails with.
+    fn stop_with(&mut self, why: StoreError) {
         tracing::error!(reason = %why, "this server writes nothing more to the database");
         {
             let mut state = lock(&self.shared.state);
@@ -619,6 +629,7 @@ impl Worker {
             }
         }
         self.shared.serves_reviews.store(false, Ordering::Release);
+        self.shared.reviews_served.store(false, Ordering::Release);
         let _ = self.shared.stopped.set(why.clone());
         self.stopped = Some(why);
         self.shared.up.store(false, Ordering::Release);
@@ -1054,6 +1065,12 @@ impl Worker {
         if self.shared.shared && !batch.meta.is_empty() && !epochs.contains_key(super::REVIEWS_ROLE)
         {
             batch.meta.clear();
+            if self.shared.serves_reviews.load(Ordering::Acquire) {
+                // It served reviews and its claim of the role was let go.
+                let why = "this node no longer holds the review role (its claim was let go)";
+                self.stop(why);
+                return Err(StoreError::Postgres(why.to_owned()));
+            }
             tracing::error!(
                 "metadata written on a node that does not serve reviews was not stored"
             );
@@ -1067,7 +1084,6 @@ impl Worker {
             }
             claimed
         });
-        let mut role_lost = false;
         let shared_db = self.shared.shared;
         loop {
             let conn = self.connected().await?;
@@ -1082,9 +1098,13 @@ impl Worker {
                     .map_err(pg_error)?
                 {
                     tx.rollback().await.map_err(pg_error)?;
-                    batch.meta.clear();
-                    role_lost = true;
-                    continue;
+                    // Another node took the role: the trees in memory hold writes no commit
+                    // will take, so nothing more is committed (the server shuts down and hands
+                    // over; the records of this batch were not acknowledged).
+                    let why = fence_refused(owner.as_ref(), super::REVIEWS_ROLE);
+                    let why = format!("this node no longer holds the review role ({why})");
+                    self.stop(&why);
+                    return Err(StoreError::Postgres(why));
                 }
             }
             if !batch.records.is_empty() {
@@ -1152,14 +1172,6 @@ impl Worker {
                     .map_err(pg_error)?;
             }
             tx.commit().await.map_err(pg_error)?;
-            if role_lost {
-                // The trees in memory hold writes no commit will take: this node serves reviews
-                // no more, and stops writing (the server shuts down and hands over).
-                let why = fence_refused(owner.as_ref(), super::REVIEWS_ROLE);
-                let why = format!("this node no longer holds the review role ({why})");
-                self.stop(&why);
-                meta = Err(StoreError::Postgres(why));
-            }
             return Ok(Committed { fenced, meta });
         }
     }
