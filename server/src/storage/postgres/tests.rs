@@ -777,3 +777,75 @@ fn a_data_directory_belongs_to_one_backend() {
         "sled created nothing there"
     );
 }
+
+fn open_shared(db: &TestDb, dir: &std::path::Path) -> (PgStore, PgFlusher) {
+    PgStore::open(
+        &PgSettings {
+            shared: true,
+            url: db.url(),
+            patience: Duration::from_secs(5),
+            timeout: super::DEFAULT_TIMEOUT,
+        },
+        dir,
+        TestOwner::ownership(),
+    )
+    .expect("open a shared store")
+}
+
+/// In a shared database only the holder of the review role writes metadata: a store without
+/// it has its writes refused; one that took it reads every tree again (it sees what the holder
+/// before it committed); and one whose role another node took stops writing for good.
+#[tokio::test]
+async fn metadata_is_written_only_by_the_holder_of_the_review_role() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, a_flusher) = open_shared(&db, &dir.path().join("a"));
+    let (b, b_flusher) = open_shared(&db, &dir.path().join("b"));
+    let b_tree = b.meta_tree("t").expect("tree");
+    assert!(!a.serves_reviews() && !b.serves_reviews());
+
+    let a_tree = a.meta_tree("t").expect("tree");
+    a_tree.put(b"k", b"before the role").expect("put");
+    assert_eq!(
+        a.durable().await.expect_err("refused").to_string(),
+        "postgres: this node does not serve reviews, so it writes no review metadata"
+    );
+    assert_eq!(one(&db, "SELECT count(*) FROM meta"), "0");
+
+    assert!(a.take_reviews().await.expect("take"));
+    assert!(a.serves_reviews());
+    a_tree.put(b"k", b"by the holder").expect("put");
+    a.durable().await.expect("committed");
+    assert_eq!(one(&db, "SELECT count(*) FROM meta"), "1");
+
+    // B takes the role (this test's owner always wins a claim, as after A's lease lapsed) and
+    // reads the tree again.
+    assert_eq!(b_tree.get(b"k").expect("get"), None, "read before A wrote");
+    assert!(b.take_reviews().await.expect("take"));
+    assert_eq!(
+        b_tree.get(b"k").expect("get").as_deref(),
+        Some(&b"by the holder"[..])
+    );
+
+    // A's next write of metadata fails the role's fence: it stops writing for good.
+    a_tree.put(b"k", b"after losing the role").expect("put");
+    let refused = a.durable().await.expect_err("fenced").to_string();
+    assert_eq!(
+        refused,
+        "postgres: this node no longer holds the review role (document \"#reviews\" is fenced: \
+         its owner or epoch changed since it was loaded)"
+    );
+    assert!(!a.serves_reviews());
+    assert_eq!(a.stopped().map(|e| e.to_string()), Some(refused));
+    b_tree.put(b"k2", b"by the new holder").expect("put");
+    b.durable().await.expect("committed");
+    assert_eq!(
+        one(
+            &db,
+            "SELECT convert_from(value, 'UTF8') FROM meta WHERE key = 'k'::bytea"
+        ),
+        "by the holder"
+    );
+    close(a, a_flusher);
+    close(b, b_flusher);
+}
