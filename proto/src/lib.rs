@@ -11,6 +11,7 @@ pub mod awareness;
 pub mod close;
 pub mod error;
 pub mod forward;
+pub mod forward_http;
 pub mod hocuspocus;
 pub mod lib0;
 pub mod link;

@@ -149,6 +149,9 @@ struct LinkHost {
     /// The server's state once it is loaded: forwarded attachments are served from then on.
     /// Weak: the state holds the store, which must be let go at shutdown while links live on.
     serving: Arc<std::sync::OnceLock<std::sync::Weak<AppState>>>,
+    /// The node's HTTP router while it serves: requests other nodes pass on are answered by it.
+    /// Let go when it stops serving (the router holds the state, and so the store).
+    http: Arc<std::sync::Mutex<Option<RouterSwitch>>>,
     /// The registry the listener hands connections to.
     current: Arc<cluster::links::CurrentLinks>,
     /// Every link's tasks. Not the server's tracker: links stay up while documents flush and end
@@ -178,10 +181,12 @@ impl LinkHost {
         let advertise = options.advertised(bound).map_err(ServerError::Cluster)?;
         tracing::info!(listen = %bound, advertise = %advertise, "cluster: listening for links");
         let serving = Arc::new(std::sync::OnceLock::<std::sync::Weak<AppState>>::new());
+        let http = Arc::new(std::sync::Mutex::new(None));
         let host = LinkHost {
             secret,
-            handler: forwarded_handler(serving.clone()),
+            handler: forwarded_handler(serving.clone(), http.clone()),
             serving,
+            http,
             current: Arc::new(cluster::links::CurrentLinks::default()),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -224,6 +229,17 @@ impl LinkHost {
         Ok(())
     }
 
+    /// Answers the requests other nodes pass on with `router` from now on.
+    fn serve_http(&self, router: RouterSwitch) {
+        *self.http.lock().unwrap_or_else(|e| e.into_inner()) = Some(router);
+    }
+
+    /// Answers no more requests other nodes pass on, and lets the router (and with it the
+    /// server's state and store) go.
+    fn stop_http(&self) {
+        self.http.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     /// Closes every link and waits for their tasks (after the documents were flushed).
     async fn shut_down(&self) {
         self.shutdown.cancel();
@@ -238,16 +254,25 @@ impl LinkHost {
     }
 }
 
-/// Serves each sub-stream a peer opens as a forwarded attachment (`transport::forwarded`) on
-/// the server's task tracker, once the server's state is loaded; one that comes earlier is
-/// closed at once (the peer's client reconnects).
+/// Serves each sub-stream a peer opens on the server's task tracker, once the server's state is
+/// loaded: a request passed on to this node as the one serving reviews
+/// (`transport::forwarded_http`), or else a forwarded attachment. One that comes earlier is
+/// closed at once (the peer's client reconnects, or is answered 503).
 fn forwarded_handler(
     serving: Arc<std::sync::OnceLock<std::sync::Weak<AppState>>>,
+    http: Arc<std::sync::Mutex<Option<RouterSwitch>>>,
 ) -> cluster::links::StreamHandler {
     Arc::new(move |stream: cluster::link::SubStream| {
         if let Some(state) = serving.get().and_then(std::sync::Weak::upgrade) {
             let tracker = state.tracker.clone();
-            tracker.spawn(transport::forwarded::serve(state, stream));
+            if stream.document() == debrief_proto::forward_http::HTTP_STREAM {
+                let router = http.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(router) = router {
+                    tracker.spawn(transport::forwarded_http::serve(router, stream));
+                }
+            } else {
+                tracker.spawn(transport::forwarded::serve(state, stream));
+            }
         }
     })
 }
@@ -719,15 +744,29 @@ impl Server {
                 if state.damage.is_some() {
                     router = router.layer(axum::middleware::from_fn(refuse_changes));
                 }
+                if let Some(links) = node.as_ref().and_then(|n| n.links.as_ref()) {
+                    links.serve_http(RouterSwitch::new(router.clone()));
+                }
                 router
             }
             // A cluster node that does not serve reviews (yet): every request goes through a
             // switch that takes the review API in once this node took the role over.
             None => {
-                let switch = RouterSwitch::new(
-                    http::router(state.clone(), axum::Router::new())
-                        .layer(axum::middleware::from_fn(reviews_elsewhere)),
-                );
+                let pass_on = node.as_ref().and_then(|n| {
+                    n.links.as_ref().map(|links| {
+                        Arc::new(PassOn {
+                            slot: n.slot.clone(),
+                            links: links.current.clone(),
+                        })
+                    })
+                });
+                let switch =
+                    RouterSwitch::new(http::router(state.clone(), axum::Router::new()).layer(
+                        axum::middleware::from_fn_with_state(pass_on, reviews_elsewhere),
+                    ));
+                if let Some(links) = node.as_ref().and_then(|n| n.links.as_ref()) {
+                    links.serve_http(switch.clone());
+                }
                 if let Some(node) = &node {
                     tracker.spawn(take_reviews_over(
                         state.clone(),
@@ -749,6 +788,9 @@ impl Server {
             .await;
         // axum does not wait for upgraded WebSockets; the tracker does.
         shutdown.cancel();
+        if let Some(links) = node.as_ref().and_then(|n| n.links.as_ref()) {
+            links.stop_http();
+        }
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
             .await
@@ -1116,11 +1158,41 @@ impl tower::Service<axum::extract::Request> for RouterSwitch {
 const REVIEWS_ELSEWHERE: &str = "reviews_elsewhere";
 /// Its sentence.
 const REVIEWS_ELSEWHERE_MESSAGE: &str = "reviews are served by another node of this cluster (the \
-     one holding the review role); this node serves other documents only";
+     one holding the review role), and this node could not pass this on to it; try again";
+
+/// How a node that does not serve reviews reaches the one that does.
+#[derive(Debug)]
+struct PassOn {
+    slot: Arc<cluster::member::MemberSlot>,
+    links: Arc<cluster::links::CurrentLinks>,
+}
+
+impl PassOn {
+    /// The node holding the review role, if another node holds it with a live lease.
+    async fn holder(&self) -> Option<cluster::NodeId> {
+        use storage::postgres::owner::Owner;
+        let looked_up = tokio::time::timeout(
+            self.slot.poll().max(std::time::Duration::from_secs(1)),
+            self.slot.owner_of(storage::postgres::REVIEWS_ROLE),
+        )
+        .await;
+        match looked_up {
+            Ok(Ok(Some(cluster::ownership::Ownership::Live { node, .. })))
+                if node != self.slot.node() =>
+            {
+                cluster::NodeId::parse(&node)
+            }
+            _ => None,
+        }
+    }
+}
 
 /// On a node that does not serve reviews, every request of the review API (`/api/…`) and of
-/// sign-in (`/auth/…`, which records people) is answered 503 `reviews_elsewhere`.
+/// sign-in (`/auth/…`, which records people) is passed on to the node that serves reviews
+/// (`transport::forwarded_http`), and answered 503 `reviews_elsewhere` when none can be reached
+/// or the request was itself passed on to this node.
 async fn reviews_elsewhere(
+    axum::extract::State(pass_on): axum::extract::State<Option<Arc<PassOn>>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -1128,6 +1200,24 @@ async fn reviews_elsewhere(
     let path = request.uri().path();
     if !path.starts_with("/api/") && !path.starts_with("/auth/") {
         return next.run(request).await;
+    }
+    let passed_on = request
+        .extensions()
+        .get::<transport::forwarded_http::Forwarded>()
+        .is_some();
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    if let (Some(pass_on), Some(client), false) = (pass_on, client, passed_on) {
+        if let Some(node) = pass_on.holder().await {
+            match transport::forwarded_http::forward(&pass_on.links, &node, request, client).await {
+                Ok(response) => return response,
+                Err(why) => {
+                    tracing::warn!(node = %node, error = %why, "could not pass a request on to the node serving reviews");
+                }
+            }
+        }
     }
     error::ApiError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -16,6 +16,11 @@ use std::time::Duration;
 /// route).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Largest request a node passes on to the node serving reviews in a cluster
+/// (`transport::forwarded_http`): the largest body any route takes (creating a review, 1 MiB)
+/// and room for headers. The serving node applies each route's own limit.
+pub const MAX_FORWARDED_REQUEST_BYTES: usize = 1024 * 1024 + 64 * 1024;
+
 /// Default time between releases of held anonymous items (`--anonymous-cadence-secs`): often
 /// enough that a comment appears while it matters, rarely enough that a batch holds several
 /// people's items.

@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod collab;
 pub mod forwarded;
+pub mod forwarded_http;
 pub mod http;
 pub mod socket;
 pub mod state;

@@ -37,6 +37,8 @@ use crate::reviews::{markdown, meeting, report, threads};
 /// [`MAX_IMPORT_BYTES`]: twice that leaves room for JSON escapes (newlines, quotes) of a real
 /// report. Creating reviews is rate-limited server-wide, so few such bodies are read at once.
 pub const MAX_CREATE_BODY_BYTES: usize = 1024 * 1024;
+// A node that does not serve reviews passes a creation on whole.
+const _: () = assert!(MAX_CREATE_BODY_BYTES < crate::limits::MAX_FORWARDED_REQUEST_BYTES);
 
 /// Largest Markdown report accepted at creation: a long post-mortem is tens of kilobytes.
 pub const MAX_IMPORT_BYTES: usize = 512 * 1024;

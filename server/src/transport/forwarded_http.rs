@@ -1,0 +1,230 @@
+//! Requests of the review API passed from a node that does not serve reviews to the one that does
+//! (`docs/cluster.md`, "Reviews on one node at a time"), over a sub-stream of the internal link
+//! named [`forward_http::HTTP_STREAM`] that carries the request and its response
+//! ([`debrief_proto::forward_http`]).
+//!
+//! The entry node sends the request as it came (hop-by-hop headers left out) with the address
+//! its client connected from; the serving node answers it through its own router, exactly as if
+//! the client had connected to it, with that address as the client's (its limits and its trust
+//! in proxies apply), and marks it [`Forwarded`] so that it is never passed on again. Nothing of a
+//! request is logged or kept on either side beyond answering it: an anonymous submission crosses
+//! like any other request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use debrief_proto::forward::{split, Reassembly, PART_BYTES};
+use debrief_proto::forward_http::{self, HttpRequest, HttpResponse};
+use tower::ServiceExt;
+
+use crate::cluster::link::SubStream;
+use crate::cluster::links::CurrentLinks;
+use crate::cluster::NodeId;
+use crate::error::ApiError;
+
+/// The largest request body passed on.
+pub const REQUEST_LIMIT: usize = crate::limits::MAX_FORWARDED_REQUEST_BYTES;
+
+/// The largest response passed back (an export of the largest review, with room to spare).
+pub const RESPONSE_LIMIT: usize = 32 << 20;
+
+/// How long a request may take to be answered through the link, the serving node's work
+/// included.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Marks a request that came over a link: the serving node never passes it on again (if it no
+/// longer serves reviews, it answers as any node that does not).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded;
+
+/// Headers that belong to one connection, not to the request or response.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// Passes `request`, from a client at `client`, to `node` over this node's link to it, and
+/// answers what that node answered. `Err` says why it could not be passed on.
+pub async fn forward(
+    links: &CurrentLinks,
+    node: &NodeId,
+    request: Request,
+    client: SocketAddr,
+) -> Result<Response, String> {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, REQUEST_LIMIT).await {
+        Ok(body) => body,
+        Err(e) => {
+            return Ok(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body could not be read (at most {REQUEST_LIMIT} bytes): {e}"),
+            )
+            .into_response())
+        }
+    };
+    let headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !hop_by_hop(name))
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    let client = client.to_string();
+    let message = forward_http::encode_request(&HttpRequest {
+        client: &client,
+        method: parts.method.as_str(),
+        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        headers,
+        body: &body,
+    });
+    let exchange = async {
+        let links = links
+            .get()
+            .ok_or_else(|| "this node has no links now (it is registering again)".to_owned())?;
+        let link = links.get(node).await.map_err(|e| e.to_string())?;
+        let mut sub = link
+            .open(forward_http::HTTP_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        for piece in split(message, PART_BYTES) {
+            sub.send(piece).await.map_err(|e| e.to_string())?;
+        }
+        let mut parts = Reassembly::new(RESPONSE_LIMIT);
+        let answer = loop {
+            let payload = sub
+                .recv()
+                .await
+                .map_err(|e| format!("the serving node ended the request: {e}"))?;
+            if let Some(whole) = parts.feed(payload).map_err(|e| e.to_string())? {
+                break whole;
+            }
+        };
+        sub.close().await;
+        let decoded = forward_http::decode_response(&answer).map_err(|e| e.to_string())?;
+        response_of(&decoded)
+    };
+    tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .unwrap_or_else(|_| Err("the serving node did not answer in time".to_owned()))
+}
+
+/// The response `decoded` describes.
+fn response_of(decoded: &HttpResponse<'_>) -> Result<Response, String> {
+    let mut response = Response::new(Body::from(decoded.body.to_vec()));
+    *response.status_mut() =
+        StatusCode::from_u16(decoded.status).map_err(|e| format!("bad status: {e}"))?;
+    let headers = response.headers_mut();
+    for (name, value) in &decoded.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        if hop_by_hop(&name) {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(value).map_err(|e| e.to_string())?;
+        headers.append(name, value);
+    }
+    Ok(response)
+}
+
+/// Serves one request a peer passed on, through `router` (this node's whole HTTP router), and
+/// sends the response back. Runs on the server's task tracker.
+pub async fn serve<S>(router: S, mut sub: SubStream)
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+{
+    let exchange = async {
+        let mut parts = Reassembly::new(REQUEST_LIMIT);
+        let message = loop {
+            let payload = sub.recv().await.ok()?;
+            match parts.feed(payload) {
+                Ok(Some(whole)) => break whole,
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        };
+        let request = match request_of(&message) {
+            Ok(request) => request,
+            Err(why) => {
+                tracing::debug!(error = %why, "a request passed on by a peer could not be read");
+                return None;
+            }
+        };
+        let response = match router.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (head, body) = response.into_parts();
+        let body = match axum::body::to_bytes(body, RESPONSE_LIMIT).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(error = %e, "a response to a request passed on by a peer was too large");
+                return None;
+            }
+        };
+        let headers: Vec<(&str, &[u8])> = head
+            .headers
+            .iter()
+            .filter(|(name, _)| !hop_by_hop(name))
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        let message = forward_http::encode_response(&HttpResponse {
+            status: head.status.as_u16(),
+            headers,
+            body: &body,
+        });
+        for piece in split(message, PART_BYTES) {
+            sub.send(piece).await.ok()?;
+        }
+        Some(())
+    };
+    // A request that cannot be answered in time ends with its sub-stream; the entry node
+    // answers its client.
+    let _ = tokio::time::timeout(PATIENCE, exchange).await;
+    sub.close().await;
+}
+
+/// The request a peer passed on, with the client's address and the [`Forwarded`] mark.
+fn request_of(message: &[u8]) -> Result<Request, String> {
+    let decoded = forward_http::decode_request(message).map_err(|e| e.to_string())?;
+    let client: SocketAddr = decoded
+        .client
+        .parse()
+        .map_err(|e| format!("bad client address: {e}"))?;
+    let method = Method::from_bytes(decoded.method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut request = Request::new(Body::from(decoded.body.to_vec()));
+    *request.method_mut() = method;
+    *request.uri_mut() = decoded
+        .target
+        .parse()
+        .map_err(|e| format!("bad target: {e}"))?;
+    let headers = request.headers_mut();
+    for (name, value) in &decoded.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        if hop_by_hop(&name) {
+            continue;
+        }
+        headers.append(
+            name,
+            HeaderValue::from_bytes(value).map_err(|e| e.to_string())?,
+        );
+    }
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(client));
+    request.extensions_mut().insert(Forwarded);
+    Ok(request)
+}
