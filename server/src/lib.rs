@@ -451,6 +451,14 @@ impl Server {
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         let (store, flusher, damage) = (opened.store, opened.flusher, opened.damage);
         let flusher = tokio::task::spawn_blocking(move || flusher.run());
+        // A node of a cluster holds anonymous items in the database, sealed under K_held, so
+        // that the node taking the review role over finds them; any other server in its file.
+        let held = match &link_host {
+            Some(host) => anonymous::HeldPlace::Sealed(anonymous::sealed::HeldKey::new(
+                host.secret.held_key(),
+            )),
+            None => anonymous::HeldPlace::File(config.data_dir.join("held")),
+        };
         let node = match (joining, &config.postgres) {
             (Some((settings, id, slot)), Some(pg)) => {
                 let metrics = Arc::new(cluster::metrics::ClusterMetrics::default());
@@ -520,7 +528,7 @@ impl Server {
                 Err(_) => tracing::warn!("trying the review role took too long"),
             }
         }
-        match Server::load(config, shutdown, store.clone(), damage, oidc, router) {
+        match Server::load(config, shutdown, store.clone(), damage, oidc, router, held) {
             Ok((state, mut reviewing)) => {
                 reviewing.fenced = fenced.filter(|_| reviewing.api.is_some());
                 if let Some(links) = node.as_ref().and_then(|n| n.links.as_ref()) {
@@ -600,6 +608,7 @@ impl Server {
         damage: Option<Damage>,
         oidc: Option<Arc<reviews::oidc::Oidc>>,
         router: Option<Arc<dyn documents::route::Router>>,
+        held: anonymous::HeldPlace,
     ) -> Result<(Arc<AppState>, Reviewing), ServerError> {
         let tracker = TaskTracker::new();
         let metrics = Arc::new(Metrics::default());
@@ -650,7 +659,7 @@ impl Server {
             tracker.clone(),
         );
         let api = if serving {
-            let api = review_api(&config, &store, registry.clone(), oidc.clone())?;
+            let api = review_api(&config, &store, registry.clone(), oidc.clone(), &held)?;
             switch.serve(&api, &config);
             Some(api)
         } else {
@@ -678,6 +687,7 @@ impl Server {
             config,
             oidc,
             fenced: None,
+            held,
         };
         Ok((state, reviewing))
     }
@@ -887,6 +897,8 @@ struct Reviewing {
     oidc: Option<Arc<reviews::oidc::Oidc>>,
     /// In a cluster, the fence of the node that took the review role at start.
     fenced: Option<FenceWatch>,
+    /// Where held anonymous items are kept (read when the review domain opens).
+    held: anonymous::HeldPlace,
 }
 
 /// The review domain over what `store` holds now: reviews, sessions, the anonymous queue,
@@ -896,13 +908,10 @@ fn review_api(
     store: &Store,
     registry: Arc<Registry>,
     oidc: Option<Arc<reviews::oidc::Oidc>>,
+    held: &anonymous::HeldPlace,
 ) -> Result<Arc<ApiState>, ServerError> {
     let reviews = reviews::Reviews::open(store)?;
-    let anonymity = Anonymity::open(
-        store,
-        &config.data_dir.join("held"),
-        config.anonymous_cadence,
-    )?;
+    let anonymity = Anonymity::open(store, held.clone(), config.anonymous_cadence)?;
     let records = Records::open(store)?;
     let webhooks = Webhooks::open(store, config.webhooks.clone(), config.clock.clone())?;
     let people = reviews::people::People::open(store)?;
@@ -943,6 +952,14 @@ fn review_work(state: &Arc<AppState>, api: &Arc<ApiState>, fenced: Option<FenceW
     tracker.spawn(anonymous::release::release_loop(
         api.releases(),
         api.records.clone(),
+        shutdown.clone(),
+    ));
+    // Held slots in the database tick fast while a document is open here (people are visibly
+    // present), slowly otherwise; nothing for the held-items file.
+    let registry = api.registry.clone();
+    tracker.spawn(anonymous::ticks::tick_loop(
+        api.anonymity.clone(),
+        Arc::new(move || !registry.is_empty()),
         shutdown.clone(),
     ));
     tracker.spawn(webhooks::deliver::deliver_loop(
@@ -1014,13 +1031,14 @@ async fn take_reviews_over(
     let mut pause = poll;
     let api = loop {
         let opened = tokio::task::spawn_blocking({
-            let (config, store, registry, oidc) = (
+            let (config, store, registry, oidc, held) = (
                 reviewing.config.clone(),
                 state.store.clone(),
                 state.registry.clone(),
                 reviewing.oidc.clone(),
+                reviewing.held.clone(),
             );
-            move || review_api(&config, &store, registry, oidc)
+            move || review_api(&config, &store, registry, oidc, &held)
         });
         let opened = tokio::select! {
             () = shutdown.cancelled() => return,

@@ -67,6 +67,10 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// HKDF's info string: `K_link` is derived from the cluster secret for the link only.
 const KEY_INFO: &[u8] = b"debrief cluster link key v1";
+/// HKDF's info string of `K_held`, the key that seals held anonymous items in the database
+/// (`docs/cluster.md`, "Anonymity in PostgreSQL"): a key of its own, so that nothing the link
+/// does with `K_link` bears on it.
+const HELD_KEY_INFO: &[u8] = b"debrief held anonymous slots key v1";
 /// The label of the TLS exporter value the proofs are bound to (RFC 5705, RFC 8446 7.5).
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-debrief-link";
 /// What every proof starts with.
@@ -233,6 +237,13 @@ impl ClusterSecret {
             });
         }
         Ok(ClusterSecret(bytes))
+    }
+
+    /// `K_held`: HKDF-SHA256 of the secret, without salt, with [`HELD_KEY_INFO`]; wiped from
+    /// memory when dropped. Every node of a cluster derives the same one, so the node that takes
+    /// the review role over can unseal what another node held.
+    pub fn held_key(&self) -> Zeroizing<[u8; 32]> {
+        hkdf_sha256(&self.0, HELD_KEY_INFO)
     }
 
     /// `K_link`: HKDF-SHA256 (RFC 5869) of the secret, without salt, with [`KEY_INFO`].

@@ -782,6 +782,20 @@ fn the_link_key_is_hkdf_sha256() {
 }
 
 #[test]
+fn the_held_key_is_the_same_on_every_node_and_none_of_the_link_key() {
+    let one = ClusterSecret::new(vec![7; 32]).expect("secret");
+    let again = ClusterSecret::new(vec![7; 32]).expect("secret");
+    let other = ClusterSecret::new(vec![8; 32]).expect("secret");
+    assert_eq!(*one.held_key(), *again.held_key());
+    assert_ne!(*one.held_key(), *other.held_key());
+    assert_ne!(*one.held_key(), *one.link_key().0);
+    assert_eq!(
+        *one.held_key(),
+        *hkdf_sha256(&[7; 32], b"debrief held anonymous slots key v1")
+    );
+}
+
+#[test]
 fn proofs_differ_by_role_secret_and_session() {
     let key = ClusterSecret::new(vec![1; 32]).expect("secret").link_key();
     let other = ClusterSecret::new(vec![2; 32]).expect("secret").link_key();

@@ -323,6 +323,31 @@ impl Store {
         }
     }
 
+    /// Every held slot kept in PostgreSQL (a node of a cluster, `reviews/anonymous/sealed.rs`),
+    /// with its sealed bytes. Blocking.
+    pub fn held_slots(&self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        match &self.0 {
+            Backend::Sled(_) => Err(held_in_postgres_only()),
+            Backend::Postgres(p) => p.held_slots(),
+        }
+    }
+
+    /// Makes the rows of held slots that have none yet. Blocking.
+    pub fn make_held_slots(&self, slots: Vec<(u32, Vec<u8>)>) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sled(_) => Err(held_in_postgres_only()),
+            Backend::Postgres(p) => p.make_held_slots(slots),
+        }
+    }
+
+    /// Rewrites held slots in one transaction; done once it committed.
+    pub async fn write_held_slots(&self, writes: Vec<(u32, Vec<u8>)>) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sled(_) => Err(held_in_postgres_only()),
+            Backend::Postgres(p) => p.write_held_slots(writes).await,
+        }
+    }
+
     /// The backend's own lines for `/metrics` (Prometheus text; empty for sled).
     pub fn render_metrics(&self) -> String {
         match &self.0 {
@@ -330,6 +355,11 @@ impl Store {
             Backend::Postgres(p) => p.render_metrics(),
         }
     }
+}
+
+/// Held slots in a table exist only on PostgreSQL; sled keeps them in the held-items file.
+fn held_in_postgres_only() -> StoreError {
+    StoreError::Corrupt("held slots are kept in PostgreSQL only".to_owned())
 }
 
 impl Flusher {

@@ -190,13 +190,17 @@ pub enum HeldError {
     /// The file could not be written or synced.
     #[error("held-items file: {0}")]
     Io(#[from] std::io::Error),
+    /// The held slots in the database could not be written (a node of a cluster).
+    #[error("held slots: {0}")]
+    Store(#[from] crate::storage::store::StoreError),
 }
 
 fn offset(slot: u32) -> u64 {
     u64::from(slot) * SLOT_BYTES as u64
 }
 
-fn encode(payload: &[u8], buf: &mut [u8]) {
+/// Writes a slot's bytes for `payload` into `buf` (a slot long); also what a sealed slot holds.
+pub(super) fn encode(payload: &[u8], buf: &mut [u8]) {
     buf.fill(0);
     buf[..4].copy_from_slice(&MAGIC);
     buf[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -204,7 +208,8 @@ fn encode(payload: &[u8], buf: &mut [u8]) {
     buf[HEADER..HEADER + payload.len()].copy_from_slice(payload);
 }
 
-fn decode(slot: &[u8]) -> Option<&[u8]> {
+/// The payload of a slot's bytes, if its header and checksum hold.
+pub(super) fn decode(slot: &[u8]) -> Option<&[u8]> {
     if slot[..4] != MAGIC {
         return None;
     }

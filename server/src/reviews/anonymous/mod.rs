@@ -22,6 +22,8 @@
 
 pub mod held;
 pub mod release;
+pub mod sealed;
+pub mod ticks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,7 @@ use super::sessions::ReviewRecord;
 use super::threads::{AnonOp, Item};
 use crate::storage::store::{MetaTree, Store, StoreError};
 use held::{HeldError, HeldFile};
+use sealed::{HeldKey, SealedSlots, Written};
 
 /// Anonymous submissions (items, replies, votes, edits, retractions) one session may make per
 /// [`RATE_WINDOW`]: generous for a person, small for a script flooding the board.
@@ -99,10 +102,58 @@ impl HeldRecord {
     }
 }
 
-/// The held submissions: the file and what its slots hold.
+/// Where a server holds anonymous submissions until their release; the composition root chooses.
+#[derive(Debug, Clone)]
+pub enum HeldPlace {
+    /// The held-items file in this directory (sled, and a `--postgres` node without links).
+    File(std::path::PathBuf),
+    /// Sealed slots in the store's PostgreSQL database, under `K_held` (a node of a cluster,
+    /// whose held items must outlive it: [`sealed`]).
+    Sealed(HeldKey),
+}
+
+/// The slots of the queue, in either place: one queue logic for both.
+#[derive(Debug)]
+enum Place {
+    File(HeldFile),
+    Sealed(SealedSlots),
+}
+
+impl Place {
+    /// Writes each payload into a free slot chosen at random; the slots, and what to wait for
+    /// before they are durable (nothing for the file, which is synced when this returns; the
+    /// ticks that write them for sealed slots).
+    fn write(&mut self, payloads: &[Vec<u8>]) -> Result<(Vec<u32>, Vec<Written>), HeldError> {
+        match self {
+            Place::File(file) => Ok((file.write(payloads)?, Vec::new())),
+            Place::Sealed(sealed) => sealed.write(payloads),
+        }
+    }
+
+    /// Frees `slots`: the file zeroes and syncs them now, sealed slots are written empty by
+    /// later ticks.
+    fn wipe(&mut self, slots: &[u32]) -> std::io::Result<()> {
+        match self {
+            Place::File(file) => file.wipe(slots),
+            Place::Sealed(sealed) => {
+                sealed.wipe(slots);
+                Ok(())
+            }
+        }
+    }
+
+    fn sealed(&mut self) -> Option<&mut SealedSlots> {
+        match self {
+            Place::File(_) => None,
+            Place::Sealed(sealed) => Some(sealed),
+        }
+    }
+}
+
+/// The held submissions: their slots and what the slots hold.
 #[derive(Debug)]
 struct Queue {
-    file: HeldFile,
+    place: Place,
     slots: HashMap<u32, HeldRecord>,
     /// (review, op key) → the slot of its latest version.
     index: HashMap<(String, String), u32>,
@@ -121,15 +172,16 @@ impl Queue {
         self.slots.values().filter(|r| r.review == review).count()
     }
 
-    /// Writes `add` (each replacing the held op of the same key) and syncs, then wipes the slots
-    /// they replaced and those of `remove`. Durable when this returns.
+    /// Writes `add` (each replacing the held op of the same key), then wipes the slots they
+    /// replaced and those of `remove`. Durable once every returned receiver answered (at once
+    /// for the file).
     fn commit(
         &mut self,
         add: Vec<HeldRecord>,
         remove: &[(String, String)],
-    ) -> Result<(), HeldError> {
+    ) -> Result<Vec<Written>, HeldError> {
         let payloads: Vec<Vec<u8>> = add.iter().map(to_json).collect();
-        let slots = self.file.write(&payloads)?;
+        let (slots, written) = self.place.write(&payloads)?;
         let mut old = Vec::new();
         for (record, slot) in add.into_iter().zip(slots) {
             if let Some(prev) = self.index.insert(record.op_key(), slot) {
@@ -147,13 +199,13 @@ impl Queue {
         if let Err(e) = self.wipe(&old) {
             tracing::error!(error = %e, "cannot wipe replaced anonymous slots; the release will");
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Wipes `slots` and forgets what they held. A slot that could not be wiped stays known, so a
     /// release still takes it (releasing twice changes nothing).
     fn wipe(&mut self, slots: &[u32]) -> std::io::Result<()> {
-        self.file.wipe(slots)?;
+        self.place.wipe(slots)?;
         for slot in slots {
             self.releasing.remove(slot);
             if let Some(record) = self.slots.remove(slot) {
@@ -210,15 +262,24 @@ pub struct Receipt {
 }
 
 impl Anonymity {
-    /// Opens the trees and the held-items file in `held_dir`, and moves items an older version
-    /// held in sled into the file.
+    /// Opens the trees and the held slots in `held` (reading back what they hold), and moves
+    /// items an older version held in sled into them. Blocking.
     pub fn open(
         store: &Store,
-        held_dir: &std::path::Path,
+        held: HeldPlace,
         cadence: Duration,
     ) -> Result<Arc<Anonymity>, StoreError> {
-        let (file, found) =
-            HeldFile::open(held_dir).map_err(|e| StoreError::Corrupt(format!("held: {e}")))?;
+        let (place, found) = match held {
+            HeldPlace::File(dir) => {
+                let (file, found) =
+                    HeldFile::open(&dir).map_err(|e| StoreError::Corrupt(format!("held: {e}")))?;
+                (Place::File(file), found)
+            }
+            HeldPlace::Sealed(key) => {
+                let (sealed, found) = SealedSlots::open(store, key)?;
+                (Place::Sealed(sealed), found)
+            }
+        };
         if !found.damaged.is_empty() {
             tracing::error!(
                 slots = found.damaged.len(),
@@ -228,7 +289,7 @@ impl Anonymity {
             );
         }
         let mut queue = Queue {
-            file,
+            place,
             slots: HashMap::new(),
             index: HashMap::new(),
             releasing: HashSet::new(),
@@ -291,6 +352,7 @@ impl Anonymity {
                 receipt: None,
             });
         }
+        // Into sealed slots they are written by the ticks; a sled store has the file.
         locked(&self.queue)
             .commit(add, &[])
             .map_err(|e| StoreError::Corrupt(format!("held: {e}")))?;
@@ -360,9 +422,16 @@ impl Anonymity {
             item,
             hash: hex::encode(Sha256::digest(key.as_bytes())),
         };
-        let _one_at_a_time = self.releasing.lock().await;
+        let one_at_a_time = self.releasing.lock().await;
         let mut receipt = self
-            .hold_locked(review, session, op, |r| r.key = Some(record), &[])
+            .hold_locked(
+                one_at_a_time,
+                review,
+                session,
+                op,
+                |r| r.key = Some(record),
+                &[],
+            )
             .await?;
         receipt.key = Some(key);
         Ok(receipt)
@@ -404,12 +473,19 @@ impl Anonymity {
             return Err(already);
         }
         // Again under the lock that releases: a second request may have been held meanwhile.
-        let _one_at_a_time = self.releasing.lock().await;
+        let one_at_a_time = self.releasing.lock().await;
         if self.voted(&voter)? {
             return Err(already);
         }
-        self.hold_locked(review, session, op, |r| r.voter = Some(voter), &[])
-            .await
+        self.hold_locked(
+            one_at_a_time,
+            review,
+            session,
+            op,
+            |r| r.voter = Some(voter),
+            &[],
+        )
+        .await
     }
 
     /// Holds one person's pulse answers for a closed review, once per session. What refuses a
@@ -503,14 +579,14 @@ impl Anonymity {
         body: String,
     ) -> Result<Receipt, Problem> {
         let id = item_id(&item);
-        let _one_at_a_time = self.releasing.lock().await;
+        let one_at_a_time = self.releasing.lock().await;
         let rev = locked(&self.queue)
             .get(review, &format!("edit:{id}"))
             .map_or(0, |r| r.rev + 1);
         // Queued even when the item itself is still held: the release applies the item before
         // its edits. If a crash left the item released but still held, the edit still reaches it.
         let op = AnonOp::Edit { item, body };
-        self.hold_locked(review, session, op, |r| r.rev = rev, &[])
+        self.hold_locked(one_at_a_time, review, session, op, |r| r.rev = rev, &[])
             .await
     }
 
@@ -527,15 +603,25 @@ impl Anonymity {
             (review.to_owned(), format!("new:{id}")),
             (review.to_owned(), format!("edit:{id}")),
         ];
-        let _one_at_a_time = self.releasing.lock().await;
+        let one_at_a_time = self.releasing.lock().await;
         // Queued in any case, for an item a crash left both released and held.
-        self.hold_locked(review, session, AnonOp::Retract { item }, |_| {}, &dropped)
-            .await
+        self.hold_locked(
+            one_at_a_time,
+            review,
+            session,
+            AnonOp::Retract { item },
+            |_| {},
+            &dropped,
+        )
+        .await
     }
 
-    /// Writes one held record (the caller holds `releasing`).
+    /// Writes one held record. The caller holds `releasing` (`one_at_a_time`); it is let go
+    /// once the record is in the queue, before waiting for the tick that makes it durable, so
+    /// that submissions waiting for the same tick do not wait for each other.
     async fn hold_locked(
         &self,
+        one_at_a_time: tokio::sync::MutexGuard<'_, ()>,
         review: &str,
         session: &str,
         op: AnonOp,
@@ -565,8 +651,8 @@ impl Anonymity {
             tokio::task::spawn_blocking(move || locked(&queue).commit(vec![record], &remove))
                 .await
                 .map_err(|_| StoreError::Corrupt("held: the writer panicked".to_owned()))?;
-        match written {
-            Ok(()) => {}
+        let written = match written {
+            Ok(written) => written,
             Err(HeldError::Full) => {
                 return Err(Problem::new(
                     ProblemKind::Unavailable,
@@ -584,7 +670,8 @@ impl Anonymity {
             Err(HeldError::Io(e)) => {
                 return Err(StoreError::Corrupt(format!("held: {e}")).into());
             }
-        }
+            Err(HeldError::Store(e)) => return Err(e.into()),
+        };
         let submitter: [u8; 32] = Sha256::new()
             .chain_update(self.salt)
             .chain_update(session.as_bytes())
@@ -595,6 +682,10 @@ impl Anonymity {
             .or_default()
             .submitters
             .insert(submitter);
+        drop(one_at_a_time);
+        for tick in written {
+            tick.await.map_err(|_| StoreError::FlusherGone)??;
+        }
         Ok(Receipt { receipt, key: None })
     }
 

@@ -68,7 +68,10 @@
 //! writes none; it stops writing for good instead ([`PgStore::stopped`]).
 //!
 //! **Anonymity** (`docs/anonymity.md`). This module writes exactly what the sled backend writes,
-//! nothing more: held anonymous items stay in `held/slots` on the local disk, never in a table.
+//! and, for a node of a cluster, the held anonymous items in `held_slots`: bytes sealed by
+//! `reviews/anonymous/sealed.rs`, written only as whole ticks of a fixed number of slots, each
+//! slot cut into fixed pieces below the TOAST threshold (see `schema.sql`). Without links the
+//! held items stay in `held/slots` on the local disk and that table stays empty.
 //! The keys, vote records and pulse answers of a release reach the pending batch together (one
 //! `MetaTree::apply_together`, under one lock of the batch), so they are written in one
 //! transaction, and within it in key order (the batch is ordered by tree and key,
@@ -321,6 +324,18 @@ enum Call {
     Flush { reply: Reply<()> },
     /// Stops writing for good, saying why (the node serving reviews lost its lease).
     Stop { why: String },
+    /// Reads every held slot (cluster mode, `reviews/anonymous/sealed.rs`).
+    HeldRead { reply: Reply<Vec<(u32, Vec<u8>)>> },
+    /// Makes the rows of held slots that have none yet.
+    HeldMake {
+        slots: Vec<(u32, Vec<u8>)>,
+        reply: Reply<()>,
+    },
+    /// One tick of the held slots: rewrites these slots in one transaction.
+    HeldTick {
+        writes: Vec<(u32, Vec<u8>)>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 impl PgStore {
@@ -610,6 +625,28 @@ impl PgStore {
     /// must not commit any of them under a new registration.
     pub fn stop_writing(&self, why: String) {
         let _ = self.calls.send(Call::Stop { why });
+    }
+
+    /// Every held slot's sealed bytes, by slot (its pieces put back together). A slot whose rows
+    /// are not all there comes back shorter. Blocking.
+    pub fn held_slots(&self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.call(|reply| Call::HeldRead { reply })
+    }
+
+    /// Makes the rows of these slots where there are none (another node may be making them at
+    /// the same moment: rows already there are kept). Blocking.
+    pub fn make_held_slots(&self, slots: Vec<(u32, Vec<u8>)>) -> Result<(), StoreError> {
+        self.call(|reply| Call::HeldMake { slots, reply })
+    }
+
+    /// Rewrites these held slots (each as long as when it was made) in one transaction on the
+    /// commit connection; done once it committed.
+    pub async fn write_held_slots(&self, writes: Vec<(u32, Vec<u8>)>) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.calls
+            .send(Call::HeldTick { writes, reply })
+            .map_err(|_| StoreError::FlusherGone)?;
+        answer.await.map_err(|_| StoreError::FlusherGone)?
     }
 
     /// Why the store stopped writing for good (another Debrief took the database's single-node

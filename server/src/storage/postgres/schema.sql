@@ -40,3 +40,24 @@ CREATE TABLE IF NOT EXISTS meta (
     value bytea NOT NULL,
     PRIMARY KEY (tree, key)
 );
+
+-- Held anonymous items of a cluster (reviews/anonymous/sealed.rs; docs/cluster.md, "Anonymity in
+-- PostgreSQL"): one fixed block of slots, each sealed under a key of the cluster secret and cut
+-- into pieces small enough never to reach TOAST. Every row is made once (sealed empty) and then
+-- only updated in place, on a clock; the low fill factor leaves room on each page for the new
+-- version of its rows, so an update neither moves a row elsewhere nor grows the file.
+CREATE TABLE IF NOT EXISTS held_slots (
+    slot integer NOT NULL,
+    piece smallint NOT NULL,
+    sealed bytea NOT NULL,
+    PRIMARY KEY (slot, piece)
+) WITH (fillfactor = 50);
+-- Never compressed or moved out of line: a piece is random bytes, and a TOAST row would carry an
+-- increasing OID.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'held_slots'::regclass
+               AND attname = 'sealed' AND attstorage <> 'p') THEN
+        ALTER TABLE held_slots ALTER COLUMN sealed SET STORAGE PLAIN;
+    END IF;
+END $$;

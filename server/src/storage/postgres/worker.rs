@@ -265,6 +265,37 @@ impl SetUpError {
     }
 }
 
+/// The most bytes of a held slot one row carries: a row of the `held_slots` table stays well
+/// below PostgreSQL's TOAST threshold (about 2 KiB on 8 KiB pages), so no TOAST row is made.
+pub(super) const HELD_PIECE_MAX: usize = 1800;
+
+/// The columns of held-slot rows (slot, piece, bytes), as statements take them.
+type HeldRows<'a> = (Vec<i32>, Vec<i16>, Vec<&'a [u8]>);
+
+/// The rows of held slots: each slot's bytes cut into the fewest pieces of at most
+/// [`HELD_PIECE_MAX`] bytes, all but the last of one length, numbered from 0.
+fn held_rows(slots: &[(u32, Vec<u8>)]) -> Result<HeldRows<'_>, StoreError> {
+    let mut numbers = Vec::new();
+    let mut pieces = Vec::new();
+    let mut bytes = Vec::new();
+    for (slot, sealed) in slots {
+        let slot = i32::try_from(*slot)
+            .map_err(|_| StoreError::Corrupt(format!("held slot {slot} out of range")))?;
+        let count = sealed.len().div_ceil(HELD_PIECE_MAX).max(1);
+        let len = sealed.len().div_ceil(count).max(1);
+        for (i, piece) in sealed.chunks(len).enumerate() {
+            numbers.push(slot);
+            pieces.push(
+                i16::try_from(i).map_err(|_| {
+                    StoreError::Corrupt(format!("held slot {slot}: too many pieces"))
+                })?,
+            );
+            bytes.push(piece);
+        }
+    }
+    Ok((numbers, pieces, bytes))
+}
+
 fn to_i64(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
 }
@@ -683,6 +714,18 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Call::Stop { why } => self.stop(&why),
+            Call::HeldRead { reply } => {
+                let result = bounded!(self, self.held_read());
+                let _ = reply.send(result);
+            }
+            Call::HeldMake { slots, reply } => {
+                let result = bounded!(self, self.held_make(&slots));
+                let _ = reply.send(result);
+            }
+            Call::HeldTick { writes, reply } => {
+                let result = bounded!(self, self.held_tick(&writes));
+                let _ = reply.send(result);
+            }
             Call::Flush { reply } => {
                 let (done, answer) = tokio::sync::oneshot::channel();
                 self.round(vec![FlushWaiter { done, doc: None }]).await;
@@ -690,6 +733,94 @@ impl Worker {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// Every held slot's pieces, joined in piece order.
+    async fn held_read(&mut self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let read = async {
+            let conn = self.connected().await?;
+            let rows = conn
+                .client
+                .query(
+                    "SELECT slot, sealed FROM held_slots ORDER BY slot, piece",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            let mut out: Vec<(u32, Vec<u8>)> = Vec::new();
+            for row in rows {
+                let slot = u32::try_from(row.get::<_, i32>(0))
+                    .map_err(|_| StoreError::Corrupt("held_slots: a negative slot".to_owned()))?;
+                let piece: &[u8] = row.get(1);
+                match out.last_mut() {
+                    Some((last, bytes)) if *last == slot => bytes.extend_from_slice(piece),
+                    _ => out.push((slot, piece.to_vec())),
+                }
+            }
+            Ok::<_, StoreError>(out)
+        };
+        let result = read.await;
+        if result.is_err() {
+            self.after_error();
+        }
+        result
+    }
+
+    /// Inserts the pieces of `slots` whose rows are missing, in one transaction.
+    async fn held_make(&mut self, slots: &[(u32, Vec<u8>)]) -> Result<(), StoreError> {
+        let (numbers, pieces, bytes) = held_rows(slots)?;
+        let make = async {
+            let conn = self.connected().await?;
+            conn.client
+                .execute(
+                    "INSERT INTO held_slots (slot, piece, sealed) \
+                     SELECT * FROM unnest($1::integer[], $2::smallint[], $3::bytea[]) \
+                     ON CONFLICT (slot, piece) DO NOTHING",
+                    &[&numbers, &pieces, &bytes],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok::<_, StoreError>(())
+        };
+        let result = make.await;
+        if result.is_err() {
+            self.after_error();
+        }
+        result
+    }
+
+    /// One tick of the held slots: every piece of `writes` updated in place, in one transaction,
+    /// all or none. All of a tick's SQL is here, so that a fence (the review role's, once a
+    /// node takes it over from another) goes at its start.
+    async fn held_tick(&mut self, writes: &[(u32, Vec<u8>)]) -> Result<(), StoreError> {
+        let (numbers, pieces, bytes) = held_rows(writes)?;
+        let expected = numbers.len() as u64;
+        let tick = async {
+            let conn = self.connected().await?;
+            let tx = conn.client.transaction().await.map_err(pg_error)?;
+            let updated = tx
+                .execute(
+                    "UPDATE held_slots SET sealed = w.sealed \
+                     FROM unnest($1::integer[], $2::smallint[], $3::bytea[]) AS w(slot, piece, sealed) \
+                     WHERE held_slots.slot = w.slot AND held_slots.piece = w.piece",
+                    &[&numbers, &pieces, &bytes],
+                )
+                .await
+                .map_err(pg_error)?;
+            if updated != expected {
+                tx.rollback().await.map_err(pg_error)?;
+                return Err(StoreError::Corrupt(format!(
+                    "held_slots has {updated} of the {expected} rows a tick rewrites"
+                )));
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok::<_, StoreError>(())
+        };
+        let result = tick.await;
+        if result.is_err() {
+            self.after_error();
+        }
+        result
     }
 
     /// Reads a document this node has just claimed.
