@@ -245,6 +245,10 @@ pub enum Backend {
     Sled,
     /// A fresh database of the test PostgreSQL (`--postgres`).
     Postgres(TestDb),
+    /// A fresh database shared by nodes of a cluster: `--postgres` with a link listener on
+    /// loopback and a cluster secret (in a file of this directory), so held anonymous items are
+    /// kept sealed in the database, not in the data directory.
+    Cluster(TestDb, tempfile::TempDir),
 }
 
 impl Backend {
@@ -253,11 +257,41 @@ impl Backend {
         Backend::Postgres(TestDb::create().await)
     }
 
+    /// A fresh database for nodes of a cluster, and their secret.
+    pub async fn cluster() -> Backend {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = dir.path().join("cluster-secret");
+        std::fs::write(&secret, hex::encode(rand::random::<[u8; 32]>())).expect("write secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the secret");
+        Backend::Cluster(TestDb::create().await, dir)
+    }
+
     /// The flags that start a server on this backend.
     pub fn args(&self) -> Vec<String> {
         match self {
             Backend::Sled => Vec::new(),
             Backend::Postgres(db) => vec!["--postgres".to_owned(), db.url()],
+            Backend::Cluster(db, dir) => vec![
+                "--postgres".to_owned(),
+                db.url(),
+                "--cluster-listen".to_owned(),
+                "127.0.0.1:0".to_owned(),
+                "--cluster-secret-file".to_owned(),
+                dir.path()
+                    .join("cluster-secret")
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+        }
+    }
+
+    /// The database, on PostgreSQL.
+    pub fn db(&self) -> Option<&TestDb> {
+        match self {
+            Backend::Sled => None,
+            Backend::Postgres(db) | Backend::Cluster(db, _) => Some(db),
         }
     }
 
@@ -265,7 +299,7 @@ impl Backend {
     /// ([`files_under`]), then, on PostgreSQL, the copy of its database ([`TestDb::copy`]).
     pub async fn copy(&self, data: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out = files_under(data);
-        if let Backend::Postgres(db) = self {
+        if let Some(db) = self.db() {
             out.extend(db.copy().await);
         }
         out

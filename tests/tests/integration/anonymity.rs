@@ -452,7 +452,7 @@ async fn adversary_cannot_link(backend: Backend) {
             }
             records
         }
-        Backend::Postgres(_) => copy
+        Backend::Postgres(_) | Backend::Cluster(..) => copy
             .iter()
             .filter(|(path, _)| Part::of(path) == Some(Part::Row))
             .map(|(_, row)| row.clone())
@@ -755,9 +755,19 @@ async fn a_crash_in_a_batch_window_releases_every_held_item_exactly_once_on_post
     crash_in_a_batch_window(Backend::postgres().await).await;
 }
 
+/// On a node of a cluster (issue 18) the held items are sealed in the database: their text is in
+/// no copy of it (rows, files, write-ahead log) nor of the data directory, and another node,
+/// started on the same database with a data directory of its own once the first was killed,
+/// releases each of them once.
+#[tokio::test]
+async fn a_crash_in_a_batch_window_releases_every_held_item_exactly_once_on_a_cluster_node() {
+    crash_in_a_batch_window(Backend::cluster().await).await;
+}
+
 async fn crash_in_a_batch_window(backend: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
+    let cluster = matches!(backend, Backend::Cluster(..));
     let flags = backend.args();
     let args = |cadence: &'static str| {
         let mut args = vec!["--anonymous-cadence-secs", cadence];
@@ -768,7 +778,13 @@ async fn crash_in_a_batch_window(backend: Backend) {
     let server = ChildServer::start_with(&data, &args("86400"), None).await;
     let review = Review::create(server.addr, "Crash").await;
     review.move_to("review").await;
-    let bodies: Vec<String> = (0..5).map(|i| format!("held item {i}")).collect();
+    // Its own texts: other tests write to the same PostgreSQL's write-ahead log.
+    let tag = hex::encode(rand::random::<[u8; 6]>());
+    let bodies: Vec<String> = (0..5).map(|i| format!("held item {i} {tag}")).collect();
+    // Someone reads the discussion, as people who post do (on a cluster node, held slots are
+    // written every second while a document is open).
+    let reader =
+        discussion_reader(&server.collab_url(), &review, &review.sessions["observer"]).await;
     for b in &bodies {
         let r = post(
             &review,
@@ -787,9 +803,38 @@ async fn crash_in_a_batch_window(backend: Backend) {
         .await;
         assert_eq!(r.status, 202);
     }
+    if cluster {
+        // Acknowledged, so written, and sealed: no copy holds their text.
+        for (path, bytes) in backend.copy(&data).await {
+            for b in &bodies {
+                assert!(
+                    !contains(&bytes, b),
+                    "a held item is in the clear in {}",
+                    path.display()
+                );
+            }
+        }
+        assert!(!data.join("held").exists(), "no held-items file");
+    }
+    drop(reader);
     server.kill9().await;
 
+    // A node of a cluster starts on a data directory of its own, as on another machine, and
+    // serves reviews once it took the review role over (the killed node's lease lapsed).
+    let data = if cluster {
+        dir.path().join("another-node")
+    } else {
+        data
+    };
     let server = ChildServer::start_with(&data, &args("1"), None).await;
+    if cluster {
+        debrief_tests::within("the new node to take the review role over", async {
+            while server.metric("debrief_serves_reviews").await != 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
     let review = Review {
         addr: server.addr,
         ..review
