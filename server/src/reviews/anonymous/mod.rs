@@ -4,7 +4,8 @@
 //!
 //! What is stored, and what is not (`docs/anonymity.md`):
 //! - Until its release, a submission (item, reply, concern, vote, edit, retraction) lives only in
-//!   the held-items file ([`held`]): a slot at a random position holding the op (text,
+//!   the held-items file ([`held`]), or on a node of a cluster in sealed slots of the database
+//!   written on a clock ([`sealed`], [`ticks`]): a slot at a random position holding the op (text,
 //!   anchor, random ids), the hash of the item's key, the hash that refuses a second vote, and
 //!   the hash of a receipt. No author, session, time or address; nothing written to sled, whose
 //!   log-structured file would keep the arrival order beside the author's named writes.
