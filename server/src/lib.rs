@@ -267,8 +267,12 @@ fn forwarded_handler(
             let tracker = state.tracker.clone();
             if stream.document() == debrief_proto::forward_http::HTTP_STREAM {
                 let router = http.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some(router) = router {
-                    tracker.spawn(transport::forwarded_http::serve(router, stream));
+                if let (Some(router), false) = (router, state.shutdown.is_cancelled()) {
+                    tracker.spawn(transport::forwarded_http::serve(
+                        router,
+                        stream,
+                        state.shutdown.clone(),
+                    ));
                 }
             } else {
                 tracker.spawn(transport::forwarded::serve(state, stream));
@@ -509,7 +513,7 @@ impl Server {
                     transport::forwarded::ReviewRouting {
                         is_review: is_review_document,
                         role: storage::postgres::REVIEWS_ROLE,
-                        here: Box::new(move || store.serves_reviews()),
+                        here: Box::new(move || store.reviews_open()),
                     },
                 )) as Arc<dyn documents::route::Router>
             })
@@ -637,10 +641,12 @@ impl Server {
         let mut authorizer: Arc<dyn access::Authorizer> = Arc::new(SwitchView {
             switch: switch.clone(),
             forwards,
+            store: store.clone(),
         });
         let mut owning: Arc<dyn access::Authorizer> = Arc::new(SwitchView {
             switch: switch.clone(),
             forwards: false,
+            store: store.clone(),
         });
         if damage.is_some() {
             authorizer = Arc::new(ReadOnlyAccess(authorizer));
@@ -763,12 +769,9 @@ impl Server {
             // switch that takes the review API in once this node took the role over.
             None => {
                 let pass_on = node.as_ref().and_then(|n| {
-                    n.links.as_ref().map(|links| {
-                        Arc::new(PassOn {
-                            slot: n.slot.clone(),
-                            links: links.current.clone(),
-                        })
-                    })
+                    n.links
+                        .as_ref()
+                        .map(|links| Arc::new(PassOn::new(n.slot.clone(), links.current.clone())))
                 });
                 let switch =
                     RouterSwitch::new(http::router(state.clone(), axum::Router::new()).layer(
@@ -1029,7 +1032,9 @@ async fn take_reviews_over(
         }
     };
     let mut pause = poll;
+    let mut tries = 0;
     let api = loop {
+        tries += 1;
         let opened = tokio::task::spawn_blocking({
             let (config, store, registry, oidc, held) = (
                 reviewing.config.clone(),
@@ -1044,13 +1049,20 @@ async fn take_reviews_over(
             () = shutdown.cancelled() => return,
             opened = opened => opened,
         };
-        match opened {
+        let why = match opened {
             Ok(Ok(api)) => break api,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, retry_ms = pause.as_millis() as u64, "took the review role over but cannot open the review domain yet")
-            }
-            Err(e) => tracing::error!(error = %e, "opening the review domain failed"),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        if tries >= OPEN_REVIEWS_TRIES {
+            // Something of this node's own (its disk, its held items) rather than the
+            // database: it stops, handing the role over to a node that may open it.
+            state.store.stop_writing(format!(
+                "took the review role over but could not open the review domain in {tries} tries: {why}"
+            ));
+            return;
         }
+        tracing::error!(error = %why, retry_ms = pause.as_millis() as u64, "took the review role over but cannot open the review domain yet");
         if state.store.stopped().is_some() {
             return;
         }
@@ -1073,6 +1085,10 @@ async fn take_reviews_over(
     state.store.reviews_served();
     tracing::info!("this node took the review role over and serves reviews now");
 }
+
+/// How often a node that took the review role tries to open the review domain before it
+/// stops and hands the role over (tries a growing pause apart, up to 5 s: about 15 s).
+const OPEN_REVIEWS_TRIES: u32 = 5;
 
 /// How long one try of the review role may take.
 const TAKE_REVIEWS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -1103,14 +1119,17 @@ impl ReviewSwitch {
 }
 
 /// One view of a [`ReviewSwitch`]. While this node does not serve reviews, a review's document
-/// is refused (4401 `reviews_elsewhere`), or, for the sockets of a node that forwards
-/// (`forwards`), let through read-only for now: the node serving reviews decides the token
-/// when the connection is forwarded to it, and its decision replaces this one. Such a
-/// connection counts as authenticated for this node's budgets until that node answers.
+/// is refused (4401 `reviews_elsewhere`), or let through read-only for now: by the sockets of a
+/// node that forwards (`forwards`: the node serving reviews decides the token when the
+/// connection is forwarded to it, and its decision replaces this one), and by a node that took
+/// the review role and is switching to it (its router holds the connection until the switch,
+/// and the document decides the token when it joins). Such a connection counts as
+/// authenticated for this node's budgets until it is decided.
 #[derive(Debug)]
 struct SwitchView {
     switch: Arc<ReviewSwitch>,
     forwards: bool,
+    store: Store,
 }
 
 impl access::Authorizer for SwitchView {
@@ -1124,7 +1143,7 @@ impl access::Authorizer for SwitchView {
         match serving {
             Some(reviews) => reviews.authorize(token, document),
             None if !is_review_document(document) => self.switch.1.authorize(token, document),
-            None if self.forwards => Ok(access::Access::ReadOnly),
+            None if self.forwards || self.store.holds_review_role() => Ok(access::Access::ReadOnly),
             None => Err(access::Denied {
                 code: REVIEWS_ELSEWHERE.into(),
                 message: REVIEWS_ELSEWHERE_MESSAGE.to_owned(),
@@ -1176,39 +1195,76 @@ impl tower::Service<axum::extract::Request> for RouterSwitch {
 const REVIEWS_ELSEWHERE: &str = "reviews_elsewhere";
 /// Its sentence.
 const REVIEWS_ELSEWHERE_MESSAGE: &str = "reviews are served by another node of this cluster (the \
-     one holding the review role), and this node could not pass this on to it; try again";
+     one holding the review role), not by this one";
 
 /// How a node that does not serve reviews reaches the one that does.
 #[derive(Debug)]
 struct PassOn {
     slot: Arc<cluster::member::MemberSlot>,
     links: Arc<cluster::links::CurrentLinks>,
+    /// The holder of the review role as last looked up, and when: looked up again after a
+    /// renewal interval, or at once after a request could not reach it.
+    holder: std::sync::Mutex<Option<(cluster::NodeId, std::time::Instant)>>,
+    /// Requests passed on at once (`transport::forwarded_http::CONCURRENT`).
+    permits: tokio::sync::Semaphore,
 }
 
 impl PassOn {
+    fn new(
+        slot: Arc<cluster::member::MemberSlot>,
+        links: Arc<cluster::links::CurrentLinks>,
+    ) -> PassOn {
+        PassOn {
+            slot,
+            links,
+            holder: std::sync::Mutex::new(None),
+            permits: tokio::sync::Semaphore::new(transport::forwarded_http::CONCURRENT),
+        }
+    }
+
     /// The node holding the review role, if another node holds it with a live lease.
     async fn holder(&self) -> Option<cluster::NodeId> {
         use storage::postgres::owner::Owner;
+        let fresh_for = self.slot.poll();
+        if let Some((node, at)) = self
+            .holder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            if at.elapsed() < fresh_for {
+                return Some(node);
+            }
+        }
         let looked_up = tokio::time::timeout(
-            self.slot.poll().max(std::time::Duration::from_secs(1)),
+            fresh_for.max(std::time::Duration::from_secs(1)),
             self.slot.owner_of(storage::postgres::REVIEWS_ROLE),
         )
         .await;
-        match looked_up {
+        let node = match looked_up {
             Ok(Ok(Some(cluster::ownership::Ownership::Live { node, .. })))
                 if node != self.slot.node() =>
             {
                 cluster::NodeId::parse(&node)
             }
             _ => None,
-        }
+        };
+        *self.holder.lock().unwrap_or_else(|e| e.into_inner()) =
+            node.clone().map(|n| (n, std::time::Instant::now()));
+        node
+    }
+
+    /// Forgets the holder looked up (a request could not reach it).
+    fn forget(&self) {
+        self.holder.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
 /// On a node that does not serve reviews, every request of the review API (`/api/…`) and of
 /// sign-in (`/auth/…`, which records people) is passed on to the node that serves reviews
-/// (`transport::forwarded_http`), and answered 503 `reviews_elsewhere` when none can be reached
-/// or the request was itself passed on to this node.
+/// (`transport::forwarded_http`). It is answered 503 `reviews_elsewhere` when none can be
+/// reached or the request was itself passed on to this node, and 504 `outcome_unknown` when it
+/// was sent and no answer came back.
 async fn reviews_elsewhere(
     axum::extract::State(pass_on): axum::extract::State<Option<Arc<PassOn>>>,
     request: axum::extract::Request,
@@ -1219,6 +1275,12 @@ async fn reviews_elsewhere(
     if !path.starts_with("/api/") && !path.starts_with("/auth/") {
         return next.run(request).await;
     }
+    // Every route takes the small body limit but creating a review.
+    let limit = if request.method() == axum::http::Method::POST && path == "/api/reviews" {
+        limits::MAX_FORWARDED_REQUEST_BYTES
+    } else {
+        limits::MAX_BODY_BYTES
+    };
     let passed_on = request
         .extensions()
         .get::<transport::forwarded_http::Forwarded>()
@@ -1229,10 +1291,30 @@ async fn reviews_elsewhere(
         .map(|c| c.0);
     if let (Some(pass_on), Some(client), false) = (pass_on, client, passed_on) {
         if let Some(node) = pass_on.holder().await {
-            match transport::forwarded_http::forward(&pass_on.links, &node, request, client).await {
-                Ok(response) => return response,
-                Err(why) => {
-                    tracing::warn!(node = %node, error = %why, "could not pass a request on to the node serving reviews");
+            let permit = tokio::time::timeout(
+                transport::forwarded_http::PATIENCE,
+                pass_on.permits.acquire(),
+            )
+            .await;
+            if let Ok(Ok(_permit)) = permit {
+                use transport::forwarded_http::{forward, NotForwarded};
+                match forward(&pass_on.links, &node, request, client, limit).await {
+                    Ok(response) => return response,
+                    Err(NotForwarded::NotSent(why)) => {
+                        pass_on.forget();
+                        tracing::warn!(node = %node, error = %why, "could not pass a request on to the node serving reviews");
+                    }
+                    Err(NotForwarded::Unknown(why)) => {
+                        pass_on.forget();
+                        tracing::warn!(node = %node, error = %why, "a request passed on to the node serving reviews was not answered");
+                        return error::ApiError::new(
+                            axum::http::StatusCode::GATEWAY_TIMEOUT,
+                            "outcome_unknown",
+                            "the node serving reviews did not answer; the request may have been \
+                             carried out, so look before making it again",
+                        )
+                        .into_response();
+                    }
                 }
             }
         }
@@ -1240,10 +1322,14 @@ async fn reviews_elsewhere(
     error::ApiError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         REVIEWS_ELSEWHERE,
-        REVIEWS_ELSEWHERE_MESSAGE,
+        PASS_ON_FAILED,
     )
     .into_response()
 }
+
+/// Why a request of the review API could not be passed on to the node serving reviews.
+const PASS_ON_FAILED: &str = "reviews are served by another node of this cluster (the one \
+     holding the review role), and this node could not pass this request on to it; try again";
 
 /// While the store is damaged and served read-only, every request that could change something
 /// (anything but GET and HEAD) is answered 503 `read_only`.

@@ -54,6 +54,10 @@ pub enum JoinError {
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// It is served nowhere this node can reach now (told to the connection already, which is
+    /// closed to come back later); not tried again.
+    #[error("document is unavailable now")]
+    Unavailable,
 }
 
 /// Commands a document owner understands.

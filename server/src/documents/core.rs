@@ -468,10 +468,28 @@ impl Core {
         }
         self.admits(&peer)?;
         let conn = peer.conn;
-        let opened = peer.grant.get();
+        // Decided again here, before the connection is sent anything: access was decided
+        // before the join reached this queue (a phase change in between must not leave it with
+        // the old access), and in a cluster that decision may have been provisional (a review's
+        // document let through to the node serving reviews, which decides here).
+        let decision = self
+            .shared
+            .authorizer
+            .authorize(peer.credential.expose(), &self.name);
+        let grant = peer.grant.clone();
         self.peers.insert(peer);
-        if let Some(access) = opened {
-            self.notify(conn, Notice::Opened(access));
+        match decision {
+            Ok(access) => {
+                grant.set(Some(access));
+                self.notify(conn, Notice::Opened(access));
+            }
+            Err(denied) => {
+                grant.set(None);
+                Metrics::inc(&self.shared.metrics.permission_denied);
+                self.notify(conn, Notice::Withdrawn(denied));
+                self.remove_peer(conn);
+                return Ok(());
+            }
         }
         if self.building() {
             self.awaiting_step1.push(conn);
@@ -482,9 +500,6 @@ impl Core {
         if let Some(all) = self.presence.snapshot() {
             self.send_to(conn, awareness_frame(&all));
         }
-        // Access was decided before the join reached this queue; a phase change in between must
-        // not leave the connection with the old access.
-        self.reauthorize(conn);
         Ok(())
     }
 

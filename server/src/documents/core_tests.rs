@@ -720,11 +720,38 @@ fn a_join_is_greeted_with_its_access_then_sync_then_presence() {
     ));
     assert_eq!(frames.len(), 2, "no presence yet");
 
-    // Access decided again at the join: a phase change in between is not missed.
+    // Access decided again at the join, before anything is sent: a phase change in between is
+    // not missed, and a decision made elsewhere for now (a review's document let through to the
+    // node serving reviews) is replaced.
     h.tokens.set("u", Ok(Access::ReadOnly));
     let (_, mut late) = h.try_join(2, "u", Access::ReadWrite, Arc::new(Telling));
     let frames = late.frames();
-    assert_eq!(frames.last(), Some(&Bytes::from("access:ReadOnly")));
+    assert_eq!(frames[0], Bytes::from("opened:ReadOnly"));
+    assert_eq!(frames.len(), 2, "opened once, then the sync: {frames:?}");
+}
+
+/// A join let through for now elsewhere (in a cluster, a review's document the node serving
+/// reviews decides) whose token this document refuses is told so and sent nothing else: no
+/// state, and none of the participants' presence.
+#[test]
+fn a_join_refused_at_the_document_is_sent_nothing_but_the_refusal() {
+    let mut h = ready();
+    let a = h.join(1, Access::ReadWrite, Arc::new(Closing));
+    h.send(&a, awareness(10, 1, "{\"name\":\"Zelda\"}"));
+    h.tokens.set(
+        "stranger",
+        Err(Denied {
+            code: "invalid_token".into(),
+            message: "unknown".to_owned(),
+        }),
+    );
+    let (result, mut stranger) = h.try_join(2, "stranger", Access::ReadOnly, Arc::new(Telling));
+    assert_eq!(result, Ok(()));
+    assert_eq!(
+        stranger.frames(),
+        vec![Bytes::from("withdrawn:invalid_token")]
+    );
+    assert!(stranger.grant.revoked());
 }
 
 #[test]

@@ -412,7 +412,10 @@ impl Owner {
                     Refusal::Unavailable(reason) => (close::TRY_AGAIN_LATER, reason.as_str()),
                 };
                 peer.kick.kick(code, reason);
-                let _ = reply.send(Err(JoinError::Unloading));
+                let _ = reply.send(Err(match why {
+                    Refusal::Unavailable(_) => JoinError::Unavailable,
+                    _ => JoinError::Unloading,
+                }));
             }
         }
     }

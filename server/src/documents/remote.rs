@@ -502,6 +502,8 @@ pub fn join_failure(e: JoinError) -> JoinFailure {
         JoinError::FullForReaders => JoinFailure::FullForReaders,
         JoinError::TooManyForSession => JoinFailure::TooManyForSession,
         JoinError::ShuttingDown => JoinFailure::ShuttingDown,
+        // The entry node routes the connection again.
+        JoinError::Unavailable => JoinFailure::Unloading,
     }
 }
 

@@ -144,6 +144,24 @@ impl Store {
         }
     }
 
+    /// Whether this server holds the review role of a cluster now (see
+    /// [`crate::storage::postgres::PgStore::holds_review_role`]); never with sled.
+    pub fn holds_review_role(&self) -> bool {
+        match &self.0 {
+            Backend::Sled(_) => false,
+            Backend::Postgres(p) => p.holds_review_role(),
+        }
+    }
+
+    /// Whether the server serves reviews from this store now (see
+    /// [`crate::storage::postgres::PgStore::reviews_open`]): always with sled.
+    pub fn reviews_open(&self) -> bool {
+        match &self.0 {
+            Backend::Sled(_) => true,
+            Backend::Postgres(p) => p.reviews_open(),
+        }
+    }
+
     /// The server serves reviews from this store now (see
     /// [`crate::storage::postgres::PgStore::reviews_served`]); nothing with sled.
     pub fn reviews_served(&self) {

@@ -469,6 +469,7 @@ impl Session {
                         "too_many_attachments: this session has the document open too many times"
                     }
                     JoinError::ShuttingDown | JoinError::Unloading => "server_shutting_down",
+                    JoinError::Unavailable => crate::transport::socket::UNAVAILABLE,
                 };
                 return self.reply(&key, DocMessage::Close(Some(reason)));
             }

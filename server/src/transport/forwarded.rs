@@ -396,7 +396,7 @@ impl Router for ClusterRouter {
                     tokio::time::sleep(self.slot.poll()).await;
                 } else if review {
                     tracing::warn!(doc = %doc, why = %why, "a review's document cannot be served from this node now");
-                    return Route::Unavailable(REVIEWS_UNAVAILABLE.to_owned());
+                    return Route::Unavailable(crate::transport::socket::UNAVAILABLE.to_owned());
                 } else {
                     tracing::warn!(doc = %doc, why = %why, "the document's owner cannot be reached; loading it here");
                     return Route::Here;
@@ -405,11 +405,6 @@ impl Router for ClusterRouter {
         })
     }
 }
-
-/// Why a client of a review's document is asked to come back later on a node that cannot reach
-/// the node serving reviews.
-const REVIEWS_UNAVAILABLE: &str =
-    "reviews_unavailable: no node of this cluster can serve reviews now; try again";
 
 impl ClusterRouter {
     /// Dials `node` (or finds its link), within a renewal interval and at least a second: a

@@ -27,11 +27,22 @@ use crate::cluster::links::CurrentLinks;
 use crate::cluster::NodeId;
 use crate::error::ApiError;
 
-/// The largest request body passed on.
+/// The largest request body passed on (creating a review; every other route takes
+/// [`crate::limits::MAX_BODY_BYTES`], and the entry node holds a request to that before it
+/// passes it on).
 pub const REQUEST_LIMIT: usize = crate::limits::MAX_FORWARDED_REQUEST_BYTES;
 
-/// The largest response passed back (an export of the largest review, with room to spare).
-pub const RESPONSE_LIMIT: usize = 32 << 20;
+/// The largest response body passed back: an export of a large review. Below a sub-stream's
+/// byte budget (8 MiB), so a response never overflows it, and [`CONCURRENT`] of them below a
+/// link's (64 MiB), so they never close the documents' attachments on the same link.
+pub const RESPONSE_LIMIT: usize = 4 << 20;
+
+/// Room for a message's method, target and headers beside its body.
+const HEAD_ALLOWANCE: usize = 64 * 1024;
+
+/// How many requests an entry node passes on at once; more wait their turn (within
+/// [`PATIENCE`]).
+pub const CONCURRENT: usize = 8;
 
 /// How long a request may take to be answered through the link, the serving node's work
 /// included.
@@ -57,25 +68,44 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Why a request was not answered by the serving node.
+#[derive(Debug)]
+pub enum NotForwarded {
+    /// Nothing reached the serving node: the request may be made again.
+    NotSent(String),
+    /// The request was sent and no answer came back: it may have been carried out.
+    Unknown(String),
+}
+
 /// Passes `request`, from a client at `client`, to `node` over this node's link to it, and
-/// answers what that node answered. `Err` says why it could not be passed on.
+/// answers what that node answered. A body over `limit` bytes is answered 413 here.
 pub async fn forward(
     links: &CurrentLinks,
     node: &NodeId,
     request: Request,
     client: SocketAddr,
-) -> Result<Response, String> {
+    limit: usize,
+) -> Result<Response, NotForwarded> {
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, REQUEST_LIMIT).await {
+    let too_large = |detail: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body could not be read (at most {limit} bytes): {detail}"),
+        )
+        .into_response()
+    };
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(too_large("its declared length is larger".to_owned()));
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
-        Err(e) => {
-            return Ok(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body could not be read (at most {REQUEST_LIMIT} bytes): {e}"),
-            )
-            .into_response())
-        }
+        Err(e) => return Ok(too_large(e.to_string())),
     };
     let headers: Vec<(&str, &[u8])> = parts
         .headers
@@ -91,6 +121,7 @@ pub async fn forward(
         headers,
         body: &body,
     });
+    let mut sent = false;
     let exchange = async {
         let links = links
             .get()
@@ -100,10 +131,11 @@ pub async fn forward(
             .open(forward_http::HTTP_STREAM)
             .await
             .map_err(|e| e.to_string())?;
+        sent = true;
         for piece in split(message, PART_BYTES) {
             sub.send(piece).await.map_err(|e| e.to_string())?;
         }
-        let mut parts = Reassembly::new(RESPONSE_LIMIT);
+        let mut parts = Reassembly::new(RESPONSE_LIMIT + HEAD_ALLOWANCE);
         let answer = loop {
             let payload = sub
                 .recv()
@@ -117,9 +149,16 @@ pub async fn forward(
         let decoded = forward_http::decode_response(&answer).map_err(|e| e.to_string())?;
         response_of(&decoded)
     };
-    tokio::time::timeout(PATIENCE, exchange)
+    let answered = tokio::time::timeout(PATIENCE, exchange)
         .await
-        .unwrap_or_else(|_| Err("the serving node did not answer in time".to_owned()))
+        .unwrap_or_else(|_| Err("the serving node did not answer in time".to_owned()));
+    answered.map_err(|why| {
+        if sent {
+            NotForwarded::Unknown(why)
+        } else {
+            NotForwarded::NotSent(why)
+        }
+    })
 }
 
 /// The response `decoded` describes.
@@ -140,14 +179,15 @@ fn response_of(decoded: &HttpResponse<'_>) -> Result<Response, String> {
 }
 
 /// Serves one request a peer passed on, through `router` (this node's whole HTTP router), and
-/// sends the response back. Runs on the server's task tracker.
-pub async fn serve<S>(router: S, mut sub: SubStream)
+/// sends the response back; at `shutdown` it stops (the entry node answers its client). Runs
+/// on the server's task tracker.
+pub async fn serve<S>(router: S, mut sub: SubStream, shutdown: tokio_util::sync::CancellationToken)
 where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
     S::Future: Send,
 {
     let exchange = async {
-        let mut parts = Reassembly::new(REQUEST_LIMIT);
+        let mut parts = Reassembly::new(REQUEST_LIMIT + HEAD_ALLOWANCE);
         let message = loop {
             let payload = sub.recv().await.ok()?;
             match parts.feed(payload) {
@@ -168,11 +208,20 @@ where
             Err(never) => match never {},
         };
         let (head, body) = response.into_parts();
-        let body = match axum::body::to_bytes(body, RESPONSE_LIMIT).await {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::warn!(error = %e, "a response to a request passed on by a peer was too large");
-                return None;
+        let (head, body) = match axum::body::to_bytes(body, RESPONSE_LIMIT).await {
+            Ok(body) => (head, body),
+            Err(_) => {
+                let refused = ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "response_too_large",
+                    format!(
+                        "the answer is larger than one node passes to another ({RESPONSE_LIMIT} \
+                         bytes); ask the node serving reviews directly"
+                    ),
+                )
+                .into_response();
+                let (head, body) = refused.into_parts();
+                (head, axum::body::to_bytes(body, RESPONSE_LIMIT).await.ok()?)
             }
         };
         let headers: Vec<(&str, &[u8])> = head
@@ -191,9 +240,12 @@ where
         }
         Some(())
     };
-    // A request that cannot be answered in time ends with its sub-stream; the entry node
-    // answers its client.
-    let _ = tokio::time::timeout(PATIENCE, exchange).await;
+    // A request that cannot be answered in time, or at shutdown, ends with its sub-stream; the
+    // entry node answers its client.
+    tokio::select! {
+        _ = tokio::time::timeout(PATIENCE, exchange) => {}
+        () = shutdown.cancelled() => {}
+    }
     sub.close().await;
 }
 

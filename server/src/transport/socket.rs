@@ -178,6 +178,11 @@ pub(crate) fn upgrade_required(dialect: &str) -> Response {
     .into_response()
 }
 
+/// Why a connection to a document served nowhere this node can reach now is closed (1013; in a
+/// cluster, a review's document while no node serves reviews).
+pub(crate) const UNAVAILABLE: &str =
+    "reviews_unavailable: no node of this cluster can serve this document now; try again";
+
 /// Attaches `peer` to the document `doc`, opening it when needed.
 pub(crate) async fn join(state: &AppState, doc: &str, peer: Peer) -> Result<DocHandle, JoinError> {
     let mut last = JoinError::Unloading;

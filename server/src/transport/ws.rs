@@ -192,6 +192,7 @@ async fn connection(
                 JoinError::ShuttingDown | JoinError::Unloading => {
                     (close::GOING_AWAY, "server_shutting_down")
                 }
+                JoinError::Unavailable => (close::TRY_AGAIN_LATER, super::socket::UNAVAILABLE),
             };
             kick.kick(code, reason);
             writer(&mut sink, outbox_rx, kick, done, &state).await;

@@ -73,6 +73,37 @@ fn comments_saying(d: &Value, body: &str) -> usize {
     })
 }
 
+/// Two people raise a concern each, acknowledged (held) and not waited for.
+async fn concerns_held(review: &Review, label: &str) -> [String; 2] {
+    let bodies = [
+        format!("Concern {label}: the alert was muted"),
+        format!("Concern {label}: the dashboard lied"),
+    ];
+    for (role, body) in ["participant", "author"].iter().zip(&bodies) {
+        let posted = review
+            .call(role, "POST", "/concerns", Some(json!({ "body": body })))
+            .await;
+        assert_eq!(posted.status, 202, "{}", posted.body);
+    }
+    bodies
+}
+
+/// Connects to `url` again and again until a connection is synced, as a stock client does;
+/// answers the closes on the way that a stock client would not retry (44xx).
+async fn reconnect_until_synced(url: String) -> Vec<String> {
+    let mut refusals = Vec::new();
+    loop {
+        if let Ok(mut client) = Client::try_connect(&url).await {
+            match client.synced_or_closed().await {
+                None => return refusals,
+                Some(why) if why.starts_with("closed 44") => refusals.push(why),
+                Some(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Two people raise a concern each (a batch needs more than one poster), and both are
 /// released: waited for on the discussion.
 async fn concerns_released(review: &Review, via: SocketAddr, round: usize) -> [String; 2] {
@@ -130,7 +161,19 @@ async fn the_review_domain_survives_failovers_of_the_review_node() {
         assert_eq!(made.status, 201, "{}", made.body);
         said.push(comment);
 
+        // Two people's concerns, acknowledged just before the review node goes: held in the
+        // database, released once, by whichever node holds the role then.
+        raised.extend(concerns_held(&review, &format!("held at the {going:?}")).await);
+
         let serving = cluster.review_node().await;
+        // A stock-style client of the discussion through another node reconnects across the
+        // failover: it may be asked to come back (going away, try again later), never refused.
+        let reconnecting = tokio::spawn(reconnect_until_synced(format!(
+            "ws://{}/ws/{}?token={}",
+            other_than(&cluster, serving),
+            review.doc("discussion"),
+            review.sessions["observer"]
+        )));
         let node = cluster.take(serving);
         let went = Instant::now();
         let mut fenced_join = None;
@@ -163,6 +206,13 @@ async fn the_review_domain_survives_failovers_of_the_review_node() {
         let taken = went.elapsed();
         assert_ne!(next, serving);
         only_one_serves_reviews(&cluster, next).await;
+        let refusals = debrief_tests::within("the reconnecting client", reconnecting)
+            .await
+            .expect("the reconnecting task");
+        assert!(
+            refusals.is_empty(),
+            "closes a stock client does not retry: {refusals:?}"
+        );
         // Every request from now on goes through another node, which passes it on.
         review.addr = other_than(&cluster, next);
         eprintln!(

@@ -606,6 +606,21 @@ impl PgStore {
         stored as usize + pending
     }
 
+    /// Whether this store holds a claim of the review role now (from the moment the claim
+    /// committed, before the trees are read again), and has not stopped: the node is taking
+    /// reviews over or serves them.
+    pub fn holds_review_role(&self) -> bool {
+        self.shared.stopped.get().is_none()
+            && lock(&self.shared.state).claims.contains_key(REVIEWS_ROLE)
+    }
+
+    /// Whether the server serves reviews from this store now: always when the database is not
+    /// shared; in a cluster, once it took the role and switched to the review domain
+    /// ([`PgStore::reviews_served`]), until the store stops.
+    pub fn reviews_open(&self) -> bool {
+        !self.shared.shared || self.shared.reviews_served.load(Ordering::Acquire)
+    }
+
     /// The server serves reviews from this store now (it took the role and switched to the
     /// review domain): `/metrics` says so from now on, until the store stops.
     pub fn reviews_served(&self) {
@@ -728,7 +743,7 @@ impl PgStore {
         let _ = writeln!(
             out,
             "debrief_serves_reviews {}",
-            u8::from(!self.shared.shared || self.shared.reviews_served.load(Ordering::Acquire))
+            u8::from(self.reviews_open())
         );
         let name = "debrief_postgres_commit_seconds";
         let _ = writeln!(

@@ -795,9 +795,37 @@ impl Worker {
     async fn held_tick(&mut self, writes: &[(u32, Vec<u8>)]) -> Result<(), StoreError> {
         let (numbers, pieces, bytes) = held_rows(writes)?;
         let expected = numbers.len() as u64;
+        // Held items are review state: in a shared database, written only behind the review
+        // role's fence (alone on its database, the single-node lock keeps everyone else out).
+        let owner = self.shared.ownership.owner.clone();
+        if let Some(why) = owner.fenced() {
+            return Err(StoreError::NodeFenced(why));
+        }
+        let epoch = if self.shared.shared {
+            let epoch = lock(&self.shared.state)
+                .claims
+                .get(super::REVIEWS_ROLE)
+                .copied();
+            match epoch {
+                Some(epoch) => Some(epoch),
+                None => return Err(self.without_the_role()),
+            }
+        } else {
+            None
+        };
         let tick = async {
             let conn = self.connected().await?;
             let tx = conn.client.transaction().await.map_err(pg_error)?;
+            if let Some(epoch) = epoch {
+                if !owner
+                    .fence(&tx, super::REVIEWS_ROLE, epoch)
+                    .await
+                    .map_err(pg_error)?
+                {
+                    tx.rollback().await.map_err(pg_error)?;
+                    return Ok(false);
+                }
+            }
             let updated = tx
                 .execute(
                     "UPDATE held_slots SET sealed = w.sealed \
@@ -814,13 +842,41 @@ impl Worker {
                 )));
             }
             tx.commit().await.map_err(pg_error)?;
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(true)
         };
-        let result = tick.await;
-        if result.is_err() {
-            self.after_error();
+        match tick.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost_the_role(owner.as_ref())),
+            Err(e) => {
+                self.after_error();
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Review state to be written on a node that holds no claim of the review role: refused,
+    /// and if the node served reviews (its claim was let go when it registered again) it
+    /// stops writing for good.
+    fn without_the_role(&mut self) -> StoreError {
+        if self.shared.serves_reviews.load(Ordering::Acquire) {
+            let why = "this node no longer holds the review role (its claim was let go)";
+            self.stop(why);
+            return StoreError::Postgres(why.to_owned());
+        }
+        tracing::error!(
+            "review state written on a node that does not serve reviews was not stored"
+        );
+        StoreError::Postgres(NOT_THE_REVIEW_NODE.to_owned())
+    }
+
+    /// The review role's fence refused a commit of review state: another node took the role,
+    /// and the review state in this node's memory holds writes no commit will take, so nothing
+    /// more is committed (the server shuts down and hands over).
+    fn lost_the_role(&mut self, owner: &dyn super::owner::Owner) -> StoreError {
+        let why = fence_refused(owner, super::REVIEWS_ROLE);
+        let why = format!("this node no longer holds the review role ({why})");
+        self.stop(&why);
+        StoreError::Postgres(why)
     }
 
     /// Reads a document this node has just claimed.
@@ -1196,16 +1252,11 @@ impl Worker {
         if self.shared.shared && !batch.meta.is_empty() && !epochs.contains_key(super::REVIEWS_ROLE)
         {
             batch.meta.clear();
-            if self.shared.serves_reviews.load(Ordering::Acquire) {
-                // It served reviews and its claim of the role was let go.
-                let why = "this node no longer holds the review role (its claim was let go)";
-                self.stop(why);
-                return Err(StoreError::Postgres(why.to_owned()));
+            let refused = self.without_the_role();
+            if self.stopped.is_some() {
+                return Err(refused);
             }
-            tracing::error!(
-                "metadata written on a node that does not serve reviews was not stored"
-            );
-            meta = Err(StoreError::Postgres(NOT_THE_REVIEW_NODE.to_owned()));
+            meta = Err(refused);
         }
         // Documents without a claim (never loaded here) cannot pass the fence.
         batch.records.retain(|name, _| {
@@ -1229,13 +1280,8 @@ impl Worker {
                     .map_err(pg_error)?
                 {
                     tx.rollback().await.map_err(pg_error)?;
-                    // Another node took the role: the trees in memory hold writes no commit
-                    // will take, so nothing more is committed (the server shuts down and hands
-                    // over; the records of this batch were not acknowledged).
-                    let why = fence_refused(owner.as_ref(), super::REVIEWS_ROLE);
-                    let why = format!("this node no longer holds the review role ({why})");
-                    self.stop(&why);
-                    return Err(StoreError::Postgres(why));
+                    // The records of this batch were not acknowledged either.
+                    return Err(self.lost_the_role(owner.as_ref()));
                 }
             }
             if !batch.records.is_empty() {
