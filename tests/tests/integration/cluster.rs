@@ -559,12 +559,7 @@ async fn a_single_server_and_a_cluster_refuse_each_other() {
     let url = cluster.db.url();
     let (code, stderr) = refused_with(&["--open-access", "--postgres", &url]).await;
     assert_eq!(code, Some(1), "{stderr}");
-    let line = stderr.lines().last().unwrap_or_default();
-    assert!(
-        line.starts_with("error: postgres: another Debrief uses this database (PostgreSQL at ")
-            && line.ends_with("); stop it first"),
-        "{stderr}"
-    );
+    assert_another_debrief(&stderr);
     let status = cluster.take(0).terminate().await;
     assert!(status.success(), "{status}");
 
@@ -577,13 +572,18 @@ async fn a_single_server_and_a_cluster_refuse_each_other() {
     .await;
     let (code, stderr) = cluster.refused_node().await;
     assert_eq!(code, Some(1), "{stderr}");
+    assert_another_debrief(&stderr);
+    assert!(single.terminate().await.success());
+}
+
+/// The last line of a start-up refused because another Debrief uses the database.
+fn assert_another_debrief(stderr: &str) {
     let line = stderr.lines().last().unwrap_or_default();
     assert!(
         line.starts_with("error: postgres: another Debrief uses this database (PostgreSQL at ")
             && line.ends_with("); stop it first"),
         "{stderr}"
     );
-    assert!(single.terminate().await.success());
 }
 
 /// What the owner decides reaches clients of other nodes in their own dialect: a y-websocket

@@ -107,16 +107,7 @@ async fn reconnect_until_synced(url: String) -> Vec<String> {
 /// Two people raise a concern each (a batch needs more than one poster), and both are
 /// released: waited for on the discussion.
 async fn concerns_released(review: &Review, via: SocketAddr, round: usize) -> [String; 2] {
-    let bodies = [
-        format!("Concern {round}: the pager went to one person"),
-        format!("Concern {round}: nobody owned the runbook"),
-    ];
-    for (role, body) in ["participant", "author"].iter().zip(&bodies) {
-        let posted = review
-            .call(role, "POST", "/concerns", Some(json!({ "body": body })))
-            .await;
-        assert_eq!(posted.status, 202, "{}", posted.body);
-    }
+    let bodies = concerns_held(review, &round.to_string()).await;
     discussion(
         review,
         via,
