@@ -358,6 +358,20 @@ impl ChildServer {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
+        if signal == "STOP" {
+            // A stop is delivered to each thread on its own: the process may still run for a
+            // moment after `kill` returned. Waited for until every thread is stopped, so that
+            // nothing a test sends from now on is handled before the process goes on.
+            let tasks = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+            let started = std::time::Instant::now();
+            while !all_stopped(&tasks) {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(10),
+                    "the process did not stop"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 
     /// Waits for the process to exit by itself, and returns its status.
@@ -442,4 +456,19 @@ pub async fn refused_start(data_dir: &Path) -> Finished {
         &dir,
     ])
     .await
+}
+
+/// Whether every thread under `tasks` (`/proc/PID/task`) is stopped (state `T` or `t`).
+fn all_stopped(tasks: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(tasks) else {
+        return false;
+    };
+    entries.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
