@@ -628,8 +628,7 @@ impl Server {
         if !serving {
             tracing::warn!(
                 "another node of the cluster serves reviews (it holds the review role); this \
-                 node serves documents other than reviews' and answers the review API with 503 \
-                 reviews_elsewhere until it takes the role over"
+                 node passes review traffic on to it, and takes the role over if it goes"
             );
         }
         // Two views of the same switch: the sockets' (with links, a review's document is let
