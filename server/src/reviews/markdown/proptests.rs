@@ -137,7 +137,13 @@ fn marks() -> impl Strategy<Value = Marks> {
 fn inlines() -> impl Strategy<Value = Vec<Inline>> {
     prop::collection::vec(
         prop_oneof![
-            6 => (text(TEXT, 4), marks()).prop_map(|(t, m)| Inline::Text(t, m)),
+            // Code holding `]:` in a link is the one text CommonMark cannot say at the start of
+            // a paragraph (`write.rs`, "What cannot be written"): left out.
+            6 => (text(TEXT, 4), marks())
+                .prop_filter("code holding ]: in a link", |(t, m)| {
+                    !(m.code && m.link.is_some() && t.contains("]:"))
+                })
+                .prop_map(|(t, m)| Inline::Text(t, m)),
             1 => Just(Inline::HardBreak),
         ],
         0..7,

@@ -6,6 +6,12 @@
 //! [`document`] turns the normalised model ([`super::model`]) into events; [`text`] writes
 //! events. Marks become nested spans: links outermost, then bold, italic and strike (longest
 //! first), code spans innermost, so that the spans read back give every character its marks.
+//!
+//! What cannot be written: a paragraph that begins with a link whose text begins with code
+//! holding `]:` (``[`]:`](https://…)``). CommonMark reads a line that starts with `[`, whose
+//! first `]` is followed by `:`, as a link reference definition before it reads any inline
+//! syntax, and code spans cannot escape the bracket, so such a paragraph reads back empty. It is
+//! written as it is (the round-trip property test leaves that text out; found by it in CI).
 
 use pulldown_cmark::{
     Alignment, CodeBlockKind, CowStr, Event, HeadingLevel, LinkType, Options, Tag, TagEnd,
