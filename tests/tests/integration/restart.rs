@@ -39,6 +39,7 @@ impl Restarting {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let server = ChildServer::start_with(&data, args, None).await;
+        serving_reviews(&server, args).await;
         Restarting {
             _dir: dir,
             data,
@@ -64,6 +65,7 @@ impl Restarting {
         }
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let server = ChildServer::start_with(&self.data, &args, None).await;
+        serving_reviews(&server, &args).await;
         review.addr = server.addr;
         self.server = Some(server);
     }
@@ -172,6 +174,28 @@ async fn a_review_in_postgres_survives_clean_stops_and_kill_9() {
         .query("SELECT count(*) FROM meta WHERE tree = 'reviews'")
         .await;
     assert_eq!(stored, vec!["2"], "both reviews are rows of the database");
+}
+
+/// The same review on the lone node of a cluster (issue 18): the review role it held is handed
+/// over at SIGTERM and lapses after `kill -9`; each time it starts again the node takes the role
+/// back and serves the review from the database, with every comment and the phase.
+#[tokio::test]
+async fn a_review_on_a_cluster_node_survives_clean_stops_and_kill_9() {
+    let backend = debrief_tests::postgres::Backend::cluster().await;
+    let mut args = backend.args();
+    args.extend(["--cluster-lease-ms".to_owned(), "2000".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    anchored_comments_across_restarts(&args).await;
+}
+
+/// On a node of a cluster, waits until it serves reviews (after `kill -9` it takes the review
+/// role back once its earlier lease lapsed).
+async fn serving_reviews(server: &ChildServer, args: &[&str]) {
+    if args.contains(&"--cluster-listen") {
+        server
+            .wait_metric("debrief_serves_reviews", |served| served == 1)
+            .await;
+    }
 }
 
 /// Comments, anchored and general, in a review that the server restarts under (started with
