@@ -665,7 +665,7 @@ impl Server {
         );
         let api = if serving {
             let api = review_api(&config, &store, registry.clone(), oidc.clone(), &held)?;
-            switch.serve(&api, &config);
+            switch.serve(&api);
             Some(api)
         } else {
             None
@@ -1074,7 +1074,7 @@ async fn take_reviews_over(
     if shutdown.is_cancelled() {
         return;
     }
-    reviewing.switch.serve(&api, &reviewing.config);
+    reviewing.switch.serve(&api);
     switch.set(http::router(
         state.clone(),
         reviews::api::routes(api.clone()),
@@ -1096,24 +1096,29 @@ const TAKE_REVIEWS_PATIENCE: std::time::Duration = std::time::Duration::from_sec
 /// this node serves reviews; before that (a cluster node another node serves reviews for), a
 /// review's documents are not this node's to decide (`SwitchView`).
 #[derive(Debug)]
-struct ReviewSwitch(
-    std::sync::RwLock<Option<Arc<dyn access::Authorizer>>>,
-    Arc<dyn access::Authorizer>,
-);
+struct ReviewSwitch {
+    /// The review domain's authorizer, once this node serves reviews.
+    reviews: std::sync::RwLock<Option<Arc<dyn access::Authorizer>>>,
+    /// What decides every document outside reviews (`config.authorizer`).
+    others: Arc<dyn access::Authorizer>,
+}
 
 impl ReviewSwitch {
     /// Not serving reviews yet: `others` decides every other document.
     fn new(others: Arc<dyn access::Authorizer>) -> ReviewSwitch {
-        ReviewSwitch(std::sync::RwLock::new(None), others)
+        ReviewSwitch {
+            reviews: std::sync::RwLock::new(None),
+            others,
+        }
     }
 
     /// Authorizes with the review domain `api` from now on.
-    fn serve(&self, api: &Arc<ApiState>, config: &Config) {
+    fn serve(&self, api: &Arc<ApiState>) {
         let authorizer = Arc::new(reviews::ReviewAuthorizer {
             reviews: api.reviews.clone(),
-            others: config.authorizer.clone(),
+            others: self.others.clone(),
         });
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(authorizer);
+        *self.reviews.write().unwrap_or_else(|e| e.into_inner()) = Some(authorizer);
     }
 }
 
@@ -1135,13 +1140,13 @@ impl access::Authorizer for SwitchView {
     fn authorize(&self, token: &str, document: &str) -> Result<access::Access, access::Denied> {
         let serving = self
             .switch
-            .0
+            .reviews
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         match serving {
             Some(reviews) => reviews.authorize(token, document),
-            None if !is_review_document(document) => self.switch.1.authorize(token, document),
+            None if !is_review_document(document) => self.switch.others.authorize(token, document),
             None if self.forwards || self.store.holds_review_role() => Ok(access::Access::ReadOnly),
             None => Err(access::Denied {
                 code: REVIEWS_ELSEWHERE.into(),

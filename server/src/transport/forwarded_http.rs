@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use debrief_proto::forward::{split, Reassembly, PART_BYTES};
 use debrief_proto::forward_http::{self, HttpRequest, HttpResponse};
@@ -77,6 +77,27 @@ pub enum NotForwarded {
     Unknown(String),
 }
 
+/// The headers of `map` that cross to the other node (hop-by-hop ones stay).
+fn crossing(map: &HeaderMap) -> Vec<(&str, &[u8])> {
+    map.iter()
+        .filter(|(name, _)| !hop_by_hop(name))
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect()
+}
+
+/// Adds the headers that crossed to `map` (hop-by-hop ones left out).
+fn put_headers(map: &mut HeaderMap, crossed: &[(&str, &[u8])]) -> Result<(), String> {
+    for (name, value) in crossed {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        if hop_by_hop(&name) {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(value).map_err(|e| e.to_string())?;
+        map.append(name, value);
+    }
+    Ok(())
+}
+
 /// Passes `request`, from a client at `client`, to `node` over this node's link to it, and
 /// answers what that node answered. A body over `limit` bytes is answered 413 here.
 pub async fn forward(
@@ -107,12 +128,7 @@ pub async fn forward(
         Ok(body) => body,
         Err(e) => return Ok(too_large(e.to_string())),
     };
-    let headers: Vec<(&str, &[u8])> = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| !hop_by_hop(name))
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
+    let headers = crossing(&parts.headers);
     let client = client.to_string();
     let message = forward_http::encode_request(&HttpRequest {
         client: &client,
@@ -166,15 +182,7 @@ fn response_of(decoded: &HttpResponse<'_>) -> Result<Response, String> {
     let mut response = Response::new(Body::from(decoded.body.to_vec()));
     *response.status_mut() =
         StatusCode::from_u16(decoded.status).map_err(|e| format!("bad status: {e}"))?;
-    let headers = response.headers_mut();
-    for (name, value) in &decoded.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-        if hop_by_hop(&name) {
-            continue;
-        }
-        let value = HeaderValue::from_bytes(value).map_err(|e| e.to_string())?;
-        headers.append(name, value);
-    }
+    put_headers(response.headers_mut(), &decoded.headers)?;
     Ok(response)
 }
 
@@ -224,12 +232,7 @@ where
                 (head, axum::body::to_bytes(body, RESPONSE_LIMIT).await.ok()?)
             }
         };
-        let headers: Vec<(&str, &[u8])> = head
-            .headers
-            .iter()
-            .filter(|(name, _)| !hop_by_hop(name))
-            .map(|(name, value)| (name.as_str(), value.as_bytes()))
-            .collect();
+        let headers = crossing(&head.headers);
         let message = forward_http::encode_response(&HttpResponse {
             status: head.status.as_u16(),
             headers,
@@ -263,17 +266,7 @@ fn request_of(message: &[u8]) -> Result<Request, String> {
         .target
         .parse()
         .map_err(|e| format!("bad target: {e}"))?;
-    let headers = request.headers_mut();
-    for (name, value) in &decoded.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-        if hop_by_hop(&name) {
-            continue;
-        }
-        headers.append(
-            name,
-            HeaderValue::from_bytes(value).map_err(|e| e.to_string())?,
-        );
-    }
+    put_headers(request.headers_mut(), &decoded.headers)?;
     request
         .extensions_mut()
         .insert(axum::extract::ConnectInfo(client));
