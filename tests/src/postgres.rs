@@ -221,6 +221,77 @@ impl TestDb {
     }
 }
 
+/// One row of `held_slots` as a copy of the database shows it without the cluster secret: which
+/// piece of which slot it is, where its current version lies on disk (`ctid`: page and line) and
+/// the transaction that wrote that version (`xmin`). Its sealed bytes are random to whoever does
+/// not hold the secret; [`Backend::unsealed`] opens them for the test's own checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRow {
+    pub slot: u32,
+    pub piece: u16,
+    pub page: u32,
+    pub line: u16,
+    pub xmin: u64,
+}
+
+impl TestDb {
+    /// The rows `query` answers on this database.
+    async fn rows(&self, query: &str) -> Vec<tokio_postgres::Row> {
+        let (client, connection) = tokio_postgres::connect(&self.url(), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name));
+        let task = tokio::spawn(connection);
+        let rows = client
+            .query(query, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        drop(client);
+        let _ = task.await;
+        rows
+    }
+
+    /// Every row of `held_slots` (a node of a cluster keeps its held anonymous items there), in
+    /// their order on disk.
+    pub async fn held_rows(&self) -> Vec<HeldRow> {
+        let rows = self
+            .rows(
+                "SELECT slot::bigint, piece::bigint, (h.ctid::text::point)[0]::bigint, \
+                 (h.ctid::text::point)[1]::bigint, h.xmin::text::bigint \
+                 FROM held_slots h ORDER BY h.ctid",
+            )
+            .await;
+        rows.iter()
+            .map(|r| {
+                let n = |i: usize| r.get::<_, i64>(i);
+                HeldRow {
+                    slot: u32::try_from(n(0)).expect("slot"),
+                    piece: u16::try_from(n(1)).expect("piece"),
+                    page: u32::try_from(n(2)).expect("page"),
+                    line: u16::try_from(n(3)).expect("line"),
+                    xmin: u64::try_from(n(4)).expect("xmin"),
+                }
+            })
+            .collect()
+    }
+
+    /// Each slot of `held_slots` with its pieces joined in order, as sealed.
+    async fn held_sealed(&self) -> Vec<(u32, Vec<u8>)> {
+        let rows = self
+            .rows("SELECT slot, sealed FROM held_slots ORDER BY slot, piece")
+            .await;
+        let mut out: Vec<(u32, Vec<u8>)> = Vec::new();
+        for row in rows {
+            let slot = u32::try_from(row.get::<_, i32>(0)).expect("slot");
+            let piece: &[u8] = row.get(1);
+            match out.last_mut() {
+                Some((last, bytes)) if *last == slot => bytes.extend_from_slice(piece),
+                _ => out.push((slot, piece.to_vec())),
+            }
+        }
+        out
+    }
+}
+
 /// The files directly in `dir`, in name order; a directory that cannot be read fails the test.
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -293,6 +364,32 @@ impl Backend {
             Backend::Sled => None,
             Backend::Postgres(db) | Backend::Cluster(db, _) => Some(db),
         }
+    }
+
+    /// On a node of a cluster, every held slot opened with the cluster's secret (which the
+    /// test holds, and an attacker with a copy of the database does not): its bytes in the held
+    /// file's layout, all zero when empty. A slot that does not open fails the test.
+    pub async fn unsealed(&self) -> Option<Vec<(u32, Vec<u8>)>> {
+        use debrief_server::reviews::anonymous::sealed::{unseal, HeldKey};
+        let Backend::Cluster(db, dir) = self else {
+            return None;
+        };
+        let secret = debrief_server::cluster::link::ClusterSecret::read(Some(
+            &dir.path().join("cluster-secret"),
+        ))
+        .expect("read the cluster secret");
+        let key = HeldKey::new(secret.held_key());
+        let slots = db.held_sealed().await;
+        Some(
+            slots
+                .into_iter()
+                .map(|(slot, sealed)| {
+                    let plain = unseal(&key, slot, &sealed)
+                        .unwrap_or_else(|| panic!("held slot {slot} does not unseal"));
+                    (slot, plain.to_vec())
+                })
+                .collect(),
+        )
     }
 
     /// What a copy of everything the server stored shows: the files of its data directory
