@@ -1,47 +1,61 @@
-//! What travels on a link sub-stream that carries one forwarded attachment: a client connected to
-//! one node (its entry node) and attached to a document another node owns (`docs/cluster.md`,
-//! "Routing: the internal link").
+//! What travels on a link sub-stream that carries a *lane*: the clients connected to one node
+//! (their entry node) and attached to one document another node owns (`docs/cluster.md`,
+//! "Routing: the internal link"). One lane per document and entry node carries every one of
+//! those clients, its *members*, so that an update the owner relays crosses to the entry node
+//! once, however many of its clients have the document open, and the entry node hands it to
+//! each of them.
 //!
 //! Each payload of the sub-stream is one message, in the y-protocols style: a varUint type, then
-//! its body. The entry node has already decoded the client's dialect; what crosses is free of
-//! either dialect, so one owner serves clients of both.
+//! its body. A member is named by a varUint the entry node chooses (unique among the lane's
+//! members while it is one). The entry node has already decoded each client's dialect; what
+//! crosses is free of either dialect, so one owner serves clients of both.
 //!
-//! Entry → owner:
-//! - first, and only first, [`MSG_JOIN`]: `varString(token)`, the token the client presented
-//!   (the owner decides its access, since only it knows the review's sessions);
-//! - then y-protocols frames as a client sends them (sync, awareness, awareness query), decoded
-//!   with [`crate::ywire::decode_frame`].
+//! Entry → owner ([`FromEntry`]):
+//! - [`MSG_JOIN`]: `varUint(member), varString(token)`: a client joins with the token it
+//!   presented (the owner decides its access, since only it knows the review's sessions);
+//! - [`MSG_FRAME`]: `varUint(member)`, then a y-protocols frame as the member sent it (sync,
+//!   awareness, awareness query), decoded with [`crate::ywire::decode_frame`];
+//! - [`MSG_LEAVE`]: `varUint(member)`: the member left (or the entry node closed it).
 //!
-//! Owner → entry, one message per payload:
-//! - y-protocols messages for the client (sync, awareness), as they are;
-//! - [`MSG_NOTICE`]: what the owner tells the client about its own standing ([`Notice`]);
-//! - [`MSG_JOIN_FAILED`]: the document could not take the attachment ([`JoinFailure`]);
-//! - [`MSG_CLOSE`]: `u16 BE code, varString(reason)`: the owner closes the attachment, and the
-//!   entry closes its client the way its dialect does for that code.
+//! Owner → entry ([`FromOwner`]):
+//! - [`MSG_TO`]: `varUint(member)`, then one message for that member alone ([`Said`]): a
+//!   y-protocols message, a [`MSG_NOTICE`] about its own standing ([`Notice`]), a
+//!   [`MSG_JOIN_FAILED`] ([`JoinFailure`], the answer to its join instead of a notice), or a
+//!   [`MSG_CLOSE`] (`u16 BE code, varString(reason)`: the owner closes the member, and the entry
+//!   closes its client the way its dialect does for that code). The first message to a member
+//!   after its join is the owner's decision: a join failure, or anything else, which means the
+//!   member is attached;
+//! - [`MSG_ALL`]: `varUint(except)`, then a y-protocols message for every member attached at
+//!   that point of the lane but the one numbered `except - 1` (`0`: none): a relay;
+//! - [`MSG_CREDIT`]: `varUint(messages), varUint(bytes)`, what the owner took of the entry's
+//!   messages since its last credit: at most [`WINDOW_MESSAGES`] messages and [`WINDOW_BYTES`]
+//!   bytes (and one message more) are on their way at once, so the owner's sub-stream queue
+//!   never overflows and clients whose owner is behind wait as they would on the owner's node;
+//! - [`MSG_CLOSE`] on its own: the owner closes the whole lane with that code and reason.
 //!
-//! Both ways:
-//! - a message longer than a link message may be goes as [`MSG_PART`]s, the last of them a
-//!   [`MSG_PART_LAST`], each with a piece of it ([`split`]; reassembled by [`Reassembly`]): a new
-//!   client of a large document gets the whole state in one sync message;
-//! - [`MSG_CREDIT`] (owner → entry): `varUint(messages), varUint(bytes)`, what the owner took of
-//!   the entry's messages since its last credit: at most [`WINDOW_MESSAGES`] messages and
-//!   [`WINDOW_BYTES`] bytes (and one message more) are on their way at once, so the owner's
-//!   sub-stream queue never overflows and a client whose owner is behind waits as it would on
-//!   the owner's own node.
+//! The owner sends what it sends to the lane's members in the order it decided it, so a member
+//! hears of its attachment before any relay meant for it, and of a withdrawal before the first
+//! relay no longer meant for it.
 //!
-//! The sub-stream's end (its close frame) is the attachment's end, in either direction.
+//! Both ways, a message longer than a link message may be goes as [`MSG_PART`]s, the last of
+//! them a [`MSG_PART_LAST`], each with a piece of it ([`split`]; reassembled by [`Reassembly`]):
+//! a new member of a large document gets the whole state in one sync message.
+//!
+//! The sub-stream's end (its close frame) is the lane's end, in either direction: every member
+//! of it ends.
 
 use crate::lib0::{write_var_string, write_var_uint, Reader};
 use crate::ywire::{MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC};
 use crate::DecodeError;
 
-/// Entry → owner: the client's token; the first message of every forwarded attachment.
+/// Entry → owner: a member joins with its client's token.
 pub const MSG_JOIN: u64 = 100;
-/// Owner → entry: a [`Notice`].
+/// Owner → entry, inside a [`MSG_TO`]: a [`Notice`].
 pub const MSG_NOTICE: u64 = 101;
-/// Owner → entry: a [`JoinFailure`].
+/// Owner → entry, inside a [`MSG_TO`]: a [`JoinFailure`].
 pub const MSG_JOIN_FAILED: u64 = 102;
-/// Owner → entry: the owner closes the attachment with a code and reason.
+/// Owner → entry: the owner closes a member (inside a [`MSG_TO`]) or the whole lane (on its
+/// own) with a code and reason.
 pub const MSG_CLOSE: u64 = 103;
 /// Either way: a piece of a message, more follow.
 pub const MSG_PART: u64 = 104;
@@ -49,6 +63,14 @@ pub const MSG_PART: u64 = 104;
 pub const MSG_PART_LAST: u64 = 105;
 /// Owner → entry: what the owner took of the entry's messages.
 pub const MSG_CREDIT: u64 = 106;
+/// Entry → owner: a member's y-protocols frame.
+pub const MSG_FRAME: u64 = 107;
+/// Entry → owner: a member left.
+pub const MSG_LEAVE: u64 = 108;
+/// Owner → entry: a message for one member.
+pub const MSG_TO: u64 = 109;
+/// Owner → entry: a message for every attached member but one.
+pub const MSG_ALL: u64 = 110;
 
 /// The longest piece the nodes cut a message into ([`split`]): well within a link message, and
 /// several fit a sub-stream's queue.
@@ -225,27 +247,98 @@ const NOTICE_WITHDRAWN: u64 = 4;
 const NOTICE_APPLIED: u64 = 5;
 const NOTICE_REFUSED: u64 = 6;
 
-/// The [`MSG_JOIN`] message for `token`.
-pub fn encode_join(token: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(token.len() + 4);
+/// The [`MSG_JOIN`] message of `member` with `token`.
+pub fn encode_join(member: u64, token: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(token.len() + 12);
     write_var_uint(&mut out, MSG_JOIN);
+    write_var_uint(&mut out, member);
     write_var_string(&mut out, token);
     out
 }
 
-/// The token of a [`MSG_JOIN`] message; anything else is an error (the first message of an
-/// attachment must be its join).
-pub fn decode_join(payload: &[u8]) -> Result<&str, DecodeError> {
+/// The [`MSG_FRAME`] message carrying `member`'s y-protocols `frame`.
+pub fn encode_frame(member: u64, frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 10);
+    write_var_uint(&mut out, MSG_FRAME);
+    write_var_uint(&mut out, member);
+    out.extend_from_slice(frame);
+    out
+}
+
+/// The [`MSG_LEAVE`] message of `member`.
+pub fn encode_leave(member: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10);
+    write_var_uint(&mut out, MSG_LEAVE);
+    write_var_uint(&mut out, member);
+    out
+}
+
+/// One message from the entry node, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromEntry<'a> {
+    /// A member joins with this token.
+    Join {
+        /// The member.
+        member: u64,
+        /// Its client's token.
+        token: &'a str,
+    },
+    /// A member's y-protocols frame, not decoded yet.
+    Frame {
+        /// The member.
+        member: u64,
+        /// The frame.
+        frame: &'a [u8],
+    },
+    /// A member left.
+    Leave {
+        /// The member.
+        member: u64,
+    },
+}
+
+/// Decodes one payload an entry node sent (a whole message, put together from its parts).
+pub fn decode_from_entry(payload: &[u8]) -> Result<FromEntry<'_>, DecodeError> {
     let mut r = Reader::new(payload);
-    match r.read_var_uint()? {
-        MSG_JOIN => {}
+    let kind = r.read_var_uint()?;
+    let decoded = match kind {
+        MSG_JOIN => FromEntry::Join {
+            member: r.read_var_uint()?,
+            token: r.read_var_string()?,
+        },
+        MSG_FRAME => {
+            let member = r.read_var_uint()?;
+            let frame = r.read_bytes(r.remaining() as u64)?;
+            return Ok(FromEntry::Frame { member, frame });
+        }
+        MSG_LEAVE => FromEntry::Leave {
+            member: r.read_var_uint()?,
+        },
         other => return Err(DecodeError::UnknownMessageType(other)),
-    }
-    let token = r.read_var_string()?;
+    };
     match r.remaining() {
-        0 => Ok(token),
+        0 => Ok(decoded),
         left => Err(DecodeError::TrailingBytes(left)),
     }
+}
+
+/// The [`MSG_TO`] message carrying `said` (one message of [`Said`]'s forms) to `member`.
+pub fn encode_to(member: u64, said: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(said.len() + 10);
+    write_var_uint(&mut out, MSG_TO);
+    write_var_uint(&mut out, member);
+    out.extend_from_slice(said);
+    out
+}
+
+/// The [`MSG_ALL`] message carrying the y-protocols `message` to every attached member but
+/// `except`.
+pub fn encode_all(except: Option<u64>, message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 10);
+    write_var_uint(&mut out, MSG_ALL);
+    write_var_uint(&mut out, except.map_or(0, |m| m.saturating_add(1)));
+    out.extend_from_slice(message);
+    out
 }
 
 /// The [`MSG_NOTICE`] message for `notice`.
@@ -298,23 +391,16 @@ pub fn encode_close(code: u16, reason: &str) -> Vec<u8> {
     out
 }
 
-/// One message from the owner, decoded.
+/// What the owner says to one member, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FromOwner<'a> {
-    /// A y-protocols message (sync or awareness) for the client: the whole payload, as it is.
+pub enum Said<'a> {
+    /// A y-protocols message (sync or awareness) for the client: the whole message, as it is.
     Message(&'a [u8]),
     /// A notice.
     Notice(Notice<'a>),
     /// The join was refused.
     JoinFailed(JoinFailure),
-    /// The owner took this many more of the entry's messages.
-    Credit {
-        /// Messages taken.
-        messages: u64,
-        /// Their bytes.
-        bytes: u64,
-    },
-    /// The owner closes the attachment.
+    /// The owner closes the member.
     Close {
         /// The close code (`debrief_proto::close`).
         code: u16,
@@ -323,14 +409,88 @@ pub enum FromOwner<'a> {
     },
 }
 
-/// Decodes one payload an owner sent. A y-protocols message is checked only for its type; the
-/// client it goes to decodes the rest.
+/// One message from the owner, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromOwner<'a> {
+    /// A message for one member.
+    To {
+        /// The member.
+        member: u64,
+        /// What it is told.
+        said: Said<'a>,
+    },
+    /// A y-protocols message for every attached member but `except`.
+    All {
+        /// The member it is not for (the one whose update it relays), if any.
+        except: Option<u64>,
+        /// The message.
+        message: &'a [u8],
+    },
+    /// The owner took this many more of the entry's messages.
+    Credit {
+        /// Messages taken.
+        messages: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+    /// The owner closes the whole lane.
+    Close {
+        /// The close code (`debrief_proto::close`).
+        code: u16,
+        /// The close reason.
+        reason: &'a str,
+    },
+}
+
+/// Decodes one payload an owner sent (a whole message, put together from its parts). A
+/// y-protocols message is checked only for its type; the client it goes to decodes the rest.
 pub fn decode_from_owner(payload: &[u8]) -> Result<FromOwner<'_>, DecodeError> {
+    let mut r = Reader::new(payload);
+    let decoded = match r.read_var_uint()? {
+        MSG_TO => {
+            let member = r.read_var_uint()?;
+            let said = decode_said(r.read_bytes(r.remaining() as u64)?)?;
+            return Ok(FromOwner::To { member, said });
+        }
+        MSG_ALL => {
+            let except = r.read_var_uint()?.checked_sub(1);
+            let message = r.read_bytes(r.remaining() as u64)?;
+            match Reader::new(message).read_var_uint()? {
+                MSG_SYNC | MSG_AWARENESS | MSG_QUERY_AWARENESS => {}
+                other => return Err(DecodeError::UnknownMessageType(other)),
+            }
+            return Ok(FromOwner::All { except, message });
+        }
+        MSG_CREDIT => FromOwner::Credit {
+            messages: r.read_var_uint()?,
+            bytes: r.read_var_uint()?,
+        },
+        MSG_CLOSE => {
+            let (code, reason) = read_close(&mut r)?;
+            FromOwner::Close { code, reason }
+        }
+        other => return Err(DecodeError::UnknownMessageType(other)),
+    };
+    match r.remaining() {
+        0 => Ok(decoded),
+        left => Err(DecodeError::TrailingBytes(left)),
+    }
+}
+
+/// A close's code and reason.
+fn read_close<'a>(r: &mut Reader<'a>) -> Result<(u16, &'a str), DecodeError> {
+    let code = r.read_bytes(2)?;
+    let code = u16::from_be_bytes([code[0], code[1]]);
+    Ok((code, r.read_var_string()?))
+}
+
+/// Decodes what the owner says to one member (the body of a [`MSG_TO`]).
+pub fn decode_said(payload: &[u8]) -> Result<Said<'_>, DecodeError> {
     let mut r = Reader::new(payload);
     let kind = r.read_var_uint()?;
     let decoded = match kind {
-        MSG_SYNC | MSG_AWARENESS | MSG_QUERY_AWARENESS => return Ok(FromOwner::Message(payload)),
-        MSG_NOTICE => FromOwner::Notice(match r.read_var_uint()? {
+        MSG_SYNC | MSG_AWARENESS | MSG_QUERY_AWARENESS => return Ok(Said::Message(payload)),
+        MSG_NOTICE => Said::Notice(match r.read_var_uint()? {
             NOTICE_OPENED_RW => Notice::Opened(WireAccess::ReadWrite),
             NOTICE_OPENED_RO => Notice::Opened(WireAccess::ReadOnly),
             NOTICE_ACCESS_RW => Notice::Access(WireAccess::ReadWrite),
@@ -344,16 +504,10 @@ pub fn decode_from_owner(payload: &[u8]) -> Result<FromOwner<'_>, DecodeError> {
             NOTICE_REFUSED => Notice::Refused,
             other => return Err(DecodeError::UnknownMessageType(other)),
         }),
-        MSG_JOIN_FAILED => FromOwner::JoinFailed(JoinFailure::from_byte(r.read_var_uint()?)?),
-        MSG_CREDIT => FromOwner::Credit {
-            messages: r.read_var_uint()?,
-            bytes: r.read_var_uint()?,
-        },
+        MSG_JOIN_FAILED => Said::JoinFailed(JoinFailure::from_byte(r.read_var_uint()?)?),
         MSG_CLOSE => {
-            let code = r.read_bytes(2)?;
-            let code = u16::from_be_bytes([code[0], code[1]]);
-            let reason = r.read_var_string()?;
-            FromOwner::Close { code, reason }
+            let (code, reason) = read_close(&mut r)?;
+            Said::Close { code, reason }
         }
         other => return Err(DecodeError::UnknownMessageType(other)),
     };
@@ -368,23 +522,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn join_round_trips_and_nothing_else_is_a_join() {
-        assert_eq!(decode_join(&encode_join("dbs_abc")), Ok("dbs_abc"));
-        assert_eq!(decode_join(&encode_join("")), Ok(""));
-        // A sync step 1 is not a join.
+    fn every_entry_message_round_trips_and_nothing_else_is_one() {
         assert_eq!(
-            decode_join(&[0, 0, 1, 0]),
+            decode_from_entry(&encode_join(7, "dbs_abc")),
+            Ok(FromEntry::Join {
+                member: 7,
+                token: "dbs_abc"
+            })
+        );
+        assert_eq!(
+            decode_from_entry(&encode_join(0, "")),
+            Ok(FromEntry::Join {
+                member: 0,
+                token: ""
+            })
+        );
+        let step1 = [0u8, 0, 1, 0];
+        assert_eq!(
+            decode_from_entry(&encode_frame(300, &step1)),
+            Ok(FromEntry::Frame {
+                member: 300,
+                frame: &step1[..]
+            })
+        );
+        assert_eq!(
+            decode_from_entry(&encode_leave(1 << 40)),
+            Ok(FromEntry::Leave { member: 1 << 40 })
+        );
+        // A sync step 1 on its own is not an entry's message.
+        assert_eq!(
+            decode_from_entry(&step1),
             Err(DecodeError::UnknownMessageType(0))
         );
-        let mut long = encode_join("t");
+        let mut long = encode_join(1, "t");
         long.push(9);
-        assert_eq!(decode_join(&long), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(decode_from_entry(&long), Err(DecodeError::TrailingBytes(1)));
         assert_eq!(
-            decode_join(&[100, 5, b'a']),
+            decode_from_entry(&[MSG_JOIN as u8, 1, 5, b'a']),
             Err(DecodeError::LengthOverrun {
                 declared: 5,
                 remaining: 1
             })
+        );
+        assert_eq!(
+            decode_from_entry(&[MSG_LEAVE as u8]),
+            Err(DecodeError::Truncated)
         );
     }
 
@@ -404,8 +586,11 @@ mod tests {
         ];
         for n in notices {
             assert_eq!(
-                decode_from_owner(&encode_notice(&n)),
-                Ok(FromOwner::Notice(n.clone()))
+                decode_from_owner(&encode_to(3, &encode_notice(&n))),
+                Ok(FromOwner::To {
+                    member: 3,
+                    said: Said::Notice(n.clone())
+                })
             );
         }
         for f in [
@@ -416,20 +601,60 @@ mod tests {
             JoinFailure::ShuttingDown,
         ] {
             assert_eq!(
-                decode_from_owner(&encode_join_failed(f)),
-                Ok(FromOwner::JoinFailed(f))
+                decode_from_owner(&encode_to(9, &encode_join_failed(f))),
+                Ok(FromOwner::To {
+                    member: 9,
+                    said: Said::JoinFailed(f)
+                })
             );
         }
         assert_eq!(
-            decode_from_owner(&encode_close(4403, "read_only: no")),
-            Ok(FromOwner::Close {
-                code: 4403,
-                reason: "read_only: no"
+            decode_from_owner(&encode_to(1, &encode_close(4403, "read_only: no"))),
+            Ok(FromOwner::To {
+                member: 1,
+                said: Said::Close {
+                    code: 4403,
+                    reason: "read_only: no"
+                }
             })
         );
-        // A sync message passes as it is.
+        assert_eq!(
+            decode_from_owner(&encode_close(1001, "server_shutting_down")),
+            Ok(FromOwner::Close {
+                code: 1001,
+                reason: "server_shutting_down"
+            })
+        );
+        // A sync message passes as it is, to one member or to all.
         let sync = [0u8, 1, 2, 0, 0];
-        assert_eq!(decode_from_owner(&sync), Ok(FromOwner::Message(&sync[..])));
+        assert_eq!(
+            decode_from_owner(&encode_to(2, &sync)),
+            Ok(FromOwner::To {
+                member: 2,
+                said: Said::Message(&sync[..])
+            })
+        );
+        assert_eq!(
+            decode_from_owner(&encode_all(None, &sync)),
+            Ok(FromOwner::All {
+                except: None,
+                message: &sync[..]
+            })
+        );
+        assert_eq!(
+            decode_from_owner(&encode_all(Some(0), &sync)),
+            Ok(FromOwner::All {
+                except: Some(0),
+                message: &sync[..]
+            })
+        );
+        assert_eq!(
+            decode_from_owner(&encode_credit(32, 4000)),
+            Ok(FromOwner::Credit {
+                messages: 32,
+                bytes: 4000
+            })
+        );
     }
 
     #[test]
@@ -469,38 +694,49 @@ mod tests {
         assert_eq!(mixed.feed(again[0].clone()), Ok(None));
         assert_eq!(mixed.feed(again[1].clone()), Ok(None));
         assert_eq!(mixed.feed(again[2].clone()), Ok(Some(vec![9; 120])));
-        assert_eq!(
-            decode_from_owner(&encode_credit(32, 4000)),
-            Ok(FromOwner::Credit {
-                messages: 32,
-                bytes: 4000
-            })
-        );
     }
 
     #[test]
     fn malformed_owner_messages_are_errors() {
         assert_eq!(decode_from_owner(&[]), Err(DecodeError::Truncated));
+        // What a member is told only inside a MSG_TO.
         assert_eq!(
-            decode_from_owner(&[MSG_JOIN as u8, 0]),
+            decode_from_owner(&encode_notice(&Notice::Applied)),
+            Err(DecodeError::UnknownMessageType(MSG_NOTICE))
+        );
+        assert_eq!(
+            decode_from_owner(&[0, 0, 1, 0]),
+            Err(DecodeError::UnknownMessageType(0))
+        );
+        assert_eq!(
+            decode_from_owner(&encode_to(1, &[MSG_JOIN as u8, 0])),
             Err(DecodeError::UnknownMessageType(MSG_JOIN))
         );
         assert_eq!(
-            decode_from_owner(&[MSG_NOTICE as u8, 9]),
+            decode_from_owner(&encode_to(1, &[MSG_NOTICE as u8, 9])),
             Err(DecodeError::UnknownMessageType(9))
         );
         assert_eq!(
-            decode_from_owner(&[MSG_JOIN_FAILED as u8, 5]),
+            decode_from_owner(&encode_to(1, &[MSG_JOIN_FAILED as u8, 5])),
             Err(DecodeError::UnknownMessageType(5))
         );
         assert_eq!(
-            decode_from_owner(&[MSG_CLOSE as u8, 0x11]),
+            decode_from_owner(&encode_to(1, &[MSG_CLOSE as u8, 0x11])),
             Err(DecodeError::LengthOverrun {
                 declared: 2,
                 remaining: 1
             })
         );
-        let mut applied = encode_notice(&Notice::Applied);
+        // A relay carries a y-protocols message, nothing else.
+        assert_eq!(
+            decode_from_owner(&encode_all(None, &encode_notice(&Notice::Applied))),
+            Err(DecodeError::UnknownMessageType(MSG_NOTICE))
+        );
+        assert_eq!(
+            decode_from_owner(&[MSG_TO as u8]),
+            Err(DecodeError::Truncated)
+        );
+        let mut applied = encode_to(1, &encode_notice(&Notice::Applied));
         applied.push(0);
         assert_eq!(
             decode_from_owner(&applied),

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub review_quota_refusals: AtomicU64,
     /// Attachments of clients of other nodes, forwarded to documents this node owns.
     pub forwarded_open: AtomicU64,
+    /// Messages this node sent to entry nodes on lanes, relays once per lane.
+    pub lane_messages: AtomicU64,
+    /// Lanes (one per document and entry node) this node serves as the owner.
+    pub lanes_open: AtomicU64,
     /// The data directory's size, as last measured.
     store_size: Mutex<Option<(Instant, StoreSize)>>,
 }
@@ -130,7 +134,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 16] = [
             (
                 "debrief_documents_loaded",
                 "gauge",
@@ -208,6 +212,18 @@ impl Metrics {
                 "gauge",
                 "Attachments forwarded by other nodes to documents this node owns.",
                 &self.forwarded_open,
+            ),
+            (
+                "debrief_forwarded_lanes_open",
+                "gauge",
+                "Lanes (one per document and entry node) this node serves to other nodes.",
+                &self.lanes_open,
+            ),
+            (
+                "debrief_forwarded_messages_sent_total",
+                "counter",
+                "Messages this node sent to other nodes' clients on lanes; a relay is one per lane, however many clients it has.",
+                &self.lane_messages,
             ),
             (
                 "debrief_documents_forwarded",

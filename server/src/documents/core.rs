@@ -1027,12 +1027,50 @@ impl Core {
         }
     }
 
+    /// Sends `message` to every connection but `except`. The members of a lane (the forwarded
+    /// attachments of one entry node) get it once for all of them, under their lane's tag, and
+    /// the entry node hands it to each member but `except`; a lane that cannot take it closes
+    /// every member as a slow consumer.
     fn broadcast_now(&mut self, except: Option<ConnId>, message: Bytes) {
         let mut dropped = Vec::new();
         let mut framed = Framed::new(message);
+        let except_seat = except
+            .and_then(|conn| self.peers.get(conn))
+            .and_then(|peer| peer.framing.seat());
+        // Lanes served by this broadcast, and those whose outbox was full.
+        let mut lanes: Vec<u64> = Vec::new();
+        let mut slow_lanes: Vec<u64> = Vec::new();
         for peer in self.peers.iter() {
-            if Some(peer.conn) != except && !self.push(peer, framed.for_peer(peer)) {
-                dropped.push(peer.conn);
+            if Some(peer.conn) == except {
+                continue;
+            }
+            let Some(seat) = peer.framing.seat() else {
+                if !self.push(peer, framed.for_peer(peer)) {
+                    dropped.push(peer.conn);
+                }
+                continue;
+            };
+            if lanes.contains(&seat.lane) {
+                continue;
+            }
+            lanes.push(seat.lane);
+            let skip = except_seat
+                .filter(|s| s.lane == seat.lane)
+                .map(|s| s.member);
+            let tag = peer.framing.to_lane(skip);
+            if !self.push_as(peer, tag, framed.for_peer(peer)) {
+                slow_lanes.push(seat.lane);
+            }
+        }
+        for peer in self.peers.iter() {
+            if let Some(seat) = peer.framing.seat() {
+                if slow_lanes.contains(&seat.lane) {
+                    peer.kick.kick(
+                        close::SLOW_CONSUMER,
+                        "slow_consumer: reconnect to resynchronise",
+                    );
+                    dropped.push(peer.conn);
+                }
             }
         }
         for conn in dropped {
@@ -1043,7 +1081,12 @@ impl Core {
     /// Puts a frame (in the peer's dialect) in its outbox; `false` when the peer must be detached (outbox full: it
     /// is closed as a slow consumer and resynchronises on reconnect; or already closed).
     fn push(&self, peer: &Peer, frame: Bytes) -> bool {
-        match peer.outbox.try_send(frame) {
+        self.push_as(peer, peer.outbox.tag(), frame)
+    }
+
+    /// [`Core::push`] under the outbox tag `tag` (a lane's broadcast).
+    fn push_as(&self, peer: &Peer, tag: u64, frame: Bytes) -> bool {
+        match peer.outbox.try_send_as(tag, frame) {
             Ok(()) => true,
             Err(queue::TrySendError::Full(_)) => {
                 Metrics::inc(&self.shared.metrics.slow_consumers);

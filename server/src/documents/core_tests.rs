@@ -20,7 +20,10 @@ use crate::documents::command::{
 };
 use crate::documents::core::{sync_frame, Core, Effect, ReviewSizes, Shared, StoredMeta};
 use crate::documents::crdt;
-use crate::documents::peer::{ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer};
+use crate::documents::peer::{
+    ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer, Seat,
+};
+use futures_util::FutureExt;
 use crate::documents::queue;
 use crate::documents::reloads::ReloadLimiter;
 use crate::limits::Limits;
@@ -1093,4 +1096,130 @@ fn hostile_awareness_and_state_vectors_close_only_their_sender() {
     assert_eq!(bad_sv.closed_with(), Some(close::PROTOCOL_ERROR));
     assert!(fine.closed_with().is_none());
     assert_eq!(h.core.peers(), 1);
+}
+
+/// A member of a lane, as a forwarded attachment is: frames tagged with its member number in an
+/// outbox it shares, and a broadcast tagged `1000 + 1 + except` (or `1000`: for every member).
+#[derive(Debug)]
+struct LaneMember(Seat);
+
+impl Framing for LaneMember {
+    fn prefix(&self) -> &[u8] {
+        &[]
+    }
+
+    fn notice(&self, _: &Notice) -> Delivery {
+        Delivery::Nothing
+    }
+
+    fn seat(&self) -> Option<Seat> {
+        Some(self.0)
+    }
+
+    fn to_lane(&self, except: Option<u64>) -> u64 {
+        1000 + except.map_or(0, |m| m + 1)
+    }
+}
+
+/// Joins connection `id` to the lane `seat` whose outbox is `lane`; its kick comes back.
+fn join_lane(h: &mut Harness, id: u64, lane: &queue::Sender<Bytes>, seat: Seat) -> Kick {
+    let kick = Kick::default();
+    let peer = Peer {
+        conn: ConnId(id),
+        outbox: lane.tagged(seat.member),
+        kick: kick.clone(),
+        framing: Arc::new(LaneMember(seat)),
+        grant: Grant::new(Access::ReadWrite),
+        credential: Credential::new("lane"),
+    };
+    let (reply, mut answer) = oneshot::channel();
+    h.core
+        .handle(DocCommand::Join(Box::new(JoinRequest { peer, reply })));
+    assert_eq!(answer.try_recv(), Ok(Ok(())));
+    kick
+}
+
+/// What a lane's outbox holds now, with tags.
+fn lane_frames(rx: &mut queue::Receiver<Bytes>) -> Vec<(u64, Bytes)> {
+    let mut out = Vec::new();
+    while let Some(item) = rx.recv_tagged().now_or_never().flatten() {
+        out.push(item);
+    }
+    out
+}
+
+#[test]
+fn a_relay_goes_to_each_lane_once_and_skips_only_its_writer() {
+    let mut h = ready();
+    let (lane, mut lane_rx) = queue::channel(64);
+    let (other, mut other_rx) = queue::channel(64);
+    for member in 1..=3 {
+        join_lane(&mut h, 10 + member, &lane, Seat { lane: 7, member });
+    }
+    // Member numbers are the entry node's: another lane may use the same.
+    join_lane(&mut h, 21, &other, Seat { lane: 8, member: 1 });
+    let mut local = h.join(30, Access::ReadWrite, Arc::new(Closing));
+    let greetings = lane_frames(&mut lane_rx);
+    assert!(
+        greetings.iter().all(|(tag, _)| (1..=3).contains(tag)),
+        "greetings go to each member: {greetings:?}"
+    );
+    lane_frames(&mut other_rx);
+
+    // Member 2 writes: its lane gets the relay once, for every member but 2; the other lane
+    // once, for all; the local socket its own copy.
+    let writer = Client {
+        conn: ConnId(12),
+        rx: queue::channel(1).1,
+        kick: Kick::default(),
+        grant: Grant::new(Access::ReadWrite),
+    };
+    h.update(&writer, &typed("once per lane"));
+    h.flush();
+    let relays = lane_frames(&mut lane_rx);
+    assert_eq!(relays.len(), 1, "{relays:?}");
+    assert_eq!(relays[0].0, 1000 + 3, "all but member 2");
+    assert_eq!(text_of(&[relays[0].1.clone()]), "once per lane");
+    let others = lane_frames(&mut other_rx);
+    assert_eq!(others.len(), 1, "{others:?}");
+    assert_eq!(others[0].0, 1000, "all of the other lane");
+    assert_eq!(text_of(&local.frames()), "once per lane");
+
+    // The local socket writes: each lane once, for every member.
+    h.update(&local, &typed("from here"));
+    h.flush();
+    let relays = lane_frames(&mut lane_rx);
+    assert_eq!(
+        relays.iter().map(|(tag, _)| *tag).collect::<Vec<_>>(),
+        vec![1000]
+    );
+    assert_eq!(lane_frames(&mut other_rx).len(), 1);
+}
+
+#[test]
+fn a_lane_that_cannot_take_a_relay_closes_every_member() {
+    let mut h = ready();
+    let (lane, mut lane_rx) = queue::channel(8);
+    let kicks: Vec<Kick> = (1..=2)
+        .map(|member| join_lane(&mut h, 10 + member, &lane, Seat { lane: 7, member }))
+        .collect();
+    let mut local = h.join(30, Access::ReadWrite, Arc::new(Closing));
+    lane_frames(&mut lane_rx);
+    // The entry node stopped reading: the lane's outbox fills up.
+    while lane.try_send(Bytes::from_static(b"x")).is_ok() {}
+    h.update(&local, &typed("too much"));
+    h.flush();
+    for kick in &kicks {
+        assert_eq!(
+            kick.peek().map(|(code, _)| code),
+            Some(close::SLOW_CONSUMER)
+        );
+    }
+    assert_eq!(local.closed_with(), None);
+    assert_eq!(text_of(&local.frames()), "");
+    // Detached: the next relay does not try the lane again.
+    lane_frames(&mut lane_rx);
+    h.update(&local, &typed("more"));
+    h.flush();
+    assert!(lane_frames(&mut lane_rx).is_empty());
 }

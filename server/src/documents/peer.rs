@@ -110,6 +110,32 @@ pub trait Framing: Send + Sync + std::fmt::Debug {
 
     /// How `notice` reaches the connection.
     fn notice(&self, notice: &Notice) -> Delivery;
+
+    /// The lane this connection is a member of, if it shares its outbox with others: the
+    /// forwarded attachments of one entry node to one document (`docs/cluster.md`, "Each update
+    /// crosses to each node once"). A broadcast goes to a lane once, under the tag
+    /// [`Framing::to_lane`] gives, and the entry node hands it to each of its members. `None`
+    /// (every socket): the connection's outbox is its own.
+    fn seat(&self) -> Option<Seat> {
+        None
+    }
+
+    /// The outbox tag ([`crate::documents::queue::Sender::tagged`]) under which a broadcast
+    /// reaches every member of this connection's lane but the member `except`. Asked only of
+    /// connections with a [`Framing::seat`].
+    fn to_lane(&self, except: Option<u64>) -> u64 {
+        let _ = except;
+        0
+    }
+}
+
+/// A connection's place in a lane ([`Framing::seat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seat {
+    /// The lane, unique on this node.
+    pub lane: u64,
+    /// The connection within it.
+    pub member: u64,
 }
 
 /// What a connection may currently do with a document. Shared between the document's owner and

@@ -49,7 +49,8 @@ struct Shared<T> {
 }
 
 struct State<T> {
-    items: VecDeque<T>,
+    /// Each item with the tag of the sender that queued it.
+    items: VecDeque<(u64, T)>,
     receiver: Option<Waker>,
     /// Tasks waiting in [`Sender::reserve_many`]: how many free slots each waits for.
     room: Vec<(usize, Waker)>,
@@ -107,14 +108,21 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     (
         Sender {
             shared: shared.clone(),
+            tag: 0,
         },
         Receiver { shared },
     )
 }
 
 /// The sending side; clone it for more senders.
+///
+/// Every item is queued with its sender's tag (0 unless the sender was made by
+/// [`Sender::tagged`]), which [`Receiver::recv_tagged`] gives back: senders that share one
+/// queue (the forwarded attachments of one entry node share one outbox) stay told apart, and
+/// what they queued stays in one order.
 pub struct Sender<T> {
     shared: Arc<Shared<T>>,
+    tag: u64,
 }
 
 impl<T> Sender<T> {
@@ -124,25 +132,44 @@ impl<T> Sender<T> {
             Ok(permit) => permit.forget(),
             Err(_) => return Err(item),
         }
-        self.push(item);
+        self.push(self.tag, item);
         Ok(())
     }
 
     /// Queues `item` if a slot is free now.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        self.try_send_as(self.tag, item)
+    }
+
+    /// Queues `item` under `tag` instead of this sender's own, if a slot is free now.
+    pub fn try_send_as(&self, tag: u64, item: T) -> Result<(), TrySendError<T>> {
         match self.shared.slots.try_acquire() {
             Ok(permit) => permit.forget(),
             Err(TryAcquireError::NoPermits) => return Err(TrySendError::Full(item)),
             Err(TryAcquireError::Closed) => return Err(TrySendError::Closed(item)),
         }
-        self.push(item);
+        self.push(tag, item);
         Ok(())
     }
 
-    fn push(&self, item: T) {
+    /// Another sender on the same queue whose items carry `tag`.
+    pub fn tagged(&self, tag: u64) -> Sender<T> {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Sender {
+            shared: self.shared.clone(),
+            tag,
+        }
+    }
+
+    /// The tag this sender's items carry.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    fn push(&self, tag: u64, item: T) {
         let waker = {
             let mut state = self.shared.lock();
-            state.items.push_back(item);
+            state.items.push_back((tag, item));
             state.receiver.take()
         };
         if let Some(waker) = waker {
@@ -188,16 +215,14 @@ impl<T> Sender<T> {
     pub fn downgrade(&self) -> WeakSender<T> {
         WeakSender {
             shared: Arc::downgrade(&self.shared),
+            tag: self.tag,
         }
     }
 }
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        self.shared.senders.fetch_add(1, Ordering::Relaxed);
-        Sender {
-            shared: self.shared.clone(),
-        }
+        self.tagged(self.tag)
     }
 }
 
@@ -221,6 +246,7 @@ impl<T> std::fmt::Debug for Sender<T> {
 /// A sender that does not count as one: the queue ends when only these are left.
 pub struct WeakSender<T> {
     shared: Weak<Shared<T>>,
+    tag: u64,
 }
 
 impl<T> WeakSender<T> {
@@ -238,7 +264,12 @@ impl<T> WeakSender<T> {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(Sender { shared }),
+                Ok(_) => {
+                    return Some(Sender {
+                        shared,
+                        tag: self.tag,
+                    })
+                }
                 Err(now) => count = now,
             }
         }
@@ -249,6 +280,7 @@ impl<T> Clone for WeakSender<T> {
     fn clone(&self) -> Self {
         WeakSender {
             shared: self.shared.clone(),
+            tag: self.tag,
         }
     }
 }
@@ -268,6 +300,11 @@ impl<T> Receiver<T> {
     /// The next item; `None` once the queue is empty and can get nothing more (every sender is
     /// gone, or the queue was closed).
     pub async fn recv(&mut self) -> Option<T> {
+        self.recv_tagged().await.map(|(_, item)| item)
+    }
+
+    /// The next item and the tag it was queued with ([`Sender::tagged`]).
+    pub async fn recv_tagged(&mut self) -> Option<(u64, T)> {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if let Some(item) = self.take(&mut state) {
@@ -294,7 +331,7 @@ impl<T> Receiver<T> {
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let mut state = self.shared.lock();
         match self.take(&mut state) {
-            Some(item) => Ok(item),
+            Some((_, item)) => Ok(item),
             None if self.ended() => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
@@ -316,7 +353,7 @@ impl<T> Receiver<T> {
         self.shared.senders.load(Ordering::Acquire) == 0 || self.shared.slots.is_closed()
     }
 
-    fn take(&self, state: &mut State<T>) -> Option<T> {
+    fn take(&self, state: &mut State<T>) -> Option<(u64, T)> {
         let item = state.items.pop_front()?;
         if state.items.is_empty() {
             // Most queues are empty most of the time: hold no memory then. Refilling costs
@@ -375,6 +412,32 @@ mod tests {
         drop(tx2);
         let got = tokio::time::timeout(WAIT, waiting).await.expect("woken");
         assert_eq!(got.expect("task"), None);
+    }
+
+    #[tokio::test]
+    async fn tagged_senders_share_one_order_and_are_told_apart() {
+        let (tx, mut rx) = channel(8);
+        let one = tx.tagged(1);
+        let two = one.tagged(2);
+        one.try_send('a').expect("room");
+        tx.try_send('b').expect("room");
+        two.send('c').await.expect("open");
+        two.try_send_as(9, 'd').expect("room");
+        // A clone keeps its tag; so does a weak sender made from it.
+        one.clone().try_send('e').expect("room");
+        let weak = two.downgrade();
+        weak.upgrade().expect("senders left").try_send('f').expect("room");
+        assert_eq!(rx.recv_tagged().await, Some((1, 'a')));
+        assert_eq!(rx.recv_tagged().await, Some((0, 'b')));
+        assert_eq!(rx.recv().await, Some('c'));
+        assert_eq!(rx.recv_tagged().await, Some((9, 'd')));
+        assert_eq!(rx.recv_tagged().await, Some((1, 'e')));
+        assert_eq!(rx.recv_tagged().await, Some((2, 'f')));
+        // Tagged senders count as senders: the queue ends with the last of them.
+        drop((tx, one));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        drop(two);
+        assert_eq!(rx.recv_tagged().await, None);
     }
 
     #[tokio::test]

@@ -74,6 +74,54 @@ async fn a_document_converges_across_three_nodes_in_both_dialects() {
     }
 }
 
+/// Each update crosses to each node once: a node with six clients of both dialects on a
+/// document owned by another node gets every update over one lane, and hands it to each of its
+/// clients; the owner sends one message per update, not one per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_update_crosses_to_each_node_once() {
+    const UPDATES: usize = 40;
+    const READERS: usize = 6;
+    let cluster = Cluster::start(2, Duration::from_secs(3), Duration::from_secs(1)).await;
+    let doc = "once-per-node";
+    let writer = synced_ws(cluster.node(0), doc).await;
+    assert_eq!(cluster.owner_index(doc).await, Some(0));
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let mut reader = if i % 2 == 0 {
+            synced_ws(cluster.node(1), doc).await
+        } else {
+            synced_collab(cluster.node(1), doc).await
+        };
+        reader.round_trip().await;
+        readers.push(reader);
+    }
+    let owner = cluster.node(0);
+    assert_eq!(
+        owner.metric("debrief_forwarded_attachments_open").await,
+        READERS as u64
+    );
+    assert_eq!(owner.metric("debrief_forwarded_lanes_open").await, 1);
+    let before = owner.metric("debrief_forwarded_messages_sent_total").await;
+    for i in 0..UPDATES {
+        writer.insert("t", i as u32, "x");
+    }
+    let expected = "x".repeat(UPDATES);
+    for reader in &mut readers {
+        reader.wait_text("t", &expected).await;
+    }
+    let sent = owner.metric("debrief_forwarded_messages_sent_total").await - before;
+    eprintln!(
+        "{UPDATES} updates to {READERS} clients of another node: the owner sent {sent} messages \
+         to that node"
+    );
+    // One relay per update for the whole node (a group commit may even carry several in one);
+    // one per client would be six times as many.
+    assert!(
+        (1..=UPDATES as u64 + 2).contains(&sent),
+        "{sent} messages for {UPDATES} updates to {READERS} clients of one node"
+    );
+}
+
 /// `kill -9` of a document's owner while a client of another node writes without pause: once
 /// the owner's lease lapsed another node serves the document, with every update the writer had
 /// acknowledged and every update an observer on the third node had received.

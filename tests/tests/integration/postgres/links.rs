@@ -254,32 +254,40 @@ async fn next_from_owner(stream: &mut SubStream) -> Vec<u8> {
         .expect("the sub-stream is open")
 }
 
-/// What the owner side of forwarding does with sub-streams (`transport/forwarded.rs`): a join
-/// with the token, then y-protocols messages both ways, notices behind the commit, a join that
-/// is refused, and a first message that is not a join.
+/// What the owner side of forwarding does with a lane (`transport/forwarded.rs`): members
+/// joining with their tokens, y-protocols messages both ways, acknowledgements behind the commit
+/// to the member that wrote, a relay crossing once for the whole lane, a member that is refused,
+/// a member that leaves, and a lane whose first message is not a join.
 async fn forwarded_attachment(link: &Link, server: &ChildServer) {
-    use debrief_proto::forward::{self, FromOwner, Notice, WireAccess};
+    use debrief_proto::forward::{self, FromOwner, Notice, Said, WireAccess};
     use debrief_proto::ywire::{Message, SyncMessage};
     use yrs::{ReadTxn, Text, Transact};
 
     let mut stream = link.open("forwarded").await.expect("open a sub-stream");
-    stream
-        .send(forward::encode_join(""))
-        .await
-        .expect("send the join");
-    let opened = next_from_owner(&mut stream).await;
-    assert_eq!(
-        forward::decode_from_owner(&opened),
-        Ok(FromOwner::Notice(Notice::Opened(WireAccess::ReadWrite)))
-    );
-    // The owner's SyncStep1 follows, as to any client.
-    let step1 = next_from_owner(&mut stream).await;
-    assert!(
-        matches!(forward::decode_from_owner(&step1), Ok(FromOwner::Message(m)) if m.starts_with(&[0, 0])),
-        "{step1:?}"
-    );
-    metric_reaches(server, "debrief_forwarded_attachments_open", 1).await;
-    // An update is acknowledged behind its commit; a client of the node itself receives it.
+    // Two members on one lane, each told it is attached, then sent the owner's SyncStep1.
+    for member in [1, 2] {
+        stream
+            .send(forward::encode_join(member, ""))
+            .await
+            .expect("send the join");
+        let opened = next_from_owner(&mut stream).await;
+        assert_eq!(
+            forward::decode_from_owner(&opened),
+            Ok(FromOwner::To {
+                member,
+                said: Said::Notice(Notice::Opened(WireAccess::ReadWrite))
+            })
+        );
+        let step1 = next_from_owner(&mut stream).await;
+        assert!(
+            matches!(forward::decode_from_owner(&step1), Ok(FromOwner::To { member: m, said: Said::Message(b) }) if m == member && b.starts_with(&[0, 0])),
+            "{step1:?}"
+        );
+    }
+    metric_reaches(server, "debrief_forwarded_attachments_open", 2).await;
+    metric_reaches(server, "debrief_forwarded_lanes_open", 1).await;
+    // An update of member 1 is acknowledged to it behind its commit, and relayed once for the
+    // lane, to every member but 1; a client of the node itself receives it.
     let mut local = debrief_tests::Client::connect(&server.ws_url("forwarded")).await;
     local.wait_synced().await;
     let doc = yrs::Doc::new();
@@ -289,26 +297,52 @@ async fn forwarded_attachment(link: &Link, server: &ChildServer) {
         .transact()
         .encode_state_as_update_v1(&yrs::StateVector::default());
     stream
-        .send(Message::Sync(SyncMessage::Update(&update)).encode())
+        .send(forward::encode_frame(
+            1,
+            &Message::Sync(SyncMessage::Update(&update)).encode(),
+        ))
         .await
         .expect("send the update");
-    loop {
+    let (mut applied, mut relayed) = (false, 0);
+    while !(applied && relayed > 0) {
         let message = next_from_owner(&mut stream).await;
         match forward::decode_from_owner(&message).expect("a message the owner may send") {
-            FromOwner::Notice(Notice::Applied) => break,
-            // The owner's awareness or its answer to nothing in particular may come first.
-            FromOwner::Message(_) => {}
+            FromOwner::To {
+                member: 1,
+                said: Said::Notice(Notice::Applied),
+            } => applied = true,
+            FromOwner::All {
+                except: Some(1),
+                message: [0, 2, ..],
+            } => relayed += 1,
+            // Presence of the local client, to one member or all of them.
+            FromOwner::To {
+                said: Said::Message(_),
+                ..
+            }
+            | FromOwner::All { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
+    assert_eq!(relayed, 1, "one relay for the lane");
     local.wait_text("t", "forwarded and committed").await;
+    // A member that leaves is detached; the lane goes on for the other.
+    stream
+        .send(forward::encode_leave(2))
+        .await
+        .expect("send the leave");
+    metric_reaches(server, "debrief_forwarded_attachments_open", 1).await;
     stream.close().await;
     metric_reaches(server, "debrief_forwarded_attachments_open", 0).await;
+    metric_reaches(server, "debrief_forwarded_lanes_open", 0).await;
 
-    // A first message that is not a join ends the attachment with a protocol error.
+    // A first message that is not a join ends the lane with a protocol error.
     let mut stream = link.open("forwarded").await.expect("open a sub-stream");
     stream
-        .send(Message::Sync(SyncMessage::Step1(&[0])).encode())
+        .send(forward::encode_frame(
+            1,
+            &Message::Sync(SyncMessage::Step1(&[0])).encode(),
+        ))
         .await
         .expect("send");
     let refusal = next_from_owner(&mut stream).await;
@@ -316,7 +350,7 @@ async fn forwarded_attachment(link: &Link, server: &ChildServer) {
         forward::decode_from_owner(&refusal),
         Ok(FromOwner::Close {
             code: 1002,
-            reason: "unknown_message_type"
+            reason: "lane_without_join"
         })
     );
     assert_eq!(
@@ -330,12 +364,15 @@ async fn forwarded_attachment(link: &Link, server: &ChildServer) {
         .await
         .expect("open a sub-stream");
     stream
-        .send(forward::encode_join("dbs_nobody"))
+        .send(forward::encode_join(5, "dbs_nobody"))
         .await
         .expect("send the join");
     let refusal = next_from_owner(&mut stream).await;
     match forward::decode_from_owner(&refusal) {
-        Ok(FromOwner::Notice(Notice::Withdrawn { code, .. })) => {
+        Ok(FromOwner::To {
+            member: 5,
+            said: Said::Notice(Notice::Withdrawn { code, .. }),
+        }) => {
             assert_eq!(code, "unknown_review")
         }
         other => panic!("unexpected {other:?}"),
