@@ -23,12 +23,12 @@ use crate::documents::crdt;
 use crate::documents::peer::{
     ConnId, Credential, Delivery, Framing, Grant, Kick, Notice, Peer, Seat,
 };
-use futures_util::FutureExt;
 use crate::documents::queue;
 use crate::documents::reloads::ReloadLimiter;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::storage::store::{Compacted, StoreError};
+use futures_util::FutureExt;
 
 /// The log, in memory.
 #[derive(Debug, Default)]

@@ -426,7 +426,10 @@ mod tests {
         // A clone keeps its tag; so does a weak sender made from it.
         one.clone().try_send('e').expect("room");
         let weak = two.downgrade();
-        weak.upgrade().expect("senders left").try_send('f').expect("room");
+        weak.upgrade()
+            .expect("senders left")
+            .try_send('f')
+            .expect("room");
         assert_eq!(rx.recv_tagged().await, Some((1, 'a')));
         assert_eq!(rx.recv_tagged().await, Some((0, 'b')));
         assert_eq!(rx.recv().await, Some('c'));
