@@ -316,10 +316,7 @@ pub fn decode_from_entry(payload: &[u8]) -> Result<FromEntry<'_>, DecodeError> {
         },
         other => return Err(DecodeError::UnknownMessageType(other)),
     };
-    match r.remaining() {
-        0 => Ok(decoded),
-        left => Err(DecodeError::TrailingBytes(left)),
-    }
+    all_read(&r, decoded)
 }
 
 /// The [`MSG_TO`] message carrying `said` (one message of [`Said`]'s forms) to `member`.
@@ -471,6 +468,11 @@ pub fn decode_from_owner(payload: &[u8]) -> Result<FromOwner<'_>, DecodeError> {
         }
         other => return Err(DecodeError::UnknownMessageType(other)),
     };
+    all_read(&r, decoded)
+}
+
+/// `decoded`, if it was the whole payload `r` read.
+fn all_read<T>(r: &Reader<'_>, decoded: T) -> Result<T, DecodeError> {
     match r.remaining() {
         0 => Ok(decoded),
         left => Err(DecodeError::TrailingBytes(left)),
@@ -511,10 +513,7 @@ pub fn decode_said(payload: &[u8]) -> Result<Said<'_>, DecodeError> {
         }
         other => return Err(DecodeError::UnknownMessageType(other)),
     };
-    match r.remaining() {
-        0 => Ok(decoded),
-        left => Err(DecodeError::TrailingBytes(left)),
-    }
+    all_read(&r, decoded)
 }
 
 #[cfg(test)]
