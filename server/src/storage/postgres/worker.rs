@@ -1164,13 +1164,17 @@ impl Worker {
             (batch, epochs)
         };
         let mut outcome = Ok(());
+        let pending = !batch.records.is_empty() || !batch.meta.is_empty();
         if let Some(why) = node_fenced {
             // Nothing more is written: the metadata stays pending, and whoever waits for it is
-            // told why.
-            let e = StoreError::NodeFenced(why);
-            self.failed(batch, &e);
-            outcome = Err(e);
-        } else if !batch.records.is_empty() || !batch.meta.is_empty() {
+            // told why. With nothing to write, there is nothing to fail (a fenced node stopped
+            // with SIGTERM after its documents left memory exits cleanly).
+            if pending {
+                let e = StoreError::NodeFenced(why);
+                self.failed(batch, &e);
+                outcome = Err(e);
+            }
+        } else if pending {
             let started = Instant::now();
             let committed = bounded!(self, self.commit(&mut batch, &epochs));
             let elapsed = started.elapsed();
