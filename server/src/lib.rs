@@ -868,6 +868,10 @@ impl access::Authorizer for ReadOnlyAccess {
             .authorize(token, document)
             .map(|_| access::Access::ReadOnly)
     }
+
+    fn provisional(&self, document: &str) -> bool {
+        self.0.provisional(document)
+    }
 }
 
 /// In a cluster, a node whose store stopped writing for good (it lost the review role while
@@ -1128,7 +1132,8 @@ impl ReviewSwitch {
 /// connection is forwarded to it, and its decision replaces this one), and by a node that took
 /// the review role and is switching to it (its router holds the connection until the switch,
 /// and the document decides the token when it joins). Such a connection counts as
-/// authenticated for this node's budgets until it is decided.
+/// unauthenticated for this node's budgets until the document opened it
+/// ([`access::Authorizer::provisional`]).
 #[derive(Debug)]
 struct SwitchView {
     switch: Arc<ReviewSwitch>,
@@ -1153,6 +1158,18 @@ impl access::Authorizer for SwitchView {
                 message: REVIEWS_ELSEWHERE_MESSAGE.to_owned(),
             }),
         }
+    }
+
+    fn provisional(&self, document: &str) -> bool {
+        let serving = self
+            .switch
+            .reviews
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        !serving
+            && is_review_document(document)
+            && (self.forwards || self.store.holds_review_role())
     }
 }
 

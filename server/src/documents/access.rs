@@ -47,6 +47,16 @@ impl Denied {
 pub trait Authorizer: Send + Sync + Debug {
     /// The decision for `token` on `document`.
     fn authorize(&self, token: &str, document: &str) -> Result<Access, Denied>;
+
+    /// Whether a grant for `document` is only provisional: the node that serves the document
+    /// decides the token again when the connection reaches it, and only its decision counts (a
+    /// review's document on a cluster node that does not serve reviews). Such a connection is
+    /// not authenticated for this node's budgets until that node opened the document for it
+    /// ([`crate::transport::admission::Confirming`]).
+    fn provisional(&self, document: &str) -> bool {
+        let _ = document;
+        false
+    }
 }
 
 /// Access by shared tokens, until the review domain decides per person:

@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
+use crate::documents::peer::{Delivery, Framing, Notice};
 use crate::limits::Limits;
 
 /// Which budget has no room.
@@ -541,9 +542,37 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Mete
     }
 }
 
+/// The framing of a connection whose token was let through provisionally (a review's document
+/// on a cluster node that does not serve reviews; `docs/cluster.md`, "Reviews on one node at a
+/// time"): the node that serves the document decides the token again, and only once that node
+/// opened the document for the connection does the connection count as authenticated for this
+/// node's budgets. A refusal leaves it unauthenticated, under the budgets, as a token refused
+/// here would.
+#[derive(Debug)]
+pub struct Confirming<F> {
+    /// The connection's own framing.
+    pub inner: F,
+    /// The connection's meter.
+    pub meter: Arc<Meter>,
+}
+
+impl<F: Framing> Framing for Confirming<F> {
+    fn prefix(&self) -> &[u8] {
+        self.inner.prefix()
+    }
+
+    fn notice(&self, notice: &Notice) -> Delivery {
+        if let Notice::Opened(_) = notice {
+            self.meter.authenticated();
+        }
+        self.inner.notice(notice)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::documents::access::{Access, Denied};
 
     fn limits(total: usize, per_address: usize) -> Limits {
         Limits {
@@ -602,5 +631,46 @@ mod tests {
             m.deadline().is_some(),
             "frames are timed after authentication too"
         );
+    }
+
+    #[test]
+    fn a_provisional_grant_authenticates_only_once_the_document_is_opened() {
+        #[derive(Debug)]
+        struct Plain;
+        impl Framing for Plain {
+            fn prefix(&self) -> &[u8] {
+                &[]
+            }
+            fn notice(&self, _: &Notice) -> Delivery {
+                Delivery::Nothing
+            }
+        }
+        let limits = limits(1000, 1000);
+        let budget = Budget::new(&limits);
+        let m = Meter::new(budget.clone(), [127, 0, 0, 1].into(), &limits);
+        m.admit().expect("room");
+        m.on_read(300).expect("room");
+        let framing = Confirming {
+            inner: Plain,
+            meter: m.clone(),
+        };
+        // Refused by the node serving the document: still held against the budgets.
+        let refused = Denied {
+            code: "invalid_token".into(),
+            message: "no".to_owned(),
+        };
+        assert_eq!(
+            framing.notice(&Notice::Withdrawn(refused)),
+            Delivery::Nothing
+        );
+        assert_eq!(budget.total(), 300);
+        assert_eq!(framing.notice(&Notice::Applied), Delivery::Nothing);
+        assert_eq!(budget.total(), 300);
+        // Opened there: authenticated here.
+        assert_eq!(
+            framing.notice(&Notice::Opened(Access::ReadOnly)),
+            Delivery::Nothing
+        );
+        assert_eq!(budget.total(), 0);
     }
 }

@@ -53,7 +53,7 @@ use crate::documents::presence::QueryGate;
 use crate::documents::queue;
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, STATELESS_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::transport::admission::{Busy, Connection, Meter};
+use crate::transport::admission::{Busy, Confirming, Connection, Meter};
 use crate::transport::socket::{
     join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream, Upgrade,
 };
@@ -385,7 +385,11 @@ impl Session {
         };
         let access = match decision {
             Ok(access) => {
-                if let Some(meter) = &self.meter {
+                // A grant another node decides again authenticates the socket only once that
+                // node opened the document for it (`Confirming`).
+                if let (Some(meter), false) =
+                    (&self.meter, self.state.authorizer.provisional(document))
+                {
                     meter.authenticated();
                 }
                 access
@@ -419,7 +423,15 @@ impl Session {
             conn: attempt,
             outbox: self.outbox.clone(),
             kick: self.kick.clone(),
-            framing: Arc::new(Hocuspocus::new(key)),
+            framing: match &self.meter {
+                Some(meter) if self.state.authorizer.provisional(document) => {
+                    Arc::new(Confirming {
+                        inner: Hocuspocus::new(key),
+                        meter: meter.clone(),
+                    })
+                }
+                _ => Arc::new(Hocuspocus::new(key)),
+            },
             grant: grant.clone(),
             credential: Credential::new(token),
         };

@@ -38,7 +38,7 @@ use crate::documents::queue;
 use crate::error::ApiError;
 use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN};
 use crate::metrics::Metrics;
-use crate::transport::admission::{Connection, Meter};
+use crate::transport::admission::{Confirming, Connection, Meter};
 use crate::transport::socket::{
     join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream, Upgrade,
 };
@@ -116,7 +116,10 @@ pub(crate) async fn upgrade(
     let credential = Credential::new(&token);
     drop(token);
     let meter = meter_of(conn_info);
-    if let (Some(meter), Ok(_)) = (&meter, &access) {
+    // A grant another node decides again authenticates the socket only once that node opened
+    // the document for it (`Confirming`).
+    let provisional = access.is_ok() && state.authorizer.provisional(&doc);
+    if let (Some(meter), Ok(_), false) = (&meter, &access, provisional) {
         // The token is accepted before the upgrade: nothing this socket reads waits for one.
         meter.authenticated();
     }
@@ -126,14 +129,25 @@ pub(crate) async fn upgrade(
         let halves = socket.split();
         let conn = state.conn_id();
         let span = tracing::debug_span!("conn", %conn, doc = %doc);
-        connection(halves, doc, (access, credential), (conn, meter), state).instrument(span)
+        connection(
+            halves,
+            doc,
+            (access, credential, provisional),
+            (conn, meter),
+            state,
+        )
+        .instrument(span)
     })
 }
 
 async fn connection(
     (mut sink, stream): (Sink, Stream),
     doc: String,
-    (access, credential): (Result<Access, crate::documents::access::Denied>, Credential),
+    (access, credential, provisional): (
+        Result<Access, crate::documents::access::Denied>,
+        Credential,
+        bool,
+    ),
     (conn, meter): (ConnId, Option<Arc<Meter>>),
     state: Arc<AppState>,
 ) {
@@ -153,11 +167,18 @@ async fn connection(
         }
     };
     let room = outbox.downgrade();
+    let framing: Arc<dyn Framing> = match (&meter, provisional) {
+        (Some(meter), true) => Arc::new(Confirming {
+            inner: YWebsocket,
+            meter: meter.clone(),
+        }),
+        _ => Arc::new(YWebsocket),
+    };
     let peer = Peer {
         conn,
         outbox,
         kick: kick.clone(),
-        framing: Arc::new(YWebsocket),
+        framing,
         grant: Grant::new(access),
         credential,
     };
