@@ -208,14 +208,14 @@ fn slot_holding(unsealed: &[(u32, Vec<u8>)], text: &str) -> u32 {
 /// lies in one slot of the held file and nowhere else": its text is in no part of `after` in any
 /// encoding (there is no held file), the rows of `held_slots` changed only in whole slots and at
 /// least one tick's worth, and (opened with the secret) the item lies in one slot, one of those
-/// that changed.
+/// that changed. Answers the slots that changed: all an attacker without the secret learns.
 async fn held_sealed(
     backend: &Backend,
     data: &std::path::Path,
     after: &[(PathBuf, Vec<u8>)],
     (before, now): (&[HeldRow], &[HeldRow]),
     text: &str,
-) {
+) -> BTreeSet<u32> {
     assert_nowhere(after, &[text], "acknowledged and held");
     assert!(
         !data.join("held").exists(),
@@ -230,6 +230,7 @@ async fn held_sealed(
     let unsealed = backend.unsealed().await.expect("a cluster node");
     let slot = slot_holding(&unsealed, text);
     assert!(changed.contains(&slot), "the item's slot was not written");
+    changed
 }
 
 /// On a node of a cluster, waits until every held slot is empty again (opened with the secret):
@@ -248,6 +249,67 @@ async fn wait_wiped(backend: &Backend) {
         }
     })
     .await;
+}
+
+/// The ticks that wiped released slots, as a copy shows them without the secret: the row
+/// versions written after `pre` (taken before the release), grouped by the transaction that
+/// wrote them, in transaction order, keeping the ticks every slot of which is in `held` (slots
+/// the attacker saw written during the hold): re-seals of slots chosen at random hardly ever are.
+fn wipe_ticks(pre: &[HeldRow], post: &[HeldRow], held: &BTreeSet<u32>) -> Vec<BTreeSet<u32>> {
+    let old: HashMap<(u32, u16), u64> = pre.iter().map(|r| ((r.slot, r.piece), r.xmin)).collect();
+    let mut ticks: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
+    for row in post {
+        if old.get(&(row.slot, row.piece)) != Some(&row.xmin) {
+            ticks.entry(row.xmin).or_default().insert(row.slot);
+        }
+    }
+    ticks
+        .into_values()
+        .filter(|slots| slots.iter().all(|s| held.contains(s)))
+        .collect()
+}
+
+/// The release bridge of a cluster node: released items ranked by where they lie in a copy
+/// after the release (the order the release wrote them in), the k-th given to the k-th tick of
+/// wipes (a tick wipes [`TICK_WRITES`] released slots); then the author of the item is whoever's
+/// submission was followed by the first change of one of that tick's slots, within the item's
+/// window. `texts[i]` is item i's released text, `window[i]` its window, `brackets[i]` the slots
+/// that changed around submission i, `anchors[i]` the person the attacker saw active right
+/// before submission i. An item the bridge cannot place gets no guess.
+struct Bridge<'a> {
+    texts: Vec<&'a str>,
+    window: Vec<usize>,
+    brackets: &'a [BTreeSet<u32>],
+    anchors: Vec<usize>,
+}
+
+impl Bridge<'_> {
+    fn guesses(
+        &self,
+        after_release: &[(PathBuf, Vec<u8>)],
+        wipes: &[BTreeSet<u32>],
+    ) -> Vec<Option<usize>> {
+        let mut ranked: Vec<(u64, usize)> = self
+            .texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| locate(after_release, t).map(|(at, _)| (at, i)))
+            .collect();
+        ranked.sort();
+        let first_change = |slot: u32| self.brackets.iter().position(|b| b.contains(&slot));
+        let mut out = vec![None; self.texts.len()];
+        for (rank, (_, i)) in ranked.iter().enumerate() {
+            let Some(tick) = wipes.get(rank / TICK_WRITES) else {
+                continue;
+            };
+            out[*i] = tick
+                .iter()
+                .filter_map(|s| first_change(*s))
+                .find(|j| self.window[*j] == self.window[*i])
+                .map(|j| self.anchors[j]);
+        }
+        out
+    }
 }
 
 async fn post(review: &Review, token: &str, path: &str, body: Value) -> Reply {
@@ -449,6 +511,8 @@ async fn statistical_adversary(backend: Backend) {
     // Snapshots of the data directory during the hold, one per window.
     let mut during: Vec<Vec<(PathBuf, Vec<u8>)>> = Vec::new();
     let held_file = data.join("held").join("slots");
+    // On a cluster node, the slots whose rows changed around each submission.
+    let mut brackets: Vec<BTreeSet<u32>> = Vec::new();
     for window in 0..WINDOWS {
         let mut order: Vec<usize> = (0..PEOPLE).collect();
         order.shuffle(&mut rng);
@@ -498,7 +562,8 @@ async fn statistical_adversary(backend: Backend) {
             assert!(locate(&before, &text).is_none());
             if sealed {
                 let now = held_rows().await;
-                held_sealed(&backend, &data, &after, (&held_before, &now), &text).await;
+                brackets
+                    .push(held_sealed(&backend, &data, &after, (&held_before, &now), &text).await);
             } else {
                 // The byte-level comparison: the text is held in the held-items file only (in
                 // no table, row or log of the database either), and one slot of it is all that
@@ -545,6 +610,8 @@ async fn statistical_adversary(backend: Backend) {
             }
         }
     }
+    // What the attacker saw of the held rows before the release.
+    let held_pre = held_rows().await;
     // Closing releases whatever still waits for other people's items.
     review.move_to("meeting").await;
     review.move_to("closed").await;
@@ -570,6 +637,7 @@ async fn statistical_adversary(backend: Backend) {
     if sealed {
         wait_wiped(&backend).await;
     }
+    let held_post = held_rows().await;
     let after_release = backend.copy(&data).await;
     assert!(
         after_release
@@ -596,12 +664,8 @@ async fn statistical_adversary(backend: Backend) {
         }
     }
     // On a cluster node no copy taken during the hold holds a text (asserted above): the
-    // attacks on positions during the hold have nothing to place there. What a copy shows of a
-    // held item is which slots' rows a tick rewrote (asserted above: whole slots, at least one
-    // tick's worth, never the item's text); tying those rows to a released item needs a bridge
-    // between slots and items, and the one found, the order of the release's wipes, is an open
-    // hole (issue 18; the attack is kept on branch wt-adv-hole, where it names 24 of 30
-    // authors). Elsewhere every item lies in the copies taken during its hold.
+    // attacks on positions during the hold have nothing to place there, and attack 1b takes
+    // their place. Elsewhere every item lies in the copies taken during its hold.
     for s in subs.iter().filter(|_| !sealed) {
         assert!(
             locate(&during[s.window], &s.text).is_some(),
@@ -632,6 +696,40 @@ async fn statistical_adversary(backend: Backend) {
     assert_chance("on-disk order after the release", correct, subs.len());
     let correct = hits(&subs, |s| by_position(&after_stop, s));
     assert_chance("on-disk order after a clean stop", correct, subs.len());
+
+    // Attack 1b, on a cluster node, the held rows: without the secret, the attacker sees which
+    // slots' rows changed between copies taken right before and right after each submission
+    // (the person active just before it, from the named note, is its likely author) and which
+    // ticks wiped slots after the release (the row versions grouped by the transaction that
+    // wrote them, `xmin`, in transaction order). It bridges the two through the order the
+    // release wrote the items in, as a copy after the release shows it. Ticks once wiped the
+    // released slots in that order and this named 24 of 30 authors; they now wipe them in slot
+    // order (`Place::wipe`).
+    if sealed {
+        let held: BTreeSet<u32> = brackets.iter().flatten().copied().collect();
+        let wipes = wipe_ticks(&held_pre, &held_post, &held);
+        assert!(
+            wipes.len() >= subs.len() / TICK_WRITES,
+            "the attacker sees the ticks that wiped the released slots: {wipes:?}"
+        );
+        let bridge = Bridge {
+            texts: subs.iter().map(|s| s.text.as_str()).collect(),
+            window: subs.iter().map(|s| s.window).collect(),
+            brackets: &brackets,
+            anchors: named.iter().map(|n| n.person).collect(),
+        };
+        let guesses = bridge.guesses(&after_release, &wipes);
+        let correct = subs
+            .iter()
+            .zip(&guesses)
+            .filter(|(s, g)| g.unwrap_or(s.order[0]) == s.author)
+            .count();
+        assert_chance(
+            "held rows changed at each submission, bridged by the release's wipes",
+            correct,
+            subs.len(),
+        );
+    }
 
     // Attack 2, beside named writes: the author of the named note stored nearest to the item.
     let nearest_note = |snap: &[(PathBuf, Vec<u8>)], s: &Submission| -> usize {

@@ -133,11 +133,23 @@ impl Place {
 
     /// Frees `slots`: the file zeroes and syncs them now, sealed slots are written empty by
     /// later ticks.
+    ///
+    /// In slot order, whatever order they are given in. A release hands its batch over in the
+    /// order it wrote the items into the discussion, which every reader sees; sealed slots are
+    /// wiped by ticks four at a time in the order staged, and a copy of the database groups the
+    /// rows a tick wrote by transaction id (`docs/cluster.md`, "Anonymity in PostgreSQL"). In
+    /// that order, the k-th tick after a release would wipe the items written k-th by fours,
+    /// tying each slot (seen written at its submission) to a released item. Slots were chosen
+    /// at random among the free ones, so their order says nothing of the discussion's order nor
+    /// of arrival. The file is zeroed in the same order: one sync follows, but the order its
+    /// writes reach the disk in is not worth a second look.
     fn wipe(&mut self, slots: &[u32]) -> std::io::Result<()> {
+        let mut slots = slots.to_vec();
+        slots.sort_unstable();
         match self {
-            Place::File(file) => file.wipe(slots),
+            Place::File(file) => file.wipe(&slots),
             Place::Sealed(sealed) => {
-                sealed.wipe(slots);
+                sealed.wipe(&slots);
                 Ok(())
             }
         }

@@ -290,3 +290,33 @@ async fn submissions_beyond_what_ticks_can_take_soon_are_refused_as_full() {
     slots.write(&one(100)).expect("room again");
     close(slots, store, flusher);
 }
+
+#[tokio::test]
+async fn released_slots_are_wiped_in_slot_order_whatever_order_they_come_in() {
+    let db = TestDb::create();
+    let (store, flusher, _dir) = open_store(&db);
+    let (slots, _) = SealedSlots::open(&store, key(7)).expect("open");
+    // A release hands its slots over in the order it wrote their items into the discussion.
+    let released = [900, 5, 600, 17, 1000, 2, 300, 42];
+    let mut place = crate::reviews::anonymous::Place::Sealed(slots);
+    place.wipe(&released).expect("staged");
+    let crate::reviews::anonymous::Place::Sealed(mut slots) = place else {
+        unreachable!("made sealed above")
+    };
+    let mut ticks = Vec::new();
+    for _ in 0..released.len() / TICK_WRITES {
+        let Tick { writes, taken } = slots.plan();
+        let mut wiped: Vec<u32> = taken.iter().map(|(slot, _)| *slot).collect();
+        let result = slots.store.write_held_slots(writes).await;
+        slots.done(taken, &result);
+        result.expect("the tick commits");
+        wiped.sort_unstable();
+        ticks.push(wiped);
+    }
+    assert_eq!(
+        ticks,
+        vec![vec![2, 5, 17, 42], vec![300, 600, 900, 1000]],
+        "each tick wipes the lowest slots still staged, not the release's order"
+    );
+    close(slots, store, flusher);
+}
