@@ -274,10 +274,17 @@ impl TestDb {
             .collect()
     }
 
-    /// Each slot of `held_slots` with its pieces joined in order, as sealed.
-    async fn held_sealed(&self) -> Vec<(u32, Vec<u8>)> {
+    /// Each slot of `held_slots` (or only those of `only`) with its pieces joined in order, as
+    /// sealed.
+    async fn held_sealed(&self, only: Option<&[u32]>) -> Vec<(u32, Vec<u8>)> {
+        let only = only.map_or(String::new(), |slots| {
+            let list: Vec<String> = slots.iter().map(u32::to_string).collect();
+            format!("WHERE slot = ANY('{{{}}}'::int[])", list.join(","))
+        });
         let rows = self
-            .rows("SELECT slot, sealed FROM held_slots ORDER BY slot, piece")
+            .rows(&format!(
+                "SELECT slot, sealed FROM held_slots {only} ORDER BY slot, piece"
+            ))
             .await;
         let mut out: Vec<(u32, Vec<u8>)> = Vec::new();
         for row in rows {
@@ -370,6 +377,12 @@ impl Backend {
     /// test holds, and an attacker with a copy of the database does not): its bytes in the held
     /// file's layout, all zero when empty. A slot that does not open fails the test.
     pub async fn unsealed(&self) -> Option<Vec<(u32, Vec<u8>)>> {
+        self.unsealed_only(None).await
+    }
+
+    /// [`Backend::unsealed`] for the slots of `only` alone (all of them for `None`): a test that
+    /// knows which slots changed need not read and open the 20 MiB of the others.
+    pub async fn unsealed_only(&self, only: Option<&[u32]>) -> Option<Vec<(u32, Vec<u8>)>> {
         use debrief_server::reviews::anonymous::sealed::{unseal, HeldKey};
         let Backend::Cluster(db, dir) = self else {
             return None;
@@ -379,7 +392,7 @@ impl Backend {
         ))
         .expect("read the cluster secret");
         let key = HeldKey::new(secret.held_key());
-        let slots = db.held_sealed().await;
+        let slots = db.held_sealed(only).await;
         Some(
             slots
                 .into_iter()

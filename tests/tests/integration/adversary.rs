@@ -82,6 +82,71 @@ fn locate(snap: &[(PathBuf, Vec<u8>)], needle: &str) -> Option<(u64, PathBuf)> {
     None
 }
 
+/// Many strings looked for at once: one pass over each part of a copy finds any of them (a copy
+/// of a cluster node is tens of thousands of rows and write-ahead segments of 16 MiB; looking
+/// for each string in turn made most of the statistical adversary's time).
+struct Needles {
+    patterns: Vec<String>,
+    searcher: aho_corasick::AhoCorasick,
+}
+
+impl Needles {
+    fn new(patterns: Vec<String>) -> Needles {
+        let searcher = aho_corasick::AhoCorasick::new(&patterns).expect("a searcher");
+        Needles { patterns, searcher }
+    }
+
+    /// Every encoding ([`encodings`]) of each of `secrets`.
+    fn encoded<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Needles {
+        Needles::new(secrets.into_iter().flat_map(encodings).collect())
+    }
+
+    /// Where each pattern first occurs in the copy taken as one byte string (parts in order).
+    fn first_places(&self, copy: &[(PathBuf, Vec<u8>)]) -> Located {
+        let mut at: HashMap<String, u64> = HashMap::new();
+        let mut base = 0u64;
+        for (_, bytes) in copy {
+            for m in self.searcher.find_overlapping_iter(bytes.as_slice()) {
+                at.entry(self.patterns[m.pattern().as_usize()].clone())
+                    .or_insert(base + m.start() as u64);
+            }
+            base += bytes.len() as u64;
+        }
+        Located {
+            looked_for: self.patterns.iter().cloned().collect(),
+            at,
+        }
+    }
+
+    /// The parts of `copy` that hold any of the patterns, each with one pattern it holds.
+    fn holders<'a>(&self, copy: &'a [(PathBuf, Vec<u8>)]) -> Vec<(&'a PathBuf, String)> {
+        copy.iter()
+            .filter_map(|(path, bytes)| {
+                let m = self.searcher.find(bytes.as_slice())?;
+                Some((path, self.patterns[m.pattern().as_usize()].clone()))
+            })
+            .collect()
+    }
+}
+
+/// Where strings first occur in one copy ([`Needles::first_places`]): what [`locate`] answers,
+/// found in one pass for all of them.
+struct Located {
+    looked_for: std::collections::HashSet<String>,
+    at: HashMap<String, u64>,
+}
+
+impl Located {
+    /// Where `needle` first occurs; it must be one of the strings looked for.
+    fn at(&self, needle: &str) -> Option<u64> {
+        assert!(
+            self.looked_for.contains(needle),
+            "{needle:?} was not looked for"
+        );
+        self.at.get(needle).copied()
+    }
+}
+
 /// Every way a log line could carry `secret`: as text, hex, base64 (at any alignment) and as a
 /// list of byte values, the way sled's debug output prints keys and values.
 fn encodings(secret: &str) -> Vec<String> {
@@ -146,6 +211,7 @@ fn assert_chance(attack: &str, correct: usize, total: usize) {
     let p = 1.0 / POSTERS_PER_WINDOW as f64;
     let n = total as f64;
     let bound = n * p + 4.0 * (n * p * (1.0 - p)).sqrt();
+    eprintln!("{attack}: named {correct} of {total} authors");
     assert!(
         (correct as f64) <= bound,
         "{attack}: named {correct} of {total} authors (chance {:.1}, bound {bound:.1})",
@@ -156,15 +222,11 @@ fn assert_chance(attack: &str, correct: usize, total: usize) {
 /// Asserts that no part of `copy` (a file of the data directory, a row, a database file, a
 /// write-ahead segment) holds any of `secrets` in any encoding of [`encodings`].
 fn assert_nowhere(copy: &[(PathBuf, Vec<u8>)], secrets: &[&str], when: &str) {
-    for secret in secrets {
-        for e in encodings(secret) {
-            let found = holders(copy, &e);
-            assert!(
-                found.is_empty(),
-                "{when}: {e:?} (a held item, or its encoding) is stored in {found:?}"
-            );
-        }
-    }
+    let found = Needles::encoded(secrets.iter().copied()).holders(copy);
+    assert!(
+        found.is_empty(),
+        "{when}: a held item, or its encoding, is stored: {found:?}"
+    );
 }
 
 /// The slots of a cluster node's `held_slots` whose rows changed between two copies (a row
@@ -205,18 +267,22 @@ fn slot_holding(unsealed: &[(u32, Vec<u8>)], text: &str) -> u32 {
 }
 
 /// On a node of a cluster, the checks of one acknowledged submission, the equivalent of "it
-/// lies in one slot of the held file and nowhere else": its text is in no part of `after` in any
-/// encoding (there is no held file), the rows of `held_slots` changed only in whole slots and at
-/// least one tick's worth, and (opened with the secret) the item lies in one slot, one of those
-/// that changed. Answers the slots that changed: all an attacker without the secret learns.
+/// lies in one slot of the held file and nowhere else": no part of `after` holds the text of any
+/// item held so far (`held`, this one last) in any encoding (there is no held file), the rows of
+/// `held_slots` changed only in whole slots and at least one tick's worth, and (opened with the
+/// secret) the item lies in exactly one slot, one of those that changed. Only the changed slots
+/// are opened: the others hold the bytes they held before the item was submitted, so none of
+/// them can hold its text. Answers the slots that changed (all an attacker without the secret
+/// learns) and the item's slot.
 async fn held_sealed(
     backend: &Backend,
     data: &std::path::Path,
     after: &[(PathBuf, Vec<u8>)],
     (before, now): (&[HeldRow], &[HeldRow]),
-    text: &str,
-) -> BTreeSet<u32> {
-    assert_nowhere(after, &[text], "acknowledged and held");
+    held: &[&str],
+) -> (BTreeSet<u32>, u32) {
+    let text = held.last().expect("the item just submitted");
+    assert_nowhere(after, held, "acknowledged and held");
     assert!(
         !data.join("held").exists(),
         "a cluster node has no held file"
@@ -227,28 +293,40 @@ async fn held_sealed(
         "the tick that acknowledged the item rewrote {} slots",
         changed.len()
     );
-    let unsealed = backend.unsealed().await.expect("a cluster node");
+    let opened: Vec<u32> = changed.iter().copied().collect();
+    let unsealed = backend
+        .unsealed_only(Some(&opened))
+        .await
+        .expect("a cluster node");
+    assert_eq!(unsealed.len(), opened.len(), "every changed slot opened");
     let slot = slot_holding(&unsealed, text);
-    assert!(changed.contains(&slot), "the item's slot was not written");
-    changed
+    (changed, slot)
 }
 
-/// On a node of a cluster, waits until every held slot is empty again (opened with the secret):
-/// released items are wiped by the ticks after their release.
-async fn wait_wiped(backend: &Backend) {
+/// On a node of a cluster, waits until the slots that held items (`slots`) are empty again
+/// (opened with the secret): released items are wiped by the ticks after their release. Then
+/// every slot is opened once: all are empty.
+async fn wait_wiped(backend: &Backend, slots: &[u32]) {
+    let empty = |unsealed: &[(u32, Vec<u8>)]| {
+        unsealed
+            .iter()
+            .all(|(_, plain)| plain.iter().all(|b| *b == 0))
+    };
     debrief_tests::within("every released slot wiped", async {
         loop {
-            let unsealed = backend.unsealed().await.expect("a cluster node");
-            if unsealed
-                .iter()
-                .all(|(_, plain)| plain.iter().all(|b| *b == 0))
-            {
+            let unsealed = backend
+                .unsealed_only(Some(slots))
+                .await
+                .expect("a cluster node");
+            if empty(&unsealed) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     })
     .await;
+    let all = backend.unsealed().await.expect("a cluster node");
+    assert!(empty(&all), "a held slot is not empty after the release");
 }
 
 /// The ticks that wiped released slots, as a copy shows them without the secret: the row
@@ -284,16 +362,12 @@ struct Bridge<'a> {
 }
 
 impl Bridge<'_> {
-    fn guesses(
-        &self,
-        after_release: &[(PathBuf, Vec<u8>)],
-        wipes: &[BTreeSet<u32>],
-    ) -> Vec<Option<usize>> {
+    fn guesses(&self, after_release: &Located, wipes: &[BTreeSet<u32>]) -> Vec<Option<usize>> {
         let mut ranked: Vec<(u64, usize)> = self
             .texts
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| locate(after_release, t).map(|(at, _)| (at, i)))
+            .filter_map(|(i, t)| after_release.at(t).map(|at| (at, i)))
             .collect();
         ranked.sort();
         let first_change = |slot: u32| self.brackets.iter().position(|b| b.contains(&slot));
@@ -511,8 +585,10 @@ async fn statistical_adversary(backend: Backend) {
     // Snapshots of the data directory during the hold, one per window.
     let mut during: Vec<Vec<(PathBuf, Vec<u8>)>> = Vec::new();
     let held_file = data.join("held").join("slots");
-    // On a cluster node, the slots whose rows changed around each submission.
+    // On a cluster node, the slots whose rows changed around each submission, and (the test's
+    // knowledge) the slot of each item.
     let mut brackets: Vec<BTreeSet<u32>> = Vec::new();
+    let mut item_slots: Vec<u32> = Vec::new();
     for window in 0..WINDOWS {
         let mut order: Vec<usize> = (0..PEOPLE).collect();
         order.shuffle(&mut rng);
@@ -562,8 +638,12 @@ async fn statistical_adversary(backend: Backend) {
             assert!(locate(&before, &text).is_none());
             if sealed {
                 let now = held_rows().await;
-                brackets
-                    .push(held_sealed(&backend, &data, &after, (&held_before, &now), &text).await);
+                let mut held: Vec<&str> = subs.iter().map(|s| s.text.as_str()).collect();
+                held.push(&text);
+                let (changed, slot) =
+                    held_sealed(&backend, &data, &after, (&held_before, &now), &held).await;
+                brackets.push(changed);
+                item_slots.push(slot);
             } else {
                 // The byte-level comparison: the text is held in the held-items file only (in
                 // no table, row or log of the database either), and one slot of it is all that
@@ -597,18 +677,12 @@ async fn statistical_adversary(backend: Backend) {
                 key: r.body["key"].as_str().expect("key").to_owned(),
             });
         }
-        during.push(backend.copy(&data).await);
-        if sealed {
-            // Every encoding of each item was looked for when it was acknowledged; the text of
-            // every item held so far is still nowhere.
-            for s in &subs {
-                assert!(
-                    locate(&during[window], &s.text).is_none(),
-                    "{} is stored",
-                    s.text
-                );
-            }
+        // On a cluster node, every copy taken after a submission was searched for every item
+        // held so far (in `held_sealed`): a copy of the window's end would add nothing.
+        if !sealed {
+            during.push(backend.copy(&data).await);
         }
+        eprintln!();
     }
     // What the attacker saw of the held rows before the release.
     let held_pre = held_rows().await;
@@ -635,7 +709,7 @@ async fn statistical_adversary(backend: Backend) {
         );
     }
     if sealed {
-        wait_wiped(&backend).await;
+        wait_wiped(&backend, &item_slots).await;
     }
     let held_post = held_rows().await;
     let after_release = backend.copy(&data).await;
@@ -650,14 +724,25 @@ async fn statistical_adversary(backend: Backend) {
     server.terminate().await;
     let after_stop = backend.copy(&data).await;
 
+    // Everything the attacks look for, found in each copy in one pass.
+    let needles = Needles::new(
+        subs.iter()
+            .flat_map(|s| [s.text.clone(), s.id.clone()])
+            .chain(named.iter().map(|n| n.text.clone()))
+            .chain(signed.iter().flat_map(|p| p.claims().map(str::to_owned)))
+            .collect(),
+    );
+    let release_at = needles.first_places(&after_release);
+    let stop_at = needles.first_places(&after_stop);
+    let during_at: Vec<Located> = during.iter().map(|d| needles.first_places(d)).collect();
     // The attacks have their material: every item is in each copy.
     for (copy, when) in [
-        (&after_release, "after the release"),
-        (&after_stop, "after a stop"),
+        (&release_at, "after the release"),
+        (&stop_at, "after a stop"),
     ] {
         for s in &subs {
             assert!(
-                locate(copy, &s.text).is_some(),
+                copy.at(&s.text).is_some(),
                 "{} is not stored {when}",
                 s.text
             );
@@ -668,7 +753,7 @@ async fn statistical_adversary(backend: Backend) {
     // their place. Elsewhere every item lies in the copies taken during its hold.
     for s in subs.iter().filter(|_| !sealed) {
         assert!(
-            locate(&during[s.window], &s.text).is_some(),
+            during_at[s.window].at(&s.text).is_some(),
             "{} is held",
             s.text
         );
@@ -676,11 +761,11 @@ async fn statistical_adversary(backend: Backend) {
 
     // Attack 1, on-disk order: in a copy taken during the hold, order the window's items by
     // where they lie, and give the k-th to the k-th poster of the window.
-    let by_position = |snap: &[(PathBuf, Vec<u8>)], s: &Submission| -> usize {
+    let by_position = |snap: &Located, s: &Submission| -> usize {
         let mut placed: Vec<(u64, &Submission)> = subs
             .iter()
             .filter(|o| o.window == s.window)
-            .filter_map(|o| locate(snap, &o.text).map(|(at, _)| (at, o)))
+            .filter_map(|o| snap.at(&o.text).map(|at| (at, o)))
             .collect();
         placed.sort_by_key(|(at, _)| *at);
         match placed.iter().position(|(_, o)| o.text == s.text) {
@@ -689,12 +774,12 @@ async fn statistical_adversary(backend: Backend) {
         }
     };
     if !sealed {
-        let correct = hits(&subs, |s| by_position(&during[s.window], s));
+        let correct = hits(&subs, |s| by_position(&during_at[s.window], s));
         assert_chance("on-disk order during the hold", correct, subs.len());
     }
-    let correct = hits(&subs, |s| by_position(&after_release, s));
+    let correct = hits(&subs, |s| by_position(&release_at, s));
     assert_chance("on-disk order after the release", correct, subs.len());
-    let correct = hits(&subs, |s| by_position(&after_stop, s));
+    let correct = hits(&subs, |s| by_position(&stop_at, s));
     assert_chance("on-disk order after a clean stop", correct, subs.len());
 
     // Attack 1b, on a cluster node, the held rows: without the secret, the attacker sees which
@@ -718,7 +803,7 @@ async fn statistical_adversary(backend: Backend) {
             brackets: &brackets,
             anchors: named.iter().map(|n| n.person).collect(),
         };
-        let guesses = bridge.guesses(&after_release, &wipes);
+        let guesses = bridge.guesses(&release_at, &wipes);
         let correct = subs
             .iter()
             .zip(&guesses)
@@ -732,19 +817,19 @@ async fn statistical_adversary(backend: Backend) {
     }
 
     // Attack 2, beside named writes: the author of the named note stored nearest to the item.
-    let nearest_note = |snap: &[(PathBuf, Vec<u8>)], s: &Submission| -> usize {
-        let Some((at, _)) = locate(snap, &s.text) else {
+    let nearest_note = |snap: &Located, s: &Submission| -> usize {
+        let Some(at) = snap.at(&s.text) else {
             return s.order[0];
         };
         named
             .iter()
             .filter(|n| n.window == s.window)
-            .filter_map(|n| locate(snap, &n.text).map(|(p, _)| (p.abs_diff(at), n.person)))
+            .filter_map(|n| snap.at(&n.text).map(|p| (p.abs_diff(at), n.person)))
             .min()
             .map_or(s.order[0], |(_, person)| person)
     };
     if !sealed {
-        let correct = hits(&subs, |s| nearest_note(&during[s.window], s));
+        let correct = hits(&subs, |s| nearest_note(&during_at[s.window], s));
         assert_chance("nearest named write on disk", correct, subs.len());
     }
 
@@ -752,13 +837,13 @@ async fn statistical_adversary(backend: Backend) {
     // their session's link); give each item to the person whose claims are stored nearest to it.
     for person in &signed {
         assert!(
-            locate(&after_stop, &person.email).is_some(),
+            stop_at.at(&person.email).is_some(),
             "the person record of {} is stored",
             person.name
         );
     }
-    let nearest_person = |snap: &[(PathBuf, Vec<u8>)], s: &Submission| -> usize {
-        let Some((at, _)) = locate(snap, &s.text).or_else(|| locate(snap, &s.id)) else {
+    let nearest_person = |snap: &Located, s: &Submission| -> usize {
+        let Some(at) = snap.at(&s.text).or_else(|| snap.at(&s.id)) else {
             return s.order[0];
         };
         s.order
@@ -767,7 +852,7 @@ async fn statistical_adversary(backend: Backend) {
                 signed[p]
                     .claims()
                     .iter()
-                    .filter_map(|c| locate(snap, c).map(|(q, _)| q.abs_diff(at)))
+                    .filter_map(|c| snap.at(c).map(|q| q.abs_diff(at)))
                     .min()
                     .map(|d| (d, p))
             })
@@ -775,10 +860,10 @@ async fn statistical_adversary(backend: Backend) {
             .map_or(s.order[0], |(_, p)| p)
     };
     if !sealed {
-        let correct = hits(&subs, |s| nearest_person(&during[s.window], s));
+        let correct = hits(&subs, |s| nearest_person(&during_at[s.window], s));
         assert_chance("nearest person record during the hold", correct, subs.len());
     }
-    let correct = hits(&subs, |s| nearest_person(&after_stop, s));
+    let correct = hits(&subs, |s| nearest_person(&stop_at, s));
     assert_chance(
         "nearest person record after a clean stop",
         correct,
