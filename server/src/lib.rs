@@ -1141,15 +1141,20 @@ struct SwitchView {
     store: Store,
 }
 
-impl access::Authorizer for SwitchView {
-    fn authorize(&self, token: &str, document: &str) -> Result<access::Access, access::Denied> {
-        let serving = self
-            .switch
+impl SwitchView {
+    /// The review domain's authorizer, once this node serves reviews.
+    fn serving(&self) -> Option<Arc<dyn access::Authorizer>> {
+        self.switch
             .reviews
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match serving {
+            .clone()
+    }
+}
+
+impl access::Authorizer for SwitchView {
+    fn authorize(&self, token: &str, document: &str) -> Result<access::Access, access::Denied> {
+        match self.serving() {
             Some(reviews) => reviews.authorize(token, document),
             None if !is_review_document(document) => self.switch.others.authorize(token, document),
             None if self.forwards || self.store.holds_review_role() => Ok(access::Access::ReadOnly),
@@ -1161,13 +1166,7 @@ impl access::Authorizer for SwitchView {
     }
 
     fn provisional(&self, document: &str) -> bool {
-        let serving = self
-            .switch
-            .reviews
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        !serving
+        self.serving().is_none()
             && is_review_document(document)
             && (self.forwards || self.store.holds_review_role())
     }
