@@ -383,13 +383,13 @@ impl Session {
                 ),
             })
         };
+        // A grant another node decides again authenticates the socket only once that node
+        // opened the document for it (`Confirming`). Asked once: the answer changes when this
+        // node starts serving reviews.
+        let provisional = decision.is_ok() && self.state.authorizer.provisional(document);
         let access = match decision {
             Ok(access) => {
-                // A grant another node decides again authenticates the socket only once that
-                // node opened the document for it (`Confirming`).
-                if let (Some(meter), false) =
-                    (&self.meter, self.state.authorizer.provisional(document))
-                {
+                if let (Some(meter), false) = (&self.meter, provisional) {
                     meter.authenticated();
                 }
                 access
@@ -424,12 +424,10 @@ impl Session {
             outbox: self.outbox.clone(),
             kick: self.kick.clone(),
             framing: match &self.meter {
-                Some(meter) if self.state.authorizer.provisional(document) => {
-                    Arc::new(Confirming {
-                        inner: Hocuspocus::new(key),
-                        meter: meter.clone(),
-                    })
-                }
+                Some(meter) if provisional => Arc::new(Confirming {
+                    inner: Hocuspocus::new(key),
+                    meter: meter.clone(),
+                }),
                 _ => Arc::new(Hocuspocus::new(key)),
             },
             grant: grant.clone(),
