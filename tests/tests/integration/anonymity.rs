@@ -440,6 +440,26 @@ async fn adversary_cannot_link(backend: Backend) {
         None => Vec::new(),
     };
     copy.extend(opened.iter().cloned());
+    // Released items are wiped from where they were held (docs/anonymity.md: "Then the slots are
+    // wiped"), also when the server stopped soon after their release.
+    let held_file = data.join("held").join("slots");
+    assert_eq!(
+        copy.iter().any(|(path, _)| *path == held_file),
+        opened.is_empty(),
+        "the items were held in the held file or, on a node of a cluster, in sealed slots"
+    );
+    for (path, bytes) in copy
+        .iter()
+        .filter(|(path, _)| *path == held_file || opened.iter().any(|(p, _)| p == path))
+    {
+        for t in &secret_texts {
+            assert!(
+                !contains(bytes, t),
+                "{} still holds the released item {t:?} after a clean stop",
+                path.display()
+            );
+        }
+    }
     // The copy sees what was stored: named writes, in the write-ahead log too.
     for part in [None, Some(Part::Row), Some(Part::Wal)] {
         if part.is_some() && matches!(backend, Backend::Sled) {

@@ -284,9 +284,9 @@ impl SealedSlots {
         self.order.push_back(slot);
     }
 
-    /// Whether a submission waits for a tick.
-    pub(super) fn submissions_waiting(&self) -> bool {
-        self.staged.values().any(|s| s.payload.is_some())
+    /// Whether a submission or a wipe waits for a tick.
+    pub(super) fn anything_waiting(&self) -> bool {
+        !self.staged.is_empty()
     }
 
     /// Chooses and seals what the next tick writes: [`TICK_WRITES`] distinct slots, first

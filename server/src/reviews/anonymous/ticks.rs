@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::held::SLOTS;
 use super::sealed::{Tick, BUSY_TICK, IDLE_TICK, MAX_WAITING, TICK_WRITES};
 use super::{locked, Anonymity};
 use crate::storage::store::StoreError;
 
-/// Ticks run at shutdown, at most, so that submissions still waiting are written (and answered)
-/// before the node stops.
-const SHUTDOWN_TICKS: usize = MAX_WAITING / TICK_WRITES + 1;
+/// Ticks run at shutdown, at most, so that what still waits is written before the node stops:
+/// the submissions (which are answered then), and the wipes of released items, which would
+/// otherwise stay sealed in the database after their release. Every slot may wait for a wipe
+/// (a release of everything held), on top of the submissions.
+const SHUTDOWN_TICKS: usize = (MAX_WAITING + SLOTS) / TICK_WRITES + 1;
 
 impl Anonymity {
     /// One tick of the held slots in the database (nothing for the held-items file). An error
@@ -38,18 +41,19 @@ impl Anonymity {
         locked(&self.queue).place.sealed().is_some()
     }
 
-    fn submissions_waiting(&self) -> bool {
+    /// Whether a submission or a wipe waits for a tick.
+    fn anything_waiting(&self) -> bool {
         locked(&self.queue)
             .place
             .sealed()
-            .is_some_and(|s| s.submissions_waiting())
+            .is_some_and(|s| s.anything_waiting())
     }
 }
 
 /// Ticks the held slots until `shutdown`: every [`BUSY_TICK`] while `busy` says a document is
 /// open on this node, every [`IDLE_TICK`] otherwise, never because something was submitted. At
-/// shutdown, ticks of the same size write what still waits (at most [`SHUTDOWN_TICKS`]), and
-/// anything left is answered with an error. Returns at once for the held-items file.
+/// shutdown, ticks of the same size write what still waits, submissions and wipes (at most
+/// [`SHUTDOWN_TICKS`]), and anything left is answered with an error. Returns at once for the held-items file.
 pub async fn tick_loop(
     anonymity: Arc<Anonymity>,
     busy: Arc<dyn Fn() -> bool + Send + Sync>,
@@ -75,7 +79,7 @@ pub async fn tick_loop(
         }
     }
     for _ in 0..SHUTDOWN_TICKS {
-        if !anonymity.submissions_waiting() {
+        if !anonymity.anything_waiting() {
             break;
         }
         if anonymity.tick().await.is_err() {
