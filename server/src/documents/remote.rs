@@ -257,6 +257,16 @@ impl Lane<'_> {
         match cmd {
             DocCommand::Join(join) => {
                 let JoinRequest { peer, reply } = *join;
+                // A member of another node's lane is never passed on again: that node sent it
+                // here because its records said this node owns the document, and they were
+                // stale. Refused as "unloading", it makes that node look the owner up again
+                // (`docs/cluster.md`, "A stale route"), instead of a chain of hops or a loop.
+                if peer.framing.seat().is_some() {
+                    let _ = reply.send(Err(JoinError::Unloading));
+                    // Nobody else may come: leave memory as soon as this task is idle.
+                    self.joined = true;
+                    return None;
+                }
                 if self.forgotten {
                     // Routed again: the owner may have changed.
                     let _ = reply.send(Err(JoinError::Unloading));

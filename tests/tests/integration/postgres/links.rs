@@ -158,24 +158,20 @@ async fn a_listening_node_registers_its_bound_address_and_links_only_with_the_se
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = secret_file(dir.path(), "secret", SECRET_HEX, 0o600);
     let secret = secret.to_string_lossy().into_owned();
-    let server = ChildServer::start_with(
-        &dir.path().join("data"),
-        &[
-            "--open-access",
-            "--postgres",
-            &url,
-            "--cluster-lease-ms",
-            "10000",
-            "--cluster-renew-ms",
-            "500",
-            "--cluster-listen",
-            "127.0.0.1:0",
-            "--cluster-secret-file",
-            &secret,
-        ],
-        None,
-    )
-    .await;
+    let args = [
+        "--open-access",
+        "--postgres",
+        &url,
+        "--cluster-lease-ms",
+        "10000",
+        "--cluster-renew-ms",
+        "500",
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--cluster-secret-file",
+        &secret,
+    ];
+    let server = ChildServer::start_with(&dir.path().join("data"), &args, None).await;
 
     let nodes = db.query("SELECT id || ' ' || address FROM nodes").await;
     assert_eq!(nodes.len(), 1, "one node: {nodes:?}");
@@ -202,6 +198,18 @@ async fn a_listening_node_registers_its_bound_address_and_links_only_with_the_se
 
     // A sub-stream is one forwarded attachment, served by the node as the document's owner.
     forwarded_attachment(&link, &server).await;
+
+    // A document another node owns: a lane for it is not passed on again (its records were
+    // stale), but refused as "unloading", so that the node that sent it looks the owner up.
+    let other = ChildServer::start_with(&dir.path().join("other"), &args, None).await;
+    let mut owner_client = debrief_tests::Client::connect(&other.ws_url("elsewhere")).await;
+    owner_client.wait_synced().await;
+    metric_reaches(&other, "debrief_documents_loaded", 1).await;
+    stale_route(&link, &server).await;
+    assert_eq!(other.metric("debrief_forwarded_lanes_open").await, 0);
+    drop(owner_client);
+    let status = other.terminate().await;
+    assert!(status.success(), "{status:?}");
 
     let stranger = endpoint(0x11, &tracker, &shutdown);
     let refused = within("the refusal", stranger.connect(address, &id))
@@ -245,6 +253,28 @@ async fn a_listening_node_registers_its_bound_address_and_links_only_with_the_se
     shutdown.cancel();
     tracker.close();
     within("the test's link tasks to end", tracker.wait()).await;
+}
+
+/// A lane to `server` for a document another node owns: the member's join is answered
+/// "unloading", and nothing is forwarded on.
+async fn stale_route(link: &Link, server: &ChildServer) {
+    use debrief_proto::forward::{self, FromOwner, JoinFailure, Said};
+
+    let mut stream = link.open("elsewhere").await.expect("open a sub-stream");
+    stream
+        .send(forward::encode_join(1, ""))
+        .await
+        .expect("send the join");
+    let answer = next_from_owner(&mut stream).await;
+    assert_eq!(
+        forward::decode_from_owner(&answer),
+        Ok(FromOwner::To {
+            member: 1,
+            said: Said::JoinFailed(JoinFailure::Unloading)
+        })
+    );
+    assert_eq!(server.metric("debrief_forwarded_attachments_open").await, 0);
+    stream.close().await;
 }
 
 /// The next message the owner sends on `stream`, decoded.
