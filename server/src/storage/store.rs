@@ -341,12 +341,15 @@ impl Store {
         }
     }
 
-    /// Every held slot kept in PostgreSQL (a node of a cluster, `reviews/anonymous/sealed.rs`),
-    /// with its sealed bytes. Blocking.
-    pub fn held_slots(&self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+    /// The held slots numbered in `slots` kept in PostgreSQL (a node of a cluster,
+    /// `reviews/anonymous/sealed.rs`), with their sealed bytes. Blocking.
+    pub fn held_slots(
+        &self,
+        slots: std::ops::Range<u32>,
+    ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
         match &self.0 {
             Backend::Sled(_) => Err(held_in_postgres_only()),
-            Backend::Postgres(p) => p.held_slots(),
+            Backend::Postgres(p) => p.held_slots(slots),
         }
     }
 

@@ -49,6 +49,9 @@ const NONCE_BYTES: usize = 12;
 const TAG_BYTES: usize = 16;
 /// Bytes of a sealed slot: nonce, the slot's bytes encrypted, tag. Every slot, empty or not.
 pub const SEALED_BYTES: usize = NONCE_BYTES + SLOT_BYTES + TAG_BYTES;
+
+/// Slots read from the database at a time when the block is opened (1.3 MiB sealed).
+const READ_SLOTS: u32 = 64;
 /// What the associated data of a slot starts with (the slot number follows), so that a sealed
 /// slot cannot be moved to another slot, nor a sealed value of another use taken for one.
 const AAD_DOMAIN: &[u8] = b"debrief held slot v1";
@@ -180,23 +183,6 @@ impl SealedSlots {
     /// sealed empty). A slot that does not unseal (damaged, or sealed under another secret) is
     /// reported and wiped by a later tick. Blocking.
     pub fn open(store: &Store, key: HeldKey) -> Result<(SealedSlots, Recovered), StoreError> {
-        let mut read: HashMap<u32, Vec<u8>> = store.held_slots()?.into_iter().collect();
-        let missing: Vec<u32> = (0..SLOTS as u32)
-            .filter(|slot| read.get(slot).is_none_or(|s| s.len() != SEALED_BYTES))
-            .collect();
-        if !missing.is_empty() {
-            let empty = vec![0u8; SLOT_BYTES];
-            let made = missing
-                .iter()
-                .filter(|slot| !read.contains_key(slot))
-                .map(|slot| (*slot, seal(&key, *slot, &empty)))
-                .collect::<Vec<_>>();
-            if !made.is_empty() {
-                store.make_held_slots(made)?;
-                // Made here or by another node at the same moment: read again.
-                read = store.held_slots()?.into_iter().collect();
-            }
-        }
         let mut slots = SealedSlots {
             store: store.clone(),
             key,
@@ -205,29 +191,57 @@ impl SealedSlots {
             order: VecDeque::new(),
         };
         let mut found = Recovered::default();
-        for slot in 0..SLOTS as u32 {
-            let plain = read
-                .get(&slot)
-                .and_then(|sealed| unseal(&slots.key, slot, sealed));
-            let Some(plain) = plain else {
-                found.damaged.push(slot);
-                continue;
-            };
-            if plain.iter().all(|b| *b == 0) {
-                continue;
-            }
-            match held::decode(&plain) {
-                Some(payload) => {
-                    slots.contents[slot as usize] = Some(payload.to_vec());
-                    found.payloads.push((slot, payload.to_vec()));
+        // A few slots at a time: the whole block is 20 MiB sealed, and read at once it stayed
+        // in the process's memory long after it was freed.
+        let mut from = 0;
+        while from < SLOTS as u32 {
+            let to = (from + READ_SLOTS).min(SLOTS as u32);
+            let read = slots.read(from..to)?;
+            for slot in from..to {
+                let plain = read
+                    .get(&slot)
+                    .and_then(|sealed| unseal(&slots.key, slot, sealed));
+                let Some(plain) = plain else {
+                    found.damaged.push(slot);
+                    continue;
+                };
+                if plain.iter().all(|b| *b == 0) {
+                    continue;
                 }
-                None => found.damaged.push(slot),
+                match held::decode(&plain) {
+                    Some(payload) => {
+                        slots.contents[slot as usize] = Some(payload.to_vec());
+                        found.payloads.push((slot, payload.to_vec()));
+                    }
+                    None => found.damaged.push(slot),
+                }
             }
+            from = to;
         }
         // Cleared by later ticks, like any wipe.
         let damaged = found.damaged.clone();
         slots.wipe(&damaged);
         Ok((slots, found))
+    }
+
+    /// The sealed bytes of the slots numbered in `range`, making the rows of those that have none
+    /// (sealed empty: the first node to open the table). A slot whose rows are there but not
+    /// whole comes back short, and does not unseal. Blocking.
+    fn read(&self, range: std::ops::Range<u32>) -> Result<HashMap<u32, Vec<u8>>, StoreError> {
+        let read: HashMap<u32, Vec<u8>> =
+            self.store.held_slots(range.clone())?.into_iter().collect();
+        let empty = vec![0u8; SLOT_BYTES];
+        let made: Vec<(u32, Vec<u8>)> = range
+            .clone()
+            .filter(|slot| !read.contains_key(slot))
+            .map(|slot| (slot, seal(&self.key, slot, &empty)))
+            .collect();
+        if made.is_empty() {
+            return Ok(read);
+        }
+        self.store.make_held_slots(made)?;
+        // Made here or by another node at the same moment: read again.
+        Ok(self.store.held_slots(range)?.into_iter().collect())
     }
 
     /// Stages each payload for a free slot chosen at random; answers the slots (in the order

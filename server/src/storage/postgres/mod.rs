@@ -325,7 +325,10 @@ enum Call {
     /// Stops writing for good, saying why (the node serving reviews lost its lease).
     Stop { why: String },
     /// Reads every held slot (cluster mode, `reviews/anonymous/sealed.rs`).
-    HeldRead { reply: Reply<Vec<(u32, Vec<u8>)>> },
+    HeldRead {
+        slots: std::ops::Range<u32>,
+        reply: Reply<Vec<(u32, Vec<u8>)>>,
+    },
     /// Makes the rows of held slots that have none yet.
     HeldMake {
         slots: Vec<(u32, Vec<u8>)>,
@@ -642,10 +645,13 @@ impl PgStore {
         let _ = self.calls.send(Call::Stop { why });
     }
 
-    /// Every held slot's sealed bytes, by slot (its pieces put back together). A slot whose rows
-    /// are not all there comes back shorter. Blocking.
-    pub fn held_slots(&self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
-        self.call(|reply| Call::HeldRead { reply })
+    /// The sealed bytes of the held slots numbered in `slots`, by slot (its pieces put back
+    /// together). A slot whose rows are not all there comes back shorter. Blocking.
+    pub fn held_slots(
+        &self,
+        slots: std::ops::Range<u32>,
+    ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        self.call(|reply| Call::HeldRead { slots, reply })
     }
 
     /// Makes the rows of these slots where there are none (another node may be making them at

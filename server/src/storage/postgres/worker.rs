@@ -714,8 +714,8 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Call::Stop { why } => self.stop(&why),
-            Call::HeldRead { reply } => {
-                let result = bounded!(self, self.held_read());
+            Call::HeldRead { slots, reply } => {
+                let result = bounded!(self, self.held_read(slots));
                 let _ = reply.send(result);
             }
             Call::HeldMake { slots, reply } => {
@@ -735,15 +735,21 @@ impl Worker {
         }
     }
 
-    /// Every held slot's pieces, joined in piece order.
-    async fn held_read(&mut self) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+    /// The pieces of the held slots numbered in `slots`, joined in piece order.
+    async fn held_read(
+        &mut self,
+        slots: std::ops::Range<u32>,
+    ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+        let from = i32::try_from(slots.start).unwrap_or(i32::MAX);
+        let to = i32::try_from(slots.end).unwrap_or(i32::MAX);
         let read = async {
             let conn = self.connected().await?;
             let rows = conn
                 .client
                 .query(
-                    "SELECT slot, sealed FROM held_slots ORDER BY slot, piece",
-                    &[],
+                    "SELECT slot, sealed FROM held_slots WHERE slot >= $1 AND slot < $2 \
+                     ORDER BY slot, piece",
+                    &[&from, &to],
                 )
                 .await
                 .map_err(pg_error)?;
