@@ -1142,6 +1142,12 @@ struct SwitchView {
 }
 
 impl SwitchView {
+    /// Whether, while it does not serve reviews, this node lets a review's documents through
+    /// for another decision: it forwards them, or it holds the role and is switching to it.
+    fn lets_through(&self) -> bool {
+        self.forwards || self.store.holds_review_role()
+    }
+
     /// The review domain's authorizer, once this node serves reviews.
     fn serving(&self) -> Option<Arc<dyn access::Authorizer>> {
         self.switch
@@ -1157,7 +1163,7 @@ impl access::Authorizer for SwitchView {
         match self.serving() {
             Some(reviews) => reviews.authorize(token, document),
             None if !is_review_document(document) => self.switch.others.authorize(token, document),
-            None if self.forwards || self.store.holds_review_role() => Ok(access::Access::ReadOnly),
+            None if self.lets_through() => Ok(access::Access::ReadOnly),
             None => Err(access::Denied {
                 code: REVIEWS_ELSEWHERE.into(),
                 message: REVIEWS_ELSEWHERE_MESSAGE.to_owned(),
@@ -1166,9 +1172,7 @@ impl access::Authorizer for SwitchView {
     }
 
     fn provisional(&self, document: &str) -> bool {
-        self.serving().is_none()
-            && is_review_document(document)
-            && (self.forwards || self.store.holds_review_role())
+        self.serving().is_none() && is_review_document(document) && self.lets_through()
     }
 }
 

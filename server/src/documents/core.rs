@@ -33,7 +33,7 @@ use crate::documents::command::{
 };
 use crate::documents::crdt;
 use crate::documents::holdback::{Deferred, Holdback};
-use crate::documents::peer::{ConnId, Delivery, Framed, Notice, Peer, Peers};
+use crate::documents::peer::{ConnId, Delivery, Framed, Notice, Peer, Peers, Seat};
 use crate::documents::presence::Presence;
 use crate::documents::queue;
 use crate::documents::quota;
@@ -1034,9 +1034,9 @@ impl Core {
     fn broadcast_now(&mut self, except: Option<ConnId>, message: Bytes) {
         let mut dropped = Vec::new();
         let mut framed = Framed::new(message);
-        let except_seat = except
-            .and_then(|conn| self.peers.get(conn))
-            .and_then(|peer| peer.framing.seat());
+        // The writer's seat, looked up at the first lane met: a document without lanes (every
+        // document of a single server) pays no search for it.
+        let mut except_seat: Option<Option<Seat>> = None;
         // Lanes served by this broadcast, and those whose outbox was full.
         let mut lanes: Vec<u64> = Vec::new();
         let mut slow_lanes: Vec<u64> = Vec::new();
@@ -1055,6 +1055,11 @@ impl Core {
             }
             lanes.push(seat.lane);
             let skip = except_seat
+                .get_or_insert_with(|| {
+                    except
+                        .and_then(|conn| self.peers.get(conn))
+                        .and_then(|peer| peer.framing.seat())
+                })
                 .filter(|s| s.lane == seat.lane)
                 .map(|s| s.member);
             let tag = peer.framing.to_lane(skip);

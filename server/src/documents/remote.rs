@@ -214,7 +214,7 @@ impl Lane<'_> {
                     };
                     match parts.feed(payload) {
                         Ok(Some(whole)) => {
-                            if let Some(end) = self.owner_said(&whole) {
+                            if let Some(end) = self.owner_said(Bytes::from(whole)) {
                                 return end;
                             }
                         }
@@ -348,8 +348,8 @@ impl Lane<'_> {
     }
 
     /// Takes one whole message of the owner; `Some` when the lane ends.
-    fn owner_said(&mut self, whole: &[u8]) -> Option<End> {
-        match forward::decode_from_owner(whole) {
+    fn owner_said(&mut self, whole: Bytes) -> Option<End> {
+        match forward::decode_from_owner(&whole) {
             Err(e) => {
                 tracing::debug!(doc = %self.name, error = %e, "undecodable message from the owner");
                 Some(End::Broken)
@@ -361,7 +361,7 @@ impl Lane<'_> {
             Ok(FromOwner::Close { code, reason }) => Some(End::Closed(code, reason.to_owned())),
             Ok(FromOwner::All { except, message }) => {
                 // One copy, framed once per dialect, for every member attached.
-                let mut framed = Framed::new(Bytes::copy_from_slice(message));
+                let mut framed = Framed::new(whole.slice_ref(message));
                 let mut dropped = Vec::new();
                 for (&member, joined) in &self.members {
                     if joined.reply.is_none()
@@ -375,12 +375,12 @@ impl Lane<'_> {
                     .into_iter()
                     .find_map(|member| self.remove(member, true))
             }
-            Ok(FromOwner::To { member, said }) => self.tell_member(member, said),
+            Ok(FromOwner::To { member, said }) => self.tell_member(member, said, &whole),
         }
     }
 
     /// What the owner says to one member: its first word answers its join.
-    fn tell_member(&mut self, member: u64, said: Said<'_>) -> Option<End> {
+    fn tell_member(&mut self, member: u64, said: Said<'_>, whole: &Bytes) -> Option<End> {
         let joined = self.members.get_mut(&member)?;
         if let Some((reply, _)) = joined.reply.take() {
             self.pending -= 1;
@@ -398,7 +398,7 @@ impl Lane<'_> {
         let joined = self.members.get(&member)?;
         // The owner ended the member itself when it closes it.
         let ended_there = matches!(said, Said::Close { .. });
-        if deliver(&joined.peer, said, self.ctx) {
+        if deliver(&joined.peer, said, whole, self.ctx) {
             return None;
         }
         self.remove(member, !ended_there)
@@ -561,9 +561,10 @@ const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Hands what the owner said to a member to its connection; `false` once the connection is to
 /// be closed.
-fn deliver(peer: &Peer, said: Said<'_>, ctx: &DocContext) -> bool {
+/// `whole` is the owner's message `said` was decoded from (a message is handed on as a slice of it).
+fn deliver(peer: &Peer, said: Said<'_>, whole: &Bytes, ctx: &DocContext) -> bool {
     match said {
-        Said::Message(message) => push(peer, peer.frame(&Bytes::copy_from_slice(message)), ctx),
+        Said::Message(message) => push(peer, peer.frame(&whole.slice_ref(message)), ctx),
         Said::Notice(wire) => {
             let notice = notice_of(wire);
             match &notice {

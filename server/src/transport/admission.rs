@@ -556,6 +556,20 @@ pub struct Confirming<F> {
     pub meter: Arc<Meter>,
 }
 
+impl<F: Framing + 'static> Confirming<F> {
+    /// The framing of a connection in its dialect `inner`: wrapped to confirm its meter when
+    /// its grant was `provisional`, as it is otherwise.
+    pub fn around(inner: F, meter: Option<&Arc<Meter>>, provisional: bool) -> Arc<dyn Framing> {
+        match meter {
+            Some(meter) if provisional => Arc::new(Confirming {
+                inner,
+                meter: meter.clone(),
+            }),
+            _ => Arc::new(inner),
+        }
+    }
+}
+
 impl<F: Framing> Framing for Confirming<F> {
     fn prefix(&self) -> &[u8] {
         self.inner.prefix()

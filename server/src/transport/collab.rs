@@ -423,13 +423,7 @@ impl Session {
             conn: attempt,
             outbox: self.outbox.clone(),
             kick: self.kick.clone(),
-            framing: match &self.meter {
-                Some(meter) if provisional => Arc::new(Confirming {
-                    inner: Hocuspocus::new(key),
-                    meter: meter.clone(),
-                }),
-                _ => Arc::new(Hocuspocus::new(key)),
-            },
+            framing: Confirming::around(Hocuspocus::new(key), self.meter.as_ref(), provisional),
             grant: grant.clone(),
             credential: Credential::new(token),
         };

@@ -167,13 +167,7 @@ async fn connection(
         }
     };
     let room = outbox.downgrade();
-    let framing: Arc<dyn Framing> = match (&meter, provisional) {
-        (Some(meter), true) => Arc::new(Confirming {
-            inner: YWebsocket,
-            meter: meter.clone(),
-        }),
-        _ => Arc::new(YWebsocket),
-    };
+    let framing = Confirming::around(YWebsocket, meter.as_ref(), provisional);
     let peer = Peer {
         conn,
         outbox,
