@@ -100,10 +100,11 @@ export const tick = () => new Promise((resolve) => setImmediate(resolve))
 // ---------------------------------------------------------------------------
 
 class ServerProcess {
-  constructor (label, dataDir, extraArgs = []) {
+  constructor (label, dataDir, extraArgs = [], env = null) {
     this.label = label
     this.dataDir = dataDir
     this.extraArgs = extraArgs
+    this.env = env
     this.lines = []
     this.exit = null
     this.child = null
@@ -142,14 +143,19 @@ class ServerProcess {
       // Stock clients here name arbitrary documents; review documents are tested with sessions.
       args = this.extraArgs.includes('--token') ? [] : ['--open-access']
     }
-    // A test that must know the port before the server starts (a redirect URL registered at a
-    // provider) passes its own --listen.
-    if (!this.extraArgs.includes('--listen')) args.push('--listen', '127.0.0.1:0')
-    args.push('--data-dir', this.dataDir, ...this.extraArgs)
-    const child = spawn(command, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { RUST_BACKTRACE: '1', NO_COLOR: '1', ...process.env }
-    })
+    let env = { RUST_BACKTRACE: '1', NO_COLOR: '1', ...process.env }
+    if (this.env) {
+      // Started as a deployment starts it (compose.test.mjs): with exactly these arguments and
+      // DEBRIEF_* variables, none of the harness's and none of the test runner's.
+      args = [...this.extraArgs]
+      env = { ...Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith('DEBRIEF_'))), ...this.env }
+    } else {
+      // A test that must know the port before the server starts (a redirect URL registered at a
+      // provider) passes its own --listen.
+      if (!this.extraArgs.includes('--listen')) args.push('--listen', '127.0.0.1:0')
+      args.push('--data-dir', this.dataDir, ...this.extraArgs)
+    }
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
     this.child = child
     this.exited = new Promise((resolve) => {
       child.on('exit', (code, signal) => {
@@ -229,8 +235,13 @@ export class Harness {
     return dir
   }
 
-  async startServer ({ dataDir = this.tempDir(), args = [] } = {}) {
-    const server = new ServerProcess(`server#${this.servers.length + 1}`, dataDir, args)
+  /**
+   * Starts a server on a free port with `--data-dir dataDir` and `args` (and `--open-access`
+   * unless they name a `--token`). With `env`, only `args` and `env` are given instead: the
+   * server's configuration is then the caller's alone, `dataDir` only names it in the logs.
+   */
+  async startServer ({ dataDir = this.tempDir(), args = [], env = null } = {}) {
+    const server = new ServerProcess(`server#${this.servers.length + 1}`, dataDir, args, env)
     this.servers.push(server)
     return server.start()
   }
