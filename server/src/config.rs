@@ -70,9 +70,9 @@ pub struct Cli {
     #[arg(long, env = "DEBRIEF_CLUSTER_RENEW_MS")]
     pub cluster_renew_ms: Option<u64>,
 
-    /// With `--postgres`: the `HOST:PORT` other nodes will reach this node's internal link at,
-    /// recorded in the database. Not used yet (nodes do not forward to each other); empty when
-    /// not given.
+    /// With `--postgres`: the `HOST:PORT` other nodes reach this node's internal link at,
+    /// recorded in the database, where they look it up to forward to this node. Without it, the
+    /// address `--cluster-listen` bound.
     #[arg(long, env = "DEBRIEF_CLUSTER_ADVERTISE")]
     pub cluster_advertise: Option<String>,
 
