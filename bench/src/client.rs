@@ -223,8 +223,11 @@ pub struct YClient {
     /// With [`Self::keep_sync_payload`]: the updates received after the SyncStep2, kept too (a
     /// server may send the state it shares among joiners and then the changes made since).
     pub sync_tail: Vec<Vec<u8>>,
-    /// The connection presents the read-only token and accepts a read-only scope.
+    /// The connection accepts a read-only scope (and presents the read-only token unless it
+    /// has a session's).
     read_only: bool,
+    /// A review session's token, presented instead of the benchmark's own.
+    session: Option<String>,
     /// When the latest awareness state was sent.
     pub awareness_sent_at: Instant,
     pub stats: ClientStats,
@@ -299,6 +302,7 @@ impl YClient {
             sync_payload: None,
             sync_tail: Vec::new(),
             read_only: addr.read_only,
+            session: addr.token.clone(),
             awareness_sent_at: connected_at,
             stats: ClientStats::default(),
             awareness_clock: 0,
@@ -312,9 +316,8 @@ impl YClient {
             last_ack_at: None,
         };
         if c.dialect == Dialect::Hocuspocus {
-            let token = c.token();
-            c.send_frame(wire::hp_auth_token(&c.doc_name, token))
-                .await?;
+            let frame = wire::hp_auth_token(&c.doc_name, c.token());
+            c.send_frame(frame).await?;
         }
         let sv = c.doc.transact().state_vector();
         c.send_msg(&Message::Sync(SyncMessage::SyncStep1(sv)))
@@ -325,8 +328,10 @@ impl YClient {
         Ok(c)
     }
 
-    fn token(&self) -> &'static str {
-        if self.read_only {
+    fn token(&self) -> &str {
+        if let Some(session) = &self.session {
+            session
+        } else if self.read_only {
             wire::READ_ONLY_TOKEN
         } else {
             wire::TOKEN
@@ -522,9 +527,8 @@ impl YClient {
             }
             Incoming::PermissionDenied(reason) => bail!("permission denied: {reason}"),
             Incoming::TokenRequest => {
-                let token = self.token();
-                self.send_frame(wire::hp_auth_token(&self.doc_name, token))
-                    .await?;
+                let frame = wire::hp_auth_token(&self.doc_name, self.token());
+                self.send_frame(frame).await?;
                 return Ok(Event::Other);
             }
             Incoming::SyncStatus(true) => {

@@ -8,6 +8,7 @@ mod failover;
 mod measure;
 mod procstat;
 mod report;
+mod reviews;
 mod scenarios;
 mod synth;
 mod target;
@@ -25,6 +26,7 @@ use serde::Serialize;
 use crate::audience::{AllHandsCfg, BuiltDoc, Storm, StormCfg};
 use crate::failover::FailoverCfg;
 use crate::measure::Measurement;
+use crate::reviews::MeetingsCfg;
 use crate::scenarios::{IdleCfg, KillCfg, ReplayCfg, TypingCfg};
 use crate::target::{Programs, Target, TargetKind};
 use crate::trace::{single_char_edits, Trace};
@@ -39,7 +41,8 @@ struct Cli {
     /// Scenarios to run, e.g. "1,2,5" (1 one doc/many clients, 2 200 docs×5, 3 1000 docs×2,
     /// 4 idle connections, 5 cold load of a 100k-edit doc, 6 automerge-paper replay,
     /// 7 kill -9 after confirmed updates, 8 all-hands, 9 join storm, 10 ten thousand sockets,
-    /// 11 failover: kill -9 of a cluster node owning the documents; cluster targets only).
+    /// 11 failover: kill -9 of a cluster node owning the documents; cluster targets only,
+    /// 12 review meetings: real reviews, writers and observers on their notes; Debrief only).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9,10")]
     scenarios: Vec<u32>,
     /// Targets, in order: debrief (y-websocket at /ws), reference (@y/websocket-server),
@@ -205,6 +208,24 @@ struct Cli {
     /// again at random [50].
     #[arg(long, default_value_t = 50)]
     s11_reconnect_ms: u64,
+    /// Scenario 12: reviews in their meeting at once [12, quick 4].
+    #[arg(long)]
+    s12_reviews: Option<usize>,
+    /// Scenario 12: participants of each review typing into its notes [5, quick 3].
+    #[arg(long)]
+    s12_writers: Option<usize>,
+    /// Scenario 12: observers of each review watching its notes [40, quick 16].
+    #[arg(long)]
+    s12_observers: Option<usize>,
+    /// Scenario 12: edits per second per writer [1].
+    #[arg(long, default_value_t = 1.0)]
+    s12_rate: f64,
+    /// Scenario 12: seconds measured [30, quick 8].
+    #[arg(long)]
+    s12_duration: Option<f64>,
+    /// Scenario 12: the same shape on documents outside reviews (the control).
+    #[arg(long)]
+    s12_plain: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -577,6 +598,41 @@ async fn run(cli: Cli) -> Result<()> {
                         Runner::Failover(cfg),
                     )
                 }
+                12 => {
+                    let cfg = MeetingsCfg {
+                        reviews: cli.s12_reviews.unwrap_or(if q { 4 } else { 12 }).max(1),
+                        writers: cli.s12_writers.unwrap_or(if q { 3 } else { 5 }).max(1),
+                        observers: cli.s12_observers.unwrap_or(if q { 16 } else { 40 }),
+                        rate: cli.s12_rate,
+                        duration_s: cli.s12_duration.unwrap_or(if q { 8.0 } else { 30.0 }),
+                        plain: cli.s12_plain,
+                    };
+                    let desc = format!(
+                        "{} {} at once, each with {} writers at {}/s and {} read-only observers \
+                         on its notes, {} s",
+                        cfg.reviews,
+                        if cfg.plain {
+                            "plain documents shaped like meetings (no reviews)"
+                        } else {
+                            "reviews in their meeting"
+                        },
+                        cfg.writers,
+                        cfg.rate,
+                        cfg.observers,
+                        cfg.duration_s
+                    );
+                    let name = if cfg.plain {
+                        "meetings-plain"
+                    } else {
+                        "review-meetings"
+                    };
+                    (
+                        name,
+                        desc,
+                        serde_json::to_value(&cfg)?,
+                        Runner::Meetings(cfg),
+                    )
+                }
                 other => bail!("unknown scenario {other}"),
             };
         eprintln!("\n== scenario {id}: {name}: {description}");
@@ -650,6 +706,7 @@ enum Runner {
     Idle(IdleCfg),
     Kill(KillCfg),
     Failover(FailoverCfg),
+    Meetings(MeetingsCfg),
     AllHands {
         cfg: AllHandsCfg,
         text: Arc<str>,
@@ -680,6 +737,8 @@ async fn run_one(
     };
     // observers present the read-only token
     target.read_only_token = matches!(runner, Runner::AllHands { .. });
+    // the setup of scenario 12 is many people creating and joining reviews
+    target.trust_loopback = matches!(runner, Runner::Meetings(_));
     if let Err(e) = target.start().await {
         return failed(kind, e);
     }
@@ -688,6 +747,7 @@ async fn run_one(
         Runner::Idle(cfg) => scenarios::idle(&mut target, trace, cfg, seed).await,
         Runner::Kill(cfg) => scenarios::kill9(&mut target, cfg, seed).await,
         Runner::Failover(cfg) => failover::failover(&mut target, cfg, seed).await,
+        Runner::Meetings(cfg) => reviews::meetings(&mut target, trace, cfg, seed).await,
         Runner::AllHands { cfg, text } => {
             audience::all_hands(&mut target, text.clone(), cfg, seed).await
         }

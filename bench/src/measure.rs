@@ -122,6 +122,11 @@ pub struct Measurement {
     pub storms: Vec<StormRun>,
     /// Scenario 11: the owner of the documents killed with SIGKILL, its clients reconnecting.
     pub failover: Option<FailoverRun>,
+    /// A cluster target: each node's share of the servers' CPU over the measured window, in
+    /// the order the nodes started.
+    pub node_cpu_share: Vec<f64>,
+    /// A cluster target: which node served reviews (its `debrief_serves_reviews` was 1).
+    pub review_node: Option<usize>,
     pub notes: Vec<String>,
 }
 

@@ -49,6 +49,18 @@ fn rows() -> Vec<(&'static str, Get)> {
             m.database_cpu_us_per_delivery
         }),
         ("load generator CPU (s)", |m| m.loadgen_cpu_s),
+        ("busiest node's CPU share (%)", |m| {
+            m.node_cpu_share
+                .iter()
+                .copied()
+                .reduce(f64::max)
+                .map(|s| s * 100.0)
+        }),
+        ("review node's CPU share (%)", |m| {
+            m.review_node
+                .and_then(|n| m.node_cpu_share.get(n))
+                .map(|s| s * 100.0)
+        }),
         ("server peak RSS (MiB)", |m| {
             m.peak_rss_bytes.map(|b| b as f64 / MIB)
         }),

@@ -141,6 +141,8 @@ fn secs(d: Duration) -> f64 {
 /// CPU time of the server and of this process.
 pub struct CpuMark {
     server: procstat::CpuTime,
+    /// Each server's own (a cluster target's nodes, in the order they started).
+    nodes: Vec<procstat::CpuTime>,
     me: procstat::CpuTime,
     /// The server's PostgreSQL cluster, for the targets on PostgreSQL.
     database: Option<procstat::CpuTime>,
@@ -151,13 +153,16 @@ impl CpuMark {
     /// A cluster target's server time is its nodes' sum.
     pub fn take(procs: &Processes) -> Result<Self> {
         let mut server = procstat::CpuTime::default();
+        let mut nodes = Vec::with_capacity(procs.servers.len());
         for pid in &procs.servers {
             let t = procstat::cpu_time(*pid)?;
             server.user += t.user;
             server.kernel += t.kernel;
+            nodes.push(t);
         }
         Ok(CpuMark {
             server,
+            nodes,
             me: procstat::cpu_time(std::process::id())?,
             database: procs.database.map(procstat::tree_cpu_time).transpose()?,
             at: Instant::now(),
@@ -206,6 +211,14 @@ pub fn fill_window(
     }
     let cpu = c1.server.since(c0.server);
     m.server_cpu_s = Some(secs(cpu.total()));
+    if c0.nodes.len() > 1 && c0.nodes.len() == c1.nodes.len() && cpu.total() > Duration::ZERO {
+        m.node_cpu_share = c0
+            .nodes
+            .iter()
+            .zip(&c1.nodes)
+            .map(|(a, b)| secs(b.since(*a).total()) / secs(cpu.total()))
+            .collect();
+    }
     let database = match (c0.database, c1.database) {
         (Some(a), Some(b)) => Some(b.since(a).total()),
         _ => None,
@@ -336,6 +349,19 @@ pub async fn typing(
     cfg: &TypingCfg,
     seed: u64,
 ) -> Result<Measurement> {
+    let run_tag = seed % 100_000;
+    let seat = |d: usize, _k: usize| target.addr(&format!("typing-{run_tag}-{d}"));
+    typing_at(target, trace, cfg, seed, seat).await
+}
+
+/// [`typing`] with client `k` of document `d` connecting where `seat(d, k)` says.
+pub async fn typing_at(
+    target: &Target,
+    trace: Arc<Trace>,
+    cfg: &TypingCfg,
+    seed: u64,
+    seat: impl Fn(usize, usize) -> Result<DocAddr>,
+) -> Result<Measurement> {
     let mut m = Measurement::new(target.kind.name());
     m.docs = cfg.docs as u64;
     m.clients = (cfg.docs * cfg.clients_per_doc) as u64;
@@ -357,12 +383,10 @@ pub async fn typing(
         .into();
     let mut set = JoinSet::new();
     let t_connect = Instant::now();
-    let run_tag = seed % 100_000;
     for d in 0..cfg.docs {
         let log = Arc::new(SentLog::default());
-        let doc_name = format!("typing-{run_tag}-{d}");
         for k in 0..cfg.clients_per_doc {
-            let url = target.addr(&doc_name)?;
+            let url = seat(d, k)?;
             let ccfg = ccfg.clone();
             let log = log.clone();
             let ctl = ctl_rx.clone();

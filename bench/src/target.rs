@@ -49,6 +49,9 @@ pub struct DocAddr {
     /// The client presents the read-only token ([`crate::wire::READ_ONLY_TOKEN`]) and
     /// accepts a read-only scope.
     pub read_only: bool,
+    /// A review session's token the client presents instead of the benchmark's own tokens (in
+    /// the URL's `?token=` for y-websocket, already there; in the auth message for Hocuspocus).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -210,6 +213,9 @@ pub struct Target {
     secret: Option<PathBuf>,
     /// Debrief is started with `--read-only-token` [`crate::wire::READ_ONLY_TOKEN`].
     pub read_only_token: bool,
+    /// Debrief trusts `X-Forwarded-For` from loopback (`--trusted-proxy 127.0.0.1`), so that the
+    /// setup of many reviews can count as many clients for the limits on creations and joins.
+    pub trust_loopback: bool,
     /// The `debrief-pg` targets' database, made at the first start, kept across restarts and
     /// dropped with the target.
     database: Option<Database>,
@@ -265,6 +271,7 @@ impl Target {
             clients: AtomicUsize::new(0),
             secret: kind.is_cluster().then(|| work_dir.join("cluster-secret")),
             read_only_token: false,
+            trust_loopback: false,
             database: None,
         })
     }
@@ -329,7 +336,26 @@ impl Target {
             url,
             doc: doc.to_string(),
             read_only: false,
+            token: None,
         })
+    }
+
+    /// Where document `doc` is served to the next client presenting a review session's `token`
+    /// (round-robin over a cluster's nodes, as [`Target::addr`]); `read_only` for a session
+    /// whose role may only read the document.
+    pub fn session_addr(&self, doc: &str, token: &str, read_only: bool) -> Result<DocAddr> {
+        let mut a = self.addr(doc)?;
+        a.read_only = read_only;
+        if self.dialect() == Dialect::YWebsocket {
+            a.url = format!("{}?token={token}", a.url);
+        }
+        a.token = Some(token.to_owned());
+        Ok(a)
+    }
+
+    /// The HTTP address of each running node, in the order they started.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.running.iter().map(|r| r.addr).collect()
     }
 
     /// Where document `doc` is served to an observer: with the read-only token where the
@@ -430,6 +456,9 @@ impl Target {
                 if self.read_only_token {
                     cmd.arg("--read-only-token")
                         .arg(crate::wire::READ_ONLY_TOKEN);
+                }
+                if self.trust_loopback {
+                    cmd.arg("--trusted-proxy").arg("127.0.0.1");
                 }
                 if let Some(db) = &self.database {
                     cmd.arg("--postgres").arg(db.url());
