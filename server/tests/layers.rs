@@ -44,8 +44,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("documents", &["limits", "metrics", "storage"]),
     ("storage", &["limits"]),
     ("ops", &["storage", "reviews"]),
-    // Cluster mode (issue 18): leases and document ownership in PostgreSQL. Documents will use
-    // it through a trait of their own (phase 2), never by name. Limits for the link's frame size.
+    // Cluster mode (issue 18): leases and document ownership in PostgreSQL. Documents use it
+    // through a trait of their own (`documents/route.rs`), never by name. Limits for the link's
+    // frame size.
     ("cluster", &["storage", "limits"]),
     // Reviews for the settings and the clock of webhooks.
     (

@@ -1,6 +1,7 @@
 //! The internal link between two nodes (`docs/cluster.md`, "Routing: the internal link" and
-//! "Authentication between nodes"). The server listens and dials through `links.rs`; forwarding
-//! sockets and REST requests over it comes later in phase 2.
+//! "Authentication between nodes"). The server listens and dials through `links.rs`; documents
+//! are forwarded over it as lanes (`transport/forwarded.rs`, `documents/remote.rs`) and requests
+//! of the review API as forwarded requests (`transport/forwarded_http.rs`).
 //!
 //! - **Authentication.** TLS 1.3 with a certificate each node makes for itself at start
 //!   ([`Endpoint::new`]), then a challenge inside the encrypted channel: each side sends its node

@@ -56,7 +56,7 @@ pub use sessions::{ReviewAuthorizer, ReviewRecord, Reviews, SessionRecord};
 
 /// The documents a node claims together with `name` when it loads it: a review's three
 /// (`docs/schema.md`), in name order, since the review is the unit one node owns
-/// (`docs/cluster.md`, "One owner per review"); any other document alone. Given to the
+/// (`docs/cluster.md`, "One owner per document"); any other document alone. Given to the
 /// PostgreSQL backend, which does not know document names.
 pub fn claim_group(name: &str) -> Vec<String> {
     use debrief_proto::schema::{document_name, parse_document_name, DocKind};
