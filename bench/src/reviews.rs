@@ -120,6 +120,12 @@ pub struct Meeting {
 impl Meeting {
     /// Where client `k` of the review connects: the first `writers` write, the rest watch.
     pub fn seat(&self, target: &Target, k: usize, writers: usize) -> Result<DocAddr> {
+        let (token, read_only) = self.session(k, writers)?;
+        target.session_addr(&self.notes, token, read_only)
+    }
+
+    /// The session client `k` presents, and whether it only reads.
+    fn session(&self, k: usize, writers: usize) -> Result<(&str, bool)> {
         let (tokens, i, read_only) = if k < writers {
             (&self.writers, k, false)
         } else {
@@ -128,7 +134,7 @@ impl Meeting {
         let token = tokens
             .get(i / SOCKETS_PER_SESSION)
             .ok_or_else(|| anyhow!("no session for client {k} of {}", self.notes))?;
-        target.session_addr(&self.notes, token, read_only)
+        Ok((token, read_only))
     }
 }
 
@@ -314,5 +320,42 @@ fn dechunk(mut rest: &str) -> Result<String> {
             .get(size..)
             .and_then(|r| r.strip_prefix("\r\n"))
             .ok_or_else(|| anyhow!("a chunk without its end"))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunked_body_is_joined_and_a_cut_one_refused() {
+        assert_eq!(
+            dechunk("5\r\n{\"a\":\r\n3;x=1\r\n 1}\r\n0\r\n\r\n").expect("whole"),
+            "{\"a\": 1}"
+        );
+        assert_eq!(dechunk("0\r\n\r\n").expect("empty"), "");
+        assert!(dechunk("5\r\n{\"a\"").is_err(), "a chunk cut short");
+        assert!(dechunk("zz\r\n").is_err(), "a size that is not hex");
+        assert!(dechunk("2\r\nab").is_err(), "a chunk without its end");
+    }
+
+    #[test]
+    fn clients_of_a_role_share_sessions_sixteen_sockets_each() {
+        let meeting = Meeting {
+            notes: "review.r.notes".into(),
+            writers: vec!["w0".into()],
+            observers: vec!["o0".into(), "o1".into(), "o2".into()],
+        };
+        let token = |k: usize| meeting.session(k, 5).expect("a session");
+        assert_eq!(token(0), ("w0", false));
+        assert_eq!(token(4), ("w0", false));
+        assert_eq!(token(5), ("o0", true));
+        assert_eq!(token(5 + 15), ("o0", true));
+        assert_eq!(token(5 + 16), ("o1", true));
+        assert_eq!(token(5 + 47), ("o2", true));
+        assert!(
+            meeting.session(5 + 48, 5).is_err(),
+            "past the sessions joined"
+        );
     }
 }
