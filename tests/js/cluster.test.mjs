@@ -10,55 +10,9 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
-import { chmodSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
 
-import { scenario, until, waitSynced, useReference } from './harness.mjs'
-
-const TEST_TIMEOUT = 60_000
-const LEASE_MS = 2000
-const RENEW_MS = 200
-
-const admin = process.env.DEBRIEF_TEST_POSTGRES
-
-/** A fresh database on the test PostgreSQL; its connection string. */
-const createDatabase = () => {
-  const name = `js_${randomBytes(8).toString('hex')}`
-  execFileSync('psql', [admin, '-q', '-c', `CREATE DATABASE ${name}`], { stdio: ['ignore', 'ignore', 'inherit'] })
-  return `${admin} dbname=${name}`
-}
-
-/** Three nodes on one database, sharing a cluster secret. */
-const startCluster = async (h, n = 3) => {
-  const url = createDatabase()
-  const secret = join(h.tempDir(), 'cluster-secret')
-  writeFileSync(secret, randomBytes(32).toString('hex'))
-  chmodSync(secret, 0o600)
-  const args = [
-    '--postgres', url,
-    '--cluster-lease-ms', String(LEASE_MS),
-    '--cluster-renew-ms', String(RENEW_MS),
-    '--cluster-listen', '127.0.0.1:0',
-    '--cluster-secret-file', secret
-  ]
-  const nodes = []
-  // One after another: the first node started serves reviews (docs/cluster.md), and each
-  // node's start-up is short.
-  for (let i = 0; i < n; i++) nodes.push(await h.startServer({ args }))
-  return nodes
-}
-
-const text = (client) => client.doc.getText('t').toString()
-
-/** Waits until every client's text is `expected`. */
-const converged = (clients, expected, what) =>
-  until(what, () => clients.every((c) => text(c) === expected),
-    clients.map((c) => [c.doc, 'update']),
-    { ms: 20_000, describe: () => clients.map((c, i) => `client ${i}: ${JSON.stringify(text(c))}`).join('\n') })
-
-const skip = useReference || !admin ? 'needs Debrief and DEBRIEF_TEST_POSTGRES' : false
+import { scenario, until, waitSynced } from './harness.mjs'
+import { LEASE_MS, TEST_TIMEOUT, converged, skip, startCluster, text } from './cluster.mjs'
 
 test('stock clients of both dialects on three nodes converge through one owner', { timeout: TEST_TIMEOUT, skip }, scenario(async (h) => {
   const nodes = await startCluster(h)

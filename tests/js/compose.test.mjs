@@ -24,12 +24,11 @@ import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
 import * as Y from 'yjs'
 
-import { debriefBin, restReview, scenario, until, useReference } from './harness.mjs'
+import { debriefBin, restReview, scenario, until } from './harness.mjs'
+import { createDatabase, skip } from './cluster.mjs'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const composePath = join(root, 'deploy/compose.yaml')
-const admin = process.env.DEBRIEF_TEST_POSTGRES
-const skip = useReference || !admin ? 'needs Debrief and DEBRIEF_TEST_POSTGRES' : false
 
 /** How many nodes the file describes (issue 18 asks for three). */
 const NODES = 3
@@ -242,13 +241,6 @@ const freePort = () => new Promise((resolve, reject) => {
     server.close(() => resolve(port))
   })
 })
-
-/** A fresh database on the test PostgreSQL; its connection string. */
-const createDatabase = () => {
-  const name = `compose_${randomBytes(8).toString('hex')}`
-  execFileSync('psql', [admin, '-q', '-c', `CREATE DATABASE ${name}`], { stdio: ['ignore', 'ignore', 'inherit'] })
-  return `${admin} dbname=${name}`
-}
 
 /** A node's /metrics as {name: value} for the unlabelled series. */
 const metrics = async (server) => {
