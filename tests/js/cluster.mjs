@@ -7,6 +7,7 @@
 
 import { execFileSync } from 'node:child_process'
 import { chmodSync, writeFileSync } from 'node:fs'
+import { connect, createServer } from 'node:net'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 
@@ -66,3 +67,51 @@ export const converged = (clients, expected, what) =>
   until(what, () => clients.every((c) => text(c) === expected),
     clients.map((c) => [c.doc, 'update']),
     { ms: 20_000, describe: () => clients.map((c, i) => `client ${i}: ${JSON.stringify(text(c))}`).join('\n') })
+
+/**
+ * A TCP load balancer on loopback, as an operator puts in front of the nodes: each connection
+ * goes to the next node of `nodes()` in turn that accepts it (a node that refuses, stopped or
+ * killed, is skipped), so stock clients, which reconnect to the address they were given, find
+ * a live node again after theirs went. It forwards bytes and knows nothing of documents. The
+ * result has the `port`, `wsBase` and `collabUrl` of a server for the harness's clients, and
+ * `close()`; `connections` counts what it forwarded.
+ */
+export const startBalancer = async (nodes) => {
+  let next = 0
+  const open = new Set()
+  const balancer = { port: null, connections: 0 }
+  const server = createServer({ pauseOnConnect: true }, (client) => {
+    open.add(client)
+    client.on('close', () => open.delete(client))
+    client.on('error', () => client.destroy())
+    const live = nodes().filter((n) => n.port !== null)
+    const tryNode = (left) => {
+      if (left === 0 || client.destroyed) return client.destroy()
+      const node = live[next++ % live.length]
+      const upstream = connect(node.port, '127.0.0.1')
+      upstream.once('error', () => { upstream.destroy(); tryNode(left - 1) })
+      upstream.once('connect', () => {
+        upstream.removeAllListeners('error')
+        upstream.on('error', () => client.destroy())
+        client.on('close', () => upstream.destroy())
+        upstream.on('close', () => client.destroy())
+        open.add(upstream)
+        upstream.on('close', () => open.delete(upstream))
+        balancer.connections++
+        client.pipe(upstream)
+        upstream.pipe(client)
+        client.resume()
+      })
+    }
+    tryNode(live.length)
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  balancer.port = server.address().port
+  balancer.wsBase = `ws://127.0.0.1:${balancer.port}/ws`
+  balancer.collabUrl = `ws://127.0.0.1:${balancer.port}/collab`
+  balancer.close = () => new Promise((resolve) => {
+    for (const socket of open) socket.destroy()
+    server.close(() => resolve())
+  })
+  return balancer
+}
