@@ -22,8 +22,6 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 
 import * as Y from 'yjs'
-import WebSocket from 'ws'
-import { HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 
 import { rest, restReview, scenario, until, waitSynced } from './harness.mjs'
 import { LEASE_MS, createDatabase, nodeArgs, secretFile, skip, startBalancer } from './cluster.mjs'
@@ -35,21 +33,6 @@ const REVIEWS_TIMEOUT = 120_000
 const CADENCE_ARGS = ['--anonymous-cadence-secs', '1']
 /** How long a failover may take on a loaded machine before the test says so. */
 const FAILOVER_MS = 30_000
-
-/**
- * `ws` made to behave as a browser's WebSocket on one point: closing a socket that is still
- * connecting reports an error that nobody has to listen to. The stock Hocuspocus provider (4.7)
- * does that when a server closes its socket before the first message (as a node does with 1013
- * `reviews_unavailable` while no node serves reviews, or 1001 when it stops): it then runs two
- * reconnect loops, and one closes the other's socket while it connects. In a browser that is
- * harmless; with `ws` the unheard error is an uncaught exception that fails the test process.
- */
-class BrowserLikeWebSocket extends WebSocket {
-  constructor (...args) {
-    super(...args)
-    this.on('error', () => {})
-  }
-}
 
 const base = (node) => `http://127.0.0.1:${node.port}`
 
@@ -151,8 +134,7 @@ test('stock clients in a review: the node serving reviews is killed, then stoppe
       return client
     }
     const hocusClient = (server, name, person, label) => {
-      const socket = new HocuspocusProviderWebsocket({ url: server.collabUrl, WebSocketPolyfill: BrowserLikeWebSocket })
-      h.sockets.push(socket) // destroyed by the harness after the test
+      const socket = h.hocusSocket(server)
       socket.on('close', ({ event }) => closes.push(`${label} Hocuspocus ${event?.code} ${event?.reason}`))
       const client = h.hocusClient(socket, name, { token: person.session })
       client.label = label
