@@ -121,6 +121,12 @@ test('stock clients in a review: the node serving reviews is killed, then stoppe
     await review.phase('meeting')
     const notes = review.documents.notes
     const api = () => rest(base(others()[0]))
+    // A second review, left in its review phase, whose anonymous items are released only when
+    // its meeting starts: concerns raised there before each failover are surely still held (in
+    // PostgreSQL, sealed) when the node goes, whatever the release cadence.
+    const later = await restReview(base(others()[0]), 'Concerns held across failovers', { anonymous_release: 'meeting' })
+    const laterWho = { participant: await later.join('participant', 'Pia'), author: await later.join('author', 'Abe') }
+    await later.phase('review')
 
     // Every close any stock provider sees, by dialect; none may be one it does not retry.
     const closes = []
@@ -156,14 +162,17 @@ test('stock clients in a review: the node serving reviews is killed, then stoppe
       hocusClient(balancer, notes, who.participant, 'Pat via the balancer')
     ]
     const discussion = hocusClient(balancer, review.documents.discussion, who.observer, 'Olga (discussion) via the balancer')
+    const laterDiscussion = hocusClient(balancer, later.documents.discussion, later.fay, 'Fay (held review) via the balancer')
     await waitSynced(kept[0], "Ada's notes through the balancer")
-    await until('the Hocuspocus providers to be served', () => ready(kept[1]) && ready(discussion), events([kept[1], discussion]),
+    await until('the Hocuspocus providers to be served', () => ready(kept[1]) && ready(discussion) && ready(laterDiscussion),
+      events([kept[1], discussion, laterDiscussion]),
       { describe: () => JSON.stringify({ failures: [kept[1].failures, discussion.failures], closes }) })
     assert.deepEqual(kept[1].scopes, ['read-write'], 'a participant writes the notes in the meeting')
     assert.deepEqual(discussion.scopes, ['readonly'])
 
     const said = []
     const raised = []
+    const held = []
     const expected = []
     const figures = []
     for (const going of ['SIGKILL', 'SIGTERM']) {
@@ -203,6 +212,16 @@ test('stock clients in a review: the node serving reviews is killed, then stoppe
       // How many are still held as the node goes (a release every second may come first; either
       // way each must appear once).
       const { pending } = await api()('POST', `/api/reviews/${review.id}/anonymous/pending`, { receipts }, who.participant.session)
+      // Two people's concerns in the review whose meeting has not started: held at the failover.
+      const waiting = [`Held through the ${going}: on-call was alone`, `Held through the ${going}: the runbook was stale`]
+      const waitingReceipts = []
+      for (const [person, body] of [[laterWho.participant, waiting[0]], [laterWho.author, waiting[1]]]) {
+        const answer = await write(others()[0], 'POST', `/api/reviews/${later.id}/concerns`, { body }, person.session, body)
+        waitingReceipts.push(answer.receipt)
+      }
+      const stillHeld = await api()('POST', `/api/reviews/${later.id}/anonymous/pending`, { receipts: waitingReceipts }, laterWho.participant.session)
+      assert.equal(stillHeld.pending.length, 2, `both concerns held at the ${going}: ${JSON.stringify(stillHeld)}`)
+      held.push(...waiting)
 
       const gone = serving
       live.splice(live.indexOf(gone), 1)
@@ -252,6 +271,9 @@ test('stock clients in a review: the node serving reviews is killed, then stoppe
         const n = body.startsWith('Concern') ? concernsSaying(discussion, body) : commentsSaying(discussion, body)
         assert.equal(n, 1, `"${body}" once after the ${going}`)
       }
+      // The other review's concerns are still held: its discussion, served again, shows none.
+      await until(`the held review's discussion to be served again after the ${going}`, () => ready(laterDiscussion), events([laterDiscussion]), { ms: FAILOVER_MS })
+      for (const body of held) assert.equal(concernsSaying(laterDiscussion, body), 0, `"${body}" still held after the ${going}`)
       assert.deepEqual(refused(), [], `closes a stock client does not retry, after the ${going}`)
       figures.push(`${going}: another node served reviews after ${taken} ms, every provider of the notes was served again after ${servedAgain} ms, the held concerns (${pending.length} of 2 still held at the ${going}) were released after ${released} ms`)
 
@@ -267,6 +289,14 @@ test('stock clients in a review: the node serving reviews is killed, then stoppe
       [...raised].every((b) => concernsSaying(fresh, b) >= 1) && said.every((b) => commentsSaying(fresh, b) >= 1), events([fresh]))
     for (const body of raised) assert.equal(concernsSaying(fresh, body), 1, `"${body}" released exactly once`)
     for (const body of said) assert.equal(commentsSaying(fresh, body), 1, `"${body}" there once`)
+    // The held review's meeting starts on the third holder of the review role: every concern
+    // held through both failovers is released, each once.
+    await api()('POST', `/api/reviews/${later.id}/phase`, { phase: 'meeting' }, later.fay.session)
+    const freshLater = hocusClient(others()[0], later.documents.discussion, later.fay, 'Fay (held review), fresh')
+    await until('the concerns held through both failovers to be released', () => ready(freshLater) &&
+      held.every((b) => concernsSaying(freshLater, b) >= 1), events([freshLater]),
+    { ms: 20_000, describe: () => JSON.stringify(freshLater.doc.getMap('concerns').toJSON()) })
+    for (const body of held) assert.equal(concernsSaying(freshLater, body), 1, `"${body}" released exactly once`)
     // The node serving reviews decides the token of a document forwarded to it.
     const stranger = hocusClient(others()[0], review.documents.discussion, { session: 'no-such-session' }, 'a stranger')
     await until('the stranger to be refused', () => stranger.failures.length > 0, [[stranger.provider, 'authenticationFailed']])
