@@ -55,7 +55,8 @@ use crate::limits::{valid_document_name, MAX_DOCUMENT_NAME_LEN, PING_INTERVAL, S
 use crate::metrics::Metrics;
 use crate::transport::admission::{Busy, Confirming, Connection, Meter};
 use crate::transport::socket::{
-    join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink, Stream, Upgrade,
+    come_back_later, join, meter_of, next_frame, outbox_room, upgrade_required, writer, Sink,
+    Stream, Upgrade,
 };
 use crate::transport::state::AppState;
 use crate::transport::stateless::{error_json, StatelessRequest};
@@ -464,16 +465,20 @@ impl Session {
         let handle = match result {
             Ok(handle) => handle,
             Err(e) => {
-                let reason = match e {
-                    JoinError::Full => "too_many_connections: the document is full; try later",
-                    JoinError::FullForReaders => {
+                let reason = match (come_back_later(&e), e) {
+                    // The node or the document is going away, or nobody can serve it yet: the
+                    // whole socket, so that the stock provider connects again and re-attaches it.
+                    (Some((code, reason)), _) => {
+                        self.kick.kick(code, reason);
+                        return false;
+                    }
+                    (None, JoinError::FullForReaders) => {
                         "too_many_connections: the places left on this document are kept for writers; try later"
                     }
-                    JoinError::TooManyForSession => {
+                    (None, JoinError::TooManyForSession) => {
                         "too_many_attachments: this session has the document open too many times"
                     }
-                    JoinError::ShuttingDown | JoinError::Unloading => "server_shutting_down",
-                    JoinError::Unavailable => crate::transport::socket::UNAVAILABLE,
+                    (None, _) => "too_many_connections: the document is full; try later",
                 };
                 return self.reply(&key, DocMessage::Close(Some(reason)));
             }

@@ -183,6 +183,22 @@ pub(crate) fn upgrade_required(dialect: &str) -> Response {
 pub(crate) const UNAVAILABLE: &str =
     "reviews_unavailable: no node of this cluster can serve this document now; try again";
 
+/// The close of the whole socket for a join that failed only for now: the node or the document
+/// is going away, or no node of the cluster can serve the document yet. The client comes back by
+/// connecting again. A Hocuspocus socket is closed whole for these too, not only for the document:
+/// the stock provider re-attaches a document only when its socket opens again, and takes a
+/// per-document Close as the document's end (`docs/cluster.md`, "Routing: the internal link").
+/// `None` for a refusal of this one client (the document is full, the session holds it too often).
+pub(crate) fn come_back_later(e: &JoinError) -> Option<(u16, &'static str)> {
+    match e {
+        JoinError::ShuttingDown | JoinError::Unloading => {
+            Some((close::GOING_AWAY, "server_shutting_down"))
+        }
+        JoinError::Unavailable => Some((close::TRY_AGAIN_LATER, UNAVAILABLE)),
+        JoinError::Full | JoinError::FullForReaders | JoinError::TooManyForSession => None,
+    }
+}
+
 /// Attaches `peer` to the document `doc`, opening it when needed.
 pub(crate) async fn join(state: &AppState, doc: &str, peer: Peer) -> Result<DocHandle, JoinError> {
     let mut last = JoinError::Unloading;

@@ -194,20 +194,17 @@ async fn connection(
             handle.leave(conn).await;
         }
         Err(e) => {
-            let (code, reason) = match e {
-                JoinError::Full => (close::TRY_AGAIN_LATER, "too_many_connections"),
-                JoinError::FullForReaders => (
+            let (code, reason) = match (super::socket::come_back_later(&e), e) {
+                (Some(close), _) => close,
+                (None, JoinError::FullForReaders) => (
                     close::TRY_AGAIN_LATER,
                     "too_many_connections: the places left are kept for writers",
                 ),
-                JoinError::TooManyForSession => (
+                (None, JoinError::TooManyForSession) => (
                     close::TOO_MANY_PENDING,
                     "too_many_attachments: this session has the document open too many times",
                 ),
-                JoinError::ShuttingDown | JoinError::Unloading => {
-                    (close::GOING_AWAY, "server_shutting_down")
-                }
-                JoinError::Unavailable => (close::TRY_AGAIN_LATER, super::socket::UNAVAILABLE),
+                (None, _) => (close::TRY_AGAIN_LATER, "too_many_connections"),
             };
             kick.kick(code, reason);
             writer(&mut sink, outbox_rx, kick, done, &state).await;
