@@ -193,8 +193,7 @@ impl SealedSlots {
         let mut found = Recovered::default();
         // A few slots at a time: the whole block is 20 MiB sealed, and read at once it stayed
         // in the process's memory long after it was freed.
-        let mut from = 0;
-        while from < SLOTS as u32 {
+        for from in (0..SLOTS as u32).step_by(READ_SLOTS as usize) {
             let to = (from + READ_SLOTS).min(SLOTS as u32);
             let read = slots.read(from..to)?;
             for slot in from..to {
@@ -216,7 +215,6 @@ impl SealedSlots {
                     None => found.damaged.push(slot),
                 }
             }
-            from = to;
         }
         // Cleared by later ticks, like any wipe.
         let damaged = found.damaged.clone();
