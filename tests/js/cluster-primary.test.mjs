@@ -22,9 +22,6 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
-import WebSocket from 'ws'
-import { HocuspocusProviderWebsocket } from '@hocuspocus/provider'
-
 import { scenario, until, waitSynced, withTimeout } from './harness.mjs'
 import { LEASE_MS, converged, createDatabase, skip, startBalancer, startCluster, text } from './cluster.mjs'
 
@@ -90,31 +87,6 @@ const said = (server, what) => server.lines.some((line) => line.includes(what))
 const allFenced = (nodes) => until('every node to be fenced while no primary answers',
   () => nodes().every((n) => said(n, 'cluster: this node is fenced')), nodes().map((n) => [n.child.stderr, 'data']),
   { ms: 20_000, describe: () => nodes().map((n) => `${n.label}: ${said(n, 'this node is fenced') ? 'fenced' : 'not fenced'}`).join(', ') })
-
-/**
- * A stock HocuspocusProviderWebsocket on `server` whose WebSocket, like a browser's, never throws
- * an error nobody listens to. The provider, on a reconnect, closes a socket still connecting
- * after removing its listeners; `ws` then emits an error with no listener, which in Node is an
- * uncaught exception (a browser only fires an event). Providers that live through the outage
- * reconnect often enough to meet this.
- */
-const quietHocusSocket = (h, server) => {
-  class BrowserLikeWebSocket extends WebSocket {
-    constructor (...args) {
-      super(...args)
-      this.on('error', () => {})
-    }
-  }
-  const socket = new HocuspocusProviderWebsocket({ url: server.collabUrl, WebSocketPolyfill: BrowserLikeWebSocket })
-  const destroy = socket.destroy.bind(socket)
-  let destroyed = false
-  socket.destroy = () => {
-    if (!destroyed) destroy()
-    destroyed = true
-  }
-  h.sockets.push(socket)
-  return socket
-}
 
 /**
  * The primary is killed under three nodes and stock writers, the standby promoted (at once, or
@@ -189,7 +161,7 @@ const primaryLoss = ({ lapsed }) => scenario(async (h) => {
     // nodes, so they come back whichever node goes.
     const stayDoc = 'primary-loss-stay'
     const wsStayers = nodes.map(() => h.client(balancer, stayDoc))
-    const hocusStayers = nodes.map(() => h.hocusClient(quietHocusSocket(h, balancer), stayDoc))
+    const hocusStayers = nodes.map(() => h.hocusClient(h.hocusSocket(balancer), stayDoc))
     const stayers = [...wsStayers, ...hocusStayers]
     for (const [i, c] of stayers.entries()) c.doc.getText('t').insert(0, `${i}`)
     await until('the staying providers to converge', () => stayers.every((c) => text(c).length === stayers.length),

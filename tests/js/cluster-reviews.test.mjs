@@ -24,7 +24,7 @@ import assert from 'node:assert/strict'
 import * as Y from 'yjs'
 
 import { rest, restReview, scenario, until, waitSynced } from './harness.mjs'
-import { LEASE_MS, createDatabase, nodeArgs, secretFile, skip, startBalancer } from './cluster.mjs'
+import { LEASE_MS, createDatabase, metrics, nodeArgs, secretFile, skip, startBalancer } from './cluster.mjs'
 
 // Three nodes, a failover of each kind, twice a release of held concerns: more than one cluster
 // test, still well inside the ~90 s the file may take.
@@ -65,10 +65,9 @@ const write = async (node, method, path, body, session, what) => {
 
 /** Whether `node` says in /metrics that it serves reviews. */
 const servesReviews = async (node) => {
-  const text = await (await fetch(`${base(node)}/metrics`)).text()
-  const m = /^debrief_serves_reviews (\S+)$/m.exec(text)
-  assert.ok(m, `node on ${node.port} reports debrief_serves_reviews`)
-  return Number(m[1]) === 1
+  const said = (await metrics(node)).debrief_serves_reviews
+  assert.ok(said !== undefined, `node on ${node.port} reports debrief_serves_reviews`)
+  return said === 1
 }
 
 /**

@@ -59,6 +59,12 @@ export const startCluster = async (h, n = 3, { url = createDatabase(), ...leases
   return nodes
 }
 
+/** A node's /metrics as {name: value} for the unlabelled series. */
+export const metrics = async (server) => {
+  const body = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text()
+  return Object.fromEntries([...body.matchAll(/^([a-z_]+) (\S+)$/gm)].map((m) => [m[1], Number(m[2])]))
+}
+
 /** The text a test's stock clients edit. */
 export const text = (client) => client.doc.getText('t').toString()
 

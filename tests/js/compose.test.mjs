@@ -25,7 +25,7 @@ import { parse } from 'yaml'
 import * as Y from 'yjs'
 
 import { debriefBin, restReview, scenario, until } from './harness.mjs'
-import { createDatabase, skip } from './cluster.mjs'
+import { createDatabase, metrics, skip } from './cluster.mjs'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const composePath = join(root, 'deploy/compose.yaml')
@@ -241,12 +241,6 @@ const freePort = () => new Promise((resolve, reject) => {
     server.close(() => resolve(port))
   })
 })
-
-/** A node's /metrics as {name: value} for the unlabelled series. */
-const metrics = async (server) => {
-  const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text()
-  return Object.fromEntries([...text.matchAll(/^([a-z_]+) (\S+)$/gm)].map((m) => [m[1], Number(m[2])]))
-}
 
 test('deploy/compose.yaml: its three node services, started as it starts them, form one cluster', { timeout: 60_000, skip }, scenario(async (h) => {
   const { nodes, secretMode, services } = readCompose()
